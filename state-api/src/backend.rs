@@ -1,0 +1,293 @@
+//! The byte-level backend contracts that configuration, the conformance kit and the
+//! benchmark drive by name: [`KeyedStateBackend`] and [`OperatorStateBackend`], and the
+//! factories plugins register to create and restore them.
+//!
+//! Keys, namespaces, values, list elements and map user keys cross this boundary as
+//! serialized bytes; which serializer produced them is recorded per state in
+//! [`StateMetaInfo`]. Backends may offer typed accessors on top.
+
+use std::any::Any;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::{
+    AsyncSnapshotTask, CheckpointListener, CheckpointOptions, CheckpointStreamFactory,
+    DistributionMode, KeyGroupRange, KeyedStateHandle, LocalRecoveryConfig,
+    OperatorStreamStateHandle, Registry, Result, SnapshotResult, SnapshotStrategy, StateMetaInfo,
+    UNCOMPRESSED,
+};
+
+/// The result of a keyed snapshot.
+pub type KeyedSnapshotResult = SnapshotResult<Arc<dyn KeyedStateHandle>>;
+
+/// The result of an operator state snapshot.
+pub type OperatorSnapshotResult = SnapshotResult<OperatorStreamStateHandle>;
+
+/// Everything needed to create or restore a keyed backend for one operator instance.
+#[derive(Debug, Clone)]
+pub struct KeyedBackendParams {
+    /// Max parallelism: the number of key groups of the job.
+    pub number_of_key_groups: u32,
+    /// The key groups this instance owns.
+    pub key_group_range: KeyGroupRange,
+    /// Stable id of the key serializer (recorded in snapshots and checked on restore).
+    pub key_serializer: String,
+    /// Registered name of the snapshot strategy for checkpoints; `None` picks the
+    /// backend's default. Savepoints always use the backend's full, canonical strategy.
+    pub strategy: Option<String>,
+    /// Registered name of the compression decorator for key-group sections.
+    pub compression: String,
+    /// Whether and where task-local copies are kept.
+    pub local_recovery: LocalRecoveryConfig,
+    /// A directory the backend may use for its working files (RocksDB instance files).
+    pub working_dir: Option<PathBuf>,
+    /// Backend-specific options by key (`rocksdb.block-cache-size`, ...).
+    pub options: BTreeMap<String, String>,
+}
+
+impl KeyedBackendParams {
+    /// Parameters for `key_group_range` of `number_of_key_groups`, with the default
+    /// strategy, no compression, no local recovery and raw byte keys.
+    pub fn new(number_of_key_groups: u32, key_group_range: KeyGroupRange) -> Self {
+        KeyedBackendParams {
+            number_of_key_groups,
+            key_group_range,
+            key_serializer: "bytes".into(),
+            strategy: None,
+            compression: UNCOMPRESSED.into(),
+            local_recovery: LocalRecoveryConfig::disabled(),
+            working_dir: None,
+            options: BTreeMap::new(),
+        }
+    }
+}
+
+/// A keyed state backend for one key-group range of one operator instance.
+///
+/// Operations act on the current key set by [`set_current_key`](Self::set_current_key),
+/// whose key group is computed once per key.
+pub trait KeyedStateBackend: CheckpointListener + Send + fmt::Debug {
+    /// The registered name of the backend (`heap`, `rocksdb`).
+    fn backend_name(&self) -> &str;
+
+    /// The key groups this instance owns.
+    fn key_group_range(&self) -> KeyGroupRange;
+
+    /// Max parallelism of the job.
+    fn number_of_key_groups(&self) -> u32;
+
+    /// Registers a state; registering the same meta info again is a no-op, registering a
+    /// different kind or serializers under a used name is an error.
+    fn register_state(&mut self, meta: &StateMetaInfo) -> Result<()>;
+
+    /// Meta info of every registered state.
+    fn states(&self) -> Vec<StateMetaInfo>;
+
+    /// Sets the key later operations act on; fails with
+    /// [`Error::KeyGroupOutOfRange`](crate::Error::KeyGroupOutOfRange) for a key of a key
+    /// group this instance does not own.
+    fn set_current_key(&mut self, key: &[u8]) -> Result<()>;
+
+    /// The value of value state `state` for the current key in `namespace`.
+    fn value(&self, state: &str, namespace: &[u8]) -> Result<Option<Vec<u8>>>;
+
+    /// Sets the value of value state `state` for the current key in `namespace`.
+    fn put_value(&mut self, state: &str, namespace: &[u8], value: &[u8]) -> Result<()>;
+
+    /// The elements of list state `state` (empty when absent).
+    fn list(&self, state: &str, namespace: &[u8]) -> Result<Vec<Vec<u8>>>;
+
+    /// Appends one element to list state `state`.
+    fn append_to_list(&mut self, state: &str, namespace: &[u8], element: &[u8]) -> Result<()>;
+
+    /// Replaces the elements of list state `state` (an empty slice removes the entry).
+    fn update_list(&mut self, state: &str, namespace: &[u8], elements: &[Vec<u8>]) -> Result<()>;
+
+    /// The value under `user_key` in map state `state`.
+    fn map_value(&self, state: &str, namespace: &[u8], user_key: &[u8]) -> Result<Option<Vec<u8>>>;
+
+    /// Puts `user_key -> value` into map state `state`.
+    fn put_map_value(
+        &mut self,
+        state: &str,
+        namespace: &[u8],
+        user_key: &[u8],
+        value: &[u8],
+    ) -> Result<()>;
+
+    /// Removes `user_key` from map state `state`.
+    fn remove_map_value(&mut self, state: &str, namespace: &[u8], user_key: &[u8]) -> Result<()>;
+
+    /// All entries of map state `state`, ordered by user key bytes.
+    fn map_entries(&self, state: &str, namespace: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
+
+    /// Removes the current key's entry of `state` in `namespace`, whatever its kind.
+    fn clear(&mut self, state: &str, namespace: &[u8]) -> Result<()>;
+
+    /// Every key that has an entry in `state` under `namespace`.
+    fn keys(&self, state: &str, namespace: &[u8]) -> Result<Vec<Vec<u8>>>;
+
+    /// Runs the synchronous part of a snapshot with the configured strategy (the full,
+    /// canonical one for savepoints) and returns the asynchronous part.
+    fn snapshot(
+        &mut self,
+        checkpoint_id: u64,
+        timestamp: u64,
+        factory: Arc<dyn CheckpointStreamFactory>,
+        options: &CheckpointOptions,
+    ) -> Result<AsyncSnapshotTask<KeyedSnapshotResult>>;
+
+    /// Cancels running snapshots, waits for their leases and releases the backend's
+    /// resources. Later calls fail with [`Error::Closed`](crate::Error::Closed).
+    fn close(&mut self) -> Result<()>;
+}
+
+/// Creates and restores one kind of keyed backend; registered by name.
+pub trait KeyedStateBackendFactory: Send + Sync + fmt::Debug + 'static {
+    /// The registered name (`heap`, `rocksdb`).
+    fn name(&self) -> &'static str;
+
+    /// One line for listings.
+    fn description(&self) -> &'static str;
+
+    /// Creates an empty backend.
+    fn create(
+        &self,
+        params: KeyedBackendParams,
+        registry: &Registry,
+    ) -> Result<Box<dyn KeyedStateBackend>>;
+
+    /// Creates a backend holding the state of `handles` (from one or many old instances)
+    /// restricted to `params.key_group_range`.
+    fn restore(
+        &self,
+        params: KeyedBackendParams,
+        registry: &Registry,
+        handles: &[Arc<dyn KeyedStateHandle>],
+    ) -> Result<Box<dyn KeyedStateBackend>>;
+}
+
+/// Creates a keyed snapshot strategy for a backend of the kind it names; registered by
+/// name so configuration can pick, say, `rocksdb-incremental` over `rocksdb-full`.
+pub trait KeyedSnapshotStrategyFactory: Send + Sync + fmt::Debug + 'static {
+    /// The registered name (`heap`, `rocksdb-full`, `rocksdb-incremental`).
+    fn name(&self) -> &'static str;
+
+    /// One line for listings.
+    fn description(&self) -> &'static str;
+
+    /// The registered name of the keyed backend this strategy snapshots.
+    fn backend(&self) -> &'static str;
+
+    /// Creates the strategy over `backend_state`, the state the backend shares with its
+    /// strategies (each backend documents its type); a mismatched type is
+    /// [`Error::Unsupported`](crate::Error::Unsupported).
+    fn create(
+        &self,
+        backend_state: &dyn Any,
+        params: &KeyedBackendParams,
+        registry: &Registry,
+    ) -> Result<Box<dyn SnapshotStrategy<Arc<dyn KeyedStateHandle>>>>;
+}
+
+/// Everything needed to create or restore an operator state backend.
+#[derive(Debug, Clone, Default)]
+pub struct OperatorBackendParams {
+    /// Index of this instance among `parallelism`.
+    pub operator_index: u32,
+    /// Number of parallel instances.
+    pub parallelism: u32,
+    /// Whether and where task-local copies are kept.
+    pub local_recovery: LocalRecoveryConfig,
+}
+
+/// Operator (non-keyed) state of one instance: named list states with a distribution
+/// mode and named broadcast map states.
+pub trait OperatorStateBackend: CheckpointListener + Send + fmt::Debug {
+    /// The registered name of the backend.
+    fn backend_name(&self) -> &str;
+
+    /// The elements of list state `name` (empty when absent).
+    fn list(&self, name: &str) -> Result<Vec<Vec<u8>>>;
+
+    /// Replaces list state `name`, declaring how it is redistributed
+    /// ([`DistributionMode::SplitDistribute`] or [`DistributionMode::Union`]).
+    fn update_list(
+        &mut self,
+        name: &str,
+        mode: DistributionMode,
+        elements: &[Vec<u8>],
+    ) -> Result<()>;
+
+    /// Appends to list state `name`.
+    fn append_to_list(&mut self, name: &str, mode: DistributionMode, element: &[u8]) -> Result<()>;
+
+    /// The value under `key` in broadcast state `name`.
+    fn broadcast_value(&self, name: &str, key: &[u8]) -> Result<Option<Vec<u8>>>;
+
+    /// Puts `key -> value` into broadcast state `name`.
+    fn put_broadcast_value(&mut self, name: &str, key: &[u8], value: &[u8]) -> Result<()>;
+
+    /// Removes `key` from broadcast state `name`.
+    fn remove_broadcast_value(&mut self, name: &str, key: &[u8]) -> Result<()>;
+
+    /// All entries of broadcast state `name`, ordered by key bytes.
+    fn broadcast_entries(&self, name: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
+
+    /// Runs the synchronous part of a snapshot and returns the asynchronous part.
+    fn snapshot(
+        &mut self,
+        checkpoint_id: u64,
+        timestamp: u64,
+        factory: Arc<dyn CheckpointStreamFactory>,
+        options: &CheckpointOptions,
+    ) -> Result<AsyncSnapshotTask<OperatorSnapshotResult>>;
+
+    /// Cancels running snapshots and releases the backend's resources.
+    fn close(&mut self) -> Result<()>;
+}
+
+/// Creates and restores one kind of operator state backend; registered by name.
+pub trait OperatorStateBackendFactory: Send + Sync + fmt::Debug + 'static {
+    /// The registered name (`operator`).
+    fn name(&self) -> &'static str;
+
+    /// One line for listings.
+    fn description(&self) -> &'static str;
+
+    /// Creates an empty backend.
+    fn create(
+        &self,
+        params: OperatorBackendParams,
+        registry: &Registry,
+    ) -> Result<Box<dyn OperatorStateBackend>>;
+
+    /// Creates a backend from the handles redistributed to this instance.
+    fn restore(
+        &self,
+        params: OperatorBackendParams,
+        registry: &Registry,
+        handles: &[OperatorStreamStateHandle],
+    ) -> Result<Box<dyn OperatorStateBackend>>;
+}
+
+/// Creates an operator snapshot strategy for an operator backend; registered by name.
+pub trait OperatorSnapshotStrategyFactory: Send + Sync + fmt::Debug + 'static {
+    /// The registered name (`operator`).
+    fn name(&self) -> &'static str;
+
+    /// One line for listings.
+    fn description(&self) -> &'static str;
+
+    /// The registered name of the operator backend this strategy snapshots.
+    fn backend(&self) -> &'static str;
+
+    /// Creates the strategy over the state the backend shares with its strategies.
+    fn create(
+        &self,
+        backend_state: &dyn Any,
+        registry: &Registry,
+    ) -> Result<Box<dyn SnapshotStrategy<OperatorStreamStateHandle>>>;
+}

@@ -1,0 +1,218 @@
+//! The error type of the contract crate, shared by every plugin.
+//!
+//! Plugins map their private failures onto these meanings (`NotFound`, `Corrupted`,
+//! `Unsupported`, `Cancelled`, ...) and fall back to [`Error::Backend`] for the rest,
+//! so callers can react to the kind of failure without knowing which plugin failed.
+
+use std::io;
+use std::path::PathBuf;
+
+/// A boxed error from a plugin or a codec, kept as the `source` of an [`Error`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Result with [`Error`] as the default error type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong while taking, storing or restoring a snapshot.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Reading or writing checkpoint storage failed.
+    #[error("i/o error on {path}: {source}")]
+    Io {
+        /// The file or directory involved.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+
+    /// An i/o error outside of a named file (an in-memory stream, a socket, a pipe).
+    #[error("i/o error while {context}: {source}")]
+    Stream {
+        /// What was being done.
+        context: String,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+
+    /// Something that should exist does not (a file, a state, a checkpoint).
+    #[error("{what} not found")]
+    NotFound {
+        /// What was looked for.
+        what: String,
+    },
+
+    /// Stored bytes are not what they should be: bad magic, failed checksum, malformed field.
+    #[error("corrupted {what}: {reason}")]
+    Corrupted {
+        /// The object and position that is corrupt (file, header field, key group).
+        what: String,
+        /// Why it is judged corrupt.
+        reason: String,
+    },
+
+    /// Stored bytes end before the format says they should.
+    #[error("truncated {what}: {reason}")]
+    Truncated {
+        /// The object and position that is cut short.
+        what: String,
+        /// What was expected at the cut.
+        reason: String,
+    },
+
+    /// The bytes were written by a newer format version than this build reads.
+    #[error(
+        "{what} has format version {found}, this build reads versions up to {supported}: upgrade snapstate to restore it"
+    )]
+    UnsupportedVersion {
+        /// What carries the version.
+        what: String,
+        /// The version found in the bytes.
+        found: u32,
+        /// The newest version this build understands.
+        supported: u32,
+    },
+
+    /// A request the implementation cannot serve (wrong backend for a strategy, unknown serializer).
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+
+    /// An argument is out of its allowed range.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+
+    /// A key belongs to a key group outside the range this instance owns.
+    #[error("key group {key_group} is outside of {range}")]
+    KeyGroupOutOfRange {
+        /// The key group of the key.
+        key_group: u32,
+        /// The range this instance owns, rendered.
+        range: String,
+    },
+
+    /// The operation was cancelled (by the task's canceller or by its owner closing).
+    #[error("snapshot of checkpoint {checkpoint_id} was cancelled")]
+    Cancelled {
+        /// The checkpoint whose snapshot was cancelled.
+        checkpoint_id: u64,
+    },
+
+    /// The object was closed (a registry, a stream, a resource guard) and cannot be used.
+    #[error("{what} is closed")]
+    Closed {
+        /// What is closed.
+        what: String,
+    },
+
+    /// A plugin name that is not linked into this binary.
+    #[error("no {kind} named `{name}` is linked; linked: {available}")]
+    UnknownPlugin {
+        /// The kind of plugin (`keyed state backend`, `compression decorator`, ...).
+        kind: &'static str,
+        /// The name that was asked for.
+        name: String,
+        /// The names that are linked, comma separated.
+        available: String,
+    },
+
+    /// Two linked plugins of one kind claim the same name.
+    #[error(
+        "{kind} `{name}` is registered twice (by `{first}` and by `{second}`): rename one of them"
+    )]
+    DuplicatePlugin {
+        /// The kind of plugin.
+        kind: &'static str,
+        /// The contested name.
+        name: String,
+        /// The crate (or caller) that registered it first.
+        first: String,
+        /// The crate (or caller) that registered it again.
+        second: String,
+    },
+
+    /// A checkpoint's metadata could not be (de)serialized.
+    #[error("cannot {action} checkpoint metadata: {source}")]
+    Metadata {
+        /// `encode` or `decode`.
+        action: &'static str,
+        /// The cause.
+        #[source]
+        source: BoxError,
+    },
+
+    /// A backend-specific failure that has no more precise meaning above.
+    #[error("backend `{backend}` failed: {source}")]
+    Backend {
+        /// The backend's registered name.
+        backend: String,
+        /// The cause.
+        #[source]
+        source: BoxError,
+    },
+}
+
+impl Error {
+    /// Wraps an i/o error on `path`, keeping a [`Error`] that travelled inside it.
+    ///
+    /// Streams surface failures through `std::io::Error`; when the failure was one of
+    /// ours (a cancellation, a corruption found by a codec), it is unwrapped instead of
+    /// being reported as plain i/o.
+    pub fn io(path: impl Into<PathBuf>, source: io::Error) -> Self {
+        match Self::take_inner(source) {
+            Ok(inner) => inner,
+            Err(source) => Error::Io {
+                path: path.into(),
+                source,
+            },
+        }
+    }
+
+    /// Wraps an i/o error that happened while doing `context` on an unnamed stream.
+    pub fn stream(context: impl Into<String>, source: io::Error) -> Self {
+        match Self::take_inner(source) {
+            Ok(inner) => inner,
+            Err(source) => Error::Stream {
+                context: context.into(),
+                source,
+            },
+        }
+    }
+
+    /// Packs this error into an `std::io::Error` so it can cross a `Read`/`Write` boundary;
+    /// [`Error::io`] and [`Error::stream`] unpack it again.
+    pub fn into_io(self) -> io::Error {
+        let kind = match &self {
+            Error::Io { source, .. } | Error::Stream { source, .. } => source.kind(),
+            Error::Truncated { .. } => io::ErrorKind::UnexpectedEof,
+            Error::Corrupted { .. } | Error::UnsupportedVersion { .. } => {
+                io::ErrorKind::InvalidData
+            }
+            Error::NotFound { .. } => io::ErrorKind::NotFound,
+            // Not `Interrupted`: `write_all` and `read_exact` retry on that kind.
+            Error::Cancelled { .. } => io::ErrorKind::Other,
+            Error::Closed { .. } => io::ErrorKind::BrokenPipe,
+            _ => io::ErrorKind::Other,
+        };
+        io::Error::new(kind, self)
+    }
+
+    /// True for [`Error::Cancelled`].
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self, Error::Cancelled { .. })
+    }
+
+    fn take_inner(source: io::Error) -> std::result::Result<Error, io::Error> {
+        if source.get_ref().is_some_and(|inner| inner.is::<Error>()) {
+            let inner = source
+                .into_inner()
+                .expect("checked above: the io::Error carries an inner error");
+            Ok(*inner
+                .downcast::<Error>()
+                .expect("checked above: the inner error is a state_api::Error"))
+        } else {
+            Err(source)
+        }
+    }
+}

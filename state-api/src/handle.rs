@@ -1,0 +1,707 @@
+//! State handles: where the bytes of a snapshot are and how to read or delete them.
+//!
+//! Handles are what the coordinator stores in checkpoint metadata and hands back on
+//! restore, so they serialize with `serde`. The two open families are trait objects,
+//! [`StreamStateHandle`] (one readable stream of bytes) and [`KeyedStateHandle`] (the keyed
+//! state of one key-group range), serialized through `typetag` (`erased-serde` plus an
+//! `inventory` registry of constructors) under explicit, stable tags such as `"file"` or
+//! `"key-groups"`: a third-party crate adds its own handle kind by implementing the trait
+//! with its own tag. Tags are never derived from Rust type names, so renaming a type does
+//! not break stored checkpoints.
+//!
+//! # Example
+//!
+//! ```
+//! use std::sync::Arc;
+//! use state_api::{ByteStreamStateHandle, KeyGroupRange, KeyGroupRangeOffsets,
+//!     KeyGroupsStateHandle, KeyedStateHandle, StreamStateHandle};
+//!
+//! let range = KeyGroupRange::new(0, 3)?;
+//! let stream: Arc<dyn StreamStateHandle> =
+//!     Arc::new(ByteStreamStateHandle::new("kg", vec![0; 40]));
+//! let handle: Arc<dyn KeyedStateHandle> = Arc::new(KeyGroupsStateHandle::new(
+//!     KeyGroupRangeOffsets::with_offsets(range, vec![0, 10, 20, 30])?,
+//!     stream,
+//! ));
+//! let json = serde_json::to_string(&handle).unwrap();
+//! let back: Arc<dyn KeyedStateHandle> = serde_json::from_str(&json).unwrap();
+//! assert_eq!(back.key_group_range(), range);
+//! let half = back.intersection(&KeyGroupRange::new(2, 9)?).expect("groups 2 and 3 intersect");
+//! assert_eq!(half.key_group_range(), KeyGroupRange::new(2, 3)?);
+//! # Ok::<(), state_api::Error>(())
+//! ```
+
+use std::any::Any;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs::{self, File};
+use std::io::{self, Cursor, Read, Seek};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, KeyGroupRange, KeyGroupRangeOffsets, Result, StateObject};
+
+/// A readable, seekable stream of snapshot bytes.
+pub trait StateInputStream: Read + Seek + Send {}
+
+impl<T: Read + Seek + Send> StateInputStream for T {}
+
+/// A handle to one stream of snapshot bytes.
+#[typetag::serde]
+pub trait StreamStateHandle: StateObject + fmt::Debug + Send + Sync + 'static {
+    /// Opens the bytes for reading from the start.
+    fn open(&self) -> Result<Box<dyn StateInputStream>>;
+
+    /// The handle as `Any`, to downcast to a concrete handle type.
+    fn as_any(&self) -> &dyn Any;
+
+    /// A short description for errors and listings (a path, an object key, a name).
+    fn describe(&self) -> String;
+}
+
+/// A handle to the keyed state of one key-group range.
+#[typetag::serde]
+pub trait KeyedStateHandle: StateObject + fmt::Debug + Send + Sync + 'static {
+    /// The key groups this handle holds state for.
+    fn key_group_range(&self) -> KeyGroupRange;
+
+    /// The part of this handle that covers `range`, or `None` if they do not intersect.
+    /// Restore uses it to pick, from the handles of the old instances, what a new
+    /// instance's range needs.
+    fn intersection(&self, range: &KeyGroupRange) -> Option<Arc<dyn KeyedStateHandle>>;
+
+    /// The handle as `Any`, to downcast to a concrete handle type.
+    fn as_any(&self) -> &dyn Any;
+}
+
+fn remove_file_if_exists(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Err(err) if err.kind() != io::ErrorKind::NotFound => Err(Error::io(path, err)),
+        _ => Ok(()),
+    }
+}
+
+/// A snapshot stream stored as a file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileStateHandle {
+    path: PathBuf,
+    size: u64,
+}
+
+impl FileStateHandle {
+    /// A handle to the complete file at `path` of `size` bytes.
+    pub fn new(path: impl Into<PathBuf>, size: u64) -> Self {
+        FileStateHandle {
+            path: path.into(),
+            size,
+        }
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl StateObject for FileStateHandle {
+    fn discard(&self) -> Result<()> {
+        remove_file_if_exists(&self.path)
+    }
+
+    fn state_size(&self) -> u64 {
+        self.size
+    }
+}
+
+#[typetag::serde(name = "file")]
+impl StreamStateHandle for FileStateHandle {
+    fn open(&self) -> Result<Box<dyn StateInputStream>> {
+        let file = File::open(&self.path).map_err(|err| match err.kind() {
+            io::ErrorKind::NotFound => Error::NotFound {
+                what: format!("snapshot file {}", self.path.display()),
+            },
+            _ => Error::io(&self.path, err),
+        })?;
+        Ok(Box::new(io::BufReader::with_capacity(256 * 1024, file)))
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn describe(&self) -> String {
+        format!("file {}", self.path.display())
+    }
+}
+
+/// Snapshot bytes kept inline in the handle (small state, in-memory storage).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ByteStreamStateHandle {
+    name: String,
+    data: Arc<[u8]>,
+}
+
+impl ByteStreamStateHandle {
+    /// A handle holding `data`, called `name` in errors and listings.
+    pub fn new(name: impl Into<String>, data: impl Into<Arc<[u8]>>) -> Self {
+        ByteStreamStateHandle {
+            name: name.into(),
+            data: data.into(),
+        }
+    }
+
+    /// The bytes.
+    pub fn data(&self) -> &[u8] {
+        &self.data
+    }
+
+    /// The handle's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl StateObject for ByteStreamStateHandle {
+    fn discard(&self) -> Result<()> {
+        Ok(())
+    }
+
+    fn state_size(&self) -> u64 {
+        self.data.len() as u64
+    }
+}
+
+#[typetag::serde(name = "bytes")]
+impl StreamStateHandle for ByteStreamStateHandle {
+    fn open(&self) -> Result<Box<dyn StateInputStream>> {
+        Ok(Box::new(Cursor::new(self.data.clone())))
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn describe(&self) -> String {
+        format!("inline bytes `{}`", self.name)
+    }
+}
+
+/// Stands for a shared file that an earlier checkpoint already uploaded; the shared state
+/// registry resolves it to the real handle. It cannot be read itself, and discarding it
+/// deletes nothing (the registry owns the file).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlaceholderStreamStateHandle {
+    key: String,
+    size: u64,
+}
+
+impl PlaceholderStreamStateHandle {
+    /// A placeholder for the shared file registered under `key`, of `size` bytes.
+    pub fn new(key: impl Into<String>, size: u64) -> Self {
+        PlaceholderStreamStateHandle {
+            key: key.into(),
+            size,
+        }
+    }
+
+    /// The shared state registry key of the file it stands for.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+}
+
+impl StateObject for PlaceholderStreamStateHandle {
+    fn discard(&self) -> Result<()> {
+        Ok(())
+    }
+
+    fn state_size(&self) -> u64 {
+        self.size
+    }
+}
+
+#[typetag::serde(name = "placeholder")]
+impl StreamStateHandle for PlaceholderStreamStateHandle {
+    fn open(&self) -> Result<Box<dyn StateInputStream>> {
+        Err(Error::Unsupported(format!(
+            "placeholder for shared file `{}` cannot be read: resolve it through the shared state registry first",
+            self.key
+        )))
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn describe(&self) -> String {
+        format!("placeholder for shared file `{}`", self.key)
+    }
+}
+
+/// A directory of snapshot files (a local RocksDB checkpoint, a task-local copy).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirectoryStateHandle {
+    directory: PathBuf,
+    size: u64,
+}
+
+impl DirectoryStateHandle {
+    /// A handle to `directory`, whose files add up to `size` bytes.
+    pub fn new(directory: impl Into<PathBuf>, size: u64) -> Self {
+        DirectoryStateHandle {
+            directory: directory.into(),
+            size,
+        }
+    }
+
+    /// The directory.
+    pub fn directory(&self) -> &Path {
+        &self.directory
+    }
+}
+
+impl StateObject for DirectoryStateHandle {
+    fn discard(&self) -> Result<()> {
+        match fs::remove_dir_all(&self.directory) {
+            Err(err) if err.kind() != io::ErrorKind::NotFound => {
+                Err(Error::io(&self.directory, err))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn state_size(&self) -> u64 {
+        self.size
+    }
+}
+
+/// A key-group-partitioned snapshot stream: one stream plus the offset of every key
+/// group in it (the canonical keyed format) and, optionally, a CRC-32C per key group.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeyGroupsStateHandle {
+    offsets: KeyGroupRangeOffsets,
+    delegate: Arc<dyn StreamStateHandle>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    checksums: Option<Vec<u32>>,
+}
+
+impl KeyGroupsStateHandle {
+    /// A handle over `delegate` with the given key-group offsets.
+    pub fn new(offsets: KeyGroupRangeOffsets, delegate: Arc<dyn StreamStateHandle>) -> Self {
+        KeyGroupsStateHandle {
+            offsets,
+            delegate,
+            checksums: None,
+        }
+    }
+
+    /// Adds one checksum per key group of the range, in key-group order.
+    pub fn with_checksums(mut self, checksums: Vec<u32>) -> Result<Self> {
+        let expected = self.offsets.range().len() as usize;
+        if checksums.len() != expected {
+            return Err(Error::InvalidArgument(format!(
+                "{} checksums given for {} ({expected} key groups)",
+                checksums.len(),
+                self.offsets.range()
+            )));
+        }
+        self.checksums = Some(checksums);
+        Ok(self)
+    }
+
+    /// The key-group offsets.
+    pub fn offsets(&self) -> &KeyGroupRangeOffsets {
+        &self.offsets
+    }
+
+    /// The stream holding the key groups.
+    pub fn delegate(&self) -> &Arc<dyn StreamStateHandle> {
+        &self.delegate
+    }
+
+    /// The checksum recorded for `key_group`, if checksums were recorded.
+    pub fn checksum(&self, key_group: u32) -> Option<u32> {
+        let range = self.offsets.range();
+        if !range.contains(key_group) {
+            return None;
+        }
+        let index = (key_group - range.start()) as usize;
+        self.checksums
+            .as_ref()
+            .and_then(|all| all.get(index).copied())
+    }
+}
+
+impl StateObject for KeyGroupsStateHandle {
+    fn discard(&self) -> Result<()> {
+        self.delegate.discard()
+    }
+
+    fn state_size(&self) -> u64 {
+        self.delegate.state_size()
+    }
+}
+
+#[typetag::serde(name = "key-groups")]
+impl KeyedStateHandle for KeyGroupsStateHandle {
+    fn key_group_range(&self) -> KeyGroupRange {
+        self.offsets.range()
+    }
+
+    fn intersection(&self, range: &KeyGroupRange) -> Option<Arc<dyn KeyedStateHandle>> {
+        let offsets = self.offsets.intersection(range);
+        let narrowed = offsets.range();
+        if narrowed.is_empty() {
+            return None;
+        }
+        let checksums = self.checksums.as_ref().map(|all| {
+            let skip = (narrowed.start() - self.offsets.range().start()) as usize;
+            all.iter()
+                .skip(skip)
+                .take(narrowed.len() as usize)
+                .copied()
+                .collect()
+        });
+        Some(Arc::new(KeyGroupsStateHandle {
+            offsets,
+            delegate: self.delegate.clone(),
+            checksums,
+        }))
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// A file of an incremental snapshot and the name it has in the backend's local directory.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HandleAndLocalPath {
+    /// Where the file's bytes are stored.
+    pub handle: Arc<dyn StreamStateHandle>,
+    /// The file's name relative to the backend's instance directory (`000042.sst`).
+    pub local_path: String,
+}
+
+impl HandleAndLocalPath {
+    /// Pairs a stored file with its local name.
+    pub fn new(handle: Arc<dyn StreamStateHandle>, local_path: impl Into<String>) -> Self {
+        HandleAndLocalPath {
+            handle,
+            local_path: local_path.into(),
+        }
+    }
+}
+
+fn discard_all<'a>(objects: impl IntoIterator<Item = &'a dyn StateObject>) -> Result<()> {
+    let mut first_error = None;
+    for object in objects {
+        if let Err(err) = object.discard() {
+            first_error.get_or_insert(err);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+/// An incremental keyed snapshot in checkpoint storage: shared files (immutable, reused
+/// across checkpoints and counted by the shared state registry), private files (this
+/// checkpoint's own) and the meta data stream.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IncrementalRemoteKeyedStateHandle {
+    /// Identifies the backend instance whose files these are.
+    pub backend_identifier: String,
+    /// The key groups covered.
+    pub key_group_range: KeyGroupRange,
+    /// The checkpoint this snapshot belongs to.
+    pub checkpoint_id: u64,
+    /// Shared files (sst files, deltas), possibly placeholders for already uploaded ones.
+    pub shared_state: Vec<HandleAndLocalPath>,
+    /// Files only this checkpoint uses (MANIFEST, CURRENT, OPTIONS).
+    pub private_state: Vec<HandleAndLocalPath>,
+    /// The meta data stream (serialization proxy).
+    pub meta_state: Arc<dyn StreamStateHandle>,
+}
+
+impl StateObject for IncrementalRemoteKeyedStateHandle {
+    /// Discards the meta data and the private files. Shared files belong to the shared
+    /// state registry, which discards them once no retained checkpoint refers to them.
+    fn discard(&self) -> Result<()> {
+        discard_all(
+            std::iter::once(&*self.meta_state as &dyn StateObject).chain(
+                self.private_state
+                    .iter()
+                    .map(|f| &*f.handle as &dyn StateObject),
+            ),
+        )
+    }
+
+    fn state_size(&self) -> u64 {
+        self.meta_state.state_size()
+            + self
+                .shared_state
+                .iter()
+                .chain(&self.private_state)
+                .map(|f| f.handle.state_size())
+                .sum::<u64>()
+    }
+}
+
+#[typetag::serde(name = "incremental-remote")]
+impl KeyedStateHandle for IncrementalRemoteKeyedStateHandle {
+    fn key_group_range(&self) -> KeyGroupRange {
+        self.key_group_range
+    }
+
+    /// Files cannot be split by key group: an intersecting handle is returned whole and
+    /// restore keeps only the keys of its range.
+    fn intersection(&self, range: &KeyGroupRange) -> Option<Arc<dyn KeyedStateHandle>> {
+        (!self.key_group_range.intersection(range).is_empty())
+            .then(|| Arc::new(self.clone()) as Arc<dyn KeyedStateHandle>)
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// The task-local copy of an incremental keyed snapshot: a local directory of files.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IncrementalLocalKeyedStateHandle {
+    /// Identifies the backend instance whose files these are.
+    pub backend_identifier: String,
+    /// The checkpoint this snapshot belongs to.
+    pub checkpoint_id: u64,
+    /// The directory holding the files.
+    pub directory: DirectoryStateHandle,
+    /// The key groups covered.
+    pub key_group_range: KeyGroupRange,
+    /// The meta data stream (serialization proxy).
+    pub meta_state: Arc<dyn StreamStateHandle>,
+    /// The shared files of the snapshot, by local name.
+    pub shared_state: Vec<HandleAndLocalPath>,
+}
+
+impl StateObject for IncrementalLocalKeyedStateHandle {
+    fn discard(&self) -> Result<()> {
+        discard_all([
+            &self.directory as &dyn StateObject,
+            &*self.meta_state as &dyn StateObject,
+        ])
+    }
+
+    fn state_size(&self) -> u64 {
+        self.directory.state_size() + self.meta_state.state_size()
+    }
+}
+
+#[typetag::serde(name = "incremental-local")]
+impl KeyedStateHandle for IncrementalLocalKeyedStateHandle {
+    fn key_group_range(&self) -> KeyGroupRange {
+        self.key_group_range
+    }
+
+    fn intersection(&self, range: &KeyGroupRange) -> Option<Arc<dyn KeyedStateHandle>> {
+        (!self.key_group_range.intersection(range).is_empty())
+            .then(|| Arc::new(self.clone()) as Arc<dyn KeyedStateHandle>)
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// How an operator list state is redistributed when parallelism changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum DistributionMode {
+    /// The list is split: each new instance gets an even share of all elements.
+    SplitDistribute,
+    /// Every new instance gets the union of all elements.
+    Union,
+    /// A broadcast map state: identical on every instance, restored whole everywhere.
+    Broadcast,
+}
+
+/// Where one operator state's partitions are inside an [`OperatorStreamStateHandle`]'s stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperatorStatePartitions {
+    /// Stream offset of each partition (list element group or broadcast map).
+    pub offsets: Vec<u64>,
+    /// How the state is redistributed.
+    pub mode: DistributionMode,
+}
+
+/// An operator state snapshot: one stream plus, per state name, partition offsets and mode.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OperatorStreamStateHandle {
+    states: BTreeMap<String, OperatorStatePartitions>,
+    delegate: Arc<dyn StreamStateHandle>,
+}
+
+impl OperatorStreamStateHandle {
+    /// A handle over `delegate` with the given per-state partitions.
+    pub fn new(
+        states: BTreeMap<String, OperatorStatePartitions>,
+        delegate: Arc<dyn StreamStateHandle>,
+    ) -> Self {
+        OperatorStreamStateHandle { states, delegate }
+    }
+
+    /// Partitions by state name.
+    pub fn states(&self) -> &BTreeMap<String, OperatorStatePartitions> {
+        &self.states
+    }
+
+    /// The stream holding the states.
+    pub fn delegate(&self) -> &Arc<dyn StreamStateHandle> {
+        &self.delegate
+    }
+}
+
+impl StateObject for OperatorStreamStateHandle {
+    fn discard(&self) -> Result<()> {
+        self.delegate.discard()
+    }
+
+    fn state_size(&self) -> u64 {
+        self.delegate.state_size()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn bytes(data: &[u8]) -> Arc<dyn StreamStateHandle> {
+        Arc::new(ByteStreamStateHandle::new("test", data.to_vec()))
+    }
+
+    fn key_groups(start: u32, end: u32) -> KeyGroupsStateHandle {
+        let range = KeyGroupRange::new(start, end).unwrap();
+        let offsets: Vec<u64> = (0..range.len() as u64).map(|i| i * 10).collect();
+        KeyGroupsStateHandle::new(
+            KeyGroupRangeOffsets::with_offsets(range, offsets).unwrap(),
+            bytes(&[7; 100]),
+        )
+        .with_checksums((start..=end).map(|kg| kg * 1000).collect())
+        .unwrap()
+    }
+
+    #[test]
+    fn key_groups_handle_narrows_offsets_and_checksums() {
+        let handle = key_groups(10, 19);
+        let narrowed = handle
+            .intersection(&KeyGroupRange::new(15, 40).unwrap())
+            .unwrap();
+        let narrowed = narrowed
+            .as_any()
+            .downcast_ref::<KeyGroupsStateHandle>()
+            .unwrap();
+        assert_eq!(
+            narrowed.key_group_range(),
+            KeyGroupRange::new(15, 19).unwrap()
+        );
+        assert_eq!(narrowed.offsets().offset(15).unwrap(), 50);
+        assert_eq!(narrowed.checksum(15), Some(15_000));
+        assert_eq!(narrowed.checksum(19), Some(19_000));
+        assert_eq!(narrowed.checksum(14), None);
+        assert!(
+            handle
+                .intersection(&KeyGroupRange::new(20, 30).unwrap())
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn checksums_must_match_the_range() {
+        let range = KeyGroupRange::new(0, 3).unwrap();
+        let err = KeyGroupsStateHandle::new(KeyGroupRangeOffsets::new(range), bytes(b""))
+            .with_checksums(vec![1, 2])
+            .unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+    }
+
+    #[test]
+    fn handles_round_trip_through_serde_with_stable_tags() {
+        let handle: Arc<dyn KeyedStateHandle> = Arc::new(key_groups(0, 3));
+        let json = serde_json::to_string(&handle).unwrap();
+        assert!(json.contains("\"key-groups\""), "{json}");
+        assert!(json.contains("\"bytes\""), "{json}");
+        let back: Arc<dyn KeyedStateHandle> = serde_json::from_str(&json).unwrap();
+        let back = back
+            .as_any()
+            .downcast_ref::<KeyGroupsStateHandle>()
+            .unwrap();
+        assert_eq!(back.checksum(2), Some(2000));
+        let mut data = Vec::new();
+        back.delegate()
+            .open()
+            .unwrap()
+            .read_to_end(&mut data)
+            .unwrap();
+        assert_eq!(data, vec![7; 100]);
+    }
+
+    #[test]
+    fn unknown_handle_tag_is_a_deserialization_error() {
+        let result: std::result::Result<Arc<dyn StreamStateHandle>, _> =
+            serde_json::from_str(r#"{"s3-object":{"key":"x"}}"#);
+        let err = result.unwrap_err().to_string();
+        assert!(err.contains("s3-object"), "{err}");
+    }
+
+    #[test]
+    fn incremental_handle_discards_private_files_but_not_shared_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str| {
+            let path = dir.path().join(name);
+            fs::write(&path, b"data").unwrap();
+            Arc::new(FileStateHandle::new(path, 4)) as Arc<dyn StreamStateHandle>
+        };
+        let handle = IncrementalRemoteKeyedStateHandle {
+            backend_identifier: "b".into(),
+            key_group_range: KeyGroupRange::new(0, 7).unwrap(),
+            checkpoint_id: 3,
+            shared_state: vec![HandleAndLocalPath::new(file("1.sst"), "000001.sst")],
+            private_state: vec![HandleAndLocalPath::new(file("MANIFEST"), "MANIFEST-000004")],
+            meta_state: file("meta"),
+        };
+        assert_eq!(handle.state_size(), 12);
+        handle.discard().unwrap();
+        assert!(dir.path().join("1.sst").exists());
+        assert!(!dir.path().join("MANIFEST").exists());
+        assert!(!dir.path().join("meta").exists());
+        // A second discard finds nothing and is fine.
+        handle.discard().unwrap();
+        assert!(
+            handle
+                .intersection(&KeyGroupRange::new(7, 9).unwrap())
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn placeholder_cannot_be_opened() {
+        let err = PlaceholderStreamStateHandle::new("b-000001.sst", 10)
+            .open()
+            .err()
+            .unwrap();
+        assert!(matches!(err, Error::Unsupported(_)), "{err}");
+        assert!(err.to_string().contains("b-000001.sst"), "{err}");
+    }
+
+    #[test]
+    fn missing_file_is_not_found_naming_the_path() {
+        let err = FileStateHandle::new("/nonexistent/snapstate/x", 1)
+            .open()
+            .err()
+            .unwrap();
+        assert!(matches!(err, Error::NotFound { .. }), "{err}");
+        assert!(
+            err.to_string().contains("/nonexistent/snapstate/x"),
+            "{err}"
+        );
+    }
+}

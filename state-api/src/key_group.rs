@@ -1,0 +1,1372 @@
+//! Key groups: the unit in which keyed state is partitioned, snapshotted and rescaled.
+//!
+//! Every key is hashed into one of `max_parallelism` key groups, and every parallel
+//! instance of an operator owns one contiguous [`KeyGroupRange`] of them. Snapshots are
+//! written key group by key group, and [`KeyGroupRangeOffsets`] records where each key
+//! group starts in the snapshot stream, so that a restore after rescaling reads only the
+//! key groups the new instance owns.
+//!
+//! [`KeyGroupRangeAssignment`] holds the formulas that map keys to key groups and key
+//! groups to operator instances. They follow Flink's `KeyGroupRangeAssignment`, with one
+//! difference: Flink hashes the key object's `hashCode()`, while snapstate hashes the
+//! *serialized* key with [`KeyGroupRangeAssignment::key_hash`]. These formulas are part of
+//! the snapshot format: changing any of them moves keys between key groups and breaks
+//! restoring existing snapshots.
+
+use std::fmt;
+use std::iter::FusedIterator;
+use std::ops::RangeInclusive;
+use std::slice;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// The largest key group that can exist: key groups lie in
+/// `0..KeyGroupRangeAssignment::UPPER_BOUND_MAX_PARALLELISM`.
+const MAX_KEY_GROUP: u32 = KeyGroupRangeAssignment::UPPER_BOUND_MAX_PARALLELISM - 1;
+
+/// An inclusive range of key groups, possibly empty.
+///
+/// A non-empty range is built with [`KeyGroupRange::new`]; the only empty range is
+/// [`KeyGroupRange::EMPTY`]. Key groups are below
+/// [`KeyGroupRangeAssignment::UPPER_BOUND_MAX_PARALLELISM`], so a range holds at most
+/// 32768 key groups and its [`len`](Self::len) always fits in a `u32`.
+///
+/// It serializes as `{"start": s, "end": e}`; the empty range as `{"start": 1, "end": 0}`.
+///
+/// # Examples
+///
+/// ```
+/// use state_api::KeyGroupRange;
+///
+/// let range = KeyGroupRange::new(0, 127)?;
+/// assert_eq!(range.len(), 128);
+/// assert!(range.contains(42));
+/// assert_eq!(range.to_string(), "key groups 0..=127");
+///
+/// let upper = KeyGroupRange::new(100, 200)?;
+/// assert_eq!(range.intersection(&upper), KeyGroupRange::new(100, 127)?);
+///
+/// let disjoint = KeyGroupRange::new(128, 255)?;
+/// assert!(range.intersection(&disjoint).is_empty());
+/// assert_eq!(KeyGroupRange::EMPTY.iter().count(), 0);
+/// # Ok::<(), state_api::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "RawKeyGroupRange")]
+pub struct KeyGroupRange {
+    start: u32,
+    end: u32,
+}
+
+/// The serialized shape of a [`KeyGroupRange`], validated on deserialization.
+#[derive(Debug, Deserialize)]
+#[serde(rename = "KeyGroupRange")]
+struct RawKeyGroupRange {
+    start: u32,
+    end: u32,
+}
+
+impl TryFrom<RawKeyGroupRange> for KeyGroupRange {
+    type Error = Error;
+
+    fn try_from(raw: RawKeyGroupRange) -> Result<Self> {
+        if raw.start == Self::EMPTY.start && raw.end == Self::EMPTY.end {
+            Ok(Self::EMPTY)
+        } else {
+            Self::new(raw.start, raw.end)
+        }
+    }
+}
+
+impl KeyGroupRange {
+    /// The range without any key group.
+    ///
+    /// Its [`start`](Self::start) is 1 and its [`end`](Self::end) is 0, so that
+    /// `start()..=end()` is an empty `RangeInclusive` as well.
+    pub const EMPTY: Self = Self { start: 1, end: 0 };
+
+    /// The non-empty range `start..=end`.
+    ///
+    /// Fails with [`Error::InvalidArgument`] if `end < start` (use
+    /// [`KeyGroupRange::EMPTY`] for the empty range) or if `end` is above the largest
+    /// possible key group, `UPPER_BOUND_MAX_PARALLELISM - 1` (32767).
+    pub fn new(start: u32, end: u32) -> Result<Self> {
+        if end < start {
+            return Err(Error::InvalidArgument(format!(
+                "key-group range {start}..={end} ends before it starts"
+            )));
+        }
+        if end > MAX_KEY_GROUP {
+            return Err(Error::InvalidArgument(format!(
+                "key group {end} is above the largest possible key group {MAX_KEY_GROUP}"
+            )));
+        }
+        Ok(Self { start, end })
+    }
+
+    /// The range holding only `key_group`.
+    ///
+    /// Fails with [`Error::InvalidArgument`] if `key_group` is above the largest possible
+    /// key group (32767).
+    pub fn single(key_group: u32) -> Result<Self> {
+        Self::new(key_group, key_group)
+    }
+
+    /// The first key group of the range; 1 for the empty range.
+    pub const fn start(&self) -> u32 {
+        self.start
+    }
+
+    /// The last key group of the range (inclusive); 0 for the empty range.
+    pub const fn end(&self) -> u32 {
+        self.end
+    }
+
+    /// True if the range holds no key group.
+    pub const fn is_empty(&self) -> bool {
+        self.end < self.start
+    }
+
+    /// The number of key groups in the range.
+    pub const fn len(&self) -> u32 {
+        if self.is_empty() {
+            0
+        } else {
+            self.end - self.start + 1
+        }
+    }
+
+    /// True if `key_group` lies in the range.
+    pub const fn contains(&self, key_group: u32) -> bool {
+        self.start <= key_group && key_group <= self.end
+    }
+
+    /// The key groups in both ranges; [`KeyGroupRange::EMPTY`] if they are disjoint.
+    pub fn intersection(&self, other: &KeyGroupRange) -> KeyGroupRange {
+        let start = self.start.max(other.start);
+        let end = self.end.min(other.end);
+        if start <= end {
+            Self { start, end }
+        } else {
+            Self::EMPTY
+        }
+    }
+
+    /// The key groups of the range, in ascending order.
+    pub fn iter(&self) -> RangeInclusive<u32> {
+        self.start..=self.end
+    }
+
+    /// [`len`](Self::len) as a `usize` (lossless: a range holds at most 32768 key groups).
+    fn len_usize(&self) -> usize {
+        self.len() as usize
+    }
+
+    /// The position of `key_group` within the range, if it lies in the range.
+    fn position(&self, key_group: u32) -> Option<usize> {
+        if self.contains(key_group) {
+            usize::try_from(key_group - self.start).ok()
+        } else {
+            None
+        }
+    }
+}
+
+impl fmt::Display for KeyGroupRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_empty() {
+            f.write_str("empty key-group range")
+        } else {
+            write!(f, "key groups {}..={}", self.start, self.end)
+        }
+    }
+}
+
+impl IntoIterator for KeyGroupRange {
+    type Item = u32;
+    type IntoIter = RangeInclusive<u32>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
+impl IntoIterator for &KeyGroupRange {
+    type Item = u32;
+    type IntoIter = RangeInclusive<u32>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
+/// One stream offset per key group of a [`KeyGroupRange`]: where each key group's state
+/// starts in a snapshot stream.
+///
+/// The number of offsets always equals the range's [`len`](KeyGroupRange::len);
+/// deserialization rejects bytes that break this.
+///
+/// # Examples
+///
+/// ```
+/// use state_api::{KeyGroupRange, KeyGroupRangeOffsets};
+///
+/// let mut offsets = KeyGroupRangeOffsets::new(KeyGroupRange::new(4, 7)?);
+/// offsets.set_offset(5, 100)?;
+/// offsets.set_offset(6, 250)?;
+/// assert_eq!(offsets.offset(5)?, 100);
+/// assert!(offsets.offset(8).is_err());
+///
+/// // A restoring instance that owns key groups 5..=9 reads only 5 and 6 of this stream.
+/// let mine = offsets.intersection(&KeyGroupRange::new(5, 9)?);
+/// assert_eq!(mine.iter().collect::<Vec<_>>(), [(5, 100), (6, 250), (7, 0)]);
+/// # Ok::<(), state_api::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "RawKeyGroupRangeOffsets")]
+pub struct KeyGroupRangeOffsets {
+    range: KeyGroupRange,
+    offsets: Vec<u64>,
+}
+
+/// The serialized shape of [`KeyGroupRangeOffsets`], validated on deserialization.
+#[derive(Debug, Deserialize)]
+#[serde(rename = "KeyGroupRangeOffsets")]
+struct RawKeyGroupRangeOffsets {
+    range: KeyGroupRange,
+    offsets: Vec<u64>,
+}
+
+impl TryFrom<RawKeyGroupRangeOffsets> for KeyGroupRangeOffsets {
+    type Error = Error;
+
+    fn try_from(raw: RawKeyGroupRangeOffsets) -> Result<Self> {
+        Self::with_offsets(raw.range, raw.offsets)
+    }
+}
+
+impl KeyGroupRangeOffsets {
+    /// Offsets for `range`, all zero.
+    pub fn new(range: KeyGroupRange) -> Self {
+        Self {
+            range,
+            offsets: vec![0; range.len_usize()],
+        }
+    }
+
+    /// Offsets for `range`, one per key group in ascending key-group order.
+    ///
+    /// Fails with [`Error::InvalidArgument`] if there are not exactly `range.len()`
+    /// offsets.
+    pub fn with_offsets(range: KeyGroupRange, offsets: Vec<u64>) -> Result<Self> {
+        if offsets.len() != range.len_usize() {
+            return Err(Error::InvalidArgument(format!(
+                "{} offsets given for {range}, which has {} key groups",
+                offsets.len(),
+                range.len()
+            )));
+        }
+        Ok(Self { range, offsets })
+    }
+
+    /// The key groups these offsets are for.
+    pub fn range(&self) -> KeyGroupRange {
+        self.range
+    }
+
+    /// The offsets, one per key group of [`range`](Self::range) in ascending order.
+    pub fn offsets(&self) -> &[u64] {
+        &self.offsets
+    }
+
+    /// The offset of `key_group`.
+    ///
+    /// Fails with [`Error::KeyGroupOutOfRange`] if `key_group` is not in the range.
+    pub fn offset(&self, key_group: u32) -> Result<u64> {
+        self.range
+            .position(key_group)
+            .and_then(|index| self.offsets.get(index).copied())
+            .ok_or_else(|| self.out_of_range(key_group))
+    }
+
+    /// Sets the offset of `key_group`.
+    ///
+    /// Fails with [`Error::KeyGroupOutOfRange`] if `key_group` is not in the range.
+    pub fn set_offset(&mut self, key_group: u32, offset: u64) -> Result<()> {
+        match self
+            .range
+            .position(key_group)
+            .and_then(|index| self.offsets.get_mut(index))
+        {
+            Some(slot) => {
+                *slot = offset;
+                Ok(())
+            }
+            None => Err(self.out_of_range(key_group)),
+        }
+    }
+
+    /// The `(key_group, offset)` pairs in ascending key-group order.
+    pub fn iter(&self) -> KeyGroupOffsetsIter<'_> {
+        KeyGroupOffsetsIter {
+            key_groups: self.range.iter(),
+            offsets: self.offsets.iter(),
+        }
+    }
+
+    /// A copy narrowed to the key groups that also lie in `range`, keeping their offsets.
+    ///
+    /// The result is empty (over [`KeyGroupRange::EMPTY`]) if the ranges are disjoint.
+    pub fn intersection(&self, range: &KeyGroupRange) -> KeyGroupRangeOffsets {
+        let narrowed = self.range.intersection(range);
+        let skip = self.range.position(narrowed.start).unwrap_or(0);
+        let offsets = self
+            .offsets
+            .iter()
+            .skip(skip)
+            .take(narrowed.len_usize())
+            .copied()
+            .collect();
+        Self {
+            range: narrowed,
+            offsets,
+        }
+    }
+
+    fn out_of_range(&self, key_group: u32) -> Error {
+        Error::KeyGroupOutOfRange {
+            key_group,
+            range: self.range.to_string(),
+        }
+    }
+}
+
+impl<'a> IntoIterator for &'a KeyGroupRangeOffsets {
+    type Item = (u32, u64);
+    type IntoIter = KeyGroupOffsetsIter<'a>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
+/// The `(key_group, offset)` pairs of a [`KeyGroupRangeOffsets`], in ascending
+/// key-group order; made by [`KeyGroupRangeOffsets::iter`].
+#[derive(Debug, Clone)]
+pub struct KeyGroupOffsetsIter<'a> {
+    key_groups: RangeInclusive<u32>,
+    offsets: slice::Iter<'a, u64>,
+}
+
+impl Iterator for KeyGroupOffsetsIter<'_> {
+    type Item = (u32, u64);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        Some((self.key_groups.next()?, *self.offsets.next()?))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.offsets.size_hint()
+    }
+}
+
+impl DoubleEndedIterator for KeyGroupOffsetsIter<'_> {
+    fn next_back(&mut self) -> Option<Self::Item> {
+        Some((self.key_groups.next_back()?, *self.offsets.next_back()?))
+    }
+}
+
+impl ExactSizeIterator for KeyGroupOffsetsIter<'_> {}
+
+impl FusedIterator for KeyGroupOffsetsIter<'_> {}
+
+/// The formulas that assign keys to key groups and key groups to operator instances.
+///
+/// This type has no values; it only groups the functions and constants, which follow
+/// Flink's `KeyGroupRangeAssignment`:
+///
+/// - a key's key group is `murmur_hash(key_hash(key)) % max_parallelism`
+///   ([`assign_to_key_group`](Self::assign_to_key_group));
+/// - operator instance `i` of `parallelism` owns the key groups
+///   `ceil(i * max_parallelism / parallelism) ..= ceil((i + 1) * max_parallelism / parallelism) - 1`
+///   ([`compute_key_group_range_for_operator_index`](Self::compute_key_group_range_for_operator_index));
+/// - key group `g` belongs to instance `g * parallelism / max_parallelism`
+///   ([`compute_operator_index_for_key_group`](Self::compute_operator_index_for_key_group)).
+///
+/// The functions that take an already validated max parallelism do not check it again
+/// (they sit on the hot path of every state access); validate it once with
+/// [`check_max_parallelism`](Self::check_max_parallelism).
+///
+/// # Examples
+///
+/// ```
+/// use state_api::{KeyGroupRange, KeyGroupRangeAssignment};
+///
+/// let max_parallelism = 128;
+/// KeyGroupRangeAssignment::check_max_parallelism(max_parallelism)?;
+///
+/// let key_group = KeyGroupRangeAssignment::assign_to_key_group(b"hello", max_parallelism);
+/// assert_eq!(key_group, 63);
+///
+/// let operator = KeyGroupRangeAssignment::compute_operator_index_for_key_group(
+///     max_parallelism,
+///     3,
+///     key_group,
+/// );
+/// let owned = KeyGroupRangeAssignment::compute_key_group_range_for_operator_index(
+///     max_parallelism,
+///     3,
+///     operator,
+/// )?;
+/// assert_eq!(owned, KeyGroupRange::new(43, 85)?);
+/// assert!(owned.contains(key_group));
+/// # Ok::<(), state_api::Error>(())
+/// ```
+#[derive(Debug)]
+pub enum KeyGroupRangeAssignment {}
+
+/// The first multiplication constant of murmur3_x86_32.
+const C1: u32 = 0xcc9e_2d51;
+/// The second multiplication constant of murmur3_x86_32.
+const C2: u32 = 0x1b87_3593;
+
+/// Scrambles one 4-byte block of murmur3_x86_32.
+const fn mix_k1(k: u32) -> u32 {
+    k.wrapping_mul(C1).rotate_left(15).wrapping_mul(C2)
+}
+
+/// Folds a scrambled block into the murmur3_x86_32 state.
+const fn mix_h1(h: u32, k: u32) -> u32 {
+    (h ^ k)
+        .rotate_left(13)
+        .wrapping_mul(5)
+        .wrapping_add(0xe654_6b64)
+}
+
+/// The murmur3 finalization mix.
+const fn fmix32(mut h: u32) -> u32 {
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85eb_ca6b);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xc2b2_ae35);
+    h ^= h >> 16;
+    h
+}
+
+impl KeyGroupRangeAssignment {
+    /// The largest allowed max parallelism, `1 << 15`: key groups are numbered below it
+    /// and fit in a two-byte key prefix.
+    pub const UPPER_BOUND_MAX_PARALLELISM: u32 = 1 << 15;
+
+    /// The smallest max parallelism that [`default_max_parallelism`](Self::default_max_parallelism)
+    /// picks, `1 << 7`.
+    pub const DEFAULT_LOWER_BOUND_MAX_PARALLELISM: u32 = 1 << 7;
+
+    /// Checks that `max_parallelism` is in `1..=UPPER_BOUND_MAX_PARALLELISM`.
+    ///
+    /// Fails with [`Error::InvalidArgument`] otherwise.
+    pub fn check_max_parallelism(max_parallelism: u32) -> Result<()> {
+        if (1..=Self::UPPER_BOUND_MAX_PARALLELISM).contains(&max_parallelism) {
+            Ok(())
+        } else {
+            Err(Error::InvalidArgument(format!(
+                "max parallelism {max_parallelism} is outside of 1..={}",
+                Self::UPPER_BOUND_MAX_PARALLELISM
+            )))
+        }
+    }
+
+    /// The max parallelism to use for an operator of `parallelism` when none is
+    /// configured: `1.5 * parallelism` rounded up to a power of two, clamped to
+    /// `DEFAULT_LOWER_BOUND_MAX_PARALLELISM..=UPPER_BOUND_MAX_PARALLELISM`.
+    ///
+    /// Fails with [`Error::InvalidArgument`] unless `parallelism` is in
+    /// `1..=UPPER_BOUND_MAX_PARALLELISM`.
+    pub fn default_max_parallelism(parallelism: u32) -> Result<u32> {
+        if !(1..=Self::UPPER_BOUND_MAX_PARALLELISM).contains(&parallelism) {
+            return Err(Error::InvalidArgument(format!(
+                "parallelism {parallelism} is outside of 1..={}",
+                Self::UPPER_BOUND_MAX_PARALLELISM
+            )));
+        }
+        // At most 49152, so neither the sum nor its power of two overflows.
+        Ok((parallelism + parallelism / 2).next_power_of_two().clamp(
+            Self::DEFAULT_LOWER_BOUND_MAX_PARALLELISM,
+            Self::UPPER_BOUND_MAX_PARALLELISM,
+        ))
+    }
+
+    /// Flink's `MathUtils.murmurHash(int)`: spreads a 32-bit hash code, result non-negative.
+    ///
+    /// This is murmur3_x86_32 with seed 0 over the four little-endian bytes of `code`,
+    /// read as an `i32` and made non-negative: `h` if `h >= 0`, `-h` if `h < 0`, and 0
+    /// for `i32::MIN`. The result is below `2^31`.
+    pub const fn murmur_hash(code: i32) -> u32 {
+        let h = fmix32(mix_h1(0, mix_k1(code.cast_unsigned())) ^ 4);
+        match h.cast_signed() {
+            i32::MIN => 0,
+            signed => signed.unsigned_abs(),
+        }
+    }
+
+    /// The stable hash of a serialized key: murmur3_x86_32 with seed 0, read as an `i32`.
+    ///
+    /// Precisely, the standard algorithm: with `h = 0`, each full 4-byte block of `key`,
+    /// read little-endian as `k`, is mixed in as `k *= 0xcc9e2d51; k = rotl(k, 15);
+    /// k *= 0x1b873593; h ^= k; h = rotl(h, 13); h = h * 5 + 0xe6546b64`; the 1 to 3
+    /// remaining bytes, packed little-endian into `k`, are mixed in as
+    /// `k *= 0xcc9e2d51; k = rotl(k, 15); k *= 0x1b873593; h ^= k`; then
+    /// `h ^= key.len()` (modulo `2^32`) and the finalization `h ^= h >> 16;
+    /// h *= 0x85ebca6b; h ^= h >> 13; h *= 0xc2b2ae35; h ^= h >> 16`. All arithmetic wraps
+    /// at 32 bits, shifts are logical, and the final `u32` is reinterpreted as an `i32`.
+    ///
+    /// This hash is part of the snapshot format: it decides a key's key group, so
+    /// changing it moves keys between key groups and breaks restoring existing snapshots.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use state_api::KeyGroupRangeAssignment;
+    ///
+    /// assert_eq!(KeyGroupRangeAssignment::key_hash(b""), 0);
+    /// assert_eq!(KeyGroupRangeAssignment::key_hash(b"hello"), 0x248b_fa47);
+    /// ```
+    pub fn key_hash(key: &[u8]) -> i32 {
+        let (blocks, tail) = key.as_chunks::<4>();
+        let mut h = blocks
+            .iter()
+            .fold(0, |h, block| mix_h1(h, mix_k1(u32::from_le_bytes(*block))));
+        if !tail.is_empty() {
+            let k = tail
+                .iter()
+                .rev()
+                .fold(0, |k, &byte| (k << 8) | u32::from(byte));
+            h ^= mix_k1(k);
+        }
+        // The standard algorithm takes the length as a 32-bit integer.
+        h ^= key.len() as u32;
+        fmix32(h).cast_signed()
+    }
+
+    /// The key group of the key hash `hash`: `murmur_hash(hash) % max_parallelism`.
+    ///
+    /// `max_parallelism` must have passed [`check_max_parallelism`](Self::check_max_parallelism);
+    /// it is not checked again. Debug builds assert that it is not 0; release builds
+    /// return 0 for it.
+    pub fn compute_key_group_for_key_hash(hash: i32, max_parallelism: u32) -> u32 {
+        debug_assert!(
+            max_parallelism > 0,
+            "max parallelism must be validated before assigning key groups"
+        );
+        Self::murmur_hash(hash)
+            .checked_rem(max_parallelism)
+            .unwrap_or(0)
+    }
+
+    /// The key group of the serialized key `key`:
+    /// `compute_key_group_for_key_hash(key_hash(key), max_parallelism)`.
+    ///
+    /// `max_parallelism` must have passed [`check_max_parallelism`](Self::check_max_parallelism);
+    /// it is not checked again. Debug builds assert that it is not 0; release builds
+    /// return 0 for it.
+    pub fn assign_to_key_group(key: &[u8], max_parallelism: u32) -> u32 {
+        Self::compute_key_group_for_key_hash(Self::key_hash(key), max_parallelism)
+    }
+
+    /// The index of the operator instance, out of `parallelism`, that owns the serialized
+    /// key `key`.
+    ///
+    /// The arguments must be valid as for
+    /// [`compute_key_group_range_for_operator_index`](Self::compute_key_group_range_for_operator_index);
+    /// they are not checked again.
+    pub fn assign_key_to_parallel_operator(
+        key: &[u8],
+        max_parallelism: u32,
+        parallelism: u32,
+    ) -> u32 {
+        Self::compute_operator_index_for_key_group(
+            max_parallelism,
+            parallelism,
+            Self::assign_to_key_group(key, max_parallelism),
+        )
+    }
+
+    /// The key groups owned by operator instance `operator_index` out of `parallelism`:
+    /// `ceil(i * max_parallelism / parallelism) ..= ceil((i + 1) * max_parallelism / parallelism) - 1`.
+    ///
+    /// The ranges of all instances are contiguous, disjoint, non-empty and together cover
+    /// `0..max_parallelism`.
+    ///
+    /// Fails with [`Error::InvalidArgument`] unless `max_parallelism` passes
+    /// [`check_max_parallelism`](Self::check_max_parallelism),
+    /// `1 <= parallelism <= max_parallelism` and `operator_index < parallelism`.
+    pub fn compute_key_group_range_for_operator_index(
+        max_parallelism: u32,
+        parallelism: u32,
+        operator_index: u32,
+    ) -> Result<KeyGroupRange> {
+        Self::check_max_parallelism(max_parallelism)?;
+        if parallelism == 0 || parallelism > max_parallelism {
+            return Err(Error::InvalidArgument(format!(
+                "parallelism {parallelism} is outside of 1..={max_parallelism} (the max parallelism)"
+            )));
+        }
+        if operator_index >= parallelism {
+            return Err(Error::InvalidArgument(format!(
+                "operator index {operator_index} is not below the parallelism {parallelism}"
+            )));
+        }
+        let max_parallelism = u64::from(max_parallelism);
+        let parallelism = u64::from(parallelism);
+        let index = u64::from(operator_index);
+        let start = (index * max_parallelism).div_ceil(parallelism);
+        let end = ((index + 1) * max_parallelism).div_ceil(parallelism) - 1;
+        let to_key_group = |value: u64| {
+            u32::try_from(value).expect("invariant: key groups are below the max parallelism")
+        };
+        KeyGroupRange::new(to_key_group(start), to_key_group(end))
+    }
+
+    /// The index of the operator instance, out of `parallelism`, that owns `key_group`:
+    /// `key_group * parallelism / max_parallelism`.
+    ///
+    /// The arguments must be valid as for
+    /// [`compute_key_group_range_for_operator_index`](Self::compute_key_group_range_for_operator_index),
+    /// with `key_group < max_parallelism`; they are not checked again. Debug builds assert
+    /// that `max_parallelism` is not 0; release builds return 0 for it.
+    pub fn compute_operator_index_for_key_group(
+        max_parallelism: u32,
+        parallelism: u32,
+        key_group: u32,
+    ) -> u32 {
+        debug_assert!(
+            max_parallelism > 0,
+            "max parallelism must be validated before assigning operators"
+        );
+        let index = (u64::from(key_group) * u64::from(parallelism))
+            .checked_div(u64::from(max_parallelism))
+            .unwrap_or(0);
+        u32::try_from(index).unwrap_or(u32::MAX)
+    }
+
+    /// The number of bytes of the key-group prefix of keys in a key-value store: 1 if
+    /// `max_parallelism <= 128`, else 2.
+    pub const fn key_group_prefix_bytes(max_parallelism: u32) -> usize {
+        if max_parallelism > 128 { 2 } else { 1 }
+    }
+
+    /// Appends `key_group` to `out` as a big-endian integer of `prefix_bytes` bytes.
+    ///
+    /// `prefix_bytes` comes from [`key_group_prefix_bytes`](Self::key_group_prefix_bytes)
+    /// and `key_group` is below the max parallelism, so it fits; debug builds assert
+    /// both. Otherwise only the low `prefix_bytes` bytes are written (and leading zeros
+    /// beyond 4 bytes).
+    pub fn write_key_group_prefix(key_group: u32, prefix_bytes: usize, out: &mut Vec<u8>) {
+        debug_assert!(
+            (1..=4).contains(&prefix_bytes),
+            "key-group prefix width {prefix_bytes} is outside of 1..=4"
+        );
+        debug_assert!(
+            prefix_bytes >= 4 || key_group >> (8 * prefix_bytes) == 0,
+            "key group {key_group} does not fit in {prefix_bytes} bytes"
+        );
+        let bytes = key_group.to_be_bytes();
+        let zeros = prefix_bytes.saturating_sub(bytes.len());
+        out.resize(out.len() + zeros, 0);
+        out.extend_from_slice(&bytes[bytes.len() - (prefix_bytes - zeros)..]);
+    }
+
+    /// Reads the key group from the first `prefix_bytes` bytes of `bytes`, big-endian, as
+    /// written by [`write_key_group_prefix`](Self::write_key_group_prefix).
+    ///
+    /// Fails with [`Error::InvalidArgument`] unless `prefix_bytes` is in `1..=4`, and
+    /// with [`Error::Corrupted`] if `bytes` is shorter than `prefix_bytes`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use state_api::KeyGroupRangeAssignment;
+    ///
+    /// let prefix_bytes = KeyGroupRangeAssignment::key_group_prefix_bytes(1024);
+    /// let mut key = Vec::new();
+    /// KeyGroupRangeAssignment::write_key_group_prefix(700, prefix_bytes, &mut key);
+    /// key.extend_from_slice(b"user-key");
+    /// assert_eq!(&key[..2], [0x02, 0xbc]);
+    /// assert_eq!(KeyGroupRangeAssignment::read_key_group_prefix(&key, prefix_bytes)?, 700);
+    /// # Ok::<(), state_api::Error>(())
+    /// ```
+    pub fn read_key_group_prefix(bytes: &[u8], prefix_bytes: usize) -> Result<u32> {
+        if !(1..=4).contains(&prefix_bytes) {
+            return Err(Error::InvalidArgument(format!(
+                "key-group prefix width {prefix_bytes} is outside of 1..=4"
+            )));
+        }
+        let prefix = bytes.get(..prefix_bytes).ok_or_else(|| Error::Corrupted {
+            what: "key-group prefix".to_owned(),
+            reason: format!("expected {prefix_bytes} bytes, found only {}", bytes.len()),
+        })?;
+        Ok(prefix
+            .iter()
+            .fold(0, |key_group, &byte| (key_group << 8) | u32::from(byte)))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    type Kgra = KeyGroupRangeAssignment;
+
+    fn range(start: u32, end: u32) -> KeyGroupRange {
+        KeyGroupRange::new(start, end).unwrap()
+    }
+
+    /// Asserts that `result` is an `InvalidArgument` whose message mentions every one of
+    /// `values`.
+    #[track_caller]
+    fn check_invalid<T: fmt::Debug>(result: Result<T>, values: &[&str]) {
+        let err = result.unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+        let message = err.to_string();
+        assert_eq!(message, message.to_lowercase(), "{message}");
+        for value in values {
+            assert!(message.contains(value), "{message:?} lacks {value:?}");
+        }
+    }
+
+    // ---- hash vectors ----
+    //
+    // The murmur_hash vectors were cross-checked against Flink's formula with a separate
+    // Python implementation of `MathUtils.murmurHash(int)` and, independently, as
+    // `abs(mmh3.hash(struct.pack('<i', code), 0))` with the `mmh3` package. The key_hash
+    // vectors are standard murmur3_x86_32 (seed 0) vectors, checked with the same Python
+    // implementation and with `mmh3.hash(bytes, 0, signed=True)`.
+
+    #[track_caller]
+    fn check_murmur(code: i32, expected: u32) {
+        assert_eq!(Kgra::murmur_hash(code), expected, "murmur_hash({code})");
+    }
+
+    #[test]
+    fn murmur_hash_matches_flink() {
+        check_murmur(1, 68_075_478);
+        check_murmur(-1, 1_982_413_648);
+        check_murmur(0, 593_689_054);
+        check_murmur(42, 1_134_849_565);
+        check_murmur(128, 132_521_001);
+        check_murmur(-128, 1_319_572_171);
+        check_murmur(123_456_789, 1_088_346_449);
+        check_murmur(i32::MAX, 1_653_689_534);
+        check_murmur(i32::MIN, 1_718_298_732);
+    }
+
+    #[track_caller]
+    fn check_key_hash(key: &[u8], expected: u32) {
+        assert_eq!(
+            Kgra::key_hash(key),
+            expected.cast_signed(),
+            "key_hash({key:?})"
+        );
+    }
+
+    #[test]
+    fn key_hash_is_murmur3_x86_32() {
+        check_key_hash(b"", 0);
+        check_key_hash(b"a", 0x3c25_69b2);
+        check_key_hash(b"ab", 0x9bbf_d75f);
+        check_key_hash(b"abc", 0xb3dd_93fa);
+        check_key_hash(b"abcd", 0x43ed_676a);
+        check_key_hash(b"abcde", 0xe89b_9af6);
+        check_key_hash(b"hello", 0x248b_fa47);
+        check_key_hash(b"The quick brown fox jumps over the lazy dog", 0x2e4f_f723);
+        check_key_hash(&[0xff], 0xfd6c_f10d);
+        check_key_hash(&[0, 0, 0, 0], 0x2362_f9de);
+        let bytes: Vec<u8> = (0..17).collect();
+        check_key_hash(&bytes, 0xcbe5_8dc6);
+    }
+
+    #[track_caller]
+    fn check_key_group(key: &[u8], max_parallelism: u32, expected: u32) {
+        assert_eq!(
+            Kgra::assign_to_key_group(key, max_parallelism),
+            expected,
+            "assign_to_key_group({key:?}, {max_parallelism})"
+        );
+    }
+
+    /// Pins the key-to-key-group mapping, which snapshots depend on (cross-checked with
+    /// the same Python implementation).
+    #[test]
+    fn assign_to_key_group_is_stable() {
+        check_key_group(b"", 128, 94);
+        check_key_group(b"hello", 128, 63);
+        check_key_group(b"hello", 32768, 31_807);
+        check_key_group(b"a", 10, 1);
+        check_key_group(b"The quick brown fox jumps over the lazy dog", 4096, 929);
+        check_key_group(b"anything", 1, 0);
+    }
+
+    #[test]
+    fn compute_key_group_for_key_hash_reduces_murmur_hash() {
+        assert_eq!(
+            Kgra::compute_key_group_for_key_hash(1, 128),
+            68_075_478 % 128
+        );
+        assert_eq!(
+            Kgra::compute_key_group_for_key_hash(-1, 1000),
+            1_982_413_648 % 1000
+        );
+    }
+
+    // ---- KeyGroupRange ----
+
+    #[test]
+    fn empty_range() {
+        let empty = KeyGroupRange::EMPTY;
+        assert!(empty.is_empty());
+        assert_eq!(empty.len(), 0);
+        assert_eq!(empty.start(), 1);
+        assert_eq!(empty.end(), 0);
+        assert!(!empty.contains(0));
+        assert!(!empty.contains(1));
+        assert_eq!(empty.iter().count(), 0);
+        assert_eq!(empty.into_iter().count(), 0);
+        assert_eq!(empty.to_string(), "empty key-group range");
+    }
+
+    #[test]
+    fn non_empty_range() {
+        let r = range(3, 7);
+        assert!(!r.is_empty());
+        assert_eq!(r.len(), 5);
+        assert_eq!((r.start(), r.end()), (3, 7));
+        assert_eq!(r.iter().collect::<Vec<_>>(), [3, 4, 5, 6, 7]);
+        assert_eq!((&r).into_iter().rev().collect::<Vec<_>>(), [7, 6, 5, 4, 3]);
+        let mut seen = Vec::new();
+        for key_group in r {
+            seen.push(key_group);
+        }
+        assert_eq!(seen, [3, 4, 5, 6, 7]);
+        assert_eq!(r.to_string(), "key groups 3..=7");
+    }
+
+    #[test]
+    fn single_and_full_ranges() {
+        let single = KeyGroupRange::single(9).unwrap();
+        assert_eq!(single.len(), 1);
+        assert_eq!(single.iter().collect::<Vec<_>>(), [9]);
+        let full = range(0, MAX_KEY_GROUP);
+        assert_eq!(full.len(), Kgra::UPPER_BOUND_MAX_PARALLELISM);
+    }
+
+    #[track_caller]
+    fn check_contains(r: KeyGroupRange, key_group: u32, expected: bool) {
+        assert_eq!(r.contains(key_group), expected, "{r} contains {key_group}");
+    }
+
+    #[test]
+    fn contains() {
+        check_contains(range(3, 7), 2, false);
+        check_contains(range(3, 7), 3, true);
+        check_contains(range(3, 7), 5, true);
+        check_contains(range(3, 7), 7, true);
+        check_contains(range(3, 7), 8, false);
+        check_contains(range(0, 0), 0, true);
+        check_contains(range(0, 0), 1, false);
+        check_contains(KeyGroupRange::EMPTY, u32::MAX, false);
+    }
+
+    #[track_caller]
+    fn check_intersection(a: KeyGroupRange, b: KeyGroupRange, expected: KeyGroupRange) {
+        assert_eq!(a.intersection(&b), expected, "{a} ∩ {b}");
+        assert_eq!(b.intersection(&a), expected, "{b} ∩ {a}");
+    }
+
+    #[test]
+    fn intersection() {
+        let empty = KeyGroupRange::EMPTY;
+        // disjoint
+        check_intersection(range(0, 3), range(4, 9), empty);
+        check_intersection(range(0, 3), range(10, 20), empty);
+        // overlapping
+        check_intersection(range(0, 5), range(3, 9), range(3, 5));
+        check_intersection(range(0, 5), range(5, 9), range(5, 5));
+        // contained
+        check_intersection(range(0, 100), range(10, 20), range(10, 20));
+        check_intersection(range(10, 20), range(10, 20), range(10, 20));
+        // with the empty range
+        check_intersection(range(0, 5), empty, empty);
+        check_intersection(range(1, 1), empty, empty);
+        check_intersection(range(0, 0), empty, empty);
+        check_intersection(empty, empty, empty);
+    }
+
+    #[test]
+    fn invalid_ranges() {
+        check_invalid(KeyGroupRange::new(5, 4), &["5..=4"]);
+        check_invalid(KeyGroupRange::new(1, 0), &["1..=0"]);
+        check_invalid(KeyGroupRange::new(0, 32_768), &["32768", "32767"]);
+        check_invalid(KeyGroupRange::new(0, u32::MAX), &["4294967295"]);
+        check_invalid(KeyGroupRange::single(40_000), &["40000"]);
+    }
+
+    #[track_caller]
+    fn check_range_json(r: KeyGroupRange, json: &str) {
+        assert_eq!(serde_json::to_string(&r).unwrap(), json);
+        assert_eq!(serde_json::from_str::<KeyGroupRange>(json).unwrap(), r);
+    }
+
+    #[test]
+    fn range_serde_round_trip() {
+        check_range_json(range(0, 127), r#"{"start":0,"end":127}"#);
+        check_range_json(range(5, 5), r#"{"start":5,"end":5}"#);
+        check_range_json(KeyGroupRange::EMPTY, r#"{"start":1,"end":0}"#);
+    }
+
+    #[test]
+    fn range_serde_rejects_invalid_ranges() {
+        for json in [
+            r#"{"start":5,"end":4}"#,
+            r#"{"start":0,"end":40000}"#,
+            r#"{"start":0}"#,
+        ] {
+            let err = serde_json::from_str::<KeyGroupRange>(json).unwrap_err();
+            assert!(err.is_data(), "{json}: {err}");
+        }
+    }
+
+    // ---- KeyGroupRangeOffsets ----
+
+    fn offsets(start: u32, end: u32, values: &[u64]) -> KeyGroupRangeOffsets {
+        KeyGroupRangeOffsets::with_offsets(range(start, end), values.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn new_offsets_are_zero() {
+        let o = KeyGroupRangeOffsets::new(range(2, 4));
+        assert_eq!(o.range(), range(2, 4));
+        assert_eq!(o.offsets(), [0, 0, 0]);
+        assert_eq!(o.iter().collect::<Vec<_>>(), [(2, 0), (3, 0), (4, 0)]);
+        let empty = KeyGroupRangeOffsets::new(KeyGroupRange::EMPTY);
+        assert!(empty.offsets().is_empty());
+        assert_eq!(empty.iter().count(), 0);
+    }
+
+    #[test]
+    fn offsets_get_and_set() {
+        let mut o = offsets(10, 12, &[100, 200, 300]);
+        assert_eq!(o.offset(10).unwrap(), 100);
+        assert_eq!(o.offset(12).unwrap(), 300);
+        o.set_offset(11, 250).unwrap();
+        assert_eq!(o.offset(11).unwrap(), 250);
+        assert_eq!(o.offsets(), [100, 250, 300]);
+    }
+
+    #[track_caller]
+    fn check_out_of_range<T: fmt::Debug>(result: Result<T>, key_group: u32, range: &str) {
+        let err = result.unwrap_err();
+        match &err {
+            Error::KeyGroupOutOfRange {
+                key_group: found,
+                range: found_range,
+            } => {
+                assert_eq!(*found, key_group, "{err}");
+                assert_eq!(found_range, range, "{err}");
+            }
+            other => panic!("expected KeyGroupOutOfRange, got {other}"),
+        }
+    }
+
+    #[test]
+    fn offsets_out_of_range() {
+        let mut o = offsets(10, 12, &[100, 200, 300]);
+        check_out_of_range(o.offset(9), 9, "key groups 10..=12");
+        check_out_of_range(o.offset(13), 13, "key groups 10..=12");
+        check_out_of_range(o.set_offset(13, 1), 13, "key groups 10..=12");
+        assert_eq!(o.offsets(), [100, 200, 300]);
+        let mut empty = KeyGroupRangeOffsets::new(KeyGroupRange::EMPTY);
+        check_out_of_range(empty.offset(0), 0, "empty key-group range");
+        check_out_of_range(empty.set_offset(1, 5), 1, "empty key-group range");
+    }
+
+    #[test]
+    fn offsets_length_must_match() {
+        let result = KeyGroupRangeOffsets::with_offsets(range(0, 3), vec![1, 2, 3]);
+        check_invalid(result, &["3 offsets", "4 key groups", "0..=3"]);
+        let result = KeyGroupRangeOffsets::with_offsets(KeyGroupRange::EMPTY, vec![1]);
+        check_invalid(result, &["1 offsets", "0 key groups"]);
+        assert!(KeyGroupRangeOffsets::with_offsets(KeyGroupRange::EMPTY, vec![]).is_ok());
+    }
+
+    #[test]
+    fn offsets_iteration() {
+        let o = offsets(5, 8, &[1, 2, 3, 4]);
+        let pairs = [(5, 1), (6, 2), (7, 3), (8, 4)];
+        assert_eq!(o.iter().collect::<Vec<_>>(), pairs);
+        assert_eq!(o.iter().len(), 4);
+        assert_eq!(
+            (&o).into_iter().rev().collect::<Vec<_>>(),
+            [(8, 4), (7, 3), (6, 2), (5, 1)]
+        );
+        let mut iter = o.iter();
+        assert_eq!(iter.next(), Some((5, 1)));
+        assert_eq!(iter.next_back(), Some((8, 4)));
+        assert_eq!(iter.len(), 2);
+    }
+
+    #[track_caller]
+    fn check_narrowed(
+        o: &KeyGroupRangeOffsets,
+        to: KeyGroupRange,
+        expected: &[(u32, u64)],
+        expected_range: KeyGroupRange,
+    ) {
+        let narrowed = o.intersection(&to);
+        assert_eq!(narrowed.range(), expected_range, "narrowing to {to}");
+        assert_eq!(
+            narrowed.iter().collect::<Vec<_>>(),
+            expected,
+            "narrowing to {to}"
+        );
+    }
+
+    #[test]
+    fn offsets_intersection() {
+        let o = offsets(10, 14, &[100, 110, 120, 130, 140]);
+        check_narrowed(
+            &o,
+            range(12, 20),
+            &[(12, 120), (13, 130), (14, 140)],
+            range(12, 14),
+        );
+        check_narrowed(&o, range(0, 10), &[(10, 100)], range(10, 10));
+        check_narrowed(&o, range(11, 12), &[(11, 110), (12, 120)], range(11, 12));
+        check_narrowed(
+            &o,
+            range(0, 100),
+            &o.iter().collect::<Vec<_>>(),
+            range(10, 14),
+        );
+        check_narrowed(&o, range(15, 20), &[], KeyGroupRange::EMPTY);
+        check_narrowed(&o, range(0, 9), &[], KeyGroupRange::EMPTY);
+        check_narrowed(&o, KeyGroupRange::EMPTY, &[], KeyGroupRange::EMPTY);
+        let empty = KeyGroupRangeOffsets::new(KeyGroupRange::EMPTY);
+        check_narrowed(&empty, range(0, 5), &[], KeyGroupRange::EMPTY);
+    }
+
+    #[test]
+    fn offsets_serde_round_trip() {
+        let o = offsets(3, 5, &[7, 0, u64::MAX]);
+        let json = serde_json::to_string(&o).unwrap();
+        assert_eq!(
+            json,
+            r#"{"range":{"start":3,"end":5},"offsets":[7,0,18446744073709551615]}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<KeyGroupRangeOffsets>(&json).unwrap(),
+            o
+        );
+
+        let empty = KeyGroupRangeOffsets::new(KeyGroupRange::EMPTY);
+        let json = serde_json::to_string(&empty).unwrap();
+        assert_eq!(json, r#"{"range":{"start":1,"end":0},"offsets":[]}"#);
+        assert_eq!(
+            serde_json::from_str::<KeyGroupRangeOffsets>(&json).unwrap(),
+            empty
+        );
+    }
+
+    #[test]
+    fn offsets_serde_rejects_length_mismatch() {
+        let json = r#"{"range":{"start":3,"end":5},"offsets":[7,0]}"#;
+        let err = serde_json::from_str::<KeyGroupRangeOffsets>(json).unwrap_err();
+        assert!(err.to_string().contains("2 offsets"), "{err}");
+    }
+
+    // ---- KeyGroupRangeAssignment ----
+
+    #[test]
+    fn check_max_parallelism_bounds() {
+        assert!(Kgra::check_max_parallelism(1).is_ok());
+        assert!(Kgra::check_max_parallelism(128).is_ok());
+        assert!(Kgra::check_max_parallelism(32_768).is_ok());
+        check_invalid(
+            Kgra::check_max_parallelism(0),
+            &["max parallelism 0", "32768"],
+        );
+        check_invalid(Kgra::check_max_parallelism(32_769), &["32769"]);
+        check_invalid(Kgra::check_max_parallelism(u32::MAX), &["4294967295"]);
+    }
+
+    #[track_caller]
+    fn check_default_max_parallelism(parallelism: u32, expected: u32) {
+        assert_eq!(
+            Kgra::default_max_parallelism(parallelism).unwrap(),
+            expected,
+            "default_max_parallelism({parallelism})"
+        );
+    }
+
+    #[test]
+    fn default_max_parallelism() {
+        check_default_max_parallelism(1, 128);
+        check_default_max_parallelism(85, 128);
+        check_default_max_parallelism(86, 256);
+        check_default_max_parallelism(100, 256);
+        check_default_max_parallelism(1000, 2048);
+        check_default_max_parallelism(21_845, 32_768);
+        check_default_max_parallelism(32_768, 32_768);
+        check_invalid(Kgra::default_max_parallelism(0), &["parallelism 0"]);
+        check_invalid(Kgra::default_max_parallelism(32_769), &["32769"]);
+    }
+
+    #[track_caller]
+    fn check_operator_range(
+        max_parallelism: u32,
+        parallelism: u32,
+        operator_index: u32,
+        expected: KeyGroupRange,
+    ) {
+        let found = Kgra::compute_key_group_range_for_operator_index(
+            max_parallelism,
+            parallelism,
+            operator_index,
+        )
+        .unwrap();
+        assert_eq!(
+            found, expected,
+            "operator {operator_index} of {parallelism} with max parallelism {max_parallelism}"
+        );
+    }
+
+    #[test]
+    fn operator_ranges_match_flink() {
+        check_operator_range(128, 1, 0, range(0, 127));
+        check_operator_range(128, 3, 0, range(0, 42));
+        check_operator_range(128, 3, 1, range(43, 85));
+        check_operator_range(128, 3, 2, range(86, 127));
+        check_operator_range(128, 4, 1, range(32, 63));
+        check_operator_range(10, 3, 0, range(0, 3));
+        check_operator_range(10, 3, 1, range(4, 6));
+        check_operator_range(10, 3, 2, range(7, 9));
+        check_operator_range(5, 5, 4, range(4, 4));
+        check_operator_range(32_768, 7, 6, range(28_087, 32_767));
+    }
+
+    /// Checks that the operator ranges for `(max_parallelism, parallelism)` are
+    /// contiguous, disjoint and non-empty, cover `0..max_parallelism` exactly, and agree
+    /// with `compute_operator_index_for_key_group` on every key group.
+    fn check_partition(max_parallelism: u32, parallelism: u32) -> std::result::Result<(), String> {
+        let context = format!("max parallelism {max_parallelism}, parallelism {parallelism}");
+        let mut next = 0;
+        for operator_index in 0..parallelism {
+            let r = Kgra::compute_key_group_range_for_operator_index(
+                max_parallelism,
+                parallelism,
+                operator_index,
+            )
+            .map_err(|err| format!("{context}: {err}"))?;
+            if r.is_empty() || r.start() != next {
+                return Err(format!(
+                    "{context}: operator {operator_index} owns {r}, expected a range from {next}"
+                ));
+            }
+            for key_group in r {
+                let owner = Kgra::compute_operator_index_for_key_group(
+                    max_parallelism,
+                    parallelism,
+                    key_group,
+                );
+                if owner != operator_index {
+                    return Err(format!(
+                        "{context}: key group {key_group} in {r} of operator {operator_index} is assigned to operator {owner}"
+                    ));
+                }
+            }
+            next = r.end() + 1;
+        }
+        if next != max_parallelism {
+            return Err(format!("{context}: the ranges end at {next}"));
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn operator_ranges_partition_the_key_groups() {
+        let pairs = [
+            (1, 1),
+            (2, 1),
+            (2, 2),
+            (5, 5),
+            (10, 3),
+            (10, 7),
+            (128, 1),
+            (128, 3),
+            (128, 4),
+            (128, 127),
+            (128, 128),
+            (129, 2),
+            (1000, 999),
+            (4096, 13),
+            (32_768, 1),
+            (32_768, 7),
+            (32_768, 1000),
+            (32_768, 32_767),
+            (32_768, 32_768),
+        ];
+        for (max_parallelism, parallelism) in pairs {
+            check_partition(max_parallelism, parallelism).unwrap();
+        }
+    }
+
+    #[test]
+    fn operator_range_rejects_invalid_arguments() {
+        let compute = Kgra::compute_key_group_range_for_operator_index;
+        check_invalid(compute(0, 1, 0), &["max parallelism 0"]);
+        check_invalid(compute(32_769, 1, 0), &["32769"]);
+        check_invalid(compute(128, 0, 0), &["parallelism 0", "128"]);
+        check_invalid(compute(128, 129, 0), &["parallelism 129", "128"]);
+        check_invalid(compute(128, 4, 4), &["operator index 4", "parallelism 4"]);
+        check_invalid(compute(128, 4, u32::MAX), &["4294967295"]);
+    }
+
+    #[test]
+    fn operator_index_for_key_group() {
+        let owner = Kgra::compute_operator_index_for_key_group;
+        assert_eq!(owner(128, 3, 0), 0);
+        assert_eq!(owner(128, 3, 42), 0);
+        assert_eq!(owner(128, 3, 43), 1);
+        assert_eq!(owner(128, 3, 127), 2);
+        assert_eq!(owner(32_768, 32_768, 32_767), 32_767);
+        assert_eq!(
+            Kgra::assign_key_to_parallel_operator(b"hello", 128, 3),
+            owner(128, 3, 63)
+        );
+    }
+
+    #[track_caller]
+    fn check_prefix(key_group: u32, max_parallelism: u32, expected: &[u8]) {
+        let prefix_bytes = Kgra::key_group_prefix_bytes(max_parallelism);
+        let mut out = vec![0xaa];
+        Kgra::write_key_group_prefix(key_group, prefix_bytes, &mut out);
+        assert_eq!(&out[1..], expected, "prefix of {key_group}");
+        out.push(0x55);
+        assert_eq!(
+            Kgra::read_key_group_prefix(&out[1..], prefix_bytes).unwrap(),
+            key_group
+        );
+    }
+
+    #[test]
+    fn key_group_prefix() {
+        assert_eq!(Kgra::key_group_prefix_bytes(1), 1);
+        assert_eq!(Kgra::key_group_prefix_bytes(128), 1);
+        assert_eq!(Kgra::key_group_prefix_bytes(129), 2);
+        assert_eq!(Kgra::key_group_prefix_bytes(32_768), 2);
+        check_prefix(0, 128, &[0]);
+        check_prefix(127, 128, &[127]);
+        check_prefix(0, 129, &[0, 0]);
+        check_prefix(128, 129, &[0, 128]);
+        check_prefix(700, 1024, &[0x02, 0xbc]);
+        check_prefix(32_767, 32_768, &[0x7f, 0xff]);
+    }
+
+    #[test]
+    fn key_group_prefix_other_widths() {
+        let mut out = Vec::new();
+        Kgra::write_key_group_prefix(0x0001_0203, 4, &mut out);
+        assert_eq!(out, [0, 1, 2, 3]);
+        assert_eq!(Kgra::read_key_group_prefix(&out, 4).unwrap(), 0x0001_0203);
+        assert_eq!(Kgra::read_key_group_prefix(&out, 3).unwrap(), 0x0102);
+    }
+
+    #[test]
+    fn read_key_group_prefix_errors() {
+        let err = Kgra::read_key_group_prefix(&[7], 2).unwrap_err();
+        assert!(matches!(err, Error::Corrupted { .. }), "{err}");
+        assert!(
+            err.to_string().contains("expected 2 bytes, found only 1"),
+            "{err}"
+        );
+        let err = Kgra::read_key_group_prefix(&[], 1).unwrap_err();
+        assert!(matches!(err, Error::Corrupted { .. }), "{err}");
+        check_invalid(Kgra::read_key_group_prefix(&[1, 2, 3], 0), &["width 0"]);
+        check_invalid(
+            Kgra::read_key_group_prefix(&[1, 2, 3, 4, 5], 5),
+            &["width 5"],
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn prop_operator_ranges_partition_the_key_groups(
+            (max_parallelism, parallelism) in (1..=32_768u32)
+                .prop_flat_map(|max_p| (Just(max_p), 1..=max_p.min(300)))
+        ) {
+            check_partition(max_parallelism, parallelism).map_err(TestCaseError::fail)?;
+        }
+
+        #[test]
+        fn prop_key_group_is_below_max_parallelism(
+            key in proptest::collection::vec(any::<u8>(), 0..64),
+            max_parallelism in 1..=32_768u32,
+        ) {
+            let key_group = Kgra::assign_to_key_group(&key, max_parallelism);
+            prop_assert!(key_group < max_parallelism);
+            let parallelism = (max_parallelism / 3).max(1);
+            let operator = Kgra::assign_key_to_parallel_operator(&key, max_parallelism, parallelism);
+            let owned = Kgra::compute_key_group_range_for_operator_index(
+                max_parallelism,
+                parallelism,
+                operator,
+            )
+            .unwrap();
+            prop_assert!(owned.contains(key_group));
+        }
+
+        /// `murmur_hash` is the absolute value of murmur3_x86_32 over the code's
+        /// little-endian bytes (0 for `i32::MIN`): the two hashes share their rounds.
+        #[test]
+        fn prop_murmur_hash_is_abs_of_key_hash(code in any::<i32>()) {
+            let expected = match Kgra::key_hash(&code.to_le_bytes()) {
+                i32::MIN => 0,
+                hash => hash.unsigned_abs(),
+            };
+            prop_assert_eq!(Kgra::murmur_hash(code), expected);
+        }
+
+        #[test]
+        fn prop_murmur_hash_is_non_negative(code in any::<i32>()) {
+            prop_assert!(Kgra::murmur_hash(code) <= i32::MAX.unsigned_abs());
+        }
+
+        #[test]
+        fn prop_prefix_round_trip(max_parallelism in 1..=32_768u32, seed in any::<u32>()) {
+            let key_group = seed % max_parallelism;
+            let prefix_bytes = Kgra::key_group_prefix_bytes(max_parallelism);
+            let mut out = Vec::new();
+            Kgra::write_key_group_prefix(key_group, prefix_bytes, &mut out);
+            prop_assert_eq!(out.len(), prefix_bytes);
+            prop_assert_eq!(Kgra::read_key_group_prefix(&out, prefix_bytes).unwrap(), key_group);
+        }
+
+        #[test]
+        fn prop_offsets_intersection_keeps_offsets(
+            (start, end) in (0..200u32).prop_flat_map(|s| (Just(s), s..200)),
+            (other_start, other_end) in (0..200u32).prop_flat_map(|s| (Just(s), s..200)),
+        ) {
+            let r = range(start, end);
+            let values: Vec<u64> = r.iter().map(|kg| u64::from(kg) * 10).collect();
+            let o = KeyGroupRangeOffsets::with_offsets(r, values).unwrap();
+            let other = range(other_start, other_end);
+            let narrowed = o.intersection(&other);
+            prop_assert_eq!(narrowed.range(), r.intersection(&other));
+            let expected: Vec<(u32, u64)> = o.iter().filter(|(kg, _)| other.contains(*kg)).collect();
+            prop_assert_eq!(narrowed.iter().collect::<Vec<_>>(), expected);
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! The snapshot contract of snapstate: what every state backend, snapshot strategy and
+//! compression decorator implements, and what applications and coordinators program
+//! against.
+//!
+//! Depend on this crate to write a plugin (a backend, a strategy, a decorator, a storage)
+//! or to drive plugins by name. It has no heavy dependencies (no RocksDB, no codecs) and
+//! changes rarely; formats it defines carry version numbers.
+//!
+//! The pieces, in the order a snapshot meets them:
+//!
+//! - [`KeyGroupRange`], [`KeyGroupRangeAssignment`]: which key groups an instance owns.
+//! - [`KeyedStateBackend`], [`OperatorStateBackend`]: the state, driven through bytes.
+//! - [`SnapshotStrategy`]: its call is the synchronous part; it returns an
+//!   [`AsyncSnapshotCallable`], run as an [`AsyncSnapshotTask`] with an exact
+//!   cancel/cleanup lifecycle, owned by a [`CloseableRegistry`], protected by a
+//!   [`ResourceGuard`].
+//! - [`StreamCompressionDecorator`]: wraps each key group's bytes.
+//! - [`CheckpointStreamFactory`] ([`LocalCheckpointStorage`], [`MemoryCheckpointStreamFactory`])
+//!   and [`CheckpointStreamWithResultProvider`]: where bytes go.
+//! - [`KeyedBackendSerializationProxy`]: the versioned header of keyed snapshots.
+//! - Handles ([`StreamStateHandle`], [`KeyedStateHandle`], ...) in a [`SnapshotResult`].
+//! - [`Registry`]: plugins by name, collected at link time.
+
+mod async_snapshot;
+mod backend;
+mod checkpoint;
+mod closeable;
+mod compression;
+mod error;
+mod handle;
+pub mod key_group;
+mod local_storage;
+mod memory_storage;
+mod meta;
+pub mod proxy;
+mod registry;
+mod resource_guard;
+mod state_object;
+mod strategy;
+mod stream;
+
+pub use async_snapshot::{
+    AsyncSnapshotCallable, AsyncSnapshotTask, SnapshotCanceller, SnapshotContext,
+};
+pub use backend::{
+    KeyedBackendParams, KeyedSnapshotResult, KeyedSnapshotStrategyFactory, KeyedStateBackend,
+    KeyedStateBackendFactory, OperatorBackendParams, OperatorSnapshotResult,
+    OperatorSnapshotStrategyFactory, OperatorStateBackend, OperatorStateBackendFactory,
+};
+pub use checkpoint::{CheckpointListener, CheckpointOptions, CheckpointType, LocalRecoveryConfig};
+pub use closeable::{Closeable, CloseableRegistry, RegistrationKey};
+pub use compression::{
+    CompressingWriter, StreamCompressionDecorator, UNCOMPRESSED,
+    UncompressedStreamCompressionDecorator,
+};
+pub use error::{BoxError, Error, Result};
+pub use handle::{
+    ByteStreamStateHandle, DirectoryStateHandle, DistributionMode, FileStateHandle,
+    HandleAndLocalPath, IncrementalLocalKeyedStateHandle, IncrementalRemoteKeyedStateHandle,
+    KeyGroupsStateHandle, KeyedStateHandle, OperatorStatePartitions, OperatorStreamStateHandle,
+    PlaceholderStreamStateHandle, StateInputStream, StreamStateHandle,
+};
+pub use key_group::{KeyGroupRange, KeyGroupRangeAssignment, KeyGroupRangeOffsets};
+pub use local_storage::{
+    LocalCheckpointStorage, LocalDirectoryStreamFactory, LocalFileOutputStream,
+};
+pub use memory_storage::{MemoryCheckpointStreamFactory, MemoryOutputStream};
+pub use meta::{SerializerId, StateKind, StateMetaInfo};
+pub use proxy::KeyedBackendSerializationProxy;
+pub use registry::{PluginInfo, PluginKind, Registration, Registry, register};
+pub use resource_guard::{Lease, ResourceGuard};
+pub use state_object::{SnapshotResult, StateObject};
+pub use strategy::{SnapshotStrategy, SnapshotStrategyRunner};
+pub use stream::{
+    CheckpointStateOutputStream, CheckpointStreamFactory, CheckpointStreamWithResultProvider,
+    CheckpointedStateScope,
+};
+
+/// Re-exports for macros; not part of the API.
+#[doc(hidden)]
+pub mod __private {
+    pub use inventory;
+}
+
+/// Keeps this crate's link-time registrations in a binary that names no other item of it.
+pub fn link() {}

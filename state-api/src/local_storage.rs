@@ -1,0 +1,471 @@
+//! The embedded default checkpoint storage: a local directory.
+//!
+//! Layout under the storage root (the same shape as Flink's file-system storage):
+//!
+//! | path | holds |
+//! | --- | --- |
+//! | `chk-<id>/` | exclusive streams of checkpoint `<id>` |
+//! | `shared/` | shared streams (incremental files), reused across checkpoints |
+//!
+//! A stream first collects bytes in memory; streams that stay at or under the file-state
+//! threshold (20 KiB by default) are returned inline as a [`ByteStreamStateHandle`] and
+//! never touch the disk. Larger streams are written to a hidden `.inprogress-*` file that
+//! is fsynced and renamed to its final name only in
+//! [`close_and_get_handle`](CheckpointStateOutputStream::close_and_get_handle) (then the
+//! directory is fsynced), so a half-written stream is never visible under a final name.
+//! Dropping or closing a stream without completing it deletes its in-progress file.
+
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tempfile::NamedTempFile;
+
+use crate::{
+    ByteStreamStateHandle, CheckpointStateOutputStream, CheckpointStreamFactory,
+    CheckpointedStateScope, Closeable, Error, FileStateHandle, Result, StreamStateHandle,
+};
+
+const IN_PROGRESS_PREFIX: &str = ".inprogress-";
+
+fn create_dir(path: &Path) -> Result<()> {
+    fs::create_dir_all(path).map_err(|err| Error::io(path, err))
+}
+
+/// Checkpoint storage in a local directory: hands out one stream factory per checkpoint.
+///
+/// # Example
+///
+/// ```
+/// use std::io::{Read, Write};
+/// use state_api::{CheckpointStreamFactory, CheckpointedStateScope, LocalCheckpointStorage};
+///
+/// let root = tempfile::tempdir().unwrap();
+/// let storage = LocalCheckpointStorage::new(root.path())?.with_file_state_threshold(0);
+/// let factory = storage.stream_factory(1)?;
+/// let mut stream = factory.create_output_stream(CheckpointedStateScope::Exclusive)?;
+/// stream.write_all(b"key groups").unwrap();
+/// let handle = stream.close_and_get_handle()?;
+/// let mut back = String::new();
+/// handle.open()?.read_to_string(&mut back).unwrap();
+/// assert_eq!(back, "key groups");
+/// assert!(handle.describe().contains("chk-1"));
+/// # Ok::<(), state_api::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct LocalCheckpointStorage {
+    root: PathBuf,
+    file_state_threshold: usize,
+    write_buffer_size: usize,
+}
+
+impl LocalCheckpointStorage {
+    /// Streams up to this many bytes are kept inline in their handle (Flink's default).
+    pub const DEFAULT_FILE_STATE_THRESHOLD: usize = 20 * 1024;
+    /// Size of the write buffer in front of each file.
+    pub const DEFAULT_WRITE_BUFFER_SIZE: usize = 1024 * 1024;
+
+    /// Storage under `root` (created if missing).
+    pub fn new(root: impl Into<PathBuf>) -> Result<Self> {
+        let root = root.into();
+        create_dir(&root.join("shared"))?;
+        Ok(LocalCheckpointStorage {
+            root,
+            file_state_threshold: Self::DEFAULT_FILE_STATE_THRESHOLD,
+            write_buffer_size: Self::DEFAULT_WRITE_BUFFER_SIZE,
+        })
+    }
+
+    /// Sets the inline threshold; `0` writes every non-empty stream to a file.
+    pub fn with_file_state_threshold(mut self, bytes: usize) -> Self {
+        self.file_state_threshold = bytes;
+        self
+    }
+
+    /// Sets the write buffer size in front of each file.
+    pub fn with_write_buffer_size(mut self, bytes: usize) -> Self {
+        self.write_buffer_size = bytes.max(1);
+        self
+    }
+
+    /// The storage root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The directory of checkpoint `checkpoint_id`'s exclusive streams.
+    pub fn checkpoint_dir(&self, checkpoint_id: u64) -> PathBuf {
+        self.root.join(format!("chk-{checkpoint_id}"))
+    }
+
+    /// The directory of shared streams.
+    pub fn shared_dir(&self) -> PathBuf {
+        self.root.join("shared")
+    }
+
+    /// The stream factory of checkpoint `checkpoint_id` (creates its directory).
+    pub fn stream_factory(&self, checkpoint_id: u64) -> Result<LocalDirectoryStreamFactory> {
+        let exclusive_dir = self.checkpoint_dir(checkpoint_id);
+        create_dir(&exclusive_dir)?;
+        Ok(LocalDirectoryStreamFactory {
+            exclusive_dir,
+            shared_dir: self.shared_dir(),
+            file_state_threshold: self.file_state_threshold,
+            write_buffer_size: self.write_buffer_size,
+        })
+    }
+}
+
+/// Opens streams as files in a checkpoint's directory (exclusive) or the shared directory.
+#[derive(Debug, Clone)]
+pub struct LocalDirectoryStreamFactory {
+    exclusive_dir: PathBuf,
+    shared_dir: PathBuf,
+    file_state_threshold: usize,
+    write_buffer_size: usize,
+}
+
+impl LocalDirectoryStreamFactory {
+    /// A factory writing exclusive streams to `exclusive_dir` and shared ones to
+    /// `shared_dir` (both must exist), with the default threshold and buffer size.
+    pub fn new(exclusive_dir: impl Into<PathBuf>, shared_dir: impl Into<PathBuf>) -> Self {
+        LocalDirectoryStreamFactory {
+            exclusive_dir: exclusive_dir.into(),
+            shared_dir: shared_dir.into(),
+            file_state_threshold: LocalCheckpointStorage::DEFAULT_FILE_STATE_THRESHOLD,
+            write_buffer_size: LocalCheckpointStorage::DEFAULT_WRITE_BUFFER_SIZE,
+        }
+    }
+
+    /// The directory of exclusive streams.
+    pub fn exclusive_dir(&self) -> &Path {
+        &self.exclusive_dir
+    }
+}
+
+impl CheckpointStreamFactory for LocalDirectoryStreamFactory {
+    fn create_output_stream(
+        &self,
+        scope: CheckpointedStateScope,
+    ) -> Result<Box<dyn CheckpointStateOutputStream>> {
+        let dir = match scope {
+            CheckpointedStateScope::Exclusive => &self.exclusive_dir,
+            CheckpointedStateScope::Shared => &self.shared_dir,
+        };
+        Ok(Box::new(LocalFileOutputStream::create(
+            dir.clone(),
+            self.file_state_threshold,
+            Some(self.write_buffer_size),
+        )?))
+    }
+}
+
+/// What the closer shares with the stream.
+#[derive(Debug, Default)]
+struct CloseState {
+    /// Checked on every write without locking.
+    closed: AtomicBool,
+    /// The in-progress file, until it is completed (`None` after completion).
+    in_progress: Mutex<Option<PathBuf>>,
+}
+
+impl CloseState {
+    fn in_progress(&self) -> std::sync::MutexGuard<'_, Option<PathBuf>> {
+        // The guarded value is a plain path: a panic elsewhere cannot leave it torn.
+        self.in_progress
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// A stream into a local directory: inline up to a threshold, then an in-progress file
+/// renamed into place on completion.
+#[derive(Debug)]
+pub struct LocalFileOutputStream {
+    dir: PathBuf,
+    threshold: usize,
+    write_buffer_size: usize,
+    inline: Vec<u8>,
+    file: Option<BufWriter<NamedTempFile>>,
+    pos: u64,
+    state: Arc<CloseState>,
+}
+
+impl LocalFileOutputStream {
+    /// A stream into `dir` (which must exist); streams of at most `threshold` bytes are
+    /// returned inline. `write_buffer_size` defaults to
+    /// [`LocalCheckpointStorage::DEFAULT_WRITE_BUFFER_SIZE`].
+    pub fn create(
+        dir: PathBuf,
+        threshold: usize,
+        write_buffer_size: Option<usize>,
+    ) -> Result<Self> {
+        Ok(LocalFileOutputStream {
+            dir,
+            threshold,
+            write_buffer_size: write_buffer_size
+                .unwrap_or(LocalCheckpointStorage::DEFAULT_WRITE_BUFFER_SIZE),
+            inline: Vec::new(),
+            file: None,
+            pos: 0,
+            state: Arc::default(),
+        })
+    }
+
+    fn closed_error(&self) -> Error {
+        Error::Closed {
+            what: format!("checkpoint stream in {}", self.dir.display()),
+        }
+    }
+
+    fn open_file(&mut self) -> io::Result<&mut BufWriter<NamedTempFile>> {
+        let temp = tempfile::Builder::new()
+            .prefix(IN_PROGRESS_PREFIX)
+            .rand_bytes(16)
+            .tempfile_in(&self.dir)?;
+        {
+            let mut in_progress = self.state.in_progress();
+            if self.state.closed.load(Ordering::Acquire) {
+                // `temp` is deleted when dropped here.
+                return Err(self.closed_error().into_io());
+            }
+            *in_progress = Some(temp.path().to_path_buf());
+        }
+        let mut writer = BufWriter::with_capacity(self.write_buffer_size, temp);
+        writer.write_all(&self.inline)?;
+        self.inline = Vec::new();
+        Ok(self.file.insert(writer))
+    }
+}
+
+impl Write for LocalFileOutputStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write_all(buf)?;
+        Ok(buf.len())
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        if self.state.closed.load(Ordering::Acquire) {
+            return Err(self.closed_error().into_io());
+        }
+        match &mut self.file {
+            Some(file) => file.write_all(buf)?,
+            None if self.inline.len() + buf.len() <= self.threshold => {
+                self.inline.extend_from_slice(buf)
+            }
+            None => self.open_file()?.write_all(buf)?,
+        }
+        self.pos += buf.len() as u64;
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match &mut self.file {
+            Some(file) => file.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|err| Error::io(dir, err))
+}
+
+impl CheckpointStateOutputStream for LocalFileOutputStream {
+    fn pos(&self) -> u64 {
+        self.pos
+    }
+
+    fn close_and_get_handle(mut self: Box<Self>) -> Result<Arc<dyn StreamStateHandle>> {
+        if self.state.closed.load(Ordering::Acquire) {
+            return Err(self.closed_error());
+        }
+        let Some(writer) = self.file.take() else {
+            let name = format!("{}/inline-{}-bytes", self.dir.display(), self.pos);
+            let data = std::mem::take(&mut self.inline);
+            return Ok(Arc::new(ByteStreamStateHandle::new(name, data)));
+        };
+        let temp = writer
+            .into_inner()
+            .map_err(|err| Error::io(&self.dir, err.into_error()))?;
+        temp.as_file()
+            .sync_all()
+            .map_err(|err| Error::io(temp.path(), err))?;
+        let file_name = temp
+            .path()
+            .file_name()
+            .and_then(|name| name.to_str())
+            .and_then(|name| name.strip_prefix(IN_PROGRESS_PREFIX))
+            .map(str::to_owned)
+            .ok_or_else(|| self.closed_error())?;
+        let final_path = self.dir.join(file_name);
+        {
+            let mut in_progress = self.state.in_progress();
+            if self.state.closed.load(Ordering::Acquire) {
+                return Err(self.closed_error());
+            }
+            temp.persist_noclobber(&final_path)
+                .map_err(|err| Error::io(&final_path, err.error))?;
+            *in_progress = None;
+        }
+        if let Err(err) = sync_dir(&self.dir) {
+            // Not durable: do not hand out a handle to it.
+            let _ = fs::remove_file(&final_path);
+            return Err(err);
+        }
+        Ok(Arc::new(FileStateHandle::new(final_path, self.pos)))
+    }
+
+    fn closer(&self) -> Arc<dyn Closeable> {
+        let state = self.state.clone();
+        Arc::new(move || {
+            let mut in_progress = state.in_progress();
+            state.closed.store(true, Ordering::Release);
+            if let Some(path) = in_progress.take() {
+                match fs::remove_file(&path) {
+                    Err(err) if err.kind() != io::ErrorKind::NotFound => {
+                        return Err(Error::io(path, err));
+                    }
+                    _ => {}
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn files_in(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn read_all(handle: &Arc<dyn StreamStateHandle>) -> Vec<u8> {
+        let mut data = Vec::new();
+        handle.open().unwrap().read_to_end(&mut data).unwrap();
+        data
+    }
+
+    fn storage(threshold: usize) -> (tempfile::TempDir, LocalCheckpointStorage) {
+        let root = tempfile::tempdir().unwrap();
+        let storage = LocalCheckpointStorage::new(root.path())
+            .unwrap()
+            .with_file_state_threshold(threshold)
+            .with_write_buffer_size(64);
+        (root, storage)
+    }
+
+    #[test]
+    fn small_stream_stays_inline_and_writes_no_file() {
+        let (_root, storage) = storage(100);
+        let factory = storage.stream_factory(1).unwrap();
+        let mut out = factory
+            .create_output_stream(CheckpointedStateScope::Exclusive)
+            .unwrap();
+        out.write_all(b"tiny").unwrap();
+        let handle = out.close_and_get_handle().unwrap();
+        assert!(handle.as_any().is::<ByteStreamStateHandle>(), "{handle:?}");
+        assert_eq!(read_all(&handle), b"tiny");
+        assert!(files_in(&storage.checkpoint_dir(1)).is_empty());
+    }
+
+    #[test]
+    fn large_stream_is_invisible_until_completed() {
+        let (_root, storage) = storage(10);
+        let factory = storage.stream_factory(2).unwrap();
+        let mut out = factory
+            .create_output_stream(CheckpointedStateScope::Exclusive)
+            .unwrap();
+        let data: Vec<u8> = (0..10_000u32).map(|i| i as u8).collect();
+        out.write_all(&data).unwrap();
+        assert_eq!(out.pos(), 10_000);
+        let names = files_in(&storage.checkpoint_dir(2));
+        assert_eq!(names.len(), 1);
+        assert!(names[0].starts_with(IN_PROGRESS_PREFIX), "{names:?}");
+        let handle = out.close_and_get_handle().unwrap();
+        let names = files_in(&storage.checkpoint_dir(2));
+        assert_eq!(names.len(), 1);
+        assert!(!names[0].starts_with('.'), "{names:?}");
+        assert_eq!(handle.state_size(), 10_000);
+        assert_eq!(read_all(&handle), data);
+        handle.discard().unwrap();
+        assert!(files_in(&storage.checkpoint_dir(2)).is_empty());
+    }
+
+    #[test]
+    fn shared_scope_writes_to_the_shared_directory() {
+        let (_root, storage) = storage(0);
+        let factory = storage.stream_factory(3).unwrap();
+        let mut out = factory
+            .create_output_stream(CheckpointedStateScope::Shared)
+            .unwrap();
+        out.write_all(b"sst").unwrap();
+        let handle = out.close_and_get_handle().unwrap();
+        assert!(
+            handle.describe().contains("shared"),
+            "{}",
+            handle.describe()
+        );
+        assert_eq!(files_in(&storage.shared_dir()).len(), 1);
+        assert!(files_in(&storage.checkpoint_dir(3)).is_empty());
+    }
+
+    #[test]
+    fn dropping_an_unfinished_stream_deletes_it() {
+        let (_root, storage) = storage(0);
+        let factory = storage.stream_factory(4).unwrap();
+        let mut out = factory
+            .create_output_stream(CheckpointedStateScope::Exclusive)
+            .unwrap();
+        out.write_all(&[1; 5000]).unwrap();
+        drop(out);
+        assert!(files_in(&storage.checkpoint_dir(4)).is_empty());
+    }
+
+    #[test]
+    fn closing_from_another_thread_fails_writes_and_deletes_the_file() {
+        let (_root, storage) = storage(0);
+        let factory = storage.stream_factory(5).unwrap();
+        let mut out = factory
+            .create_output_stream(CheckpointedStateScope::Exclusive)
+            .unwrap();
+        out.write_all(&[1; 5000]).unwrap();
+        let closer = out.closer();
+        std::thread::spawn(move || closer.close().unwrap())
+            .join()
+            .unwrap();
+        assert!(files_in(&storage.checkpoint_dir(5)).is_empty());
+        let err = Error::stream("writing", out.write_all(b"more").unwrap_err());
+        assert!(matches!(err, Error::Closed { .. }), "{err}");
+        let err = out.close_and_get_handle().unwrap_err();
+        assert!(matches!(err, Error::Closed { .. }), "{err}");
+        assert!(files_in(&storage.checkpoint_dir(5)).is_empty());
+    }
+
+    #[test]
+    fn closing_after_completion_keeps_the_file() {
+        let (_root, storage) = storage(0);
+        let factory = storage.stream_factory(6).unwrap();
+        let mut out = factory
+            .create_output_stream(CheckpointedStateScope::Exclusive)
+            .unwrap();
+        out.write_all(b"done").unwrap();
+        let closer = out.closer();
+        let handle = out.close_and_get_handle().unwrap();
+        closer.close().unwrap();
+        assert_eq!(read_all(&handle), b"done");
+    }
+}

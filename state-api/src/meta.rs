@@ -1,0 +1,113 @@
+//! Meta information of registered states: what a snapshot header records per state.
+
+use serde::{Deserialize, Serialize};
+
+/// The kind of a keyed state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum StateKind {
+    /// One value per (key, namespace).
+    Value,
+    /// A list of elements per (key, namespace).
+    List,
+    /// A map from user key to value per (key, namespace).
+    Map,
+}
+
+impl StateKind {
+    /// The byte that encodes this kind in snapshot headers.
+    pub fn code(self) -> u8 {
+        match self {
+            StateKind::Value => 0,
+            StateKind::List => 1,
+            StateKind::Map => 2,
+        }
+    }
+
+    /// The kind encoded by `code`, if any.
+    pub fn from_code(code: u8) -> Option<Self> {
+        match code {
+            0 => Some(StateKind::Value),
+            1 => Some(StateKind::List),
+            2 => Some(StateKind::Map),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for StateKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StateKind::Value => "value",
+            StateKind::List => "list",
+            StateKind::Map => "map",
+        })
+    }
+}
+
+/// Identifies a serializer by a stable name (`"bytes"`, `"u64-be"`, `"serde-json"`, ...).
+///
+/// Restore compares the ids recorded in a snapshot with the ids of the states the job
+/// registers; a mismatch is reported instead of misreading bytes. The id is a name, not a
+/// Rust type name, so renaming a type does not break old snapshots.
+pub type SerializerId = String;
+
+/// What a snapshot records about one keyed state.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct StateMetaInfo {
+    /// The state's registered name, unique within a backend.
+    pub name: String,
+    /// Value, list or map.
+    pub kind: StateKind,
+    /// Serializer of the namespace.
+    pub namespace_serializer: SerializerId,
+    /// Serializer of the value (of list elements for lists, of map values for maps).
+    pub value_serializer: SerializerId,
+    /// Serializer of map user keys; empty for value and list states.
+    pub user_key_serializer: SerializerId,
+}
+
+impl StateMetaInfo {
+    /// Meta info of a value state with the given serializers.
+    pub fn value(
+        name: impl Into<String>,
+        namespace: impl Into<String>,
+        value: impl Into<String>,
+    ) -> Self {
+        Self::new(name, StateKind::Value, namespace, value, "")
+    }
+
+    /// Meta info of a list state with the given serializers.
+    pub fn list(
+        name: impl Into<String>,
+        namespace: impl Into<String>,
+        element: impl Into<String>,
+    ) -> Self {
+        Self::new(name, StateKind::List, namespace, element, "")
+    }
+
+    /// Meta info of a map state with the given serializers.
+    pub fn map(
+        name: impl Into<String>,
+        namespace: impl Into<String>,
+        user_key: impl Into<String>,
+        value: impl Into<String>,
+    ) -> Self {
+        Self::new(name, StateKind::Map, namespace, value, user_key)
+    }
+
+    fn new(
+        name: impl Into<String>,
+        kind: StateKind,
+        namespace: impl Into<String>,
+        value: impl Into<String>,
+        user_key: impl Into<String>,
+    ) -> Self {
+        StateMetaInfo {
+            name: name.into(),
+            kind,
+            namespace_serializer: namespace.into(),
+            value_serializer: value.into(),
+            user_key_serializer: user_key.into(),
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! [`SnapshotStrategy`]: a snapshot algorithm separated from its backend, and
+//! [`SnapshotStrategyRunner`], which runs its synchronous part and traces both parts.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::{
+    AsyncSnapshotCallable, AsyncSnapshotTask, CheckpointOptions, CheckpointStreamFactory,
+    CloseableRegistry, Result, SnapshotContext, SnapshotResult, StateObject,
+};
+
+/// A snapshot algorithm. Calling [`snapshot`](SnapshotStrategy::snapshot) *is* the
+/// synchronous part: it runs on the processing thread while processing is paused, must not
+/// do work proportional to the state size, and returns the asynchronous part.
+///
+/// `H` is the handle type the strategy produces (`Arc<dyn KeyedStateHandle>` for keyed
+/// strategies, `OperatorStreamStateHandle` for operator state).
+pub trait SnapshotStrategy<H>: Send + fmt::Debug {
+    /// A short description for traces and listings (`"heap full snapshot"`).
+    fn description(&self) -> &str;
+
+    /// Takes a consistent view of the state and returns the asynchronous part that writes
+    /// it through `factory`.
+    fn snapshot(
+        &mut self,
+        checkpoint_id: u64,
+        timestamp: u64,
+        factory: Arc<dyn CheckpointStreamFactory>,
+        options: &CheckpointOptions,
+    ) -> Result<Box<dyn AsyncSnapshotCallable<SnapshotResult<H>>>>;
+}
+
+/// Runs a strategy's synchronous part, wraps the asynchronous part in an
+/// [`AsyncSnapshotTask`] registered with the owner's registry, and traces the duration of
+/// both parts (`tracing` events at `debug` level on target `state_api::snapshot`, with
+/// fields `strategy`, `checkpoint_id`, `sync_ms` / `async_ms`).
+#[derive(Debug)]
+pub struct SnapshotStrategyRunner<'a, H> {
+    strategy: &'a mut dyn SnapshotStrategy<H>,
+    owner: &'a CloseableRegistry,
+}
+
+impl<'a, H: Send + 'static> SnapshotStrategyRunner<'a, H>
+where
+    SnapshotResult<H>: StateObject,
+{
+    /// A runner for `strategy` whose tasks are owned by `owner`.
+    pub fn new(strategy: &'a mut dyn SnapshotStrategy<H>, owner: &'a CloseableRegistry) -> Self {
+        SnapshotStrategyRunner { strategy, owner }
+    }
+
+    /// Runs the synchronous part and returns the asynchronous task.
+    pub fn snapshot(
+        &mut self,
+        checkpoint_id: u64,
+        timestamp: u64,
+        factory: Arc<dyn CheckpointStreamFactory>,
+        options: &CheckpointOptions,
+    ) -> Result<AsyncSnapshotTask<SnapshotResult<H>>> {
+        let started = Instant::now();
+        let callable = self
+            .strategy
+            .snapshot(checkpoint_id, timestamp, factory, options)?;
+        let sync = started.elapsed();
+        let description = self.strategy.description().to_owned();
+        tracing::debug!(
+            target: "state_api::snapshot",
+            strategy = %description,
+            checkpoint_id,
+            sync_ms = millis(sync),
+            "synchronous part done"
+        );
+        AsyncSnapshotTask::new(
+            checkpoint_id,
+            Box::new(Traced {
+                inner: callable,
+                description,
+                checkpoint_id,
+            }),
+            self.owner,
+        )
+    }
+}
+
+fn millis(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
+
+struct Traced<T> {
+    inner: Box<dyn AsyncSnapshotCallable<T>>,
+    description: String,
+    checkpoint_id: u64,
+}
+
+impl<T> AsyncSnapshotCallable<T> for Traced<T> {
+    fn call_internal(&mut self, context: &SnapshotContext) -> Result<T> {
+        self.inner.call_internal(context)
+    }
+
+    fn cleanup_provided_resources(&mut self) {
+        self.inner.cleanup_provided_resources()
+    }
+
+    fn log_async_snapshot_complete(&mut self, elapsed: Duration) {
+        tracing::debug!(
+            target: "state_api::snapshot",
+            strategy = %self.description,
+            checkpoint_id = self.checkpoint_id,
+            async_ms = millis(elapsed),
+            "asynchronous part done"
+        );
+        self.inner.log_async_snapshot_complete(elapsed)
+    }
+}

@@ -1,0 +1,250 @@
+//! Checkpoint streams: where snapshot bytes go.
+//!
+//! A [`CheckpointStreamFactory`] opens [`CheckpointStateOutputStream`]s in one of two
+//! scopes; a stream becomes a [`StreamStateHandle`] only through
+//! [`close_and_get_handle`](CheckpointStateOutputStream::close_and_get_handle). A stream that
+//! is dropped, or closed from another thread through its [`closer`](CheckpointStateOutputStream::closer),
+//! deletes what it wrote, so a failed or cancelled snapshot leaves nothing behind.
+//! [`CheckpointStreamWithResultProvider`] pairs the primary stream with the task-local copy
+//! that local recovery asks for.
+
+use std::fmt;
+use std::io::{self, Write};
+use std::sync::Arc;
+
+use crate::local_storage::LocalFileOutputStream;
+use crate::{
+    Closeable, Error, KeyGroupRangeOffsets, KeyGroupsStateHandle, KeyedStateHandle,
+    LocalRecoveryConfig, Result, SnapshotResult, StreamStateHandle,
+};
+
+/// Where a stream's file goes: owned by one checkpoint, or shared across checkpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CheckpointedStateScope {
+    /// Owned by the one checkpoint that wrote it; discarded with it.
+    Exclusive,
+    /// Possibly referenced by several checkpoints (incremental files); its lifetime is
+    /// governed by the shared state registry.
+    Shared,
+}
+
+/// An output stream for snapshot bytes.
+///
+/// Writes go through `std::io::Write`; an error of ours (cancellation, closed stream)
+/// travels inside the `io::Error` and is recovered by [`Error::io`]/[`Error::stream`].
+pub trait CheckpointStateOutputStream: Write + Send + fmt::Debug {
+    /// Number of bytes written so far; the offset the next byte will have.
+    fn pos(&self) -> u64;
+
+    /// Makes everything written durable and visible and returns its handle. Until this
+    /// returns, nothing of the stream is visible to a reader of the storage.
+    fn close_and_get_handle(self: Box<Self>) -> Result<Arc<dyn StreamStateHandle>>;
+
+    /// A handle that closes this stream from another thread: writes in progress or later
+    /// fail, [`close_and_get_handle`](Self::close_and_get_handle) fails, and what was
+    /// written is deleted. Snapshot tasks register it so that cancelling unblocks them.
+    fn closer(&self) -> Arc<dyn Closeable>;
+}
+
+/// Opens checkpoint streams; one factory serves one checkpoint's location.
+pub trait CheckpointStreamFactory: Send + Sync + fmt::Debug {
+    /// Opens a new stream in `scope`.
+    fn create_output_stream(
+        &self,
+        scope: CheckpointedStateScope,
+    ) -> Result<Box<dyn CheckpointStateOutputStream>>;
+}
+
+impl<T: CheckpointStreamFactory + ?Sized> CheckpointStreamFactory for Arc<T> {
+    fn create_output_stream(
+        &self,
+        scope: CheckpointedStateScope,
+    ) -> Result<Box<dyn CheckpointStateOutputStream>> {
+        (**self).create_output_stream(scope)
+    }
+}
+
+impl<T: CheckpointStreamFactory + ?Sized> CheckpointStreamFactory for Box<T> {
+    fn create_output_stream(
+        &self,
+        scope: CheckpointedStateScope,
+    ) -> Result<Box<dyn CheckpointStateOutputStream>> {
+        (**self).create_output_stream(scope)
+    }
+}
+
+/// The stream a snapshot writes to: the primary (job-manager-owned) stream alone, or the
+/// primary plus a secondary task-local copy for local recovery.
+///
+/// The copy is best-effort: if writing the secondary fails, the snapshot goes on with the
+/// primary alone (the local copy is deleted and a warning traced), because local recovery
+/// is an optimisation and must never fail a checkpoint.
+///
+/// # Example
+///
+/// ```
+/// use std::io::Write;
+/// use state_api::{CheckpointStreamWithResultProvider, CheckpointedStateScope,
+///     LocalRecoveryConfig, MemoryCheckpointStreamFactory, StateObject};
+///
+/// let factory = MemoryCheckpointStreamFactory::default();
+/// let local = tempfile::tempdir().unwrap();
+/// let mut out = CheckpointStreamWithResultProvider::create(
+///     7,
+///     CheckpointedStateScope::Exclusive,
+///     &factory,
+///     &LocalRecoveryConfig::enabled(local.path()),
+/// )?;
+/// out.write_all(b"state").unwrap();
+/// let result = out.close_and_finalize()?;
+/// assert_eq!(result.state_size(), 5);
+/// assert!(result.task_local().is_some());
+/// # Ok::<(), state_api::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct CheckpointStreamWithResultProvider {
+    primary: Box<dyn CheckpointStateOutputStream>,
+    secondary: Option<Box<dyn CheckpointStateOutputStream>>,
+}
+
+impl CheckpointStreamWithResultProvider {
+    /// Writes to `primary` only.
+    pub fn primary_only(primary: Box<dyn CheckpointStateOutputStream>) -> Self {
+        CheckpointStreamWithResultProvider {
+            primary,
+            secondary: None,
+        }
+    }
+
+    /// Writes to `primary` and duplicates every byte into `secondary`.
+    pub fn primary_and_secondary(
+        primary: Box<dyn CheckpointStateOutputStream>,
+        secondary: Box<dyn CheckpointStateOutputStream>,
+    ) -> Self {
+        CheckpointStreamWithResultProvider {
+            primary,
+            secondary: Some(secondary),
+        }
+    }
+
+    /// Opens the primary stream from `factory` and, when `local_recovery` is enabled, a
+    /// task-local file under its directory for `checkpoint_id`.
+    pub fn create(
+        checkpoint_id: u64,
+        scope: CheckpointedStateScope,
+        factory: &dyn CheckpointStreamFactory,
+        local_recovery: &LocalRecoveryConfig,
+    ) -> Result<Self> {
+        let primary = factory.create_output_stream(scope)?;
+        match local_recovery.checkpoint_dir(checkpoint_id) {
+            None => Ok(Self::primary_only(primary)),
+            Some(dir) => {
+                std::fs::create_dir_all(&dir).map_err(|err| Error::io(&dir, err))?;
+                let secondary = LocalFileOutputStream::create(dir, 0, None)?;
+                Ok(Self::primary_and_secondary(primary, Box::new(secondary)))
+            }
+        }
+    }
+
+    /// Bytes written so far.
+    pub fn pos(&self) -> u64 {
+        self.primary.pos()
+    }
+
+    /// Whether a task-local copy is still being written.
+    pub fn has_secondary(&self) -> bool {
+        self.secondary.is_some()
+    }
+
+    /// Closes both streams from another thread (see [`CheckpointStateOutputStream::closer`]).
+    pub fn closer(&self) -> Arc<dyn Closeable> {
+        let primary = self.primary.closer();
+        let secondary = self.secondary.as_ref().map(|s| s.closer());
+        Arc::new(move || {
+            let first = primary.close();
+            let second = secondary.as_ref().map_or(Ok(()), |s| s.close());
+            first.and(second)
+        })
+    }
+
+    /// Completes the streams and returns their handles as a [`SnapshotResult`]. A failure of
+    /// the primary fails the snapshot (and deletes the local copy); a failure of the
+    /// secondary only drops the local copy.
+    pub fn close_and_finalize(self) -> Result<SnapshotResult<Arc<dyn StreamStateHandle>>> {
+        // On failure, dropping `secondary` deletes the local copy.
+        let primary = self.primary.close_and_get_handle()?;
+        match self.secondary.map(|s| s.close_and_get_handle()) {
+            None => Ok(SnapshotResult::of(primary)),
+            Some(Ok(local)) => Ok(SnapshotResult::with_local_state(primary, local)),
+            Some(Err(err)) => {
+                tracing::warn!(error = %err, "task-local snapshot copy failed; continuing without local recovery");
+                Ok(SnapshotResult::of(primary))
+            }
+        }
+    }
+
+    /// Turns a stream result into a keyed result: both copies share the key-group offsets
+    /// (the copy is byte-identical) and the optional per-key-group checksums.
+    pub fn to_keyed_state_handle_result(
+        result: SnapshotResult<Arc<dyn StreamStateHandle>>,
+        offsets: &KeyGroupRangeOffsets,
+        checksums: Option<&[u32]>,
+    ) -> Result<SnapshotResult<Arc<dyn KeyedStateHandle>>> {
+        let wrap = |stream: Arc<dyn StreamStateHandle>| -> Result<Arc<dyn KeyedStateHandle>> {
+            let handle = KeyGroupsStateHandle::new(offsets.clone(), stream);
+            let handle = match checksums {
+                Some(sums) => handle.with_checksums(sums.to_vec())?,
+                None => handle,
+            };
+            Ok(Arc::new(handle))
+        };
+        let (remote, local) = result.into_parts();
+        Ok(match (remote, local) {
+            (None, _) => SnapshotResult::empty(),
+            (Some(remote), None) => SnapshotResult::of(wrap(remote)?),
+            (Some(remote), Some(local)) => {
+                SnapshotResult::with_local_state(wrap(remote)?, wrap(local)?)
+            }
+        })
+    }
+}
+
+impl Write for CheckpointStreamWithResultProvider {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let written = self.primary.write(buf)?;
+        self.duplicate(&buf[..written]);
+        Ok(written)
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.primary.write_all(buf)?;
+        self.duplicate(buf);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.primary.flush()?;
+        if let Some(secondary) = &mut self.secondary
+            && let Err(err) = secondary.flush()
+        {
+            self.drop_secondary(err);
+        }
+        Ok(())
+    }
+}
+
+impl CheckpointStreamWithResultProvider {
+    fn duplicate(&mut self, buf: &[u8]) {
+        if let Some(secondary) = &mut self.secondary
+            && let Err(err) = secondary.write_all(buf)
+        {
+            self.drop_secondary(err);
+        }
+    }
+
+    fn drop_secondary(&mut self, err: io::Error) {
+        tracing::warn!(error = %err, "task-local snapshot copy failed; continuing without local recovery");
+        // Dropping the stream deletes what it wrote.
+        self.secondary = None;
+    }
+}

@@ -1,0 +1,214 @@
+//! Repository rules checked as a test: file headers, forbidden test attributes,
+//! dependency direction between crates, plugin registration, and the code map.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("invariant: xtask lives one level below the workspace root")
+        .to_path_buf()
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') || name == "target" {
+            continue;
+        }
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if name.ends_with(".rs") {
+            out.push(path);
+        }
+    }
+}
+
+fn all_rust_files() -> Vec<(PathBuf, String)> {
+    let mut files = Vec::new();
+    rust_files(&workspace_root(), &mut files);
+    files.sort();
+    files
+        .into_iter()
+        .map(|path| {
+            let text = std::fs::read_to_string(&path)
+                .unwrap_or_else(|err| panic!("cannot read {}: {err}", path.display()));
+            (path, text)
+        })
+        .collect()
+}
+
+#[test]
+fn every_rust_file_starts_with_a_module_doc() {
+    let offenders: Vec<String> = all_rust_files()
+        .into_iter()
+        .filter(|(_, text)| !text.trim_start().starts_with("//!"))
+        .map(|(path, _)| path.display().to_string())
+        .collect();
+    assert!(
+        offenders.is_empty(),
+        "files without a `//!` header: {offenders:?}"
+    );
+}
+
+#[test]
+fn no_ignored_or_should_panic_tests() {
+    let forbidden = [concat!("#[", "ignore"), concat!("#[", "should_panic")];
+    let offenders: Vec<String> = all_rust_files()
+        .into_iter()
+        .filter(|(_, text)| forbidden.iter().any(|f| text.contains(f)))
+        .map(|(path, _)| path.display().to_string())
+        .collect();
+    assert!(
+        offenders.is_empty(),
+        "ignored or should_panic tests in: {offenders:?}"
+    );
+}
+
+struct Package {
+    name: String,
+    dir: PathBuf,
+    dependencies: BTreeSet<String>,
+}
+
+fn workspace_packages() -> Vec<Package> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let output = Command::new(cargo)
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--offline",
+        ])
+        .current_dir(workspace_root())
+        .output()
+        .expect("invariant: cargo is available to tests");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let metadata: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("cargo metadata prints JSON");
+    metadata["packages"]
+        .as_array()
+        .expect("cargo metadata lists packages")
+        .iter()
+        .map(|package| Package {
+            name: package["name"].as_str().unwrap_or_default().to_owned(),
+            dir: Path::new(package["manifest_path"].as_str().unwrap_or_default())
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default(),
+            dependencies: package["dependencies"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|dep| dep["kind"].is_null()) // normal dependencies only
+                .filter_map(|dep| dep["name"].as_str().map(str::to_owned))
+                .collect(),
+        })
+        .collect()
+}
+
+const BACKENDS: [&str; 3] = ["state-heap", "state-operator", "state-rocksdb"];
+
+#[test]
+fn dependencies_point_one_way() {
+    let packages = workspace_packages();
+    let workspace: BTreeSet<&str> = packages.iter().map(|p| p.name.as_str()).collect();
+    for package in &packages {
+        let deps = &package.dependencies;
+        match package.name.as_str() {
+            "state-api" => {
+                let inside: Vec<&String> = deps
+                    .iter()
+                    .filter(|d| workspace.contains(d.as_str()))
+                    .collect();
+                assert!(
+                    inside.is_empty(),
+                    "state-api depends on workspace crates {inside:?}"
+                );
+                for heavy in ["rocksdb", "snap", "lz4_flex", "object_store", "tokio"] {
+                    assert!(!deps.contains(heavy), "state-api depends on {heavy}");
+                }
+            }
+            "state-compress" => {
+                for backend in BACKENDS {
+                    assert!(
+                        !deps.contains(backend),
+                        "state-compress depends on {backend}"
+                    );
+                }
+            }
+            name if BACKENDS.contains(&name) => {
+                for other in BACKENDS.iter().filter(|b| **b != name) {
+                    assert!(!deps.contains(*other), "{name} depends on {other}");
+                }
+                assert!(
+                    !deps.contains("state-compress"),
+                    "{name} depends on state-compress"
+                );
+            }
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn registering_crates_offer_explicit_registration_and_link() {
+    for package in workspace_packages() {
+        let lib = package.dir.join("src").join("lib.rs");
+        let Ok(text) = std::fs::read_to_string(&lib) else {
+            continue;
+        };
+        if !text.contains("submit_registration!(") || package.name == "state-api" {
+            continue;
+        }
+        assert!(
+            text.contains("pub fn register(registry: &mut"),
+            "{} submits a registration but has no `pub fn register`",
+            package.name
+        );
+        assert!(
+            text.contains("pub fn link()"),
+            "{} has no `pub fn link()`",
+            package.name
+        );
+    }
+}
+
+#[test]
+fn architecture_code_map_names_every_crate_folder() {
+    let root = workspace_root();
+    let architecture = std::fs::read_to_string(root.join("ARCHITECTURE.md"))
+        .expect("ARCHITECTURE.md exists at the workspace root");
+    let headings: BTreeSet<String> = architecture
+        .lines()
+        .filter_map(|line| line.strip_prefix("### "))
+        .filter_map(|heading| heading.trim().strip_prefix('`'))
+        .filter_map(|heading| heading.split('`').next())
+        .map(|folder| folder.trim_end_matches('/').to_owned())
+        .collect();
+    let folders: BTreeSet<String> = workspace_packages()
+        .iter()
+        .filter_map(|p| {
+            p.dir
+                .strip_prefix(&root)
+                .ok()
+                .map(|d| d.display().to_string())
+        })
+        .collect();
+    assert_eq!(
+        headings, folders,
+        "ARCHITECTURE.md code map headings vs crate folders"
+    );
+}
