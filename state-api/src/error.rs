@@ -92,6 +92,28 @@ pub enum Error {
         range: String,
     },
 
+    /// Reading one key group of a keyed snapshot failed; `source` says how.
+    #[error("key group {key_group} of {location}: {source}")]
+    KeyGroup {
+        /// The key group being read.
+        key_group: u32,
+        /// The snapshot stream (see `StreamStateHandle::describe`).
+        location: String,
+        /// What went wrong.
+        #[source]
+        source: Box<Error>,
+    },
+
+    /// Reading a snapshot stream's header or layout failed; `source` says how.
+    #[error("snapshot {location}: {source}")]
+    Snapshot {
+        /// The snapshot stream (see `StreamStateHandle::describe`).
+        location: String,
+        /// What went wrong.
+        #[source]
+        source: Box<Error>,
+    },
+
     /// The operation was cancelled (by the task's canceller or by its owner closing).
     #[error("snapshot of checkpoint {checkpoint_id} was cancelled")]
     Cancelled {
@@ -183,7 +205,7 @@ impl Error {
     /// Packs this error into an `std::io::Error` so it can cross a `Read`/`Write` boundary;
     /// [`Error::io`] and [`Error::stream`] unpack it again.
     pub fn into_io(self) -> io::Error {
-        let kind = match &self {
+        let kind = match self.root() {
             Error::Io { source, .. } | Error::Stream { source, .. } => source.kind(),
             Error::Truncated { .. } => io::ErrorKind::UnexpectedEof,
             Error::Corrupted { .. } | Error::UnsupportedVersion { .. } => {
@@ -198,9 +220,29 @@ impl Error {
         io::Error::new(kind, self)
     }
 
+    /// The error under the context wrappers ([`Error::KeyGroup`], [`Error::Snapshot`]): what
+    /// actually went wrong.
+    ///
+    /// ```
+    /// use state_api::Error;
+    ///
+    /// let err = Error::KeyGroup {
+    ///     key_group: 7,
+    ///     location: "file /tmp/chk-1/state".into(),
+    ///     source: Box::new(Error::Corrupted { what: "key-group data".into(), reason: "checksum".into() }),
+    /// };
+    /// assert!(matches!(err.root(), Error::Corrupted { .. }), "{err}");
+    /// ```
+    pub fn root(&self) -> &Error {
+        match self {
+            Error::KeyGroup { source, .. } | Error::Snapshot { source, .. } => source.root(),
+            other => other,
+        }
+    }
+
     /// True for [`Error::Cancelled`].
     pub fn is_cancelled(&self) -> bool {
-        matches!(self, Error::Cancelled { .. })
+        matches!(self.root(), Error::Cancelled { .. })
     }
 
     fn take_inner(source: io::Error) -> std::result::Result<Error, io::Error> {

@@ -570,7 +570,6 @@ impl StateObject for OperatorStreamStateHandle {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

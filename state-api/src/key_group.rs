@@ -714,7 +714,6 @@ impl KeyGroupRangeAssignment {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use proptest::prelude::*;

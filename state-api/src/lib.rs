@@ -29,6 +29,7 @@ mod compression;
 mod error;
 mod handle;
 pub mod key_group;
+pub mod keyed_format;
 mod local_storage;
 mod memory_storage;
 mod meta;

@@ -339,7 +339,6 @@ impl CheckpointStateOutputStream for LocalFileOutputStream {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use std::io::Read;

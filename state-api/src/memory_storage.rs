@@ -122,7 +122,6 @@ impl CheckpointStateOutputStream for MemoryOutputStream {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

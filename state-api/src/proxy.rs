@@ -32,9 +32,9 @@
 //! | per state: value serializer | string | [`SerializerId`] of values, list elements or map values |
 //! | per state: user-key serializer | string | [`SerializerId`] of map user keys; empty for value and list states |
 //!
-//! A state's id is its position in the body (0, 1, ...), which the key-group format writes as a
-//! `u16`. Ids stay below `0x7FFF`: the key-group format uses the top bit of an id as its "meta data
-//! follows" flag, and `0x7FFF` with that flag set would read as `0xFFFF`, its end-of-key-group mark.
+//! A state's id is its position in the body (0, 1, ...), which the key-group format
+//! ([`crate::keyed_format`]) writes as a `u16`. Ids stay below `0x7FFF`, well clear of `0xFFFF`,
+//! the key-group format's end-of-key-group mark.
 //!
 //! The body length comes first so that a reader takes exactly the header from a stream that goes
 //! on with other data, and verifies the checksum before it interprets a single body byte.
@@ -604,7 +604,6 @@ impl<'a> BodyCursor<'a> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use proptest::prelude::*;

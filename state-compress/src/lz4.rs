@@ -158,7 +158,6 @@ impl CompressingWriter for Lz4SectionWriter<'_> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use std::io::{Read, Write};
 

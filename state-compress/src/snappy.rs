@@ -149,7 +149,6 @@ impl CompressingWriter for SnappySectionWriter<'_> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use std::ops::Range;
 

@@ -1,6 +1,5 @@
 //! Checks every decorator's tests share: round trips, independent sections, corruption,
 //! truncation and arbitrary input, plus data generators and a CRC-32C of our own.
-#![allow(clippy::unwrap_used)]
 
 use std::io::{self, Cursor, Read, Seek, SeekFrom, Write};
 

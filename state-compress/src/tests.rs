@@ -1,6 +1,5 @@
 //! Crate-level tests: registration, and the re-exported identity decorator `none` put
 //! through the same checks as the codecs where they apply.
-#![allow(clippy::unwrap_used)]
 
 use proptest::prelude::*;
 use state_api::{Error, Registry, StreamCompressionDecorator};

@@ -1,0 +1,809 @@
+//! The canonical keyed snapshot format: the one writer ([`KeyedSnapshotWriter`]) and the one
+//! reader ([`KeyedSnapshotReader`]) of the key-group data that full snapshots and savepoints
+//! of every keyed backend consist of. Backends feed entries in and take entries out; none
+//! carries its own copy of the format, so a savepoint moves between backends.
+//!
+//! An *entry* is a key/value pair of one state, laid out as RocksDB stores it: the
+//! [composite key](CompositeKey) starts with the key-group prefix, so that one key group is
+//! one contiguous key range.
+//!
+//! # Format
+//!
+//! This is the one place the key-group format is written down. Integers are big-endian.
+//!
+//! The stream:
+//!
+//! | part | meaning |
+//! |---|---|
+//! | header | a [`KeyedBackendSerializationProxy`] (states, serializers, compression) |
+//! | key group *s* | the section of the range's first key group |
+//! | ... | one section per key group of the range, in key-group order, empty ones included |
+//!
+//! The offset of every section is recorded in the [`KeyGroupsStateHandle`]'s
+//! [`KeyGroupRangeOffsets`], with a CRC-32C per key group. A section:
+//!
+//! | field | type | meaning |
+//! |---|---|---|
+//! | key group | `u32` | the key group's id, not compressed |
+//! | data | | the fields below, through the compression decorator named in the header, one compressed stream per section |
+//!
+//! The data of a section:
+//!
+//! | field | type | meaning |
+//! |---|---|---|
+//! | first state | `u16` | the id (position in the header) of the first state with entries here, or [`END_OF_KEY_GROUP_MARK`] for an empty key group |
+//! | per entry: key length | `u32` | at least the key-group prefix |
+//! | per entry: key | bytes | the composite key; the top bit of its first byte is the *meta data follows* flag ([`META_DATA_FOLLOWS`]) |
+//! | per entry: value length | `u32` | |
+//! | per entry: value | bytes | see the value layouts below |
+//! | after a flagged entry | `u16` | the id of the next state with entries, or [`END_OF_KEY_GROUP_MARK`] |
+//!
+//! Entries of one state are contiguous; each state appears at most once per key group. The
+//! last entry of each state has the flag set in its key, and a `u16` follows it. The
+//! flag cannot clash with key bytes: a key starts with its key-group prefix, whose top bit
+//! is always clear (key groups are below 32768).
+//!
+//! The checksum of a key group is the CRC-32C of its id (4 bytes) followed by the
+//! uncompressed data bytes up to and including the end mark. It is taken before
+//! compression so that a reader verifies it while decoding, whatever the decorator.
+//!
+//! Composite keys ([`CompositeKey`]):
+//!
+//! | field | type | meaning |
+//! |---|---|---|
+//! | key group | 1 or 2 bytes | [`KeyGroupRangeAssignment::key_group_prefix_bytes`] of the max parallelism |
+//! | key length | `u32` | |
+//! | key | bytes | the serialized key |
+//! | namespace length | `u32` | |
+//! | namespace | bytes | the serialized namespace |
+//! | user key | bytes | map states only: the serialized user key, to the end of the composite key |
+//!
+//! Values: a value state's entry holds the serialized value; a map state's entry the
+//! serialized map value of one user key; a list state's entry the whole list, each element
+//! as a `u32` length and its bytes ([`encode_list`], [`decode_list`]).
+//!
+//! # Versions
+//!
+//! The format is versioned with the header ([`crate::proxy::CURRENT_VERSION`]): any change
+//! to these tables increments it.
+//!
+//! # Example
+//!
+//! ```
+//! use state_api::keyed_format::{CompositeKey, KeyedSnapshotReader, KeyedSnapshotWriter};
+//! use state_api::{
+//!     ByteStreamStateHandle, KeyGroupRange, KeyGroupsStateHandle, KeyedBackendSerializationProxy,
+//!     Registry, StateMetaInfo, UncompressedStreamCompressionDecorator,
+//! };
+//! use std::sync::Arc;
+//!
+//! let header = KeyedBackendSerializationProxy::new(
+//!     "bytes",
+//!     vec![StateMetaInfo::value("count", "void", "u64")],
+//!     "none",
+//! );
+//! let range = KeyGroupRange::new(0, 1)?;
+//! let mut bytes = Vec::new();
+//! let mut writer = KeyedSnapshotWriter::new(
+//!     &mut bytes, 0, &header, &UncompressedStreamCompressionDecorator, range, 128,
+//! )?;
+//! let key = CompositeKey::new(128).build(1, b"alice", b"");
+//! writer.write_key_group(0, |_| Ok(()))?;
+//! writer.write_key_group(1, |group| group.write_entry(0, &key, &7u64.to_be_bytes()))?;
+//! let (offsets, checksums) = writer.finish()?;
+//!
+//! let stream = Arc::new(ByteStreamStateHandle::new("example", bytes));
+//! let handle = KeyGroupsStateHandle::new(offsets, stream).with_checksums(checksums)?;
+//! let mut reader = KeyedSnapshotReader::open(&handle, Registry::global(), 128)?;
+//! let mut found = Vec::new();
+//! reader.read_key_group(1, &mut |entry| {
+//!     found.push((entry.state_id, entry.key.to_vec(), entry.value.to_vec()));
+//!     Ok(())
+//! })?;
+//! assert_eq!(found, [(0, key, 7u64.to_be_bytes().to_vec())]);
+//! # Ok::<(), state_api::Error>(())
+//! ```
+
+use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
+use std::sync::Arc;
+
+use crate::key_group::KeyGroupRangeAssignment;
+use crate::{
+    Error, KeyGroupRange, KeyGroupRangeOffsets, KeyGroupsStateHandle,
+    KeyedBackendSerializationProxy, Registry, Result, StateInputStream, StreamCompressionDecorator,
+};
+
+/// The `u16` that ends the data of a key group.
+pub const END_OF_KEY_GROUP_MARK: u16 = 0xFFFF;
+
+/// The flag in a key's first byte that says a state id or the end mark follows the entry.
+pub const META_DATA_FOLLOWS: u8 = 0x80;
+
+/// Lengths up to this are read into a buffer sized at once; longer ones grow as bytes
+/// arrive, so a corrupt length cannot make the reader allocate more than the stream holds.
+const DIRECT_READ_LIMIT: usize = 1 << 20;
+
+/// Builds and splits [composite keys](self#format): key-group prefix, key, namespace and,
+/// for map states, the user key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompositeKey {
+    prefix_bytes: usize,
+}
+
+/// The parts of a composite key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompositeKeyParts<'a> {
+    /// The key group of the prefix.
+    pub key_group: u32,
+    /// The serialized key.
+    pub key: &'a [u8],
+    /// The serialized namespace.
+    pub namespace: &'a [u8],
+    /// The serialized user key (empty for value and list states).
+    pub user_key: &'a [u8],
+}
+
+impl CompositeKey {
+    /// Composite keys for `max_parallelism` key groups (which fixes the prefix width).
+    pub fn new(max_parallelism: u32) -> Self {
+        CompositeKey {
+            prefix_bytes: KeyGroupRangeAssignment::key_group_prefix_bytes(max_parallelism),
+        }
+    }
+
+    /// The width of the key-group prefix in bytes.
+    pub fn prefix_bytes(&self) -> usize {
+        self.prefix_bytes
+    }
+
+    /// The composite key of (`key_group`, `key`, `namespace`).
+    pub fn build(&self, key_group: u32, key: &[u8], namespace: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.prefix_bytes + 8 + key.len() + namespace.len());
+        self.build_into(key_group, key, namespace, &[], &mut out);
+        out
+    }
+
+    /// Appends the composite key of (`key_group`, `key`, `namespace`, `user_key`) to `out`.
+    pub fn build_into(
+        &self,
+        key_group: u32,
+        key: &[u8],
+        namespace: &[u8],
+        user_key: &[u8],
+        out: &mut Vec<u8>,
+    ) {
+        KeyGroupRangeAssignment::write_key_group_prefix(key_group, self.prefix_bytes, out);
+        out.extend_from_slice(&length(key.len()).to_be_bytes());
+        out.extend_from_slice(key);
+        out.extend_from_slice(&length(namespace.len()).to_be_bytes());
+        out.extend_from_slice(namespace);
+        out.extend_from_slice(user_key);
+    }
+
+    /// Splits a composite key into its parts.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corrupted`] when the bytes are not a composite key of this prefix width.
+    pub fn split<'a>(&self, bytes: &'a [u8]) -> Result<CompositeKeyParts<'a>> {
+        let corrupt = |reason: &str| Error::Corrupted {
+            what: "composite key".into(),
+            reason: reason.into(),
+        };
+        let key_group = KeyGroupRangeAssignment::read_key_group_prefix(bytes, self.prefix_bytes)?;
+        let rest = &bytes[self.prefix_bytes..];
+        let (key, rest) = take_length_prefixed(rest).ok_or_else(|| corrupt("key cut short"))?;
+        let (namespace, user_key) =
+            take_length_prefixed(rest).ok_or_else(|| corrupt("namespace cut short"))?;
+        Ok(CompositeKeyParts {
+            key_group,
+            key,
+            namespace,
+            user_key,
+        })
+    }
+}
+
+fn take_length_prefixed(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
+    let len_bytes: [u8; 4] = bytes.get(..4)?.try_into().ok()?;
+    let len = u32::from_be_bytes(len_bytes) as usize;
+    let rest = &bytes[4..];
+    (rest.len() >= len).then(|| rest.split_at(len))
+}
+
+/// `len` as the format's `u32` length. Callers check lengths against `u32::MAX` first where
+/// the input is user data ([`KeyGroupEntryWriter::write_entry`]); keys and namespaces that
+/// large cannot be held in a composite key in memory next to the rest.
+fn length(len: usize) -> u32 {
+    u32::try_from(len).unwrap_or(u32::MAX)
+}
+
+/// Serializes list elements as a list state's value.
+pub fn encode_list<'a>(elements: impl IntoIterator<Item = &'a [u8]>, out: &mut Vec<u8>) {
+    for element in elements {
+        out.extend_from_slice(&length(element.len()).to_be_bytes());
+        out.extend_from_slice(element);
+    }
+}
+
+/// Splits a list state's value into its elements.
+///
+/// # Errors
+///
+/// [`Error::Corrupted`] when an element's length runs past the end of the value.
+pub fn decode_list(mut bytes: &[u8]) -> Result<Vec<&[u8]>> {
+    let mut elements = Vec::new();
+    while !bytes.is_empty() {
+        let (element, rest) = take_length_prefixed(bytes).ok_or_else(|| Error::Corrupted {
+            what: "list value".into(),
+            reason: format!("element {} runs past the end of the value", elements.len()),
+        })?;
+        elements.push(element);
+        bytes = rest;
+    }
+    Ok(elements)
+}
+
+/// Counts the bytes written to the checkpoint stream.
+struct Counting<'a> {
+    inner: &'a mut dyn Write,
+    pos: u64,
+}
+
+impl Write for Counting<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let written = self.inner.write(buf)?;
+        self.pos += written as u64;
+        Ok(written)
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.inner.write_all(buf)?;
+        self.pos += buf.len() as u64;
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Writes a keyed snapshot stream in the canonical format: the header, then every key group
+/// of the range in order through [`write_key_group`](Self::write_key_group).
+pub struct KeyedSnapshotWriter<'a> {
+    out: Counting<'a>,
+    decorator: &'a dyn StreamCompressionDecorator,
+    composite: CompositeKey,
+    state_count: u16,
+    offsets: KeyGroupRangeOffsets,
+    checksums: Vec<u32>,
+    next_key_group: u32,
+    pending_key: Vec<u8>,
+    pending_value: Vec<u8>,
+}
+
+impl std::fmt::Debug for KeyedSnapshotWriter<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyedSnapshotWriter")
+            .field("pos", &self.out.pos)
+            .field("decorator", &self.decorator.name())
+            .field("range", &self.offsets.range())
+            .field("next_key_group", &self.next_key_group)
+            .finish()
+    }
+}
+
+impl<'a> KeyedSnapshotWriter<'a> {
+    /// Writes `header` to `out`, whose position is `start_pos`, and prepares to write the key
+    /// groups of `range` with `decorator`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] when the header names another decorator than `decorator`;
+    /// [`Error::Stream`] when writing fails.
+    pub fn new(
+        out: &'a mut dyn Write,
+        start_pos: u64,
+        header: &KeyedBackendSerializationProxy,
+        decorator: &'a dyn StreamCompressionDecorator,
+        range: KeyGroupRange,
+        max_parallelism: u32,
+    ) -> Result<Self> {
+        if header.compression() != decorator.name() {
+            return Err(Error::InvalidArgument(format!(
+                "the snapshot header names compression `{}` but the data is written with `{}`",
+                header.compression(),
+                decorator.name()
+            )));
+        }
+        KeyGroupRangeAssignment::check_max_parallelism(max_parallelism)?;
+        if !range.is_empty() && range.end() >= max_parallelism {
+            return Err(Error::KeyGroupOutOfRange {
+                key_group: range.end(),
+                range: format!("max parallelism {max_parallelism}"),
+            });
+        }
+        let mut out = Counting {
+            inner: out,
+            pos: start_pos,
+        };
+        header.write_to(&mut out)?;
+        Ok(KeyedSnapshotWriter {
+            out,
+            decorator,
+            composite: CompositeKey::new(max_parallelism),
+            state_count: header.states().len() as u16,
+            offsets: KeyGroupRangeOffsets::new(range),
+            checksums: Vec::with_capacity(range.len() as usize),
+            next_key_group: range.start(),
+            pending_key: Vec::new(),
+            pending_value: Vec::new(),
+        })
+    }
+
+    /// The stream position: bytes written so far, counted from `start_pos`.
+    pub fn pos(&self) -> u64 {
+        self.out.pos
+    }
+
+    /// Writes the section of `key_group`, which must be the next key group of the range;
+    /// `entries` writes its entries through the [`KeyGroupEntryWriter`] it is given.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] when key groups come out of order or an entry breaks the
+    /// format's rules; errors of `entries` and of the stream are returned as they are.
+    pub fn write_key_group(
+        &mut self,
+        key_group: u32,
+        entries: impl FnOnce(&mut KeyGroupEntryWriter<'_>) -> Result<()>,
+    ) -> Result<()> {
+        let range = self.offsets.range();
+        if key_group != self.next_key_group || !range.contains(key_group) {
+            return Err(Error::InvalidArgument(format!(
+                "key group {key_group} written out of order: expected {} of {range}",
+                self.next_key_group
+            )));
+        }
+        self.offsets.set_offset(key_group, self.out.pos)?;
+        let id = key_group.to_be_bytes();
+        self.out
+            .write_all(&id)
+            .map_err(|err| Error::stream(format!("writing key group {key_group}"), err))?;
+        let mut section = self.decorator.compress(&mut self.out);
+        let mut writer = KeyGroupEntryWriter {
+            section: &mut *section,
+            crc: crc32c::crc32c(&id),
+            key_group,
+            composite: self.composite,
+            state_count: self.state_count,
+            current_state: None,
+            seen: vec![false; usize::from(self.state_count)],
+            pending_key: &mut self.pending_key,
+            pending_value: &mut self.pending_value,
+            has_pending: false,
+        };
+        entries(&mut writer)?;
+        let crc = writer.end()?;
+        section
+            .finish()
+            .map_err(|err| Error::stream(format!("finishing key group {key_group}"), err))?;
+        self.checksums.push(crc);
+        self.next_key_group = key_group + 1;
+        Ok(())
+    }
+
+    /// Ends the stream and returns the offset and the checksum of every key group.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] when a key group of the range was not written.
+    pub fn finish(self) -> Result<(KeyGroupRangeOffsets, Vec<u32>)> {
+        let range = self.offsets.range();
+        if !range.is_empty() && self.next_key_group != range.end() + 1 {
+            return Err(Error::InvalidArgument(format!(
+                "keyed snapshot ended after key group {} of {range}",
+                self.next_key_group as i64 - 1
+            )));
+        }
+        Ok((self.offsets, self.checksums))
+    }
+}
+
+/// Writes the entries of one key group; see [`KeyedSnapshotWriter::write_key_group`].
+pub struct KeyGroupEntryWriter<'s> {
+    section: &'s mut dyn Write,
+    crc: u32,
+    key_group: u32,
+    composite: CompositeKey,
+    state_count: u16,
+    current_state: Option<u16>,
+    seen: Vec<bool>,
+    pending_key: &'s mut Vec<u8>,
+    pending_value: &'s mut Vec<u8>,
+    has_pending: bool,
+}
+
+impl std::fmt::Debug for KeyGroupEntryWriter<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyGroupEntryWriter")
+            .field("key_group", &self.key_group)
+            .field("current_state", &self.current_state)
+            .finish()
+    }
+}
+
+impl KeyGroupEntryWriter<'_> {
+    /// The key group being written.
+    pub fn key_group(&self) -> u32 {
+        self.key_group
+    }
+
+    /// The composite-key layout of this snapshot.
+    pub fn composite_key(&self) -> CompositeKey {
+        self.composite
+    }
+
+    /// Writes one entry of state `state_id` (its position in the header). `key` is the
+    /// composite key, starting with this key group's prefix. Entries of one state must be
+    /// written together.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] for an unknown state id, a state written in two runs, a key
+    /// of another key group, or a key or value of 4 GiB or more; [`Error::Stream`] when
+    /// writing fails.
+    pub fn write_entry(&mut self, state_id: u16, key: &[u8], value: &[u8]) -> Result<()> {
+        if state_id >= self.state_count {
+            return Err(Error::InvalidArgument(format!(
+                "state id {state_id} written to key group {}, the header has {} states",
+                self.key_group, self.state_count
+            )));
+        }
+        let prefix =
+            KeyGroupRangeAssignment::read_key_group_prefix(key, self.composite.prefix_bytes)
+                .map_err(|_| {
+                    Error::InvalidArgument(format!(
+                        "entry key of {} bytes written to key group {} has no key-group prefix",
+                        key.len(),
+                        self.key_group
+                    ))
+                })?;
+        if prefix != self.key_group {
+            return Err(Error::InvalidArgument(format!(
+                "entry of key group {prefix} written to key group {}",
+                self.key_group
+            )));
+        }
+        if key.len() > u32::MAX as usize || value.len() > u32::MAX as usize {
+            return Err(Error::InvalidArgument(format!(
+                "entry of {} key bytes and {} value bytes in key group {}: keys and values must stay below 4 GiB",
+                key.len(),
+                value.len(),
+                self.key_group
+            )));
+        }
+        if self.current_state != Some(state_id) {
+            let seen = &mut self.seen[usize::from(state_id)];
+            if *seen {
+                return Err(Error::InvalidArgument(format!(
+                    "entries of state {state_id} in key group {} were not written together",
+                    self.key_group
+                )));
+            }
+            *seen = true;
+            if self.has_pending {
+                self.flush_pending(true)?;
+            }
+            self.put(&state_id.to_be_bytes())?;
+            self.current_state = Some(state_id);
+        } else {
+            self.flush_pending(false)?;
+        }
+        self.pending_key.clear();
+        self.pending_key.extend_from_slice(key);
+        self.pending_value.clear();
+        self.pending_value.extend_from_slice(value);
+        self.has_pending = true;
+        Ok(())
+    }
+
+    fn flush_pending(&mut self, meta_data_follows: bool) -> Result<()> {
+        let key = std::mem::take(self.pending_key);
+        let value = std::mem::take(self.pending_value);
+        let result = self.put_entry(&key, &value, meta_data_follows);
+        *self.pending_key = key;
+        *self.pending_value = value;
+        self.has_pending = false;
+        result
+    }
+
+    fn put_entry(&mut self, key: &[u8], value: &[u8], meta_data_follows: bool) -> Result<()> {
+        self.put(&length(key.len()).to_be_bytes())?;
+        let first = match meta_data_follows {
+            true => key[0] | META_DATA_FOLLOWS,
+            false => key[0],
+        };
+        self.put(&[first])?;
+        self.put(&key[1..])?;
+        self.put(&length(value.len()).to_be_bytes())?;
+        self.put(value)
+    }
+
+    fn put(&mut self, bytes: &[u8]) -> Result<()> {
+        self.crc = crc32c::crc32c_append(self.crc, bytes);
+        self.section
+            .write_all(bytes)
+            .map_err(|err| Error::stream(format!("writing key group {}", self.key_group), err))
+    }
+
+    /// Writes the end mark and returns the key group's checksum.
+    fn end(mut self) -> Result<u32> {
+        if self.has_pending {
+            self.flush_pending(true)?;
+        }
+        self.put(&END_OF_KEY_GROUP_MARK.to_be_bytes())?;
+        Ok(self.crc)
+    }
+}
+
+/// One entry read from a key group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyedEntry<'a> {
+    /// The state's id: its position in the header.
+    pub state_id: u16,
+    /// The composite key, flag cleared.
+    pub key: &'a [u8],
+    /// The value.
+    pub value: &'a [u8],
+}
+
+/// Reads a keyed snapshot stream written by [`KeyedSnapshotWriter`]: the header, then any
+/// key group of the handle, each verified against its checksum.
+pub struct KeyedSnapshotReader {
+    header: KeyedBackendSerializationProxy,
+    decorator: Arc<dyn StreamCompressionDecorator>,
+    input: Box<dyn StateInputStream>,
+    handle: KeyGroupsStateHandle,
+    location: String,
+    composite: CompositeKey,
+    key: Vec<u8>,
+    value: Vec<u8>,
+}
+
+impl std::fmt::Debug for KeyedSnapshotReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyedSnapshotReader")
+            .field("location", &self.location)
+            .field("decorator", &self.decorator.name())
+            .field("range", &self.handle.offsets().range())
+            .finish()
+    }
+}
+
+impl KeyedSnapshotReader {
+    /// Opens the stream of `handle`, reads its header and looks up its compression
+    /// decorator in `registry`. `max_parallelism` must be the one the snapshot was taken
+    /// with (it fixes the key-group prefix width).
+    ///
+    /// # Errors
+    ///
+    /// The header's errors (see [`crate::proxy`]), named after the stream; an unknown
+    /// decorator ([`Error::UnknownPlugin`]); errors opening the stream.
+    pub fn open(
+        handle: &KeyGroupsStateHandle,
+        registry: &Registry,
+        max_parallelism: u32,
+    ) -> Result<Self> {
+        KeyGroupRangeAssignment::check_max_parallelism(max_parallelism)?;
+        let location = handle.delegate().describe();
+        let mut input = handle.delegate().open()?;
+        let header = KeyedBackendSerializationProxy::read_from(&mut input).map_err(|err| {
+            Error::Snapshot {
+                location: location.clone(),
+                source: Box::new(err),
+            }
+        })?;
+        let decorator = registry.compression(header.compression())?;
+        Ok(KeyedSnapshotReader {
+            header,
+            decorator,
+            input,
+            handle: handle.clone(),
+            location,
+            composite: CompositeKey::new(max_parallelism),
+            key: Vec::new(),
+            value: Vec::new(),
+        })
+    }
+
+    /// The header of the snapshot.
+    pub fn header(&self) -> &KeyedBackendSerializationProxy {
+        &self.header
+    }
+
+    /// The key groups the handle holds.
+    pub fn key_group_range(&self) -> KeyGroupRange {
+        self.handle.offsets().range()
+    }
+
+    /// The composite-key layout of this snapshot.
+    pub fn composite_key(&self) -> CompositeKey {
+        self.composite
+    }
+
+    /// Reads the entries of `key_group`, handing each to `visit`, and verifies the key
+    /// group's checksum when the handle has one. The checksum is checked at the end of the
+    /// key group: a caller must not keep what it was given when this returns an error.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::KeyGroup`] naming the key group and the stream, around:
+    /// [`Error::Corrupted`] (checksum mismatch, wrong key-group id, unknown state id, a key
+    /// of another key group, a state in two runs), [`Error::Truncated`] (the stream ends
+    /// inside the key group), or the decorator's and the stream's errors. Errors of `visit`
+    /// are returned as they are.
+    pub fn read_key_group(
+        &mut self,
+        key_group: u32,
+        visit: &mut dyn FnMut(KeyedEntry<'_>) -> Result<()>,
+    ) -> Result<()> {
+        let mut visit_failed = false;
+        let result = self.read_key_group_inner(key_group, &mut |entry| {
+            visit(entry).inspect_err(|_| visit_failed = true)
+        });
+        match result {
+            Err(err) if !visit_failed => Err(Error::KeyGroup {
+                key_group,
+                location: self.location.clone(),
+                source: Box::new(err),
+            }),
+            other => other,
+        }
+    }
+
+    fn read_key_group_inner(
+        &mut self,
+        key_group: u32,
+        visit: &mut dyn FnMut(KeyedEntry<'_>) -> Result<()>,
+    ) -> Result<()> {
+        let offset = self.handle.offsets().offset(key_group)?;
+        self.input
+            .seek(SeekFrom::Start(offset))
+            .map_err(|err| Error::stream(format!("seeking to offset {offset}"), err))?;
+        let mut id = [0; 4];
+        read_exact(&mut self.input, &mut id, "key-group id")?;
+        let found = u32::from_be_bytes(id);
+        if found != key_group {
+            return Err(Error::Corrupted {
+                what: format!("key-group id at offset {offset}"),
+                reason: format!("found {found}"),
+            });
+        }
+        let decompressed = self.decorator.decompress(&mut self.input);
+        let mut section = CrcReader {
+            inner: BufReader::with_capacity(64 * 1024, decompressed),
+            crc: crc32c::crc32c(&id),
+        };
+        let state_count = self.header.states().len();
+        let mut seen = vec![false; state_count];
+        let mut next = section.read_u16("first state id")?;
+        while next != END_OF_KEY_GROUP_MARK {
+            let state_id = next;
+            let seen_before =
+                seen.get_mut(usize::from(state_id))
+                    .ok_or_else(|| Error::Corrupted {
+                        what: "state id".into(),
+                        reason: format!(
+                            "{state_id} is not among the header's {state_count} states"
+                        ),
+                    })?;
+            if std::mem::replace(seen_before, true) {
+                return Err(Error::Corrupted {
+                    what: format!("entries of state {state_id}"),
+                    reason: "the state appears twice in the key group".into(),
+                });
+            }
+            loop {
+                section.read_bytes(&mut self.key, "entry key")?;
+                let Some(first) = self.key.first_mut() else {
+                    return Err(Error::Corrupted {
+                        what: "entry key".into(),
+                        reason: "empty key".into(),
+                    });
+                };
+                let meta_data_follows = *first & META_DATA_FOLLOWS != 0;
+                *first &= !META_DATA_FOLLOWS;
+                let prefix = KeyGroupRangeAssignment::read_key_group_prefix(
+                    &self.key,
+                    self.composite.prefix_bytes,
+                )?;
+                if prefix != key_group {
+                    return Err(Error::Corrupted {
+                        what: "entry key".into(),
+                        reason: format!("the key has the prefix of key group {prefix}"),
+                    });
+                }
+                section.read_bytes(&mut self.value, "entry value")?;
+                visit(KeyedEntry {
+                    state_id,
+                    key: &self.key,
+                    value: &self.value,
+                })?;
+                if meta_data_follows {
+                    break;
+                }
+            }
+            next = section.read_u16("state id or end mark")?;
+        }
+        if let Some(expected) = self.handle.checksum(key_group)
+            && section.crc != expected
+        {
+            return Err(Error::Corrupted {
+                what: "key-group data".into(),
+                reason: format!(
+                    "checksum {:#010x} does not match the recorded {expected:#010x}",
+                    section.crc
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+fn read_exact(input: &mut dyn Read, buf: &mut [u8], what: &str) -> Result<()> {
+    input.read_exact(buf).map_err(|err| match err.kind() {
+        io::ErrorKind::UnexpectedEof => Error::Truncated {
+            what: what.into(),
+            reason: "the stream ends inside the key group".into(),
+        },
+        _ => Error::stream(format!("reading {what}"), err),
+    })
+}
+
+/// Checksums the decompressed bytes of a section as they are read.
+struct CrcReader<R> {
+    inner: R,
+    crc: u32,
+}
+
+impl<R: Read> CrcReader<R> {
+    fn read_exact(&mut self, buf: &mut [u8], what: &str) -> Result<()> {
+        read_exact(&mut self.inner, buf, what)?;
+        self.crc = crc32c::crc32c_append(self.crc, buf);
+        Ok(())
+    }
+
+    fn read_u16(&mut self, what: &str) -> Result<u16> {
+        let mut bytes = [0; 2];
+        self.read_exact(&mut bytes, what)?;
+        Ok(u16::from_be_bytes(bytes))
+    }
+
+    /// Reads a `u32` length and that many bytes into `buf`.
+    fn read_bytes(&mut self, buf: &mut Vec<u8>, what: &str) -> Result<()> {
+        let mut len = [0; 4];
+        self.read_exact(&mut len, what)?;
+        let len = u32::from_be_bytes(len) as usize;
+        buf.clear();
+        if len <= DIRECT_READ_LIMIT {
+            buf.resize(len, 0);
+            return self.read_exact(buf, what);
+        }
+        let read = (&mut self.inner)
+            .take(len as u64)
+            .read_to_end(buf)
+            .map_err(|err| Error::stream(format!("reading {what}"), err))?;
+        if read < len {
+            return Err(Error::Truncated {
+                what: what.into(),
+                reason: format!("{read} of {len} bytes before the stream ends"),
+            });
+        }
+        self.crc = crc32c::crc32c_append(self.crc, buf);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,412 @@
+//! Tests of the canonical keyed format: round trips, the writer's rules, and that damaged
+//! streams are reported with the key group they hit.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::{
+    ByteStreamStateHandle, KeyedStateHandle, StateMetaInfo, UncompressedStreamCompressionDecorator,
+};
+
+const MAX_PARALLELISM: u32 = 128;
+
+type Entries = BTreeMap<u32, Vec<(u16, Vec<u8>, Vec<u8>)>>;
+
+fn header(states: usize) -> KeyedBackendSerializationProxy {
+    KeyedBackendSerializationProxy::new(
+        "bytes",
+        (0..states)
+            .map(|i| StateMetaInfo::value(format!("s{i}"), "void", "bytes"))
+            .collect(),
+        "none",
+    )
+}
+
+fn key(key_group: u32, key: &[u8]) -> Vec<u8> {
+    CompositeKey::new(MAX_PARALLELISM).build(key_group, key, b"")
+}
+
+/// Writes `entries` (grouped by key group, in state order) over `range`.
+fn write(range: KeyGroupRange, states: usize, entries: &Entries) -> KeyGroupsStateHandle {
+    let mut bytes = Vec::new();
+    let header = header(states);
+    let mut writer = KeyedSnapshotWriter::new(
+        &mut bytes,
+        0,
+        &header,
+        &UncompressedStreamCompressionDecorator,
+        range,
+        MAX_PARALLELISM,
+    )
+    .unwrap();
+    for key_group in range.iter() {
+        writer
+            .write_key_group(key_group, |group| {
+                for (state, key, value) in entries.get(&key_group).into_iter().flatten() {
+                    group.write_entry(*state, key, value)?;
+                }
+                Ok(())
+            })
+            .unwrap();
+    }
+    let (offsets, checksums) = writer.finish().unwrap();
+    let stream = Arc::new(ByteStreamStateHandle::new("test", bytes));
+    KeyGroupsStateHandle::new(offsets, stream)
+        .with_checksums(checksums)
+        .unwrap()
+}
+
+fn read_all(handle: &KeyGroupsStateHandle) -> Result<Entries> {
+    let mut reader = KeyedSnapshotReader::open(handle, Registry::global(), MAX_PARALLELISM)?;
+    let mut all = Entries::new();
+    for key_group in reader.key_group_range().iter() {
+        let mut found = Vec::new();
+        reader.read_key_group(key_group, &mut |entry| {
+            found.push((entry.state_id, entry.key.to_vec(), entry.value.to_vec()));
+            Ok(())
+        })?;
+        if !found.is_empty() {
+            all.insert(key_group, found);
+        }
+    }
+    Ok(all)
+}
+
+fn bytes_of(handle: &KeyGroupsStateHandle) -> Vec<u8> {
+    let stream = handle
+        .delegate()
+        .as_any()
+        .downcast_ref::<ByteStreamStateHandle>();
+    stream
+        .expect("tests write byte-stream handles")
+        .data()
+        .to_vec()
+}
+
+fn with_bytes(handle: &KeyGroupsStateHandle, bytes: Vec<u8>) -> KeyGroupsStateHandle {
+    let checksums = handle
+        .offsets()
+        .range()
+        .iter()
+        .map(|kg| handle.checksum(kg).unwrap())
+        .collect();
+    KeyGroupsStateHandle::new(
+        handle.offsets().clone(),
+        Arc::new(ByteStreamStateHandle::new("damaged", bytes)),
+    )
+    .with_checksums(checksums)
+    .unwrap()
+}
+
+fn sample() -> (KeyGroupRange, Entries) {
+    let range = KeyGroupRange::new(10, 14).unwrap();
+    let mut entries = Entries::new();
+    entries.insert(
+        10,
+        vec![
+            (0, key(10, b"a"), b"1".to_vec()),
+            (0, key(10, b"b"), b"2".to_vec()),
+            (2, key(10, b"c"), vec![]),
+        ],
+    );
+    entries.insert(12, vec![(1, key(12, b"only"), vec![7; 3000])]);
+    entries.insert(
+        14,
+        vec![
+            (2, key(14, b"x"), b"late state first".to_vec()),
+            (0, key(14, b"y"), b"then state 0".to_vec()),
+        ],
+    );
+    (range, entries)
+}
+
+#[test]
+fn entries_round_trip_with_empty_key_groups_and_several_states() {
+    let (range, entries) = sample();
+    let handle = write(range, 3, &entries);
+    assert_eq!(read_all(&handle).unwrap(), entries);
+}
+
+#[test]
+fn a_narrowed_handle_reads_its_key_groups_only() {
+    let (range, entries) = sample();
+    let handle = write(range, 3, &entries);
+    let narrowed = handle
+        .intersection(&KeyGroupRange::new(12, 20).unwrap())
+        .unwrap();
+    let narrowed = narrowed
+        .as_any()
+        .downcast_ref::<KeyGroupsStateHandle>()
+        .unwrap();
+    let mut expected = entries.clone();
+    expected.remove(&10);
+    assert_eq!(read_all(narrowed).unwrap(), expected);
+}
+
+#[test]
+fn an_empty_range_writes_only_the_header() {
+    let handle = write(KeyGroupRange::EMPTY, 1, &Entries::new());
+    assert!(read_all(&handle).unwrap().is_empty());
+}
+
+#[test]
+fn the_flag_and_end_mark_sit_where_the_table_says() {
+    let range = KeyGroupRange::single(3).unwrap();
+    let mut entries = Entries::new();
+    entries.insert(3, vec![(0, key(3, b"k"), b"v".to_vec())]);
+    let handle = write(range, 1, &entries);
+    let bytes = bytes_of(&handle);
+    let section = &bytes[handle.offsets().offset(3).unwrap() as usize..];
+    let composite = key(3, b"k");
+    let mut expected = Vec::new();
+    expected.extend_from_slice(&3u32.to_be_bytes());
+    expected.extend_from_slice(&0u16.to_be_bytes());
+    expected.extend_from_slice(&(composite.len() as u32).to_be_bytes());
+    expected.push(composite[0] | META_DATA_FOLLOWS);
+    expected.extend_from_slice(&composite[1..]);
+    expected.extend_from_slice(&1u32.to_be_bytes());
+    expected.push(b'v');
+    expected.extend_from_slice(&END_OF_KEY_GROUP_MARK.to_be_bytes());
+    assert_eq!(section, expected);
+    assert_eq!(
+        handle.checksum(3),
+        Some(crc32c::crc32c(&expected)),
+        "the checksum covers the id and the uncompressed data"
+    );
+}
+
+#[test]
+fn every_changed_byte_after_the_header_is_reported_with_its_key_group() {
+    let (range, entries) = sample();
+    let handle = write(range, 3, &entries);
+    let bytes = bytes_of(&handle);
+    let first_section = handle.offsets().offset(10).unwrap() as usize;
+    for position in first_section..bytes.len() {
+        let mut damaged = bytes.clone();
+        damaged[position] ^= 0x01;
+        let err = read_all(&with_bytes(&handle, damaged))
+            .expect_err(&format!("byte {position} changed without an error"));
+        assert!(
+            matches!(err, Error::KeyGroup { .. }),
+            "byte {position}: {err}"
+        );
+        assert!(
+            matches!(
+                err.root(),
+                Error::Corrupted { .. } | Error::Truncated { .. }
+            ),
+            "byte {position}: {err}"
+        );
+    }
+}
+
+#[test]
+fn a_checksum_mismatch_names_the_key_group_and_the_stream() {
+    let (range, entries) = sample();
+    let handle = write(range, 3, &entries);
+    let mut bytes = bytes_of(&handle);
+    // The last byte of the 3000-byte value of key group 12: lengths stay intact.
+    let end_of_12 = handle.offsets().offset(13).unwrap() as usize - 3;
+    bytes[end_of_12] ^= 0x40;
+    let err = read_all(&with_bytes(&handle, bytes)).unwrap_err();
+    let Error::KeyGroup {
+        key_group,
+        location,
+        source,
+    } = &err
+    else {
+        panic!("not a key-group error: {err}");
+    };
+    assert_eq!(*key_group, 12);
+    assert!(location.contains("damaged"), "{err}");
+    assert!(matches!(**source, Error::Corrupted { .. }), "{err}");
+    assert!(err.to_string().contains("checksum"), "{err}");
+}
+
+#[test]
+fn a_cut_stream_is_truncated_in_the_key_group_it_ends_in() {
+    let (range, entries) = sample();
+    let handle = write(range, 3, &entries);
+    let bytes = bytes_of(&handle);
+    let cut = handle.offsets().offset(12).unwrap() as usize + 100;
+    let err = read_all(&with_bytes(&handle, bytes[..cut].to_vec())).unwrap_err();
+    assert!(
+        matches!(err, Error::KeyGroup { key_group: 12, .. }),
+        "{err}"
+    );
+    assert!(matches!(err.root(), Error::Truncated { .. }), "{err}");
+}
+
+#[test]
+fn foreign_bytes_are_a_corrupted_header_named_after_the_stream() {
+    let (range, entries) = sample();
+    let handle = write(range, 3, &entries);
+    let err = read_all(&with_bytes(
+        &handle,
+        b"PK\x03\x04 a zip file, not a snapshot".to_vec(),
+    ))
+    .unwrap_err();
+    assert!(
+        matches!(&err, Error::Snapshot { location, .. } if location.contains("damaged")),
+        "{err}"
+    );
+    assert!(matches!(err.root(), Error::Corrupted { .. }), "{err}");
+}
+
+#[test]
+fn errors_of_the_visitor_pass_through_unwrapped() {
+    let (range, entries) = sample();
+    let handle = write(range, 3, &entries);
+    let mut reader =
+        KeyedSnapshotReader::open(&handle, Registry::global(), MAX_PARALLELISM).unwrap();
+    let err = reader
+        .read_key_group(10, &mut |_| Err(Error::Unsupported("no thanks".into())))
+        .unwrap_err();
+    assert!(matches!(err, Error::Unsupported(_)), "{err}");
+}
+
+fn write_one(
+    states: usize,
+    key_group: u32,
+    entries: impl FnOnce(&mut KeyGroupEntryWriter<'_>) -> Result<()>,
+) -> Result<()> {
+    let mut bytes = Vec::new();
+    let header = header(states);
+    let mut writer = KeyedSnapshotWriter::new(
+        &mut bytes,
+        0,
+        &header,
+        &UncompressedStreamCompressionDecorator,
+        KeyGroupRange::new(0, 1).unwrap(),
+        MAX_PARALLELISM,
+    )?;
+    writer.write_key_group(key_group, entries)
+}
+
+#[test]
+fn the_writer_rejects_entries_that_break_the_format() {
+    let check = |result: Result<()>, needle: &str| {
+        let err = result.unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+        assert!(err.to_string().contains(needle), "{err} lacks {needle}");
+    };
+    check(
+        write_one(1, 0, |g| g.write_entry(1, &key(0, b"k"), b"")),
+        "state id 1",
+    );
+    check(
+        write_one(1, 0, |g| g.write_entry(0, &key(5, b"k"), b"")),
+        "key group 5",
+    );
+    check(
+        write_one(1, 0, |g| g.write_entry(0, &[], b"")),
+        "no key-group prefix",
+    );
+    check(
+        write_one(2, 0, |g| {
+            g.write_entry(0, &key(0, b"a"), b"")?;
+            g.write_entry(1, &key(0, b"b"), b"")?;
+            g.write_entry(0, &key(0, b"c"), b"")
+        }),
+        "not written together",
+    );
+    check(write_one(1, 1, |_| Ok(())), "out of order");
+}
+
+#[test]
+fn the_writer_insists_on_every_key_group_and_the_header_decorator() {
+    let mut bytes = Vec::new();
+    let header = header(1);
+    let mut writer = KeyedSnapshotWriter::new(
+        &mut bytes,
+        0,
+        &header,
+        &UncompressedStreamCompressionDecorator,
+        KeyGroupRange::new(0, 1).unwrap(),
+        MAX_PARALLELISM,
+    )
+    .unwrap();
+    writer.write_key_group(0, |_| Ok(())).unwrap();
+    let err = writer.finish().unwrap_err();
+    assert!(err.to_string().contains("ended after key group 0"), "{err}");
+
+    let lz4_header = KeyedBackendSerializationProxy::new("bytes", vec![], "lz4");
+    let err = KeyedSnapshotWriter::new(
+        &mut bytes,
+        0,
+        &lz4_header,
+        &UncompressedStreamCompressionDecorator,
+        KeyGroupRange::EMPTY,
+        MAX_PARALLELISM,
+    )
+    .unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+}
+
+#[test]
+fn composite_keys_split_into_their_parts() {
+    for max_parallelism in [128, 129, 32768] {
+        let composite = CompositeKey::new(max_parallelism);
+        let mut bytes = Vec::new();
+        composite.build_into(127, b"key", b"window-1", b"user", &mut bytes);
+        let parts = composite.split(&bytes).unwrap();
+        assert_eq!(
+            parts,
+            CompositeKeyParts {
+                key_group: 127,
+                key: b"key",
+                namespace: b"window-1",
+                user_key: b"user"
+            }
+        );
+        let err = composite
+            .split(&bytes[..composite.prefix_bytes() + 5])
+            .unwrap_err();
+        assert!(matches!(err, Error::Corrupted { .. }), "{err}");
+    }
+}
+
+#[test]
+fn lists_encode_and_decode() {
+    let elements: Vec<&[u8]> = vec![b"", b"one", &[0xFF; 300]];
+    let mut bytes = Vec::new();
+    encode_list(elements.iter().copied(), &mut bytes);
+    assert_eq!(decode_list(&bytes).unwrap(), elements);
+    let err = decode_list(&bytes[..bytes.len() - 1]).unwrap_err();
+    assert!(err.to_string().contains("element 2"), "{err}");
+}
+
+fn arbitrary_entries() -> impl Strategy<Value = Entries> {
+    let entry = (
+        0u16..3,
+        prop::collection::vec(any::<u8>(), 0..20),
+        prop::collection::vec(any::<u8>(), 0..40),
+    );
+    prop::collection::btree_map(0u32..8, prop::collection::vec(entry, 1..12), 0..8).prop_map(
+        |groups| {
+            groups
+                .into_iter()
+                .map(|(kg, mut raw)| {
+                    // Entries of a state go together, in any state order.
+                    raw.sort_by_key(|(state, _, _)| (*state as u32 * 7 + kg) % 3);
+                    let entries = raw
+                        .into_iter()
+                        .map(|(state, k, v)| (state, key(kg, &k), v))
+                        .collect();
+                    (kg, entries)
+                })
+                .collect()
+        },
+    )
+}
+
+proptest! {
+    #[test]
+    fn any_entries_round_trip(entries in arbitrary_entries()) {
+        let handle = write(KeyGroupRange::new(0, 7).unwrap(), 3, &entries);
+        prop_assert_eq!(read_all(&handle).unwrap(), entries);
+    }
+}
