@@ -92,6 +92,20 @@ pub enum Error {
         range: String,
     },
 
+    /// A state, key or snapshot does not match what is asked of it (another kind, another
+    /// serializer).
+    #[error(
+        "{what} is `{held}` but `{requested}` was requested: keep the serializer, or migrate the state"
+    )]
+    Incompatible {
+        /// What differs (`value serializer of state \`count\``, `key serializer`).
+        what: String,
+        /// What the backend or snapshot holds.
+        held: String,
+        /// What was asked for.
+        requested: String,
+    },
+
     /// Reading one key group of a keyed snapshot failed; `source` says how.
     #[error("key group {key_group} of {location}: {source}")]
     KeyGroup {

@@ -39,6 +39,7 @@ mod resource_guard;
 mod state_object;
 mod strategy;
 mod stream;
+pub mod typed;
 
 pub use async_snapshot::{
     AsyncSnapshotCallable, AsyncSnapshotTask, SnapshotCanceller, SnapshotContext,

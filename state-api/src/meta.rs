@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::{Error, Result};
+
 /// The kind of a keyed state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum StateKind {
@@ -23,7 +25,16 @@ impl StateKind {
         }
     }
 
-    /// The kind encoded by `code`, if any.
+    /// The kind's name (`value`, `list`, `map`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StateKind::Value => "value",
+            StateKind::List => "list",
+            StateKind::Map => "map",
+        }
+    }
+
+    /// The kind written as `code` in a snapshot header, if any.
     pub fn from_code(code: u8) -> Option<Self> {
         match code {
             0 => Some(StateKind::Value),
@@ -36,11 +47,7 @@ impl StateKind {
 
 impl std::fmt::Display for StateKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            StateKind::Value => "value",
-            StateKind::List => "list",
-            StateKind::Map => "map",
-        })
+        f.write_str(self.as_str())
     }
 }
 
@@ -109,5 +116,53 @@ impl StateMetaInfo {
             value_serializer: value.into(),
             user_key_serializer: user_key.into(),
         }
+    }
+
+    /// Checks that `requested` (a state registered again, or a job's state meeting the one
+    /// restored from a snapshot) keeps this state's kind and serializers.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Incompatible`] naming the first field that differs.
+    ///
+    /// ```
+    /// use state_api::{Error, StateMetaInfo};
+    ///
+    /// let held = StateMetaInfo::value("count", "void", "u64-be");
+    /// assert!(held.check_compatible(&held.clone()).is_ok());
+    /// let err = held
+    ///     .check_compatible(&StateMetaInfo::value("count", "void", "string"))
+    ///     .unwrap_err();
+    /// assert!(matches!(err, Error::Incompatible { .. }), "{err}");
+    /// ```
+    pub fn check_compatible(&self, requested: &StateMetaInfo) -> Result<()> {
+        let fields = [
+            ("kind", self.kind.as_str(), requested.kind.as_str()),
+            (
+                "namespace serializer",
+                &self.namespace_serializer,
+                &requested.namespace_serializer,
+            ),
+            (
+                "value serializer",
+                &self.value_serializer,
+                &requested.value_serializer,
+            ),
+            (
+                "user-key serializer",
+                &self.user_key_serializer,
+                &requested.user_key_serializer,
+            ),
+        ];
+        for (field, held, asked) in fields {
+            if held != asked {
+                return Err(Error::Incompatible {
+                    what: format!("{field} of state `{}`", self.name),
+                    held: held.to_owned(),
+                    requested: asked.to_owned(),
+                });
+            }
+        }
+        Ok(())
     }
 }

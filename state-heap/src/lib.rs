@@ -1,11 +1,73 @@
-//! The heap keyed state backend of snapstate (not yet implemented in this release).
+//! The heap keyed state backend of snapstate: keyed value, list and map state in memory,
+//! and its snapshot strategy. It is the backend most users start with.
 //!
-//! This crate will hold the backend most users start with: keyed value, list and map
-//! state in copy-on-write maps, one per state, sharded by key group, whose synchronous
-//! snapshot takes a version without copying data; the `heap` snapshot strategy writing the
-//! canonical key-group format through a compression decorator; restore and rescaling
-//! from any set of key-group handles; and the `heap-incremental` strategy. It will
-//! register itself with [`state_api::Registry`] as keyed backend `heap`.
+//! - [`HeapKeyedStateBackend`] holds the state of one key-group range. Each state lives in
+//!   copy-on-write maps, one per key group ([`HeapSnapshotSource`]).
+//! - [`HeapSnapshotStrategy`] (`heap`): the synchronous part takes a version of every map in
+//!   O(states × key groups), copying no entries; writers then copy only the trie nodes on the
+//!   path to entries they touch while a version is held. The asynchronous part writes the
+//!   canonical keyed format of `state-api` (header, every key group in order through the
+//!   compression decorator, offsets and a CRC-32C per key group), so heap savepoints restore
+//!   into any keyed backend. How heap entries map onto that format: [`format`].
+//! - Restore reads any set of key-groups handles and keeps the key groups of the new range,
+//!   which is how a job rescales.
 //!
-//! Today it only depends on the contract crate, so the workspace layout and its
-//! dependency rules are in place.
+//! # Example
+//!
+//! Typed state ([`state_api::typed`]) over a heap backend picked by name:
+//!
+//! ```
+//! use state_api::typed::{self, ListState, StringSerializer, U64Serializer, ValueState, VoidSerializer};
+//! use state_api::{KeyGroupRange, KeyedBackendParams, Registry};
+//!
+//! state_heap::link();
+//! let registry = Registry::global();
+//! let params = KeyedBackendParams::new(128, KeyGroupRange::new(0, 127)?);
+//! let mut backend = registry.keyed_backend("heap")?.create(params, registry)?;
+//!
+//! let count = ValueState::register(&mut *backend, "count", VoidSerializer, U64Serializer)?;
+//! let seen = ListState::register(&mut *backend, "seen", VoidSerializer, StringSerializer)?;
+//! typed::set_current_key(&mut *backend, &StringSerializer, &"alice".to_owned())?;
+//! for page in ["home", "cart"] {
+//!     let next = count.value(&*backend, &())?.unwrap_or(0) + 1;
+//!     count.update(&mut *backend, &(), &next)?;
+//!     seen.add(&mut *backend, &(), &page.to_owned())?;
+//! }
+//! assert_eq!(count.value(&*backend, &())?, Some(2));
+//! assert_eq!(seen.get(&*backend, &())?, ["home", "cart"]);
+//! # Ok::<(), state_api::Error>(())
+//! ```
+//!
+//! The crate registers keyed backend `heap` and keyed strategy `heap` with
+//! [`state_api::Registry`] at link time; call [`link`] (or `use state_heap as _;`) from a
+//! binary that names nothing else of it, or call [`register`] yourself.
+
+mod backend;
+pub mod format;
+mod restore;
+mod snapshot;
+mod table;
+
+pub use backend::{
+    HeapKeyedStateBackend, HeapKeyedStateBackendFactory, HeapSnapshotSource, HeapSnapshotVersion,
+};
+pub use snapshot::{HeapSnapshotStrategy, HeapSnapshotStrategyFactory};
+
+/// Name of the heap keyed backend and of its snapshot strategy.
+pub const HEAP: &str = "heap";
+
+/// Registers keyed backend `heap` and keyed strategy `heap` in `registry`.
+///
+/// # Errors
+///
+/// [`Error::DuplicatePlugin`](state_api::Error) if a name is already taken.
+pub fn register(registry: &mut state_api::Registry) -> state_api::Result<()> {
+    registry.register_keyed_backend(HeapKeyedStateBackendFactory)?;
+    registry.register_keyed_strategy(HeapSnapshotStrategyFactory)
+}
+
+state_api::submit_registration!(register);
+
+/// Does nothing; reference it from a binary or test so the linker keeps this crate's
+/// link-time registrations.
+pub fn link() {}

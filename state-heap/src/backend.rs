@@ -1,0 +1,567 @@
+//! [`HeapKeyedStateBackend`]: keyed value, list and map state in copy-on-write maps.
+
+use std::any::Any;
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use state_api::key_group::KeyGroupRangeAssignment;
+use state_api::{
+    AsyncSnapshotTask, CheckpointListener, CheckpointOptions, CheckpointStreamFactory,
+    CloseableRegistry, Error, KeyGroupRange, KeyedBackendParams, KeyedSnapshotResult,
+    KeyedStateBackend, KeyedStateBackendFactory, KeyedStateHandle, Registry, Result,
+    SnapshotStrategy, SnapshotStrategyRunner, StateKind, StateMetaInfo,
+};
+
+use crate::format::{key_part_into, namespace_part_into, split_state_key};
+use crate::table::{Bytes, CowMap, HeapTables, Shards};
+use crate::{HEAP, restore};
+
+/// The state a heap backend shares with its snapshot strategies: what
+/// [`KeyedSnapshotStrategyFactory::create`](state_api::KeyedSnapshotStrategyFactory::create)
+/// receives as `backend_state` for backend `heap`.
+///
+/// A strategy calls [`snapshot_version`](Self::snapshot_version) in its synchronous part.
+#[derive(Clone)]
+pub struct HeapSnapshotSource {
+    tables: Arc<Mutex<HeapTables>>,
+    key_serializer: Arc<str>,
+}
+
+impl fmt::Debug for HeapSnapshotSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let tables = self.lock();
+        f.debug_struct("HeapSnapshotSource")
+            .field("range", &tables.range)
+            .field("states", &tables.states.len())
+            .finish()
+    }
+}
+
+impl HeapSnapshotSource {
+    fn lock(&self) -> MutexGuard<'_, HeapTables> {
+        // The tables stay consistent when a holder panics: every change is one map call.
+        self.tables.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A copy-on-write version of every state: O(states × key groups), sharing all
+    /// entries with the live state. Hold it as long as the snapshot needs it; dropping it
+    /// releases what only it still refers to.
+    pub fn snapshot_version(&self) -> HeapSnapshotVersion {
+        HeapSnapshotVersion {
+            tables: self.lock().clone(),
+            key_serializer: self.key_serializer.clone(),
+        }
+    }
+}
+
+/// A consistent, immutable version of a heap backend's state (see
+/// [`HeapSnapshotSource::snapshot_version`]).
+#[derive(Debug, Clone)]
+pub struct HeapSnapshotVersion {
+    pub(crate) tables: HeapTables,
+    pub(crate) key_serializer: Arc<str>,
+}
+
+impl HeapSnapshotVersion {
+    /// The meta info of every state, in header-id order.
+    pub fn states(&self) -> Vec<StateMetaInfo> {
+        self.tables.states.iter().map(|s| s.meta.clone()).collect()
+    }
+
+    /// The key groups the version covers.
+    pub fn key_group_range(&self) -> KeyGroupRange {
+        self.tables.range
+    }
+
+    /// The number of (key, namespace) entries of all states in the version.
+    pub fn entry_count(&self) -> usize {
+        let shards = self.tables.range.len() as usize;
+        self.tables
+            .states
+            .iter()
+            .map(|state| (0..shards).map(|i| state.shards.len_of(i)).sum::<usize>())
+            .sum()
+    }
+}
+
+/// The current key: its key group's shard and the key part of its state keys.
+#[derive(Debug, Clone)]
+struct CurrentKey {
+    shard: usize,
+    key_part: Vec<u8>,
+}
+
+/// The heap keyed state backend: the state of one key-group range of one operator instance,
+/// in memory.
+///
+/// Each registered state has one copy-on-write map per key group (see the crate docs).
+/// Access goes through serialized bytes (the [`KeyedStateBackend`] contract); typed access
+/// is layered on top by [`state_api::typed`].
+///
+/// # Example
+///
+/// ```
+/// use state_api::{KeyGroupRange, KeyedBackendParams, KeyedStateBackend, Registry, StateMetaInfo};
+/// use state_heap::HeapKeyedStateBackend;
+///
+/// state_heap::link();
+/// let params = KeyedBackendParams::new(128, KeyGroupRange::new(0, 127)?);
+/// let mut backend = HeapKeyedStateBackend::new(params, Registry::global())?;
+/// backend.register_state(&StateMetaInfo::value("count", "void", "u64-be"))?;
+/// backend.set_current_key(b"alice")?;
+/// backend.put_value("count", b"", &3u64.to_be_bytes())?;
+/// assert_eq!(backend.value("count", b"")?, Some(3u64.to_be_bytes().to_vec()));
+/// # Ok::<(), state_api::Error>(())
+/// ```
+pub struct HeapKeyedStateBackend {
+    source: HeapSnapshotSource,
+    params: KeyedBackendParams,
+    current: Option<CurrentKey>,
+    strategy: Box<dyn SnapshotStrategy<Arc<dyn KeyedStateHandle>>>,
+    owner: CloseableRegistry,
+    scratch: Vec<u8>,
+}
+
+impl fmt::Debug for HeapKeyedStateBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HeapKeyedStateBackend")
+            .field("range", &self.params.key_group_range)
+            .field("strategy", &self.strategy.description())
+            .field("closed", &self.owner.is_closed())
+            .finish()
+    }
+}
+
+impl HeapKeyedStateBackend {
+    /// An empty backend for `params`, snapshotting with the strategy `params.strategy`
+    /// (default `heap`) looked up in `registry`, with compression `params.compression`.
+    ///
+    /// # Errors
+    ///
+    /// An unknown strategy or decorator ([`Error::UnknownPlugin`]); a strategy of another
+    /// backend or a range outside the max parallelism ([`Error::InvalidArgument`]).
+    pub fn new(params: KeyedBackendParams, registry: &Registry) -> Result<Self> {
+        KeyGroupRangeAssignment::check_max_parallelism(params.number_of_key_groups)?;
+        let range = params.key_group_range;
+        if !range.is_empty() && range.end() >= params.number_of_key_groups {
+            return Err(Error::InvalidArgument(format!(
+                "key-group range {range} does not fit max parallelism {}",
+                params.number_of_key_groups
+            )));
+        }
+        let source = HeapSnapshotSource {
+            tables: Arc::new(Mutex::new(HeapTables::new(
+                range,
+                params.number_of_key_groups,
+            ))),
+            key_serializer: Arc::from(params.key_serializer.as_str()),
+        };
+        let strategy_name = params.strategy.as_deref().unwrap_or(HEAP);
+        let factory = registry.keyed_strategy(strategy_name)?;
+        if factory.backend() != HEAP {
+            return Err(Error::InvalidArgument(format!(
+                "snapshot strategy `{strategy_name}` is for backend `{}`, not `{HEAP}`",
+                factory.backend()
+            )));
+        }
+        let strategy = factory.create(&source as &dyn Any, &params, registry)?;
+        Ok(HeapKeyedStateBackend {
+            source,
+            params,
+            current: None,
+            strategy,
+            owner: CloseableRegistry::default(),
+            scratch: Vec::new(),
+        })
+    }
+
+    /// A backend holding the state of `handles` restricted to `params.key_group_range`.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`new`](Self::new), and of restore: handles that are not full keyed
+    /// snapshots ([`Error::Unsupported`]), a different key serializer or state meta info
+    /// ([`Error::Incompatible`]), damaged snapshots ([`Error::KeyGroup`] and
+    /// [`Error::Snapshot`] naming the key group or header).
+    pub fn restore(
+        params: KeyedBackendParams,
+        registry: &Registry,
+        handles: &[Arc<dyn KeyedStateHandle>],
+    ) -> Result<Self> {
+        let backend = Self::new(params, registry)?;
+        {
+            let mut tables = backend.source.lock();
+            restore::restore(
+                &mut tables,
+                &backend.params.key_serializer,
+                registry,
+                handles,
+            )?;
+        }
+        Ok(backend)
+    }
+
+    /// The state a snapshot strategy of this backend works from.
+    pub fn snapshot_source(&self) -> &HeapSnapshotSource {
+        &self.source
+    }
+
+    fn check_open(&self) -> Result<()> {
+        match self.owner.is_closed() {
+            true => Err(Error::Closed {
+                what: format!("heap backend of key groups {}", self.params.key_group_range),
+            }),
+            false => Ok(()),
+        }
+    }
+
+    /// The state key of the current key and `namespace` in `self.scratch`, and the shard.
+    fn state_key(&mut self, namespace: &[u8]) -> Result<usize> {
+        self.check_open()?;
+        let current = self.current.as_ref().ok_or_else(|| {
+            Error::InvalidArgument("no current key: call set_current_key first".into())
+        })?;
+        self.scratch.clear();
+        self.scratch.extend_from_slice(&current.key_part);
+        namespace_part_into(namespace, &mut self.scratch)?;
+        Ok(current.shard)
+    }
+
+    /// Runs `read` on the state `name` of `kind`, with the state key of the current key and
+    /// `namespace` and its shard.
+    fn read<T>(
+        &self,
+        name: &str,
+        kind: StateKind,
+        namespace: &[u8],
+        read: impl FnOnce(&Shards, usize, &[u8]) -> T,
+    ) -> Result<T> {
+        self.check_open()?;
+        let current = self.current.as_ref().ok_or_else(|| {
+            Error::InvalidArgument("no current key: call set_current_key first".into())
+        })?;
+        let mut state_key = Vec::with_capacity(current.key_part.len() + 4 + namespace.len());
+        state_key.extend_from_slice(&current.key_part);
+        namespace_part_into(namespace, &mut state_key)?;
+        let tables = self.source.lock();
+        let state = state_of(&tables, name, kind)?;
+        Ok(read(&state.shards, current.shard, &state_key))
+    }
+
+    /// Runs `write` on the state `name` of `kind`, with the state key of the current key
+    /// and `namespace` and its shard.
+    fn write<T>(
+        &mut self,
+        name: &str,
+        kind: StateKind,
+        namespace: &[u8],
+        write: impl FnOnce(&mut Shards, usize, &[u8]) -> T,
+    ) -> Result<T> {
+        let shard = self.state_key(namespace)?;
+        let mut tables = self.source.lock();
+        let index = index_of(&tables, name, kind)?;
+        Ok(write(
+            &mut tables.states[index].shards,
+            shard,
+            &self.scratch,
+        ))
+    }
+}
+
+fn index_of(tables: &HeapTables, name: &str, kind: StateKind) -> Result<usize> {
+    let index = tables.index_of(name).ok_or_else(|| Error::NotFound {
+        what: format!("state `{name}` (register it first)"),
+    })?;
+    let held = tables.states[index].meta.kind;
+    if held != kind {
+        return Err(Error::Incompatible {
+            what: format!("kind of state `{name}`"),
+            held: held.to_string(),
+            requested: kind.to_string(),
+        });
+    }
+    Ok(index)
+}
+
+fn state_of<'t>(
+    tables: &'t HeapTables,
+    name: &str,
+    kind: StateKind,
+) -> Result<&'t crate::table::StateTable> {
+    Ok(&tables.states[index_of(tables, name, kind)?])
+}
+
+fn bytes(value: &[u8]) -> Bytes {
+    Arc::from(value)
+}
+
+impl CheckpointListener for HeapKeyedStateBackend {
+    fn notify_checkpoint_complete(&mut self, _checkpoint_id: u64) -> Result<()> {
+        // Full snapshots keep no history to prune.
+        Ok(())
+    }
+}
+
+impl KeyedStateBackend for HeapKeyedStateBackend {
+    fn backend_name(&self) -> &str {
+        HEAP
+    }
+
+    fn key_group_range(&self) -> KeyGroupRange {
+        self.params.key_group_range
+    }
+
+    fn number_of_key_groups(&self) -> u32 {
+        self.params.number_of_key_groups
+    }
+
+    fn register_state(&mut self, meta: &StateMetaInfo) -> Result<()> {
+        self.check_open()?;
+        self.source.lock().register(meta).map(|_| ())
+    }
+
+    fn states(&self) -> Vec<StateMetaInfo> {
+        let tables = self.source.lock();
+        tables.states.iter().map(|s| s.meta.clone()).collect()
+    }
+
+    fn set_current_key(&mut self, key: &[u8]) -> Result<()> {
+        self.check_open()?;
+        let key_group =
+            KeyGroupRangeAssignment::assign_to_key_group(key, self.params.number_of_key_groups);
+        let range = self.params.key_group_range;
+        if !range.contains(key_group) {
+            return Err(Error::KeyGroupOutOfRange {
+                key_group,
+                range: range.to_string(),
+            });
+        }
+        let current = self.current.get_or_insert_with(|| CurrentKey {
+            shard: 0,
+            key_part: Vec::new(),
+        });
+        current.key_part.clear();
+        key_part_into(key, &mut current.key_part)?;
+        current.shard = (key_group - range.start()) as usize;
+        Ok(())
+    }
+
+    fn value(&self, state: &str, namespace: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.read(state, StateKind::Value, namespace, |shards, shard, key| {
+            let Shards::Value(maps) = shards else {
+                unreachable!("kind checked by index_of")
+            };
+            maps[shard].get(key).map(|value| value.to_vec())
+        })
+    }
+
+    fn put_value(&mut self, state: &str, namespace: &[u8], value: &[u8]) -> Result<()> {
+        self.write(state, StateKind::Value, namespace, |shards, shard, key| {
+            let Shards::Value(maps) = shards else {
+                unreachable!("kind checked by index_of")
+            };
+            maps[shard].insert(bytes(key), bytes(value));
+        })
+    }
+
+    fn list(&self, state: &str, namespace: &[u8]) -> Result<Vec<Vec<u8>>> {
+        self.read(state, StateKind::List, namespace, |shards, shard, key| {
+            let Shards::List(maps) = shards else {
+                unreachable!("kind checked by index_of")
+            };
+            maps[shard]
+                .get(key)
+                .map(|elements| elements.iter().map(|e| e.to_vec()).collect())
+                .unwrap_or_default()
+        })
+    }
+
+    fn append_to_list(&mut self, state: &str, namespace: &[u8], element: &[u8]) -> Result<()> {
+        self.write(state, StateKind::List, namespace, |shards, shard, key| {
+            let Shards::List(maps) = shards else {
+                unreachable!("kind checked by index_of")
+            };
+            match maps[shard].get_mut(key) {
+                // Copies the element pointers only if a snapshot still holds this list.
+                Some(elements) => Arc::make_mut(elements).push(bytes(element)),
+                None => {
+                    maps[shard].insert(bytes(key), Arc::new(vec![bytes(element)]));
+                }
+            }
+        })
+    }
+
+    fn update_list(&mut self, state: &str, namespace: &[u8], elements: &[Vec<u8>]) -> Result<()> {
+        self.write(state, StateKind::List, namespace, |shards, shard, key| {
+            let Shards::List(maps) = shards else {
+                unreachable!("kind checked by index_of")
+            };
+            if elements.is_empty() {
+                maps[shard].remove(key);
+            } else {
+                let elements = elements.iter().map(|e| bytes(e)).collect();
+                maps[shard].insert(bytes(key), Arc::new(elements));
+            }
+        })
+    }
+
+    fn map_value(&self, state: &str, namespace: &[u8], user_key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.read(state, StateKind::Map, namespace, |shards, shard, key| {
+            let Shards::Map(maps) = shards else {
+                unreachable!("kind checked by index_of")
+            };
+            maps[shard]
+                .get(key)
+                .and_then(|entries| entries.get(user_key))
+                .map(|value| value.to_vec())
+        })
+    }
+
+    fn put_map_value(
+        &mut self,
+        state: &str,
+        namespace: &[u8],
+        user_key: &[u8],
+        value: &[u8],
+    ) -> Result<()> {
+        self.write(state, StateKind::Map, namespace, |shards, shard, key| {
+            let Shards::Map(maps) = shards else {
+                unreachable!("kind checked by index_of")
+            };
+            match maps[shard].get_mut(key) {
+                Some(entries) => {
+                    entries.insert(bytes(user_key), bytes(value));
+                }
+                None => {
+                    maps[shard].insert(bytes(key), CowMap::unit(bytes(user_key), bytes(value)));
+                }
+            }
+        })
+    }
+
+    fn remove_map_value(&mut self, state: &str, namespace: &[u8], user_key: &[u8]) -> Result<()> {
+        self.write(state, StateKind::Map, namespace, |shards, shard, key| {
+            let Shards::Map(maps) = shards else {
+                unreachable!("kind checked by index_of")
+            };
+            let now_empty = match maps[shard].get_mut(key) {
+                Some(entries) => {
+                    entries.remove(user_key);
+                    entries.is_empty()
+                }
+                None => false,
+            };
+            if now_empty {
+                maps[shard].remove(key);
+            }
+        })
+    }
+
+    fn map_entries(&self, state: &str, namespace: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.read(state, StateKind::Map, namespace, |shards, shard, key| {
+            let Shards::Map(maps) = shards else {
+                unreachable!("kind checked by index_of")
+            };
+            maps[shard]
+                .get(key)
+                .map(|entries| {
+                    entries
+                        .iter()
+                        .map(|(k, v)| (k.to_vec(), v.to_vec()))
+                        .collect()
+                })
+                .unwrap_or_default()
+        })
+    }
+
+    fn clear(&mut self, state: &str, namespace: &[u8]) -> Result<()> {
+        let shard = self.state_key(namespace)?;
+        let mut tables = self.source.lock();
+        let index = tables.index_of(state).ok_or_else(|| Error::NotFound {
+            what: format!("state `{state}` (register it first)"),
+        })?;
+        let key = &self.scratch[..];
+        match &mut tables.states[index].shards {
+            Shards::Value(maps) => drop(maps[shard].remove(key)),
+            Shards::List(maps) => drop(maps[shard].remove(key)),
+            Shards::Map(maps) => drop(maps[shard].remove(key)),
+        }
+        Ok(())
+    }
+
+    fn keys(&self, state: &str, namespace: &[u8]) -> Result<Vec<Vec<u8>>> {
+        self.check_open()?;
+        let tables = self.source.lock();
+        let index = tables.index_of(state).ok_or_else(|| Error::NotFound {
+            what: format!("state `{state}` (register it first)"),
+        })?;
+        let mut keys = Vec::new();
+        let mut collect = |state_key: &Bytes| {
+            if let Some((key, ns)) = split_state_key(state_key)
+                && ns == namespace
+            {
+                keys.push(key.to_vec());
+            }
+        };
+        match &tables.states[index].shards {
+            Shards::Value(maps) => maps.iter().flat_map(|m| m.keys()).for_each(&mut collect),
+            Shards::List(maps) => maps.iter().flat_map(|m| m.keys()).for_each(&mut collect),
+            Shards::Map(maps) => maps.iter().flat_map(|m| m.keys()).for_each(&mut collect),
+        }
+        Ok(keys)
+    }
+
+    fn snapshot(
+        &mut self,
+        checkpoint_id: u64,
+        timestamp: u64,
+        factory: Arc<dyn CheckpointStreamFactory>,
+        options: &CheckpointOptions,
+    ) -> Result<AsyncSnapshotTask<KeyedSnapshotResult>> {
+        self.check_open()?;
+        SnapshotStrategyRunner::new(&mut *self.strategy, &self.owner).snapshot(
+            checkpoint_id,
+            timestamp,
+            factory,
+            options,
+        )
+    }
+
+    fn close(&mut self) -> Result<()> {
+        // Cancels running snapshots; their versions are released by their cleanup.
+        self.owner.close()
+    }
+}
+
+/// Creates and restores [`HeapKeyedStateBackend`]s; registered as keyed backend `heap`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HeapKeyedStateBackendFactory;
+
+impl KeyedStateBackendFactory for HeapKeyedStateBackendFactory {
+    fn name(&self) -> &'static str {
+        HEAP
+    }
+
+    fn description(&self) -> &'static str {
+        "keyed state in copy-on-write heap maps sharded by key group; snapshots take O(states x key groups)"
+    }
+
+    fn create(
+        &self,
+        params: KeyedBackendParams,
+        registry: &Registry,
+    ) -> Result<Box<dyn KeyedStateBackend>> {
+        Ok(Box::new(HeapKeyedStateBackend::new(params, registry)?))
+    }
+
+    fn restore(
+        &self,
+        params: KeyedBackendParams,
+        registry: &Registry,
+        handles: &[Arc<dyn KeyedStateHandle>],
+    ) -> Result<Box<dyn KeyedStateBackend>> {
+        Ok(Box::new(HeapKeyedStateBackend::restore(
+            params, registry, handles,
+        )?))
+    }
+}

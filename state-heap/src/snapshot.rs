@@ -1,0 +1,216 @@
+//! [`HeapSnapshotStrategy`]: the full snapshot of a heap backend, for checkpoints and
+//! savepoints alike.
+//!
+//! The synchronous part takes a [`HeapSnapshotVersion`] (no data copied). The asynchronous
+//! part writes it in the canonical keyed format ([`state_api::keyed_format`]): the header,
+//! then every key group of the range in order, each through the configured compression
+//! decorator, recording offsets and a CRC-32C per key group in a
+//! [`KeyGroupsStateHandle`](state_api::KeyGroupsStateHandle). With local recovery enabled
+//! the same bytes also go to a task-local file.
+
+use std::any::Any;
+use std::fmt;
+use std::sync::Arc;
+
+use state_api::keyed_format::KeyedSnapshotWriter;
+use state_api::{
+    AsyncSnapshotCallable, CheckpointOptions, CheckpointStreamFactory,
+    CheckpointStreamWithResultProvider, CheckpointedStateScope, Error, KeyedBackendParams,
+    KeyedBackendSerializationProxy, KeyedSnapshotResult, KeyedSnapshotStrategyFactory,
+    KeyedStateHandle, LocalRecoveryConfig, Registry, Result, SnapshotContext, SnapshotResult,
+    SnapshotStrategy, StreamCompressionDecorator,
+};
+
+use crate::HEAP;
+use crate::backend::{HeapSnapshotSource, HeapSnapshotVersion};
+use crate::format::{EntryBuffers, write_key_group};
+
+/// The heap backend's snapshot strategy; registered as keyed strategy `heap`.
+///
+/// # Example
+///
+/// ```
+/// use std::sync::Arc;
+/// use state_api::{
+///     CheckpointOptions, KeyGroupRange, KeyedBackendParams, KeyedStateBackend,
+///     MemoryCheckpointStreamFactory, Registry, StateMetaInfo,
+/// };
+/// use state_heap::HeapKeyedStateBackend;
+///
+/// state_heap::link();
+/// let registry = Registry::global();
+/// let params = KeyedBackendParams::new(128, KeyGroupRange::new(0, 127)?);
+/// let mut backend = HeapKeyedStateBackend::new(params.clone(), registry)?;
+/// backend.register_state(&StateMetaInfo::value("count", "void", "u64-be"))?;
+/// backend.set_current_key(b"alice")?;
+/// backend.put_value("count", b"", &1u64.to_be_bytes())?;
+///
+/// // The synchronous part: a copy-on-write version, no data copied.
+/// let factory = Arc::new(MemoryCheckpointStreamFactory::default());
+/// let task = backend.snapshot(1, 0, factory, &CheckpointOptions::checkpoint())?;
+/// // Writes after it are not in the snapshot.
+/// backend.put_value("count", b"", &2u64.to_be_bytes())?;
+/// // The asynchronous part, usually on another thread.
+/// let result = task.run()?;
+///
+/// let handle = result.job_manager_owned().expect("state was written").clone();
+/// let restored = HeapKeyedStateBackend::restore(params, registry, &[handle])?;
+/// let mut restored = restored;
+/// restored.set_current_key(b"alice")?;
+/// assert_eq!(restored.value("count", b"")?, Some(1u64.to_be_bytes().to_vec()));
+/// # Ok::<(), state_api::Error>(())
+/// ```
+pub struct HeapSnapshotStrategy {
+    source: HeapSnapshotSource,
+    compression: Arc<dyn StreamCompressionDecorator>,
+    local_recovery: LocalRecoveryConfig,
+}
+
+impl fmt::Debug for HeapSnapshotStrategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HeapSnapshotStrategy")
+            .field("compression", &self.compression.name())
+            .field("local_recovery", &self.local_recovery)
+            .finish()
+    }
+}
+
+impl HeapSnapshotStrategy {
+    /// A strategy writing the state of `source` with `compression`, and a task-local copy
+    /// when `local_recovery` is enabled.
+    pub fn new(
+        source: HeapSnapshotSource,
+        compression: Arc<dyn StreamCompressionDecorator>,
+        local_recovery: LocalRecoveryConfig,
+    ) -> Self {
+        HeapSnapshotStrategy {
+            source,
+            compression,
+            local_recovery,
+        }
+    }
+}
+
+impl SnapshotStrategy<Arc<dyn KeyedStateHandle>> for HeapSnapshotStrategy {
+    fn description(&self) -> &str {
+        "heap full snapshot"
+    }
+
+    fn snapshot(
+        &mut self,
+        checkpoint_id: u64,
+        _timestamp: u64,
+        factory: Arc<dyn CheckpointStreamFactory>,
+        _options: &CheckpointOptions,
+    ) -> Result<Box<dyn AsyncSnapshotCallable<KeyedSnapshotResult>>> {
+        // Checkpoints and savepoints are the same full, self-contained snapshot here.
+        Ok(Box::new(HeapAsyncSnapshot {
+            version: Some(self.source.snapshot_version()),
+            factory,
+            compression: self.compression.clone(),
+            local_recovery: self.local_recovery.clone(),
+            checkpoint_id,
+        }))
+    }
+}
+
+/// The asynchronous part: owns the version until cleanup releases it.
+struct HeapAsyncSnapshot {
+    version: Option<HeapSnapshotVersion>,
+    factory: Arc<dyn CheckpointStreamFactory>,
+    compression: Arc<dyn StreamCompressionDecorator>,
+    local_recovery: LocalRecoveryConfig,
+    checkpoint_id: u64,
+}
+
+impl AsyncSnapshotCallable<KeyedSnapshotResult> for HeapAsyncSnapshot {
+    fn call_internal(&mut self, context: &SnapshotContext) -> Result<KeyedSnapshotResult> {
+        let version = self.version.as_ref().ok_or_else(|| Error::Closed {
+            what: format!("snapshot version of checkpoint {}", self.checkpoint_id),
+        })?;
+        let tables = &version.tables;
+        if tables.states.is_empty() {
+            return Ok(SnapshotResult::empty());
+        }
+        let mut stream = CheckpointStreamWithResultProvider::create(
+            self.checkpoint_id,
+            CheckpointedStateScope::Exclusive,
+            &*self.factory,
+            &self.local_recovery,
+        )?;
+        let registration = context.register(stream.closer())?;
+        let header = KeyedBackendSerializationProxy::new(
+            &*version.key_serializer,
+            version.states(),
+            self.compression.name(),
+        );
+        let (offsets, checksums) = {
+            let mut writer = KeyedSnapshotWriter::new(
+                &mut stream,
+                0,
+                &header,
+                &*self.compression,
+                tables.range,
+                tables.max_parallelism,
+            )?;
+            let mut buffers = EntryBuffers::default();
+            for (shard, key_group) in tables.range.iter().enumerate() {
+                context.check_cancelled()?;
+                writer.write_key_group(key_group, |group| {
+                    write_key_group(&tables.states, shard, group, &mut buffers)
+                })?;
+            }
+            writer.finish()?
+        };
+        context.unregister(registration);
+        let result = stream.close_and_finalize()?;
+        CheckpointStreamWithResultProvider::to_keyed_state_handle_result(
+            result,
+            &offsets,
+            Some(&checksums),
+        )
+    }
+
+    fn cleanup_provided_resources(&mut self) {
+        // Releases the version: nodes only it refers to are freed.
+        self.version = None;
+    }
+}
+
+/// Creates [`HeapSnapshotStrategy`]s; registered as keyed strategy `heap`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HeapSnapshotStrategyFactory;
+
+impl KeyedSnapshotStrategyFactory for HeapSnapshotStrategyFactory {
+    fn name(&self) -> &'static str {
+        HEAP
+    }
+
+    fn description(&self) -> &'static str {
+        "full snapshot of heap state in the canonical key-group format (checkpoints and savepoints)"
+    }
+
+    fn backend(&self) -> &'static str {
+        HEAP
+    }
+
+    fn create(
+        &self,
+        backend_state: &dyn Any,
+        params: &KeyedBackendParams,
+        registry: &Registry,
+    ) -> Result<Box<dyn SnapshotStrategy<Arc<dyn KeyedStateHandle>>>> {
+        let source = backend_state
+            .downcast_ref::<HeapSnapshotSource>()
+            .ok_or_else(|| {
+                Error::Unsupported(format!(
+                    "strategy `{HEAP}` snapshots heap backends only (given another backend's state)"
+                ))
+            })?;
+        Ok(Box::new(HeapSnapshotStrategy::new(
+            source.clone(),
+            registry.compression(&params.compression)?,
+            params.local_recovery.clone(),
+        )))
+    }
+}

@@ -1,0 +1,121 @@
+//! Copy-on-write state tables: one per registered state, one persistent hash map per key
+//! group of the backend's range.
+//!
+//! The maps are hash array mapped tries (`imbl`), whose clone shares every node. A snapshot
+//! version of a table is a clone of its per-key-group maps: O(number of key groups) pointer
+//! copies, independent of the number of entries. While a version is held, a writer that
+//! touches an entry copies the nodes on the path from the root to that entry (about
+//! `log32(n)` nodes of at most 32 slots each, pointers and hashes, never the key or value
+//! bytes) and shares the rest; an entry's bytes are never copied, a new value is a new
+//! allocation. Dropping the version frees the nodes only it still refers to, so memory
+//! returns to the live size once the asynchronous part is done.
+//!
+//! Flink's `CopyOnWriteStateMap` copies its bucket array in the synchronous part
+//! (O(buckets)) and then copies touched entries with their chain predecessors; here the
+//! synchronous part does no work that grows with the state.
+
+use std::sync::Arc;
+
+use state_api::{Error, KeyGroupRange, Result, StateKind, StateMetaInfo};
+
+/// Serialized bytes, shared between versions.
+pub(crate) type Bytes = Arc<[u8]>;
+
+/// A persistent hash map whose clone is O(1) and shares all nodes.
+pub(crate) type CowMap<V> = imbl::HashMap<Bytes, V>;
+
+/// A list state's value: elements shared between versions; the vector itself is copied when
+/// a writer changes a list a version still holds.
+pub(crate) type ListValue = Arc<Vec<Bytes>>;
+
+/// The per-key-group maps of one state, by kind. Maps are keyed by the state key
+/// ([`crate::format`]: key and namespace, without key-group prefix or user key).
+#[derive(Debug, Clone)]
+pub(crate) enum Shards {
+    /// Value state: state key -> value.
+    Value(Vec<CowMap<Bytes>>),
+    /// List state: state key -> elements.
+    List(Vec<CowMap<ListValue>>),
+    /// Map state: state key -> (user key -> value), the inner maps copy-on-write too.
+    Map(Vec<CowMap<CowMap<Bytes>>>),
+}
+
+impl Shards {
+    fn new(kind: StateKind, key_groups: usize) -> Self {
+        match kind {
+            StateKind::Value => Shards::Value(vec![CowMap::new(); key_groups]),
+            StateKind::List => Shards::List(vec![CowMap::new(); key_groups]),
+            StateKind::Map => Shards::Map(vec![CowMap::new(); key_groups]),
+        }
+    }
+
+    /// Number of (key, namespace) entries in shard `index`.
+    pub(crate) fn len_of(&self, index: usize) -> usize {
+        match self {
+            Shards::Value(shards) => shards[index].len(),
+            Shards::List(shards) => shards[index].len(),
+            Shards::Map(shards) => shards[index].len(),
+        }
+    }
+}
+
+/// One registered state: its meta info and its maps.
+#[derive(Debug, Clone)]
+pub(crate) struct StateTable {
+    pub(crate) meta: StateMetaInfo,
+    pub(crate) shards: Shards,
+}
+
+/// Every state of a backend, in registration order (the order their ids in a snapshot
+/// header follow).
+#[derive(Debug, Clone)]
+pub(crate) struct HeapTables {
+    pub(crate) range: KeyGroupRange,
+    pub(crate) max_parallelism: u32,
+    pub(crate) states: Vec<StateTable>,
+}
+
+impl HeapTables {
+    pub(crate) fn new(range: KeyGroupRange, max_parallelism: u32) -> Self {
+        HeapTables {
+            range,
+            max_parallelism,
+            states: Vec::new(),
+        }
+    }
+
+    /// Registers `meta`, or checks it against the state of that name already registered.
+    pub(crate) fn register(&mut self, meta: &StateMetaInfo) -> Result<usize> {
+        if let Some(index) = self.index_of(&meta.name) {
+            self.states[index].meta.check_compatible(meta)?;
+            return Ok(index);
+        }
+        if self.states.len() >= state_api::proxy::MAX_STATES {
+            return Err(Error::InvalidArgument(format!(
+                "cannot register state `{}`: a keyed backend holds at most {} states",
+                meta.name,
+                state_api::proxy::MAX_STATES
+            )));
+        }
+        self.states.push(StateTable {
+            meta: meta.clone(),
+            shards: Shards::new(meta.kind, self.range.len() as usize),
+        });
+        Ok(self.states.len() - 1)
+    }
+
+    pub(crate) fn index_of(&self, name: &str) -> Option<usize> {
+        self.states.iter().position(|state| state.meta.name == name)
+    }
+
+    /// The shard index of `key_group`, which must be in the range.
+    pub(crate) fn shard(&self, key_group: u32) -> Result<usize> {
+        if !self.range.contains(key_group) {
+            return Err(Error::KeyGroupOutOfRange {
+                key_group,
+                range: self.range.to_string(),
+            });
+        }
+        Ok((key_group - self.range.start()) as usize)
+    }
+}
