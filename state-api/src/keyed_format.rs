@@ -123,6 +123,10 @@ pub const META_DATA_FOLLOWS: u8 = 0x80;
 /// arrive, so a corrupt length cannot make the reader allocate more than the stream holds.
 const DIRECT_READ_LIMIT: usize = 1 << 20;
 
+/// The writer hands encoded entries to the compression decorator in pieces of about this
+/// size: one checksum update and one write per piece instead of several per entry.
+const SECTION_BUFFER: usize = 64 * 1024;
+
 /// Builds and splits [composite keys](self#format): key-group prefix, key, namespace and,
 /// for map states, the user key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -278,8 +282,7 @@ pub struct KeyedSnapshotWriter<'a> {
     offsets: KeyGroupRangeOffsets,
     checksums: Vec<u32>,
     next_key_group: u32,
-    pending_key: Vec<u8>,
-    pending_value: Vec<u8>,
+    buffer: Vec<u8>,
 }
 
 impl std::fmt::Debug for KeyedSnapshotWriter<'_> {
@@ -336,8 +339,7 @@ impl<'a> KeyedSnapshotWriter<'a> {
             offsets: KeyGroupRangeOffsets::new(range),
             checksums: Vec::with_capacity(range.len() as usize),
             next_key_group: range.start(),
-            pending_key: Vec::new(),
-            pending_value: Vec::new(),
+            buffer: Vec::with_capacity(SECTION_BUFFER + 4096),
         })
     }
 
@@ -371,6 +373,7 @@ impl<'a> KeyedSnapshotWriter<'a> {
             .write_all(&id)
             .map_err(|err| Error::stream(format!("writing key group {key_group}"), err))?;
         let mut section = self.decorator.compress(&mut self.out);
+        self.buffer.clear();
         let mut writer = KeyGroupEntryWriter {
             section: &mut *section,
             crc: crc32c::crc32c(&id),
@@ -379,9 +382,8 @@ impl<'a> KeyedSnapshotWriter<'a> {
             state_count: self.state_count,
             current_state: None,
             seen: vec![false; usize::from(self.state_count)],
-            pending_key: &mut self.pending_key,
-            pending_value: &mut self.pending_value,
-            has_pending: false,
+            buffer: &mut self.buffer,
+            last_key: None,
         };
         entries(&mut writer)?;
         let crc = writer.end()?;
@@ -419,9 +421,12 @@ pub struct KeyGroupEntryWriter<'s> {
     state_count: u16,
     current_state: Option<u16>,
     seen: Vec<bool>,
-    pending_key: &'s mut Vec<u8>,
-    pending_value: &'s mut Vec<u8>,
-    has_pending: bool,
+    /// Encoded bytes not yet passed to the section (checksummed when passed).
+    buffer: &'s mut Vec<u8>,
+    /// Position in `buffer` of the first byte of the last entry's key: the byte that gets
+    /// the meta-data-follows flag when the state changes or the key group ends. The buffer
+    /// is never drained past it.
+    last_key: Option<usize>,
 }
 
 impl std::fmt::Debug for KeyGroupEntryWriter<'_> {
@@ -492,57 +497,51 @@ impl KeyGroupEntryWriter<'_> {
                 )));
             }
             *seen = true;
-            if self.has_pending {
-                self.flush_pending(true)?;
-            }
-            self.put(&state_id.to_be_bytes())?;
+            self.flag_last_key();
+            self.buffer.extend_from_slice(&state_id.to_be_bytes());
             self.current_state = Some(state_id);
-        } else {
-            self.flush_pending(false)?;
         }
-        self.pending_key.clear();
-        self.pending_key.extend_from_slice(key);
-        self.pending_value.clear();
-        self.pending_value.extend_from_slice(value);
-        self.has_pending = true;
+        self.buffer
+            .extend_from_slice(&length(key.len()).to_be_bytes());
+        let entry_key = self.buffer.len();
+        self.buffer.extend_from_slice(key);
+        self.buffer
+            .extend_from_slice(&length(value.len()).to_be_bytes());
+        self.buffer.extend_from_slice(value);
+        self.last_key = Some(entry_key);
+        if entry_key >= SECTION_BUFFER {
+            // Pass on everything before the last entry's key, which may still get its flag.
+            self.drain(entry_key)?;
+        }
         Ok(())
     }
 
-    fn flush_pending(&mut self, meta_data_follows: bool) -> Result<()> {
-        let key = std::mem::take(self.pending_key);
-        let value = std::mem::take(self.pending_value);
-        let result = self.put_entry(&key, &value, meta_data_follows);
-        *self.pending_key = key;
-        *self.pending_value = value;
-        self.has_pending = false;
-        result
+    fn flag_last_key(&mut self) {
+        if let Some(position) = self.last_key.take() {
+            self.buffer[position] |= META_DATA_FOLLOWS;
+        }
     }
 
-    fn put_entry(&mut self, key: &[u8], value: &[u8], meta_data_follows: bool) -> Result<()> {
-        self.put(&length(key.len()).to_be_bytes())?;
-        let first = match meta_data_follows {
-            true => key[0] | META_DATA_FOLLOWS,
-            false => key[0],
-        };
-        self.put(&[first])?;
-        self.put(&key[1..])?;
-        self.put(&length(value.len()).to_be_bytes())?;
-        self.put(value)
-    }
-
-    fn put(&mut self, bytes: &[u8]) -> Result<()> {
+    /// Checksums and writes the first `len` buffered bytes.
+    fn drain(&mut self, len: usize) -> Result<()> {
+        let bytes = &self.buffer[..len];
         self.crc = crc32c::crc32c_append(self.crc, bytes);
         self.section
             .write_all(bytes)
-            .map_err(|err| Error::stream(format!("writing key group {}", self.key_group), err))
+            .map_err(|err| Error::stream(format!("writing key group {}", self.key_group), err))?;
+        self.buffer.drain(..len);
+        if let Some(position) = &mut self.last_key {
+            *position -= len;
+        }
+        Ok(())
     }
 
     /// Writes the end mark and returns the key group's checksum.
     fn end(mut self) -> Result<u32> {
-        if self.has_pending {
-            self.flush_pending(true)?;
-        }
-        self.put(&END_OF_KEY_GROUP_MARK.to_be_bytes())?;
+        self.flag_last_key();
+        self.buffer
+            .extend_from_slice(&END_OF_KEY_GROUP_MARK.to_be_bytes());
+        self.drain(self.buffer.len())?;
         Ok(self.crc)
     }
 }

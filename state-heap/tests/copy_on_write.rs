@@ -127,7 +127,10 @@ fn touching_k_entries_copies_in_proportion_to_k_not_to_the_state() {
     let small = copy_cost(20_000, k);
     let large = copy_cost(200_000, k);
     let per_entry_large = large / k;
-    println!("copy cost per touched entry: {} B at 20k entries, {per_entry_large} B at 200k", small / k);
+    println!(
+        "copy cost per touched entry: {} B at 20k entries, {per_entry_large} B at 200k",
+        small / k
+    );
     // The state of 200k entries holds over 20 MB; copying on write must not come near it.
     let state_bytes = 200_000 * VALUE as u64;
     assert!(

@@ -12,9 +12,9 @@ use std::sync::{Arc, Condvar, Mutex};
 
 use state_api::{
     CheckpointOptions, CheckpointStateOutputStream, CheckpointStreamFactory,
-    CheckpointedStateScope, Closeable, Error, KeyGroupRange, KeyedBackendParams,
-    KeyedStateBackend, LocalCheckpointStorage, LocalDirectoryStreamFactory, Registry, Result,
-    StateMetaInfo, StreamStateHandle,
+    CheckpointedStateScope, Closeable, Error, KeyGroupRange, KeyedBackendParams, KeyedStateBackend,
+    LocalCheckpointStorage, LocalDirectoryStreamFactory, Registry, Result, StateMetaInfo,
+    StreamStateHandle,
 };
 use state_heap::HeapKeyedStateBackend;
 
@@ -51,7 +51,9 @@ fn apply(backend: &mut HeapKeyedStateBackend, model: &mut Model, key: u64, round
     entry.0 = key * 1000 + round;
     let element = format!("{key}@{round}").into_bytes();
     entry.1.push(element.clone());
-    backend.put_value(STATE, b"", &entry.0.to_be_bytes()).unwrap();
+    backend
+        .put_value(STATE, b"", &entry.0.to_be_bytes())
+        .unwrap();
     backend.append_to_list(LISTS, b"", &element).unwrap();
 }
 
@@ -100,7 +102,8 @@ fn writes_during_the_asynchronous_part_reach_the_live_state_but_not_the_snapshot
     check(&mut backend, &model, keys);
 
     let handle = result.job_manager_owned().unwrap().clone();
-    let mut restored = HeapKeyedStateBackend::restore(params(), Registry::global(), &[handle]).unwrap();
+    let mut restored =
+        HeapKeyedStateBackend::restore(params(), Registry::global(), &[handle]).unwrap();
     check(&mut restored, &at_snapshot, keys);
 }
 

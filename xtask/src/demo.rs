@@ -1,29 +1,26 @@
 //! `cargo xtask demo`: the main job, on the embedded default storage (a local directory).
 //!
-//! Lists the linked plugins, then for every linked compression decorator writes a small
-//! keyed snapshot (a serialization-proxy header, then one compressed section per key
-//! group with its offset and CRC-32C recorded in a `KeyGroupsStateHandle`), stores the
-//! handle as checkpoint metadata (JSON), reads the metadata back, restores every key and
-//! verifies it. Until the backends land, the snapshot is written here with the
-//! benchmark's key and value generator.
+//! Lists the linked plugins, then for every linked compression decorator fills a heap
+//! backend with the benchmark's keys and values, takes a checkpoint (timing the
+//! synchronous and asynchronous parts), stores the handle as checkpoint metadata (JSON),
+//! reads it back, restores every key and verifies it, and restores the same checkpoint
+//! into two instances to show rescaling.
 
-use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
 use state_api::key_group::KeyGroupRangeAssignment;
 use state_api::{
-    CheckpointStreamFactory, CheckpointedStateScope, Error, KeyGroupRange, KeyGroupRangeOffsets,
-    KeyGroupsStateHandle, KeyedBackendSerializationProxy, KeyedStateHandle, LocalCheckpointStorage,
-    Registry, StateMetaInfo, StateObject, StreamCompressionDecorator,
+    CheckpointOptions, KeyGroupRange, KeyedBackendParams, KeyedStateHandle, LocalCheckpointStorage,
+    Registry, StateMetaInfo, StateObject,
 };
 
 use crate::DynResult;
 
 const MAX_PARALLELISM: u32 = 128;
-const KEYS: u64 = 20_000;
 const VALUE_SIZE: usize = 100;
+const STATE: &str = "s0";
 
 /// The benchmark's value generator (BENCHMARK.md): xorshift64*, `text` kind.
 fn value(key: u64) -> Vec<u8> {
@@ -38,109 +35,109 @@ fn value(key: u64) -> Vec<u8> {
         .collect()
 }
 
-/// Counts bytes and checksums them on their way to the stream.
-struct Tap<'a> {
-    inner: &'a mut dyn Write,
-    crc: u32,
+/// Milliseconds since `started`.
+fn millis(started: Instant) -> f64 {
+    started.elapsed().as_secs_f64() * 1000.0
 }
 
-impl Write for Tap<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.crc = crc32c::crc32c_append(self.crc, &buf[..n]);
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
+fn params(compression: &str, range: KeyGroupRange) -> KeyedBackendParams {
+    let mut params = KeyedBackendParams::new(MAX_PARALLELISM, range);
+    params.compression = compression.to_owned();
+    params.key_serializer = "u64-be".to_owned();
+    params
 }
 
-fn write_snapshot(
-    decorator: &dyn StreamCompressionDecorator,
-    factory: &dyn CheckpointStreamFactory,
-) -> DynResult<KeyGroupsStateHandle> {
-    let range = KeyGroupRange::new(0, MAX_PARALLELISM - 1)?;
-    let mut by_group: Vec<Vec<u64>> = vec![Vec::new(); MAX_PARALLELISM as usize];
-    for key in 0..KEYS {
-        let group =
-            KeyGroupRangeAssignment::assign_to_key_group(&key.to_be_bytes(), MAX_PARALLELISM);
-        by_group[group as usize].push(key);
-    }
-    let mut stream = factory.create_output_stream(CheckpointedStateScope::Exclusive)?;
-    let header = KeyedBackendSerializationProxy::new(
-        "u64-be",
-        vec![StateMetaInfo::value("s0", "void", "bytes")],
-        decorator.name(),
-    );
-    header.write_to(&mut stream)?;
-    let mut offsets = KeyGroupRangeOffsets::new(range);
-    let mut checksums = Vec::new();
-    for group in range.iter() {
-        offsets.set_offset(group, stream.pos())?;
-        let mut tap = Tap {
-            inner: &mut stream,
-            crc: 0,
-        };
-        let mut section = decorator.compress(&mut tap);
-        let keys = &by_group[group as usize];
-        section.write_all(&(keys.len() as u32).to_be_bytes())?;
-        for key in keys {
-            section.write_all(&key.to_be_bytes())?;
-            section.write_all(&value(*key))?;
-        }
-        section.finish()?;
-        checksums.push(tap.crc);
-    }
-    let handle = stream.close_and_get_handle()?;
-    Ok(KeyGroupsStateHandle::new(offsets, handle).with_checksums(checksums)?)
+/// Figures of one decorator's run.
+struct Figures {
+    sync_ms: f64,
+    async_ms: f64,
+    bytes: u64,
+    restore_ms: f64,
+    verified: u64,
+    per_instance: Vec<u64>,
 }
 
-fn restore_and_verify(registry: &Registry, handle: &KeyGroupsStateHandle) -> DynResult<u64> {
-    let mut input = handle.delegate().open()?;
-    let header = KeyedBackendSerializationProxy::read_from(&mut input)?;
-    let decorator = registry.compression(header.compression())?;
-    let range = handle.key_group_range();
+/// Fills a heap backend, checkpoints it, keeps the handle as checkpoint metadata, restores
+/// it into one instance (verifying every key) and into two (rescaling).
+fn run_one(
+    registry: &Registry,
+    compression: &str,
+    storage: &LocalCheckpointStorage,
+    checkpoint_id: u64,
+    keys: u64,
+) -> DynResult<Figures> {
+    let heap = registry.keyed_backend("heap")?;
+    let all = KeyGroupRange::new(0, MAX_PARALLELISM - 1)?;
+    let mut backend = heap.create(params(compression, all), registry)?;
+    backend.register_state(&StateMetaInfo::value(STATE, "void", "bytes"))?;
+    for key in 0..keys {
+        backend.set_current_key(&key.to_be_bytes())?;
+        backend.put_value(STATE, b"", &value(key))?;
+    }
+
+    let factory = Arc::new(storage.stream_factory(checkpoint_id)?);
+    let started = Instant::now();
+    let task = backend.snapshot(checkpoint_id, 0, factory, &CheckpointOptions::checkpoint())?;
+    let sync_ms = millis(started);
+    let started = Instant::now();
+    let result = task.run()?;
+    let async_ms = millis(started);
+    let handle = result
+        .job_manager_owned()
+        .ok_or("the checkpoint of a non-empty backend wrote nothing")?
+        .clone();
+
+    // The coordinator keeps handles as checkpoint metadata and hands them back.
+    let metadata_path = storage.checkpoint_dir(checkpoint_id).join("_metadata.json");
+    std::fs::write(&metadata_path, serde_json::to_vec_pretty(&handle)?)?;
+    let handle: Arc<dyn KeyedStateHandle> =
+        serde_json::from_slice(&std::fs::read(&metadata_path)?)?;
+
+    let started = Instant::now();
+    let mut restored = heap.restore(
+        params(compression, all),
+        registry,
+        std::slice::from_ref(&handle),
+    )?;
+    let restore_ms = millis(started);
     let mut verified = 0;
-    for (group, offset) in handle.offsets().iter() {
-        let end = match range.contains(group + 1) {
-            true => handle.offsets().offset(group + 1)?,
-            false => handle.state_size(),
-        };
-        input.seek(SeekFrom::Start(offset))?;
-        let mut raw = vec![0; (end - offset) as usize];
-        input.read_exact(&mut raw)?;
-        if Some(crc32c::crc32c(&raw)) != handle.checksum(group) {
-            return Err(Error::Corrupted {
-                what: format!("key group {group}"),
-                reason: "checksum mismatch".into(),
-            }
-            .into());
-        }
-        let mut section_input = &raw[..];
-        let mut section = decorator.decompress(&mut section_input);
-        let mut word = [0; 4];
-        section.read_exact(&mut word)?;
-        for _ in 0..u32::from_be_bytes(word) {
-            let mut key = [0; 8];
-            let mut stored = vec![0; VALUE_SIZE];
-            section.read_exact(&mut key)?;
-            section.read_exact(&mut stored)?;
-            let key = u64::from_be_bytes(key);
-            let expected_group =
-                KeyGroupRangeAssignment::assign_to_key_group(&key.to_be_bytes(), MAX_PARALLELISM);
-            if expected_group != group || stored != value(key) {
-                return Err(format!("key {key} restored wrongly from key group {group}").into());
-            }
-            verified += 1;
+    for key in 0..keys {
+        restored.set_current_key(&key.to_be_bytes())?;
+        match restored.value(STATE, b"")? {
+            Some(stored) if stored == value(key) => verified += 1,
+            _ => return Err(format!("{compression}: key {key} restored wrongly").into()),
         }
     }
-    Ok(verified)
+
+    // Rescaling: the same checkpoint restored into two instances, each keeping its range.
+    let mut per_instance = Vec::new();
+    for index in 0..2 {
+        let range = KeyGroupRangeAssignment::compute_key_group_range_for_operator_index(
+            MAX_PARALLELISM,
+            2,
+            index,
+        )?;
+        let instance = heap.restore(
+            params(compression, range),
+            registry,
+            std::slice::from_ref(&handle),
+        )?;
+        per_instance.push(instance.keys(STATE, b"")?.len() as u64);
+    }
+    Ok(Figures {
+        sync_ms,
+        async_ms,
+        bytes: handle.state_size(),
+        restore_ms,
+        verified,
+        per_instance,
+    })
 }
 
 /// Runs the demo; checkpoint files go under `dir` (or a fresh temporary directory).
-pub(crate) fn run(dir: Option<PathBuf>) -> DynResult {
+pub(crate) fn run(dir: Option<PathBuf>, keys: u64) -> DynResult {
     state_compress::link();
+    state_heap::link();
     let registry = Registry::global();
     if let Some(conflict) = registry.conflicts().first() {
         return Err(format!("{conflict}").into());
@@ -170,49 +167,35 @@ pub(crate) fn run(dir: Option<PathBuf>) -> DynResult {
     let storage = LocalCheckpointStorage::new(&root)?;
     println!();
     println!(
-        "{KEYS} keys of {VALUE_SIZE} bytes, max parallelism {MAX_PARALLELISM}, one snapshot per decorator:"
+        "{keys} keys of {VALUE_SIZE} bytes in a heap backend, max parallelism {MAX_PARALLELISM}, one checkpoint per decorator:"
     );
     println!(
-        "  {:<12} {:>12} {:>10} {:>10} {:>14}",
-        "compression", "bytes", "write ms", "read ms", "verified keys"
+        "  {:<12} {:>10} {:>10} {:>10} {:>11} {:>9}  rescaled to 2",
+        "compression", "bytes", "sync ms", "async ms", "restore ms", "verified"
     );
     for (index, name) in registry
         .names(state_api::PluginKind::Compression)
         .iter()
         .enumerate()
     {
-        let decorator = registry.compression(name)?;
-        let checkpoint_id = index as u64 + 1;
-        let factory = storage.stream_factory(checkpoint_id)?;
-        let started = Instant::now();
-        let handle = write_snapshot(decorator.as_ref(), &factory)?;
-        let write_ms = started.elapsed().as_secs_f64() * 1000.0;
-
-        // The coordinator keeps handles as checkpoint metadata and hands them back.
-        let keyed: Arc<dyn KeyedStateHandle> = Arc::new(handle);
-        let metadata = serde_json::to_vec_pretty(&keyed)?;
-        let metadata_path = storage.checkpoint_dir(checkpoint_id).join("_metadata.json");
-        std::fs::write(&metadata_path, &metadata)?;
-        let restored: Arc<dyn KeyedStateHandle> =
-            serde_json::from_slice(&std::fs::read(&metadata_path)?)?;
-        let restored = restored
-            .as_any()
-            .downcast_ref::<KeyGroupsStateHandle>()
-            .ok_or("checkpoint metadata does not hold a key-groups handle")?;
-
-        let started = Instant::now();
-        let verified = restore_and_verify(registry, restored)?;
-        let read_ms = started.elapsed().as_secs_f64() * 1000.0;
-        if verified != KEYS {
-            return Err(format!("{name}: restored {verified} of {KEYS} keys").into());
+        let figures = run_one(registry, name, &storage, index as u64 + 1, keys)?;
+        let rescaled: u64 = figures.per_instance.iter().sum();
+        if figures.verified != keys || rescaled != keys {
+            return Err(format!(
+                "{name}: {} keys restored, {rescaled} after rescaling, of {keys}",
+                figures.verified
+            )
+            .into());
         }
         println!(
-            "  {:<12} {:>12} {:>10.1} {:>10.1} {:>14}",
+            "  {:<12} {:>10} {:>10.3} {:>10.1} {:>11.1} {:>9}  {:?}",
             name,
-            restored.state_size(),
-            write_ms,
-            read_ms,
-            verified
+            figures.bytes,
+            figures.sync_ms,
+            figures.async_ms,
+            figures.restore_ms,
+            figures.verified,
+            figures.per_instance
         );
     }
     println!();

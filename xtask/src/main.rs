@@ -36,6 +36,9 @@ enum Command {
         /// Directory for the checkpoint files (default: a fresh temporary directory, kept).
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// Number of keys to fill the backend with.
+        #[arg(long, default_value_t = 20_000)]
+        keys: u64,
     },
     /// Check formatting, lints and docs, then run every test.
     Ci,
@@ -44,7 +47,9 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Demo { dir } => setup::ensure_system_packages().and_then(|()| demo::run(dir)),
+        Command::Demo { dir, keys } => {
+            setup::ensure_system_packages().and_then(|()| demo::run(dir, keys))
+        }
         Command::Ci => setup::ensure_system_packages().and_then(|()| ci::run()),
     };
     match result {

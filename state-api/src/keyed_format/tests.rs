@@ -410,3 +410,18 @@ proptest! {
         prop_assert_eq!(read_all(&handle).unwrap(), entries);
     }
 }
+
+#[test]
+fn key_groups_larger_than_the_write_buffer_keep_their_flags() {
+    let range = KeyGroupRange::new(0, 1).unwrap();
+    let mut entries = Entries::new();
+    let mut group = Vec::new();
+    for i in 0u32..5_000 {
+        group.push((1, key(0, &i.to_be_bytes()), vec![i as u8; 30]));
+    }
+    group.push((0, key(0, b"after the first state"), vec![1; 100_000]));
+    group.push((2, key(0, b"last"), b"v".to_vec()));
+    entries.insert(0, group);
+    let handle = write(range, 3, &entries);
+    assert_eq!(read_all(&handle).unwrap(), entries);
+}
