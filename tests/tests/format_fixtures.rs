@@ -1,0 +1,165 @@
+//! Format stability: keyed snapshots written by earlier releases, checked in under
+//! `tests/fixtures/keyed-v<N>/`, still restore with the same contents. A format change adds
+//! a new fixture folder and never edits an old one.
+//!
+//! Each fixture is the checkpoint metadata of one snapshot (`handle.json`, the handle as a
+//! coordinator stores it, the stream inline) written from the state [`expected`] describes,
+//! once per decorator. Set `SNAPSTATE_WRITE_FIXTURES=1` to write the fixtures of the current
+//! format version into a folder that does not exist yet.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use state_api::{
+    CheckpointOptions, KeyGroupRange, KeyedBackendParams, KeyedStateHandle,
+    MemoryCheckpointStreamFactory, Registry, StateMetaInfo,
+};
+
+const MAX_PARALLELISM: u32 = 128;
+const DECORATORS: [&str; 3] = ["none", "snappy", "lz4"];
+
+fn fixtures(version: u32) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(format!("keyed-v{version}"))
+}
+
+fn registry() -> &'static Registry {
+    state_compress::link();
+    state_heap::link();
+    Registry::global()
+}
+
+fn params(compression: &str) -> KeyedBackendParams {
+    let mut params = KeyedBackendParams::new(
+        MAX_PARALLELISM,
+        KeyGroupRange::new(0, MAX_PARALLELISM - 1).unwrap(),
+    );
+    params.compression = compression.to_owned();
+    params.key_serializer = "u64-be".to_owned();
+    params
+}
+
+/// What every fixture holds, per key: a value, a list and a map, in two namespaces.
+struct Expected {
+    key: u64,
+    namespace: &'static [u8],
+    value: Vec<u8>,
+    list: Vec<Vec<u8>>,
+    map: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+fn expected() -> Vec<Expected> {
+    let mut all = Vec::new();
+    for key in 0..100u64 {
+        for namespace in [&b""[..], b"window-7"] {
+            let tag = format!("{key}/{}", String::from_utf8_lossy(namespace));
+            all.push(Expected {
+                key,
+                namespace,
+                value: format!("value {tag}").into_bytes(),
+                list: (0..key % 4)
+                    .map(|i| format!("element {i} of {tag}").into_bytes())
+                    .collect(),
+                map: (0..key % 3)
+                    .map(|i| {
+                        (
+                            format!("user {i}").into_bytes(),
+                            format!("{tag}:{i}").into_bytes(),
+                        )
+                    })
+                    .collect(),
+            });
+        }
+    }
+    all
+}
+
+fn states() -> [StateMetaInfo; 3] {
+    [
+        StateMetaInfo::value("value", "bytes", "bytes"),
+        StateMetaInfo::list("list", "bytes", "bytes"),
+        StateMetaInfo::map("map", "bytes", "bytes", "bytes"),
+    ]
+}
+
+fn write_fixture(dir: &Path, compression: &str) {
+    let registry = registry();
+    let factory = registry.keyed_backend("heap").unwrap();
+    let mut backend = factory.create(params(compression), registry).unwrap();
+    for state in states() {
+        backend.register_state(&state).unwrap();
+    }
+    for entry in expected() {
+        backend.set_current_key(&entry.key.to_be_bytes()).unwrap();
+        backend
+            .put_value("value", entry.namespace, &entry.value)
+            .unwrap();
+        backend
+            .update_list("list", entry.namespace, &entry.list)
+            .unwrap();
+        for (user_key, value) in &entry.map {
+            backend
+                .put_map_value("map", entry.namespace, user_key, value)
+                .unwrap();
+        }
+    }
+    let streams = Arc::new(MemoryCheckpointStreamFactory::default());
+    let task = backend
+        .snapshot(1, 0, streams, &CheckpointOptions::savepoint())
+        .unwrap();
+    let handle = task.run().unwrap().job_manager_owned().unwrap().clone();
+    let json = serde_json::to_string(&handle).unwrap();
+    std::fs::write(dir.join(format!("{compression}.json")), json).unwrap();
+}
+
+fn check_fixture(dir: &Path, compression: &str) {
+    let path = dir.join(format!("{compression}.json"));
+    let json = std::fs::read(&path).unwrap_or_else(|err| panic!("{}: {err}", path.display()));
+    let handle: Arc<dyn KeyedStateHandle> = serde_json::from_slice(&json).unwrap();
+    let registry = registry();
+    let factory = registry.keyed_backend("heap").unwrap();
+    let mut backend = factory
+        .restore(params(compression), registry, &[handle])
+        .unwrap();
+    let restored: Vec<_> = backend.states().into_iter().collect();
+    assert_eq!(restored, states(), "{}: states", path.display());
+    for entry in expected() {
+        backend.set_current_key(&entry.key.to_be_bytes()).unwrap();
+        let what = format!(
+            "{} key {} namespace {:?}",
+            path.display(),
+            entry.key,
+            entry.namespace
+        );
+        assert_eq!(
+            backend.value("value", entry.namespace).unwrap(),
+            Some(entry.value),
+            "{what}"
+        );
+        assert_eq!(
+            backend.list("list", entry.namespace).unwrap(),
+            entry.list,
+            "{what}"
+        );
+        let mut map = backend.map_entries("map", entry.namespace).unwrap();
+        map.sort();
+        assert_eq!(map, entry.map, "{what}");
+    }
+}
+
+#[test]
+fn keyed_v1_snapshots_restore_with_their_contents() {
+    let dir = fixtures(1);
+    if std::env::var_os("SNAPSTATE_WRITE_FIXTURES").is_some() && !dir.exists() {
+        std::fs::create_dir_all(&dir).unwrap();
+        for compression in DECORATORS {
+            write_fixture(&dir, compression);
+        }
+    }
+    for compression in DECORATORS {
+        check_fixture(&dir, compression);
+    }
+}
