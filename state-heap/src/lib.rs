@@ -8,7 +8,7 @@
 //!   path to entries they touch while a version is held. The asynchronous part writes the
 //!   canonical keyed format of `state-api` (header, every key group in order through the
 //!   compression decorator, offsets and a CRC-32C per key group), so heap savepoints restore
-//!   into any keyed backend. How heap entries map onto that format: [`format`].
+//!   into any keyed backend. How heap entries map onto that format: [`mod@format`].
 //! - Restore reads any set of key-groups handles and keeps the key groups of the new range,
 //!   which is how a job rescales.
 //!
