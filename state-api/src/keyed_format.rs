@@ -640,25 +640,19 @@ impl KeyedSnapshotReader {
     /// [`Error::KeyGroup`] naming the key group and the stream, around:
     /// [`Error::Corrupted`] (checksum mismatch, wrong key-group id, unknown state id, a key
     /// of another key group, a state in two runs), [`Error::Truncated`] (the stream ends
-    /// inside the key group), or the decorator's and the stream's errors. Errors of `visit`
-    /// are returned as they are.
+    /// inside the key group), the decorator's and the stream's errors, or an error of
+    /// `visit` (an entry the caller cannot take is named by key group too).
     pub fn read_key_group(
         &mut self,
         key_group: u32,
         visit: &mut dyn FnMut(KeyedEntry<'_>) -> Result<()>,
     ) -> Result<()> {
-        let mut visit_failed = false;
-        let result = self.read_key_group_inner(key_group, &mut |entry| {
-            visit(entry).inspect_err(|_| visit_failed = true)
-        });
-        match result {
-            Err(err) if !visit_failed => Err(Error::KeyGroup {
+        self.read_key_group_inner(key_group, visit)
+            .map_err(|err| Error::KeyGroup {
                 key_group,
                 location: self.location.clone(),
                 source: Box::new(err),
-            }),
-            other => other,
-        }
+            })
     }
 
     fn read_key_group_inner(

@@ -351,7 +351,7 @@ impl<N, K, V> MapState<N, K, V> {
         backend.remove_map_value(&self.name, &ns, &to_bytes(&*self.user_key, user_key))
     }
 
-    /// Every (user key, value) of the current key in `namespace`, in no particular order.
+    /// Every (user key, value) of the current key in `namespace`, ordered by the user keys' bytes.
     pub fn entries(&self, backend: &dyn KeyedStateBackend, namespace: &N) -> Result<Vec<(K, V)>> {
         let ns = to_bytes(&*self.namespace, namespace);
         backend

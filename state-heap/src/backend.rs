@@ -462,7 +462,7 @@ impl KeyedStateBackend for HeapKeyedStateBackend {
             let Shards::Map(maps) = shards else {
                 unreachable!("kind checked by index_of")
             };
-            maps[shard]
+            let mut entries: Vec<(Vec<u8>, Vec<u8>)> = maps[shard]
                 .get(key)
                 .map(|entries| {
                     entries
@@ -470,7 +470,10 @@ impl KeyedStateBackend for HeapKeyedStateBackend {
                         .map(|(k, v)| (k.to_vec(), v.to_vec()))
                         .collect()
                 })
-                .unwrap_or_default()
+                .unwrap_or_default();
+            // The contract orders entries by user key bytes; the hash map has no order.
+            entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            entries
         })
     }
 

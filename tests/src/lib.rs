@@ -6,7 +6,9 @@
 //! function panics with a message naming the plugin and the broken rule. Plugins declare
 //! what they can do as data; cases that do not apply are skipped and printed.
 //!
-//! Today the kit covers compression decorators ([`compression`]); the backend areas
-//! (round trip, rescale, isolation, lifecycle, corrupt input) join as backends land.
+//! The kit covers compression decorators ([`compression`]) and keyed state backends
+//! ([`keyed`]: round trip, empty and huge state, decorators, snapshot consistency,
+//! rescaling, corrupt input, cancellation, incompatible serializers, local recovery).
 
 pub mod compression;
+pub mod keyed;

@@ -257,7 +257,7 @@ fn foreign_bytes_are_a_corrupted_header_named_after_the_stream() {
 }
 
 #[test]
-fn errors_of_the_visitor_pass_through_unwrapped() {
+fn errors_of_the_visitor_are_named_by_key_group() {
     let (range, entries) = sample();
     let handle = write(range, 3, &entries);
     let mut reader =
@@ -265,7 +265,11 @@ fn errors_of_the_visitor_pass_through_unwrapped() {
     let err = reader
         .read_key_group(10, &mut |_| Err(Error::Unsupported("no thanks".into())))
         .unwrap_err();
-    assert!(matches!(err, Error::Unsupported(_)), "{err}");
+    assert!(
+        matches!(err, Error::KeyGroup { key_group: 10, .. }),
+        "{err}"
+    );
+    assert!(matches!(err.root(), Error::Unsupported(_)), "{err}");
 }
 
 fn write_one(

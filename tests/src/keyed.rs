@@ -1,0 +1,1765 @@
+//! Conformance of [`KeyedStateBackend`]s, driven by name through the [`Registry`].
+//!
+//! Every contract is one public function taking the backend's registered name, the
+//! registry it is linked into and the compression decorator its snapshots use; a backend
+//! declares what it can do beyond the basic contract as [`KeyedBackendCapabilities`], and
+//! [`run_all`] runs every contract that applies, printing the ones it skips.
+//!
+//! The kit only uses the byte-level contract of `state-api`: backends are created with
+//! `registry.keyed_backend(name)?.create(params, registry)` and restored with
+//! `.restore(params, registry, &handles)`, snapshots go to a [`LocalCheckpointStorage`] in
+//! a temporary directory, and every check compares the backend with a `BTreeMap` model of
+//! what was written. A broken rule panics with a message naming the backend, the
+//! decorator, the contract and the rule.
+//!
+//! Backends are created with max parallelism [`MAX_PARALLELISM`], key serializer `bytes`
+//! and a fresh working directory each (see [`KeyedBackendParams::working_dir`]).
+//!
+//! ```no_run
+//! use snapstate_tests::keyed::{run_all, KeyedBackendCapabilities};
+//! use state_api::Registry;
+//!
+//! state_heap::link();
+//! let capabilities = KeyedBackendCapabilities { rescaling: true, local_recovery: true };
+//! run_all("heap", Registry::global(), "none", capabilities);
+//! ```
+
+use std::cell::Cell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::fs;
+use std::io::{self, Write};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use state_api::key_group::KeyGroupRangeAssignment;
+use state_api::keyed_format::KeyedSnapshotReader;
+use state_api::{
+    CheckpointOptions, CheckpointStateOutputStream, CheckpointStreamFactory,
+    CheckpointedStateScope, Closeable, Error, FileStateHandle, KeyGroupRange, KeyGroupsStateHandle,
+    KeyedBackendParams, KeyedSnapshotResult, KeyedStateBackend, KeyedStateHandle,
+    LocalCheckpointStorage, LocalRecoveryConfig, PluginKind, Registry, Result, StateKind,
+    StateMetaInfo, StateObject, StreamStateHandle,
+};
+use tempfile::TempDir;
+
+use crate::compression::{random_bytes, text_bytes};
+
+/// Max parallelism (number of key groups) of every backend the kit creates.
+pub const MAX_PARALLELISM: u32 = 128;
+
+/// What a keyed backend can promise beyond the basic contract.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KeyedBackendCapabilities {
+    /// Restore takes the handles of any number of old instances and keeps exactly the key
+    /// groups of the new instance's range.
+    pub rescaling: bool,
+    /// With [`KeyedBackendParams::local_recovery`] enabled, snapshots also write a
+    /// task-local copy that restores on its own.
+    pub local_recovery: bool,
+}
+
+// The states every contract registers: one of each kind, and a second value state with
+// another namespace serializer.
+const COUNT: &str = "count";
+const WINDOW_SUM: &str = "window-sum";
+const EVENTS: &str = "events";
+const ATTRIBUTES: &str = "attributes";
+/// Namespaces of [`COUNT`]; the empty one included.
+const NAMESPACES: [&[u8]; 3] = [b"", b"window-1", b"window-2"];
+
+fn standard_states() -> [StateMetaInfo; 4] {
+    [
+        StateMetaInfo::value(COUNT, "bytes", "bytes"),
+        StateMetaInfo::value(WINDOW_SUM, "window", "u64-be"),
+        StateMetaInfo::list(EVENTS, "bytes", "bytes"),
+        StateMetaInfo::map(ATTRIBUTES, "bytes", "bytes", "bytes"),
+    ]
+}
+
+fn full_range() -> KeyGroupRange {
+    KeyGroupRange::new(0, MAX_PARALLELISM - 1)
+        .expect("invariant: 0..=127 is a valid key-group range")
+}
+
+fn key_group(key: &[u8]) -> u32 {
+    KeyGroupRangeAssignment::assign_to_key_group(key, MAX_PARALLELISM)
+}
+
+/// Keys, in a fixed order, such that every key group of `range` holds `per_group` of them;
+/// the empty key is the first one when its key group is in `range`.
+fn keys_covering(range: KeyGroupRange, per_group: usize) -> Vec<Vec<u8>> {
+    let mut counts = vec![0usize; MAX_PARALLELISM as usize];
+    let mut missing = range.len() as usize * per_group;
+    let mut keys = Vec::with_capacity(missing);
+    let candidates = std::iter::once(Vec::new())
+        .chain((0u32..).map(|i| format!("key-{i}").into_bytes()))
+        .take(1_000_000);
+    for key in candidates {
+        let group = key_group(&key);
+        if range.contains(group) && counts[group as usize] < per_group {
+            counts[group as usize] += 1;
+            keys.push(key);
+            missing -= 1;
+            if missing == 0 {
+                return keys;
+            }
+        }
+    }
+    panic!("invariant: a million keys cover every key group of {range} {per_group} times")
+}
+
+/// The first key (`<prefix>-<i>`) of key group `group`.
+fn key_in_group(prefix: &str, group: u32) -> Vec<u8> {
+    (0u32..1_000_000)
+        .map(|i| format!("{prefix}-{i}").into_bytes())
+        .find(|key| key_group(key) == group)
+        .expect("invariant: a million keys hit every one of 128 key groups")
+}
+
+/// The root of a contract run: names, a temporary directory, and the ways to create,
+/// snapshot and restore backends.
+struct TestBed<'r> {
+    backend: &'r str,
+    registry: &'r Registry,
+    compression: String,
+    label: String,
+    dir: TempDir,
+    instances: Cell<u32>,
+}
+
+impl fmt::Debug for TestBed<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TestBed")
+            .field("label", &self.label)
+            .field("dir", &self.dir.path())
+            .finish()
+    }
+}
+
+impl<'r> TestBed<'r> {
+    fn new(backend: &'r str, registry: &'r Registry, compression: &str, contract: &str) -> Self {
+        let label =
+            format!("keyed backend `{backend}` with compression `{compression}`: {contract}");
+        let dir = tempfile::Builder::new()
+            .prefix("snapstate-keyed-kit-")
+            .tempdir()
+            .unwrap_or_else(|err| panic!("{label}: cannot create a temporary directory: {err}"));
+        TestBed {
+            backend,
+            registry,
+            compression: compression.to_owned(),
+            label,
+            dir,
+            instances: Cell::new(0),
+        }
+    }
+
+    /// Unwraps `result` or panics naming the contract and `what` was done.
+    #[track_caller]
+    fn ok<T>(&self, result: Result<T>, what: impl fmt::Display) -> T {
+        result.unwrap_or_else(|err| panic!("{}: {what}: {err}", self.label))
+    }
+
+    fn model(&self) -> Model {
+        Model {
+            label: Arc::from(self.label.as_str()),
+            ..Model::default()
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Checkpoint storage under `name`; `file_state_threshold` 0 writes every stream to a
+    /// file, `None` keeps the default.
+    fn storage(&self, name: &str, file_state_threshold: Option<usize>) -> LocalCheckpointStorage {
+        let storage = self.ok(
+            LocalCheckpointStorage::new(self.path(name)),
+            "creating checkpoint storage",
+        );
+        match file_state_threshold {
+            Some(bytes) => storage.with_file_state_threshold(bytes),
+            None => storage,
+        }
+    }
+
+    /// Parameters for `range` with this bed's compression and a fresh working directory.
+    fn params(&self, range: KeyGroupRange) -> KeyedBackendParams {
+        let instance = self.instances.get();
+        self.instances.set(instance + 1);
+        let working_dir = self.path(&format!("work-{instance}"));
+        if let Err(err) = fs::create_dir_all(&working_dir) {
+            panic!("{}: creating {}: {err}", self.label, working_dir.display());
+        }
+        KeyedBackendParams {
+            compression: self.compression.clone(),
+            working_dir: Some(working_dir),
+            ..KeyedBackendParams::new(MAX_PARALLELISM, range)
+        }
+    }
+
+    fn try_create(&self, params: KeyedBackendParams) -> Result<Box<dyn KeyedStateBackend>> {
+        self.registry
+            .keyed_backend(self.backend)?
+            .create(params, self.registry)
+    }
+
+    fn create(&self, range: KeyGroupRange) -> Box<dyn KeyedStateBackend> {
+        let backend = self.ok(self.try_create(self.params(range)), "creating a backend");
+        assert_eq!(
+            backend.backend_name(),
+            self.backend,
+            "{}: the backend reports another name than it is registered under",
+            self.label
+        );
+        assert_eq!(
+            backend.key_group_range(),
+            range,
+            "{}: the backend reports another key-group range than it was given",
+            self.label
+        );
+        backend
+    }
+
+    /// Creates a backend of the full range with the standard states registered.
+    fn create_with_states(&self, model: &mut Model) -> Box<dyn KeyedStateBackend> {
+        let mut backend = self.create(full_range());
+        for meta in standard_states() {
+            model.register(&mut *backend, &meta);
+        }
+        backend
+    }
+
+    /// Restores with `params`; a panic of the backend is reported as a broken contract
+    /// for `case`.
+    fn try_restore(
+        &self,
+        params: KeyedBackendParams,
+        handles: &[Arc<dyn KeyedStateHandle>],
+        case: &str,
+    ) -> Result<Box<dyn KeyedStateBackend>> {
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            self.registry
+                .keyed_backend(self.backend)?
+                .restore(params, self.registry, handles)
+        }));
+        outcome.unwrap_or_else(|_| panic!("{}: restore panicked on {case}", self.label))
+    }
+
+    fn restore(
+        &self,
+        range: KeyGroupRange,
+        handles: &[Arc<dyn KeyedStateHandle>],
+    ) -> Box<dyn KeyedStateBackend> {
+        let backend = self.ok(
+            self.try_restore(self.params(range), handles, "a valid snapshot"),
+            format_args!("restoring {range} from {} handles", handles.len()),
+        );
+        assert_eq!(
+            backend.key_group_range(),
+            range,
+            "{}: the restored backend reports another key-group range than it was given",
+            self.label
+        );
+        backend
+    }
+
+    /// Takes a checkpoint into `storage` and runs its asynchronous part.
+    fn snapshot(
+        &self,
+        backend: &mut dyn KeyedStateBackend,
+        storage: &LocalCheckpointStorage,
+        checkpoint_id: u64,
+    ) -> KeyedSnapshotResult {
+        self.snapshot_with(
+            backend,
+            storage,
+            checkpoint_id,
+            &CheckpointOptions::checkpoint(),
+        )
+    }
+
+    fn snapshot_with(
+        &self,
+        backend: &mut dyn KeyedStateBackend,
+        storage: &LocalCheckpointStorage,
+        checkpoint_id: u64,
+        options: &CheckpointOptions,
+    ) -> KeyedSnapshotResult {
+        let factory = self.ok(
+            storage.stream_factory(checkpoint_id),
+            "opening a stream factory",
+        );
+        let task = self.ok(
+            backend.snapshot(
+                checkpoint_id,
+                checkpoint_id * 1000,
+                Arc::new(factory),
+                options,
+            ),
+            format_args!("synchronous part of checkpoint {checkpoint_id}"),
+        );
+        self.ok(
+            task.run(),
+            format_args!("asynchronous part of checkpoint {checkpoint_id}"),
+        )
+    }
+
+    /// The job-manager-owned handle of a snapshot of state that is not empty.
+    fn handle(&self, result: &KeyedSnapshotResult) -> Arc<dyn KeyedStateHandle> {
+        result
+            .job_manager_owned()
+            .cloned()
+            .unwrap_or_else(|| panic!("{}: a snapshot of state returned no handle", self.label))
+    }
+
+    /// Files (not directories) anywhere under `dir`, relative to it, sorted.
+    fn files_under(&self, dir: &Path) -> Vec<PathBuf> {
+        fn walk(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> io::Result<()> {
+            for entry in fs::read_dir(dir)? {
+                let path = entry?.path();
+                if path.is_dir() {
+                    walk(root, &path, out)?;
+                } else {
+                    out.push(path.strip_prefix(root).unwrap_or(&path).to_path_buf());
+                }
+            }
+            Ok(())
+        }
+        let mut files = Vec::new();
+        match walk(dir, dir, &mut files) {
+            Ok(()) => {}
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+            Err(err) => panic!("{}: listing {}: {err}", self.label, dir.display()),
+        }
+        files.sort();
+        files
+    }
+
+    #[track_caller]
+    fn assert_no_files(&self, dir: &Path, case: &str) {
+        let files = self.files_under(dir);
+        assert!(
+            files.is_empty(),
+            "{}: {case}: files left in {}: {files:?}",
+            self.label,
+            dir.display()
+        );
+    }
+}
+
+/// What the model holds for one (state, namespace, key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Stored {
+    Value(Vec<u8>),
+    List(Vec<Vec<u8>>),
+    Map(BTreeMap<Vec<u8>, Vec<u8>>),
+}
+
+/// (state, namespace, key).
+type Slot = (String, Vec<u8>, Vec<u8>);
+
+fn slot(state: &str, namespace: &[u8], key: &[u8]) -> Slot {
+    (state.to_owned(), namespace.to_vec(), key.to_vec())
+}
+
+/// What a backend should hold: every write goes to the backend and to the model.
+#[derive(Debug, Clone, Default)]
+struct Model {
+    label: Arc<str>,
+    states: BTreeMap<String, StateMetaInfo>,
+    entries: BTreeMap<Slot, Stored>,
+    /// Every slot ever written, removed ones included, so checks read them back too.
+    touched: BTreeSet<Slot>,
+}
+
+impl Model {
+    #[track_caller]
+    fn ok<T>(&self, result: Result<T>, what: impl fmt::Display) -> T {
+        result.unwrap_or_else(|err| panic!("{}: {what}: {err}", self.label))
+    }
+
+    fn register(&mut self, backend: &mut dyn KeyedStateBackend, meta: &StateMetaInfo) {
+        self.ok(
+            backend.register_state(meta),
+            format_args!("registering state `{}`", meta.name),
+        );
+        self.states.insert(meta.name.clone(), meta.clone());
+    }
+
+    fn at(&mut self, backend: &mut dyn KeyedStateBackend, state: &str, ns: &[u8], key: &[u8]) {
+        self.ok(
+            backend.set_current_key(key),
+            format_args!("setting current key {}", show(key)),
+        );
+        self.touched.insert(slot(state, ns, key));
+    }
+
+    fn put_value(
+        &mut self,
+        backend: &mut dyn KeyedStateBackend,
+        state: &str,
+        ns: &[u8],
+        key: &[u8],
+        value: &[u8],
+    ) {
+        self.at(backend, state, ns, key);
+        self.ok(
+            backend.put_value(state, ns, value),
+            format_args!("put_value on `{state}`"),
+        );
+        self.entries
+            .insert(slot(state, ns, key), Stored::Value(value.to_vec()));
+    }
+
+    fn append(
+        &mut self,
+        backend: &mut dyn KeyedStateBackend,
+        state: &str,
+        ns: &[u8],
+        key: &[u8],
+        element: &[u8],
+    ) {
+        self.at(backend, state, ns, key);
+        self.ok(
+            backend.append_to_list(state, ns, element),
+            format_args!("append_to_list on `{state}`"),
+        );
+        let entry = self
+            .entries
+            .entry(slot(state, ns, key))
+            .or_insert_with(|| Stored::List(Vec::new()));
+        match entry {
+            Stored::List(elements) => elements.push(element.to_vec()),
+            other => panic!("invariant: the kit appends only to list states, found {other:?}"),
+        }
+    }
+
+    fn update_list(
+        &mut self,
+        backend: &mut dyn KeyedStateBackend,
+        state: &str,
+        ns: &[u8],
+        key: &[u8],
+        elements: &[Vec<u8>],
+    ) {
+        self.at(backend, state, ns, key);
+        self.ok(
+            backend.update_list(state, ns, elements),
+            format_args!("update_list on `{state}`"),
+        );
+        let slot = slot(state, ns, key);
+        if elements.is_empty() {
+            self.entries.remove(&slot);
+        } else {
+            self.entries.insert(slot, Stored::List(elements.to_vec()));
+        }
+    }
+
+    fn put_map(
+        &mut self,
+        backend: &mut dyn KeyedStateBackend,
+        state: &str,
+        ns: &[u8],
+        key: &[u8],
+        user_key: &[u8],
+        value: &[u8],
+    ) {
+        self.at(backend, state, ns, key);
+        self.ok(
+            backend.put_map_value(state, ns, user_key, value),
+            format_args!("put_map_value on `{state}`"),
+        );
+        let entry = self
+            .entries
+            .entry(slot(state, ns, key))
+            .or_insert_with(|| Stored::Map(BTreeMap::new()));
+        match entry {
+            Stored::Map(map) => {
+                map.insert(user_key.to_vec(), value.to_vec());
+            }
+            other => {
+                panic!("invariant: the kit puts map values only into map states, found {other:?}")
+            }
+        }
+    }
+
+    fn remove_map(
+        &mut self,
+        backend: &mut dyn KeyedStateBackend,
+        state: &str,
+        ns: &[u8],
+        key: &[u8],
+        user_key: &[u8],
+    ) {
+        self.at(backend, state, ns, key);
+        self.ok(
+            backend.remove_map_value(state, ns, user_key),
+            format_args!("remove_map_value on `{state}`"),
+        );
+        let slot = slot(state, ns, key);
+        if let Some(Stored::Map(map)) = self.entries.get_mut(&slot) {
+            map.remove(user_key);
+            if map.is_empty() {
+                self.entries.remove(&slot);
+            }
+        }
+    }
+
+    fn clear(&mut self, backend: &mut dyn KeyedStateBackend, state: &str, ns: &[u8], key: &[u8]) {
+        self.at(backend, state, ns, key);
+        self.ok(backend.clear(state, ns), format_args!("clear on `{state}`"));
+        self.entries.remove(&slot(state, ns, key));
+    }
+
+    /// Checks that `backend` holds exactly the model's state and entries of the key groups
+    /// of its range: registered states, `keys` of every state and namespace written, and
+    /// every slot ever written read back (removed ones as absent).
+    fn check(&self, backend: &mut dyn KeyedStateBackend, what: &str) {
+        let label = &self.label;
+        let range = backend.key_group_range();
+        let held: BTreeMap<String, StateMetaInfo> = backend
+            .states()
+            .into_iter()
+            .map(|meta| (meta.name.clone(), meta))
+            .collect();
+        assert!(
+            held == self.states,
+            "{label}: {what}: the backend has states {:?}, expected {:?}",
+            held.values().collect::<Vec<_>>(),
+            self.states.values().collect::<Vec<_>>()
+        );
+
+        let namespaces: BTreeSet<(&str, &[u8])> = self
+            .touched
+            .iter()
+            .map(|(state, ns, _)| (state.as_str(), ns.as_slice()))
+            .collect();
+        for (state, ns) in namespaces {
+            let mut expected: Vec<&[u8]> = self
+                .entries
+                .keys()
+                .filter(|(s, n, key)| s == state && n == ns && range.contains(key_group(key)))
+                .map(|(_, _, key)| key.as_slice())
+                .collect();
+            expected.sort();
+            let mut found = self.ok(
+                backend.keys(state, ns),
+                format_args!("{what}: keys of `{state}` in namespace {}", show(ns)),
+            );
+            found.sort();
+            if found != expected {
+                let found: BTreeSet<&[u8]> = found.iter().map(Vec::as_slice).collect();
+                let expected: BTreeSet<&[u8]> = expected.into_iter().collect();
+                let extra: Vec<String> = found.difference(&expected).map(|k| show(k)).collect();
+                let missing: Vec<String> = expected.difference(&found).map(|k| show(k)).collect();
+                panic!(
+                    "{label}: {what}: keys of `{state}` in namespace {} in {range}: \
+                     unexpected {extra:?}, missing {missing:?} (or listed twice)",
+                    show(ns)
+                );
+            }
+        }
+
+        for slot @ (state, ns, key) in &self.touched {
+            if !range.contains(key_group(key)) {
+                continue;
+            }
+            let kind = self
+                .states
+                .get(state)
+                .map(|meta| meta.kind)
+                .unwrap_or_else(|| panic!("invariant: the kit writes registered states only"));
+            self.ok(
+                backend.set_current_key(key),
+                format_args!("{what}: setting current key {}", show(key)),
+            );
+            let stored = self.entries.get(slot);
+            let place = || {
+                format!(
+                    "{label}: {what}: `{state}`, namespace {}, key {} (key group {})",
+                    show(ns),
+                    show(key),
+                    key_group(key)
+                )
+            };
+            match kind {
+                StateKind::Value => {
+                    let found = self.ok(backend.value(state, ns), place());
+                    let expected = match stored {
+                        Some(Stored::Value(value)) => Some(value),
+                        _ => None,
+                    };
+                    assert!(
+                        found.as_ref() == expected,
+                        "{}: value is {}, expected {}",
+                        place(),
+                        show_option(found.as_deref()),
+                        show_option(expected.map(Vec::as_slice))
+                    );
+                }
+                StateKind::List => {
+                    let found = self.ok(backend.list(state, ns), place());
+                    let expected: &[Vec<u8>] = match stored {
+                        Some(Stored::List(elements)) => elements,
+                        _ => &[],
+                    };
+                    assert!(
+                        found == expected,
+                        "{}: list of {} elements differs from the expected {} elements",
+                        place(),
+                        found.len(),
+                        expected.len()
+                    );
+                }
+                StateKind::Map => {
+                    let found = self.ok(backend.map_entries(state, ns), place());
+                    let empty = BTreeMap::new();
+                    let expected = match stored {
+                        Some(Stored::Map(map)) => map,
+                        _ => &empty,
+                    };
+                    let found_map: BTreeMap<Vec<u8>, Vec<u8>> = found.iter().cloned().collect();
+                    assert!(
+                        found_map == *expected && found.len() == expected.len(),
+                        "{}: map of {} entries differs from the expected {} entries",
+                        place(),
+                        found.len(),
+                        expected.len()
+                    );
+                    for (user_key, value) in expected {
+                        let found = self.ok(backend.map_value(state, ns, user_key), place());
+                        assert!(
+                            found.as_ref() == Some(value),
+                            "{}: map_value of user key {} is {}",
+                            place(),
+                            show(user_key),
+                            show_option(found.as_deref())
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Bytes for messages: text when printable and short, else a length and a hex prefix.
+fn show(bytes: &[u8]) -> String {
+    let printable = bytes.iter().all(|b| b.is_ascii_graphic() || *b == b' ');
+    if printable && bytes.len() <= 64 {
+        return format!("{:?}", String::from_utf8_lossy(bytes));
+    }
+    let prefix: String = bytes.iter().take(16).map(|b| format!("{b:02x}")).collect();
+    format!("{} bytes 0x{prefix}..", bytes.len())
+}
+
+fn show_option(bytes: Option<&[u8]>) -> String {
+    bytes.map_or_else(|| "absent".to_owned(), show)
+}
+
+/// Writes every kind of change to `keys`: values in several namespaces (the empty value
+/// included), appended and replaced lists (an emptied one, an empty element), map puts and
+/// removes (maps emptied by them), and clears. `round` shifts which keys get what, so a
+/// second round changes most entries.
+fn write_workload(
+    model: &mut Model,
+    backend: &mut dyn KeyedStateBackend,
+    keys: &[Vec<u8>],
+    round: usize,
+) {
+    for (i, key) in keys.iter().enumerate() {
+        let n = i + round * 7;
+        let ns = NAMESPACES[n % 3];
+        model.put_value(backend, COUNT, ns, key, format!("v{round}-{i}").as_bytes());
+        if n % 11 == 1 {
+            model.put_value(backend, COUNT, NAMESPACES[(n + 1) % 3], key, b"");
+        }
+        model.put_value(backend, WINDOW_SUM, b"w1", key, &(n as u64).to_be_bytes());
+        if n.is_multiple_of(2) {
+            model.put_value(
+                backend,
+                WINDOW_SUM,
+                b"w2",
+                key,
+                &(n as u64 * 3).to_be_bytes(),
+            );
+        }
+        for e in 0..n % 4 {
+            let element = format!("e{round}-{i}-{e}");
+            model.append(backend, EVENTS, b"", key, element.as_bytes());
+        }
+        if n.is_multiple_of(5) {
+            model.update_list(backend, EVENTS, b"", key, &[]);
+        }
+        if n.is_multiple_of(7) {
+            model.update_list(
+                backend,
+                EVENTS,
+                b"",
+                key,
+                &[b"replaced".to_vec(), Vec::new()],
+            );
+        }
+        model.put_map(
+            backend,
+            ATTRIBUTES,
+            b"",
+            key,
+            b"a",
+            format!("a{round}-{i}").as_bytes(),
+        );
+        model.put_map(
+            backend,
+            ATTRIBUTES,
+            b"",
+            key,
+            b"",
+            b"under the empty user key",
+        );
+        if n % 4 == 1 {
+            model.put_map(backend, ATTRIBUTES, b"ns", key, b"b", b"");
+        }
+        if n.is_multiple_of(3) {
+            model.remove_map(backend, ATTRIBUTES, b"", key, b"a");
+        }
+        if n.is_multiple_of(6) {
+            // Removes the last user key: the map is gone.
+            model.remove_map(backend, ATTRIBUTES, b"", key, b"");
+        }
+        if n.is_multiple_of(9) {
+            model.clear(backend, COUNT, ns, key);
+        }
+        if n.is_multiple_of(13) {
+            model.clear(backend, ATTRIBUTES, b"", key);
+        }
+    }
+}
+
+/// Value, list and map state of several namespaces and states, with keys in every key
+/// group, removed entries and emptied lists and maps, come back from a checkpoint exactly;
+/// the restored backend takes more writes and a savepoint of it restores exactly too.
+pub fn round_trip(backend: &str, registry: &Registry, compression: &str) {
+    let bed = TestBed::new(backend, registry, compression, "round trip");
+    let mut model = bed.model();
+    let mut live = bed.create_with_states(&mut model);
+    let keys = keys_covering(full_range(), 3);
+    write_workload(&mut model, &mut *live, &keys, 0);
+    model.check(&mut *live, "the live backend");
+
+    let storage = bed.storage("checkpoints", None);
+    let result = bed.snapshot(&mut *live, &storage, 1);
+    let handle = bed.handle(&result);
+    let mut restored = bed.restore(full_range(), &[handle]);
+    model.check(&mut *restored, "restored from checkpoint 1");
+    // Registering a restored state again is a no-op.
+    for meta in standard_states() {
+        bed.ok(
+            restored.register_state(&meta),
+            format_args!("registering restored state `{}` again", meta.name),
+        );
+    }
+
+    write_workload(&mut model, &mut *restored, &keys, 1);
+    let result = bed.snapshot_with(&mut *restored, &storage, 2, &CheckpointOptions::savepoint());
+    let mut again = bed.restore(full_range(), &[bed.handle(&result)]);
+    model.check(
+        &mut *again,
+        "restored from savepoint 2 of the restored backend",
+    );
+    for mut backend in [live, restored, again] {
+        bed.ok(backend.close(), "closing a backend");
+    }
+}
+
+/// [`KeyedStateBackend::map_entries`] lists a map's entries ordered by user key bytes, in
+/// the live backend and after a restore.
+pub fn map_entries_are_ordered(backend: &str, registry: &Registry, compression: &str) {
+    let bed = TestBed::new(backend, registry, compression, "map entry order");
+    let mut model = bed.model();
+    let mut live = bed.create_with_states(&mut model);
+    // Inserted out of order; user keys of several lengths, the empty one included.
+    let mut user_keys: Vec<Vec<u8>> = (0..300u32)
+        .map(|i| random_bytes((i % 7) as usize, u64::from(i) + 1000))
+        .collect();
+    user_keys.push(Vec::new());
+    user_keys.push(vec![0xFF; 3]);
+    for user_key in &user_keys {
+        model.put_map(&mut *live, ATTRIBUTES, b"", b"ordered", user_key, user_key);
+    }
+    let storage = bed.storage("checkpoints", None);
+    let result = bed.snapshot(&mut *live, &storage, 1);
+    let restored = bed.restore(full_range(), &[bed.handle(&result)]);
+    for (what, mut backend) in [("the live backend", live), ("restored", restored)] {
+        bed.ok(
+            backend.set_current_key(b"ordered"),
+            "setting the current key",
+        );
+        let entries = bed.ok(backend.map_entries(ATTRIBUTES, b""), "map_entries");
+        let out_of_order = entries.windows(2).position(|pair| pair[0].0 >= pair[1].0);
+        if let Some(index) = out_of_order {
+            panic!(
+                "{}: {what}: map_entries of {} entries is not ordered by user key: entry {index} is {}, entry {} is {}",
+                bed.label,
+                entries.len(),
+                show(&entries[index].0),
+                index + 1,
+                show(&entries[index + 1].0)
+            );
+        }
+        model.check(&mut *backend, what);
+    }
+}
+
+/// A backend without states and one whose states hold no entries snapshot and restore: a
+/// snapshot that returns no handle writes no file, and restoring from no handles gives an
+/// empty backend.
+pub fn empty_state(backend: &str, registry: &Registry, compression: &str) {
+    let bed = TestBed::new(backend, registry, compression, "empty state");
+    let storage = bed.storage("checkpoints", Some(0));
+
+    // No registered states.
+    let mut none = bed.create(full_range());
+    let result = bed.snapshot(&mut *none, &storage, 1);
+    let mut restored = match result.job_manager_owned() {
+        None => {
+            bed.assert_no_files(
+                &storage.checkpoint_dir(1),
+                "a snapshot without handle of a backend without states",
+            );
+            bed.restore(full_range(), &[])
+        }
+        Some(handle) => bed.restore(full_range(), std::slice::from_ref(handle)),
+    };
+    bed.model()
+        .check(&mut *restored, "restored from a snapshot of no states");
+
+    // States registered, entries written and all removed again.
+    let mut model = bed.model();
+    let mut backend = bed.create_with_states(&mut model);
+    for key in keys_covering(full_range(), 1).iter().step_by(9) {
+        model.put_value(&mut *backend, COUNT, b"", key, b"1");
+        model.clear(&mut *backend, COUNT, b"", key);
+        model.append(&mut *backend, EVENTS, b"", key, b"x");
+        model.update_list(&mut *backend, EVENTS, b"", key, &[]);
+        model.put_map(&mut *backend, ATTRIBUTES, b"", key, b"k", b"v");
+        model.remove_map(&mut *backend, ATTRIBUTES, b"", key, b"k");
+    }
+    assert!(
+        model.entries.is_empty(),
+        "invariant: the workload removes what it writes"
+    );
+    model.check(&mut *backend, "the live backend after removing everything");
+    let result = bed.snapshot(&mut *backend, &storage, 2);
+    let mut restored = bed.restore(full_range(), &[bed.handle(&result)]);
+    model.check(&mut *restored, "restored from a snapshot of empty states");
+
+    // Restoring from no handles at all.
+    let mut fresh = bed.restore(full_range(), &[]);
+    bed.model()
+        .check(&mut *fresh, "restored from an empty list of handles");
+}
+
+/// A 5 MiB value, a 64 KiB key and namespace, a list of 10,000 elements and a map of
+/// 10,000 user keys round trip.
+pub fn huge_values(backend: &str, registry: &Registry, compression: &str) {
+    let bed = TestBed::new(backend, registry, compression, "huge values");
+    let mut model = bed.model();
+    let mut live = bed.create_with_states(&mut model);
+    model.put_value(&mut *live, COUNT, b"", b"random", &random_bytes(5 << 20, 5));
+    model.put_value(&mut *live, COUNT, b"", b"text", &text_bytes(5 << 20));
+    let long_key = text_bytes(64 << 10);
+    let long_ns = random_bytes(64 << 10, 6);
+    model.put_value(
+        &mut *live,
+        COUNT,
+        &long_ns,
+        &long_key,
+        b"long key and namespace",
+    );
+    let elements: Vec<Vec<u8>> = (0..10_000u32)
+        .map(|i| format!("element {i}").into_bytes())
+        .collect();
+    model.update_list(&mut *live, EVENTS, b"", b"list", &elements);
+    for element in elements.iter().take(100) {
+        model.append(&mut *live, EVENTS, b"", b"list", element);
+    }
+    for i in 0..10_000u32 {
+        model.put_map(
+            &mut *live,
+            ATTRIBUTES,
+            b"",
+            b"map",
+            &i.to_be_bytes(),
+            &random_bytes(16, u64::from(i)),
+        );
+    }
+    model.check(&mut *live, "the live backend");
+    let storage = bed.storage("checkpoints", None);
+    let result = bed.snapshot(&mut *live, &storage, 1);
+    let mut restored = bed.restore(full_range(), &[bed.handle(&result)]);
+    model.check(&mut *restored, "restored");
+}
+
+/// A snapshot written with `compression` restores into a backend configured with another
+/// decorator: the snapshot names its decorator (in a key-groups handle, in the header). A
+/// decorator name that is not linked is reported as [`Error::UnknownPlugin`], never used.
+pub fn compression_is_read_from_the_snapshot(
+    backend: &str,
+    registry: &Registry,
+    compression: &str,
+) {
+    let bed = TestBed::new(
+        backend,
+        registry,
+        compression,
+        "decorator named by the snapshot",
+    );
+    let mut model = bed.model();
+    let mut live = bed.create_with_states(&mut model);
+    write_workload(&mut model, &mut *live, &keys_covering(full_range(), 1), 0);
+    let storage = bed.storage("checkpoints", None);
+    let result = bed.snapshot(&mut *live, &storage, 1);
+    let handle = bed.handle(&result);
+
+    match handle.as_any().downcast_ref::<KeyGroupsStateHandle>() {
+        Some(key_groups) => {
+            let reader = bed.ok(
+                KeyedSnapshotReader::open(key_groups, registry, MAX_PARALLELISM),
+                "reading the snapshot header",
+            );
+            assert_eq!(
+                reader.header().compression(),
+                compression,
+                "{}: the snapshot header names another decorator",
+                bed.label
+            );
+        }
+        None => println!(
+            "{}: the handle is not a key-groups handle ({handle:?}): not reading its header",
+            bed.label
+        ),
+    }
+
+    let other = registry
+        .names(PluginKind::Compression)
+        .into_iter()
+        .find(|name| name != compression)
+        .unwrap_or_else(|| compression.to_owned());
+    let params = KeyedBackendParams {
+        compression: other.clone(),
+        ..bed.params(full_range())
+    };
+    let mut restored = bed.ok(
+        bed.try_restore(params, &[handle], "a valid snapshot"),
+        format_args!("restoring with compression `{other}` configured"),
+    );
+    model.check(
+        &mut *restored,
+        &format!("restored with compression `{other}` configured"),
+    );
+
+    // An unknown decorator fails when the backend is created or when it snapshots.
+    let params = KeyedBackendParams {
+        compression: "no-such-codec".into(),
+        ..bed.params(full_range())
+    };
+    let failure = match bed.try_create(params) {
+        Err(err) => err,
+        Ok(mut backend) => {
+            let mut model = bed.model();
+            model.register(
+                &mut *backend,
+                &StateMetaInfo::value(COUNT, "bytes", "bytes"),
+            );
+            model.put_value(&mut *backend, COUNT, b"", b"k", b"v");
+            let factory = bed.ok(storage.stream_factory(2), "opening a stream factory");
+            match backend.snapshot(2, 0, Arc::new(factory), &CheckpointOptions::checkpoint()) {
+                Err(err) => err,
+                Ok(task) => match task.run() {
+                    Err(err) => err,
+                    Ok(_) => panic!(
+                        "{}: a snapshot with unknown compression `no-such-codec` succeeded",
+                        bed.label
+                    ),
+                },
+            }
+        }
+    };
+    assert!(
+        matches!(failure.root(), Error::UnknownPlugin { .. }),
+        "{}: unknown compression: {failure}",
+        bed.label
+    );
+}
+
+/// What a snapshot holds is the state when [`KeyedStateBackend::snapshot`] returned: writes,
+/// updates, deletes, new keys and a new state after it, and writes while the asynchronous
+/// part runs on another thread, are not in it.
+pub fn snapshot_is_consistent(backend: &str, registry: &Registry, compression: &str) {
+    let bed = TestBed::new(backend, registry, compression, "snapshot consistency");
+    let mut model = bed.model();
+    let mut live = bed.create_with_states(&mut model);
+    let keys = keys_covering(full_range(), 2);
+    write_workload(&mut model, &mut *live, &keys, 0);
+    let storage = bed.storage("checkpoints", None);
+    let factory = bed.ok(storage.stream_factory(1), "opening a stream factory");
+    let task = bed.ok(
+        live.snapshot(1, 0, Arc::new(factory), &CheckpointOptions::checkpoint()),
+        "synchronous part",
+    );
+    let at_snapshot = model.clone();
+
+    // After the synchronous part, before the asynchronous part starts.
+    write_workload(&mut model, &mut *live, &keys, 1);
+    for (i, key) in keys.iter().enumerate().step_by(2) {
+        for ns in NAMESPACES {
+            model.clear(&mut *live, COUNT, ns, key);
+        }
+        model.update_list(&mut *live, EVENTS, b"", key, &[]);
+        model.put_map(
+            &mut *live,
+            ATTRIBUTES,
+            b"",
+            key,
+            b"after",
+            format!("{i}").as_bytes(),
+        );
+    }
+    let late = StateMetaInfo::value("late", "bytes", "bytes");
+    model.register(&mut *live, &late);
+    for i in 0..200u32 {
+        let key = format!("late-key-{i}").into_bytes();
+        model.put_value(&mut *live, "late", b"", &key, b"late");
+        model.put_value(&mut *live, COUNT, b"", &key, b"late");
+    }
+
+    // While the asynchronous part runs.
+    let running = bed.ok(task.spawn(), "starting the asynchronous part");
+    write_workload(&mut model, &mut *live, &keys, 2);
+    let result = running
+        .join()
+        .unwrap_or_else(|_| panic!("{}: the asynchronous part panicked", bed.label));
+    let result = bed.ok(result, "asynchronous part");
+
+    model.check(&mut *live, "the live backend after the snapshot");
+    let mut restored = bed.restore(full_range(), &[bed.handle(&result)]);
+    at_snapshot.check(
+        &mut *restored,
+        "restored: the state at the synchronous part",
+    );
+}
+
+/// Snapshots of `old_parallelism` instances, each owning its share of the key groups,
+/// restore into `new_parallelism` instances, each given every old handle: each key is in
+/// exactly the instance whose range holds its key group, with its state, and nowhere else.
+/// Setting a key of another instance's range fails with [`Error::KeyGroupOutOfRange`].
+pub fn rescale(
+    backend: &str,
+    registry: &Registry,
+    compression: &str,
+    capabilities: KeyedBackendCapabilities,
+    old_parallelism: u32,
+    new_parallelism: u32,
+) {
+    let contract = format!("rescale {old_parallelism} -> {new_parallelism}");
+    let bed = TestBed::new(backend, registry, compression, &contract);
+    if !capabilities.rescaling {
+        println!(
+            "{}: skipped: the backend does not declare rescaling",
+            bed.label
+        );
+        return;
+    }
+    let range_of = |parallelism: u32, index: u32| {
+        bed.ok(
+            KeyGroupRangeAssignment::compute_key_group_range_for_operator_index(
+                MAX_PARALLELISM,
+                parallelism,
+                index,
+            ),
+            format_args!("range of instance {index} of {parallelism}"),
+        )
+    };
+    let keys = keys_covering(full_range(), 2);
+    let storage = bed.storage("checkpoints", None);
+    // One model for the whole job: each instance checks the part in its range.
+    let mut model = bed.model();
+    let mut handles = Vec::new();
+    for index in 0..old_parallelism {
+        let range = range_of(old_parallelism, index);
+        let mut instance = bed.create(range);
+        for meta in standard_states() {
+            model.register(&mut *instance, &meta);
+        }
+        let owned: Vec<Vec<u8>> = keys
+            .iter()
+            .filter(|key| range.contains(key_group(key)))
+            .cloned()
+            .collect();
+        write_workload(&mut model, &mut *instance, &owned, index as usize);
+        if let Some(foreign) = keys.iter().find(|key| !range.contains(key_group(key))) {
+            let err = instance.set_current_key(foreign).err().unwrap_or_else(|| {
+                panic!(
+                    "{}: instance {index} of {range} accepted key {} of key group {}",
+                    bed.label,
+                    show(foreign),
+                    key_group(foreign)
+                )
+            });
+            assert!(
+                matches!(err, Error::KeyGroupOutOfRange { .. }),
+                "{}: setting a key of another instance: {err}",
+                bed.label
+            );
+        }
+        model.check(&mut *instance, &format!("old instance {index} of {range}"));
+        let result = bed.snapshot(&mut *instance, &storage, 1);
+        handles.push(bed.handle(&result));
+    }
+    for index in 0..new_parallelism {
+        let range = range_of(new_parallelism, index);
+        let mut instance = bed.restore(range, &handles);
+        model.check(&mut *instance, &format!("new instance {index} of {range}"));
+    }
+}
+
+/// The snapshot file of a key-groups handle, or why there is none.
+fn snapshot_file(
+    handle: &Arc<dyn KeyedStateHandle>,
+) -> Result<(KeyGroupsStateHandle, PathBuf), String> {
+    let key_groups = handle
+        .as_any()
+        .downcast_ref::<KeyGroupsStateHandle>()
+        .ok_or_else(|| format!("the handle is not a key-groups handle: {handle:?}"))?;
+    let file = key_groups
+        .delegate()
+        .as_any()
+        .downcast_ref::<FileStateHandle>()
+        .ok_or_else(|| {
+            format!(
+                "the key groups are not in a file: {:?}",
+                key_groups.delegate()
+            )
+        })?;
+    Ok((key_groups.clone(), file.path().to_path_buf()))
+}
+
+/// Where each key group's section starts and ends in a key-groups file of `len` bytes.
+fn sections(handle: &KeyGroupsStateHandle, len: u64) -> Vec<(u32, u64, u64)> {
+    let offsets: Vec<(u32, u64)> = handle.offsets().iter().collect();
+    offsets
+        .iter()
+        .enumerate()
+        .map(|(i, &(group, start))| {
+            let end = offsets.get(i + 1).map_or(len, |&(_, next)| next);
+            (group, start, end)
+        })
+        .collect()
+}
+
+/// Changed, cut, foreign and missing snapshot bytes give typed errors, never a panic and
+/// never wrong state: a changed byte of a key group's data is [`Error::KeyGroup`] naming
+/// that key group around [`Error::Corrupted`]; a file cut inside a key group is
+/// [`Error::KeyGroup`] around [`Error::Truncated`] or [`Error::Corrupted`]; bytes that are
+/// not a snapshot are [`Error::Snapshot`] around [`Error::Corrupted`]; a missing file is
+/// [`Error::NotFound`]. A restore that succeeds anyway must hold exactly the snapshot's
+/// state.
+pub fn corrupt_snapshot_is_reported(backend: &str, registry: &Registry, compression: &str) {
+    let bed = TestBed::new(backend, registry, compression, "corrupt snapshot");
+    let mut model = bed.model();
+    let mut live = bed.create_with_states(&mut model);
+    for key in keys_covering(full_range(), 1) {
+        model.put_value(&mut *live, COUNT, b"", &key, b"small");
+    }
+    // Incompressible, so its bytes appear as they are in the file whatever the decorator.
+    let marker = random_bytes(4096, 77);
+    let target_group = 77;
+    let marker_key = key_in_group("marker", target_group);
+    model.put_value(&mut *live, COUNT, b"", &marker_key, &marker);
+    let storage = bed.storage("checkpoints", Some(0));
+    let result = bed.snapshot(&mut *live, &storage, 1);
+    let handle = bed.handle(&result);
+    let (key_groups, path) = match snapshot_file(&handle) {
+        Ok(found) => found,
+        Err(reason) => {
+            println!("{}: skipped: {reason}", bed.label);
+            return;
+        }
+    };
+    let original = bed.ok(
+        fs::read(&path).map_err(|err| Error::io(&path, err)),
+        "reading the snapshot file",
+    );
+    let len = original.len() as u64;
+    let sections = sections(&key_groups, len);
+    let header_end = sections.first().map_or(len, |&(_, start, _)| start);
+    let section_of = |pos: u64| {
+        sections
+            .iter()
+            .find(|&&(_, start, end)| start <= pos && pos < end)
+            .map(|&(group, _, _)| group)
+    };
+    let handles = [handle.clone()];
+
+    // Restores `bytes` in place of the file; `Ok` must hold the snapshot's state exactly.
+    let restore_bytes = |bytes: &[u8], case: &str| -> Option<Error> {
+        if let Err(err) = fs::write(&path, bytes) {
+            panic!("{}: writing {}: {err}", bed.label, path.display());
+        }
+        match bed.try_restore(bed.params(full_range()), &handles, case) {
+            Err(err) => Some(err),
+            Ok(mut restored) => {
+                model.check(&mut *restored, &format!("restore that succeeded on {case}"));
+                None
+            }
+        }
+    };
+    let must_fail = |bytes: &[u8], case: &str| -> Error {
+        restore_bytes(bytes, case)
+            .unwrap_or_else(|| panic!("{}: restore succeeded on {case}", bed.label))
+    };
+
+    // A changed byte of the marker value, inside key group `target_group`.
+    let window = &marker[1000..1032];
+    let found = original
+        .windows(window.len())
+        .position(|w| w == window)
+        .map(|pos| pos as u64 + 16);
+    let flip_at = match found {
+        Some(pos) => {
+            assert_eq!(
+                section_of(pos),
+                Some(target_group),
+                "{}: the value of a key of key group {target_group} was written into the section of another key group",
+                bed.label
+            );
+            pos
+        }
+        None => {
+            let &(_, start, end) = sections
+                .iter()
+                .find(|(group, _, _)| *group == target_group)
+                .unwrap_or_else(|| {
+                    panic!("{}: the handle has no key group {target_group}", bed.label)
+                });
+            (start + end) / 2
+        }
+    };
+    let mut flipped = original.clone();
+    flipped[flip_at as usize] ^= 0x20;
+    let case = format!("byte {flip_at} of key group {target_group} changed");
+    let err = must_fail(&flipped, &case);
+    assert!(
+        matches!(err, Error::KeyGroup { key_group, .. } if key_group == target_group),
+        "{}: {case}: {err}",
+        bed.label
+    );
+    match (found, err.root()) {
+        (Some(_), Error::Corrupted { .. }) => {}
+        (None, Error::Corrupted { .. } | Error::Truncated { .. }) => {}
+        _ => panic!("{}: {case}: untyped error {err}", bed.label),
+    }
+
+    // Changed bytes all over the file: typed errors naming the right place, or the exact
+    // state.
+    let step = (original.len() / 150).max(1);
+    for pos in (0..original.len()).step_by(step) {
+        let mut changed = original.clone();
+        changed[pos] ^= 0xA5;
+        let case = format!("byte {pos} of {len} changed");
+        let Some(err) = restore_bytes(&changed, &case) else {
+            continue;
+        };
+        let typed = matches!(
+            err.root(),
+            Error::Corrupted { .. } | Error::Truncated { .. } | Error::UnsupportedVersion { .. }
+        );
+        let placed = match section_of(pos as u64) {
+            Some(group) => matches!(err, Error::KeyGroup { key_group, .. } if key_group == group),
+            None => matches!(err, Error::Snapshot { .. }),
+        };
+        assert!(
+            typed && placed,
+            "{}: {case} (header ends at {header_end}): {err}",
+            bed.label
+        );
+    }
+
+    // Cut inside the marker value, and at other places.
+    let case = format!("file cut at byte {flip_at} of {len}");
+    let err = must_fail(&original[..flip_at as usize], &case);
+    let last_group = key_groups.key_group_range().end();
+    assert!(
+        matches!(err, Error::KeyGroup { key_group, .. } if (target_group..=last_group).contains(&key_group))
+            && matches!(
+                err.root(),
+                Error::Truncated { .. } | Error::Corrupted { .. }
+            ),
+        "{}: {case}: {err}",
+        bed.label
+    );
+    for cut in [0, 3, header_end / 2, header_end, header_end + 2, len - 1] {
+        let case = format!("file cut at byte {cut} of {len}");
+        let Some(err) = restore_bytes(&original[..cut as usize], &case) else {
+            continue;
+        };
+        let placed = match section_of(cut) {
+            Some(_) => matches!(err, Error::KeyGroup { .. }),
+            None => matches!(err, Error::Snapshot { .. }),
+        };
+        assert!(
+            placed
+                && matches!(
+                    err.root(),
+                    Error::Truncated { .. } | Error::Corrupted { .. }
+                ),
+            "{}: {case} (header ends at {header_end}): {err}",
+            bed.label
+        );
+    }
+
+    // Foreign bytes.
+    let foreign: [(&str, Vec<u8>); 2] = [
+        ("random bytes", random_bytes(original.len(), 3)),
+        (
+            "text",
+            b"this is not a keyed snapshot, just some text\n".repeat(50),
+        ),
+    ];
+    for (what, bytes) in foreign {
+        let case = format!("a file of {what}");
+        let err = must_fail(&bytes, &case);
+        assert!(
+            matches!(err, Error::Snapshot { .. }) && matches!(err.root(), Error::Corrupted { .. }),
+            "{}: {case}: {err}",
+            bed.label
+        );
+    }
+
+    // Another snapshot's file in place of this one's.
+    write_workload(
+        &mut bed.model(),
+        &mut *live,
+        &keys_covering(full_range(), 1),
+        3,
+    );
+    let other = bed.snapshot(&mut *live, &storage, 2);
+    match snapshot_file(&bed.handle(&other)) {
+        Ok((_, other_path)) => {
+            let bytes = bed.ok(
+                fs::read(&other_path).map_err(|err| Error::io(&other_path, err)),
+                "reading the other snapshot",
+            );
+            let case = "the file of another snapshot";
+            if let Some(err) = restore_bytes(&bytes, case) {
+                assert!(
+                    matches!(err, Error::KeyGroup { .. } | Error::Snapshot { .. })
+                        && matches!(
+                            err.root(),
+                            Error::Corrupted { .. } | Error::Truncated { .. }
+                        ),
+                    "{}: {case}: {err}",
+                    bed.label
+                );
+            }
+        }
+        Err(reason) => println!("{}: not swapping snapshot files: {reason}", bed.label),
+    }
+
+    // A missing file.
+    if let Err(err) = fs::remove_file(&path) {
+        panic!("{}: removing {}: {err}", bed.label, path.display());
+    }
+    let err = bed
+        .try_restore(bed.params(full_range()), &handles, "a missing file")
+        .err()
+        .unwrap_or_else(|| panic!("{}: restore succeeded without its file", bed.label));
+    assert!(
+        matches!(err.root(), Error::NotFound { .. }),
+        "{}: a missing file: {err}",
+        bed.label
+    );
+}
+
+/// Lets a test stop a snapshot in the middle of writing: the first write of any stream
+/// announces itself on `started` and waits for `resume`.
+#[derive(Debug)]
+struct Gate {
+    started: Mutex<Option<Sender<()>>>,
+    resume: Mutex<Receiver<()>>,
+}
+
+impl Gate {
+    fn pass(&self) {
+        let started = self
+            .started
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(started) = started {
+            // The test may have given up waiting; then there is nobody to wait for.
+            if started.send(()).is_ok() {
+                let _ = self
+                    .resume
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .recv();
+            }
+        }
+    }
+}
+
+/// A stream factory that holds the first write at its [`Gate`].
+#[derive(Debug)]
+struct GatedStreamFactory {
+    inner: Box<dyn CheckpointStreamFactory>,
+    gate: Arc<Gate>,
+}
+
+impl CheckpointStreamFactory for GatedStreamFactory {
+    fn create_output_stream(
+        &self,
+        scope: CheckpointedStateScope,
+    ) -> Result<Box<dyn CheckpointStateOutputStream>> {
+        Ok(Box::new(GatedStream {
+            inner: self.inner.create_output_stream(scope)?,
+            gate: self.gate.clone(),
+        }))
+    }
+}
+
+#[derive(Debug)]
+struct GatedStream {
+    inner: Box<dyn CheckpointStateOutputStream>,
+    gate: Arc<Gate>,
+}
+
+impl Write for GatedStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let written = self.inner.write(buf)?;
+        self.gate.pass();
+        Ok(written)
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.inner.write_all(buf)?;
+        self.gate.pass();
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl CheckpointStateOutputStream for GatedStream {
+    fn pos(&self) -> u64 {
+        self.inner.pos()
+    }
+
+    fn close_and_get_handle(self: Box<Self>) -> Result<Arc<dyn StreamStateHandle>> {
+        self.inner.close_and_get_handle()
+    }
+
+    fn closer(&self) -> Arc<dyn Closeable> {
+        self.inner.closer()
+    }
+}
+
+/// A snapshot cancelled before it runs, cancelled while it writes, dropped without running,
+/// or pending when its backend closes, fails with [`Error::Cancelled`] (where it runs) and
+/// leaves no file; a completed snapshot's files go when its result is discarded.
+pub fn cancelled_snapshot_leaves_nothing(backend: &str, registry: &Registry, compression: &str) {
+    let bed = TestBed::new(backend, registry, compression, "cancellation");
+    let mut model = bed.model();
+    let mut live = bed.create_with_states(&mut model);
+    write_workload(&mut model, &mut *live, &keys_covering(full_range(), 2), 0);
+    let storage = bed.storage("checkpoints", Some(0));
+    let root = storage.root().to_path_buf();
+    let start = |live: &mut dyn KeyedStateBackend, checkpoint_id: u64| {
+        let factory = bed.ok(
+            storage.stream_factory(checkpoint_id),
+            "opening a stream factory",
+        );
+        bed.ok(
+            live.snapshot(
+                checkpoint_id,
+                0,
+                Arc::new(factory),
+                &CheckpointOptions::checkpoint(),
+            ),
+            format_args!("synchronous part of checkpoint {checkpoint_id}"),
+        )
+    };
+    let expect_cancelled = |outcome: Result<KeyedSnapshotResult>, case: &str| match outcome {
+        Ok(_) => panic!("{}: {case}: the snapshot completed", bed.label),
+        Err(err) => assert!(err.is_cancelled(), "{}: {case}: {err}", bed.label),
+    };
+
+    let task = start(&mut *live, 1);
+    assert!(
+        task.cancel(),
+        "{}: cancelling a task that did not run had no effect",
+        bed.label
+    );
+    expect_cancelled(task.run(), "cancelled before it ran");
+    bed.assert_no_files(&root, "cancelled before it ran");
+
+    let task = start(&mut *live, 2);
+    let canceller = task.canceller();
+    assert!(
+        canceller.cancel(),
+        "{}: cancelling through a canceller had no effect",
+        bed.label
+    );
+    assert!(
+        canceller.is_done(),
+        "{}: a cancelled task is not done",
+        bed.label
+    );
+    expect_cancelled(task.run(), "cancelled through its canceller");
+    bed.assert_no_files(&root, "cancelled through its canceller");
+
+    drop(start(&mut *live, 3));
+    bed.assert_no_files(&root, "dropped without running");
+
+    // Cancelled while writing: held at its first write until the cancel is done.
+    let (started_tx, started_rx) = mpsc::channel();
+    let (resume_tx, resume_rx) = mpsc::channel();
+    let gate = Arc::new(Gate {
+        started: Mutex::new(Some(started_tx)),
+        resume: Mutex::new(resume_rx),
+    });
+    let factory = GatedStreamFactory {
+        inner: Box::new(bed.ok(storage.stream_factory(4), "opening a stream factory")),
+        gate,
+    };
+    let task = bed.ok(
+        live.snapshot(4, 0, Arc::new(factory), &CheckpointOptions::checkpoint()),
+        "synchronous part of checkpoint 4",
+    );
+    let canceller = task.canceller();
+    let running = bed.ok(task.spawn(), "starting the asynchronous part");
+    if started_rx.recv().is_err() {
+        panic!(
+            "{}: the snapshot finished without writing a byte",
+            bed.label
+        );
+    }
+    assert!(
+        canceller.cancel(),
+        "{}: cancelling a running snapshot had no effect",
+        bed.label
+    );
+    // The writer may already have failed and gone; then nobody waits for this.
+    let _ = resume_tx.send(());
+    let outcome = running
+        .join()
+        .unwrap_or_else(|_| panic!("{}: the asynchronous part panicked", bed.label));
+    expect_cancelled(outcome, "cancelled while writing");
+    bed.assert_no_files(&root, "cancelled while writing");
+
+    // Completed, then discarded.
+    let result = bed.snapshot(&mut *live, &storage, 5);
+    assert!(
+        !bed.files_under(&storage.checkpoint_dir(5)).is_empty(),
+        "{}: a snapshot with a file threshold of 0 wrote no file",
+        bed.label
+    );
+    let mut restored = bed.restore(full_range(), &[bed.handle(&result)]);
+    model.check(&mut *restored, "restored after cancelled snapshots");
+    bed.ok(result.discard(), "discarding a completed snapshot");
+    bed.assert_no_files(&root, "discarded after completing");
+
+    // Pending when the backend closes.
+    let task = start(&mut *live, 6);
+    bed.ok(live.close(), "closing the backend");
+    expect_cancelled(task.run(), "pending when its backend closed");
+    bed.assert_no_files(&root, "pending when its backend closed");
+    let err = live
+        .set_current_key(b"after close")
+        .err()
+        .unwrap_or_else(|| panic!("{}: a closed backend took a call", bed.label));
+    assert!(
+        matches!(err, Error::Closed { .. }),
+        "{}: calling a closed backend: {err}",
+        bed.label
+    );
+}
+
+#[track_caller]
+fn assert_incompatible(bed: &TestBed<'_>, outcome: Result<()>, case: &str) {
+    match outcome {
+        Ok(()) => panic!("{}: {case} was accepted", bed.label),
+        Err(err) => assert!(
+            matches!(err.root(), Error::Incompatible { .. }),
+            "{}: {case}: {err}",
+            bed.label
+        ),
+    }
+}
+
+/// Registering a state again with another kind or serializer, and restoring with another
+/// key serializer than the snapshot's, fail with [`Error::Incompatible`] and change
+/// nothing; registering the same meta info again is a no-op.
+pub fn incompatible_serializers_are_rejected(
+    backend: &str,
+    registry: &Registry,
+    compression: &str,
+) {
+    let bed = TestBed::new(backend, registry, compression, "incompatible serializers");
+    let mut model = bed.model();
+    let mut live = bed.create_with_states(&mut model);
+    write_workload(&mut model, &mut *live, &keys_covering(full_range(), 1), 0);
+
+    let changed = [
+        (
+            "a value state with another value serializer",
+            StateMetaInfo::value(COUNT, "bytes", "u64-be"),
+        ),
+        (
+            "a value state with another namespace serializer",
+            StateMetaInfo::value(COUNT, "window", "bytes"),
+        ),
+        (
+            "a value state as a list state",
+            StateMetaInfo::list(COUNT, "bytes", "bytes"),
+        ),
+        (
+            "a list state with another element serializer",
+            StateMetaInfo::list(EVENTS, "bytes", "string"),
+        ),
+        (
+            "a map state with another user-key serializer",
+            StateMetaInfo::map(ATTRIBUTES, "bytes", "string", "bytes"),
+        ),
+        (
+            "a map state with another value serializer",
+            StateMetaInfo::map(ATTRIBUTES, "bytes", "bytes", "u64-be"),
+        ),
+    ];
+    for (case, meta) in &changed {
+        assert_incompatible(
+            &bed,
+            live.register_state(meta),
+            &format!("registering {case}"),
+        );
+    }
+    for meta in standard_states() {
+        bed.ok(
+            live.register_state(&meta),
+            format_args!("registering state `{}` again unchanged", meta.name),
+        );
+    }
+    model.check(&mut *live, "after rejected registrations");
+
+    let storage = bed.storage("checkpoints", None);
+    let result = bed.snapshot(&mut *live, &storage, 1);
+    let handle = bed.handle(&result);
+    let params = KeyedBackendParams {
+        key_serializer: "u64-be".into(),
+        ..bed.params(full_range())
+    };
+    let outcome = bed
+        .try_restore(
+            params,
+            std::slice::from_ref(&handle),
+            "another key serializer",
+        )
+        .map(drop);
+    assert_incompatible(&bed, outcome, "restoring with another key serializer");
+
+    let mut restored = bed.restore(full_range(), &[handle]);
+    for (case, meta) in &changed {
+        assert_incompatible(
+            &bed,
+            restored.register_state(meta),
+            &format!("registering {case} on a restored backend"),
+        );
+    }
+    model.check(&mut *restored, "restored, after rejected registrations");
+}
+
+/// With local recovery enabled, a snapshot also returns a task-local copy under the local
+/// root that restores the same state on its own (with the job-manager-owned copy gone);
+/// discarding the result removes both.
+pub fn local_recovery(
+    backend: &str,
+    registry: &Registry,
+    compression: &str,
+    capabilities: KeyedBackendCapabilities,
+) {
+    let bed = TestBed::new(backend, registry, compression, "local recovery");
+    if !capabilities.local_recovery {
+        println!(
+            "{}: skipped: the backend does not declare local recovery",
+            bed.label
+        );
+        return;
+    }
+    let local_root = bed.path("local");
+    let params = KeyedBackendParams {
+        local_recovery: LocalRecoveryConfig::enabled(&local_root),
+        ..bed.params(full_range())
+    };
+    let mut live = bed.ok(
+        bed.try_create(params),
+        "creating a backend with local recovery",
+    );
+    let mut model = bed.model();
+    for meta in standard_states() {
+        model.register(&mut *live, &meta);
+    }
+    write_workload(&mut model, &mut *live, &keys_covering(full_range(), 2), 0);
+    let storage = bed.storage("checkpoints", Some(0));
+    let result = bed.snapshot(&mut *live, &storage, 7);
+    let remote = bed.handle(&result);
+    let local = result
+        .task_local()
+        .cloned()
+        .unwrap_or_else(|| panic!("{}: the result has no task-local copy", bed.label));
+    assert!(
+        !bed.files_under(&local_root).is_empty(),
+        "{}: no task-local file under {}",
+        bed.label,
+        local_root.display()
+    );
+
+    bed.ok(remote.discard(), "discarding the job-manager-owned copy");
+    let mut restored = bed.restore(full_range(), &[local]);
+    model.check(&mut *restored, "restored from the task-local copy alone");
+
+    bed.ok(result.discard(), "discarding the snapshot");
+    bed.assert_no_files(&local_root, "task-local copy discarded");
+    bed.assert_no_files(storage.root(), "snapshot discarded");
+}
+
+/// The rescalings [`run_all`] checks: (old parallelism, new parallelism).
+pub const RESCALINGS: [(u32, u32); 4] = [(1, 3), (3, 2), (4, 1), (2, 5)];
+
+/// Runs every keyed-backend contract on backend `backend` with decorator `compression`,
+/// skipping (and printing) the ones `capabilities` rule out.
+pub fn run_all(
+    backend: &str,
+    registry: &Registry,
+    compression: &str,
+    capabilities: KeyedBackendCapabilities,
+) {
+    round_trip(backend, registry, compression);
+    map_entries_are_ordered(backend, registry, compression);
+    empty_state(backend, registry, compression);
+    huge_values(backend, registry, compression);
+    compression_is_read_from_the_snapshot(backend, registry, compression);
+    snapshot_is_consistent(backend, registry, compression);
+    for (old, new) in RESCALINGS {
+        rescale(backend, registry, compression, capabilities, old, new);
+    }
+    corrupt_snapshot_is_reported(backend, registry, compression);
+    cancelled_snapshot_leaves_nothing(backend, registry, compression);
+    incompatible_serializers_are_rejected(backend, registry, compression);
+    local_recovery(backend, registry, compression, capabilities);
+}

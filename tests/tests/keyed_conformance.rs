@@ -1,0 +1,152 @@
+//! The in-tree keyed backend `heap` passes the keyed-backend conformance kit with every
+//! linked compression decorator.
+
+use snapstate_tests::keyed::{self, KeyedBackendCapabilities};
+use state_api::{PluginKind, Registry};
+
+const HEAP: &str = "heap";
+
+const HEAP_CAPABILITIES: KeyedBackendCapabilities = KeyedBackendCapabilities {
+    rescaling: true,
+    local_recovery: true,
+};
+
+fn registry() -> &'static Registry {
+    // The linker drops the link-time registrations of crates nothing names.
+    state_compress::link();
+    state_heap::link();
+    Registry::global()
+}
+
+#[test]
+fn heap_is_a_linked_keyed_backend() {
+    let registry = registry();
+    assert!(
+        registry.conflicts().is_empty(),
+        "{:?}",
+        registry.conflicts()
+    );
+    let names = registry.names(PluginKind::KeyedBackend);
+    assert!(names.iter().any(|name| name == HEAP), "{names:?}");
+}
+
+#[test]
+fn heap_round_trip_none() {
+    keyed::round_trip(HEAP, registry(), "none");
+}
+
+#[test]
+fn heap_round_trip_snappy() {
+    keyed::round_trip(HEAP, registry(), "snappy");
+}
+
+#[test]
+fn heap_round_trip_lz4() {
+    keyed::round_trip(HEAP, registry(), "lz4");
+}
+
+#[test]
+fn heap_map_entries_are_ordered() {
+    keyed::map_entries_are_ordered(HEAP, registry(), "none");
+}
+
+#[test]
+fn heap_empty_state() {
+    keyed::empty_state(HEAP, registry(), "none");
+}
+
+#[test]
+fn heap_huge_values_none() {
+    keyed::huge_values(HEAP, registry(), "none");
+}
+
+#[test]
+fn heap_huge_values_lz4() {
+    keyed::huge_values(HEAP, registry(), "lz4");
+}
+
+#[test]
+fn heap_compression_is_read_from_the_snapshot_none() {
+    keyed::compression_is_read_from_the_snapshot(HEAP, registry(), "none");
+}
+
+#[test]
+fn heap_compression_is_read_from_the_snapshot_snappy() {
+    keyed::compression_is_read_from_the_snapshot(HEAP, registry(), "snappy");
+}
+
+#[test]
+fn heap_compression_is_read_from_the_snapshot_lz4() {
+    keyed::compression_is_read_from_the_snapshot(HEAP, registry(), "lz4");
+}
+
+#[test]
+fn heap_snapshot_is_consistent() {
+    keyed::snapshot_is_consistent(HEAP, registry(), "none");
+}
+
+fn check_rescale(old_parallelism: u32, new_parallelism: u32) {
+    keyed::rescale(
+        HEAP,
+        registry(),
+        "none",
+        HEAP_CAPABILITIES,
+        old_parallelism,
+        new_parallelism,
+    );
+}
+
+#[test]
+fn heap_rescale_1_to_3() {
+    check_rescale(1, 3);
+}
+
+#[test]
+fn heap_rescale_3_to_2() {
+    check_rescale(3, 2);
+}
+
+#[test]
+fn heap_rescale_4_to_1() {
+    check_rescale(4, 1);
+}
+
+#[test]
+fn heap_rescale_2_to_5() {
+    check_rescale(2, 5);
+}
+
+#[test]
+fn heap_corrupt_snapshot_none() {
+    keyed::corrupt_snapshot_is_reported(HEAP, registry(), "none");
+}
+
+#[test]
+fn heap_corrupt_snapshot_snappy() {
+    keyed::corrupt_snapshot_is_reported(HEAP, registry(), "snappy");
+}
+
+#[test]
+fn heap_corrupt_snapshot_lz4() {
+    keyed::corrupt_snapshot_is_reported(HEAP, registry(), "lz4");
+}
+
+#[test]
+fn heap_cancelled_snapshot_leaves_nothing() {
+    keyed::cancelled_snapshot_leaves_nothing(HEAP, registry(), "none");
+}
+
+#[test]
+fn heap_incompatible_serializers_are_rejected() {
+    keyed::incompatible_serializers_are_rejected(HEAP, registry(), "none");
+}
+
+#[test]
+fn heap_local_recovery() {
+    keyed::local_recovery(HEAP, registry(), "none", HEAP_CAPABILITIES);
+}
+
+#[test]
+fn heap_passes_every_contract_with_snappy() {
+    keyed::run_all(HEAP, registry(), "snappy", HEAP_CAPABILITIES);
+}
