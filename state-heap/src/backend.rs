@@ -215,16 +215,25 @@ impl HeapKeyedStateBackend {
         }
     }
 
-    /// The state key of the current key and `namespace` in `self.scratch`, and the shard.
-    fn state_key(&mut self, namespace: &[u8]) -> Result<usize> {
+    /// Appends the state key of the current key and `namespace` to `out`; returns the
+    /// current key's shard.
+    fn current_state_key(&self, namespace: &[u8], out: &mut Vec<u8>) -> Result<usize> {
         self.check_open()?;
         let current = self.current.as_ref().ok_or_else(|| {
             Error::InvalidArgument("no current key: call set_current_key first".into())
         })?;
-        self.scratch.clear();
-        self.scratch.extend_from_slice(&current.key_part);
-        namespace_part_into(namespace, &mut self.scratch)?;
+        out.extend_from_slice(&current.key_part);
+        namespace_part_into(namespace, out)?;
         Ok(current.shard)
+    }
+
+    /// The state key of the current key and `namespace` in `self.scratch`, and the shard.
+    fn state_key(&mut self, namespace: &[u8]) -> Result<usize> {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        let shard = self.current_state_key(namespace, &mut scratch);
+        self.scratch = scratch;
+        shard
     }
 
     /// Runs `read` on the state `name` of `kind`, with the state key of the current key and
@@ -236,16 +245,11 @@ impl HeapKeyedStateBackend {
         namespace: &[u8],
         read: impl FnOnce(&Shards, usize, &[u8]) -> T,
     ) -> Result<T> {
-        self.check_open()?;
-        let current = self.current.as_ref().ok_or_else(|| {
-            Error::InvalidArgument("no current key: call set_current_key first".into())
-        })?;
-        let mut state_key = Vec::with_capacity(current.key_part.len() + 4 + namespace.len());
-        state_key.extend_from_slice(&current.key_part);
-        namespace_part_into(namespace, &mut state_key)?;
+        let mut state_key = Vec::new();
+        let shard = self.current_state_key(namespace, &mut state_key)?;
         let tables = self.source.lock();
-        let state = state_of(&tables, name, kind)?;
-        Ok(read(&state.shards, current.shard, &state_key))
+        let state = &tables.states[index_of(&tables, name, kind)?];
+        Ok(read(&state.shards, shard, &state_key))
     }
 
     /// Runs `write` on the state `name` of `kind`, with the state key of the current key
@@ -268,10 +272,16 @@ impl HeapKeyedStateBackend {
     }
 }
 
-fn index_of(tables: &HeapTables, name: &str, kind: StateKind) -> Result<usize> {
-    let index = tables.index_of(name).ok_or_else(|| Error::NotFound {
+/// The index of registered state `name`, of any kind.
+fn find(tables: &HeapTables, name: &str) -> Result<usize> {
+    tables.index_of(name).ok_or_else(|| Error::NotFound {
         what: format!("state `{name}` (register it first)"),
-    })?;
+    })
+}
+
+/// The index of registered state `name`, which must be of `kind`.
+fn index_of(tables: &HeapTables, name: &str, kind: StateKind) -> Result<usize> {
+    let index = find(tables, name)?;
     let held = tables.states[index].meta.kind;
     if held != kind {
         return Err(Error::Incompatible {
@@ -281,14 +291,6 @@ fn index_of(tables: &HeapTables, name: &str, kind: StateKind) -> Result<usize> {
         });
     }
     Ok(index)
-}
-
-fn state_of<'t>(
-    tables: &'t HeapTables,
-    name: &str,
-    kind: StateKind,
-) -> Result<&'t crate::table::StateTable> {
-    Ok(&tables.states[index_of(tables, name, kind)?])
 }
 
 fn bytes(value: &[u8]) -> Bytes {
@@ -480,9 +482,7 @@ impl KeyedStateBackend for HeapKeyedStateBackend {
     fn clear(&mut self, state: &str, namespace: &[u8]) -> Result<()> {
         let shard = self.state_key(namespace)?;
         let mut tables = self.source.lock();
-        let index = tables.index_of(state).ok_or_else(|| Error::NotFound {
-            what: format!("state `{state}` (register it first)"),
-        })?;
+        let index = find(&tables, state)?;
         let key = &self.scratch[..];
         match &mut tables.states[index].shards {
             Shards::Value(maps) => drop(maps[shard].remove(key)),
@@ -495,9 +495,7 @@ impl KeyedStateBackend for HeapKeyedStateBackend {
     fn keys(&self, state: &str, namespace: &[u8]) -> Result<Vec<Vec<u8>>> {
         self.check_open()?;
         let tables = self.source.lock();
-        let index = tables.index_of(state).ok_or_else(|| Error::NotFound {
-            what: format!("state `{state}` (register it first)"),
-        })?;
+        let index = find(&tables, state)?;
         let mut keys = Vec::new();
         let mut collect = |state_key: &Bytes| {
             if let Some((key, ns)) = split_state_key(state_key)

@@ -123,17 +123,21 @@ fn sample() -> (KeyGroupRange, Entries) {
     (range, entries)
 }
 
+/// [`sample`] written with three states.
+fn sample_handle() -> (KeyGroupsStateHandle, Entries) {
+    let (range, entries) = sample();
+    (write(range, 3, &entries), entries)
+}
+
 #[test]
 fn entries_round_trip_with_empty_key_groups_and_several_states() {
-    let (range, entries) = sample();
-    let handle = write(range, 3, &entries);
+    let (handle, entries) = sample_handle();
     assert_eq!(read_all(&handle).unwrap(), entries);
 }
 
 #[test]
 fn a_narrowed_handle_reads_its_key_groups_only() {
-    let (range, entries) = sample();
-    let handle = write(range, 3, &entries);
+    let (handle, entries) = sample_handle();
     let narrowed = handle
         .intersection(&KeyGroupRange::new(12, 20).unwrap())
         .unwrap();
@@ -180,8 +184,7 @@ fn the_flag_and_end_mark_sit_where_the_table_says() {
 
 #[test]
 fn every_changed_byte_after_the_header_is_reported_with_its_key_group() {
-    let (range, entries) = sample();
-    let handle = write(range, 3, &entries);
+    let (handle, _) = sample_handle();
     let bytes = bytes_of(&handle);
     let first_section = handle.offsets().offset(10).unwrap() as usize;
     for position in first_section..bytes.len() {
@@ -205,8 +208,7 @@ fn every_changed_byte_after_the_header_is_reported_with_its_key_group() {
 
 #[test]
 fn a_checksum_mismatch_names_the_key_group_and_the_stream() {
-    let (range, entries) = sample();
-    let handle = write(range, 3, &entries);
+    let (handle, _) = sample_handle();
     let mut bytes = bytes_of(&handle);
     // The last byte of the 3000-byte value of key group 12: lengths stay intact.
     let end_of_12 = handle.offsets().offset(13).unwrap() as usize - 3;
@@ -228,8 +230,7 @@ fn a_checksum_mismatch_names_the_key_group_and_the_stream() {
 
 #[test]
 fn a_cut_stream_is_truncated_in_the_key_group_it_ends_in() {
-    let (range, entries) = sample();
-    let handle = write(range, 3, &entries);
+    let (handle, _) = sample_handle();
     let bytes = bytes_of(&handle);
     let cut = handle.offsets().offset(12).unwrap() as usize + 100;
     let err = read_all(&with_bytes(&handle, bytes[..cut].to_vec())).unwrap_err();
@@ -242,8 +243,7 @@ fn a_cut_stream_is_truncated_in_the_key_group_it_ends_in() {
 
 #[test]
 fn foreign_bytes_are_a_corrupted_header_named_after_the_stream() {
-    let (range, entries) = sample();
-    let handle = write(range, 3, &entries);
+    let (handle, _) = sample_handle();
     let err = read_all(&with_bytes(
         &handle,
         b"PK\x03\x04 a zip file, not a snapshot".to_vec(),
@@ -258,8 +258,7 @@ fn foreign_bytes_are_a_corrupted_header_named_after_the_stream() {
 
 #[test]
 fn errors_of_the_visitor_are_named_by_key_group() {
-    let (range, entries) = sample();
-    let handle = write(range, 3, &entries);
+    let (handle, _) = sample_handle();
     let mut reader =
         KeyedSnapshotReader::open(&handle, Registry::global(), MAX_PARALLELISM).unwrap();
     let err = reader
