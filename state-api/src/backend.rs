@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use crate::{
     AsyncSnapshotTask, CheckpointListener, CheckpointOptions, CheckpointStreamFactory,
-    DistributionMode, KeyGroupRange, KeyedStateHandle, LocalRecoveryConfig,
+    KeyGroupRange, KeyedStateHandle, LocalRecoveryConfig, OperatorStateMetaInfo,
     OperatorStreamStateHandle, Registry, Result, SnapshotResult, SnapshotStrategy, StateMetaInfo,
     UNCOMPRESSED,
 };
@@ -199,30 +199,50 @@ pub struct OperatorBackendParams {
     pub operator_index: u32,
     /// Number of parallel instances.
     pub parallelism: u32,
+    /// Registered name of the snapshot strategy; `None` picks the backend's default.
+    pub strategy: Option<String>,
     /// Whether and where task-local copies are kept.
     pub local_recovery: LocalRecoveryConfig,
 }
 
+impl OperatorBackendParams {
+    /// Parameters for instance `operator_index` of `parallelism`, with the default strategy
+    /// and no local recovery.
+    pub fn new(operator_index: u32, parallelism: u32) -> Self {
+        OperatorBackendParams {
+            operator_index,
+            parallelism,
+            ..Self::default()
+        }
+    }
+}
+
 /// Operator (non-keyed) state of one instance: named list states with a distribution
-/// mode and named broadcast map states.
+/// mode and named broadcast map states, each registered with its meta info.
+///
+/// List and broadcast states share one name space. Using a name that is not registered is
+/// [`Error::NotFound`](crate::Error::NotFound); using a list as a broadcast map or the other
+/// way round is [`Error::Incompatible`](crate::Error::Incompatible).
 pub trait OperatorStateBackend: CheckpointListener + Send + fmt::Debug {
     /// The registered name of the backend.
     fn backend_name(&self) -> &str;
 
-    /// The elements of list state `name` (empty when absent).
+    /// Registers a state; registering the same meta info again is a no-op (also for a state
+    /// that came back from a snapshot), a different mode or serializer under a used name is
+    /// [`Error::Incompatible`](crate::Error::Incompatible).
+    fn register_state(&mut self, meta: &OperatorStateMetaInfo) -> Result<()>;
+
+    /// Meta info of every registered state, ordered by name.
+    fn states(&self) -> Vec<OperatorStateMetaInfo>;
+
+    /// The elements of list state `name`.
     fn list(&self, name: &str) -> Result<Vec<Vec<u8>>>;
 
-    /// Replaces list state `name`, declaring how it is redistributed
-    /// ([`DistributionMode::SplitDistribute`] or [`DistributionMode::Union`]).
-    fn update_list(
-        &mut self,
-        name: &str,
-        mode: DistributionMode,
-        elements: &[Vec<u8>],
-    ) -> Result<()>;
+    /// Replaces the elements of list state `name`.
+    fn update_list(&mut self, name: &str, elements: &[Vec<u8>]) -> Result<()>;
 
-    /// Appends to list state `name`.
-    fn append_to_list(&mut self, name: &str, mode: DistributionMode, element: &[u8]) -> Result<()>;
+    /// Appends one element to list state `name`.
+    fn append_to_list(&mut self, name: &str, element: &[u8]) -> Result<()>;
 
     /// The value under `key` in broadcast state `name`.
     fn broadcast_value(&self, name: &str, key: &[u8]) -> Result<Option<Vec<u8>>>;
@@ -245,7 +265,8 @@ pub trait OperatorStateBackend: CheckpointListener + Send + fmt::Debug {
         options: &CheckpointOptions,
     ) -> Result<AsyncSnapshotTask<OperatorSnapshotResult>>;
 
-    /// Cancels running snapshots and releases the backend's resources.
+    /// Cancels running snapshots and releases the backend's resources. Later calls fail
+    /// with [`Error::Closed`](crate::Error::Closed).
     fn close(&mut self) -> Result<()>;
 }
 
@@ -264,7 +285,8 @@ pub trait OperatorStateBackendFactory: Send + Sync + fmt::Debug + 'static {
         registry: &Registry,
     ) -> Result<Box<dyn OperatorStateBackend>>;
 
-    /// Creates a backend from the handles redistributed to this instance.
+    /// Creates a backend from the handles redistributed to this instance (see
+    /// `state_operator::repartition` for how a coordinator plans that).
     fn restore(
         &self,
         params: OperatorBackendParams,
@@ -284,10 +306,12 @@ pub trait OperatorSnapshotStrategyFactory: Send + Sync + fmt::Debug + 'static {
     /// The registered name of the operator backend this strategy snapshots.
     fn backend(&self) -> &'static str;
 
-    /// Creates the strategy over the state the backend shares with its strategies.
+    /// Creates the strategy over `backend_state`, the state the backend shares with its
+    /// strategies (each backend documents its type), for the backend of `params`.
     fn create(
         &self,
         backend_state: &dyn Any,
+        params: &OperatorBackendParams,
         registry: &Registry,
     ) -> Result<Box<dyn SnapshotStrategy<OperatorStreamStateHandle>>>;
 }

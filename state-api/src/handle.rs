@@ -523,6 +523,49 @@ pub enum DistributionMode {
     Broadcast,
 }
 
+impl DistributionMode {
+    /// Every mode, in code order.
+    pub const ALL: [DistributionMode; 3] = [
+        DistributionMode::SplitDistribute,
+        DistributionMode::Union,
+        DistributionMode::Broadcast,
+    ];
+
+    /// The byte that encodes this mode in snapshot headers.
+    pub fn code(self) -> u8 {
+        match self {
+            DistributionMode::SplitDistribute => 0,
+            DistributionMode::Union => 1,
+            DistributionMode::Broadcast => 2,
+        }
+    }
+
+    /// The mode written as `code` in a snapshot header, if any.
+    pub fn from_code(code: u8) -> Option<Self> {
+        Self::ALL.into_iter().find(|mode| mode.code() == code)
+    }
+
+    /// The mode's name (`split-distribute`, `union`, `broadcast`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DistributionMode::SplitDistribute => "split-distribute",
+            DistributionMode::Union => "union",
+            DistributionMode::Broadcast => "broadcast",
+        }
+    }
+
+    /// Whether this is a list state's mode (split-distribute or union).
+    pub fn is_list(self) -> bool {
+        self != DistributionMode::Broadcast
+    }
+}
+
+impl fmt::Display for DistributionMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Where one operator state's partitions are inside an [`OperatorStreamStateHandle`]'s stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OperatorStatePartitions {

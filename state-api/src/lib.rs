@@ -27,6 +27,7 @@ mod checkpoint;
 mod closeable;
 mod compression;
 mod error;
+pub mod frame;
 mod handle;
 pub mod key_group;
 pub mod keyed_format;
@@ -35,6 +36,7 @@ mod memory_storage;
 mod meta;
 pub mod proxy;
 mod registry;
+pub mod repartition;
 mod resource_guard;
 mod state_object;
 mod strategy;
@@ -67,7 +69,7 @@ pub use local_storage::{
     LocalCheckpointStorage, LocalDirectoryStreamFactory, LocalFileOutputStream,
 };
 pub use memory_storage::{MemoryCheckpointStreamFactory, MemoryOutputStream};
-pub use meta::{SerializerId, StateKind, StateMetaInfo};
+pub use meta::{OperatorStateMetaInfo, SerializerId, StateKind, StateMetaInfo};
 pub use proxy::KeyedBackendSerializationProxy;
 pub use registry::{PluginInfo, PluginKind, Registration, Registry, register};
 pub use resource_guard::{Lease, ResourceGuard};

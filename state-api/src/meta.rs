@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, Result};
+use crate::{DistributionMode, Error, Result};
 
 /// The kind of a keyed state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -154,15 +154,105 @@ impl StateMetaInfo {
                 &requested.user_key_serializer,
             ),
         ];
-        for (field, held, asked) in fields {
-            if held != asked {
-                return Err(Error::Incompatible {
-                    what: format!("{field} of state `{}`", self.name),
-                    held: held.to_owned(),
-                    requested: asked.to_owned(),
-                });
-            }
+        first_difference("state", &self.name, &fields)
+    }
+}
+
+/// What a snapshot records about one operator state: a list state (split-distribute or
+/// union) or a broadcast map state.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct OperatorStateMetaInfo {
+    /// The state's registered name, unique within a backend across lists and broadcast maps.
+    pub name: String,
+    /// How the state is redistributed on restore; [`DistributionMode::Broadcast`] for a
+    /// broadcast map.
+    pub mode: DistributionMode,
+    /// Serializer of list elements, or of broadcast map values.
+    pub value_serializer: SerializerId,
+    /// Serializer of broadcast map keys; empty for list states.
+    pub key_serializer: SerializerId,
+}
+
+impl OperatorStateMetaInfo {
+    /// A list state whose elements are split evenly across instances on restore.
+    pub fn split_list(name: impl Into<String>, element: impl Into<String>) -> Self {
+        Self::new(name, DistributionMode::SplitDistribute, element, "")
+    }
+
+    /// A list state of which every instance gets the union of all elements on restore.
+    pub fn union_list(name: impl Into<String>, element: impl Into<String>) -> Self {
+        Self::new(name, DistributionMode::Union, element, "")
+    }
+
+    /// A broadcast map state, identical on every instance.
+    pub fn broadcast(
+        name: impl Into<String>,
+        key: impl Into<String>,
+        value: impl Into<String>,
+    ) -> Self {
+        Self::new(name, DistributionMode::Broadcast, value, key)
+    }
+
+    fn new(
+        name: impl Into<String>,
+        mode: DistributionMode,
+        value: impl Into<String>,
+        key: impl Into<String>,
+    ) -> Self {
+        OperatorStateMetaInfo {
+            name: name.into(),
+            mode,
+            value_serializer: value.into(),
+            key_serializer: key.into(),
         }
-        Ok(())
+    }
+
+    /// Checks that `requested` keeps this state's mode and serializers.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Incompatible`] naming the first field that differs.
+    ///
+    /// ```
+    /// use state_api::{Error, OperatorStateMetaInfo};
+    ///
+    /// let held = OperatorStateMetaInfo::split_list("offsets", "u64-be");
+    /// assert!(held.check_compatible(&held.clone()).is_ok());
+    /// let err = held
+    ///     .check_compatible(&OperatorStateMetaInfo::union_list("offsets", "u64-be"))
+    ///     .unwrap_err();
+    /// assert!(matches!(err, Error::Incompatible { .. }), "{err}");
+    /// ```
+    pub fn check_compatible(&self, requested: &OperatorStateMetaInfo) -> Result<()> {
+        let fields = [
+            (
+                "distribution mode",
+                self.mode.as_str(),
+                requested.mode.as_str(),
+            ),
+            (
+                "value serializer",
+                &self.value_serializer,
+                &requested.value_serializer,
+            ),
+            (
+                "key serializer",
+                &self.key_serializer,
+                &requested.key_serializer,
+            ),
+        ];
+        first_difference("operator state", &self.name, &fields)
+    }
+}
+
+/// [`Error::Incompatible`] for the first `(field, held, requested)` that differs.
+fn first_difference(what: &str, name: &str, fields: &[(&str, &str, &str)]) -> Result<()> {
+    match fields.iter().find(|(_, held, asked)| held != asked) {
+        None => Ok(()),
+        Some((field, held, asked)) => Err(Error::Incompatible {
+            what: format!("{field} of {what} `{name}`"),
+            held: (*held).to_owned(),
+            requested: (*asked).to_owned(),
+        }),
     }
 }

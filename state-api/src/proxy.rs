@@ -8,7 +8,8 @@
 //!
 //! # Format
 //!
-//! This table is the one place the header format is written down. Integers are big-endian; a
+//! The frame (magic, version, length, checksum) is the one all headers share ([`crate::frame`]);
+//! this table is the one place the keyed header format is written down. Integers are big-endian; a
 //! *string* is a `u16` byte length followed by that many bytes of UTF-8.
 //!
 //! | field | type | meaning |
@@ -58,8 +59,9 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::io::{self, Read, Write};
+use std::io::{Read, Write};
 
+use crate::frame::{BodyCursor, BodyError, FrameFormat, put_str};
 use crate::{Error, Result, SerializerId, StateKind, StateMetaInfo};
 
 /// First four bytes of every keyed snapshot header: `"SNPS"` in ASCII.
@@ -83,8 +85,14 @@ pub const MAX_BODY_LEN: u32 = 16 * 1024 * 1024;
 /// What every error of this module names as the object at fault.
 const HEADER: &str = "keyed snapshot header";
 
-/// Bytes of a header around its body: magic, version, header length and checksum.
-const FRAME_LEN: u16 = 16;
+/// The frame around the body.
+const FORMAT: FrameFormat = FrameFormat {
+    magic: MAGIC,
+    current_version: CURRENT_VERSION,
+    max_body_len: MAX_BODY_LEN,
+    what: HEADER,
+    kind: "snapstate keyed snapshot",
+};
 
 /// Fewest body bytes one state takes: five empty strings' lengths and the kind byte.
 const MIN_STATE_LEN: usize = 4 * 2 + 1;
@@ -182,27 +190,7 @@ impl KeyedBackendSerializationProxy {
     /// [`MAX_STATES`] states, two states of one name, a string over 65535 bytes, or a body over
     /// [`MAX_BODY_LEN`]. [`Error::Stream`] when `out` fails.
     pub fn write_to(&self, out: &mut dyn Write) -> Result<u64> {
-        let body = self.encode_body()?;
-        let body_len = u32::try_from(body.len())
-            .ok()
-            .filter(|&len| len <= MAX_BODY_LEN)
-            .ok_or_else(|| {
-                Error::InvalidArgument(format!(
-                    "{HEADER} body would be {} bytes, at most {MAX_BODY_LEN} are allowed: \
-                     register fewer states or use shorter names",
-                    body.len()
-                ))
-            })?;
-
-        let mut bytes = Vec::with_capacity(body.len() + usize::from(FRAME_LEN));
-        bytes.extend_from_slice(&MAGIC.to_be_bytes());
-        bytes.extend_from_slice(&CURRENT_VERSION.to_be_bytes());
-        bytes.extend_from_slice(&body_len.to_be_bytes());
-        bytes.extend_from_slice(&body);
-        bytes.extend_from_slice(&crc32c::crc32c(&body).to_be_bytes());
-        out.write_all(&bytes)
-            .map_err(|e| Error::stream("writing keyed snapshot header", e))?;
-        Ok(u64::from(body_len) + u64::from(FRAME_LEN))
+        FORMAT.write(out, &self.encode_body()?)
     }
 
     /// Reads a header written by [`write_to`](Self::write_to) from `input`.
@@ -217,89 +205,7 @@ impl KeyedBackendSerializationProxy {
     /// and [`Error::UnsupportedVersion`], each naming the header field, and [`Error::Stream`]
     /// when `input` fails.
     pub fn read_from(input: &mut dyn Read) -> Result<Self> {
-        let magic = read_magic(input)?;
-        if magic != MAGIC {
-            return Err(Error::Corrupted {
-                what: Field::Magic.to_string(),
-                reason: format!(
-                    "not a snapstate keyed snapshot (magic {magic:#010x}, expected {MAGIC:#010x})"
-                ),
-            });
-        }
-
-        let version = read_u32(input, Field::Version)?;
-        if version == 0 {
-            return Err(Error::Corrupted {
-                what: Field::Version.to_string(),
-                reason: "version 0 is never written, versions start at 1".to_owned(),
-            });
-        }
-        if version > CURRENT_VERSION {
-            return Err(Error::UnsupportedVersion {
-                what: HEADER.to_owned(),
-                found: version,
-                supported: CURRENT_VERSION,
-            });
-        }
-
-        let body_len = read_u32(input, Field::HeaderLength)?;
-        if body_len > MAX_BODY_LEN {
-            return Err(Error::Corrupted {
-                what: Field::HeaderLength.to_string(),
-                reason: format!(
-                    "declares a body of {body_len} bytes, at most {MAX_BODY_LEN} are allowed"
-                ),
-            });
-        }
-
-        // `take` bounds what is buffered by the declared length; `read_to_end` grows the
-        // buffer with the bytes that actually arrive, so a short input allocates little.
-        let mut body = Vec::new();
-        Read::take(&mut *input, u64::from(body_len))
-            .read_to_end(&mut body)
-            .map_err(|e| read_failure(Field::Body, e))?;
-        if body.len() < body_len as usize {
-            // Name the field the input ends in; what was read cannot be trusted any further.
-            let field = match parse_body(&body) {
-                Err(BodyError::EndsIn { field, .. }) => field,
-                Ok(_) | Err(BodyError::Invalid(_)) => Field::Body,
-            };
-            return Err(Error::Truncated {
-                what: field.to_string(),
-                reason: format!(
-                    "input ends after {} of the {body_len} body bytes the header declares",
-                    body.len()
-                ),
-            });
-        }
-
-        let recorded = read_u32(input, Field::Checksum)?;
-        let actual = crc32c::crc32c(&body);
-        if recorded != actual {
-            return Err(Error::Corrupted {
-                what: Field::Checksum.to_string(),
-                reason: format!(
-                    "crc32c of the {body_len} body bytes is {actual:#010x}, \
-                     the header records {recorded:#010x}"
-                ),
-            });
-        }
-
-        parse_body(&body).map_err(|e| match e {
-            BodyError::EndsIn {
-                field,
-                needed,
-                offset,
-                remaining,
-            } => Error::Corrupted {
-                what: field.to_string(),
-                reason: format!(
-                    "the {body_len}-byte body ends inside this field: \
-                     {needed} bytes needed at body offset {offset}, {remaining} left"
-                ),
-            },
-            BodyError::Invalid(e) => e,
-        })
+        FORMAT.read(input, |_version, body| parse_body(body))
     }
 
     fn encode_body(&self) -> Result<Vec<u8>> {
@@ -320,19 +226,19 @@ impl KeyedBackendSerializationProxy {
         }
 
         let mut body = Vec::new();
-        put_str(&mut body, &self.key_serializer, Field::KeySerializer)?;
-        put_str(&mut body, &self.compression, Field::Compression)?;
+        put_str(&mut body, &self.key_serializer, &Field::KeySerializer)?;
+        put_str(&mut body, &self.compression, &Field::Compression)?;
         body.extend_from_slice(&count.to_be_bytes());
         for (id, state) in (0..).zip(&self.states) {
             let field = |part| Field::State(id, part);
-            put_str(&mut body, &state.name, field(StateField::Name))?;
+            put_str(&mut body, &state.name, &field(StateField::Name))?;
             body.push(state.kind.code());
             for (part, value) in [
                 (StateField::NamespaceSerializer, &state.namespace_serializer),
                 (StateField::ValueSerializer, &state.value_serializer),
                 (StateField::UserKeySerializer, &state.user_key_serializer),
             ] {
-                put_str(&mut body, value, field(part))?;
+                put_str(&mut body, value, &field(part))?;
             }
         }
         Ok(body)
@@ -342,11 +248,7 @@ impl KeyedBackendSerializationProxy {
 /// A field of the header, named in errors as `keyed snapshot header: <field>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Field {
-    Magic,
-    Version,
-    HeaderLength,
     Body,
-    Checksum,
     KeySerializer,
     Compression,
     StateCount,
@@ -366,11 +268,7 @@ enum StateField {
 impl fmt::Display for Field {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let name = match self {
-            Field::Magic => "magic",
-            Field::Version => "version",
-            Field::HeaderLength => "header length",
             Field::Body => "body",
-            Field::Checksum => "checksum",
             Field::KeySerializer => "key serializer",
             Field::Compression => "compression",
             Field::StateCount => "state count",
@@ -392,20 +290,6 @@ impl fmt::Display for StateField {
     }
 }
 
-/// Appends `value` as a string field (`u16` length, UTF-8 bytes).
-fn put_str(body: &mut Vec<u8>, value: &str, field: Field) -> Result<()> {
-    let len = u16::try_from(value.len()).map_err(|_| {
-        Error::InvalidArgument(format!(
-            "{field} is {} bytes long, at most {} fit",
-            value.len(),
-            u16::MAX
-        ))
-    })?;
-    body.extend_from_slice(&len.to_be_bytes());
-    body.extend_from_slice(value.as_bytes());
-    Ok(())
-}
-
 /// The first name two states share: the id of the earlier state, of the later one, and the name.
 ///
 /// Only called with at most [`MAX_STATES`] states, so every id fits a `u16`.
@@ -417,97 +301,12 @@ fn first_duplicate(states: &[StateMetaInfo]) -> Option<(u16, u16, &str)> {
     })
 }
 
-/// Reads the magic, telling a foreign input from a cut one: a short input that does not start
-/// like [`MAGIC`] is not a keyed snapshot at all.
-fn read_magic(input: &mut dyn Read) -> Result<u32> {
-    let mut bytes = [0; 4];
-    let got = read_full(input, &mut bytes, Field::Magic)?;
-    if got == bytes.len() {
-        return Ok(u32::from_be_bytes(bytes));
-    }
-    // `read_full` never reports more bytes than fit `bytes`.
-    let prefix = &bytes[..got];
-    if prefix == &MAGIC.to_be_bytes()[..got] {
-        return Err(Error::Truncated {
-            what: Field::Magic.to_string(),
-            reason: format!("input ends after {got} of 4 bytes"),
-        });
-    }
-    let hex: String = prefix.iter().map(|b| format!("{b:02x}")).collect();
-    Err(Error::Corrupted {
-        what: Field::Magic.to_string(),
-        reason: format!(
-            "not a snapstate keyed snapshot (the {got}-byte input starts with 0x{hex}, \
-             expected magic {MAGIC:#010x})"
-        ),
-    })
-}
-
-/// Reads a big-endian `u32` header field from the stream.
-fn read_u32(input: &mut dyn Read, field: Field) -> Result<u32> {
-    let mut bytes = [0; 4];
-    let got = read_full(input, &mut bytes, field)?;
-    if got < bytes.len() {
-        return Err(Error::Truncated {
-            what: field.to_string(),
-            reason: format!("input ends after {got} of 4 bytes"),
-        });
-    }
-    Ok(u32::from_be_bytes(bytes))
-}
-
-/// Fills `buf` from `input` unless the input ends first; returns how many bytes were read.
-fn read_full(input: &mut dyn Read, buf: &mut [u8], field: Field) -> Result<usize> {
-    let mut filled = 0;
-    while let Some(rest) = buf.get_mut(filled..).filter(|rest| !rest.is_empty()) {
-        match input.read(rest) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(read_failure(field, e)),
-        }
-    }
-    Ok(filled.min(buf.len()))
-}
-
-/// Maps a failure of the reader: an error of ours travelling inside is unwrapped, an
-/// `UnexpectedEof` (a decompressing reader cut short) is a truncation of `field`.
-fn read_failure(field: Field, source: io::Error) -> Error {
-    match Error::stream("reading keyed snapshot header", source) {
-        Error::Stream { source, .. } if source.kind() == io::ErrorKind::UnexpectedEof => {
-            Error::Truncated {
-                what: field.to_string(),
-                reason: format!("input ends early: {source}"),
-            }
-        }
-        other => other,
-    }
-}
-
-/// Why a body did not parse.
-#[derive(Debug)]
-enum BodyError {
-    /// The bytes end inside `field`: a truncation if the input was cut, a corruption if the
-    /// checksummed body itself is too short for what it declares.
-    EndsIn {
-        field: Field,
-        needed: usize,
-        offset: usize,
-        remaining: usize,
-    },
-    /// Anything else, as the error to report.
-    Invalid(Error),
-}
-
 /// Parses a body (without the checksum) into a header.
 fn parse_body(bytes: &[u8]) -> Result<KeyedBackendSerializationProxy, BodyError> {
-    let mut body = BodyCursor {
-        rest: bytes,
-        offset: 0,
-    };
-    let key_serializer = body.string(Field::KeySerializer)?;
-    let compression = body.string(Field::Compression)?;
-    let count = u16::from_be_bytes(body.array(Field::StateCount)?);
+    let mut body = BodyCursor::new(bytes);
+    let key_serializer = body.string(&Field::KeySerializer)?;
+    let compression = body.string(&Field::Compression)?;
+    let count = u16::from_be_bytes(body.array(&Field::StateCount)?);
     if usize::from(count) > MAX_STATES {
         return Err(BodyError::Invalid(Error::Corrupted {
             what: Field::StateCount.to_string(),
@@ -516,11 +315,11 @@ fn parse_body(bytes: &[u8]) -> Result<KeyedBackendSerializationProxy, BodyError>
     }
 
     // Capacity bounded by the bytes present, not by the declared count.
-    let mut states = Vec::with_capacity(usize::from(count).min(body.rest.len() / MIN_STATE_LEN));
+    let mut states = Vec::with_capacity(usize::from(count).min(body.rest().len() / MIN_STATE_LEN));
     for id in 0..count {
         let field = |part| Field::State(id, part);
-        let name = body.string(field(StateField::Name))?;
-        let [code] = body.array(field(StateField::Kind))?;
+        let name = body.string(&field(StateField::Name))?;
+        let [code] = body.array(&field(StateField::Kind))?;
         let kind = StateKind::from_code(code).ok_or_else(|| {
             let known: Vec<String> = KINDS
                 .iter()
@@ -534,19 +333,19 @@ fn parse_body(bytes: &[u8]) -> Result<KeyedBackendSerializationProxy, BodyError>
         states.push(StateMetaInfo {
             name,
             kind,
-            namespace_serializer: body.string(field(StateField::NamespaceSerializer))?,
-            value_serializer: body.string(field(StateField::ValueSerializer))?,
-            user_key_serializer: body.string(field(StateField::UserKeySerializer))?,
+            namespace_serializer: body.string(&field(StateField::NamespaceSerializer))?,
+            value_serializer: body.string(&field(StateField::ValueSerializer))?,
+            user_key_serializer: body.string(&field(StateField::UserKeySerializer))?,
         });
     }
 
-    if !body.rest.is_empty() {
+    if !body.rest().is_empty() {
         return Err(BodyError::Invalid(Error::Corrupted {
             what: Field::Body.to_string(),
             reason: format!(
                 "{} bytes left over after the last of {count} states, at body offset {}",
-                body.rest.len(),
-                body.offset
+                body.rest().len(),
+                body.offset()
             ),
         }));
     }
@@ -564,49 +363,11 @@ fn parse_body(bytes: &[u8]) -> Result<KeyedBackendSerializationProxy, BodyError>
     })
 }
 
-/// Reads fields from the front of a buffered body.
-struct BodyCursor<'a> {
-    rest: &'a [u8],
-    offset: usize,
-}
-
-impl<'a> BodyCursor<'a> {
-    fn take(&mut self, n: usize, field: Field) -> Result<&'a [u8], BodyError> {
-        let (head, rest) = self.rest.split_at_checked(n).ok_or(BodyError::EndsIn {
-            field,
-            needed: n,
-            offset: self.offset,
-            remaining: self.rest.len(),
-        })?;
-        self.rest = rest;
-        self.offset += n;
-        Ok(head)
-    }
-
-    fn array<const N: usize>(&mut self, field: Field) -> Result<[u8; N], BodyError> {
-        let mut array = [0; N];
-        array.copy_from_slice(self.take(N, field)?);
-        Ok(array)
-    }
-
-    fn string(&mut self, field: Field) -> Result<String, BodyError> {
-        let len = u16::from_be_bytes(self.array(field)?);
-        let offset = self.offset;
-        let bytes = self.take(usize::from(len), field)?;
-        let text = std::str::from_utf8(bytes).map_err(|e| {
-            BodyError::Invalid(Error::Corrupted {
-                what: field.to_string(),
-                reason: format!("the {len}-byte string at body offset {offset} is not utf-8: {e}"),
-            })
-        })?;
-        Ok(text.to_owned())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use std::io;
 
     fn sample() -> KeyedBackendSerializationProxy {
         KeyedBackendSerializationProxy::new(

@@ -1,10 +1,84 @@
-//! Operator state of snapstate (not yet implemented in this release).
+//! Operator state of snapstate: named list and broadcast states of one operator instance,
+//! their snapshot strategy, and how they are shared out when the parallelism changes.
 //!
-//! This crate will hold the operator state backend: named list states that are split or
-//! unioned across instances on restore, named broadcast map states replicated to every
-//! instance, the `operator` snapshot strategy that deep-copies this small state in its
-//! synchronous part and writes an [`state_api::OperatorStreamStateHandle`], and the
-//! round-robin repartitioning of handles from N old instances to M new ones.
+//! - [`DefaultOperatorStateBackend`] (`operator`) holds, in memory, list states whose mode
+//!   says how they are redistributed on restore (split-distribute: each new instance gets
+//!   an even share of the elements; union: every new instance gets all of them) and
+//!   broadcast map states (identical on every instance).
+//! - [`OperatorSnapshotStrategy`] (`operator`): the synchronous part deep-copies the state
+//!   (it is small: offsets, rules, buffered elements; the copy costs O(bytes held)); the
+//!   asynchronous part writes a versioned header with every state's meta info and then each
+//!   state's partitions with checksums ([`mod@format`]), recording per state the partition
+//!   offsets and mode in a [`state_api::OperatorStreamStateHandle`]. No states: no file and
+//!   an empty result.
+//! - [`repartition`] plans, from the handles of N old instances, what each of M new
+//!   instances restores; [`DefaultOperatorStateBackend::restore`] reads that share.
 //!
-//! Today it only depends on the contract crate, so the workspace layout and its
-//! dependency rules are in place.
+//! # Example
+//!
+//! Scale a source's offsets from one instance to two:
+//!
+//! ```
+//! use std::sync::Arc;
+//! use state_api::{
+//!     CheckpointOptions, MemoryCheckpointStreamFactory, OperatorBackendParams,
+//!     OperatorStateBackend, OperatorStateMetaInfo, Registry,
+//! };
+//!
+//! state_operator::link();
+//! let registry = Registry::global();
+//! let factory = registry.operator_backend("operator")?;
+//! let mut backend = factory.create(OperatorBackendParams::new(0, 1), registry)?;
+//! backend.register_state(&OperatorStateMetaInfo::split_list("partition-offsets", "bytes"))?;
+//! for partition in ["p0=17", "p1=4", "p2=99"] {
+//!     backend.append_to_list("partition-offsets", partition.as_bytes())?;
+//! }
+//! let storage = Arc::new(MemoryCheckpointStreamFactory::default());
+//! let result = backend.snapshot(1, 0, storage, &CheckpointOptions::checkpoint())?.run()?;
+//! let old = vec![result.job_manager_owned().into_iter().cloned().collect()];
+//!
+//! let plan = state_operator::repartition(&old, 2)?;
+//! let mut shares = Vec::new();
+//! for (index, handles) in (0..).zip(&plan) {
+//!     let restored = factory.restore(OperatorBackendParams::new(index, 2), registry, handles)?;
+//!     shares.push(restored.list("partition-offsets")?.len());
+//! }
+//! assert_eq!(shares, [2, 1]);
+//! # Ok::<(), state_api::Error>(())
+//! ```
+//!
+//! The crate registers operator backend `operator` and operator strategy `operator` with
+//! [`state_api::Registry`] at link time; call [`link`] (or `use state_operator as _;`) from a
+//! binary that names nothing else of it, or call [`register`] yourself.
+
+mod backend;
+pub mod format;
+mod snapshot;
+
+pub use backend::{
+    DefaultOperatorStateBackend, DefaultOperatorStateBackendFactory, OperatorSnapshotSource,
+    OperatorState, OperatorStateData, OperatorStates,
+};
+pub use snapshot::{DefaultOperatorSnapshotStrategyFactory, OperatorSnapshotStrategy};
+/// The round-robin repartitioning of operator state handles (it lives in the contract crate so
+/// that a coordinator needs no backend to plan a restore).
+pub use state_api::repartition::repartition_operator_state as repartition;
+
+/// Name of the operator state backend and of its snapshot strategy.
+pub const OPERATOR: &str = "operator";
+
+/// Registers operator backend `operator` and operator strategy `operator` in `registry`.
+///
+/// # Errors
+///
+/// [`Error::DuplicatePlugin`](state_api::Error) if a name is already taken.
+pub fn register(registry: &mut state_api::Registry) -> state_api::Result<()> {
+    registry.register_operator_backend(DefaultOperatorStateBackendFactory)?;
+    registry.register_operator_strategy(DefaultOperatorSnapshotStrategyFactory)
+}
+
+state_api::submit_registration!(register);
+
+/// Does nothing; reference it from a binary or test so the linker keeps this crate's
+/// link-time registrations.
+pub fn link() {}

@@ -28,24 +28,23 @@ use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::fs;
-use std::io::{self, Write};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use state_api::key_group::KeyGroupRangeAssignment;
 use state_api::keyed_format::KeyedSnapshotReader;
 use state_api::{
-    CheckpointOptions, CheckpointStateOutputStream, CheckpointStreamFactory,
-    CheckpointedStateScope, Closeable, Error, FileStateHandle, KeyGroupRange, KeyGroupsStateHandle,
+    CheckpointOptions, Error, FileStateHandle, KeyGroupRange, KeyGroupsStateHandle,
     KeyedBackendParams, KeyedSnapshotResult, KeyedStateBackend, KeyedStateHandle,
     LocalCheckpointStorage, LocalRecoveryConfig, PluginKind, Registry, Result, StateKind,
-    StateMetaInfo, StateObject, StreamStateHandle,
+    StateMetaInfo, StateObject,
 };
 use tempfile::TempDir;
 
 use crate::compression::{random_bytes, text_bytes};
+use crate::faults::GatedStreamFactory;
+use crate::support;
 
 /// Max parallelism (number of key groups) of every backend the kit creates.
 pub const MAX_PARALLELISM: u32 = 128;
@@ -143,10 +142,7 @@ impl<'r> TestBed<'r> {
     fn new(backend: &'r str, registry: &'r Registry, compression: &str, contract: &str) -> Self {
         let label =
             format!("keyed backend `{backend}` with compression `{compression}`: {contract}");
-        let dir = tempfile::Builder::new()
-            .prefix("snapstate-keyed-kit-")
-            .tempdir()
-            .unwrap_or_else(|err| panic!("{label}: cannot create a temporary directory: {err}"));
+        let dir = support::temp_dir("snapstate-keyed-kit-", &label);
         TestBed {
             backend,
             registry,
@@ -177,14 +173,7 @@ impl<'r> TestBed<'r> {
     /// Checkpoint storage under `name`; `file_state_threshold` 0 writes every stream to a
     /// file, `None` keeps the default.
     fn storage(&self, name: &str, file_state_threshold: Option<usize>) -> LocalCheckpointStorage {
-        let storage = self.ok(
-            LocalCheckpointStorage::new(self.path(name)),
-            "creating checkpoint storage",
-        );
-        match file_state_threshold {
-            Some(bytes) => storage.with_file_state_threshold(bytes),
-            None => storage,
-        }
+        support::storage(&self.label, self.path(name), file_state_threshold)
     }
 
     /// Parameters for `range` with this bed's compression and a fresh working directory.
@@ -319,36 +308,12 @@ impl<'r> TestBed<'r> {
 
     /// Files (not directories) anywhere under `dir`, relative to it, sorted.
     fn files_under(&self, dir: &Path) -> Vec<PathBuf> {
-        fn walk(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> io::Result<()> {
-            for entry in fs::read_dir(dir)? {
-                let path = entry?.path();
-                if path.is_dir() {
-                    walk(root, &path, out)?;
-                } else {
-                    out.push(path.strip_prefix(root).unwrap_or(&path).to_path_buf());
-                }
-            }
-            Ok(())
-        }
-        let mut files = Vec::new();
-        match walk(dir, dir, &mut files) {
-            Ok(()) => {}
-            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
-            Err(err) => panic!("{}: listing {}: {err}", self.label, dir.display()),
-        }
-        files.sort();
-        files
+        support::files_under(&self.label, dir)
     }
 
     #[track_caller]
     fn assert_no_files(&self, dir: &Path, case: &str) {
-        let files = self.files_under(dir);
-        assert!(
-            files.is_empty(),
-            "{}: {case}: files left in {}: {files:?}",
-            self.label,
-            dir.display()
-        );
+        support::assert_no_files(&self.label, dir, case);
     }
 }
 
@@ -1385,91 +1350,6 @@ pub fn corrupt_snapshot_is_reported(backend: &str, registry: &Registry, compress
     );
 }
 
-/// Lets a test stop a snapshot in the middle of writing: the first write of any stream
-/// announces itself on `started` and waits for `resume`.
-#[derive(Debug)]
-struct Gate {
-    started: Mutex<Option<Sender<()>>>,
-    resume: Mutex<Receiver<()>>,
-}
-
-impl Gate {
-    fn pass(&self) {
-        let started = self
-            .started
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(started) = started {
-            // The test may have given up waiting; then there is nobody to wait for.
-            if started.send(()).is_ok() {
-                let _ = self
-                    .resume
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .recv();
-            }
-        }
-    }
-}
-
-/// A stream factory that holds the first write at its [`Gate`].
-#[derive(Debug)]
-struct GatedStreamFactory {
-    inner: Box<dyn CheckpointStreamFactory>,
-    gate: Arc<Gate>,
-}
-
-impl CheckpointStreamFactory for GatedStreamFactory {
-    fn create_output_stream(
-        &self,
-        scope: CheckpointedStateScope,
-    ) -> Result<Box<dyn CheckpointStateOutputStream>> {
-        Ok(Box::new(GatedStream {
-            inner: self.inner.create_output_stream(scope)?,
-            gate: self.gate.clone(),
-        }))
-    }
-}
-
-#[derive(Debug)]
-struct GatedStream {
-    inner: Box<dyn CheckpointStateOutputStream>,
-    gate: Arc<Gate>,
-}
-
-impl Write for GatedStream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let written = self.inner.write(buf)?;
-        self.gate.pass();
-        Ok(written)
-    }
-
-    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.inner.write_all(buf)?;
-        self.gate.pass();
-        Ok(())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-impl CheckpointStateOutputStream for GatedStream {
-    fn pos(&self) -> u64 {
-        self.inner.pos()
-    }
-
-    fn close_and_get_handle(self: Box<Self>) -> Result<Arc<dyn StreamStateHandle>> {
-        self.inner.close_and_get_handle()
-    }
-
-    fn closer(&self) -> Arc<dyn Closeable> {
-        self.inner.closer()
-    }
-}
-
 /// A snapshot cancelled before it runs, cancelled while it writes, dropped without running,
 /// or pending when its backend closes, fails with [`Error::Cancelled`] (where it runs) and
 /// leaves no file; a completed snapshot's files go when its result is discarded.
@@ -1528,23 +1408,16 @@ pub fn cancelled_snapshot_leaves_nothing(backend: &str, registry: &Registry, com
     bed.assert_no_files(&root, "dropped without running");
 
     // Cancelled while writing: held at its first write until the cancel is done.
-    let (started_tx, started_rx) = mpsc::channel();
-    let (resume_tx, resume_rx) = mpsc::channel();
-    let gate = Arc::new(Gate {
-        started: Mutex::new(Some(started_tx)),
-        resume: Mutex::new(resume_rx),
-    });
-    let factory = GatedStreamFactory {
-        inner: Box::new(bed.ok(storage.stream_factory(4), "opening a stream factory")),
-        gate,
-    };
+    let (factory, gate) = GatedStreamFactory::new(Box::new(
+        bed.ok(storage.stream_factory(4), "opening a stream factory"),
+    ));
     let task = bed.ok(
         live.snapshot(4, 0, Arc::new(factory), &CheckpointOptions::checkpoint()),
         "synchronous part of checkpoint 4",
     );
     let canceller = task.canceller();
     let running = bed.ok(task.spawn(), "starting the asynchronous part");
-    if started_rx.recv().is_err() {
+    if !gate.wait_started() {
         panic!(
             "{}: the snapshot finished without writing a byte",
             bed.label
@@ -1555,8 +1428,7 @@ pub fn cancelled_snapshot_leaves_nothing(backend: &str, registry: &Registry, com
         "{}: cancelling a running snapshot had no effect",
         bed.label
     );
-    // The writer may already have failed and gone; then nobody waits for this.
-    let _ = resume_tx.send(());
+    gate.resume();
     let outcome = running
         .join()
         .unwrap_or_else(|_| panic!("{}: the asynchronous part panicked", bed.label));

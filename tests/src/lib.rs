@@ -8,7 +8,14 @@
 //!
 //! The kit covers compression decorators ([`compression`]) and keyed state backends
 //! ([`keyed`]: round trip, empty and huge state, decorators, snapshot consistency,
-//! rescaling, corrupt input, cancellation, incompatible serializers, local recovery).
+//! rescaling, corrupt input, cancellation, incompatible serializers, local recovery) and
+//! operator state backends ([`operator`]: round trip, empty state, rescaling of split,
+//! union and broadcast state, snapshot isolation, corrupt input, cancellation,
+//! incompatible meta info, local recovery). [`faults`] has the misbehaving stream
+//! factories the lifecycle contracts use.
 
 pub mod compression;
+pub mod faults;
 pub mod keyed;
+pub mod operator;
+mod support;
