@@ -43,7 +43,6 @@ use state_api::{
 use tempfile::TempDir;
 
 use crate::compression::{random_bytes, text_bytes};
-use crate::faults::GatedStreamFactory;
 use crate::support;
 
 /// Max parallelism (number of key groups) of every backend the kit creates.
@@ -1360,80 +1359,12 @@ pub fn cancelled_snapshot_leaves_nothing(backend: &str, registry: &Registry, com
     write_workload(&mut model, &mut *live, &keys_covering(full_range(), 2), 0);
     let storage = bed.storage("checkpoints", Some(0));
     let root = storage.root().to_path_buf();
-    let start = |live: &mut dyn KeyedStateBackend, checkpoint_id: u64| {
-        let factory = bed.ok(
-            storage.stream_factory(checkpoint_id),
-            "opening a stream factory",
-        );
+    support::check_cancellations(&bed.label, &storage, |checkpoint_id, factory| {
         bed.ok(
-            live.snapshot(
-                checkpoint_id,
-                0,
-                Arc::new(factory),
-                &CheckpointOptions::checkpoint(),
-            ),
+            live.snapshot(checkpoint_id, 0, factory, &CheckpointOptions::checkpoint()),
             format_args!("synchronous part of checkpoint {checkpoint_id}"),
         )
-    };
-    let expect_cancelled = |outcome: Result<KeyedSnapshotResult>, case: &str| match outcome {
-        Ok(_) => panic!("{}: {case}: the snapshot completed", bed.label),
-        Err(err) => assert!(err.is_cancelled(), "{}: {case}: {err}", bed.label),
-    };
-
-    let task = start(&mut *live, 1);
-    assert!(
-        task.cancel(),
-        "{}: cancelling a task that did not run had no effect",
-        bed.label
-    );
-    expect_cancelled(task.run(), "cancelled before it ran");
-    bed.assert_no_files(&root, "cancelled before it ran");
-
-    let task = start(&mut *live, 2);
-    let canceller = task.canceller();
-    assert!(
-        canceller.cancel(),
-        "{}: cancelling through a canceller had no effect",
-        bed.label
-    );
-    assert!(
-        canceller.is_done(),
-        "{}: a cancelled task is not done",
-        bed.label
-    );
-    expect_cancelled(task.run(), "cancelled through its canceller");
-    bed.assert_no_files(&root, "cancelled through its canceller");
-
-    drop(start(&mut *live, 3));
-    bed.assert_no_files(&root, "dropped without running");
-
-    // Cancelled while writing: held at its first write until the cancel is done.
-    let (factory, gate) = GatedStreamFactory::new(Box::new(
-        bed.ok(storage.stream_factory(4), "opening a stream factory"),
-    ));
-    let task = bed.ok(
-        live.snapshot(4, 0, Arc::new(factory), &CheckpointOptions::checkpoint()),
-        "synchronous part of checkpoint 4",
-    );
-    let canceller = task.canceller();
-    let running = bed.ok(task.spawn(), "starting the asynchronous part");
-    if !gate.wait_started() {
-        panic!(
-            "{}: the snapshot finished without writing a byte",
-            bed.label
-        );
-    }
-    assert!(
-        canceller.cancel(),
-        "{}: cancelling a running snapshot had no effect",
-        bed.label
-    );
-    gate.resume();
-    let outcome = running
-        .join()
-        .unwrap_or_else(|_| panic!("{}: the asynchronous part panicked", bed.label));
-    expect_cancelled(outcome, "cancelled while writing");
-    bed.assert_no_files(&root, "cancelled while writing");
+    });
 
     // Completed, then discarded.
     let result = bed.snapshot(&mut *live, &storage, 5);
@@ -1448,9 +1379,13 @@ pub fn cancelled_snapshot_leaves_nothing(backend: &str, registry: &Registry, com
     bed.assert_no_files(&root, "discarded after completing");
 
     // Pending when the backend closes.
-    let task = start(&mut *live, 6);
+    let factory = bed.ok(storage.stream_factory(6), "opening a stream factory");
+    let task = bed.ok(
+        live.snapshot(6, 0, Arc::new(factory), &CheckpointOptions::checkpoint()),
+        "synchronous part of checkpoint 6",
+    );
     bed.ok(live.close(), "closing the backend");
-    expect_cancelled(task.run(), "pending when its backend closed");
+    support::expect_cancelled(&bed.label, task.run(), "pending when its backend closed");
     bed.assert_no_files(&root, "pending when its backend closed");
     let err = live
         .set_current_key(b"after close")

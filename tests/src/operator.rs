@@ -31,7 +31,6 @@ use state_api::{
 };
 use tempfile::TempDir;
 
-use crate::faults::GatedStreamFactory;
 use crate::support;
 
 /// What an operator backend can promise beyond the basic contract.
@@ -643,65 +642,14 @@ pub fn cancelled_snapshot_leaves_nothing(backend: &str, registry: &Registry) {
     let root = storage.root().to_path_buf();
     let mut live = bed.create_with_states(0, 1);
     fill(&bed, &mut *live, 0, 50);
-    let start = |live: &mut dyn OperatorStateBackend, checkpoint_id: u64| {
-        let factory = bed.ok(
-            storage.stream_factory(checkpoint_id),
-            "opening a stream factory",
-        );
+    support::check_cancellations(&bed.label, &storage, |checkpoint_id, factory| {
         bed.ok(
-            live.snapshot(
-                checkpoint_id,
-                0,
-                Arc::new(factory),
-                &CheckpointOptions::checkpoint(),
-            ),
+            live.snapshot(checkpoint_id, 0, factory, &CheckpointOptions::checkpoint()),
             format_args!("synchronous part of checkpoint {checkpoint_id}"),
         )
-    };
-    let expect_cancelled = |outcome: Result<OperatorSnapshotResult>, case: &str| match outcome {
-        Ok(_) => panic!("{}: {case}: the snapshot completed", bed.label),
-        Err(err) => assert!(err.is_cancelled(), "{}: {case}: {err}", bed.label),
-    };
+    });
 
-    let task = start(&mut *live, 1);
-    assert!(
-        task.cancel(),
-        "{}: cancelling a task that did not run had no effect",
-        bed.label
-    );
-    expect_cancelled(task.run(), "cancelled before it ran");
-    support::assert_no_files(&bed.label, &root, "cancelled before it ran");
-
-    drop(start(&mut *live, 2));
-    support::assert_no_files(&bed.label, &root, "dropped without running");
-
-    let (factory, gate) = GatedStreamFactory::new(Box::new(
-        bed.ok(storage.stream_factory(3), "opening a stream factory"),
-    ));
-    let task = bed.ok(
-        live.snapshot(3, 0, Arc::new(factory), &CheckpointOptions::checkpoint()),
-        "synchronous part of checkpoint 3",
-    );
-    let canceller = task.canceller();
-    let running = bed.ok(task.spawn(), "starting the asynchronous part");
-    assert!(
-        gate.wait_started(),
-        "{}: the snapshot finished without writing a byte",
-        bed.label
-    );
-    assert!(
-        canceller.cancel(),
-        "{}: cancelling a running snapshot had no effect",
-        bed.label
-    );
-    gate.resume();
-    let outcome = running
-        .join()
-        .unwrap_or_else(|_| panic!("{}: the asynchronous part panicked", bed.label));
-    expect_cancelled(outcome, "cancelled while writing");
-    support::assert_no_files(&bed.label, &root, "cancelled while writing");
-
-    let result = bed.snapshot(&mut *live, &storage, 4);
+    let result = bed.snapshot(&mut *live, &storage, 5);
     let restored = bed.restore(0, 1, &[bed.handle(&result)]);
     assert_eq!(
         bed.read(&*restored),
@@ -712,9 +660,13 @@ pub fn cancelled_snapshot_leaves_nothing(backend: &str, registry: &Registry) {
     bed.ok(result.discard(), "discarding a completed snapshot");
     support::assert_no_files(&bed.label, &root, "discarded after completing");
 
-    let task = start(&mut *live, 5);
+    let factory = bed.ok(storage.stream_factory(6), "opening a stream factory");
+    let task = bed.ok(
+        live.snapshot(6, 0, Arc::new(factory), &CheckpointOptions::checkpoint()),
+        "synchronous part of checkpoint 6",
+    );
     bed.ok(live.close(), "closing the backend");
-    expect_cancelled(task.run(), "pending when its backend closed");
+    support::expect_cancelled(&bed.label, task.run(), "pending when its backend closed");
     support::assert_no_files(&bed.label, &root, "pending when its backend closed");
     match live.append_to_list(OFFSETS, b"after close") {
         Ok(()) => panic!("{}: a closed backend took a write", bed.label),

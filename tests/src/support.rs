@@ -3,9 +3,14 @@
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use state_api::LocalCheckpointStorage;
+use state_api::{
+    AsyncSnapshotTask, CheckpointStreamFactory, LocalCheckpointStorage, Result, StateObject,
+};
 use tempfile::TempDir;
+
+use crate::faults::GatedStreamFactory;
 
 /// A fresh temporary directory named after `prefix`; panics naming `label` if it cannot be
 /// created.
@@ -64,4 +69,73 @@ pub(crate) fn assert_no_files(label: &str, dir: &Path, case: &str) {
         "{label}: {case}: files left in {}: {files:?}",
         dir.display()
     );
+}
+
+/// Panics naming `label` and `case` unless `outcome` is [`Error::Cancelled`].
+#[track_caller]
+pub(crate) fn expect_cancelled<T>(label: &str, outcome: Result<T>, case: &str) {
+    match outcome {
+        Ok(_) => panic!("{label}: {case}: the snapshot completed"),
+        Err(err) => assert!(err.is_cancelled(), "{label}: {case}: {err}"),
+    }
+}
+
+/// The cancellation cases every backend meets alike, as checkpoints 1 to 4 into `storage`:
+/// cancelled before it runs, cancelled through its canceller, dropped without running, and
+/// cancelled while held at its first write. Each must end [`Error::Cancelled`] (where it
+/// runs) and leave no file under the storage root. `start` runs a synchronous part.
+pub(crate) fn check_cancellations<T: StateObject + Send + 'static>(
+    label: &str,
+    storage: &LocalCheckpointStorage,
+    mut start: impl FnMut(u64, Arc<dyn CheckpointStreamFactory>) -> AsyncSnapshotTask<T>,
+) {
+    let root = storage.root();
+    let factory = |checkpoint_id: u64| {
+        storage
+            .stream_factory(checkpoint_id)
+            .unwrap_or_else(|err| panic!("{label}: opening a stream factory: {err}"))
+    };
+
+    let task = start(1, Arc::new(factory(1)));
+    assert!(
+        task.cancel(),
+        "{label}: cancelling a task that did not run had no effect"
+    );
+    expect_cancelled(label, task.run(), "cancelled before it ran");
+    assert_no_files(label, root, "cancelled before it ran");
+
+    let task = start(2, Arc::new(factory(2)));
+    let canceller = task.canceller();
+    assert!(
+        canceller.cancel(),
+        "{label}: cancelling through a canceller had no effect"
+    );
+    assert!(canceller.is_done(), "{label}: a cancelled task is not done");
+    expect_cancelled(label, task.run(), "cancelled through its canceller");
+    assert_no_files(label, root, "cancelled through its canceller");
+
+    drop(start(3, Arc::new(factory(3))));
+    assert_no_files(label, root, "dropped without running");
+
+    // Held at its first write until the cancel is done.
+    let (gated, gate) = GatedStreamFactory::new(Box::new(factory(4)));
+    let task = start(4, Arc::new(gated));
+    let canceller = task.canceller();
+    let running = task
+        .spawn()
+        .unwrap_or_else(|err| panic!("{label}: starting the asynchronous part: {err}"));
+    assert!(
+        gate.wait_started(),
+        "{label}: the snapshot finished without writing a byte"
+    );
+    assert!(
+        canceller.cancel(),
+        "{label}: cancelling a running snapshot had no effect"
+    );
+    gate.resume();
+    let outcome = running
+        .join()
+        .unwrap_or_else(|_| panic!("{label}: the asynchronous part panicked"));
+    expect_cancelled(label, outcome, "cancelled while writing");
+    assert_no_files(label, root, "cancelled while writing");
 }
