@@ -1,10 +1,51 @@
-//! The RocksDB keyed state backend of snapstate (not yet implemented in this release).
+//! The RocksDB keyed state backend of snapstate, for state larger than memory.
 //!
-//! This crate will hold the backend for state larger than memory: one column family per
-//! state with key-group-prefixed keys, a [`state_api::ResourceGuard`] around the database,
-//! the `rocksdb-full` strategy writing the canonical key-group format (and used for every
-//! savepoint), the `rocksdb-incremental` strategy uploading only new sst files, and
-//! restore with and without rescaling.
+//! - [`RocksDBKeyedStateBackend`] (`rocksdb`) keeps each state in its own column family,
+//!   keyed by the canonical composite key (key-group prefix first), so a key group is a
+//!   contiguous key range; list appends go through a merge operator. Its layout and options:
+//!   [`RocksDBOptions`] and the `backend` module documentation.
+//! - [`RocksFullSnapshotStrategy`] (`rocksdb-full`): the synchronous part takes a lease on
+//!   the database and a RocksDB snapshot; the asynchronous part writes the canonical keyed
+//!   format of `state-api`, so a RocksDB savepoint restores into the heap backend and back.
+//!   Savepoints always use it.
+//! - Restore reads any set of key-groups handles (its own, or a heap savepoint) and keeps
+//!   the key groups of the new range.
 //!
-//! Today it only depends on the contract crate (RocksDB itself is not built yet), so the
-//! workspace layout and its dependency rules are in place.
+//! Closing the backend cancels running snapshots and waits for their leases before the
+//! database closes; a backend that made its own directory removes it.
+//!
+//! The crate registers keyed backend `rocksdb` and keyed strategy `rocksdb-full` with
+//! [`state_api::Registry`] at link time; call [`link`] (or `use state_rocksdb as _;`) from
+//! a binary that names nothing else of it, or call [`register`] yourself.
+
+mod backend;
+mod full;
+mod restore;
+
+pub use backend::{
+    RocksDBKeyedStateBackend, RocksDBKeyedStateBackendFactory, RocksDBOptions,
+    RocksDBSnapshotSource,
+};
+pub use full::{RocksFullSnapshotStrategy, RocksFullSnapshotStrategyFactory};
+
+/// Name of the RocksDB keyed backend.
+pub const ROCKSDB: &str = "rocksdb";
+
+/// Name of the full snapshot strategy of the RocksDB backend.
+pub const ROCKSDB_FULL: &str = "rocksdb-full";
+
+/// Registers keyed backend `rocksdb` and keyed strategy `rocksdb-full` in `registry`.
+///
+/// # Errors
+///
+/// [`Error::DuplicatePlugin`](state_api::Error) if a name is already taken.
+pub fn register(registry: &mut state_api::Registry) -> state_api::Result<()> {
+    registry.register_keyed_backend(RocksDBKeyedStateBackendFactory)?;
+    registry.register_keyed_strategy(RocksFullSnapshotStrategyFactory)
+}
+
+state_api::submit_registration!(register);
+
+/// Does nothing; reference it from a binary or test so the linker keeps this crate's
+/// link-time registrations.
+pub fn link() {}

@@ -1,0 +1,850 @@
+//! [`RocksDBKeyedStateBackend`]: keyed state in an embedded RocksDB instance.
+//!
+//! # Layout
+//!
+//! One column family per state (named `state:<name>`). A key is the canonical composite key
+//! of [`state_api::keyed_format`]: the key-group prefix (1 byte up to max parallelism 128,
+//! else 2, big-endian), the `u32` length and bytes of the key, the `u32` length and bytes of
+//! the namespace, and for map state the user key. Key groups are therefore contiguous key
+//! ranges, and a full snapshot writes RocksDB's keys as they are.
+//!
+//! | state kind | RocksDB value |
+//! |---|---|
+//! | value | the value |
+//! | list | the elements, each as `u32` length and bytes ([`encode_list`]) |
+//! | map | one RocksDB entry per user key, holding the map value |
+//!
+//! List appends use a merge operator that concatenates operands: an element appended is the
+//! operand `u32 length ‖ element`, so an append never reads the list (what Flink's
+//! `StringAppendOperator` achieves with a delimiter, without the escaping problem).
+//!
+//! Writes skip RocksDB's write-ahead log: durability comes from checkpoints, as in Flink.
+
+use std::any::Any;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use rocksdb::{
+    BlockBasedOptions, BoundColumnFamily, Cache, ColumnFamilyDescriptor, DB, MergeOperands,
+    Options, ReadOptions, WriteBatch, WriteOptions,
+};
+use state_api::key_group::KeyGroupRangeAssignment;
+use state_api::keyed_format::{CompositeKey, decode_list, encode_list};
+use state_api::{
+    AsyncSnapshotTask, CheckpointListener, CheckpointOptions, CheckpointStreamFactory,
+    CloseableRegistry, Error, KeyGroupRange, KeyedBackendParams, KeyedSnapshotResult,
+    KeyedStateBackend, KeyedStateBackendFactory, KeyedStateHandle, Lease, Registry, ResourceGuard,
+    Result, SnapshotStrategy, SnapshotStrategyRunner, StateKind, StateMetaInfo,
+};
+use tempfile::TempDir;
+
+use crate::{ROCKSDB, ROCKSDB_FULL};
+
+/// Maps a RocksDB error onto [`Error::Backend`].
+pub(crate) fn db_error(context: impl fmt::Display) -> impl FnOnce(rocksdb::Error) -> Error {
+    move |err| Error::Backend {
+        backend: ROCKSDB.to_owned(),
+        source: format!("{context}: {err}").into(),
+    }
+}
+
+/// The column family of state `name`.
+pub(crate) fn cf_name(name: &str) -> String {
+    format!("state:{name}")
+}
+
+/// The smallest key greater than every key starting with `prefix`, if there is one.
+pub(crate) fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last != 0xFF {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+/// The key-group prefix of `key_group`: where its key range starts.
+pub(crate) fn key_group_start(key_group: u32, prefix_bytes: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(prefix_bytes);
+    KeyGroupRangeAssignment::write_key_group_prefix(key_group, prefix_bytes, &mut out);
+    out
+}
+
+fn concat_merge(_key: &[u8], existing: Option<&[u8]>, operands: &MergeOperands) -> Option<Vec<u8>> {
+    let len = existing.map_or(0, <[u8]>::len) + operands.iter().map(<[u8]>::len).sum::<usize>();
+    let mut merged = Vec::with_capacity(len);
+    merged.extend_from_slice(existing.unwrap_or_default());
+    for operand in operands {
+        merged.extend_from_slice(operand);
+    }
+    Some(merged)
+}
+
+/// RocksDB options of a backend: defaults suited to state of a stream processor, overridable
+/// through [`KeyedBackendParams::options`].
+///
+/// | option | default | meaning |
+/// |---|---|---|
+/// | `rocksdb.block-cache-size` | 64 MiB | LRU block cache shared by the column families |
+/// | `rocksdb.write-buffer-size` | 64 MiB | memtable size per column family |
+/// | `rocksdb.max-background-jobs` | 2 | flush and compaction threads |
+/// | `rocksdb.compression` | `lz4` | sst block compression: `none`, `snappy`, `lz4`, `zstd` |
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RocksDBOptions {
+    /// Block cache bytes.
+    pub block_cache_size: usize,
+    /// Memtable bytes per column family.
+    pub write_buffer_size: usize,
+    /// Background flush and compaction jobs.
+    pub max_background_jobs: i32,
+    /// Block compression of sst files.
+    pub compression: String,
+}
+
+impl Default for RocksDBOptions {
+    fn default() -> Self {
+        RocksDBOptions {
+            block_cache_size: 64 << 20,
+            write_buffer_size: 64 << 20,
+            max_background_jobs: 2,
+            compression: "lz4".into(),
+        }
+    }
+}
+
+impl RocksDBOptions {
+    /// The defaults with the `rocksdb.*` entries of `options` applied.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] for an unknown `rocksdb.*` key or a value that does not
+    /// parse.
+    pub fn from_params(options: &std::collections::BTreeMap<String, String>) -> Result<Self> {
+        let mut parsed = RocksDBOptions::default();
+        for (key, value) in options.iter().filter(|(k, _)| k.starts_with("rocksdb.")) {
+            let invalid =
+                || Error::InvalidArgument(format!("option `{key}` = `{value}` does not parse"));
+            match key.as_str() {
+                "rocksdb.block-cache-size" => {
+                    parsed.block_cache_size = value.parse().map_err(|_| invalid())?
+                }
+                "rocksdb.write-buffer-size" => {
+                    parsed.write_buffer_size = value.parse().map_err(|_| invalid())?
+                }
+                "rocksdb.max-background-jobs" => {
+                    parsed.max_background_jobs = value.parse().map_err(|_| invalid())?
+                }
+                "rocksdb.compression" => match value.as_str() {
+                    "none" | "snappy" | "lz4" | "zstd" => parsed.compression = value.clone(),
+                    _ => return Err(invalid()),
+                },
+                _ => {
+                    return Err(Error::InvalidArgument(format!(
+                        "unknown option `{key}`; known: rocksdb.block-cache-size, \
+                         rocksdb.write-buffer-size, rocksdb.max-background-jobs, rocksdb.compression"
+                    )));
+                }
+            }
+        }
+        Ok(parsed)
+    }
+
+    fn db_options(&self) -> Options {
+        let mut options = Options::default();
+        options.create_if_missing(true);
+        options.create_missing_column_families(true);
+        options.set_max_background_jobs(self.max_background_jobs);
+        options
+    }
+
+    pub(crate) fn cf_options(&self, cache: &Cache) -> Options {
+        let mut options = Options::default();
+        options.set_write_buffer_size(self.write_buffer_size);
+        options.set_compression_type(match self.compression.as_str() {
+            "none" => rocksdb::DBCompressionType::None,
+            "snappy" => rocksdb::DBCompressionType::Snappy,
+            "zstd" => rocksdb::DBCompressionType::Zstd,
+            _ => rocksdb::DBCompressionType::Lz4,
+        });
+        let mut table = BlockBasedOptions::default();
+        table.set_block_cache(cache);
+        options.set_block_based_table_factory(&table);
+        options.set_merge_operator_associative("snapstate-list-append", concat_merge);
+        options
+    }
+}
+
+/// What a RocksDB backend shares with its snapshot strategies (the `backend_state` a
+/// [`KeyedSnapshotStrategyFactory`](state_api::KeyedSnapshotStrategyFactory) for backend
+/// `rocksdb` receives).
+#[derive(Clone)]
+pub struct RocksDBSnapshotSource {
+    inner: Arc<SourceInner>,
+}
+
+struct SourceInner {
+    db: Mutex<Option<Arc<DB>>>,
+    guard: ResourceGuard,
+    states: Mutex<Vec<StateMetaInfo>>,
+    range: KeyGroupRange,
+    max_parallelism: u32,
+    key_serializer: String,
+    db_path: PathBuf,
+}
+
+impl fmt::Debug for RocksDBSnapshotSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RocksDBSnapshotSource")
+            .field("range", &self.inner.range)
+            .field("db_path", &self.inner.db_path)
+            .finish()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every change under these locks is a single assignment or push.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl RocksDBSnapshotSource {
+    /// The open database.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] once the backend closed.
+    pub fn db(&self) -> Result<Arc<DB>> {
+        lock(&self.inner.db).clone().ok_or_else(|| Error::Closed {
+            what: format!("RocksDB backend of key groups {}", self.inner.range),
+        })
+    }
+
+    /// A lease on the database: the backend does not close it while the lease is held.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] once the backend started closing.
+    pub fn lease(&self) -> Result<Lease> {
+        self.inner.guard.acquire()
+    }
+
+    /// Meta info of every registered state; a state's index is its snapshot id.
+    pub fn states(&self) -> Vec<StateMetaInfo> {
+        lock(&self.inner.states).clone()
+    }
+
+    /// The key groups of the backend.
+    pub fn key_group_range(&self) -> KeyGroupRange {
+        self.inner.range
+    }
+
+    /// Max parallelism of the job.
+    pub fn max_parallelism(&self) -> u32 {
+        self.inner.max_parallelism
+    }
+
+    /// Id of the key serializer.
+    pub fn key_serializer(&self) -> &str {
+        &self.inner.key_serializer
+    }
+
+    /// The database directory.
+    pub fn db_path(&self) -> &Path {
+        &self.inner.db_path
+    }
+}
+
+#[derive(Debug)]
+struct CurrentKey {
+    /// Key-group prefix, key length and key: the start of every composite key of this key.
+    prefix: Vec<u8>,
+}
+
+/// Keyed state of one key-group range in an embedded RocksDB instance.
+///
+/// # Example
+///
+/// ```
+/// use state_api::{KeyGroupRange, KeyedBackendParams, KeyedStateBackend, Registry, StateMetaInfo};
+/// use state_rocksdb::RocksDBKeyedStateBackend;
+///
+/// state_rocksdb::link();
+/// let dir = tempfile::tempdir()?;
+/// let mut params = KeyedBackendParams::new(128, KeyGroupRange::new(0, 127)?);
+/// params.working_dir = Some(dir.path().to_path_buf());
+/// let mut backend = RocksDBKeyedStateBackend::new(params, Registry::global())?;
+/// backend.register_state(&StateMetaInfo::list("events", "void", "bytes"))?;
+/// backend.set_current_key(b"alice")?;
+/// backend.append_to_list("events", b"", b"login")?;
+/// backend.append_to_list("events", b"", b"logout")?;
+/// assert_eq!(backend.list("events", b"")?, [b"login".to_vec(), b"logout".to_vec()]);
+/// backend.close()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct RocksDBKeyedStateBackend {
+    db: Option<Arc<DB>>,
+    source: RocksDBSnapshotSource,
+    params: KeyedBackendParams,
+    options: RocksDBOptions,
+    cache: Cache,
+    composite: CompositeKey,
+    current: Option<CurrentKey>,
+    checkpoint_strategy: Box<dyn SnapshotStrategy<Arc<dyn KeyedStateHandle>>>,
+    savepoint_strategy: Box<dyn SnapshotStrategy<Arc<dyn KeyedStateHandle>>>,
+    owner: CloseableRegistry,
+    write_options: WriteOptions,
+    /// Removed after the database closes when the backend chose its own directory.
+    temp_dir: Option<TempDir>,
+}
+
+impl fmt::Debug for RocksDBKeyedStateBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RocksDBKeyedStateBackend")
+            .field("range", &self.params.key_group_range)
+            .field("db_path", &self.source.db_path())
+            .field("strategy", &self.checkpoint_strategy.description())
+            .field("closed", &self.db.is_none())
+            .finish()
+    }
+}
+
+impl RocksDBKeyedStateBackend {
+    /// An empty backend for `params` with its database in a fresh directory under
+    /// `params.working_dir` (a temporary directory when none is given), snapshotting
+    /// checkpoints with strategy `params.strategy` (default `rocksdb-full`) and savepoints
+    /// with `rocksdb-full`.
+    ///
+    /// # Errors
+    ///
+    /// Unknown strategies or decorators ([`Error::UnknownPlugin`]); a strategy of another
+    /// backend, a range outside the max parallelism or bad `rocksdb.*` options
+    /// ([`Error::InvalidArgument`]); RocksDB failing to open ([`Error::Backend`]).
+    pub fn new(params: KeyedBackendParams, registry: &Registry) -> Result<Self> {
+        KeyGroupRangeAssignment::check_max_parallelism(params.number_of_key_groups)?;
+        let range = params.key_group_range;
+        if !range.is_empty() && range.end() >= params.number_of_key_groups {
+            return Err(Error::InvalidArgument(format!(
+                "key-group range {range} does not fit max parallelism {}",
+                params.number_of_key_groups
+            )));
+        }
+        let options = RocksDBOptions::from_params(&params.options)?;
+        let (db_path, temp_dir) = db_directory(params.working_dir.as_deref())?;
+        let cache = Cache::new_lru_cache(options.block_cache_size);
+        let db = DB::open_cf_descriptors(
+            &options.db_options(),
+            &db_path,
+            Vec::<ColumnFamilyDescriptor>::new(),
+        )
+        .map_err(db_error(format_args!(
+            "opening a database in {}",
+            db_path.display()
+        )))?;
+        let db = Arc::new(db);
+        let source = RocksDBSnapshotSource {
+            inner: Arc::new(SourceInner {
+                db: Mutex::new(Some(db.clone())),
+                guard: ResourceGuard::new(format!("RocksDB of key groups {range}")),
+                states: Mutex::new(Vec::new()),
+                range,
+                max_parallelism: params.number_of_key_groups,
+                key_serializer: params.key_serializer.clone(),
+                db_path,
+            }),
+        };
+        let strategy = |name: &str| -> Result<Box<dyn SnapshotStrategy<_>>> {
+            let factory = registry.keyed_strategy(name)?;
+            if factory.backend() != ROCKSDB {
+                return Err(Error::InvalidArgument(format!(
+                    "snapshot strategy `{name}` is for backend `{}`, not `{ROCKSDB}`",
+                    factory.backend()
+                )));
+            }
+            factory.create(&source as &dyn Any, &params, registry)
+        };
+        let checkpoint_strategy = strategy(params.strategy.as_deref().unwrap_or(ROCKSDB_FULL))?;
+        let savepoint_strategy = strategy(ROCKSDB_FULL)?;
+        let mut write_options = WriteOptions::default();
+        write_options.disable_wal(true);
+        Ok(RocksDBKeyedStateBackend {
+            db: Some(db),
+            composite: CompositeKey::new(params.number_of_key_groups),
+            source,
+            params,
+            options,
+            cache,
+            current: None,
+            checkpoint_strategy,
+            savepoint_strategy,
+            owner: CloseableRegistry::default(),
+            write_options,
+            temp_dir,
+        })
+    }
+
+    /// A backend holding the state of `handles` restricted to `params.key_group_range`.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`new`](Self::new), and of restore: handles that are not full keyed
+    /// snapshots ([`Error::Unsupported`]), a different key serializer or state meta info
+    /// ([`Error::Incompatible`]), damaged snapshots ([`Error::KeyGroup`] and
+    /// [`Error::Snapshot`] naming the key group or header).
+    pub fn restore(
+        params: KeyedBackendParams,
+        registry: &Registry,
+        handles: &[Arc<dyn KeyedStateHandle>],
+    ) -> Result<Self> {
+        let mut backend = Self::new(params, registry)?;
+        if let Err(err) = crate::restore::restore_full(&mut backend, registry, handles) {
+            // Do not leave a half-restored database behind.
+            let _ = backend.close();
+            return Err(err);
+        }
+        Ok(backend)
+    }
+
+    /// The state a snapshot strategy of this backend works from.
+    pub fn snapshot_source(&self) -> &RocksDBSnapshotSource {
+        &self.source
+    }
+
+    /// The RocksDB options in effect.
+    pub fn options(&self) -> &RocksDBOptions {
+        &self.options
+    }
+
+    pub(crate) fn db(&self) -> Result<&Arc<DB>> {
+        self.db.as_ref().ok_or_else(|| Error::Closed {
+            what: format!(
+                "RocksDB backend of key groups {}",
+                self.params.key_group_range
+            ),
+        })
+    }
+
+    pub(crate) fn composite_key(&self) -> CompositeKey {
+        self.composite
+    }
+
+    pub(crate) fn key_group_range(&self) -> KeyGroupRange {
+        self.params.key_group_range
+    }
+
+    pub(crate) fn number_of_key_groups_internal(&self) -> u32 {
+        self.params.number_of_key_groups
+    }
+
+    pub(crate) fn key_serializer(&self) -> &str {
+        &self.params.key_serializer
+    }
+
+    pub(crate) fn write_options(&self) -> &WriteOptions {
+        &self.write_options
+    }
+
+    /// Registers `meta` (creating its column family) or checks it against the state
+    /// registered under its name; returns the state's column family.
+    pub(crate) fn register(&self, meta: &StateMetaInfo) -> Result<Arc<BoundColumnFamily<'_>>> {
+        let db = self.db()?;
+        let mut states = lock(&self.source.inner.states);
+        match states.iter().find(|held| held.name == meta.name) {
+            Some(held) => held.check_compatible(meta)?,
+            None => {
+                if states.len() >= state_api::proxy::MAX_STATES {
+                    return Err(Error::InvalidArgument(format!(
+                        "cannot register state `{}`: a keyed backend holds at most {} states",
+                        meta.name,
+                        state_api::proxy::MAX_STATES
+                    )));
+                }
+                db.create_cf(cf_name(&meta.name), &self.options.cf_options(&self.cache))
+                    .map_err(db_error(format_args!(
+                        "creating the column family of state `{}`",
+                        meta.name
+                    )))?;
+                states.push(meta.clone());
+            }
+        }
+        cf(db, &meta.name)
+    }
+
+    /// The column family of registered state `name`, which must be of `kind`.
+    fn state_cf(&self, name: &str, kind: StateKind) -> Result<Arc<BoundColumnFamily<'_>>> {
+        let db = self.db()?;
+        {
+            let states = lock(&self.source.inner.states);
+            let held = states
+                .iter()
+                .find(|held| held.name == name)
+                .ok_or_else(|| Error::NotFound {
+                    what: format!("state `{name}` (register it first)"),
+                })?;
+            if held.kind != kind {
+                return Err(Error::Incompatible {
+                    what: format!("kind of state `{name}`"),
+                    held: held.kind.to_string(),
+                    requested: kind.to_string(),
+                });
+            }
+        }
+        cf(db, name)
+    }
+
+    /// The composite key of the current key and `namespace` (and `user_key`) in a buffer.
+    fn key(&self, namespace: &[u8], user_key: &[u8]) -> Result<Vec<u8>> {
+        self.db()?;
+        let current = self.current.as_ref().ok_or_else(|| {
+            Error::InvalidArgument("no current key: call set_current_key first".into())
+        })?;
+        let namespace_len = u32::try_from(namespace.len())
+            .map_err(|_| Error::InvalidArgument("namespaces must stay below 4 GiB".into()))?;
+        let mut key =
+            Vec::with_capacity(current.prefix.len() + 4 + namespace.len() + user_key.len());
+        key.extend_from_slice(&current.prefix);
+        key.extend_from_slice(&namespace_len.to_be_bytes());
+        key.extend_from_slice(namespace);
+        key.extend_from_slice(user_key);
+        Ok(key)
+    }
+
+    /// Collects every entry of `cf` whose key starts with `prefix`, in key order.
+    fn scan(
+        &self,
+        cf: &Arc<BoundColumnFamily<'_>>,
+        prefix: &[u8],
+        mut visit: impl FnMut(&[u8], &[u8]),
+    ) -> Result<()> {
+        let db = self.db()?;
+        let mut read = ReadOptions::default();
+        read.set_iterate_lower_bound(prefix.to_vec());
+        if let Some(end) = prefix_successor(prefix) {
+            read.set_iterate_upper_bound(end);
+        }
+        let mut iter = db.raw_iterator_cf_opt(cf, read);
+        iter.seek_to_first();
+        while let (Some(key), Some(value)) = (iter.key(), iter.value()) {
+            visit(key, value);
+            iter.next();
+        }
+        iter.status().map_err(db_error("iterating"))
+    }
+
+    fn write(
+        &self,
+        what: &str,
+        write: impl FnOnce(&DB, &WriteOptions) -> std::result::Result<(), rocksdb::Error>,
+    ) -> Result<()> {
+        write(self.db()?, &self.write_options).map_err(db_error(what))
+    }
+}
+
+/// The column family of state `name` in `db`.
+pub(crate) fn cf<'db>(db: &'db DB, name: &str) -> Result<Arc<BoundColumnFamily<'db>>> {
+    db.cf_handle(&cf_name(name)).ok_or_else(|| Error::NotFound {
+        what: format!("column family of state `{name}`"),
+    })
+}
+
+/// The database directory under `working_dir` (or a temporary directory) and the temporary
+/// directory to remove on close, if the backend made one.
+fn db_directory(working_dir: Option<&Path>) -> Result<(PathBuf, Option<TempDir>)> {
+    let builder = || {
+        let mut builder = tempfile::Builder::new();
+        builder.prefix("rocksdb-");
+        builder
+    };
+    let dir = match working_dir {
+        Some(parent) => {
+            std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+            builder()
+                .tempdir_in(parent)
+                .map_err(|e| Error::io(parent, e))?
+        }
+        None => builder()
+            .tempdir()
+            .map_err(|e| Error::io(std::env::temp_dir(), e))?,
+    };
+    Ok((dir.path().join("db"), Some(dir)))
+}
+
+impl CheckpointListener for RocksDBKeyedStateBackend {
+    fn notify_checkpoint_complete(&mut self, _checkpoint_id: u64) -> Result<()> {
+        // Full snapshots are self-contained: nothing to record or prune.
+        Ok(())
+    }
+}
+
+impl KeyedStateBackend for RocksDBKeyedStateBackend {
+    fn backend_name(&self) -> &str {
+        ROCKSDB
+    }
+
+    fn key_group_range(&self) -> KeyGroupRange {
+        self.params.key_group_range
+    }
+
+    fn number_of_key_groups(&self) -> u32 {
+        self.params.number_of_key_groups
+    }
+
+    fn register_state(&mut self, meta: &StateMetaInfo) -> Result<()> {
+        self.register(meta).map(|_| ())
+    }
+
+    fn states(&self) -> Vec<StateMetaInfo> {
+        self.source.states()
+    }
+
+    fn set_current_key(&mut self, key: &[u8]) -> Result<()> {
+        self.db()?;
+        let key_group =
+            KeyGroupRangeAssignment::assign_to_key_group(key, self.params.number_of_key_groups);
+        let range = self.params.key_group_range;
+        if !range.contains(key_group) {
+            return Err(Error::KeyGroupOutOfRange {
+                key_group,
+                range: range.to_string(),
+            });
+        }
+        let key_len = u32::try_from(key.len())
+            .map_err(|_| Error::InvalidArgument("keys must stay below 4 GiB".into()))?;
+        let current = self
+            .current
+            .get_or_insert_with(|| CurrentKey { prefix: Vec::new() });
+        current.prefix.clear();
+        KeyGroupRangeAssignment::write_key_group_prefix(
+            key_group,
+            self.composite.prefix_bytes(),
+            &mut current.prefix,
+        );
+        current.prefix.extend_from_slice(&key_len.to_be_bytes());
+        current.prefix.extend_from_slice(key);
+        Ok(())
+    }
+
+    fn value(&self, state: &str, namespace: &[u8]) -> Result<Option<Vec<u8>>> {
+        let cf = self.state_cf(state, StateKind::Value)?;
+        let key = self.key(namespace, &[])?;
+        let value = self
+            .db()?
+            .get_pinned_cf(&cf, &key)
+            .map_err(db_error("reading"))?;
+        Ok(value.map(|v| v.to_vec()))
+    }
+
+    fn put_value(&mut self, state: &str, namespace: &[u8], value: &[u8]) -> Result<()> {
+        let cf = self.state_cf(state, StateKind::Value)?;
+        let key = self.key(namespace, &[])?;
+        self.write("writing", |db, opts| db.put_cf_opt(&cf, &key, value, opts))
+    }
+
+    fn list(&self, state: &str, namespace: &[u8]) -> Result<Vec<Vec<u8>>> {
+        let cf = self.state_cf(state, StateKind::List)?;
+        let key = self.key(namespace, &[])?;
+        let value = self
+            .db()?
+            .get_pinned_cf(&cf, &key)
+            .map_err(db_error("reading"))?;
+        match value {
+            None => Ok(Vec::new()),
+            Some(bytes) => Ok(decode_list(&bytes)?
+                .into_iter()
+                .map(<[u8]>::to_vec)
+                .collect()),
+        }
+    }
+
+    fn append_to_list(&mut self, state: &str, namespace: &[u8], element: &[u8]) -> Result<()> {
+        let cf = self.state_cf(state, StateKind::List)?;
+        let key = self.key(namespace, &[])?;
+        let mut operand = Vec::with_capacity(4 + element.len());
+        encode_list([element], &mut operand);
+        self.write("appending", |db, opts| {
+            db.merge_cf_opt(&cf, &key, &operand, opts)
+        })
+    }
+
+    fn update_list(&mut self, state: &str, namespace: &[u8], elements: &[Vec<u8>]) -> Result<()> {
+        let cf = self.state_cf(state, StateKind::List)?;
+        let key = self.key(namespace, &[])?;
+        if elements.is_empty() {
+            return self.write("deleting", |db, opts| db.delete_cf_opt(&cf, &key, opts));
+        }
+        let mut value = Vec::new();
+        encode_list(elements.iter().map(Vec::as_slice), &mut value);
+        self.write("writing", |db, opts| db.put_cf_opt(&cf, &key, &value, opts))
+    }
+
+    fn map_value(&self, state: &str, namespace: &[u8], user_key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let cf = self.state_cf(state, StateKind::Map)?;
+        let key = self.key(namespace, user_key)?;
+        let value = self
+            .db()?
+            .get_pinned_cf(&cf, &key)
+            .map_err(db_error("reading"))?;
+        Ok(value.map(|v| v.to_vec()))
+    }
+
+    fn put_map_value(
+        &mut self,
+        state: &str,
+        namespace: &[u8],
+        user_key: &[u8],
+        value: &[u8],
+    ) -> Result<()> {
+        let cf = self.state_cf(state, StateKind::Map)?;
+        let key = self.key(namespace, user_key)?;
+        self.write("writing", |db, opts| db.put_cf_opt(&cf, &key, value, opts))
+    }
+
+    fn remove_map_value(&mut self, state: &str, namespace: &[u8], user_key: &[u8]) -> Result<()> {
+        let cf = self.state_cf(state, StateKind::Map)?;
+        let key = self.key(namespace, user_key)?;
+        self.write("deleting", |db, opts| db.delete_cf_opt(&cf, &key, opts))
+    }
+
+    fn map_entries(&self, state: &str, namespace: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let cf = self.state_cf(state, StateKind::Map)?;
+        let prefix = self.key(namespace, &[])?;
+        let mut entries = Vec::new();
+        self.scan(&cf, &prefix, |key, value| {
+            entries.push((key[prefix.len()..].to_vec(), value.to_vec()));
+        })?;
+        Ok(entries)
+    }
+
+    fn clear(&mut self, state: &str, namespace: &[u8]) -> Result<()> {
+        let kind = lock(&self.source.inner.states)
+            .iter()
+            .find(|held| held.name == state)
+            .map(|held| held.kind)
+            .ok_or_else(|| Error::NotFound {
+                what: format!("state `{state}` (register it first)"),
+            })?;
+        let cf = self.state_cf(state, kind)?;
+        let key = self.key(namespace, &[])?;
+        match kind {
+            StateKind::Value | StateKind::List => {
+                self.write("deleting", |db, opts| db.delete_cf_opt(&cf, &key, opts))
+            }
+            StateKind::Map => {
+                let mut batch = WriteBatch::default();
+                self.scan(&cf, &key, |entry_key, _| batch.delete_cf(&cf, entry_key))?;
+                self.write("deleting", |db, opts| db.write_opt(batch, opts))
+            }
+        }
+    }
+
+    fn keys(&self, state: &str, namespace: &[u8]) -> Result<Vec<Vec<u8>>> {
+        let kind = lock(&self.source.inner.states)
+            .iter()
+            .find(|held| held.name == state)
+            .map(|held| held.kind)
+            .ok_or_else(|| Error::NotFound {
+                what: format!("state `{state}` (register it first)"),
+            })?;
+        let cf = self.state_cf(state, kind)?;
+        let composite = self.composite;
+        let mut keys: Vec<Vec<u8>> = Vec::new();
+        let mut failure = None;
+        self.scan(&cf, &[], |key, _| match composite.split(key) {
+            Ok(parts) if parts.namespace == namespace => {
+                if keys.last().map(Vec::as_slice) != Some(parts.key) {
+                    keys.push(parts.key.to_vec());
+                }
+            }
+            Ok(_) => {}
+            Err(err) => {
+                failure.get_or_insert(err);
+            }
+        })?;
+        match failure {
+            Some(err) => Err(err),
+            None => Ok(keys),
+        }
+    }
+
+    fn snapshot(
+        &mut self,
+        checkpoint_id: u64,
+        timestamp: u64,
+        factory: Arc<dyn CheckpointStreamFactory>,
+        options: &CheckpointOptions,
+    ) -> Result<AsyncSnapshotTask<KeyedSnapshotResult>> {
+        self.db()?;
+        let strategy = match options.is_savepoint() {
+            true => &mut *self.savepoint_strategy,
+            false => &mut *self.checkpoint_strategy,
+        };
+        SnapshotStrategyRunner::new(strategy, &self.owner).snapshot(
+            checkpoint_id,
+            timestamp,
+            factory,
+            options,
+        )
+    }
+
+    fn close(&mut self) -> Result<()> {
+        // Cancel running snapshots, then wait until every lease is back: only then is
+        // nobody reading the database.
+        let cancelled = self.owner.close();
+        self.source.inner.guard.close();
+        lock(&self.source.inner.db).take();
+        if let Some(db) = self.db.take() {
+            db.cancel_all_background_work(true);
+            drop(db);
+        }
+        if let Some(dir) = self.temp_dir.take() {
+            let path = dir.path().to_path_buf();
+            dir.close().map_err(|e| Error::io(path, e))?;
+        }
+        cancelled
+    }
+}
+
+impl Drop for RocksDBKeyedStateBackend {
+    fn drop(&mut self) {
+        if self.db.is_some()
+            && let Err(err) = self.close()
+        {
+            tracing::warn!(error = %err, "closing a dropped RocksDB backend failed");
+        }
+    }
+}
+
+/// Creates and restores [`RocksDBKeyedStateBackend`]s; registered as keyed backend
+/// `rocksdb`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RocksDBKeyedStateBackendFactory;
+
+impl KeyedStateBackendFactory for RocksDBKeyedStateBackendFactory {
+    fn name(&self) -> &'static str {
+        ROCKSDB
+    }
+
+    fn description(&self) -> &'static str {
+        "keyed state in embedded RocksDB, one column family per state, key groups as key ranges"
+    }
+
+    fn create(
+        &self,
+        params: KeyedBackendParams,
+        registry: &Registry,
+    ) -> Result<Box<dyn KeyedStateBackend>> {
+        Ok(Box::new(RocksDBKeyedStateBackend::new(params, registry)?))
+    }
+
+    fn restore(
+        &self,
+        params: KeyedBackendParams,
+        registry: &Registry,
+        handles: &[Arc<dyn KeyedStateHandle>],
+    ) -> Result<Box<dyn KeyedStateBackend>> {
+        Ok(Box::new(RocksDBKeyedStateBackend::restore(
+            params, registry, handles,
+        )?))
+    }
+}

@@ -1,0 +1,237 @@
+//! [`RocksFullSnapshotStrategy`] (`rocksdb-full`): a full snapshot in the canonical keyed
+//! format, for checkpoints and for every savepoint.
+//!
+//! The synchronous part copies the states' meta info, takes a lease on the database (the
+//! backend does not close it under the snapshot) and a RocksDB snapshot: O(1), no data
+//! copied. The asynchronous part iterates, per key group of the range and per state in id
+//! order, that state's column family at the snapshot over the key group's key range, and
+//! feeds the entries to `state-api`'s [`KeyedSnapshotWriter`]: the same bytes a heap
+//! snapshot of the same state writes, so savepoints move between backends.
+
+use std::any::Any;
+use std::fmt;
+use std::sync::Arc;
+
+use rocksdb::{DB, ReadOptions, SnapshotWithThreadMode};
+use state_api::keyed_format::KeyedSnapshotWriter;
+use state_api::{
+    AsyncSnapshotCallable, CheckpointOptions, CheckpointStreamFactory,
+    CheckpointStreamWithResultProvider, CheckpointedStateScope, Error, KeyedBackendParams,
+    KeyedBackendSerializationProxy, KeyedSnapshotResult, KeyedSnapshotStrategyFactory,
+    KeyedStateHandle, Lease, LocalRecoveryConfig, Registry, Result, SnapshotContext,
+    SnapshotResult, SnapshotStrategy, StateMetaInfo, StreamCompressionDecorator,
+};
+
+use crate::backend::{RocksDBSnapshotSource, cf, db_error, key_group_start};
+use crate::{ROCKSDB, ROCKSDB_FULL};
+
+type DbSnapshot<'db> = SnapshotWithThreadMode<'db, DB>;
+
+self_cell::self_cell!(
+    /// A RocksDB snapshot together with the database it reads, so the asynchronous part can
+    /// own both on another thread.
+    struct OwnedSnapshot {
+        owner: Arc<DB>,
+        #[covariant]
+        dependent: DbSnapshot,
+    }
+);
+
+/// The full snapshot strategy of the RocksDB backend; registered as keyed strategy
+/// `rocksdb-full`.
+pub struct RocksFullSnapshotStrategy {
+    source: RocksDBSnapshotSource,
+    compression: Arc<dyn StreamCompressionDecorator>,
+    local_recovery: LocalRecoveryConfig,
+}
+
+impl fmt::Debug for RocksFullSnapshotStrategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RocksFullSnapshotStrategy")
+            .field("compression", &self.compression.name())
+            .field("local_recovery", &self.local_recovery)
+            .finish()
+    }
+}
+
+impl RocksFullSnapshotStrategy {
+    /// A strategy over `source` writing with `compression`, and a task-local copy when
+    /// `local_recovery` is enabled.
+    pub fn new(
+        source: RocksDBSnapshotSource,
+        compression: Arc<dyn StreamCompressionDecorator>,
+        local_recovery: LocalRecoveryConfig,
+    ) -> Self {
+        RocksFullSnapshotStrategy {
+            source,
+            compression,
+            local_recovery,
+        }
+    }
+}
+
+impl SnapshotStrategy<Arc<dyn KeyedStateHandle>> for RocksFullSnapshotStrategy {
+    fn description(&self) -> &str {
+        "RocksDB full snapshot"
+    }
+
+    fn snapshot(
+        &mut self,
+        checkpoint_id: u64,
+        _timestamp: u64,
+        factory: Arc<dyn CheckpointStreamFactory>,
+        _options: &CheckpointOptions,
+    ) -> Result<Box<dyn AsyncSnapshotCallable<KeyedSnapshotResult>>> {
+        let lease = self.source.lease()?;
+        let snapshot = OwnedSnapshot::new(self.source.db()?, |db| db.snapshot());
+        Ok(Box::new(RocksFullAsyncSnapshot {
+            resources: Some(Resources {
+                snapshot,
+                _lease: lease,
+            }),
+            states: self.source.states(),
+            source: self.source.clone(),
+            factory,
+            compression: self.compression.clone(),
+            local_recovery: self.local_recovery.clone(),
+            checkpoint_id,
+        }))
+    }
+}
+
+/// What the asynchronous part holds until cleanup: the snapshot, then the lease (fields
+/// drop in order, so the snapshot is released before the lease lets the backend close).
+struct Resources {
+    snapshot: OwnedSnapshot,
+    _lease: Lease,
+}
+
+struct RocksFullAsyncSnapshot {
+    resources: Option<Resources>,
+    states: Vec<StateMetaInfo>,
+    source: RocksDBSnapshotSource,
+    factory: Arc<dyn CheckpointStreamFactory>,
+    compression: Arc<dyn StreamCompressionDecorator>,
+    local_recovery: LocalRecoveryConfig,
+    checkpoint_id: u64,
+}
+
+impl AsyncSnapshotCallable<KeyedSnapshotResult> for RocksFullAsyncSnapshot {
+    fn call_internal(&mut self, context: &SnapshotContext) -> Result<KeyedSnapshotResult> {
+        let resources = self.resources.as_ref().ok_or_else(|| Error::Closed {
+            what: format!("RocksDB snapshot of checkpoint {}", self.checkpoint_id),
+        })?;
+        if self.states.is_empty() {
+            return Ok(SnapshotResult::empty());
+        }
+        let db = resources.snapshot.borrow_owner();
+        let snapshot = resources.snapshot.borrow_dependent();
+        let families = self
+            .states
+            .iter()
+            .map(|meta| cf(db, &meta.name))
+            .collect::<Result<Vec<_>>>()?;
+        let range = self.source.key_group_range();
+        let max_parallelism = self.source.max_parallelism();
+        let prefix_bytes =
+            state_api::KeyGroupRangeAssignment::key_group_prefix_bytes(max_parallelism);
+
+        let mut stream = CheckpointStreamWithResultProvider::create(
+            self.checkpoint_id,
+            CheckpointedStateScope::Exclusive,
+            &*self.factory,
+            &self.local_recovery,
+        )?;
+        let registration = context.register(stream.closer())?;
+        let header = KeyedBackendSerializationProxy::new(
+            self.source.key_serializer(),
+            self.states.clone(),
+            self.compression.name(),
+        );
+        let (offsets, checksums) = {
+            let mut writer = KeyedSnapshotWriter::new(
+                &mut stream,
+                0,
+                &header,
+                &*self.compression,
+                range,
+                max_parallelism,
+            )?;
+            for key_group in range.iter() {
+                context.check_cancelled()?;
+                let start = key_group_start(key_group, prefix_bytes);
+                let end = key_group_start(key_group + 1, prefix_bytes);
+                writer.write_key_group(key_group, |group| {
+                    for (id, family) in (0u16..).zip(&families) {
+                        let mut read = ReadOptions::default();
+                        read.set_iterate_lower_bound(start.clone());
+                        read.set_iterate_upper_bound(end.clone());
+                        read.fill_cache(false);
+                        let mut iter = snapshot.raw_iterator_cf_opt(family, read);
+                        iter.seek_to_first();
+                        while let (Some(key), Some(value)) = (iter.key(), iter.value()) {
+                            group.write_entry(id, key, value)?;
+                            iter.next();
+                        }
+                        iter.status().map_err(db_error(format_args!(
+                            "iterating key group {key_group} of checkpoint {}",
+                            self.checkpoint_id
+                        )))?;
+                    }
+                    Ok(())
+                })?;
+            }
+            writer.finish()?
+        };
+        context.unregister(registration);
+        let result = stream.close_and_finalize()?;
+        CheckpointStreamWithResultProvider::to_keyed_state_handle_result(
+            result,
+            &offsets,
+            Some(&checksums),
+        )
+    }
+
+    fn cleanup_provided_resources(&mut self) {
+        // Releases the RocksDB snapshot, then the lease.
+        self.resources = None;
+    }
+}
+
+/// Creates [`RocksFullSnapshotStrategy`]s; registered as keyed strategy `rocksdb-full`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RocksFullSnapshotStrategyFactory;
+
+impl KeyedSnapshotStrategyFactory for RocksFullSnapshotStrategyFactory {
+    fn name(&self) -> &'static str {
+        ROCKSDB_FULL
+    }
+
+    fn description(&self) -> &'static str {
+        "full snapshot of RocksDB state in the canonical key-group format (checkpoints and savepoints)"
+    }
+
+    fn backend(&self) -> &'static str {
+        ROCKSDB
+    }
+
+    fn create(
+        &self,
+        backend_state: &dyn Any,
+        params: &KeyedBackendParams,
+        registry: &Registry,
+    ) -> Result<Box<dyn SnapshotStrategy<Arc<dyn KeyedStateHandle>>>> {
+        let source = backend_state
+            .downcast_ref::<RocksDBSnapshotSource>()
+            .ok_or_else(|| {
+                Error::Unsupported(format!(
+                    "strategy `{ROCKSDB_FULL}` snapshots RocksDB backends only (given another backend's state)"
+                ))
+            })?;
+        Ok(Box::new(RocksFullSnapshotStrategy::new(
+            source.clone(),
+            registry.compression(&params.compression)?,
+            params.local_recovery.clone(),
+        )))
+    }
+}

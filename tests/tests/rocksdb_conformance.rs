@@ -1,0 +1,284 @@
+//! The in-tree keyed backend `rocksdb` (strategy `rocksdb-full`) passes the keyed-backend
+//! conformance kit, and savepoints move between it and the heap backend.
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+
+use snapstate_tests::keyed::{self, KeyedBackendCapabilities, RESCALINGS};
+use state_api::{
+    CheckpointOptions, KeyGroupRange, KeyGroupRangeAssignment, KeyedBackendParams,
+    KeyedStateBackend, KeyedStateHandle, MemoryCheckpointStreamFactory, PluginKind, Registry,
+    StateMetaInfo, StateObject,
+};
+
+const ROCKSDB: &str = "rocksdb";
+
+const CAPABILITIES: KeyedBackendCapabilities = KeyedBackendCapabilities {
+    rescaling: true,
+    local_recovery: true,
+};
+
+fn registry() -> &'static Registry {
+    // The linker drops the link-time registrations of crates nothing names.
+    state_compress::link();
+    state_heap::link();
+    state_rocksdb::link();
+    Registry::global()
+}
+
+#[test]
+fn rocksdb_backend_and_full_strategy_are_linked() {
+    let registry = registry();
+    assert!(
+        registry.conflicts().is_empty(),
+        "{:?}",
+        registry.conflicts()
+    );
+    assert!(
+        registry
+            .names(PluginKind::KeyedBackend)
+            .contains(&ROCKSDB.to_owned())
+    );
+    let strategies = registry.names(PluginKind::KeyedStrategy);
+    assert!(
+        strategies.contains(&"rocksdb-full".to_owned()),
+        "{strategies:?}"
+    );
+}
+
+#[test]
+fn rocksdb_round_trip_every_decorator() {
+    for compression in ["none", "snappy", "lz4"] {
+        keyed::round_trip(ROCKSDB, registry(), compression);
+    }
+}
+
+#[test]
+fn rocksdb_map_entries_are_ordered() {
+    keyed::map_entries_are_ordered(ROCKSDB, registry(), "none");
+}
+
+#[test]
+fn rocksdb_empty_state() {
+    keyed::empty_state(ROCKSDB, registry(), "none");
+}
+
+#[test]
+fn rocksdb_huge_values() {
+    keyed::huge_values(ROCKSDB, registry(), "lz4");
+}
+
+#[test]
+fn rocksdb_compression_is_read_from_the_snapshot() {
+    keyed::compression_is_read_from_the_snapshot(ROCKSDB, registry(), "snappy");
+}
+
+#[test]
+fn rocksdb_snapshot_is_consistent() {
+    keyed::snapshot_is_consistent(ROCKSDB, registry(), "none");
+}
+
+#[test]
+fn rocksdb_rescale() {
+    for (from, to) in RESCALINGS {
+        keyed::rescale(ROCKSDB, registry(), "none", CAPABILITIES, from, to);
+    }
+}
+
+#[test]
+fn rocksdb_corrupt_snapshot() {
+    keyed::corrupt_snapshot_is_reported(ROCKSDB, registry(), "lz4");
+}
+
+#[test]
+fn rocksdb_cancelled_snapshot_leaves_nothing() {
+    keyed::cancelled_snapshot_leaves_nothing(ROCKSDB, registry(), "none");
+}
+
+#[test]
+fn rocksdb_incompatible_serializers_are_rejected() {
+    keyed::incompatible_serializers_are_rejected(ROCKSDB, registry(), "none");
+}
+
+#[test]
+fn rocksdb_local_recovery() {
+    keyed::local_recovery(ROCKSDB, registry(), "none", CAPABILITIES);
+}
+
+// Savepoints between backends.
+
+const MAX_PARALLELISM: u32 = 128;
+
+fn params(range: KeyGroupRange, dir: &tempfile::TempDir) -> KeyedBackendParams {
+    KeyedBackendParams {
+        working_dir: Some(dir.path().to_path_buf()),
+        compression: "snappy".into(),
+        ..KeyedBackendParams::new(MAX_PARALLELISM, range)
+    }
+}
+
+fn states() -> [StateMetaInfo; 3] {
+    [
+        StateMetaInfo::value("count", "void", "u64-be"),
+        StateMetaInfo::list("events", "void", "bytes"),
+        StateMetaInfo::map("attributes", "void", "bytes", "bytes"),
+    ]
+}
+
+fn keys() -> Vec<Vec<u8>> {
+    (0..300).map(|i| format!("user-{i}").into_bytes()).collect()
+}
+
+fn fill(backend: &mut dyn KeyedStateBackend) {
+    for meta in states() {
+        backend.register_state(&meta).unwrap();
+    }
+    for (i, key) in (0u64..).zip(keys()) {
+        backend.set_current_key(&key).unwrap();
+        backend.put_value("count", b"", &i.to_be_bytes()).unwrap();
+        for e in 0..i % 4 {
+            backend
+                .append_to_list("events", b"", format!("event-{e}").as_bytes())
+                .unwrap();
+        }
+        backend
+            .put_map_value("attributes", b"", b"name", &key)
+            .unwrap();
+    }
+}
+
+/// Every key of `backend`'s range holds what `fill` wrote, and nothing else is there.
+fn check(backend: &mut dyn KeyedStateBackend, case: &str) {
+    let range = backend.key_group_range();
+    let mut expected = 0;
+    for (i, key) in (0u64..).zip(keys()) {
+        let group = KeyGroupRangeAssignment::assign_to_key_group(&key, MAX_PARALLELISM);
+        if !range.contains(group) {
+            continue;
+        }
+        expected += 1;
+        backend.set_current_key(&key).unwrap();
+        assert_eq!(
+            backend.value("count", b"").unwrap(),
+            Some(i.to_be_bytes().to_vec()),
+            "{case}"
+        );
+        let events: Vec<Vec<u8>> = (0..i % 4)
+            .map(|e| format!("event-{e}").into_bytes())
+            .collect();
+        assert_eq!(backend.list("events", b"").unwrap(), events, "{case}");
+        assert_eq!(
+            backend.map_entries("attributes", b"").unwrap(),
+            [(b"name".to_vec(), key.clone())],
+            "{case}"
+        );
+    }
+    assert_eq!(
+        backend.keys("count", b"").unwrap().len(),
+        expected,
+        "{case}"
+    );
+}
+
+fn savepoint(backend: &mut dyn KeyedStateBackend) -> Arc<dyn KeyedStateHandle> {
+    let factory = Arc::new(MemoryCheckpointStreamFactory::default());
+    let task = backend
+        .snapshot(1, 0, factory, &CheckpointOptions::savepoint())
+        .unwrap();
+    task.run().unwrap().job_manager_owned().unwrap().clone()
+}
+
+#[test]
+fn savepoints_move_between_heap_and_rocksdb_also_when_rescaling() {
+    let registry = registry();
+    let dir = tempfile::tempdir().unwrap();
+    let full = KeyGroupRange::new(0, MAX_PARALLELISM - 1).unwrap();
+    let halves = [
+        KeyGroupRange::new(0, 63).unwrap(),
+        KeyGroupRange::new(64, 127).unwrap(),
+    ];
+    for (from, to) in [("heap", ROCKSDB), (ROCKSDB, "heap")] {
+        let mut source = registry
+            .keyed_backend(from)
+            .unwrap()
+            .create(params(full, &dir), registry)
+            .unwrap();
+        fill(&mut *source);
+        let handle = savepoint(&mut *source);
+        let target = registry.keyed_backend(to).unwrap();
+        for range in std::iter::once(full).chain(halves) {
+            let mut restored = target
+                .restore(params(range, &dir), registry, std::slice::from_ref(&handle))
+                .unwrap();
+            check(
+                &mut *restored,
+                &format!("{from} savepoint into {to} {range}"),
+            );
+            restored.close().unwrap();
+        }
+        source.close().unwrap();
+    }
+}
+
+#[test]
+fn rocksdb_passes_every_contract_with_lz4() {
+    keyed::run_all(ROCKSDB, registry(), "lz4", CAPABILITIES);
+}
+
+#[test]
+fn closing_while_a_snapshot_writes_waits_for_it_and_leaks_nothing() {
+    use snapstate_tests::faults::GatedStreamFactory;
+    use state_api::LocalCheckpointStorage;
+
+    let registry = registry();
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    let storage = LocalCheckpointStorage::new(dir.path().join("checkpoints")).unwrap();
+    let mut backend = state_rocksdb::RocksDBKeyedStateBackend::new(
+        KeyedBackendParams {
+            working_dir: Some(work.clone()),
+            ..KeyedBackendParams::new(MAX_PARALLELISM, KeyGroupRange::new(0, 127).unwrap())
+        },
+        registry,
+    )
+    .unwrap();
+    fill(&mut backend);
+    let source = backend.snapshot_source().clone();
+    let (factory, gate) = GatedStreamFactory::new(Box::new(storage.stream_factory(1).unwrap()));
+    let task = backend
+        .snapshot(1, 0, Arc::new(factory), &CheckpointOptions::checkpoint())
+        .unwrap();
+    let running = task.spawn().unwrap();
+    assert!(gate.wait_started(), "the snapshot wrote nothing");
+
+    // The snapshot holds a lease: close cancels it and waits for the lease.
+    let closing = std::thread::spawn(move || backend.close());
+    gate.resume();
+    closing.join().unwrap().unwrap();
+    match running.join().unwrap() {
+        Ok(result) => result.discard().unwrap(),
+        Err(err) => assert!(err.is_cancelled(), "{err}"),
+    }
+    assert!(source.lease().is_err(), "a closed backend hands out leases");
+    assert!(
+        source.db().is_err(),
+        "a closed backend hands out its database"
+    );
+    let left: Vec<_> = std::fs::read_dir(&work).unwrap().collect();
+    assert!(left.is_empty(), "the database directory is left: {left:?}");
+    let files: Vec<_> = walk(storage.root());
+    assert!(files.is_empty(), "checkpoint files are left: {files:?}");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        match path.is_dir() {
+            true => files.extend(walk(&path)),
+            false => files.push(path),
+        }
+    }
+    files
+}
