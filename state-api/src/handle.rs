@@ -425,13 +425,17 @@ pub struct IncrementalRemoteKeyedStateHandle {
 }
 
 impl StateObject for IncrementalRemoteKeyedStateHandle {
-    /// Discards the meta data and the private files. Shared files belong to the shared
-    /// state registry, which discards them once no retained checkpoint refers to them.
+    /// Discards the meta data, the private files and the shared files this handle holds
+    /// itself. Placeholders delete nothing, so a handle returned by
+    /// [`SharedStateRegistry::register`](crate::SharedStateRegistry::register) (all shared
+    /// files placeholders) leaves shared files to the registry, while a snapshot that was
+    /// never registered (failed, cancelled, declined) takes its new uploads with it.
     fn discard(&self) -> Result<()> {
         discard_all(
             std::iter::once(&*self.meta_state as &dyn StateObject).chain(
                 self.private_state
                     .iter()
+                    .chain(&self.shared_state)
                     .map(|f| &*f.handle as &dyn StateObject),
             ),
         )
@@ -445,6 +449,14 @@ impl StateObject for IncrementalRemoteKeyedStateHandle {
                 .chain(&self.private_state)
                 .map(|f| f.handle.state_size())
                 .sum::<u64>()
+    }
+}
+
+impl IncrementalRemoteKeyedStateHandle {
+    /// The [`SharedStateRegistry`](crate::SharedStateRegistry) key of this backend
+    /// instance's shared file `local_path`: `<backend identifier>/<local path>`.
+    pub fn shared_key(&self, local_path: &str) -> String {
+        format!("{}/{local_path}", self.backend_identifier)
     }
 }
 

@@ -38,6 +38,7 @@ pub mod proxy;
 mod registry;
 pub mod repartition;
 mod resource_guard;
+mod shared_registry;
 mod state_object;
 mod strategy;
 mod stream;
@@ -73,6 +74,7 @@ pub use meta::{OperatorStateMetaInfo, SerializerId, StateKind, StateMetaInfo};
 pub use proxy::KeyedBackendSerializationProxy;
 pub use registry::{PluginInfo, PluginKind, Registration, Registry, register};
 pub use resource_guard::{Lease, ResourceGuard};
+pub use shared_registry::SharedStateRegistry;
 pub use state_object::{SnapshotResult, StateObject};
 pub use strategy::{SnapshotStrategy, SnapshotStrategyRunner};
 pub use stream::{
