@@ -707,24 +707,33 @@ mod tests {
     }
 
     #[test]
-    fn incremental_handle_discards_private_files_but_not_shared_ones() {
+    fn incremental_handle_discards_its_own_files_but_not_placeholders() {
         let dir = tempfile::tempdir().unwrap();
         let file = |name: &str| {
             let path = dir.path().join(name);
             fs::write(&path, b"data").unwrap();
             Arc::new(FileStateHandle::new(path, 4)) as Arc<dyn StreamStateHandle>
         };
+        // 000001.sst was uploaded by an earlier checkpoint and is owned by the registry.
+        let earlier = file("1.sst");
         let handle = IncrementalRemoteKeyedStateHandle {
             backend_identifier: "b".into(),
             key_group_range: KeyGroupRange::new(0, 7).unwrap(),
             checkpoint_id: 3,
-            shared_state: vec![HandleAndLocalPath::new(file("1.sst"), "000001.sst")],
+            shared_state: vec![
+                HandleAndLocalPath::new(
+                    Arc::new(PlaceholderStreamStateHandle::new("b/000001.sst", 4)),
+                    "000001.sst",
+                ),
+                HandleAndLocalPath::new(file("2.sst"), "000002.sst"),
+            ],
             private_state: vec![HandleAndLocalPath::new(file("MANIFEST"), "MANIFEST-000004")],
             meta_state: file("meta"),
         };
-        assert_eq!(handle.state_size(), 12);
+        assert_eq!(handle.state_size(), 16);
         handle.discard().unwrap();
-        assert!(dir.path().join("1.sst").exists());
+        assert!(dir.path().join("1.sst").exists(), "{earlier:?} is the registry's");
+        assert!(!dir.path().join("2.sst").exists());
         assert!(!dir.path().join("MANIFEST").exists());
         assert!(!dir.path().join("meta").exists());
         // A second discard finds nothing and is fine.

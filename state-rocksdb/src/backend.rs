@@ -39,6 +39,7 @@ use state_api::{
 };
 use tempfile::TempDir;
 
+use crate::incremental::IncrementalHistory;
 use crate::{ROCKSDB, ROCKSDB_FULL};
 
 /// Maps a RocksDB error onto [`Error::Backend`].
@@ -193,6 +194,7 @@ struct SourceInner {
     max_parallelism: u32,
     key_serializer: String,
     db_path: PathBuf,
+    incremental: Mutex<IncrementalHistory>,
 }
 
 impl fmt::Debug for RocksDBSnapshotSource {
@@ -254,6 +256,37 @@ impl RocksDBSnapshotSource {
     pub fn db_path(&self) -> &Path {
         &self.inner.db_path
     }
+
+    /// The directory holding the database directory and snapshot directories.
+    pub fn instance_dir(&self) -> &Path {
+        self.inner.db_path.parent().unwrap_or(&self.inner.db_path)
+    }
+
+    /// The identifier of this backend instance in shared file keys: new for a new backend,
+    /// the old one's after an incremental restore without rescaling.
+    pub fn backend_identifier(&self) -> String {
+        self.incremental().backend_id.clone()
+    }
+
+    /// The last checkpoint confirmed by `notify_checkpoint_complete` (or restored from),
+    /// which the next incremental checkpoint builds on.
+    pub fn last_completed_checkpoint(&self) -> Option<u64> {
+        self.incremental().last_completed()
+    }
+
+    /// The incremental history: which sst files which checkpoint uploaded.
+    pub(crate) fn incremental(&self) -> MutexGuard<'_, IncrementalHistory> {
+        lock(&self.inner.incremental)
+    }
+}
+
+/// What a database directory holds when a backend opens it.
+#[derive(Debug)]
+pub(crate) struct Opened {
+    /// The states, in id order (their column families exist in the directory).
+    pub(crate) states: Vec<StateMetaInfo>,
+    /// The incremental history to continue from.
+    pub(crate) history: IncrementalHistory,
 }
 
 #[derive(Debug)]
@@ -322,6 +355,22 @@ impl RocksDBKeyedStateBackend {
     /// backend, a range outside the max parallelism or bad `rocksdb.*` options
     /// ([`Error::InvalidArgument`]); RocksDB failing to open ([`Error::Backend`]).
     pub fn new(params: KeyedBackendParams, registry: &Registry) -> Result<Self> {
+        Self::open(params, registry, |_| {
+            Ok(Opened {
+                states: Vec::new(),
+                history: IncrementalHistory::fresh(),
+            })
+        })
+    }
+
+    /// Opens a backend whose database directory `prepare` fills first (empty for a new
+    /// backend, downloaded files for an incremental restore); `prepare` returns the states
+    /// the files hold and the incremental history to continue from.
+    pub(crate) fn open(
+        params: KeyedBackendParams,
+        registry: &Registry,
+        prepare: impl FnOnce(&Path) -> Result<Opened>,
+    ) -> Result<Self> {
         KeyGroupRangeAssignment::check_max_parallelism(params.number_of_key_groups)?;
         let range = params.key_group_range;
         if !range.is_empty() && range.end() >= params.number_of_key_groups {
@@ -333,25 +382,28 @@ impl RocksDBKeyedStateBackend {
         let options = RocksDBOptions::from_params(&params.options)?;
         let (db_path, temp_dir) = db_directory(params.working_dir.as_deref())?;
         let cache = Cache::new_lru_cache(options.block_cache_size);
-        let db = DB::open_cf_descriptors(
-            &options.db_options(),
-            &db_path,
-            Vec::<ColumnFamilyDescriptor>::new(),
-        )
-        .map_err(db_error(format_args!(
-            "opening a database in {}",
-            db_path.display()
-        )))?;
+        let opened = prepare(&db_path)?;
+        let families: Vec<ColumnFamilyDescriptor> = opened
+            .states
+            .iter()
+            .map(|meta| {
+                ColumnFamilyDescriptor::new(cf_name(&meta.name), options.cf_options(&cache))
+            })
+            .collect();
+        let db = DB::open_cf_descriptors(&options.db_options(), &db_path, families).map_err(
+            db_error(format_args!("opening a database in {}", db_path.display())),
+        )?;
         let db = Arc::new(db);
         let source = RocksDBSnapshotSource {
             inner: Arc::new(SourceInner {
                 db: Mutex::new(Some(db.clone())),
                 guard: ResourceGuard::new(format!("RocksDB of key groups {range}")),
-                states: Mutex::new(Vec::new()),
+                states: Mutex::new(opened.states),
                 range,
                 max_parallelism: params.number_of_key_groups,
                 key_serializer: params.key_serializer.clone(),
                 db_path,
+                incremental: Mutex::new(opened.history),
             }),
         };
         let strategy = |name: &str| -> Result<Box<dyn SnapshotStrategy<_>>> {
@@ -384,26 +436,26 @@ impl RocksDBKeyedStateBackend {
         })
     }
 
-    /// A backend holding the state of `handles` restricted to `params.key_group_range`.
+    /// A backend holding the state of `handles` restricted to `params.key_group_range`:
+    /// full snapshots of any keyed backend, or incremental RocksDB checkpoints (with
+    /// placeholders resolved). One incremental handle of exactly the new range is
+    /// downloaded and opened as the database, and the next incremental checkpoint builds on
+    /// it; otherwise each incremental handle is opened in a temporary database and the keys
+    /// of the new range copied over.
     ///
     /// # Errors
     ///
-    /// Those of [`new`](Self::new), and of restore: handles that are not full keyed
-    /// snapshots ([`Error::Unsupported`]), a different key serializer or state meta info
+    /// Those of [`new`](Self::new), and of restore: unknown handle kinds or unresolved
+    /// placeholders ([`Error::Unsupported`]), a different key serializer or state meta info
     /// ([`Error::Incompatible`]), damaged snapshots ([`Error::KeyGroup`] and
-    /// [`Error::Snapshot`] naming the key group or header).
+    /// [`Error::Snapshot`] naming the key group or header, [`Error::Corrupted`] and
+    /// [`Error::NotFound`] naming the file of an incremental snapshot).
     pub fn restore(
         params: KeyedBackendParams,
         registry: &Registry,
         handles: &[Arc<dyn KeyedStateHandle>],
     ) -> Result<Self> {
-        let mut backend = Self::new(params, registry)?;
-        if let Err(err) = crate::restore::restore_full(&mut backend, registry, handles) {
-            // Do not leave a half-restored database behind.
-            let _ = backend.close();
-            return Err(err);
-        }
-        Ok(backend)
+        crate::restore::restore(params, registry, handles)
     }
 
     /// The state a snapshot strategy of this backend works from.
@@ -571,8 +623,14 @@ fn db_directory(working_dir: Option<&Path>) -> Result<(PathBuf, Option<TempDir>)
 }
 
 impl CheckpointListener for RocksDBKeyedStateBackend {
-    fn notify_checkpoint_complete(&mut self, _checkpoint_id: u64) -> Result<()> {
-        // Full snapshots are self-contained: nothing to record or prune.
+    fn notify_checkpoint_complete(&mut self, checkpoint_id: u64) -> Result<()> {
+        // Incremental checkpoints build on the last completed one; full ones record nothing.
+        self.source.incremental().complete(checkpoint_id);
+        Ok(())
+    }
+
+    fn notify_checkpoint_aborted(&mut self, checkpoint_id: u64) -> Result<()> {
+        self.source.incremental().abort(checkpoint_id);
         Ok(())
     }
 }

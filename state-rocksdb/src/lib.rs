@@ -20,6 +20,7 @@
 
 mod backend;
 mod full;
+mod incremental;
 mod restore;
 
 pub use backend::{
@@ -27,6 +28,10 @@ pub use backend::{
     RocksDBSnapshotSource,
 };
 pub use full::{RocksFullSnapshotStrategy, RocksFullSnapshotStrategyFactory};
+pub use incremental::{
+    FileManifest, ManifestEntry, RocksIncrementalSnapshotStrategy,
+    RocksIncrementalSnapshotStrategyFactory,
+};
 
 /// Name of the RocksDB keyed backend.
 pub const ROCKSDB: &str = "rocksdb";
@@ -34,14 +39,19 @@ pub const ROCKSDB: &str = "rocksdb";
 /// Name of the full snapshot strategy of the RocksDB backend.
 pub const ROCKSDB_FULL: &str = "rocksdb-full";
 
-/// Registers keyed backend `rocksdb` and keyed strategy `rocksdb-full` in `registry`.
+/// Name of the incremental snapshot strategy of the RocksDB backend.
+pub const ROCKSDB_INCREMENTAL: &str = "rocksdb-incremental";
+
+/// Registers keyed backend `rocksdb` and keyed strategies `rocksdb-full` and
+/// `rocksdb-incremental` in `registry`.
 ///
 /// # Errors
 ///
 /// [`Error::DuplicatePlugin`](state_api::Error) if a name is already taken.
 pub fn register(registry: &mut state_api::Registry) -> state_api::Result<()> {
     registry.register_keyed_backend(RocksDBKeyedStateBackendFactory)?;
-    registry.register_keyed_strategy(RocksFullSnapshotStrategyFactory)
+    registry.register_keyed_strategy(RocksFullSnapshotStrategyFactory)?;
+    registry.register_keyed_strategy(RocksIncrementalSnapshotStrategyFactory)
 }
 
 state_api::submit_registration!(register);

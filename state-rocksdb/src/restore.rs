@@ -1,39 +1,252 @@
-//! Full restore of a RocksDB backend from canonical keyed snapshots (its own full
-//! snapshots, or another backend's savepoints), with rescaling: only the key groups of the
-//! new range are read, from any number of old instances' handles.
+//! Restoring a RocksDB backend, with or without rescaling, from full keyed snapshots (its
+//! own, or another backend's savepoints) and from incremental RocksDB checkpoints.
 
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::Path;
 use std::sync::Arc;
 
-use rocksdb::WriteBatch;
+use rocksdb::{ColumnFamilyDescriptor, DB, Options, ReadOptions, WriteBatch};
 use state_api::keyed_format::{KeyedSnapshotReader, decode_list};
-use state_api::{Error, KeyGroupsStateHandle, KeyedStateHandle, Registry, Result, StateKind};
+use state_api::{
+    Error, FileStateHandle, HandleAndLocalPath, IncrementalLocalKeyedStateHandle,
+    IncrementalRemoteKeyedStateHandle, KeyGroupsStateHandle, KeyedBackendParams, KeyedStateBackend,
+    KeyedStateHandle, Registry, Result, StateKind, StreamStateHandle,
+};
 
-use crate::backend::{RocksDBKeyedStateBackend, db_error};
+use crate::backend::{Opened, RocksDBKeyedStateBackend, cf, cf_name, db_error, key_group_start};
+use crate::incremental::{IncrementalHistory, LOCAL_META_FILE, UploadedFile, download, read_meta};
 
 /// Bytes collected in a write batch before it is written.
 const BATCH_BYTES: usize = 4 << 20;
 
-/// Reads the part of every handle that intersects the backend's range into the backend.
-pub(crate) fn restore_full(
-    backend: &mut RocksDBKeyedStateBackend,
+/// Restores a backend for `params` from `handles`.
+pub(crate) fn restore(
+    params: KeyedBackendParams,
     registry: &Registry,
     handles: &[Arc<dyn KeyedStateHandle>],
-) -> Result<()> {
-    for handle in handles {
-        let Some(part) = handle.intersection(&backend.key_group_range()) else {
-            continue;
-        };
-        let part = part
+) -> Result<RocksDBKeyedStateBackend> {
+    let range = params.key_group_range;
+    let parts = handles
+        .iter()
+        .filter_map(|handle| handle.intersection(&range))
+        .map(|part| local_as_remote(&part).map(|remote| remote.unwrap_or(part)))
+        .collect::<Result<Vec<Arc<dyn KeyedStateHandle>>>>()?;
+    if let [only] = parts.as_slice()
+        && let Some(incremental) = only
             .as_any()
-            .downcast_ref::<KeyGroupsStateHandle>()
-            .ok_or_else(|| {
-                Error::Unsupported(format!(
-                    "the RocksDB backend restores full keyed snapshots (key-groups handles) here; got {part:?}"
-                ))
-            })?;
-        restore_handle(backend, registry, part)?;
+            .downcast_ref::<IncrementalRemoteKeyedStateHandle>()
+        && incremental.key_group_range == range
+    {
+        let key_serializer = params.key_serializer.clone();
+        return RocksDBKeyedStateBackend::open(params, registry, |db_path| {
+            open_incremental(incremental, &key_serializer, db_path)
+        });
+    }
+    let mut backend = RocksDBKeyedStateBackend::new(params, registry)?;
+    let outcome = parts
+        .iter()
+        .try_for_each(|part| restore_part(&mut backend, registry, &**part));
+    if let Err(err) = outcome {
+        // Do not leave a half-restored database behind.
+        let _ = backend.close();
+        return Err(err);
+    }
+    Ok(backend)
+}
+
+/// A task-local incremental copy as the remote handle of the same files, read from its
+/// directory; `None` for any other handle.
+fn local_as_remote(part: &Arc<dyn KeyedStateHandle>) -> Result<Option<Arc<dyn KeyedStateHandle>>> {
+    let Some(local) = part
+        .as_any()
+        .downcast_ref::<IncrementalLocalKeyedStateHandle>()
+    else {
+        return Ok(None);
+    };
+    let dir = local.directory.directory();
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::NotFound {
+                what: format!("task-local snapshot directory {}", dir.display()),
+            },
+            _ => Error::io(dir, e),
+        })?
+        .map(|entry| {
+            entry
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .map_err(|e| Error::io(dir, e))
+        })
+        .collect::<Result<_>>()?;
+    names.sort();
+    let (mut shared, mut private) = (Vec::new(), Vec::new());
+    for name in names.into_iter().filter(|name| name != LOCAL_META_FILE) {
+        let path = dir.join(&name);
+        let len = fs::metadata(&path).map_err(|e| Error::io(&path, e))?.len();
+        let file = HandleAndLocalPath::new(Arc::new(FileStateHandle::new(path, len)), name.clone());
+        match name.ends_with(".sst") {
+            true => shared.push(file),
+            false => private.push(file),
+        }
+    }
+    Ok(Some(Arc::new(IncrementalRemoteKeyedStateHandle {
+        backend_identifier: local.backend_identifier.clone(),
+        key_group_range: local.key_group_range,
+        checkpoint_id: local.checkpoint_id,
+        shared_state: shared,
+        private_state: private,
+        meta_state: local.meta_state.clone(),
+    })))
+}
+
+fn restore_part(
+    backend: &mut RocksDBKeyedStateBackend,
+    registry: &Registry,
+    part: &dyn KeyedStateHandle,
+) -> Result<()> {
+    if let Some(full) = part.as_any().downcast_ref::<KeyGroupsStateHandle>() {
+        return restore_handle(backend, registry, full);
+    }
+    if let Some(incremental) = part
+        .as_any()
+        .downcast_ref::<IncrementalRemoteKeyedStateHandle>()
+    {
+        return copy_incremental(backend, incremental);
+    }
+    Err(Error::Unsupported(format!(
+        "the RocksDB backend restores key-groups and incremental RocksDB handles; got {part:?}"
+    )))
+}
+
+/// Downloads every file of `handle` into `dir` (created) after checking the key serializer;
+/// returns the snapshot's states.
+fn download_all(
+    handle: &IncrementalRemoteKeyedStateHandle,
+    key_serializer: &str,
+    dir: &Path,
+) -> Result<(
+    Vec<state_api::StateMetaInfo>,
+    BTreeMap<String, UploadedFile>,
+)> {
+    let (header, manifest) = read_meta(&handle.meta_state)?;
+    check_key_serializer(header.key_serializer(), key_serializer, &handle.meta_state)?;
+    fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    for file in handle.shared_state.iter().chain(&handle.private_state) {
+        download(file, &manifest, dir, handle.checkpoint_id)?;
+    }
+    let shared = handle
+        .shared_state
+        .iter()
+        .filter_map(|file| {
+            let entry = manifest.get(&file.local_path)?;
+            Some((
+                file.local_path.clone(),
+                UploadedFile {
+                    key: handle.shared_key(&file.local_path),
+                    size: entry.size,
+                    crc: entry.crc,
+                },
+            ))
+        })
+        .collect();
+    Ok((header.states().to_vec(), shared))
+}
+
+fn check_key_serializer(
+    header_serializer: &str,
+    held: &str,
+    meta: &Arc<dyn StreamStateHandle>,
+) -> Result<()> {
+    if header_serializer != held {
+        return Err(Error::Incompatible {
+            what: format!("key serializer of snapshot {}", meta.describe()),
+            held: header_serializer.to_owned(),
+            requested: held.to_owned(),
+        });
     }
     Ok(())
+}
+
+/// Fills `db_path` with the files of `handle`: the database continues from it.
+fn open_incremental(
+    handle: &IncrementalRemoteKeyedStateHandle,
+    key_serializer: &str,
+    db_path: &Path,
+) -> Result<Opened> {
+    let (states, shared) = download_all(handle, key_serializer, db_path)?;
+    Ok(Opened {
+        states,
+        history: IncrementalHistory::continuing(
+            handle.backend_identifier.clone(),
+            handle.checkpoint_id,
+            shared,
+        ),
+    })
+}
+
+/// Opens `handle` in a temporary database and copies the keys of `backend`'s range over.
+fn copy_incremental(
+    backend: &mut RocksDBKeyedStateBackend,
+    handle: &IncrementalRemoteKeyedStateHandle,
+) -> Result<()> {
+    let temp = tempfile::Builder::new()
+        .prefix("restore-")
+        .tempdir_in(backend.snapshot_source().instance_dir())
+        .map_err(|e| Error::io(backend.snapshot_source().instance_dir(), e))?;
+    let dir = temp.path().join("db");
+    let (states, _) = download_all(handle, backend.key_serializer(), &dir)?;
+    let mut options = Options::default();
+    options.create_if_missing(false);
+    let families: Vec<ColumnFamilyDescriptor> = states
+        .iter()
+        .map(|meta| {
+            ColumnFamilyDescriptor::new(
+                cf_name(&meta.name),
+                backend
+                    .options()
+                    .cf_options(&rocksdb::Cache::new_lru_cache(8 << 20)),
+            )
+        })
+        .collect();
+    let source =
+        DB::open_cf_descriptors(&options, &dir, families).map_err(db_error(format_args!(
+            "opening checkpoint {} of {} in {}",
+            handle.checkpoint_id,
+            handle.backend_identifier,
+            dir.display()
+        )))?;
+    let range = backend.key_group_range();
+    let prefix_bytes = backend.composite_key().prefix_bytes();
+    let start = key_group_start(range.start(), prefix_bytes);
+    let end = key_group_start(range.end() + 1, prefix_bytes);
+    let db = backend.db()?.clone();
+    for meta in &states {
+        let target = backend.register(meta)?;
+        let family = cf(&source, &meta.name)?;
+        let mut read = ReadOptions::default();
+        read.set_iterate_lower_bound(start.clone());
+        read.set_iterate_upper_bound(end.clone());
+        let mut iter = source.raw_iterator_cf_opt(&family, read);
+        iter.seek_to_first();
+        let mut batch = WriteBatch::default();
+        while let (Some(key), Some(value)) = (iter.key(), iter.value()) {
+            batch.put_cf(&target, key, value);
+            if batch.size_in_bytes() >= BATCH_BYTES {
+                db.write_opt(std::mem::take(&mut batch), backend.write_options())
+                    .map_err(db_error("writing restored entries"))?;
+            }
+            iter.next();
+        }
+        iter.status().map_err(db_error(format_args!(
+            "reading checkpoint {} of {}",
+            handle.checkpoint_id, handle.backend_identifier
+        )))?;
+        db.write_opt(batch, backend.write_options())
+            .map_err(db_error("writing restored entries"))?;
+    }
+    drop(source);
+    let path = temp.path().to_path_buf();
+    temp.close().map_err(|e| Error::io(path, e))
 }
 
 fn restore_handle(
@@ -45,16 +258,11 @@ fn restore_handle(
     let max_parallelism = backend.number_of_key_groups_internal();
     let mut reader = KeyedSnapshotReader::open(handle, registry, max_parallelism)?;
     let header = reader.header().clone();
-    if header.key_serializer() != backend.key_serializer() {
-        return Err(Error::Incompatible {
-            what: format!(
-                "key serializer of snapshot {}",
-                handle.delegate().describe()
-            ),
-            held: header.key_serializer().to_owned(),
-            requested: backend.key_serializer().to_owned(),
-        });
-    }
+    check_key_serializer(
+        header.key_serializer(),
+        backend.key_serializer(),
+        handle.delegate(),
+    )?;
     // Header id -> (column family, kind).
     let families = header
         .states()

@@ -1,7 +1,9 @@
 //! Conformance of [`KeyedStateBackend`]s, driven by name through the [`Registry`].
 //!
-//! Every contract is one public function taking the backend's registered name, the
-//! registry it is linked into and the compression decorator its snapshots use; a backend
+//! Every contract is one public function taking the backend's registered name (or
+//! `backend/strategy` to take checkpoints with a registered strategy other than the
+//! backend's default, e.g. `rocksdb/rocksdb-incremental`), the registry it is linked into
+//! and the compression decorator its snapshots use; a backend
 //! declares what it can do beyond the basic contract as [`KeyedBackendCapabilities`], and
 //! [`run_all`] runs every contract that applies, printing the ones it skips.
 //!
@@ -121,6 +123,8 @@ fn key_in_group(prefix: &str, group: u32) -> Vec<u8> {
 /// snapshot and restore backends.
 struct TestBed<'r> {
     backend: &'r str,
+    /// The checkpoint strategy, when the target names one (`backend/strategy`).
+    strategy: Option<&'r str>,
     registry: &'r Registry,
     compression: String,
     label: String,
@@ -142,8 +146,13 @@ impl<'r> TestBed<'r> {
         let label =
             format!("keyed backend `{backend}` with compression `{compression}`: {contract}");
         let dir = support::temp_dir("snapstate-keyed-kit-", &label);
+        let (backend, strategy) = match backend.split_once('/') {
+            Some((backend, strategy)) => (backend, Some(strategy)),
+            None => (backend, None),
+        };
         TestBed {
             backend,
+            strategy,
             registry,
             compression: compression.to_owned(),
             label,
@@ -186,6 +195,7 @@ impl<'r> TestBed<'r> {
         KeyedBackendParams {
             compression: self.compression.clone(),
             working_dir: Some(working_dir),
+            strategy: self.strategy.map(str::to_owned),
             ..KeyedBackendParams::new(MAX_PARALLELISM, range)
         }
     }

@@ -282,3 +282,12 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     files
 }
+
+// The incremental strategy.
+
+const INCREMENTAL: &str = "rocksdb/rocksdb-incremental";
+
+#[test]
+fn incremental_passes_every_contract() {
+    keyed::run_all(INCREMENTAL, registry(), "none", CAPABILITIES);
+}

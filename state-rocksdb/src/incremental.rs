@@ -1,0 +1,626 @@
+//! [`RocksIncrementalSnapshotStrategy`] (`rocksdb-incremental`): checkpoints that upload
+//! only the sst files the last completed checkpoint did not have.
+//!
+//! The synchronous part takes a lease and creates a native RocksDB checkpoint (a flush,
+//! then hard links of the live files) in a snapshot directory next to the database, and
+//! captures the states' meta info and the sst files the last *completed* checkpoint
+//! uploaded. The asynchronous part uploads new sst files to the shared scope, refers to
+//! the others by [`PlaceholderStreamStateHandle`], uploads the other files (`MANIFEST-*`,
+//! `CURRENT`, `OPTIONS-*`) to the exclusive scope, and writes the meta data stream: the
+//! keyed snapshot header followed by a [`FileManifest`] with every file's size and CRC-32C,
+//! which restore checks each downloaded file against. The snapshot directory is deleted in
+//! every outcome; on failure or cancellation every file uploaded so far is deleted.
+//!
+//! `notify_checkpoint_complete(id)` makes `id`'s files the base of the next checkpoint and
+//! forgets older pending ones; `notify_checkpoint_aborted(id)` forgets `id`. Files are
+//! never deleted here: the coordinator's [`SharedStateRegistry`](state_api::SharedStateRegistry)
+//! owns shared files once it registered a checkpoint. It must register a checkpoint before
+//! it releases the one that checkpoint built on.
+
+use std::any::Any;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs::{self, File};
+use std::io::{self, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rocksdb::checkpoint::Checkpoint;
+use state_api::frame::{BodyCursor, BodyError, FrameFormat, put_str};
+use state_api::{
+    AsyncSnapshotCallable, CheckpointOptions, CheckpointStreamFactory, CheckpointedStateScope,
+    DirectoryStateHandle, Error, FileStateHandle, HandleAndLocalPath,
+    IncrementalLocalKeyedStateHandle, IncrementalRemoteKeyedStateHandle, KeyedBackendParams,
+    KeyedBackendSerializationProxy, KeyedSnapshotResult, KeyedSnapshotStrategyFactory,
+    KeyedStateHandle, Lease, LocalRecoveryConfig, PlaceholderStreamStateHandle, Registry, Result,
+    SnapshotContext, SnapshotResult, SnapshotStrategy, StateMetaInfo, StateObject,
+    StreamStateHandle,
+};
+
+use crate::backend::{RocksDBSnapshotSource, db_error};
+use crate::{ROCKSDB, ROCKSDB_INCREMENTAL};
+
+/// An sst file a checkpoint uploaded (or referred to).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct UploadedFile {
+    /// Its shared state registry key.
+    pub(crate) key: String,
+    /// Its size in bytes.
+    pub(crate) size: u64,
+    /// CRC-32C of its bytes.
+    pub(crate) crc: u32,
+}
+
+/// Which sst files the checkpoints of one backend instance uploaded.
+#[derive(Debug, Default)]
+pub(crate) struct IncrementalHistory {
+    /// Identifies the backend instance in shared keys.
+    pub(crate) backend_id: String,
+    /// Checkpoints whose asynchronous part completed, not yet confirmed: their sst files.
+    pending: BTreeMap<u64, BTreeMap<String, UploadedFile>>,
+    /// The last confirmed checkpoint and its sst files: what the next one builds on.
+    last_completed: Option<(u64, BTreeMap<String, UploadedFile>)>,
+}
+
+impl IncrementalHistory {
+    /// A history for a fresh backend instance with a new identifier.
+    pub(crate) fn fresh() -> Self {
+        IncrementalHistory {
+            backend_id: new_backend_id(),
+            ..Self::default()
+        }
+    }
+
+    /// A history continuing from checkpoint `checkpoint_id` of instance `backend_id`.
+    pub(crate) fn continuing(
+        backend_id: String,
+        checkpoint_id: u64,
+        files: BTreeMap<String, UploadedFile>,
+    ) -> Self {
+        IncrementalHistory {
+            backend_id,
+            pending: BTreeMap::new(),
+            last_completed: Some((checkpoint_id, files)),
+        }
+    }
+
+    fn base(&self) -> BTreeMap<String, UploadedFile> {
+        self.last_completed
+            .as_ref()
+            .map(|(_, files)| files.clone())
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn complete(&mut self, checkpoint_id: u64) {
+        if let Some(files) = self.pending.remove(&checkpoint_id)
+            && self
+                .last_completed
+                .as_ref()
+                .is_none_or(|(last, _)| *last < checkpoint_id)
+        {
+            self.last_completed = Some((checkpoint_id, files));
+        }
+        self.pending.retain(|&id, _| id > checkpoint_id);
+    }
+
+    pub(crate) fn abort(&mut self, checkpoint_id: u64) {
+        self.pending.remove(&checkpoint_id);
+    }
+
+    /// The checkpoint the next incremental checkpoint builds on.
+    pub(crate) fn last_completed(&self) -> Option<u64> {
+        self.last_completed.as_ref().map(|(id, _)| *id)
+    }
+}
+
+fn new_backend_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(nanos);
+    hasher.write_u32(std::process::id());
+    format!("rocksdb-{:016x}{:08x}", hasher.finish(), std::process::id())
+}
+
+/// One file of an incremental snapshot in its [`FileManifest`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestEntry {
+    /// The file's name in the database directory.
+    pub name: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// CRC-32C of its bytes.
+    pub crc: u32,
+    /// Whether it is a shared (sst) file.
+    pub shared: bool,
+}
+
+/// The list of files of an incremental snapshot, written after the keyed snapshot header in
+/// its meta data stream.
+///
+/// A frame of [`state_api::frame`] (magic `"SNPF"`, version 1) around: `u32` file count, then
+/// per file its name (string), `u64` size, `u32` CRC-32C and a `u8` (1 shared, 0 private).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FileManifest {
+    /// The files, by name.
+    pub files: Vec<ManifestEntry>,
+}
+
+const MANIFEST_FORMAT: FrameFormat = FrameFormat {
+    magic: 0x534E_5046,
+    current_version: 1,
+    max_body_len: 64 * 1024 * 1024,
+    what: "incremental snapshot file list",
+    kind: "snapstate incremental snapshot file list",
+};
+
+impl FileManifest {
+    /// Writes the manifest.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] for names over 65535 bytes, [`Error::Stream`] when `out`
+    /// fails.
+    pub fn write_to(&self, out: &mut dyn Write) -> Result<u64> {
+        let count = u32::try_from(self.files.len())
+            .map_err(|_| Error::InvalidArgument("too many files".into()))?;
+        let mut body = count.to_be_bytes().to_vec();
+        for file in &self.files {
+            put_str(&mut body, &file.name, &"file name")?;
+            body.extend_from_slice(&file.size.to_be_bytes());
+            body.extend_from_slice(&file.crc.to_be_bytes());
+            body.push(u8::from(file.shared));
+        }
+        MANIFEST_FORMAT.write(out, &body)
+    }
+
+    /// Reads a manifest written by [`write_to`](Self::write_to).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Truncated`], [`Error::Corrupted`], [`Error::UnsupportedVersion`] naming the
+    /// field, [`Error::Stream`] when `input` fails.
+    pub fn read_from(input: &mut dyn Read) -> Result<Self> {
+        MANIFEST_FORMAT.read(input, |_, body| {
+            let what = MANIFEST_FORMAT.what;
+            let mut cursor = BodyCursor::new(body);
+            let count = u32::from_be_bytes(cursor.array(&format_args!("{what}: file count"))?);
+            let mut files = Vec::new();
+            for index in 0..count {
+                let field = |part: &str| format!("{what}: file {index} {part}");
+                files.push(ManifestEntry {
+                    name: cursor.string(&field("name"))?,
+                    size: u64::from_be_bytes(cursor.array(&field("size"))?),
+                    crc: u32::from_be_bytes(cursor.array(&field("checksum"))?),
+                    shared: cursor.array::<1>(&field("scope"))?[0] == 1,
+                });
+            }
+            if !cursor.rest().is_empty() {
+                return Err(BodyError::Invalid(Error::Corrupted {
+                    what: format!("{what}: body"),
+                    reason: format!("{} bytes left over", cursor.rest().len()),
+                }));
+            }
+            Ok(FileManifest { files })
+        })
+    }
+
+    /// The entry of file `name`.
+    pub fn get(&self, name: &str) -> Option<&ManifestEntry> {
+        self.files.iter().find(|file| file.name == name)
+    }
+}
+
+/// Reads the meta data stream of an incremental snapshot: header and file manifest.
+///
+/// # Errors
+///
+/// [`Error::Snapshot`] naming the stream around what is wrong with it.
+pub(crate) fn read_meta(
+    meta: &Arc<dyn StreamStateHandle>,
+) -> Result<(KeyedBackendSerializationProxy, FileManifest)> {
+    let location = meta.describe();
+    let wrap = |source: Error| Error::Snapshot {
+        location: location.clone(),
+        source: Box::new(source),
+    };
+    let mut input = meta.open()?;
+    let header = KeyedBackendSerializationProxy::read_from(&mut input).map_err(wrap)?;
+    let manifest = FileManifest::read_from(&mut input).map_err(wrap)?;
+    Ok((header, manifest))
+}
+
+/// Copies `from` into `out` and returns the byte count and CRC-32C.
+fn copy_checked(from: &mut dyn Read, out: &mut dyn Write) -> io::Result<(u64, u32)> {
+    let mut buffer = vec![0; 256 * 1024];
+    let (mut size, mut crc) = (0u64, 0u32);
+    loop {
+        let n = match from.read(&mut buffer) {
+            Ok(0) => return Ok((size, crc)),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        out.write_all(&buffer[..n])?;
+        crc = crc32c::crc32c_append(crc, &buffer[..n]);
+        size += n as u64;
+    }
+}
+
+/// Downloads `file` of checkpoint `checkpoint_id` into `dir`, checking its size and
+/// checksum against `manifest`.
+///
+/// # Errors
+///
+/// [`Error::NotFound`] for a missing file, [`Error::Corrupted`] naming the file for a size
+/// or checksum mismatch or a file the manifest does not list, [`Error::Unsupported`] for an
+/// unresolved placeholder.
+pub(crate) fn download(
+    file: &HandleAndLocalPath,
+    manifest: &FileManifest,
+    dir: &Path,
+    checkpoint_id: u64,
+) -> Result<()> {
+    let what = || {
+        format!(
+            "file `{}` ({}) of checkpoint {checkpoint_id}",
+            file.local_path,
+            file.handle.describe()
+        )
+    };
+    let expected = manifest
+        .get(&file.local_path)
+        .ok_or_else(|| Error::Corrupted {
+            what: what(),
+            reason: "the snapshot's file list does not name it".into(),
+        })?;
+    if file.local_path.contains('/') || file.local_path.contains("..") {
+        return Err(Error::Corrupted {
+            what: what(),
+            reason: "a file name must not leave the database directory".into(),
+        });
+    }
+    let mut input = file.handle.open()?;
+    let target = dir.join(&file.local_path);
+    let mut out = File::create(&target).map_err(|e| Error::io(&target, e))?;
+    let (size, crc) = copy_checked(&mut input, &mut out)
+        .map_err(|e| Error::stream(format!("downloading {}", what()), e))?;
+    if size != expected.size || crc != expected.crc {
+        return Err(Error::Corrupted {
+            what: what(),
+            reason: format!(
+                "{size} bytes with crc32c {crc:#010x}, the snapshot recorded {} bytes with {:#010x}",
+                expected.size, expected.crc
+            ),
+        });
+    }
+    out.sync_all().map_err(|e| Error::io(&target, e))
+}
+
+/// The incremental snapshot strategy of the RocksDB backend; registered as keyed strategy
+/// `rocksdb-incremental`.
+#[derive(Debug)]
+pub struct RocksIncrementalSnapshotStrategy {
+    source: RocksDBSnapshotSource,
+    local_recovery: LocalRecoveryConfig,
+}
+
+impl RocksIncrementalSnapshotStrategy {
+    /// A strategy over `source`; with `local_recovery` enabled the snapshot directory is
+    /// kept as a task-local copy instead of being deleted.
+    pub fn new(source: RocksDBSnapshotSource, local_recovery: LocalRecoveryConfig) -> Self {
+        RocksIncrementalSnapshotStrategy {
+            source,
+            local_recovery,
+        }
+    }
+}
+
+impl SnapshotStrategy<Arc<dyn KeyedStateHandle>> for RocksIncrementalSnapshotStrategy {
+    fn description(&self) -> &str {
+        "RocksDB incremental checkpoint"
+    }
+
+    fn snapshot(
+        &mut self,
+        checkpoint_id: u64,
+        _timestamp: u64,
+        factory: Arc<dyn CheckpointStreamFactory>,
+        _options: &CheckpointOptions,
+    ) -> Result<Box<dyn AsyncSnapshotCallable<KeyedSnapshotResult>>> {
+        let states = self.source.states();
+        let (backend_id, base) = {
+            let history = self.source.incremental();
+            (history.backend_id.clone(), history.base())
+        };
+        let mut snapshot = RocksIncrementalAsyncSnapshot {
+            directory: None,
+            lease: None,
+            uploaded: Vec::new(),
+            states,
+            base,
+            backend_id,
+            source: self.source.clone(),
+            factory,
+            local_recovery: self.local_recovery.clone(),
+            checkpoint_id,
+        };
+        if snapshot.states.is_empty() {
+            return Ok(Box::new(snapshot));
+        }
+        snapshot.lease = Some(self.source.lease()?);
+        let db = self.source.db()?;
+        let directory = self
+            .source
+            .instance_dir()
+            .join(format!("chk-{checkpoint_id}"));
+        if directory.exists() {
+            fs::remove_dir_all(&directory).map_err(|e| Error::io(&directory, e))?;
+        }
+        // Set before creating, so cleanup removes a partly created directory too.
+        snapshot.directory = Some(directory.clone());
+        Checkpoint::new(&db)
+            .and_then(|checkpoint| checkpoint.create_checkpoint(&directory))
+            .map_err(db_error(format_args!(
+                "creating the RocksDB checkpoint of checkpoint {checkpoint_id} in {}",
+                directory.display()
+            )))?;
+        Ok(Box::new(snapshot))
+    }
+}
+
+struct RocksIncrementalAsyncSnapshot {
+    directory: Option<PathBuf>,
+    lease: Option<Lease>,
+    /// Handles uploaded so far, deleted again if the snapshot fails.
+    uploaded: Vec<Arc<dyn StreamStateHandle>>,
+    states: Vec<StateMetaInfo>,
+    base: BTreeMap<String, UploadedFile>,
+    backend_id: String,
+    source: RocksDBSnapshotSource,
+    factory: Arc<dyn CheckpointStreamFactory>,
+    local_recovery: LocalRecoveryConfig,
+    checkpoint_id: u64,
+}
+
+/// Name of the meta data file in a task-local copy.
+pub(crate) const LOCAL_META_FILE: &str = "SNAPSTATE-META";
+
+impl RocksIncrementalAsyncSnapshot {
+    /// Turns the snapshot directory into the task-local copy under the local recovery root:
+    /// the files plus a copy of the meta data.
+    fn keep_local(
+        &mut self,
+        remote: &IncrementalRemoteKeyedStateHandle,
+        meta: &[u8],
+    ) -> Result<Option<IncrementalLocalKeyedStateHandle>> {
+        let (Some(root), Some(directory)) = (
+            self.local_recovery.checkpoint_dir(self.checkpoint_id),
+            self.directory.as_ref(),
+        ) else {
+            return Ok(None);
+        };
+        let target = root.join(format!(
+            "{}-kg{}",
+            self.backend_id,
+            remote.key_group_range.start()
+        ));
+        fs::create_dir_all(&root).map_err(|e| Error::io(&root, e))?;
+        if target.exists() {
+            fs::remove_dir_all(&target).map_err(|e| Error::io(&target, e))?;
+        }
+        fs::rename(directory, &target).map_err(|e| Error::io(&target, e))?;
+        self.directory = Some(target.clone());
+        let meta_path = target.join(LOCAL_META_FILE);
+        fs::write(&meta_path, meta).map_err(|e| Error::io(&meta_path, e))?;
+        let mut size = 0;
+        let mut shared = Vec::new();
+        for file in &remote.shared_state {
+            let path = target.join(&file.local_path);
+            let len = fs::metadata(&path).map_err(|e| Error::io(&path, e))?.len();
+            size += len;
+            shared.push(HandleAndLocalPath::new(
+                Arc::new(FileStateHandle::new(path, len)),
+                file.local_path.clone(),
+            ));
+        }
+        // The directory now belongs to the handle.
+        self.directory = None;
+        Ok(Some(IncrementalLocalKeyedStateHandle {
+            backend_identifier: self.backend_id.clone(),
+            checkpoint_id: self.checkpoint_id,
+            directory: DirectoryStateHandle::new(target, size),
+            key_group_range: remote.key_group_range,
+            meta_state: Arc::new(FileStateHandle::new(meta_path, meta.len() as u64)),
+            shared_state: shared,
+        }))
+    }
+
+    /// Uploads `path` to `scope`; returns its handle, size and checksum.
+    fn upload(
+        &mut self,
+        context: &SnapshotContext,
+        path: &Path,
+        scope: CheckpointedStateScope,
+    ) -> Result<(Arc<dyn StreamStateHandle>, u64, u32)> {
+        let mut stream = self.factory.create_output_stream(scope)?;
+        let registration = context.register(stream.closer())?;
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        let (size, crc) = copy_checked(&mut BufReader::new(file), &mut stream)
+            .map_err(|e| Error::stream(format!("uploading {}", path.display()), e))?;
+        context.unregister(registration);
+        let handle = stream.close_and_get_handle()?;
+        self.uploaded.push(handle.clone());
+        Ok((handle, size, crc))
+    }
+
+    fn run(&mut self, context: &SnapshotContext) -> Result<KeyedSnapshotResult> {
+        let Some(directory) = self.directory.clone() else {
+            return Ok(SnapshotResult::empty());
+        };
+        let mut names: Vec<String> = fs::read_dir(&directory)
+            .map_err(|e| Error::io(&directory, e))?
+            .map(|entry| {
+                entry
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .map_err(|e| Error::io(&directory, e))
+            })
+            .collect::<Result<_>>()?;
+        names.sort();
+        let mut manifest = FileManifest::default();
+        let mut shared = Vec::new();
+        let mut private = Vec::new();
+        let mut files = BTreeMap::new();
+        for name in names {
+            context.check_cancelled()?;
+            let path = directory.join(&name);
+            let is_sst = name.ends_with(".sst");
+            let (handle, size, crc): (Arc<dyn StreamStateHandle>, u64, u32) =
+                match self.base.get(&name).filter(|_| is_sst) {
+                    Some(known) => (
+                        Arc::new(PlaceholderStreamStateHandle::new(&known.key, known.size)),
+                        known.size,
+                        known.crc,
+                    ),
+                    None => {
+                        let scope = match is_sst {
+                            true => CheckpointedStateScope::Shared,
+                            false => CheckpointedStateScope::Exclusive,
+                        };
+                        self.upload(context, &path, scope)?
+                    }
+                };
+            if is_sst {
+                let key = format!("{}/{name}", self.backend_id);
+                files.insert(name.clone(), UploadedFile { key, size, crc });
+                shared.push(HandleAndLocalPath::new(handle, name.clone()));
+            } else {
+                private.push(HandleAndLocalPath::new(handle, name.clone()));
+            }
+            manifest.files.push(ManifestEntry {
+                name,
+                size,
+                crc,
+                shared: is_sst,
+            });
+        }
+        context.check_cancelled()?;
+        let header = KeyedBackendSerializationProxy::new(
+            self.source.key_serializer(),
+            self.states.clone(),
+            "none",
+        );
+        let mut meta = Vec::new();
+        header.write_to(&mut meta)?;
+        manifest.write_to(&mut meta)?;
+        let mut stream = self
+            .factory
+            .create_output_stream(CheckpointedStateScope::Exclusive)?;
+        let registration = context.register(stream.closer())?;
+        stream
+            .write_all(&meta)
+            .map_err(|e| Error::stream("writing incremental snapshot meta data", e))?;
+        context.unregister(registration);
+        let meta_state = stream.close_and_get_handle()?;
+        self.uploaded.push(meta_state.clone());
+        let handle = IncrementalRemoteKeyedStateHandle {
+            backend_identifier: self.backend_id.clone(),
+            key_group_range: self.source.key_group_range(),
+            checkpoint_id: self.checkpoint_id,
+            shared_state: shared,
+            private_state: private,
+            meta_state,
+        };
+        let local = match self.keep_local(&handle, &meta) {
+            Ok(local) => local,
+            Err(err) => {
+                tracing::warn!(error = %err, "task-local snapshot copy failed; continuing without local recovery");
+                None
+            }
+        };
+        self.source
+            .incremental()
+            .pending
+            .insert(self.checkpoint_id, files);
+        // From here on the result owns the uploads.
+        self.uploaded.clear();
+        let remote: Arc<dyn KeyedStateHandle> = Arc::new(handle);
+        Ok(match local {
+            None => SnapshotResult::of(remote),
+            Some(local) => SnapshotResult::with_local_state(remote, Arc::new(local)),
+        })
+    }
+}
+
+impl AsyncSnapshotCallable<KeyedSnapshotResult> for RocksIncrementalAsyncSnapshot {
+    fn call_internal(&mut self, context: &SnapshotContext) -> Result<KeyedSnapshotResult> {
+        let outcome = self.run(context);
+        if outcome.is_err() {
+            for handle in self.uploaded.drain(..) {
+                if let Err(err) = handle.discard() {
+                    tracing::warn!(error = %err, file = %handle.describe(), "deleting an upload of a failed snapshot failed");
+                }
+            }
+        }
+        outcome
+    }
+
+    fn cleanup_provided_resources(&mut self) {
+        if let Some(directory) = self.directory.take()
+            && let Err(err) = fs::remove_dir_all(&directory)
+            && err.kind() != io::ErrorKind::NotFound
+        {
+            tracing::warn!(error = %err, directory = %directory.display(), "removing a snapshot directory failed");
+        }
+        self.lease = None;
+    }
+}
+
+/// Creates [`RocksIncrementalSnapshotStrategy`]s; registered as keyed strategy
+/// `rocksdb-incremental`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RocksIncrementalSnapshotStrategyFactory;
+
+impl KeyedSnapshotStrategyFactory for RocksIncrementalSnapshotStrategyFactory {
+    fn name(&self) -> &'static str {
+        ROCKSDB_INCREMENTAL
+    }
+
+    fn description(&self) -> &'static str {
+        "incremental RocksDB checkpoints: new sst files shared, the rest by placeholder"
+    }
+
+    fn backend(&self) -> &'static str {
+        ROCKSDB
+    }
+
+    fn create(
+        &self,
+        backend_state: &dyn Any,
+        params: &KeyedBackendParams,
+        _registry: &Registry,
+    ) -> Result<Box<dyn SnapshotStrategy<Arc<dyn KeyedStateHandle>>>> {
+        let source = backend_state
+            .downcast_ref::<RocksDBSnapshotSource>()
+            .ok_or_else(|| {
+                Error::Unsupported(format!(
+                    "strategy `{ROCKSDB_INCREMENTAL}` snapshots RocksDB backends only (given another backend's state)"
+                ))
+            })?;
+        Ok(Box::new(RocksIncrementalSnapshotStrategy::new(
+            source.clone(),
+            params.local_recovery.clone(),
+        )))
+    }
+}
+
+impl fmt::Debug for RocksIncrementalAsyncSnapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RocksIncrementalAsyncSnapshot")
+            .field("checkpoint_id", &self.checkpoint_id)
+            .field("directory", &self.directory)
+            .finish()
+    }
+}

@@ -1,0 +1,374 @@
+//! Incremental RocksDB checkpoints with a coordinator's `SharedStateRegistry`: what a
+//! second checkpoint uploads, how notifications move the base, what pruning deletes, how
+//! restore continues the chain, and how damaged files are reported.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use state_api::{
+    CheckpointListener, CheckpointOptions, Error, FileStateHandle,
+    IncrementalRemoteKeyedStateHandle, KeyGroupRange, KeyedBackendParams, KeyedStateBackend,
+    KeyedStateHandle, LocalCheckpointStorage, PlaceholderStreamStateHandle, Registry,
+    SharedStateRegistry, StateMetaInfo, StateObject,
+};
+use state_rocksdb::RocksDBKeyedStateBackend;
+use tempfile::TempDir;
+
+const MAX_PARALLELISM: u32 = 128;
+const KEYS: u64 = 20_000;
+
+fn registry() -> &'static Registry {
+    state_rocksdb::link();
+    Registry::global()
+}
+
+struct Setup {
+    dir: TempDir,
+    storage: LocalCheckpointStorage,
+}
+
+impl Setup {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = LocalCheckpointStorage::new(dir.path().join("checkpoints"))
+            .unwrap()
+            .with_file_state_threshold(0);
+        Setup { dir, storage }
+    }
+
+    fn params(&self, range: KeyGroupRange) -> KeyedBackendParams {
+        KeyedBackendParams {
+            working_dir: Some(self.dir.path().join("work")),
+            strategy: Some("rocksdb-incremental".into()),
+            ..KeyedBackendParams::new(MAX_PARALLELISM, range)
+        }
+    }
+
+    fn backend(&self) -> RocksDBKeyedStateBackend {
+        let mut backend = RocksDBKeyedStateBackend::new(self.params(full()), registry()).unwrap();
+        backend
+            .register_state(&StateMetaInfo::value("count", "void", "u64-be"))
+            .unwrap();
+        backend
+    }
+
+    fn checkpoint(
+        &self,
+        backend: &mut RocksDBKeyedStateBackend,
+        checkpoint_id: u64,
+    ) -> IncrementalRemoteKeyedStateHandle {
+        let factory = Arc::new(self.storage.stream_factory(checkpoint_id).unwrap());
+        let task = backend
+            .snapshot(checkpoint_id, 0, factory, &CheckpointOptions::checkpoint())
+            .unwrap();
+        let result = task.run().unwrap();
+        let handle = result.job_manager_owned().unwrap();
+        handle
+            .as_any()
+            .downcast_ref::<IncrementalRemoteKeyedStateHandle>()
+            .expect("an incremental checkpoint")
+            .clone()
+    }
+
+    fn files(&self) -> Vec<PathBuf> {
+        walk(self.storage.root())
+    }
+}
+
+fn full() -> KeyGroupRange {
+    KeyGroupRange::new(0, MAX_PARALLELISM - 1).unwrap()
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        match path.is_dir() {
+            true => files.extend(walk(&path)),
+            false => files.push(path),
+        }
+    }
+    files.sort();
+    files
+}
+
+fn write(backend: &mut dyn KeyedStateBackend, keys: impl Iterator<Item = u64>, round: u64) {
+    for i in keys {
+        backend
+            .set_current_key(format!("key-{i}").as_bytes())
+            .unwrap();
+        let mut value = (i * 10 + round).to_be_bytes().to_vec();
+        value.resize(100, b'x');
+        backend.put_value("count", b"", &value).unwrap();
+    }
+}
+
+fn check(backend: &mut dyn KeyedStateBackend, round_of: impl Fn(u64) -> u64) {
+    for i in 0..KEYS {
+        backend
+            .set_current_key(format!("key-{i}").as_bytes())
+            .unwrap();
+        let value = backend.value("count", b"").unwrap().unwrap();
+        assert_eq!(value[..8], (i * 10 + round_of(i)).to_be_bytes(), "key-{i}");
+    }
+}
+
+fn placeholders(handle: &IncrementalRemoteKeyedStateHandle) -> Vec<String> {
+    handle
+        .shared_state
+        .iter()
+        .filter(|f| f.handle.as_any().is::<PlaceholderStreamStateHandle>())
+        .map(|f| f.local_path.clone())
+        .collect()
+}
+
+fn uploaded_bytes(handle: &IncrementalRemoteKeyedStateHandle) -> u64 {
+    handle
+        .shared_state
+        .iter()
+        .chain(&handle.private_state)
+        .filter(|f| !f.handle.as_any().is::<PlaceholderStreamStateHandle>())
+        .map(|f| f.handle.state_size())
+        .sum::<u64>()
+        + handle.meta_state.state_size()
+}
+
+/// 1% of the keys.
+fn updated(i: u64) -> bool {
+    i % 100 == 7
+}
+
+#[test]
+fn a_small_update_uploads_only_new_files_and_pruning_keeps_what_is_referenced() {
+    let setup = Setup::new();
+    let shared = SharedStateRegistry::default();
+    let mut backend = setup.backend();
+    write(&mut backend, 0..KEYS, 0);
+    let first = setup.checkpoint(&mut backend, 1);
+    assert!(placeholders(&first).is_empty(), "nothing to refer to yet");
+    let retained_1 = shared.register(&first).unwrap();
+    backend.notify_checkpoint_complete(1).unwrap();
+
+    write(&mut backend, (0..KEYS).filter(|&i| updated(i)), 1);
+    let second = setup.checkpoint(&mut backend, 2);
+    let first_files: Vec<String> = first
+        .shared_state
+        .iter()
+        .map(|f| f.local_path.clone())
+        .collect();
+    assert_eq!(
+        placeholders(&second),
+        first_files,
+        "checkpoint 1's sst files by placeholder"
+    );
+    let (bytes_1, bytes_2) = (uploaded_bytes(&first), uploaded_bytes(&second));
+    println!("checkpoint 1 uploaded {bytes_1} bytes, checkpoint 2 (1% updated) {bytes_2} bytes");
+    assert!(
+        bytes_2 * 5 < bytes_1,
+        "checkpoint 2 uploaded {bytes_2} bytes after a 1% update, checkpoint 1 {bytes_1}"
+    );
+    let retained_2 = shared.register(&second).unwrap();
+    backend.notify_checkpoint_complete(2).unwrap();
+
+    // Checkpoint 2 subsumes checkpoint 1: its own files go, the shared ones stay.
+    let before = setup.files();
+    retained_1.discard().unwrap();
+    assert_eq!(
+        shared.release(1).unwrap(),
+        0,
+        "checkpoint 2 refers to every sst file of 1"
+    );
+    let after = setup.files();
+    assert!(
+        after.len() < before.len(),
+        "checkpoint 1's private files are gone"
+    );
+    for file in &first.shared_state {
+        let path = file
+            .handle
+            .as_any()
+            .downcast_ref::<FileStateHandle>()
+            .unwrap()
+            .path();
+        assert!(
+            path.exists(),
+            "{} was deleted while checkpoint 2 needs it",
+            path.display()
+        );
+    }
+
+    let resolved = shared.resolve(&retained_2).unwrap();
+    let mut restored = RocksDBKeyedStateBackend::restore(
+        setup.params(full()),
+        registry(),
+        &[Arc::new(resolved) as Arc<dyn KeyedStateHandle>],
+    )
+    .unwrap();
+    check(&mut restored, |i| u64::from(updated(i)));
+    restored.close().unwrap();
+
+    retained_2.discard().unwrap();
+    shared.release(2).unwrap();
+    backend.close().unwrap();
+    assert!(setup.files().is_empty(), "orphans: {:?}", setup.files());
+    assert!(shared.keys().is_empty());
+}
+
+#[test]
+fn an_aborted_checkpoint_never_becomes_the_base() {
+    let setup = Setup::new();
+    let shared = SharedStateRegistry::default();
+    let mut backend = setup.backend();
+    write(&mut backend, 0..KEYS, 0);
+    shared.register(&setup.checkpoint(&mut backend, 1)).unwrap();
+    backend.notify_checkpoint_complete(1).unwrap();
+
+    write(&mut backend, 0..100, 1);
+    let aborted = setup.checkpoint(&mut backend, 2);
+    backend.notify_checkpoint_aborted(2).unwrap();
+    aborted.discard().unwrap();
+
+    write(&mut backend, 100..200, 1);
+    let third = setup.checkpoint(&mut backend, 3);
+    // Placeholders may only name checkpoint 1's files: registering proves it.
+    let retained = shared.register(&third).unwrap();
+    let resolved = shared.resolve(&retained).unwrap();
+    let mut restored = RocksDBKeyedStateBackend::restore(
+        setup.params(full()),
+        registry(),
+        &[Arc::new(resolved) as Arc<dyn KeyedStateHandle>],
+    )
+    .unwrap();
+    check(&mut restored, |i| u64::from(i < 200));
+}
+
+#[test]
+fn restore_without_rescaling_continues_the_chain() {
+    let setup = Setup::new();
+    let shared = SharedStateRegistry::default();
+    let mut backend = setup.backend();
+    write(&mut backend, 0..KEYS, 0);
+    let first = setup.checkpoint(&mut backend, 1);
+    let retained = shared.register(&first).unwrap();
+    backend.notify_checkpoint_complete(1).unwrap();
+    let original_id = backend.snapshot_source().backend_identifier();
+    backend.close().unwrap();
+
+    let resolved = shared.resolve(&retained).unwrap();
+    let mut restored = RocksDBKeyedStateBackend::restore(
+        setup.params(full()),
+        registry(),
+        &[Arc::new(resolved) as Arc<dyn KeyedStateHandle>],
+    )
+    .unwrap();
+    let source = restored.snapshot_source().clone();
+    assert_eq!(source.backend_identifier(), original_id);
+    assert_eq!(source.last_completed_checkpoint(), Some(1));
+    write(&mut restored, (0..KEYS).filter(|&i| updated(i)), 1);
+    let second = setup.checkpoint(&mut restored, 2);
+    let first_files: Vec<String> = first
+        .shared_state
+        .iter()
+        .map(|f| f.local_path.clone())
+        .collect();
+    assert_eq!(placeholders(&second), first_files);
+    shared.register(&second).unwrap();
+}
+
+#[test]
+fn damaged_or_missing_files_are_reported_by_name() {
+    let setup = Setup::new();
+    let mut backend = setup.backend();
+    write(&mut backend, 0..KEYS, 0);
+    let handle = setup.checkpoint(&mut backend, 1);
+    let restore = |handle: &IncrementalRemoteKeyedStateHandle| {
+        RocksDBKeyedStateBackend::restore(
+            setup.params(full()),
+            registry(),
+            &[Arc::new(handle.clone()) as Arc<dyn KeyedStateHandle>],
+        )
+        .map(|_| ())
+    };
+    let path_of = |file: &state_api::HandleAndLocalPath| {
+        file.handle
+            .as_any()
+            .downcast_ref::<FileStateHandle>()
+            .unwrap()
+            .path()
+            .to_path_buf()
+    };
+    let sst = path_of(&handle.shared_state[0]);
+    let original = std::fs::read(&sst).unwrap();
+
+    let mut flipped = original.clone();
+    flipped[original.len() / 2] ^= 0x10;
+    std::fs::write(&sst, &flipped).unwrap();
+    let err = restore(&handle).unwrap_err();
+    assert!(matches!(err.root(), Error::Corrupted { .. }), "{err}");
+    assert!(
+        err.to_string().contains(&handle.shared_state[0].local_path),
+        "{err}"
+    );
+
+    std::fs::write(&sst, &original[..original.len() - 1]).unwrap();
+    let err = restore(&handle).unwrap_err();
+    assert!(matches!(err.root(), Error::Corrupted { .. }), "{err}");
+
+    std::fs::write(&sst, &original).unwrap();
+    restore(&handle).unwrap();
+
+    let private = handle
+        .private_state
+        .iter()
+        .find(|f| f.local_path.starts_with("MANIFEST"))
+        .map(path_of)
+        .unwrap();
+    std::fs::remove_file(&private).unwrap();
+    let err = restore(&handle).unwrap_err();
+    assert!(matches!(err.root(), Error::NotFound { .. }), "{err}");
+    assert!(
+        err.to_string().contains(&private.display().to_string()),
+        "{err}"
+    );
+
+    let mut unresolved = handle.clone();
+    unresolved.shared_state[0].handle = Arc::new(PlaceholderStreamStateHandle::new("x/y.sst", 1));
+    let err = restore(&unresolved).unwrap_err();
+    assert!(matches!(err.root(), Error::Unsupported(_)), "{err}");
+}
+
+#[test]
+fn snapshot_directories_are_removed_in_every_outcome() {
+    let setup = Setup::new();
+    let mut backend = setup.backend();
+    write(&mut backend, 0..1000, 0);
+    let instance = backend.snapshot_source().instance_dir().to_path_buf();
+    let snapshot_dirs = || {
+        std::fs::read_dir(&instance)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("chk-"))
+            .count()
+    };
+    setup.checkpoint(&mut backend, 1);
+    assert_eq!(snapshot_dirs(), 0, "after a completed checkpoint");
+
+    let factory = Arc::new(setup.storage.stream_factory(2).unwrap());
+    let task = backend
+        .snapshot(2, 0, factory, &CheckpointOptions::checkpoint())
+        .unwrap();
+    assert_eq!(
+        snapshot_dirs(),
+        1,
+        "the synchronous part made the RocksDB checkpoint"
+    );
+    assert!(task.cancel());
+    assert!(task.run().unwrap_err().is_cancelled());
+    assert_eq!(snapshot_dirs(), 0, "after a cancelled checkpoint");
+    assert!(
+        walk(&setup.storage.checkpoint_dir(2)).is_empty(),
+        "a cancelled checkpoint left files"
+    );
+}
