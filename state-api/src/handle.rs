@@ -732,7 +732,10 @@ mod tests {
         };
         assert_eq!(handle.state_size(), 16);
         handle.discard().unwrap();
-        assert!(dir.path().join("1.sst").exists(), "{earlier:?} is the registry's");
+        assert!(
+            dir.path().join("1.sst").exists(),
+            "{earlier:?} is the registry's"
+        );
         assert!(!dir.path().join("2.sst").exists());
         assert!(!dir.path().join("MANIFEST").exists());
         assert!(!dir.path().join("meta").exists());
