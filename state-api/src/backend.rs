@@ -192,6 +192,25 @@ pub trait KeyedSnapshotStrategyFactory: Send + Sync + fmt::Debug + 'static {
     ) -> Result<Box<dyn SnapshotStrategy<Arc<dyn KeyedStateHandle>>>>;
 }
 
+/// The state a backend shares with its strategies, as the type `T` strategy `strategy`
+/// expects: strategy factories call this on the `backend_state` they are given.
+///
+/// # Errors
+///
+/// [`Error::Unsupported`](crate::Error::Unsupported) naming the strategy and the backend it
+/// is for, when the state is another backend's.
+pub fn backend_state_as<'a, T: 'static>(
+    backend_state: &'a dyn Any,
+    strategy: &str,
+    backend: &str,
+) -> Result<&'a T> {
+    backend_state.downcast_ref::<T>().ok_or_else(|| {
+        crate::Error::Unsupported(format!(
+            "strategy `{strategy}` snapshots `{backend}` backends only (given another backend's state)"
+        ))
+    })
+}
+
 /// Everything needed to create or restore an operator state backend.
 #[derive(Debug, Clone, Default)]
 pub struct OperatorBackendParams {

@@ -109,8 +109,10 @@ use std::sync::Arc;
 
 use crate::key_group::KeyGroupRangeAssignment;
 use crate::{
-    Error, KeyGroupRange, KeyGroupRangeOffsets, KeyGroupsStateHandle,
-    KeyedBackendSerializationProxy, Registry, Result, StateInputStream, StreamCompressionDecorator,
+    CheckpointStreamFactory, CheckpointStreamWithResultProvider, CheckpointedStateScope, Error,
+    KeyGroupRange, KeyGroupRangeOffsets, KeyGroupsStateHandle, KeyedBackendSerializationProxy,
+    KeyedSnapshotResult, LocalRecoveryConfig, Registry, Result, SnapshotContext, StateInputStream,
+    StreamCompressionDecorator,
 };
 
 /// The `u16` that ends the data of a key group.
@@ -544,6 +546,79 @@ impl KeyGroupEntryWriter<'_> {
         self.drain(self.buffer.len())?;
         Ok(self.crc)
     }
+}
+
+/// Where and how [`write_full_snapshot`] writes.
+#[derive(Clone, Copy)]
+pub struct FullSnapshotTarget<'a> {
+    /// The checkpoint being written.
+    pub checkpoint_id: u64,
+    /// Where the stream goes.
+    pub factory: &'a dyn CheckpointStreamFactory,
+    /// Whether a task-local copy is written too.
+    pub local_recovery: &'a LocalRecoveryConfig,
+    /// The decorator of the key-group sections (named in the header).
+    pub compression: &'a dyn StreamCompressionDecorator,
+    /// The key groups written, in order.
+    pub range: KeyGroupRange,
+    /// Max parallelism of the job.
+    pub max_parallelism: u32,
+}
+
+impl std::fmt::Debug for FullSnapshotTarget<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FullSnapshotTarget")
+            .field("checkpoint_id", &self.checkpoint_id)
+            .field("compression", &self.compression.name())
+            .field("range", &self.range)
+            .finish()
+    }
+}
+
+/// The asynchronous part every full keyed strategy shares: opens an exclusive stream (and a
+/// task-local copy), registers it with `context` so cancellation closes it, writes `header`
+/// and every key group of the range with the entries `write_group` gives, checking for
+/// cancellation between key groups, and returns the key-groups handle(s).
+///
+/// # Errors
+///
+/// [`Error::Cancelled`] when cancelled, and the errors of the stream, the writer and
+/// `write_group`. Nothing becomes visible on an error.
+pub fn write_full_snapshot(
+    context: &SnapshotContext,
+    target: FullSnapshotTarget<'_>,
+    header: &KeyedBackendSerializationProxy,
+    mut write_group: impl FnMut(&mut KeyGroupEntryWriter<'_>) -> Result<()>,
+) -> Result<KeyedSnapshotResult> {
+    let mut stream = CheckpointStreamWithResultProvider::create(
+        target.checkpoint_id,
+        CheckpointedStateScope::Exclusive,
+        target.factory,
+        target.local_recovery,
+    )?;
+    let registration = context.register(stream.closer())?;
+    let (offsets, checksums) = {
+        let mut writer = KeyedSnapshotWriter::new(
+            &mut stream,
+            0,
+            header,
+            target.compression,
+            target.range,
+            target.max_parallelism,
+        )?;
+        for key_group in target.range.iter() {
+            context.check_cancelled()?;
+            writer.write_key_group(key_group, &mut write_group)?;
+        }
+        writer.finish()?
+    };
+    context.unregister(registration);
+    let result = stream.close_and_finalize()?;
+    CheckpointStreamWithResultProvider::to_keyed_state_handle_result(
+        result,
+        &offsets,
+        Some(&checksums),
+    )
 }
 
 /// One entry read from a key group.

@@ -51,6 +51,7 @@ pub use backend::{
     KeyedBackendParams, KeyedSnapshotResult, KeyedSnapshotStrategyFactory, KeyedStateBackend,
     KeyedStateBackendFactory, OperatorBackendParams, OperatorSnapshotResult,
     OperatorSnapshotStrategyFactory, OperatorStateBackend, OperatorStateBackendFactory,
+    backend_state_as,
 };
 pub use checkpoint::{CheckpointListener, CheckpointOptions, CheckpointType, LocalRecoveryConfig};
 pub use closeable::{Closeable, CloseableRegistry, RegistrationKey};

@@ -12,13 +12,12 @@ use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
 
-use state_api::keyed_format::KeyedSnapshotWriter;
+use state_api::keyed_format::{FullSnapshotTarget, write_full_snapshot};
 use state_api::{
-    AsyncSnapshotCallable, CheckpointOptions, CheckpointStreamFactory,
-    CheckpointStreamWithResultProvider, CheckpointedStateScope, Error, KeyedBackendParams,
+    AsyncSnapshotCallable, CheckpointOptions, CheckpointStreamFactory, Error, KeyedBackendParams,
     KeyedBackendSerializationProxy, KeyedSnapshotResult, KeyedSnapshotStrategyFactory,
     KeyedStateHandle, LocalRecoveryConfig, Registry, Result, SnapshotContext, SnapshotResult,
-    SnapshotStrategy, StreamCompressionDecorator,
+    SnapshotStrategy, StreamCompressionDecorator, backend_state_as,
 };
 
 use crate::HEAP;
@@ -132,43 +131,24 @@ impl AsyncSnapshotCallable<KeyedSnapshotResult> for HeapAsyncSnapshot {
         if tables.states.is_empty() {
             return Ok(SnapshotResult::empty());
         }
-        let mut stream = CheckpointStreamWithResultProvider::create(
-            self.checkpoint_id,
-            CheckpointedStateScope::Exclusive,
-            &*self.factory,
-            &self.local_recovery,
-        )?;
-        let registration = context.register(stream.closer())?;
         let header = KeyedBackendSerializationProxy::new(
             &*version.key_serializer,
             version.states(),
             self.compression.name(),
         );
-        let (offsets, checksums) = {
-            let mut writer = KeyedSnapshotWriter::new(
-                &mut stream,
-                0,
-                &header,
-                &*self.compression,
-                tables.range,
-                tables.max_parallelism,
-            )?;
-            let mut buffers = EntryBuffers::default();
-            for (shard, key_group) in tables.range.iter().enumerate() {
-                context.check_cancelled()?;
-                writer.write_key_group(key_group, |group| {
-                    write_key_group(&tables.states, shard, group, &mut buffers)
-                })?;
-            }
-            writer.finish()?
+        let target = FullSnapshotTarget {
+            checkpoint_id: self.checkpoint_id,
+            factory: &*self.factory,
+            local_recovery: &self.local_recovery,
+            compression: &*self.compression,
+            range: tables.range,
+            max_parallelism: tables.max_parallelism,
         };
-        context.unregister(registration);
-        let result = stream.close_and_finalize()?;
-        CheckpointStreamWithResultProvider::to_keyed_state_handle_result(
-            result,
-            &offsets,
-            Some(&checksums),
-        )
+        let mut buffers = EntryBuffers::default();
+        write_full_snapshot(context, target, &header, |group| {
+            let shard = (group.key_group() - tables.range.start()) as usize;
+            write_key_group(&tables.states, shard, group, &mut buffers)
+        })
     }
 
     fn cleanup_provided_resources(&mut self) {
@@ -200,13 +180,7 @@ impl KeyedSnapshotStrategyFactory for HeapSnapshotStrategyFactory {
         params: &KeyedBackendParams,
         registry: &Registry,
     ) -> Result<Box<dyn SnapshotStrategy<Arc<dyn KeyedStateHandle>>>> {
-        let source = backend_state
-            .downcast_ref::<HeapSnapshotSource>()
-            .ok_or_else(|| {
-                Error::Unsupported(format!(
-                    "strategy `{HEAP}` snapshots heap backends only (given another backend's state)"
-                ))
-            })?;
+        let source = backend_state_as::<HeapSnapshotSource>(backend_state, HEAP, HEAP)?;
         Ok(Box::new(HeapSnapshotStrategy::new(
             source.clone(),
             registry.compression(&params.compression)?,

@@ -17,7 +17,7 @@ use state_api::{
     CheckpointStreamWithResultProvider, CheckpointedStateScope, Error, LocalRecoveryConfig,
     OperatorBackendParams, OperatorSnapshotResult, OperatorSnapshotStrategyFactory,
     OperatorStatePartitions, OperatorStreamStateHandle, Registry, Result, SnapshotContext,
-    SnapshotResult, SnapshotStrategy,
+    SnapshotResult, SnapshotStrategy, backend_state_as,
 };
 
 use crate::OPERATOR;
@@ -171,13 +171,7 @@ impl OperatorSnapshotStrategyFactory for DefaultOperatorSnapshotStrategyFactory 
         params: &OperatorBackendParams,
         _registry: &Registry,
     ) -> Result<Box<dyn SnapshotStrategy<OperatorStreamStateHandle>>> {
-        let source = backend_state
-            .downcast_ref::<OperatorSnapshotSource>()
-            .ok_or_else(|| {
-                Error::Unsupported(format!(
-                    "strategy `{OPERATOR}` snapshots operator backends of kind `{OPERATOR}` only"
-                ))
-            })?;
+        let source = backend_state_as::<OperatorSnapshotSource>(backend_state, OPERATOR, OPERATOR)?;
         Ok(Box::new(OperatorSnapshotStrategy::new(
             source.clone(),
             params.local_recovery.clone(),

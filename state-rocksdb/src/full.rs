@@ -13,13 +13,12 @@ use std::fmt;
 use std::sync::Arc;
 
 use rocksdb::{DB, ReadOptions, SnapshotWithThreadMode};
-use state_api::keyed_format::KeyedSnapshotWriter;
+use state_api::keyed_format::{FullSnapshotTarget, write_full_snapshot};
 use state_api::{
-    AsyncSnapshotCallable, CheckpointOptions, CheckpointStreamFactory,
-    CheckpointStreamWithResultProvider, CheckpointedStateScope, Error, KeyedBackendParams,
+    AsyncSnapshotCallable, CheckpointOptions, CheckpointStreamFactory, Error, KeyedBackendParams,
     KeyedBackendSerializationProxy, KeyedSnapshotResult, KeyedSnapshotStrategyFactory,
     KeyedStateHandle, Lease, LocalRecoveryConfig, Registry, Result, SnapshotContext,
-    SnapshotResult, SnapshotStrategy, StateMetaInfo, StreamCompressionDecorator,
+    SnapshotResult, SnapshotStrategy, StateMetaInfo, StreamCompressionDecorator, backend_state_as,
 };
 
 use crate::backend::{RocksDBSnapshotSource, cf, db_error, key_group_start};
@@ -136,60 +135,41 @@ impl AsyncSnapshotCallable<KeyedSnapshotResult> for RocksFullAsyncSnapshot {
         let prefix_bytes =
             state_api::KeyGroupRangeAssignment::key_group_prefix_bytes(max_parallelism);
 
-        let mut stream = CheckpointStreamWithResultProvider::create(
-            self.checkpoint_id,
-            CheckpointedStateScope::Exclusive,
-            &*self.factory,
-            &self.local_recovery,
-        )?;
-        let registration = context.register(stream.closer())?;
         let header = KeyedBackendSerializationProxy::new(
             self.source.key_serializer(),
             self.states.clone(),
             self.compression.name(),
         );
-        let (offsets, checksums) = {
-            let mut writer = KeyedSnapshotWriter::new(
-                &mut stream,
-                0,
-                &header,
-                &*self.compression,
-                range,
-                max_parallelism,
-            )?;
-            for key_group in range.iter() {
-                context.check_cancelled()?;
-                let start = key_group_start(key_group, prefix_bytes);
-                let end = key_group_start(key_group + 1, prefix_bytes);
-                writer.write_key_group(key_group, |group| {
-                    for (id, family) in (0u16..).zip(&families) {
-                        let mut read = ReadOptions::default();
-                        read.set_iterate_lower_bound(start.clone());
-                        read.set_iterate_upper_bound(end.clone());
-                        read.fill_cache(false);
-                        let mut iter = snapshot.raw_iterator_cf_opt(family, read);
-                        iter.seek_to_first();
-                        while let (Some(key), Some(value)) = (iter.key(), iter.value()) {
-                            group.write_entry(id, key, value)?;
-                            iter.next();
-                        }
-                        iter.status().map_err(db_error(format_args!(
-                            "iterating key group {key_group} of checkpoint {}",
-                            self.checkpoint_id
-                        )))?;
-                    }
-                    Ok(())
-                })?;
-            }
-            writer.finish()?
+        let target = FullSnapshotTarget {
+            checkpoint_id: self.checkpoint_id,
+            factory: &*self.factory,
+            local_recovery: &self.local_recovery,
+            compression: &*self.compression,
+            range,
+            max_parallelism,
         };
-        context.unregister(registration);
-        let result = stream.close_and_finalize()?;
-        CheckpointStreamWithResultProvider::to_keyed_state_handle_result(
-            result,
-            &offsets,
-            Some(&checksums),
-        )
+        let checkpoint_id = self.checkpoint_id;
+        write_full_snapshot(context, target, &header, |group| {
+            let key_group = group.key_group();
+            let start = key_group_start(key_group, prefix_bytes);
+            let end = key_group_start(key_group + 1, prefix_bytes);
+            for (id, family) in (0u16..).zip(&families) {
+                let mut read = ReadOptions::default();
+                read.set_iterate_lower_bound(start.clone());
+                read.set_iterate_upper_bound(end.clone());
+                read.fill_cache(false);
+                let mut iter = snapshot.raw_iterator_cf_opt(family, read);
+                iter.seek_to_first();
+                while let (Some(key), Some(value)) = (iter.key(), iter.value()) {
+                    group.write_entry(id, key, value)?;
+                    iter.next();
+                }
+                iter.status().map_err(db_error(format_args!(
+                    "iterating key group {key_group} of checkpoint {checkpoint_id}"
+                )))?;
+            }
+            Ok(())
+        })
     }
 
     fn cleanup_provided_resources(&mut self) {
@@ -221,13 +201,8 @@ impl KeyedSnapshotStrategyFactory for RocksFullSnapshotStrategyFactory {
         params: &KeyedBackendParams,
         registry: &Registry,
     ) -> Result<Box<dyn SnapshotStrategy<Arc<dyn KeyedStateHandle>>>> {
-        let source = backend_state
-            .downcast_ref::<RocksDBSnapshotSource>()
-            .ok_or_else(|| {
-                Error::Unsupported(format!(
-                    "strategy `{ROCKSDB_FULL}` snapshots RocksDB backends only (given another backend's state)"
-                ))
-            })?;
+        let source =
+            backend_state_as::<RocksDBSnapshotSource>(backend_state, ROCKSDB_FULL, ROCKSDB)?;
         Ok(Box::new(RocksFullSnapshotStrategy::new(
             source.clone(),
             registry.compression(&params.compression)?,

@@ -34,7 +34,7 @@ use state_api::{
     KeyedBackendSerializationProxy, KeyedSnapshotResult, KeyedSnapshotStrategyFactory,
     KeyedStateHandle, Lease, LocalRecoveryConfig, PlaceholderStreamStateHandle, Registry, Result,
     SnapshotContext, SnapshotResult, SnapshotStrategy, StateMetaInfo, StateObject,
-    StreamStateHandle,
+    StreamStateHandle, backend_state_as,
 };
 
 use crate::backend::{RocksDBSnapshotSource, db_error};
@@ -602,13 +602,8 @@ impl KeyedSnapshotStrategyFactory for RocksIncrementalSnapshotStrategyFactory {
         params: &KeyedBackendParams,
         _registry: &Registry,
     ) -> Result<Box<dyn SnapshotStrategy<Arc<dyn KeyedStateHandle>>>> {
-        let source = backend_state
-            .downcast_ref::<RocksDBSnapshotSource>()
-            .ok_or_else(|| {
-                Error::Unsupported(format!(
-                    "strategy `{ROCKSDB_INCREMENTAL}` snapshots RocksDB backends only (given another backend's state)"
-                ))
-            })?;
+        let source =
+            backend_state_as::<RocksDBSnapshotSource>(backend_state, ROCKSDB_INCREMENTAL, ROCKSDB)?;
         Ok(Box::new(RocksIncrementalSnapshotStrategy::new(
             source.clone(),
             params.local_recovery.clone(),
