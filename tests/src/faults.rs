@@ -2,7 +2,7 @@
 //!
 //! [`GatedStreamFactory`] holds a snapshot at its first write until the test has done
 //! something (cancel it, close its backend), so "cancelled while writing" is a certainty
-//! instead of a race.
+//! instead of a race. [`FailingStreamFactory`] fails writes after a byte budget.
 
 use std::io::{self, Write};
 use std::sync::mpsc::{self, Receiver, Sender};
@@ -123,6 +123,77 @@ impl Write for GatedStream {
 }
 
 impl CheckpointStateOutputStream for GatedStream {
+    fn pos(&self) -> u64 {
+        self.inner.pos()
+    }
+
+    fn close_and_get_handle(self: Box<Self>) -> Result<Arc<dyn StreamStateHandle>> {
+        self.inner.close_and_get_handle()
+    }
+
+    fn closer(&self) -> Arc<dyn Closeable> {
+        self.inner.closer()
+    }
+}
+
+/// A stream factory whose streams fail once `limit` bytes were written through the factory
+/// in total (the write that crosses the limit fails, and every later one), like a disk that
+/// fills up or a connection that breaks in the middle of a snapshot.
+#[derive(Debug)]
+pub struct FailingStreamFactory {
+    inner: Box<dyn CheckpointStreamFactory>,
+    budget: Arc<Mutex<u64>>,
+}
+
+impl FailingStreamFactory {
+    /// Wraps `inner`, failing writes after `limit` bytes.
+    pub fn new(inner: Box<dyn CheckpointStreamFactory>, limit: u64) -> Self {
+        FailingStreamFactory {
+            inner,
+            budget: Arc::new(Mutex::new(limit)),
+        }
+    }
+}
+
+impl CheckpointStreamFactory for FailingStreamFactory {
+    fn create_output_stream(
+        &self,
+        scope: CheckpointedStateScope,
+    ) -> Result<Box<dyn CheckpointStateOutputStream>> {
+        Ok(Box::new(FailingStream {
+            inner: self.inner.create_output_stream(scope)?,
+            budget: self.budget.clone(),
+        }))
+    }
+}
+
+#[derive(Debug)]
+struct FailingStream {
+    inner: Box<dyn CheckpointStateOutputStream>,
+    budget: Arc<Mutex<u64>>,
+}
+
+impl Write for FailingStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        {
+            let mut budget = self.budget.lock().unwrap_or_else(PoisonError::into_inner);
+            if (buf.len() as u64) > *budget {
+                *budget = 0;
+                return Err(io::Error::other(
+                    "injected failure: the storage stopped taking bytes",
+                ));
+            }
+            *budget -= buf.len() as u64;
+        }
+        self.inner.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl CheckpointStateOutputStream for FailingStream {
     fn pos(&self) -> u64 {
         self.inner.pos()
     }

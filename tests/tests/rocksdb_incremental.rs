@@ -372,3 +372,90 @@ fn snapshot_directories_are_removed_in_every_outcome() {
         "a cancelled checkpoint left files"
     );
 }
+
+#[test]
+fn a_failing_upload_leaves_nothing_and_the_next_checkpoint_succeeds() {
+    use snapstate_tests::faults::FailingStreamFactory;
+
+    for strategy in ["rocksdb-full", "rocksdb-incremental"] {
+        let setup = Setup::new();
+        let mut backend = RocksDBKeyedStateBackend::new(
+            KeyedBackendParams {
+                strategy: Some(strategy.into()),
+                ..setup.params(full())
+            },
+            registry(),
+        )
+        .unwrap();
+        backend
+            .register_state(&StateMetaInfo::value("count", "void", "u64-be"))
+            .unwrap();
+        write(&mut backend, 0..KEYS, 0);
+        let instance = backend.snapshot_source().instance_dir().to_path_buf();
+        for limit in [0, 10, 5_000, 100_000] {
+            let factory = FailingStreamFactory::new(
+                Box::new(setup.storage.stream_factory(1).unwrap()),
+                limit,
+            );
+            let task = backend
+                .snapshot(1, 0, Arc::new(factory), &CheckpointOptions::checkpoint())
+                .unwrap();
+            let err = task.run().unwrap_err();
+            assert!(
+                err.to_string().contains("injected failure"),
+                "{strategy}, failing after {limit} bytes: {err}"
+            );
+            assert!(
+                setup.files().is_empty(),
+                "{strategy}, failing after {limit} bytes, left {:?}",
+                setup.files()
+            );
+            let leftovers: Vec<_> = std::fs::read_dir(&instance)
+                .unwrap()
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with("chk-"))
+                .collect();
+            assert!(leftovers.is_empty(), "{strategy}: {leftovers:?}");
+        }
+        let handle = {
+            let factory = Arc::new(setup.storage.stream_factory(2).unwrap());
+            let task = backend
+                .snapshot(2, 0, factory, &CheckpointOptions::checkpoint())
+                .unwrap();
+            task.run().unwrap().job_manager_owned().unwrap().clone()
+        };
+        let mut restored =
+            RocksDBKeyedStateBackend::restore(setup.params(full()), registry(), &[handle]).unwrap();
+        check(&mut restored, |_| 0);
+    }
+}
+
+#[test]
+fn closing_while_an_incremental_snapshot_uploads_waits_and_leaks_nothing() {
+    use snapstate_tests::faults::GatedStreamFactory;
+
+    let setup = Setup::new();
+    let mut backend = setup.backend();
+    write(&mut backend, 0..KEYS, 0);
+    let source = backend.snapshot_source().clone();
+    let (factory, gate) =
+        GatedStreamFactory::new(Box::new(setup.storage.stream_factory(1).unwrap()));
+    let task = backend
+        .snapshot(1, 0, Arc::new(factory), &CheckpointOptions::checkpoint())
+        .unwrap();
+    let running = task.spawn().unwrap();
+    assert!(gate.wait_started());
+    let closing = std::thread::spawn(move || backend.close());
+    gate.resume();
+    closing.join().unwrap().unwrap();
+    match running.join().unwrap() {
+        Ok(result) => result.discard().unwrap(),
+        Err(err) => assert!(err.is_cancelled(), "{err}"),
+    }
+    assert!(source.lease().is_err());
+    assert!(setup.files().is_empty(), "{:?}", setup.files());
+    assert!(
+        !source.instance_dir().exists(),
+        "the instance directory is left"
+    );
+}
