@@ -285,6 +285,9 @@ pub struct KeyGroupsStateHandle {
     delegate: Arc<dyn StreamStateHandle>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     checksums: Option<Vec<u32>>,
+    /// Stream offset where the data of the range's last key group ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    end: Option<u64>,
 }
 
 impl KeyGroupsStateHandle {
@@ -294,6 +297,25 @@ impl KeyGroupsStateHandle {
             offsets,
             delegate,
             checksums: None,
+            end: None,
+        }
+    }
+
+    /// Records where the data of the range's last key group ends (the stream's length for
+    /// a snapshot written by one writer), so restore can check that every section is read
+    /// to its last byte.
+    pub fn with_end(mut self, end: u64) -> Self {
+        self.end = Some(end);
+        self
+    }
+
+    /// Where the data of `key_group` ends: the next key group's offset, or the recorded
+    /// end for the last one (`None` when not recorded, as in handles of older builds).
+    pub fn section_end(&self, key_group: u32) -> Option<u64> {
+        let range = self.offsets.range();
+        match key_group < range.end() {
+            true => self.offsets.offset(key_group + 1).ok(),
+            false => self.end,
         }
     }
 
@@ -364,10 +386,15 @@ impl KeyedStateHandle for KeyGroupsStateHandle {
                 .copied()
                 .collect()
         });
+        let end = match narrowed.end() < self.offsets.range().end() {
+            true => self.offsets.offset(narrowed.end() + 1).ok(),
+            false => self.end,
+        };
         Some(Arc::new(KeyGroupsStateHandle {
             offsets,
             delegate: self.delegate.clone(),
             checksums,
+            end,
         }))
     }
 
@@ -641,6 +668,34 @@ mod tests {
         )
         .with_checksums((start..=end).map(|kg| kg * 1000).collect())
         .unwrap()
+    }
+
+    #[test]
+    fn narrowed_handles_know_where_their_last_section_ends() {
+        let handle = key_groups(10, 19).with_end(1000);
+        assert_eq!(
+            handle.section_end(12),
+            Some(30),
+            "the next key group's offset"
+        );
+        assert_eq!(handle.section_end(19), Some(1000));
+        let tail = handle
+            .intersection(&KeyGroupRange::new(15, 40).unwrap())
+            .unwrap();
+        let tail = tail
+            .as_any()
+            .downcast_ref::<KeyGroupsStateHandle>()
+            .unwrap();
+        assert_eq!(tail.section_end(19), Some(1000));
+        let head = handle
+            .intersection(&KeyGroupRange::new(0, 14).unwrap())
+            .unwrap();
+        let head = head
+            .as_any()
+            .downcast_ref::<KeyGroupsStateHandle>()
+            .unwrap();
+        assert_eq!(head.section_end(14), Some(50), "where key group 15 starts");
+        assert_eq!(key_groups(10, 19).section_end(19), None, "not recorded");
     }
 
     #[test]

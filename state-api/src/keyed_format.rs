@@ -47,6 +47,12 @@
 //! uncompressed data bytes up to and including the end mark. It is taken before
 //! compression so that a reader verifies it while decoding, whatever the decorator.
 //!
+//! A section ends where the next one starts; the last ends at the end of the stream, which
+//! the handle records ([`KeyGroupsStateHandle::section_end`]). The reader reads every
+//! section to that end after the end mark, so the decorator checks its own trailer (LZ4's
+//! end mark and content checksum) and a stream that lost bytes after the last end mark is
+//! reported instead of silently accepted.
+//!
 //! Composite keys ([`CompositeKey`]):
 //!
 //! | field | type | meaning |
@@ -748,7 +754,19 @@ impl KeyedSnapshotReader {
                 reason: format!("found {found}"),
             });
         }
-        let decompressed = self.decorator.decompress(&mut self.input);
+        // The section's compressed bytes, when the handle knows where they end.
+        let limit = match self.handle.section_end(key_group) {
+            Some(end) => Some(
+                end.checked_sub(offset + 4)
+                    .ok_or_else(|| Error::Corrupted {
+                        what: format!("offsets of key groups {key_group} and after"),
+                        reason: format!("the data ends at {end}, before its start {offset} + 4"),
+                    })?,
+            ),
+            None => None,
+        };
+        let mut bounded = Read::take(&mut self.input, limit.unwrap_or(u64::MAX));
+        let decompressed = self.decorator.decompress(&mut bounded);
         let mut section = CrcReader {
             inner: BufReader::with_capacity(64 * 1024, decompressed),
             crc: crc32c::crc32c(&id),
@@ -815,6 +833,28 @@ impl KeyedSnapshotReader {
                 ),
             });
         }
+        if limit.is_some() {
+            // Read the section to its end: the decorator checks its own trailer (frame end
+            // marks, content checksums), and nothing may follow the end mark.
+            let mut probe = [0; 64];
+            let extra = read_to_end_counting(&mut section.inner, &mut probe)?;
+            if extra > 0 {
+                return Err(Error::Corrupted {
+                    what: "key-group data".into(),
+                    reason: format!("{extra} bytes follow the end-of-key-group mark"),
+                });
+            }
+            drop(section);
+            if bounded.limit() > 0 {
+                return Err(Error::Corrupted {
+                    what: "key-group section".into(),
+                    reason: format!(
+                        "{} stored bytes of the section are not part of its compressed data",
+                        bounded.limit()
+                    ),
+                });
+            }
+        }
         Ok(())
     }
 }
@@ -827,6 +867,32 @@ fn read_exact(input: &mut dyn Read, buf: &mut [u8], what: &str) -> Result<()> {
         },
         _ => Error::stream(format!("reading {what}"), err),
     })
+}
+
+/// Reads `input` to its end; returns how many bytes came (an `UnexpectedEof` is a
+/// truncation, `InvalidData` from a decompressing reader a corruption).
+fn read_to_end_counting(input: &mut dyn Read, probe: &mut [u8]) -> Result<u64> {
+    let mut count = 0;
+    loop {
+        match input.read(probe) {
+            Ok(0) => return Ok(count),
+            Ok(n) => count += n as u64,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => {
+                return Err(Error::Truncated {
+                    what: "key-group section".into(),
+                    reason: format!("the stream ends before the section does: {err}"),
+                });
+            }
+            Err(err) if err.kind() == io::ErrorKind::InvalidData => {
+                return Err(Error::Corrupted {
+                    what: "key-group section".into(),
+                    reason: format!("the end of the section does not decode: {err}"),
+                });
+            }
+            Err(err) => return Err(Error::stream("reading the end of a key-group section", err)),
+        }
+    }
 }
 
 /// Checksums the decompressed bytes of a section as they are read.

@@ -191,7 +191,9 @@ impl CheckpointStreamWithResultProvider {
         checksums: Option<&[u32]>,
     ) -> Result<SnapshotResult<Arc<dyn KeyedStateHandle>>> {
         let wrap = |stream: Arc<dyn StreamStateHandle>| -> Result<Arc<dyn KeyedStateHandle>> {
-            let handle = KeyGroupsStateHandle::new(offsets.clone(), stream);
+            // Nothing follows the last key group: its data ends where the stream does.
+            let end = stream.state_size();
+            let handle = KeyGroupsStateHandle::new(offsets.clone(), stream).with_end(end);
             let handle = match checksums {
                 Some(sums) => handle.with_checksums(sums.to_vec())?,
                 None => handle,

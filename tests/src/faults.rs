@@ -2,7 +2,8 @@
 //!
 //! [`GatedStreamFactory`] holds a snapshot at its first write until the test has done
 //! something (cancel it, close its backend), so "cancelled while writing" is a certainty
-//! instead of a race. [`FailingStreamFactory`] fails writes after a byte budget.
+//! instead of a race. [`FaultyStreamFactory`] fails writes after a byte budget, fails on
+//! close, writes short, or loses the tail of every stream.
 
 use std::io::{self, Write};
 use std::sync::mpsc::{self, Receiver, Sender};
@@ -136,45 +137,72 @@ impl CheckpointStateOutputStream for GatedStream {
     }
 }
 
-/// A stream factory whose streams fail once `limit` bytes were written through the factory
-/// in total (the write that crosses the limit fails, and every later one), like a disk that
-/// fills up or a connection that breaks in the middle of a snapshot.
+/// What a [`FaultyStreamFactory`]'s streams do wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Writes fail once this many bytes went through the factory in total (a full disk, a
+    /// broken connection); the write that crosses the limit fails, and every later one.
+    FailAfter(u64),
+    /// Every write succeeds, closing fails (the final flush or rename is refused).
+    FailOnClose,
+    /// Every write takes at most this many bytes (a pipe, a socket): callers must loop.
+    ShortWrites(usize),
+    /// The last this many bytes of every stream are lost while closing reports success (a
+    /// storage that acknowledges too early): restore must notice.
+    DropTail(usize),
+}
+
+/// A stream factory whose streams misbehave as its [`Fault`] says.
 #[derive(Debug)]
-pub struct FailingStreamFactory {
+pub struct FaultyStreamFactory {
     inner: Box<dyn CheckpointStreamFactory>,
+    fault: Fault,
     budget: Arc<Mutex<u64>>,
 }
 
-impl FailingStreamFactory {
-    /// Wraps `inner`, failing writes after `limit` bytes.
-    pub fn new(inner: Box<dyn CheckpointStreamFactory>, limit: u64) -> Self {
-        FailingStreamFactory {
+impl FaultyStreamFactory {
+    /// Wraps `inner` with `fault`.
+    pub fn new(inner: Box<dyn CheckpointStreamFactory>, fault: Fault) -> Self {
+        let budget = match fault {
+            Fault::FailAfter(limit) => limit,
+            _ => u64::MAX,
+        };
+        FaultyStreamFactory {
             inner,
-            budget: Arc::new(Mutex::new(limit)),
+            fault,
+            budget: Arc::new(Mutex::new(budget)),
         }
     }
 }
 
-impl CheckpointStreamFactory for FailingStreamFactory {
+impl CheckpointStreamFactory for FaultyStreamFactory {
     fn create_output_stream(
         &self,
         scope: CheckpointedStateScope,
     ) -> Result<Box<dyn CheckpointStateOutputStream>> {
-        Ok(Box::new(FailingStream {
+        Ok(Box::new(FaultyStream {
             inner: self.inner.create_output_stream(scope)?,
+            fault: self.fault,
             budget: self.budget.clone(),
+            tail: Vec::new(),
         }))
     }
 }
 
 #[derive(Debug)]
-struct FailingStream {
+struct FaultyStream {
     inner: Box<dyn CheckpointStateOutputStream>,
+    fault: Fault,
     budget: Arc<Mutex<u64>>,
+    /// With [`Fault::DropTail`], the bytes held back (never written).
+    tail: Vec<u8>,
 }
 
-impl Write for FailingStream {
+impl Write for FaultyStream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
         {
             let mut budget = self.budget.lock().unwrap_or_else(PoisonError::into_inner);
             if (buf.len() as u64) > *budget {
@@ -185,7 +213,19 @@ impl Write for FailingStream {
             }
             *budget -= buf.len() as u64;
         }
-        self.inner.write(buf)
+        match self.fault {
+            Fault::ShortWrites(most) => self.inner.write(&buf[..buf.len().min(most.max(1))]),
+            Fault::DropTail(keep_back) => {
+                self.tail.extend_from_slice(buf);
+                if self.tail.len() > keep_back {
+                    let excess = self.tail.len() - keep_back;
+                    self.inner.write_all(&self.tail[..excess])?;
+                    self.tail.drain(..excess);
+                }
+                Ok(buf.len())
+            }
+            Fault::FailAfter(_) | Fault::FailOnClose => self.inner.write(buf),
+        }
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -193,13 +233,20 @@ impl Write for FailingStream {
     }
 }
 
-impl CheckpointStateOutputStream for FailingStream {
+impl CheckpointStateOutputStream for FaultyStream {
     fn pos(&self) -> u64 {
-        self.inner.pos()
+        self.inner.pos() + self.tail.len() as u64
     }
 
     fn close_and_get_handle(self: Box<Self>) -> Result<Arc<dyn StreamStateHandle>> {
-        self.inner.close_and_get_handle()
+        match self.fault {
+            // Dropping the stream unclosed deletes what it wrote.
+            Fault::FailOnClose => Err(state_api::Error::stream(
+                "closing a checkpoint stream",
+                io::Error::other("injected failure: the storage refused to close the stream"),
+            )),
+            _ => self.inner.close_and_get_handle(),
+        }
     }
 
     fn closer(&self) -> Arc<dyn Closeable> {

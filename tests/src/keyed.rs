@@ -45,6 +45,7 @@ use state_api::{
 use tempfile::TempDir;
 
 use crate::compression::{random_bytes, text_bytes};
+use crate::faults::{Fault, FaultyStreamFactory};
 use crate::support;
 
 /// Max parallelism (number of key groups) of every backend the kit creates.
@@ -1048,6 +1049,49 @@ pub fn rescale(
         );
         return;
     }
+    move_state(
+        &bed,
+        &bed,
+        old_parallelism,
+        new_parallelism,
+        &CheckpointOptions::checkpoint(),
+    );
+}
+
+/// A savepoint of keyed backend `from` (taken by `old_parallelism` instances) restores into
+/// keyed backend `to` at `new_parallelism` instances, every key in exactly its new
+/// instance: the canonical format makes savepoints portable between backends.
+pub fn savepoint_portability(
+    from: &str,
+    to: &str,
+    registry: &Registry,
+    compression: &str,
+    old_parallelism: u32,
+    new_parallelism: u32,
+) {
+    let contract =
+        format!("savepoint into `{to}`, {old_parallelism} -> {new_parallelism} instances");
+    let source = TestBed::new(from, registry, compression, &contract);
+    let target = TestBed::new(to, registry, compression, &contract);
+    move_state(
+        &source,
+        &target,
+        old_parallelism,
+        new_parallelism,
+        &CheckpointOptions::savepoint(),
+    );
+}
+
+/// Fills `old_parallelism` instances of `source`'s backend, snapshots them with `options`
+/// and restores `new_parallelism` instances of `target`'s backend from all the handles.
+fn move_state(
+    source: &TestBed<'_>,
+    target: &TestBed<'_>,
+    old_parallelism: u32,
+    new_parallelism: u32,
+    options: &CheckpointOptions,
+) {
+    let bed = source;
     let range_of = |parallelism: u32, index: u32| {
         bed.ok(
             KeyGroupRangeAssignment::compute_key_group_range_for_operator_index(
@@ -1091,13 +1135,16 @@ pub fn rescale(
             );
         }
         model.check(&mut *instance, &format!("old instance {index} of {range}"));
-        let result = bed.snapshot(&mut *instance, &storage, 1);
+        let result = bed.snapshot_with(&mut *instance, &storage, 1, options);
         handles.push(bed.handle(&result));
     }
     for index in 0..new_parallelism {
         let range = range_of(new_parallelism, index);
-        let mut instance = bed.restore(range, &handles);
-        model.check(&mut *instance, &format!("new instance {index} of {range}"));
+        let mut instance = target.restore(range, &handles);
+        model.check(
+            &mut *instance,
+            &format!("new instance {index} of {range} of `{}`", target.backend),
+        );
     }
 }
 
@@ -1359,6 +1406,91 @@ pub fn corrupt_snapshot_is_reported(backend: &str, registry: &Registry, compress
     );
 }
 
+/// Storage that fails after some bytes or on close makes the snapshot fail with a typed
+/// error and leave no file; storage that writes short still yields a correct snapshot;
+/// storage that loses the tail of its streams yields a snapshot whose restore fails with a
+/// corruption or truncation instead of wrong data. After every fault the backend goes on
+/// and its next checkpoint restores.
+pub fn storage_faults_are_contained(backend: &str, registry: &Registry, compression: &str) {
+    let bed = TestBed::new(backend, registry, compression, "storage faults");
+    let mut model = bed.model();
+    let mut live = bed.create_with_states(&mut model);
+    write_workload(&mut model, &mut *live, &keys_covering(full_range(), 2), 0);
+    let storage = bed.storage("checkpoints", Some(0));
+    let faults = [
+        Fault::FailAfter(0),
+        Fault::FailAfter(1),
+        Fault::FailAfter(100),
+        Fault::FailAfter(5_000),
+        Fault::FailOnClose,
+        Fault::ShortWrites(7),
+        Fault::DropTail(1),
+        Fault::DropTail(100),
+    ];
+    for (checkpoint_id, fault) in (1u64..).zip(faults) {
+        let case = format!("checkpoint {checkpoint_id} with {fault:?}");
+        let factory = FaultyStreamFactory::new(
+            Box::new(bed.ok(
+                storage.stream_factory(checkpoint_id),
+                "opening a stream factory",
+            )),
+            fault,
+        );
+        let task = bed.ok(
+            live.snapshot(
+                checkpoint_id,
+                0,
+                Arc::new(factory),
+                &CheckpointOptions::checkpoint(),
+            ),
+            format_args!("synchronous part of {case}"),
+        );
+        let outcome = catch_unwind(AssertUnwindSafe(|| task.run()))
+            .unwrap_or_else(|_| panic!("{}: {case}: the asynchronous part panicked", bed.label));
+        match (fault, outcome) {
+            (Fault::FailAfter(_) | Fault::FailOnClose, Ok(_)) => {
+                panic!("{}: {case}: the snapshot succeeded", bed.label)
+            }
+            (Fault::FailAfter(_) | Fault::FailOnClose, Err(err)) => {
+                assert!(
+                    err.to_string().contains("injected failure"),
+                    "{}: {case}: the error does not carry the cause: {err}",
+                    bed.label
+                );
+            }
+            (Fault::ShortWrites(_), outcome) => {
+                let result = bed.ok(outcome, &case);
+                let mut restored = bed.restore(full_range(), &[bed.handle(&result)]);
+                model.check(&mut *restored, &format!("restored from {case}"));
+                bed.ok(result.discard(), "discarding");
+            }
+            (Fault::DropTail(_), Err(_)) => {}
+            (Fault::DropTail(_), Ok(result)) => {
+                let handles = [bed.handle(&result)];
+                match bed.try_restore(bed.params(full_range()), &handles, &case) {
+                    Ok(_) => panic!(
+                        "{}: {case}: a snapshot missing its tail restored",
+                        bed.label
+                    ),
+                    Err(err) => assert!(
+                        matches!(
+                            err.root(),
+                            Error::Corrupted { .. } | Error::Truncated { .. }
+                        ),
+                        "{}: {case}: not a corruption or truncation: {err}",
+                        bed.label
+                    ),
+                }
+                bed.ok(result.discard(), "discarding");
+            }
+        }
+        bed.assert_no_files(storage.root(), &case);
+    }
+    let result = bed.snapshot(&mut *live, &storage, 100);
+    let mut restored = bed.restore(full_range(), &[bed.handle(&result)]);
+    model.check(&mut *restored, "restored after the faults");
+}
+
 /// A snapshot cancelled before it runs, cancelled while it writes, dropped without running,
 /// or pending when its backend closes, fails with [`Error::Cancelled`] (where it runs) and
 /// leaves no file; a completed snapshot's files go when its result is discarded.
@@ -1577,6 +1709,7 @@ pub fn run_all(
     }
     corrupt_snapshot_is_reported(backend, registry, compression);
     cancelled_snapshot_leaves_nothing(backend, registry, compression);
+    storage_faults_are_contained(backend, registry, compression);
     incompatible_serializers_are_rejected(backend, registry, compression);
     local_recovery(backend, registry, compression, capabilities);
 }

@@ -137,6 +137,11 @@ fn heap_cancelled_snapshot_leaves_nothing() {
 }
 
 #[test]
+fn heap_storage_faults_are_contained() {
+    keyed::storage_faults_are_contained(HEAP, registry(), "lz4");
+}
+
+#[test]
 fn heap_incompatible_serializers_are_rejected() {
     keyed::incompatible_serializers_are_rejected(HEAP, registry(), "none");
 }

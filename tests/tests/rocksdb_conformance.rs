@@ -97,6 +97,11 @@ fn rocksdb_cancelled_snapshot_leaves_nothing() {
 }
 
 #[test]
+fn rocksdb_storage_faults_are_contained() {
+    keyed::storage_faults_are_contained(ROCKSDB, registry(), "snappy");
+}
+
+#[test]
 fn rocksdb_incompatible_serializers_are_rejected() {
     keyed::incompatible_serializers_are_rejected(ROCKSDB, registry(), "none");
 }

@@ -375,7 +375,7 @@ fn snapshot_directories_are_removed_in_every_outcome() {
 
 #[test]
 fn a_failing_upload_leaves_nothing_and_the_next_checkpoint_succeeds() {
-    use snapstate_tests::faults::FailingStreamFactory;
+    use snapstate_tests::faults::{Fault, FaultyStreamFactory};
 
     for strategy in ["rocksdb-full", "rocksdb-incremental"] {
         let setup = Setup::new();
@@ -393,9 +393,9 @@ fn a_failing_upload_leaves_nothing_and_the_next_checkpoint_succeeds() {
         write(&mut backend, 0..KEYS, 0);
         let instance = backend.snapshot_source().instance_dir().to_path_buf();
         for limit in [0, 10, 5_000, 100_000] {
-            let factory = FailingStreamFactory::new(
+            let factory = FaultyStreamFactory::new(
                 Box::new(setup.storage.stream_factory(1).unwrap()),
-                limit,
+                Fault::FailAfter(limit),
             );
             let task = backend
                 .snapshot(1, 0, Arc::new(factory), &CheckpointOptions::checkpoint())
