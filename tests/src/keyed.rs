@@ -34,13 +34,15 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use proptest::prelude::*;
+use proptest::test_runner::TestRunner;
 use state_api::key_group::KeyGroupRangeAssignment;
 use state_api::keyed_format::KeyedSnapshotReader;
 use state_api::{
-    CheckpointOptions, Error, FileStateHandle, KeyGroupRange, KeyGroupsStateHandle,
-    KeyedBackendParams, KeyedSnapshotResult, KeyedStateBackend, KeyedStateHandle,
-    LocalCheckpointStorage, LocalRecoveryConfig, PluginKind, Registry, Result, StateKind,
-    StateMetaInfo, StateObject,
+    CheckpointOptions, Error, FileStateHandle, IncrementalRemoteKeyedStateHandle, KeyGroupRange,
+    KeyGroupsStateHandle, KeyedBackendParams, KeyedSnapshotResult, KeyedStateBackend,
+    KeyedStateHandle, LocalCheckpointStorage, LocalRecoveryConfig, PluginKind, Registry, Result,
+    SharedStateRegistry, StateKind, StateMetaInfo, StateObject,
 };
 use tempfile::TempDir;
 
@@ -1689,6 +1691,238 @@ pub fn local_recovery(
 
 /// The rescalings [`run_all`] checks: (old parallelism, new parallelism).
 pub const RESCALINGS: [(u32, u32); 4] = [(1, 3), (3, 2), (4, 1), (2, 5)];
+
+/// One write of a [`model_based`] sequence; small numbers pick keys, namespaces and bytes
+/// so that sequences collide on the same slots.
+#[derive(Debug, Clone)]
+pub enum ModelWrite {
+    /// `put_value` of `count` for key `k<key>` in namespace `namespace % 3`.
+    Put {
+        /// Key number.
+        key: u8,
+        /// Namespace number.
+        namespace: u8,
+        /// Value byte.
+        value: u8,
+    },
+    /// `append_to_list` of `events`.
+    Append {
+        /// Key number.
+        key: u8,
+        /// Element byte.
+        element: u8,
+    },
+    /// `update_list` of `events` with no elements.
+    ClearList {
+        /// Key number.
+        key: u8,
+    },
+    /// `put_map_value` of `attributes`.
+    MapPut {
+        /// Key number.
+        key: u8,
+        /// User key byte.
+        user_key: u8,
+        /// Value byte.
+        value: u8,
+    },
+    /// `remove_map_value` of `attributes`.
+    MapRemove {
+        /// Key number.
+        key: u8,
+        /// User key byte.
+        user_key: u8,
+    },
+    /// `clear` of the value state in namespace `namespace % 3`.
+    Clear {
+        /// Key number.
+        key: u8,
+        /// Namespace number.
+        namespace: u8,
+    },
+}
+
+/// One step of a [`model_based`] sequence.
+#[derive(Debug, Clone)]
+pub enum ModelStep {
+    /// A write.
+    Write(ModelWrite),
+    /// A checkpoint: the synchronous part, then `during` (not in the snapshot), then the
+    /// asynchronous part; the checkpoint then completes.
+    Checkpoint {
+        /// Writes between the two parts.
+        during: Vec<ModelWrite>,
+    },
+    /// Restore the last checkpoint into `parallelism` instances and check each, then go on
+    /// with one instance of the whole range restored from it.
+    Restore {
+        /// Instances to restore into.
+        parallelism: u32,
+    },
+}
+
+fn model_write() -> impl Strategy<Value = ModelWrite> {
+    let key = 0u8..12;
+    prop_oneof![
+        (key.clone(), 0u8..3, any::<u8>()).prop_map(|(key, namespace, value)| ModelWrite::Put {
+            key,
+            namespace,
+            value
+        }),
+        (key.clone(), any::<u8>()).prop_map(|(key, element)| ModelWrite::Append { key, element }),
+        key.clone().prop_map(|key| ModelWrite::ClearList { key }),
+        (key.clone(), 0u8..4, any::<u8>()).prop_map(|(key, user_key, value)| ModelWrite::MapPut {
+            key,
+            user_key,
+            value
+        }),
+        (key.clone(), 0u8..4).prop_map(|(key, user_key)| ModelWrite::MapRemove { key, user_key }),
+        (key, 0u8..3).prop_map(|(key, namespace)| ModelWrite::Clear { key, namespace }),
+    ]
+}
+
+/// Sequences of up to 40 steps, writes most often.
+pub fn model_steps() -> impl Strategy<Value = Vec<ModelStep>> {
+    let step = prop_oneof![
+        6 => model_write().prop_map(ModelStep::Write),
+        2 => proptest::collection::vec(model_write(), 0..4)
+            .prop_map(|during| ModelStep::Checkpoint { during }),
+        1 => (1u32..=3).prop_map(|parallelism| ModelStep::Restore { parallelism }),
+    ];
+    proptest::collection::vec(step, 1..40)
+}
+
+fn apply(model: &mut Model, backend: &mut dyn KeyedStateBackend, write: &ModelWrite) {
+    let key = |k: u8| format!("k{k}").into_bytes();
+    match *write {
+        ModelWrite::Put {
+            key: k,
+            namespace,
+            value,
+        } => {
+            let ns = NAMESPACES[usize::from(namespace % 3)];
+            model.put_value(backend, COUNT, ns, &key(k), &[value]);
+        }
+        ModelWrite::Append { key: k, element } => {
+            model.append(backend, EVENTS, b"", &key(k), &[element]);
+        }
+        ModelWrite::ClearList { key: k } => model.update_list(backend, EVENTS, b"", &key(k), &[]),
+        ModelWrite::MapPut {
+            key: k,
+            user_key,
+            value,
+        } => {
+            model.put_map(backend, ATTRIBUTES, b"", &key(k), &[user_key], &[value]);
+        }
+        ModelWrite::MapRemove { key: k, user_key } => {
+            model.remove_map(backend, ATTRIBUTES, b"", &key(k), &[user_key]);
+        }
+        ModelWrite::Clear { key: k, namespace } => {
+            let ns = NAMESPACES[usize::from(namespace % 3)];
+            model.clear(backend, COUNT, ns, &key(k));
+        }
+    }
+}
+
+/// Runs `steps` on a fresh backend and a model side by side; panics at the first
+/// difference. Incremental handles are registered with a [`SharedStateRegistry`] as a
+/// coordinator would, and resolved for restore.
+pub fn run_model_steps(backend: &str, registry: &Registry, compression: &str, steps: &[ModelStep]) {
+    let bed = TestBed::new(backend, registry, compression, "model-based sequence");
+    let storage = bed.storage("checkpoints", None);
+    let shared = SharedStateRegistry::default();
+    let mut model = bed.model();
+    let mut live = bed.create_with_states(&mut model);
+    let mut last: Option<(Model, Arc<dyn KeyedStateHandle>)> = None;
+    for (checkpoint_id, step) in (1u64..).zip(steps) {
+        match step {
+            ModelStep::Write(write) => apply(&mut model, &mut *live, write),
+            ModelStep::Checkpoint { during } => {
+                let factory = bed.ok(storage.stream_factory(checkpoint_id), "opening a factory");
+                let task = bed.ok(
+                    live.snapshot(
+                        checkpoint_id,
+                        0,
+                        Arc::new(factory),
+                        &CheckpointOptions::checkpoint(),
+                    ),
+                    "synchronous part",
+                );
+                let at_sync = model.clone();
+                for write in during {
+                    apply(&mut model, &mut *live, write);
+                }
+                let result = bed.ok(task.run(), "asynchronous part");
+                let handle = bed.handle(&result);
+                let handle = match handle
+                    .as_any()
+                    .downcast_ref::<IncrementalRemoteKeyedStateHandle>()
+                {
+                    Some(incremental) => {
+                        Arc::new(bed.ok(shared.register(incremental), "registering the checkpoint"))
+                            as Arc<dyn KeyedStateHandle>
+                    }
+                    None => handle,
+                };
+                bed.ok(live.notify_checkpoint_complete(checkpoint_id), "notifying");
+                last = Some((at_sync, handle));
+            }
+            ModelStep::Restore { parallelism } => {
+                let Some((at_sync, handle)) = &last else {
+                    continue;
+                };
+                let handle = match handle
+                    .as_any()
+                    .downcast_ref::<IncrementalRemoteKeyedStateHandle>()
+                {
+                    Some(incremental) => Arc::new(bed.ok(shared.resolve(incremental), "resolving"))
+                        as Arc<dyn KeyedStateHandle>,
+                    None => handle.clone(),
+                };
+                for index in 0..*parallelism {
+                    let range = bed.ok(
+                        KeyGroupRangeAssignment::compute_key_group_range_for_operator_index(
+                            MAX_PARALLELISM,
+                            *parallelism,
+                            index,
+                        ),
+                        "computing a range",
+                    );
+                    let mut instance = bed.restore(range, std::slice::from_ref(&handle));
+                    at_sync.check(
+                        &mut *instance,
+                        &format!("step {checkpoint_id}: instance {index} of {parallelism}"),
+                    );
+                }
+                bed.ok(live.close(), "closing the replaced backend");
+                live = bed.restore(full_range(), std::slice::from_ref(&handle));
+                model = at_sync.clone();
+            }
+        }
+    }
+    model.check(&mut *live, "after the last step");
+}
+
+/// Random sequences of writes, checkpoints (with writes between their two parts) and
+/// restores at parallelism 1 to 3, checked against the model; `cases` sequences. A failure
+/// shrinks to a short sequence printed with the panic.
+pub fn model_based(backend: &str, registry: &Registry, compression: &str, cases: u32) {
+    let config = ProptestConfig {
+        cases,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    };
+    let mut runner = TestRunner::new(config);
+    let outcome = runner.run(&model_steps(), |steps| {
+        run_model_steps(backend, registry, compression, &steps);
+        Ok(())
+    });
+    if let Err(err) = outcome {
+        panic!(
+            "keyed backend `{backend}` with compression `{compression}`: model-based sequences: {err}"
+        );
+    }
+}
 
 /// Runs every keyed-backend contract on backend `backend` with decorator `compression`,
 /// skipping (and printing) the ones `capabilities` rule out.

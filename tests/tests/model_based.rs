@@ -1,0 +1,38 @@
+//! Random sequences of writes, checkpoints and restores, checked against a model, for
+//! every in-tree keyed backend and strategy. `SNAPSTATE_PROPTEST_CASES` sets the number of
+//! sequences per backend (default 16; CI keeps the default, long runs raise it).
+
+use snapstate_tests::keyed;
+use state_api::Registry;
+
+fn registry() -> &'static Registry {
+    // The linker drops the link-time registrations of crates nothing names.
+    state_compress::link();
+    state_heap::link();
+    state_rocksdb::link();
+    Registry::global()
+}
+
+fn cases() -> u32 {
+    match std::env::var("SNAPSTATE_PROPTEST_CASES") {
+        Ok(value) => value
+            .parse()
+            .unwrap_or_else(|_| panic!("SNAPSTATE_PROPTEST_CASES={value} is not a number")),
+        Err(_) => 16,
+    }
+}
+
+#[test]
+fn heap_follows_the_model() {
+    keyed::model_based("heap", registry(), "lz4", cases());
+}
+
+#[test]
+fn rocksdb_full_follows_the_model() {
+    keyed::model_based("rocksdb", registry(), "snappy", cases());
+}
+
+#[test]
+fn rocksdb_incremental_follows_the_model() {
+    keyed::model_based("rocksdb/rocksdb-incremental", registry(), "none", cases());
+}
