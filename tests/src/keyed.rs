@@ -1151,6 +1151,90 @@ fn move_state(
 }
 
 /// The snapshot file of a key-groups handle, or why there is none.
+/// The files of an incremental handle (shared, private, meta data) stored as files.
+fn incremental_files(handle: &Arc<dyn KeyedStateHandle>) -> Vec<PathBuf> {
+    let Some(incremental) = handle
+        .as_any()
+        .downcast_ref::<IncrementalRemoteKeyedStateHandle>()
+    else {
+        return Vec::new();
+    };
+    incremental
+        .shared_state
+        .iter()
+        .chain(&incremental.private_state)
+        .map(|file| &file.handle)
+        .chain(std::iter::once(&incremental.meta_state))
+        .filter_map(|h| h.as_any().downcast_ref::<FileStateHandle>())
+        .map(|file| file.path().to_path_buf())
+        .collect()
+}
+
+/// Flips a byte of, halves, empties and removes each file of a multi-file snapshot in
+/// turn: every restore must fail with a typed error that names the file.
+fn corrupt_every_file(
+    bed: &TestBed<'_>,
+    model: &Model,
+    handle: &Arc<dyn KeyedStateHandle>,
+    files: &[PathBuf],
+) {
+    let handles = [handle.clone()];
+    for path in files {
+        let original = bed.ok(fs::read(path).map_err(|e| Error::io(path, e)), "reading");
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mut flipped = original.clone();
+        if let Some(byte) = flipped.get_mut(original.len() / 2) {
+            *byte ^= 0x20;
+        }
+        let cases: [(&str, Option<&[u8]>); 4] = [
+            ("a flipped byte", Some(&flipped)),
+            ("cut in half", Some(&original[..original.len() / 2])),
+            ("emptied", Some(&[])),
+            ("removed", None),
+        ];
+        for (case, bytes) in cases {
+            if bytes == Some(original.as_slice()) {
+                continue;
+            }
+            let written = match bytes {
+                Some(bytes) => fs::write(path, bytes),
+                None => fs::remove_file(path),
+            };
+            bed.ok(written.map_err(|e| Error::io(path, e)), "damaging a file");
+            let case = format!("{name} {case}");
+            match bed.try_restore(bed.params(full_range()), &handles, &case) {
+                Ok(_) => panic!("{}: {case}: restore succeeded", bed.label),
+                Err(err) => {
+                    assert!(
+                        matches!(
+                            err.root(),
+                            Error::Corrupted { .. }
+                                | Error::Truncated { .. }
+                                | Error::NotFound { .. }
+                        ),
+                        "{}: {case}: not a typed corruption: {err}",
+                        bed.label
+                    );
+                    assert!(
+                        err.to_string().contains(&name),
+                        "{}: {case}: the error does not name the file: {err}",
+                        bed.label
+                    );
+                }
+            }
+            bed.ok(
+                fs::write(path, &original).map_err(|e| Error::io(path, e)),
+                "repairing",
+            );
+        }
+    }
+    let mut restored = bed.restore(full_range(), &handles);
+    model.check(&mut *restored, "restored after repairing every file");
+}
+
 fn snapshot_file(
     handle: &Arc<dyn KeyedStateHandle>,
 ) -> Result<(KeyGroupsStateHandle, PathBuf), String> {
@@ -1209,7 +1293,12 @@ pub fn corrupt_snapshot_is_reported(backend: &str, registry: &Registry, compress
     let (key_groups, path) = match snapshot_file(&handle) {
         Ok(found) => found,
         Err(reason) => {
-            println!("{}: skipped: {reason}", bed.label);
+            let files = incremental_files(&handle);
+            if files.is_empty() {
+                println!("{}: skipped: {reason}", bed.label);
+            } else {
+                corrupt_every_file(&bed, &model, &handle, &files);
+            }
             return;
         }
     };
