@@ -12,10 +12,11 @@
 //! operator state backends ([`operator`]: round trip, empty state, rescaling of split,
 //! union and broadcast state, snapshot isolation, corrupt input, cancellation,
 //! incompatible meta info, local recovery). [`faults`] has the misbehaving stream
-//! factories the lifecycle contracts use.
+//! factories the lifecycle contracts use, [`fuzz`] the bodies of the fuzz targets.
 
 pub mod compression;
 pub mod faults;
+pub mod fuzz;
 pub mod keyed;
 pub mod operator;
 mod support;
