@@ -47,7 +47,6 @@ use state_api::{
 use tempfile::TempDir;
 
 use crate::compression::{random_bytes, text_bytes};
-use crate::faults::{Fault, FaultyStreamFactory};
 use crate::support;
 
 /// Max parallelism (number of key groups) of every backend the kit creates.
@@ -1060,6 +1059,44 @@ pub fn rescale(
     );
 }
 
+/// A savepoint is a full snapshot in the canonical format, whatever strategy the backend
+/// takes checkpoints with: a key-groups handle whose header names the decorator, restoring
+/// exactly; checkpoints taken around it restore too.
+pub fn savepoints_are_canonical(backend: &str, registry: &Registry, compression: &str) {
+    let bed = TestBed::new(backend, registry, compression, "checkpoint vs savepoint");
+    let mut model = bed.model();
+    let mut live = bed.create_with_states(&mut model);
+    write_workload(&mut model, &mut *live, &keys_covering(full_range(), 1), 0);
+    let storage = bed.storage("checkpoints", None);
+    let checkpoint = bed.snapshot(&mut *live, &storage, 1);
+    bed.ok(live.notify_checkpoint_complete(1), "notifying");
+    let savepoint = bed.snapshot_with(&mut *live, &storage, 2, &CheckpointOptions::savepoint());
+    let handle = bed.handle(&savepoint);
+    let key_groups = handle
+        .as_any()
+        .downcast_ref::<KeyGroupsStateHandle>()
+        .unwrap_or_else(|| {
+            panic!(
+                "{}: a savepoint is not a key-groups handle: {handle:?}",
+                bed.label
+            )
+        });
+    let reader = bed.ok(
+        KeyedSnapshotReader::open(key_groups, registry, MAX_PARALLELISM),
+        "reading the savepoint header",
+    );
+    assert_eq!(
+        reader.header().compression(),
+        compression,
+        "{}: the savepoint header names another decorator",
+        bed.label
+    );
+    for (result, what) in [(&checkpoint, "checkpoint"), (&savepoint, "savepoint")] {
+        let mut restored = bed.restore(full_range(), &[bed.handle(result)]);
+        model.check(&mut *restored, &format!("restored from the {what}"));
+    }
+}
+
 /// A savepoint of keyed backend `from` (taken by `old_parallelism` instances) restores into
 /// keyed backend `to` at `new_parallelism` instances, every key in exactly its new
 /// instance: the canonical format makes savepoints portable between backends.
@@ -1508,75 +1545,30 @@ pub fn storage_faults_are_contained(backend: &str, registry: &Registry, compress
     let mut live = bed.create_with_states(&mut model);
     write_workload(&mut model, &mut *live, &keys_covering(full_range(), 2), 0);
     let storage = bed.storage("checkpoints", Some(0));
-    let faults = [
-        Fault::FailAfter(0),
-        Fault::FailAfter(1),
-        Fault::FailAfter(100),
-        Fault::FailAfter(5_000),
-        Fault::FailOnClose,
-        Fault::ShortWrites(7),
-        Fault::DropTail(1),
-        Fault::DropTail(100),
-    ];
-    for (checkpoint_id, fault) in (1u64..).zip(faults) {
-        let case = format!("checkpoint {checkpoint_id} with {fault:?}");
-        let factory = FaultyStreamFactory::new(
-            Box::new(bed.ok(
-                storage.stream_factory(checkpoint_id),
-                "opening a stream factory",
-            )),
-            fault,
-        );
-        let task = bed.ok(
-            live.snapshot(
-                checkpoint_id,
-                0,
-                Arc::new(factory),
-                &CheckpointOptions::checkpoint(),
-            ),
-            format_args!("synchronous part of {case}"),
-        );
-        let outcome = catch_unwind(AssertUnwindSafe(|| task.run()))
-            .unwrap_or_else(|_| panic!("{}: {case}: the asynchronous part panicked", bed.label));
-        match (fault, outcome) {
-            (Fault::FailAfter(_) | Fault::FailOnClose, Ok(_)) => {
-                panic!("{}: {case}: the snapshot succeeded", bed.label)
-            }
-            (Fault::FailAfter(_) | Fault::FailOnClose, Err(err)) => {
-                assert!(
-                    err.to_string().contains("injected failure"),
-                    "{}: {case}: the error does not carry the cause: {err}",
-                    bed.label
-                );
-            }
-            (Fault::ShortWrites(_), outcome) => {
-                let result = bed.ok(outcome, &case);
-                let mut restored = bed.restore(full_range(), &[bed.handle(&result)]);
-                model.check(&mut *restored, &format!("restored from {case}"));
-                bed.ok(result.discard(), "discarding");
-            }
-            (Fault::DropTail(_), Err(_)) => {}
-            (Fault::DropTail(_), Ok(result)) => {
-                let handles = [bed.handle(&result)];
-                match bed.try_restore(bed.params(full_range()), &handles, &case) {
-                    Ok(_) => panic!(
-                        "{}: {case}: a snapshot missing its tail restored",
-                        bed.label
-                    ),
-                    Err(err) => assert!(
-                        matches!(
-                            err.root(),
-                            Error::Corrupted { .. } | Error::Truncated { .. }
-                        ),
-                        "{}: {case}: not a corruption or truncation: {err}",
-                        bed.label
-                    ),
+    support::check_storage_faults(
+        &bed.label,
+        &storage,
+        |checkpoint_id, factory| {
+            bed.ok(
+                live.snapshot(checkpoint_id, 0, factory, &CheckpointOptions::checkpoint()),
+                format_args!("synchronous part of checkpoint {checkpoint_id}"),
+            )
+        },
+        |case, result, intact| {
+            let handles = [bed.handle(result)];
+            match intact {
+                true => {
+                    let mut restored = bed.restore(full_range(), &handles);
+                    model.check(&mut *restored, &format!("restored from {case}"));
                 }
-                bed.ok(result.discard(), "discarding");
+                false => support::expect_damage_detected(
+                    &bed.label,
+                    case,
+                    bed.try_restore(bed.params(full_range()), &handles, case),
+                ),
             }
-        }
-        bed.assert_no_files(storage.root(), &case);
-    }
+        },
+    );
     let result = bed.snapshot(&mut *live, &storage, 100);
     let mut restored = bed.restore(full_range(), &[bed.handle(&result)]);
     model.check(&mut *restored, "restored after the faults");
@@ -2026,6 +2018,7 @@ pub fn run_all(
     empty_state(backend, registry, compression);
     huge_values(backend, registry, compression);
     compression_is_read_from_the_snapshot(backend, registry, compression);
+    savepoints_are_canonical(backend, registry, compression);
     snapshot_is_consistent(backend, registry, compression);
     for (old, new) in RESCALINGS {
         rescale(backend, registry, compression, capabilities, old, new);

@@ -7,11 +7,12 @@
 //! what they can do as data; cases that do not apply are skipped and printed.
 //!
 //! The kit covers compression decorators ([`compression`]) and keyed state backends
-//! ([`keyed`]: round trip, empty and huge state, decorators, snapshot consistency,
-//! rescaling, corrupt input, cancellation, incompatible serializers, local recovery) and
-//! operator state backends ([`operator`]: round trip, empty state, rescaling of split,
-//! union and broadcast state, snapshot isolation, corrupt input, cancellation,
-//! incompatible meta info, local recovery). [`faults`] has the misbehaving stream
+//! ([`keyed`]: round trip, empty and huge state, decorators, checkpoint vs savepoint,
+//! snapshot consistency, rescaling, savepoint portability between backends, corrupt input,
+//! cancellation, storage faults, incompatible serializers, local recovery, model-based
+//! operation sequences) and operator state backends ([`operator`]: round trip, empty
+//! state, rescaling of split, union and broadcast state, snapshot isolation, corrupt input,
+//! cancellation, storage faults, incompatible meta info, local recovery). [`faults`] has the misbehaving stream
 //! factories the lifecycle contracts use, [`fuzz`] the bodies of the fuzz targets.
 
 pub mod compression;

@@ -678,6 +678,48 @@ pub fn cancelled_snapshot_leaves_nothing(backend: &str, registry: &Registry) {
     }
 }
 
+/// Storage that fails after some bytes or on close fails the snapshot with a typed error
+/// and leaves no file; short writes still give a correct snapshot; a snapshot that lost the
+/// tail of its stream does not restore. The backend goes on afterwards.
+pub fn storage_faults_are_contained(backend: &str, registry: &Registry) {
+    let bed = Bed::new(backend, registry, "storage faults");
+    let storage = bed.storage("checkpoints");
+    let mut live = bed.create_with_states(0, 1);
+    fill(&bed, &mut *live, 0, 20);
+    // Larger than the largest byte budget of the faults.
+    bed.ok(live.append_to_list(OFFSETS, &[7; 10_000]), "appending");
+    let expected = bed.read(&*live);
+    support::check_storage_faults(
+        &bed.label,
+        &storage,
+        |checkpoint_id, factory| {
+            bed.ok(
+                live.snapshot(checkpoint_id, 0, factory, &CheckpointOptions::checkpoint()),
+                format_args!("synchronous part of checkpoint {checkpoint_id}"),
+            )
+        },
+        |case, result, intact| {
+            let handles = [bed.handle(result)];
+            let outcome = bed.try_restore(OperatorBackendParams::new(0, 1), &handles, case);
+            match intact {
+                true => {
+                    let restored = bed.ok(outcome, case);
+                    assert_eq!(bed.read(&*restored), expected, "{}: {case}", bed.label);
+                }
+                false => support::expect_damage_detected(&bed.label, case, outcome),
+            }
+        },
+    );
+    let result = bed.snapshot(&mut *live, &storage, 100);
+    let restored = bed.restore(0, 1, &[bed.handle(&result)]);
+    assert_eq!(
+        bed.read(&*restored),
+        expected,
+        "{}: after the faults",
+        bed.label
+    );
+}
+
 #[track_caller]
 fn assert_rejected<T>(bed: &Bed<'_>, outcome: Result<T>, case: &str, incompatible: bool) {
     match outcome {
@@ -802,6 +844,7 @@ pub fn run_all(backend: &str, registry: &Registry, capabilities: OperatorBackend
     snapshot_is_isolated(backend, registry);
     corrupt_snapshot_is_reported(backend, registry);
     cancelled_snapshot_leaves_nothing(backend, registry);
+    storage_faults_are_contained(backend, registry);
     incompatible_meta_is_rejected(backend, registry);
     match capabilities.local_recovery {
         true => local_recovery(backend, registry),

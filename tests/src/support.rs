@@ -2,6 +2,7 @@
 
 use std::fs;
 use std::io;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -10,7 +11,7 @@ use state_api::{
 };
 use tempfile::TempDir;
 
-use crate::faults::GatedStreamFactory;
+use crate::faults::{Fault, FaultyStreamFactory, GatedStreamFactory};
 
 /// A fresh temporary directory named after `prefix`; panics naming `label` if it cannot be
 /// created.
@@ -138,4 +139,78 @@ pub(crate) fn check_cancellations<T: StateObject + Send + 'static>(
         .unwrap_or_else(|_| panic!("{label}: the asynchronous part panicked"));
     expect_cancelled(label, outcome, "cancelled while writing");
     assert_no_files(label, root, "cancelled while writing");
+}
+
+/// Every [`Fault`] the storage-fault contracts inject, in checkpoint order.
+const FAULTS: [Fault; 8] = [
+    Fault::FailAfter(0),
+    Fault::FailAfter(1),
+    Fault::FailAfter(100),
+    Fault::FailAfter(5_000),
+    Fault::FailOnClose,
+    Fault::ShortWrites(7),
+    Fault::DropTail(1),
+    Fault::DropTail(100),
+];
+
+/// Takes one snapshot per [`Fault`] (checkpoints 1 to 8) into `storage` through `start`
+/// (which runs a synchronous part). Failing storage must fail the snapshot with the
+/// injected cause; for a snapshot that completes, `check(case, result, intact)` verifies
+/// that it restores exactly (`intact`, short writes) or that its restore fails with a
+/// corruption or truncation (a lost tail). Every snapshot is then discarded and no file may
+/// remain under the storage root.
+pub(crate) fn check_storage_faults<T: StateObject + Send + 'static>(
+    label: &str,
+    storage: &LocalCheckpointStorage,
+    mut start: impl FnMut(u64, Arc<dyn CheckpointStreamFactory>) -> AsyncSnapshotTask<T>,
+    mut check: impl FnMut(&str, &T, bool),
+) {
+    for (checkpoint_id, fault) in (1u64..).zip(FAULTS) {
+        let case = format!("checkpoint {checkpoint_id} with {fault:?}");
+        let inner = storage
+            .stream_factory(checkpoint_id)
+            .unwrap_or_else(|err| panic!("{label}: opening a stream factory: {err}"));
+        let task = start(
+            checkpoint_id,
+            Arc::new(FaultyStreamFactory::new(Box::new(inner), fault)),
+        );
+        let outcome = catch_unwind(AssertUnwindSafe(|| task.run()))
+            .unwrap_or_else(|_| panic!("{label}: {case}: the asynchronous part panicked"));
+        match (fault, outcome) {
+            (Fault::FailAfter(_) | Fault::FailOnClose, Ok(_)) => {
+                panic!("{label}: {case}: the snapshot succeeded")
+            }
+            (Fault::FailAfter(_) | Fault::FailOnClose, Err(err)) => assert!(
+                err.to_string().contains("injected failure"),
+                "{label}: {case}: the error does not carry the cause: {err}"
+            ),
+            (Fault::ShortWrites(_), Err(err)) => {
+                panic!("{label}: {case}: short writes failed the snapshot: {err}")
+            }
+            // A storage losing bytes may also be noticed while writing.
+            (Fault::DropTail(_), Err(_)) => {}
+            (Fault::ShortWrites(_) | Fault::DropTail(_), Ok(result)) => {
+                check(&case, &result, matches!(fault, Fault::ShortWrites(_)));
+                result
+                    .discard()
+                    .unwrap_or_else(|err| panic!("{label}: {case}: discarding: {err}"));
+            }
+        }
+        assert_no_files(label, storage.root(), &case);
+    }
+}
+
+/// Panics unless `outcome` failed with a corruption or truncation.
+#[track_caller]
+pub(crate) fn expect_damage_detected<T>(label: &str, case: &str, outcome: Result<T>) {
+    match outcome {
+        Ok(_) => panic!("{label}: {case}: a damaged snapshot restored"),
+        Err(err) => assert!(
+            matches!(
+                err.root(),
+                state_api::Error::Corrupted { .. } | state_api::Error::Truncated { .. }
+            ),
+            "{label}: {case}: not a corruption or truncation: {err}"
+        ),
+    }
 }

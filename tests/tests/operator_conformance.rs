@@ -61,6 +61,11 @@ fn operator_cancelled_snapshot_leaves_nothing() {
 }
 
 #[test]
+fn operator_storage_faults_are_contained() {
+    operator::storage_faults_are_contained(OPERATOR, registry());
+}
+
+#[test]
 fn operator_incompatible_meta_is_rejected() {
     operator::incompatible_meta_is_rejected(OPERATOR, registry());
 }
