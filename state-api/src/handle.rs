@@ -410,6 +410,13 @@ pub struct HandleAndLocalPath {
     pub handle: Arc<dyn StreamStateHandle>,
     /// The file's name relative to the backend's instance directory (`000042.sst`).
     pub local_path: String,
+    /// For a shared file, its [`SharedStateRegistry`](crate::SharedStateRegistry) key as
+    /// the writer chose it; it travels with the file through placeholders and
+    /// [`resolve`](crate::SharedStateRegistry::resolve), so a restored backend refers to
+    /// the file under the key it was registered with. `None` for private files and for
+    /// writers that leave the key to [`IncrementalRemoteKeyedStateHandle::shared_key`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_key: Option<String>,
 }
 
 impl HandleAndLocalPath {
@@ -418,6 +425,20 @@ impl HandleAndLocalPath {
         HandleAndLocalPath {
             handle,
             local_path: local_path.into(),
+            shared_key: None,
+        }
+    }
+
+    /// Pairs a stored shared file with its local name and its registry key.
+    pub fn shared(
+        handle: Arc<dyn StreamStateHandle>,
+        local_path: impl Into<String>,
+        key: impl Into<String>,
+    ) -> Self {
+        HandleAndLocalPath {
+            handle,
+            local_path: local_path.into(),
+            shared_key: Some(key.into()),
         }
     }
 }
@@ -480,10 +501,27 @@ impl StateObject for IncrementalRemoteKeyedStateHandle {
 }
 
 impl IncrementalRemoteKeyedStateHandle {
-    /// The [`SharedStateRegistry`](crate::SharedStateRegistry) key of this backend
-    /// instance's shared file `local_path`: `<backend identifier>/<local path>`.
-    pub fn shared_key(&self, local_path: &str) -> String {
-        format!("{}/{local_path}", self.backend_identifier)
+    /// The [`SharedStateRegistry`](crate::SharedStateRegistry) key of shared file `file`:
+    /// a placeholder's key, else the key its writer recorded
+    /// ([`HandleAndLocalPath::shared_key`]), else `<backend identifier>/<local path>`.
+    ///
+    /// Writers must make keys unique per distinct file content: a backend that continues
+    /// from a restored checkpoint can produce a file under a name an earlier incarnation
+    /// already used for other bytes (RocksDB reuses file numbers after a restore), so the
+    /// RocksDB strategy keys new uploads by a backend identifier that is new for every
+    /// backend instance, restored or not.
+    pub fn shared_key(&self, file: &HandleAndLocalPath) -> String {
+        if let Some(placeholder) = file
+            .handle
+            .as_any()
+            .downcast_ref::<PlaceholderStreamStateHandle>()
+        {
+            return placeholder.key().to_owned();
+        }
+        match &file.shared_key {
+            Some(key) => key.clone(),
+            None => format!("{}/{}", self.backend_identifier, file.local_path),
+        }
     }
 }
 

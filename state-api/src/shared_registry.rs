@@ -15,9 +15,11 @@
 //!   no longer retained (subsumed or discarded) and deletes each shared file no retained
 //!   checkpoint refers to any more: never earlier, and never later.
 //!
-//! Keys are [`IncrementalRemoteKeyedStateHandle::shared_key`]: the backend instance's
-//! identifier and the file's local name, which is unique because a backend never reuses a
-//! file name.
+//! Keys are [`IncrementalRemoteKeyedStateHandle::shared_key`]: the key the writer recorded
+//! with the file (by default the backend instance's identifier and the file's local name).
+//! The registry trusts a key to name one immutable content: writers make keys unique per
+//! backend instance, so two incarnations restored from the same checkpoint never register
+//! different bytes under one key.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -135,10 +137,7 @@ impl SharedStateRegistry {
         retained.shared_state.clear();
         let mut duplicates = Vec::new();
         for file in &handle.shared_state {
-            let key = match placeholder(&file.handle) {
-                Some(placeholder) => placeholder.key().to_owned(),
-                None => handle.shared_key(&file.local_path),
-            };
+            let key = handle.shared_key(file);
             let entry = inner.entries.entry(key.clone()).or_insert_with(|| Entry {
                 handle: file.handle.clone(),
                 references: BTreeSet::new(),
@@ -155,9 +154,10 @@ impl SharedStateRegistry {
                 .entry(checkpoint_id)
                 .or_default()
                 .push(key.clone());
-            retained.shared_state.push(HandleAndLocalPath::new(
-                Arc::new(PlaceholderStreamStateHandle::new(key, size)),
+            retained.shared_state.push(HandleAndLocalPath::shared(
+                Arc::new(PlaceholderStreamStateHandle::new(key.clone(), size)),
                 file.local_path.clone(),
+                key,
             ));
         }
         inner.checkpoints.entry(checkpoint_id).or_default();
@@ -197,6 +197,7 @@ impl SharedStateRegistry {
                                 handle.checkpoint_id
                             ),
                         })?;
+                file.shared_key = Some(placeholder.key().to_owned());
                 file.handle = entry.handle.clone();
             }
         }

@@ -285,6 +285,8 @@ impl RocksDBSnapshotSource {
 pub(crate) struct Opened {
     /// The states, in id order (their column families exist in the directory).
     pub(crate) states: Vec<StateMetaInfo>,
+    /// Whether the directory holds a database that must open as it is (never created).
+    pub(crate) existing: bool,
     /// The incremental history to continue from.
     pub(crate) history: IncrementalHistory,
 }
@@ -358,6 +360,7 @@ impl RocksDBKeyedStateBackend {
         Self::open(params, registry, |_| {
             Ok(Opened {
                 states: Vec::new(),
+                existing: false,
                 history: IncrementalHistory::fresh(),
             })
         })
@@ -390,9 +393,13 @@ impl RocksDBKeyedStateBackend {
                 ColumnFamilyDescriptor::new(cf_name(&meta.name), options.cf_options(&cache))
             })
             .collect();
-        let db = DB::open_cf_descriptors(&options.db_options(), &db_path, families).map_err(
-            db_error(format_args!("opening a database in {}", db_path.display())),
-        )?;
+        let mut db_options = options.db_options();
+        if opened.existing {
+            db_options.create_if_missing(false);
+        }
+        let db = DB::open_cf_descriptors(&db_options, &db_path, families).map_err(db_error(
+            format_args!("opening a database in {}", db_path.display()),
+        ))?;
         let db = Arc::new(db);
         let source = RocksDBSnapshotSource {
             inner: Arc::new(SourceInner {

@@ -24,6 +24,7 @@ use std::fs::{self, File};
 use std::io::{self, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rocksdb::checkpoint::Checkpoint;
 use state_api::frame::{BodyCursor, BodyError, FrameFormat, put_str};
@@ -71,14 +72,12 @@ impl IncrementalHistory {
         }
     }
 
-    /// A history continuing from checkpoint `checkpoint_id` of instance `backend_id`.
-    pub(crate) fn continuing(
-        backend_id: String,
-        checkpoint_id: u64,
-        files: BTreeMap<String, UploadedFile>,
-    ) -> Self {
+    /// A history continuing from checkpoint `checkpoint_id`, whose sst files (with the
+    /// keys they are registered under) are `files`, under a new identifier: the restored
+    /// instance may write files under names the old one used for other bytes.
+    pub(crate) fn continuing(checkpoint_id: u64, files: BTreeMap<String, UploadedFile>) -> Self {
         IncrementalHistory {
-            backend_id,
+            backend_id: new_backend_id(),
             pending: BTreeMap::new(),
             last_completed: Some((checkpoint_id, files)),
         }
@@ -91,12 +90,19 @@ impl IncrementalHistory {
             .unwrap_or_default()
     }
 
+    /// Checkpoint `checkpoint_id` completed: if this instance took it, its files become
+    /// the base and older pending checkpoints are forgotten. A notification for a
+    /// checkpoint this instance did not take incrementally (a savepoint, one aborted
+    /// here, one from before a restore) changes nothing, so a late notification for an
+    /// earlier pending checkpoint still finds it.
     pub(crate) fn complete(&mut self, checkpoint_id: u64) {
-        if let Some(files) = self.pending.remove(&checkpoint_id)
-            && self
-                .last_completed
-                .as_ref()
-                .is_none_or(|(last, _)| *last < checkpoint_id)
+        let Some(files) = self.pending.remove(&checkpoint_id) else {
+            return;
+        };
+        if self
+            .last_completed
+            .as_ref()
+            .is_none_or(|(last, _)| *last < checkpoint_id)
         {
             self.last_completed = Some((checkpoint_id, files));
         }
@@ -352,21 +358,26 @@ impl SnapshotStrategy<Arc<dyn KeyedStateHandle>> for RocksIncrementalSnapshotStr
         }
         snapshot.lease = Some(self.source.lease()?);
         let db = self.source.db()?;
+        // A name of its own, so a snapshot of a reused checkpoint id never touches the
+        // directory of one still running.
+        let sequence = SNAPSHOT_DIRECTORIES.fetch_add(1, Ordering::Relaxed);
         let directory = self
             .source
             .instance_dir()
-            .join(format!("chk-{checkpoint_id}"));
-        if directory.exists() {
-            fs::remove_dir_all(&directory).map_err(|e| Error::io(&directory, e))?;
-        }
+            .join(format!("chk-{checkpoint_id}-{sequence}"));
         // Set before creating, so cleanup removes a partly created directory too.
         snapshot.directory = Some(directory.clone());
-        Checkpoint::new(&db)
+        let created = Checkpoint::new(&db)
             .and_then(|checkpoint| checkpoint.create_checkpoint(&directory))
             .map_err(db_error(format_args!(
                 "creating the RocksDB checkpoint of checkpoint {checkpoint_id} in {}",
                 directory.display()
-            )))?;
+            )));
+        if let Err(err) = created {
+            // No task owns the snapshot yet: release what the synchronous part took.
+            snapshot.cleanup_provided_resources();
+            return Err(err);
+        }
         Ok(Box::new(snapshot))
     }
 }
@@ -384,6 +395,9 @@ struct RocksIncrementalAsyncSnapshot {
     local_recovery: LocalRecoveryConfig,
     checkpoint_id: u64,
 }
+
+/// Numbers snapshot directories (`chk-<checkpoint id>-<n>`) within the process.
+static SNAPSHOT_DIRECTORIES: AtomicU64 = AtomicU64::new(0);
 
 /// Name of the meta data file in a task-local copy.
 pub(crate) const LOCAL_META_FILE: &str = "SNAPSTATE-META";
@@ -477,25 +491,34 @@ impl RocksIncrementalAsyncSnapshot {
             context.check_cancelled()?;
             let path = directory.join(&name);
             let is_sst = name.ends_with(".sst");
-            let (handle, size, crc): (Arc<dyn StreamStateHandle>, u64, u32) =
-                match self.base.get(&name).filter(|_| is_sst) {
-                    Some(known) => (
-                        Arc::new(PlaceholderStreamStateHandle::new(&known.key, known.size)),
-                        known.size,
-                        known.crc,
-                    ),
-                    None => {
-                        let scope = match is_sst {
-                            true => CheckpointedStateScope::Shared,
-                            false => CheckpointedStateScope::Exclusive,
-                        };
-                        self.upload(context, &path, scope)?
-                    }
-                };
+            let known = self.base.get(&name).filter(|_| is_sst).cloned();
+            let (handle, size, crc): (Arc<dyn StreamStateHandle>, u64, u32) = match &known {
+                Some(known) => (
+                    Arc::new(PlaceholderStreamStateHandle::new(&known.key, known.size)),
+                    known.size,
+                    known.crc,
+                ),
+                None => {
+                    let scope = match is_sst {
+                        true => CheckpointedStateScope::Shared,
+                        false => CheckpointedStateScope::Exclusive,
+                    };
+                    self.upload(context, &path, scope)?
+                }
+            };
             if is_sst {
-                let key = format!("{}/{name}", self.backend_id);
-                files.insert(name.clone(), UploadedFile { key, size, crc });
-                shared.push(HandleAndLocalPath::new(handle, name.clone()));
+                // A file this instance uploads is keyed by this instance's identifier; a
+                // file of the base keeps the key it was registered under.
+                let key = known.map_or_else(|| format!("{}/{name}", self.backend_id), |k| k.key);
+                files.insert(
+                    name.clone(),
+                    UploadedFile {
+                        key: key.clone(),
+                        size,
+                        crc,
+                    },
+                );
+                shared.push(HandleAndLocalPath::shared(handle, name.clone(), key));
             } else {
                 private.push(HandleAndLocalPath::new(handle, name.clone()));
             }
@@ -617,5 +640,127 @@ impl fmt::Debug for RocksIncrementalAsyncSnapshot {
             .field("checkpoint_id", &self.checkpoint_id)
             .field("directory", &self.directory)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files(names: &[&str]) -> BTreeMap<String, UploadedFile> {
+        names
+            .iter()
+            .map(|name| {
+                let file = UploadedFile {
+                    key: format!("b/{name}"),
+                    size: name.len() as u64,
+                    crc: 0,
+                };
+                (name.to_string(), file)
+            })
+            .collect()
+    }
+
+    fn base_names(history: &IncrementalHistory) -> Vec<String> {
+        history.base().into_keys().collect()
+    }
+
+    #[test]
+    fn completing_moves_the_base_and_forgets_older_pending_checkpoints() {
+        let mut history = IncrementalHistory::fresh();
+        history.pending.insert(1, files(&["1.sst"]));
+        history.pending.insert(2, files(&["2.sst"]));
+        history.pending.insert(3, files(&["3.sst"]));
+        history.complete(2);
+        assert_eq!(history.last_completed(), Some(2));
+        assert_eq!(base_names(&history), ["2.sst"]);
+        assert_eq!(history.pending.keys().copied().collect::<Vec<_>>(), [3]);
+        // A late notification of a forgotten, older checkpoint does not move the base back.
+        history.complete(1);
+        assert_eq!(history.last_completed(), Some(2));
+    }
+
+    #[test]
+    fn a_notification_for_a_checkpoint_not_taken_here_keeps_pending_ones() {
+        let mut history = IncrementalHistory::fresh();
+        history.pending.insert(4, files(&["4.sst"]));
+        // Checkpoint 5 was a savepoint (full strategy): nothing recorded for it.
+        history.complete(5);
+        assert_eq!(history.last_completed(), None);
+        history.complete(4);
+        assert_eq!(
+            history.last_completed(),
+            Some(4),
+            "checkpoint 4 was not forgotten"
+        );
+    }
+
+    #[test]
+    fn an_aborted_checkpoint_cannot_complete_later() {
+        let mut history = IncrementalHistory::fresh();
+        history.pending.insert(1, files(&["1.sst"]));
+        history.complete(1);
+        history.pending.insert(2, files(&["1.sst", "2.sst"]));
+        history.abort(2);
+        history.complete(2);
+        assert_eq!(history.last_completed(), Some(1));
+        assert_eq!(base_names(&history), ["1.sst"]);
+    }
+
+    #[test]
+    fn a_restored_history_continues_under_a_new_identifier() {
+        let first = IncrementalHistory::continuing(7, files(&["7.sst"]));
+        let second = IncrementalHistory::continuing(7, files(&["7.sst"]));
+        assert_eq!(first.last_completed(), Some(7));
+        assert_eq!(base_names(&first), ["7.sst"]);
+        assert_ne!(
+            first.backend_id, second.backend_id,
+            "two restores of one checkpoint must not share upload keys"
+        );
+    }
+
+    #[test]
+    fn manifest_round_trips_and_rejects_damage() {
+        let manifest = FileManifest {
+            files: vec![
+                ManifestEntry {
+                    name: "000012.sst".into(),
+                    size: 4096,
+                    crc: 0xDEAD_BEEF,
+                    shared: true,
+                },
+                ManifestEntry {
+                    name: "CURRENT".into(),
+                    size: 16,
+                    crc: 7,
+                    shared: false,
+                },
+            ],
+        };
+        let mut bytes = Vec::new();
+        manifest.write_to(&mut bytes).unwrap();
+        assert_eq!(FileManifest::read_from(&mut &bytes[..]).unwrap(), manifest);
+        assert_eq!(manifest.get("CURRENT").map(|e| e.size), Some(16));
+        for cut in 0..bytes.len() {
+            let err = FileManifest::read_from(&mut &bytes[..cut]).unwrap_err();
+            assert!(
+                matches!(err, Error::Truncated { .. } | Error::Corrupted { .. }),
+                "cut at {cut}: {err}"
+            );
+        }
+        for pos in 0..bytes.len() {
+            let mut flipped = bytes.clone();
+            flipped[pos] ^= 0x01;
+            let err = FileManifest::read_from(&mut &flipped[..]).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    Error::Corrupted { .. }
+                        | Error::Truncated { .. }
+                        | Error::UnsupportedVersion { .. }
+                ),
+                "byte {pos} flipped: {err}"
+            );
+        }
     }
 }

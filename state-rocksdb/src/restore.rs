@@ -15,7 +15,9 @@ use state_api::{
 };
 
 use crate::backend::{Opened, RocksDBKeyedStateBackend, cf, cf_name, db_error, key_group_start};
-use crate::incremental::{IncrementalHistory, LOCAL_META_FILE, UploadedFile, download, read_meta};
+use crate::incremental::{
+    FileManifest, IncrementalHistory, LOCAL_META_FILE, UploadedFile, download, read_meta,
+};
 
 /// Bytes collected in a write batch before it is written.
 const BATCH_BYTES: usize = 4 << 20;
@@ -130,6 +132,7 @@ fn download_all(
 )> {
     let (header, manifest) = read_meta(&handle.meta_state)?;
     check_key_serializer(header.key_serializer(), key_serializer, &handle.meta_state)?;
+    check_files_listed(handle, &manifest)?;
     fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     for file in handle.shared_state.iter().chain(&handle.private_state) {
         download(file, &manifest, dir, handle.checkpoint_id)?;
@@ -142,7 +145,7 @@ fn download_all(
             Some((
                 file.local_path.clone(),
                 UploadedFile {
-                    key: handle.shared_key(&file.local_path),
+                    key: handle.shared_key(file),
                     size: entry.size,
                     crc: entry.crc,
                 },
@@ -150,6 +153,49 @@ fn download_all(
         })
         .collect();
     Ok((header.states().to_vec(), shared))
+}
+
+/// Checks that `handle` carries exactly the files its manifest lists, each in the scope the
+/// manifest records: a handle that lost a file (say `CURRENT`) would otherwise open as a
+/// different, possibly empty, database.
+fn check_files_listed(
+    handle: &IncrementalRemoteKeyedStateHandle,
+    manifest: &FileManifest,
+) -> Result<()> {
+    let corrupted = |name: &str, reason: &str| Error::Corrupted {
+        what: format!(
+            "file `{name}` of checkpoint {} ({})",
+            handle.checkpoint_id,
+            handle.meta_state.describe()
+        ),
+        reason: reason.to_owned(),
+    };
+    let mut carried = BTreeMap::new();
+    let files = (handle.shared_state.iter().map(|file| (file, true)))
+        .chain(handle.private_state.iter().map(|file| (file, false)));
+    for (file, shared) in files {
+        if carried.insert(file.local_path.as_str(), shared).is_some() {
+            return Err(corrupted(&file.local_path, "the handle lists it twice"));
+        }
+    }
+    for entry in &manifest.files {
+        match carried.get(entry.name.as_str()) {
+            None => {
+                return Err(corrupted(
+                    &entry.name,
+                    "the snapshot's file list names it, the handle does not carry it",
+                ));
+            }
+            Some(&shared) if shared != entry.shared => {
+                return Err(corrupted(
+                    &entry.name,
+                    "the handle and the snapshot's file list disagree on whether it is shared",
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
 }
 
 fn check_key_serializer(
@@ -176,11 +222,8 @@ fn open_incremental(
     let (states, shared) = download_all(handle, key_serializer, db_path)?;
     Ok(Opened {
         states,
-        history: IncrementalHistory::continuing(
-            handle.backend_identifier.clone(),
-            handle.checkpoint_id,
-            shared,
-        ),
+        existing: true,
+        history: IncrementalHistory::continuing(handle.checkpoint_id, shared),
     })
 }
 

@@ -1592,9 +1592,11 @@ pub fn cancelled_snapshot_leaves_nothing(backend: &str, registry: &Registry, com
     });
 
     // Completed, then discarded.
-    let result = bed.snapshot(&mut *live, &storage, 5);
+    let completed = support::CANCELLATION_CHECKPOINTS + 1;
+    let result = bed.snapshot(&mut *live, &storage, completed);
     assert!(
-        !bed.files_under(&storage.checkpoint_dir(5)).is_empty(),
+        !bed.files_under(&storage.checkpoint_dir(completed))
+            .is_empty(),
         "{}: a snapshot with a file threshold of 0 wrote no file",
         bed.label
     );
@@ -1604,10 +1606,16 @@ pub fn cancelled_snapshot_leaves_nothing(backend: &str, registry: &Registry, com
     bed.assert_no_files(&root, "discarded after completing");
 
     // Pending when the backend closes.
-    let factory = bed.ok(storage.stream_factory(6), "opening a stream factory");
+    let pending = completed + 1;
+    let factory = bed.ok(storage.stream_factory(pending), "opening a stream factory");
     let task = bed.ok(
-        live.snapshot(6, 0, Arc::new(factory), &CheckpointOptions::checkpoint()),
-        "synchronous part of checkpoint 6",
+        live.snapshot(
+            pending,
+            0,
+            Arc::new(factory),
+            &CheckpointOptions::checkpoint(),
+        ),
+        format_args!("synchronous part of checkpoint {pending}"),
     );
     bed.ok(live.close(), "closing the backend");
     support::expect_cancelled(&bed.label, task.run(), "pending when its backend closed");
@@ -1620,6 +1628,33 @@ pub fn cancelled_snapshot_leaves_nothing(backend: &str, registry: &Registry, com
         matches!(err, Error::Closed { .. }),
         "{}: calling a closed backend: {err}",
         bed.label
+    );
+
+    // Running, blocked in a write, when its backend closes.
+    let mut other = bed.create_with_states(&mut bed.model());
+    write_workload(
+        &mut bed.model(),
+        &mut *other,
+        &keys_covering(full_range(), 2),
+        0,
+    );
+    let closing = std::cell::RefCell::new(other);
+    support::check_close_while_writing(
+        &bed.label,
+        &storage,
+        pending + 1,
+        |factory| {
+            bed.ok(
+                closing.borrow_mut().snapshot(
+                    pending + 1,
+                    0,
+                    factory,
+                    &CheckpointOptions::checkpoint(),
+                ),
+                "synchronous part of a snapshot to close under",
+            )
+        },
+        || closing.borrow_mut().close(),
     );
 }
 

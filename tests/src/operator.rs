@@ -649,7 +649,8 @@ pub fn cancelled_snapshot_leaves_nothing(backend: &str, registry: &Registry) {
         )
     });
 
-    let result = bed.snapshot(&mut *live, &storage, 5);
+    let completed = support::CANCELLATION_CHECKPOINTS + 1;
+    let result = bed.snapshot(&mut *live, &storage, completed);
     let restored = bed.restore(0, 1, &[bed.handle(&result)]);
     assert_eq!(
         bed.read(&*restored),
@@ -660,10 +661,16 @@ pub fn cancelled_snapshot_leaves_nothing(backend: &str, registry: &Registry) {
     bed.ok(result.discard(), "discarding a completed snapshot");
     support::assert_no_files(&bed.label, &root, "discarded after completing");
 
-    let factory = bed.ok(storage.stream_factory(6), "opening a stream factory");
+    let pending = completed + 1;
+    let factory = bed.ok(storage.stream_factory(pending), "opening a stream factory");
     let task = bed.ok(
-        live.snapshot(6, 0, Arc::new(factory), &CheckpointOptions::checkpoint()),
-        "synchronous part of checkpoint 6",
+        live.snapshot(
+            pending,
+            0,
+            Arc::new(factory),
+            &CheckpointOptions::checkpoint(),
+        ),
+        format_args!("synchronous part of checkpoint {pending}"),
     );
     bed.ok(live.close(), "closing the backend");
     support::expect_cancelled(&bed.label, task.run(), "pending when its backend closed");
@@ -676,6 +683,27 @@ pub fn cancelled_snapshot_leaves_nothing(backend: &str, registry: &Registry) {
             bed.label
         ),
     }
+
+    let mut other = bed.create_with_states(0, 1);
+    fill(&bed, &mut *other, 0, 50);
+    let closing = std::cell::RefCell::new(other);
+    support::check_close_while_writing(
+        &bed.label,
+        &storage,
+        pending + 1,
+        |factory| {
+            bed.ok(
+                closing.borrow_mut().snapshot(
+                    pending + 1,
+                    0,
+                    factory,
+                    &CheckpointOptions::checkpoint(),
+                ),
+                "synchronous part of a snapshot to close under",
+            )
+        },
+        || closing.borrow_mut().close(),
+    );
 }
 
 /// Storage that fails after some bytes or on close fails the snapshot with a typed error

@@ -11,7 +11,7 @@ use state_api::{
 };
 use tempfile::TempDir;
 
-use crate::faults::{Fault, FaultyStreamFactory, GatedStreamFactory};
+use crate::faults::{Fault, FaultyStreamFactory, GatePoint, GatedStreamFactory, is_injected};
 
 /// A fresh temporary directory named after `prefix`; panics naming `label` if it cannot be
 /// created.
@@ -81,10 +81,15 @@ pub(crate) fn expect_cancelled<T>(label: &str, outcome: Result<T>, case: &str) {
     }
 }
 
-/// The cancellation cases every backend meets alike, as checkpoints 1 to 4 into `storage`:
-/// cancelled before it runs, cancelled through its canceller, dropped without running, and
-/// cancelled while held at its first write. Each must end [`Error::Cancelled`] (where it
-/// runs) and leave no file under the storage root. `start` runs a synchronous part.
+/// Checkpoint ids [`check_cancellations`] uses (1 to this); callers go on above it.
+pub(crate) const CANCELLATION_CHECKPOINTS: u64 = 6;
+
+/// The cancellation cases every backend meets alike, as checkpoints 1 to
+/// [`CANCELLATION_CHECKPOINTS`] into `storage`: cancelled before it runs, cancelled through
+/// its canceller, dropped without running, cancelled while held at its first write, at its
+/// second write, and in the close of its first stream. Each must end
+/// [`Error::Cancelled`](state_api::Error::Cancelled) (where it runs) and leave no file
+/// under the storage root. `start` runs a synchronous part.
 pub(crate) fn check_cancellations<T: StateObject + Send + 'static>(
     label: &str,
     storage: &LocalCheckpointStorage,
@@ -118,85 +123,168 @@ pub(crate) fn check_cancellations<T: StateObject + Send + 'static>(
     drop(start(3, Arc::new(factory(3))));
     assert_no_files(label, root, "dropped without running");
 
-    // Held at its first write until the cancel is done.
-    let (gated, gate) = GatedStreamFactory::new(Box::new(factory(4)));
-    let task = start(4, Arc::new(gated));
-    let canceller = task.canceller();
-    let running = task
+    // Held at a gate until the cancel is done.
+    let gated = [
+        (
+            4,
+            GatePoint::Write(1),
+            "cancelled while held at its first write",
+        ),
+        (
+            5,
+            GatePoint::Write(2),
+            "cancelled while held at its second write",
+        ),
+        (6, GatePoint::Close, "cancelled while held closing a stream"),
+    ];
+    for (checkpoint_id, point, case) in gated {
+        let (gated, gate) = GatedStreamFactory::at(Box::new(factory(checkpoint_id)), point);
+        let task = start(checkpoint_id, Arc::new(gated));
+        let canceller = task.canceller();
+        let running = task
+            .spawn()
+            .unwrap_or_else(|err| panic!("{label}: {case}: starting the asynchronous part: {err}"));
+        assert!(
+            gate.wait_started(),
+            "{label}: {case}: the snapshot finished without reaching {point:?}"
+        );
+        assert!(
+            canceller.cancel(),
+            "{label}: {case}: cancelling a running snapshot had no effect"
+        );
+        gate.resume();
+        let outcome = running
+            .join()
+            .unwrap_or_else(|_| panic!("{label}: {case}: the asynchronous part panicked"));
+        expect_cancelled(label, outcome, case);
+        assert_no_files(label, root, case);
+    }
+}
+
+/// Closes a snapshot's owner while the snapshot is blocked in a write: `start` runs the
+/// synchronous part of checkpoint `checkpoint_id` into `storage`, `close` closes the owner
+/// (a backend) on this thread while the asynchronous part runs on another. Closing must
+/// unblock the write (it closes the snapshot's streams), the snapshot must end
+/// [`Error::Cancelled`](state_api::Error::Cancelled), the close must succeed, and no file
+/// may remain.
+pub(crate) fn check_close_while_writing<T: StateObject + Send + 'static>(
+    label: &str,
+    storage: &LocalCheckpointStorage,
+    checkpoint_id: u64,
+    start: impl FnOnce(Arc<dyn CheckpointStreamFactory>) -> AsyncSnapshotTask<T>,
+    close: impl FnOnce() -> Result<()>,
+) {
+    let case = "owner closed while the snapshot is blocked in a write";
+    let inner = storage
+        .stream_factory(checkpoint_id)
+        .unwrap_or_else(|err| panic!("{label}: opening a stream factory: {err}"));
+    let (gated, gate) = GatedStreamFactory::new(Box::new(inner));
+    let running = start(Arc::new(gated))
         .spawn()
-        .unwrap_or_else(|err| panic!("{label}: starting the asynchronous part: {err}"));
+        .unwrap_or_else(|err| panic!("{label}: {case}: starting the asynchronous part: {err}"));
     assert!(
         gate.wait_started(),
-        "{label}: the snapshot finished without writing a byte"
+        "{label}: {case}: the snapshot finished without writing"
     );
-    assert!(
-        canceller.cancel(),
-        "{label}: cancelling a running snapshot had no effect"
-    );
-    gate.resume();
+    // No resume: only the close can let the write go on.
+    close().unwrap_or_else(|err| panic!("{label}: {case}: closing failed: {err}"));
     let outcome = running
         .join()
-        .unwrap_or_else(|_| panic!("{label}: the asynchronous part panicked"));
-    expect_cancelled(label, outcome, "cancelled while writing");
-    assert_no_files(label, root, "cancelled while writing");
+        .unwrap_or_else(|_| panic!("{label}: {case}: the asynchronous part panicked"));
+    expect_cancelled(label, outcome, case);
+    assert_no_files(label, storage.root(), case);
 }
 
 /// Every [`Fault`] the storage-fault contracts inject, in checkpoint order.
-const FAULTS: [Fault; 8] = [
+const FAULTS: [Fault; 11] = [
     Fault::FailAfter(0),
     Fault::FailAfter(1),
     Fault::FailAfter(100),
     Fault::FailAfter(5_000),
+    Fault::FailOnWrite(1),
+    Fault::FailOnWrite(3),
+    Fault::FailOnStream(2),
     Fault::FailOnClose,
     Fault::ShortWrites(7),
     Fault::DropTail(1),
     Fault::DropTail(100),
 ];
 
-/// Takes one snapshot per [`Fault`] (checkpoints 1 to 8) into `storage` through `start`
-/// (which runs a synchronous part). Failing storage must fail the snapshot with the
-/// injected cause; for a snapshot that completes, `check(case, result, intact)` verifies
-/// that it restores exactly (`intact`, short writes) or that its restore fails with a
-/// corruption or truncation (a lost tail). Every snapshot is then discarded and no file may
-/// remain under the storage root.
+/// Checkpoint ids of the good checkpoints [`check_storage_faults`] takes after each fault
+/// start above this.
+const HEALTHY_CHECKPOINTS: u64 = 1000;
+
+/// Takes one snapshot per [`Fault`] (checkpoints 1 to 11) into `storage` through `start`
+/// (which runs a synchronous part), each followed by a snapshot to healthy storage.
+///
+/// A fault that took effect (see [`FaultProbe`](crate::faults::FaultProbe)) on a write or
+/// close must fail the snapshot with the injected cause; a lost tail may fail it only with
+/// a corruption or truncation. A snapshot that completes goes to `check(case, result,
+/// intact)`, which verifies that it restores exactly (`intact`: short writes, a fault that
+/// never fired, every healthy snapshot) or that its restore fails with a corruption or
+/// truncation (a lost tail). Every snapshot is then discarded and no file may remain under
+/// the storage root: a fault leaves nothing behind and the owner goes on working.
 pub(crate) fn check_storage_faults<T: StateObject + Send + 'static>(
     label: &str,
     storage: &LocalCheckpointStorage,
     mut start: impl FnMut(u64, Arc<dyn CheckpointStreamFactory>) -> AsyncSnapshotTask<T>,
     mut check: impl FnMut(&str, &T, bool),
 ) {
+    let mut run = |checkpoint_id: u64, factory: Arc<dyn CheckpointStreamFactory>, case: &str| {
+        let task = start(checkpoint_id, factory);
+        catch_unwind(AssertUnwindSafe(|| task.run()))
+            .unwrap_or_else(|_| panic!("{label}: {case}: the asynchronous part panicked"))
+    };
     for (checkpoint_id, fault) in (1u64..).zip(FAULTS) {
         let case = format!("checkpoint {checkpoint_id} with {fault:?}");
         let inner = storage
             .stream_factory(checkpoint_id)
             .unwrap_or_else(|err| panic!("{label}: opening a stream factory: {err}"));
-        let task = start(
-            checkpoint_id,
-            Arc::new(FaultyStreamFactory::new(Box::new(inner), fault)),
-        );
-        let outcome = catch_unwind(AssertUnwindSafe(|| task.run()))
-            .unwrap_or_else(|_| panic!("{label}: {case}: the asynchronous part panicked"));
-        match (fault, outcome) {
-            (Fault::FailAfter(_) | Fault::FailOnClose, Ok(_)) => {
-                panic!("{label}: {case}: the snapshot succeeded")
-            }
-            (Fault::FailAfter(_) | Fault::FailOnClose, Err(err)) => assert!(
-                err.to_string().contains("injected failure"),
-                "{label}: {case}: the error does not carry the cause: {err}"
+        let faulty = FaultyStreamFactory::new(Box::new(inner), fault);
+        let probe = faulty.probe();
+        let outcome = run(checkpoint_id, Arc::new(faulty), &case);
+        let losing = matches!(fault, Fault::DropTail(_));
+        match (outcome, probe.fired()) {
+            (Err(err), true) if losing => assert!(
+                matches!(
+                    err.root(),
+                    state_api::Error::Corrupted { .. } | state_api::Error::Truncated { .. }
+                ),
+                "{label}: {case}: a lost tail failed the snapshot with an untyped error: {err}"
             ),
-            (Fault::ShortWrites(_), Err(err)) => {
-                panic!("{label}: {case}: short writes failed the snapshot: {err}")
+            (Err(err), true) => assert!(
+                is_injected(&err)
+                    && matches!(
+                        err.root(),
+                        state_api::Error::Stream { .. } | state_api::Error::Io { .. }
+                    ),
+                "{label}: {case}: the error is not the injected storage failure: {err}"
+            ),
+            (Err(err), false) => {
+                panic!("{label}: {case}: the snapshot failed without a fault: {err}")
             }
-            // A storage losing bytes may also be noticed while writing.
-            (Fault::DropTail(_), Err(_)) => {}
-            (Fault::ShortWrites(_) | Fault::DropTail(_), Ok(result)) => {
-                check(&case, &result, matches!(fault, Fault::ShortWrites(_)));
+            (Ok(_), true) if !losing => panic!("{label}: {case}: the snapshot succeeded"),
+            (Ok(result), fired) => {
+                check(&case, &result, !fired);
                 result
                     .discard()
                     .unwrap_or_else(|err| panic!("{label}: {case}: discarding: {err}"));
             }
         }
         assert_no_files(label, storage.root(), &case);
+
+        let healthy_id = HEALTHY_CHECKPOINTS + checkpoint_id;
+        let healthy = format!("healthy checkpoint {healthy_id} after {fault:?}");
+        let factory = storage
+            .stream_factory(healthy_id)
+            .unwrap_or_else(|err| panic!("{label}: opening a stream factory: {err}"));
+        let result = run(healthy_id, Arc::new(factory), &healthy)
+            .unwrap_or_else(|err| panic!("{label}: {healthy}: {err}"));
+        check(&healthy, &result, true);
+        result
+            .discard()
+            .unwrap_or_else(|err| panic!("{label}: {healthy}: discarding: {err}"));
+        assert_no_files(label, storage.root(), &healthy);
     }
 }
 

@@ -9,7 +9,7 @@ use snapstate_tests::keyed::{self, KeyedBackendCapabilities, RESCALINGS};
 use state_api::{
     CheckpointOptions, KeyGroupRange, KeyGroupRangeAssignment, KeyedBackendParams,
     KeyedStateBackend, KeyedStateHandle, MemoryCheckpointStreamFactory, PluginKind, Registry,
-    StateMetaInfo, StateObject,
+    StateMetaInfo,
 };
 
 const ROCKSDB: &str = "rocksdb";
@@ -232,8 +232,8 @@ fn rocksdb_passes_every_contract_with_lz4() {
 }
 
 #[test]
-fn closing_while_a_snapshot_writes_waits_for_it_and_leaks_nothing() {
-    use snapstate_tests::faults::GatedStreamFactory;
+fn closing_while_a_snapshot_holds_its_lease_waits_for_it_and_leaks_nothing() {
+    use snapstate_tests::faults::{GatePoint, GatedStreamFactory};
     use state_api::LocalCheckpointStorage;
 
     let registry = registry();
@@ -250,22 +250,34 @@ fn closing_while_a_snapshot_writes_waits_for_it_and_leaks_nothing() {
     .unwrap();
     fill(&mut backend);
     let source = backend.snapshot_source().clone();
-    let (factory, gate) = GatedStreamFactory::new(Box::new(storage.stream_factory(1).unwrap()));
+    // Held while completing its stream: no longer registered for cancellation (a close
+    // must not be interrupted half-way), still holding the lease on the database.
+    let (factory, gate) = GatedStreamFactory::at(
+        Box::new(storage.stream_factory(1).unwrap()),
+        GatePoint::Close,
+    );
     let task = backend
         .snapshot(1, 0, Arc::new(factory), &CheckpointOptions::checkpoint())
         .unwrap();
     let running = task.spawn().unwrap();
-    assert!(gate.wait_started(), "the snapshot wrote nothing");
+    assert!(gate.wait_started(), "the snapshot never closed its stream");
 
-    // The snapshot holds a lease: close cancels it and waits for the lease.
     let closing = std::thread::spawn(move || backend.close());
+    // Once leases are refused the close is waiting for the snapshot's lease.
+    while source.lease().is_ok() {
+        std::thread::yield_now();
+    }
+    assert!(
+        !closing.is_finished(),
+        "the backend closed while a snapshot held a lease on its database"
+    );
     gate.resume();
     closing.join().unwrap().unwrap();
-    match running.join().unwrap() {
-        Ok(result) => result.discard().unwrap(),
-        Err(err) => assert!(err.is_cancelled(), "{err}"),
-    }
-    assert!(source.lease().is_err(), "a closed backend hands out leases");
+    let err = running.join().unwrap().unwrap_err();
+    assert!(
+        err.is_cancelled(),
+        "closing the backend cancels its snapshots: {err}"
+    );
     assert!(
         source.db().is_err(),
         "a closed backend hands out its database"

@@ -229,6 +229,8 @@ fn an_aborted_checkpoint_never_becomes_the_base() {
     let aborted = setup.checkpoint(&mut backend, 2);
     backend.notify_checkpoint_aborted(2).unwrap();
     aborted.discard().unwrap();
+    // A contradicting late notification must not revive it: its files are gone.
+    backend.notify_checkpoint_complete(2).unwrap();
 
     write(&mut backend, 100..200, 1);
     let third = setup.checkpoint(&mut backend, 3);
@@ -264,7 +266,11 @@ fn restore_without_rescaling_continues_the_chain() {
     )
     .unwrap();
     let source = restored.snapshot_source().clone();
-    assert_eq!(source.backend_identifier(), original_id);
+    assert_ne!(
+        source.backend_identifier(),
+        original_id,
+        "a restored instance uploads under an identifier of its own"
+    );
     assert_eq!(source.last_completed_checkpoint(), Some(1));
     write(&mut restored, (0..KEYS).filter(|&i| updated(i)), 1);
     let second = setup.checkpoint(&mut restored, 2);
@@ -392,22 +398,32 @@ fn a_failing_upload_leaves_nothing_and_the_next_checkpoint_succeeds() {
             .unwrap();
         write(&mut backend, 0..KEYS, 0);
         let instance = backend.snapshot_source().instance_dir().to_path_buf();
-        for limit in [0, 10, 5_000, 100_000] {
-            let factory = FaultyStreamFactory::new(
-                Box::new(setup.storage.stream_factory(1).unwrap()),
-                Fault::FailAfter(limit),
-            );
+        // Failing streams after the first: earlier uploads completed and must go again.
+        let faults = [0, 10, 5_000, 100_000]
+            .map(Fault::FailAfter)
+            .into_iter()
+            .chain((1..=4).map(Fault::FailOnStream));
+        for fault in faults {
+            let factory =
+                FaultyStreamFactory::new(Box::new(setup.storage.stream_factory(1).unwrap()), fault);
+            let probe = factory.probe();
             let task = backend
                 .snapshot(1, 0, Arc::new(factory), &CheckpointOptions::checkpoint())
                 .unwrap();
-            let err = task.run().unwrap_err();
-            assert!(
-                err.to_string().contains("injected failure"),
-                "{strategy}, failing after {limit} bytes: {err}"
-            );
+            match task.run() {
+                Err(err) => assert!(
+                    probe.fired() && snapstate_tests::faults::is_injected(&err),
+                    "{strategy}, {fault:?}: {err}"
+                ),
+                // The full strategy writes one stream: later streams never fail.
+                Ok(result) => {
+                    assert!(!probe.fired(), "{strategy}, {fault:?}: succeeded");
+                    result.discard().unwrap();
+                }
+            }
             assert!(
                 setup.files().is_empty(),
-                "{strategy}, failing after {limit} bytes, left {:?}",
+                "{strategy}, {fault:?}, left {:?}",
                 setup.files()
             );
             let leftovers: Vec<_> = std::fs::read_dir(&instance)
@@ -415,7 +431,7 @@ fn a_failing_upload_leaves_nothing_and_the_next_checkpoint_succeeds() {
                 .flatten()
                 .filter(|e| e.file_name().to_string_lossy().starts_with("chk-"))
                 .collect();
-            assert!(leftovers.is_empty(), "{strategy}: {leftovers:?}");
+            assert!(leftovers.is_empty(), "{strategy}, {fault:?}: {leftovers:?}");
         }
         let handle = {
             let factory = Arc::new(setup.storage.stream_factory(2).unwrap());
@@ -431,7 +447,7 @@ fn a_failing_upload_leaves_nothing_and_the_next_checkpoint_succeeds() {
 }
 
 #[test]
-fn closing_while_an_incremental_snapshot_uploads_waits_and_leaks_nothing() {
+fn closing_while_an_incremental_snapshot_uploads_cancels_it_and_leaks_nothing() {
     use snapstate_tests::faults::GatedStreamFactory;
 
     let setup = Setup::new();
@@ -445,17 +461,98 @@ fn closing_while_an_incremental_snapshot_uploads_waits_and_leaks_nothing() {
         .unwrap();
     let running = task.spawn().unwrap();
     assert!(gate.wait_started());
-    let closing = std::thread::spawn(move || backend.close());
-    gate.resume();
-    closing.join().unwrap().unwrap();
-    match running.join().unwrap() {
-        Ok(result) => result.discard().unwrap(),
-        Err(err) => assert!(err.is_cancelled(), "{err}"),
-    }
+    // Nothing resumes the upload but the close, which closes its stream.
+    backend.close().unwrap();
+    let err = running.join().unwrap().unwrap_err();
+    assert!(err.is_cancelled(), "{err}");
     assert!(source.lease().is_err());
     assert!(setup.files().is_empty(), "{:?}", setup.files());
     assert!(
         !source.instance_dir().exists(),
         "the instance directory is left"
     );
+}
+
+/// Regression: two backends restored from the same checkpoint (a failover, then another)
+/// write new sst files under the same RocksDB file numbers with other contents. Keyed by a
+/// backend identifier both share (as in Flink before FLINK-29913), the second upload would
+/// be taken for the first and its checkpoint would restore the first one's bytes.
+#[test]
+fn two_restores_of_one_checkpoint_never_share_uploads() {
+    let setup = Setup::new();
+    let shared = SharedStateRegistry::default();
+    let mut backend = setup.backend();
+    write(&mut backend, 0..KEYS, 0);
+    let retained_1 = shared.register(&setup.checkpoint(&mut backend, 1)).unwrap();
+    backend.notify_checkpoint_complete(1).unwrap();
+    backend.close().unwrap();
+    let restore = |retained: &IncrementalRemoteKeyedStateHandle| {
+        let resolved = shared.resolve(retained).unwrap();
+        RocksDBKeyedStateBackend::restore(
+            setup.params(full()),
+            registry(),
+            &[Arc::new(resolved) as Arc<dyn KeyedStateHandle>],
+        )
+        .unwrap()
+    };
+
+    // Two incarnations from checkpoint 1, each writing other values, each checkpointing.
+    let mut first = restore(&retained_1);
+    write(&mut first, (0..KEYS).filter(|&i| updated(i)), 1);
+    let retained_2 = shared.register(&setup.checkpoint(&mut first, 2)).unwrap();
+    first.close().unwrap();
+    let mut second = restore(&retained_1);
+    write(&mut second, (0..KEYS).filter(|&i| updated(i)), 2);
+    let retained_3 = shared.register(&setup.checkpoint(&mut second, 3)).unwrap();
+    second.close().unwrap();
+
+    let mut from_2 = restore(&retained_2);
+    check(&mut from_2, |i| u64::from(updated(i)));
+    from_2.close().unwrap();
+    let mut from_3 = restore(&retained_3);
+    check(&mut from_3, |i| if updated(i) { 2 } else { 0 });
+    from_3.close().unwrap();
+
+    for (id, retained) in [(1, retained_1), (2, retained_2), (3, retained_3)] {
+        retained.discard().unwrap();
+        shared.release(id).unwrap();
+    }
+    assert!(setup.files().is_empty(), "orphans: {:?}", setup.files());
+}
+
+/// A handle that lost one of the files its manifest lists (a `CURRENT` dropped from
+/// checkpoint metadata) is reported naming the file, instead of opening an empty database.
+#[test]
+fn a_handle_missing_a_listed_file_is_corrupted_not_empty() {
+    let setup = Setup::new();
+    let mut backend = setup.backend();
+    write(&mut backend, 0..1000, 0);
+    let handle = setup.checkpoint(&mut backend, 1);
+    for name in ["CURRENT", "MANIFEST"] {
+        let mut damaged = handle.clone();
+        damaged
+            .private_state
+            .retain(|f| !f.local_path.starts_with(name));
+        let err = RocksDBKeyedStateBackend::restore(
+            setup.params(full()),
+            registry(),
+            &[Arc::new(damaged) as Arc<dyn KeyedStateHandle>],
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err.root(), Error::Corrupted { .. }),
+            "{name}: {err}"
+        );
+        assert!(err.to_string().contains(name), "{name}: {err}");
+    }
+    let mut damaged = handle.clone();
+    let sst = damaged.shared_state.remove(0);
+    let err = RocksDBKeyedStateBackend::restore(
+        setup.params(full()),
+        registry(),
+        &[Arc::new(damaged) as Arc<dyn KeyedStateHandle>],
+    )
+    .unwrap_err();
+    assert!(matches!(err.root(), Error::Corrupted { .. }), "{err}");
+    assert!(err.to_string().contains(&sst.local_path), "{err}");
 }
