@@ -139,6 +139,12 @@ pub trait KeyedStateBackend: CheckpointListener + Send + fmt::Debug {
         options: &CheckpointOptions,
     ) -> Result<AsyncSnapshotTask<KeyedSnapshotResult>>;
 
+    /// The number of asynchronous snapshot parts this backend's closeable registry holds:
+    /// tasks [`snapshot`](Self::snapshot) returned that have not finished, been cancelled
+    /// or been dropped. It returns to zero after every outcome of a snapshot (the
+    /// conformance kit checks that nothing of a finished snapshot stays registered).
+    fn pending_snapshots(&self) -> usize;
+
     /// Cancels running snapshots, waits for their leases and releases the backend's
     /// resources. Later calls fail with [`Error::Closed`](crate::Error::Closed).
     fn close(&mut self) -> Result<()>;
@@ -283,6 +289,11 @@ pub trait OperatorStateBackend: CheckpointListener + Send + fmt::Debug {
         factory: Arc<dyn CheckpointStreamFactory>,
         options: &CheckpointOptions,
     ) -> Result<AsyncSnapshotTask<OperatorSnapshotResult>>;
+
+    /// The number of asynchronous snapshot parts this backend's closeable registry holds;
+    /// zero again after every outcome of a snapshot (see
+    /// [`KeyedStateBackend::pending_snapshots`]).
+    fn pending_snapshots(&self) -> usize;
 
     /// Cancels running snapshots and releases the backend's resources. Later calls fail
     /// with [`Error::Closed`](crate::Error::Closed).

@@ -646,7 +646,7 @@ impl fmt::Display for DistributionMode {
 /// Where one operator state's partitions are inside an [`OperatorStreamStateHandle`]'s stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OperatorStatePartitions {
-    /// Stream offset of each partition (list element group or broadcast map).
+    /// Stream offset of each partition (one list element, or one broadcast map).
     pub offsets: Vec<u64>,
     /// How the state is redistributed.
     pub mode: DistributionMode,
@@ -789,6 +789,80 @@ mod tests {
             .read_to_end(&mut data)
             .unwrap();
         assert_eq!(data, vec![7; 100]);
+    }
+
+    #[test]
+    fn operator_handle_serializes_with_offsets_modes_and_its_stream() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("operator-state");
+        fs::write(&path, b"partitions").unwrap();
+        let states = BTreeMap::from([
+            (
+                "offsets".to_owned(),
+                OperatorStatePartitions {
+                    offsets: vec![12, 40, 77],
+                    mode: DistributionMode::SplitDistribute,
+                },
+            ),
+            (
+                "rules".to_owned(),
+                OperatorStatePartitions {
+                    offsets: vec![100],
+                    mode: DistributionMode::Broadcast,
+                },
+            ),
+        ]);
+        let handle = OperatorStreamStateHandle::new(
+            states.clone(),
+            Arc::new(FileStateHandle::new(&path, 10)),
+        );
+        let json = serde_json::to_string(&handle).unwrap();
+        assert!(
+            json.contains("\"file\""),
+            "the stream keeps its stable tag: {json}"
+        );
+        let back: OperatorStreamStateHandle = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.states(), &states);
+        assert_eq!(back.state_size(), 10);
+        let mut data = Vec::new();
+        back.delegate()
+            .open()
+            .unwrap()
+            .read_to_end(&mut data)
+            .unwrap();
+        assert_eq!(data, b"partitions");
+    }
+
+    #[test]
+    fn shared_keys_travel_with_files_and_default_to_the_backend_and_name() {
+        let handle = IncrementalRemoteKeyedStateHandle {
+            backend_identifier: "b2".into(),
+            key_group_range: KeyGroupRange::new(0, 7).unwrap(),
+            checkpoint_id: 3,
+            shared_state: vec![
+                HandleAndLocalPath::new(bytes(b"x"), "000001.sst"),
+                HandleAndLocalPath::shared(bytes(b"y"), "000002.sst", "b1/000002.sst"),
+                HandleAndLocalPath::new(
+                    Arc::new(PlaceholderStreamStateHandle::new("b0/000003.sst", 1)),
+                    "000003.sst",
+                ),
+            ],
+            private_state: vec![],
+            meta_state: bytes(b"meta"),
+        };
+        let keys: Vec<String> = handle
+            .shared_state
+            .iter()
+            .map(|file| handle.shared_key(file))
+            .collect();
+        assert_eq!(keys, ["b2/000001.sst", "b1/000002.sst", "b0/000003.sst"]);
+        let json = serde_json::to_string(&handle).unwrap();
+        let back: IncrementalRemoteKeyedStateHandle = serde_json::from_str(&json).unwrap();
+        assert_eq!(
+            back.shared_state[1].shared_key.as_deref(),
+            Some("b1/000002.sst")
+        );
+        assert_eq!(back.shared_state[0].shared_key, None);
     }
 
     #[test]

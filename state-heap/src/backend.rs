@@ -528,6 +528,10 @@ impl KeyedStateBackend for HeapKeyedStateBackend {
         )
     }
 
+    fn pending_snapshots(&self) -> usize {
+        self.owner.len()
+    }
+
     fn close(&mut self) -> Result<()> {
         // Cancels running snapshots; their versions are released by their cleanup.
         self.owner.close()

@@ -218,10 +218,37 @@ fn wrong_kind(name: &str, held: &str, requested: &str) -> Error {
 }
 
 /// Registers `meta`, or checks it against the state already registered under its name.
+///
+/// A new state must fit the snapshot header (see [`crate::format`]), so that a state that
+/// registers is a state that checkpoints: at most 65535 states, names and serializer ids of
+/// at most 65535 bytes.
 fn register(states: &mut OperatorStates, meta: &OperatorStateMetaInfo) -> Result<()> {
     match states.get(&meta.name) {
         Some(held) => held.meta.check_compatible(meta),
         None => {
+            if states.len() >= usize::from(u16::MAX) {
+                return Err(Error::InvalidArgument(format!(
+                    "operator state `{}`: a backend holds at most {} states",
+                    meta.name,
+                    u16::MAX
+                )));
+            }
+            let fields = [
+                ("name", &meta.name),
+                ("value serializer", &meta.value_serializer),
+                ("key serializer", &meta.key_serializer),
+            ];
+            if let Some((field, value)) = fields
+                .iter()
+                .find(|(_, value)| value.len() > usize::from(u16::MAX))
+            {
+                let shown: String = meta.name.chars().take(40).collect();
+                return Err(Error::InvalidArgument(format!(
+                    "operator state `{shown}`: its {field} has {} bytes, at most {} fit a snapshot",
+                    value.len(),
+                    u16::MAX
+                )));
+            }
             states.insert(meta.name.clone(), OperatorState::empty(meta.clone()));
             Ok(())
         }
@@ -362,6 +389,10 @@ impl OperatorStateBackend for DefaultOperatorStateBackend {
         )
     }
 
+    fn pending_snapshots(&self) -> usize {
+        self.owner.len()
+    }
+
     fn close(&mut self) -> Result<()> {
         // Cancels running snapshots; they own deep copies, so nothing else is held.
         self.owner.close()
@@ -401,5 +432,32 @@ impl OperatorStateBackendFactory for DefaultOperatorStateBackendFactory {
         Ok(Box::new(DefaultOperatorStateBackend::restore(
             params, registry, handles,
         )?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backend() -> DefaultOperatorStateBackend {
+        let mut registry = Registry::default();
+        crate::register(&mut registry).unwrap();
+        DefaultOperatorStateBackend::new(OperatorBackendParams::new(0, 1), &registry).unwrap()
+    }
+
+    #[test]
+    fn a_state_that_could_not_be_snapshotted_is_refused_at_registration() {
+        let mut backend = backend();
+        let long_name = OperatorStateMetaInfo::split_list("n".repeat(70_000), "bytes");
+        let err = backend.register_state(&long_name).unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+        assert!(err.to_string().contains("name has 70000 bytes"), "{err}");
+        let long_serializer = OperatorStateMetaInfo::broadcast("rules", "k".repeat(65_536), "v");
+        let err = backend.register_state(&long_serializer).unwrap_err();
+        assert!(err.to_string().contains("key serializer"), "{err}");
+        assert!(backend.states().is_empty(), "nothing was registered");
+        let fits = OperatorStateMetaInfo::split_list("n".repeat(65_535), "bytes");
+        backend.register_state(&fits).unwrap();
+        assert_eq!(backend.states(), [fits]);
     }
 }

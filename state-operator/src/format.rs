@@ -488,3 +488,97 @@ impl Partition<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Frames `body` as a header with a valid checksum, so the body's own checks are reached.
+    fn framed(body: &[u8]) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        FORMAT.write(&mut bytes, body).unwrap();
+        bytes
+    }
+
+    fn state(body: &mut Vec<u8>, name: &str, mode: u8, value: &str, key: &str) {
+        for (i, part) in [name, "", value, key].iter().enumerate() {
+            if i == 1 {
+                body.push(mode);
+                continue;
+            }
+            body.extend_from_slice(&(part.len() as u16).to_be_bytes());
+            body.extend_from_slice(part.as_bytes());
+        }
+    }
+
+    #[track_caller]
+    fn check(body: &[u8], expected: &str) {
+        let err = OperatorSnapshotHeader::read_from(&mut framed(body).as_slice()).unwrap_err();
+        assert!(matches!(err, Error::Corrupted { .. }), "{err}");
+        assert!(err.to_string().contains(expected), "{err}");
+    }
+
+    #[test]
+    fn a_well_formed_body_reads_back() {
+        let mut body = 2u16.to_be_bytes().to_vec();
+        state(&mut body, "offsets", 0, "u64-be", "");
+        state(&mut body, "rules", 2, "bytes", "string");
+        let header = OperatorSnapshotHeader::read_from(&mut framed(&body).as_slice()).unwrap();
+        assert_eq!(
+            header.states(),
+            [
+                OperatorStateMetaInfo::split_list("offsets", "u64-be"),
+                OperatorStateMetaInfo::broadcast("rules", "string", "bytes"),
+            ]
+        );
+    }
+
+    #[test]
+    fn an_unknown_mode_is_corrupted() {
+        let mut body = 1u16.to_be_bytes().to_vec();
+        state(&mut body, "offsets", 9, "u64-be", "");
+        check(&body, "unknown distribution mode code 9");
+    }
+
+    #[test]
+    fn bytes_after_the_last_state_are_corrupted() {
+        let mut body = 1u16.to_be_bytes().to_vec();
+        state(&mut body, "offsets", 0, "u64-be", "");
+        body.push(0);
+        check(&body, "1 bytes left over");
+    }
+
+    #[test]
+    fn a_duplicate_name_is_corrupted() {
+        let mut body = 2u16.to_be_bytes().to_vec();
+        state(&mut body, "offsets", 0, "u64-be", "");
+        state(&mut body, "offsets", 1, "u64-be", "");
+        check(&body, "two states are named `offsets`");
+    }
+
+    #[test]
+    fn a_count_beyond_the_body_is_reported_not_allocated() {
+        let body = u16::MAX.to_be_bytes().to_vec();
+        let err = OperatorSnapshotHeader::read_from(&mut framed(&body).as_slice()).unwrap_err();
+        assert!(
+            matches!(err, Error::Truncated { .. } | Error::Corrupted { .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn headers_that_could_not_be_read_back_are_refused() {
+        let duplicate = OperatorSnapshotHeader::new(vec![
+            OperatorStateMetaInfo::split_list("a", "bytes"),
+            OperatorStateMetaInfo::union_list("a", "bytes"),
+        ]);
+        let err = duplicate.write_to(&mut Vec::new()).unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+        let long = OperatorSnapshotHeader::new(vec![OperatorStateMetaInfo::split_list(
+            "x".repeat(70_000),
+            "bytes",
+        )]);
+        let err = long.write_to(&mut Vec::new()).unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+    }
+}

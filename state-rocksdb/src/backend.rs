@@ -852,6 +852,10 @@ impl KeyedStateBackend for RocksDBKeyedStateBackend {
         )
     }
 
+    fn pending_snapshots(&self) -> usize {
+        self.owner.len()
+    }
+
     fn close(&mut self) -> Result<()> {
         // Cancel running snapshots, then wait until every lease is back: only then is
         // nobody reading the database.

@@ -1059,6 +1059,222 @@ pub fn rescale(
     );
 }
 
+fn range_of(bed: &TestBed<'_>, parallelism: u32, index: u32) -> KeyGroupRange {
+    bed.ok(
+        KeyGroupRangeAssignment::compute_key_group_range_for_operator_index(
+            MAX_PARALLELISM,
+            parallelism,
+            index,
+        ),
+        format_args!("range of instance {index} of {parallelism}"),
+    )
+}
+
+/// A job rescaled twice keeps its state: one instance's checkpoint restores into three,
+/// each of the three takes writes and checkpoints (continuing from a rescaled restore),
+/// those three checkpoints restore into two, and the two checkpoint again and restore into
+/// one. Every instance holds exactly the model's state of its range at every step.
+pub fn rescale_chain(
+    backend: &str,
+    registry: &Registry,
+    compression: &str,
+    capabilities: KeyedBackendCapabilities,
+) {
+    let bed = TestBed::new(backend, registry, compression, "rescale 1 -> 3 -> 2 -> 1");
+    if !capabilities.rescaling {
+        println!(
+            "{}: skipped: the backend does not declare rescaling",
+            bed.label
+        );
+        return;
+    }
+    let keys = keys_covering(full_range(), 2);
+    let storage = bed.storage("checkpoints", None);
+    let mut model = bed.model();
+    let mut one = bed.create_with_states(&mut model);
+    write_workload(&mut model, &mut *one, &keys, 0);
+    let mut handles = vec![bed.handle(&bed.snapshot(&mut *one, &storage, 1))];
+    bed.ok(one.notify_checkpoint_complete(1), "notifying checkpoint 1");
+    let mut checkpoint_id = 1;
+    for (round, parallelism) in [(1, 3u32), (2, 2), (3, 1)] {
+        let mut next = Vec::new();
+        checkpoint_id += 1;
+        for index in 0..parallelism {
+            let range = range_of(&bed, parallelism, index);
+            let mut instance = bed.restore(range, &handles);
+            let step = format!("instance {index} of {parallelism} ({range})");
+            model.check(&mut *instance, &format!("{step}, restored"));
+            let owned: Vec<Vec<u8>> = keys
+                .iter()
+                .filter(|key| range.contains(key_group(key)))
+                .cloned()
+                .collect();
+            write_workload(&mut model, &mut *instance, &owned, round);
+            let result = bed.snapshot(&mut *instance, &storage, checkpoint_id);
+            bed.ok(
+                instance.notify_checkpoint_complete(checkpoint_id),
+                format_args!("{step}: notifying checkpoint {checkpoint_id}"),
+            );
+            next.push(bed.handle(&result));
+        }
+        handles = next;
+    }
+    let mut last = bed.restore(full_range(), &handles);
+    model.check(
+        &mut *last,
+        "one instance restored after rescaling 1 -> 3 -> 2 -> 1",
+    );
+}
+
+/// Max parallelism above 128 puts two-byte key-group prefixes in front of keys: a
+/// backend with 1024 key groups round trips every key and splits into two instances, each
+/// holding exactly the keys of its key groups.
+pub fn large_max_parallelism(backend: &str, registry: &Registry, compression: &str) {
+    const LARGE: u32 = 1024;
+    let bed = TestBed::new(backend, registry, compression, "max parallelism 1024");
+    let params = |range: KeyGroupRange| KeyedBackendParams {
+        number_of_key_groups: LARGE,
+        ..bed.params(range)
+    };
+    let range = |start: u32, end: u32| bed.ok(KeyGroupRange::new(start, end), "a key-group range");
+    let all = range(0, LARGE - 1);
+    let mut live = bed.ok(bed.try_create(params(all)), "creating a backend");
+    let meta = StateMetaInfo::value(COUNT, "bytes", "bytes");
+    bed.ok(live.register_state(&meta), "registering a state");
+    let keys: Vec<Vec<u8>> = (0..3000).map(|i| format!("key-{i}").into_bytes()).collect();
+    for key in &keys {
+        bed.ok(live.set_current_key(key), "setting a key");
+        bed.ok(
+            live.put_value(COUNT, b"", &[key.as_slice(), b"!"].concat()),
+            "writing",
+        );
+    }
+    let storage = bed.storage("checkpoints", None);
+    let handles = [bed.handle(&bed.snapshot(&mut *live, &storage, 1))];
+    let halves = [range(0, LARGE / 2 - 1), range(LARGE / 2, LARGE - 1)];
+    let mut restored_keys = 0;
+    for part in std::iter::once(all).chain(halves) {
+        let mut restored = bed.ok(
+            bed.try_restore(params(part), &handles, "a valid snapshot"),
+            format_args!("restoring {part}"),
+        );
+        let owned: Vec<&Vec<u8>> = keys
+            .iter()
+            .filter(|key| part.contains(KeyGroupRangeAssignment::assign_to_key_group(key, LARGE)))
+            .collect();
+        let mut listed = bed.ok(restored.keys(COUNT, b""), "listing keys");
+        listed.sort();
+        let mut expected: Vec<Vec<u8>> = owned.iter().map(|key| key.to_vec()).collect();
+        expected.sort();
+        assert!(
+            listed == expected,
+            "{}: {part} holds {} keys, expected the {} of its key groups",
+            bed.label,
+            listed.len(),
+            expected.len()
+        );
+        for key in owned {
+            bed.ok(restored.set_current_key(key), "setting a key");
+            let value = bed.ok(restored.value(COUNT, b""), "reading");
+            assert!(
+                value.as_deref() == Some([key.as_slice(), b"!"].concat().as_slice()),
+                "{}: {part}: key {} restored as {}",
+                bed.label,
+                show(key),
+                show_option(value.as_deref())
+            );
+        }
+        if part != all {
+            restored_keys += listed.len();
+        }
+    }
+    assert_eq!(
+        restored_keys,
+        keys.len(),
+        "{}: the halves lost or doubled keys",
+        bed.label
+    );
+}
+
+/// Files up to this size are cut at every byte by [`truncated_snapshot_is_detected`];
+/// larger ones (RocksDB's `OPTIONS` and sst files) at [`SPREAD_CUTS`] positions spread over
+/// them plus each of their last 32 bytes.
+pub const EVERY_BYTE_UP_TO: usize = 2048;
+
+/// Cut positions of a file larger than [`EVERY_BYTE_UP_TO`].
+pub const SPREAD_CUTS: usize = 256;
+
+/// A small snapshot (two key groups, a few keys of every state kind) cut at every byte
+/// boundary of each of its files never restores wrong state: every cut restore fails with
+/// [`Error::Truncated`], [`Error::Corrupted`] or [`Error::NotFound`] (never a panic), or,
+/// should it succeed, holds exactly the snapshot's state.
+pub fn truncated_snapshot_is_detected(backend: &str, registry: &Registry, compression: &str) {
+    let bed = TestBed::new(backend, registry, compression, "truncated at every byte");
+    let range = bed.ok(KeyGroupRange::new(0, 1), "a key-group range");
+    let mut model = bed.model();
+    let mut live = bed.create(range);
+    for meta in standard_states() {
+        model.register(&mut *live, &meta);
+    }
+    write_workload(&mut model, &mut *live, &keys_covering(range, 2), 0);
+    let storage = bed.storage("checkpoints", Some(0));
+    let handle = bed.handle(&bed.snapshot(&mut *live, &storage, 1));
+    let files = match snapshot_file(&handle) {
+        Ok((_, path)) => vec![path],
+        Err(_) => incremental_files(&handle),
+    };
+    assert!(
+        !files.is_empty(),
+        "{}: the snapshot wrote no file to cut: {handle:?}",
+        bed.label
+    );
+    let handles = [handle];
+    let mut cuts_tried = 0;
+    for path in &files {
+        let original = bed.ok(fs::read(path).map_err(|e| Error::io(path, e)), "reading");
+        let len = original.len();
+        let cuts: BTreeSet<usize> = match len <= EVERY_BYTE_UP_TO {
+            true => (0..len).collect(),
+            false => (0..SPREAD_CUTS)
+                .map(|i| i * len / SPREAD_CUTS)
+                .chain(len.saturating_sub(32)..len)
+                .collect(),
+        };
+        for cut in cuts {
+            let case = format!("{} cut at byte {cut} of {len}", path.display());
+            bed.ok(
+                fs::write(path, &original[..cut]).map_err(|e| Error::io(path, e)),
+                "cutting a file",
+            );
+            match bed.try_restore(bed.params(range), &handles, &case) {
+                Ok(mut restored) => {
+                    model.check(&mut *restored, &format!("restore that succeeded on {case}"))
+                }
+                Err(err) => assert!(
+                    matches!(
+                        err.root(),
+                        Error::Truncated { .. } | Error::Corrupted { .. } | Error::NotFound { .. }
+                    ),
+                    "{}: {case}: not a typed truncation: {err}",
+                    bed.label
+                ),
+            }
+            cuts_tried += 1;
+        }
+        bed.ok(
+            fs::write(path, &original).map_err(|e| Error::io(path, e)),
+            "repairing",
+        );
+    }
+    println!(
+        "{}: {cuts_tried} cut restores over {} files",
+        bed.label,
+        files.len()
+    );
+    let mut restored = bed.restore(range, &handles);
+    model.check(&mut *restored, "restored after repairing every file");
+}
+
 /// A savepoint is a full snapshot in the canonical format, whatever strategy the backend
 /// takes checkpoints with: a key-groups handle whose header names the decorator, restoring
 /// exactly; checkpoints taken around it restore too.
@@ -1131,23 +1347,13 @@ fn move_state(
     options: &CheckpointOptions,
 ) {
     let bed = source;
-    let range_of = |parallelism: u32, index: u32| {
-        bed.ok(
-            KeyGroupRangeAssignment::compute_key_group_range_for_operator_index(
-                MAX_PARALLELISM,
-                parallelism,
-                index,
-            ),
-            format_args!("range of instance {index} of {parallelism}"),
-        )
-    };
     let keys = keys_covering(full_range(), 2);
     let storage = bed.storage("checkpoints", None);
     // One model for the whole job: each instance checks the part in its range.
     let mut model = bed.model();
     let mut handles = Vec::new();
     for index in 0..old_parallelism {
-        let range = range_of(old_parallelism, index);
+        let range = range_of(bed, old_parallelism, index);
         let mut instance = bed.create(range);
         for meta in standard_states() {
             model.register(&mut *instance, &meta);
@@ -1178,7 +1384,7 @@ fn move_state(
         handles.push(bed.handle(&result));
     }
     for index in 0..new_parallelism {
-        let range = range_of(new_parallelism, index);
+        let range = range_of(bed, new_parallelism, index);
         let mut instance = target.restore(range, &handles);
         model.check(
             &mut *instance,
@@ -1545,15 +1751,22 @@ pub fn storage_faults_are_contained(backend: &str, registry: &Registry, compress
     let mut live = bed.create_with_states(&mut model);
     write_workload(&mut model, &mut *live, &keys_covering(full_range(), 2), 0);
     let storage = bed.storage("checkpoints", Some(0));
+    let shared = std::cell::RefCell::new(live);
     support::check_storage_faults(
         &bed.label,
         &storage,
         |checkpoint_id, factory| {
             bed.ok(
-                live.snapshot(checkpoint_id, 0, factory, &CheckpointOptions::checkpoint()),
+                shared.borrow_mut().snapshot(
+                    checkpoint_id,
+                    0,
+                    factory,
+                    &CheckpointOptions::checkpoint(),
+                ),
                 format_args!("synchronous part of checkpoint {checkpoint_id}"),
             )
         },
+        || shared.borrow().pending_snapshots(),
         |case, result, intact| {
             let handles = [bed.handle(result)];
             match intact {
@@ -1569,6 +1782,7 @@ pub fn storage_faults_are_contained(backend: &str, registry: &Registry, compress
             }
         },
     );
+    let mut live = shared.into_inner();
     let result = bed.snapshot(&mut *live, &storage, 100);
     let mut restored = bed.restore(full_range(), &[bed.handle(&result)]);
     model.check(&mut *restored, "restored after the faults");
@@ -1584,12 +1798,24 @@ pub fn cancelled_snapshot_leaves_nothing(backend: &str, registry: &Registry, com
     write_workload(&mut model, &mut *live, &keys_covering(full_range(), 2), 0);
     let storage = bed.storage("checkpoints", Some(0));
     let root = storage.root().to_path_buf();
-    support::check_cancellations(&bed.label, &storage, |checkpoint_id, factory| {
-        bed.ok(
-            live.snapshot(checkpoint_id, 0, factory, &CheckpointOptions::checkpoint()),
-            format_args!("synchronous part of checkpoint {checkpoint_id}"),
-        )
-    });
+    let shared = std::cell::RefCell::new(live);
+    support::check_cancellations(
+        &bed.label,
+        &storage,
+        |checkpoint_id, factory| {
+            bed.ok(
+                shared.borrow_mut().snapshot(
+                    checkpoint_id,
+                    0,
+                    factory,
+                    &CheckpointOptions::checkpoint(),
+                ),
+                format_args!("synchronous part of checkpoint {checkpoint_id}"),
+            )
+        },
+        || shared.borrow().pending_snapshots(),
+    );
+    let mut live = shared.into_inner();
 
     // Completed, then discarded.
     let completed = support::CANCELLATION_CHECKPOINTS + 1;
@@ -1655,6 +1881,7 @@ pub fn cancelled_snapshot_leaves_nothing(backend: &str, registry: &Registry, com
             )
         },
         || closing.borrow_mut().close(),
+        || closing.borrow().pending_snapshots(),
     );
 }
 
@@ -2058,7 +2285,10 @@ pub fn run_all(
     for (old, new) in RESCALINGS {
         rescale(backend, registry, compression, capabilities, old, new);
     }
+    rescale_chain(backend, registry, compression, capabilities);
+    large_max_parallelism(backend, registry, compression);
     corrupt_snapshot_is_reported(backend, registry, compression);
+    truncated_snapshot_is_detected(backend, registry, compression);
     cancelled_snapshot_leaves_nothing(backend, registry, compression);
     storage_faults_are_contained(backend, registry, compression);
     incompatible_serializers_are_rejected(backend, registry, compression);

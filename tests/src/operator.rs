@@ -642,12 +642,24 @@ pub fn cancelled_snapshot_leaves_nothing(backend: &str, registry: &Registry) {
     let root = storage.root().to_path_buf();
     let mut live = bed.create_with_states(0, 1);
     fill(&bed, &mut *live, 0, 50);
-    support::check_cancellations(&bed.label, &storage, |checkpoint_id, factory| {
-        bed.ok(
-            live.snapshot(checkpoint_id, 0, factory, &CheckpointOptions::checkpoint()),
-            format_args!("synchronous part of checkpoint {checkpoint_id}"),
-        )
-    });
+    let shared = std::cell::RefCell::new(live);
+    support::check_cancellations(
+        &bed.label,
+        &storage,
+        |checkpoint_id, factory| {
+            bed.ok(
+                shared.borrow_mut().snapshot(
+                    checkpoint_id,
+                    0,
+                    factory,
+                    &CheckpointOptions::checkpoint(),
+                ),
+                format_args!("synchronous part of checkpoint {checkpoint_id}"),
+            )
+        },
+        || shared.borrow().pending_snapshots(),
+    );
+    let mut live = shared.into_inner();
 
     let completed = support::CANCELLATION_CHECKPOINTS + 1;
     let result = bed.snapshot(&mut *live, &storage, completed);
@@ -703,6 +715,7 @@ pub fn cancelled_snapshot_leaves_nothing(backend: &str, registry: &Registry) {
             )
         },
         || closing.borrow_mut().close(),
+        || closing.borrow().pending_snapshots(),
     );
 }
 
@@ -717,15 +730,22 @@ pub fn storage_faults_are_contained(backend: &str, registry: &Registry) {
     // Larger than the largest byte budget of the faults.
     bed.ok(live.append_to_list(OFFSETS, &[7; 10_000]), "appending");
     let expected = bed.read(&*live);
+    let shared = std::cell::RefCell::new(live);
     support::check_storage_faults(
         &bed.label,
         &storage,
         |checkpoint_id, factory| {
             bed.ok(
-                live.snapshot(checkpoint_id, 0, factory, &CheckpointOptions::checkpoint()),
+                shared.borrow_mut().snapshot(
+                    checkpoint_id,
+                    0,
+                    factory,
+                    &CheckpointOptions::checkpoint(),
+                ),
                 format_args!("synchronous part of checkpoint {checkpoint_id}"),
             )
         },
+        || shared.borrow().pending_snapshots(),
         |case, result, intact| {
             let handles = [bed.handle(result)];
             let outcome = bed.try_restore(OperatorBackendParams::new(0, 1), &handles, case);
@@ -738,6 +758,7 @@ pub fn storage_faults_are_contained(backend: &str, registry: &Registry) {
             }
         },
     );
+    let mut live = shared.into_inner();
     let result = bed.snapshot(&mut *live, &storage, 100);
     let restored = bed.restore(0, 1, &[bed.handle(&result)]);
     assert_eq!(

@@ -89,13 +89,20 @@ pub(crate) const CANCELLATION_CHECKPOINTS: u64 = 6;
 /// its canceller, dropped without running, cancelled while held at its first write, at its
 /// second write, and in the close of its first stream. Each must end
 /// [`Error::Cancelled`](state_api::Error::Cancelled) (where it runs) and leave no file
-/// under the storage root. `start` runs a synchronous part.
+/// under the storage root, and nothing of it may stay registered with its owner
+/// (`pending` reads the owner's count of registered snapshots). `start` runs a synchronous
+/// part.
 pub(crate) fn check_cancellations<T: StateObject + Send + 'static>(
     label: &str,
     storage: &LocalCheckpointStorage,
     mut start: impl FnMut(u64, Arc<dyn CheckpointStreamFactory>) -> AsyncSnapshotTask<T>,
+    pending: impl Fn() -> usize,
 ) {
     let root = storage.root();
+    let assert_no_files = |label: &str, root: &Path, case: &str| {
+        assert_no_files(label, root, case);
+        assert_nothing_pending(label, pending(), case);
+    };
     let factory = |checkpoint_id: u64| {
         storage
             .stream_factory(checkpoint_id)
@@ -165,14 +172,15 @@ pub(crate) fn check_cancellations<T: StateObject + Send + 'static>(
 /// synchronous part of checkpoint `checkpoint_id` into `storage`, `close` closes the owner
 /// (a backend) on this thread while the asynchronous part runs on another. Closing must
 /// unblock the write (it closes the snapshot's streams), the snapshot must end
-/// [`Error::Cancelled`](state_api::Error::Cancelled), the close must succeed, and no file
-/// may remain.
+/// [`Error::Cancelled`](state_api::Error::Cancelled), the close must succeed, nothing may
+/// stay registered with the closed owner (`pending`), and no file may remain.
 pub(crate) fn check_close_while_writing<T: StateObject + Send + 'static>(
     label: &str,
     storage: &LocalCheckpointStorage,
     checkpoint_id: u64,
     start: impl FnOnce(Arc<dyn CheckpointStreamFactory>) -> AsyncSnapshotTask<T>,
     close: impl FnOnce() -> Result<()>,
+    pending: impl Fn() -> usize,
 ) {
     let case = "owner closed while the snapshot is blocked in a write";
     let inner = storage
@@ -188,11 +196,21 @@ pub(crate) fn check_close_while_writing<T: StateObject + Send + 'static>(
     );
     // No resume: only the close can let the write go on.
     close().unwrap_or_else(|err| panic!("{label}: {case}: closing failed: {err}"));
+    assert_nothing_pending(label, pending(), case);
     let outcome = running
         .join()
         .unwrap_or_else(|_| panic!("{label}: {case}: the asynchronous part panicked"));
     expect_cancelled(label, outcome, case);
     assert_no_files(label, storage.root(), case);
+}
+
+/// Panics naming `label` and `case` unless the owner holds no registered snapshot.
+#[track_caller]
+pub(crate) fn assert_nothing_pending(label: &str, pending: usize, case: &str) {
+    assert_eq!(
+        pending, 0,
+        "{label}: {case}: {pending} snapshots are still registered with their owner"
+    );
 }
 
 /// Every [`Fault`] the storage-fault contracts inject, in checkpoint order.
@@ -223,11 +241,13 @@ const HEALTHY_CHECKPOINTS: u64 = 1000;
 /// intact)`, which verifies that it restores exactly (`intact`: short writes, a fault that
 /// never fired, every healthy snapshot) or that its restore fails with a corruption or
 /// truncation (a lost tail). Every snapshot is then discarded and no file may remain under
-/// the storage root: a fault leaves nothing behind and the owner goes on working.
+/// the storage root and nothing may stay registered with the owner (`pending`): a fault
+/// leaves nothing behind and the owner goes on working.
 pub(crate) fn check_storage_faults<T: StateObject + Send + 'static>(
     label: &str,
     storage: &LocalCheckpointStorage,
     mut start: impl FnMut(u64, Arc<dyn CheckpointStreamFactory>) -> AsyncSnapshotTask<T>,
+    pending: impl Fn() -> usize,
     mut check: impl FnMut(&str, &T, bool),
 ) {
     let mut run = |checkpoint_id: u64, factory: Arc<dyn CheckpointStreamFactory>, case: &str| {
@@ -272,6 +292,7 @@ pub(crate) fn check_storage_faults<T: StateObject + Send + 'static>(
             }
         }
         assert_no_files(label, storage.root(), &case);
+        assert_nothing_pending(label, pending(), &case);
 
         let healthy_id = HEALTHY_CHECKPOINTS + checkpoint_id;
         let healthy = format!("healthy checkpoint {healthy_id} after {fault:?}");

@@ -1,6 +1,7 @@
-//! Format stability: keyed snapshots written by earlier releases, checked in under
-//! `tests/fixtures/keyed-v<N>/`, still restore with the same contents. A format change adds
-//! a new fixture folder and never edits an old one.
+//! Format stability: keyed and operator snapshots written by earlier releases, checked in
+//! under `tests/fixtures/keyed-v<N>/` and `tests/fixtures/operator-v<N>/`, still restore
+//! with the same contents. A format change adds a new fixture folder and never edits an old
+//! one.
 //!
 //! Each fixture is the checkpoint metadata of one snapshot (`handle.json`, the handle as a
 //! coordinator stores it, the stream inline) written from the state [`expected`] describes,
@@ -14,21 +15,23 @@ use std::sync::Arc;
 
 use state_api::{
     CheckpointOptions, KeyGroupRange, KeyedBackendParams, KeyedStateHandle,
-    MemoryCheckpointStreamFactory, Registry, StateMetaInfo,
+    MemoryCheckpointStreamFactory, OperatorBackendParams, OperatorStateMetaInfo,
+    OperatorStreamStateHandle, Registry, StateMetaInfo,
 };
 
 const MAX_PARALLELISM: u32 = 128;
 const DECORATORS: [&str; 3] = ["none", "snappy", "lz4"];
 
-fn fixtures(version: u32) -> PathBuf {
+fn fixtures(format: &str, version: u32) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("fixtures")
-        .join(format!("keyed-v{version}"))
+        .join(format!("{format}-v{version}"))
 }
 
 fn registry() -> &'static Registry {
     state_compress::link();
     state_heap::link();
+    state_operator::link();
     Registry::global()
 }
 
@@ -152,7 +155,7 @@ fn check_fixture(dir: &Path, compression: &str) {
 
 #[test]
 fn keyed_v1_snapshots_restore_with_their_contents() {
-    let dir = fixtures(1);
+    let dir = fixtures("keyed", 1);
     if std::env::var_os("SNAPSTATE_WRITE_FIXTURES").is_some() && !dir.exists() {
         std::fs::create_dir_all(&dir).unwrap();
         for compression in DECORATORS {
@@ -162,4 +165,94 @@ fn keyed_v1_snapshots_restore_with_their_contents() {
     for compression in DECORATORS {
         check_fixture(&dir, compression);
     }
+}
+
+/// The states of the operator fixture, ordered by name (as `states()` lists them).
+fn operator_states() -> [OperatorStateMetaInfo; 3] {
+    [
+        OperatorStateMetaInfo::split_list("offsets", "u64-be"),
+        OperatorStateMetaInfo::broadcast("rules", "string", "bytes"),
+        OperatorStateMetaInfo::union_list("watermarks", "u64-be"),
+    ]
+}
+
+/// Elements of each list state of the operator fixture, by name.
+type Lists = Vec<(&'static str, Vec<Vec<u8>>)>;
+
+/// Entries of the operator fixture's broadcast state.
+type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// Lists and broadcast entries of the operator fixture.
+fn operator_contents() -> (Lists, Entries) {
+    let offsets = (0..20u64)
+        .map(|i| (i * 1000).to_be_bytes().to_vec())
+        .collect();
+    let watermarks = vec![7u64.to_be_bytes().to_vec(), Vec::new()];
+    let rules = (0..5)
+        .map(|i| (format!("rule-{i}").into_bytes(), vec![i as u8; i]))
+        .collect();
+    (
+        vec![("offsets", offsets), ("watermarks", watermarks)],
+        rules,
+    )
+}
+
+fn write_operator_fixture(dir: &Path) {
+    let registry = registry();
+    let mut backend = registry
+        .operator_backend("operator")
+        .unwrap()
+        .create(OperatorBackendParams::new(0, 1), registry)
+        .unwrap();
+    for state in operator_states() {
+        backend.register_state(&state).unwrap();
+    }
+    let (lists, rules) = operator_contents();
+    for (name, elements) in &lists {
+        backend.update_list(name, elements).unwrap();
+    }
+    for (key, value) in &rules {
+        backend.put_broadcast_value("rules", key, value).unwrap();
+    }
+    let streams = Arc::new(MemoryCheckpointStreamFactory::default());
+    let task = backend
+        .snapshot(1, 0, streams, &CheckpointOptions::checkpoint())
+        .unwrap();
+    let handle = task.run().unwrap().job_manager_owned().unwrap().clone();
+    let json = serde_json::to_string(&handle).unwrap();
+    std::fs::write(dir.join("operator.json"), json).unwrap();
+}
+
+#[test]
+fn operator_v1_snapshots_restore_with_their_contents() {
+    let dir = fixtures("operator", 1);
+    if std::env::var_os("SNAPSTATE_WRITE_FIXTURES").is_some() && !dir.exists() {
+        std::fs::create_dir_all(&dir).unwrap();
+        write_operator_fixture(&dir);
+    }
+    let path = dir.join("operator.json");
+    let json = std::fs::read(&path).unwrap_or_else(|err| panic!("{}: {err}", path.display()));
+    let handle: OperatorStreamStateHandle = serde_json::from_slice(&json).unwrap();
+    let registry = registry();
+    let backend = registry
+        .operator_backend("operator")
+        .unwrap()
+        .restore(OperatorBackendParams::new(0, 1), registry, &[handle])
+        .unwrap();
+    assert_eq!(backend.states(), operator_states(), "{}", path.display());
+    let (lists, rules) = operator_contents();
+    for (name, elements) in lists {
+        assert_eq!(
+            backend.list(name).unwrap(),
+            elements,
+            "{}: {name}",
+            path.display()
+        );
+    }
+    assert_eq!(
+        backend.broadcast_entries("rules").unwrap(),
+        rules,
+        "{}",
+        path.display()
+    );
 }
