@@ -24,9 +24,11 @@
 mod async_snapshot;
 mod backend;
 mod checkpoint;
+pub mod checkpoint_metadata;
 mod closeable;
 mod compression;
 mod error;
+pub mod file_manifest;
 pub mod frame;
 mod handle;
 pub mod key_group;
@@ -54,6 +56,7 @@ pub use backend::{
     backend_state_as,
 };
 pub use checkpoint::{CheckpointListener, CheckpointOptions, CheckpointType, LocalRecoveryConfig};
+pub use checkpoint_metadata::{CheckpointMetadata, InstanceSnapshot};
 pub use closeable::{Closeable, CloseableRegistry, RegistrationKey};
 pub use compression::{
     CompressingWriter, StreamCompressionDecorator, UNCOMPRESSED,

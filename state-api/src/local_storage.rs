@@ -5,6 +5,7 @@
 //! | path | holds |
 //! | --- | --- |
 //! | `chk-<id>/` | exclusive streams of checkpoint `<id>` |
+//! | `chk-<id>/_metadata` | the checkpoint's [`CheckpointMetadata`]: present once it completed |
 //! | `shared/` | shared streams (incremental files), reused across checkpoints |
 //!
 //! A stream first collects bytes in memory; streams that stay at or under the file-state
@@ -23,6 +24,7 @@ use std::sync::{Arc, Mutex};
 
 use tempfile::NamedTempFile;
 
+use crate::checkpoint_metadata::{CheckpointMetadata, METADATA_FILE};
 use crate::{
     ByteStreamStateHandle, CheckpointStateOutputStream, CheckpointStreamFactory,
     CheckpointedStateScope, Closeable, Error, FileStateHandle, Result, StreamStateHandle,
@@ -114,6 +116,87 @@ impl LocalCheckpointStorage {
             shared_dir: self.shared_dir(),
             file_state_threshold: self.file_state_threshold,
             write_buffer_size: self.write_buffer_size,
+        })
+    }
+}
+
+impl LocalCheckpointStorage {
+    /// Commits `metadata` as `chk-<id>/_metadata`: the checkpoint becomes complete and
+    /// visible to [`completed_checkpoints`](Self::completed_checkpoints). The file is written
+    /// under a hidden name, synced, renamed into place and its directory synced, so it is
+    /// there whole or not at all. Returns its path.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] if the checkpoint is committed already (metadata is never
+    /// replaced), [`Error::Io`] naming the file when writing fails.
+    pub fn commit_checkpoint(&self, metadata: &CheckpointMetadata) -> Result<PathBuf> {
+        let dir = self.checkpoint_dir(metadata.checkpoint_id);
+        create_dir(&dir)?;
+        let target = dir.join(METADATA_FILE);
+        let bytes = metadata.to_bytes()?;
+        let mut temp = tempfile::Builder::new()
+            .prefix(IN_PROGRESS_PREFIX)
+            .tempfile_in(&dir)
+            .map_err(|e| Error::io(&dir, e))?;
+        temp.write_all(&bytes)
+            .and_then(|()| temp.as_file().sync_all())
+            .map_err(|e| Error::io(temp.path(), e))?;
+        temp.persist_noclobber(&target)
+            .map_err(|err| match err.error.kind() {
+                io::ErrorKind::AlreadyExists => Error::InvalidArgument(format!(
+                    "checkpoint {} is committed already ({})",
+                    metadata.checkpoint_id,
+                    target.display()
+                )),
+                _ => Error::io(&target, err.error),
+            })?;
+        sync_dir(&dir)?;
+        Ok(target)
+    }
+
+    /// Ids of the committed checkpoints (those with a `_metadata` file), ascending.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when the root cannot be listed.
+    pub fn completed_checkpoints(&self) -> Result<Vec<u64>> {
+        let mut ids = Vec::new();
+        let entries = fs::read_dir(&self.root).map_err(|e| Error::io(&self.root, e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io(&self.root, e))?;
+            let name = entry.file_name();
+            let id = name
+                .to_str()
+                .and_then(|name| name.strip_prefix("chk-"))
+                .and_then(|id| id.parse::<u64>().ok());
+            if let Some(id) = id
+                && entry.path().join(METADATA_FILE).is_file()
+            {
+                ids.push(id);
+            }
+        }
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    /// The metadata of committed checkpoint `checkpoint_id`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] for a checkpoint that was never committed; [`Error::Snapshot`]
+    /// naming the file around [`Error::Corrupted`] / [`Error::Truncated`] for a damaged one.
+    pub fn load_checkpoint(&self, checkpoint_id: u64) -> Result<CheckpointMetadata> {
+        let path = self.checkpoint_dir(checkpoint_id).join(METADATA_FILE);
+        let bytes = fs::read(&path).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => Error::NotFound {
+                what: format!("checkpoint {checkpoint_id} ({})", path.display()),
+            },
+            _ => Error::io(&path, e),
+        })?;
+        CheckpointMetadata::from_bytes(&bytes).map_err(|source| Error::Snapshot {
+            location: path.display().to_string(),
+            source: Box::new(source),
         })
     }
 }

@@ -28,10 +28,8 @@ pub use backend::{
     RocksDBSnapshotSource,
 };
 pub use full::{RocksFullSnapshotStrategy, RocksFullSnapshotStrategyFactory};
-pub use incremental::{
-    FileManifest, ManifestEntry, RocksIncrementalSnapshotStrategy,
-    RocksIncrementalSnapshotStrategyFactory,
-};
+pub use incremental::{RocksIncrementalSnapshotStrategy, RocksIncrementalSnapshotStrategyFactory};
+pub use state_api::file_manifest::{FileManifest, ManifestEntry};
 
 /// Name of the RocksDB keyed backend.
 pub const ROCKSDB: &str = "rocksdb";

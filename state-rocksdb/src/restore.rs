@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rocksdb::{ColumnFamilyDescriptor, DB, Options, ReadOptions, WriteBatch};
+use state_api::file_manifest::FileManifest;
 use state_api::keyed_format::{KeyedSnapshotReader, decode_list};
 use state_api::{
     Error, FileStateHandle, HandleAndLocalPath, IncrementalLocalKeyedStateHandle,
@@ -15,9 +16,7 @@ use state_api::{
 };
 
 use crate::backend::{Opened, RocksDBKeyedStateBackend, cf, cf_name, db_error, key_group_start};
-use crate::incremental::{
-    FileManifest, IncrementalHistory, LOCAL_META_FILE, UploadedFile, download, read_meta,
-};
+use crate::incremental::{IncrementalHistory, LOCAL_META_FILE, UploadedFile, download, read_meta};
 
 /// Bytes collected in a write batch before it is written.
 const BATCH_BYTES: usize = 4 << 20;
