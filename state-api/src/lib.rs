@@ -23,6 +23,7 @@
 
 mod async_snapshot;
 mod backend;
+mod background_file;
 mod checkpoint;
 pub mod checkpoint_metadata;
 mod closeable;

@@ -10,20 +10,22 @@
 //!
 //! A stream first collects bytes in memory; streams that stay at or under the file-state
 //! threshold (20 KiB by default) are returned inline as a [`ByteStreamStateHandle`] and
-//! never touch the disk. Larger streams are written to a hidden `.inprogress-*` file that
-//! is fsynced and renamed to its final name only in
+//! never touch the disk. Larger streams are written to a hidden `.inprogress-*` file, which is
+//! written by a thread of its own (encoding and disk writes overlap, see
+//! `background_file.rs`), fsynced, and renamed to its final name only in
 //! [`close_and_get_handle`](CheckpointStateOutputStream::close_and_get_handle) (then the
 //! directory is fsynced), so a half-written stream is never visible under a final name.
 //! Dropping or closing a stream without completing it deletes its in-progress file.
 
 use std::fs::{self, File};
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tempfile::NamedTempFile;
 
+use crate::background_file::BackgroundFile;
 use crate::checkpoint_metadata::{CheckpointMetadata, METADATA_FILE};
 use crate::{
     ByteStreamStateHandle, CheckpointStateOutputStream, CheckpointStreamFactory,
@@ -271,7 +273,7 @@ pub struct LocalFileOutputStream {
     threshold: usize,
     write_buffer_size: usize,
     inline: Vec<u8>,
-    file: Option<BufWriter<NamedTempFile>>,
+    file: Option<BackgroundFile>,
     pos: u64,
     state: Arc<CloseState>,
 }
@@ -303,7 +305,7 @@ impl LocalFileOutputStream {
         }
     }
 
-    fn open_file(&mut self) -> io::Result<&mut BufWriter<NamedTempFile>> {
+    fn open_file(&mut self) -> io::Result<&mut BackgroundFile> {
         let temp = tempfile::Builder::new()
             .prefix(IN_PROGRESS_PREFIX)
             .rand_bytes(16)
@@ -316,7 +318,7 @@ impl LocalFileOutputStream {
             }
             *in_progress = Some(temp.path().to_path_buf());
         }
-        let mut writer = BufWriter::with_capacity(self.write_buffer_size, temp);
+        let mut writer = BackgroundFile::spawn(temp, self.write_buffer_size)?;
         writer.write_all(&self.inline)?;
         self.inline = Vec::new();
         Ok(self.file.insert(writer))
@@ -372,12 +374,9 @@ impl CheckpointStateOutputStream for LocalFileOutputStream {
             let data = std::mem::take(&mut self.inline);
             return Ok(Arc::new(ByteStreamStateHandle::new(name, data)));
         };
-        let temp = writer
-            .into_inner()
-            .map_err(|err| Error::io(&self.dir, err.into_error()))?;
-        temp.as_file()
-            .sync_all()
-            .map_err(|err| Error::io(temp.path(), err))?;
+        let path = writer.path().clone();
+        // Writes what is buffered and syncs the file.
+        let temp = writer.finish().map_err(|err| Error::io(path, err))?;
         let file_name = temp
             .path()
             .file_name()

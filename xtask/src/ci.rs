@@ -1,5 +1,5 @@
-//! `cargo xtask ci`: formatting, lints, docs, then every test (tests last, so the test
-//! summary closes the output).
+//! `cargo xtask ci`: formatting, lints, docs, then every test, with every feature (tests
+//! last, so the test summary closes the output).
 
 use std::process::Command;
 
@@ -21,11 +21,14 @@ fn cargo(args: &[&str], env: &[(&str, &str)]) -> DynResult {
 /// Runs the whole check suite; stops at the first failure.
 pub(crate) fn run() -> DynResult {
     cargo(&["fmt", "--all", "--", "--check"], &[])?;
+    // Every feature: the demo and the benchmark (xtask's `engines`) and every plugin of the
+    // facade are compiled, linted and tested too.
     cargo(
         &[
             "clippy",
             "--workspace",
             "--all-targets",
+            "--all-features",
             "--",
             "-D",
             "warnings",
@@ -33,9 +36,9 @@ pub(crate) fn run() -> DynResult {
         &[],
     )?;
     cargo(
-        &["doc", "--workspace", "--no-deps"],
+        &["doc", "--workspace", "--no-deps", "--all-features"],
         &[("RUSTDOCFLAGS", "-D warnings")],
     )?;
-    cargo(&["test", "--workspace"], &[])?;
+    cargo(&["test", "--workspace", "--all-features"], &[])?;
     Ok(())
 }

@@ -1,0 +1,466 @@
+//! `cargo xtask bench`: the snapshot workload of `../shared/BENCHMARK.md`, in release mode,
+//! for every linked keyed strategy.
+//!
+//! Each configuration (backend × kind × compression) runs in a child process of its own
+//! (`cargo xtask bench-one ...`), so `peak_rss_mb` is that configuration's peak and no
+//! backend's memory or background threads bleed into the next. The parent prints every
+//! child's JSON lines as they come, then a table with each asynchronous part as a fraction
+//! of the raw disk speed.
+//!
+//! Reference points, measured by each child after its run:
+//!
+//! - `disk_mb_per_s`: writing a file of checkpoint 1's size (1 MiB writes of random bytes)
+//!   into the checkpoint directory and syncing it, as a checkpoint stream does;
+//! - `codec_mb_per_s` (compressed configurations): the decorator compressing the same
+//!   entries in the same per-key-group sections the canonical format writes, in memory:
+//!   uncompressed bytes per second.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{Value, json};
+use state_api::keyed_format::CompositeKey;
+use state_api::{
+    CheckpointOptions, CheckpointType, KeyGroupRange, KeyGroupRangeAssignment, KeyedBackendParams,
+    KeyedStateBackend, KeyedStateHandle, PluginKind, Registry, StateObject,
+};
+
+use crate::DynResult;
+use crate::job::Job;
+use crate::workload::{MAX_PARALLELISM, ValueKind, Workload};
+
+/// What `cargo xtask bench` runs.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct BenchArgs {
+    /// Number of keys.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub(crate) n: u64,
+    /// Value size in bytes.
+    #[arg(long, default_value_t = 100)]
+    pub(crate) v: usize,
+    /// Number of value states.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) s: u32,
+    /// Keyed strategies to run (default: every linked one).
+    #[arg(long = "backend")]
+    pub(crate) backends: Vec<String>,
+    /// Value kinds (default: random and text).
+    #[arg(long = "kind", value_enum)]
+    pub(crate) kinds: Vec<ValueKind>,
+    /// Compressions (default: none and snappy).
+    #[arg(long = "compression")]
+    pub(crate) compressions: Vec<String>,
+    /// Directory for the checkpoint storage (default: a fresh temporary directory).
+    #[arg(long)]
+    pub(crate) dir: Option<PathBuf>,
+    /// Also write the JSON lines to this file.
+    #[arg(long)]
+    pub(crate) out: Option<PathBuf>,
+}
+
+/// One configuration, as `cargo xtask bench-one` takes it.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct OneArgs {
+    #[arg(long)]
+    backend: String,
+    #[arg(long, value_enum)]
+    kind: ValueKind,
+    #[arg(long)]
+    compression: String,
+    #[arg(long)]
+    n: u64,
+    #[arg(long)]
+    v: usize,
+    #[arg(long)]
+    s: u32,
+    #[arg(long)]
+    dir: PathBuf,
+}
+
+fn registry() -> &'static Registry {
+    state_compress::link();
+    state_heap::link();
+    state_rocksdb::link();
+    Registry::global()
+}
+
+fn millis(started: Instant) -> f64 {
+    started.elapsed().as_secs_f64() * 1000.0
+}
+
+fn round(value: f64, digits: i32) -> f64 {
+    let scale = 10f64.powi(digits);
+    (value * scale).round() / scale
+}
+
+/// Runs every selected configuration in a child process and prints the table.
+pub(crate) fn run(args: BenchArgs) -> DynResult {
+    let registry = registry();
+    let backends = match args.backends.is_empty() {
+        true => registry.names(PluginKind::KeyedStrategy),
+        false => args.backends.clone(),
+    };
+    for backend in &backends {
+        registry.keyed_strategy(backend)?;
+    }
+    let kinds = match args.kinds.is_empty() {
+        true => vec![ValueKind::Random, ValueKind::Text],
+        false => args.kinds.clone(),
+    };
+    let compressions = match args.compressions.is_empty() {
+        true => vec!["none".to_owned(), "snappy".to_owned()],
+        false => args.compressions.clone(),
+    };
+    for compression in &compressions {
+        registry.compression(compression)?;
+    }
+    let root = match &args.dir {
+        Some(dir) => dir.clone(),
+        None => std::env::temp_dir(),
+    };
+    std::fs::create_dir_all(&root)?;
+    let mut out = args.out.as_ref().map(File::create).transpose()?;
+    let mut configurations: Vec<(String, ValueKind, String)> = Vec::new();
+    for backend in &backends {
+        for kind in &kinds {
+            for compression in &compressions {
+                configurations.push((backend.clone(), *kind, compression.clone()));
+            }
+        }
+    }
+    let exe = std::env::current_exe()?;
+    let mut records = Vec::new();
+    for (index, (backend, kind, compression)) in configurations.iter().enumerate() {
+        eprintln!(
+            "[{}/{}] {backend}, {}, {compression}: n={} v={} s={}",
+            index + 1,
+            configurations.len(),
+            kind.as_str(),
+            args.n,
+            args.v,
+            args.s
+        );
+        let dir = tempfile::Builder::new()
+            .prefix("snapstate-bench-")
+            .tempdir_in(&root)?;
+        let mut child = Command::new(&exe)
+            .arg("bench-one")
+            .args(["--backend", backend, "--compression", compression])
+            .args(["--kind", kind.as_str()])
+            .args(["--n", &args.n.to_string(), "--v", &args.v.to_string()])
+            .args(["--s", &args.s.to_string()])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or("the benchmark child has no stdout")?;
+        for line in BufReader::new(stdout).lines() {
+            let line = line?;
+            println!("{line}");
+            if let Some(out) = &mut out {
+                writeln!(out, "{line}")?;
+            }
+            records.push(serde_json::from_str::<Value>(&line)?);
+        }
+        let status = child.wait()?;
+        if !status.success() {
+            return Err(format!(
+                "{backend}, {}, {compression} failed ({status})",
+                kind.as_str()
+            )
+            .into());
+        }
+        dir.close()?;
+    }
+    print_table(&records);
+    Ok(())
+}
+
+fn number(record: &Value, field: &str) -> f64 {
+    record
+        .get(field)
+        .and_then(Value::as_f64)
+        .unwrap_or(f64::NAN)
+}
+
+fn print_table(records: &[Value]) {
+    println!();
+    println!(
+        "{:<20} {:<6} {:<7} {:>2} {:>9} {:>10} {:>9} {:>9} {:>7} {:>9} {:>10} {:>10} {:>8}",
+        "backend",
+        "kind",
+        "codec",
+        "cp",
+        "sync ms",
+        "async ms",
+        "MB",
+        "MB/s",
+        "disk %",
+        "total MB",
+        "restore ms",
+        "fill k/s",
+        "RSS MB"
+    );
+    let mut disk = BTreeMap::new();
+    for record in records {
+        let key = (
+            record["backend"].to_string(),
+            record["kind"].to_string(),
+            record["compression"].to_string(),
+        );
+        if let Some(speed) = record.get("disk_mb_per_s").and_then(Value::as_f64) {
+            disk.insert(key.clone(), speed);
+        }
+        let mb = number(record, "bytes") / 1e6;
+        let speed = mb / (number(record, "async_ms") / 1000.0);
+        let fraction = disk.get(&key).map_or(f64::NAN, |d| 100.0 * speed / d);
+        let optional = |field: &str, scale: f64, digits: usize| match record.get(field) {
+            Some(value) => format!("{:.digits$}", value.as_f64().unwrap_or(f64::NAN) / scale),
+            None => String::new(),
+        };
+        println!(
+            "{:<20} {:<6} {:<7} {:>2} {:>9.3} {:>10.1} {:>9.1} {:>9.1} {:>6.0}% {:>9} {:>10} {:>10} {:>8}",
+            record["backend"].as_str().unwrap_or("?"),
+            record["kind"].as_str().unwrap_or("?"),
+            record["compression"].as_str().unwrap_or("?"),
+            record["cp"],
+            number(record, "sync_ms"),
+            number(record, "async_ms"),
+            mb,
+            speed,
+            fraction,
+            optional("total_bytes", 1e6, 1),
+            optional("restore_ms", 1.0, 1),
+            optional("fill_keys_per_s", 1000.0, 0),
+            optional("peak_rss_mb", 1.0, 0),
+        );
+    }
+    println!();
+    println!(
+        "disk % = the asynchronous part's MB/s as a share of the raw disk write+fsync speed (disk_mb_per_s) of a file of checkpoint 1's size"
+    );
+}
+
+/// The process's peak resident memory, in MiB (Linux `VmHWM`).
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+fn params(args: &OneArgs, work: &Path) -> DynResult<KeyedBackendParams> {
+    let range = KeyGroupRange::new(0, MAX_PARALLELISM - 1)?;
+    let mut params = KeyedBackendParams::new(MAX_PARALLELISM, range);
+    params.key_serializer = "u64-be".into();
+    params.compression = args.compression.clone();
+    params.strategy = Some(args.backend.clone());
+    std::fs::create_dir_all(work)?;
+    params.working_dir = Some(work.to_path_buf());
+    Ok(params)
+}
+
+/// Figures of one checkpoint.
+struct Checkpoint {
+    sync_ms: f64,
+    async_ms: f64,
+    bytes: u64,
+    handle: Arc<dyn KeyedStateHandle>,
+}
+
+fn checkpoint(
+    backend: &mut dyn KeyedStateBackend,
+    job: &Job,
+    checkpoint_id: u64,
+) -> DynResult<Checkpoint> {
+    let factory = job.factory(checkpoint_id)?;
+    let started = Instant::now();
+    let task = backend.snapshot(
+        checkpoint_id,
+        checkpoint_id,
+        factory.clone(),
+        &CheckpointOptions::checkpoint(),
+    )?;
+    let sync_ms = millis(started);
+    let started = Instant::now();
+    let result = task.run()?;
+    let async_ms = millis(started);
+    let handle = result
+        .job_manager_owned()
+        .cloned()
+        .ok_or("a checkpoint of a filled backend stored nothing")?;
+    let mut restorable = job.complete(checkpoint_id, CheckpointType::Checkpoint, vec![handle])?;
+    backend.notify_checkpoint_complete(checkpoint_id)?;
+    Ok(Checkpoint {
+        sync_ms,
+        async_ms,
+        bytes: factory.bytes(),
+        handle: restorable.remove(0),
+    })
+}
+
+/// Runs one configuration and prints its two JSON lines.
+pub(crate) fn run_one(args: OneArgs) -> DynResult {
+    let registry = registry();
+    let workload = Workload {
+        n: args.n,
+        v: args.v,
+        s: args.s,
+        kind: args.kind,
+    };
+    let strategy = registry.keyed_strategy(&args.backend)?;
+    let factory = registry.keyed_backend(strategy.backend())?;
+    let job = Job::new(&args.dir.join("checkpoints"), BTreeMap::new())?;
+    let mut backend = factory.create(params(&args, &args.dir.join("work-1"))?, registry)?;
+    let states = workload.register(&mut *backend)?;
+
+    let bar = ProgressBar::new(workload.n).with_message("fill");
+    bar.set_style(
+        ProgressStyle::with_template("{msg:>8} [{bar:40}] {pos}/{len} keys ({eta})")?
+            .progress_chars("=> "),
+    );
+    let started = Instant::now();
+    workload.write(&mut *backend, &states, 0..workload.n, false, |n| {
+        bar.set_position(n)
+    })?;
+    let fill_keys_per_s = workload.n as f64 / started.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+
+    eprintln!("checkpoint 1");
+    let first = checkpoint(&mut *backend, &job, 1)?;
+    let modified = (0..workload.n).filter(|&k| Workload::is_modified(k));
+    workload.write(&mut *backend, &states, modified, true, |_| {})?;
+    eprintln!("checkpoint 2");
+    let second = checkpoint(&mut *backend, &job, 2)?;
+    backend.close()?;
+    drop(backend);
+
+    eprintln!("restore");
+    let started = Instant::now();
+    let mut restored = factory.restore(
+        params(&args, &args.dir.join("work-2"))?,
+        registry,
+        std::slice::from_ref(&second.handle),
+    )?;
+    let restore_ms = millis(started);
+    let step = (workload.n / 1000).max(1);
+    let sample = (0..workload.n)
+        .step_by(step as usize)
+        .chain((0..workload.n).step_by(100).take(500));
+    let verified = workload.verify(&mut *restored, &states, sample, true)?;
+    let peak_rss_mb = peak_rss_mb();
+    restored.close()?;
+    drop(restored);
+
+    eprintln!("reference points");
+    let disk_mb_per_s = disk_speed(job.storage().root(), first.bytes)?;
+    let codec_mb_per_s = match args.compression.as_str() {
+        "none" => None,
+        name => Some(codec_speed(registry, name, &workload)?),
+    };
+
+    let system = format!("snapstate-{}", env!("CARGO_PKG_VERSION"));
+    let base = json!({
+        "system": system,
+        "backend": args.backend,
+        "n": workload.n,
+        "v": workload.v,
+        "s": workload.s,
+        "kind": workload.kind.as_str(),
+        "compression": args.compression,
+    });
+    let line = |fields: Value| {
+        let mut record = base.clone();
+        if let (Some(record), Some(fields)) = (record.as_object_mut(), fields.as_object()) {
+            record.extend(fields.clone());
+        }
+        println!("{record}");
+    };
+    line(json!({
+        "cp": 1,
+        "sync_ms": round(first.sync_ms, 4),
+        "async_ms": round(first.async_ms, 1),
+        "bytes": first.bytes,
+        "fill_keys_per_s": fill_keys_per_s.round(),
+        "disk_mb_per_s": round(disk_mb_per_s, 1),
+        "codec_mb_per_s": codec_mb_per_s.map(|speed| round(speed, 1)),
+    }));
+    line(json!({
+        "cp": 2,
+        "sync_ms": round(second.sync_ms, 4),
+        "async_ms": round(second.async_ms, 1),
+        "bytes": second.bytes,
+        "total_bytes": second.handle.state_size(),
+        "restore_ms": round(restore_ms, 1),
+        "verified_keys": verified,
+        "peak_rss_mb": peak_rss_mb.map(f64::round),
+    }));
+    Ok(())
+}
+
+/// Writes and syncs a file of `bytes` bytes (random, in 1 MiB writes) in `dir`; MB/s.
+fn disk_speed(dir: &Path, bytes: u64) -> DynResult<f64> {
+    let mut chunk = vec![0u8; 1 << 20];
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    for byte in &mut chunk {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        *byte = (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 56) as u8;
+    }
+    let path = dir.join("disk-reference");
+    let started = Instant::now();
+    let mut file = File::create(&path)?;
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(chunk.len() as u64) as usize;
+        file.write_all(&chunk[..n])?;
+        left -= n as u64;
+    }
+    file.sync_all()?;
+    let seconds = started.elapsed().as_secs_f64();
+    drop(file);
+    std::fs::remove_file(&path)?;
+    Ok(bytes as f64 / 1e6 / seconds)
+}
+
+/// The decorator's speed over the workload's entries, section by section as the canonical
+/// format lays them out: uncompressed MB/s.
+fn codec_speed(registry: &Registry, name: &str, workload: &Workload) -> DynResult<f64> {
+    let decorator = registry.compression(name)?;
+    let composite = CompositeKey::new(MAX_PARALLELISM);
+    let mut sections = vec![Vec::new(); MAX_PARALLELISM as usize];
+    let mut value = Vec::new();
+    for key in 0..workload.n {
+        let bytes = key.to_be_bytes();
+        let group = KeyGroupRangeAssignment::assign_to_key_group(&bytes, MAX_PARALLELISM);
+        let composite_key = composite.build(group, &bytes, b"");
+        let section = &mut sections[group as usize];
+        for state in 0..workload.s {
+            workload.value_into(key, state, false, &mut value);
+            section.extend_from_slice(&(composite_key.len() as u32).to_be_bytes());
+            section.extend_from_slice(&composite_key);
+            section.extend_from_slice(&(value.len() as u32).to_be_bytes());
+            section.extend_from_slice(&value);
+        }
+    }
+    let input: usize = sections.iter().map(Vec::len).sum();
+    let mut out = Vec::with_capacity(input);
+    let started = Instant::now();
+    for section in &sections {
+        let mut writer = decorator.compress(&mut out);
+        writer.write_all(section)?;
+        writer.finish()?;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(input as f64 / 1e6 / seconds)
+}
