@@ -23,8 +23,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tempfile::NamedTempFile;
-
 use crate::background_file::BackgroundFile;
 use crate::checkpoint_metadata::{CheckpointMetadata, METADATA_FILE};
 use crate::{

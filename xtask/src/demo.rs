@@ -192,13 +192,16 @@ fn restore_all(
     Ok(instances)
 }
 
-/// The demo of one backend; returns its rows and the handles of its last savepoint.
+/// A backend's last savepoint: the names of its states and its handles.
+type Savepoint = (Vec<String>, Vec<Arc<dyn KeyedStateHandle>>);
+
+/// The demo of one backend; adds its rows and returns its last savepoint.
 fn run_backend(
     target: &Target<'_>,
     job: &Job,
     workload: &Workload,
     rows: &mut Vec<Row>,
-) -> DynResult<(Vec<String>, Vec<Arc<dyn KeyedStateHandle>>)> {
+) -> DynResult<Savepoint> {
     let name = target.strategy.as_str();
     let factory = target.registry.keyed_backend(&target.backend)?;
     let all = KeyGroupRange::new(0, MAX_PARALLELISM - 1)?;

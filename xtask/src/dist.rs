@@ -66,7 +66,7 @@ fn build(features: &str) -> DynResult<PathBuf> {
         .filter_map(|line| serde_json::from_str::<Value>(line).ok())
         .filter(|message| message["reason"] == "compiler-artifact")
         .filter_map(|message| message["executable"].as_str().map(PathBuf::from))
-        .last()
+        .next_back()
         .ok_or_else(|| "cargo reported no snapstate executable".into())
 }
 

@@ -1,0 +1,541 @@
+//! [`verify`]: every handle of every selected checkpoint re-read and checked, every problem
+//! collected.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+use state_api::checkpoint_metadata::{CheckpointMetadata, METADATA_FILE};
+use state_api::file_manifest::ManifestEntry;
+use state_api::keyed_format::KeyedSnapshotReader;
+use state_api::{
+    Error as StateError, FileStateHandle, IncrementalRemoteKeyedStateHandle, KeyGroupsStateHandle,
+    OperatorBackendParams, OperatorStreamStateHandle, Registry, StreamStateHandle,
+};
+
+use super::storage::Storage;
+use super::{
+    AnyHandle, CheckpointVerification, DEFAULT_OPERATOR_BACKEND, FileCheck, FileScope,
+    HandleSummary, HandleVerification, KeyGroupCheck, OPERATOR_BACKEND_PROPERTY,
+    OperatorStateCheck, Problem, ProblemKind, VerifyReport, files_of, handles_of, is_placeholder,
+    read_meta, summarize,
+};
+use crate::{Error, Result};
+
+/// Re-reads checkpoint `checkpoint_id` (or the one a `chk-<id>` path names, or else every
+/// committed checkpoint) and checks it, collecting every problem:
+///
+/// - key-groups handles: the stored file has the recorded size; every key group of the
+///   range is read with [`KeyedSnapshotReader`], which checks its CRC-32C, its structure
+///   and the decorator's own framing (the decorator the header names must be linked in
+///   `registry`); entries are counted per key group;
+/// - incremental handles: the meta stream's header and manifest are read; every file the
+///   handle carries is read and its size and CRC-32C compared with the manifest; the handle
+///   must carry exactly the manifest's files, each in the manifest's scope. Placeholders
+///   cannot be read: their recorded size is compared;
+/// - operator handles: the stored file has the recorded size; the handle is restored by
+///   the operator backend named by the [`OPERATOR_BACKEND_PROPERTY`] property (default
+///   [`DEFAULT_OPERATOR_BACKEND`]) when `registry` links it, which reads every partition
+///   and checks its CRC-32C, and entries are counted per state; without it, the stream
+///   is read to its end and every partition offset must lie within it;
+/// - other handle kinds are listed as not verified.
+///
+/// Never panics on stored bytes, and never stops at the first problem.
+///
+/// # Errors
+///
+/// Those of [`list`](super::list); [`Error::CheckpointNotFound`] and [`Error::ConflictingCheckpoint`]
+/// as for [`inspect`](super::inspect()), [`Error::NoCommittedCheckpoint`] when verifying all and none is
+/// committed. Damaged metadata is a [`Problem`], not an error.
+pub fn verify(dir: &Path, checkpoint_id: Option<u64>, registry: &Registry) -> Result<VerifyReport> {
+    let storage = Storage::open(dir)?;
+    let ids: Vec<u64> = match storage.require(checkpoint_id)? {
+        Some(id) => vec![id],
+        None => storage.committed().collect(),
+    };
+    if ids.is_empty() {
+        return Err(Error::NoCommittedCheckpoint {
+            root: storage.root.clone(),
+        });
+    }
+    let mut report = VerifyReport {
+        root: storage.root.clone(),
+        checkpoints: Vec::new(),
+        skipped: match checkpoint_id.or(storage.selected) {
+            Some(_) => Vec::new(),
+            None => storage.incomplete().collect(),
+        },
+        problems: Vec::new(),
+    };
+    for id in ids {
+        let before = report.problems.len();
+        let handles = match storage.load(id) {
+            Ok(metadata) => verify_checkpoint(&metadata, registry, &mut report.problems),
+            Err(err) => {
+                report.problems.push(Problem {
+                    checkpoint_id: id,
+                    instance: None,
+                    handle: None,
+                    file: Some(
+                        storage
+                            .checkpoint_dir(id)
+                            .join(METADATA_FILE)
+                            .display()
+                            .to_string(),
+                    ),
+                    key_group: None,
+                    kind: ProblemKind::of(&err),
+                    message: err.to_string(),
+                });
+                Vec::new()
+            }
+        };
+        report.checkpoints.push(CheckpointVerification {
+            checkpoint_id: id,
+            handles,
+            problems: report.problems.len() - before,
+        });
+    }
+    Ok(report)
+}
+
+/// Collects the problems of one handle.
+struct Findings<'p> {
+    checkpoint_id: u64,
+    summary: &'p HandleSummary,
+    problems: &'p mut Vec<Problem>,
+    found: usize,
+}
+
+impl Findings<'_> {
+    fn report(&mut self, file: Option<String>, key_group: Option<u32>, error: &StateError) {
+        self.found += 1;
+        self.problems.push(Problem {
+            checkpoint_id: self.checkpoint_id,
+            instance: Some(self.summary.instance),
+            handle: Some(self.summary.handle.clone()),
+            file,
+            key_group,
+            kind: ProblemKind::of(error),
+            message: error.to_string(),
+        });
+    }
+}
+
+fn verify_checkpoint(
+    metadata: &CheckpointMetadata,
+    registry: &Registry,
+    problems: &mut Vec<Problem>,
+) -> Vec<HandleVerification> {
+    let summary = summarize(metadata, PathBuf::new());
+    let operator_backend = metadata
+        .properties
+        .get(OPERATOR_BACKEND_PROPERTY)
+        .map_or(DEFAULT_OPERATOR_BACKEND, String::as_str);
+    handles_of(metadata)
+        .into_iter()
+        .zip(&summary.handles)
+        .map(|(handle, summary)| {
+            let mut findings = Findings {
+                checkpoint_id: metadata.checkpoint_id,
+                summary,
+                problems: &mut *problems,
+                found: 0,
+            };
+            let mut verification = HandleVerification {
+                summary: summary.clone(),
+                stream: None,
+                checked: String::new(),
+                verified: true,
+                entries: 0,
+                key_groups: Vec::new(),
+                files: Vec::new(),
+                operator_states: Vec::new(),
+                problems: 0,
+            };
+            match handle {
+                AnyHandle::Keyed(handle) => {
+                    let any = handle.as_any();
+                    if let Some(handle) = any.downcast_ref::<KeyGroupsStateHandle>() {
+                        verify_key_groups(
+                            handle,
+                            registry,
+                            metadata.max_parallelism,
+                            &mut findings,
+                            &mut verification,
+                        );
+                    } else if let Some(handle) =
+                        any.downcast_ref::<IncrementalRemoteKeyedStateHandle>()
+                    {
+                        verify_incremental(handle, &mut findings, &mut verification);
+                    } else {
+                        verification.verified = false;
+                        verification.checked = format!(
+                            "not verified: the inspector cannot read {} handles",
+                            summary.kind
+                        );
+                    }
+                }
+                AnyHandle::Operator(handle) => verify_operator(
+                    handle,
+                    registry,
+                    operator_backend,
+                    &mut findings,
+                    &mut verification,
+                ),
+            }
+            verification.problems = findings.found;
+            verification
+        })
+        .collect()
+}
+
+/// A file handle whose file does not have the recorded size is truncated (or grew); other
+/// stream kinds have no size to compare. Returns false when the file is missing, so the
+/// caller reports that once and reads nothing.
+fn check_stored_size(stream: &dyn StreamStateHandle, findings: &mut Findings<'_>) -> bool {
+    let Some(file) = stream.as_any().downcast_ref::<FileStateHandle>() else {
+        return true;
+    };
+    let path = file.path();
+    let recorded = state_api::StateObject::state_size(file);
+    let error = match fs::metadata(path) {
+        Ok(metadata) if metadata.len() == recorded => return true,
+        Ok(metadata) => {
+            let what = format!("snapshot file {}", path.display());
+            let reason = format!(
+                "it holds {} bytes, the handle records {recorded}",
+                metadata.len()
+            );
+            match metadata.len() < recorded {
+                true => StateError::Truncated { what, reason },
+                false => StateError::Corrupted { what, reason },
+            }
+        }
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {
+            let error = StateError::NotFound {
+                what: format!("snapshot file {}", path.display()),
+            };
+            findings.report(Some(stream.describe()), None, &error);
+            return false;
+        }
+        Err(err) => StateError::io(path, err),
+    };
+    findings.report(Some(stream.describe()), None, &error);
+    true
+}
+
+fn verify_key_groups(
+    handle: &KeyGroupsStateHandle,
+    registry: &Registry,
+    max_parallelism: u32,
+    findings: &mut Findings<'_>,
+    verification: &mut HandleVerification,
+) {
+    let stream = handle.delegate();
+    let location = stream.describe();
+    verification.stream = Some(location.clone());
+    let range = handle.offsets().range();
+    let crc = match range.iter().all(|kg| handle.checksum(kg).is_some()) {
+        true => "CRC-32C checked",
+        false => "no CRC-32C recorded",
+    };
+    verification.checked = format!(
+        "stream size; header; key groups {}..={} decoded ({crc}), entries counted",
+        range.start(),
+        range.end()
+    );
+    if !check_stored_size(&**stream, findings) {
+        return;
+    }
+    let mut reader = match KeyedSnapshotReader::open(handle, registry, max_parallelism) {
+        Ok(reader) => reader,
+        Err(err) => {
+            findings.report(Some(location), None, &err);
+            return;
+        }
+    };
+    for key_group in range.iter() {
+        let mut entries = 0u64;
+        let outcome = reader.read_key_group(key_group, &mut |_| {
+            entries += 1;
+            Ok(())
+        });
+        let entries = match outcome {
+            Ok(()) => Some(entries),
+            Err(err) => {
+                findings.report(Some(location.clone()), Some(key_group), &err);
+                None
+            }
+        };
+        verification.entries += entries.unwrap_or(0);
+        verification
+            .key_groups
+            .push(KeyGroupCheck { key_group, entries });
+    }
+}
+
+/// Reads `stream` to its end: its length and CRC-32C.
+fn checksum_stream(stream: &dyn StreamStateHandle) -> Result<(u64, u32), StateError> {
+    let mut input = stream.open()?;
+    let mut buffer = vec![0u8; 64 * 1024];
+    let (mut len, mut crc) = (0u64, 0u32);
+    loop {
+        match input.read(&mut buffer) {
+            Ok(0) => return Ok((len, crc)),
+            Ok(n) => {
+                crc = crc32c::crc32c_append(crc, &buffer[..n]);
+                len += n as u64;
+            }
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => {
+                return Err(StateError::stream(
+                    format!("reading {}", stream.describe()),
+                    err,
+                ));
+            }
+        }
+    }
+}
+
+fn verify_incremental(
+    handle: &IncrementalRemoteKeyedStateHandle,
+    findings: &mut Findings<'_>,
+    verification: &mut HandleVerification,
+) {
+    let meta_location = handle.meta_state.describe();
+    verification.stream = Some(meta_location.clone());
+    verification.checked = "meta stream header and manifest; every file's size and CRC-32C against the manifest; the handle carries exactly the manifest's files".to_owned();
+    if !check_stored_size(&*handle.meta_state, findings) {
+        return;
+    }
+    let manifest = match read_meta(handle) {
+        Ok((_, manifest)) => manifest,
+        Err(err) => {
+            findings.report(Some(meta_location), None, &err);
+            return;
+        }
+    };
+    let mut carried = BTreeSet::new();
+    for (scope, file) in files_of(handle) {
+        let location = file.handle.describe();
+        let what = format!("file `{}` ({location})", file.local_path);
+        let mut check = FileCheck {
+            local_path: file.local_path.clone(),
+            scope,
+            bytes_read: None,
+            crc: None,
+            ok: false,
+        };
+        let problem = |error: StateError, findings: &mut Findings<'_>| {
+            findings.report(Some(location.clone()), None, &error);
+        };
+        if !carried.insert(file.local_path.as_str()) {
+            problem(
+                StateError::Corrupted {
+                    what: what.clone(),
+                    reason: "the handle carries it twice".to_owned(),
+                },
+                findings,
+            );
+        }
+        let Some(entry) = manifest.get(&file.local_path) else {
+            problem(
+                StateError::Corrupted {
+                    what,
+                    reason: "the handle carries it, the manifest does not list it".to_owned(),
+                },
+                findings,
+            );
+            verification.files.push(check);
+            continue;
+        };
+        let before = findings.found;
+        let manifest_scope = match entry.shared {
+            true => FileScope::Shared,
+            false => FileScope::Private,
+        };
+        if manifest_scope != scope {
+            problem(
+                StateError::Corrupted {
+                    what: what.clone(),
+                    reason: format!(
+                        "the manifest lists it as {manifest_scope}, the handle carries it as {scope}"
+                    ),
+                },
+                findings,
+            );
+        }
+        let recorded = file.handle.state_size();
+        if recorded != entry.size {
+            problem(
+                StateError::Corrupted {
+                    what: what.clone(),
+                    reason: format!(
+                        "the handle records {recorded} bytes, the manifest {}",
+                        entry.size
+                    ),
+                },
+                findings,
+            );
+        }
+        if !is_placeholder(file) && check_stored_size(&*file.handle, findings) {
+            match checksum_stream(&*file.handle) {
+                Ok((len, crc)) => {
+                    check.bytes_read = Some(len);
+                    check.crc = Some(crc);
+                    if let Some(error) = compare_with_manifest(&what, len, crc, entry) {
+                        problem(error, findings);
+                    }
+                }
+                Err(err) => problem(err, findings),
+            }
+        }
+        check.ok = findings.found == before;
+        verification.files.push(check);
+    }
+    for entry in &manifest.files {
+        if !carried.contains(entry.name.as_str()) {
+            findings.report(
+                Some(meta_location.clone()),
+                None,
+                &StateError::Corrupted {
+                    what: format!("incremental handle of checkpoint {}", handle.checkpoint_id),
+                    reason: format!(
+                        "the manifest lists {} file `{}`, the handle does not carry it",
+                        match entry.shared {
+                            true => "shared",
+                            false => "private",
+                        },
+                        entry.name
+                    ),
+                },
+            );
+        }
+    }
+}
+
+fn compare_with_manifest(
+    what: &str,
+    len: u64,
+    crc: u32,
+    entry: &ManifestEntry,
+) -> Option<StateError> {
+    if len < entry.size {
+        return Some(StateError::Truncated {
+            what: what.to_owned(),
+            reason: format!("{len} bytes read, the manifest records {}", entry.size),
+        });
+    }
+    if len > entry.size {
+        return Some(StateError::Corrupted {
+            what: what.to_owned(),
+            reason: format!("{len} bytes read, the manifest records {}", entry.size),
+        });
+    }
+    (crc != entry.crc).then(|| StateError::Corrupted {
+        what: what.to_owned(),
+        reason: format!(
+            "CRC-32C is {crc:08x}, the manifest records {:08x}",
+            entry.crc
+        ),
+    })
+}
+
+fn verify_operator(
+    handle: &OperatorStreamStateHandle,
+    registry: &Registry,
+    backend: &str,
+    findings: &mut Findings<'_>,
+    verification: &mut HandleVerification,
+) {
+    let stream = handle.delegate();
+    let location = stream.describe();
+    verification.stream = Some(location.clone());
+    verification.operator_states = handle
+        .states()
+        .iter()
+        .map(|(name, partitions)| OperatorStateCheck {
+            name: name.clone(),
+            partitions: partitions.offsets.len(),
+            entries: None,
+        })
+        .collect();
+    let before = findings.found;
+    if !check_stored_size(&**stream, findings) {
+        verification.checked = "stream size".to_owned();
+        return;
+    }
+    // A file of the wrong size is reported once, by the size check.
+    let size_reported = findings.found > before;
+    let Ok(factory) = registry.operator_backend(backend) else {
+        verification.checked = format!(
+            "stream size; stream read to its end, every partition offset within it; partitions not decoded: no operator state backend `{backend}` is linked"
+        );
+        let size = state_api::StateObject::state_size(handle);
+        match checksum_stream(&**stream) {
+            Ok((len, _)) if len != size && !size_reported => {
+                let (what, reason) = (
+                    location.clone(),
+                    format!("{len} bytes read, the handle records {size}"),
+                );
+                let error = match len < size {
+                    true => StateError::Truncated { what, reason },
+                    false => StateError::Corrupted { what, reason },
+                };
+                findings.report(Some(location.clone()), None, &error);
+            }
+            Ok(_) => {}
+            Err(err) => findings.report(Some(location.clone()), None, &err),
+        }
+        for (name, partitions) in handle.states() {
+            for (index, offset) in partitions.offsets.iter().enumerate() {
+                if *offset >= size {
+                    findings.report(
+                        Some(location.clone()),
+                        None,
+                        &StateError::Corrupted {
+                            what: format!("operator state `{name}` partition {index}"),
+                            reason: format!(
+                                "its offset {offset} is past the end of the {size}-byte stream"
+                            ),
+                        },
+                    );
+                }
+            }
+        }
+        return;
+    };
+    verification.checked = format!(
+        "stream size; every partition read and its CRC-32C checked by operator backend `{backend}`, entries counted"
+    );
+    let mut restored = match factory.restore(
+        OperatorBackendParams::new(0, 1),
+        registry,
+        std::slice::from_ref(handle),
+    ) {
+        Ok(restored) => restored,
+        Err(err) => {
+            findings.report(Some(location), None, &err);
+            return;
+        }
+    };
+    for check in &mut verification.operator_states {
+        let mode = handle.states().get(&check.name).map(|p| p.mode);
+        let entries = match mode {
+            Some(mode) if mode.is_list() => restored.list(&check.name).map(|l| l.len()),
+            _ => restored.broadcast_entries(&check.name).map(|e| e.len()),
+        };
+        match entries {
+            Ok(entries) => {
+                check.entries = Some(entries as u64);
+                verification.entries += entries as u64;
+            }
+            Err(err) => findings.report(Some(location.clone()), None, &err),
+        }
+    }
+    if let Err(err) = restored.close() {
+        findings.report(Some(location), None, &err);
+    }
+}

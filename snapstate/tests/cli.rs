@@ -1,0 +1,117 @@
+//! The `snapstate` binary on a real heap checkpoint: `--json` prints one parsable
+//! document, `verify` exits with 1 on a damaged checkpoint and errors exit with 2 on
+//! stderr.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+use support::{CHECKPOINT_ID, MAX_PARALLELISM};
+
+fn snapstate(args: &[&str], dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_snapstate"))
+        .args(args)
+        .arg(dir)
+        .output()
+        .unwrap()
+}
+
+fn json(output: &Output) -> Value {
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|err| {
+        panic!(
+            "stdout is not one JSON document ({err}): {}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    })
+}
+
+#[test]
+fn json_output_of_every_command_parses_and_verify_sets_the_exit_code() {
+    let fixture = support::checkpoint("lz4");
+    let root = fixture.root();
+
+    let list = snapstate(&["list", "--json"], root);
+    assert!(list.status.success(), "{list:?}");
+    let list = json(&list);
+    let checkpoint = &list["checkpoints"][0];
+    assert_eq!(checkpoint["checkpoint_id"], CHECKPOINT_ID);
+    assert_eq!(checkpoint["checkpoint_type"], "checkpoint");
+    assert_eq!(checkpoint["handles"][0]["kind"], "key-groups");
+    let size = checkpoint["state_size"].as_u64().unwrap();
+    assert!(
+        size >= std::fs::metadata(&fixture.keyed_file).unwrap().len(),
+        "{checkpoint}"
+    );
+
+    let inspect = snapstate(&["inspect", "--json"], root);
+    assert!(inspect.status.success(), "{inspect:?}");
+    let inspect = json(&inspect);
+    let detail = &inspect["handles"][0]["detail"]["key-groups"];
+    assert_eq!(detail["header"]["compression"], "lz4");
+    assert_eq!(
+        detail["key_groups"].as_array().unwrap().len(),
+        MAX_PARALLELISM as usize
+    );
+
+    let verify = snapstate(&["verify", "--json"], root);
+    assert_eq!(verify.status.code(), Some(0), "{verify:?}");
+    assert_eq!(json(&verify)["problems"], Value::Array(vec![]));
+
+    let key_group = support::largest_key_group(&fixture);
+    let (offset, length) = support::section(&fixture, key_group);
+    support::flip_byte(&fixture.keyed_file, offset + length / 2);
+    let verify = snapstate(&["verify", "--json"], root);
+    assert_eq!(verify.status.code(), Some(1), "{verify:?}");
+    let problems = json(&verify)["problems"].clone();
+    assert_eq!(problems.as_array().unwrap().len(), 1, "{problems}");
+    assert_eq!(problems[0]["key_group"], key_group, "{problems}");
+    let kind = problems[0]["kind"].as_str().unwrap_or_default();
+    assert!(kind == "corrupted" || kind == "truncated", "{problems}");
+
+    // The tables name the damaged key group too.
+    let verify = snapstate(&["verify"], root);
+    assert_eq!(verify.status.code(), Some(1), "{verify:?}");
+    let text = String::from_utf8(verify.stdout).unwrap();
+    assert!(text.contains(&format!("key group {key_group}:")), "{text}");
+}
+
+#[test]
+fn plugins_lists_what_the_binary_links() {
+    let output = Command::new(env!("CARGO_BIN_EXE_snapstate"))
+        .args(["plugins", "--json"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let plugins = json(&output);
+    let names: Vec<(&str, &str)> = plugins["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap(),
+                p["registered_by"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert!(names.contains(&("heap", "state-heap")), "{names:?}");
+    assert!(names.contains(&("none", "state-api")), "{names:?}");
+    assert_eq!(plugins["conflicts"], Value::Array(vec![]));
+}
+
+#[test]
+fn errors_go_to_stderr_with_exit_code_2() {
+    let empty = tempfile::tempdir().unwrap();
+    let output = snapstate(&["list"], empty.path());
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    assert!(output.stdout.is_empty(), "{output:?}");
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.starts_with("error: ") && stderr.contains("not a snapstate checkpoint directory"),
+        "{stderr}"
+    );
+}
