@@ -10,7 +10,8 @@
 //! | `snapstate-<version>-<target>.tar.gz.sha256` | the tarball's SHA-256, in `sha256sum` format |
 //!
 //! `manifest.json` names the version, the target, the features and every linked plugin
-//! (kind, name, crate); `SHA256SUMS` inside the tarball covers every other file in it.
+//! (kind, name, crate); `SHA256SUMS` inside the tarball covers every other file in it. The
+//! packed binary has its debug information stripped.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -103,6 +104,28 @@ fn append(
     Ok(())
 }
 
+/// The binary without debug information (RocksDB's C++ objects carry most of it), through
+/// binutils' `strip` where it is installed; the binary as built where it is not.
+fn stripped(binary: &Path) -> DynResult<Vec<u8>> {
+    let copy = binary.with_extension("stripped");
+    std::fs::copy(binary, &copy)?;
+    let status = Command::new("strip")
+        .arg("--strip-debug")
+        .arg(&copy)
+        .status();
+    let bytes = match status {
+        Ok(status) if status.success() => std::fs::read(&copy)?,
+        _ => {
+            eprintln!(
+                "note: `strip` is not available; packing the binary with its debug information"
+            );
+            std::fs::read(binary)?
+        }
+    };
+    std::fs::remove_file(&copy)?;
+    Ok(bytes)
+}
+
 /// Builds and packs the release.
 pub(crate) fn run(args: DistArgs) -> DynResult {
     let root = workspace_root()?;
@@ -116,7 +139,7 @@ pub(crate) fn run(args: DistArgs) -> DynResult {
     let target = host_target()?;
     let name = format!("snapstate-{version}");
     let mut files: Vec<(String, Vec<u8>, u32)> = vec![
-        ("bin/snapstate".into(), std::fs::read(&binary)?, 0o755),
+        ("bin/snapstate".into(), stripped(&binary)?, 0o755),
         (
             "README.md".into(),
             std::fs::read(root.join("README.md"))?,
