@@ -26,7 +26,7 @@ pub struct ManifestEntry {
 /// The list of files of an incremental snapshot, written after the keyed snapshot header in
 /// its meta data stream.
 ///
-/// A frame of [`state_api::frame`] (magic `"SNPF"`, version 1) around: `u32` file count, then
+/// A frame of [`crate::frame`] (magic `"SNPF"`, version 1) around: `u32` file count, then
 /// per file its name (string), `u64` size, `u32` CRC-32C and a `u8` (1 shared, 0 private).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FileManifest {
