@@ -403,6 +403,36 @@ impl<'a> KeyedSnapshotWriter<'a> {
         Ok(())
     }
 
+    /// What encodes a key group's section apart from the stream (see
+    /// [`write_full_snapshot_parallel`]).
+    fn section_encoder(&self) -> SectionEncoder<'a> {
+        SectionEncoder {
+            decorator: self.decorator,
+            composite: self.composite,
+            state_count: self.state_count,
+        }
+    }
+
+    /// Writes the section of `key_group` that [`SectionEncoder::encode`] produced: the
+    /// same bytes [`write_key_group`](Self::write_key_group) would have written.
+    fn write_encoded(&mut self, key_group: u32, section: &EncodedSection) -> Result<()> {
+        let range = self.offsets.range();
+        if key_group != self.next_key_group || !range.contains(key_group) {
+            return Err(Error::InvalidArgument(format!(
+                "key group {key_group} written out of order: expected {} of {range}",
+                self.next_key_group
+            )));
+        }
+        self.offsets.set_offset(key_group, self.out.pos)?;
+        self.out
+            .write_all(&key_group.to_be_bytes())
+            .and_then(|()| self.out.write_all(&section.bytes))
+            .map_err(|err| Error::stream(format!("writing key group {key_group}"), err))?;
+        self.checksums.push(section.crc);
+        self.next_key_group = key_group + 1;
+        Ok(())
+    }
+
     /// Ends the stream and returns the offset and the checksum of every key group.
     ///
     /// # Errors
@@ -418,6 +448,106 @@ impl<'a> KeyedSnapshotWriter<'a> {
         }
         Ok((self.offsets, self.checksums))
     }
+}
+
+/// A key group's section encoded in memory: its bytes after the key-group id, and its
+/// checksum.
+struct EncodedSection {
+    bytes: Vec<u8>,
+    crc: u32,
+}
+
+/// Encodes key-group sections into memory, on any thread.
+#[derive(Clone, Copy)]
+struct SectionEncoder<'a> {
+    decorator: &'a dyn StreamCompressionDecorator,
+    composite: CompositeKey,
+    state_count: u16,
+}
+
+/// A buffer that refuses to grow past a limit: a section too large to hold in memory is
+/// left to the streaming path.
+struct Capped {
+    bytes: Vec<u8>,
+    limit: usize,
+}
+
+impl Write for Capped {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.bytes.len() + buf.len() > self.limit {
+            return Err(io::Error::new(
+                io::ErrorKind::OutOfMemory,
+                "section over the limit",
+            ));
+        }
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl SectionEncoder<'_> {
+    /// Encodes `key_group`'s section with `entries`; `None` when it would exceed `limit`
+    /// bytes.
+    fn encode(
+        &self,
+        key_group: u32,
+        entries: &(impl Fn(&mut KeyGroupEntryWriter<'_>) -> Result<()> + ?Sized),
+        limit: usize,
+    ) -> Result<Option<EncodedSection>> {
+        let mut out = Capped {
+            bytes: Vec::new(),
+            limit,
+        };
+        let mut buffer = Vec::with_capacity(SECTION_BUFFER + 4096);
+        let outcome = {
+            let mut section = self.decorator.compress(&mut out);
+            let mut writer = KeyGroupEntryWriter {
+                section: &mut *section,
+                crc: crc32c::crc32c(&key_group.to_be_bytes()),
+                key_group,
+                composite: self.composite,
+                state_count: self.state_count,
+                current_state: None,
+                seen: vec![false; usize::from(self.state_count)],
+                buffer: &mut buffer,
+                last_key: None,
+            };
+            entries(&mut writer)
+                .and_then(|()| writer.end())
+                .and_then(|crc| {
+                    section
+                        .finish()
+                        .map_err(|err| Error::stream("finishing a section", err))?;
+                    Ok(crc)
+                })
+        };
+        match outcome {
+            Ok(crc) => Ok(Some(EncodedSection {
+                bytes: out.bytes,
+                crc,
+            })),
+            Err(err) if over_limit(&err) => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+}
+
+/// Whether `err` is a [`Capped`] buffer refusing to grow.
+fn over_limit(err: &Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(current) = source {
+        if let Some(io) = current.downcast_ref::<io::Error>()
+            && io.kind() == io::ErrorKind::OutOfMemory
+        {
+            return true;
+        }
+        source = current.source();
+    }
+    false
 }
 
 /// Writes the entries of one key group; see [`KeyedSnapshotWriter::write_key_group`].
@@ -617,6 +747,87 @@ pub fn write_full_snapshot(
             writer.write_key_group(key_group, &mut write_group)?;
         }
         writer.finish()?
+    };
+    context.unregister(registration);
+    let result = stream.close_and_finalize()?;
+    CheckpointStreamWithResultProvider::to_keyed_state_handle_result(
+        result,
+        &offsets,
+        Some(&checksums),
+    )
+}
+
+/// Sections up to this size are encoded ahead on the helper thread of
+/// [`write_full_snapshot_parallel`]; a larger one is encoded again, streaming, in order.
+const PARALLEL_SECTION_LIMIT: usize = 64 << 20;
+
+/// [`write_full_snapshot`] with the encoding of every other key group on a helper thread:
+/// the strategy's thread encodes and writes key groups `s`, `s + 2`, ... as they come and
+/// writes the sections the helper encoded in memory for `s + 1`, `s + 3`, ... in between,
+/// so two cores encode while the background file writer stores. The stream's bytes are
+/// exactly those of [`write_full_snapshot`]. At most three encoded sections wait in memory;
+/// a section over 64 MiB is not held but encoded again by the strategy's thread, streaming.
+///
+/// `write_group` must be callable from two threads at once and, for one key group, more
+/// than once with the same result (it reads an immutable snapshot).
+///
+/// # Errors
+///
+/// As [`write_full_snapshot`].
+pub fn write_full_snapshot_parallel(
+    context: &SnapshotContext,
+    target: FullSnapshotTarget<'_>,
+    header: &KeyedBackendSerializationProxy,
+    write_group: impl Fn(&mut KeyGroupEntryWriter<'_>) -> Result<()> + Sync,
+) -> Result<KeyedSnapshotResult> {
+    let mut stream = CheckpointStreamWithResultProvider::create(
+        target.checkpoint_id,
+        CheckpointedStateScope::Exclusive,
+        target.factory,
+        target.local_recovery,
+    )?;
+    let registration = context.register(stream.closer())?;
+    let (offsets, checksums) = {
+        let mut writer = KeyedSnapshotWriter::new(
+            &mut stream,
+            0,
+            header,
+            target.compression,
+            target.range,
+            target.max_parallelism,
+        )?;
+        let encoder = writer.section_encoder();
+        let ahead: Vec<u32> = target.range.iter().skip(1).step_by(2).collect();
+        let write_group = &write_group;
+        std::thread::scope(|scope| -> Result<_> {
+            let (sections, encoded) = std::sync::mpsc::sync_channel(2);
+            scope.spawn(move || {
+                for key_group in ahead {
+                    let section = encoder.encode(key_group, write_group, PARALLEL_SECTION_LIMIT);
+                    // The strategy's thread stopped (an error, a cancellation): so do we.
+                    if sections.send(section).is_err() {
+                        return;
+                    }
+                }
+            });
+            for (index, key_group) in target.range.iter().enumerate() {
+                context.check_cancelled()?;
+                if index % 2 == 0 {
+                    writer.write_key_group(key_group, write_group)?;
+                    continue;
+                }
+                let section = encoded.recv().map_err(|_| {
+                    Error::InvalidArgument(format!(
+                        "the encoder of key group {key_group} stopped without a result"
+                    ))
+                })??;
+                match section {
+                    Some(section) => writer.write_encoded(key_group, &section)?,
+                    None => writer.write_key_group(key_group, write_group)?,
+                }
+            }
+            writer.finish()
+        })?
     };
     context.unregister(registration);
     let result = stream.close_and_finalize()?;

@@ -12,7 +12,7 @@ use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
 
-use state_api::keyed_format::{FullSnapshotTarget, write_full_snapshot};
+use state_api::keyed_format::{FullSnapshotTarget, write_full_snapshot_parallel};
 use state_api::{
     AsyncSnapshotCallable, CheckpointOptions, CheckpointStreamFactory, Error, KeyedBackendParams,
     KeyedBackendSerializationProxy, KeyedSnapshotResult, KeyedSnapshotStrategyFactory,
@@ -144,10 +144,11 @@ impl AsyncSnapshotCallable<KeyedSnapshotResult> for HeapAsyncSnapshot {
             range: tables.range,
             max_parallelism: tables.max_parallelism,
         };
-        let mut buffers = EntryBuffers::default();
-        write_full_snapshot(context, target, &header, |group| {
+        // Two threads encode key groups of the immutable version; each call has its own
+        // scratch buffers.
+        write_full_snapshot_parallel(context, target, &header, |group| {
             let shard = (group.key_group() - tables.range.start()) as usize;
-            write_key_group(&tables.states, shard, group, &mut buffers)
+            write_key_group(&tables.states, shard, group, &mut EntryBuffers::default())
         })
     }
 

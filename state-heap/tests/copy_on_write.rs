@@ -3,14 +3,17 @@
 //! `k`, not to the size of the state, and once the snapshot is written and released, memory
 //! returns to the live size.
 //!
-//! The counter counts the allocations of the current thread only, so the tests of this file
-//! can run in parallel; each keeps the work it measures on its own thread.
+//! Allocations are counted per thread (what the synchronous part costs the processing
+//! thread) and live bytes across all threads (the asynchronous part encodes on a helper
+//! thread, whose buffers the strategy's thread frees); the tests of this file take one lock,
+//! so no other test's allocations mix into the live count.
 
 #![allow(clippy::unwrap_used)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use state_api::{
     CheckpointOptions, KeyGroupRange, KeyedBackendParams, KeyedStateBackend,
@@ -23,18 +26,26 @@ struct CountingAllocator;
 thread_local! {
     /// Bytes allocated by this thread so far.
     static ALLOCATED: Cell<u64> = const { Cell::new(0) };
-    /// Bytes allocated minus bytes freed by this thread.
-    static LIVE: Cell<i64> = const { Cell::new(0) };
+}
+
+/// Bytes allocated minus bytes freed, by every thread.
+static LIVE: AtomicI64 = AtomicI64::new(0);
+
+/// Held by every test of this file while it measures.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn count(allocated: u64, freed: u64) {
     // `try_with`: the thread-local may already be gone while a thread shuts down.
     let _ = ALLOCATED.try_with(|a| a.set(a.get() + allocated));
-    let _ = LIVE.try_with(|l| l.set(l.get() + allocated as i64 - freed as i64));
+    LIVE.fetch_add(allocated as i64 - freed as i64, Ordering::Relaxed);
 }
 
-// SAFETY: every call is forwarded unchanged to `System`; the counting touches only
-// const-initialised thread-locals, which never allocate.
+// SAFETY: every call is forwarded unchanged to `System`; the counting touches only a
+// const-initialised thread-local and an atomic, which never allocate.
 unsafe impl GlobalAlloc for CountingAllocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         count(layout.size() as u64, 0);
@@ -63,7 +74,7 @@ fn allocated() -> u64 {
 }
 
 fn live() -> i64 {
-    LIVE.with(Cell::get)
+    LIVE.load(Ordering::Relaxed)
 }
 
 const STATE: &str = "s0";
@@ -123,6 +134,7 @@ fn copy_cost(n: u64, k: u64) -> u64 {
 
 #[test]
 fn touching_k_entries_copies_in_proportion_to_k_not_to_the_state() {
+    let _serial = serial();
     let k = 500;
     let small = copy_cost(20_000, k);
     let large = copy_cost(200_000, k);
@@ -153,6 +165,7 @@ fn touching_k_entries_copies_in_proportion_to_k_not_to_the_state() {
 
 #[test]
 fn the_synchronous_part_allocates_per_key_group_not_per_entry() {
+    let _serial = serial();
     let mut small = filled(1_000);
     let mut large = filled(100_000);
     let cost = |backend: &mut HeapKeyedStateBackend| {
@@ -175,6 +188,7 @@ fn the_synchronous_part_allocates_per_key_group_not_per_entry() {
 
 #[test]
 fn memory_returns_to_the_live_size_after_the_snapshot_is_written() {
+    let _serial = serial();
     let n = 50_000;
     let k = 2_000;
     let mut backend = filled(n);

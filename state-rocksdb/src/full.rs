@@ -6,14 +6,16 @@
 //! copied. The asynchronous part iterates, per key group of the range and per state in id
 //! order, that state's column family at the snapshot over the key group's key range, and
 //! feeds the entries to `state-api`'s [`KeyedSnapshotWriter`]: the same bytes a heap
-//! snapshot of the same state writes, so savepoints move between backends.
+//! snapshot of the same state writes, so savepoints move between backends. Every other key
+//! group is encoded ahead on a helper thread (`write_full_snapshot_parallel`): RocksDB
+//! snapshots are read from several threads at once.
 
 use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
 
 use rocksdb::{DB, ReadOptions, SnapshotWithThreadMode};
-use state_api::keyed_format::{FullSnapshotTarget, write_full_snapshot};
+use state_api::keyed_format::{FullSnapshotTarget, write_full_snapshot_parallel};
 use state_api::{
     AsyncSnapshotCallable, CheckpointOptions, CheckpointStreamFactory, Error, KeyedBackendParams,
     KeyedBackendSerializationProxy, KeyedSnapshotResult, KeyedSnapshotStrategyFactory,
@@ -149,7 +151,7 @@ impl AsyncSnapshotCallable<KeyedSnapshotResult> for RocksFullAsyncSnapshot {
             max_parallelism,
         };
         let checkpoint_id = self.checkpoint_id;
-        write_full_snapshot(context, target, &header, |group| {
+        write_full_snapshot_parallel(context, target, &header, |group| {
             let key_group = group.key_group();
             let start = key_group_start(key_group, prefix_bytes);
             let end = key_group_start(key_group + 1, prefix_bytes);
