@@ -1,5 +1,6 @@
 //! The snapstate facade: one dependency for applications, which pick the plugins they link
-//! by Cargo feature, plus [`inspect`], the library behind the `snapstate` command line.
+//! by Cargo feature and build from [`config`] (Flink-style keys), plus [`inspect`], the
+//! library behind the `snapstate` command line.
 //!
 //! Applications depend on this crate instead of on the plugin crates one by one. The
 //! contract crate is always there as [`api`]; each plugin crate comes with a feature and is
@@ -38,6 +39,7 @@
 //! # Ok::<(), snapstate::api::Error>(())
 //! ```
 
+pub mod config;
 mod error;
 pub mod inspect;
 

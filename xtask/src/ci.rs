@@ -18,6 +18,35 @@ fn cargo(args: &[&str], env: &[(&str, &str)]) -> DynResult {
     Ok(())
 }
 
+/// Checks, from cargo's own dependency graph, that an application depending on the facade
+/// with feature `heap` only does not build RocksDB (and that `rocksdb` does, so the check
+/// looks at the right thing).
+fn heap_only_builds_no_rocksdb() -> DynResult {
+    let tree = |features: &str| -> DynResult<String> {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let output = Command::new(cargo)
+            .args(["tree", "--package", "snapstate", "--edges", "normal,build"])
+            .args(["--no-default-features", "--features", features])
+            .output()?;
+        if !output.status.success() {
+            return Err(format!(
+                "`cargo tree --features {features}` failed ({})",
+                output.status
+            )
+            .into());
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    };
+    eprintln!("$ cargo tree --package snapstate --no-default-features --features heap");
+    if tree("heap")?.contains("librocksdb-sys") {
+        return Err("snapstate with feature `heap` only depends on librocksdb-sys".into());
+    }
+    if !tree("rocksdb")?.contains("librocksdb-sys") {
+        return Err("snapstate with feature `rocksdb` does not depend on librocksdb-sys".into());
+    }
+    Ok(())
+}
+
 /// Runs the whole check suite; stops at the first failure.
 pub(crate) fn run() -> DynResult {
     cargo(&["fmt", "--all", "--", "--check"], &[])?;
@@ -39,6 +68,7 @@ pub(crate) fn run() -> DynResult {
         &["doc", "--workspace", "--no-deps", "--all-features"],
         &[("RUSTDOCFLAGS", "-D warnings")],
     )?;
+    heap_only_builds_no_rocksdb()?;
     cargo(&["test", "--workspace", "--all-features"], &[])?;
     Ok(())
 }

@@ -1,0 +1,586 @@
+//! [`StateConfig`]: state backend configuration in the keys Flink users know, loaded from
+//! key/value pairs or a TOML file, building backends, strategies and checkpoint storage by
+//! registered name.
+//!
+//! | key | meaning | default |
+//! |---|---|---|
+//! | `state.backend.type` | keyed backend by registered name (`heap`, `rocksdb`, a third-party one) | `heap` |
+//! | `execution.checkpointing.incremental` | checkpoint with the backend's `<backend>-incremental` strategy | `false` |
+//! | `execution.checkpointing.strategy` | checkpoint with this registered strategy instead (overrides the above) | the backend's default |
+//! | `execution.checkpointing.snapshot-compression` | key-group decorator by name (`none`, `snappy`, `lz4`); `true` means `snappy`, `false` `none`, as in Flink | `none` |
+//! | `execution.checkpointing.dir` (or `state.checkpoints.dir`) | checkpoint storage: a path or `file:///path` | required to build storage |
+//! | `state.backend.local-recovery` | keep task-local copies | `false` |
+//! | `taskmanager.state.local.root-dirs` | where task-local copies go | `<checkpoint dir>/local` |
+//! | `pipeline.max-parallelism` | number of key groups | `128` |
+//! | `state.backend.rocksdb.*` | passed to the backend as `rocksdb.*` options | |
+//!
+//! In a TOML file the keys may be written flat (`"state.backend.type" = "rocksdb"`) or as
+//! nested tables (`[state.backend]` `type = "rocksdb"`); both mean the same.
+//!
+//! # Example
+//!
+//! ```
+//! # #[cfg(feature = "heap")]
+//! # {
+//! use snapstate::config::StateConfig;
+//! use snapstate::KeyGroupRange;
+//!
+//! let config = StateConfig::from_toml_str(r#"
+//!     [state.backend]
+//!     type = "heap"
+//!     [execution.checkpointing]
+//!     snapshot-compression = "none"
+//! "#)?;
+//! let registry = snapstate::registry();
+//! let params = config.keyed_params(KeyGroupRange::new(0, 127)?, registry)?;
+//! let backend = config.keyed_backend(registry)?.create(params, registry)?;
+//! assert_eq!(backend.backend_name(), "heap");
+//! # }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use state_api::{
+    KeyGroupRange, KeyedBackendParams, KeyedStateBackendFactory, LocalCheckpointStorage,
+    LocalRecoveryConfig, PluginKind, Registry,
+};
+
+/// Why a configuration does not load or does not build.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A key this configuration does not know.
+    #[error("unknown configuration key `{key}`; known: {known}")]
+    UnknownKey {
+        /// The key.
+        key: String,
+        /// The known keys, comma separated.
+        known: String,
+    },
+    /// A value that does not parse for its key.
+    #[error("configuration key `{key}` = `{value}`: {reason}")]
+    InvalidValue {
+        /// The key.
+        key: String,
+        /// The value as given.
+        value: String,
+        /// What was expected.
+        reason: String,
+    },
+    /// A file that cannot be read, or is not TOML.
+    #[error("configuration file {}: {reason}", path.display())]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A plugin the configuration names is not linked into this binary.
+    #[error("{what} `{name}` is not linked: {hint}")]
+    NotLinked {
+        /// What kind of plugin (`backend`, `snapshot strategy`, `compression`).
+        what: &'static str,
+        /// Its name.
+        name: String,
+        /// What to do: the feature to enable, or what is linked.
+        hint: String,
+    },
+    /// A setting that is needed was not given.
+    #[error("configuration key `{key}` is required {why}")]
+    Missing {
+        /// The key.
+        key: &'static str,
+        /// What needs it.
+        why: &'static str,
+    },
+    /// Storage or parameters the contract crate refused.
+    #[error(transparent)]
+    Api(#[from] state_api::Error),
+}
+
+/// Keys [`StateConfig`] reads (besides `state.backend.rocksdb.*`).
+const KEYS: [&str; 9] = [
+    "state.backend.type",
+    "execution.checkpointing.incremental",
+    "execution.checkpointing.strategy",
+    "execution.checkpointing.snapshot-compression",
+    "execution.checkpointing.dir",
+    "state.checkpoints.dir",
+    "state.backend.local-recovery",
+    "taskmanager.state.local.root-dirs",
+    "pipeline.max-parallelism",
+];
+
+/// The in-tree plugins by name, with the facade feature that links them.
+const FEATURES: [(&str, &str); 7] = [
+    ("heap", "heap"),
+    ("rocksdb", "rocksdb"),
+    ("rocksdb-full", "rocksdb"),
+    ("rocksdb-incremental", "rocksdb"),
+    ("operator", "operator"),
+    ("snappy", "snappy"),
+    ("lz4", "lz4"),
+];
+
+/// State backend configuration; see the [module documentation](self) for the keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateConfig {
+    /// `state.backend.type`.
+    pub backend: String,
+    /// `execution.checkpointing.incremental`.
+    pub incremental: bool,
+    /// `execution.checkpointing.strategy`.
+    pub strategy: Option<String>,
+    /// `execution.checkpointing.snapshot-compression`.
+    pub compression: String,
+    /// `execution.checkpointing.dir` / `state.checkpoints.dir`.
+    pub checkpoint_dir: Option<PathBuf>,
+    /// `state.backend.local-recovery`.
+    pub local_recovery: bool,
+    /// `taskmanager.state.local.root-dirs`.
+    pub local_recovery_dir: Option<PathBuf>,
+    /// `pipeline.max-parallelism`.
+    pub max_parallelism: u32,
+    /// `state.backend.rocksdb.*`, as the backend's `rocksdb.*` options.
+    pub backend_options: BTreeMap<String, String>,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        StateConfig {
+            backend: "heap".into(),
+            incremental: false,
+            strategy: None,
+            compression: "none".into(),
+            checkpoint_dir: None,
+            local_recovery: false,
+            local_recovery_dir: None,
+            max_parallelism: 128,
+            backend_options: BTreeMap::new(),
+        }
+    }
+}
+
+fn invalid(key: &str, value: &str, reason: &str) -> ConfigError {
+    ConfigError::InvalidValue {
+        key: key.to_owned(),
+        value: value.to_owned(),
+        reason: reason.to_owned(),
+    }
+}
+
+fn boolean(key: &str, value: &str) -> Result<bool, ConfigError> {
+    match value {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(invalid(key, value, "expected `true` or `false`")),
+    }
+}
+
+fn path(value: &str) -> Result<PathBuf, String> {
+    match value.split_once("://") {
+        None => Ok(PathBuf::from(value)),
+        Some(("file", rest)) => Ok(PathBuf::from(rest)),
+        Some((scheme, _)) => Err(format!(
+            "checkpoint storage scheme `{scheme}://` is not available in this build; use a local path or file:///path"
+        )),
+    }
+}
+
+/// Flattens nested TOML tables into dotted keys with string values.
+fn flatten(prefix: &str, table: &toml::Table, out: &mut Vec<(String, String)>) {
+    for (key, value) in table {
+        let key = match prefix.is_empty() {
+            true => key.clone(),
+            false => format!("{prefix}.{key}"),
+        };
+        match value {
+            toml::Value::Table(inner) => flatten(&key, inner, out),
+            toml::Value::String(text) => out.push((key, text.clone())),
+            other => out.push((key, other.to_string())),
+        }
+    }
+}
+
+impl StateConfig {
+    /// A configuration from `key = value` pairs, over the defaults.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::UnknownKey`] and [`ConfigError::InvalidValue`] naming the key.
+    pub fn from_pairs<K: AsRef<str>, V: AsRef<str>>(
+        pairs: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<Self, ConfigError> {
+        let mut config = StateConfig::default();
+        for (key, value) in pairs {
+            config.set(key.as_ref(), value.as_ref())?;
+        }
+        Ok(config)
+    }
+
+    /// A configuration from TOML text (flat dotted keys or nested tables).
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::File`] for text that is not TOML, and the errors of
+    /// [`from_pairs`](Self::from_pairs).
+    pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
+        let table: toml::Table =
+            text.parse()
+                .map_err(|err: toml::de::Error| ConfigError::File {
+                    path: PathBuf::from("<text>"),
+                    reason: err.to_string(),
+                })?;
+        let mut pairs = Vec::new();
+        flatten("", &table, &mut pairs);
+        Self::from_pairs(pairs)
+    }
+
+    /// A configuration from the TOML file at `path`.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::File`] naming the file, and the errors of
+    /// [`from_pairs`](Self::from_pairs).
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|err| ConfigError::File {
+            path: path.to_path_buf(),
+            reason: err.to_string(),
+        })?;
+        Self::from_toml_str(&text).map_err(|err| match err {
+            ConfigError::File { reason, .. } => ConfigError::File {
+                path: path.to_path_buf(),
+                reason,
+            },
+            other => other,
+        })
+    }
+
+    /// Sets `key` to `value`.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::UnknownKey`] and [`ConfigError::InvalidValue`] naming the key.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
+        if let Some(option) = key.strip_prefix("state.backend.rocksdb.") {
+            self.backend_options
+                .insert(format!("rocksdb.{option}"), value.to_owned());
+            return Ok(());
+        }
+        match key {
+            "state.backend.type" => self.backend = value.to_owned(),
+            "execution.checkpointing.incremental" => self.incremental = boolean(key, value)?,
+            "execution.checkpointing.strategy" => self.strategy = Some(value.to_owned()),
+            "execution.checkpointing.snapshot-compression" => {
+                self.compression = match value {
+                    "true" => "snappy".to_owned(),
+                    "false" => "none".to_owned(),
+                    name => name.to_owned(),
+                }
+            }
+            "execution.checkpointing.dir" | "state.checkpoints.dir" => {
+                self.checkpoint_dir =
+                    Some(path(value).map_err(|reason| invalid(key, value, &reason))?)
+            }
+            "state.backend.local-recovery" => self.local_recovery = boolean(key, value)?,
+            "taskmanager.state.local.root-dirs" => {
+                self.local_recovery_dir =
+                    Some(path(value).map_err(|reason| invalid(key, value, &reason))?)
+            }
+            "pipeline.max-parallelism" => {
+                self.max_parallelism = value
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=32_768).contains(n))
+                    .ok_or_else(|| invalid(key, value, "expected a whole number from 1 to 32768"))?
+            }
+            _ => {
+                return Err(ConfigError::UnknownKey {
+                    key: key.to_owned(),
+                    known: format!("{}, state.backend.rocksdb.*", KEYS.join(", ")),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The error for plugin `name` of kind `kind` missing from `registry`.
+    fn not_linked(
+        registry: &Registry,
+        what: &'static str,
+        kind: PluginKind,
+        name: &str,
+    ) -> ConfigError {
+        let hint = match FEATURES.iter().find(|(plugin, _)| *plugin == name) {
+            Some((_, feature)) => format!("enable feature `{feature}` of snapstate"),
+            None => format!("linked: {}", registry.names(kind).join(", ")),
+        };
+        ConfigError::NotLinked {
+            what,
+            name: name.to_owned(),
+            hint,
+        }
+    }
+
+    /// The keyed backend factory the configuration names.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::NotLinked`] naming the feature to enable, or what is linked.
+    pub fn keyed_backend(
+        &self,
+        registry: &Registry,
+    ) -> Result<Arc<dyn KeyedStateBackendFactory>, ConfigError> {
+        registry.keyed_backend(&self.backend).map_err(|_| {
+            Self::not_linked(registry, "backend", PluginKind::KeyedBackend, &self.backend)
+        })
+    }
+
+    /// The checkpoint strategy: `execution.checkpointing.strategy`, else
+    /// `<backend>-incremental` when incremental checkpoints are on, else the backend's
+    /// default (`None`).
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::NotLinked`] for a strategy that is not linked (for incremental
+    /// checkpoints: the backend has none); [`ConfigError::InvalidValue`] for a strategy of
+    /// another backend.
+    pub fn checkpoint_strategy(&self, registry: &Registry) -> Result<Option<String>, ConfigError> {
+        let name = match (&self.strategy, self.incremental) {
+            (Some(name), _) => name.clone(),
+            (None, true) => format!("{}-incremental", self.backend),
+            (None, false) => return Ok(None),
+        };
+        let factory = registry.keyed_strategy(&name).map_err(|_| {
+            match self.strategy.is_none() && !FEATURES.iter().any(|(p, _)| *p == name) {
+                true => ConfigError::NotLinked {
+                    what: "incremental snapshot strategy",
+                    name: name.clone(),
+                    hint: format!(
+                        "backend `{}` has no incremental strategy linked; linked strategies: {}",
+                        self.backend,
+                        registry.names(PluginKind::KeyedStrategy).join(", ")
+                    ),
+                },
+                false => Self::not_linked(
+                    registry,
+                    "snapshot strategy",
+                    PluginKind::KeyedStrategy,
+                    &name,
+                ),
+            }
+        })?;
+        if factory.backend() != self.backend {
+            return Err(invalid(
+                "execution.checkpointing.strategy",
+                &name,
+                &format!(
+                    "the strategy snapshots `{}` backends, not `{}`",
+                    factory.backend(),
+                    self.backend
+                ),
+            ));
+        }
+        Ok(Some(name))
+    }
+
+    /// Backend parameters for `range`: strategy, compression, local recovery and backend
+    /// options as configured.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::NotLinked`] for a strategy or decorator that is not linked.
+    pub fn keyed_params(
+        &self,
+        range: KeyGroupRange,
+        registry: &Registry,
+    ) -> Result<KeyedBackendParams, ConfigError> {
+        registry.compression(&self.compression).map_err(|_| {
+            Self::not_linked(
+                registry,
+                "compression",
+                PluginKind::Compression,
+                &self.compression,
+            )
+        })?;
+        let mut params = KeyedBackendParams::new(self.max_parallelism, range);
+        params.strategy = self.checkpoint_strategy(registry)?;
+        params.compression = self.compression.clone();
+        params.options = self.backend_options.clone();
+        if self.local_recovery {
+            let root = match (&self.local_recovery_dir, &self.checkpoint_dir) {
+                (Some(dir), _) => dir.clone(),
+                (None, Some(dir)) => dir.join("local"),
+                (None, None) => {
+                    return Err(ConfigError::Missing {
+                        key: "taskmanager.state.local.root-dirs",
+                        why: "for local recovery when no checkpoint directory is set",
+                    });
+                }
+            };
+            params.local_recovery = LocalRecoveryConfig::enabled(root);
+        }
+        Ok(params)
+    }
+
+    /// The checkpoint storage the configuration names.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Missing`] without a checkpoint directory; [`ConfigError::Api`] when
+    /// the directory cannot be created.
+    pub fn storage(&self) -> Result<LocalCheckpointStorage, ConfigError> {
+        let dir = self.checkpoint_dir.as_ref().ok_or(ConfigError::Missing {
+            key: "execution.checkpointing.dir",
+            why: "to store checkpoints",
+        })?;
+        Ok(LocalCheckpointStorage::new(dir)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pairs_and_toml_tables_mean_the_same() {
+        let pairs = StateConfig::from_pairs([
+            ("state.backend.type", "rocksdb"),
+            ("execution.checkpointing.incremental", "true"),
+            ("execution.checkpointing.snapshot-compression", "true"),
+            ("execution.checkpointing.dir", "file:///tmp/checkpoints"),
+            ("pipeline.max-parallelism", "256"),
+            ("state.backend.rocksdb.block-cache-size", "1048576"),
+        ])
+        .unwrap();
+        let nested = StateConfig::from_toml_str(
+            r#"
+            pipeline.max-parallelism = 256
+            [state.backend]
+            type = "rocksdb"
+            rocksdb.block-cache-size = 1048576
+            [execution.checkpointing]
+            incremental = true
+            snapshot-compression = true
+            dir = "file:///tmp/checkpoints"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(pairs, nested);
+        assert_eq!(pairs.compression, "snappy");
+        assert_eq!(
+            pairs.checkpoint_dir,
+            Some(PathBuf::from("/tmp/checkpoints"))
+        );
+        assert_eq!(pairs.backend_options["rocksdb.block-cache-size"], "1048576");
+    }
+
+    #[test]
+    fn bad_keys_and_values_are_named() {
+        let err = StateConfig::from_pairs([("state.backend", "heap")]).unwrap_err();
+        assert!(matches!(err, ConfigError::UnknownKey { .. }), "{err}");
+        assert!(err.to_string().contains("state.backend.type"), "{err}");
+        let err =
+            StateConfig::from_pairs([("execution.checkpointing.incremental", "yes")]).unwrap_err();
+        assert!(
+            err.to_string().contains("expected `true` or `false`"),
+            "{err}"
+        );
+        let err = StateConfig::from_pairs([("pipeline.max-parallelism", "0")]).unwrap_err();
+        assert!(matches!(err, ConfigError::InvalidValue { .. }), "{err}");
+        let err = StateConfig::from_pairs([("execution.checkpointing.dir", "s3://bucket/x")])
+            .unwrap_err();
+        assert!(err.to_string().contains("s3://"), "{err}");
+        let err = StateConfig::from_toml_str("state = [").unwrap_err();
+        assert!(matches!(err, ConfigError::File { .. }), "{err}");
+    }
+
+    #[test]
+    fn an_unlinked_plugin_names_the_feature_to_enable() {
+        let registry = Registry::default();
+        let config = StateConfig {
+            backend: "rocksdb".into(),
+            ..StateConfig::default()
+        };
+        let err = config.keyed_backend(&registry).err().unwrap();
+        assert_eq!(
+            err.to_string(),
+            "backend `rocksdb` is not linked: enable feature `rocksdb` of snapstate"
+        );
+        let config = StateConfig {
+            backend: "my-backend".into(),
+            ..StateConfig::default()
+        };
+        let err = config.keyed_backend(&registry).err().unwrap();
+        assert!(err.to_string().contains("linked: "), "{err}");
+        let config = StateConfig {
+            compression: "lz4".into(),
+            ..StateConfig::default()
+        };
+        let err = config
+            .keyed_params(KeyGroupRange::new(0, 127).unwrap(), &registry)
+            .unwrap_err();
+        assert!(err.to_string().contains("enable feature `lz4`"), "{err}");
+    }
+
+    #[cfg(feature = "heap")]
+    #[test]
+    fn heap_has_no_incremental_strategy_yet_and_says_so() {
+        let config =
+            StateConfig::from_pairs([("execution.checkpointing.incremental", "true")]).unwrap();
+        let err = config.checkpoint_strategy(crate::registry()).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("backend `heap` has no incremental strategy linked"),
+            "{err}"
+        );
+    }
+
+    #[cfg(feature = "rocksdb")]
+    #[test]
+    fn rocksdb_with_incremental_checkpoints_builds_a_backend_that_checkpoints_incrementally() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = StateConfig::from_pairs([
+            ("state.backend.type", "rocksdb"),
+            ("execution.checkpointing.incremental", "true"),
+            ("execution.checkpointing.dir", dir.path().to_str().unwrap()),
+        ])
+        .unwrap();
+        let registry = crate::registry();
+        let mut params = config
+            .keyed_params(KeyGroupRange::new(0, 127).unwrap(), registry)
+            .unwrap();
+        assert_eq!(params.strategy.as_deref(), Some("rocksdb-incremental"));
+        params.working_dir = Some(dir.path().join("work"));
+        let mut backend = config
+            .keyed_backend(registry)
+            .unwrap()
+            .create(params, registry)
+            .unwrap();
+        backend
+            .register_state(&state_api::StateMetaInfo::value("count", "void", "bytes"))
+            .unwrap();
+        backend.set_current_key(b"k").unwrap();
+        backend.put_value("count", b"", b"1").unwrap();
+        let storage = config.storage().unwrap();
+        let task = backend
+            .snapshot(
+                1,
+                0,
+                Arc::new(storage.stream_factory(1).unwrap()),
+                &state_api::CheckpointOptions::checkpoint(),
+            )
+            .unwrap();
+        let result = task.run().unwrap();
+        let handle = result.job_manager_owned().unwrap();
+        assert!(
+            handle
+                .as_any()
+                .is::<state_api::IncrementalRemoteKeyedStateHandle>(),
+            "{handle:?}"
+        );
+    }
+}
