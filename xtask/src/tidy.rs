@@ -149,6 +149,16 @@ fn dependencies_point_one_way() {
                     );
                 }
             }
+            "snapstate-example-deflate" => {
+                let inside: Vec<&String> = deps
+                    .iter()
+                    .filter(|d| workspace.contains(d.as_str()) && *d != "state-api")
+                    .collect();
+                assert!(
+                    inside.is_empty(),
+                    "the third-party example depends on workspace crates {inside:?} besides state-api"
+                );
+            }
             name if BACKENDS.contains(&name) => {
                 for other in BACKENDS.iter().filter(|b| **b != name) {
                     assert!(!deps.contains(*other), "{name} depends on {other}");
