@@ -1,0 +1,375 @@
+//! Windowed counts over a generated event stream, the way a keyed stream-processing job
+//! uses snapstate: a keyed backend per parallel instance (counts per user and window), an
+//! operator backend holding the source offset, periodic checkpoints whose synchronous part
+//! runs on the processing thread and whose asynchronous part runs on a checkpointing thread
+//! while processing goes on, and recovery from the last completed checkpoint, also with
+//! another parallelism.
+//!
+//! Event `i` of the stream belongs to user `user_of(i)` at time `7 * i` ms; a tumbling
+//! window of `window_ms` counts a user's events. The result of a run is every (window,
+//! user, count), which depends only on which events were applied: a job that crashes and
+//! resumes from a checkpoint applies every event exactly once and ends with the same result
+//! as one that never crashed.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::mpsc::{self, Receiver, Sender};
+
+use snapstate::api::{
+    AsyncSnapshotTask, CheckpointMetadata, CheckpointOptions, CheckpointType,
+    IncrementalRemoteKeyedStateHandle, InstanceSnapshot, KeyGroupRange, KeyGroupRangeAssignment,
+    KeyedSnapshotResult, KeyedStateBackend, KeyedStateHandle, LocalCheckpointStorage,
+    OperatorBackendParams, OperatorSnapshotResult, OperatorStateBackend, OperatorStateMetaInfo,
+    Registry, SharedStateRegistry, StateMetaInfo,
+};
+use snapstate::config::StateConfig;
+
+/// Errors of the job, as text for the command line.
+pub type JobResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+const COUNTS: &str = "counts";
+const SOURCE_OFFSET: &str = "source-offset";
+const TIME_STEP_MS: u64 = 7;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct JobSpec {
+    /// Events in the stream.
+    pub events: u64,
+    /// Distinct users.
+    pub users: u64,
+    /// Window length in milliseconds.
+    pub window_ms: u64,
+    /// Parallel instances.
+    pub parallelism: u32,
+    /// Events between checkpoints.
+    pub checkpoint_every: u64,
+    /// Stop abruptly after this many events of this run, as a killed process would.
+    pub crash_after: Option<u64>,
+    /// Resume from the last completed checkpoint in the storage.
+    pub resume: bool,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every event was processed: the counts per (window, user).
+    Finished(BTreeMap<(u64, u64), u64>),
+    /// The run stopped after `processed` events; the last completed checkpoint is
+    /// `last_checkpoint`.
+    Crashed {
+        /// Events processed by this run.
+        processed: u64,
+        /// The last checkpoint committed before the crash.
+        last_checkpoint: Option<u64>,
+    },
+}
+
+/// The user of event `i`: a fixed scramble, so users spread over key groups.
+pub fn user_of(event: u64, users: u64) -> u64 {
+    let mut x = event.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    x ^= x >> 29;
+    x % users.max(1)
+}
+
+/// The result computed directly, without state: what every run must end with.
+pub fn expected(spec: &JobSpec) -> BTreeMap<(u64, u64), u64> {
+    let mut counts = BTreeMap::new();
+    for event in 0..spec.events {
+        let window = event * TIME_STEP_MS / spec.window_ms;
+        *counts
+            .entry((window, user_of(event, spec.users)))
+            .or_insert(0) += 1;
+    }
+    counts
+}
+
+/// One parallel instance: its keyed and operator state.
+struct Instance {
+    range: KeyGroupRange,
+    keyed: Box<dyn KeyedStateBackend>,
+    operator: Box<dyn OperatorStateBackend>,
+}
+
+/// A checkpoint whose synchronous parts ran, handed to the checkpointing thread.
+struct Pending {
+    checkpoint_id: u64,
+    keyed: Vec<AsyncSnapshotTask<KeyedSnapshotResult>>,
+    operator: Vec<AsyncSnapshotTask<OperatorSnapshotResult>>,
+}
+
+/// The checkpointing thread: runs asynchronous parts, commits metadata, reports back.
+fn checkpointer(
+    storage: LocalCheckpointStorage,
+    shared: Arc<SharedStateRegistry>,
+    max_parallelism: u32,
+    pending: Receiver<Pending>,
+    completed: Sender<JobResult<u64>>,
+) {
+    for checkpoint in pending {
+        let outcome = (|| -> JobResult<u64> {
+            let triggered = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            let mut metadata = CheckpointMetadata::new(
+                checkpoint.checkpoint_id,
+                triggered,
+                CheckpointType::Checkpoint,
+                max_parallelism,
+            );
+            let operator: Vec<_> = checkpoint
+                .operator
+                .into_iter()
+                .map(|task| task.run())
+                .collect::<Result<_, _>>()?;
+            for (index, (task, operator)) in
+                (0u32..).zip(checkpoint.keyed.into_iter().zip(operator))
+            {
+                let result = task.run()?;
+                let mut keyed = Vec::new();
+                if let Some(handle) = result.job_manager_owned() {
+                    keyed.push(restorable(&shared, handle)?);
+                }
+                metadata.instances.push(InstanceSnapshot {
+                    index,
+                    keyed,
+                    operator: operator.job_manager_owned().cloned().into_iter().collect(),
+                });
+            }
+            storage.commit_checkpoint(&metadata)?;
+            Ok(checkpoint.checkpoint_id)
+        })();
+        if completed.send(outcome).is_err() {
+            return;
+        }
+    }
+}
+
+/// Registers an incremental handle's shared files and returns it resolved (as metadata
+/// keeps it); other handles as they are.
+fn restorable(
+    shared: &SharedStateRegistry,
+    handle: &Arc<dyn KeyedStateHandle>,
+) -> JobResult<Arc<dyn KeyedStateHandle>> {
+    match handle
+        .as_any()
+        .downcast_ref::<IncrementalRemoteKeyedStateHandle>()
+    {
+        Some(incremental) => {
+            let retained = shared.register(incremental)?;
+            Ok(Arc::new(shared.resolve(&retained)?))
+        }
+        None => Ok(handle.clone()),
+    }
+}
+
+fn range_of(max_parallelism: u32, parallelism: u32, index: u32) -> JobResult<KeyGroupRange> {
+    Ok(
+        KeyGroupRangeAssignment::compute_key_group_range_for_operator_index(
+            max_parallelism,
+            parallelism,
+            index,
+        )?,
+    )
+}
+
+/// Runs the job with the state configuration `config` (checkpoint storage included).
+///
+/// # Errors
+///
+/// Configuration, state and storage errors, as text.
+pub fn run(spec: &JobSpec, config: &StateConfig, work_dir: PathBuf) -> JobResult<Outcome> {
+    let registry: &Registry = snapstate::registry();
+    let storage = config.storage()?;
+    let shared = Arc::new(SharedStateRegistry::default());
+    let max_parallelism = config.max_parallelism;
+    let operator_factory = registry.operator_backend("operator")?;
+    let keyed_factory = config.keyed_backend(registry)?;
+
+    // Restore from the last completed checkpoint, or start empty.
+    let restored = match spec.resume {
+        true => storage.completed_checkpoints()?.last().copied(),
+        false => None,
+    };
+    let metadata = restored.map(|id| storage.load_checkpoint(id)).transpose()?;
+    if let Some(metadata) = &metadata {
+        // The restored checkpoint's shared files are known again, so later checkpoints
+        // may refer to them by placeholder.
+        for handle in metadata.keyed_handles() {
+            if let Some(incremental) = handle
+                .as_any()
+                .downcast_ref::<IncrementalRemoteKeyedStateHandle>()
+            {
+                shared.register(incremental)?;
+            }
+        }
+    }
+    let operator_plan = match &metadata {
+        Some(metadata) => {
+            snapstate::operator::repartition(&metadata.operator_handles(), spec.parallelism)?
+        }
+        None => vec![Vec::new(); spec.parallelism as usize],
+    };
+    let mut instances = Vec::new();
+    for index in 0..spec.parallelism {
+        let range = range_of(max_parallelism, spec.parallelism, index)?;
+        let mut params = config.keyed_params(range, registry)?;
+        params.key_serializer = "u64-be".into();
+        let dir = work_dir.join(format!("instance-{index}-{}", restored.unwrap_or(0)));
+        std::fs::create_dir_all(&dir)?;
+        params.working_dir = Some(dir);
+        let mut keyed = match &metadata {
+            Some(metadata) => keyed_factory.restore(params, registry, &metadata.keyed_handles())?,
+            None => keyed_factory.create(params, registry)?,
+        };
+        keyed.register_state(&StateMetaInfo::value(COUNTS, "u64-be", "u64-be"))?;
+        let operator_params = OperatorBackendParams::new(index, spec.parallelism);
+        let mut operator = match &metadata {
+            Some(_) => operator_factory.restore(
+                operator_params,
+                registry,
+                &operator_plan[index as usize],
+            )?,
+            None => operator_factory.create(operator_params, registry)?,
+        };
+        operator.register_state(&OperatorStateMetaInfo::union_list(SOURCE_OFFSET, "u64-be"))?;
+        instances.push(Instance {
+            range,
+            keyed,
+            operator,
+        });
+    }
+    // Every instance holds the offset (union list); instance 0 keeps it current.
+    let mut offset =
+        match instances[0].operator.list(SOURCE_OFFSET)?.first() {
+            Some(bytes) => u64::from_be_bytes(bytes.as_slice().try_into().map_err(|_| {
+                format!("source offset of {} bytes in the checkpoint", bytes.len())
+            })?),
+            None => 0,
+        };
+
+    let (to_checkpointer, pending) = mpsc::channel();
+    let (completions, completed) = mpsc::channel();
+    let checkpointing = {
+        let storage = storage.clone();
+        let shared = shared.clone();
+        std::thread::spawn(move || {
+            checkpointer(storage, shared, max_parallelism, pending, completions)
+        })
+    };
+    let mut next_checkpoint = restored.map_or(1, |id| id + 1);
+    let mut last_completed = restored;
+    let mut processed = 0;
+    while offset < spec.events {
+        if spec.crash_after == Some(processed) {
+            // Killed: nothing is flushed, in-flight checkpoints never commit.
+            drop(instances);
+            drop(to_checkpointer);
+            let _ = checkpointing.join();
+            while let Ok(outcome) = completed.try_recv() {
+                last_completed = Some(outcome?);
+            }
+            return Ok(Outcome::Crashed {
+                processed,
+                last_checkpoint: last_completed,
+            });
+        }
+        let user = user_of(offset, spec.users);
+        let key = user.to_be_bytes();
+        let group = KeyGroupRangeAssignment::assign_to_key_group(&key, max_parallelism);
+        let instance = instances
+            .iter_mut()
+            .find(|instance| instance.range.contains(group))
+            .ok_or("no instance owns a key group")?;
+        let window = (offset * TIME_STEP_MS / spec.window_ms).to_be_bytes();
+        instance.keyed.set_current_key(&key)?;
+        let count = match instance.keyed.value(COUNTS, &window)? {
+            Some(bytes) => u64::from_be_bytes(
+                bytes
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| "a count of another size")?,
+            ),
+            None => 0,
+        };
+        instance
+            .keyed
+            .put_value(COUNTS, &window, &(count + 1).to_be_bytes())?;
+        offset += 1;
+        processed += 1;
+
+        while let Ok(outcome) = completed.try_recv() {
+            let checkpoint_id = outcome?;
+            for instance in &mut instances {
+                instance.keyed.notify_checkpoint_complete(checkpoint_id)?;
+                instance
+                    .operator
+                    .notify_checkpoint_complete(checkpoint_id)?;
+            }
+            last_completed = Some(checkpoint_id);
+        }
+        if offset % spec.checkpoint_every == 0 {
+            instances[0]
+                .operator
+                .update_list(SOURCE_OFFSET, &[offset.to_be_bytes().to_vec()])?;
+            let checkpoint_id = next_checkpoint;
+            next_checkpoint += 1;
+            let factory = Arc::new(storage.stream_factory(checkpoint_id)?);
+            let options = CheckpointOptions::checkpoint();
+            let mut checkpoint = Pending {
+                checkpoint_id,
+                keyed: Vec::new(),
+                operator: Vec::new(),
+            };
+            for instance in &mut instances {
+                checkpoint.keyed.push(instance.keyed.snapshot(
+                    checkpoint_id,
+                    checkpoint_id,
+                    factory.clone(),
+                    &options,
+                )?);
+                checkpoint.operator.push(instance.operator.snapshot(
+                    checkpoint_id,
+                    checkpoint_id,
+                    factory.clone(),
+                    &options,
+                )?);
+            }
+            to_checkpointer
+                .send(checkpoint)
+                .map_err(|_| "the checkpointing thread stopped")?;
+        }
+    }
+    drop(to_checkpointer);
+    let _ = checkpointing.join();
+    while let Ok(outcome) = completed.try_recv() {
+        outcome?;
+    }
+
+    let mut counts = BTreeMap::new();
+    let windows = spec.events * TIME_STEP_MS / spec.window_ms;
+    for instance in &mut instances {
+        for window in 0..=windows {
+            let namespace = window.to_be_bytes();
+            for key in instance.keyed.keys(COUNTS, &namespace)? {
+                instance.keyed.set_current_key(&key)?;
+                let user = u64::from_be_bytes(
+                    key.as_slice()
+                        .try_into()
+                        .map_err(|_| "a user key of another size")?,
+                );
+                if let Some(bytes) = instance.keyed.value(COUNTS, &namespace)? {
+                    let count = u64::from_be_bytes(
+                        bytes
+                            .as_slice()
+                            .try_into()
+                            .map_err(|_| "a count of another size")?,
+                    );
+                    counts.insert((window, user), count);
+                }
+            }
+        }
+    }
+    Ok(Outcome::Finished(counts))
+}
