@@ -49,6 +49,9 @@ pub struct JobSpec {
     pub crash_after: Option<u64>,
     /// Resume from the last completed checkpoint in the storage.
     pub resume: bool,
+    /// At the crash, end the process at once (exit status 137, as `kill -9` reports),
+    /// running no destructor: backends are not closed, in-flight uploads are cut off.
+    pub kill_process: bool,
 }
 
 /// How a run ended.
@@ -263,6 +266,9 @@ pub fn run(spec: &JobSpec, config: &StateConfig, work_dir: PathBuf) -> JobResult
     let mut processed = 0;
     while offset < spec.events {
         if spec.crash_after == Some(processed) {
+            if spec.kill_process {
+                std::process::exit(137);
+            }
             // Killed: nothing is flushed, in-flight checkpoints never commit.
             drop(instances);
             drop(to_checkpointer);

@@ -1,7 +1,7 @@
 //! `windowed-counts`: runs the windowed-counts job (see the library) from the command line.
 //!
 //! ```sh
-//! windowed-counts --dir /tmp/job --crash-after 60000               # killed after 60,000 events
+//! windowed-counts --dir /tmp/job --crash-after 60000 --kill        # killed after 60,000 events
 //! windowed-counts --dir /tmp/job --resume --parallelism 3          # resumes, rescaled to 3
 //! windowed-counts --dir /tmp/job2 --set state.backend.type=rocksdb --set execution.checkpointing.incremental=true
 //! ```
@@ -44,6 +44,9 @@ struct Cli {
     /// Resume from the last completed checkpoint in the directory.
     #[arg(long)]
     resume: bool,
+    /// With --crash-after: end the process at once, as a kill does (exit status 137).
+    #[arg(long)]
+    kill: bool,
 }
 
 fn main() -> ExitCode {
@@ -74,6 +77,7 @@ fn main() -> ExitCode {
             checkpoint_every: cli.checkpoint_every,
             crash_after: cli.crash_after,
             resume: cli.resume,
+            kill_process: cli.kill,
         };
         match run(&spec, &config, dir.join("work"))? {
             Outcome::Crashed {

@@ -16,6 +16,7 @@ fn spec() -> JobSpec {
         checkpoint_every: 4_000,
         crash_after: None,
         resume: false,
+        kill_process: false,
     }
 }
 
@@ -118,4 +119,42 @@ fn an_uninterrupted_run_matches_the_stream() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+/// The process itself is killed (it exits at once, closing nothing, while the
+/// checkpointing thread may be uploading), and a new process resumes.
+#[test]
+fn a_killed_process_resumes_in_a_new_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_windowed-counts"))
+            .arg("--dir")
+            .arg(dir.path())
+            .args([
+                "--events",
+                "30000",
+                "--users",
+                "500",
+                "--window-ms",
+                "20000",
+            ])
+            .args(["--checkpoint-every", "4000"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let killed = job(&["--crash-after", "17000", "--kill"]);
+    assert_eq!(
+        killed.status.code(),
+        Some(137),
+        "{}",
+        String::from_utf8_lossy(&killed.stderr)
+    );
+    let resumed = job(&["--resume", "--parallelism", "3"]);
+    let stdout = String::from_utf8_lossy(&resumed.stdout);
+    assert!(
+        resumed.status.success() && stdout.contains("matches the stream computed directly: true"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
 }
