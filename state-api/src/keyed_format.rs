@@ -726,6 +726,24 @@ pub fn write_full_snapshot(
     header: &KeyedBackendSerializationProxy,
     mut write_group: impl FnMut(&mut KeyGroupEntryWriter<'_>) -> Result<()>,
 ) -> Result<KeyedSnapshotResult> {
+    with_snapshot_stream(context, target, header, |writer| {
+        for key_group in target.range.iter() {
+            context.check_cancelled()?;
+            writer.write_key_group(key_group, &mut write_group)?;
+        }
+        Ok(())
+    })
+}
+
+/// Opens the stream of a full snapshot, registers it for cancellation, lets `write` write
+/// the key groups through a [`KeyedSnapshotWriter`] holding `header`, and completes the
+/// stream into the key-groups handle(s).
+fn with_snapshot_stream(
+    context: &SnapshotContext,
+    target: FullSnapshotTarget<'_>,
+    header: &KeyedBackendSerializationProxy,
+    write: impl FnOnce(&mut KeyedSnapshotWriter<'_>) -> Result<()>,
+) -> Result<KeyedSnapshotResult> {
     let mut stream = CheckpointStreamWithResultProvider::create(
         target.checkpoint_id,
         CheckpointedStateScope::Exclusive,
@@ -742,10 +760,7 @@ pub fn write_full_snapshot(
             target.range,
             target.max_parallelism,
         )?;
-        for key_group in target.range.iter() {
-            context.check_cancelled()?;
-            writer.write_key_group(key_group, &mut write_group)?;
-        }
+        write(&mut writer)?;
         writer.finish()?
     };
     context.unregister(registration);
@@ -780,26 +795,11 @@ pub fn write_full_snapshot_parallel(
     header: &KeyedBackendSerializationProxy,
     write_group: impl Fn(&mut KeyGroupEntryWriter<'_>) -> Result<()> + Sync,
 ) -> Result<KeyedSnapshotResult> {
-    let mut stream = CheckpointStreamWithResultProvider::create(
-        target.checkpoint_id,
-        CheckpointedStateScope::Exclusive,
-        target.factory,
-        target.local_recovery,
-    )?;
-    let registration = context.register(stream.closer())?;
-    let (offsets, checksums) = {
-        let mut writer = KeyedSnapshotWriter::new(
-            &mut stream,
-            0,
-            header,
-            target.compression,
-            target.range,
-            target.max_parallelism,
-        )?;
+    with_snapshot_stream(context, target, header, |writer| {
         let encoder = writer.section_encoder();
         let ahead: Vec<u32> = target.range.iter().skip(1).step_by(2).collect();
         let write_group = &write_group;
-        std::thread::scope(|scope| -> Result<_> {
+        std::thread::scope(|scope| {
             let (sections, encoded) = std::sync::mpsc::sync_channel(2);
             scope.spawn(move || {
                 for key_group in ahead {
@@ -826,16 +826,9 @@ pub fn write_full_snapshot_parallel(
                     None => writer.write_key_group(key_group, write_group)?,
                 }
             }
-            writer.finish()
-        })?
-    };
-    context.unregister(registration);
-    let result = stream.close_and_finalize()?;
-    CheckpointStreamWithResultProvider::to_keyed_state_handle_result(
-        result,
-        &offsets,
-        Some(&checksums),
-    )
+            Ok(())
+        })
+    })
 }
 
 /// One entry read from a key group.
