@@ -39,10 +39,11 @@ use proptest::test_runner::TestRunner;
 use state_api::key_group::KeyGroupRangeAssignment;
 use state_api::keyed_format::KeyedSnapshotReader;
 use state_api::{
-    CheckpointOptions, Error, FileStateHandle, IncrementalRemoteKeyedStateHandle, KeyGroupRange,
-    KeyGroupsStateHandle, KeyedBackendParams, KeyedSnapshotResult, KeyedStateBackend,
-    KeyedStateHandle, LocalCheckpointStorage, LocalRecoveryConfig, PluginKind, Registry, Result,
-    SharedStateRegistry, StateKind, StateMetaInfo, StateObject,
+    AsyncSnapshotTask, CheckpointOptions, CheckpointStreamFactory, Error, FileStateHandle,
+    IncrementalRemoteKeyedStateHandle, KeyGroupRange, KeyGroupsStateHandle, KeyedBackendParams,
+    KeyedSnapshotResult, KeyedStateBackend, KeyedStateHandle, LocalCheckpointStorage,
+    LocalRecoveryConfig, PluginKind, Registry, Result, SharedStateRegistry, StateKind,
+    StateMetaInfo, StateObject,
 };
 use tempfile::TempDir;
 
@@ -307,6 +308,26 @@ impl<'r> TestBed<'r> {
             task.run(),
             format_args!("asynchronous part of checkpoint {checkpoint_id}"),
         )
+    }
+
+    /// Runs the synchronous part of checkpoint `id` of `owner` (shared with a check of its
+    /// pending snapshots) into the factory given.
+    fn checkpoints_of<'s>(
+        &'s self,
+        owner: &'s std::cell::RefCell<Box<dyn KeyedStateBackend>>,
+    ) -> impl FnMut(u64, Arc<dyn CheckpointStreamFactory>) -> AsyncSnapshotTask<KeyedSnapshotResult> + 's
+    {
+        move |checkpoint_id, factory| {
+            self.ok(
+                owner.borrow_mut().snapshot(
+                    checkpoint_id,
+                    0,
+                    factory,
+                    &CheckpointOptions::checkpoint(),
+                ),
+                format_args!("synchronous part of checkpoint {checkpoint_id}"),
+            )
+        }
     }
 
     /// The job-manager-owned handle of a snapshot of state that is not empty.
@@ -1755,17 +1776,7 @@ pub fn storage_faults_are_contained(backend: &str, registry: &Registry, compress
     support::check_storage_faults(
         &bed.label,
         &storage,
-        |checkpoint_id, factory| {
-            bed.ok(
-                shared.borrow_mut().snapshot(
-                    checkpoint_id,
-                    0,
-                    factory,
-                    &CheckpointOptions::checkpoint(),
-                ),
-                format_args!("synchronous part of checkpoint {checkpoint_id}"),
-            )
-        },
+        bed.checkpoints_of(&shared),
         || shared.borrow().pending_snapshots(),
         |case, result, intact| {
             let handles = [bed.handle(result)];
@@ -1799,22 +1810,9 @@ pub fn cancelled_snapshot_leaves_nothing(backend: &str, registry: &Registry, com
     let storage = bed.storage("checkpoints", Some(0));
     let root = storage.root().to_path_buf();
     let shared = std::cell::RefCell::new(live);
-    support::check_cancellations(
-        &bed.label,
-        &storage,
-        |checkpoint_id, factory| {
-            bed.ok(
-                shared.borrow_mut().snapshot(
-                    checkpoint_id,
-                    0,
-                    factory,
-                    &CheckpointOptions::checkpoint(),
-                ),
-                format_args!("synchronous part of checkpoint {checkpoint_id}"),
-            )
-        },
-        || shared.borrow().pending_snapshots(),
-    );
+    support::check_cancellations(&bed.label, &storage, bed.checkpoints_of(&shared), || {
+        shared.borrow().pending_snapshots()
+    });
     let mut live = shared.into_inner();
 
     // Completed, then discarded.
@@ -1869,17 +1867,7 @@ pub fn cancelled_snapshot_leaves_nothing(backend: &str, registry: &Registry, com
         &bed.label,
         &storage,
         pending + 1,
-        |factory| {
-            bed.ok(
-                closing.borrow_mut().snapshot(
-                    pending + 1,
-                    0,
-                    factory,
-                    &CheckpointOptions::checkpoint(),
-                ),
-                "synchronous part of a snapshot to close under",
-            )
-        },
+        |factory| bed.checkpoints_of(&closing)(pending + 1, factory),
         || closing.borrow_mut().close(),
         || closing.borrow().pending_snapshots(),
     );

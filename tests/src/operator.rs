@@ -24,10 +24,10 @@ use std::sync::Arc;
 
 use state_api::repartition::repartition_operator_state;
 use state_api::{
-    CheckpointOptions, DistributionMode, Error, FileStateHandle, LocalCheckpointStorage,
-    LocalRecoveryConfig, OperatorBackendParams, OperatorSnapshotResult, OperatorStateBackend,
-    OperatorStateMetaInfo, OperatorStatePartitions, OperatorStreamStateHandle, Registry, Result,
-    StateObject,
+    AsyncSnapshotTask, CheckpointOptions, CheckpointStreamFactory, DistributionMode, Error,
+    FileStateHandle, LocalCheckpointStorage, LocalRecoveryConfig, OperatorBackendParams,
+    OperatorSnapshotResult, OperatorStateBackend, OperatorStateMetaInfo, OperatorStatePartitions,
+    OperatorStreamStateHandle, Registry, Result, StateObject,
 };
 use tempfile::TempDir;
 
@@ -94,6 +94,29 @@ impl<'r> Bed<'r> {
     #[track_caller]
     fn ok<T>(&self, result: Result<T>, what: impl fmt::Display) -> T {
         result.unwrap_or_else(|err| panic!("{}: {what}: {err}", self.label))
+    }
+
+    /// Runs the synchronous part of checkpoint `id` of `owner` (shared with a check of its
+    /// pending snapshots) into the factory given.
+    fn checkpoints_of<'s>(
+        &'s self,
+        owner: &'s std::cell::RefCell<Box<dyn OperatorStateBackend>>,
+    ) -> impl FnMut(
+        u64,
+        Arc<dyn CheckpointStreamFactory>,
+    ) -> AsyncSnapshotTask<OperatorSnapshotResult>
+    + 's {
+        move |checkpoint_id, factory| {
+            self.ok(
+                owner.borrow_mut().snapshot(
+                    checkpoint_id,
+                    0,
+                    factory,
+                    &CheckpointOptions::checkpoint(),
+                ),
+                format_args!("synchronous part of checkpoint {checkpoint_id}"),
+            )
+        }
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -643,22 +666,9 @@ pub fn cancelled_snapshot_leaves_nothing(backend: &str, registry: &Registry) {
     let mut live = bed.create_with_states(0, 1);
     fill(&bed, &mut *live, 0, 50);
     let shared = std::cell::RefCell::new(live);
-    support::check_cancellations(
-        &bed.label,
-        &storage,
-        |checkpoint_id, factory| {
-            bed.ok(
-                shared.borrow_mut().snapshot(
-                    checkpoint_id,
-                    0,
-                    factory,
-                    &CheckpointOptions::checkpoint(),
-                ),
-                format_args!("synchronous part of checkpoint {checkpoint_id}"),
-            )
-        },
-        || shared.borrow().pending_snapshots(),
-    );
+    support::check_cancellations(&bed.label, &storage, bed.checkpoints_of(&shared), || {
+        shared.borrow().pending_snapshots()
+    });
     let mut live = shared.into_inner();
 
     let completed = support::CANCELLATION_CHECKPOINTS + 1;
@@ -703,17 +713,7 @@ pub fn cancelled_snapshot_leaves_nothing(backend: &str, registry: &Registry) {
         &bed.label,
         &storage,
         pending + 1,
-        |factory| {
-            bed.ok(
-                closing.borrow_mut().snapshot(
-                    pending + 1,
-                    0,
-                    factory,
-                    &CheckpointOptions::checkpoint(),
-                ),
-                "synchronous part of a snapshot to close under",
-            )
-        },
+        |factory| bed.checkpoints_of(&closing)(pending + 1, factory),
         || closing.borrow_mut().close(),
         || closing.borrow().pending_snapshots(),
     );
@@ -734,17 +734,7 @@ pub fn storage_faults_are_contained(backend: &str, registry: &Registry) {
     support::check_storage_faults(
         &bed.label,
         &storage,
-        |checkpoint_id, factory| {
-            bed.ok(
-                shared.borrow_mut().snapshot(
-                    checkpoint_id,
-                    0,
-                    factory,
-                    &CheckpointOptions::checkpoint(),
-                ),
-                format_args!("synchronous part of checkpoint {checkpoint_id}"),
-            )
-        },
+        bed.checkpoints_of(&shared),
         || shared.borrow().pending_snapshots(),
         |case, result, intact| {
             let handles = [bed.handle(result)];
