@@ -368,18 +368,7 @@ impl<'a> KeyedSnapshotWriter<'a> {
         key_group: u32,
         entries: impl FnOnce(&mut KeyGroupEntryWriter<'_>) -> Result<()>,
     ) -> Result<()> {
-        let range = self.offsets.range();
-        if key_group != self.next_key_group || !range.contains(key_group) {
-            return Err(Error::InvalidArgument(format!(
-                "key group {key_group} written out of order: expected {} of {range}",
-                self.next_key_group
-            )));
-        }
-        self.offsets.set_offset(key_group, self.out.pos)?;
-        let id = key_group.to_be_bytes();
-        self.out
-            .write_all(&id)
-            .map_err(|err| Error::stream(format!("writing key group {key_group}"), err))?;
+        let id = self.begin_key_group(key_group)?;
         let mut section = self.decorator.compress(&mut self.out);
         self.buffer.clear();
         let mut writer = KeyGroupEntryWriter {
@@ -403,6 +392,24 @@ impl<'a> KeyedSnapshotWriter<'a> {
         Ok(())
     }
 
+    /// Checks that `key_group` is the next one, records its offset and writes its
+    /// (uncompressed) id; returns the id's bytes, which its checksum starts with.
+    fn begin_key_group(&mut self, key_group: u32) -> Result<[u8; 4]> {
+        let range = self.offsets.range();
+        if key_group != self.next_key_group || !range.contains(key_group) {
+            return Err(Error::InvalidArgument(format!(
+                "key group {key_group} written out of order: expected {} of {range}",
+                self.next_key_group
+            )));
+        }
+        self.offsets.set_offset(key_group, self.out.pos)?;
+        let id = key_group.to_be_bytes();
+        self.out
+            .write_all(&id)
+            .map_err(|err| Error::stream(format!("writing key group {key_group}"), err))?;
+        Ok(id)
+    }
+
     /// What encodes a key group's section apart from the stream (see
     /// [`write_full_snapshot_parallel`]).
     fn section_encoder(&self) -> SectionEncoder<'a> {
@@ -416,17 +423,9 @@ impl<'a> KeyedSnapshotWriter<'a> {
     /// Writes the section of `key_group` that [`SectionEncoder::encode`] produced: the
     /// same bytes [`write_key_group`](Self::write_key_group) would have written.
     fn write_encoded(&mut self, key_group: u32, section: &EncodedSection) -> Result<()> {
-        let range = self.offsets.range();
-        if key_group != self.next_key_group || !range.contains(key_group) {
-            return Err(Error::InvalidArgument(format!(
-                "key group {key_group} written out of order: expected {} of {range}",
-                self.next_key_group
-            )));
-        }
-        self.offsets.set_offset(key_group, self.out.pos)?;
+        self.begin_key_group(key_group)?;
         self.out
-            .write_all(&key_group.to_be_bytes())
-            .and_then(|()| self.out.write_all(&section.bytes))
+            .write_all(&section.bytes)
             .map_err(|err| Error::stream(format!("writing key group {key_group}"), err))?;
         self.checksums.push(section.crc);
         self.next_key_group = key_group + 1;
