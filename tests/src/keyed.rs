@@ -1298,7 +1298,8 @@ pub fn truncated_snapshot_is_detected(backend: &str, registry: &Registry, compre
 
 /// A savepoint is a full snapshot in the canonical format, whatever strategy the backend
 /// takes checkpoints with: a key-groups handle whose header names the decorator, restoring
-/// exactly; checkpoints taken around it restore too.
+/// exactly; checkpoints taken around it restore too; and it is self-contained: it restores
+/// after its backend closed and the checkpoint before it was discarded.
 pub fn savepoints_are_canonical(backend: &str, registry: &Registry, compression: &str) {
     let bed = TestBed::new(backend, registry, compression, "checkpoint vs savepoint");
     let mut model = bed.model();
@@ -1332,6 +1333,15 @@ pub fn savepoints_are_canonical(backend: &str, registry: &Registry, compression:
         let mut restored = bed.restore(full_range(), &[bed.handle(result)]);
         model.check(&mut *restored, &format!("restored from the {what}"));
     }
+    // Self-contained: with the backend closed and the checkpoint (and every file it
+    // uploaded) discarded, the savepoint alone still restores.
+    bed.ok(live.close(), "closing the backend");
+    bed.ok(checkpoint.discard(), "discarding the checkpoint");
+    let mut restored = bed.restore(full_range(), &[bed.handle(&savepoint)]);
+    model.check(
+        &mut *restored,
+        "restored from the savepoint after its checkpoint was discarded",
+    );
 }
 
 /// A savepoint of keyed backend `from` (taken by `old_parallelism` instances) restores into
