@@ -37,6 +37,16 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// Checkpoint storage refused the request: the credentials are unknown or lack the
+    /// permission (an object store's 401 or 403).
+    #[error(
+        "access to {what} was denied: check the credentials and permissions configured for this storage"
+    )]
+    AccessDenied {
+        /// What was accessed (a bucket, an object URL), never a credential.
+        what: String,
+    },
+
     /// Something that should exist does not (a file, a state, a checkpoint).
     #[error("{what} not found")]
     NotFound {
@@ -226,6 +236,7 @@ impl Error {
                 io::ErrorKind::InvalidData
             }
             Error::NotFound { .. } => io::ErrorKind::NotFound,
+            Error::AccessDenied { .. } => io::ErrorKind::PermissionDenied,
             // Not `Interrupted`: `write_all` and `read_exact` retry on that kind.
             Error::Cancelled { .. } => io::ErrorKind::Other,
             Error::Closed { .. } => io::ErrorKind::BrokenPipe,

@@ -16,7 +16,8 @@
 //!   [`ResourceGuard`].
 //! - [`StreamCompressionDecorator`]: wraps each key group's bytes.
 //! - [`CheckpointStreamFactory`] ([`LocalCheckpointStorage`], [`MemoryCheckpointStreamFactory`])
-//!   and [`CheckpointStreamWithResultProvider`]: where bytes go.
+//!   and [`CheckpointStreamWithResultProvider`]: where bytes go; [`CheckpointStorage`]: a
+//!   factory per checkpoint and the committed checkpoint metadata, on any medium.
 //! - [`KeyedBackendSerializationProxy`]: the versioned header of keyed snapshots.
 //! - Handles ([`StreamStateHandle`], [`KeyedStateHandle`], ...) in a [`SnapshotResult`].
 //! - [`Registry`]: plugins by name, collected at link time.
@@ -43,6 +44,7 @@ pub mod repartition;
 mod resource_guard;
 mod shared_registry;
 mod state_object;
+mod storage;
 mod strategy;
 mod stream;
 pub mod typed;
@@ -81,6 +83,7 @@ pub use registry::{PluginInfo, PluginKind, Registration, Registry, register};
 pub use resource_guard::{Lease, ResourceGuard};
 pub use shared_registry::SharedStateRegistry;
 pub use state_object::{SnapshotResult, StateObject};
+pub use storage::CheckpointStorage;
 pub use strategy::{SnapshotStrategy, SnapshotStrategyRunner};
 pub use stream::{
     CheckpointStateOutputStream, CheckpointStreamFactory, CheckpointStreamWithResultProvider,

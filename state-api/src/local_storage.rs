@@ -26,8 +26,9 @@ use std::sync::{Arc, Mutex};
 use crate::background_file::BackgroundFile;
 use crate::checkpoint_metadata::{CheckpointMetadata, METADATA_FILE};
 use crate::{
-    ByteStreamStateHandle, CheckpointStateOutputStream, CheckpointStreamFactory,
-    CheckpointedStateScope, Closeable, Error, FileStateHandle, Result, StreamStateHandle,
+    ByteStreamStateHandle, CheckpointStateOutputStream, CheckpointStorage,
+    CheckpointStreamFactory, CheckpointedStateScope, Closeable, Error, FileStateHandle, Result,
+    StreamStateHandle,
 };
 
 const IN_PROGRESS_PREFIX: &str = ".inprogress-";
@@ -198,6 +199,61 @@ impl LocalCheckpointStorage {
             location: path.display().to_string(),
             source: Box::new(source),
         })
+    }
+}
+
+impl LocalCheckpointStorage {
+    /// Deletes checkpoint `checkpoint_id`'s directory, its `_metadata` first (see
+    /// [`CheckpointStorage::discard_checkpoint`]); a missing directory is no error.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] naming what could not be deleted.
+    pub fn discard_checkpoint(&self, checkpoint_id: u64) -> Result<()> {
+        let dir = self.checkpoint_dir(checkpoint_id);
+        let metadata = dir.join(METADATA_FILE);
+        for outcome in [
+            fs::remove_file(&metadata).map_err(|e| (metadata.clone(), e)),
+            fs::remove_dir_all(&dir).map_err(|e| (dir.clone(), e)),
+        ] {
+            match outcome {
+                Err((path, err)) if err.kind() != io::ErrorKind::NotFound => {
+                    return Err(Error::io(path, err));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The trait's view of the same operations: factories come boxed, commits return nothing.
+impl CheckpointStorage for LocalCheckpointStorage {
+    fn location(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn stream_factory(&self, checkpoint_id: u64) -> Result<Arc<dyn CheckpointStreamFactory>> {
+        Ok(Arc::new(LocalCheckpointStorage::stream_factory(
+            self,
+            checkpoint_id,
+        )?))
+    }
+
+    fn commit_checkpoint(&self, metadata: &CheckpointMetadata) -> Result<()> {
+        LocalCheckpointStorage::commit_checkpoint(self, metadata).map(drop)
+    }
+
+    fn completed_checkpoints(&self) -> Result<Vec<u64>> {
+        LocalCheckpointStorage::completed_checkpoints(self)
+    }
+
+    fn load_checkpoint(&self, checkpoint_id: u64) -> Result<CheckpointMetadata> {
+        LocalCheckpointStorage::load_checkpoint(self, checkpoint_id)
+    }
+
+    fn discard_checkpoint(&self, checkpoint_id: u64) -> Result<()> {
+        LocalCheckpointStorage::discard_checkpoint(self, checkpoint_id)
     }
 }
 

@@ -1,0 +1,108 @@
+//! [`CheckpointStorage`]: where a job's checkpoints live, whatever the medium.
+//!
+//! A storage hands out one [`CheckpointStreamFactory`] per checkpoint (exclusive streams
+//! under that checkpoint's location, shared streams under a location shared by all
+//! checkpoints) and keeps the [`CheckpointMetadata`] that makes a checkpoint complete. The
+//! layout every in-tree storage uses, relative to its root:
+//!
+//! | name | holds |
+//! | --- | --- |
+//! | `chk-<id>/` | exclusive streams of checkpoint `<id>` |
+//! | `chk-<id>/_metadata` | the checkpoint's metadata: present once it completed |
+//! | `shared/` | shared streams (incremental files), reused across checkpoints |
+//!
+//! [`LocalCheckpointStorage`](crate::LocalCheckpointStorage) (a directory) is the embedded
+//! default; the `state-storage-object` crate implements the same trait on object storage.
+//! Code that only checkpoints, commits and restores (a coordinator, a job) programs against
+//! `dyn CheckpointStorage` and runs on either.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::{CheckpointMetadata, CheckpointStreamFactory, Result};
+
+/// Checkpoint storage: stream factories per checkpoint, and committed checkpoint metadata.
+///
+/// # Example
+///
+/// ```
+/// use std::io::Write;
+/// use std::sync::Arc;
+/// use state_api::{CheckpointMetadata, CheckpointStorage, CheckpointType,
+///     CheckpointedStateScope, LocalCheckpointStorage};
+///
+/// let root = tempfile::tempdir().unwrap();
+/// let storage: Arc<dyn CheckpointStorage> = Arc::new(LocalCheckpointStorage::new(root.path())?);
+/// let factory = storage.stream_factory(3)?;
+/// let mut out = factory.create_output_stream(CheckpointedStateScope::Exclusive)?;
+/// out.write_all(b"state").unwrap();
+/// out.close_and_get_handle()?;
+/// storage.commit_checkpoint(&CheckpointMetadata::new(3, 0, CheckpointType::Checkpoint, 128))?;
+/// assert_eq!(storage.completed_checkpoints()?, [3]);
+/// storage.discard_checkpoint(3)?;
+/// assert!(storage.completed_checkpoints()?.is_empty());
+/// # Ok::<(), state_api::Error>(())
+/// ```
+pub trait CheckpointStorage: Send + Sync + fmt::Debug {
+    /// Where the storage is, for messages and listings: a directory, or a URL without
+    /// credentials.
+    fn location(&self) -> String;
+
+    /// The stream factory of checkpoint `checkpoint_id`: exclusive streams go under
+    /// `chk-<id>/`, shared streams under `shared/`.
+    fn stream_factory(&self, checkpoint_id: u64) -> Result<Arc<dyn CheckpointStreamFactory>>;
+
+    /// Commits `metadata` as `chk-<id>/_metadata` in one step: the checkpoint becomes
+    /// complete and visible to [`completed_checkpoints`](Self::completed_checkpoints), whole
+    /// or not at all.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) if the checkpoint is
+    /// committed already (metadata is never replaced); a storage error otherwise.
+    fn commit_checkpoint(&self, metadata: &CheckpointMetadata) -> Result<()>;
+
+    /// Ids of the committed checkpoints, ascending.
+    fn completed_checkpoints(&self) -> Result<Vec<u64>>;
+
+    /// The metadata of committed checkpoint `checkpoint_id`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`](crate::Error::NotFound) for a checkpoint that was never
+    /// committed; [`Error::Snapshot`](crate::Error::Snapshot) around a corruption for a
+    /// damaged one.
+    fn load_checkpoint(&self, checkpoint_id: u64) -> Result<CheckpointMetadata>;
+
+    /// Deletes everything under `chk-<id>/`, its metadata first, so a half-discarded
+    /// checkpoint is never taken for a complete one. Shared streams are not touched: their
+    /// lifetime is the [`SharedStateRegistry`](crate::SharedStateRegistry)'s. Discarding a
+    /// checkpoint that is not there does nothing.
+    fn discard_checkpoint(&self, checkpoint_id: u64) -> Result<()>;
+}
+
+impl<T: CheckpointStorage + ?Sized> CheckpointStorage for Arc<T> {
+    fn location(&self) -> String {
+        (**self).location()
+    }
+
+    fn stream_factory(&self, checkpoint_id: u64) -> Result<Arc<dyn CheckpointStreamFactory>> {
+        (**self).stream_factory(checkpoint_id)
+    }
+
+    fn commit_checkpoint(&self, metadata: &CheckpointMetadata) -> Result<()> {
+        (**self).commit_checkpoint(metadata)
+    }
+
+    fn completed_checkpoints(&self) -> Result<Vec<u64>> {
+        (**self).completed_checkpoints()
+    }
+
+    fn load_checkpoint(&self, checkpoint_id: u64) -> Result<CheckpointMetadata> {
+        (**self).load_checkpoint(checkpoint_id)
+    }
+
+    fn discard_checkpoint(&self, checkpoint_id: u64) -> Result<()> {
+        (**self).discard_checkpoint(checkpoint_id)
+    }
+}

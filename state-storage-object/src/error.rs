@@ -1,0 +1,152 @@
+//! How `object_store` failures become [`state_api::Error`]s.
+//!
+//! | failure | error |
+//! | --- | --- |
+//! | the bucket does not exist (S3 `NoSuchBucket`) | [`Error::NotFound`] naming the bucket |
+//! | the object does not exist | [`Error::NotFound`] naming the object's URL |
+//! | 401 / 403 (unknown key, denied by policy) | [`Error::AccessDenied`] naming the URL |
+//! | anything else once retries are exhausted (connection refused, timeouts, 5xx) | [`Error::Io`] with the URL as `path` and an `io::Error` of the fitting kind |
+//!
+//! The cause's text is kept as a [`StorageFailure`] with every configured credential
+//! replaced by `***`, so no secret reaches an error message, a log line or `Debug` output,
+//! even when a server echoes one back.
+
+use std::error::Error as StdError;
+use std::io;
+use std::path::PathBuf;
+
+use object_store::client::{HttpError, HttpErrorKind};
+use state_api::Error;
+
+/// The text of a failed storage request, credentials removed.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct StorageFailure {
+    message: String,
+}
+
+/// Removes credentials from error texts.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Redactor {
+    secrets: Vec<String>,
+}
+
+impl Redactor {
+    pub(crate) fn new(secrets: Vec<String>) -> Self {
+        Redactor { secrets }
+    }
+
+    pub(crate) fn scrub(&self, mut text: String) -> String {
+        for secret in &self.secrets {
+            text = text.replace(secret.as_str(), "***");
+        }
+        text
+    }
+
+    /// The error and its causes, `: `-separated, credentials removed.
+    pub(crate) fn describe(&self, err: &(dyn StdError + 'static)) -> String {
+        let mut text = err.to_string();
+        let mut source = err.source();
+        while let Some(cause) = source {
+            let line = cause.to_string();
+            if !text.contains(&line) {
+                text.push_str(": ");
+                text.push_str(&line);
+            }
+            source = cause.source();
+        }
+        self.scrub(text)
+    }
+}
+
+/// The `io::ErrorKind` a failure's causes carry (a transport failure, a file system
+/// error), `Other` if none.
+fn kind_of(err: &(dyn StdError + 'static)) -> io::ErrorKind {
+    let mut cause: Option<&(dyn StdError + 'static)> = Some(err);
+    while let Some(current) = cause {
+        if let Some(http) = current.downcast_ref::<HttpError>() {
+            return match http.kind() {
+                HttpErrorKind::Connect => io::ErrorKind::ConnectionRefused,
+                HttpErrorKind::Timeout => io::ErrorKind::TimedOut,
+                HttpErrorKind::Interrupted => io::ErrorKind::ConnectionAborted,
+                _ => io::ErrorKind::Other,
+            };
+        }
+        if let Some(io) = current.downcast_ref::<io::Error>() {
+            return io.kind();
+        }
+        cause = current.source();
+    }
+    io::ErrorKind::Other
+}
+
+/// Maps `err`, met while working on `url` (an object or a storage root) of `bucket` (for
+/// S3), onto the contract's error.
+pub(crate) fn map_error(
+    err: object_store::Error,
+    url: &str,
+    bucket: Option<&str>,
+    redactor: &Redactor,
+) -> Error {
+    let text = redactor.describe(&err);
+    match err {
+        object_store::Error::NotFound { .. } => match bucket {
+            Some(bucket) if text.contains("NoSuchBucket") => Error::NotFound {
+                what: format!("bucket `{bucket}` (for {url}): create it or fix the URL"),
+            },
+            _ => Error::NotFound {
+                what: format!("object {url}"),
+            },
+        },
+        object_store::Error::PermissionDenied { .. }
+        | object_store::Error::Unauthenticated { .. } => Error::AccessDenied {
+            what: url.to_owned(),
+        },
+        other => Error::Io {
+            path: PathBuf::from(url),
+            source: io::Error::new(kind_of(&other), StorageFailure { message: text }),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scrubbing_removes_every_secret() {
+        let redactor = Redactor::new(vec!["AKIA1234".into(), "s3cr3t".into()]);
+        let text = redactor.scrub("key AKIA1234 and s3cr3t and s3cr3t again".into());
+        assert_eq!(text, "key *** and *** and *** again");
+    }
+
+    #[test]
+    fn not_found_and_generic_failures_map_to_typed_errors() {
+        let redactor = Redactor::new(vec!["hunter2".into()]);
+        let missing = object_store::Error::NotFound {
+            path: "a/b".into(),
+            source: "NoSuchKey".into(),
+        };
+        let err = map_error(missing, "s3://bucket/a/b", Some("bucket"), &redactor);
+        assert!(
+            matches!(&err, Error::NotFound { what } if what.contains("s3://bucket/a/b")),
+            "{err}"
+        );
+        let no_bucket = object_store::Error::NotFound {
+            path: "a/b".into(),
+            source: "<Code>NoSuchBucket</Code>".into(),
+        };
+        let err = map_error(no_bucket, "s3://bucket/a/b", Some("bucket"), &redactor);
+        assert!(
+            matches!(&err, Error::NotFound { what } if what.contains("bucket `bucket`")),
+            "{err}"
+        );
+        let failure = object_store::Error::Generic {
+            store: "S3",
+            source: "server echoed hunter2".into(),
+        };
+        let err = map_error(failure, "s3://bucket/a/b", Some("bucket"), &redactor);
+        assert!(matches!(err, Error::Io { .. }), "{err}");
+        assert!(!format!("{err} {err:?}").contains("hunter2"), "{err:?}");
+    }
+}

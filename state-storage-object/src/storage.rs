@@ -1,0 +1,348 @@
+//! [`ObjectCheckpointStorage`]: checkpoint storage under a prefix of an object store, in
+//! the layout of [`CheckpointStorage`] (`chk-<id>/`, `chk-<id>/_metadata`, `shared/`).
+//!
+//! A checkpoint is visible only when its `_metadata` object exists, and that object is
+//! written with one PUT that refuses to replace an existing one: a checkpoint is complete
+//! or absent, never half there, and committed metadata is never overwritten. Streams get
+//! fresh random names, so writers never collide, whatever the number of instances.
+
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures_util::TryStreamExt;
+use object_store::path::Path;
+use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use state_api::checkpoint_metadata::METADATA_FILE;
+use state_api::{
+    CheckpointMetadata, CheckpointStateOutputStream, CheckpointStorage, CheckpointStreamFactory,
+    CheckpointedStateScope, Error, Result,
+};
+
+use crate::location::{ObjectUrl, Scheme};
+use crate::options::ObjectStoreOptions;
+use crate::runtime::block_on;
+use crate::stores::{ObjectStores, Store};
+use crate::stream::ObjectOutputStream;
+
+const SHARED: &str = "shared";
+
+/// A fresh object name: random per process, counted within it.
+fn fresh_name() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let seed = *SEED.get_or_init(|| {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        RandomState::new().hash_one((nanos, std::process::id()))
+    });
+    let count = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let mixed = RandomState::new().hash_one((seed, count));
+    format!("{seed:016x}{mixed:016x}-{count}")
+}
+
+/// Checkpoint storage on object storage.
+///
+/// # Example
+///
+/// ```
+/// use std::io::{Read, Write};
+/// use state_api::{CheckpointStreamFactory, CheckpointedStateScope, StateObject};
+/// use state_storage_object::{ObjectCheckpointStorage, ObjectStoreOptions};
+///
+/// let storage = ObjectCheckpointStorage::open("memory://doc/job-1", ObjectStoreOptions::default())?
+///     .with_file_state_threshold(0);
+/// let factory = storage.stream_factory(1);
+/// let mut stream = factory.create_output_stream(CheckpointedStateScope::Exclusive)?;
+/// stream.write_all(b"key groups").unwrap();
+/// let handle = stream.close_and_get_handle()?;
+/// assert!(handle.describe().starts_with("object memory://doc/job-1/chk-1/"));
+/// let mut back = String::new();
+/// handle.open()?.read_to_string(&mut back).unwrap();
+/// assert_eq!(back, "key groups");
+/// handle.discard()?;
+/// assert!(storage.stored_objects(None)?.is_empty());
+/// # Ok::<(), state_api::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct ObjectCheckpointStorage {
+    store: Arc<Store>,
+    prefix: Path,
+    url: String,
+    file_state_threshold: usize,
+}
+
+impl ObjectCheckpointStorage {
+    /// Streams up to this many bytes are kept inline in their handle (Flink's default).
+    pub const DEFAULT_FILE_STATE_THRESHOLD: usize = 20 * 1024;
+
+    /// Storage under `url` (`s3://bucket/prefix`, `file:///path`, `memory://name/prefix`),
+    /// its store configured with `options` in [`ObjectStores::global`]. Checks that the
+    /// store answers (lists the prefix), so a missing bucket or refused credentials are
+    /// reported here rather than at the first checkpoint.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] / [`Error::Unsupported`] for a bad URL;
+    /// [`Error::NotFound`] naming a missing bucket; [`Error::AccessDenied`];
+    /// [`Error::Io`] when the store cannot be reached (after retries).
+    pub fn open(url: &str, options: ObjectStoreOptions) -> Result<Self> {
+        let parsed = ObjectUrl::parse(url)?;
+        let store = ObjectStores::global().store(&parsed.root, Some(options))?;
+        let storage = ObjectCheckpointStorage {
+            url: parsed.to_string().trim_end_matches('/').to_owned(),
+            store,
+            prefix: parsed.path,
+            file_state_threshold: Self::DEFAULT_FILE_STATE_THRESHOLD,
+        };
+        let inner = storage.store.inner.clone();
+        let prefix = storage.prefix.clone();
+        block_on(async move { inner.list_with_delimiter(Some(&prefix)).await })?
+            .map_err(|err| storage.store.error(err, &storage.url))?;
+        Ok(storage)
+    }
+
+    /// Sets the inline threshold; `0` stores every non-empty stream as an object.
+    pub fn with_file_state_threshold(mut self, bytes: usize) -> Self {
+        self.file_state_threshold = bytes;
+        self
+    }
+
+    /// The storage's URL (never with credentials).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn key(&self, relative: &str) -> Path {
+        relative
+            .split('/')
+            .fold(self.prefix.clone(), |path, part| path.join(part))
+    }
+
+    fn url_of(&self, key: &Path) -> String {
+        match self.store.root.scheme {
+            Scheme::File => format!("file:///{key}"),
+            _ => format!("{}/{key}", self.store.root),
+        }
+    }
+
+    fn checkpoint_key(&self, checkpoint_id: u64) -> Path {
+        self.key(&format!("chk-{checkpoint_id}"))
+    }
+
+    /// The stream factory of checkpoint `checkpoint_id`.
+    pub fn stream_factory(&self, checkpoint_id: u64) -> ObjectStreamFactory {
+        ObjectStreamFactory {
+            storage: self.clone(),
+            exclusive: self.checkpoint_key(checkpoint_id),
+            shared: self.key(SHARED),
+        }
+    }
+
+    /// Commits `metadata` as `chk-<id>/_metadata` with one PUT that never replaces an
+    /// existing object; returns its URL.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] if the checkpoint is committed already; storage errors.
+    pub fn commit_checkpoint(&self, metadata: &CheckpointMetadata) -> Result<String> {
+        let key = self
+            .checkpoint_key(metadata.checkpoint_id)
+            .join(METADATA_FILE);
+        let url = self.url_of(&key);
+        let payload = PutPayload::from(Bytes::from(metadata.to_bytes()?));
+        let inner = self.store.inner.clone();
+        let target = key.clone();
+        let options = PutOptions::from(PutMode::Create);
+        match block_on(async move { inner.put_opts(&target, payload, options).await })? {
+            Ok(_) => Ok(url),
+            Err(object_store::Error::AlreadyExists { .. }) => Err(Error::InvalidArgument(format!(
+                "checkpoint {} is committed already ({url})",
+                metadata.checkpoint_id
+            ))),
+            Err(err) => Err(self.store.error(err, &url)),
+        }
+    }
+
+    /// Ids of the committed checkpoints (those with a `_metadata` object), ascending.
+    ///
+    /// # Errors
+    ///
+    /// Storage errors of the listing.
+    pub fn completed_checkpoints(&self) -> Result<Vec<u64>> {
+        let inner = self.store.inner.clone();
+        let prefix = self.prefix.clone();
+        let listed = block_on(async move {
+            let listing = inner.list_with_delimiter(Some(&prefix)).await?;
+            let mut ids = Vec::new();
+            for dir in listing.common_prefixes {
+                let id = dir
+                    .filename()
+                    .and_then(|name| name.strip_prefix("chk-"))
+                    .and_then(|id| id.parse::<u64>().ok());
+                let Some(id) = id else { continue };
+                match inner.head(&dir.clone().join(METADATA_FILE)).await {
+                    Ok(_) => ids.push(id),
+                    Err(object_store::Error::NotFound { .. }) => {}
+                    Err(err) => return Err(err),
+                }
+            }
+            Ok(ids)
+        })?;
+        let mut ids = listed.map_err(|err| self.store.error(err, &self.url))?;
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    /// The metadata of committed checkpoint `checkpoint_id`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] for a checkpoint never committed; [`Error::Snapshot`] naming
+    /// the object around a corruption; storage errors.
+    pub fn load_checkpoint(&self, checkpoint_id: u64) -> Result<CheckpointMetadata> {
+        let key = self.checkpoint_key(checkpoint_id).join(METADATA_FILE);
+        let url = self.url_of(&key);
+        let inner = self.store.inner.clone();
+        let read = block_on(async move { inner.get(&key).await?.bytes().await })?;
+        let bytes = match read {
+            Ok(bytes) => bytes,
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(Error::NotFound {
+                    what: format!("checkpoint {checkpoint_id} ({url})"),
+                });
+            }
+            Err(err) => return Err(self.store.error(err, &url)),
+        };
+        CheckpointMetadata::from_bytes(&bytes).map_err(|source| Error::Snapshot {
+            location: url,
+            source: Box::new(source),
+        })
+    }
+
+    /// Deletes every object under `chk-<id>/`, its `_metadata` first.
+    ///
+    /// # Errors
+    ///
+    /// Storage errors naming the object.
+    pub fn discard_checkpoint(&self, checkpoint_id: u64) -> Result<()> {
+        let dir = self.checkpoint_key(checkpoint_id);
+        self.delete(&dir.clone().join(METADATA_FILE))?;
+        let inner = self.store.inner.clone();
+        let listed = dir.clone();
+        let keys = block_on(async move {
+            inner
+                .list(Some(&listed))
+                .map_ok(|meta| meta.location)
+                .try_collect::<Vec<_>>()
+                .await
+        })?
+        .map_err(|err| self.store.error(err, &self.url_of(&dir)))?;
+        for key in keys {
+            self.delete(&key)?;
+        }
+        Ok(())
+    }
+
+    fn delete(&self, key: &Path) -> Result<()> {
+        let inner = self.store.inner.clone();
+        let target = key.clone();
+        match block_on(async move { inner.delete(&target).await })? {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(err) => Err(self.store.error(err, &self.url_of(key))),
+        }
+    }
+
+    /// The names of every object stored under the storage (or, with `Some(id)`, under
+    /// checkpoint `id`'s exclusive prefix), relative to the storage's URL, sorted.
+    /// Incomplete multipart uploads are not objects and are not listed.
+    ///
+    /// # Errors
+    ///
+    /// Storage errors of the listing.
+    pub fn stored_objects(&self, checkpoint_id: Option<u64>) -> Result<Vec<String>> {
+        let under = match checkpoint_id {
+            Some(id) => self.checkpoint_key(id),
+            None => self.prefix.clone(),
+        };
+        let inner = self.store.inner.clone();
+        let listed = under.clone();
+        let metas =
+            block_on(async move { inner.list(Some(&listed)).try_collect::<Vec<_>>().await })?
+                .map_err(|err| self.store.error(err, &self.url_of(&under)))?;
+        let mut names: Vec<String> = metas
+            .into_iter()
+            .filter_map(|meta| {
+                meta.location.prefix_match(&self.prefix).map(|parts| {
+                    parts
+                        .map(|part| part.as_ref().to_owned())
+                        .collect::<Vec<_>>()
+                        .join("/")
+                })
+            })
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+}
+
+impl CheckpointStorage for ObjectCheckpointStorage {
+    fn location(&self) -> String {
+        self.url.clone()
+    }
+
+    fn stream_factory(&self, checkpoint_id: u64) -> Result<Arc<dyn CheckpointStreamFactory>> {
+        Ok(Arc::new(ObjectCheckpointStorage::stream_factory(
+            self,
+            checkpoint_id,
+        )))
+    }
+
+    fn commit_checkpoint(&self, metadata: &CheckpointMetadata) -> Result<()> {
+        ObjectCheckpointStorage::commit_checkpoint(self, metadata).map(drop)
+    }
+
+    fn completed_checkpoints(&self) -> Result<Vec<u64>> {
+        ObjectCheckpointStorage::completed_checkpoints(self)
+    }
+
+    fn load_checkpoint(&self, checkpoint_id: u64) -> Result<CheckpointMetadata> {
+        ObjectCheckpointStorage::load_checkpoint(self, checkpoint_id)
+    }
+
+    fn discard_checkpoint(&self, checkpoint_id: u64) -> Result<()> {
+        ObjectCheckpointStorage::discard_checkpoint(self, checkpoint_id)
+    }
+}
+
+/// Opens streams as objects under a checkpoint's prefix (exclusive) or `shared/`.
+#[derive(Debug, Clone)]
+pub struct ObjectStreamFactory {
+    storage: ObjectCheckpointStorage,
+    exclusive: Path,
+    shared: Path,
+}
+
+impl CheckpointStreamFactory for ObjectStreamFactory {
+    fn create_output_stream(
+        &self,
+        scope: CheckpointedStateScope,
+    ) -> Result<Box<dyn CheckpointStateOutputStream>> {
+        let dir = match scope {
+            CheckpointedStateScope::Exclusive => &self.exclusive,
+            CheckpointedStateScope::Shared => &self.shared,
+        };
+        let key = dir.clone().join(fresh_name().as_str());
+        let url = self.storage.url_of(&key);
+        Ok(Box::new(ObjectOutputStream::new(
+            self.storage.store.clone(),
+            key,
+            url,
+            self.storage.file_state_threshold,
+        )))
+    }
+}
