@@ -26,9 +26,8 @@ use std::sync::{Arc, Mutex};
 use crate::background_file::BackgroundFile;
 use crate::checkpoint_metadata::{CheckpointMetadata, METADATA_FILE};
 use crate::{
-    ByteStreamStateHandle, CheckpointStateOutputStream, CheckpointStorage,
-    CheckpointStreamFactory, CheckpointedStateScope, Closeable, Error, FileStateHandle, Result,
-    StreamStateHandle,
+    ByteStreamStateHandle, CheckpointStateOutputStream, CheckpointStorage, CheckpointStreamFactory,
+    CheckpointedStateScope, Closeable, Error, FileStateHandle, Result, StreamStateHandle,
 };
 
 const IN_PROGRESS_PREFIX: &str = ".inprogress-";

@@ -13,11 +13,13 @@
 //! operation sequences) and operator state backends ([`operator`]: round trip, empty
 //! state, rescaling of split, union and broadcast state, snapshot isolation, corrupt input,
 //! cancellation, storage faults, incompatible meta info, local recovery). [`faults`] has the misbehaving stream
-//! factories the lifecycle contracts use, [`fuzz`] the bodies of the fuzz targets.
+//! factories the lifecycle contracts use, [`fuzz`] the bodies of the fuzz targets;
+//! [`storage`] lets a checkpoint storage run the backend kits on itself.
 
 pub mod compression;
 pub mod faults;
 pub mod fuzz;
 pub mod keyed;
 pub mod operator;
+pub mod storage;
 mod support;

@@ -1,17 +1,14 @@
 //! Helpers the kits share: scratch directories, checkpoint storage, file listings.
 
-use std::fs;
-use std::io;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use state_api::{
-    AsyncSnapshotTask, CheckpointStreamFactory, LocalCheckpointStorage, Result, StateObject,
-};
+use state_api::{AsyncSnapshotTask, CheckpointStreamFactory, Result, StateObject};
 use tempfile::TempDir;
 
 use crate::faults::{Fault, FaultyStreamFactory, GatePoint, GatedStreamFactory, is_injected};
+use crate::storage::StorageUnderTest;
 
 /// A fresh temporary directory named after `prefix`; panics naming `label` if it cannot be
 /// created.
@@ -22,43 +19,78 @@ pub(crate) fn temp_dir(prefix: &str, label: &str) -> TempDir {
         .unwrap_or_else(|err| panic!("{label}: cannot create a temporary directory: {err}"))
 }
 
-/// Checkpoint storage rooted at `root`; `file_state_threshold` 0 writes every stream to a
-/// file, `None` keeps the default.
+/// The checkpoint storage of one contract, from the provider in force
+/// ([`with_storage`](crate::storage::with_storage)), named after `root`.
+#[derive(Clone)]
+pub(crate) struct KitStorage {
+    label: String,
+    inner: Arc<dyn StorageUnderTest>,
+}
+
+impl std::fmt::Debug for KitStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KitStorage")
+            .field("location", &self.inner.location())
+            .finish()
+    }
+}
+
+impl KitStorage {
+    /// The stream factory of checkpoint `checkpoint_id`.
+    pub(crate) fn stream_factory(
+        &self,
+        checkpoint_id: u64,
+    ) -> Result<Arc<dyn CheckpointStreamFactory>> {
+        self.inner.stream_factory(checkpoint_id)
+    }
+
+    /// The local directory of the storage, for contracts that damage files.
+    pub(crate) fn local_root(&self) -> Option<&Path> {
+        self.inner.local_root()
+    }
+
+    /// What is stored (under checkpoint `checkpoint_id`, or anywhere).
+    pub(crate) fn stored(&self, checkpoint_id: Option<u64>) -> Vec<String> {
+        self.inner.stored(checkpoint_id).unwrap_or_else(|err| {
+            panic!("{}: listing {}: {err}", self.label, self.inner.location())
+        })
+    }
+
+    /// Panics naming `case` if anything is stored (under checkpoint `checkpoint_id`, or
+    /// anywhere).
+    #[track_caller]
+    pub(crate) fn assert_empty(&self, checkpoint_id: Option<u64>, case: &str) {
+        let stored = self.stored(checkpoint_id);
+        assert!(
+            stored.is_empty(),
+            "{}: {case}: left in {}: {stored:?}",
+            self.label,
+            self.inner.location()
+        );
+    }
+}
+
+/// Checkpoint storage named after `root`; `file_state_threshold` 0 stores every stream as
+/// a file or object, `None` keeps the default.
 pub(crate) fn storage(
     label: &str,
     root: PathBuf,
     file_state_threshold: Option<usize>,
-) -> LocalCheckpointStorage {
-    let storage = LocalCheckpointStorage::new(root)
+) -> KitStorage {
+    let inner = crate::storage::provider()
+        .open(&root, file_state_threshold)
         .unwrap_or_else(|err| panic!("{label}: creating checkpoint storage: {err}"));
-    match file_state_threshold {
-        Some(bytes) => storage.with_file_state_threshold(bytes),
-        None => storage,
+    KitStorage {
+        label: label.to_owned(),
+        inner,
     }
 }
 
 /// Files (not directories) anywhere under `dir`, relative to it, sorted; none if `dir`
 /// does not exist.
 pub(crate) fn files_under(label: &str, dir: &Path) -> Vec<PathBuf> {
-    fn walk(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> io::Result<()> {
-        for entry in fs::read_dir(dir)? {
-            let path = entry?.path();
-            if path.is_dir() {
-                walk(root, &path, out)?;
-            } else {
-                out.push(path.strip_prefix(root).unwrap_or(&path).to_path_buf());
-            }
-        }
-        Ok(())
-    }
-    let mut files = Vec::new();
-    match walk(dir, dir, &mut files) {
-        Ok(()) => {}
-        Err(err) if err.kind() == io::ErrorKind::NotFound => {}
-        Err(err) => panic!("{label}: listing {}: {err}", dir.display()),
-    }
-    files.sort();
-    files
+    crate::storage::files_under(dir, dir)
+        .unwrap_or_else(|err| panic!("{label}: listing {}: {err}", dir.display()))
 }
 
 /// Panics naming `label` and `case` if any file is left under `dir`.
@@ -94,13 +126,12 @@ pub(crate) const CANCELLATION_CHECKPOINTS: u64 = 6;
 /// part.
 pub(crate) fn check_cancellations<T: StateObject + Send + 'static>(
     label: &str,
-    storage: &LocalCheckpointStorage,
+    storage: &KitStorage,
     mut start: impl FnMut(u64, Arc<dyn CheckpointStreamFactory>) -> AsyncSnapshotTask<T>,
     pending: impl Fn() -> usize,
 ) {
-    let root = storage.root();
-    let assert_no_files = |label: &str, root: &Path, case: &str| {
-        assert_no_files(label, root, case);
+    let assert_no_files = |label: &str, case: &str| {
+        storage.assert_empty(None, case);
         assert_nothing_pending(label, pending(), case);
     };
     let factory = |checkpoint_id: u64| {
@@ -115,7 +146,7 @@ pub(crate) fn check_cancellations<T: StateObject + Send + 'static>(
         "{label}: cancelling a task that did not run had no effect"
     );
     expect_cancelled(label, task.run(), "cancelled before it ran");
-    assert_no_files(label, root, "cancelled before it ran");
+    assert_no_files(label, "cancelled before it ran");
 
     let task = start(2, Arc::new(factory(2)));
     let canceller = task.canceller();
@@ -125,10 +156,10 @@ pub(crate) fn check_cancellations<T: StateObject + Send + 'static>(
     );
     assert!(canceller.is_done(), "{label}: a cancelled task is not done");
     expect_cancelled(label, task.run(), "cancelled through its canceller");
-    assert_no_files(label, root, "cancelled through its canceller");
+    assert_no_files(label, "cancelled through its canceller");
 
     drop(start(3, Arc::new(factory(3))));
-    assert_no_files(label, root, "dropped without running");
+    assert_no_files(label, "dropped without running");
 
     // Held at a gate until the cancel is done.
     let gated = [
@@ -164,7 +195,7 @@ pub(crate) fn check_cancellations<T: StateObject + Send + 'static>(
             .join()
             .unwrap_or_else(|_| panic!("{label}: {case}: the asynchronous part panicked"));
         expect_cancelled(label, outcome, case);
-        assert_no_files(label, root, case);
+        assert_no_files(label, case);
     }
 }
 
@@ -176,7 +207,7 @@ pub(crate) fn check_cancellations<T: StateObject + Send + 'static>(
 /// stay registered with the closed owner (`pending`), and no file may remain.
 pub(crate) fn check_close_while_writing<T: StateObject + Send + 'static>(
     label: &str,
-    storage: &LocalCheckpointStorage,
+    storage: &KitStorage,
     checkpoint_id: u64,
     start: impl FnOnce(Arc<dyn CheckpointStreamFactory>) -> AsyncSnapshotTask<T>,
     close: impl FnOnce() -> Result<()>,
@@ -201,7 +232,7 @@ pub(crate) fn check_close_while_writing<T: StateObject + Send + 'static>(
         .join()
         .unwrap_or_else(|_| panic!("{label}: {case}: the asynchronous part panicked"));
     expect_cancelled(label, outcome, case);
-    assert_no_files(label, storage.root(), case);
+    storage.assert_empty(None, case);
 }
 
 /// Panics naming `label` and `case` unless the owner holds no registered snapshot.
@@ -245,7 +276,7 @@ const HEALTHY_CHECKPOINTS: u64 = 1000;
 /// leaves nothing behind and the owner goes on working.
 pub(crate) fn check_storage_faults<T: StateObject + Send + 'static>(
     label: &str,
-    storage: &LocalCheckpointStorage,
+    storage: &KitStorage,
     mut start: impl FnMut(u64, Arc<dyn CheckpointStreamFactory>) -> AsyncSnapshotTask<T>,
     pending: impl Fn() -> usize,
     mut check: impl FnMut(&str, &T, bool),
@@ -291,7 +322,7 @@ pub(crate) fn check_storage_faults<T: StateObject + Send + 'static>(
                     .unwrap_or_else(|err| panic!("{label}: {case}: discarding: {err}"));
             }
         }
-        assert_no_files(label, storage.root(), &case);
+        storage.assert_empty(None, &case);
         assert_nothing_pending(label, pending(), &case);
 
         let healthy_id = HEALTHY_CHECKPOINTS + checkpoint_id;
@@ -305,7 +336,7 @@ pub(crate) fn check_storage_faults<T: StateObject + Send + 'static>(
         result
             .discard()
             .unwrap_or_else(|err| panic!("{label}: {healthy}: discarding: {err}"));
-        assert_no_files(label, storage.root(), &healthy);
+        storage.assert_empty(None, &healthy);
     }
 }
 
