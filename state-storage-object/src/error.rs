@@ -4,7 +4,7 @@
 //! | --- | --- |
 //! | the bucket does not exist (S3 `NoSuchBucket`) | [`Error::NotFound`] naming the bucket |
 //! | the object does not exist | [`Error::NotFound`] naming the object's URL |
-//! | 401 / 403 (unknown key, denied by policy) | [`Error::AccessDenied`] naming the URL |
+//! | 401 / 403, S3 `AccessDenied`, `InvalidAccessKeyId`, `SignatureDoesNotMatch`, ... | [`Error::AccessDenied`] naming the URL |
 //! | anything else once retries are exhausted (connection refused, timeouts, 5xx) | [`Error::Io`] with the URL as `path` and an `io::Error` of the fitting kind |
 //!
 //! The cause's text is kept as a [`StorageFailure`] with every configured credential
@@ -80,8 +80,24 @@ fn kind_of(err: &(dyn StdError + 'static)) -> io::ErrorKind {
     io::ErrorKind::Other
 }
 
+/// S3 error codes (documented, stable) that mean the credentials were refused.
+const ACCESS_DENIED_CODES: [&str; 6] = [
+    "AccessDenied",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "ExpiredToken",
+    "InvalidToken",
+    "AllAccessDisabled",
+];
+
+/// Whether the response body in `text` carries S3 error code `code`.
+fn has_code(text: &str, code: &str) -> bool {
+    text.contains(&format!("<Code>{code}</Code>"))
+}
+
 /// Maps `err`, met while working on `url` (an object or a storage root) of `bucket` (for
-/// S3), onto the contract's error.
+/// S3), onto the contract's error. The S3 error code in a response decides where there
+/// is one (listing errors reach us as generic errors); the error's kind decides otherwise.
 pub(crate) fn map_error(
     err: object_store::Error,
     url: &str,
@@ -89,14 +105,21 @@ pub(crate) fn map_error(
     redactor: &Redactor,
 ) -> Error {
     let text = redactor.describe(&err);
+    if let Some(bucket) = bucket
+        && has_code(&text, "NoSuchBucket")
+    {
+        return Error::NotFound {
+            what: format!("bucket `{bucket}` (for {url}): create it or fix the URL"),
+        };
+    }
+    if ACCESS_DENIED_CODES.iter().any(|code| has_code(&text, code)) {
+        return Error::AccessDenied {
+            what: url.to_owned(),
+        };
+    }
     match err {
-        object_store::Error::NotFound { .. } => match bucket {
-            Some(bucket) if text.contains("NoSuchBucket") => Error::NotFound {
-                what: format!("bucket `{bucket}` (for {url}): create it or fix the URL"),
-            },
-            _ => Error::NotFound {
-                what: format!("object {url}"),
-            },
+        object_store::Error::NotFound { .. } => Error::NotFound {
+            what: format!("object {url}"),
         },
         object_store::Error::PermissionDenied { .. }
         | object_store::Error::Unauthenticated { .. } => Error::AccessDenied {

@@ -151,9 +151,7 @@ fn build_s3(bucket: &str, options: &ObjectStoreOptions) -> Result<Arc<dyn Object
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
     if let Some(endpoint) = &options.endpoint {
-        builder = builder
-            .with_endpoint(endpoint)
-            .with_allow_http(endpoint.starts_with("http://"));
+        builder = builder.with_endpoint(endpoint);
     }
     let region = options
         .region
@@ -182,7 +180,13 @@ fn build_s3(bucket: &str, options: &ObjectStoreOptions) -> Result<Arc<dyn Object
         max_retries: options.retry.max_retries,
         retry_timeout: options.retry.timeout,
     };
+    // Plain HTTP only where the endpoint asks for it (a loopback test server).
+    let allow_http = options
+        .endpoint
+        .as_ref()
+        .is_some_and(|endpoint| endpoint.starts_with("http://"));
     let client = ClientOptions::new()
+        .with_allow_http(allow_http)
         .with_timeout(options.request_timeout)
         .with_connect_timeout(options.connect_timeout);
     let store = builder
