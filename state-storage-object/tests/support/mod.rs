@@ -251,6 +251,8 @@ pub enum Mode {
     Hold,
     /// Closes new connections at once and cuts open ones.
     Refuse,
+    /// Closes the next this many new connections at once, then passes.
+    RefuseNext(u32),
 }
 
 #[derive(Debug)]
@@ -258,6 +260,8 @@ struct ProxyState {
     mode: Mode,
     /// Responses held so far (in [`Mode::Hold`]).
     held: u64,
+    /// Connections refused by [`Mode::RefuseNext`].
+    refused: u32,
     stopped: bool,
     connections: Vec<TcpStream>,
 }
@@ -278,6 +282,7 @@ impl Proxy {
             Mutex::new(ProxyState {
                 mode: Mode::Pass,
                 held: 0,
+                refused: 0,
                 stopped: false,
                 connections: Vec::new(),
             }),
@@ -292,9 +297,18 @@ impl Proxy {
                 if guard.stopped {
                     return;
                 }
-                if guard.mode == Mode::Refuse {
-                    let _ = client.shutdown(Shutdown::Both);
-                    continue;
+                match guard.mode {
+                    Mode::Refuse => {
+                        let _ = client.shutdown(Shutdown::Both);
+                        continue;
+                    }
+                    Mode::RefuseNext(n) if n > 0 => {
+                        guard.mode = Mode::RefuseNext(n - 1);
+                        guard.refused += 1;
+                        let _ = client.shutdown(Shutdown::Both);
+                        continue;
+                    }
+                    _ => {}
                 }
                 let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
                     let _ = client.shutdown(Shutdown::Both);
@@ -334,6 +348,11 @@ impl Proxy {
             }
         }
         changed.notify_all();
+    }
+
+    /// Connections refused by [`Mode::RefuseNext`] so far.
+    pub fn refused(&self) -> u32 {
+        self.state.0.lock().expect("proxy state").refused
     }
 
     /// Blocks until the proxy holds at least one response (in [`Mode::Hold`]).
@@ -376,7 +395,7 @@ fn pump(mut from: TcpStream, mut to: TcpStream, state: Option<Arc<(Mutex<ProxySt
             let mut counted = false;
             loop {
                 match guard.mode {
-                    Mode::Pass => break,
+                    Mode::Pass | Mode::RefuseNext(_) => break,
                     Mode::Refuse => {
                         let _ = from.shutdown(Shutdown::Both);
                         let _ = to.shutdown(Shutdown::Both);
