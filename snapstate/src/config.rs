@@ -8,11 +8,16 @@
 //! | `execution.checkpointing.incremental` | checkpoint with the backend's `<backend>-incremental` strategy | `false` |
 //! | `execution.checkpointing.strategy` | checkpoint with this registered strategy instead (overrides the above) | the backend's default |
 //! | `execution.checkpointing.snapshot-compression` | key-group decorator by name (`none`, `snappy`, `lz4`); `true` means `snappy`, `false` `none`, as in Flink | `none` |
-//! | `execution.checkpointing.dir` (or `state.checkpoints.dir`) | checkpoint storage: a path or `file:///path` | required to build storage |
+//! | `execution.checkpointing.dir` (or `state.checkpoints.dir`) | checkpoint storage: a path or `file:///path` (a local directory), `s3://bucket/prefix` or `memory://name/prefix` (object storage, feature `object-storage`) | required to build storage |
+//! | `s3.*` | how object storage is reached: `s3.endpoint`, `s3.region`, `s3.access-key`, `s3.secret-key`, `s3.path.style.access`, part size, retries (see `state_storage_object::ObjectStoreOptions`) | the AWS environment variables |
 //! | `state.backend.local-recovery` | keep task-local copies | `false` |
-//! | `taskmanager.state.local.root-dirs` | where task-local copies go | `<checkpoint dir>/local` |
+//! | `taskmanager.state.local.root-dirs` | where task-local copies go | `<checkpoint dir>/local` for a local checkpoint directory |
 //! | `pipeline.max-parallelism` | number of key groups | `128` |
 //! | `state.backend.rocksdb.*` | passed to the backend as `rocksdb.*` options | |
+//!
+//! Credentials (`s3.access-key`, `s3.secret-key`, `s3.session-token`) never appear in
+//! `Debug` output or errors; the environment (`AWS_ACCESS_KEY_ID`, ...) keeps them out of
+//! configuration files altogether.
 //!
 //! In a TOML file the keys may be written flat (`"state.backend.type" = "rocksdb"`) or as
 //! nested tables (`[state.backend]` `type = "rocksdb"`); both mean the same.
@@ -44,8 +49,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use state_api::{
-    KeyGroupRange, KeyedBackendParams, KeyedStateBackendFactory, LocalCheckpointStorage,
-    LocalRecoveryConfig, PluginKind, Registry,
+    CheckpointStorage, KeyGroupRange, KeyedBackendParams, KeyedStateBackendFactory,
+    LocalCheckpointStorage, LocalRecoveryConfig, PluginKind, Registry,
 };
 
 /// Why a configuration does not load or does not build.
@@ -125,6 +130,47 @@ const FEATURES: [(&str, &str); 7] = [
     ("lz4", "lz4"),
 ];
 
+/// `s3.*` options for object storage as given, checked when storage is built. `Debug`
+/// prints credentials as `***`.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct StorageOptions(BTreeMap<String, String>);
+
+impl StorageOptions {
+    /// Keys whose values are credentials.
+    const SECRET_KEYS: [&'static str; 3] = ["s3.access-key", "s3.secret-key", "s3.session-token"];
+
+    /// Sets `key` (an `s3.*` key) to `value`.
+    pub fn insert(&mut self, key: impl Into<String>, value: impl Into<String>) {
+        self.0.insert(key.into(), value.into());
+    }
+
+    /// The value of `key`.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(String::as_str)
+    }
+
+    /// Every option, in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0
+            .iter()
+            .map(|(key, value)| (key.as_str(), value.as_str()))
+    }
+}
+
+impl std::fmt::Debug for StorageOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(self.0.iter().map(|(key, value)| {
+                let shown = match Self::SECRET_KEYS.contains(&key.as_str()) {
+                    true => "***",
+                    false => value.as_str(),
+                };
+                (key, shown)
+            }))
+            .finish()
+    }
+}
+
 /// State backend configuration; see the [module documentation](self) for the keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StateConfig {
@@ -136,8 +182,14 @@ pub struct StateConfig {
     pub strategy: Option<String>,
     /// `execution.checkpointing.snapshot-compression`.
     pub compression: String,
-    /// `execution.checkpointing.dir` / `state.checkpoints.dir`.
+    /// `execution.checkpointing.dir` / `state.checkpoints.dir` when it names a local
+    /// directory (a path or `file://`).
     pub checkpoint_dir: Option<PathBuf>,
+    /// `execution.checkpointing.dir` / `state.checkpoints.dir` when it names object
+    /// storage (`s3://`, `memory://`); at most one of this and `checkpoint_dir` is set.
+    pub checkpoint_url: Option<String>,
+    /// `s3.*`: how object storage is reached.
+    pub storage_options: StorageOptions,
     /// `state.backend.local-recovery`.
     pub local_recovery: bool,
     /// `taskmanager.state.local.root-dirs`.
@@ -156,6 +208,8 @@ impl Default for StateConfig {
             strategy: None,
             compression: "none".into(),
             checkpoint_dir: None,
+            checkpoint_url: None,
+            storage_options: StorageOptions::default(),
             local_recovery: false,
             local_recovery_dir: None,
             max_parallelism: 128,
@@ -180,12 +234,15 @@ fn boolean(key: &str, value: &str) -> Result<bool, ConfigError> {
     }
 }
 
+/// Schemes of object storage (`state-storage-object`).
+const OBJECT_SCHEMES: [&str; 2] = ["s3", "memory"];
+
 fn path(value: &str) -> Result<PathBuf, String> {
     match value.split_once("://") {
         None => Ok(PathBuf::from(value)),
         Some(("file", rest)) => Ok(PathBuf::from(rest)),
         Some((scheme, _)) => Err(format!(
-            "checkpoint storage scheme `{scheme}://` is not available in this build; use a local path or file:///path"
+            "`{scheme}://` is not a local directory; use a local path or file:///path"
         )),
     }
 }
@@ -282,8 +339,31 @@ impl StateConfig {
                 }
             }
             "execution.checkpointing.dir" | "state.checkpoints.dir" => {
-                self.checkpoint_dir =
-                    Some(path(value).map_err(|reason| invalid(key, value, &reason))?)
+                match value.split_once("://") {
+                    Some((scheme, _)) if OBJECT_SCHEMES.contains(&scheme) => {
+                        self.checkpoint_url = Some(value.to_owned());
+                        self.checkpoint_dir = None;
+                    }
+                    Some((scheme, _)) if scheme != "file" => {
+                        return Err(invalid(
+                            key,
+                            value,
+                            &format!(
+                                "checkpoint storage scheme `{scheme}://` is not supported; use a local path, file:///path, s3://bucket/prefix or memory://name/prefix"
+                            ),
+                        ));
+                    }
+                    _ => {
+                        self.checkpoint_dir =
+                            Some(path(value).map_err(|reason| invalid(key, value, &reason))?);
+                        self.checkpoint_url = None;
+                    }
+                }
+            }
+            _ if key.starts_with("s3.") => {
+                #[cfg(feature = "object-storage")]
+                state_storage_object::ObjectStoreOptions::default().set(key, value)?;
+                self.storage_options.insert(key, value);
             }
             "state.backend.local-recovery" => self.local_recovery = boolean(key, value)?,
             "taskmanager.state.local.root-dirs" => {
@@ -300,7 +380,7 @@ impl StateConfig {
             _ => {
                 return Err(ConfigError::UnknownKey {
                     key: key.to_owned(),
-                    known: format!("{}, state.backend.rocksdb.*", KEYS.join(", ")),
+                    known: format!("{}, state.backend.rocksdb.*, s3.*", KEYS.join(", ")),
                 });
             }
         }
@@ -417,7 +497,7 @@ impl StateConfig {
                 (None, None) => {
                     return Err(ConfigError::Missing {
                         key: "taskmanager.state.local.root-dirs",
-                        why: "for local recovery when no checkpoint directory is set",
+                        why: "for local recovery when no local checkpoint directory is set",
                     });
                 }
             };
@@ -426,18 +506,42 @@ impl StateConfig {
         Ok(params)
     }
 
-    /// The checkpoint storage the configuration names.
+    /// The checkpoint storage the configuration names: a [`LocalCheckpointStorage`] for a
+    /// local directory, object storage (feature `object-storage`) for `s3://` and
+    /// `memory://` URLs, its store configured from the `s3.*` keys.
     ///
     /// # Errors
     ///
-    /// [`ConfigError::Missing`] without a checkpoint directory; [`ConfigError::Api`] when
-    /// the directory cannot be created.
-    pub fn storage(&self) -> Result<LocalCheckpointStorage, ConfigError> {
+    /// [`ConfigError::Missing`] without a checkpoint directory; [`ConfigError::NotLinked`]
+    /// for object storage without feature `object-storage`; [`ConfigError::Api`] when the
+    /// directory cannot be created or the store refuses (a missing bucket is
+    /// [`state_api::Error::NotFound`], refused credentials
+    /// [`state_api::Error::AccessDenied`]).
+    pub fn storage(&self) -> Result<Arc<dyn CheckpointStorage>, ConfigError> {
+        if let Some(url) = &self.checkpoint_url {
+            return self.object_storage(url);
+        }
         let dir = self.checkpoint_dir.as_ref().ok_or(ConfigError::Missing {
             key: "execution.checkpointing.dir",
             why: "to store checkpoints",
         })?;
-        Ok(LocalCheckpointStorage::new(dir)?)
+        Ok(Arc::new(LocalCheckpointStorage::new(dir)?))
+    }
+
+    #[cfg(feature = "object-storage")]
+    fn object_storage(&self, url: &str) -> Result<Arc<dyn CheckpointStorage>, ConfigError> {
+        use state_storage_object::{ObjectCheckpointStorage, ObjectStoreOptions};
+        let options = ObjectStoreOptions::from_pairs(self.storage_options.iter())?;
+        Ok(Arc::new(ObjectCheckpointStorage::open(url, options)?))
+    }
+
+    #[cfg(not(feature = "object-storage"))]
+    fn object_storage(&self, url: &str) -> Result<Arc<dyn CheckpointStorage>, ConfigError> {
+        Err(ConfigError::NotLinked {
+            what: "checkpoint storage",
+            name: url.to_owned(),
+            hint: "enable feature `object-storage` of snapstate".into(),
+        })
     }
 }
 
@@ -491,9 +595,9 @@ mod tests {
         );
         let err = StateConfig::from_pairs([("pipeline.max-parallelism", "0")]).unwrap_err();
         assert!(matches!(err, ConfigError::InvalidValue { .. }), "{err}");
-        let err = StateConfig::from_pairs([("execution.checkpointing.dir", "s3://bucket/x")])
+        let err = StateConfig::from_pairs([("execution.checkpointing.dir", "gs://bucket/x")])
             .unwrap_err();
-        assert!(err.to_string().contains("s3://"), "{err}");
+        assert!(err.to_string().contains("gs://"), "{err}");
         let err = StateConfig::from_toml_str("state = [").unwrap_err();
         assert!(matches!(err, ConfigError::File { .. }), "{err}");
     }
@@ -524,6 +628,75 @@ mod tests {
             .keyed_params(KeyGroupRange::new(0, 127).unwrap(), &registry)
             .unwrap_err();
         assert!(err.to_string().contains("enable feature `lz4`"), "{err}");
+    }
+
+    #[test]
+    fn object_storage_urls_and_s3_options_are_kept_and_credentials_never_printed() {
+        let config = StateConfig::from_toml_str(
+            r#"
+            [execution.checkpointing]
+            dir = "s3://bucket/jobs/counts"
+            [s3]
+            endpoint = "http://127.0.0.1:9000"
+            access-key = "AKIA-NOT-PRINTED"
+            secret-key = "secret-not-printed"
+            path.style.access = true
+            "#,
+        )
+        .unwrap();
+        assert_eq!(
+            config.checkpoint_url.as_deref(),
+            Some("s3://bucket/jobs/counts")
+        );
+        assert_eq!(config.checkpoint_dir, None);
+        assert_eq!(
+            config.storage_options.get("s3.path.style.access"),
+            Some("true")
+        );
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("AKIA-NOT-PRINTED"), "{shown}");
+        assert!(!shown.contains("secret-not-printed"), "{shown}");
+        let err = StateConfig::from_pairs([
+            ("execution.checkpointing.dir", "memory://job"),
+            ("state.backend.local-recovery", "true"),
+        ])
+        .unwrap()
+        .keyed_params(KeyGroupRange::new(0, 127).unwrap(), crate::registry())
+        .unwrap_err();
+        assert!(matches!(err, ConfigError::Missing { .. }), "{err}");
+    }
+
+    #[cfg(not(feature = "object-storage"))]
+    #[test]
+    fn object_storage_without_the_feature_names_it() {
+        let config =
+            StateConfig::from_pairs([("execution.checkpointing.dir", "memory://job")]).unwrap();
+        let err = config.storage().unwrap_err();
+        assert!(
+            err.to_string().contains("enable feature `object-storage`"),
+            "{err}"
+        );
+    }
+
+    #[cfg(feature = "object-storage")]
+    #[test]
+    fn memory_urls_build_object_storage_and_bad_s3_options_are_named() {
+        use std::io::Write;
+        let config =
+            StateConfig::from_pairs([("execution.checkpointing.dir", "memory://config-test/job")])
+                .unwrap();
+        let storage = config.storage().unwrap();
+        assert_eq!(storage.location(), "memory://config-test/job");
+        let factory = storage.stream_factory(1).unwrap();
+        let mut out = factory
+            .create_output_stream(state_api::CheckpointedStateScope::Exclusive)
+            .unwrap();
+        out.write_all(b"state").unwrap();
+        assert_eq!(out.close_and_get_handle().unwrap().state_size(), 5);
+        let err = StateConfig::from_pairs([("s3.upload.part-size", "1 kb")]).unwrap_err();
+        assert!(err.to_string().contains("s3.upload.part-size"), "{err}");
+        let err = StateConfig::from_pairs([("s3.secret-key-typo", "hunter2")]).unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
     }
 
     #[cfg(feature = "heap")]
@@ -570,7 +743,7 @@ mod tests {
             .snapshot(
                 1,
                 0,
-                Arc::new(storage.stream_factory(1).unwrap()),
+                storage.stream_factory(1).unwrap(),
                 &state_api::CheckpointOptions::checkpoint(),
             )
             .unwrap();

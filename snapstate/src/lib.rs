@@ -12,6 +12,7 @@
 //! | `operator` (default) | `operator` (`state-operator`) | operator backend and strategy `operator` |
 //! | `rocksdb` | `rocksdb` (`state-rocksdb`) | keyed backend `rocksdb`, strategies `rocksdb-full`, `rocksdb-incremental` |
 //! | `snappy`, `lz4` | `compress` (`state-compress`) | decorators `snappy` *and* `lz4` |
+//! | `object-storage` | `object_storage` (`state-storage-object`) | the `object` handle kind; `s3://` and `memory://` checkpoint storage in [`config`] |
 //! | `full` | all of the above | |
 //! | `cli` | | nothing: builds the `snapstate` binary |
 //!
@@ -49,8 +50,8 @@ pub use error::{Error, Result};
 pub use state_api as api;
 pub use state_api::checkpoint_metadata::{CheckpointMetadata, InstanceSnapshot};
 pub use state_api::{
-    CheckpointOptions, CheckpointType, KeyGroupRange, KeyedBackendParams, LocalCheckpointStorage,
-    OperatorBackendParams, Registry,
+    CheckpointOptions, CheckpointStorage, CheckpointType, KeyGroupRange, KeyedBackendParams,
+    LocalCheckpointStorage, OperatorBackendParams, Registry,
 };
 
 /// The compression decorators `snappy` and `lz4` (`state-compress`).
@@ -65,6 +66,9 @@ pub use state_operator as operator;
 /// The RocksDB keyed state backend (`state-rocksdb`).
 #[cfg(feature = "rocksdb")]
 pub use state_rocksdb as rocksdb;
+/// Checkpoint storage on object storage (`state-storage-object`).
+#[cfg(feature = "object-storage")]
+pub use state_storage_object as object_storage;
 
 /// Keeps the link-time registrations of `state-api` and of every plugin crate the enabled
 /// features bring in.
@@ -78,6 +82,8 @@ pub fn link() {
     state_operator::link();
     #[cfg(feature = "rocksdb")]
     state_rocksdb::link();
+    #[cfg(feature = "object-storage")]
+    state_storage_object::link();
 }
 
 /// The process-wide registry of every linked plugin ([`Registry::global`]), after [`link`].

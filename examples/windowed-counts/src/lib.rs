@@ -17,11 +17,11 @@ use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, Sender};
 
 use snapstate::api::{
-    AsyncSnapshotTask, CheckpointMetadata, CheckpointOptions, CheckpointType,
+    AsyncSnapshotTask, CheckpointMetadata, CheckpointOptions, CheckpointStorage, CheckpointType,
     IncrementalRemoteKeyedStateHandle, InstanceSnapshot, KeyGroupRange, KeyGroupRangeAssignment,
-    KeyedSnapshotResult, KeyedStateBackend, KeyedStateHandle, LocalCheckpointStorage,
-    OperatorBackendParams, OperatorSnapshotResult, OperatorStateBackend, OperatorStateMetaInfo,
-    Registry, SharedStateRegistry, StateMetaInfo,
+    KeyedSnapshotResult, KeyedStateBackend, KeyedStateHandle, OperatorBackendParams,
+    OperatorSnapshotResult, OperatorStateBackend, OperatorStateMetaInfo, Registry,
+    SharedStateRegistry, StateMetaInfo,
 };
 use snapstate::config::StateConfig;
 
@@ -104,7 +104,7 @@ struct Pending {
 
 /// The checkpointing thread: runs asynchronous parts, commits metadata, reports back.
 fn checkpointer(
-    storage: LocalCheckpointStorage,
+    storage: Arc<dyn CheckpointStorage>,
     shared: Arc<SharedStateRegistry>,
     max_parallelism: u32,
     pending: Receiver<Pending>,
@@ -321,7 +321,7 @@ pub fn run(spec: &JobSpec, config: &StateConfig, work_dir: PathBuf) -> JobResult
                 .update_list(SOURCE_OFFSET, &[offset.to_be_bytes().to_vec()])?;
             let checkpoint_id = next_checkpoint;
             next_checkpoint += 1;
-            let factory = Arc::new(storage.stream_factory(checkpoint_id)?);
+            let factory = storage.stream_factory(checkpoint_id)?;
             let options = CheckpointOptions::checkpoint();
             let mut checkpoint = Pending {
                 checkpoint_id,
