@@ -5,13 +5,22 @@
 //! (`cargo xtask bench-one ...`), so `peak_rss_mb` is that configuration's peak and no
 //! backend's memory or background threads bleed into the next. The parent prints every
 //! child's JSON lines as they come, then a table with each asynchronous part as a fraction
-//! of the raw disk speed.
+//! of the storage's raw speed.
+//!
+//! Checkpoint storage is a fresh temporary directory per configuration, or, with
+//! `--storage s3://bucket/prefix` (or `memory://name`), a fresh prefix under that URL per
+//! configuration on object storage (`--s3-endpoint` names an S3-compatible server; the
+//! credentials come from the AWS environment variables). Each configuration discards its
+//! checkpoints at the end.
 //!
 //! Reference points, measured by each child after its run:
 //!
-//! - `disk_mb_per_s`: writing a file of checkpoint 1's size (1 MiB writes of random bytes)
-//!   into the checkpoint directory and syncing it, as a checkpoint stream does, right after
-//!   checkpoint 1; the median of three runs;
+//! - `disk_mb_per_s` (local storage): writing a file of checkpoint 1's size (1 MiB writes
+//!   of random bytes) into the checkpoint directory and syncing it, as a checkpoint stream
+//!   does, right after checkpoint 1; the median of three runs;
+//! - `storage_mb_per_s` (object storage): uploading an object of checkpoint 1's size
+//!   through a checkpoint stream of the same storage (1 MiB writes, multipart beyond the
+//!   part size), right after checkpoint 1; the median of three runs;
 //! - `codec_mb_per_s` (compressed configurations): the decorator compressing the same
 //!   entries in the same per-key-group sections the canonical format writes, in memory:
 //!   uncompressed bytes per second.
@@ -28,9 +37,11 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 use state_api::keyed_format::CompositeKey;
 use state_api::{
-    CheckpointOptions, CheckpointType, KeyGroupRange, KeyGroupRangeAssignment, KeyedBackendParams,
-    KeyedStateBackend, KeyedStateHandle, PluginKind, Registry, StateObject,
+    CheckpointOptions, CheckpointStorage, CheckpointType, CheckpointedStateScope, KeyGroupRange,
+    KeyGroupRangeAssignment, KeyedBackendParams, KeyedStateBackend, KeyedStateHandle,
+    LocalCheckpointStorage, PluginKind, Registry, StateObject,
 };
+use state_storage_object::{ObjectCheckpointStorage, ObjectStoreOptions};
 
 use crate::DynResult;
 use crate::job::Job;
@@ -57,9 +68,19 @@ pub(crate) struct BenchArgs {
     /// Compressions (default: none and snappy).
     #[arg(long = "compression")]
     pub(crate) compressions: Vec<String>,
-    /// Directory for the checkpoint storage (default: a fresh temporary directory).
+    /// Directory for the checkpoint storage and the backends' working directories
+    /// (default: the system's temporary directory).
     #[arg(long)]
     pub(crate) dir: Option<PathBuf>,
+    /// Checkpoint storage: `s3://bucket/prefix` or `memory://name` (object storage; a
+    /// fresh prefix under it per configuration), or `file:///path` (a local directory, as
+    /// `--dir`). Default: a temporary directory under `--dir`.
+    #[arg(long)]
+    pub(crate) storage: Option<String>,
+    /// Endpoint of an S3-compatible server for `--storage s3://...` (`http://` allowed);
+    /// credentials come from `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`.
+    #[arg(long)]
+    pub(crate) s3_endpoint: Option<String>,
     /// Also write the JSON lines to this file.
     #[arg(long)]
     pub(crate) out: Option<PathBuf>,
@@ -82,6 +103,11 @@ pub(crate) struct OneArgs {
     s: u32,
     #[arg(long)]
     dir: PathBuf,
+    /// Object storage for the checkpoints (default: `dir/checkpoints`).
+    #[arg(long)]
+    storage: Option<String>,
+    #[arg(long)]
+    s3_endpoint: Option<String>,
 }
 
 fn registry() -> &'static Registry {
@@ -121,9 +147,16 @@ pub(crate) fn run(args: BenchArgs) -> DynResult {
     for compression in &compressions {
         registry.compression(compression)?;
     }
-    let root = match &args.dir {
-        Some(dir) => dir.clone(),
-        None => std::env::temp_dir(),
+    let object_url = match args.storage.as_deref() {
+        Some(url) if url.starts_with("file://") => None,
+        other => other.map(|url| url.trim_end_matches('/').to_owned()),
+    };
+    let root = match (&args.dir, args.storage.as_deref()) {
+        (Some(dir), _) => dir.clone(),
+        (None, Some(url)) if url.starts_with("file://") => {
+            PathBuf::from(url.trim_start_matches("file://"))
+        }
+        (None, _) => std::env::temp_dir(),
     };
     std::fs::create_dir_all(&root)?;
     let mut out = args.out.as_ref().map(File::create).transpose()?;
@@ -150,8 +183,16 @@ pub(crate) fn run(args: BenchArgs) -> DynResult {
         let dir = tempfile::Builder::new()
             .prefix("snapstate-bench-")
             .tempdir_in(&root)?;
-        let mut child = Command::new(&exe)
-            .arg("bench-one")
+        let mut command = Command::new(&exe);
+        command.arg("bench-one");
+        if let Some(url) = &object_url {
+            let prefix = format!("{url}/snapstate-bench-{}-{index}", std::process::id());
+            command.args(["--storage", &prefix]);
+        }
+        if let Some(endpoint) = &args.s3_endpoint {
+            command.args(["--s3-endpoint", endpoint]);
+        }
+        let mut child = command
             .args(["--backend", backend, "--compression", compression])
             .args(["--kind", kind.as_str()])
             .args(["--n", &args.n.to_string(), "--v", &args.v.to_string()])
@@ -205,7 +246,7 @@ fn print_table(records: &[Value]) {
         "async ms",
         "MB",
         "MB/s",
-        "disk %",
+        "ref %",
         "total MB",
         "restore ms",
         "fill k/s",
@@ -218,7 +259,11 @@ fn print_table(records: &[Value]) {
             record["kind"].to_string(),
             record["compression"].to_string(),
         );
-        if let Some(speed) = record.get("disk_mb_per_s").and_then(Value::as_f64) {
+        let reference = record
+            .get("disk_mb_per_s")
+            .or_else(|| record.get("storage_mb_per_s"))
+            .and_then(Value::as_f64);
+        if let Some(speed) = reference {
             disk.insert(key.clone(), speed);
         }
         let mb = number(record, "bytes") / 1e6;
@@ -247,7 +292,7 @@ fn print_table(records: &[Value]) {
     }
     println!();
     println!(
-        "disk % = the asynchronous part's MB/s as a share of the raw disk write+fsync speed (disk_mb_per_s) of a file of checkpoint 1's size"
+        "ref % = the asynchronous part's MB/s as a share of the storage's raw speed for checkpoint 1's size: disk write+fsync of a file (disk_mb_per_s) or one upload through a checkpoint stream (storage_mb_per_s)"
     );
 }
 
@@ -320,7 +365,17 @@ pub(crate) fn run_one(args: OneArgs) -> DynResult {
     };
     let strategy = registry.keyed_strategy(&args.backend)?;
     let factory = registry.keyed_backend(strategy.backend())?;
-    let job = Job::new(&args.dir.join("checkpoints"), BTreeMap::new())?;
+    let storage: Arc<dyn CheckpointStorage> = match &args.storage {
+        Some(url) => {
+            let options = ObjectStoreOptions {
+                endpoint: args.s3_endpoint.clone(),
+                ..ObjectStoreOptions::default()
+            };
+            Arc::new(ObjectCheckpointStorage::open(url, options)?)
+        }
+        None => Arc::new(LocalCheckpointStorage::new(args.dir.join("checkpoints"))?),
+    };
+    let job = Job::new(storage.clone(), BTreeMap::new());
     let mut backend = factory.create(params(&args, &args.dir.join("work-1"))?, registry)?;
     let states = workload.register(&mut *backend)?;
 
@@ -336,11 +391,17 @@ pub(crate) fn run_one(args: OneArgs) -> DynResult {
     let fill_keys_per_s = workload.n as f64 / started.elapsed().as_secs_f64();
     bar.finish_and_clear();
 
-    // The disk reference is taken right after checkpoint 1, with the disk as it was for
-    // it: a file of checkpoint 1's size, written and synced three times, the median kept.
+    // The storage reference is taken right after checkpoint 1, with the storage as it was
+    // for it: checkpoint 1's size written three times, the median kept.
     eprintln!("checkpoint 1");
     let first = checkpoint(&mut *backend, &job, 1)?;
-    let disk_mb_per_s = disk_speed(job.storage().root(), first.bytes)?;
+    let reference = match &args.storage {
+        Some(_) => ("storage_mb_per_s", storage_speed(&*storage, first.bytes)?),
+        None => (
+            "disk_mb_per_s",
+            disk_speed(&args.dir.join("checkpoints"), first.bytes)?,
+        ),
+    };
     let modified = (0..workload.n).filter(|&k| Workload::is_modified(k));
     workload.write(&mut *backend, &states, modified, true, |_| {})?;
     eprintln!("checkpoint 2");
@@ -364,6 +425,9 @@ pub(crate) fn run_one(args: OneArgs) -> DynResult {
     let peak_rss_mb = peak_rss_mb();
     restored.close()?;
     drop(restored);
+    // Checkpoint 2 subsumes 1, then goes too: the storage is left as it was found.
+    job.subsume(1)?;
+    job.subsume(2)?;
 
     eprintln!("reference points");
     let codec_mb_per_s = match args.compression.as_str() {
@@ -374,6 +438,7 @@ pub(crate) fn run_one(args: OneArgs) -> DynResult {
     let system = format!("snapstate-{}", env!("CARGO_PKG_VERSION"));
     let base = json!({
         "system": system,
+        "storage": args.storage.as_deref().unwrap_or("local directory"),
         "backend": args.backend,
         "n": workload.n,
         "v": workload.v,
@@ -394,7 +459,7 @@ pub(crate) fn run_one(args: OneArgs) -> DynResult {
         "async_ms": round(first.async_ms, 1),
         "bytes": first.bytes,
         "fill_keys_per_s": fill_keys_per_s.round(),
-        "disk_mb_per_s": round(disk_mb_per_s, 1),
+        reference.0: round(reference.1, 1),
         "codec_mb_per_s": codec_mb_per_s.map(|speed| round(speed, 1)),
     }));
     line(json!({
@@ -410,6 +475,43 @@ pub(crate) fn run_one(args: OneArgs) -> DynResult {
     Ok(())
 }
 
+/// The median of three uploads of `bytes` random bytes through a checkpoint stream of
+/// `storage` (1 MiB writes), each discarded after: MB/s.
+fn storage_speed(storage: &dyn CheckpointStorage, bytes: u64) -> DynResult<f64> {
+    let chunk = random_chunk();
+    let factory = storage.stream_factory(u64::MAX)?;
+    let mut runs = [0.0; 3];
+    for run in &mut runs {
+        let started = Instant::now();
+        let mut stream = factory.create_output_stream(CheckpointedStateScope::Exclusive)?;
+        let mut left = bytes;
+        while left > 0 {
+            let n = left.min(chunk.len() as u64) as usize;
+            stream.write_all(&chunk[..n])?;
+            left -= n as u64;
+        }
+        let handle = stream.close_and_get_handle()?;
+        *run = bytes as f64 / 1e6 / started.elapsed().as_secs_f64();
+        handle.discard()?;
+    }
+    storage.discard_checkpoint(u64::MAX)?;
+    runs.sort_by(f64::total_cmp);
+    Ok(runs[1])
+}
+
+/// 1 MiB of xorshift bytes (incompressible, as checkpoint data of random values is).
+fn random_chunk() -> Vec<u8> {
+    let mut chunk = vec![0u8; 1 << 20];
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    for byte in &mut chunk {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        *byte = (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 56) as u8;
+    }
+    chunk
+}
+
 /// The median of three runs of [`disk_speed_once`]: this machine's virtual disk absorbs
 /// some writes in a host cache, and single runs vary severalfold.
 fn disk_speed(dir: &Path, bytes: u64) -> DynResult<f64> {
@@ -423,14 +525,7 @@ fn disk_speed(dir: &Path, bytes: u64) -> DynResult<f64> {
 
 /// Writes and syncs a file of `bytes` bytes (random, in 1 MiB writes) in `dir`; MB/s.
 fn disk_speed_once(dir: &Path, bytes: u64) -> DynResult<f64> {
-    let mut chunk = vec![0u8; 1 << 20];
-    let mut x = 0x9E37_79B9_7F4A_7C15u64;
-    for byte in &mut chunk {
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        *byte = (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 56) as u8;
-    }
+    let chunk = random_chunk();
     let path = dir.join("disk-reference");
     let started = Instant::now();
     let mut file = File::create(&path)?;

@@ -19,9 +19,9 @@ fn cargo(args: &[&str], env: &[(&str, &str)]) -> DynResult {
 }
 
 /// Checks, from cargo's own dependency graph, that an application depending on the facade
-/// with feature `heap` only does not build RocksDB (and that `rocksdb` does, so the check
-/// looks at the right thing).
-fn heap_only_builds_no_rocksdb() -> DynResult {
+/// with feature `heap` only builds neither RocksDB nor an async runtime (and that
+/// `rocksdb` and `object-storage` do, so the check looks at the right thing).
+fn heap_only_builds_nothing_heavy() -> DynResult {
     let tree = |features: &str| -> DynResult<String> {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
         let output = Command::new(cargo)
@@ -38,8 +38,16 @@ fn heap_only_builds_no_rocksdb() -> DynResult {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     };
     eprintln!("$ cargo tree --package snapstate --no-default-features --features heap");
-    if tree("heap")?.contains("librocksdb-sys") {
-        return Err("snapstate with feature `heap` only depends on librocksdb-sys".into());
+    let heap = tree("heap")?;
+    for heavy in ["librocksdb-sys", "tokio", "object_store"] {
+        if heap.contains(heavy) {
+            return Err(format!("snapstate with feature `heap` only depends on {heavy}").into());
+        }
+    }
+    if !tree("object-storage")?.contains("object_store") {
+        return Err(
+            "snapstate with feature `object-storage` does not depend on object_store".into(),
+        );
     }
     if !tree("rocksdb")?.contains("librocksdb-sys") {
         return Err("snapstate with feature `rocksdb` does not depend on librocksdb-sys".into());
@@ -68,7 +76,7 @@ pub(crate) fn run() -> DynResult {
         &["doc", "--workspace", "--no-deps", "--all-features"],
         &[("RUSTDOCFLAGS", "-D warnings")],
     )?;
-    heap_only_builds_no_rocksdb()?;
+    heap_only_builds_nothing_heavy()?;
     cargo(&["test", "--workspace", "--all-features"], &[])?;
     Ok(())
 }

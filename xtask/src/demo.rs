@@ -358,7 +358,8 @@ pub(crate) fn run(dir: Option<PathBuf>, keys: u64) -> DynResult {
         properties.insert("strategy".to_owned(), target.strategy.clone());
         properties.insert("compression".to_owned(), "lz4".to_owned());
         let job_dir = root.join(&target.strategy);
-        let job = Job::new(&job_dir, properties)?;
+        let storage = state_api::LocalCheckpointStorage::new(&job_dir)?;
+        let job = Job::new(Arc::new(storage), properties);
         let (states, savepoint) = run_backend(target, &job, &workload, &mut rows)?;
         savepoints.push((target.strategy.clone(), states, savepoint));
         jobs.push(job_dir);

@@ -8,12 +8,11 @@
 //! checkpoint refers to any more.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use state_api::{
-    CheckpointMetadata, CheckpointType, IncrementalRemoteKeyedStateHandle, InstanceSnapshot,
-    KeyedStateHandle, LocalCheckpointStorage, Result, SharedStateRegistry, StateObject,
+    CheckpointMetadata, CheckpointStorage, CheckpointType, IncrementalRemoteKeyedStateHandle,
+    InstanceSnapshot, KeyedStateHandle, Result, SharedStateRegistry, StateObject,
 };
 
 use crate::counting::CountingStreamFactory;
@@ -22,7 +21,7 @@ use crate::workload::MAX_PARALLELISM;
 /// Checkpoint storage, its shared state registry and the retained checkpoints of one job.
 #[derive(Debug)]
 pub(crate) struct Job {
-    storage: LocalCheckpointStorage,
+    storage: Arc<dyn CheckpointStorage>,
     shared: SharedStateRegistry,
     properties: BTreeMap<String, String>,
     /// Retained checkpoints as the registry returned them (shared files as placeholders).
@@ -30,19 +29,18 @@ pub(crate) struct Job {
 }
 
 impl Job {
-    /// A job storing checkpoints under `root`, describing itself with `properties` in
+    /// A job storing checkpoints in `storage`, describing itself with `properties` in
     /// every checkpoint's metadata.
-    pub(crate) fn new(root: &Path, properties: BTreeMap<String, String>) -> Result<Self> {
-        Ok(Job {
-            storage: LocalCheckpointStorage::new(root)?,
+    pub(crate) fn new(
+        storage: Arc<dyn CheckpointStorage>,
+        properties: BTreeMap<String, String>,
+    ) -> Self {
+        Job {
+            storage,
             shared: SharedStateRegistry::default(),
             properties,
             retained: Mutex::default(),
-        })
-    }
-
-    pub(crate) fn storage(&self) -> &LocalCheckpointStorage {
-        &self.storage
+        }
     }
 
     /// A byte-counting stream factory for checkpoint `checkpoint_id`.
@@ -115,8 +113,7 @@ impl Job {
             handle.discard()?;
         }
         let pruned = self.shared.release(checkpoint_id)?;
-        let dir = self.storage.checkpoint_dir(checkpoint_id);
-        std::fs::remove_dir_all(&dir).map_err(|e| state_api::Error::io(&dir, e))?;
+        self.storage.discard_checkpoint(checkpoint_id)?;
         Ok(pruned)
     }
 }

@@ -63,7 +63,7 @@ enum Command {
     #[cfg(not(feature = "engines"))]
     Bench {
         /// The benchmark's options (`--n`, `--v`, `--s`, `--backend`, `--kind`,
-        /// `--compression`, `--dir`, `--out`).
+        /// `--compression`, `--dir`, `--storage`, `--s3-endpoint`, `--out`).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },

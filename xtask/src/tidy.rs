@@ -121,6 +121,9 @@ fn workspace_packages() -> Vec<Package> {
 
 const BACKENDS: [&str; 3] = ["state-heap", "state-operator", "state-rocksdb"];
 
+/// The one crate that depends on an async runtime and an object store client.
+const OBJECT_STORAGE: &str = "state-storage-object";
+
 #[test]
 fn dependencies_point_one_way() {
     let packages = workspace_packages();
@@ -163,12 +166,30 @@ fn dependencies_point_one_way() {
                 for other in BACKENDS.iter().filter(|b| **b != name) {
                     assert!(!deps.contains(*other), "{name} depends on {other}");
                 }
+                for other in ["state-compress", OBJECT_STORAGE] {
+                    assert!(!deps.contains(other), "{name} depends on {other}");
+                }
+            }
+            OBJECT_STORAGE => {
+                let inside: Vec<&String> = deps
+                    .iter()
+                    .filter(|d| workspace.contains(d.as_str()) && *d != "state-api")
+                    .collect();
                 assert!(
-                    !deps.contains("state-compress"),
-                    "{name} depends on state-compress"
+                    inside.is_empty(),
+                    "{OBJECT_STORAGE} depends on workspace crates {inside:?} besides state-api"
                 );
             }
             _ => {}
+        }
+        if package.name != OBJECT_STORAGE {
+            for runtime in ["tokio", "object_store"] {
+                assert!(
+                    !deps.contains(runtime),
+                    "{} depends on {runtime}: only {OBJECT_STORAGE} may",
+                    package.name
+                );
+            }
         }
     }
 }
