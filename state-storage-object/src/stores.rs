@@ -9,8 +9,9 @@
 //! [`ObjectStores::configure`] or by opening the storage; a store used without either is
 //! built from defaults and the standard AWS environment variables.
 //!
-//! In-memory stores (`memory://name`) live as long as the process: every use of one name
-//! sees the same objects.
+//! Stores are keyed by their root URL alone (`s3://bucket`): a process has one
+//! configuration per bucket name, the last one given. In-memory stores (`memory://name`)
+//! live as long as the process: every use of one name sees the same objects.
 
 use std::collections::HashMap;
 use std::fmt;
