@@ -143,32 +143,63 @@ mod tests {
         assert_eq!(text, "key *** and *** and *** again");
     }
 
-    #[test]
-    fn not_found_and_generic_failures_map_to_typed_errors() {
+    /// Maps a failure whose cause reads `cause` on `s3://bucket/a/b`.
+    fn mapped(
+        failure: fn(Box<dyn StdError + Send + Sync>) -> object_store::Error,
+        cause: &str,
+    ) -> Error {
         let redactor = Redactor::new(vec!["hunter2".into()]);
-        let missing = object_store::Error::NotFound {
+        map_error(
+            failure(cause.into()),
+            "s3://bucket/a/b",
+            Some("bucket"),
+            &redactor,
+        )
+    }
+
+    fn not_found(source: Box<dyn StdError + Send + Sync>) -> object_store::Error {
+        object_store::Error::NotFound {
             path: "a/b".into(),
-            source: "NoSuchKey".into(),
-        };
-        let err = map_error(missing, "s3://bucket/a/b", Some("bucket"), &redactor);
+            source,
+        }
+    }
+
+    fn generic(source: Box<dyn StdError + Send + Sync>) -> object_store::Error {
+        object_store::Error::Generic {
+            store: "S3",
+            source,
+        }
+    }
+
+    #[test]
+    fn a_missing_object_names_it() {
+        let err = mapped(not_found, "NoSuchKey");
         assert!(
             matches!(&err, Error::NotFound { what } if what.contains("s3://bucket/a/b")),
             "{err}"
         );
-        let no_bucket = object_store::Error::NotFound {
-            path: "a/b".into(),
-            source: "<Code>NoSuchBucket</Code>".into(),
-        };
-        let err = map_error(no_bucket, "s3://bucket/a/b", Some("bucket"), &redactor);
-        assert!(
-            matches!(&err, Error::NotFound { what } if what.contains("bucket `bucket`")),
-            "{err}"
-        );
-        let failure = object_store::Error::Generic {
-            store: "S3",
-            source: "server echoed hunter2".into(),
-        };
-        let err = map_error(failure, "s3://bucket/a/b", Some("bucket"), &redactor);
+    }
+
+    #[test]
+    fn a_missing_bucket_names_it_whatever_the_variant() {
+        for failure in [not_found, generic] {
+            let err = mapped(failure, "<Code>NoSuchBucket</Code>");
+            assert!(
+                matches!(&err, Error::NotFound { what } if what.contains("bucket `bucket`")),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn refused_credentials_are_access_denied() {
+        let err = mapped(generic, "403 <Code>SignatureDoesNotMatch</Code>");
+        assert!(matches!(err, Error::AccessDenied { .. }), "{err}");
+    }
+
+    #[test]
+    fn other_failures_are_io_errors_without_the_secret() {
+        let err = mapped(generic, "server echoed hunter2");
         assert!(matches!(err, Error::Io { .. }), "{err}");
         assert!(!format!("{err} {err:?}").contains("hunter2"), "{err:?}");
     }

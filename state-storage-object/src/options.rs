@@ -158,30 +158,31 @@ fn is_secret(key: &str) -> bool {
     matches!(key, "s3.access-key" | "s3.secret-key" | "s3.session-token")
 }
 
-fn parse_size(text: &str) -> Option<usize> {
+/// A whole number and the unit after it (`"8 mb"` -> `(8, "mb")`), lowercased.
+fn number_and_unit(text: &str) -> Option<(u64, String)> {
     let text = text.trim().to_ascii_lowercase();
     let split = text
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let shift = match unit.trim() {
+    Some((number.parse().ok()?, unit.trim().to_owned()))
+}
+
+fn parse_size(text: &str) -> Option<usize> {
+    let (number, unit) = number_and_unit(text)?;
+    let shift = match unit.as_str() {
         "" | "b" => 0,
         "k" | "kb" | "kib" => 10,
         "m" | "mb" | "mib" => 20,
         "g" | "gb" | "gib" => 30,
         _ => return None,
     };
-    number.parse::<usize>().ok()?.checked_mul(1 << shift)
+    usize::try_from(number).ok()?.checked_mul(1 << shift)
 }
 
 fn parse_duration(text: &str) -> Option<Duration> {
-    let text = text.trim().to_ascii_lowercase();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number.parse().ok()?;
-    match unit.trim() {
+    let (number, unit) = number_and_unit(text)?;
+    match unit.as_str() {
         "" | "ms" => Some(Duration::from_millis(number)),
         "s" => Some(Duration::from_secs(number)),
         "min" => number.checked_mul(60).map(Duration::from_secs),

@@ -5,6 +5,8 @@
 //! round of incremental checkpoints commits, subsumes and discards through S3 and leaves no
 //! object behind.
 
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::path::Path;
@@ -250,13 +252,25 @@ fn check(
     }
 }
 
-/// Commits checkpoint `id` of one instance; returns the handle retained by the registry.
-fn complete(
+/// Checkpoint `id` of `live` as a coordinator takes it: the snapshot, its incremental
+/// handle registered, the metadata committed, the backend notified; returns the handle.
+fn checkpoint(
+    live: &mut dyn KeyedStateBackend,
     storage: &ObjectCheckpointStorage,
     shared: &SharedStateRegistry,
     id: u64,
-    handle: &Arc<dyn KeyedStateHandle>,
-) {
+) -> Arc<dyn KeyedStateHandle> {
+    let result = live
+        .snapshot(
+            id,
+            id,
+            Arc::new(storage.stream_factory(id)),
+            &CheckpointOptions::checkpoint(),
+        )
+        .unwrap()
+        .run()
+        .unwrap();
+    let handle = result.job_manager_owned().unwrap().clone();
     let incremental = handle
         .as_any()
         .downcast_ref::<IncrementalRemoteKeyedStateHandle>()
@@ -269,6 +283,8 @@ fn complete(
         operator: Vec::new(),
     });
     storage.commit_checkpoint(&metadata).unwrap();
+    live.notify_checkpoint_complete(id).unwrap();
+    handle
 }
 
 #[test]
@@ -290,32 +306,11 @@ fn incremental_checkpoints_commit_restore_rescale_and_discard_on_s3() {
     let shared = SharedStateRegistry::default();
 
     fill(&mut *live, 0..5000, 1);
-    let first = live
-        .snapshot(
-            1,
-            1,
-            Arc::new(storage.stream_factory(1)),
-            &CheckpointOptions::checkpoint(),
-        )
-        .unwrap()
-        .run()
-        .unwrap();
-    complete(&storage, &shared, 1, first.job_manager_owned().unwrap());
-    live.notify_checkpoint_complete(1).unwrap();
+    checkpoint(&mut *live, &storage, &shared, 1);
     let after_first = storage.stored_objects(None).unwrap();
 
     fill(&mut *live, 0..50, 2);
-    let second = live
-        .snapshot(
-            2,
-            2,
-            Arc::new(storage.stream_factory(2)),
-            &CheckpointOptions::checkpoint(),
-        )
-        .unwrap()
-        .run()
-        .unwrap();
-    let second_handle = second.job_manager_owned().unwrap().clone();
+    let second_handle = checkpoint(&mut *live, &storage, &shared, 2);
     let reused = second_handle
         .as_any()
         .downcast_ref::<IncrementalRemoteKeyedStateHandle>()
@@ -329,8 +324,6 @@ fn incremental_checkpoints_commit_restore_rescale_and_discard_on_s3() {
         })
         .count();
     assert!(reused > 0, "checkpoint 2 uploaded every file again");
-    complete(&storage, &shared, 2, &second_handle);
-    live.notify_checkpoint_complete(2).unwrap();
     live.close().unwrap();
 
     // Checkpoint 2 subsumes 1: its own objects and the shared ones only it used go.
@@ -379,10 +372,5 @@ fn incremental_checkpoints_commit_restore_rescale_and_discard_on_s3() {
 
     shared.release(2).unwrap();
     storage.discard_checkpoint(2).unwrap();
-    assert!(
-        server.objects(&bucket).is_empty(),
-        "left {:?}",
-        server.objects(&bucket)
-    );
-    assert!(server.pending_uploads(&bucket).is_empty());
+    server.assert_clean(&bucket, "every checkpoint subsumed and discarded");
 }

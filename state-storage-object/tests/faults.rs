@@ -4,6 +4,8 @@
 //! within the bounded retry time; no failure leaves a visible snapshot, and discarding the
 //! checkpoint leaves no object.
 
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::io::Write;
@@ -39,6 +41,18 @@ fn open(storage: &ObjectCheckpointStorage) -> Box<dyn CheckpointStateOutputStrea
         .expect("opening a stream")
 }
 
+/// A server, a fresh bucket, a proxy in front of the server and storage through it.
+fn behind_proxy(
+    test: &str,
+    change: impl FnOnce(&mut ObjectStoreOptions),
+) -> Option<(MotoServer, String, Proxy, ObjectCheckpointStorage)> {
+    let server = MotoServer::start(test)?;
+    let bucket = server.fresh_bucket("proxied");
+    let proxy = Proxy::start(server.port());
+    let storage = storage_via(&proxy.endpoint(), &bucket, change);
+    Some((server, bucket, proxy, storage))
+}
+
 #[track_caller]
 fn assert_no_secret(err: &Error) {
     for shown in [err.to_string(), format!("{err:?}")] {
@@ -51,12 +65,11 @@ fn assert_no_secret(err: &Error) {
 
 #[test]
 fn refused_connections_are_retried() {
-    let Some(server) = MotoServer::start("refused_connections_are_retried") else {
+    let Some((server, bucket, proxy, storage)) =
+        behind_proxy("refused_connections_are_retried", |_| {})
+    else {
         return;
     };
-    let bucket = server.fresh_bucket("retried");
-    let proxy = Proxy::start(server.port());
-    let storage = storage_via(&proxy.endpoint(), &bucket, |_| {});
     let data = pattern(PART + 1000, 1);
     let mut stream = open(&storage);
     stream.write_all(&data).unwrap();
@@ -78,13 +91,12 @@ fn refused_connections_are_retried() {
 
 #[test]
 fn slow_responses_within_the_timeout_complete() {
-    let Some(server) = MotoServer::start("slow_responses_within_the_timeout") else {
+    let Some((server, bucket, proxy, storage)) =
+        behind_proxy("slow_responses_within_the_timeout", |_| {})
+    else {
         return;
     };
-    let bucket = server.fresh_bucket("slow");
-    let proxy = Proxy::start(server.port());
     proxy.set_mode(Mode::Delay(Duration::from_millis(100)));
-    let storage = storage_via(&proxy.endpoint(), &bucket, |_| {});
     let data = pattern(2 * PART + 77, 2);
     let mut stream = open(&storage);
     stream.write_all(&data).unwrap();
@@ -97,15 +109,14 @@ fn slow_responses_within_the_timeout_complete() {
 
 #[test]
 fn responses_slower_than_the_request_timeout_fail_typed_and_leave_nothing() {
-    let Some(server) = MotoServer::start("responses_slower_than_the_request_timeout") else {
+    let Some((server, bucket, proxy, storage)) =
+        behind_proxy("responses_slower_than_the_request_timeout", |options| {
+            options.request_timeout = Duration::from_millis(300);
+            options.retry.max_retries = 1;
+        })
+    else {
         return;
     };
-    let bucket = server.fresh_bucket("stalled");
-    let proxy = Proxy::start(server.port());
-    let storage = storage_via(&proxy.endpoint(), &bucket, |options| {
-        options.request_timeout = Duration::from_millis(300);
-        options.retry.max_retries = 1;
-    });
     proxy.set_mode(Mode::Delay(Duration::from_secs(5)));
     let mut stream = open(&storage);
     stream.write_all(&pattern(100_000, 3)).unwrap();
@@ -126,23 +137,18 @@ fn responses_slower_than_the_request_timeout_fail_typed_and_leave_nothing() {
     assert!(storage.completed_checkpoints().unwrap().is_empty());
     // Whatever the server stored before the client gave up goes with the checkpoint.
     storage.discard_checkpoint(1).unwrap();
-    assert!(
-        server.objects(&bucket).is_empty(),
-        "left {:?}",
-        server.objects(&bucket)
-    );
+    server.assert_clean(&bucket, "a timed-out checkpoint discarded");
 }
 
 #[test]
 fn closing_unblocks_a_writer_whose_part_response_is_held() {
-    let Some(server) = MotoServer::start("closing_unblocks_a_writer") else {
+    let Some((server, bucket, proxy, storage)) =
+        behind_proxy("closing_unblocks_a_writer", |options| {
+            options.parts_in_flight = 1
+        })
+    else {
         return;
     };
-    let bucket = server.fresh_bucket("held");
-    let proxy = Proxy::start(server.port());
-    let storage = storage_via(&proxy.endpoint(), &bucket, |options| {
-        options.parts_in_flight = 1
-    });
     let mut stream = open(&storage);
     // The upload exists before the network stalls: its id is known to the stream.
     stream.write_all(&pattern(PART, 4)).unwrap();
@@ -161,15 +167,7 @@ fn closing_unblocks_a_writer_whose_part_response_is_held() {
     // The abort itself crosses the stalled network: let it through.
     proxy.set_mode(Mode::Pass);
     closing.join().unwrap().expect("closing the stream");
-    assert!(
-        server.pending_uploads(&bucket).is_empty(),
-        "the upload is still pending"
-    );
-    assert!(
-        server.objects(&bucket).is_empty(),
-        "left {:?}",
-        server.objects(&bucket)
-    );
+    server.assert_clean(&bucket, "closed while a part response was held");
 }
 
 #[test]
@@ -218,5 +216,5 @@ fn a_server_killed_mid_upload_fails_the_stream_with_a_typed_error() {
     stream.write_all(b"after the crash").unwrap();
     let handle = stream.close_and_get_handle().unwrap();
     handle.discard().unwrap();
-    assert!(other.objects(&bucket).is_empty());
+    other.assert_clean(&bucket, "a handle discarded after the crash");
 }

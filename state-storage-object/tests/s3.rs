@@ -4,6 +4,8 @@
 //! object, atomic metadata commits, typed errors for a missing bucket and refused
 //! credentials that never print a secret, and reads by ranged GETs.
 
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -118,11 +120,7 @@ fn a_multipart_stream_round_trips_and_is_invisible_until_completed() {
         "the object differs from what was written"
     );
     handle.discard().unwrap();
-    assert!(
-        server.objects(&bucket).is_empty(),
-        "discard left {:?}",
-        server.objects(&bucket)
-    );
+    server.assert_clean(&bucket, "a discarded multipart object");
 }
 
 #[test]
@@ -184,15 +182,7 @@ fn dropping_a_multipart_stream_aborts_its_upload() {
     );
     assert_eq!(server.pending_uploads(&bucket).len(), 1);
     drop(stream);
-    assert!(
-        server.pending_uploads(&bucket).is_empty(),
-        "the dropped upload is still pending"
-    );
-    assert!(
-        server.objects(&bucket).is_empty(),
-        "a dropped stream left {:?}",
-        server.objects(&bucket)
-    );
+    server.assert_clean(&bucket, "a dropped multipart stream");
 }
 
 #[test]
@@ -210,19 +200,12 @@ fn closing_from_another_thread_aborts_the_upload_and_fails_the_writer() {
         .join()
         .unwrap()
         .unwrap();
-    assert!(
-        server.pending_uploads(&bucket).is_empty(),
-        "the closed upload is still pending"
-    );
+    server.assert_clean(&bucket, "closed from another thread");
     let err = Error::stream("writing", stream.write_all(b"more").unwrap_err());
     assert!(matches!(err, Error::Closed { .. }), "{err}");
     let err = stream.close_and_get_handle().unwrap_err();
     assert!(matches!(err, Error::Closed { .. }), "{err}");
-    assert!(
-        server.objects(&bucket).is_empty(),
-        "a closed stream left {:?}",
-        server.objects(&bucket)
-    );
+    server.assert_clean(&bucket, "written to after closing");
 }
 
 #[test]
@@ -331,11 +314,7 @@ fn discarding_leaves_no_object() {
     // Discarding twice is no error.
     shared.discard().unwrap();
     storage.discard_checkpoint(1).unwrap();
-    assert!(
-        server.objects(&bucket).is_empty(),
-        "left {:?}",
-        server.objects(&bucket)
-    );
+    server.assert_clean(&bucket, "every handle and checkpoint discarded");
 }
 
 #[test]
@@ -354,7 +333,7 @@ fn handles_serialize_without_endpoint_or_credentials_and_work_after_deserializat
     let back: Arc<dyn StreamStateHandle> = serde_json::from_str(&json).unwrap();
     assert_eq!(read_all(&back), b"read me back");
     back.discard().unwrap();
-    assert!(server.objects(&bucket).is_empty());
+    server.assert_clean(&bucket, "a deserialized handle discarded");
 }
 
 #[test]
@@ -368,10 +347,7 @@ fn small_state_stays_inline_under_the_threshold() {
     stream.write_all(b"tiny").unwrap();
     let handle = stream.close_and_get_handle().unwrap();
     assert!(handle.as_any().is::<ByteStreamStateHandle>(), "{handle:?}");
-    assert!(
-        server.objects(&bucket).is_empty(),
-        "an inline stream put an object"
-    );
+    server.assert_clean(&bucket, "an inline stream");
 }
 
 #[test]

@@ -3,6 +3,8 @@
 //! discards that keep other checkpoints (`chk-1` is not a prefix of `chk-10`), and handles
 //! that read back after serialization.
 
+#![allow(clippy::unwrap_used)]
+
 use std::io::{Read, Write};
 use std::sync::Arc;
 

@@ -160,6 +160,18 @@ impl MotoServer {
             .collect()
     }
 
+    /// Panics naming `case` if `bucket` holds an object or an incomplete upload.
+    #[track_caller]
+    pub fn assert_clean(&self, bucket: &str, case: &str) {
+        let objects = self.objects(bucket);
+        assert!(objects.is_empty(), "{case}: objects left: {objects:?}");
+        let uploads = self.pending_uploads(bucket);
+        assert!(
+            uploads.is_empty(),
+            "{case}: incomplete uploads left: {uploads:?}"
+        );
+    }
+
     /// From now on every request must be signed with credentials moto knows (none are):
     /// the server answers 403.
     pub fn enforce_authentication(&self) {
