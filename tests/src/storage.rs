@@ -5,22 +5,26 @@
 //! implementing [`StorageUnderTest`] and [`StorageProvider`] and calling the contracts
 //! inside [`with_storage`]:
 //!
-//! ```no_run
+//! ```
 //! use std::path::Path;
 //! use std::sync::Arc;
-//! use snapstate_tests::storage::{with_storage, StorageProvider, StorageUnderTest};
+//! use snapstate_tests::storage::{
+//!     with_storage, LocalStorageProvider, StorageProvider, StorageUnderTest,
+//! };
 //!
+//! /// Stands for a storage of your own: local directories one level deeper.
 //! #[derive(Debug)]
-//! struct MyStorageProvider;
-//! impl StorageProvider for MyStorageProvider {
+//! struct Nested;
+//!
+//! impl StorageProvider for Nested {
 //!     fn open(&self, root: &Path, file_state_threshold: Option<usize>)
 //!         -> state_api::Result<Arc<dyn StorageUnderTest>> {
-//!         # unimplemented!()
-//!         // a fresh, empty storage, named after `root`
+//!         LocalStorageProvider.open(&root.join("nested"), file_state_threshold)
 //!     }
 //! }
+//!
 //! state_heap::link();
-//! with_storage(Arc::new(MyStorageProvider), || {
+//! with_storage(Arc::new(Nested), || {
 //!     snapstate_tests::keyed::round_trip("heap", state_api::Registry::global(), "none");
 //! });
 //! ```
