@@ -117,8 +117,9 @@ impl StreamStateHandle for ObjectStateHandle {
 
 type Fetch = Pending<object_store::Result<Bytes>>;
 
-/// Reads an object through ranged GETs with read-ahead; see the [module
-/// documentation](self).
+/// Reads an object through ranged GETs with read-ahead, one window of the store's
+/// read-ahead size at a time while the next one is fetched; a seek within the window costs
+/// nothing, a seek elsewhere fetches the window there, never the whole object.
 #[derive(Debug)]
 pub struct ObjectInputStream {
     store: Arc<Store>,

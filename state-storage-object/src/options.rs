@@ -1,24 +1,5 @@
-//! [`ObjectStoreOptions`]: how a store is reached (endpoint, region, credentials), how
-//! streams upload (part size, parts in flight) and read (read-ahead), and how requests are
-//! retried; [`Secret`] keeps credentials out of `Debug` output, errors and logs.
-//!
-//! Options are set in code or from Flink-style keys ([`ObjectStoreOptions::set`]):
-//!
-//! | key | meaning | default |
-//! | --- | --- | --- |
-//! | `s3.endpoint` | S3-compatible endpoint URL; `http://` allows plain HTTP (a loopback test server) | `AWS_ENDPOINT_URL`, else AWS |
-//! | `s3.region` | region | `AWS_REGION` / `AWS_DEFAULT_REGION`, else `us-east-1` |
-//! | `s3.access-key`, `s3.secret-key`, `s3.session-token` | static credentials | `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, then the usual AWS providers |
-//! | `s3.path.style.access` | `true`: `endpoint/bucket/key` requests; `false`: `bucket.endpoint/key` | `true` with an endpoint, else `false` |
-//! | `s3.upload.part-size` | multipart part size (at least 5 MiB, S3's minimum); streams up to it are one PUT | `8 mb` |
-//! | `s3.upload.parts-in-flight` | parts uploaded concurrently per stream | `4` |
-//! | `s3.read-ahead` | bytes fetched per ranged GET when reading | `8 mb` |
-//! | `s3.retry.max-retries` | retries of a failed request (5xx, connection errors, timeouts) | `10` |
-//! | `s3.retry.timeout` | no retry starts after this much time since the first attempt | `3 min` |
-//! | `s3.retry.initial-backoff`, `s3.retry.max-backoff` | exponential backoff with jitter between retries | `100 ms`, `15 s` |
-//! | `s3.request.timeout`, `s3.connect.timeout` | one request, one connection attempt | `30 s`, `5 s` |
-//!
-//! Sizes take `b`, `kb`, `mb`, `gb` (binary units); durations `ms`, `s`, `min`.
+//! [`ObjectStoreOptions`] and [`Secret`]: how a store is reached and used, credentials that
+//! are never printed.
 
 use std::fmt;
 use std::time::Duration;
@@ -71,9 +52,27 @@ impl Default for RetryOptions {
     }
 }
 
-/// How one store is reached and used; see the [module documentation](self) for the keys.
+/// [`ObjectStoreOptions`]: how a store is reached (endpoint, region, credentials), how
+/// streams upload (part size, parts in flight) and read (read-ahead), and how requests are
+/// retried; [`Secret`] keeps credentials out of `Debug` output, errors and logs.
 ///
-/// `Debug` prints credentials as `***`.
+/// Options are set in code or from Flink-style keys ([`ObjectStoreOptions::set`]):
+///
+/// | key | meaning | default |
+/// | --- | --- | --- |
+/// | `s3.endpoint` | S3-compatible endpoint URL; `http://` allows plain HTTP (a loopback test server) | `AWS_ENDPOINT_URL`, else AWS |
+/// | `s3.region` | region | `AWS_REGION` / `AWS_DEFAULT_REGION`, else `us-east-1` |
+/// | `s3.access-key`, `s3.secret-key`, `s3.session-token` | static credentials | `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, then the usual AWS providers |
+/// | `s3.path.style.access` | `true`: `endpoint/bucket/key` requests; `false`: `bucket.endpoint/key` | `true` with an endpoint, else `false` |
+/// | `s3.upload.part-size` | multipart part size (at least 5 MiB, S3's minimum); streams up to it are one PUT | `8 mb` |
+/// | `s3.upload.parts-in-flight` | parts uploaded concurrently per stream | `4` |
+/// | `s3.read-ahead` | bytes fetched per ranged GET when reading | `8 mb` |
+/// | `s3.retry.max-retries` | retries of a failed request (5xx, connection errors, timeouts) | `10` |
+/// | `s3.retry.timeout` | no retry starts after this much time since the first attempt | `3 min` |
+/// | `s3.retry.initial-backoff`, `s3.retry.max-backoff` | exponential backoff with jitter between retries | `100 ms`, `15 s` |
+/// | `s3.request.timeout`, `s3.connect.timeout` | one request, one connection attempt | `30 s`, `5 s` |
+///
+/// Sizes take `b`, `kb`, `mb`, `gb` (binary units); durations `ms`, `s`, `min`.
 ///
 /// ```
 /// use state_storage_object::ObjectStoreOptions;

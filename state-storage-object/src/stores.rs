@@ -1,17 +1,4 @@
 //! [`ObjectStores`]: the process-wide registry of configured stores.
-//!
-//! A handle read back from checkpoint metadata names its store by URL (`s3://bucket`) and
-//! nothing else: no endpoint, no credentials. Opening or discarding it looks the store up
-//! here. [`ObjectCheckpointStorage::open`](crate::ObjectCheckpointStorage::open) registers
-//! its store with the options it was given, so in a process that opened the storage, its
-//! handles resolve to the same store, connection pool and credentials. A process that only
-//! restores (a fresh process reading metadata) configures the store first with
-//! [`ObjectStores::configure`] or by opening the storage; a store used without either is
-//! built from defaults and the standard AWS environment variables.
-//!
-//! Stores are keyed by their root URL alone (`s3://bucket`): a process has one
-//! configuration per bucket name, the last one given. In-memory stores (`memory://name`)
-//! live as long as the process: every use of one name sees the same objects.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -60,8 +47,20 @@ impl Store {
     }
 }
 
-/// Stores by root URL, configured or built on first use. See the [module
-/// documentation](self).
+/// [`ObjectStores`]: the process-wide registry of configured stores.
+///
+/// A handle read back from checkpoint metadata names its store by URL (`s3://bucket`) and
+/// nothing else: no endpoint, no credentials. Opening or discarding it looks the store up
+/// here. [`ObjectCheckpointStorage::open`](crate::ObjectCheckpointStorage::open) registers
+/// its store with the options it was given, so in a process that opened the storage, its
+/// handles resolve to the same store, connection pool and credentials. A process that only
+/// restores (a fresh process reading metadata) configures the store first with
+/// [`ObjectStores::configure`] or by opening the storage; a store used without either is
+/// built from defaults and the standard AWS environment variables.
+///
+/// Stores are keyed by their root URL alone (`s3://bucket`): a process has one
+/// configuration per bucket name, the last one given. In-memory stores (`memory://name`)
+/// live as long as the process: every use of one name sees the same objects.
 pub struct ObjectStores {
     stores: Mutex<HashMap<StoreRoot, Arc<Store>>>,
     memory: Mutex<HashMap<String, Arc<InMemory>>>,

@@ -1,20 +1,4 @@
 //! [`ObjectOutputStream`]: a checkpoint stream uploaded to object storage.
-//!
-//! Bytes collect in a buffer of the store's part size. A stream that stays at or under the
-//! file-state threshold becomes an inline [`ByteStreamStateHandle`] and touches no store; one
-//! that stays within one part is a single PUT in
-//! [`close_and_get_handle`](CheckpointStateOutputStream::close_and_get_handle). Once the
-//! buffer fills, a multipart upload starts and every full part is uploaded while writing
-//! goes on, at most `parts_in_flight` at a time (a writer waits for the oldest part beyond
-//! that, so memory stays within `(parts_in_flight + 1) × part_size`). Completing uploads the
-//! last part and completes the upload: only then is the object visible.
-//!
-//! Closing from another thread ([`closer`](CheckpointStateOutputStream::closer)), dropping
-//! the stream, or any failure aborts every request in flight (a writer waiting on one wakes
-//! with [`Error::Closed`]), aborts the multipart upload and deletes the object if a PUT or
-//! a completion was already sent, before returning. If the store cannot be reached for
-//! that, an incomplete multipart upload may remain; a bucket lifecycle rule
-//! (`AbortIncompleteMultipartUpload`) removes those.
 
 use std::collections::VecDeque;
 use std::io::{self, Write};
@@ -147,7 +131,23 @@ impl Shared {
     }
 }
 
-/// A stream into one object; see the [module documentation](self).
+/// [`ObjectOutputStream`]: a checkpoint stream uploaded to object storage.
+///
+/// Bytes collect in a buffer of the store's part size. A stream that stays at or under the
+/// file-state threshold becomes an inline [`ByteStreamStateHandle`] and touches no store; one
+/// that stays within one part is a single PUT in
+/// [`close_and_get_handle`](CheckpointStateOutputStream::close_and_get_handle). Once the
+/// buffer fills, a multipart upload starts and every full part is uploaded while writing
+/// goes on, at most `parts_in_flight` at a time (a writer waits for the oldest part beyond
+/// that, so memory stays within `(parts_in_flight + 1) × part_size`). Completing uploads the
+/// last part and completes the upload: only then is the object visible.
+///
+/// Closing from another thread ([`closer`](CheckpointStateOutputStream::closer)), dropping
+/// the stream, or any failure aborts every request in flight (a writer waiting on one wakes
+/// with [`Error::Closed`]), aborts the multipart upload and deletes the object if a PUT or
+/// a completion was already sent, before returning. If the store cannot be reached for
+/// that, an incomplete multipart upload may remain; a bucket lifecycle rule
+/// (`AbortIncompleteMultipartUpload`) removes those.
 #[derive(Debug)]
 pub struct ObjectOutputStream {
     shared: Arc<Shared>,
