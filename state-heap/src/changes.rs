@@ -241,6 +241,10 @@ pub(crate) fn merged(
         .filter_map(|segment| segment.shard(state, shard))
         .peekable();
     match parts.peek()? {
+        // One segment holds each key once: no set to build.
+        ShardChanges::Keys(changed) if segments.len() == 1 => {
+            Some(MergedChanges::Keys(changed.iter().collect()))
+        }
         ShardChanges::Keys(_) => {
             let mut seen: HashSet<&Bytes> = HashSet::new();
             let mut keys = Vec::new();
