@@ -629,7 +629,7 @@ fn heap_incremental_checkpoints_verify_and_a_damaged_delta_is_named() {
         .register_state(&StateMetaInfo::value("count", "void", "u64-be"))
         .unwrap();
     let shared = snapstate::api::SharedStateRegistry::default();
-    let mut checkpoint = |backend: &mut dyn snapstate::api::KeyedStateBackend, id: u64| {
+    let checkpoint = |backend: &mut dyn snapstate::api::KeyedStateBackend, id: u64| {
         let factory = Arc::new(storage.stream_factory(id).unwrap());
         let result = backend
             .snapshot(id, 0, factory, &snapstate::CheckpointOptions::checkpoint())
