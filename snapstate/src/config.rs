@@ -14,6 +14,7 @@
 //! | `taskmanager.state.local.root-dirs` | where task-local copies go | `<checkpoint dir>/local` for a local checkpoint directory |
 //! | `pipeline.max-parallelism` | number of key groups | `128` |
 //! | `state.backend.rocksdb.*` | passed to the backend as `rocksdb.*` options | |
+//! | `state.backend.heap.*` | passed to the backend as `heap.*` options (`heap.incremental.materialization-fraction`) | |
 //!
 //! Credentials (`s3.access-key`, `s3.secret-key`, `s3.session-token`) never appear in
 //! `Debug` output or errors; the environment (`AWS_ACCESS_KEY_ID`, ...) keeps them out of
@@ -106,7 +107,7 @@ pub enum ConfigError {
     Api(#[from] state_api::Error),
 }
 
-/// Keys [`StateConfig`] reads (besides `state.backend.rocksdb.*`).
+/// Keys [`StateConfig`] reads (besides `state.backend.rocksdb.*` and `state.backend.heap.*`).
 const KEYS: [&str; 9] = [
     "state.backend.type",
     "execution.checkpointing.incremental",
@@ -120,8 +121,9 @@ const KEYS: [&str; 9] = [
 ];
 
 /// The in-tree plugins by name, with the facade feature that links them.
-const FEATURES: [(&str, &str); 7] = [
+const FEATURES: [(&str, &str); 8] = [
     ("heap", "heap"),
+    ("heap-incremental", "heap"),
     ("rocksdb", "rocksdb"),
     ("rocksdb-full", "rocksdb"),
     ("rocksdb-incremental", "rocksdb"),
@@ -196,7 +198,8 @@ pub struct StateConfig {
     pub local_recovery_dir: Option<PathBuf>,
     /// `pipeline.max-parallelism`.
     pub max_parallelism: u32,
-    /// `state.backend.rocksdb.*`, as the backend's `rocksdb.*` options.
+    /// `state.backend.rocksdb.*` and `state.backend.heap.*`, as the backend's `rocksdb.*`
+    /// and `heap.*` options.
     pub backend_options: BTreeMap<String, String>,
 }
 
@@ -322,10 +325,12 @@ impl StateConfig {
     ///
     /// [`ConfigError::UnknownKey`] and [`ConfigError::InvalidValue`] naming the key.
     pub fn set(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
-        if let Some(option) = key.strip_prefix("state.backend.rocksdb.") {
-            self.backend_options
-                .insert(format!("rocksdb.{option}"), value.to_owned());
-            return Ok(());
+        for backend in ["rocksdb", "heap"] {
+            if let Some(option) = key.strip_prefix(&format!("state.backend.{backend}.")) {
+                self.backend_options
+                    .insert(format!("{backend}.{option}"), value.to_owned());
+                return Ok(());
+            }
         }
         match key {
             "state.backend.type" => self.backend = value.to_owned(),
@@ -380,7 +385,10 @@ impl StateConfig {
             _ => {
                 return Err(ConfigError::UnknownKey {
                     key: key.to_owned(),
-                    known: format!("{}, state.backend.rocksdb.*, s3.*", KEYS.join(", ")),
+                    known: format!(
+                        "{}, state.backend.rocksdb.*, state.backend.heap.*, s3.*",
+                        KEYS.join(", ")
+                    ),
                 });
             }
         }
@@ -701,13 +709,44 @@ mod tests {
 
     #[cfg(feature = "heap")]
     #[test]
-    fn heap_has_no_incremental_strategy_yet_and_says_so() {
-        let config =
-            StateConfig::from_pairs([("execution.checkpointing.incremental", "true")]).unwrap();
+    fn heap_with_incremental_checkpoints_picks_heap_incremental_and_its_options() {
+        let config = StateConfig::from_pairs([
+            ("execution.checkpointing.incremental", "true"),
+            (
+                "state.backend.heap.incremental.materialization-fraction",
+                "0.5",
+            ),
+        ])
+        .unwrap();
+        let registry = crate::registry();
+        let params = config
+            .keyed_params(KeyGroupRange::new(0, 127).unwrap(), registry)
+            .unwrap();
+        assert_eq!(params.strategy.as_deref(), Some("heap-incremental"));
+        assert_eq!(
+            params.options["heap.incremental.materialization-fraction"],
+            "0.5"
+        );
+        let backend = config
+            .keyed_backend(registry)
+            .unwrap()
+            .create(params, registry)
+            .unwrap();
+        assert_eq!(backend.backend_name(), "heap");
+    }
+
+    #[cfg(feature = "heap")]
+    #[test]
+    fn an_incremental_strategy_a_backend_lacks_is_named() {
+        let config = StateConfig::from_pairs([
+            ("state.backend.type", "third-party"),
+            ("execution.checkpointing.incremental", "true"),
+        ])
+        .unwrap();
         let err = config.checkpoint_strategy(crate::registry()).unwrap_err();
         assert!(
             err.to_string()
-                .contains("backend `heap` has no incremental strategy linked"),
+                .contains("backend `third-party` has no incremental strategy linked"),
             "{err}"
         );
     }

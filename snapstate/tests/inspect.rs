@@ -607,3 +607,85 @@ fn placeholders_are_checked_by_size_only() {
     );
     assert_eq!(report.checkpoints[0].handles[0].files[0].bytes_read, None);
 }
+
+#[test]
+fn heap_incremental_checkpoints_verify_and_a_damaged_delta_is_named() {
+    let registry = snapstate::registry();
+    let dir = tempfile::tempdir().unwrap();
+    let storage = snapstate::LocalCheckpointStorage::new(dir.path())
+        .unwrap()
+        .with_file_state_threshold(0);
+    let mut params = snapstate::KeyedBackendParams::new(
+        MAX_PARALLELISM,
+        KeyGroupRange::new(0, MAX_PARALLELISM - 1).unwrap(),
+    );
+    params.strategy = Some("heap-incremental".into());
+    let mut backend = registry
+        .keyed_backend("heap")
+        .unwrap()
+        .create(params, registry)
+        .unwrap();
+    backend
+        .register_state(&StateMetaInfo::value("count", "void", "u64-be"))
+        .unwrap();
+    let shared = snapstate::api::SharedStateRegistry::default();
+    let checkpoint = |backend: &mut dyn snapstate::api::KeyedStateBackend, id: u64| {
+        let factory = Arc::new(storage.stream_factory(id).unwrap());
+        let result = backend
+            .snapshot(id, 0, factory, &snapstate::CheckpointOptions::checkpoint())
+            .unwrap()
+            .run()
+            .unwrap();
+        let handle = result.job_manager_owned().unwrap();
+        let handle = handle
+            .as_any()
+            .downcast_ref::<IncrementalRemoteKeyedStateHandle>()
+            .unwrap();
+        let retained = shared.register(handle).unwrap();
+        backend.notify_checkpoint_complete(id).unwrap();
+        shared.resolve(&retained).unwrap()
+    };
+    for key in 0..2_000u64 {
+        backend.set_current_key(&key.to_be_bytes()).unwrap();
+        backend.put_value("count", b"", &key.to_be_bytes()).unwrap();
+    }
+    checkpoint(&mut *backend, 1);
+    backend.set_current_key(&7u64.to_be_bytes()).unwrap();
+    backend.put_value("count", b"", &[0; 8]).unwrap();
+    let second = checkpoint(&mut *backend, CHECKPOINT_ID);
+    let mut metadata = CheckpointMetadata::new(
+        CHECKPOINT_ID,
+        0,
+        CheckpointType::Checkpoint,
+        MAX_PARALLELISM,
+    );
+    metadata.instances.push(InstanceSnapshot {
+        index: 0,
+        keyed: vec![Arc::new(second.clone())],
+        operator: vec![],
+    });
+    storage.commit_checkpoint(&metadata).unwrap();
+
+    let report = inspect::verify(dir.path(), Some(CHECKPOINT_ID), registry).unwrap();
+    assert!(report.is_ok(), "{}", problems(&report));
+    let checks = &report.checkpoints[0].handles[0].files;
+    assert_eq!(checks.len(), 2, "base and delta: {checks:?}");
+
+    let delta = &second.shared_state[1];
+    assert!(delta.local_path.ends_with(".delta"), "{delta:?}");
+    let path = delta
+        .handle
+        .as_any()
+        .downcast_ref::<snapstate::api::FileStateHandle>()
+        .unwrap()
+        .path()
+        .to_path_buf();
+    support::flip_byte(&path, 40);
+    let report = inspect::verify(dir.path(), Some(CHECKPOINT_ID), registry).unwrap();
+    assert_eq!(report.problems.len(), 1, "{}", problems(&report));
+    assert!(
+        report.problems[0].message.contains(&delta.local_path),
+        "{}",
+        report.problems[0]
+    );
+}

@@ -795,38 +795,61 @@ pub fn write_full_snapshot_parallel(
     write_group: impl Fn(&mut KeyGroupEntryWriter<'_>) -> Result<()> + Sync,
 ) -> Result<KeyedSnapshotResult> {
     with_snapshot_stream(context, target, header, |writer| {
-        let encoder = writer.section_encoder();
-        let ahead: Vec<u32> = target.range.iter().skip(1).step_by(2).collect();
-        let write_group = &write_group;
-        std::thread::scope(|scope| {
-            let (sections, encoded) = std::sync::mpsc::sync_channel(2);
-            scope.spawn(move || {
-                for key_group in ahead {
-                    let section = encoder.encode(key_group, write_group, PARALLEL_SECTION_LIMIT);
-                    // The strategy's thread stopped (an error, a cancellation): so do we.
-                    if sections.send(section).is_err() {
-                        return;
-                    }
-                }
-            });
-            for (index, key_group) in target.range.iter().enumerate() {
-                context.check_cancelled()?;
-                if index % 2 == 0 {
-                    writer.write_key_group(key_group, write_group)?;
-                    continue;
-                }
-                let section = encoded.recv().map_err(|_| {
-                    Error::InvalidArgument(format!(
-                        "the encoder of key group {key_group} stopped without a result"
-                    ))
-                })??;
-                match section {
-                    Some(section) => writer.write_encoded(key_group, &section)?,
-                    None => writer.write_key_group(key_group, write_group)?,
+        write_key_groups_parallel(context, writer, write_group)
+    })
+}
+
+/// Writes every key group of `writer`'s range that it has not written yet, in order, with
+/// the entries `write_group` gives, encoding every other key group on a helper thread (see
+/// [`write_full_snapshot_parallel`], which is this function over a stream of its own; a
+/// strategy that manages its own streams calls it directly). Checks `context` for
+/// cancellation between key groups.
+///
+/// `write_group` must be callable from two threads at once and, for one key group, more
+/// than once with the same result (it reads an immutable snapshot).
+///
+/// # Errors
+///
+/// [`Error::Cancelled`] when cancelled, and the errors of the writer and `write_group`.
+pub fn write_key_groups_parallel(
+    context: &SnapshotContext,
+    writer: &mut KeyedSnapshotWriter<'_>,
+    write_group: impl Fn(&mut KeyGroupEntryWriter<'_>) -> Result<()> + Sync,
+) -> Result<()> {
+    let range = writer.offsets.range();
+    let first = writer.next_key_group;
+    let remaining: Vec<u32> = range.iter().filter(|&group| group >= first).collect();
+    let encoder = writer.section_encoder();
+    let ahead: Vec<u32> = remaining.iter().copied().skip(1).step_by(2).collect();
+    let write_group = &write_group;
+    std::thread::scope(|scope| {
+        let (sections, encoded) = std::sync::mpsc::sync_channel(2);
+        scope.spawn(move || {
+            for key_group in ahead {
+                let section = encoder.encode(key_group, write_group, PARALLEL_SECTION_LIMIT);
+                // The strategy's thread stopped (an error, a cancellation): so do we.
+                if sections.send(section).is_err() {
+                    return;
                 }
             }
-            Ok(())
-        })
+        });
+        for (index, &key_group) in remaining.iter().enumerate() {
+            context.check_cancelled()?;
+            if index % 2 == 0 {
+                writer.write_key_group(key_group, write_group)?;
+                continue;
+            }
+            let section = encoded.recv().map_err(|_| {
+                Error::InvalidArgument(format!(
+                    "the encoder of key group {key_group} stopped without a result"
+                ))
+            })??;
+            match section {
+                Some(section) => writer.write_encoded(key_group, &section)?,
+                None => writer.write_key_group(key_group, write_group)?,
+            }
+        }
+        Ok(())
     })
 }
 

@@ -12,9 +12,37 @@ use state_api::{
     SnapshotStrategy, SnapshotStrategyRunner, StateKind, StateMetaInfo,
 };
 
+use crate::chain::ChainHistory;
+use crate::changes::ChangeLog;
 use crate::format::{key_part_into, namespace_part_into, split_state_key};
 use crate::table::{Bytes, CowMap, HeapTables, Shards};
 use crate::{HEAP, restore};
+
+/// What the backend's lock guards: the state, and what incremental checkpoints track.
+#[derive(Debug)]
+pub(crate) struct Heap {
+    pub(crate) tables: HeapTables,
+    /// Set when the backend checkpoints incrementally.
+    pub(crate) incremental: Option<IncrementalState>,
+}
+
+/// The change log and the chain history of a backend that checkpoints incrementally.
+#[derive(Debug)]
+pub(crate) struct IncrementalState {
+    pub(crate) changes: ChangeLog,
+    pub(crate) history: ChainHistory,
+}
+
+/// What a write changed, for the change log.
+#[derive(Debug, Clone, Copy)]
+enum Change<'a> {
+    /// The value or list under the state key.
+    Key,
+    /// One user key of the map under the state key.
+    UserKey(&'a [u8]),
+    /// The whole map under the state key.
+    Cleared,
+}
 
 /// The state a heap backend shares with its snapshot strategies: what
 /// [`KeyedSnapshotStrategyFactory::create`](state_api::KeyedSnapshotStrategyFactory::create)
@@ -23,33 +51,52 @@ use crate::{HEAP, restore};
 /// A strategy calls [`snapshot_version`](Self::snapshot_version) in its synchronous part.
 #[derive(Clone)]
 pub struct HeapSnapshotSource {
-    tables: Arc<Mutex<HeapTables>>,
+    heap: Arc<Mutex<Heap>>,
     key_serializer: Arc<str>,
 }
 
 impl fmt::Debug for HeapSnapshotSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let tables = self.lock();
+        let heap = self.lock();
         f.debug_struct("HeapSnapshotSource")
-            .field("range", &tables.range)
-            .field("states", &tables.states.len())
+            .field("range", &heap.tables.range)
+            .field("states", &heap.tables.states.len())
+            .field("incremental", &heap.incremental.is_some())
             .finish()
     }
 }
 
 impl HeapSnapshotSource {
-    fn lock(&self) -> MutexGuard<'_, HeapTables> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Heap> {
         // The tables stay consistent when a holder panics: every change is one map call.
-        self.tables.lock().unwrap_or_else(PoisonError::into_inner)
+        self.heap.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// A copy-on-write version of every state: O(states × key groups), sharing all
     /// entries with the live state. Hold it as long as the snapshot needs it; dropping it
     /// releases what only it still refers to.
     pub fn snapshot_version(&self) -> HeapSnapshotVersion {
+        self.version_of(&self.lock())
+    }
+
+    /// A version of `heap`, which the caller has locked.
+    pub(crate) fn version_of(&self, heap: &Heap) -> HeapSnapshotVersion {
         HeapSnapshotVersion {
-            tables: self.lock().clone(),
+            tables: heap.tables.clone(),
             key_serializer: self.key_serializer.clone(),
+        }
+    }
+
+    /// Makes the backend track changes for incremental checkpoints (from the first
+    /// checkpoint's synchronous part on); does nothing if it does already.
+    pub(crate) fn track_changes(&self) {
+        let mut heap = self.lock();
+        if heap.incremental.is_none() {
+            let shards = heap.tables.range.len() as usize;
+            heap.incremental = Some(IncrementalState {
+                changes: ChangeLog::new(shards),
+                history: ChainHistory::fresh(),
+            });
         }
     }
 }
@@ -150,10 +197,10 @@ impl HeapKeyedStateBackend {
             )));
         }
         let source = HeapSnapshotSource {
-            tables: Arc::new(Mutex::new(HeapTables::new(
-                range,
-                params.number_of_key_groups,
-            ))),
+            heap: Arc::new(Mutex::new(Heap {
+                tables: HeapTables::new(range, params.number_of_key_groups),
+                incremental: None,
+            })),
             key_serializer: Arc::from(params.key_serializer.as_str()),
         };
         let strategy_name = params.strategy.as_deref().unwrap_or(HEAP);
@@ -190,13 +237,8 @@ impl HeapKeyedStateBackend {
     ) -> Result<Self> {
         let backend = Self::new(params, registry)?;
         {
-            let mut tables = backend.source.lock();
-            restore::restore(
-                &mut tables,
-                &backend.params.key_serializer,
-                registry,
-                handles,
-            )?;
+            let mut heap = backend.source.lock();
+            restore::restore(&mut heap, &backend.params.key_serializer, registry, handles)?;
         }
         Ok(backend)
     }
@@ -247,28 +289,40 @@ impl HeapKeyedStateBackend {
     ) -> Result<T> {
         let mut state_key = Vec::new();
         let shard = self.current_state_key(namespace, &mut state_key)?;
-        let tables = self.source.lock();
-        let state = &tables.states[index_of(&tables, name, kind)?];
+        let heap = self.source.lock();
+        let state = &heap.tables.states[index_of(&heap.tables, name, kind)?];
         Ok(read(&state.shards, shard, &state_key))
     }
 
     /// Runs `write` on the state `name` of `kind`, with the state key of the current key
-    /// and `namespace` and its shard.
+    /// and `namespace` and its shard, and records `change` for incremental checkpoints.
     fn write<T>(
         &mut self,
         name: &str,
         kind: StateKind,
         namespace: &[u8],
+        change: Change<'_>,
         write: impl FnOnce(&mut Shards, usize, &[u8]) -> T,
     ) -> Result<T> {
         let shard = self.state_key(namespace)?;
-        let mut tables = self.source.lock();
-        let index = index_of(&tables, name, kind)?;
-        Ok(write(
-            &mut tables.states[index].shards,
-            shard,
-            &self.scratch,
-        ))
+        let mut heap = self.source.lock();
+        let index = index_of(&heap.tables, name, kind)?;
+        let written = write(&mut heap.tables.states[index].shards, shard, &self.scratch);
+        record(&mut heap, index, shard, &self.scratch, change);
+        Ok(written)
+    }
+}
+
+/// Records `change` of state `index` under `key` in `shard` when the backend tracks
+/// changes: O(1), no entry copied.
+fn record(heap: &mut Heap, index: usize, shard: usize, key: &[u8], change: Change<'_>) {
+    if let Some(incremental) = &mut heap.incremental {
+        let changes = &mut incremental.changes;
+        match change {
+            Change::Key => changes.key_changed(index, shard, key),
+            Change::UserKey(user_key) => changes.user_key_changed(index, shard, key, user_key),
+            Change::Cleared => changes.map_cleared(index, shard, key),
+        }
     }
 }
 
@@ -298,8 +352,23 @@ fn bytes(value: &[u8]) -> Bytes {
 }
 
 impl CheckpointListener for HeapKeyedStateBackend {
-    fn notify_checkpoint_complete(&mut self, _checkpoint_id: u64) -> Result<()> {
-        // Full snapshots keep no history to prune.
+    /// With incremental checkpoints, a completed checkpoint becomes the base of the next
+    /// one and the changes it covers are forgotten; full snapshots keep no history.
+    fn notify_checkpoint_complete(&mut self, checkpoint_id: u64) -> Result<()> {
+        let mut heap = self.source.lock();
+        if let Some(incremental) = &mut heap.incremental
+            && let Some(sequence) = incremental.history.complete(checkpoint_id)
+        {
+            incremental.changes.forget_through(sequence);
+        }
+        Ok(())
+    }
+
+    /// An aborted checkpoint never becomes a base; its changes go into the next one.
+    fn notify_checkpoint_aborted(&mut self, checkpoint_id: u64) -> Result<()> {
+        if let Some(incremental) = &mut self.source.lock().incremental {
+            incremental.history.abort(checkpoint_id);
+        }
         Ok(())
     }
 }
@@ -319,12 +388,12 @@ impl KeyedStateBackend for HeapKeyedStateBackend {
 
     fn register_state(&mut self, meta: &StateMetaInfo) -> Result<()> {
         self.check_open()?;
-        self.source.lock().register(meta).map(|_| ())
+        self.source.lock().tables.register(meta).map(|_| ())
     }
 
     fn states(&self) -> Vec<StateMetaInfo> {
-        let tables = self.source.lock();
-        tables.states.iter().map(|s| s.meta.clone()).collect()
+        let heap = self.source.lock();
+        heap.tables.states.iter().map(|s| s.meta.clone()).collect()
     }
 
     fn set_current_key(&mut self, key: &[u8]) -> Result<()> {
@@ -358,12 +427,18 @@ impl KeyedStateBackend for HeapKeyedStateBackend {
     }
 
     fn put_value(&mut self, state: &str, namespace: &[u8], value: &[u8]) -> Result<()> {
-        self.write(state, StateKind::Value, namespace, |shards, shard, key| {
-            let Shards::Value(maps) = shards else {
-                unreachable!("kind checked by index_of")
-            };
-            maps[shard].insert(bytes(key), bytes(value));
-        })
+        self.write(
+            state,
+            StateKind::Value,
+            namespace,
+            Change::Key,
+            |shards, shard, key| {
+                let Shards::Value(maps) = shards else {
+                    unreachable!("kind checked by index_of")
+                };
+                maps[shard].insert(bytes(key), bytes(value));
+            },
+        )
     }
 
     fn list(&self, state: &str, namespace: &[u8]) -> Result<Vec<Vec<u8>>> {
@@ -379,32 +454,44 @@ impl KeyedStateBackend for HeapKeyedStateBackend {
     }
 
     fn append_to_list(&mut self, state: &str, namespace: &[u8], element: &[u8]) -> Result<()> {
-        self.write(state, StateKind::List, namespace, |shards, shard, key| {
-            let Shards::List(maps) = shards else {
-                unreachable!("kind checked by index_of")
-            };
-            match maps[shard].get_mut(key) {
-                // Copies the element pointers only if a snapshot still holds this list.
-                Some(elements) => Arc::make_mut(elements).push(bytes(element)),
-                None => {
-                    maps[shard].insert(bytes(key), Arc::new(vec![bytes(element)]));
+        self.write(
+            state,
+            StateKind::List,
+            namespace,
+            Change::Key,
+            |shards, shard, key| {
+                let Shards::List(maps) = shards else {
+                    unreachable!("kind checked by index_of")
+                };
+                match maps[shard].get_mut(key) {
+                    // Copies the element pointers only if a snapshot still holds this list.
+                    Some(elements) => Arc::make_mut(elements).push(bytes(element)),
+                    None => {
+                        maps[shard].insert(bytes(key), Arc::new(vec![bytes(element)]));
+                    }
                 }
-            }
-        })
+            },
+        )
     }
 
     fn update_list(&mut self, state: &str, namespace: &[u8], elements: &[Vec<u8>]) -> Result<()> {
-        self.write(state, StateKind::List, namespace, |shards, shard, key| {
-            let Shards::List(maps) = shards else {
-                unreachable!("kind checked by index_of")
-            };
-            if elements.is_empty() {
-                maps[shard].remove(key);
-            } else {
-                let elements = elements.iter().map(|e| bytes(e)).collect();
-                maps[shard].insert(bytes(key), Arc::new(elements));
-            }
-        })
+        self.write(
+            state,
+            StateKind::List,
+            namespace,
+            Change::Key,
+            |shards, shard, key| {
+                let Shards::List(maps) = shards else {
+                    unreachable!("kind checked by index_of")
+                };
+                if elements.is_empty() {
+                    maps[shard].remove(key);
+                } else {
+                    let elements = elements.iter().map(|e| bytes(e)).collect();
+                    maps[shard].insert(bytes(key), Arc::new(elements));
+                }
+            },
+        )
     }
 
     fn map_value(&self, state: &str, namespace: &[u8], user_key: &[u8]) -> Result<Option<Vec<u8>>> {
@@ -426,37 +513,49 @@ impl KeyedStateBackend for HeapKeyedStateBackend {
         user_key: &[u8],
         value: &[u8],
     ) -> Result<()> {
-        self.write(state, StateKind::Map, namespace, |shards, shard, key| {
-            let Shards::Map(maps) = shards else {
-                unreachable!("kind checked by index_of")
-            };
-            match maps[shard].get_mut(key) {
-                Some(entries) => {
-                    entries.insert(bytes(user_key), bytes(value));
+        self.write(
+            state,
+            StateKind::Map,
+            namespace,
+            Change::UserKey(user_key),
+            |shards, shard, key| {
+                let Shards::Map(maps) = shards else {
+                    unreachable!("kind checked by index_of")
+                };
+                match maps[shard].get_mut(key) {
+                    Some(entries) => {
+                        entries.insert(bytes(user_key), bytes(value));
+                    }
+                    None => {
+                        maps[shard].insert(bytes(key), CowMap::unit(bytes(user_key), bytes(value)));
+                    }
                 }
-                None => {
-                    maps[shard].insert(bytes(key), CowMap::unit(bytes(user_key), bytes(value)));
-                }
-            }
-        })
+            },
+        )
     }
 
     fn remove_map_value(&mut self, state: &str, namespace: &[u8], user_key: &[u8]) -> Result<()> {
-        self.write(state, StateKind::Map, namespace, |shards, shard, key| {
-            let Shards::Map(maps) = shards else {
-                unreachable!("kind checked by index_of")
-            };
-            let now_empty = match maps[shard].get_mut(key) {
-                Some(entries) => {
-                    entries.remove(user_key);
-                    entries.is_empty()
+        self.write(
+            state,
+            StateKind::Map,
+            namespace,
+            Change::UserKey(user_key),
+            |shards, shard, key| {
+                let Shards::Map(maps) = shards else {
+                    unreachable!("kind checked by index_of")
+                };
+                let now_empty = match maps[shard].get_mut(key) {
+                    Some(entries) => {
+                        entries.remove(user_key);
+                        entries.is_empty()
+                    }
+                    None => false,
+                };
+                if now_empty {
+                    maps[shard].remove(key);
                 }
-                None => false,
-            };
-            if now_empty {
-                maps[shard].remove(key);
-            }
-        })
+            },
+        )
     }
 
     fn map_entries(&self, state: &str, namespace: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
@@ -481,21 +580,32 @@ impl KeyedStateBackend for HeapKeyedStateBackend {
 
     fn clear(&mut self, state: &str, namespace: &[u8]) -> Result<()> {
         let shard = self.state_key(namespace)?;
-        let mut tables = self.source.lock();
-        let index = find(&tables, state)?;
+        let mut heap = self.source.lock();
+        let index = find(&heap.tables, state)?;
         let key = &self.scratch[..];
-        match &mut tables.states[index].shards {
-            Shards::Value(maps) => drop(maps[shard].remove(key)),
-            Shards::List(maps) => drop(maps[shard].remove(key)),
-            Shards::Map(maps) => drop(maps[shard].remove(key)),
-        }
+        let change = match &mut heap.tables.states[index].shards {
+            Shards::Value(maps) => {
+                maps[shard].remove(key);
+                Change::Key
+            }
+            Shards::List(maps) => {
+                maps[shard].remove(key);
+                Change::Key
+            }
+            Shards::Map(maps) => {
+                maps[shard].remove(key);
+                Change::Cleared
+            }
+        };
+        record(&mut heap, index, shard, key, change);
         Ok(())
     }
 
     fn keys(&self, state: &str, namespace: &[u8]) -> Result<Vec<Vec<u8>>> {
         self.check_open()?;
-        let tables = self.source.lock();
-        let index = find(&tables, state)?;
+        let heap = self.source.lock();
+        let tables = &heap.tables;
+        let index = find(tables, state)?;
         let mut keys = Vec::new();
         let mut collect = |state_key: &Bytes| {
             if let Some((key, ns)) = split_state_key(state_key)

@@ -28,6 +28,22 @@
 //!
 //! Empty lists and empty maps are never stored (removing the last element or user key
 //! removes the entry), so nothing empty is written either.
+//!
+//! # Delta entries
+//!
+//! The delta files of `heap-incremental` checkpoints ([`crate::HeapIncrementalSnapshotStrategy`])
+//! are keyed snapshot streams of the same format, header and checksums included, whose
+//! entries are changes: the canonical composite key as above, and a value that starts with
+//! an operation byte.
+//!
+//! | operation | first value byte | key | rest of the value | restore |
+//! |---|---|---|---|---|
+//! | put | [`DELTA_PUT`] (0) | the canonical key | the canonical value | sets the entry |
+//! | delete | [`DELTA_DELETE`] (1) | the canonical key | nothing | removes the entry (a map's user key; a value; a whole list) |
+//! | clear | [`DELTA_CLEAR`] (2) | prefix ‖ state key, no user key (map states only) | nothing | removes every user key of that key and namespace |
+//!
+//! Within a key group a clear comes before the puts of the same map, and restore applies
+//! a file's entries in order, files in chain order, so the last change wins.
 
 use std::sync::Arc;
 
@@ -37,7 +53,15 @@ use state_api::keyed_format::{
 };
 use state_api::{Error, Result};
 
-use crate::table::{Bytes, ListValue, Shards, StateTable};
+use crate::changes::{MergedChanges, Segment, merged};
+use crate::table::{Bytes, CowMap, ListValue, Shards, StateTable};
+
+/// First value byte of a delta entry that sets the entry.
+pub const DELTA_PUT: u8 = 0;
+/// First value byte of a delta entry that removes the entry.
+pub const DELTA_DELETE: u8 = 1;
+/// First value byte of a delta entry that removes every user key of a map.
+pub const DELTA_CLEAR: u8 = 2;
 
 /// Appends the part of a state key that depends on the key alone (its length and bytes).
 ///
@@ -183,6 +207,168 @@ pub(crate) fn restore_entry(
                     shards[shard].insert(state_key, imbl::HashMap::unit(user_key, value));
                 }
             }
+        }
+    }
+    Ok(())
+}
+
+/// Writes the changes of `segments` to shard `shard` of every state into `group`: each
+/// changed entry's current value in `states` (the snapshot version) or a tombstone.
+pub(crate) fn write_delta_key_group(
+    states: &[StateTable],
+    segments: &[std::sync::Arc<Segment>],
+    shard: usize,
+    group: &mut KeyGroupEntryWriter<'_>,
+    buffers: &mut EntryBuffers,
+) -> Result<()> {
+    let key_group = group.key_group();
+    let prefix_bytes = group.composite_key().prefix_bytes();
+    let EntryBuffers { key, value } = buffers;
+    let start_key = |key: &mut Vec<u8>, state_key: &[u8]| {
+        key.clear();
+        KeyGroupRangeAssignment::write_key_group_prefix(key_group, prefix_bytes, key);
+        key.extend_from_slice(state_key);
+    };
+    let put = |value: &mut Vec<u8>, bytes: &[u8]| {
+        value.clear();
+        value.push(DELTA_PUT);
+        value.extend_from_slice(bytes);
+    };
+    for (id, state) in states.iter().enumerate() {
+        let Some(changes) = merged(segments, id, shard) else {
+            continue;
+        };
+        // Header ids are registration positions, below `MAX_STATES` (checked on register).
+        let id = id as u16;
+        match (&state.shards, changes) {
+            (Shards::Value(shards), MergedChanges::Keys(keys)) => {
+                for state_key in keys {
+                    start_key(key, state_key);
+                    match shards[shard].get(state_key) {
+                        Some(stored) => put(value, stored),
+                        None => *value = vec![DELTA_DELETE],
+                    }
+                    group.write_entry(id, key, value)?;
+                }
+            }
+            (Shards::List(shards), MergedChanges::Keys(keys)) => {
+                for state_key in keys {
+                    start_key(key, state_key);
+                    value.clear();
+                    match shards[shard].get(state_key) {
+                        Some(elements) => {
+                            value.push(DELTA_PUT);
+                            encode_list(elements.iter().map(|element| &**element), value);
+                        }
+                        None => value.push(DELTA_DELETE),
+                    }
+                    group.write_entry(id, key, value)?;
+                }
+            }
+            (Shards::Map(shards), MergedChanges::Map(maps)) => {
+                for (state_key, change) in maps {
+                    let current = shards[shard].get(state_key);
+                    if change.cleared {
+                        start_key(key, state_key);
+                        group.write_entry(id, key, &[DELTA_CLEAR])?;
+                        for (user_key, stored) in current.into_iter().flat_map(CowMap::iter) {
+                            start_key(key, state_key);
+                            key.extend_from_slice(user_key);
+                            put(value, stored);
+                            group.write_entry(id, key, value)?;
+                        }
+                        continue;
+                    }
+                    for user_key in change.user_keys {
+                        start_key(key, state_key);
+                        key.extend_from_slice(user_key);
+                        match current.and_then(|entries| entries.get(user_key)) {
+                            Some(stored) => put(value, stored),
+                            None => *value = vec![DELTA_DELETE],
+                        }
+                        group.write_entry(id, key, value)?;
+                    }
+                }
+            }
+            // The log records by the kind of the state written to.
+            _ => {
+                return Err(Error::InvalidArgument(format!(
+                    "changes of state `{}` do not match its kind {}",
+                    state.meta.name, state.meta.kind
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Applies one delta entry read from a delta file to shard `shard` of `state`.
+pub(crate) fn apply_delta_entry(
+    state: &mut StateTable,
+    shard: usize,
+    composite: CompositeKey,
+    entry: KeyedEntry<'_>,
+) -> Result<()> {
+    let Some((&operation, rest)) = entry.value.split_first() else {
+        return Err(Error::Corrupted {
+            what: format!("delta entry of state `{}`", state.meta.name),
+            reason: "the value has no operation byte".into(),
+        });
+    };
+    let parts = composite.split(entry.key)?;
+    let prefix_bytes = composite.prefix_bytes();
+    let state_key =
+        &entry.key[prefix_bytes..prefix_bytes + 8 + parts.key.len() + parts.namespace.len()];
+    let invalid = |reason: String| Error::Corrupted {
+        what: format!(
+            "delta entry of {} state `{}`",
+            state.meta.kind, state.meta.name
+        ),
+        reason,
+    };
+    if operation == DELTA_PUT {
+        return restore_entry(
+            state,
+            shard,
+            composite,
+            KeyedEntry {
+                value: rest,
+                ..entry
+            },
+        );
+    }
+    if !rest.is_empty() {
+        return Err(invalid(format!(
+            "operation {operation} carries {} value bytes",
+            rest.len()
+        )));
+    }
+    match (&mut state.shards, operation) {
+        (Shards::Value(shards), DELTA_DELETE) if parts.user_key.is_empty() => {
+            shards[shard].remove(state_key);
+        }
+        (Shards::List(shards), DELTA_DELETE) if parts.user_key.is_empty() => {
+            shards[shard].remove(state_key);
+        }
+        (Shards::Map(shards), DELTA_DELETE) => {
+            let now_empty = match shards[shard].get_mut(state_key) {
+                Some(entries) => {
+                    entries.remove(parts.user_key);
+                    entries.is_empty()
+                }
+                None => false,
+            };
+            if now_empty {
+                shards[shard].remove(state_key);
+            }
+        }
+        (Shards::Map(shards), DELTA_CLEAR) if parts.user_key.is_empty() => {
+            shards[shard].remove(state_key);
+        }
+        _ => {
+            return Err(invalid(format!(
+                "operation {operation} does not apply to this key"
+            )));
         }
     }
     Ok(())

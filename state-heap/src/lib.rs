@@ -9,8 +9,13 @@
 //!   canonical keyed format of `state-api` (header, every key group in order through the
 //!   compression decorator, offsets and a CRC-32C per key group), so heap savepoints restore
 //!   into any keyed backend. How heap entries map onto that format: [`mod@format`].
-//! - Restore reads any set of key-groups handles and keeps the key groups of the new range,
-//!   which is how a job rescales.
+//! - [`HeapIncrementalSnapshotStrategy`] (`heap-incremental`): checkpoints that write only
+//!   the entries changed since the last completed checkpoint (with tombstones) as a delta
+//!   on a full base, rewriting the base when the deltas grow past a fraction of it; the
+//!   backend tracks changes per state and key group at O(1) per write. Savepoints stay
+//!   full canonical snapshots.
+//! - Restore reads any set of key-groups and `heap-incremental` handles and keeps the key
+//!   groups of the new range, which is how a job rescales.
 //!
 //! # Example
 //!
@@ -38,12 +43,16 @@
 //! # Ok::<(), state_api::Error>(())
 //! ```
 //!
-//! The crate registers keyed backend `heap` and keyed strategy `heap` with
+//! The crate registers keyed backend `heap` and keyed strategies `heap` and
+//! `heap-incremental` with
 //! [`state_api::Registry`] at link time; call [`link`] (or `use state_heap as _;`) from a
 //! binary that names nothing else of it, or call [`register`] yourself.
 
 mod backend;
+mod chain;
+mod changes;
 pub mod format;
+mod incremental;
 mod restore;
 mod snapshot;
 mod table;
@@ -51,19 +60,28 @@ mod table;
 pub use backend::{
     HeapKeyedStateBackend, HeapKeyedStateBackendFactory, HeapSnapshotSource, HeapSnapshotVersion,
 };
+pub use incremental::{
+    HeapIncrementalOptions, HeapIncrementalSnapshotStrategy,
+    HeapIncrementalSnapshotStrategyFactory, MATERIALIZATION_FRACTION_OPTION,
+};
 pub use snapshot::{HeapSnapshotStrategy, HeapSnapshotStrategyFactory};
 
 /// Name of the heap keyed backend and of its snapshot strategy.
 pub const HEAP: &str = "heap";
 
-/// Registers keyed backend `heap` and keyed strategy `heap` in `registry`.
+/// Name of the heap backend's incremental snapshot strategy.
+pub const HEAP_INCREMENTAL: &str = "heap-incremental";
+
+/// Registers keyed backend `heap` and keyed strategies `heap` and `heap-incremental` in
+/// `registry`.
 ///
 /// # Errors
 ///
 /// [`Error::DuplicatePlugin`](state_api::Error) if a name is already taken.
 pub fn register(registry: &mut state_api::Registry) -> state_api::Result<()> {
     registry.register_keyed_backend(HeapKeyedStateBackendFactory)?;
-    registry.register_keyed_strategy(HeapSnapshotStrategyFactory)
+    registry.register_keyed_strategy(HeapSnapshotStrategyFactory)?;
+    registry.register_keyed_strategy(HeapIncrementalSnapshotStrategyFactory)
 }
 
 state_api::submit_registration!(register);

@@ -130,6 +130,15 @@ fn download_all(
     BTreeMap<String, UploadedFile>,
 )> {
     let (header, manifest) = read_meta(&handle.meta_state)?;
+    if manifest.get("CURRENT").is_none() {
+        // Every RocksDB checkpoint has a CURRENT file; other backends' incremental
+        // snapshots (heap-incremental chains) share the handle type but not the files.
+        return Err(Error::Unsupported(format!(
+            "incremental snapshot {} of checkpoint {} is not a RocksDB checkpoint (its file list has no CURRENT file): restore it with the backend that wrote it, or restore a savepoint",
+            handle.meta_state.describe(),
+            handle.checkpoint_id
+        )));
+    }
     check_key_serializer(header.key_serializer(), key_serializer, &handle.meta_state)?;
     check_files_listed(handle, &manifest)?;
     fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;

@@ -1,5 +1,6 @@
 //! The backend conformance kits through object storage: every keyed backend and strategy
-//! (`heap`, `rocksdb`, `rocksdb/rocksdb-incremental`) and the operator backend checkpoint,
+//! (`heap`, `heap/heap-incremental`, `rocksdb`, `rocksdb/rocksdb-incremental`) and the
+//! operator backend checkpoint,
 //! restore, rescale, cancel and meet failing storage with every snapshot stored on a real
 //! S3-compatible server (moto on loopback) and on the in-memory store; a coordinator's
 //! round of incremental checkpoints commits, subsumes and discards through S3 and leaves no
@@ -147,20 +148,30 @@ fn memory(name: &str) -> Arc<Provider> {
     })
 }
 
+/// `heap-incremental` keeps no task-local copy.
+const HEAP_INCREMENTAL_CAPABILITIES: KeyedBackendCapabilities = KeyedBackendCapabilities {
+    rescaling: true,
+    local_recovery: false,
+};
+
 /// The keyed contracts that involve storage, on `target`.
 fn keyed_contracts(target: &str) {
+    keyed_contracts_with(target, CAPABILITIES);
+}
+
+fn keyed_contracts_with(target: &str, capabilities: KeyedBackendCapabilities) {
     let registry = registry();
     keyed::round_trip(target, registry, "none");
     keyed::empty_state(target, registry, "none");
     keyed::huge_values(target, registry, "none");
     keyed::snapshot_is_consistent(target, registry, "none");
     keyed::savepoints_are_canonical(target, registry, "none");
-    keyed::rescale(target, registry, "none", CAPABILITIES, 1, 3);
-    keyed::rescale(target, registry, "none", CAPABILITIES, 3, 2);
-    keyed::rescale_chain(target, registry, "none", CAPABILITIES);
+    keyed::rescale(target, registry, "none", capabilities, 1, 3);
+    keyed::rescale(target, registry, "none", capabilities, 3, 2);
+    keyed::rescale_chain(target, registry, "none", capabilities);
     keyed::cancelled_snapshot_leaves_nothing(target, registry, "none");
     keyed::storage_faults_are_contained(target, registry, "none");
-    keyed::local_recovery(target, registry, "none", CAPABILITIES);
+    keyed::local_recovery(target, registry, "none", capabilities);
 }
 
 fn on_s3(test: &str, contracts: impl FnOnce()) {
@@ -173,6 +184,13 @@ fn on_s3(test: &str, contracts: impl FnOnce()) {
 #[test]
 fn heap_on_s3() {
     on_s3("heap_on_s3", || keyed_contracts("heap"));
+}
+
+#[test]
+fn heap_incremental_on_s3() {
+    on_s3("heap_incremental_on_s3", || {
+        keyed_contracts_with("heap/heap-incremental", HEAP_INCREMENTAL_CAPABILITIES)
+    });
 }
 
 #[test]

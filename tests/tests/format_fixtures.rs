@@ -1,7 +1,8 @@
-//! Format stability: keyed and operator snapshots written by earlier releases, checked in
-//! under `tests/fixtures/keyed-v<N>/` and `tests/fixtures/operator-v<N>/`, still restore
-//! with the same contents. A format change adds a new fixture folder and never edits an old
-//! one.
+//! Format stability: keyed, heap-incremental and operator snapshots written by earlier
+//! releases, checked in under `tests/fixtures/keyed-v<N>/`,
+//! `tests/fixtures/heap-incremental-v<N>/` and `tests/fixtures/operator-v<N>/`, still
+//! restore with the same contents. A format change adds a new fixture folder and never
+//! edits an old one.
 //!
 //! Each fixture is the checkpoint metadata of one snapshot (`handle.json`, the handle as a
 //! coordinator stores it, the stream inline) written from the state [`expected`] describes,
@@ -14,9 +15,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use state_api::{
-    CheckpointOptions, KeyGroupRange, KeyedBackendParams, KeyedStateHandle,
-    MemoryCheckpointStreamFactory, OperatorBackendParams, OperatorStateMetaInfo,
-    OperatorStreamStateHandle, Registry, StateMetaInfo,
+    CheckpointOptions, IncrementalRemoteKeyedStateHandle, KeyGroupRange, KeyedBackendParams,
+    KeyedStateBackend, KeyedStateHandle, MemoryCheckpointStreamFactory, OperatorBackendParams,
+    OperatorStateMetaInfo, OperatorStreamStateHandle, Registry, SharedStateRegistry, StateMetaInfo,
 };
 
 const MAX_PARALLELISM: u32 = 128;
@@ -88,13 +89,8 @@ fn states() -> [StateMetaInfo; 3] {
     ]
 }
 
-fn write_fixture(dir: &Path, compression: &str) {
-    let registry = registry();
-    let factory = registry.keyed_backend("heap").unwrap();
-    let mut backend = factory.create(params(compression), registry).unwrap();
-    for state in states() {
-        backend.register_state(&state).unwrap();
-    }
+/// Writes what [`expected`] describes into `backend`.
+fn write_expected(backend: &mut dyn KeyedStateBackend) {
     for entry in expected() {
         backend.set_current_key(&entry.key.to_be_bytes()).unwrap();
         backend
@@ -109,6 +105,16 @@ fn write_fixture(dir: &Path, compression: &str) {
                 .unwrap();
         }
     }
+}
+
+fn write_fixture(dir: &Path, compression: &str) {
+    let registry = registry();
+    let factory = registry.keyed_backend("heap").unwrap();
+    let mut backend = factory.create(params(compression), registry).unwrap();
+    for state in states() {
+        backend.register_state(&state).unwrap();
+    }
+    write_expected(&mut *backend);
     let streams = Arc::new(MemoryCheckpointStreamFactory::default());
     let task = backend
         .snapshot(1, 0, streams, &CheckpointOptions::savepoint())
@@ -119,14 +125,29 @@ fn write_fixture(dir: &Path, compression: &str) {
 }
 
 fn check_fixture(dir: &Path, compression: &str) {
+    check_fixture_with(dir, compression, params(compression));
+}
+
+fn check_fixture_with(dir: &Path, compression: &str, params: KeyedBackendParams) {
     let path = dir.join(format!("{compression}.json"));
     let json = std::fs::read(&path).unwrap_or_else(|err| panic!("{}: {err}", path.display()));
     let handle: Arc<dyn KeyedStateHandle> = serde_json::from_slice(&json).unwrap();
     let registry = registry();
     let factory = registry.keyed_backend("heap").unwrap();
-    let mut backend = factory
-        .restore(params(compression), registry, &[handle])
-        .unwrap();
+    let mut backend = factory.restore(params, registry, &[handle]).unwrap();
+    // Keys the fixture's first checkpoint held and its delta removed are gone.
+    backend.set_current_key(&EXTRA_KEY.to_be_bytes()).unwrap();
+    assert_eq!(
+        backend.value("value", b"").unwrap(),
+        None,
+        "{}: removed key",
+        path.display()
+    );
+    assert!(
+        backend.map_entries("map", b"").unwrap().is_empty(),
+        "{}: removed key",
+        path.display()
+    );
     let restored: Vec<_> = backend.states().into_iter().collect();
     assert_eq!(restored, states(), "{}: states", path.display());
     for entry in expected() {
@@ -165,6 +186,94 @@ fn keyed_v1_snapshots_restore_with_their_contents() {
     for compression in DECORATORS {
         check_fixture(&dir, compression);
     }
+}
+
+/// A key the heap-incremental fixture's base holds and its delta removes.
+const EXTRA_KEY: u64 = 1000;
+
+fn incremental_params(compression: &str) -> KeyedBackendParams {
+    KeyedBackendParams {
+        strategy: Some("heap-incremental".into()),
+        ..params(compression)
+    }
+}
+
+/// A heap-incremental checkpoint of a base and a delta holding puts, deletes and clears:
+/// the base holds other values for some keys, other map entries and an extra key; the
+/// delta writes [`expected`] over them. The handle is stored resolved, as for restore.
+fn write_incremental_fixture(dir: &Path, compression: &str) {
+    let registry = registry();
+    let factory = registry.keyed_backend("heap").unwrap();
+    let mut params = incremental_params(compression);
+    // A third of the keys change: keep the delta rather than a new base.
+    params.options.insert(
+        state_heap::MATERIALIZATION_FRACTION_OPTION.into(),
+        "10".into(),
+    );
+    let mut backend = factory.create(params, registry).unwrap();
+    for state in states() {
+        backend.register_state(&state).unwrap();
+    }
+    write_expected(&mut *backend);
+    for key in (0..100u64).step_by(3) {
+        backend.set_current_key(&key.to_be_bytes()).unwrap();
+        backend.put_value("value", b"", b"before").unwrap();
+        backend
+            .put_map_value("map", b"window-7", b"stale", b"x")
+            .unwrap();
+    }
+    backend.set_current_key(&EXTRA_KEY.to_be_bytes()).unwrap();
+    backend.put_value("value", b"", b"extra").unwrap();
+    backend.put_map_value("map", b"", b"extra", b"x").unwrap();
+    let streams = Arc::new(MemoryCheckpointStreamFactory::default());
+    let shared = SharedStateRegistry::default();
+    let checkpoint = |backend: &mut dyn KeyedStateBackend, id: u64| {
+        let result = backend
+            .snapshot(id, 0, streams.clone(), &CheckpointOptions::checkpoint())
+            .unwrap()
+            .run()
+            .unwrap();
+        let handle = result.job_manager_owned().unwrap().clone();
+        let handle = handle
+            .as_any()
+            .downcast_ref::<IncrementalRemoteKeyedStateHandle>()
+            .unwrap()
+            .clone();
+        let retained = shared.register(&handle).unwrap();
+        backend.notify_checkpoint_complete(id).unwrap();
+        shared.resolve(&retained).unwrap()
+    };
+    checkpoint(&mut *backend, 1);
+    backend.set_current_key(&EXTRA_KEY.to_be_bytes()).unwrap();
+    backend.clear("value", b"").unwrap();
+    backend.clear("map", b"").unwrap();
+    for entry in expected().into_iter().filter(|e| e.key % 3 == 0) {
+        backend.set_current_key(&entry.key.to_be_bytes()).unwrap();
+        backend
+            .put_value("value", entry.namespace, &entry.value)
+            .unwrap();
+        backend.clear("map", entry.namespace).unwrap();
+        for (user_key, value) in &entry.map {
+            backend
+                .put_map_value("map", entry.namespace, user_key, value)
+                .unwrap();
+        }
+    }
+    let handle = checkpoint(&mut *backend, 2);
+    assert_eq!(handle.shared_state.len(), 2, "a base and a delta");
+    let handle: Arc<dyn KeyedStateHandle> = Arc::new(handle);
+    let json = serde_json::to_string(&handle).unwrap();
+    std::fs::write(dir.join(format!("{compression}.json")), json).unwrap();
+}
+
+#[test]
+fn heap_incremental_v1_checkpoints_restore_with_their_contents() {
+    let dir = fixtures("heap-incremental", 1);
+    if std::env::var_os("SNAPSTATE_WRITE_FIXTURES").is_some() && !dir.exists() {
+        std::fs::create_dir_all(&dir).unwrap();
+        write_incremental_fixture(&dir, "lz4");
+    }
+    check_fixture_with(&dir, "lz4", incremental_params("lz4"));
 }
 
 /// The states of the operator fixture, ordered by name (as `states()` lists them).

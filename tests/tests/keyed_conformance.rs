@@ -1,5 +1,5 @@
 //! The in-tree keyed backend `heap` passes the keyed-backend conformance kit with every
-//! linked compression decorator.
+//! linked compression decorator, with its full strategy and with `heap-incremental`.
 
 use snapstate_tests::keyed::{self, KeyedBackendCapabilities};
 use state_api::{PluginKind, Registry};
@@ -9,6 +9,15 @@ const HEAP: &str = "heap";
 const HEAP_CAPABILITIES: KeyedBackendCapabilities = KeyedBackendCapabilities {
     rescaling: true,
     local_recovery: true,
+};
+
+/// The heap backend checkpointing with `heap-incremental`.
+const HEAP_INCREMENTAL: &str = "heap/heap-incremental";
+
+/// `heap-incremental` writes no task-local copies.
+const HEAP_INCREMENTAL_CAPABILITIES: KeyedBackendCapabilities = KeyedBackendCapabilities {
+    rescaling: true,
+    local_recovery: false,
 };
 
 fn registry() -> &'static Registry {
@@ -154,4 +163,24 @@ fn heap_local_recovery() {
 #[test]
 fn heap_passes_every_contract_with_snappy() {
     keyed::run_all(HEAP, registry(), "snappy", HEAP_CAPABILITIES);
+}
+
+#[test]
+fn heap_incremental_passes_every_contract_with_lz4() {
+    keyed::run_all(
+        HEAP_INCREMENTAL,
+        registry(),
+        "lz4",
+        HEAP_INCREMENTAL_CAPABILITIES,
+    );
+}
+
+#[test]
+fn heap_incremental_passes_every_contract_uncompressed() {
+    keyed::run_all(
+        HEAP_INCREMENTAL,
+        registry(),
+        "none",
+        HEAP_INCREMENTAL_CAPABILITIES,
+    );
 }

@@ -28,6 +28,11 @@ fn heap_follows_the_model() {
 }
 
 #[test]
+fn heap_incremental_follows_the_model() {
+    keyed::model_based("heap/heap-incremental", registry(), "snappy", cases());
+}
+
+#[test]
 fn rocksdb_full_follows_the_model() {
     keyed::model_based("rocksdb", registry(), "snappy", cases());
 }

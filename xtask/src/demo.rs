@@ -419,7 +419,7 @@ mod tests {
     fn the_demo_verifies_every_backend_and_leaves_committed_checkpoints() {
         let dir = tempfile::tempdir().unwrap();
         run(Some(dir.path().to_path_buf()), 3_000).unwrap();
-        for job in ["heap", "rocksdb-incremental"] {
+        for job in ["heap-incremental", "rocksdb-incremental"] {
             let storage = state_api::LocalCheckpointStorage::new(dir.path().join(job)).unwrap();
             assert_eq!(
                 storage.completed_checkpoints().unwrap(),
