@@ -483,7 +483,7 @@ pub(crate) fn run_one(args: OneArgs) -> DynResult {
     };
 
     let system = format!("snapstate-{}", env!("CARGO_PKG_VERSION"));
-    let base = json!({
+    let mut base = json!({
         "system": system,
         "storage": args.storage.as_deref().unwrap_or("local directory"),
         "backend": args.backend,
@@ -493,6 +493,12 @@ pub(crate) fn run_one(args: OneArgs) -> DynResult {
         "kind": workload.kind.as_str(),
         "compression": args.compression,
     });
+    // Runs beyond the spec say how they differ from it.
+    if let Some(record) = base.as_object_mut()
+        && !args.options.is_empty()
+    {
+        record.insert("options".to_owned(), json!(args.options));
+    }
     let line = |fields: Value| {
         let mut record = base.clone();
         if let (Some(record), Some(fields)) = (record.as_object_mut(), fields.as_object()) {
