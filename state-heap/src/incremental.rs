@@ -60,10 +60,10 @@ pub struct HeapIncrementalOptions {
     /// A checkpoint writes a new base instead of a delta when the deltas of its chain,
     /// this one's estimated size included, would exceed this fraction of the base's bytes.
     /// It bounds what a checkpoint refers to (at most about `1 + fraction` times a full
-    /// snapshot) and how much more than a full snapshot a restore reads. Default 0.2 (see
-    /// the crate's benchmark notes in the README): the chain stays within 1.2x a full
-    /// snapshot while a 1%-per-checkpoint change rate rewrites the base about every 16th
-    /// checkpoint.
+    /// snapshot) and how much more than a full snapshot a restore reads. Default 0.2,
+    /// chosen on the benchmark's 61-checkpoint chains (`bench/results/README.md`): the chain
+    /// stays within 1.2x a full snapshot while a 1%-per-checkpoint change rate rewrites the
+    /// base every 20th checkpoint, writing 40% less than 0.1 over a long run.
     pub materialization_fraction: f64,
 }
 
