@@ -16,12 +16,16 @@
 //! [`CloseableRegistry`] holds nothing of the task afterwards.
 
 use std::fmt;
+use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::{Closeable, CloseableRegistry, Error, RegistrationKey, Result, StateObject};
+use crate::{
+    CheckpointStreamFactory, CheckpointedStateScope, Closeable, CloseableRegistry, Error,
+    RegistrationKey, Result, StateObject, StreamStateHandle,
+};
 
 /// The asynchronous part of one snapshot.
 ///
@@ -110,6 +114,30 @@ impl SnapshotContext {
     /// delete a finished stream).
     pub fn unregister(&self, key: RegistrationKey) -> bool {
         self.snapshot_io.unregister(key)
+    }
+
+    /// Writes `bytes` as one stream of `scope` through `factory`, closed by cancellation
+    /// while it is written, and returns its handle; `what` names the bytes in errors
+    /// (`"incremental snapshot meta data"`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Cancelled`], and the factory's and the stream's errors; nothing of the
+    /// stream stays visible on an error.
+    pub fn write_stream(
+        &self,
+        factory: &dyn CheckpointStreamFactory,
+        scope: CheckpointedStateScope,
+        bytes: &[u8],
+        what: &str,
+    ) -> Result<Arc<dyn StreamStateHandle>> {
+        let mut stream = factory.create_output_stream(scope)?;
+        let registration = self.register(stream.closer())?;
+        stream
+            .write_all(bytes)
+            .map_err(|e| Error::stream(format!("writing {what}"), e))?;
+        self.unregister(registration);
+        stream.close_and_get_handle()
     }
 }
 

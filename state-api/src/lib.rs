@@ -81,7 +81,7 @@ pub use meta::{OperatorStateMetaInfo, SerializerId, StateKind, StateMetaInfo};
 pub use proxy::KeyedBackendSerializationProxy;
 pub use registry::{PluginInfo, PluginKind, Registration, Registry, register};
 pub use resource_guard::{Lease, ResourceGuard};
-pub use shared_registry::SharedStateRegistry;
+pub use shared_registry::{SharedStateRegistry, new_backend_identifier};
 pub use state_object::{SnapshotResult, StateObject};
 pub use storage::CheckpointStorage;
 pub use strategy::{SnapshotStrategy, SnapshotStrategyRunner};

@@ -258,11 +258,38 @@ fn placeholder(handle: &Arc<dyn StreamStateHandle>) -> Option<&PlaceholderStream
         .downcast_ref::<PlaceholderStreamStateHandle>()
 }
 
+/// A backend instance identifier starting with `prefix` (`heap`, `rocksdb`), unique across
+/// instances, processes and restarts: incremental strategies key their shared files by it,
+/// so two incarnations restored from one checkpoint never register different bytes under
+/// one [`SharedStateRegistry`] key.
+pub fn new_backend_identifier(prefix: &str) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    // A random-keyed hasher over the time and the process: unique without an RNG crate.
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(nanos);
+    hasher.write_u32(std::process::id());
+    format!(
+        "{prefix}-{:016x}{:08x}",
+        hasher.finish(),
+        std::process::id()
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;
 
     use super::*;
+
+    #[test]
+    fn backend_identifiers_are_distinct_and_carry_their_prefix() {
+        let ids: BTreeSet<String> = (0..100).map(|_| new_backend_identifier("heap")).collect();
+        assert_eq!(ids.len(), 100, "{ids:?}");
+        assert!(ids.iter().all(|id| id.starts_with("heap-")), "{ids:?}");
+    }
     use crate::{ByteStreamStateHandle, FileStateHandle, KeyGroupRange};
 
     const BACKEND: &str = "backend-a";

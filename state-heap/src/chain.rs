@@ -239,7 +239,7 @@ impl ChainHistory {
     /// A history for a fresh backend instance with a new identifier.
     pub(crate) fn fresh() -> Self {
         ChainHistory {
-            backend_id: new_backend_id(),
+            backend_id: state_api::new_backend_identifier("heap"),
             pending: BTreeMap::new(),
             last_completed: None,
         }
@@ -317,17 +317,6 @@ impl ChainHistory {
     pub(crate) fn last_completed(&self) -> Option<u64> {
         self.last_completed.as_ref().map(|last| last.checkpoint_id)
     }
-}
-
-fn new_backend_id() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(nanos);
-    hasher.write_u32(std::process::id());
-    format!("heap-{:016x}", hasher.finish())
 }
 
 #[cfg(test)]

@@ -129,6 +129,18 @@ fn touch<'a>(slices: impl Iterator<Item = &'a [u8]>) {
     std::hint::black_box(sum);
 }
 
+/// Sets a buffer to the canonical key of a state key in `group`'s key group: the
+/// key-group prefix, then the state key.
+fn key_starter(group: &KeyGroupEntryWriter<'_>) -> impl Fn(&mut Vec<u8>, &[u8]) + use<> {
+    let key_group = group.key_group();
+    let prefix_bytes = group.composite_key().prefix_bytes();
+    move |key: &mut Vec<u8>, state_key: &[u8]| {
+        key.clear();
+        KeyGroupRangeAssignment::write_key_group_prefix(key_group, prefix_bytes, key);
+        key.extend_from_slice(state_key);
+    }
+}
+
 /// Writes the entries of shard `shard` of every state into `group`.
 pub(crate) fn write_key_group(
     states: &[StateTable],
@@ -136,14 +148,8 @@ pub(crate) fn write_key_group(
     group: &mut KeyGroupEntryWriter<'_>,
     buffers: &mut EntryBuffers,
 ) -> Result<()> {
-    let key_group = group.key_group();
-    let prefix_bytes = group.composite_key().prefix_bytes();
+    let start_key = key_starter(group);
     let EntryBuffers { key, value } = buffers;
-    let start_key = |key: &mut Vec<u8>, state_key: &[u8]| {
-        key.clear();
-        KeyGroupRangeAssignment::write_key_group_prefix(key_group, prefix_bytes, key);
-        key.extend_from_slice(state_key);
-    };
     for (id, state) in states.iter().enumerate() {
         // Header ids are registration positions, below `MAX_STATES` (checked on register).
         let id = id as u16;
@@ -247,14 +253,8 @@ pub(crate) fn write_delta_key_group(
     group: &mut KeyGroupEntryWriter<'_>,
     buffers: &mut EntryBuffers,
 ) -> Result<()> {
-    let key_group = group.key_group();
-    let prefix_bytes = group.composite_key().prefix_bytes();
+    let start_key = key_starter(group);
     let EntryBuffers { key, value } = buffers;
-    let start_key = |key: &mut Vec<u8>, state_key: &[u8]| {
-        key.clear();
-        KeyGroupRangeAssignment::write_key_group_prefix(key_group, prefix_bytes, key);
-        key.extend_from_slice(state_key);
-    };
     let put = |value: &mut Vec<u8>, bytes: &[u8]| {
         value.clear();
         value.push(DELTA_PUT);

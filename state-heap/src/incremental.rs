@@ -445,15 +445,12 @@ impl HeapIncrementalAsyncSnapshot {
         header.write_to(&mut meta)?;
         manifest.write_to(&mut meta)?;
         chain.write_to(&mut meta)?;
-        let mut stream = self
-            .factory
-            .create_output_stream(CheckpointedStateScope::Exclusive)?;
-        let registration = context.register(stream.closer())?;
-        stream
-            .write_all(&meta)
-            .map_err(|e| Error::stream("writing heap incremental snapshot meta data", e))?;
-        context.unregister(registration);
-        let meta_state = stream.close_and_get_handle()?;
+        let meta_state = context.write_stream(
+            &*self.factory,
+            CheckpointedStateScope::Exclusive,
+            &meta,
+            "heap incremental snapshot meta data",
+        )?;
         self.uploaded.push(meta_state.clone());
 
         let handle = IncrementalRemoteKeyedStateHandle {

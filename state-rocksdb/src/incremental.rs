@@ -67,7 +67,7 @@ impl IncrementalHistory {
     /// A history for a fresh backend instance with a new identifier.
     pub(crate) fn fresh() -> Self {
         IncrementalHistory {
-            backend_id: new_backend_id(),
+            backend_id: state_api::new_backend_identifier("rocksdb"),
             ..Self::default()
         }
     }
@@ -77,7 +77,7 @@ impl IncrementalHistory {
     /// instance may write files under names the old one used for other bytes.
     pub(crate) fn continuing(checkpoint_id: u64, files: BTreeMap<String, UploadedFile>) -> Self {
         IncrementalHistory {
-            backend_id: new_backend_id(),
+            backend_id: state_api::new_backend_identifier("rocksdb"),
             pending: BTreeMap::new(),
             last_completed: Some((checkpoint_id, files)),
         }
@@ -117,17 +117,6 @@ impl IncrementalHistory {
     pub(crate) fn last_completed(&self) -> Option<u64> {
         self.last_completed.as_ref().map(|(id, _)| *id)
     }
-}
-
-fn new_backend_id() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(nanos);
-    hasher.write_u32(std::process::id());
-    format!("rocksdb-{:016x}{:08x}", hasher.finish(), std::process::id())
 }
 
 /// Reads the meta data stream of an incremental snapshot: header and file manifest.
@@ -449,15 +438,12 @@ impl RocksIncrementalAsyncSnapshot {
         let mut meta = Vec::new();
         header.write_to(&mut meta)?;
         manifest.write_to(&mut meta)?;
-        let mut stream = self
-            .factory
-            .create_output_stream(CheckpointedStateScope::Exclusive)?;
-        let registration = context.register(stream.closer())?;
-        stream
-            .write_all(&meta)
-            .map_err(|e| Error::stream("writing incremental snapshot meta data", e))?;
-        context.unregister(registration);
-        let meta_state = stream.close_and_get_handle()?;
+        let meta_state = context.write_stream(
+            &*self.factory,
+            CheckpointedStateScope::Exclusive,
+            &meta,
+            "incremental snapshot meta data",
+        )?;
         self.uploaded.push(meta_state.clone());
         let handle = IncrementalRemoteKeyedStateHandle {
             backend_identifier: self.backend_id.clone(),
