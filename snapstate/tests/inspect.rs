@@ -615,19 +615,9 @@ fn heap_incremental_checkpoints_verify_and_a_damaged_delta_is_named() {
     let storage = snapstate::LocalCheckpointStorage::new(dir.path())
         .unwrap()
         .with_file_state_threshold(0);
-    let mut params = snapstate::KeyedBackendParams::new(
-        MAX_PARALLELISM,
-        KeyGroupRange::new(0, MAX_PARALLELISM - 1).unwrap(),
-    );
+    let mut params = support::heap_params();
     params.strategy = Some("heap-incremental".into());
-    let mut backend = registry
-        .keyed_backend("heap")
-        .unwrap()
-        .create(params, registry)
-        .unwrap();
-    backend
-        .register_state(&StateMetaInfo::value("count", "void", "u64-be"))
-        .unwrap();
+    let mut backend = support::heap_backend(params);
     let shared = snapstate::api::SharedStateRegistry::default();
     let checkpoint = |backend: &mut dyn snapstate::api::KeyedStateBackend, id: u64| {
         let factory = Arc::new(storage.stream_factory(id).unwrap());

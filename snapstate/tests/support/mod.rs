@@ -57,21 +57,17 @@ fn file_of(stream: &dyn StreamStateHandle) -> PathBuf {
         .to_path_buf()
 }
 
-/// A heap checkpoint of all 128 key groups written with `compression`, and an operator
-/// snapshot when the `operator` feature is on, committed as checkpoint [`CHECKPOINT_ID`].
-pub fn checkpoint(compression: &str) -> Fixture {
-    let registry = snapstate::registry();
-    let dir = tempfile::tempdir().unwrap();
-    let storage = LocalCheckpointStorage::new(dir.path())
-        .unwrap()
-        .with_file_state_threshold(0);
-
-    let mut params = KeyedBackendParams::new(
+/// Parameters of a backend of all 128 key groups.
+pub fn heap_params() -> KeyedBackendParams {
+    KeyedBackendParams::new(
         MAX_PARALLELISM,
         KeyGroupRange::new(0, MAX_PARALLELISM - 1).unwrap(),
-    );
-    params.compression = compression.to_owned();
-    params.key_serializer = "u64-be".to_owned();
+    )
+}
+
+/// A heap backend created with `params`, with value state `count` registered.
+pub fn heap_backend(params: KeyedBackendParams) -> Box<dyn snapstate::api::KeyedStateBackend> {
+    let registry = snapstate::registry();
     let mut backend = registry
         .keyed_backend("heap")
         .unwrap()
@@ -80,6 +76,21 @@ pub fn checkpoint(compression: &str) -> Fixture {
     backend
         .register_state(&StateMetaInfo::value("count", "void", "u64-be"))
         .unwrap();
+    backend
+}
+
+/// A heap checkpoint of all 128 key groups written with `compression`, and an operator
+/// snapshot when the `operator` feature is on, committed as checkpoint [`CHECKPOINT_ID`].
+pub fn checkpoint(compression: &str) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = LocalCheckpointStorage::new(dir.path())
+        .unwrap()
+        .with_file_state_threshold(0);
+
+    let mut params = heap_params();
+    params.compression = compression.to_owned();
+    params.key_serializer = "u64-be".to_owned();
+    let mut backend = heap_backend(params);
     backend
         .register_state(&StateMetaInfo::list("pages", "void", "string"))
         .unwrap();
