@@ -167,6 +167,13 @@ fn restorable(
     }
 }
 
+/// True when a checkpoint failed only because its backends were dropped under it.
+fn cut_off_by_the_crash(error: &(dyn std::error::Error + 'static)) -> bool {
+    error
+        .downcast_ref::<snapstate::api::Error>()
+        .is_some_and(snapstate::api::Error::is_cancelled)
+}
+
 fn range_of(max_parallelism: u32, parallelism: u32, index: u32) -> JobResult<KeyGroupRange> {
     Ok(
         KeyGroupRangeAssignment::compute_key_group_range_for_operator_index(
@@ -273,8 +280,14 @@ pub fn run(spec: &JobSpec, config: &StateConfig, work_dir: PathBuf) -> JobResult
             drop(instances);
             drop(to_checkpointer);
             let _ = checkpointing.join();
+            // A checkpoint still in flight is cancelled when its backends are dropped:
+            // it never commits, and the crash does not turn that into a job error.
             while let Ok(outcome) = completed.try_recv() {
-                last_completed = Some(outcome?);
+                match outcome {
+                    Ok(checkpoint_id) => last_completed = Some(checkpoint_id),
+                    Err(error) if cut_off_by_the_crash(error.as_ref()) => {}
+                    Err(error) => return Err(error),
+                }
             }
             return Ok(Outcome::Crashed {
                 processed,

@@ -105,6 +105,65 @@ fn rocksdb_incremental_resumes_with_the_same_result() {
     ]);
 }
 
+/// Crashes just after a checkpoint was triggered, while its asynchronous part is most
+/// likely still running: that checkpoint is cut off (never committed, not an error) and
+/// the job resumes from the one before it.
+fn crash_with_a_checkpoint_in_flight(settings: &[(&str, &str)]) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = StateConfig::from_pairs(settings.iter().copied()).unwrap();
+    config.checkpoint_dir = Some(dir.path().join("checkpoints"));
+    let label = format!("{settings:?}");
+    let crash_after = 3 * spec().checkpoint_every;
+    let crashed = run(
+        &JobSpec {
+            crash_after: Some(crash_after),
+            ..spec()
+        },
+        &config,
+        dir.path().join("work"),
+    )
+    .unwrap();
+    let Outcome::Crashed {
+        processed,
+        last_checkpoint,
+    } = crashed
+    else {
+        panic!("{label}: the run did not crash: {crashed:?}");
+    };
+    assert_eq!(processed, crash_after, "{label}");
+    assert!(last_checkpoint <= Some(3), "{label}: {last_checkpoint:?}");
+    match run(
+        &JobSpec {
+            resume: true,
+            ..spec()
+        },
+        &config,
+        dir.path().join("work"),
+    )
+    .unwrap()
+    {
+        Outcome::Finished(counts) => assert!(
+            counts == expected(&spec()),
+            "{label}: the resumed job's counts differ from the stream's"
+        ),
+        other => panic!("{label}: {other:?}"),
+    }
+}
+
+#[test]
+fn heap_crash_with_a_checkpoint_in_flight() {
+    crash_with_a_checkpoint_in_flight(&[("state.backend.type", "heap")]);
+}
+
+#[cfg(feature = "rocksdb")]
+#[test]
+fn rocksdb_incremental_crash_with_a_checkpoint_in_flight() {
+    crash_with_a_checkpoint_in_flight(&[
+        ("state.backend.type", "rocksdb"),
+        ("execution.checkpointing.incremental", "true"),
+    ]);
+}
+
 #[test]
 fn an_uninterrupted_run_matches_the_stream() {
     let dir = tempfile::tempdir().unwrap();
