@@ -71,7 +71,7 @@ pub struct SnapshotContext {
 }
 
 impl SnapshotContext {
-    fn new(checkpoint_id: u64) -> Self {
+    pub(crate) fn new(checkpoint_id: u64) -> Self {
         SnapshotContext {
             checkpoint_id,
             cancelled: AtomicBool::new(false),

@@ -4,9 +4,12 @@
 //! The producer fills buffers of a fixed size and hands each full one to the writer thread
 //! over a bounded channel (at most [`QUEUED`] buffers wait, so memory stays bounded and a
 //! slow disk slows the producer down); the thread writes them in order and hands them
-//! back for reuse. Every [`SYNC_EVERY`] bytes the thread syncs what it wrote, so the disk
-//! works while the producer encodes, and the final sync has little left to do. The first
-//! error the thread meets is returned by the producer's next call.
+//! back for reuse. Every [`WRITE_BACK_EVERY`] bytes the thread asks the kernel to start
+//! writing what it wrote to disk (Linux's `sync_file_range`, which does not wait), so the
+//! disk works while the producer encodes and the final sync has little left to do. The
+//! thread never waits for the disk before that final sync: a sync in between would stall
+//! the producer as soon as the few queued buffers are full. The first error the thread
+//! meets is returned by the producer's next call.
 
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -18,8 +21,8 @@ use tempfile::NamedTempFile;
 /// Full buffers that may wait for the writer thread.
 const QUEUED: usize = 3;
 
-/// Bytes the writer thread writes between syncs.
-const SYNC_EVERY: u64 = 32 << 20;
+/// Bytes the writer thread writes between two requests to start write-back.
+const WRITE_BACK_EVERY: u64 = 8 << 20;
 
 /// A temporary file written on a background thread.
 #[derive(Debug)]
@@ -43,13 +46,13 @@ impl BackgroundFile {
             .name("snapstate-file-writer".into())
             .spawn(move || {
                 let mut file = file;
-                let (mut written, mut synced) = (0u64, 0u64);
+                let (mut written, mut written_back) = (0u64, 0u64);
                 for mut chunk in full_rx {
                     file.write_all(&chunk)?;
                     written += chunk.len() as u64;
-                    if written - synced >= SYNC_EVERY {
-                        file.as_file().sync_data()?;
-                        synced = written;
+                    if written - written_back >= WRITE_BACK_EVERY {
+                        start_write_back(file.as_file(), written_back, written - written_back);
+                        written_back = written;
                     }
                     chunk.clear();
                     // The producer may be gone; then the buffer is simply dropped.
@@ -152,6 +155,27 @@ impl Drop for BackgroundFile {
         }
     }
 }
+
+/// Asks the kernel to start writing `len` bytes from `offset` of `file` to disk, without
+/// waiting for it. Only a hint: the final `sync_all` makes the file durable and reports
+/// the disk's errors, so a refusal here (a file system without support) changes nothing.
+#[cfg(target_os = "linux")]
+fn start_write_back(file: &std::fs::File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return;
+    };
+    // SAFETY: the descriptor is open for the whole call (`file` is borrowed), and the call
+    // takes no pointer.
+    let _ = unsafe {
+        libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE)
+    };
+}
+
+/// Elsewhere there is no way to start write-back without waiting: the final sync does it
+/// all.
+#[cfg(not(target_os = "linux"))]
+fn start_write_back(_file: &std::fs::File, _offset: u64, _len: u64) {}
 
 #[cfg(test)]
 mod tests {

@@ -112,6 +112,7 @@
 
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::key_group::KeyGroupRangeAssignment;
 use crate::{
@@ -775,12 +776,15 @@ fn with_snapshot_stream(
 /// [`write_full_snapshot_parallel`]; a larger one is encoded again, streaming, in order.
 const PARALLEL_SECTION_LIMIT: usize = 64 << 20;
 
-/// [`write_full_snapshot`] with the encoding of every other key group on a helper thread:
-/// the strategy's thread encodes and writes key groups `s`, `s + 2`, ... as they come and
-/// writes the sections the helper encoded in memory for `s + 1`, `s + 3`, ... in between,
-/// so two cores encode while the background file writer stores. The stream's bytes are
-/// exactly those of [`write_full_snapshot`]. At most three encoded sections wait in memory;
-/// a section over 64 MiB is not held but encoded again by the strategy's thread, streaming.
+/// Key groups past the one being written that the strategy's thread of
+/// [`write_key_groups_parallel`] may encode ahead while it waits for the helper.
+const ENCODE_AHEAD: usize = 2;
+
+/// [`write_full_snapshot`] with the key groups encoded by two threads: the strategy's
+/// thread and a helper share the key groups, each taking the next one nobody took yet, so
+/// both stay busy whatever each one's share of the work costs (see
+/// [`write_key_groups_parallel`]). The stream's bytes are exactly those of
+/// [`write_full_snapshot`].
 ///
 /// `write_group` must be callable from two threads at once and, for one key group, more
 /// than once with the same result (it reads an immutable snapshot).
@@ -800,10 +804,18 @@ pub fn write_full_snapshot_parallel(
 }
 
 /// Writes every key group of `writer`'s range that it has not written yet, in order, with
-/// the entries `write_group` gives, encoding every other key group on a helper thread (see
+/// the entries `write_group` gives, on the strategy's thread and a helper thread (see
 /// [`write_full_snapshot_parallel`], which is this function over a stream of its own; a
 /// strategy that manages its own streams calls it directly). Checks `context` for
 /// cancellation between key groups.
+///
+/// The two threads take key groups in order from a shared counter. The helper encodes
+/// the ones it takes into memory. The strategy's thread writes the key groups in order:
+/// a section the helper finished, or the next key group itself, streaming, when nobody
+/// took it yet; while the helper is still encoding the next one, it encodes up to
+/// [`ENCODE_AHEAD`] later ones into memory instead of waiting. So a few encoded sections
+/// wait in memory at most, and a section over 64 MiB is not held but encoded again by the
+/// strategy's thread, streaming.
 ///
 /// `write_group` must be callable from two threads at once and, for one key group, more
 /// than once with the same result (it reads an immutable snapshot).
@@ -816,38 +828,79 @@ pub fn write_key_groups_parallel(
     writer: &mut KeyedSnapshotWriter<'_>,
     write_group: impl Fn(&mut KeyGroupEntryWriter<'_>) -> Result<()> + Sync,
 ) -> Result<()> {
+    write_key_groups_in_two(context, writer, write_group, PARALLEL_SECTION_LIMIT)
+}
+
+/// [`write_key_groups_parallel`] holding sections of up to `section_limit` bytes in memory.
+fn write_key_groups_in_two(
+    context: &SnapshotContext,
+    writer: &mut KeyedSnapshotWriter<'_>,
+    write_group: impl Fn(&mut KeyGroupEntryWriter<'_>) -> Result<()> + Sync,
+    section_limit: usize,
+) -> Result<()> {
     let range = writer.offsets.range();
     let first = writer.next_key_group;
     let remaining: Vec<u32> = range.iter().filter(|&group| group >= first).collect();
     let encoder = writer.section_encoder();
-    let ahead: Vec<u32> = remaining.iter().copied().skip(1).step_by(2).collect();
     let write_group = &write_group;
+    // The position in `remaining` of the first key group nobody took yet.
+    let untaken = AtomicUsize::new(0);
+    // Takes the first untaken key group if its position is below `limit`.
+    let take = |limit: usize| {
+        untaken
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |next| {
+                (next < limit).then_some(next + 1)
+            })
+            .ok()
+    };
+    let (remaining, take) = (&remaining, &take);
     std::thread::scope(|scope| {
         let (sections, encoded) = std::sync::mpsc::sync_channel(2);
         scope.spawn(move || {
-            for key_group in ahead {
-                let section = encoder.encode(key_group, write_group, PARALLEL_SECTION_LIMIT);
+            while let Some(position) = take(remaining.len()) {
+                let key_group = remaining[position];
+                let section = encoder.encode(key_group, write_group, section_limit);
                 // The strategy's thread stopped (an error, a cancellation): so do we.
-                if sections.send(section).is_err() {
+                if sections.send((position, section)).is_err() {
                     return;
                 }
             }
         });
-        for (index, &key_group) in remaining.iter().enumerate() {
+        let mut ready = std::collections::BTreeMap::new();
+        let mut position = 0;
+        while let Some(&key_group) = remaining.get(position) {
             context.check_cancelled()?;
-            if index % 2 == 0 {
-                writer.write_key_group(key_group, write_group)?;
+            while let Ok((at, section)) = encoded.try_recv() {
+                ready.insert(at, section?);
+            }
+            if let Some(section) = ready.remove(&position) {
+                match section {
+                    Some(section) => writer.write_encoded(key_group, &section)?,
+                    None => writer.write_key_group(key_group, write_group)?,
+                }
+                position += 1;
                 continue;
             }
-            let section = encoded.recv().map_err(|_| {
+            if untaken
+                .compare_exchange(position, position + 1, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                writer.write_key_group(key_group, write_group)?;
+                position += 1;
+                continue;
+            }
+            // The helper is encoding this key group: encode a later one meanwhile.
+            if let Some(ahead) = take(remaining.len().min(position + 1 + ENCODE_AHEAD)) {
+                let section = encoder.encode(remaining[ahead], write_group, section_limit)?;
+                ready.insert(ahead, section);
+                continue;
+            }
+            let (at, section) = encoded.recv().map_err(|_| {
                 Error::InvalidArgument(format!(
                     "the encoder of key group {key_group} stopped without a result"
                 ))
-            })??;
-            match section {
-                Some(section) => writer.write_encoded(key_group, &section)?,
-                None => writer.write_key_group(key_group, write_group)?,
-            }
+            })?;
+            ready.insert(at, section?);
         }
         Ok(())
     })

@@ -6,9 +6,9 @@
 //! copied. The asynchronous part iterates, per key group of the range and per state in id
 //! order, that state's column family at the snapshot over the key group's key range, and
 //! feeds the entries to `state-api`'s [`KeyedSnapshotWriter`]: the same bytes a heap
-//! snapshot of the same state writes, so savepoints move between backends. Every other key
-//! group is encoded ahead on a helper thread (`write_full_snapshot_parallel`): RocksDB
-//! snapshots are read from several threads at once.
+//! snapshot of the same state writes, so savepoints move between backends. Key groups are
+//! encoded by this thread and a helper (`write_full_snapshot_parallel`): RocksDB snapshots
+//! are read from several threads at once.
 
 use std::any::Any;
 use std::fmt;

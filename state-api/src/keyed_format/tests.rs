@@ -428,3 +428,141 @@ fn key_groups_larger_than_the_write_buffer_keep_their_flags() {
     let handle = write(range, 3, &entries);
     assert_eq!(read_all(&handle).unwrap(), entries);
 }
+
+/// What a writer produced: the stream's bytes, the key groups' offsets and checksums.
+type Written = (Vec<u8>, KeyGroupRangeOffsets, Vec<u32>);
+
+/// Which key groups are slow to encode, named.
+type SlowPattern = (&'static str, fn(u32) -> bool);
+
+/// Writes `entries` over `range` with the two-thread writer: the first `sequential` key
+/// groups one by one, the rest with [`write_key_groups_in_two`]; encoding a key group for
+/// which `slow` holds takes a few milliseconds longer, so that either thread falls behind.
+fn write_in_two(
+    range: KeyGroupRange,
+    entries: &Entries,
+    sequential: u32,
+    section_limit: usize,
+    slow: impl Fn(u32) -> bool + Sync,
+) -> Result<Written> {
+    let mut bytes = Vec::new();
+    let header = header(3);
+    let context = SnapshotContext::new(1);
+    let entries_of = |group: &mut KeyGroupEntryWriter<'_>| -> Result<()> {
+        let key_group = group.key_group();
+        if slow(key_group) {
+            std::thread::sleep(std::time::Duration::from_millis(3));
+        }
+        if key_group == 100 {
+            return Err(Error::InvalidArgument("key group 100 refused".into()));
+        }
+        for (state, key, value) in entries.get(&key_group).into_iter().flatten() {
+            group.write_entry(*state, key, value)?;
+        }
+        Ok(())
+    };
+    let (offsets, checksums) = {
+        let mut writer = KeyedSnapshotWriter::new(
+            &mut bytes,
+            0,
+            &header,
+            &UncompressedStreamCompressionDecorator,
+            range,
+            MAX_PARALLELISM,
+        )?;
+        for key_group in range.iter().take(sequential as usize) {
+            writer.write_key_group(key_group, entries_of)?;
+        }
+        write_key_groups_in_two(&context, &mut writer, entries_of, section_limit)?;
+        writer.finish()?
+    };
+    Ok((bytes, offsets, checksums))
+}
+
+/// Entries in most key groups of 0..=47, sections of a few bytes to a few KiB.
+fn many_key_groups() -> (KeyGroupRange, Entries) {
+    let range = KeyGroupRange::new(0, 47).unwrap();
+    let mut entries = Entries::new();
+    for key_group in range.iter().filter(|kg| kg % 5 != 3) {
+        let group = (0..(key_group * 7) % 40)
+            .map(|i| {
+                let state = (i % 3) as u16;
+                let value = vec![(key_group + i) as u8; (i as usize * 13) % 300];
+                (state, key(key_group, &i.to_be_bytes()), value)
+            })
+            .collect::<Vec<_>>();
+        let mut group = group;
+        group.sort_by_key(|(state, _, _)| *state);
+        entries.insert(key_group, group);
+    }
+    (range, entries)
+}
+
+#[test]
+fn two_threads_write_exactly_the_bytes_of_one() {
+    let (range, entries) = many_key_groups();
+    let handle = write(range, 3, &entries);
+    let expected: Written = (
+        bytes_of(&handle),
+        handle.offsets().clone(),
+        range
+            .iter()
+            .map(|kg| handle.checksum(kg).unwrap())
+            .collect(),
+    );
+    let slow_patterns: [SlowPattern; 5] = [
+        ("none slow", |_| false),
+        ("even slow", |kg| kg.is_multiple_of(2)),
+        ("odd slow", |kg| kg % 2 == 1),
+        ("every third slow", |kg| kg.is_multiple_of(3)),
+        ("a slow run", |kg| (10..20).contains(&kg)),
+    ];
+    for (pattern, slow) in slow_patterns {
+        // 1 KiB sends the larger sections back to the streaming path.
+        for section_limit in [usize::MAX, 1024, 0] {
+            for sequential in [0, 3] {
+                let written = write_in_two(range, &entries, sequential, section_limit, slow)
+                    .unwrap_or_else(|err| panic!("{pattern}, limit {section_limit}: {err}"));
+                assert!(
+                    written == expected,
+                    "{pattern}, limit {section_limit}, {sequential} written before: \
+                     the bytes differ from the one-thread writer's"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn an_error_of_either_thread_ends_the_two_thread_writer() {
+    let range = KeyGroupRange::new(90, 110).unwrap();
+    let entries = Entries::new();
+    for slow in [
+        |_| false,
+        |kg: u32| kg.is_multiple_of(2),
+        |kg: u32| kg % 2 == 1,
+    ] {
+        for section_limit in [usize::MAX, 0] {
+            let err = write_in_two(range, &entries, 0, section_limit, slow).unwrap_err();
+            assert!(
+                matches!(&err, Error::InvalidArgument(message) if message.contains("key group 100 refused")),
+                "{err}"
+            );
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    #[test]
+    fn two_threads_round_trip_any_entries(
+        entries in arbitrary_entries(),
+        section_limit in prop_oneof![Just(usize::MAX), 0usize..200],
+    ) {
+        let range = KeyGroupRange::new(0, 7).unwrap();
+        let handle = write(range, 3, &entries);
+        let (bytes, offsets, _) = write_in_two(range, &entries, 0, section_limit, |_| false).unwrap();
+        prop_assert_eq!(&offsets, handle.offsets());
+        prop_assert!(bytes == bytes_of(&handle));
+    }
+}
