@@ -489,20 +489,44 @@ impl Write for Capped {
     }
 }
 
+/// Section buffers handed back once written, so that encoding reuses memory it already
+/// touched instead of growing a fresh allocation (page faults, copies) for every key group.
+#[derive(Default)]
+struct SectionBuffers(std::sync::Mutex<Vec<Vec<u8>>>);
+
+impl SectionBuffers {
+    /// An empty buffer, with the capacity of one handed back if there is one.
+    fn take(&self) -> Vec<u8> {
+        match self.0.lock() {
+            Ok(mut free) => free.pop().unwrap_or_default(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Hands `bytes` back for reuse.
+    fn give(&self, mut bytes: Vec<u8>) {
+        bytes.clear();
+        if let Ok(mut free) = self.0.lock() {
+            free.push(bytes);
+        }
+    }
+}
+
 impl SectionEncoder<'_> {
-    /// Encodes `key_group`'s section with `entries`; `None` when it would exceed `limit`
-    /// bytes.
+    /// Encodes `key_group`'s section with `entries` into `into` (emptied first), staging
+    /// entries in `staging`; `None` when it would exceed `limit` bytes.
     fn encode(
         &self,
         key_group: u32,
         entries: &(impl Fn(&mut KeyGroupEntryWriter<'_>) -> Result<()> + ?Sized),
         limit: usize,
+        mut into: Vec<u8>,
+        staging: &mut Vec<u8>,
     ) -> Result<Option<EncodedSection>> {
-        let mut out = Capped {
-            bytes: Vec::new(),
-            limit,
-        };
-        let mut buffer = Vec::with_capacity(SECTION_BUFFER + 4096);
+        into.clear();
+        staging.clear();
+        let mut out = Capped { bytes: into, limit };
+        let buffer = staging;
         let outcome = {
             let mut section = self.decorator.compress(&mut out);
             let mut writer = KeyGroupEntryWriter {
@@ -513,7 +537,7 @@ impl SectionEncoder<'_> {
                 state_count: self.state_count,
                 current_state: None,
                 seen: vec![false; usize::from(self.state_count)],
-                buffer: &mut buffer,
+                buffer,
                 last_key: None,
             };
             entries(&mut writer)
@@ -853,13 +877,21 @@ fn write_key_groups_in_two(
             })
             .ok()
     };
-    let (remaining, take) = (&remaining, &take);
+    let buffers = SectionBuffers::default();
+    let (remaining, take, buffers) = (&remaining, &take, &buffers);
     std::thread::scope(|scope| {
         let (sections, encoded) = std::sync::mpsc::sync_channel(2);
         scope.spawn(move || {
+            let mut staging = Vec::with_capacity(SECTION_BUFFER + 4096);
             while let Some(position) = take(remaining.len()) {
                 let key_group = remaining[position];
-                let section = encoder.encode(key_group, write_group, section_limit);
+                let section = encoder.encode(
+                    key_group,
+                    write_group,
+                    section_limit,
+                    buffers.take(),
+                    &mut staging,
+                );
                 // The strategy's thread stopped (an error, a cancellation): so do we.
                 if sections.send((position, section)).is_err() {
                     return;
@@ -867,6 +899,7 @@ fn write_key_groups_in_two(
             }
         });
         let mut ready = std::collections::BTreeMap::new();
+        let mut staging = Vec::new();
         let mut position = 0;
         while let Some(&key_group) = remaining.get(position) {
             context.check_cancelled()?;
@@ -875,7 +908,10 @@ fn write_key_groups_in_two(
             }
             if let Some(section) = ready.remove(&position) {
                 match section {
-                    Some(section) => writer.write_encoded(key_group, &section)?,
+                    Some(section) => {
+                        writer.write_encoded(key_group, &section)?;
+                        buffers.give(section.bytes);
+                    }
                     None => writer.write_key_group(key_group, write_group)?,
                 }
                 position += 1;
@@ -891,7 +927,13 @@ fn write_key_groups_in_two(
             }
             // The helper is encoding this key group: encode a later one meanwhile.
             if let Some(ahead) = take(remaining.len().min(position + 1 + ENCODE_AHEAD)) {
-                let section = encoder.encode(remaining[ahead], write_group, section_limit)?;
+                let section = encoder.encode(
+                    remaining[ahead],
+                    write_group,
+                    section_limit,
+                    buffers.take(),
+                    &mut staging,
+                )?;
                 ready.insert(ahead, section);
                 continue;
             }
