@@ -837,7 +837,7 @@ pub fn write_full_snapshot_parallel(
 /// the ones it takes into memory. The strategy's thread writes the key groups in order:
 /// a section the helper finished, or the next key group itself, streaming, when nobody
 /// took it yet; while the helper is still encoding the next one, it encodes up to
-/// [`ENCODE_AHEAD`] later ones into memory instead of waiting. So a few encoded sections
+/// two later ones into memory instead of waiting. So a few encoded sections
 /// wait in memory at most, and a section over 64 MiB is not held but encoded again by the
 /// strategy's thread, streaming.
 ///
