@@ -2,8 +2,9 @@
 //! `heap-incremental` handles (from one or many old instances) is read, and only the key
 //! groups of the new range are kept.
 //!
-//! An incremental handle is read file by file in chain order (the base, then each delta),
-//! each file key group by key group with its checksums, so the last change wins. When the
+//! An incremental handle is read in chain order (the base, then each delta), each file key
+//! group by key group with its checksums, so the last change wins. Key groups are
+//! independent, so two threads read them (see [`restore`]). When the
 //! backend checkpoints incrementally and is restored from exactly one incremental handle of
 //! exactly its range, its next checkpoint continues that chain instead of starting a new
 //! base.
@@ -11,6 +12,7 @@
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use state_api::file_manifest::FileManifest;
 use state_api::keyed_format::{CompositeKey, KeyedEntry, KeyedSnapshotReader};
@@ -27,7 +29,35 @@ use crate::table::{HeapTables, StateTable};
 /// How entries of a file change the state.
 type Apply = fn(&mut StateTable, usize, CompositeKey, KeyedEntry<'_>) -> Result<()>;
 
+/// One stream to read: a full snapshot, or one file of an incremental chain.
+struct Source {
+    handle: KeyGroupsStateHandle,
+    /// Header id -> index of the state in the backend.
+    ids: Vec<usize>,
+    apply: Apply,
+    /// Named around its errors (the files of a chain).
+    location: Option<String>,
+}
+
+impl Source {
+    fn wrap(&self, source: Error) -> Error {
+        match &self.location {
+            Some(location) => Error::Snapshot {
+                location: location.clone(),
+                source: Box::new(source),
+            },
+            None => source,
+        }
+    }
+}
+
 /// Reads the part of every handle that intersects the backend's range into `heap`.
+///
+/// Headers are read and states registered first, on this thread; then this thread and a
+/// helper take the key groups of the range from a shared counter, each reading a key group
+/// from every stream that holds it, in handle and chain order, into its own maps (the
+/// helper's move into the backend at the end). Key groups are independent, so the result
+/// is the one a single thread reads.
 pub(crate) fn restore(
     heap: &mut Heap,
     key_serializer: &str,
@@ -36,15 +66,26 @@ pub(crate) fn restore(
 ) -> Result<()> {
     let tables = &mut heap.tables;
     let mut continuation = None;
+    let mut sources = Vec::new();
+    let mut readers = Vec::new();
     for handle in handles {
         let Some(part) = handle.intersection(&tables.range) else {
             continue;
         };
         let any = part.as_any();
         if let Some(full) = any.downcast_ref::<KeyGroupsStateHandle>() {
-            restore_handle(tables, key_serializer, registry, full, restore_entry)?;
+            let reader = open_source(tables, key_serializer, registry, full, restore_entry, None)?;
+            sources.push(reader.0);
+            readers.push(Some(reader.1));
         } else if let Some(incremental) = any.downcast_ref::<IncrementalRemoteKeyedStateHandle>() {
-            let chain = restore_incremental(tables, key_serializer, registry, incremental)?;
+            let chain = open_incremental(
+                tables,
+                key_serializer,
+                registry,
+                incremental,
+                &mut sources,
+                &mut readers,
+            )?;
             if handles.len() == 1 && incremental.key_group_range == tables.range {
                 continuation = Some((incremental.checkpoint_id, chain));
             }
@@ -54,6 +95,7 @@ pub(crate) fn restore(
             )));
         }
     }
+    read_key_groups(tables, registry, &sources, readers)?;
     if let (Some(incremental), Some((checkpoint_id, chain))) = (&mut heap.incremental, continuation)
     {
         incremental.history.continue_from(checkpoint_id, chain);
@@ -62,31 +104,164 @@ pub(crate) fn restore(
     Ok(())
 }
 
-/// Reads the key groups of `handle` that the backend owns, handing each entry to `apply`.
-fn restore_handle(
+/// Opens `handle`, checks its header and registers its states; returns it as a source,
+/// with the reader this thread reads it with.
+fn open_source(
     tables: &mut HeapTables,
     key_serializer: &str,
     registry: &Registry,
     handle: &KeyGroupsStateHandle,
     apply: Apply,
+    location: Option<String>,
+) -> Result<(Source, KeyedSnapshotReader)> {
+    let mut source = Source {
+        handle: handle.clone(),
+        ids: Vec::new(),
+        apply,
+        location,
+    };
+    let opened = (|| {
+        let reader = KeyedSnapshotReader::open(handle, registry, tables.max_parallelism)?;
+        let header = reader.header();
+        check_key_serializer(header, key_serializer, &handle.delegate().describe())?;
+        let ids = header
+            .states()
+            .iter()
+            .map(|meta| tables.register(meta))
+            .collect::<Result<Vec<_>>>()?;
+        Ok((reader, ids))
+    })();
+    let (reader, ids) = opened.map_err(|err| source.wrap(err))?;
+    source.ids = ids;
+    Ok((source, reader))
+}
+
+/// Reads every key group of the backend's range from the `sources` that hold it, on this
+/// thread (with `readers`, one per source) and a helper (see [`restore`]).
+///
+/// # Errors
+///
+/// Of several damaged key groups, the error of the first in source order is returned, as
+/// far as the two threads got before one of them stopped.
+fn read_key_groups(
+    tables: &mut HeapTables,
+    registry: &Registry,
+    sources: &[Source],
+    mut readers: Vec<Option<KeyedSnapshotReader>>,
 ) -> Result<()> {
-    let mut reader = KeyedSnapshotReader::open(handle, registry, tables.max_parallelism)?;
-    let header = reader.header();
-    check_key_serializer(header, key_serializer, &handle.delegate().describe())?;
-    // Header id -> index of the state in this backend.
-    let ids = header
-        .states()
-        .iter()
-        .map(|meta| tables.register(meta))
-        .collect::<Result<Vec<_>>>()?;
-    let composite = reader.composite_key();
-    let groups = reader.key_group_range().intersection(&tables.range);
-    for key_group in groups.iter() {
-        let shard = tables.shard(key_group)?;
-        reader.read_key_group(key_group, &mut |entry| {
-            // The reader checked the id against the header.
-            let state = &mut tables.states[ids[usize::from(entry.state_id)]];
-            apply(state, shard, composite, entry)
+    if sources.is_empty() {
+        return Ok(());
+    }
+    let key_groups: Vec<u32> = tables.range.iter().collect();
+    let max_parallelism = tables.max_parallelism;
+    let untaken = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    // Takes key groups until none is left or either thread failed; reads each into
+    // `states`; returns the shards it read, or the first error with its position.
+    let work = |states: &mut [StateTable],
+                readers: &mut Vec<Option<KeyedSnapshotReader>>|
+     -> (Vec<usize>, std::result::Result<(), Failure>) {
+        let mut taken = Vec::new();
+        while !stop.load(Ordering::Acquire) {
+            let shard = untaken.fetch_add(1, Ordering::AcqRel);
+            let Some(&key_group) = key_groups.get(shard) else {
+                break;
+            };
+            let read = read_key_group(
+                states,
+                shard,
+                key_group,
+                sources,
+                readers,
+                registry,
+                max_parallelism,
+            );
+            if let Err(failure) = read {
+                stop.store(true, Ordering::Release);
+                return (taken, Err(failure));
+            }
+            taken.push(shard);
+        }
+        (taken, Ok(()))
+    };
+    let mut helper_states: Vec<StateTable> =
+        tables.states.iter().map(StateTable::empty_like).collect();
+    let (helper, mine) = std::thread::scope(|scope| {
+        let helper = scope.spawn(|| {
+            let mut readers = sources.iter().map(|_| None).collect();
+            work(&mut helper_states, &mut readers)
+        });
+        let mine = work(&mut tables.states, &mut readers);
+        (helper.join(), mine)
+    });
+    let (taken, helper) = match helper {
+        Ok(outcome) => outcome,
+        Err(panic) => std::panic::resume_unwind(panic),
+    };
+    match (mine.1, helper) {
+        (Ok(()), Ok(())) => {}
+        (Err(first), Ok(())) | (Ok(()), Err(first)) => return Err(first.error),
+        (Err(a), Err(b)) => return Err(a.min(b).error),
+    }
+    for shard in taken {
+        for (state, helper_state) in tables.states.iter_mut().zip(&mut helper_states) {
+            state.shards.swap_shard(&mut helper_state.shards, shard);
+        }
+    }
+    Ok(())
+}
+
+/// An error of one thread, with where it stopped in source order.
+struct Failure {
+    source: usize,
+    shard: usize,
+    error: Error,
+}
+
+impl Failure {
+    /// The one a single thread reading sources in order would have met first.
+    fn min(self, other: Failure) -> Failure {
+        match (other.source, other.shard) < (self.source, self.shard) {
+            true => other,
+            false => self,
+        }
+    }
+}
+
+/// Reads `key_group` (shard `shard`) from every source that holds it, in order.
+fn read_key_group(
+    states: &mut [StateTable],
+    shard: usize,
+    key_group: u32,
+    sources: &[Source],
+    readers: &mut [Option<KeyedSnapshotReader>],
+    registry: &Registry,
+    max_parallelism: u32,
+) -> std::result::Result<(), Failure> {
+    for (index, (source, reader)) in sources.iter().zip(readers.iter_mut()).enumerate() {
+        if !source.handle.key_group_range().contains(key_group) {
+            continue;
+        }
+        let read = (|| {
+            let reader = match reader {
+                Some(reader) => reader,
+                None => reader.insert(KeyedSnapshotReader::open(
+                    &source.handle,
+                    registry,
+                    max_parallelism,
+                )?),
+            };
+            let composite = reader.composite_key();
+            reader.read_key_group(key_group, &mut |entry| {
+                // The reader checked the id against the header.
+                let state = &mut states[source.ids[usize::from(entry.state_id)]];
+                (source.apply)(state, shard, composite, entry)
+            })
+        })();
+        read.map_err(|error| Failure {
+            source: index,
+            shard,
+            error: source.wrap(error),
         })?;
     }
     Ok(())
@@ -216,12 +391,14 @@ pub(crate) fn chain_files(
     Ok((chain, streams))
 }
 
-/// Reads the chain of `handle` into `tables`, file by file; returns the chain.
-fn restore_incremental(
+/// Opens every file of the chain of `handle` as a source, in chain order; returns the chain.
+fn open_incremental(
     tables: &mut HeapTables,
     key_serializer: &str,
     registry: &Registry,
     handle: &IncrementalRemoteKeyedStateHandle,
+    sources: &mut Vec<Source>,
+    readers: &mut Vec<Option<KeyedSnapshotReader>>,
 ) -> Result<Chain> {
     let meta = read_meta(handle)?;
     check_key_serializer(&meta.header, key_serializer, &handle.meta_state.describe())?;
@@ -238,12 +415,16 @@ fn restore_incremental(
             handle.checkpoint_id
         );
         let key_groups = file.key_groups_handle(stream)?;
-        restore_handle(tables, key_serializer, registry, &key_groups, apply).map_err(|source| {
-            Error::Snapshot {
-                location,
-                source: Box::new(source),
-            }
-        })?;
+        let (source, reader) = open_source(
+            tables,
+            key_serializer,
+            registry,
+            &key_groups,
+            apply,
+            Some(location),
+        )?;
+        sources.push(source);
+        readers.push(Some(reader));
     }
     Ok(chain)
 }

@@ -49,6 +49,23 @@ impl Shards {
         }
     }
 
+    /// Exchanges shard `index` with `other`'s, a table of the same kind.
+    pub(crate) fn swap_shard(&mut self, other: &mut Shards, index: usize) {
+        match (self, other) {
+            (Shards::Value(mine), Shards::Value(theirs)) => {
+                std::mem::swap(&mut mine[index], &mut theirs[index]);
+            }
+            (Shards::List(mine), Shards::List(theirs)) => {
+                std::mem::swap(&mut mine[index], &mut theirs[index]);
+            }
+            (Shards::Map(mine), Shards::Map(theirs)) => {
+                std::mem::swap(&mut mine[index], &mut theirs[index]);
+            }
+            // Tables built alike (`StateTable::empty_like`) are always of one kind.
+            _ => {}
+        }
+    }
+
     /// Number of (key, namespace) entries in shard `index`.
     pub(crate) fn len_of(&self, index: usize) -> usize {
         match self {
@@ -64,6 +81,21 @@ impl Shards {
 pub(crate) struct StateTable {
     pub(crate) meta: StateMetaInfo,
     pub(crate) shards: Shards,
+}
+
+impl StateTable {
+    /// A table of the same state with as many shards, all empty.
+    pub(crate) fn empty_like(&self) -> StateTable {
+        let key_groups = match &self.shards {
+            Shards::Value(shards) => shards.len(),
+            Shards::List(shards) => shards.len(),
+            Shards::Map(shards) => shards.len(),
+        };
+        StateTable {
+            meta: self.meta.clone(),
+            shards: Shards::new(self.meta.kind, key_groups),
+        }
+    }
 }
 
 /// Every state of a backend, in registration order (the order their ids in a snapshot
@@ -106,16 +138,5 @@ impl HeapTables {
 
     pub(crate) fn index_of(&self, name: &str) -> Option<usize> {
         self.states.iter().position(|state| state.meta.name == name)
-    }
-
-    /// The shard index of `key_group`, which must be in the range.
-    pub(crate) fn shard(&self, key_group: u32) -> Result<usize> {
-        if !self.range.contains(key_group) {
-            return Err(Error::KeyGroupOutOfRange {
-                key_group,
-                range: self.range.to_string(),
-            });
-        }
-        Ok((key_group - self.range.start()) as usize)
     }
 }
