@@ -20,18 +20,30 @@ fn spec() -> JobSpec {
     }
 }
 
-fn check(settings: &[(&str, &str)]) {
+/// A fresh directory, the configuration `settings` with its checkpoints there, and a label
+/// for messages.
+fn setup(settings: &[(&str, &str)]) -> (tempfile::TempDir, StateConfig, String) {
     let dir = tempfile::tempdir().unwrap();
     let mut config = StateConfig::from_pairs(settings.iter().copied()).unwrap();
     config.checkpoint_dir = Some(dir.path().join("checkpoints"));
-    let label = format!("{settings:?}");
+    (dir, config, format!("{settings:?}"))
+}
 
+/// Runs `job`, which must crash after `crash_after` events; returns the last checkpoint
+/// completed before the crash.
+fn crash(
+    job: JobSpec,
+    crash_after: u64,
+    config: &StateConfig,
+    dir: &tempfile::TempDir,
+    label: &str,
+) -> Option<u64> {
     let crashed = run(
         &JobSpec {
-            crash_after: Some(13_500),
-            ..spec()
+            crash_after: Some(crash_after),
+            ..job
         },
-        &config,
+        config,
         dir.path().join("work"),
     )
     .unwrap();
@@ -42,35 +54,20 @@ fn check(settings: &[(&str, &str)]) {
     else {
         panic!("{label}: the run did not crash: {crashed:?}");
     };
-    assert_eq!(processed, 13_500, "{label}");
-    assert!(
-        last_checkpoint.is_some(),
-        "{label}: no checkpoint completed before the crash"
-    );
+    assert_eq!(processed, crash_after, "{label}");
+    last_checkpoint
+}
 
-    // Resumed with three instances, then killed again, then resumed with one.
-    let again = run(
-        &JobSpec {
-            resume: true,
-            parallelism: 3,
-            crash_after: Some(9_000),
-            ..spec()
-        },
-        &config,
-        dir.path().join("work"),
-    )
-    .unwrap();
-    assert!(
-        matches!(again, Outcome::Crashed { .. }),
-        "{label}: {again:?}"
-    );
+/// Resumes the job with `parallelism` instances and runs it to the end: its counts must be
+/// the stream's.
+fn finish(parallelism: u32, config: &StateConfig, dir: &tempfile::TempDir, label: &str) {
     let finished = run(
         &JobSpec {
             resume: true,
-            parallelism: 1,
+            parallelism,
             ..spec()
         },
-        &config,
+        config,
         dir.path().join("work"),
     )
     .unwrap();
@@ -81,6 +78,23 @@ fn check(settings: &[(&str, &str)]) {
         ),
         other => panic!("{label}: {other:?}"),
     }
+}
+
+fn check(settings: &[(&str, &str)]) {
+    let (dir, config, label) = setup(settings);
+    let last_checkpoint = crash(spec(), 13_500, &config, &dir, &label);
+    assert!(
+        last_checkpoint.is_some(),
+        "{label}: no checkpoint completed before the crash"
+    );
+    // Resumed with three instances, then killed again, then resumed with one.
+    let resumed = JobSpec {
+        resume: true,
+        parallelism: 3,
+        ..spec()
+    };
+    crash(resumed, 9_000, &config, &dir, &label);
+    finish(1, &config, &dir, &label);
 }
 
 #[test]
@@ -109,45 +123,10 @@ fn rocksdb_incremental_resumes_with_the_same_result() {
 /// likely still running: that checkpoint is cut off (never committed, not an error) and
 /// the job resumes from the one before it.
 fn crash_with_a_checkpoint_in_flight(settings: &[(&str, &str)]) {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = StateConfig::from_pairs(settings.iter().copied()).unwrap();
-    config.checkpoint_dir = Some(dir.path().join("checkpoints"));
-    let label = format!("{settings:?}");
-    let crash_after = 3 * spec().checkpoint_every;
-    let crashed = run(
-        &JobSpec {
-            crash_after: Some(crash_after),
-            ..spec()
-        },
-        &config,
-        dir.path().join("work"),
-    )
-    .unwrap();
-    let Outcome::Crashed {
-        processed,
-        last_checkpoint,
-    } = crashed
-    else {
-        panic!("{label}: the run did not crash: {crashed:?}");
-    };
-    assert_eq!(processed, crash_after, "{label}");
+    let (dir, config, label) = setup(settings);
+    let last_checkpoint = crash(spec(), 3 * spec().checkpoint_every, &config, &dir, &label);
     assert!(last_checkpoint <= Some(3), "{label}: {last_checkpoint:?}");
-    match run(
-        &JobSpec {
-            resume: true,
-            ..spec()
-        },
-        &config,
-        dir.path().join("work"),
-    )
-    .unwrap()
-    {
-        Outcome::Finished(counts) => assert!(
-            counts == expected(&spec()),
-            "{label}: the resumed job's counts differ from the stream's"
-        ),
-        other => panic!("{label}: {other:?}"),
-    }
+    finish(spec().parallelism, &config, &dir, &label);
 }
 
 #[test]

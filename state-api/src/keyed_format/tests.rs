@@ -29,19 +29,27 @@ fn key(key_group: u32, key: &[u8]) -> Vec<u8> {
     CompositeKey::new(MAX_PARALLELISM).build(key_group, key, b"")
 }
 
-/// Writes `entries` (grouped by key group, in state order) over `range`.
-fn write(range: KeyGroupRange, states: usize, entries: &Entries) -> KeyGroupsStateHandle {
-    let mut bytes = Vec::new();
-    let header = header(states);
-    let mut writer = KeyedSnapshotWriter::new(
-        &mut bytes,
+/// A writer of `range` into `bytes`, uncompressed.
+fn uncompressed_writer<'a>(
+    bytes: &'a mut Vec<u8>,
+    header: &KeyedBackendSerializationProxy,
+    range: KeyGroupRange,
+) -> Result<KeyedSnapshotWriter<'a>> {
+    KeyedSnapshotWriter::new(
+        bytes,
         0,
-        &header,
+        header,
         &UncompressedStreamCompressionDecorator,
         range,
         MAX_PARALLELISM,
     )
-    .unwrap();
+}
+
+/// Writes `entries` (grouped by key group, in state order) over `range`.
+fn write(range: KeyGroupRange, states: usize, entries: &Entries) -> KeyGroupsStateHandle {
+    let mut bytes = Vec::new();
+    let header = header(states);
+    let mut writer = uncompressed_writer(&mut bytes, &header, range).unwrap();
     for key_group in range.iter() {
         writer
             .write_key_group(key_group, |group| {
@@ -462,14 +470,7 @@ fn write_in_two(
         Ok(())
     };
     let (offsets, checksums) = {
-        let mut writer = KeyedSnapshotWriter::new(
-            &mut bytes,
-            0,
-            &header,
-            &UncompressedStreamCompressionDecorator,
-            range,
-            MAX_PARALLELISM,
-        )?;
+        let mut writer = uncompressed_writer(&mut bytes, &header, range)?;
         for key_group in range.iter().take(sequential as usize) {
             writer.write_key_group(key_group, entries_of)?;
         }
