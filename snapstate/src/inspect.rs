@@ -1,5 +1,7 @@
-//! Lists, inspects and verifies the checkpoints of a local checkpoint directory, from the
-//! files alone: the library behind the `snapstate` command line.
+//! Lists, inspects and verifies the checkpoints of a local checkpoint directory, or (feature
+//! `object-storage`) of checkpoint storage on object storage, from the stored bytes alone:
+//! the library behind the `snapstate` command line. Where to read is a [`Location`]; a path
+//! converts into one.
 //!
 //! The directory is the storage root a [`LocalCheckpointStorage`](state_api::LocalCheckpointStorage)
 //! was created with: `chk-<id>/_metadata` holds each committed checkpoint's
@@ -17,7 +19,8 @@
 //! - [`verify`]: re-reads everything and collects every [`Problem`] in a [`VerifyReport`],
 //!   never stopping at the first.
 //!
-//! This module depends on `state-api` only. Key-group data and incremental file manifests
+//! This module depends on `state-api` only (and, with `object-storage`, on
+//! `state-storage-object` to list and read checkpoint storage by URL). Key-group data and incremental file manifests
 //! are formats `state-api` defines, so they are checked without the backend that wrote
 //! them; what does need a plugin is looked up in the [`Registry`] given: the compression
 //! decorator a keyed header names, and the operator backend that reads operator
@@ -89,15 +92,55 @@ pub const OPERATOR_BACKEND_PROPERTY: &str = "operator-backend";
 /// properties name none.
 pub const DEFAULT_OPERATOR_BACKEND: &str = "operator";
 
-/// The checkpoints under `dir` (a storage root, or one `chk-<id>` directory).
+/// Where the inspector reads checkpoints: a local storage root, or (feature
+/// `object-storage`) a prefix on object storage. Paths convert into it, so
+/// `inspect::list(dir)` reads a local directory.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Location {
+    /// The root directory of a `LocalCheckpointStorage`, or one `chk-<id>` directory in it.
+    Dir(PathBuf),
+    /// The URL an `ObjectCheckpointStorage` was opened with (`s3://bucket/prefix`,
+    /// `memory://name/prefix`, `file:///path`), or that URL followed by `/chk-<id>`, with
+    /// the options to reach the store (endpoint, credentials; unset credentials come from
+    /// the `AWS_*` environment variables). Reports name the root and the checkpoints by
+    /// URL in place of a directory.
+    #[cfg(feature = "object-storage")]
+    Object {
+        /// The storage's URL, never with credentials.
+        url: String,
+        /// How to reach the store.
+        options: Box<state_storage_object::ObjectStoreOptions>,
+    },
+}
+
+impl From<&Path> for Location {
+    fn from(dir: &Path) -> Self {
+        Location::Dir(dir.to_path_buf())
+    }
+}
+
+impl From<&PathBuf> for Location {
+    fn from(dir: &PathBuf) -> Self {
+        Location::Dir(dir.clone())
+    }
+}
+
+impl From<PathBuf> for Location {
+    fn from(dir: PathBuf) -> Self {
+        Location::Dir(dir)
+    }
+}
+
+/// The checkpoints at `location` (a storage root, or one `chk-<id>` directory).
 ///
 /// # Errors
 ///
 /// [`Error::Unreadable`] for a directory that does not exist or cannot be listed,
 /// [`Error::NotACheckpointDirectory`] for one without any `chk-<id>` directory. Damaged
 /// metadata is no error: the checkpoint is listed under [`Listing::unreadable`].
-pub fn list(dir: &Path) -> Result<Listing> {
-    let storage = Storage::open(dir)?;
+pub fn list(location: impl Into<Location>) -> Result<Listing> {
+    let storage = Storage::open(&location.into())?;
     let mut listing = Listing {
         root: storage.root.clone(),
         checkpoints: Vec::new(),
@@ -191,11 +234,11 @@ fn handles_of(metadata: &CheckpointMetadata) -> Vec<AnyHandle<'_>> {
 /// [`Error::NoCommittedCheckpoint`] when none is, [`Error::ConflictingCheckpoint`] for a
 /// `chk-<id>` path with another id, [`Error::Storage`] when its metadata cannot be read.
 pub fn inspect(
-    dir: &Path,
+    location: impl Into<Location>,
     checkpoint_id: Option<u64>,
     registry: &Registry,
 ) -> Result<CheckpointReport> {
-    let storage = Storage::open(dir)?;
+    let storage = Storage::open(&location.into())?;
     let id = match storage.require(checkpoint_id)? {
         Some(id) => id,
         None => storage

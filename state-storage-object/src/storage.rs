@@ -174,11 +174,25 @@ impl ObjectCheckpointStorage {
     ///
     /// Storage errors of the listing.
     pub fn completed_checkpoints(&self) -> Result<Vec<u64>> {
+        Ok(self
+            .checkpoint_directories()?
+            .into_iter()
+            .filter_map(|(id, committed)| committed.then_some(id))
+            .collect())
+    }
+
+    /// Every `chk-<id>` prefix under the storage's, ascending by id, with whether it holds
+    /// a `_metadata` object (committed) or not (in progress, or abandoned).
+    ///
+    /// # Errors
+    ///
+    /// Storage errors of the listing.
+    pub fn checkpoint_directories(&self) -> Result<Vec<(u64, bool)>> {
         let inner = self.store.inner.clone();
         let prefix = self.prefix.clone();
         let listed = block_on(async move {
             let listing = inner.list_with_delimiter(Some(&prefix)).await?;
-            let mut ids = Vec::new();
+            let mut found = Vec::new();
             for dir in listing.common_prefixes {
                 let id = dir
                     .filename()
@@ -186,16 +200,16 @@ impl ObjectCheckpointStorage {
                     .and_then(|id| id.parse::<u64>().ok());
                 let Some(id) = id else { continue };
                 match inner.head(&dir.clone().join(METADATA_FILE)).await {
-                    Ok(_) => ids.push(id),
-                    Err(object_store::Error::NotFound { .. }) => {}
+                    Ok(_) => found.push((id, true)),
+                    Err(object_store::Error::NotFound { .. }) => found.push((id, false)),
                     Err(err) => return Err(err),
                 }
             }
-            Ok(ids)
+            Ok(found)
         })?;
-        let mut ids = listed.map_err(|err| self.store.error(err, &self.url))?;
-        ids.sort_unstable();
-        Ok(ids)
+        let mut found = listed.map_err(|err| self.store.error(err, &self.url))?;
+        found.sort_unstable();
+        Ok(found)
     }
 
     /// The metadata of committed checkpoint `checkpoint_id`.

@@ -1,10 +1,12 @@
 //! `snapstate`: lists, inspects and verifies the checkpoints of a local checkpoint
-//! directory, and lists the plugins this binary links.
+//! directory or of checkpoint storage on object storage, and lists the plugins this binary
+//! links.
 //!
 //! ```text
 //! snapstate list DIR
 //! snapstate inspect DIR [--checkpoint N]     # default: the latest committed checkpoint
 //! snapstate verify DIR [--checkpoint N]      # default: every committed checkpoint
+//! snapstate verify s3://bucket/prefix [--option s3.endpoint=http://127.0.0.1:9000]
 //! snapstate plugins
 //! ```
 //!
@@ -23,13 +25,20 @@ use snapstate::inspect::{
 };
 
 /// Inspect snapstate checkpoint directories (the storage root given to
-/// LocalCheckpointStorage, or one chk-<id> directory in it).
+/// LocalCheckpointStorage, or one chk-<id> directory in it) and checkpoint storage on
+/// object storage (s3://bucket/prefix).
 #[derive(Debug, Parser)]
 #[command(name = "snapstate", version)]
 struct Cli {
     /// Print one JSON document on stdout instead of tables.
     #[arg(long, global = true)]
     json: bool,
+
+    /// Object storage settings for an `s3://` location, as KEY=VALUE with the `s3.*` keys
+    /// of the configuration (`s3.endpoint=http://127.0.0.1:9000`, `s3.region=...`);
+    /// credentials unset here come from the `AWS_*` environment variables. Repeatable.
+    #[arg(long = "option", global = true, value_name = "KEY=VALUE")]
+    options: Vec<String>,
 
     #[command(subcommand)]
     command: Command,
@@ -39,13 +48,15 @@ struct Cli {
 enum Command {
     /// List the checkpoints: committed ones with their handles, and incomplete ones.
     List {
-        /// The storage root, or one chk-<id> directory.
-        dir: PathBuf,
+        /// The storage root, or one chk-<id> directory in it; or the URL of checkpoint
+        /// storage on object storage (s3://bucket/prefix), or one chk-<id> under it.
+        dir: String,
     },
     /// Show one checkpoint's handles: headers, key-group offsets and checksums, files.
     Inspect {
-        /// The storage root, or one chk-<id> directory.
-        dir: PathBuf,
+        /// The storage root, or one chk-<id> directory in it; or the URL of checkpoint
+        /// storage on object storage (s3://bucket/prefix), or one chk-<id> under it.
+        dir: String,
         /// The checkpoint to inspect (default: the latest committed one).
         #[arg(long)]
         checkpoint: Option<u64>,
@@ -53,8 +64,9 @@ enum Command {
     /// Re-read every key group, file and partition and check their checksums; exits with
     /// 1 when a problem is found.
     Verify {
-        /// The storage root, or one chk-<id> directory.
-        dir: PathBuf,
+        /// The storage root, or one chk-<id> directory in it; or the URL of checkpoint
+        /// storage on object storage (s3://bucket/prefix), or one chk-<id> under it.
+        dir: String,
         /// The checkpoint to verify (default: every committed one).
         #[arg(long)]
         checkpoint: Option<u64>,
@@ -68,6 +80,7 @@ enum Command {
 enum Failure {
     Inspect(snapstate::Error),
     Output(io::Error),
+    Usage(String),
 }
 
 impl std::fmt::Display for Failure {
@@ -75,6 +88,7 @@ impl std::fmt::Display for Failure {
         match self {
             Failure::Inspect(err) => write!(f, "{err}"),
             Failure::Output(err) => write!(f, "cannot write the output: {err}"),
+            Failure::Usage(message) => write!(f, "{message}"),
         }
     }
 }
@@ -109,25 +123,63 @@ fn main() -> ExitCode {
     }
 }
 
+/// A local directory, or a URL (`scheme://...`) on object storage reached with `options`.
+fn location(dir: &str, options: &[String]) -> Result<inspect::Location, Failure> {
+    if !dir.contains("://") {
+        if !options.is_empty() {
+            return Err(Failure::Usage(format!(
+                "--option applies to object storage URLs, and `{dir}` is a local directory"
+            )));
+        }
+        return Ok(inspect::Location::Dir(PathBuf::from(dir)));
+    }
+    object_location(dir, options)
+}
+
+#[cfg(feature = "object-storage")]
+fn object_location(url: &str, options: &[String]) -> Result<inspect::Location, Failure> {
+    let pairs = options
+        .iter()
+        .map(|option| {
+            option
+                .split_once('=')
+                .ok_or_else(|| Failure::Usage(format!("--option `{option}`: expected KEY=VALUE")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let options = snapstate::object_storage::ObjectStoreOptions::from_pairs(pairs)
+        .map_err(|err| Failure::Usage(format!("--option: {err}")))?;
+    Ok(inspect::Location::Object {
+        url: url.to_owned(),
+        options: Box::new(options),
+    })
+}
+
+#[cfg(not(feature = "object-storage"))]
+fn object_location(url: &str, _options: &[String]) -> Result<inspect::Location, Failure> {
+    Err(Failure::Usage(format!(
+        "`{url}` is on object storage, and this snapstate was built without the object-storage feature"
+    )))
+}
+
 fn run(cli: &Cli, out: &mut dyn Write) -> Result<ExitCode, Failure> {
     let registry = snapstate::registry();
     match &cli.command {
         Command::List { dir } => {
-            let listing = inspect::list(dir)?;
+            let listing = inspect::list(location(dir, &cli.options)?)?;
             match cli.json {
                 true => json(out, &listing)?,
                 false => print_listing(out, &listing)?,
             }
         }
         Command::Inspect { dir, checkpoint } => {
-            let report = inspect::inspect(dir, *checkpoint, registry)?;
+            let report = inspect::inspect(location(dir, &cli.options)?, *checkpoint, registry)?;
             match cli.json {
                 true => json(out, &report)?,
                 false => print_report(out, &report)?,
             }
         }
         Command::Verify { dir, checkpoint } => {
-            let report = inspect::verify(dir, *checkpoint, registry)?;
+            let report = inspect::verify(location(dir, &cli.options)?, *checkpoint, registry)?;
             match cli.json {
                 true => json(out, &report)?,
                 false => print_verification(out, &report)?,

@@ -1,5 +1,5 @@
-//! The storage root a path names: its `chk-<id>` directories and their metadata, read
-//! without creating anything.
+//! The storage root a [`Location`] names: its `chk-<id>` directories (or, on object
+//! storage, prefixes) and their metadata, read without creating anything.
 
 use std::fs;
 use std::io;
@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use state_api::Error as StateError;
 use state_api::checkpoint_metadata::{CheckpointMetadata, METADATA_FILE};
 
-use super::IncompleteCheckpoint;
+use super::{IncompleteCheckpoint, Location};
 use crate::{Error, Result};
 
 /// Prefix of a checkpoint's directory name: `chk-<id>`.
@@ -16,10 +16,14 @@ const CHECKPOINT_DIR_PREFIX: &str = "chk-";
 
 /// A storage root, and the checkpoint a `chk-<id>` path selected.
 pub(super) struct Storage {
+    /// The root directory, or the URL of the root prefix on object storage.
     pub(super) root: PathBuf,
     pub(super) selected: Option<u64>,
     /// Every `chk-<id>` directory, ascending by id, with whether it is committed.
     directories: Vec<(u64, bool)>,
+    /// Where metadata is read from when not from the local directory.
+    #[cfg(feature = "object-storage")]
+    object: Option<state_storage_object::ObjectCheckpointStorage>,
 }
 
 fn checkpoint_id_of(name: &std::ffi::OsStr) -> Option<u64> {
@@ -51,7 +55,52 @@ fn checkpoint_directories(root: &Path) -> Result<Vec<(u64, bool)>> {
 }
 
 impl Storage {
-    pub(super) fn open(dir: &Path) -> Result<Self> {
+    pub(super) fn open(location: &Location) -> Result<Self> {
+        match location {
+            Location::Dir(dir) => Self::open_dir(dir),
+            #[cfg(feature = "object-storage")]
+            Location::Object { url, options } => Self::open_object(url, options),
+        }
+    }
+
+    /// Storage under `url`, or the checkpoint `url` names when it ends in `/chk-<id>`.
+    #[cfg(feature = "object-storage")]
+    fn open_object(url: &str, options: &state_storage_object::ObjectStoreOptions) -> Result<Self> {
+        use state_storage_object::ObjectCheckpointStorage;
+        let trimmed = url.trim_end_matches('/');
+        let (root, selected) = match trimmed.rsplit_once('/') {
+            Some((parent, name)) if !parent.ends_with('/') => {
+                match checkpoint_id_of(std::ffi::OsStr::new(name)) {
+                    Some(id) => (parent, Some(id)),
+                    None => (trimmed, None),
+                }
+            }
+            _ => (trimmed, None),
+        };
+        let failed = |source| Error::Storage {
+            root: PathBuf::from(root),
+            source,
+        };
+        let object = ObjectCheckpointStorage::open(root, options.clone()).map_err(failed)?;
+        let directories = object.checkpoint_directories().map_err(failed)?;
+        let absent = match selected {
+            Some(id) => !directories.iter().any(|(found, _)| *found == id),
+            None => directories.is_empty(),
+        };
+        if absent {
+            return Err(Error::NotACheckpointDirectory {
+                path: PathBuf::from(url),
+            });
+        }
+        Ok(Storage {
+            root: PathBuf::from(object.url()),
+            selected,
+            directories,
+            object: Some(object),
+        })
+    }
+
+    fn open_dir(dir: &Path) -> Result<Self> {
         let metadata = fs::metadata(dir).map_err(|source| Error::Unreadable {
             path: dir.to_path_buf(),
             source,
@@ -74,6 +123,8 @@ impl Storage {
                     root,
                     selected: Some(id),
                     directories,
+                    #[cfg(feature = "object-storage")]
+                    object: None,
                 });
             }
             return Err(Error::NotACheckpointDirectory {
@@ -84,12 +135,19 @@ impl Storage {
             root: dir.to_path_buf(),
             selected: None,
             directories,
+            #[cfg(feature = "object-storage")]
+            object: None,
         })
     }
 
+    /// The checkpoint's directory, or the URL of its prefix on object storage.
     pub(super) fn checkpoint_dir(&self, checkpoint_id: u64) -> PathBuf {
-        self.root
-            .join(format!("{CHECKPOINT_DIR_PREFIX}{checkpoint_id}"))
+        let name = format!("{CHECKPOINT_DIR_PREFIX}{checkpoint_id}");
+        #[cfg(feature = "object-storage")]
+        if self.object.is_some() {
+            return PathBuf::from(format!("{}/{name}", self.root.display()));
+        }
+        self.root.join(name)
     }
 
     pub(super) fn committed(&self) -> impl Iterator<Item = u64> + '_ {
@@ -140,6 +198,10 @@ impl Storage {
     /// Reads committed checkpoint `checkpoint_id`'s metadata, as
     /// `LocalCheckpointStorage::load_checkpoint` does, without creating anything.
     pub(super) fn load(&self, checkpoint_id: u64) -> Result<CheckpointMetadata, StateError> {
+        #[cfg(feature = "object-storage")]
+        if let Some(object) = &self.object {
+            return object.load_checkpoint(checkpoint_id);
+        }
         let path = self.checkpoint_dir(checkpoint_id).join(METADATA_FILE);
         let bytes = fs::read(&path).map_err(|err| match err.kind() {
             io::ErrorKind::NotFound => StateError::NotFound {

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::fs;
 use std::io::{self, Read};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use state_api::checkpoint_metadata::{CheckpointMetadata, METADATA_FILE};
 use state_api::file_manifest::ManifestEntry;
@@ -17,7 +17,7 @@ use state_api::{
 use super::storage::Storage;
 use super::{
     AnyHandle, CheckpointVerification, DEFAULT_OPERATOR_BACKEND, FileCheck, FileScope,
-    HandleSummary, HandleVerification, KeyGroupCheck, OPERATOR_BACKEND_PROPERTY,
+    HandleSummary, HandleVerification, KeyGroupCheck, Location, OPERATOR_BACKEND_PROPERTY,
     OperatorStateCheck, Problem, ProblemKind, VerifyReport, files_of, handles_of, is_placeholder,
     read_meta, summarize,
 };
@@ -48,8 +48,12 @@ use crate::{Error, Result};
 /// Those of [`list`](super::list); [`Error::CheckpointNotFound`] and [`Error::ConflictingCheckpoint`]
 /// as for [`inspect`](super::inspect()), [`Error::NoCommittedCheckpoint`] when verifying all and none is
 /// committed. Damaged metadata is a [`Problem`], not an error.
-pub fn verify(dir: &Path, checkpoint_id: Option<u64>, registry: &Registry) -> Result<VerifyReport> {
-    let storage = Storage::open(dir)?;
+pub fn verify(
+    location: impl Into<Location>,
+    checkpoint_id: Option<u64>,
+    registry: &Registry,
+) -> Result<VerifyReport> {
+    let storage = Storage::open(&location.into())?;
     let ids: Vec<u64> = match storage.require(checkpoint_id)? {
         Some(id) => vec![id],
         None => storage.committed().collect(),
