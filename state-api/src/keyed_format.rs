@@ -492,21 +492,33 @@ impl Write for Capped {
 /// Section buffers handed back once written, so that encoding reuses memory it already
 /// touched instead of growing a fresh allocation (page faults, copies) for every key group.
 #[derive(Default)]
-struct SectionBuffers(std::sync::Mutex<Vec<Vec<u8>>>);
+struct SectionBuffers {
+    free: std::sync::Mutex<Vec<Vec<u8>>>,
+    allocated: AtomicUsize,
+}
 
 impl SectionBuffers {
     /// An empty buffer, with the capacity of one handed back if there is one.
     fn take(&self) -> Vec<u8> {
-        match self.0.lock() {
-            Ok(mut free) => free.pop().unwrap_or_default(),
-            Err(_) => Vec::new(),
-        }
+        let reused = match self.free.lock() {
+            Ok(mut free) => free.pop(),
+            Err(_) => None,
+        };
+        reused.unwrap_or_else(|| {
+            self.allocated.fetch_add(1, Ordering::Relaxed);
+            Vec::new()
+        })
+    }
+
+    /// How many buffers [`take`](Self::take) made rather than reused.
+    fn allocated(&self) -> usize {
+        self.allocated.load(Ordering::Relaxed)
     }
 
     /// Hands `bytes` back for reuse.
     fn give(&self, mut bytes: Vec<u8>) {
         bytes.clear();
-        if let Ok(mut free) = self.0.lock() {
+        if let Ok(mut free) = self.free.lock() {
             free.push(bytes);
         }
     }
@@ -837,8 +849,9 @@ pub fn write_full_snapshot_parallel(
 /// the ones it takes into memory. The strategy's thread writes the key groups in order:
 /// a section the helper finished, or the next key group itself, streaming, when nobody
 /// took it yet; while the helper is still encoding the next one, it encodes up to
-/// two later ones into memory instead of waiting. So a few encoded sections
-/// wait in memory at most, and a section over 64 MiB is not held but encoded again by the
+/// two later ones into memory instead of waiting. So at most five encoded sections wait
+/// in memory (two of this thread's, two in the channel, one the helper holds), however
+/// slow the stream is, and a section over 64 MiB is not held but encoded again by the
 /// strategy's thread, streaming.
 ///
 /// `write_group` must be callable from two threads at once and, for one key group, more
@@ -852,16 +865,18 @@ pub fn write_key_groups_parallel(
     writer: &mut KeyedSnapshotWriter<'_>,
     write_group: impl Fn(&mut KeyGroupEntryWriter<'_>) -> Result<()> + Sync,
 ) -> Result<()> {
-    write_key_groups_in_two(context, writer, write_group, PARALLEL_SECTION_LIMIT)
+    write_key_groups_in_two(context, writer, write_group, PARALLEL_SECTION_LIMIT).map(|_| ())
 }
 
-/// [`write_key_groups_parallel`] holding sections of up to `section_limit` bytes in memory.
+/// [`write_key_groups_parallel`] holding sections of up to `section_limit` bytes in memory;
+/// returns how many section buffers it allocated (buffers are reused once written, so
+/// this is the most sections that were held at once, plus those over the limit).
 fn write_key_groups_in_two(
     context: &SnapshotContext,
     writer: &mut KeyedSnapshotWriter<'_>,
     write_group: impl Fn(&mut KeyGroupEntryWriter<'_>) -> Result<()> + Sync,
     section_limit: usize,
-) -> Result<()> {
+) -> Result<usize> {
     let range = writer.offsets.range();
     let first = writer.next_key_group;
     let remaining: Vec<u32> = range.iter().filter(|&group| group >= first).collect();
@@ -898,14 +913,12 @@ fn write_key_groups_in_two(
                 }
             }
         });
+        // Sections encoded ahead by this thread, and at most one from the helper.
         let mut ready = std::collections::BTreeMap::new();
         let mut staging = Vec::new();
         let mut position = 0;
         while let Some(&key_group) = remaining.get(position) {
             context.check_cancelled()?;
-            while let Ok((at, section)) = encoded.try_recv() {
-                ready.insert(at, section?);
-            }
             if let Some(section) = ready.remove(&position) {
                 match section {
                     Some(section) => {
@@ -925,27 +938,42 @@ fn write_key_groups_in_two(
                 position += 1;
                 continue;
             }
-            // The helper is encoding this key group: encode a later one meanwhile.
-            if let Some(ahead) = take(remaining.len().min(position + 1 + ENCODE_AHEAD)) {
-                let section = encoder.encode(
-                    remaining[ahead],
-                    write_group,
-                    section_limit,
-                    buffers.take(),
-                    &mut staging,
-                )?;
-                ready.insert(ahead, section);
-                continue;
-            }
-            let (at, section) = encoded.recv().map_err(|_| {
-                Error::InvalidArgument(format!(
-                    "the encoder of key group {key_group} stopped without a result"
-                ))
-            })?;
+            // The helper took this key group; it sends its sections in the order it took
+            // them, so the next one it sends is this one. Sections are received only here,
+            // so the helper never runs more than the channel's two sections ahead.
+            let received = match encoded.try_recv() {
+                Ok(received) => received,
+                Err(std::sync::mpsc::TryRecvError::Empty) => {
+                    // While the helper finishes it, encode a later key group.
+                    if let Some(ahead) = take(remaining.len().min(position + 1 + ENCODE_AHEAD)) {
+                        let section = encoder.encode(
+                            remaining[ahead],
+                            write_group,
+                            section_limit,
+                            buffers.take(),
+                            &mut staging,
+                        )?;
+                        ready.insert(ahead, section);
+                        continue;
+                    }
+                    encoded.recv().map_err(|_| helper_stopped(key_group))?
+                }
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                    return Err(helper_stopped(key_group));
+                }
+            };
+            let (at, section) = received;
             ready.insert(at, section?);
         }
-        Ok(())
+        Ok(buffers.allocated())
     })
+}
+
+/// The helper of [`write_key_groups_parallel`] ended without the section of `key_group`.
+fn helper_stopped(key_group: u32) -> Error {
+    Error::InvalidArgument(format!(
+        "the encoder of key group {key_group} stopped without a result"
+    ))
 }
 
 /// One entry read from a key group.

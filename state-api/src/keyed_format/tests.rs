@@ -29,14 +29,14 @@ fn key(key_group: u32, key: &[u8]) -> Vec<u8> {
     CompositeKey::new(MAX_PARALLELISM).build(key_group, key, b"")
 }
 
-/// A writer of `range` into `bytes`, uncompressed.
+/// A writer of `range` into `out`, uncompressed.
 fn uncompressed_writer<'a>(
-    bytes: &'a mut Vec<u8>,
+    out: &'a mut dyn Write,
     header: &KeyedBackendSerializationProxy,
     range: KeyGroupRange,
 ) -> Result<KeyedSnapshotWriter<'a>> {
     KeyedSnapshotWriter::new(
-        bytes,
+        out,
         0,
         header,
         &UncompressedStreamCompressionDecorator,
@@ -566,4 +566,48 @@ proptest! {
         prop_assert_eq!(&offsets, handle.offsets());
         prop_assert!(bytes == bytes_of(&handle));
     }
+}
+
+/// A stream that takes a while for every write.
+struct SlowStream(Vec<u8>);
+
+impl Write for SlowStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_slow_stream_holds_the_two_thread_writer_to_a_few_sections() {
+    let (range, entries) = many_key_groups();
+    let header = header(3);
+    let context = SnapshotContext::new(1);
+    let mut stream = SlowStream(Vec::new());
+    let mut writer = uncompressed_writer(&mut stream, &header, range).unwrap();
+    let allocated = write_key_groups_in_two(
+        &context,
+        &mut writer,
+        |group| {
+            for (state, key, value) in entries.get(&group.key_group()).into_iter().flatten() {
+                group.write_entry(*state, key, value)?;
+            }
+            Ok(())
+        },
+        usize::MAX,
+    )
+    .unwrap();
+    writer.finish().unwrap();
+    // Two encoded ahead by the writing thread, two in the channel, one the helper holds.
+    assert!(
+        allocated <= 5,
+        "{allocated} sections were held at once for {} key groups",
+        range.len()
+    );
+    assert_eq!(stream.0, bytes_of(&write(range, 3, &entries)));
 }
