@@ -228,7 +228,9 @@ impl Failure {
     }
 }
 
-/// Reads `key_group` (shard `shard`) from every source that holds it, in order.
+/// Reads `key_group` (shard `shard`) from every source that holds it, in order, and closes
+/// the readers of sources whose key groups all lie before it, so a restore from many old
+/// instances holds open only the streams of the key groups at hand.
 fn read_key_group(
     states: &mut [StateTable],
     shard: usize,
@@ -239,7 +241,12 @@ fn read_key_group(
     max_parallelism: u32,
 ) -> std::result::Result<(), Failure> {
     for (index, (source, reader)) in sources.iter().zip(readers.iter_mut()).enumerate() {
-        if !source.handle.key_group_range().contains(key_group) {
+        let range = source.handle.key_group_range();
+        if !range.contains(key_group) {
+            if range.is_empty() || range.end() < key_group {
+                // Key groups are taken in ascending order: this stream is done with.
+                *reader = None;
+            }
             continue;
         }
         let read = (|| {
