@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use state_api::file_manifest::FileManifest;
 use state_api::keyed_format::{CompositeKey, KeyedEntry, KeyedSnapshotReader};
@@ -54,10 +54,10 @@ impl Source {
 /// Reads the part of every handle that intersects the backend's range into `heap`.
 ///
 /// Headers are read and states registered first, on this thread; then this thread and a
-/// helper take the key groups of the range from a shared counter, each reading a key group
-/// from every stream that holds it, in handle and chain order, into its own maps (the
-/// helper's move into the backend at the end). Key groups are independent, so the result
-/// is the one a single thread reads.
+/// helper each read one half of the range (see [`read_key_groups`]), each key group from
+/// every stream that holds it, in handle and chain order, into its own maps (the helper's
+/// move into the backend at the end). Key groups are independent, so the result is the one
+/// a single thread reads.
 pub(crate) fn restore(
     heap: &mut Heap,
     key_serializer: &str,
@@ -139,10 +139,16 @@ fn open_source(
 /// Reads every key group of the backend's range from the `sources` that hold it, on this
 /// thread (with `readers`, one per source) and a helper (see [`restore`]).
 ///
+/// Each thread reads one contiguous half of the range, the halves holding about as many
+/// bytes, in ascending order: each stream is read front to back by each thread, so object
+/// storage's read-ahead fetches every byte once (taking key groups in turns from a counter
+/// made each thread's read-ahead fetch the other's key groups too).
+///
 /// # Errors
 ///
-/// Of several damaged key groups, the error of the first in source order is returned, as
-/// far as the two threads got before one of them stopped.
+/// Of several damaged key groups, the error of the first in key-group order, as one
+/// thread reading them in order would meet it: this thread reads its half until its first
+/// error; the helper stops when this thread failed.
 fn read_key_groups(
     tables: &mut HeapTables,
     registry: &Registry,
@@ -153,57 +159,60 @@ fn read_key_groups(
         return Ok(());
     }
     let key_groups: Vec<u32> = tables.range.iter().collect();
+    let split = split_point(&key_groups, sources);
     let max_parallelism = tables.max_parallelism;
-    let untaken = AtomicUsize::new(0);
-    let stop = AtomicBool::new(false);
-    // Takes key groups until none is left or either thread failed; reads each into
-    // `states`; returns the shards it read, or the first error with its position.
+    let failed = AtomicBool::new(false);
+    // Reads the key groups at `positions` into `states` in order, until the first error
+    // (or, for the helper, until this thread failed).
     let work = |states: &mut [StateTable],
-                readers: &mut Vec<Option<KeyedSnapshotReader>>|
-     -> (Vec<usize>, std::result::Result<(), Failure>) {
-        let mut taken = Vec::new();
-        while !stop.load(Ordering::Acquire) {
-            let shard = untaken.fetch_add(1, Ordering::AcqRel);
-            let Some(&key_group) = key_groups.get(shard) else {
+                readers: &mut Vec<Option<KeyedSnapshotReader>>,
+                positions: std::ops::Range<usize>,
+                helper: bool|
+     -> Result<()> {
+        for shard in positions {
+            if helper && failed.load(Ordering::Acquire) {
                 break;
-            };
+            }
             let read = read_key_group(
                 states,
                 shard,
-                key_group,
+                key_groups[shard],
                 sources,
                 readers,
                 registry,
                 max_parallelism,
             );
-            if let Err(failure) = read {
-                stop.store(true, Ordering::Release);
-                return (taken, Err(failure));
+            if read.is_err() && !helper {
+                failed.store(true, Ordering::Release);
             }
-            taken.push(shard);
+            read?;
         }
-        (taken, Ok(()))
+        Ok(())
     };
     let mut helper_states: Vec<StateTable> =
         tables.states.iter().map(StateTable::empty_like).collect();
     let (helper, mine) = std::thread::scope(|scope| {
         let helper = scope.spawn(|| {
             let mut readers = sources.iter().map(|_| None).collect();
-            work(&mut helper_states, &mut readers)
+            work(
+                &mut helper_states,
+                &mut readers,
+                split..key_groups.len(),
+                true,
+            )
         });
-        let mine = work(&mut tables.states, &mut readers);
+        let mine = work(&mut tables.states, &mut readers, 0..split, false);
         (helper.join(), mine)
     });
-    let (taken, helper) = match helper {
+    let helper = match helper {
         Ok(outcome) => outcome,
         Err(panic) => std::panic::resume_unwind(panic),
     };
-    match (mine.1, helper) {
+    match (mine, helper) {
         (Ok(()), Ok(())) => {}
-        (Err(first), Ok(())) | (Ok(()), Err(first)) => return Err(first.error),
-        (Err(a), Err(b)) => return Err(a.min(b).error),
+        (Err(first), _) | (Ok(()), Err(first)) => return Err(first),
     }
-    for shard in taken {
+    for shard in split..key_groups.len() {
         for (state, helper_state) in tables.states.iter_mut().zip(&mut helper_states) {
             state.shards.swap_shard(&mut helper_state.shards, shard);
         }
@@ -211,20 +220,45 @@ fn read_key_groups(
     Ok(())
 }
 
-/// An error of one thread, with where it stopped in source order.
-struct Failure {
-    source: usize,
-    shard: usize,
-    error: Error,
+/// Where the helper's half of `key_groups` starts: the first position before which the
+/// sources hold at least half of the bytes.
+fn split_point(key_groups: &[u32], sources: &[Source]) -> usize {
+    let weights: Vec<u64> = key_groups
+        .iter()
+        .map(|&key_group| {
+            let bytes: u64 = sources
+                .iter()
+                .map(|source| section_size(&source.handle, key_group))
+                .sum();
+            bytes.max(1)
+        })
+        .collect();
+    let total: u64 = weights.iter().sum();
+    let mut before = 0;
+    for (position, weight) in weights.iter().enumerate() {
+        if 2 * before >= total {
+            return position;
+        }
+        before += weight;
+    }
+    key_groups.len()
 }
 
-impl Failure {
-    /// The one a single thread reading sources in order would have met first.
-    fn min(self, other: Failure) -> Failure {
-        match (other.source, other.shard) < (self.source, self.shard) {
-            true => other,
-            false => self,
-        }
+/// The bytes of `key_group`'s section in `handle` (0 when it holds none): up to the next
+/// key group's offset, or to the end of the stream for its last one.
+fn section_size(handle: &KeyGroupsStateHandle, key_group: u32) -> u64 {
+    let range = handle.key_group_range();
+    if !range.contains(key_group) {
+        return 0;
+    }
+    let offsets = handle.offsets();
+    let end = match key_group < range.end() {
+        true => offsets.offset(key_group + 1),
+        false => Ok(handle.delegate().state_size()),
+    };
+    match (offsets.offset(key_group), end) {
+        (Ok(start), Ok(end)) => end.saturating_sub(start),
+        _ => 0,
     }
 }
 
@@ -239,8 +273,8 @@ fn read_key_group(
     readers: &mut [Option<KeyedSnapshotReader>],
     registry: &Registry,
     max_parallelism: u32,
-) -> std::result::Result<(), Failure> {
-    for (index, (source, reader)) in sources.iter().zip(readers.iter_mut()).enumerate() {
+) -> Result<()> {
+    for (source, reader) in sources.iter().zip(readers.iter_mut()) {
         let range = source.handle.key_group_range();
         if !range.contains(key_group) {
             if range.is_empty() || range.end() < key_group {
@@ -265,11 +299,7 @@ fn read_key_group(
                 (source.apply)(state, shard, composite, entry)
             })
         })();
-        read.map_err(|error| Failure {
-            source: index,
-            shard,
-            error: source.wrap(error),
-        })?;
+        read.map_err(|error| source.wrap(error))?;
     }
     Ok(())
 }
