@@ -20,7 +20,7 @@ use snapstate::api::{
 use snapstate::inspect::{
     self, FileScope, HandleDetail, HandleKind, Problem, ProblemKind, VerifyReport,
 };
-use snapstate::{CheckpointMetadata, CheckpointType, Error, InstanceSnapshot, KeyGroupRange};
+use snapstate::{CheckpointType, Error, KeyGroupRange};
 use support::{CHECKPOINT_ID, Fixture, KEYED_ENTRIES, MAX_PARALLELISM};
 
 const DECORATORS: [&str; 3] = ["none", "snappy", "lz4"];
@@ -498,17 +498,7 @@ impl Incremental {
             private_state,
             meta_state: self.meta.clone(),
         };
-        let mut metadata = CheckpointMetadata::new(
-            CHECKPOINT_ID,
-            0,
-            CheckpointType::Checkpoint,
-            MAX_PARALLELISM,
-        );
-        metadata.instances.push(InstanceSnapshot {
-            index: 0,
-            keyed: vec![Arc::new(handle)],
-            operator: vec![],
-        });
+        let metadata = support::one_instance(CHECKPOINT_ID, 0, Arc::new(handle));
         let storage = snapstate::LocalCheckpointStorage::new(self.dir.path()).unwrap();
         storage.commit_checkpoint(&metadata).unwrap();
     }
@@ -643,17 +633,7 @@ fn heap_incremental_checkpoints_verify_and_a_damaged_delta_is_named() {
     backend.set_current_key(&7u64.to_be_bytes()).unwrap();
     backend.put_value("count", b"", &[0; 8]).unwrap();
     let second = checkpoint(&mut *backend, CHECKPOINT_ID);
-    let mut metadata = CheckpointMetadata::new(
-        CHECKPOINT_ID,
-        0,
-        CheckpointType::Checkpoint,
-        MAX_PARALLELISM,
-    );
-    metadata.instances.push(InstanceSnapshot {
-        index: 0,
-        keyed: vec![Arc::new(second.clone())],
-        operator: vec![],
-    });
+    let metadata = support::one_instance(CHECKPOINT_ID, 0, Arc::new(second.clone()));
     storage.commit_checkpoint(&metadata).unwrap();
 
     let report = inspect::verify(dir.path(), Some(CHECKPOINT_ID), registry).unwrap();

@@ -10,10 +10,10 @@ mod support;
 use std::process::Command;
 use std::sync::Arc;
 
+use snapstate::Error;
 use snapstate::api::{CheckpointOptions, KeyGroupsStateHandle, StateObject};
 use snapstate::inspect::{self, Location, ProblemKind};
 use snapstate::object_storage::{ObjectCheckpointStorage, ObjectStateHandle, ObjectStoreOptions};
-use snapstate::{CheckpointMetadata, CheckpointType, Error, InstanceSnapshot};
 use support::{CHECKPOINT_ID, MAX_PARALLELISM};
 
 /// A committed heap checkpoint under `<temp>/store`: the storage's URL and the keyed handle.
@@ -56,17 +56,7 @@ fn stored() -> Stored {
         .run()
         .unwrap();
     let keyed = result.job_manager_owned().unwrap().clone();
-    let mut metadata = CheckpointMetadata::new(
-        CHECKPOINT_ID,
-        1_700_000_000_000,
-        CheckpointType::Checkpoint,
-        MAX_PARALLELISM,
-    );
-    metadata.instances.push(InstanceSnapshot {
-        index: 0,
-        keyed: vec![keyed.clone()],
-        operator: vec![],
-    });
+    let metadata = support::one_instance(CHECKPOINT_ID, 1_700_000_000_000, keyed.clone());
     storage.commit_checkpoint(&metadata).unwrap();
     let keyed = keyed
         .as_any()

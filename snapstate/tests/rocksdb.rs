@@ -4,18 +4,16 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::sync::Arc;
 
 use snapstate::api::{
     FileStateHandle, IncrementalRemoteKeyedStateHandle, KeyedStateBackend, StateMetaInfo,
 };
 use snapstate::inspect::{self, HandleKind, ProblemKind};
-use snapstate::{
-    CheckpointMetadata, CheckpointOptions, CheckpointType, InstanceSnapshot, KeyGroupRange,
-    KeyedBackendParams, LocalCheckpointStorage,
-};
-
-const MAX_PARALLELISM: u32 = 128;
+use snapstate::{CheckpointOptions, KeyGroupRange, KeyedBackendParams, LocalCheckpointStorage};
+use support::MAX_PARALLELISM;
 
 fn checkpoint(
     backend: &mut dyn KeyedStateBackend,
@@ -29,17 +27,7 @@ fn checkpoint(
         .run()
         .unwrap();
     let handle = result.job_manager_owned().unwrap().clone();
-    let mut metadata = CheckpointMetadata::new(
-        checkpoint_id,
-        0,
-        CheckpointType::Checkpoint,
-        MAX_PARALLELISM,
-    );
-    metadata.instances.push(InstanceSnapshot {
-        index: 0,
-        keyed: vec![handle.clone()],
-        operator: vec![],
-    });
+    let metadata = support::one_instance(checkpoint_id, 0, handle.clone());
     storage.commit_checkpoint(&metadata).unwrap();
     backend.notify_checkpoint_complete(checkpoint_id).unwrap();
     handle

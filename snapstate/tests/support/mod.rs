@@ -7,7 +7,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use snapstate::api::{FileStateHandle, KeyGroupsStateHandle, StateMetaInfo, StreamStateHandle};
+use snapstate::api::{
+    FileStateHandle, KeyGroupsStateHandle, KeyedStateHandle, StateMetaInfo, StreamStateHandle,
+};
 use snapstate::{
     CheckpointMetadata, CheckpointOptions, CheckpointType, InstanceSnapshot, KeyGroupRange,
     KeyedBackendParams, LocalCheckpointStorage,
@@ -55,6 +57,27 @@ fn file_of(stream: &dyn StreamStateHandle) -> PathBuf {
         .expect("the file state threshold is 0: every stream is a file")
         .path()
         .to_path_buf()
+}
+
+/// The metadata of checkpoint `checkpoint_id`, taken at `timestamp`, of one instance that
+/// holds the keyed handle `keyed` and no operator state.
+pub fn one_instance(
+    checkpoint_id: u64,
+    timestamp: u64,
+    keyed: Arc<dyn KeyedStateHandle>,
+) -> CheckpointMetadata {
+    let mut metadata = CheckpointMetadata::new(
+        checkpoint_id,
+        timestamp,
+        CheckpointType::Checkpoint,
+        MAX_PARALLELISM,
+    );
+    metadata.instances.push(InstanceSnapshot {
+        index: 0,
+        keyed: vec![keyed],
+        operator: vec![],
+    });
+    metadata
 }
 
 /// Parameters of a backend of all 128 key groups.
