@@ -244,21 +244,20 @@ fn split_point(key_groups: &[u32], sources: &[Source]) -> usize {
     key_groups.len()
 }
 
-/// The bytes of `key_group`'s section in `handle` (0 when it holds none): up to the next
-/// key group's offset, or to the end of the stream for its last one.
+/// The bytes of `key_group`'s section in `handle` (0 when it holds none), up to
+/// [`KeyGroupsStateHandle::section_end`], or to the end of the stream for a last section
+/// whose end the handle does not record.
 fn section_size(handle: &KeyGroupsStateHandle, key_group: u32) -> u64 {
     let range = handle.key_group_range();
     if !range.contains(key_group) {
         return 0;
     }
-    let offsets = handle.offsets();
-    let end = match key_group < range.end() {
-        true => offsets.offset(key_group + 1),
-        false => Ok(handle.delegate().state_size()),
-    };
-    match (offsets.offset(key_group), end) {
-        (Ok(start), Ok(end)) => end.saturating_sub(start),
-        _ => 0,
+    let end = handle
+        .section_end(key_group)
+        .unwrap_or_else(|| handle.delegate().state_size());
+    match handle.offsets().offset(key_group) {
+        Ok(start) => end.saturating_sub(start),
+        Err(_) => 0,
     }
 }
 
