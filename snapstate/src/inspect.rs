@@ -76,8 +76,9 @@ pub use report::{
     CheckpointReport, CheckpointSummary, CheckpointVerification, FileCheck, FileScope,
     HandleDetail, HandleKind, HandleReport, HandleSummary, HandleVerification,
     IncompleteCheckpoint, IncrementalDetail, IncrementalFile, KeyGroupCheck, KeyGroupRow,
-    KeyGroupsDetail, KeyedHeader, Listing, OperatorDetail, OperatorStateCheck, OperatorStateRow,
-    Problem, ProblemKind, StateRow, UnreadableCheckpoint, VerifyReport, checkpoint_type_str,
+    KeyGroupsDetail, KeyedHeader, Leftover, LeftoverKind, Listing, OperatorDetail,
+    OperatorStateCheck, OperatorStateRow, Problem, ProblemKind, StateRow, UnreadableCheckpoint,
+    VerifyReport, checkpoint_type_str,
 };
 pub use verify::verify;
 
@@ -195,7 +196,9 @@ fn summarize(metadata: &CheckpointMetadata, directory: PathBuf) -> CheckpointSum
         max_parallelism: metadata.max_parallelism,
         properties: metadata.properties.clone(),
         instances: metadata.instances.len(),
-        state_size: handles.iter().map(|h| h.state_size).sum(),
+        state_size: handles
+            .iter()
+            .fold(0u64, |total, h| total.saturating_add(h.state_size)),
         handles,
     }
 }

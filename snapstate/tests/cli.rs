@@ -115,3 +115,101 @@ fn errors_go_to_stderr_with_exit_code_2() {
         "{stderr}"
     );
 }
+
+/// Rewrites the `_metadata` of checkpoint `id` under `root` after `edit` changed its JSON.
+fn edit_metadata(root: &Path, id: u64, edit: impl FnOnce(&mut Value)) {
+    let path = root.join(format!("chk-{id}")).join("_metadata");
+    let bytes = std::fs::read(&path).unwrap();
+    let mut body: Value = serde_json::from_slice(&bytes[12..bytes.len() - 4]).unwrap();
+    edit(&mut body);
+    let format = snapstate::api::frame::FrameFormat {
+        magic: 0x534E_4D44,
+        current_version: 2,
+        max_body_len: 256 * 1024 * 1024,
+        what: "checkpoint metadata",
+        kind: "snapstate checkpoint metadata file",
+    };
+    let mut framed = Vec::new();
+    format
+        .write(&mut framed, &serde_json::to_vec(&body).unwrap())
+        .unwrap();
+    std::fs::write(&path, framed).unwrap();
+}
+
+#[test]
+fn verify_reports_files_no_restore_reads_without_failing() {
+    let fixture = support::checkpoint("none");
+    let root = fixture.root();
+    std::fs::write(root.join("shared").join("orphan"), b"left behind").unwrap();
+    let checkpoint_dir = root.join(format!("chk-{CHECKPOINT_ID}"));
+    std::fs::write(checkpoint_dir.join(".inprogress-cut"), b"half").unwrap();
+    let verify = snapstate(&["verify", "--json"], root);
+    assert!(verify.status.success(), "{verify:?}");
+    let leftovers: Vec<(String, String)> = json(&verify)["leftovers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["path"].as_str().unwrap().to_owned(),
+                l["kind"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        leftovers,
+        [
+            (
+                format!("chk-{CHECKPOINT_ID}/.inprogress-cut"),
+                "in-progress".to_owned()
+            ),
+            ("shared/orphan".to_owned(), "unreferenced".to_owned()),
+        ]
+    );
+    let text = snapstate(&["verify"], root);
+    let stdout = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        stdout.contains("leftovers: 2 files") && stdout.contains("shared/orphan"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn verify_never_panics_on_sizes_that_do_not_add_up() {
+    let fixture = support::checkpoint("none");
+    let root = fixture.root();
+    edit_metadata(root, CHECKPOINT_ID, |body| {
+        body["instances"][0]["keyed"][0]["key-groups"]["delegate"]["file"]["size"] =
+            u64::MAX.into();
+        if let Some(operator) = body["instances"][0]["operator"].get_mut(0) {
+            operator["delegate"]["file"]["size"] = u64::MAX.into();
+        }
+    });
+    for command in ["list", "inspect", "verify"] {
+        let output = snapstate(&[command], root);
+        assert_ne!(
+            output.status.code(),
+            Some(101),
+            "{command} panicked: {output:?}"
+        );
+    }
+    let verify = snapstate(&["verify"], root);
+    assert_eq!(verify.status.code(), Some(1), "{verify:?}");
+}
+
+#[test]
+fn verify_names_a_handle_outside_the_directory_it_checks() {
+    let fixture = support::checkpoint("none");
+    let root = fixture.root();
+    edit_metadata(root, CHECKPOINT_ID, |body| {
+        body["instances"][0]["keyed"][0]["key-groups"]["delegate"]["file"]["path"] =
+            "/etc/hostname".into();
+    });
+    let verify = snapstate(&["verify"], root);
+    assert_eq!(verify.status.code(), Some(1), "{verify:?}");
+    let stdout = String::from_utf8_lossy(&verify.stdout);
+    assert!(
+        stdout.contains("/etc/hostname is outside the checkpoint storage"),
+        "{stdout}"
+    );
+}

@@ -476,6 +476,7 @@ fn incremental_storage() -> Incremental {
         "u64-be",
         vec![StateMetaInfo::value("count", "void", "u64-be")],
         "none",
+        128,
     );
     let mut meta = Vec::new();
     header.write_to(&mut meta).unwrap();

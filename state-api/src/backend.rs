@@ -64,6 +64,49 @@ impl KeyedBackendParams {
     }
 }
 
+/// Checks that the key groups `range` of the snapshot at `location` exist in a job of
+/// `max_parallelism` key groups.
+///
+/// # Errors
+///
+/// [`Error::Incompatible`](crate::Error::Incompatible) naming the range's end and the max
+/// parallelism.
+pub fn check_key_groups_fit(
+    range: KeyGroupRange,
+    max_parallelism: u32,
+    location: &str,
+) -> Result<()> {
+    if range.is_empty() || range.end() < max_parallelism {
+        return Ok(());
+    }
+    Err(crate::Error::Incompatible {
+        what: format!("key groups {range} of snapshot {location}: the number of key groups"),
+        held: format!("at least {}", u64::from(range.end()) + 1),
+        requested: max_parallelism.to_string(),
+    })
+}
+
+/// Checks, before a restore reads anything, that every handle's key groups exist in a job
+/// of `params.number_of_key_groups` key groups: a handle of a job with more key groups
+/// would otherwise be restored in part, the rest silently lost.
+///
+/// # Errors
+///
+/// [`Error::Incompatible`](crate::Error::Incompatible) for the first handle that does not fit.
+pub fn check_restore_handles(
+    params: &KeyedBackendParams,
+    handles: &[Arc<dyn KeyedStateHandle>],
+) -> Result<()> {
+    for handle in handles {
+        check_key_groups_fit(
+            handle.key_group_range(),
+            params.number_of_key_groups,
+            "to restore",
+        )?;
+    }
+    Ok(())
+}
+
 /// A keyed state backend for one key-group range of one operator instance.
 ///
 /// Operations act on the current key set by [`set_current_key`](Self::set_current_key),

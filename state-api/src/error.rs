@@ -72,6 +72,21 @@ pub enum Error {
         reason: String,
     },
 
+    /// A handle read back from checkpoint storage names a location outside the storage it
+    /// was read from: an absolute path, a `..`, a symbolic link that leaves the root, a file
+    /// of another storage. Nothing at that location is read, written or deleted.
+    #[error(
+        "{location} is outside the checkpoint storage {root} ({reason}): handles read back from storage name only locations under its root"
+    )]
+    OutsideStorage {
+        /// The location the handle names.
+        location: String,
+        /// The root of the storage that read it.
+        root: String,
+        /// Why it is outside.
+        reason: String,
+    },
+
     /// The bytes were written by a newer format version than this build reads.
     #[error(
         "{what} has format version {found}, this build reads versions up to {supported}: upgrade snapstate to restore it"
@@ -105,7 +120,7 @@ pub enum Error {
     /// A state, key or snapshot does not match what is asked of it (another kind, another
     /// serializer).
     #[error(
-        "{what} is `{held}` but `{requested}` was requested: keep the serializer, or migrate the state"
+        "{what} is `{held}` but `{requested}` was requested: restore with the setting the snapshot was taken with, or migrate the state"
     )]
     Incompatible {
         /// What differs (`value serializer of state \`count\``, `key serializer`).
@@ -150,6 +165,15 @@ pub enum Error {
     Closed {
         /// What is closed.
         what: String,
+    },
+
+    /// Another job holds what was asked for (a checkpoint storage claimed by a running job).
+    #[error("{what} is in use by {holder}: stop that job, or give this one another directory")]
+    InUse {
+        /// What is held.
+        what: String,
+        /// Who holds it (a job and its process), as it recorded itself.
+        holder: String,
     },
 
     /// A plugin name that is not linked into this binary.

@@ -34,14 +34,14 @@
 use std::any::Any;
 use std::collections::BTreeMap;
 use std::fmt;
-use std::fs::{self, File};
+use std::fs;
 use std::io::{self, Cursor, Read, Seek};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, KeyGroupRange, KeyGroupRangeOffsets, Result, StateObject};
+use crate::{Error, HandleScope, KeyGroupRange, KeyGroupRangeOffsets, Result, StateObject};
 
 /// A readable, seekable stream of snapshot bytes.
 pub trait StateInputStream: Read + Seek + Send {}
@@ -59,6 +59,15 @@ pub trait StreamStateHandle: StateObject + fmt::Debug + Send + Sync + 'static {
 
     /// A short description for errors and listings (a path, an object key, a name).
     fn describe(&self) -> String;
+
+    /// Whether this process wrote the stream in this run: a handle a stream's
+    /// `close_and_get_handle` returned, not one read back from storage. Only such a stream
+    /// may be discarded as a duplicate upload by
+    /// [`SharedStateRegistry::register`](crate::SharedStateRegistry::register); the
+    /// default, `false`, never lets a registry delete it.
+    fn written_by_this_process(&self) -> bool {
+        false
+    }
 }
 
 /// A handle to the keyed state of one key-group range.
@@ -74,66 +83,6 @@ pub trait KeyedStateHandle: StateObject + fmt::Debug + Send + Sync + 'static {
 
     /// The handle as `Any`, to downcast to a concrete handle type.
     fn as_any(&self) -> &dyn Any;
-}
-
-fn remove_file_if_exists(path: &Path) -> Result<()> {
-    match fs::remove_file(path) {
-        Err(err) if err.kind() != io::ErrorKind::NotFound => Err(Error::io(path, err)),
-        _ => Ok(()),
-    }
-}
-
-/// A snapshot stream stored as a file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FileStateHandle {
-    path: PathBuf,
-    size: u64,
-}
-
-impl FileStateHandle {
-    /// A handle to the complete file at `path` of `size` bytes.
-    pub fn new(path: impl Into<PathBuf>, size: u64) -> Self {
-        FileStateHandle {
-            path: path.into(),
-            size,
-        }
-    }
-
-    /// The file's path.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl StateObject for FileStateHandle {
-    fn discard(&self) -> Result<()> {
-        remove_file_if_exists(&self.path)
-    }
-
-    fn state_size(&self) -> u64 {
-        self.size
-    }
-}
-
-#[typetag::serde(name = "file")]
-impl StreamStateHandle for FileStateHandle {
-    fn open(&self) -> Result<Box<dyn StateInputStream>> {
-        let file = File::open(&self.path).map_err(|err| match err.kind() {
-            io::ErrorKind::NotFound => Error::NotFound {
-                what: format!("snapshot file {}", self.path.display()),
-            },
-            _ => Error::io(&self.path, err),
-        })?;
-        Ok(Box::new(io::BufReader::with_capacity(256 * 1024, file)))
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-
-    fn describe(&self) -> String {
-        format!("file {}", self.path.display())
-    }
 }
 
 /// Snapshot bytes kept inline in the handle (small state, in-memory storage).
@@ -241,7 +190,11 @@ impl StreamStateHandle for PlaceholderStreamStateHandle {
 }
 
 /// A directory of snapshot files (a local RocksDB checkpoint, a task-local copy).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Task-local: it names a local directory by absolute path and is never part of checkpoint
+/// storage, so reading one inside a [`HandleScope`] (checkpoint metadata) is an
+/// [`Error::OutsideStorage`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DirectoryStateHandle {
     directory: PathBuf,
     size: u64,
@@ -259,6 +212,26 @@ impl DirectoryStateHandle {
     /// The directory.
     pub fn directory(&self) -> &Path {
         &self.directory
+    }
+}
+
+impl<'de> Deserialize<'de> for DirectoryStateHandle {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Repr {
+            directory: PathBuf,
+            size: u64,
+        }
+        let Repr { directory, size } = Repr::deserialize(deserializer)?;
+        if let Some(scope) = HandleScope::current() {
+            return Err(serde::de::Error::custom(HandleScope::reject(
+                scope.outside(
+                    directory.display().to_string(),
+                    "a task-local directory is never part of checkpoint storage",
+                ),
+            )));
+        }
+        Ok(DirectoryStateHandle { directory, size })
     }
 }
 
@@ -490,13 +463,13 @@ impl StateObject for IncrementalRemoteKeyedStateHandle {
     }
 
     fn state_size(&self) -> u64 {
-        self.meta_state.state_size()
-            + self
-                .shared_state
-                .iter()
-                .chain(&self.private_state)
-                .map(|f| f.handle.state_size())
-                .sum::<u64>()
+        // Sizes come from stored metadata: a crafted one may not add up within a u64.
+        self.shared_state
+            .iter()
+            .chain(&self.private_state)
+            .fold(self.meta_state.state_size(), |total, f| {
+                total.saturating_add(f.handle.state_size())
+            })
     }
 }
 
@@ -569,7 +542,9 @@ impl StateObject for IncrementalLocalKeyedStateHandle {
     }
 
     fn state_size(&self) -> u64 {
-        self.directory.state_size() + self.meta_state.state_size()
+        self.directory
+            .state_size()
+            .saturating_add(self.meta_state.state_size())
     }
 }
 
@@ -692,6 +667,7 @@ impl StateObject for OperatorStreamStateHandle {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::FileStateHandle;
 
     fn bytes(data: &[u8]) -> Arc<dyn StreamStateHandle> {
         Arc::new(ByteStreamStateHandle::new("test", data.to_vec()))
@@ -814,7 +790,7 @@ mod tests {
         ]);
         let handle = OperatorStreamStateHandle::new(
             states.clone(),
-            Arc::new(FileStateHandle::new(&path, 10)),
+            Arc::new(FileStateHandle::local(&path, 10)),
         );
         let json = serde_json::to_string(&handle).unwrap();
         assert!(
@@ -879,7 +855,7 @@ mod tests {
         let file = |name: &str| {
             let path = dir.path().join(name);
             fs::write(&path, b"data").unwrap();
-            Arc::new(FileStateHandle::new(path, 4)) as Arc<dyn StreamStateHandle>
+            Arc::new(FileStateHandle::local(path, 4)) as Arc<dyn StreamStateHandle>
         };
         // 000001.sst was uploaded by an earlier checkpoint and is owned by the registry.
         let earlier = file("1.sst");
@@ -927,7 +903,7 @@ mod tests {
 
     #[test]
     fn missing_file_is_not_found_naming_the_path() {
-        let err = FileStateHandle::new("/nonexistent/snapstate/x", 1)
+        let err = FileStateHandle::local("/nonexistent/snapstate/x", 1)
             .open()
             .err()
             .unwrap();

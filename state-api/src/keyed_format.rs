@@ -87,6 +87,7 @@
 //!     "bytes",
 //!     vec![StateMetaInfo::value("count", "void", "u64")],
 //!     "none",
+//!     128,
 //! );
 //! let range = KeyGroupRange::new(0, 1)?;
 //! let mut bytes = Vec::new();
@@ -1012,13 +1013,16 @@ impl std::fmt::Debug for KeyedSnapshotReader {
 
 impl KeyedSnapshotReader {
     /// Opens the stream of `handle`, reads its header and looks up its compression
-    /// decorator in `registry`. `max_parallelism` must be the one the snapshot was taken
-    /// with (it fixes the key-group prefix width).
+    /// decorator in `registry`. `max_parallelism` is the reader's number of key groups:
+    /// the handle's key groups must lie below it and the header must record the same
+    /// number (a version-1 header records none), before a byte of key-group data is read.
     ///
     /// # Errors
     ///
-    /// The header's errors (see [`crate::proxy`]), named after the stream; an unknown
-    /// decorator ([`Error::UnknownPlugin`]); errors opening the stream.
+    /// [`Error::Incompatible`] naming both numbers when the handle's range or the header's
+    /// number of key groups does not fit `max_parallelism`; the header's errors (see
+    /// [`crate::proxy`]), named after the stream; an unknown decorator
+    /// ([`Error::UnknownPlugin`]); errors opening the stream.
     pub fn open(
         handle: &KeyGroupsStateHandle,
         registry: &Registry,
@@ -1026,13 +1030,17 @@ impl KeyedSnapshotReader {
     ) -> Result<Self> {
         KeyGroupRangeAssignment::check_max_parallelism(max_parallelism)?;
         let location = handle.delegate().describe();
+        crate::backend::check_key_groups_fit(handle.offsets().range(), max_parallelism, &location)?;
         let mut input = handle.delegate().open()?;
-        let header = KeyedBackendSerializationProxy::read_from(&mut input).map_err(|err| {
-            Error::Snapshot {
+        let header = KeyedBackendSerializationProxy::read_from(&mut input)
+            .and_then(|header| {
+                header.check_key_groups(max_parallelism, &location)?;
+                Ok(header)
+            })
+            .map_err(|err| Error::Snapshot {
                 location: location.clone(),
                 source: Box::new(err),
-            }
-        })?;
+            })?;
         let decorator = registry.compression(header.compression())?;
         Ok(KeyedSnapshotReader {
             header,

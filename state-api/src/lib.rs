@@ -30,6 +30,7 @@ pub mod checkpoint_metadata;
 mod closeable;
 mod compression;
 mod error;
+mod file_handle;
 pub mod file_manifest;
 pub mod frame;
 mod handle;
@@ -45,6 +46,7 @@ mod resource_guard;
 mod shared_registry;
 mod state_object;
 mod storage;
+pub mod storage_root;
 mod strategy;
 mod stream;
 pub mod typed;
@@ -56,25 +58,27 @@ pub use backend::{
     KeyedBackendParams, KeyedSnapshotResult, KeyedSnapshotStrategyFactory, KeyedStateBackend,
     KeyedStateBackendFactory, OperatorBackendParams, OperatorSnapshotResult,
     OperatorSnapshotStrategyFactory, OperatorStateBackend, OperatorStateBackendFactory,
-    backend_state_as,
+    backend_state_as, check_key_groups_fit, check_restore_handles,
 };
 pub use checkpoint::{CheckpointListener, CheckpointOptions, CheckpointType, LocalRecoveryConfig};
-pub use checkpoint_metadata::{CheckpointMetadata, InstanceSnapshot};
+pub use checkpoint_metadata::{CheckpointMetadata, InstanceSnapshot, JobId};
 pub use closeable::{Closeable, CloseableRegistry, RegistrationKey};
 pub use compression::{
     CompressingWriter, StreamCompressionDecorator, UNCOMPRESSED,
     UncompressedStreamCompressionDecorator,
 };
 pub use error::{BoxError, Error, Result};
+pub use file_handle::{FileStateHandle, LocalRoot, open_regular_file};
 pub use handle::{
-    ByteStreamStateHandle, DirectoryStateHandle, DistributionMode, FileStateHandle,
-    HandleAndLocalPath, IncrementalLocalKeyedStateHandle, IncrementalRemoteKeyedStateHandle,
-    KeyGroupsStateHandle, KeyedStateHandle, OperatorStatePartitions, OperatorStreamStateHandle,
+    ByteStreamStateHandle, DirectoryStateHandle, DistributionMode, HandleAndLocalPath,
+    IncrementalLocalKeyedStateHandle, IncrementalRemoteKeyedStateHandle, KeyGroupsStateHandle,
+    KeyedStateHandle, OperatorStatePartitions, OperatorStreamStateHandle,
     PlaceholderStreamStateHandle, StateInputStream, StreamStateHandle,
 };
 pub use key_group::{KeyGroupRange, KeyGroupRangeAssignment, KeyGroupRangeOffsets};
 pub use local_storage::{
-    LocalCheckpointStorage, LocalDirectoryStreamFactory, LocalFileOutputStream,
+    IN_PROGRESS_PREFIX, LOCK_FILE, LocalCheckpointStorage, LocalDirectoryStreamFactory,
+    LocalFileOutputStream,
 };
 pub use memory_storage::{MemoryCheckpointStreamFactory, MemoryOutputStream};
 pub use meta::{OperatorStateMetaInfo, SerializerId, StateKind, StateMetaInfo};
@@ -83,7 +87,8 @@ pub use registry::{PluginInfo, PluginKind, Registration, Registry, register};
 pub use resource_guard::{Lease, ResourceGuard};
 pub use shared_registry::{SharedStateRegistry, new_backend_identifier};
 pub use state_object::{SnapshotResult, StateObject};
-pub use storage::CheckpointStorage;
+pub use storage::{CheckpointStorage, StorageClaim};
+pub use storage_root::{AbsoluteLocations, HandleScope, StorageRoot};
 pub use strategy::{SnapshotStrategy, SnapshotStrategyRunner};
 pub use stream::{
     CheckpointStateOutputStream, CheckpointStreamFactory, CheckpointStreamWithResultProvider,

@@ -18,19 +18,29 @@
 //! Dropping or closing a stream without completing it deletes its in-progress file.
 
 use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::background_file::BackgroundFile;
-use crate::checkpoint_metadata::{CheckpointMetadata, METADATA_FILE};
+use crate::checkpoint_metadata::{CheckpointMetadata, JobId, METADATA_FILE};
+use crate::storage::StorageClaim;
 use crate::{
     ByteStreamStateHandle, CheckpointStateOutputStream, CheckpointStorage, CheckpointStreamFactory,
-    CheckpointedStateScope, Closeable, Error, FileStateHandle, Result, StreamStateHandle,
+    CheckpointedStateScope, Closeable, Error, FileStateHandle, LocalRoot, Result, StorageRoot,
+    StreamStateHandle,
 };
 
-const IN_PROGRESS_PREFIX: &str = ".inprogress-";
+/// Name prefix of files being written: never a complete stream.
+pub const IN_PROGRESS_PREFIX: &str = ".inprogress-";
+
+/// The file a writing job holds locked in the storage root (see
+/// [`CheckpointStorage::claim`]).
+pub const LOCK_FILE: &str = "_lock";
+
+/// Directory of the shared streams under the root.
+const SHARED_DIR: &str = "shared";
 
 fn create_dir(path: &Path) -> Result<()> {
     fs::create_dir_all(path).map_err(|err| Error::io(path, err))
@@ -58,7 +68,7 @@ fn create_dir(path: &Path) -> Result<()> {
 /// ```
 #[derive(Debug, Clone)]
 pub struct LocalCheckpointStorage {
-    root: PathBuf,
+    root: Arc<LocalRoot>,
     file_state_threshold: usize,
     write_buffer_size: usize,
 }
@@ -70,11 +80,26 @@ impl LocalCheckpointStorage {
     pub const DEFAULT_WRITE_BUFFER_SIZE: usize = 1024 * 1024;
 
     /// Storage under `root` (created if missing).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] naming the directory that cannot be created or resolved (a read-only
+    /// parent, a file in the way).
     pub fn new(root: impl Into<PathBuf>) -> Result<Self> {
         let root = root.into();
-        create_dir(&root.join("shared"))?;
+        create_dir(&root.join(SHARED_DIR))?;
+        Self::open(root)
+    }
+
+    /// Storage under the existing directory `root`, creating nothing (for tools that only
+    /// read).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] naming `root` when it cannot be resolved.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
         Ok(LocalCheckpointStorage {
-            root,
+            root: Arc::new(LocalRoot::new(root)?),
             file_state_threshold: Self::DEFAULT_FILE_STATE_THRESHOLD,
             write_buffer_size: Self::DEFAULT_WRITE_BUFFER_SIZE,
         })
@@ -94,30 +119,89 @@ impl LocalCheckpointStorage {
 
     /// The storage root.
     pub fn root(&self) -> &Path {
+        self.root.path()
+    }
+
+    /// The storage root as handles resolve against it.
+    pub fn local_root(&self) -> &Arc<LocalRoot> {
         &self.root
+    }
+
+    /// The root as the metadata reader and writer take it.
+    fn storage_root(&self) -> Arc<dyn StorageRoot> {
+        self.root.clone()
     }
 
     /// The directory of checkpoint `checkpoint_id`'s exclusive streams.
     pub fn checkpoint_dir(&self, checkpoint_id: u64) -> PathBuf {
-        self.root.join(format!("chk-{checkpoint_id}"))
+        self.root.path().join(checkpoint_dir_name(checkpoint_id))
     }
 
     /// The directory of shared streams.
     pub fn shared_dir(&self) -> PathBuf {
-        self.root.join("shared")
+        self.root.path().join(SHARED_DIR)
     }
 
     /// The stream factory of checkpoint `checkpoint_id` (creates its directory).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] naming the directory that cannot be created.
     pub fn stream_factory(&self, checkpoint_id: u64) -> Result<LocalDirectoryStreamFactory> {
-        let exclusive_dir = self.checkpoint_dir(checkpoint_id);
-        create_dir(&exclusive_dir)?;
+        create_dir(&self.checkpoint_dir(checkpoint_id))?;
+        create_dir(&self.shared_dir())?;
         Ok(LocalDirectoryStreamFactory {
-            exclusive_dir,
-            shared_dir: self.shared_dir(),
+            root: self.root.clone(),
+            exclusive_dir: checkpoint_dir_name(checkpoint_id),
             file_state_threshold: self.file_state_threshold,
             write_buffer_size: self.write_buffer_size,
         })
     }
+
+    /// Claims the storage for `job` (see [`CheckpointStorage::claim`]): an exclusive lock
+    /// on [`LOCK_FILE`] in the root, released when the claim is dropped or the process
+    /// ends, however it ends.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InUse`] naming the job and process that hold the storage; [`Error::Io`]
+    /// naming the lock file when it cannot be created (a read-only directory).
+    pub fn claim(&self, job: &JobId) -> Result<StorageClaim> {
+        let path = self.root.path().join(LOCK_FILE);
+        let mut file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                return Err(Error::InUse {
+                    what: format!("checkpoint storage {}", self.root.describe()),
+                    holder: match holder.trim() {
+                        "" => "another process".to_owned(),
+                        holder => holder.to_owned(),
+                    },
+                });
+            }
+            Err(fs::TryLockError::Error(err)) => return Err(Error::io(&path, err)),
+        }
+        let holder = format!("job {job} (process {})", std::process::id());
+        file.set_len(0)
+            .and_then(|()| file.write_all(holder.as_bytes()))
+            .and_then(|()| file.sync_all())
+            .map_err(|e| Error::io(&path, e))?;
+        Ok(StorageClaim::held(file))
+    }
+}
+
+/// `chk-<id>`: the directory of a checkpoint's exclusive streams, relative to the root.
+fn checkpoint_dir_name(checkpoint_id: u64) -> String {
+    format!("chk-{checkpoint_id}")
 }
 
 impl LocalCheckpointStorage {
@@ -134,7 +218,7 @@ impl LocalCheckpointStorage {
         let dir = self.checkpoint_dir(metadata.checkpoint_id);
         create_dir(&dir)?;
         let target = dir.join(METADATA_FILE);
-        let bytes = metadata.to_bytes()?;
+        let bytes = metadata.to_bytes(&self.storage_root())?;
         let mut temp = tempfile::Builder::new()
             .prefix(IN_PROGRESS_PREFIX)
             .tempfile_in(&dir)
@@ -162,9 +246,10 @@ impl LocalCheckpointStorage {
     /// [`Error::Io`] when the root cannot be listed.
     pub fn completed_checkpoints(&self) -> Result<Vec<u64>> {
         let mut ids = Vec::new();
-        let entries = fs::read_dir(&self.root).map_err(|e| Error::io(&self.root, e))?;
+        let root = self.root.path();
+        let entries = fs::read_dir(root).map_err(|e| Error::io(root, e))?;
         for entry in entries {
-            let entry = entry.map_err(|e| Error::io(&self.root, e))?;
+            let entry = entry.map_err(|e| Error::io(root, e))?;
             let name = entry.file_name();
             let id = name
                 .to_str()
@@ -180,24 +265,39 @@ impl LocalCheckpointStorage {
         Ok(ids)
     }
 
-    /// The metadata of committed checkpoint `checkpoint_id`.
+    /// The metadata of committed checkpoint `checkpoint_id`, read as
+    /// [`CheckpointMetadata::read_file`] does, its handles resolved under this storage's
+    /// root wherever the directory was written.
     ///
     /// # Errors
     ///
     /// [`Error::NotFound`] for a checkpoint that was never committed; [`Error::Snapshot`]
-    /// naming the file around [`Error::Corrupted`] / [`Error::Truncated`] for a damaged one.
+    /// naming the file around [`Error::Corrupted`] / [`Error::Truncated`] for a damaged one
+    /// (also one whose metadata names another checkpoint id) and around
+    /// [`Error::OutsideStorage`] for a handle outside the root.
     pub fn load_checkpoint(&self, checkpoint_id: u64) -> Result<CheckpointMetadata> {
         let path = self.checkpoint_dir(checkpoint_id).join(METADATA_FILE);
-        let bytes = fs::read(&path).map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => Error::NotFound {
-                what: format!("checkpoint {checkpoint_id} ({})", path.display()),
+        let metadata = CheckpointMetadata::read_file(&path, &self.storage_root()).map_err(
+            |err| match err {
+                Error::NotFound { .. } => Error::NotFound {
+                    what: format!("checkpoint {checkpoint_id} ({})", path.display()),
+                },
+                other => other,
             },
-            _ => Error::io(&path, e),
-        })?;
-        CheckpointMetadata::from_bytes(&bytes).map_err(|source| Error::Snapshot {
-            location: path.display().to_string(),
-            source: Box::new(source),
-        })
+        )?;
+        if metadata.checkpoint_id != checkpoint_id {
+            return Err(Error::Snapshot {
+                location: path.display().to_string(),
+                source: Box::new(Error::Corrupted {
+                    what: "checkpoint metadata".into(),
+                    reason: format!(
+                        "it describes checkpoint {}, but is the metadata of checkpoint {checkpoint_id}",
+                        metadata.checkpoint_id
+                    ),
+                }),
+            });
+        }
+        Ok(metadata)
     }
 }
 
@@ -229,7 +329,7 @@ impl LocalCheckpointStorage {
 /// The trait's view of the same operations: factories come boxed, commits return nothing.
 impl CheckpointStorage for LocalCheckpointStorage {
     fn location(&self) -> String {
-        self.root.display().to_string()
+        self.root.describe()
     }
 
     fn stream_factory(&self, checkpoint_id: u64) -> Result<Arc<dyn CheckpointStreamFactory>> {
@@ -254,32 +354,27 @@ impl CheckpointStorage for LocalCheckpointStorage {
     fn discard_checkpoint(&self, checkpoint_id: u64) -> Result<()> {
         LocalCheckpointStorage::discard_checkpoint(self, checkpoint_id)
     }
+
+    fn claim(&self, job: &JobId) -> Result<StorageClaim> {
+        LocalCheckpointStorage::claim(self, job)
+    }
 }
 
-/// Opens streams as files in a checkpoint's directory (exclusive) or the shared directory.
+/// Opens streams as files in a checkpoint's directory (exclusive) or the shared directory
+/// of a [`LocalCheckpointStorage`].
 #[derive(Debug, Clone)]
 pub struct LocalDirectoryStreamFactory {
-    exclusive_dir: PathBuf,
-    shared_dir: PathBuf,
+    root: Arc<LocalRoot>,
+    /// `chk-<id>`, relative to the root.
+    exclusive_dir: String,
     file_state_threshold: usize,
     write_buffer_size: usize,
 }
 
 impl LocalDirectoryStreamFactory {
-    /// A factory writing exclusive streams to `exclusive_dir` and shared ones to
-    /// `shared_dir` (both must exist), with the default threshold and buffer size.
-    pub fn new(exclusive_dir: impl Into<PathBuf>, shared_dir: impl Into<PathBuf>) -> Self {
-        LocalDirectoryStreamFactory {
-            exclusive_dir: exclusive_dir.into(),
-            shared_dir: shared_dir.into(),
-            file_state_threshold: LocalCheckpointStorage::DEFAULT_FILE_STATE_THRESHOLD,
-            write_buffer_size: LocalCheckpointStorage::DEFAULT_WRITE_BUFFER_SIZE,
-        }
-    }
-
     /// The directory of exclusive streams.
-    pub fn exclusive_dir(&self) -> &Path {
-        &self.exclusive_dir
+    pub fn exclusive_dir(&self) -> PathBuf {
+        self.root.path().join(&self.exclusive_dir)
     }
 }
 
@@ -290,13 +385,20 @@ impl CheckpointStreamFactory for LocalDirectoryStreamFactory {
     ) -> Result<Box<dyn CheckpointStateOutputStream>> {
         let dir = match scope {
             CheckpointedStateScope::Exclusive => &self.exclusive_dir,
-            CheckpointedStateScope::Shared => &self.shared_dir,
+            CheckpointedStateScope::Shared => SHARED_DIR,
         };
-        Ok(Box::new(LocalFileOutputStream::create(
-            dir.clone(),
-            self.file_state_threshold,
-            Some(self.write_buffer_size),
-        )?))
+        Ok(Box::new(LocalFileOutputStream {
+            destination: Destination::Stored {
+                root: self.root.clone(),
+                dir: dir.to_owned(),
+            },
+            threshold: self.file_state_threshold,
+            write_buffer_size: self.write_buffer_size,
+            inline: Vec::new(),
+            file: None,
+            pos: 0,
+            state: Arc::default(),
+        }))
     }
 }
 
@@ -318,11 +420,40 @@ impl CloseState {
     }
 }
 
+/// Where a stream's file goes.
+#[derive(Debug, Clone)]
+enum Destination {
+    /// A directory of a checkpoint storage, relative to its root.
+    Stored { root: Arc<LocalRoot>, dir: String },
+    /// A task-local directory.
+    Local(PathBuf),
+}
+
+impl Destination {
+    fn dir(&self) -> PathBuf {
+        match self {
+            Destination::Stored { root, dir } => root.path().join(dir),
+            Destination::Local(dir) => dir.clone(),
+        }
+    }
+
+    /// The handle of the complete file `name` of `size` bytes in this directory.
+    fn handle(&self, name: &str, size: u64) -> Result<FileStateHandle> {
+        let handle = match self {
+            Destination::Stored { root, dir } => {
+                FileStateHandle::stored(root.clone(), format!("{dir}/{name}"), size)?
+            }
+            Destination::Local(dir) => FileStateHandle::local(dir.join(name), size),
+        };
+        Ok(handle.written_by_this_process())
+    }
+}
+
 /// A stream into a local directory: inline up to a threshold, then an in-progress file
 /// renamed into place on completion.
 #[derive(Debug)]
 pub struct LocalFileOutputStream {
-    dir: PathBuf,
+    destination: Destination,
     threshold: usize,
     write_buffer_size: usize,
     inline: Vec<u8>,
@@ -332,8 +463,9 @@ pub struct LocalFileOutputStream {
 }
 
 impl LocalFileOutputStream {
-    /// A stream into `dir` (which must exist); streams of at most `threshold` bytes are
-    /// returned inline. `write_buffer_size` defaults to
+    /// A stream into the task-local directory `dir` (which must exist): its handle names
+    /// the file by absolute path and never belongs in checkpoint metadata. Streams of at
+    /// most `threshold` bytes are returned inline. `write_buffer_size` defaults to
     /// [`LocalCheckpointStorage::DEFAULT_WRITE_BUFFER_SIZE`].
     pub fn create(
         dir: PathBuf,
@@ -341,7 +473,7 @@ impl LocalFileOutputStream {
         write_buffer_size: Option<usize>,
     ) -> Result<Self> {
         Ok(LocalFileOutputStream {
-            dir,
+            destination: Destination::Local(dir),
             threshold,
             write_buffer_size: write_buffer_size
                 .unwrap_or(LocalCheckpointStorage::DEFAULT_WRITE_BUFFER_SIZE),
@@ -354,15 +486,17 @@ impl LocalFileOutputStream {
 
     fn closed_error(&self) -> Error {
         Error::Closed {
-            what: format!("checkpoint stream in {}", self.dir.display()),
+            what: format!("checkpoint stream in {}", self.destination.dir().display()),
         }
     }
 
     fn open_file(&mut self) -> io::Result<&mut BackgroundFile> {
+        let dir = self.destination.dir();
         let temp = tempfile::Builder::new()
             .prefix(IN_PROGRESS_PREFIX)
             .rand_bytes(16)
-            .tempfile_in(&self.dir)?;
+            .tempfile_in(&dir)
+            .map_err(|err| Error::io(&dir, err).into_io())?;
         {
             let mut in_progress = self.state.in_progress();
             if self.state.closed.load(Ordering::Acquire) {
@@ -422,8 +556,9 @@ impl CheckpointStateOutputStream for LocalFileOutputStream {
         if self.state.closed.load(Ordering::Acquire) {
             return Err(self.closed_error());
         }
+        let dir = self.destination.dir();
         let Some(writer) = self.file.take() else {
-            let name = format!("{}/inline-{}-bytes", self.dir.display(), self.pos);
+            let name = format!("{}/inline-{}-bytes", dir.display(), self.pos);
             let data = std::mem::take(&mut self.inline);
             return Ok(Arc::new(ByteStreamStateHandle::new(name, data)));
         };
@@ -437,7 +572,7 @@ impl CheckpointStateOutputStream for LocalFileOutputStream {
             .and_then(|name| name.strip_prefix(IN_PROGRESS_PREFIX))
             .map(str::to_owned)
             .ok_or_else(|| self.closed_error())?;
-        let final_path = self.dir.join(file_name);
+        let final_path = dir.join(&file_name);
         {
             let mut in_progress = self.state.in_progress();
             if self.state.closed.load(Ordering::Acquire) {
@@ -447,12 +582,15 @@ impl CheckpointStateOutputStream for LocalFileOutputStream {
                 .map_err(|err| Error::io(&final_path, err.error))?;
             *in_progress = None;
         }
-        if let Err(err) = sync_dir(&self.dir) {
-            // Not durable: do not hand out a handle to it.
-            let _ = fs::remove_file(&final_path);
-            return Err(err);
+        let handle = sync_dir(&dir).and_then(|()| self.destination.handle(&file_name, self.pos));
+        match handle {
+            Ok(handle) => Ok(Arc::new(handle)),
+            Err(err) => {
+                // Not durable, or not a file of the storage: do not hand out a handle to it.
+                let _ = fs::remove_file(&final_path);
+                Err(err)
+            }
         }
-        Ok(Arc::new(FileStateHandle::new(final_path, self.pos)))
     }
 
     fn closer(&self) -> Arc<dyn Closeable> {

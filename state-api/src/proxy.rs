@@ -26,6 +26,7 @@
 //! |---|---|---|
 //! | key serializer | string | [`SerializerId`] of the keys |
 //! | compression | string | name of the compression decorator of the key-group data |
+//! | number of key groups | `u32` | the max parallelism the snapshot was taken with (from version 2 on) |
 //! | state count | `u16` | number of states that follow, at most [`MAX_STATES`] |
 //! | per state: name | string | registered name, unique within the header |
 //! | per state: kind | `u8` | [`StateKind::code`] |
@@ -44,6 +45,11 @@
 //!
 //! Any change to these tables increments [`CURRENT_VERSION`]. A header from a newer version is
 //! rejected with [`Error::UnsupportedVersion`] instead of being misread.
+//!
+//! | version | change |
+//! | --- | --- |
+//! | 1 | the first format |
+//! | 2 | the number of key groups, which restore checks against the restoring backend's |
 //!
 //! # Errors
 //!
@@ -68,7 +74,7 @@ use crate::{Error, Result, SerializerId, StateKind, StateMetaInfo};
 pub const MAGIC: u32 = 0x534E_5053;
 
 /// The header format version this build writes, and the newest one it reads.
-pub const CURRENT_VERSION: u32 = 1;
+pub const CURRENT_VERSION: u32 = 2;
 
 /// Most states one header can describe; state ids run from `0` to `MAX_STATES - 1`.
 ///
@@ -118,6 +124,7 @@ const KINDS: [StateKind; 3] = [StateKind::Value, StateKind::List, StateKind::Map
 ///         StateMetaInfo::map("last-seen", "void", "bytes", "u64-be"),
 ///     ],
 ///     "none",
+///     128,
 /// );
 ///
 /// let mut bytes = Vec::new();
@@ -134,23 +141,54 @@ pub struct KeyedBackendSerializationProxy {
     key_serializer: SerializerId,
     states: Vec<StateMetaInfo>,
     compression: String,
+    /// `None` only in headers of version 1, read back.
+    number_of_key_groups: Option<u32>,
 }
 
 impl KeyedBackendSerializationProxy {
     /// A header for keys written with `key_serializer`, the given `states` (their positions are
-    /// their ids) and key-group data compressed by the decorator named `compression`.
+    /// their ids), key-group data compressed by the decorator named `compression`, of a job
+    /// with `number_of_key_groups` key groups (its max parallelism).
     ///
     /// Nothing is checked here; [`write_to`](Self::write_to) refuses a header it could not read
-    /// back (more than [`MAX_STATES`] states, duplicate names, strings over 65535 bytes).
+    /// back (more than [`MAX_STATES`] states, duplicate names, strings over 65535 bytes, a
+    /// number of key groups outside `1..=32768`).
     pub fn new(
         key_serializer: impl Into<SerializerId>,
         states: Vec<StateMetaInfo>,
         compression: impl Into<String>,
+        number_of_key_groups: u32,
     ) -> Self {
         KeyedBackendSerializationProxy {
             key_serializer: key_serializer.into(),
             states,
             compression: compression.into(),
+            number_of_key_groups: Some(number_of_key_groups),
+        }
+    }
+
+    /// The number of key groups (max parallelism) the snapshot was taken with; `None` for a
+    /// header of version 1, which did not record it.
+    pub fn number_of_key_groups(&self) -> Option<u32> {
+        self.number_of_key_groups
+    }
+
+    /// Checks that the snapshot at `location` was taken with `number_of_key_groups`, the
+    /// restoring backend's: with another number every key would be looked for in another
+    /// key group, and state would silently go missing. A version-1 header, which did not
+    /// record the number, passes.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Incompatible`] naming both numbers.
+    pub fn check_key_groups(&self, number_of_key_groups: u32, location: &str) -> Result<()> {
+        match self.number_of_key_groups {
+            Some(recorded) if recorded != number_of_key_groups => Err(Error::Incompatible {
+                what: format!("number of key groups (max parallelism) of snapshot {location}"),
+                held: recorded.to_string(),
+                requested: number_of_key_groups.to_string(),
+            }),
+            _ => Ok(()),
         }
     }
 
@@ -205,7 +243,7 @@ impl KeyedBackendSerializationProxy {
     /// and [`Error::UnsupportedVersion`], each naming the header field, and [`Error::Stream`]
     /// when `input` fails.
     pub fn read_from(input: &mut dyn Read) -> Result<Self> {
-        FORMAT.read(input, |_version, body| parse_body(body))
+        FORMAT.read(input, parse_body)
     }
 
     fn encode_body(&self) -> Result<Vec<u8>> {
@@ -225,9 +263,19 @@ impl KeyedBackendSerializationProxy {
             )));
         }
 
+        let key_groups = self
+            .number_of_key_groups
+            .filter(|n| crate::KeyGroupRangeAssignment::check_max_parallelism(*n).is_ok())
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "{HEADER} needs a number of key groups in 1..=32768, got {:?}",
+                    self.number_of_key_groups
+                ))
+            })?;
         let mut body = Vec::new();
         put_str(&mut body, &self.key_serializer, &Field::KeySerializer)?;
         put_str(&mut body, &self.compression, &Field::Compression)?;
+        body.extend_from_slice(&key_groups.to_be_bytes());
         body.extend_from_slice(&count.to_be_bytes());
         for (id, state) in (0..).zip(&self.states) {
             let field = |part| Field::State(id, part);
@@ -251,6 +299,7 @@ enum Field {
     Body,
     KeySerializer,
     Compression,
+    KeyGroups,
     StateCount,
     State(u16, StateField),
 }
@@ -271,6 +320,7 @@ impl fmt::Display for Field {
             Field::Body => "body",
             Field::KeySerializer => "key serializer",
             Field::Compression => "compression",
+            Field::KeyGroups => "number of key groups",
             Field::StateCount => "state count",
             Field::State(id, part) => return write!(f, "{HEADER}: state {id} {part}"),
         };
@@ -301,11 +351,24 @@ fn first_duplicate(states: &[StateMetaInfo]) -> Option<(u16, u16, &str)> {
     })
 }
 
-/// Parses a body (without the checksum) into a header.
-fn parse_body(bytes: &[u8]) -> Result<KeyedBackendSerializationProxy, BodyError> {
+/// Parses a body (without the checksum) of header version `version` into a header.
+fn parse_body(version: u32, bytes: &[u8]) -> Result<KeyedBackendSerializationProxy, BodyError> {
     let mut body = BodyCursor::new(bytes);
     let key_serializer = body.string(&Field::KeySerializer)?;
     let compression = body.string(&Field::Compression)?;
+    let number_of_key_groups = match version {
+        1 => None,
+        _ => {
+            let number = u32::from_be_bytes(body.array(&Field::KeyGroups)?);
+            crate::KeyGroupRangeAssignment::check_max_parallelism(number).map_err(|err| {
+                BodyError::Invalid(Error::Corrupted {
+                    what: Field::KeyGroups.to_string(),
+                    reason: err.to_string(),
+                })
+            })?;
+            Some(number)
+        }
+    };
     let count = u16::from_be_bytes(body.array(&Field::StateCount)?);
     if usize::from(count) > MAX_STATES {
         return Err(BodyError::Invalid(Error::Corrupted {
@@ -360,6 +423,7 @@ fn parse_body(bytes: &[u8]) -> Result<KeyedBackendSerializationProxy, BodyError>
         key_serializer,
         states,
         compression,
+        number_of_key_groups,
     })
 }
 
@@ -378,12 +442,18 @@ mod tests {
                 StateMetaInfo::map("last-seen", "void", "bytes", "u64-be"),
             ],
             "lz4",
+            128,
         )
     }
 
     /// One value state with one-letter names: small enough to lay out by hand.
     fn tiny() -> KeyedBackendSerializationProxy {
-        KeyedBackendSerializationProxy::new("k", vec![StateMetaInfo::value("s", "n", "v")], "none")
+        KeyedBackendSerializationProxy::new(
+            "k",
+            vec![StateMetaInfo::value("s", "n", "v")],
+            "none",
+            128,
+        )
     }
 
     /// `tiny()` as written by version 1, byte for byte.
@@ -400,6 +470,23 @@ mod tests {
         0, 1, b'v', // state 0 value serializer
         0, 0, // state 0 user-key serializer
         0x93, 0xE4, 0x7F, 0x7A, // checksum
+    ];
+
+    /// `tiny()` as this version writes it.
+    const TINY_V2: &[u8] = &[
+        0x53, 0x4E, 0x50, 0x53, // magic
+        0, 0, 0, 2, // version
+        0, 0, 0, 27, // header length
+        0, 1, b'k', // key serializer
+        0, 4, b'n', b'o', b'n', b'e', // compression
+        0, 0, 0, 128, // number of key groups
+        0, 1, // state count
+        0, 1, b's', // state 0 name
+        0,    // state 0 kind (value)
+        0, 1, b'n', // state 0 namespace serializer
+        0, 1, b'v', // state 0 value serializer
+        0, 0, // state 0 user-key serializer
+        0x2B, 0xEA, 0xD0, 0x08, // checksum
     ];
 
     fn encode(proxy: &KeyedBackendSerializationProxy) -> Vec<u8> {
@@ -450,7 +537,9 @@ mod tests {
     impl Body {
         /// A body up to (excluding) the state count.
         fn start() -> Self {
-            Body::default().str(b"u64-be").str(b"none")
+            let mut body = Body::default().str(b"u64-be").str(b"none");
+            body.0.extend_from_slice(&128u32.to_be_bytes());
+            body
         }
 
         fn u8(mut self, value: u8) -> Self {
@@ -495,6 +584,7 @@ mod tests {
             "bytes",
             vec![],
             "none",
+            128,
         ));
     }
 
@@ -517,6 +607,7 @@ mod tests {
                 StateMetaInfo::value("", "void", "bytes"),
             ],
             "",
+            128,
         ));
     }
 
@@ -525,7 +616,7 @@ mod tests {
         let states = (0..MAX_STATES)
             .map(|i| StateMetaInfo::value(format!("s{i}"), "void", "bytes"))
             .collect();
-        let proxy = KeyedBackendSerializationProxy::new("bytes", states, "none");
+        let proxy = KeyedBackendSerializationProxy::new("bytes", states, "none", 128);
         check_round_trip(&proxy);
         assert_eq!(proxy.state("s32766").map(|(id, _)| id), Some(0x7FFE));
     }
@@ -545,9 +636,39 @@ mod tests {
     }
 
     #[test]
-    fn version_1_bytes_are_stable() {
-        assert_eq!(encode(&tiny()), TINY_V1);
-        assert_eq!(decode(TINY_V1).unwrap(), tiny());
+    fn version_1_bytes_still_read_without_a_number_of_key_groups() {
+        let old = decode(TINY_V1).unwrap();
+        assert_eq!(old.number_of_key_groups(), None);
+        assert_eq!(old.states(), tiny().states());
+        assert_eq!(old.key_serializer(), "k");
+        old.check_key_groups(64, "old").unwrap();
+    }
+
+    #[test]
+    fn version_2_bytes_are_stable() {
+        assert_eq!(encode(&tiny()), TINY_V2);
+        assert_eq!(decode(TINY_V2).unwrap(), tiny());
+    }
+
+    #[test]
+    fn the_number_of_key_groups_is_checked_against_the_readers() {
+        let header = decode(TINY_V2).unwrap();
+        assert_eq!(header.number_of_key_groups(), Some(128));
+        header.check_key_groups(128, "file x").unwrap();
+        let err = header.check_key_groups(64, "file x").unwrap_err();
+        assert!(matches!(err, Error::Incompatible { .. }), "{err}");
+        let message = err.to_string();
+        assert!(
+            message.contains("128") && message.contains("64"),
+            "{message}"
+        );
+        for bad in [0u32, 32769, u32::MAX] {
+            let mut body = TINY_V2[12..TINY_V2.len() - 4].to_vec();
+            body[9..13].copy_from_slice(&bad.to_be_bytes());
+            check_corrupted(&frame(&body), "number of key groups", "max parallelism");
+            let unwritable = KeyedBackendSerializationProxy::new("k", vec![], "none", bad);
+            assert!(unwritable.write_to(&mut Vec::new()).is_err(), "{bad}");
+        }
     }
 
     #[test]
@@ -659,13 +780,13 @@ mod tests {
     #[test]
     fn newer_version_is_unsupported() {
         let mut bytes = encode(&sample());
-        bytes[7] = 2;
+        bytes[7] = 3;
         let err = decode(&bytes).unwrap_err();
         assert!(
             matches!(
                 err,
                 Error::UnsupportedVersion {
-                    found: 2,
+                    found: 3,
                     supported: CURRENT_VERSION,
                     ..
                 }
@@ -774,7 +895,7 @@ mod tests {
         let states = (0..=MAX_STATES)
             .map(|i| StateMetaInfo::value(format!("s{i}"), "void", "bytes"))
             .collect();
-        let proxy = KeyedBackendSerializationProxy::new("bytes", states, "none");
+        let proxy = KeyedBackendSerializationProxy::new("bytes", states, "none", 128);
         check_refused(&proxy, "cannot describe 32768 states, at most 32767");
         assert_eq!(proxy.state("s32767"), None);
     }
@@ -795,6 +916,7 @@ mod tests {
             "bytes",
             vec![StateMetaInfo::map("m", "void", long, "bytes")],
             "none",
+            128,
         );
         check_refused(&proxy, "state 0 user-key serializer is 65536 bytes long");
     }
@@ -805,7 +927,7 @@ mod tests {
         let states = (0..300)
             .map(|i| StateMetaInfo::value(format!("s{i}"), "void", long.as_str()))
             .collect();
-        let proxy = KeyedBackendSerializationProxy::new("bytes", states, "none");
+        let proxy = KeyedBackendSerializationProxy::new("bytes", states, "none", 128);
         check_refused(&proxy, "at most 16777216 are allowed");
     }
 
@@ -942,7 +1064,7 @@ mod tests {
             })
             .prop_shuffle();
         (any_string(), states, any_string()).prop_map(|(key, states, compression)| {
-            KeyedBackendSerializationProxy::new(key, states, compression)
+            KeyedBackendSerializationProxy::new(key, states, compression, 128)
         })
     }
 

@@ -26,8 +26,8 @@ use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::{
-    Error, HandleAndLocalPath, IncrementalRemoteKeyedStateHandle, PlaceholderStreamStateHandle,
-    Result, StreamStateHandle,
+    CheckpointMetadata, Error, HandleAndLocalPath, IncrementalRemoteKeyedStateHandle,
+    KeyedStateHandle, PlaceholderStreamStateHandle, Result, StreamStateHandle,
 };
 
 struct Entry {
@@ -98,7 +98,10 @@ impl SharedStateRegistry {
     /// shared files are all placeholders.
     ///
     /// A new shared file under a key that is already registered (the same immutable file
-    /// uploaded again) is discarded in favour of the registered one.
+    /// uploaded again) is discarded in favour of the registered one, but only when this
+    /// process wrote it in this run
+    /// ([`StreamStateHandle::written_by_this_process`]): a handle read back from storage
+    /// never makes the registry delete anything.
     ///
     /// # Errors
     ///
@@ -145,7 +148,16 @@ impl SharedStateRegistry {
             if placeholder(&file.handle).is_none()
                 && entry.handle.describe() != file.handle.describe()
             {
-                duplicates.push(file.handle.clone());
+                // Only an upload this process has just made is its own to delete; a file
+                // named by handles read back from storage is never deleted here.
+                match file.handle.written_by_this_process() {
+                    true => duplicates.push(file.handle.clone()),
+                    false => tracing::debug!(
+                        key = %key,
+                        file = %file.handle.describe(),
+                        "a second file under a registered shared key is kept: this process did not write it"
+                    ),
+                }
             }
             entry.references.insert(checkpoint_id);
             let size = entry.handle.state_size();
@@ -171,6 +183,78 @@ impl SharedStateRegistry {
             }
         }
         Ok(retained)
+    }
+
+    /// Registers every incremental handle of the restored checkpoint `metadata`, so later
+    /// checkpoints may refer to its shared files by placeholder (Flink's
+    /// `registerAllAfterRestored`). The whole checkpoint is [validated](CheckpointMetadata::validate)
+    /// and every placeholder checked before anything is registered, and nothing is ever
+    /// deleted: handles read back from storage are not this process's uploads.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corrupted`] from validation; [`Error::NotFound`] for a placeholder neither
+    /// registered nor named by the checkpoint; [`Error::InvalidArgument`] for a checkpoint
+    /// registered already. Nothing is registered then.
+    pub fn register_restored(&self, metadata: &CheckpointMetadata) -> Result<()> {
+        metadata.validate()?;
+        let handles: Vec<Arc<dyn KeyedStateHandle>> = metadata.keyed_handles();
+        let incremental: Vec<&IncrementalRemoteKeyedStateHandle> = handles
+            .iter()
+            .filter_map(|handle| {
+                handle
+                    .as_any()
+                    .downcast_ref::<IncrementalRemoteKeyedStateHandle>()
+            })
+            .collect();
+        {
+            let inner = self.lock();
+            let provided: BTreeSet<String> = incremental
+                .iter()
+                .flat_map(|handle| {
+                    handle
+                        .shared_state
+                        .iter()
+                        .filter(|file| placeholder(&file.handle).is_none())
+                        .map(|file| handle.shared_key(file))
+                })
+                .collect();
+            for handle in &incremental {
+                let owner = (handle.checkpoint_id, handle.backend_identifier.clone());
+                if inner.registered.contains(&owner) {
+                    return Err(Error::InvalidArgument(format!(
+                        "checkpoint {}/{} is registered already",
+                        owner.1, owner.0
+                    )));
+                }
+                for file in &handle.shared_state {
+                    if let Some(placeholder) = placeholder(&file.handle)
+                        && !inner.entries.contains_key(placeholder.key())
+                        && !provided.contains(placeholder.key())
+                    {
+                        return Err(Error::NotFound {
+                            what: format!(
+                                "shared file `{}` that restored checkpoint {} refers to",
+                                placeholder.key(),
+                                metadata.checkpoint_id
+                            ),
+                        });
+                    }
+                }
+            }
+        }
+        // Real files first, so placeholders among the handles resolve in any order.
+        let mut ordered = incremental;
+        ordered.sort_by_key(|handle| {
+            handle
+                .shared_state
+                .iter()
+                .any(|file| placeholder(&file.handle).is_some())
+        });
+        for handle in ordered {
+            self.register(handle)?;
+        }
+        Ok(())
     }
 
     /// `handle` with every placeholder replaced by the registered shared file, for restore.
@@ -298,7 +382,7 @@ mod tests {
         let path = dir.join(name);
         std::fs::write(&path, name.as_bytes()).unwrap();
         HandleAndLocalPath::new(
-            Arc::new(FileStateHandle::new(path, name.len() as u64)),
+            Arc::new(FileStateHandle::local(path, name.len() as u64).written_by_this_process()),
             name,
         )
     }
@@ -448,5 +532,58 @@ mod tests {
         registry.register(&snapshot(1, vec![])).unwrap();
         let err = registry.register(&snapshot(1, vec![])).unwrap_err();
         assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+    }
+
+    #[test]
+    fn a_second_file_this_process_did_not_write_is_never_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = SharedStateRegistry::default();
+        registry
+            .register(&snapshot(1, vec![file(dir.path(), "a.sst")]))
+            .unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        // As a handle read back from crafted metadata would name it.
+        let mut second = snapshot(2, vec![]);
+        second.shared_state.push(HandleAndLocalPath::new(
+            Arc::new(FileStateHandle::local(&victim, 8)),
+            "a.sst",
+        ));
+        registry.register(&second).unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+    }
+
+    #[test]
+    fn a_restored_checkpoint_is_validated_whole_and_deletes_nothing() {
+        use crate::{CheckpointType, InstanceSnapshot};
+        let dir = tempfile::tempdir().unwrap();
+        let registry = SharedStateRegistry::default();
+        let mut metadata = CheckpointMetadata::new(4, 0, CheckpointType::Checkpoint, 128);
+        let mut first = snapshot(4, vec![file(dir.path(), "a.sst")]);
+        first.backend_identifier = "backend-b".into();
+        first.key_group_range = KeyGroupRange::new(10, 19).unwrap();
+        // The second instance refers to the first one's file by placeholder.
+        let mut second = snapshot(4, vec![placeholder_for("x.sst")]);
+        second.shared_state[0].handle =
+            Arc::new(PlaceholderStreamStateHandle::new("backend-b/a.sst", 5));
+        for (index, handle) in [(0, second), (1, first)] {
+            metadata.instances.push(InstanceSnapshot {
+                index,
+                keyed: vec![Arc::new(handle)],
+                operator: vec![],
+            });
+        }
+        registry.register_restored(&metadata).unwrap();
+        assert_eq!(registry.keys(), ["backend-b/a.sst"]);
+        let err = registry.register_restored(&metadata).unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+
+        let fresh = SharedStateRegistry::default();
+        let mut gone = metadata.clone();
+        gone.instances.truncate(1);
+        let err = fresh.register_restored(&gone).unwrap_err();
+        assert!(matches!(err, Error::NotFound { .. }), "{err}");
+        assert!(fresh.keys().is_empty(), "nothing registered");
+        assert!(exists(dir.path(), "a.sst"));
     }
 }

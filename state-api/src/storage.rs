@@ -19,7 +19,41 @@
 use std::fmt;
 use std::sync::Arc;
 
+use crate::checkpoint_metadata::JobId;
 use crate::{CheckpointMetadata, CheckpointStreamFactory, Result};
+
+/// A job's claim on a checkpoint storage (see [`CheckpointStorage::claim`]): the storage
+/// is the job's until the claim is dropped.
+pub struct StorageClaim {
+    held: Option<Box<dyn Send + Sync>>,
+}
+
+impl StorageClaim {
+    /// A claim that keeps `guard` (a locked file, a lease) until dropped.
+    pub fn held(guard: impl Send + Sync + 'static) -> Self {
+        StorageClaim {
+            held: Some(Box::new(guard)),
+        }
+    }
+
+    /// No claim: the storage cannot lock out other writers.
+    pub fn unenforced() -> Self {
+        StorageClaim { held: None }
+    }
+
+    /// Whether the storage enforces the claim.
+    pub fn is_enforced(&self) -> bool {
+        self.held.is_some()
+    }
+}
+
+impl fmt::Debug for StorageClaim {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StorageClaim")
+            .field("enforced", &self.is_enforced())
+            .finish()
+    }
+}
 
 /// Checkpoint storage: stream factories per checkpoint, and committed checkpoint metadata.
 ///
@@ -79,6 +113,20 @@ pub trait CheckpointStorage: Send + Sync + fmt::Debug {
     /// lifetime is the [`SharedStateRegistry`](crate::SharedStateRegistry)'s. Discarding a
     /// checkpoint that is not there does nothing.
     fn discard_checkpoint(&self, checkpoint_id: u64) -> Result<()>;
+
+    /// Claims the storage for the writing job `job` until the returned claim is dropped: a
+    /// second job claiming it meanwhile gets [`Error::InUse`](crate::Error::InUse) instead
+    /// of interleaving its checkpoints with the first one's. The default claims nothing
+    /// ([`StorageClaim::unenforced`]); a local directory locks a file, released also when
+    /// the process is killed.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InUse`](crate::Error::InUse) naming the holder; a storage error.
+    fn claim(&self, job: &JobId) -> Result<StorageClaim> {
+        let _ = job;
+        Ok(StorageClaim::unenforced())
+    }
 }
 
 impl<T: CheckpointStorage + ?Sized> CheckpointStorage for Arc<T> {
@@ -104,5 +152,9 @@ impl<T: CheckpointStorage + ?Sized> CheckpointStorage for Arc<T> {
 
     fn discard_checkpoint(&self, checkpoint_id: u64) -> Result<()> {
         (**self).discard_checkpoint(checkpoint_id)
+    }
+
+    fn claim(&self, job: &JobId) -> Result<StorageClaim> {
+        (**self).claim(job)
     }
 }

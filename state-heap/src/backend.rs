@@ -235,6 +235,7 @@ impl HeapKeyedStateBackend {
         registry: &Registry,
         handles: &[Arc<dyn KeyedStateHandle>],
     ) -> Result<Self> {
+        state_api::check_restore_handles(&params, handles)?;
         let backend = Self::new(params, registry)?;
         {
             let mut heap = backend.source.lock();

@@ -398,6 +398,7 @@ impl HeapIncrementalAsyncSnapshot {
             &*version.key_serializer,
             version.states(),
             self.compression.name(),
+            tables.max_parallelism,
         );
         // The files this checkpoint refers to: the base's chain continued by a delta, or a
         // new base alone. Files of the base are referred to by placeholder.

@@ -331,7 +331,10 @@ pub(crate) struct IncrementalMeta {
 ///
 /// [`Error::Snapshot`] naming the stream around what is wrong with it;
 /// [`Error::Unsupported`] for the incremental snapshot of another backend.
-pub(crate) fn read_meta(handle: &IncrementalRemoteKeyedStateHandle) -> Result<IncrementalMeta> {
+pub(crate) fn read_meta(
+    handle: &IncrementalRemoteKeyedStateHandle,
+    max_parallelism: u32,
+) -> Result<IncrementalMeta> {
     let location = handle.meta_state.describe();
     let wrap = |source: Error| Error::Snapshot {
         location: location.clone(),
@@ -339,6 +342,9 @@ pub(crate) fn read_meta(handle: &IncrementalRemoteKeyedStateHandle) -> Result<In
     };
     let mut input = handle.meta_state.open().map_err(wrap)?;
     let header = KeyedBackendSerializationProxy::read_from(&mut input).map_err(wrap)?;
+    header
+        .check_key_groups(max_parallelism, &location)
+        .map_err(wrap)?;
     let manifest = FileManifest::read_from(&mut input).map_err(wrap)?;
     let mut first = [0u8; 1];
     let read = input
@@ -436,7 +442,7 @@ fn open_incremental(
     sources: &mut Vec<Source>,
     readers: &mut Vec<Option<KeyedSnapshotReader>>,
 ) -> Result<Chain> {
-    let meta = read_meta(handle)?;
+    let meta = read_meta(handle, tables.max_parallelism)?;
     check_key_serializer(&meta.header, key_serializer, &handle.meta_state.describe())?;
     let (chain, streams) = chain_files(handle, &meta)?;
     for (file, stream) in chain.files.iter().zip(streams) {

@@ -135,6 +135,7 @@ impl AsyncSnapshotCallable<KeyedSnapshotResult> for HeapAsyncSnapshot {
             &*version.key_serializer,
             version.states(),
             self.compression.name(),
+            tables.max_parallelism,
         );
         let target = FullSnapshotTarget {
             checkpoint_id: self.checkpoint_id,

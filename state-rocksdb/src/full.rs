@@ -141,6 +141,7 @@ impl AsyncSnapshotCallable<KeyedSnapshotResult> for RocksFullAsyncSnapshot {
             self.source.key_serializer(),
             self.states.clone(),
             self.compression.name(),
+            max_parallelism,
         );
         let target = FullSnapshotTarget {
             checkpoint_id: self.checkpoint_id,

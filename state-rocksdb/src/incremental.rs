@@ -336,7 +336,7 @@ impl RocksIncrementalAsyncSnapshot {
             let len = fs::metadata(&path).map_err(|e| Error::io(&path, e))?.len();
             size += len;
             shared.push(HandleAndLocalPath::new(
-                Arc::new(FileStateHandle::new(path, len)),
+                Arc::new(FileStateHandle::local(path, len)),
                 file.local_path.clone(),
             ));
         }
@@ -347,7 +347,7 @@ impl RocksIncrementalAsyncSnapshot {
             checkpoint_id: self.checkpoint_id,
             directory: DirectoryStateHandle::new(target, size),
             key_group_range: remote.key_group_range,
-            meta_state: Arc::new(FileStateHandle::new(meta_path, meta.len() as u64)),
+            meta_state: Arc::new(FileStateHandle::local(meta_path, meta.len() as u64)),
             shared_state: shared,
         }))
     }
@@ -434,6 +434,7 @@ impl RocksIncrementalAsyncSnapshot {
             self.source.key_serializer(),
             self.states.clone(),
             "none",
+            self.source.max_parallelism(),
         );
         let mut meta = Vec::new();
         header.write_to(&mut meta)?;

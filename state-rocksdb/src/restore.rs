@@ -27,6 +27,7 @@ pub(crate) fn restore(
     registry: &Registry,
     handles: &[Arc<dyn KeyedStateHandle>],
 ) -> Result<RocksDBKeyedStateBackend> {
+    state_api::check_restore_handles(&params, handles)?;
     let range = params.key_group_range;
     let parts = handles
         .iter()
@@ -40,8 +41,9 @@ pub(crate) fn restore(
         && incremental.key_group_range == range
     {
         let key_serializer = params.key_serializer.clone();
+        let max_parallelism = params.number_of_key_groups;
         return RocksDBKeyedStateBackend::open(params, registry, |db_path| {
-            open_incremental(incremental, &key_serializer, db_path)
+            open_incremental(incremental, &key_serializer, max_parallelism, db_path)
         });
     }
     let mut backend = RocksDBKeyedStateBackend::new(params, registry)?;
@@ -84,7 +86,8 @@ fn local_as_remote(part: &Arc<dyn KeyedStateHandle>) -> Result<Option<Arc<dyn Ke
     for name in names.into_iter().filter(|name| name != LOCAL_META_FILE) {
         let path = dir.join(&name);
         let len = fs::metadata(&path).map_err(|e| Error::io(&path, e))?.len();
-        let file = HandleAndLocalPath::new(Arc::new(FileStateHandle::new(path, len)), name.clone());
+        let file =
+            HandleAndLocalPath::new(Arc::new(FileStateHandle::local(path, len)), name.clone());
         match name.ends_with(".sst") {
             true => shared.push(file),
             false => private.push(file),
@@ -119,17 +122,25 @@ fn restore_part(
     )))
 }
 
-/// Downloads every file of `handle` into `dir` (created) after checking the key serializer;
-/// returns the snapshot's states.
+/// Downloads every file of `handle` into `dir` (created) after checking the key serializer
+/// and the number of key groups; returns the snapshot's states.
 fn download_all(
     handle: &IncrementalRemoteKeyedStateHandle,
     key_serializer: &str,
+    max_parallelism: u32,
     dir: &Path,
 ) -> Result<(
     Vec<state_api::StateMetaInfo>,
     BTreeMap<String, UploadedFile>,
 )> {
     let (header, manifest) = read_meta(&handle.meta_state)?;
+    let location = handle.meta_state.describe();
+    header
+        .check_key_groups(max_parallelism, &location)
+        .map_err(|source| Error::Snapshot {
+            location,
+            source: Box::new(source),
+        })?;
     if manifest.get("CURRENT").is_none() {
         // Every RocksDB checkpoint has a CURRENT file; other backends' incremental
         // snapshots (heap-incremental chains) share the handle type but not the files.
@@ -225,9 +236,10 @@ fn check_key_serializer(
 fn open_incremental(
     handle: &IncrementalRemoteKeyedStateHandle,
     key_serializer: &str,
+    max_parallelism: u32,
     db_path: &Path,
 ) -> Result<Opened> {
-    let (states, shared) = download_all(handle, key_serializer, db_path)?;
+    let (states, shared) = download_all(handle, key_serializer, max_parallelism, db_path)?;
     Ok(Opened {
         states,
         existing: true,
@@ -245,7 +257,12 @@ fn copy_incremental(
         .tempdir_in(backend.snapshot_source().instance_dir())
         .map_err(|e| Error::io(backend.snapshot_source().instance_dir(), e))?;
     let dir = temp.path().join("db");
-    let (states, _) = download_all(handle, backend.key_serializer(), &dir)?;
+    let (states, _) = download_all(
+        handle,
+        backend.key_serializer(),
+        backend.number_of_key_groups_internal(),
+        &dir,
+    )?;
     let mut options = Options::default();
     options.create_if_missing(false);
     let families: Vec<ColumnFamilyDescriptor> = states

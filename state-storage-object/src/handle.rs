@@ -17,29 +17,35 @@ use std::sync::Arc;
 use bytes::Bytes;
 use object_store::ObjectStoreExt;
 use object_store::path::Path;
-use serde::{Deserialize, Serialize};
-use state_api::{Error, Result, StateInputStream, StateObject, StreamStateHandle};
+use serde::de::Error as _;
+use serde::ser::Error as _;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use state_api::storage_root::{check_relative, layout_tail};
+use state_api::{
+    AbsoluteLocations, Error, HandleScope, Result, StateInputStream, StateObject, StorageRoot,
+    StreamStateHandle,
+};
 
 use crate::location::ObjectUrl;
 use crate::runtime::{Pending, block_on};
 use crate::stores::{ObjectStores, Store};
 
-/// A snapshot stream stored as one object.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ObjectStateHandle {
+/// The root of an object checkpoint storage: its store and the prefix under it. Handles
+/// of the storage name objects relative to it, so a prefix copied or moved elsewhere (in
+/// the same or another store) restores from its new place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectRoot {
     store: String,
-    key: String,
-    size: u64,
+    prefix: String,
 }
 
-impl ObjectStateHandle {
-    /// A handle to object `key` of `size` bytes in the store at `store` (`s3://bucket`,
-    /// `file://`, `memory://name`).
-    pub fn new(store: impl Into<String>, key: impl Into<String>, size: u64) -> Self {
-        ObjectStateHandle {
+impl ObjectRoot {
+    /// The root `prefix` (without leading or trailing `/`; empty for the whole store) in
+    /// the store at `store` (`s3://bucket`, `file://`, `memory://name`).
+    pub fn new(store: impl Into<String>, prefix: impl Into<String>) -> Self {
+        ObjectRoot {
             store: store.into(),
-            key: key.into(),
-            size,
+            prefix: prefix.into().trim_matches('/').to_owned(),
         }
     }
 
@@ -48,29 +54,201 @@ impl ObjectStateHandle {
         &self.store
     }
 
+    /// The prefix of the storage in its store.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The full key of `relative` in the store.
+    pub fn key(&self, relative: &str) -> String {
+        match self.prefix.is_empty() {
+            true => relative.to_owned(),
+            false => format!("{}/{relative}", self.prefix),
+        }
+    }
+
+    /// The URL of `key` (a full key) in the store.
+    fn url_of(&self, key: &str) -> String {
+        match self.store.as_str() {
+            "file://" => format!("file:///{key}"),
+            store => format!("{store}/{key}"),
+        }
+    }
+}
+
+impl StorageRoot for ObjectRoot {
+    fn describe(&self) -> String {
+        self.url_of(&self.prefix)
+    }
+}
+
+/// A snapshot stream stored as one object.
+///
+/// In checkpoint metadata the handle is written as its key relative to the storage's
+/// [`ObjectRoot`] and read back only inside a [`HandleScope`] of an object root, against
+/// which it resolves (see `state_api::storage_root`). Outside a scope it is written whole
+/// (store URL, full key), and read back so only as written outside one.
+#[derive(Debug, Clone)]
+pub struct ObjectStateHandle {
+    root: Arc<ObjectRoot>,
+    relative: String,
+    size: u64,
+    written_here: bool,
+}
+
+impl PartialEq for ObjectStateHandle {
+    fn eq(&self, other: &Self) -> bool {
+        self.root == other.root && self.relative == other.relative && self.size == other.size
+    }
+}
+
+impl Eq for ObjectStateHandle {}
+
+impl ObjectStateHandle {
+    /// A handle to object `key` of `size` bytes in the store at `store` (`s3://bucket`,
+    /// `file://`, `memory://name`), relative to the store's root.
+    pub fn new(store: impl Into<String>, key: impl Into<String>, size: u64) -> Self {
+        ObjectStateHandle {
+            root: Arc::new(ObjectRoot::new(store, "")),
+            relative: key.into(),
+            size,
+            written_here: false,
+        }
+    }
+
+    /// A handle to the object at `relative` (`chk-<id>/<name>`, `shared/<name>`) under
+    /// `root`, of `size` bytes.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OutsideStorage`] when `relative` does not stay under the root.
+    pub fn stored(root: Arc<ObjectRoot>, relative: impl Into<String>, size: u64) -> Result<Self> {
+        let relative = relative.into();
+        check_relative(&relative).map_err(|reason| Error::OutsideStorage {
+            location: relative.clone(),
+            root: root.describe(),
+            reason: reason.to_owned(),
+        })?;
+        Ok(ObjectStateHandle {
+            root,
+            relative,
+            size,
+            written_here: false,
+        })
+    }
+
+    /// Marks the handle as one whose object this process has just written.
+    pub(crate) fn written_by_this_process(mut self) -> Self {
+        self.written_here = true;
+        self
+    }
+
+    /// The store's URL.
+    pub fn store_url(&self) -> &str {
+        self.root.store_url()
+    }
+
     /// The object's key in its store.
-    pub fn key(&self) -> &str {
-        &self.key
+    pub fn key(&self) -> String {
+        self.root.key(&self.relative)
+    }
+
+    /// The object's key relative to its storage's root.
+    pub fn relative_key(&self) -> &str {
+        &self.relative
     }
 
     /// The object's full URL.
     pub fn url(&self) -> String {
-        match self.store.as_str() {
-            "file://" => format!("file:///{}", self.key),
-            store => format!("{store}/{}", self.key),
-        }
+        self.root.url_of(&self.key())
     }
 
     fn resolve(&self) -> Result<(Arc<Store>, Path)> {
-        let url = ObjectUrl::parse(&self.store).map_err(|err| Error::Corrupted {
+        let url = ObjectUrl::parse(self.root.store_url()).map_err(|err| Error::Corrupted {
             what: format!("object handle {}", self.url()),
             reason: err.to_string(),
         })?;
-        let key = Path::parse(&self.key).map_err(|err| Error::Corrupted {
+        let key = Path::parse(self.key()).map_err(|err| Error::Corrupted {
             what: format!("object handle {}", self.url()),
             reason: err.to_string(),
         })?;
         Ok((ObjectStores::global().store(&url.root, None)?, key))
+    }
+}
+
+/// How an object handle is written: relative (`key` only) inside a scope, whole outside.
+#[derive(Serialize, Deserialize)]
+struct ObjectRepr {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    store: Option<String>,
+    key: String,
+    size: u64,
+}
+
+impl Serialize for ObjectStateHandle {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let repr = match HandleScope::current() {
+            Some(scope) => {
+                let same = scope
+                    .root_as::<ObjectRoot>()
+                    .is_some_and(|root| *root == *self.root);
+                if !same {
+                    return Err(S::Error::custom(HandleScope::reject(scope.outside(
+                        self.url(),
+                        "the object belongs to another checkpoint storage",
+                    ))));
+                }
+                ObjectRepr {
+                    store: None,
+                    key: self.relative.clone(),
+                    size: self.size,
+                }
+            }
+            None => ObjectRepr {
+                store: Some(self.root.store_url().to_owned()),
+                key: self.key(),
+                size: self.size,
+            },
+        };
+        repr.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for ObjectStateHandle {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let ObjectRepr { store, key, size } = ObjectRepr::deserialize(deserializer)?;
+        let Some(scope) = HandleScope::current() else {
+            let store = store.ok_or_else(|| {
+                D::Error::custom(format!(
+                    "object `{key}` is relative to a checkpoint storage: read it through that storage"
+                ))
+            })?;
+            return ObjectStateHandle::stored(Arc::new(ObjectRoot::new(store, "")), key, size)
+                .map_err(D::Error::custom);
+        };
+        let reject = |error: Error| D::Error::custom(HandleScope::reject(error));
+        let Some(root) = scope.root_as::<ObjectRoot>() else {
+            return Err(reject(scope.outside(
+                key,
+                "an object handle in storage that is not an object store",
+            )));
+        };
+        let relative = match (store, scope.absolute_locations()) {
+            (None, _) => key,
+            (Some(_), AbsoluteLocations::Relocated) => layout_tail(&key).ok_or_else(|| {
+                reject(scope.outside(
+                    key.as_str(),
+                    "a full key that does not end in chk-<id>/<name> or shared/<name>",
+                ))
+            })?,
+            (Some(store), AbsoluteLocations::Refused) => {
+                return Err(reject(scope.outside(
+                    format!("{store}/{key}"),
+                    "a full object URL (handles name objects relative to the storage root)",
+                )));
+            }
+        };
+        ObjectStateHandle::stored(root, relative, size).map_err(reject)
     }
 }
 
@@ -112,6 +290,10 @@ impl StreamStateHandle for ObjectStateHandle {
 
     fn describe(&self) -> String {
         format!("object {}", self.url())
+    }
+
+    fn written_by_this_process(&self) -> bool {
+        self.written_here
     }
 }
 

@@ -57,7 +57,7 @@ mod stores;
 mod stream;
 
 pub use error::StorageFailure;
-pub use handle::{ObjectInputStream, ObjectStateHandle};
+pub use handle::{ObjectInputStream, ObjectRoot, ObjectStateHandle};
 pub use options::{KEYS as OPTION_KEYS, ObjectStoreOptions, RetryOptions, Secret};
 pub use storage::{ObjectCheckpointStorage, ObjectStreamFactory};
 pub use stores::ObjectStores;

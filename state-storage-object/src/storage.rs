@@ -19,9 +19,10 @@ use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use state_api::checkpoint_metadata::METADATA_FILE;
 use state_api::{
     CheckpointMetadata, CheckpointStateOutputStream, CheckpointStorage, CheckpointStreamFactory,
-    CheckpointedStateScope, Error, Result,
+    CheckpointedStateScope, Error, Result, StorageRoot,
 };
 
+use crate::handle::ObjectRoot;
 use crate::location::{ObjectUrl, Scheme};
 use crate::options::ObjectStoreOptions;
 use crate::runtime::block_on;
@@ -72,6 +73,8 @@ fn fresh_name() -> String {
 pub struct ObjectCheckpointStorage {
     store: Arc<Store>,
     prefix: Path,
+    /// The store and prefix as handles resolve against them.
+    root: Arc<ObjectRoot>,
     url: String,
     file_state_threshold: usize,
 }
@@ -95,6 +98,10 @@ impl ObjectCheckpointStorage {
         let store = ObjectStores::global().store(&parsed.root, Some(options))?;
         let storage = ObjectCheckpointStorage {
             url: parsed.to_string().trim_end_matches('/').to_owned(),
+            root: Arc::new(ObjectRoot::new(
+                parsed.root.to_string(),
+                parsed.path.to_string(),
+            )),
             store,
             prefix: parsed.path,
             file_state_threshold: Self::DEFAULT_FILE_STATE_THRESHOLD,
@@ -138,8 +145,7 @@ impl ObjectCheckpointStorage {
     pub fn stream_factory(&self, checkpoint_id: u64) -> ObjectStreamFactory {
         ObjectStreamFactory {
             storage: self.clone(),
-            exclusive: self.checkpoint_key(checkpoint_id),
-            shared: self.key(SHARED),
+            exclusive: format!("chk-{checkpoint_id}"),
         }
     }
 
@@ -154,7 +160,7 @@ impl ObjectCheckpointStorage {
             .checkpoint_key(metadata.checkpoint_id)
             .join(METADATA_FILE);
         let url = self.url_of(&key);
-        let payload = PutPayload::from(Bytes::from(metadata.to_bytes()?));
+        let payload = PutPayload::from(Bytes::from(metadata.to_bytes(&self.storage_root())?));
         let inner = self.store.inner.clone();
         let target = key.clone();
         let options = PutOptions::from(PutMode::Create);
@@ -232,10 +238,32 @@ impl ObjectCheckpointStorage {
             }
             Err(err) => return Err(self.store.error(err, &url)),
         };
-        CheckpointMetadata::from_bytes(&bytes).map_err(|source| Error::Snapshot {
-            location: url,
-            source: Box::new(source),
-        })
+        let metadata = CheckpointMetadata::from_bytes(&bytes, &self.storage_root())
+            .and_then(|metadata| match metadata.checkpoint_id == checkpoint_id {
+                true => Ok(metadata),
+                false => Err(Error::Corrupted {
+                    what: "checkpoint metadata".into(),
+                    reason: format!(
+                        "it describes checkpoint {}, but is the metadata of checkpoint {checkpoint_id}",
+                        metadata.checkpoint_id
+                    ),
+                }),
+            })
+            .map_err(|source| Error::Snapshot {
+                location: url,
+                source: Box::new(source),
+            })?;
+        Ok(metadata)
+    }
+
+    /// The storage root as metadata reads and writes it.
+    fn storage_root(&self) -> Arc<dyn StorageRoot> {
+        self.root.clone()
+    }
+
+    /// The store and prefix as handles of this storage resolve against them.
+    pub fn root(&self) -> &Arc<ObjectRoot> {
+        &self.root
     }
 
     /// Deletes every object under `chk-<id>/`, its `_metadata` first.
@@ -337,8 +365,8 @@ impl CheckpointStorage for ObjectCheckpointStorage {
 #[derive(Debug, Clone)]
 pub struct ObjectStreamFactory {
     storage: ObjectCheckpointStorage,
-    exclusive: Path,
-    shared: Path,
+    /// `chk-<id>`, relative to the storage's root.
+    exclusive: String,
 }
 
 impl CheckpointStreamFactory for ObjectStreamFactory {
@@ -347,14 +375,17 @@ impl CheckpointStreamFactory for ObjectStreamFactory {
         scope: CheckpointedStateScope,
     ) -> Result<Box<dyn CheckpointStateOutputStream>> {
         let dir = match scope {
-            CheckpointedStateScope::Exclusive => &self.exclusive,
-            CheckpointedStateScope::Shared => &self.shared,
+            CheckpointedStateScope::Exclusive => self.exclusive.as_str(),
+            CheckpointedStateScope::Shared => SHARED,
         };
-        let key = dir.clone().join(fresh_name().as_str());
-        let url = self.storage.url_of(&key);
+        let relative = format!("{dir}/{}", fresh_name());
+        let url = self
+            .storage
+            .url_of(&Path::from(self.storage.root.key(&relative)));
         Ok(Box::new(ObjectOutputStream::new(
             self.storage.store.clone(),
-            key,
+            self.storage.root.clone(),
+            relative,
             url,
             self.storage.file_state_threshold,
         )))

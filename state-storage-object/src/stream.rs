@@ -13,7 +13,7 @@ use state_api::{
 };
 use tokio::task::AbortHandle;
 
-use crate::handle::ObjectStateHandle;
+use crate::handle::{ObjectRoot, ObjectStateHandle};
 use crate::runtime::{Pending, block_on};
 use crate::stores::Store;
 
@@ -151,6 +151,9 @@ impl Shared {
 #[derive(Debug)]
 pub struct ObjectOutputStream {
     shared: Arc<Shared>,
+    /// The storage root the handle names the object under, and the object's key there.
+    root: Arc<ObjectRoot>,
+    relative: String,
     threshold: usize,
     part_size: usize,
     parts_in_flight: usize,
@@ -161,7 +164,14 @@ pub struct ObjectOutputStream {
 
 impl ObjectOutputStream {
     /// A stream into object `key` of `store`, inline up to `threshold` bytes.
-    pub(crate) fn new(store: Arc<Store>, key: Path, url: String, threshold: usize) -> Self {
+    pub(crate) fn new(
+        store: Arc<Store>,
+        root: Arc<ObjectRoot>,
+        relative: String,
+        url: String,
+        threshold: usize,
+    ) -> Self {
+        let key = Path::from(root.key(&relative));
         let part_size = store.options.part_size;
         let parts_in_flight = store.options.parts_in_flight.max(1);
         ObjectOutputStream {
@@ -172,6 +182,8 @@ impl ObjectOutputStream {
                 closed: AtomicBool::new(false),
                 requests: Mutex::default(),
             }),
+            root,
+            relative,
             threshold,
             part_size,
             parts_in_flight,
@@ -260,11 +272,10 @@ impl ObjectOutputStream {
         Ok(())
     }
 
-    fn handle(&self) -> Arc<dyn StreamStateHandle> {
-        Arc::new(ObjectStateHandle::new(
-            self.shared.store.root.to_string(),
-            self.shared.key.to_string(),
-            self.pos,
+    fn handle(&self) -> Result<Arc<dyn StreamStateHandle>> {
+        Ok(Arc::new(
+            ObjectStateHandle::stored(self.root.clone(), self.relative.clone(), self.pos)?
+                .written_by_this_process(),
         ))
     }
 
@@ -337,7 +348,7 @@ impl CheckpointStateOutputStream for ObjectOutputStream {
             true => self.complete_upload()?,
         }
         self.shared.complete()?;
-        Ok(self.handle())
+        self.handle()
     }
 
     fn closer(&self) -> Arc<dyn Closeable> {

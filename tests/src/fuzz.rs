@@ -183,3 +183,219 @@ pub fn operator_restore(registry: &Registry, backend: &str, data: &[u8]) -> bool
         .and_then(|factory| factory.restore(OperatorBackendParams::new(0, 1), registry, &[handle]))
         .is_ok()
 }
+
+/// A checkpoint storage root holding a complete checkpoint 1 (a heap full snapshot and a
+/// heap-incremental one, each with operator state), beside a planted file outside it.
+struct StoredTemplate {
+    /// Keeps the directories alive.
+    _dir: tempfile::TempDir,
+    root: std::path::PathBuf,
+    outside: std::path::PathBuf,
+    metadata: Vec<u8>,
+}
+
+/// What the planted file outside the root holds; a restore must never change it.
+const PLANTED: &[u8] = b"outside the storage root";
+
+fn stored_template(registry: &Registry) -> &'static StoredTemplate {
+    static TEMPLATE: OnceLock<StoredTemplate> = OnceLock::new();
+    TEMPLATE.get_or_init(|| {
+        use state_api::checkpoint_metadata::METADATA_FILE;
+        use state_api::{
+            CheckpointMetadata, CheckpointType, InstanceSnapshot, LocalCheckpointStorage,
+        };
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temporary directory: {e}"));
+        let root = dir.path().join("root");
+        let outside = dir.path().join("planted");
+        std::fs::write(&outside, PLANTED).unwrap_or_else(|e| panic!("planting: {e}"));
+        let storage = LocalCheckpointStorage::new(&root)
+            .unwrap_or_else(|e| panic!("storage: {e}"))
+            .with_file_state_threshold(0);
+        let factory: Arc<dyn state_api::CheckpointStreamFactory> = Arc::new(
+            storage
+                .stream_factory(1)
+                .unwrap_or_else(|e| panic!("stream factory: {e}")),
+        );
+        let mut metadata =
+            CheckpointMetadata::new(1, 0, CheckpointType::Checkpoint, MAX_PARALLELISM);
+        for (index, strategy) in [(0u32, "heap"), (1, "heap-incremental")] {
+            let range =
+                state_api::KeyGroupRangeAssignment::compute_key_group_range_for_operator_index(
+                    MAX_PARALLELISM,
+                    2,
+                    index,
+                )
+                .unwrap_or_else(|e| panic!("invariant: a valid range: {e}"));
+            let mut params = KeyedBackendParams::new(MAX_PARALLELISM, range);
+            params.strategy = Some(strategy.to_owned());
+            let mut live = registry
+                .keyed_backend("heap")
+                .and_then(|factory| factory.create(params, registry))
+                .unwrap_or_else(|e| panic!("creating heap: {e}"));
+            live.register_state(&StateMetaInfo::value("v", "bytes", "bytes"))
+                .unwrap_or_else(|e| panic!("register: {e}"));
+            for key in 0..64u64 {
+                let key = key.to_be_bytes();
+                let group =
+                    state_api::KeyGroupRangeAssignment::assign_to_key_group(&key, MAX_PARALLELISM);
+                if range.contains(group) {
+                    live.set_current_key(&key)
+                        .and_then(|()| live.put_value("v", b"", &[7; 16]))
+                        .unwrap_or_else(|e| panic!("writing: {e}"));
+                }
+            }
+            let keyed = live
+                .snapshot(1, 0, factory.clone(), &CheckpointOptions::checkpoint())
+                .and_then(|task| task.run())
+                .unwrap_or_else(|e| panic!("snapshot: {e}"));
+            let mut operator = registry
+                .operator_backend("operator")
+                .and_then(|f| f.create(OperatorBackendParams::new(index, 2), registry))
+                .unwrap_or_else(|e| panic!("operator backend: {e}"));
+            operator
+                .register_state(&OperatorStateMetaInfo::split_list("o", "bytes"))
+                .and_then(|()| operator.update_list("o", &[vec![1; 8]]))
+                .unwrap_or_else(|e| panic!("operator state: {e}"));
+            let operator = operator
+                .snapshot(1, 0, factory.clone(), &CheckpointOptions::checkpoint())
+                .and_then(|task| task.run())
+                .unwrap_or_else(|e| panic!("operator snapshot: {e}"));
+            metadata.instances.push(InstanceSnapshot {
+                index,
+                keyed: keyed.job_manager_owned().cloned().into_iter().collect(),
+                operator: operator.job_manager_owned().cloned().into_iter().collect(),
+            });
+        }
+        storage
+            .commit_checkpoint(&metadata)
+            .unwrap_or_else(|e| panic!("commit: {e}"));
+        let metadata = std::fs::read(root.join("chk-1").join(METADATA_FILE))
+            .unwrap_or_else(|e| panic!("reading the metadata: {e}"));
+        StoredTemplate {
+            _dir: dir,
+            root,
+            outside,
+            metadata,
+        }
+    })
+}
+
+/// The JSON body of the stored template checkpoint's `_metadata` (a corpus seed for
+/// [`metadata_restore`]).
+pub fn metadata_seed(registry: &Registry) -> Vec<u8> {
+    let metadata = &stored_template(registry).metadata;
+    metadata[12..metadata.len() - 4].to_vec()
+}
+
+/// `body` framed as a `_metadata` file of format `version` (a valid checksum, so the
+/// fuzzer reaches the JSON and the handles behind it).
+fn framed_metadata(body: &[u8], version: u32) -> Vec<u8> {
+    let format = state_api::frame::FrameFormat {
+        magic: 0x534E_4D44,
+        current_version: version,
+        max_body_len: 256 * 1024 * 1024,
+        what: "checkpoint metadata",
+        kind: "snapstate checkpoint metadata file",
+    };
+    let mut bytes = Vec::new();
+    match format.write(&mut bytes, body) {
+        Ok(_) => bytes,
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Reads `data` as the JSON body of a `_metadata` of the template storage (every handle
+/// resolved against its root; framed as format version 1 and 2), registers it with a
+/// shared state registry and restores every instance into the heap and operator
+/// backends; returns whether all of it succeeded. Whatever `data` is, nothing outside the
+/// root may change: the planted file beside the root is checked after every input (a
+/// change panics: a finding).
+pub fn metadata_restore(registry: &Registry, data: &[u8]) -> bool {
+    let template = stored_template(registry);
+    let root: Arc<dyn state_api::StorageRoot> = match state_api::LocalRoot::new(&template.root) {
+        Ok(root) => Arc::new(root),
+        Err(e) => panic!("the template root: {e}"),
+    };
+    let _ = state_api::CheckpointMetadata::from_bytes(&framed_metadata(data, 1), &root);
+    let framed = framed_metadata(data, 2);
+    let restored =
+        state_api::CheckpointMetadata::from_bytes(&framed, &root).is_ok_and(|metadata| {
+            let registered = state_api::SharedStateRegistry::default().register_restored(&metadata);
+            let handles = metadata.keyed_handles();
+            let operators = metadata.operator_handles();
+            registered.is_ok()
+                && (0..2u32).all(|index| {
+                    let Ok(range) =
+                    state_api::KeyGroupRangeAssignment::compute_key_group_range_for_operator_index(
+                        MAX_PARALLELISM,
+                        2,
+                        index,
+                    )
+                else {
+                    return false;
+                };
+                    let keyed = registry.keyed_backend("heap").and_then(|factory| {
+                        factory.restore(
+                            KeyedBackendParams::new(MAX_PARALLELISM, range),
+                            registry,
+                            &handles,
+                        )
+                    });
+                    let operator = registry.operator_backend("operator").and_then(|factory| {
+                        factory.restore(
+                            OperatorBackendParams::new(index, 2),
+                            registry,
+                            operators.get(index as usize).map_or(&[][..], Vec::as_slice),
+                        )
+                    });
+                    keyed.is_ok() && operator.is_ok()
+                })
+        });
+    check_planted(template);
+    restored
+}
+
+/// Reads `data` as a keyed handle's JSON, as checkpoint metadata carries it, inside the
+/// template storage's scope, and restores it into the heap backend; returns whether both
+/// succeeded. Like [`metadata_restore`], never touches anything outside the root.
+pub fn handle_restore(registry: &Registry, data: &[u8]) -> bool {
+    let template = stored_template(registry);
+    let root: Arc<dyn state_api::StorageRoot> = match state_api::LocalRoot::new(&template.root) {
+        Ok(root) => Arc::new(root),
+        Err(e) => panic!("the template root: {e}"),
+    };
+    let scope = state_api::HandleScope::new(root, state_api::AbsoluteLocations::Refused);
+    let (handle, _) = scope.enter(|| serde_json::from_slice::<Arc<dyn KeyedStateHandle>>(data));
+    let restored = handle.is_ok_and(|handle| {
+        let range = handle.key_group_range();
+        registry
+            .keyed_backend("heap")
+            .and_then(|factory| {
+                factory.restore(
+                    KeyedBackendParams::new(MAX_PARALLELISM, range),
+                    registry,
+                    &[handle],
+                )
+            })
+            .is_ok()
+    });
+    check_planted(template);
+    restored
+}
+
+/// The JSON of the template's first keyed handle (a corpus seed for [`handle_restore`]).
+pub fn handle_seed(registry: &Registry) -> Vec<u8> {
+    let template = stored_template(registry);
+    let body: serde_json::Value =
+        serde_json::from_slice(&template.metadata[12..template.metadata.len() - 4])
+            .unwrap_or_else(|e| panic!("the template metadata: {e}"));
+    serde_json::to_vec(&body["instances"][0]["keyed"][0])
+        .unwrap_or_else(|e| panic!("the template handle: {e}"))
+}
+
+fn check_planted(template: &StoredTemplate) {
+    match std::fs::read(&template.outside) {
+        Ok(bytes) if bytes == PLANTED => {}
+        other => panic!("a restore changed the file outside the storage root: {other:?}"),
+    }
+}

@@ -50,6 +50,8 @@ fn seeds_restore_cleanly() {
             "operator_restore",
             fuzz::operator_seed(registry, "operator"),
         ),
+        ("checkpoint_metadata", fuzz::metadata_seed(registry)),
+        ("keyed_handle", fuzz::handle_seed(registry)),
     ];
     if let Ok(dir) = std::env::var("SNAPSTATE_WRITE_FUZZ_CORPUS") {
         for (target, seed) in &seeds {
@@ -65,6 +67,14 @@ fn seeds_restore_cleanly() {
     assert!(
         fuzz::operator_restore(registry, "operator", &seeds[1].1),
         "the operator seed restores"
+    );
+    assert!(
+        fuzz::metadata_restore(registry, &seeds[2].1),
+        "the metadata seed restores"
+    );
+    assert!(
+        fuzz::handle_restore(registry, &seeds[3].1),
+        "the handle seed restores"
     );
     let mut cut = seeds[0].1.clone();
     cut.pop();
@@ -85,5 +95,15 @@ proptest! {
     #[test]
     fn damaged_operator_snapshots_never_panic(bytes in mutated(fuzz::operator_seed(registry(), "operator"))) {
         let _restored = fuzz::operator_restore(registry(), "operator", &bytes);
+    }
+
+    #[test]
+    fn damaged_checkpoint_metadata_never_panics(bytes in mutated(fuzz::metadata_seed(registry()))) {
+        let _restored = fuzz::metadata_restore(registry(), &bytes);
+    }
+
+    #[test]
+    fn damaged_keyed_handles_never_panic(bytes in mutated(fuzz::handle_seed(registry()))) {
+        let _restored = fuzz::handle_restore(registry(), &bytes);
     }
 }

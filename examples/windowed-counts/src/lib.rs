@@ -18,10 +18,10 @@ use std::sync::mpsc::{self, Receiver, Sender};
 
 use snapstate::api::{
     AsyncSnapshotTask, CheckpointMetadata, CheckpointOptions, CheckpointStorage, CheckpointType,
-    IncrementalRemoteKeyedStateHandle, InstanceSnapshot, KeyGroupRange, KeyGroupRangeAssignment,
-    KeyedSnapshotResult, KeyedStateBackend, KeyedStateHandle, OperatorBackendParams,
-    OperatorSnapshotResult, OperatorStateBackend, OperatorStateMetaInfo, Registry,
-    SharedStateRegistry, StateMetaInfo,
+    IncrementalRemoteKeyedStateHandle, InstanceSnapshot, JobId, KeyGroupRange,
+    KeyGroupRangeAssignment, KeyedSnapshotResult, KeyedStateBackend, KeyedStateHandle,
+    OperatorBackendParams, OperatorSnapshotResult, OperatorStateBackend, OperatorStateMetaInfo,
+    Registry, SharedStateRegistry, StateMetaInfo,
 };
 use snapstate::config::StateConfig;
 
@@ -32,9 +32,34 @@ const COUNTS: &str = "counts";
 const SOURCE_OFFSET: &str = "source-offset";
 const TIME_STEP_MS: u64 = 7;
 
+/// Whether a run starts from a checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resume {
+    /// Start from the beginning of the stream.
+    No,
+    /// Resume from the last completed checkpoint; [`NothingToResume`] when there is none.
+    Latest,
+    /// Resume from the last completed checkpoint if there is one, else start from the
+    /// beginning ([`Report::restored_from`] tells which happened).
+    IfAny,
+}
+
+/// `Resume::Latest` found no completed checkpoint in the storage.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "nothing to resume: {location} holds no completed checkpoint (start without resuming, or resume only if there is one)"
+)]
+pub struct NothingToResume {
+    /// The checkpoint storage.
+    pub location: String,
+}
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct JobSpec {
+    /// The job's identity, recorded in its checkpoints: resuming from another job's
+    /// checkpoints is refused, and a second job on the same storage is locked out.
+    pub job_id: JobId,
     /// Events in the stream.
     pub events: u64,
     /// Distinct users.
@@ -47,11 +72,20 @@ pub struct JobSpec {
     pub checkpoint_every: u64,
     /// Stop abruptly after this many events of this run, as a killed process would.
     pub crash_after: Option<u64>,
-    /// Resume from the last completed checkpoint in the storage.
-    pub resume: bool,
+    /// Whether to resume from the last completed checkpoint in the storage.
+    pub resume: Resume,
     /// At the crash, end the process at once (exit status 137, as `kill -9` reports),
     /// running no destructor: backends are not closed, in-flight uploads are cut off.
     pub kill_process: bool,
+}
+
+/// What a run did: the checkpoint it started from, and how it ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// The checkpoint the run restored, or `None` when it started from the beginning.
+    pub restored_from: Option<u64>,
+    /// How it ended.
+    pub outcome: Outcome,
 }
 
 /// How a run ended.
@@ -102,11 +136,17 @@ struct Pending {
     operator: Vec<AsyncSnapshotTask<OperatorSnapshotResult>>,
 }
 
+/// What the checkpointing thread records in every checkpoint.
+struct Recorded {
+    job_id: JobId,
+    max_parallelism: u32,
+}
+
 /// The checkpointing thread: runs asynchronous parts, commits metadata, reports back.
 fn checkpointer(
     storage: Arc<dyn CheckpointStorage>,
     shared: Arc<SharedStateRegistry>,
-    max_parallelism: u32,
+    recorded: Recorded,
     pending: Receiver<Pending>,
     completed: Sender<JobResult<u64>>,
 ) {
@@ -119,8 +159,9 @@ fn checkpointer(
                 checkpoint.checkpoint_id,
                 triggered,
                 CheckpointType::Checkpoint,
-                max_parallelism,
+                recorded.max_parallelism,
             );
+            metadata.job_id = Some(recorded.job_id.clone());
             let operator: Vec<_> = checkpoint
                 .operator
                 .into_iter()
@@ -184,36 +225,66 @@ fn range_of(max_parallelism: u32, parallelism: u32, index: u32) -> JobResult<Key
     )
 }
 
+/// The checkpoint to restore, as `spec.resume` asks: its metadata, checked to be this
+/// job's and of this job's max parallelism before anything is read.
+fn checkpoint_to_restore(
+    spec: &JobSpec,
+    storage: &dyn CheckpointStorage,
+    max_parallelism: u32,
+) -> JobResult<Option<CheckpointMetadata>> {
+    let latest = match spec.resume {
+        Resume::No => return Ok(None),
+        Resume::Latest | Resume::IfAny => storage.completed_checkpoints()?.last().copied(),
+    };
+    let Some(id) = latest else {
+        return match spec.resume {
+            Resume::Latest => Err(Box::new(NothingToResume {
+                location: storage.location(),
+            })),
+            _ => Ok(None),
+        };
+    };
+    let metadata = storage.load_checkpoint(id)?;
+    if let Some(owner) = &metadata.job_id
+        && *owner != spec.job_id
+    {
+        return Err(format!(
+            "checkpoint {id} in {} belongs to job `{owner}`, not `{}`: resume it with that job id, or give this job its own directory",
+            storage.location(),
+            spec.job_id
+        )
+        .into());
+    }
+    metadata.check_max_parallelism(max_parallelism)?;
+    Ok(Some(metadata))
+}
+
 /// Runs the job with the state configuration `config` (checkpoint storage included).
+///
+/// The job claims the checkpoint storage for the run (a second job on the same directory is
+/// refused), and with `spec.resume` restores the last completed checkpoint after checking
+/// that it is this job's and was taken with this max parallelism.
 ///
 /// # Errors
 ///
-/// Configuration, state and storage errors, as text.
-pub fn run(spec: &JobSpec, config: &StateConfig, work_dir: PathBuf) -> JobResult<Outcome> {
+/// Configuration, state and storage errors, as text; [`NothingToResume`] for
+/// [`Resume::Latest`] on a storage without checkpoints.
+pub fn run(spec: &JobSpec, config: &StateConfig, work_dir: PathBuf) -> JobResult<Report> {
     let registry: &Registry = snapstate::registry();
     let storage = config.storage()?;
+    let _claim = storage.claim(&spec.job_id)?;
     let shared = Arc::new(SharedStateRegistry::default());
     let max_parallelism = config.max_parallelism;
     let operator_factory = registry.operator_backend("operator")?;
     let keyed_factory = config.keyed_backend(registry)?;
 
     // Restore from the last completed checkpoint, or start empty.
-    let restored = match spec.resume {
-        true => storage.completed_checkpoints()?.last().copied(),
-        false => None,
-    };
-    let metadata = restored.map(|id| storage.load_checkpoint(id)).transpose()?;
+    let metadata = checkpoint_to_restore(spec, &*storage, max_parallelism)?;
+    let restored = metadata.as_ref().map(|metadata| metadata.checkpoint_id);
     if let Some(metadata) = &metadata {
         // The restored checkpoint's shared files are known again, so later checkpoints
-        // may refer to them by placeholder.
-        for handle in metadata.keyed_handles() {
-            if let Some(incremental) = handle
-                .as_any()
-                .downcast_ref::<IncrementalRemoteKeyedStateHandle>()
-            {
-                shared.register(incremental)?;
-            }
-        }
+        // may refer to them by placeholder; nothing read back is ever deleted for it.
+        shared.register_restored(metadata)?;
     }
     let operator_plan = match &metadata {
         Some(metadata) => {
@@ -264,9 +335,11 @@ pub fn run(spec: &JobSpec, config: &StateConfig, work_dir: PathBuf) -> JobResult
     let checkpointing = {
         let storage = storage.clone();
         let shared = shared.clone();
-        std::thread::spawn(move || {
-            checkpointer(storage, shared, max_parallelism, pending, completions)
-        })
+        let recorded = Recorded {
+            job_id: spec.job_id.clone(),
+            max_parallelism,
+        };
+        std::thread::spawn(move || checkpointer(storage, shared, recorded, pending, completions))
     };
     let mut next_checkpoint = restored.map_or(1, |id| id + 1);
     let mut last_completed = restored;
@@ -289,9 +362,12 @@ pub fn run(spec: &JobSpec, config: &StateConfig, work_dir: PathBuf) -> JobResult
                     Err(error) => return Err(error),
                 }
             }
-            return Ok(Outcome::Crashed {
-                processed,
-                last_checkpoint: last_completed,
+            return Ok(Report {
+                restored_from: restored,
+                outcome: Outcome::Crashed {
+                    processed,
+                    last_checkpoint: last_completed,
+                },
             });
         }
         let user = user_of(offset, spec.users);
@@ -390,5 +466,8 @@ pub fn run(spec: &JobSpec, config: &StateConfig, work_dir: PathBuf) -> JobResult
             }
         }
     }
-    Ok(Outcome::Finished(counts))
+    Ok(Report {
+        restored_from: restored,
+        outcome: Outcome::Finished(counts),
+    })
 }

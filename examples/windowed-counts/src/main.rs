@@ -3,6 +3,7 @@
 //! ```sh
 //! windowed-counts --dir /tmp/job --crash-after 60000 --kill        # killed after 60,000 events
 //! windowed-counts --dir /tmp/job --resume --parallelism 3          # resumes, rescaled to 3
+//! windowed-counts --dir /tmp/job --resume-if-any                    # resumes if there is a checkpoint
 //! windowed-counts --dir /tmp/job2 --set state.backend.type=rocksdb --set execution.checkpointing.incremental=true
 //! ```
 
@@ -10,8 +11,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use snapstate::api::JobId;
 use snapstate::config::StateConfig;
-use snapstate_example_windowed_counts::{JobSpec, Outcome, expected, run};
+use snapstate_example_windowed_counts::{
+    JobSpec, NothingToResume, Outcome, Report, Resume, expected, run,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -41,9 +45,18 @@ struct Cli {
     /// Stop abruptly after this many events (a kill).
     #[arg(long)]
     crash_after: Option<u64>,
-    /// Resume from the last completed checkpoint in the directory.
-    #[arg(long)]
+    /// Resume from the last completed checkpoint in the directory; exit status 3 when
+    /// there is none.
+    #[arg(long, conflicts_with = "resume_if_any")]
     resume: bool,
+    /// Resume from the last completed checkpoint if there is one, else start from the
+    /// beginning (the output says which).
+    #[arg(long)]
+    resume_if_any: bool,
+    /// The job's identity, recorded in its checkpoints: resuming another job's checkpoints
+    /// is refused.
+    #[arg(long, default_value = "windowed-counts")]
+    job_id: String,
     /// With --crash-after: end the process at once, as a kill does (exit status 137).
     #[arg(long)]
     kill: bool,
@@ -70,16 +83,29 @@ fn main() -> ExitCode {
             .clone()
             .ok_or("give --dir or execution.checkpointing.dir")?;
         let spec = JobSpec {
+            job_id: JobId::new(cli.job_id.clone())?,
             events: cli.events,
             users: cli.users,
             window_ms: cli.window_ms,
             parallelism: cli.parallelism,
             checkpoint_every: cli.checkpoint_every,
             crash_after: cli.crash_after,
-            resume: cli.resume,
+            resume: match (cli.resume, cli.resume_if_any) {
+                (true, _) => Resume::Latest,
+                (false, true) => Resume::IfAny,
+                (false, false) => Resume::No,
+            },
             kill_process: cli.kill,
         };
-        match run(&spec, &config, dir.join("work"))? {
+        let Report {
+            restored_from,
+            outcome,
+        } = run(&spec, &config, dir.join("work"))?;
+        match restored_from {
+            Some(id) => println!("resumed from checkpoint {id}"),
+            None => println!("started from the beginning of the stream"),
+        }
+        match outcome {
             Outcome::Crashed {
                 processed,
                 last_checkpoint,
@@ -105,7 +131,10 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err}");
-            ExitCode::FAILURE
+            match err.downcast_ref::<NothingToResume>() {
+                Some(_) => ExitCode::from(3),
+                None => ExitCode::FAILURE,
+            }
         }
     }
 }

@@ -4,18 +4,22 @@
 
 #![allow(clippy::unwrap_used)]
 
+use snapstate::api::{CheckpointStorage, JobId};
 use snapstate::config::StateConfig;
-use snapstate_example_windowed_counts::{JobSpec, Outcome, expected, run};
+use snapstate_example_windowed_counts::{
+    JobSpec, NothingToResume, Outcome, Report, Resume, expected, run,
+};
 
 fn spec() -> JobSpec {
     JobSpec {
+        job_id: JobId::new("windowed-counts-test").unwrap(),
         events: 30_000,
         users: 500,
         window_ms: 20_000,
         parallelism: 2,
         checkpoint_every: 4_000,
         crash_after: None,
-        resume: false,
+        resume: Resume::No,
         kill_process: false,
     }
 }
@@ -46,7 +50,8 @@ fn crash(
         config,
         dir.path().join("work"),
     )
-    .unwrap();
+    .unwrap()
+    .outcome;
     let Outcome::Crashed {
         processed,
         last_checkpoint,
@@ -63,14 +68,15 @@ fn crash(
 fn finish(parallelism: u32, config: &StateConfig, dir: &tempfile::TempDir, label: &str) {
     let finished = run(
         &JobSpec {
-            resume: true,
+            resume: Resume::IfAny,
             parallelism,
             ..spec()
         },
         config,
         dir.path().join("work"),
     )
-    .unwrap();
+    .unwrap()
+    .outcome;
     match finished {
         Outcome::Finished(counts) => assert!(
             counts == expected(&spec()),
@@ -89,7 +95,7 @@ fn check(settings: &[(&str, &str)]) {
     );
     // Resumed with three instances, then killed again, then resumed with one.
     let resumed = JobSpec {
-        resume: true,
+        resume: Resume::Latest,
         parallelism: 3,
         ..spec()
     };
@@ -150,7 +156,9 @@ fn an_uninterrupted_run_matches_the_stream() {
         checkpoint_dir: Some(dir.path().join("checkpoints")),
         ..StateConfig::default()
     };
-    match run(&spec(), &config, dir.path().join("work")).unwrap() {
+    let report = run(&spec(), &config, dir.path().join("work")).unwrap();
+    assert_eq!(report.restored_from, None);
+    match report.outcome {
         Outcome::Finished(counts) => {
             assert_eq!(counts.values().sum::<u64>(), 30_000);
             assert!(counts == expected(&spec()));
@@ -192,6 +200,158 @@ fn a_killed_process_resumes_in_a_new_one() {
     let stdout = String::from_utf8_lossy(&resumed.stdout);
     assert!(
         resumed.status.success() && stdout.contains("matches the stream computed directly: true"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+}
+
+/// A job that crashed after checkpoint `>= 1`, in a fresh directory: its directory,
+/// configuration and label.
+fn crashed_job() -> (tempfile::TempDir, StateConfig, String) {
+    let (dir, config, label) = setup(&[("state.backend.type", "heap")]);
+    let last = crash(spec(), 9_000, &config, &dir, &label);
+    assert!(last.is_some(), "{label}: no checkpoint before the crash");
+    (dir, config, label)
+}
+
+#[test]
+fn resuming_where_nothing_is_stored_says_so() {
+    let (dir, config, _) = setup(&[("state.backend.type", "heap")]);
+    let strict = JobSpec {
+        resume: Resume::Latest,
+        ..spec()
+    };
+    let err = run(&strict, &config, dir.path().join("work")).unwrap_err();
+    assert!(err.downcast_ref::<NothingToResume>().is_some(), "{err}");
+    let lenient = JobSpec {
+        resume: Resume::IfAny,
+        ..spec()
+    };
+    let report = run(&lenient, &config, dir.path().join("work")).unwrap();
+    assert_eq!(report.restored_from, None, "started from the beginning");
+    assert!(matches!(report.outcome, Outcome::Finished(_)));
+}
+
+#[test]
+fn a_resumed_run_names_the_checkpoint_it_restored() {
+    let (dir, config, label) = crashed_job();
+    let storage = config.storage().unwrap();
+    let latest = *storage.completed_checkpoints().unwrap().last().unwrap();
+    let Report { restored_from, .. } = run(
+        &JobSpec {
+            resume: Resume::Latest,
+            ..spec()
+        },
+        &config,
+        dir.path().join("work"),
+    )
+    .unwrap();
+    assert_eq!(restored_from, Some(latest), "{label}");
+}
+
+#[test]
+fn another_jobs_checkpoints_are_not_resumed() {
+    let (dir, config, _) = crashed_job();
+    let other = JobSpec {
+        job_id: JobId::new("someone-else").unwrap(),
+        resume: Resume::Latest,
+        ..spec()
+    };
+    let err = run(&other, &config, dir.path().join("work"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("windowed-counts-test") && err.contains("someone-else"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_checkpoint_of_another_max_parallelism_is_not_restored() {
+    let (dir, mut config, _) = crashed_job();
+    config.set("pipeline.max-parallelism", "64").unwrap();
+    let err = run(
+        &JobSpec {
+            resume: Resume::Latest,
+            ..spec()
+        },
+        &config,
+        dir.path().join("work"),
+    )
+    .unwrap_err();
+    let api = err
+        .downcast_ref::<snapstate::api::Error>()
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(
+        matches!(api, snapstate::api::Error::Incompatible { .. }),
+        "{api}"
+    );
+    let message = api.to_string();
+    assert!(
+        message.contains("128") && message.contains("64"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_second_job_on_the_same_directory_is_refused() {
+    let (dir, config, _) = setup(&[("state.backend.type", "heap")]);
+    let storage = config.storage().unwrap();
+    let held = storage.claim(&JobId::new("first-job").unwrap()).unwrap();
+    assert!(held.is_enforced(), "a local directory locks");
+    let err = run(&spec(), &config, dir.path().join("work"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("in use by job first-job"), "{err}");
+    drop(held);
+    run(&spec(), &config, dir.path().join("work")).unwrap();
+}
+
+#[test]
+fn a_directory_that_cannot_be_written_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let blocker = dir.path().join("not-a-directory");
+    std::fs::write(&blocker, b"a file").unwrap();
+    let config = StateConfig {
+        checkpoint_dir: Some(blocker.join("checkpoints")),
+        ..StateConfig::default()
+    };
+    let err = run(&spec(), &config, dir.path().join("work"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(&*blocker.to_string_lossy()), "{err}");
+}
+
+#[test]
+fn the_command_line_tells_nothing_to_resume_from_resumed() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_windowed-counts"))
+            .arg("--dir")
+            .arg(dir.path().join("missing"))
+            .args(["--events", "2000", "--checkpoint-every", "500"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let strict = job(&["--resume"]);
+    assert_eq!(
+        strict.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&strict.stderr)
+    );
+    assert!(String::from_utf8_lossy(&strict.stderr).contains("nothing to resume"));
+    let lenient = job(&["--resume-if-any"]);
+    let stdout = String::from_utf8_lossy(&lenient.stdout);
+    assert!(
+        lenient.status.success() && stdout.contains("started from the beginning"),
+        "{stdout}"
+    );
+    let resumed = job(&["--resume"]);
+    let stdout = String::from_utf8_lossy(&resumed.stdout);
+    assert!(
+        resumed.status.success() && stdout.contains("resumed from checkpoint 4"),
         "{stdout}{}",
         String::from_utf8_lossy(&resumed.stderr)
     );

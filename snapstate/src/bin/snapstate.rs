@@ -21,7 +21,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use serde::Serialize;
 use snapstate::inspect::{
-    self, CheckpointReport, HandleDetail, HandleSummary, KeyedHeader, Listing, VerifyReport,
+    self, CheckpointReport, HandleDetail, HandleSummary, KeyedHeader, LeftoverKind, Listing,
+    VerifyReport,
 };
 
 /// Inspect snapstate checkpoint directories (the storage root given to
@@ -599,6 +600,24 @@ fn print_verification(out: &mut dyn Write, report: &VerifyReport) -> io::Result<
             "skipped: checkpoint {} has no _metadata (in progress, or abandoned)",
             skipped.checkpoint_id
         )?;
+    }
+    if let Some(leftovers) = report.leftovers.as_ref().filter(|l| !l.is_empty()) {
+        let bytes = leftovers
+            .iter()
+            .fold(0u64, |total, l| total.saturating_add(l.size.unwrap_or(0)));
+        writeln!(out)?;
+        writeln!(
+            out,
+            "leftovers: {} ({bytes} bytes) that no restore reads, left by crashed or cancelled writers:",
+            plural(leftovers.len(), "file", "files")
+        )?;
+        for leftover in leftovers {
+            let why = match leftover.kind {
+                LeftoverKind::InProgress => "in progress or abandoned",
+                LeftoverKind::Unreferenced => "referenced by no committed checkpoint",
+            };
+            writeln!(out, "  {} ({why})", leftover.path)?;
+        }
     }
     if !report.problems.is_empty() {
         writeln!(out)?;

@@ -328,6 +328,32 @@ pub struct VerifyReport {
     pub skipped: Vec<IncompleteCheckpoint>,
     /// Every problem found, in the order found.
     pub problems: Vec<Problem>,
+    /// What a restore would never read (in-progress files, files no committed checkpoint
+    /// refers to), when every checkpoint was verified and every metadata read; `None`
+    /// otherwise. Not problems of the checkpoints: a crash leaves them, and removing them
+    /// is garbage collection's job.
+    pub leftovers: Option<Vec<Leftover>>,
+}
+
+/// A stored file that no restore reads.
+#[derive(Debug, Clone, Serialize)]
+pub struct Leftover {
+    /// Its location relative to the storage root (`shared/ab12`, `chk-7/.inprogress-x`).
+    pub path: String,
+    /// Its size, when the storage listing says.
+    pub size: Option<u64>,
+    /// Why no restore reads it.
+    pub kind: LeftoverKind,
+}
+
+/// Why a [`Leftover`] is one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LeftoverKind {
+    /// A file being written, or left by a writer that died (`.inprogress-*`).
+    InProgress,
+    /// A complete file that no committed checkpoint refers to.
+    Unreferenced,
 }
 
 impl VerifyReport {

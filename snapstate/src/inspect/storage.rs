@@ -2,11 +2,10 @@
 //! storage, prefixes) and their metadata, read without creating anything.
 
 use std::fs;
-use std::io;
 use std::path::{Path, PathBuf};
 
-use state_api::Error as StateError;
 use state_api::checkpoint_metadata::{CheckpointMetadata, METADATA_FILE};
+use state_api::{Error as StateError, LocalCheckpointStorage};
 
 use super::{IncompleteCheckpoint, Location};
 use crate::{Error, Result};
@@ -195,23 +194,56 @@ impl Storage {
         }
     }
 
-    /// Reads committed checkpoint `checkpoint_id`'s metadata, as
-    /// `LocalCheckpointStorage::load_checkpoint` does, without creating anything.
+    /// Reads committed checkpoint `checkpoint_id`'s metadata as the storage does
+    /// (`CheckpointMetadata::read_file` for a directory), creating nothing.
     pub(super) fn load(&self, checkpoint_id: u64) -> Result<CheckpointMetadata, StateError> {
         #[cfg(feature = "object-storage")]
         if let Some(object) = &self.object {
             return object.load_checkpoint(checkpoint_id);
         }
-        let path = self.checkpoint_dir(checkpoint_id).join(METADATA_FILE);
-        let bytes = fs::read(&path).map_err(|err| match err.kind() {
-            io::ErrorKind::NotFound => StateError::NotFound {
-                what: format!("checkpoint {checkpoint_id} ({})", path.display()),
-            },
-            _ => StateError::io(&path, err),
-        })?;
-        CheckpointMetadata::from_bytes(&bytes).map_err(|source| StateError::Snapshot {
-            location: path.display().to_string(),
-            source: Box::new(source),
-        })
+        LocalCheckpointStorage::open(&self.root)?.load_checkpoint(checkpoint_id)
     }
+
+    /// Every file (or object) stored under the root, by its location relative to the root,
+    /// with its size when known.
+    pub(super) fn stored_files(&self) -> Result<Vec<(String, Option<u64>)>> {
+        #[cfg(feature = "object-storage")]
+        if let Some(object) = &self.object {
+            return object
+                .stored_objects(None)
+                .map(|names| names.into_iter().map(|name| (name, None)).collect())
+                .map_err(|source| Error::Storage {
+                    root: self.root.clone(),
+                    source,
+                });
+        }
+        let mut found = Vec::new();
+        walk(&self.root, "", &mut found)?;
+        found.sort();
+        Ok(found)
+    }
+}
+
+/// Lists the files under `dir` (which is `prefix` under the root) into `found`.
+fn walk(dir: &Path, prefix: &str, found: &mut Vec<(String, Option<u64>)>) -> Result<()> {
+    let unreadable = |source| Error::Unreadable {
+        path: dir.to_path_buf(),
+        source,
+    };
+    for entry in fs::read_dir(dir).map_err(unreadable)? {
+        let entry = entry.map_err(unreadable)?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let relative = match prefix {
+            "" => name,
+            prefix => format!("{prefix}/{name}"),
+        };
+        let kind = entry.file_type().map_err(unreadable)?;
+        if kind.is_dir() {
+            walk(&entry.path(), &relative, found)?;
+        } else {
+            let size = entry.metadata().ok().map(|meta| meta.len());
+            found.push((relative, size));
+        }
+    }
+    Ok(())
 }

@@ -10,16 +10,17 @@ use state_api::checkpoint_metadata::{CheckpointMetadata, METADATA_FILE};
 use state_api::file_manifest::ManifestEntry;
 use state_api::keyed_format::KeyedSnapshotReader;
 use state_api::{
-    Error as StateError, FileStateHandle, IncrementalRemoteKeyedStateHandle, KeyGroupsStateHandle,
-    OperatorBackendParams, OperatorStreamStateHandle, Registry, StreamStateHandle,
+    Error as StateError, FileStateHandle, IN_PROGRESS_PREFIX, IncrementalRemoteKeyedStateHandle,
+    KeyGroupsStateHandle, LOCK_FILE, OperatorBackendParams, OperatorStreamStateHandle, Registry,
+    StreamStateHandle,
 };
 
 use super::storage::Storage;
 use super::{
     AnyHandle, CheckpointVerification, DEFAULT_OPERATOR_BACKEND, FileCheck, FileScope,
-    HandleSummary, HandleVerification, KeyGroupCheck, Location, OPERATOR_BACKEND_PROPERTY,
-    OperatorStateCheck, Problem, ProblemKind, VerifyReport, files_of, handles_of, is_placeholder,
-    read_meta, summarize,
+    HandleSummary, HandleVerification, KeyGroupCheck, Leftover, LeftoverKind, Location,
+    OPERATOR_BACKEND_PROPERTY, OperatorStateCheck, Problem, ProblemKind, VerifyReport, files_of,
+    handles_of, is_placeholder, read_meta, summarize,
 };
 use crate::{Error, Result};
 
@@ -63,20 +64,30 @@ pub fn verify(
             root: storage.root.clone(),
         });
     }
+    let all = checkpoint_id.or(storage.selected).is_none();
     let mut report = VerifyReport {
         root: storage.root.clone(),
         checkpoints: Vec::new(),
-        skipped: match checkpoint_id.or(storage.selected) {
-            Some(_) => Vec::new(),
-            None => storage.incomplete().collect(),
+        skipped: match all {
+            false => Vec::new(),
+            true => storage.incomplete().collect(),
         },
         problems: Vec::new(),
+        leftovers: None,
     };
+    // What committed checkpoints refer to; `None` once one cannot be read.
+    let mut referenced = Some(BTreeSet::new());
     for id in ids {
         let before = report.problems.len();
         let handles = match storage.load(id) {
-            Ok(metadata) => verify_checkpoint(&metadata, registry, &mut report.problems),
+            Ok(metadata) => {
+                if let Some(referenced) = &mut referenced {
+                    referenced.extend(stored_locations(&metadata));
+                }
+                verify_checkpoint(&metadata, registry, &mut report.problems)
+            }
             Err(err) => {
+                referenced = None;
                 report.problems.push(Problem {
                     checkpoint_id: id,
                     instance: None,
@@ -101,7 +112,67 @@ pub fn verify(
             problems: report.problems.len() - before,
         });
     }
+    if all && let Some(referenced) = referenced {
+        report.leftovers = Some(leftovers(&storage, &referenced)?);
+    }
     Ok(report)
+}
+
+/// What a restore would never read: in-progress files anywhere, and files under
+/// `chk-<id>/` or `shared/` that no committed checkpoint refers to.
+fn leftovers(storage: &Storage, referenced: &BTreeSet<String>) -> Result<Vec<Leftover>> {
+    Ok(storage
+        .stored_files()?
+        .into_iter()
+        .filter_map(|(path, size)| {
+            let name = path.rsplit('/').next().unwrap_or(&path);
+            let kind = if name.starts_with(IN_PROGRESS_PREFIX) {
+                LeftoverKind::InProgress
+            } else if name == METADATA_FILE || path == LOCK_FILE || referenced.contains(&path) {
+                return None;
+            } else if path.starts_with("chk-") || path.starts_with("shared/") {
+                LeftoverKind::Unreferenced
+            } else {
+                return None;
+            };
+            Some(Leftover { path, size, kind })
+        })
+        .collect())
+}
+
+/// The locations, relative to the storage root, of every stored stream `metadata` names.
+fn stored_locations(metadata: &CheckpointMetadata) -> Vec<String> {
+    let mut streams: Vec<&dyn StreamStateHandle> = Vec::new();
+    for handle in handles_of(metadata) {
+        match handle {
+            AnyHandle::Keyed(keyed) => {
+                let any = keyed.as_any();
+                if let Some(full) = any.downcast_ref::<KeyGroupsStateHandle>() {
+                    streams.push(&**full.delegate());
+                } else if let Some(incremental) =
+                    any.downcast_ref::<IncrementalRemoteKeyedStateHandle>()
+                {
+                    streams.push(&*incremental.meta_state);
+                    streams.extend(files_of(incremental).map(|(_, file)| &*file.handle));
+                }
+            }
+            AnyHandle::Operator(operator) => streams.push(&**operator.delegate()),
+        }
+    }
+    streams.into_iter().filter_map(stored_location).collect()
+}
+
+/// A stream's location relative to its storage root, for the storages the inspector reads.
+fn stored_location(stream: &dyn StreamStateHandle) -> Option<String> {
+    let any = stream.as_any();
+    if let Some(file) = any.downcast_ref::<FileStateHandle>() {
+        return file.relative_path().map(str::to_owned);
+    }
+    #[cfg(feature = "object-storage")]
+    if let Some(object) = any.downcast_ref::<state_storage_object::ObjectStateHandle>() {
+        return Some(object.relative_key().to_owned());
+    }
+    None
 }
 
 /// Collects the problems of one handle.
@@ -204,7 +275,7 @@ fn check_stored_size(stream: &dyn StreamStateHandle, findings: &mut Findings<'_>
     };
     let path = file.path();
     let recorded = state_api::StateObject::state_size(file);
-    let error = match fs::metadata(path) {
+    let error = match fs::metadata(&path) {
         Ok(metadata) if metadata.len() == recorded => return true,
         Ok(metadata) => {
             let what = format!("snapshot file {}", path.display());
@@ -280,9 +351,11 @@ fn verify_key_groups(
     }
 }
 
-/// Reads `stream` to its end: its length and CRC-32C.
-fn checksum_stream(stream: &dyn StreamStateHandle) -> Result<(u64, u32), StateError> {
-    let mut input = stream.open()?;
+/// Reads `stream` to its end, but never more than one byte past `limit` (what the metadata
+/// records), so a stream that goes on for ever is reported as longer instead of read for
+/// ever: its length (at most `limit + 1`) and CRC-32C.
+fn checksum_stream(stream: &dyn StreamStateHandle, limit: u64) -> Result<(u64, u32), StateError> {
+    let mut input = stream.open()?.take(limit.saturating_add(1));
     let mut buffer = vec![0u8; 64 * 1024];
     let (mut len, mut crc) = (0u64, 0u32);
     loop {
@@ -385,7 +458,7 @@ fn verify_incremental(
             );
         }
         if !is_placeholder(file) && check_stored_size(&*file.handle, findings) {
-            match checksum_stream(&*file.handle) {
+            match checksum_stream(&*file.handle, entry.size) {
                 Ok((len, crc)) => {
                     check.bytes_read = Some(len);
                     check.crc = Some(crc);
@@ -478,7 +551,7 @@ fn verify_operator(
             "stream size; stream read to its end, every partition offset within it; partitions not decoded: no operator state backend `{backend}` is linked"
         );
         let size = state_api::StateObject::state_size(handle);
-        match checksum_stream(&**stream) {
+        match checksum_stream(&**stream, size) {
             Ok((len, _)) if len != size && !size_reported => {
                 let (what, reason) = (
                     location.clone(),

@@ -22,6 +22,7 @@ fn header(states: usize) -> KeyedBackendSerializationProxy {
             .map(|i| StateMetaInfo::value(format!("s{i}"), "void", "bytes"))
             .collect(),
         "none",
+        128,
     )
 }
 
@@ -344,7 +345,7 @@ fn the_writer_insists_on_every_key_group_and_the_header_decorator() {
     let err = writer.finish().unwrap_err();
     assert!(err.to_string().contains("ended after key group 0"), "{err}");
 
-    let lz4_header = KeyedBackendSerializationProxy::new("bytes", vec![], "lz4");
+    let lz4_header = KeyedBackendSerializationProxy::new("bytes", vec![], "lz4", 128);
     let err = KeyedSnapshotWriter::new(
         &mut bytes,
         0,

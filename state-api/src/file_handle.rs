@@ -1,0 +1,504 @@
+//! [`FileStateHandle`] (serde tag `file`): a snapshot stream stored as a file, either in a
+//! local checkpoint storage under its [`LocalRoot`] (by a path relative to the root), or
+//! as a task-local copy (by absolute path, never read back from checkpoint storage).
+//!
+//! A stored file handle serializes its path relative to the storage root
+//! (`chk-<id>/<name>`, `shared/<name>`) and deserializes only inside a
+//! [`HandleScope`] of a [`LocalRoot`], against which it resolves (see
+//! [`crate::storage_root`]): a checkpoint directory restores wherever it is moved or
+//! copied, and no metadata makes a reader open or delete a file outside the root.
+//!
+//! Reading opens exactly a regular file (never a FIFO or a device: on Linux the file is
+//! opened non-blocking, so a FIFO put in a file's place cannot hang the reader), refuses
+//! one longer than the handle records, and never reads past the recorded size (a shorter
+//! one ends early, and its reader names what is missing).
+
+use std::fmt;
+use std::fs::{self, File};
+use std::io::{self, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::de::Error as _;
+use serde::ser::Error as _;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::storage_root::{
+    AbsoluteLocations, HandleScope, StorageRoot, check_relative, layout_tail,
+};
+use crate::{Error, Result, StateInputStream, StateObject, StreamStateHandle};
+
+/// The root directory of a local checkpoint storage, as file handles resolve against it.
+///
+/// The root is canonicalized once (it must exist); a relative location resolves under the
+/// canonical root, and a symbolic link on the way (a directory or the file itself) that
+/// leads outside the root makes it an [`Error::OutsideStorage`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalRoot {
+    path: PathBuf,
+    canonical: PathBuf,
+}
+
+impl LocalRoot {
+    /// The root at `path`, which must exist.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] naming `path` when it cannot be resolved.
+    pub fn new(path: impl Into<PathBuf>) -> Result<Self> {
+        let path = path.into();
+        let canonical = fs::canonicalize(&path).map_err(|e| Error::io(&path, e))?;
+        Ok(LocalRoot { path, canonical })
+    }
+
+    /// The root as it was given.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The root with every symbolic link resolved.
+    pub fn canonical(&self) -> &Path {
+        &self.canonical
+    }
+
+    fn outside(&self, location: &str, reason: impl Into<String>) -> Error {
+        Error::OutsideStorage {
+            location: location.to_owned(),
+            root: self.describe(),
+            reason: reason.into(),
+        }
+    }
+
+    /// The path of the directory entry `relative` names under the root: its directories
+    /// resolved, the entry itself not followed.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OutsideStorage`] when `relative` is not a relative location under the root
+    /// (see [`check_relative`]) or a symbolic link on the way, or the entry itself, leads
+    /// outside the root; [`Error::Io`] when a directory on the way cannot be read.
+    pub fn locate(&self, relative: &str) -> Result<PathBuf> {
+        check_relative(relative).map_err(|reason| self.outside(relative, reason))?;
+        let joined = self.canonical.join(relative);
+        let (Some(parent), Some(name)) = (joined.parent(), joined.file_name()) else {
+            return Err(self.outside(relative, "the location names no file"));
+        };
+        let entry = self.resolve_directory(relative, parent)?.join(name);
+        match fs::symlink_metadata(&entry) {
+            Ok(meta) if meta.file_type().is_symlink() => match fs::canonicalize(&entry) {
+                Ok(target) if target.starts_with(&self.canonical) => {}
+                Ok(target) => {
+                    return Err(self.outside(
+                        relative,
+                        format!("it is a symbolic link to {}", target.display()),
+                    ));
+                }
+                Err(_) => {
+                    return Err(self.outside(relative, "it is a symbolic link to nothing"));
+                }
+            },
+            _ => {}
+        }
+        Ok(entry)
+    }
+
+    /// `directory` (under the root) with every symbolic link resolved, checked to stay
+    /// under the root; parts that do not exist yet are kept as they are.
+    fn resolve_directory(&self, relative: &str, directory: &Path) -> Result<PathBuf> {
+        let mut probe = directory;
+        let mut missing = Vec::new();
+        loop {
+            match fs::canonicalize(probe) {
+                Ok(real) if real.starts_with(&self.canonical) => {
+                    return Ok(missing
+                        .iter()
+                        .rev()
+                        .fold(real, |path, part| path.join(part)));
+                }
+                Ok(real) => {
+                    return Err(self.outside(
+                        relative,
+                        format!("a directory on the way leads to {}", real.display()),
+                    ));
+                }
+                Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                    match (probe.parent(), probe.file_name()) {
+                        (Some(parent), Some(name)) if parent.starts_with(&self.canonical) => {
+                            missing.push(name.to_owned());
+                            probe = parent;
+                        }
+                        _ => return Err(Error::io(probe, err)),
+                    }
+                }
+                Err(err) => return Err(Error::io(probe, err)),
+            }
+        }
+    }
+
+    /// `relative` under the root, as the path a reader opens: the entry with every
+    /// symbolic link resolved (each checked by [`locate`](Self::locate)).
+    fn target(&self, relative: &str) -> Result<PathBuf> {
+        let entry = self.locate(relative)?;
+        Ok(fs::canonicalize(&entry).unwrap_or(entry))
+    }
+}
+
+impl StorageRoot for LocalRoot {
+    fn describe(&self) -> String {
+        self.path.display().to_string()
+    }
+}
+
+/// Where a file handle's file is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum FileLocation {
+    /// In a local checkpoint storage, relative to its root.
+    Stored {
+        root: Arc<LocalRoot>,
+        relative: String,
+    },
+    /// A task-local file, by absolute path.
+    Local(PathBuf),
+}
+
+/// A snapshot stream stored as a file.
+///
+/// # Example
+///
+/// ```
+/// use std::io::Read;
+/// use std::sync::Arc;
+/// use state_api::{FileStateHandle, LocalRoot, StreamStateHandle};
+///
+/// let dir = tempfile::tempdir().unwrap();
+/// std::fs::create_dir(dir.path().join("chk-1")).unwrap();
+/// std::fs::write(dir.path().join("chk-1/state"), b"bytes").unwrap();
+/// let root = Arc::new(LocalRoot::new(dir.path())?);
+/// let handle = FileStateHandle::stored(root, "chk-1/state", 5)?;
+/// let mut back = String::new();
+/// handle.open()?.read_to_string(&mut back).unwrap();
+/// assert_eq!(back, "bytes");
+/// assert_eq!(handle.relative_path(), Some("chk-1/state"));
+/// # Ok::<(), state_api::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct FileStateHandle {
+    location: FileLocation,
+    size: u64,
+    /// Written by this process in this run (not read back from storage).
+    written_here: bool,
+}
+
+impl PartialEq for FileStateHandle {
+    fn eq(&self, other: &Self) -> bool {
+        self.location == other.location && self.size == other.size
+    }
+}
+
+impl Eq for FileStateHandle {}
+
+impl FileStateHandle {
+    /// A handle to the file at `relative` (`chk-<id>/<name>`, `shared/<name>`) under
+    /// `root`, of `size` bytes.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OutsideStorage`] when `relative` does not stay under `root`.
+    pub fn stored(root: Arc<LocalRoot>, relative: impl Into<String>, size: u64) -> Result<Self> {
+        let relative = relative.into();
+        root.locate(&relative)?;
+        Ok(FileStateHandle {
+            location: FileLocation::Stored { root, relative },
+            size,
+            written_here: false,
+        })
+    }
+
+    /// A handle to a task-local file (a local-recovery copy) at `path`, of `size` bytes.
+    /// It serializes its absolute path and is refused in checkpoint metadata.
+    pub fn local(path: impl Into<PathBuf>, size: u64) -> Self {
+        FileStateHandle {
+            location: FileLocation::Local(path.into()),
+            size,
+            written_here: false,
+        }
+    }
+
+    /// Marks the handle as one whose file this process has just written (see
+    /// [`StreamStateHandle::written_by_this_process`]).
+    pub fn written_by_this_process(mut self) -> Self {
+        self.written_here = true;
+        self
+    }
+
+    /// The file's path: under its storage root, or the task-local path.
+    pub fn path(&self) -> PathBuf {
+        match &self.location {
+            FileLocation::Stored { root, relative } => root.path().join(relative),
+            FileLocation::Local(path) => path.clone(),
+        }
+    }
+
+    /// The path relative to the storage root, for a file in checkpoint storage.
+    pub fn relative_path(&self) -> Option<&str> {
+        match &self.location {
+            FileLocation::Stored { relative, .. } => Some(relative),
+            FileLocation::Local(_) => None,
+        }
+    }
+
+    /// The storage root, for a file in checkpoint storage.
+    pub fn root(&self) -> Option<&Arc<LocalRoot>> {
+        match &self.location {
+            FileLocation::Stored { root, .. } => Some(root),
+            FileLocation::Local(_) => None,
+        }
+    }
+
+    /// The path a reader opens, checked to stay under the root.
+    fn readable_path(&self) -> Result<PathBuf> {
+        match &self.location {
+            FileLocation::Stored { root, relative } => root.target(relative),
+            FileLocation::Local(path) => Ok(path.clone()),
+        }
+    }
+}
+
+/// How a file handle is written in metadata.
+#[derive(Serialize, Deserialize)]
+struct FileRepr {
+    path: String,
+    size: u64,
+}
+
+impl Serialize for FileStateHandle {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let scope = HandleScope::current();
+        let path = match &self.location {
+            FileLocation::Stored { root, relative } => {
+                if let Some(scope) = &scope {
+                    let same = scope
+                        .root_as::<LocalRoot>()
+                        .is_some_and(|scope_root| scope_root.canonical == root.canonical);
+                    if !same {
+                        return Err(S::Error::custom(HandleScope::reject(scope.outside(
+                            self.path().display().to_string(),
+                            "the file belongs to another checkpoint storage",
+                        ))));
+                    }
+                }
+                relative.clone()
+            }
+            FileLocation::Local(path) => {
+                if let Some(scope) = &scope {
+                    return Err(S::Error::custom(HandleScope::reject(scope.outside(
+                        path.display().to_string(),
+                        "a task-local file is never part of checkpoint storage",
+                    ))));
+                }
+                path.to_str()
+                    .ok_or_else(|| {
+                        S::Error::custom(format!("path {} is not UTF-8", path.display()))
+                    })?
+                    .to_owned()
+            }
+        };
+        FileRepr {
+            path,
+            size: self.size,
+        }
+        .serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for FileStateHandle {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let FileRepr { path, size } = FileRepr::deserialize(deserializer)?;
+        let Some(scope) = HandleScope::current() else {
+            // Outside checkpoint storage only task-local files, by absolute path, exist.
+            return match Path::new(&path).is_absolute() {
+                true => Ok(FileStateHandle::local(path, size)),
+                false => Err(D::Error::custom(format!(
+                    "file `{path}` is relative to a checkpoint storage: read it through that storage"
+                ))),
+            };
+        };
+        let reject = |error: Error| D::Error::custom(HandleScope::reject(error));
+        let Some(root) = scope.root_as::<LocalRoot>() else {
+            return Err(reject(scope.outside(
+                path,
+                "a local file handle in storage that is not a local directory",
+            )));
+        };
+        let relative = match (path.starts_with('/'), scope.absolute_locations()) {
+            (false, _) => path,
+            (true, AbsoluteLocations::Relocated) => layout_tail(&path).ok_or_else(|| {
+                reject(scope.outside(
+                    path.as_str(),
+                    "an absolute path that does not end in chk-<id>/<name> or shared/<name>",
+                ))
+            })?,
+            (true, AbsoluteLocations::Refused) => {
+                return Err(reject(scope.outside(
+                    path,
+                    "an absolute path (handles name files relative to the storage root)",
+                )));
+            }
+        };
+        FileStateHandle::stored(root, relative, size).map_err(reject)
+    }
+}
+
+fn remove_file_if_exists(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Err(err) if err.kind() != io::ErrorKind::NotFound => Err(Error::io(path, err)),
+        _ => Ok(()),
+    }
+}
+
+impl StateObject for FileStateHandle {
+    fn discard(&self) -> Result<()> {
+        match &self.location {
+            // The entry itself is removed, never what a link points to.
+            FileLocation::Stored { root, relative } => {
+                remove_file_if_exists(&root.locate(relative)?)
+            }
+            FileLocation::Local(path) => remove_file_if_exists(path),
+        }
+    }
+
+    fn state_size(&self) -> u64 {
+        self.size
+    }
+}
+
+#[typetag::serde(name = "file")]
+impl StreamStateHandle for FileStateHandle {
+    fn open(&self) -> Result<Box<dyn StateInputStream>> {
+        let path = self.readable_path()?;
+        let file = open_regular_file(&path, &format!("snapshot file {}", path.display()))?;
+        let what = || format!("snapshot file {}", path.display());
+        let len = file.metadata().map_err(|e| Error::io(&path, e))?.len();
+        // A shorter file is read to where it ends, so the reader names what is missing
+        // (the key groups past the cut); a longer one is not the file the handle recorded.
+        if len > self.size {
+            return Err(Error::Corrupted {
+                what: what(),
+                reason: format!("the file has {len} bytes, its handle records {}", self.size),
+            });
+        }
+        Ok(Box::new(io::BufReader::with_capacity(
+            256 * 1024,
+            BoundedFile {
+                file,
+                len: self.size,
+                pos: 0,
+            },
+        )))
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
+    fn describe(&self) -> String {
+        format!("file {}", self.path().display())
+    }
+
+    fn written_by_this_process(&self) -> bool {
+        self.written_here
+    }
+}
+
+/// Opens `path` for reading if it is a regular file; `what` names it in errors.
+///
+/// On Linux the file is opened non-blocking (opening a FIFO for reading otherwise waits for
+/// a writer) and its type checked on the open descriptor; elsewhere it is checked first.
+///
+/// # Errors
+///
+/// [`Error::NotFound`] naming `what`; [`Error::Corrupted`] for anything that is not a
+/// regular file (a FIFO, a device, a directory); [`Error::Io`] naming `path`.
+pub fn open_regular_file(path: &Path, what: &str) -> Result<File> {
+    let mut options = fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NONBLOCK);
+    }
+    #[cfg(not(target_os = "linux"))]
+    if let Ok(meta) = fs::metadata(path)
+        && !meta.is_file()
+    {
+        return Err(not_a_regular_file(what, &meta));
+    }
+    let file = options.open(path).map_err(|err| match err.kind() {
+        io::ErrorKind::NotFound => Error::NotFound {
+            what: what.to_owned(),
+        },
+        _ => Error::io(path, err),
+    })?;
+    let meta = file.metadata().map_err(|e| Error::io(path, e))?;
+    if !meta.is_file() {
+        return Err(not_a_regular_file(what, &meta));
+    }
+    Ok(file)
+}
+
+fn not_a_regular_file(what: &str, meta: &fs::Metadata) -> Error {
+    let kind = meta.file_type();
+    let found = if kind.is_dir() {
+        "a directory"
+    } else if kind.is_symlink() {
+        "a symbolic link"
+    } else {
+        "a FIFO, socket or device"
+    };
+    Error::Corrupted {
+        what: what.to_owned(),
+        reason: format!("it is {found}, not a regular file"),
+    }
+}
+
+/// A file read as exactly its first `len` bytes.
+struct BoundedFile {
+    file: File,
+    len: u64,
+    pos: u64,
+}
+
+impl fmt::Debug for BoundedFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BoundedFile")
+            .field("len", &self.len)
+            .field("pos", &self.pos)
+            .finish()
+    }
+}
+
+impl Read for BoundedFile {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.len.saturating_sub(self.pos);
+        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = self.file.read(&mut buf[..want])?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl Seek for BoundedFile {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        let target = match to {
+            SeekFrom::Start(offset) => Some(offset),
+            SeekFrom::End(delta) => self.len.checked_add_signed(delta),
+            SeekFrom::Current(delta) => self.pos.checked_add_signed(delta),
+        }
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before the start"))?;
+        self.pos = self.file.seek(SeekFrom::Start(target))?;
+        Ok(self.pos)
+    }
+}
