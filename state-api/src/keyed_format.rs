@@ -1031,7 +1031,14 @@ impl KeyedSnapshotReader {
         KeyGroupRangeAssignment::check_max_parallelism(max_parallelism)?;
         let location = handle.delegate().describe();
         crate::backend::check_key_groups_fit(handle.offsets().range(), max_parallelism, &location)?;
-        let mut input = handle.delegate().open()?;
+        let mut input = handle.delegate().open().map_err(|err| match err {
+            // The stream is not the one the handle recorded (a longer file, a FIFO).
+            Error::Corrupted { .. } | Error::Truncated { .. } => Error::Snapshot {
+                location: location.clone(),
+                source: Box::new(err),
+            },
+            other => other,
+        })?;
         let header = KeyedBackendSerializationProxy::read_from(&mut input)
             .and_then(|header| {
                 header.check_key_groups(max_parallelism, &location)?;
