@@ -122,17 +122,9 @@ fn edit_metadata(root: &Path, id: u64, edit: impl FnOnce(&mut Value)) {
     let bytes = std::fs::read(&path).unwrap();
     let mut body: Value = serde_json::from_slice(&bytes[12..bytes.len() - 4]).unwrap();
     edit(&mut body);
-    let format = snapstate::api::frame::FrameFormat {
-        magic: 0x534E_4D44,
-        current_version: 2,
-        max_body_len: 256 * 1024 * 1024,
-        what: "checkpoint metadata",
-        kind: "snapstate checkpoint metadata file",
-    };
-    let mut framed = Vec::new();
-    format
-        .write(&mut framed, &serde_json::to_vec(&body).unwrap())
-        .unwrap();
+    let framed =
+        snapstate::api::checkpoint_metadata::frame_body(&serde_json::to_vec(&body).unwrap(), 2)
+            .unwrap();
     std::fs::write(&path, framed).unwrap();
 }
 

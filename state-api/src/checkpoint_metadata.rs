@@ -103,6 +103,30 @@ impl<'de> Deserialize<'de> for JobId {
     }
 }
 
+/// `body` (metadata JSON) framed as a metadata file of format `version`, as a tool that
+/// edits metadata (a repair, a test crafting damaged checkpoints) writes it back; the JSON
+/// is not checked.
+///
+/// # Errors
+///
+/// [`Error::InvalidArgument`] for version 0, a version newer than this build writes, or
+/// a body over 256 MiB.
+pub fn frame_body(body: &[u8], version: u32) -> Result<Vec<u8>> {
+    if version == 0 || version > FORMAT.current_version {
+        return Err(Error::InvalidArgument(format!(
+            "checkpoint metadata version {version}: this build writes 1..={}",
+            FORMAT.current_version
+        )));
+    }
+    let format = FrameFormat {
+        current_version: version,
+        ..FORMAT
+    };
+    let mut bytes = Vec::with_capacity(body.len() + FRAME_LEN as usize);
+    format.write(&mut bytes, body)?;
+    Ok(bytes)
+}
+
 /// The snapshots one parallel instance contributed to a checkpoint.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct InstanceSnapshot {

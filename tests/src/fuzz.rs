@@ -290,18 +290,7 @@ pub fn metadata_seed(registry: &Registry) -> Vec<u8> {
 /// `body` framed as a `_metadata` file of format `version` (a valid checksum, so the
 /// fuzzer reaches the JSON and the handles behind it).
 fn framed_metadata(body: &[u8], version: u32) -> Vec<u8> {
-    let format = state_api::frame::FrameFormat {
-        magic: 0x534E_4D44,
-        current_version: version,
-        max_body_len: 256 * 1024 * 1024,
-        what: "checkpoint metadata",
-        kind: "snapstate checkpoint metadata file",
-    };
-    let mut bytes = Vec::new();
-    match format.write(&mut bytes, body) {
-        Ok(_) => bytes,
-        Err(_) => Vec::new(),
-    }
+    state_api::checkpoint_metadata::frame_body(body, version).unwrap_or_default()
 }
 
 /// Reads `data` as the JSON body of a `_metadata` of the template storage (every handle

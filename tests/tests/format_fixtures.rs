@@ -174,9 +174,8 @@ fn check_fixture_with(dir: &Path, compression: &str, params: KeyedBackendParams)
     }
 }
 
-#[test]
-fn keyed_v1_snapshots_restore_with_their_contents() {
-    let dir = fixtures("keyed", 1);
+fn check_keyed_version(version: u32) {
+    let dir = fixtures("keyed", version);
     if std::env::var_os("SNAPSTATE_WRITE_FIXTURES").is_some() && !dir.exists() {
         std::fs::create_dir_all(&dir).unwrap();
         for compression in DECORATORS {
@@ -186,6 +185,17 @@ fn keyed_v1_snapshots_restore_with_their_contents() {
     for compression in DECORATORS {
         check_fixture(&dir, compression);
     }
+}
+
+#[test]
+fn keyed_v1_snapshots_restore_with_their_contents() {
+    check_keyed_version(1);
+}
+
+/// Version 2: the keyed header records the number of key groups.
+#[test]
+fn keyed_v2_snapshots_restore_with_their_contents() {
+    check_keyed_version(2);
 }
 
 /// A key the heap-incremental fixture's base holds and its delta removes.
@@ -266,14 +276,25 @@ fn write_incremental_fixture(dir: &Path, compression: &str) {
     std::fs::write(dir.join(format!("{compression}.json")), json).unwrap();
 }
 
-#[test]
-fn heap_incremental_v1_checkpoints_restore_with_their_contents() {
-    let dir = fixtures("heap-incremental", 1);
+fn check_incremental_version(version: u32) {
+    let dir = fixtures("heap-incremental", version);
     if std::env::var_os("SNAPSTATE_WRITE_FIXTURES").is_some() && !dir.exists() {
         std::fs::create_dir_all(&dir).unwrap();
         write_incremental_fixture(&dir, "lz4");
     }
     check_fixture_with(&dir, "lz4", incremental_params("lz4"));
+}
+
+#[test]
+fn heap_incremental_v1_checkpoints_restore_with_their_contents() {
+    check_incremental_version(1);
+}
+
+/// Version 2: the headers of the meta stream and every chain file record the number of
+/// key groups.
+#[test]
+fn heap_incremental_v2_checkpoints_restore_with_their_contents() {
+    check_incremental_version(2);
 }
 
 /// The states of the operator fixture, ordered by name (as `states()` lists them).

@@ -17,8 +17,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use state_api::checkpoint_metadata::METADATA_FILE;
-use state_api::frame::FrameFormat;
+use state_api::checkpoint_metadata::{METADATA_FILE, frame_body};
 use state_api::{
     CheckpointMetadata, CheckpointOptions, CheckpointStreamFactory, CheckpointType, Error,
     IncrementalRemoteKeyedStateHandle, InstanceSnapshot, KeyGroupRange, KeyGroupRangeAssignment,
@@ -322,17 +321,7 @@ fn rewrite_as_version_1(root: &Path, id: u64) {
     let mut body = body;
     absolute(&mut body, root);
     assert!(body.to_string().contains(&*root.display().to_string()));
-    let version_1 = FrameFormat {
-        magic: 0x534E_4D44,
-        current_version: 1,
-        max_body_len: 256 * 1024 * 1024,
-        what: "checkpoint metadata",
-        kind: "snapstate checkpoint metadata file",
-    };
-    let mut framed = Vec::new();
-    version_1
-        .write(&mut framed, &serde_json::to_vec(&body).unwrap())
-        .unwrap();
+    let framed = frame_body(&serde_json::to_vec(&body).unwrap(), 1).unwrap();
     std::fs::write(&path, framed).unwrap();
 }
 
@@ -393,17 +382,7 @@ fn edit_metadata(root: &Path, id: u64, edit: impl FnOnce(&mut serde_json::Value)
     let bytes = std::fs::read(&path).unwrap();
     let mut body: serde_json::Value = serde_json::from_slice(&bytes[12..bytes.len() - 4]).unwrap();
     edit(&mut body);
-    let format = FrameFormat {
-        magic: 0x534E_4D44,
-        current_version: 2,
-        max_body_len: 256 * 1024 * 1024,
-        what: "checkpoint metadata",
-        kind: "snapstate checkpoint metadata file",
-    };
-    let mut framed = Vec::new();
-    format
-        .write(&mut framed, &serde_json::to_vec(&body).unwrap())
-        .unwrap();
+    let framed = frame_body(&serde_json::to_vec(&body).unwrap(), 2).unwrap();
     std::fs::write(&path, framed).unwrap();
 }
 
