@@ -23,9 +23,7 @@ use serde::de::Error as _;
 use serde::ser::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::storage_root::{
-    AbsoluteLocations, HandleScope, StorageRoot, check_relative, layout_tail,
-};
+use crate::storage_root::{HandleScope, StorageRoot, check_relative};
 use crate::{Error, Result, StateInputStream, StateObject, StreamStateHandle};
 
 /// The root directory of a local checkpoint storage, as file handles resolve against it.
@@ -33,11 +31,21 @@ use crate::{Error, Result, StateInputStream, StateObject, StreamStateHandle};
 /// The root is canonicalized once (it must exist); a relative location resolves under the
 /// canonical root, and a symbolic link on the way (a directory or the file itself) that
 /// leads outside the root makes it an [`Error::OutsideStorage`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct LocalRoot {
     path: PathBuf,
     canonical: PathBuf,
 }
+
+/// Two roots are the same directory when their canonical paths are equal, however they
+/// were given.
+impl PartialEq for LocalRoot {
+    fn eq(&self, other: &Self) -> bool {
+        self.canonical == other.canonical
+    }
+}
+
+impl Eq for LocalRoot {}
 
 impl LocalRoot {
     /// The root at `path`, which must exist.
@@ -273,24 +281,14 @@ struct FileRepr {
 
 impl Serialize for FileStateHandle {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let scope = HandleScope::current();
         let path = match &self.location {
             FileLocation::Stored { root, relative } => {
-                if let Some(scope) = &scope {
-                    let same = scope
-                        .root_as::<LocalRoot>()
-                        .is_some_and(|scope_root| scope_root.canonical == root.canonical);
-                    if !same {
-                        return Err(S::Error::custom(HandleScope::reject(scope.outside(
-                            self.path().display().to_string(),
-                            "the file belongs to another checkpoint storage",
-                        ))));
-                    }
-                }
+                HandleScope::serializing(&**root, || self.path().display().to_string())
+                    .map_err(S::Error::custom)?;
                 relative.clone()
             }
             FileLocation::Local(path) => {
-                if let Some(scope) = &scope {
+                if let Some(scope) = HandleScope::current() {
                     return Err(S::Error::custom(HandleScope::reject(scope.outside(
                         path.display().to_string(),
                         "a task-local file is never part of checkpoint storage",
@@ -314,38 +312,18 @@ impl Serialize for FileStateHandle {
 impl<'de> Deserialize<'de> for FileStateHandle {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let FileRepr { path, size } = FileRepr::deserialize(deserializer)?;
-        let Some(scope) = HandleScope::current() else {
+        let absolute = Path::new(&path).is_absolute();
+        match HandleScope::deserializing::<LocalRoot>(&path, absolute, "a local file handle")
+            .map_err(D::Error::custom)?
+        {
+            Some((root, relative)) => FileStateHandle::stored(root, relative, size)
+                .map_err(|err| D::Error::custom(HandleScope::reject(err))),
             // Outside checkpoint storage only task-local files, by absolute path, exist.
-            return match Path::new(&path).is_absolute() {
-                true => Ok(FileStateHandle::local(path, size)),
-                false => Err(D::Error::custom(format!(
-                    "file `{path}` is relative to a checkpoint storage: read it through that storage"
-                ))),
-            };
-        };
-        let reject = |error: Error| D::Error::custom(HandleScope::reject(error));
-        let Some(root) = scope.root_as::<LocalRoot>() else {
-            return Err(reject(scope.outside(
-                path,
-                "a local file handle in storage that is not a local directory",
-            )));
-        };
-        let relative = match (path.starts_with('/'), scope.absolute_locations()) {
-            (false, _) => path,
-            (true, AbsoluteLocations::Relocated) => layout_tail(&path).ok_or_else(|| {
-                reject(scope.outside(
-                    path.as_str(),
-                    "an absolute path that does not end in chk-<id>/<name> or shared/<name>",
-                ))
-            })?,
-            (true, AbsoluteLocations::Refused) => {
-                return Err(reject(scope.outside(
-                    path,
-                    "an absolute path (handles name files relative to the storage root)",
-                )));
-            }
-        };
-        FileStateHandle::stored(root, relative, size).map_err(reject)
+            None if absolute => Ok(FileStateHandle::local(path, size)),
+            None => Err(D::Error::custom(format!(
+                "file `{path}` is relative to a checkpoint storage: read it through that storage"
+            ))),
+        }
     }
 }
 
@@ -492,12 +470,8 @@ impl Read for BoundedFile {
 
 impl Seek for BoundedFile {
     fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
-        let target = match to {
-            SeekFrom::Start(offset) => Some(offset),
-            SeekFrom::End(delta) => self.len.checked_add_signed(delta),
-            SeekFrom::Current(delta) => self.pos.checked_add_signed(delta),
-        }
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before the start"))?;
+        let target = crate::seek_position(to, self.pos, self.len)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before the start"))?;
         self.pos = self.file.seek(SeekFrom::Start(target))?;
         Ok(self.pos)
     }

@@ -48,6 +48,16 @@ pub trait StateInputStream: Read + Seek + Send {}
 
 impl<T: Read + Seek + Send> StateInputStream for T {}
 
+/// Where a seek `to` lands in a stream of `len` bytes read up to `pos`; `None` before the
+/// start. For readers that implement `Seek` over a known length (files, objects).
+pub fn seek_position(to: io::SeekFrom, pos: u64, len: u64) -> Option<u64> {
+    match to {
+        io::SeekFrom::Start(offset) => Some(offset),
+        io::SeekFrom::End(delta) => len.checked_add_signed(delta),
+        io::SeekFrom::Current(delta) => pos.checked_add_signed(delta),
+    }
+}
+
 /// A handle to one stream of snapshot bytes.
 #[typetag::serde]
 pub trait StreamStateHandle: StateObject + fmt::Debug + Send + Sync + 'static {

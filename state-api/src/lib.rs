@@ -73,7 +73,7 @@ pub use handle::{
     ByteStreamStateHandle, DirectoryStateHandle, DistributionMode, HandleAndLocalPath,
     IncrementalLocalKeyedStateHandle, IncrementalRemoteKeyedStateHandle, KeyGroupsStateHandle,
     KeyedStateHandle, OperatorStatePartitions, OperatorStreamStateHandle,
-    PlaceholderStreamStateHandle, StateInputStream, StreamStateHandle,
+    PlaceholderStreamStateHandle, StateInputStream, StreamStateHandle, seek_position,
 };
 pub use key_group::{KeyGroupRange, KeyGroupRangeAssignment, KeyGroupRangeOffsets};
 pub use local_storage::{

@@ -171,6 +171,64 @@ impl HandleScope {
         message
     }
 
+    /// For a handle of storage `root` being serialized: `Ok(true)` inside a scope of that
+    /// same root (write the location relative to it), `Ok(false)` outside any scope, and,
+    /// inside a scope of another storage, the violation's message (recorded) for
+    /// `S::Error::custom`. `location` names the handle's file in the violation.
+    ///
+    /// # Errors
+    ///
+    /// The message of the recorded [`Error::OutsideStorage`].
+    pub fn serializing<R: StorageRoot + PartialEq>(
+        root: &R,
+        location: impl FnOnce() -> String,
+    ) -> Result<bool, String> {
+        match HandleScope::current() {
+            None => Ok(false),
+            Some(scope) if scope.root_as::<R>().is_some_and(|own| *own == *root) => Ok(true),
+            Some(scope) => Err(HandleScope::reject(
+                scope.outside(location(), "it belongs to another checkpoint storage"),
+            )),
+        }
+    }
+
+    /// For a handle naming `location` being deserialized (`absolute` when it is not
+    /// relative to a root): `Ok(None)` outside any scope (the handle decides what such a
+    /// location means), and inside a scope of an `R` root that root and the location
+    /// relative to it: re-rooted by its layout tail for format-1 metadata
+    /// ([`AbsoluteLocations::Relocated`]) and checked with [`check_relative`]. `kind` names
+    /// the handle kind when the scope's root is not an `R`.
+    ///
+    /// # Errors
+    ///
+    /// The message of the recorded [`Error::OutsideStorage`], for `D::Error::custom`.
+    pub fn deserializing<R: StorageRoot>(
+        location: &str,
+        absolute: bool,
+        kind: &str,
+    ) -> Result<Option<(Arc<R>, String)>, String> {
+        let Some(scope) = HandleScope::current() else {
+            return Ok(None);
+        };
+        let reject = |reason: &str| HandleScope::reject(scope.outside(location, reason));
+        let Some(root) = scope.root_as::<R>() else {
+            return Err(reject(&format!("{kind} in storage of another kind")));
+        };
+        let relative = match (absolute, scope.absolute) {
+            (false, _) => location.to_owned(),
+            (true, AbsoluteLocations::Relocated) => layout_tail(location).ok_or_else(|| {
+                reject("an absolute location that does not end in chk-<id>/<name> or shared/<name>")
+            })?,
+            (true, AbsoluteLocations::Refused) => {
+                return Err(reject(
+                    "an absolute location (handles name files relative to the storage root)",
+                ));
+            }
+        };
+        check_relative(&relative).map_err(reject)?;
+        Ok(Some((root, relative)))
+    }
+
     /// [`Error::OutsideStorage`] for `location`, found in this scope, for `reason`.
     pub fn outside(&self, location: impl Into<String>, reason: impl Into<String>) -> Error {
         Error::OutsideStorage {

@@ -20,10 +20,9 @@ use object_store::path::Path;
 use serde::de::Error as _;
 use serde::ser::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use state_api::storage_root::{check_relative, layout_tail};
+use state_api::storage_root::check_relative;
 use state_api::{
-    AbsoluteLocations, Error, HandleScope, Result, StateInputStream, StateObject, StorageRoot,
-    StreamStateHandle,
+    Error, HandleScope, Result, StateInputStream, StateObject, StorageRoot, StreamStateHandle,
 };
 
 use crate::location::ObjectUrl;
@@ -187,24 +186,15 @@ struct ObjectRepr {
 
 impl Serialize for ObjectStateHandle {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let repr = match HandleScope::current() {
-            Some(scope) => {
-                let same = scope
-                    .root_as::<ObjectRoot>()
-                    .is_some_and(|root| *root == *self.root);
-                if !same {
-                    return Err(S::Error::custom(HandleScope::reject(scope.outside(
-                        self.url(),
-                        "the object belongs to another checkpoint storage",
-                    ))));
-                }
-                ObjectRepr {
-                    store: None,
-                    key: self.relative.clone(),
-                    size: self.size,
-                }
-            }
-            None => ObjectRepr {
+        let in_scope =
+            HandleScope::serializing(&*self.root, || self.url()).map_err(S::Error::custom)?;
+        let repr = match in_scope {
+            true => ObjectRepr {
+                store: None,
+                key: self.relative.clone(),
+                size: self.size,
+            },
+            false => ObjectRepr {
                 store: Some(self.root.store_url().to_owned()),
                 key: self.key(),
                 size: self.size,
@@ -217,38 +207,20 @@ impl Serialize for ObjectStateHandle {
 impl<'de> Deserialize<'de> for ObjectStateHandle {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let ObjectRepr { store, key, size } = ObjectRepr::deserialize(deserializer)?;
-        let Some(scope) = HandleScope::current() else {
-            let store = store.ok_or_else(|| {
-                D::Error::custom(format!(
+        // A handle with its store is a whole URL: format 1's, or one written outside a scope.
+        let scoped =
+            HandleScope::deserializing::<ObjectRoot>(&key, store.is_some(), "an object handle")
+                .map_err(D::Error::custom)?;
+        let (root, relative) = match (scoped, store) {
+            (Some(scoped), _) => scoped,
+            (None, Some(store)) => (Arc::new(ObjectRoot::new(store, "")), key),
+            (None, None) => {
+                return Err(D::Error::custom(format!(
                     "object `{key}` is relative to a checkpoint storage: read it through that storage"
-                ))
-            })?;
-            return ObjectStateHandle::stored(Arc::new(ObjectRoot::new(store, "")), key, size)
-                .map_err(D::Error::custom);
-        };
-        let reject = |error: Error| D::Error::custom(HandleScope::reject(error));
-        let Some(root) = scope.root_as::<ObjectRoot>() else {
-            return Err(reject(scope.outside(
-                key,
-                "an object handle in storage that is not an object store",
-            )));
-        };
-        let relative = match (store, scope.absolute_locations()) {
-            (None, _) => key,
-            (Some(_), AbsoluteLocations::Relocated) => layout_tail(&key).ok_or_else(|| {
-                reject(scope.outside(
-                    key.as_str(),
-                    "a full key that does not end in chk-<id>/<name> or shared/<name>",
-                ))
-            })?,
-            (Some(store), AbsoluteLocations::Refused) => {
-                return Err(reject(scope.outside(
-                    format!("{store}/{key}"),
-                    "a full object URL (handles name objects relative to the storage root)",
                 )));
             }
         };
-        ObjectStateHandle::stored(root, relative, size).map_err(reject)
+        ObjectStateHandle::stored(root, relative, size).map_err(D::Error::custom)
     }
 }
 
@@ -383,12 +355,7 @@ impl Read for ObjectInputStream {
 
 impl Seek for ObjectInputStream {
     fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
-        let target = match to {
-            SeekFrom::Start(offset) => Some(offset),
-            SeekFrom::End(delta) => self.size.checked_add_signed(delta),
-            SeekFrom::Current(delta) => self.pos.checked_add_signed(delta),
-        };
-        let target = target.ok_or_else(|| {
+        let target = state_api::seek_position(to, self.pos, self.size).ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("seek before the start of {}", self.url),

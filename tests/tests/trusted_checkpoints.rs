@@ -451,8 +451,14 @@ fn crafted_metadata_never_touches_a_file_outside_the_storage() {
 
     type Craft = Box<dyn Fn(&Path)>;
     let secret_path = secret.display().to_string();
-    let to_every_path = |target: String| -> Craft {
+    // Points every file handle at `target`, after linking `link` (under the root) to `to`.
+    let to_every_path = |target: &str, link: Option<(&str, &Path)>| -> Craft {
+        let target = target.to_owned();
+        let link = link.map(|(name, to)| (name.to_owned(), to.to_path_buf()));
         Box::new(move |root: &Path| {
+            if let Some((name, to)) = &link {
+                std::os::unix::fs::symlink(to, root.join(name)).unwrap();
+            }
             edit_metadata(root, 2, |body| {
                 for path in file_paths(body) {
                     *path = target.clone().into();
@@ -461,37 +467,23 @@ fn crafted_metadata_never_touches_a_file_outside_the_storage() {
         })
     };
     let cases: Vec<(&str, Craft)> = vec![
-        ("absolute path outside", to_every_path(secret_path.clone())),
+        ("absolute path outside", to_every_path(&secret_path, None)),
         (
             "relative path climbing out",
-            to_every_path("../outside/secret".into()),
+            to_every_path("../outside/secret", None),
         ),
         (
             "climbing out through the layout",
-            to_every_path("shared/../../outside/secret".into()),
+            to_every_path("shared/../../outside/secret", None),
         ),
-        ("a symbolic link to a file outside", {
-            let secret = secret.clone();
-            Box::new(move |root: &Path| {
-                std::os::unix::fs::symlink(&secret, root.join("shared/link")).unwrap();
-                edit_metadata(root, 2, |body| {
-                    for path in file_paths(body) {
-                        *path = "shared/link".into();
-                    }
-                });
-            })
-        }),
-        ("a symbolic link to a directory outside", {
-            let outside = outside.clone();
-            Box::new(move |root: &Path| {
-                std::os::unix::fs::symlink(&outside, root.join("chk-9")).unwrap();
-                edit_metadata(root, 2, |body| {
-                    for path in file_paths(body) {
-                        *path = "chk-9/secret".into();
-                    }
-                });
-            })
-        }),
+        (
+            "a symbolic link to a file outside",
+            to_every_path("shared/link", Some(("shared/link", &secret))),
+        ),
+        (
+            "a symbolic link to a directory outside",
+            to_every_path("chk-9/secret", Some(("chk-9", &outside))),
+        ),
         ("a duplicate shared key naming a file outside", {
             let secret_path = secret_path.clone();
             Box::new(move |root: &Path| {
