@@ -244,6 +244,25 @@ impl CheckpointMetadata {
         })
     }
 
+    /// Checks that this is the metadata of checkpoint `checkpoint_id`, the one whose
+    /// `chk-<id>/_metadata` it was read from.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corrupted`] naming both ids.
+    pub fn check_checkpoint_id(&self, checkpoint_id: u64) -> Result<()> {
+        match self.checkpoint_id == checkpoint_id {
+            true => Ok(()),
+            false => Err(Error::Corrupted {
+                what: "checkpoint metadata".into(),
+                reason: format!(
+                    "it describes checkpoint {}, but is the metadata of checkpoint {checkpoint_id}",
+                    self.checkpoint_id
+                ),
+            }),
+        }
+    }
+
     /// Checks what a checkpoint's parts must agree on before any handle is used: max
     /// parallelism in range, distinct instances, every keyed handle's key groups within the
     /// max parallelism and no key group held by two instances, and every shared file key
@@ -587,6 +606,14 @@ mod tests {
             "{message}"
         );
         metadata().check_max_parallelism(128).unwrap();
+    }
+
+    #[test]
+    fn metadata_copied_under_another_checkpoint_id_is_refused() {
+        metadata().check_checkpoint_id(3).unwrap();
+        let err = metadata().check_checkpoint_id(4).unwrap_err();
+        assert!(matches!(err, Error::Corrupted { .. }), "{err}");
+        assert!(err.to_string().contains("checkpoint 3"), "{err}");
     }
 
     #[test]

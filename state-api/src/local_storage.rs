@@ -285,18 +285,12 @@ impl LocalCheckpointStorage {
                 other => other,
             },
         )?;
-        if metadata.checkpoint_id != checkpoint_id {
-            return Err(Error::Snapshot {
+        metadata
+            .check_checkpoint_id(checkpoint_id)
+            .map_err(|source| Error::Snapshot {
                 location: path.display().to_string(),
-                source: Box::new(Error::Corrupted {
-                    what: "checkpoint metadata".into(),
-                    reason: format!(
-                        "it describes checkpoint {}, but is the metadata of checkpoint {checkpoint_id}",
-                        metadata.checkpoint_id
-                    ),
-                }),
-            });
-        }
+                source: Box::new(source),
+            })?;
         Ok(metadata)
     }
 }

@@ -239,15 +239,9 @@ impl ObjectCheckpointStorage {
             Err(err) => return Err(self.store.error(err, &url)),
         };
         let metadata = CheckpointMetadata::from_bytes(&bytes, &self.storage_root())
-            .and_then(|metadata| match metadata.checkpoint_id == checkpoint_id {
-                true => Ok(metadata),
-                false => Err(Error::Corrupted {
-                    what: "checkpoint metadata".into(),
-                    reason: format!(
-                        "it describes checkpoint {}, but is the metadata of checkpoint {checkpoint_id}",
-                        metadata.checkpoint_id
-                    ),
-                }),
+            .and_then(|metadata| {
+                metadata.check_checkpoint_id(checkpoint_id)?;
+                Ok(metadata)
             })
             .map_err(|source| Error::Snapshot {
                 location: url,
