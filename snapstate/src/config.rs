@@ -51,8 +51,9 @@ use std::sync::Arc;
 
 use state_api::{
     CheckpointStorage, KeyGroupRange, KeyedBackendParams, KeyedStateBackendFactory,
-    LocalCheckpointStorage, LocalRecoveryConfig, PluginKind, Registry,
+    LocalRecoveryConfig, PluginKind, Registry,
 };
+use state_storage_local::{LocalCheckpointStorage, TaskLocalDirectory};
 
 /// Why a configuration does not load or does not build.
 #[derive(Debug, thiserror::Error)]
@@ -509,7 +510,8 @@ impl StateConfig {
                     });
                 }
             };
-            params.local_recovery = LocalRecoveryConfig::enabled(root);
+            params.local_recovery =
+                LocalRecoveryConfig::enabled(Arc::new(TaskLocalDirectory::new(root)));
         }
         Ok(params)
     }

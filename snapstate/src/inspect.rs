@@ -3,7 +3,7 @@
 //! the library behind the `snapstate` command line. Where to read is a [`Location`]; a path
 //! converts into one.
 //!
-//! The directory is the storage root a [`LocalCheckpointStorage`](state_api::LocalCheckpointStorage)
+//! The directory is the storage root a [`LocalCheckpointStorage`](state_storage_local::LocalCheckpointStorage)
 //! was created with: `chk-<id>/_metadata` holds each committed checkpoint's
 //! [`CheckpointMetadata`] with every instance's handles (see
 //! [`state_api::checkpoint_metadata`]). A `chk-<id>` directory itself is accepted too: its
@@ -31,7 +31,8 @@
 //! ```
 //! use std::sync::Arc;
 //! use snapstate::api::{ByteStreamStateHandle, CheckpointType, KeyGroupRange};
-//! use snapstate::api::{KeyGroupRangeOffsets, KeyGroupsStateHandle, LocalCheckpointStorage};
+//! use snapstate::api::{KeyGroupRangeOffsets, KeyGroupsStateHandle};
+//! use snapstate::local_storage::LocalCheckpointStorage;
 //! use snapstate::{CheckpointMetadata, InstanceSnapshot, inspect};
 //!
 //! let root = tempfile::tempdir().unwrap();
@@ -64,13 +65,13 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use state_api::checkpoint_metadata::CheckpointMetadata;
-use state_api::file_manifest::FileManifest;
 use state_api::{
     Error as StateError, HandleAndLocalPath, IncrementalRemoteKeyedStateHandle,
-    KeyGroupsStateHandle, KeyedBackendSerializationProxy, KeyedStateHandle,
-    OperatorStreamStateHandle, PlaceholderStreamStateHandle, Registry, StateInputStream,
-    StreamStateHandle,
+    KeyGroupsStateHandle, KeyedStateHandle, OperatorStreamStateHandle,
+    PlaceholderStreamStateHandle, Registry, StateInputStream, StreamStateHandle,
 };
+use state_format::KeyedBackendSerializationProxy;
+use state_format::file_manifest::FileManifest;
 
 pub use report::{
     CheckpointReport, CheckpointSummary, CheckpointVerification, FileCheck, FileScope,

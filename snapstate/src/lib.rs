@@ -51,8 +51,15 @@ pub use state_api as api;
 pub use state_api::checkpoint_metadata::{CheckpointMetadata, InstanceSnapshot};
 pub use state_api::{
     CheckpointOptions, CheckpointStorage, CheckpointType, KeyGroupRange, KeyedBackendParams,
-    LocalCheckpointStorage, OperatorBackendParams, Registry,
+    OperatorBackendParams, Registry,
 };
+/// The byte formats, `state-format`: the keyed header, the canonical key-group format,
+/// file manifests, checkpoint metadata files, typed state.
+pub use state_format as format;
+/// The embedded default checkpoint storage, `state-storage-local`: a local directory,
+/// memory, task-local copies.
+pub use state_storage_local as local_storage;
+pub use state_storage_local::LocalCheckpointStorage;
 
 /// The compression decorators `snappy` and `lz4` (`state-compress`).
 #[cfg(any(feature = "snappy", feature = "lz4"))]

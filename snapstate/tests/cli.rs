@@ -123,8 +123,7 @@ fn edit_metadata(root: &Path, id: u64, edit: impl FnOnce(&mut Value)) {
     let mut body: Value = serde_json::from_slice(&bytes[12..bytes.len() - 4]).unwrap();
     edit(&mut body);
     let framed =
-        snapstate::api::checkpoint_metadata::frame_body(&serde_json::to_vec(&body).unwrap(), 2)
-            .unwrap();
+        snapstate::format::metadata::frame_body(&serde_json::to_vec(&body).unwrap(), 2).unwrap();
     std::fs::write(&path, framed).unwrap();
 }
 

@@ -10,13 +10,14 @@ mod support;
 use std::io::Write;
 use std::sync::Arc;
 
-use snapstate::api::file_manifest::{FileManifest, ManifestEntry};
-use snapstate::api::keyed_format::KeyedSnapshotReader;
 use snapstate::api::{
     CheckpointStreamFactory, CheckpointedStateScope, HandleAndLocalPath,
-    IncrementalRemoteKeyedStateHandle, KeyedBackendSerializationProxy,
-    PlaceholderStreamStateHandle, StateKind, StateMetaInfo, StreamStateHandle,
+    IncrementalRemoteKeyedStateHandle, PlaceholderStreamStateHandle, StateKind, StateMetaInfo,
+    StreamStateHandle,
 };
+use snapstate::format::KeyedBackendSerializationProxy;
+use snapstate::format::file_manifest::{FileManifest, ManifestEntry};
+use snapstate::format::keyed_format::KeyedSnapshotReader;
 use snapstate::inspect::{
     self, FileScope, HandleDetail, HandleKind, Problem, ProblemKind, VerifyReport,
 };
@@ -512,7 +513,7 @@ impl Incremental {
         let file = self.files.iter().find(|f| f.local_path == name).unwrap();
         file.handle
             .as_any()
-            .downcast_ref::<snapstate::api::FileStateHandle>()
+            .downcast_ref::<snapstate::local_storage::FileStateHandle>()
             .unwrap()
             .path()
             .to_path_buf()
@@ -647,7 +648,7 @@ fn heap_incremental_checkpoints_verify_and_a_damaged_delta_is_named() {
     let path = delta
         .handle
         .as_any()
-        .downcast_ref::<snapstate::api::FileStateHandle>()
+        .downcast_ref::<snapstate::local_storage::FileStateHandle>()
         .unwrap()
         .path()
         .to_path_buf();

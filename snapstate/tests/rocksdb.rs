@@ -8,10 +8,9 @@ mod support;
 
 use std::sync::Arc;
 
-use snapstate::api::{
-    FileStateHandle, IncrementalRemoteKeyedStateHandle, KeyedStateBackend, StateMetaInfo,
-};
+use snapstate::api::{IncrementalRemoteKeyedStateHandle, KeyedStateBackend, StateMetaInfo};
 use snapstate::inspect::{self, HandleKind, ProblemKind};
+use snapstate::local_storage::FileStateHandle;
 use snapstate::{CheckpointOptions, KeyGroupRange, KeyedBackendParams, LocalCheckpointStorage};
 use support::MAX_PARALLELISM;
 

@@ -71,7 +71,10 @@ pub struct SnapshotContext {
 }
 
 impl SnapshotContext {
-    pub(crate) fn new(checkpoint_id: u64) -> Self {
+    /// A context of checkpoint `checkpoint_id` that nothing cancels: what an
+    /// [`AsyncSnapshotTask`] creates for its callable, and what code that drives a writer
+    /// outside a task (a test, a tool) passes.
+    pub fn new(checkpoint_id: u64) -> Self {
         SnapshotContext {
             checkpoint_id,
             cancelled: AtomicBool::new(false),

@@ -1,10 +1,12 @@
 //! Checkpoint options, local recovery configuration and the checkpoint listener.
 
+use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::Result;
+use crate::{CheckpointStateOutputStream, Result, StreamStateHandle};
 
 /// Whether a snapshot is a checkpoint or a savepoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -44,43 +46,76 @@ impl CheckpointOptions {
     }
 }
 
+/// Where snapshots keep their task-local copies for local recovery: a directory per
+/// checkpoint on the task's own disk. The `state-storage-local` crate implements it
+/// (`TaskLocalDirectory`); backends only call it, so they write task-local copies without
+/// knowing how files are written. A backend restores a task-local copy only when the
+/// restoring job runs with local recovery on (it may need this storage to read the copy),
+/// and says so with [`Error::Unsupported`](crate::Error::Unsupported) otherwise.
+pub trait TaskLocalStorage: Send + Sync + fmt::Debug {
+    /// The root directory of all task-local copies.
+    fn root(&self) -> &Path;
+
+    /// The directory of checkpoint `checkpoint_id`'s task-local copy (not created).
+    fn checkpoint_dir(&self, checkpoint_id: u64) -> PathBuf {
+        self.root().join(format!("chk_{checkpoint_id}"))
+    }
+
+    /// A stream writing a new task-local file in `dir`; like every checkpoint stream, it
+    /// leaves no file behind unless it is completed.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`](crate::Error::Io) naming the directory.
+    fn create_stream(&self, dir: &Path) -> Result<Box<dyn CheckpointStateOutputStream>>;
+
+    /// A handle to the task-local file at `path` of `size` bytes: readable, discarded by
+    /// deleting the file, and refused in checkpoint metadata.
+    fn file_handle(&self, path: PathBuf, size: u64) -> Arc<dyn StreamStateHandle>;
+}
+
 /// Whether, and where, snapshots also keep a task-local copy for fast local recovery.
 ///
 /// With local recovery on, the task-local copy of checkpoint `n` is written under
 /// `<local root>/chk_<n>/`.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default)]
 pub struct LocalRecoveryConfig {
-    local_root: Option<PathBuf>,
+    storage: Option<Arc<dyn TaskLocalStorage>>,
 }
 
 impl LocalRecoveryConfig {
     /// Local recovery off: only the job-manager-owned copy is written.
     pub fn disabled() -> Self {
-        LocalRecoveryConfig { local_root: None }
+        LocalRecoveryConfig { storage: None }
     }
 
-    /// Local recovery on, task-local copies under `local_root`.
-    pub fn enabled(local_root: impl Into<PathBuf>) -> Self {
+    /// Local recovery on, task-local copies in `storage`.
+    pub fn enabled(storage: Arc<dyn TaskLocalStorage>) -> Self {
         LocalRecoveryConfig {
-            local_root: Some(local_root.into()),
+            storage: Some(storage),
         }
     }
 
     /// Whether task-local copies are written.
     pub fn is_enabled(&self) -> bool {
-        self.local_root.is_some()
+        self.storage.is_some()
+    }
+
+    /// Where task-local copies go, when enabled.
+    pub fn storage(&self) -> Option<&Arc<dyn TaskLocalStorage>> {
+        self.storage.as_ref()
     }
 
     /// The root directory of task-local copies, when enabled.
     pub fn local_root(&self) -> Option<&Path> {
-        self.local_root.as_deref()
+        self.storage.as_deref().map(TaskLocalStorage::root)
     }
 
     /// The directory of checkpoint `checkpoint_id`'s task-local copy, when enabled.
     pub fn checkpoint_dir(&self, checkpoint_id: u64) -> Option<PathBuf> {
-        self.local_root
+        self.storage
             .as_ref()
-            .map(|root| root.join(format!("chk_{checkpoint_id}")))
+            .map(|storage| storage.checkpoint_dir(checkpoint_id))
     }
 }
 

@@ -1,43 +1,19 @@
-//! [`CheckpointMetadata`]: what a coordinator records of a completed checkpoint, and how a
-//! local checkpoint directory keeps it.
+//! [`CheckpointMetadata`]: what a coordinator records of a completed checkpoint: which
+//! instance stored which handles, with the job's max parallelism and identity.
 //!
-//! A checkpoint is complete when every instance's snapshot is stored *and* its metadata
-//! (the handles of all instances) is committed: before that, restore cannot find it. In a
-//! [`LocalCheckpointStorage`](crate::LocalCheckpointStorage) the metadata of checkpoint
-//! `<id>` is the file `chk-<id>/_metadata` ([`METADATA_FILE`]), written to a hidden
-//! temporary name, synced and renamed into place, so a crash leaves either no metadata or
-//! all of it. Tools (the `snapstate` command line) list, inspect and verify checkpoints
-//! from these files alone.
-//!
-//! # Format
-//!
-//! A frame of [`crate::frame`] (magic `"SNMD"`) around a JSON body: the
-//! [`CheckpointMetadata`] as serde writes it, with handles under their stable tags
-//! (`key-groups`, `incremental-remote`, `file`, `bytes`, ...). JSON keeps the metadata
-//! readable by other tools; the frame's CRC-32C makes a damaged file an error instead of
-//! wrong handles.
-//!
-//! | version | handles name their files |
-//! | --- | --- |
-//! | 1 | by absolute path (`/var/ck/chk-3/ab12`) or full object key |
-//! | 2 | relative to the storage root (`chk-3/ab12`, `shared/cd34`); `job_id` recorded |
-//!
-//! Metadata is read inside a [`HandleScope`] of the storage that reads it (see
-//! [`crate::storage_root`]): version 2 refuses every location outside the root; version 1's
-//! absolute locations are re-rooted by their `chk-<id>/<name>` or `shared/<name>` tail, so
-//! old checkpoints restore where they are and from a copy. Reading then validates the whole
-//! checkpoint ([`CheckpointMetadata::validate`]) before anything uses a handle.
+//! A checkpoint is complete when every instance's snapshot is stored *and* its metadata is
+//! committed through [`CheckpointStorage::commit_checkpoint`](crate::CheckpointStorage):
+//! before that, restore cannot find it. The bytes of a metadata file (a checksummed frame
+//! around JSON, handles relative to the storage root) are defined by the `state-format`
+//! crate's `metadata` module; this module holds the values and the checks every reader runs
+//! ([`CheckpointMetadata::validate`]) before a handle is used.
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::io::Read;
-use std::path::Path;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::frame::{BodyError, FRAME_LEN, FrameFormat};
-use crate::storage_root::{AbsoluteLocations, HandleScope, StorageRoot};
 use crate::{
     CheckpointType, Error, IncrementalRemoteKeyedStateHandle, KeyGroupRangeAssignment,
     KeyedStateHandle, OperatorStreamStateHandle, PlaceholderStreamStateHandle, Result,
@@ -45,21 +21,6 @@ use crate::{
 
 /// Name of the metadata file inside a checkpoint's directory.
 pub const METADATA_FILE: &str = "_metadata";
-
-/// The frame of a metadata file.
-const FORMAT: FrameFormat = FrameFormat {
-    magic: 0x534E_4D44,
-    current_version: 2,
-    max_body_len: MAX_BODY_LEN,
-    what: "checkpoint metadata",
-    kind: "snapstate checkpoint metadata file",
-};
-
-/// Largest metadata body (JSON) a metadata file may hold.
-const MAX_BODY_LEN: u32 = 256 * 1024 * 1024;
-
-/// Largest metadata file: a frame around the largest body.
-pub const MAX_METADATA_FILE_LEN: u64 = MAX_BODY_LEN as u64 + FRAME_LEN;
 
 /// The identity of the job that writes a checkpoint storage: recorded in every checkpoint's
 /// metadata, so a job resuming from a directory can tell its own checkpoints from another
@@ -102,31 +63,6 @@ impl<'de> Deserialize<'de> for JobId {
         JobId::new(String::deserialize(deserializer)?).map_err(serde::de::Error::custom)
     }
 }
-
-/// `body` (metadata JSON) framed as a metadata file of format `version`, as a tool that
-/// edits metadata (a repair, a test crafting damaged checkpoints) writes it back; the JSON
-/// is not checked.
-///
-/// # Errors
-///
-/// [`Error::InvalidArgument`] for version 0, a version newer than this build writes, or
-/// a body over 256 MiB.
-pub fn frame_body(body: &[u8], version: u32) -> Result<Vec<u8>> {
-    if version == 0 || version > FORMAT.current_version {
-        return Err(Error::InvalidArgument(format!(
-            "checkpoint metadata version {version}: this build writes 1..={}",
-            FORMAT.current_version
-        )));
-    }
-    let format = FrameFormat {
-        current_version: version,
-        ..FORMAT
-    };
-    let mut bytes = Vec::with_capacity(body.len() + FRAME_LEN as usize);
-    format.write(&mut bytes, body)?;
-    Ok(bytes)
-}
-
 /// The snapshots one parallel instance contributed to a checkpoint.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct InstanceSnapshot {
@@ -148,10 +84,8 @@ pub struct InstanceSnapshot {
 /// use std::sync::Arc;
 /// use state_api::checkpoint_metadata::{CheckpointMetadata, InstanceSnapshot};
 /// use state_api::{ByteStreamStateHandle, CheckpointType, KeyGroupRange, KeyGroupRangeOffsets};
-/// use state_api::{KeyGroupsStateHandle, LocalCheckpointStorage};
+/// use state_api::KeyGroupsStateHandle;
 ///
-/// let root = tempfile::tempdir().unwrap();
-/// let storage = LocalCheckpointStorage::new(root.path())?;
 /// let stream = Arc::new(ByteStreamStateHandle::new("state", vec![0; 8]));
 /// let offsets = KeyGroupRangeOffsets::with_offsets(KeyGroupRange::new(0, 1)?, vec![0, 4])?;
 /// let mut metadata = CheckpointMetadata::new(7, 1_700_000_000_000, CheckpointType::Checkpoint, 128);
@@ -160,9 +94,10 @@ pub struct InstanceSnapshot {
 ///     keyed: vec![Arc::new(KeyGroupsStateHandle::new(offsets, stream))],
 ///     operator: vec![],
 /// });
-/// storage.commit_checkpoint(&metadata)?;
-/// assert_eq!(storage.completed_checkpoints()?, [7]);
-/// assert_eq!(storage.load_checkpoint(7)?.instances[0].keyed[0].state_size(), 8);
+/// metadata.validate()?;
+/// assert_eq!(metadata.keyed_handles()[0].state_size(), 8);
+/// metadata.check_max_parallelism(128)?;
+/// assert!(metadata.check_max_parallelism(256).is_err());
 /// # Ok::<(), state_api::Error>(())
 /// ```
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -338,123 +273,6 @@ impl CheckpointMetadata {
         }
         Ok(())
     }
-
-    /// The metadata as stored: a frame around its JSON, every handle's location written
-    /// relative to `root`, the storage it is committed to.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::OutsideStorage`] for a handle of another storage or a task-local one;
-    /// [`Error::InvalidArgument`] when a handle cannot be serialized or the JSON exceeds
-    /// 256 MiB.
-    pub fn to_bytes(&self, root: &Arc<dyn StorageRoot>) -> Result<Vec<u8>> {
-        let scope = HandleScope::new(root.clone(), AbsoluteLocations::Refused);
-        let (body, violation) = scope.enter(|| serde_json::to_vec(self));
-        if let Some(violation) = violation {
-            return Err(violation);
-        }
-        let body = body.map_err(|err| {
-            Error::InvalidArgument(format!(
-                "checkpoint {} metadata does not serialize: {err}",
-                self.checkpoint_id
-            ))
-        })?;
-        let mut bytes = Vec::with_capacity(body.len() + 16);
-        FORMAT.write(&mut bytes, &body)?;
-        Ok(bytes)
-    }
-
-    /// Reads metadata written by [`to_bytes`](Self::to_bytes) for the storage at `root`,
-    /// and [validates](Self::validate) it.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Truncated`], [`Error::Corrupted`] (also for JSON that is not metadata, or
-    /// names a handle tag no linked crate registers, and for metadata that does not
-    /// validate) and [`Error::UnsupportedVersion`], as [`crate::frame`] describes;
-    /// [`Error::OutsideStorage`] for a handle naming a location outside `root`.
-    pub fn from_bytes(bytes: &[u8], root: &Arc<dyn StorageRoot>) -> Result<Self> {
-        let mut input = bytes;
-        let metadata = Self::read(&mut input, root)?;
-        if !input.is_empty() {
-            return Err(Error::Corrupted {
-                what: "checkpoint metadata".into(),
-                reason: format!("{} bytes follow the metadata frame", input.len()),
-            });
-        }
-        Ok(metadata)
-    }
-
-    /// Reads one metadata frame from `input` (see [`from_bytes`](Self::from_bytes)); the
-    /// body is buffered only after magic, version and length are checked.
-    ///
-    /// # Errors
-    ///
-    /// As [`from_bytes`](Self::from_bytes).
-    pub fn read(input: &mut dyn Read, root: &Arc<dyn StorageRoot>) -> Result<Self> {
-        let metadata: CheckpointMetadata = FORMAT.read(input, |version, body| {
-            let absolute = match version {
-                1 => AbsoluteLocations::Relocated,
-                _ => AbsoluteLocations::Refused,
-            };
-            let scope = HandleScope::new(root.clone(), absolute);
-            let (parsed, violation) =
-                scope.enter(|| serde_json::from_slice::<CheckpointMetadata>(body));
-            if let Some(violation) = violation {
-                return Err(BodyError::Invalid(violation));
-            }
-            parsed.map_err(|err| {
-                BodyError::Invalid(Error::Corrupted {
-                    what: "checkpoint metadata: body".into(),
-                    reason: format!("not checkpoint metadata JSON: {err}"),
-                })
-            })
-        })?;
-        metadata.validate()?;
-        Ok(metadata)
-    }
-
-    /// Reads the metadata file at `path` of the storage at `root`: it must be a regular
-    /// file of at most [`MAX_METADATA_FILE_LEN`] bytes (checked before anything is read),
-    /// holding exactly one metadata frame.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::NotFound`] naming the file; [`Error::Snapshot`] naming the file around
-    /// what [`read`](Self::read) reports, or around [`Error::Corrupted`] for a file that is
-    /// not regular, too long, or goes on after the frame.
-    pub fn read_file(path: &Path, root: &Arc<dyn StorageRoot>) -> Result<Self> {
-        let at_path = |source: Error| Error::Snapshot {
-            location: path.display().to_string(),
-            source: Box::new(source),
-        };
-        let file =
-            crate::open_regular_file(path, &format!("checkpoint metadata {}", path.display()))
-                .map_err(|err| match err {
-                    Error::NotFound { .. } | Error::Io { .. } => err,
-                    other => at_path(other),
-                })?;
-        let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
-        if len > MAX_METADATA_FILE_LEN {
-            return Err(at_path(Error::Corrupted {
-                what: "checkpoint metadata".into(),
-                reason: format!(
-                    "the file has {len} bytes, metadata files have at most {MAX_METADATA_FILE_LEN}"
-                ),
-            }));
-        }
-        let mut input = std::io::BufReader::new(file.take(len));
-        let metadata = Self::read(&mut input, root).map_err(at_path)?;
-        let mut rest = [0u8; 1];
-        match input.read(&mut rest) {
-            Ok(0) => Ok(metadata),
-            Ok(_) => Err(at_path(Error::Corrupted {
-                what: "checkpoint metadata".into(),
-                reason: "bytes follow the metadata frame".into(),
-            })),
-            Err(err) => Err(Error::io(path, err)),
-        }
-    }
 }
 
 #[cfg(test)]
@@ -462,14 +280,8 @@ mod tests {
     use super::*;
     use crate::{
         ByteStreamStateHandle, HandleAndLocalPath, KeyGroupRange, KeyGroupRangeOffsets,
-        KeyGroupsStateHandle, LocalRoot,
+        KeyGroupsStateHandle,
     };
-
-    fn root() -> (tempfile::TempDir, Arc<dyn StorageRoot>) {
-        let dir = tempfile::tempdir().unwrap();
-        let root: Arc<dyn StorageRoot> = Arc::new(LocalRoot::new(dir.path()).unwrap());
-        (dir, root)
-    }
 
     fn key_groups(start: u32, end: u32) -> Arc<dyn KeyedStateHandle> {
         let stream = Arc::new(ByteStreamStateHandle::new("state", vec![1; 6]));
@@ -483,7 +295,6 @@ mod tests {
 
     fn metadata() -> CheckpointMetadata {
         let mut metadata = CheckpointMetadata::new(3, 42, CheckpointType::Savepoint, 128);
-        metadata.properties.insert("backend".into(), "heap".into());
         metadata.job_id = Some(JobId::new("job-a").unwrap());
         metadata.instances.push(InstanceSnapshot {
             index: 0,
@@ -493,59 +304,15 @@ mod tests {
         metadata
     }
 
-    #[test]
-    fn round_trips_through_bytes() {
-        let (_dir, root) = root();
-        let bytes = metadata().to_bytes(&root).unwrap();
-        let back = CheckpointMetadata::from_bytes(&bytes, &root).unwrap();
-        assert_eq!(back.checkpoint_id, 3);
-        assert_eq!(back.checkpoint_type, CheckpointType::Savepoint);
-        assert_eq!(back.properties["backend"], "heap");
-        assert_eq!(back.job_id.as_ref().map(JobId::as_str), Some("job-a"));
-        assert_eq!(back.keyed_handles().len(), 1);
-        assert_eq!(back.keyed_handles()[0].state_size(), 6);
-    }
-
-    #[test]
-    fn damage_is_an_error_never_wrong_handles() {
-        let (_dir, root) = root();
-        let bytes = metadata().to_bytes(&root).unwrap();
-        for cut in 0..bytes.len() {
-            let err = CheckpointMetadata::from_bytes(&bytes[..cut], &root).unwrap_err();
-            assert!(
-                matches!(err, Error::Truncated { .. } | Error::Corrupted { .. }),
-                "cut at {cut}: {err}"
-            );
-        }
-        for pos in 0..bytes.len() {
-            let mut flipped = bytes.clone();
-            flipped[pos] ^= 0x04;
-            let err = CheckpointMetadata::from_bytes(&flipped, &root).unwrap_err();
-            assert!(
-                matches!(
-                    err,
-                    Error::Truncated { .. }
-                        | Error::Corrupted { .. }
-                        | Error::UnsupportedVersion { .. }
-                ),
-                "byte {pos}: {err}"
-            );
-        }
-        let mut longer = bytes.clone();
-        longer.push(0);
-        assert!(CheckpointMetadata::from_bytes(&longer, &root).is_err());
-    }
-
     fn check_invalid(metadata: &CheckpointMetadata, expected: &str) {
-        let (_dir, root) = root();
-        let bytes = metadata.to_bytes(&root).unwrap();
-        let err = CheckpointMetadata::from_bytes(&bytes, &root).unwrap_err();
+        let err = metadata.validate().unwrap_err();
         assert!(matches!(err, Error::Corrupted { .. }), "{err}");
         assert!(err.to_string().contains(expected), "{err}");
     }
 
     #[test]
     fn key_groups_beyond_the_max_parallelism_are_refused() {
+        metadata().validate().unwrap();
         let mut edited = metadata();
         edited.max_parallelism = 2;
         check_invalid(&edited, "beyond the checkpoint's 2 key groups");

@@ -677,7 +677,7 @@ impl StateObject for OperatorStreamStateHandle {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::FileStateHandle;
+    use crate::test_file::TestFile;
 
     fn bytes(data: &[u8]) -> Arc<dyn StreamStateHandle> {
         Arc::new(ByteStreamStateHandle::new("test", data.to_vec()))
@@ -800,11 +800,11 @@ mod tests {
         ]);
         let handle = OperatorStreamStateHandle::new(
             states.clone(),
-            Arc::new(FileStateHandle::local(&path, 10)),
+            Arc::new(TestFile::read_back(&path, 10)),
         );
         let json = serde_json::to_string(&handle).unwrap();
         assert!(
-            json.contains("\"file\""),
+            json.contains("\"test-file\""),
             "the stream keeps its stable tag: {json}"
         );
         let back: OperatorStreamStateHandle = serde_json::from_str(&json).unwrap();
@@ -865,7 +865,7 @@ mod tests {
         let file = |name: &str| {
             let path = dir.path().join(name);
             fs::write(&path, b"data").unwrap();
-            Arc::new(FileStateHandle::local(path, 4)) as Arc<dyn StreamStateHandle>
+            Arc::new(TestFile::read_back(path, 4)) as Arc<dyn StreamStateHandle>
         };
         // 000001.sst was uploaded by an earlier checkpoint and is owned by the registry.
         let earlier = file("1.sst");
@@ -909,18 +909,5 @@ mod tests {
             .unwrap();
         assert!(matches!(err, Error::Unsupported(_)), "{err}");
         assert!(err.to_string().contains("b-000001.sst"), "{err}");
-    }
-
-    #[test]
-    fn missing_file_is_not_found_naming_the_path() {
-        let err = FileStateHandle::local("/nonexistent/snapstate/x", 1)
-            .open()
-            .err()
-            .unwrap();
-        assert!(matches!(err, Error::NotFound { .. }), "{err}");
-        assert!(
-            err.to_string().contains("/nonexistent/snapstate/x"),
-            "{err}"
-        );
     }
 }

@@ -3,8 +3,10 @@
 //! against.
 //!
 //! Depend on this crate to write a plugin (a backend, a strategy, a decorator, a storage)
-//! or to drive plugins by name. It has no heavy dependencies (no RocksDB, no codecs) and
-//! changes rarely; formats it defines carry version numbers.
+//! or to drive plugins by name. It has no heavy dependencies (no RocksDB, no codecs, no
+//! file-system helpers) and changes rarely. The byte formats (the keyed header, the
+//! canonical key-group format, checkpoint metadata files) live in the `state-format` crate;
+//! storages in `state-storage-local` and `state-storage-object`.
 //!
 //! The pieces, in the order a snapshot meets them:
 //!
@@ -15,33 +17,24 @@
 //!   cancel/cleanup lifecycle, owned by a [`CloseableRegistry`], protected by a
 //!   [`ResourceGuard`].
 //! - [`StreamCompressionDecorator`]: wraps each key group's bytes.
-//! - [`CheckpointStreamFactory`] ([`LocalCheckpointStorage`], [`MemoryCheckpointStreamFactory`])
-//!   and [`CheckpointStreamWithResultProvider`]: where bytes go; [`CheckpointStorage`]: a
-//!   factory per checkpoint and the committed checkpoint metadata, on any medium.
-//! - [`KeyedBackendSerializationProxy`]: the versioned header of keyed snapshots.
+//! - [`CheckpointStreamFactory`] and [`CheckpointStreamWithResultProvider`]: where bytes
+//!   go; [`CheckpointStorage`]: a factory per checkpoint and the committed
+//!   [`CheckpointMetadata`], on any medium (the `state-storage-local` and
+//!   `state-storage-object` crates implement them); [`TaskLocalStorage`]: task-local copies.
 //! - Handles ([`StreamStateHandle`], [`KeyedStateHandle`], ...) in a [`SnapshotResult`].
 //! - [`Registry`]: plugins by name, collected at link time.
 
 mod async_snapshot;
 mod backend;
-mod background_file;
 mod checkpoint;
 pub mod checkpoint_metadata;
 mod closeable;
 mod compression;
 mod error;
-mod file_handle;
-pub mod file_manifest;
-pub mod frame;
 mod handle;
 pub mod key_group;
-pub mod keyed_format;
-mod local_storage;
-mod memory_storage;
 mod meta;
-pub mod proxy;
 mod registry;
-pub mod repartition;
 mod resource_guard;
 mod shared_registry;
 mod state_object;
@@ -49,7 +42,8 @@ mod storage;
 pub mod storage_root;
 mod strategy;
 mod stream;
-pub mod typed;
+#[cfg(test)]
+mod test_file;
 
 pub use async_snapshot::{
     AsyncSnapshotCallable, AsyncSnapshotTask, SnapshotCanceller, SnapshotContext,
@@ -60,7 +54,9 @@ pub use backend::{
     OperatorSnapshotStrategyFactory, OperatorStateBackend, OperatorStateBackendFactory,
     backend_state_as, check_key_groups_fit, check_restore_handles,
 };
-pub use checkpoint::{CheckpointListener, CheckpointOptions, CheckpointType, LocalRecoveryConfig};
+pub use checkpoint::{
+    CheckpointListener, CheckpointOptions, CheckpointType, LocalRecoveryConfig, TaskLocalStorage,
+};
 pub use checkpoint_metadata::{CheckpointMetadata, InstanceSnapshot, JobId};
 pub use closeable::{Closeable, CloseableRegistry, RegistrationKey};
 pub use compression::{
@@ -68,7 +64,6 @@ pub use compression::{
     UncompressedStreamCompressionDecorator,
 };
 pub use error::{BoxError, Error, Result};
-pub use file_handle::{FileStateHandle, LocalRoot, open_regular_file};
 pub use handle::{
     ByteStreamStateHandle, DirectoryStateHandle, DistributionMode, HandleAndLocalPath,
     IncrementalLocalKeyedStateHandle, IncrementalRemoteKeyedStateHandle, KeyGroupsStateHandle,
@@ -76,13 +71,7 @@ pub use handle::{
     PlaceholderStreamStateHandle, StateInputStream, StreamStateHandle, seek_position,
 };
 pub use key_group::{KeyGroupRange, KeyGroupRangeAssignment, KeyGroupRangeOffsets};
-pub use local_storage::{
-    IN_PROGRESS_PREFIX, LOCK_FILE, LocalCheckpointStorage, LocalDirectoryStreamFactory,
-    LocalFileOutputStream,
-};
-pub use memory_storage::{MemoryCheckpointStreamFactory, MemoryOutputStream};
 pub use meta::{OperatorStateMetaInfo, SerializerId, StateKind, StateMetaInfo};
-pub use proxy::KeyedBackendSerializationProxy;
 pub use registry::{PluginInfo, PluginKind, Registration, Registry, register};
 pub use resource_guard::{Lease, ResourceGuard};
 pub use shared_registry::{SharedStateRegistry, new_backend_identifier};

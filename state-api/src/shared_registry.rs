@@ -374,17 +374,15 @@ mod tests {
         assert_eq!(ids.len(), 100, "{ids:?}");
         assert!(ids.iter().all(|id| id.starts_with("heap-")), "{ids:?}");
     }
-    use crate::{ByteStreamStateHandle, FileStateHandle, KeyGroupRange};
+    use crate::test_file::TestFile;
+    use crate::{ByteStreamStateHandle, KeyGroupRange};
 
     const BACKEND: &str = "backend-a";
 
     fn file(dir: &Path, name: &str) -> HandleAndLocalPath {
         let path = dir.join(name);
         std::fs::write(&path, name.as_bytes()).unwrap();
-        HandleAndLocalPath::new(
-            Arc::new(FileStateHandle::local(path, name.len() as u64).written_by_this_process()),
-            name,
-        )
+        HandleAndLocalPath::new(Arc::new(TestFile::written(path, name.len() as u64)), name)
     }
 
     fn placeholder_for(name: &str) -> HandleAndLocalPath {
@@ -546,7 +544,7 @@ mod tests {
         // As a handle read back from crafted metadata would name it.
         let mut second = snapshot(2, vec![]);
         second.shared_state.push(HandleAndLocalPath::new(
-            Arc::new(FileStateHandle::local(&victim, 8)),
+            Arc::new(TestFile::read_back(&victim, 8)),
             "a.sst",
         ));
         registry.register(&second).unwrap();

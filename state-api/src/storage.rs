@@ -62,8 +62,8 @@ impl fmt::Debug for StorageClaim {
 /// ```
 /// use std::io::Write;
 /// use std::sync::Arc;
-/// use state_api::{CheckpointMetadata, CheckpointStorage, CheckpointType,
-///     CheckpointedStateScope, LocalCheckpointStorage};
+/// use state_api::{CheckpointMetadata, CheckpointStorage, CheckpointType, CheckpointedStateScope};
+/// use state_storage_local::LocalCheckpointStorage;
 ///
 /// let root = tempfile::tempdir().unwrap();
 /// let storage: Arc<dyn CheckpointStorage> = Arc::new(LocalCheckpointStorage::new(root.path())?);

@@ -57,8 +57,8 @@ pub enum AbsoluteLocations {
 ///
 /// ```
 /// use std::sync::Arc;
-/// use state_api::{AbsoluteLocations, Error, FileStateHandle, HandleScope, LocalRoot,
-///     StateObject, StreamStateHandle};
+/// use state_api::{AbsoluteLocations, Error, HandleScope, StateObject, StreamStateHandle};
+/// use state_storage_local::{FileStateHandle, LocalRoot};
 ///
 /// let dir = tempfile::tempdir().unwrap();
 /// let root = Arc::new(LocalRoot::new(dir.path())?);

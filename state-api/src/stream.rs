@@ -12,10 +12,9 @@ use std::fmt;
 use std::io::{self, Write};
 use std::sync::Arc;
 
-use crate::local_storage::LocalFileOutputStream;
 use crate::{
-    Closeable, Error, KeyGroupRangeOffsets, KeyGroupsStateHandle, KeyedStateHandle,
-    LocalRecoveryConfig, Result, SnapshotResult, StreamStateHandle,
+    Closeable, KeyGroupRangeOffsets, KeyGroupsStateHandle, KeyedStateHandle, LocalRecoveryConfig,
+    Result, SnapshotResult, StreamStateHandle,
 };
 
 /// Where a stream's file goes: owned by one checkpoint, or shared across checkpoints.
@@ -84,8 +83,12 @@ impl<T: CheckpointStreamFactory + ?Sized> CheckpointStreamFactory for Box<T> {
 ///
 /// ```
 /// use std::io::Write;
-/// use state_api::{CheckpointStreamWithResultProvider, CheckpointedStateScope,
-///     LocalRecoveryConfig, MemoryCheckpointStreamFactory, StateObject};
+/// use std::sync::Arc;
+/// use state_api::{
+///     CheckpointStreamWithResultProvider, CheckpointedStateScope, LocalRecoveryConfig,
+///     StateObject,
+/// };
+/// use state_storage_local::{MemoryCheckpointStreamFactory, TaskLocalDirectory};
 ///
 /// let factory = MemoryCheckpointStreamFactory::default();
 /// let local = tempfile::tempdir().unwrap();
@@ -93,7 +96,7 @@ impl<T: CheckpointStreamFactory + ?Sized> CheckpointStreamFactory for Box<T> {
 ///     7,
 ///     CheckpointedStateScope::Exclusive,
 ///     &factory,
-///     &LocalRecoveryConfig::enabled(local.path()),
+///     &LocalRecoveryConfig::enabled(Arc::new(TaskLocalDirectory::new(local.path()))),
 /// )?;
 /// out.write_all(b"state").unwrap();
 /// let result = out.close_and_finalize()?;
@@ -136,12 +139,12 @@ impl CheckpointStreamWithResultProvider {
         local_recovery: &LocalRecoveryConfig,
     ) -> Result<Self> {
         let primary = factory.create_output_stream(scope)?;
-        match local_recovery.checkpoint_dir(checkpoint_id) {
+        match local_recovery.storage() {
             None => Ok(Self::primary_only(primary)),
-            Some(dir) => {
-                std::fs::create_dir_all(&dir).map_err(|err| Error::io(&dir, err))?;
-                let secondary = LocalFileOutputStream::create(dir, 0, None)?;
-                Ok(Self::primary_and_secondary(primary, Box::new(secondary)))
+            Some(storage) => {
+                let dir = storage.checkpoint_dir(checkpoint_id);
+                let secondary = storage.create_stream(&dir)?;
+                Ok(Self::primary_and_secondary(primary, secondary))
             }
         }
     }

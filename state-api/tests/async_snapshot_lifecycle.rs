@@ -12,9 +12,10 @@ use std::sync::{Arc, Condvar, Mutex};
 
 use state_api::{
     AsyncSnapshotCallable, AsyncSnapshotTask, CheckpointStateOutputStream, CheckpointStreamFactory,
-    CheckpointedStateScope, Closeable, CloseableRegistry, Error, LocalCheckpointStorage, Result,
-    SnapshotContext, SnapshotResult, StreamStateHandle,
+    CheckpointedStateScope, Closeable, CloseableRegistry, Error, Result, SnapshotContext,
+    SnapshotResult, StreamStateHandle,
 };
+use state_storage_local::LocalCheckpointStorage;
 
 type Log = Arc<Mutex<Vec<&'static str>>>;
 type Output = SnapshotResult<Arc<dyn StreamStateHandle>>;

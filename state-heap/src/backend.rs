@@ -143,7 +143,7 @@ struct CurrentKey {
 ///
 /// Each registered state has one copy-on-write map per key group (see the crate docs).
 /// Access goes through serialized bytes (the [`KeyedStateBackend`] contract); typed access
-/// is layered on top by [`state_api::typed`].
+/// is layered on top by [`state_format::typed`].
 ///
 /// # Example
 ///

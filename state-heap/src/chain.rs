@@ -5,9 +5,9 @@
 //! # The chain description
 //!
 //! The meta data stream of a `heap-incremental` checkpoint is the keyed snapshot header
-//! ([`KeyedBackendSerializationProxy`](state_api::KeyedBackendSerializationProxy): the
-//! states and the decorator), the [`FileManifest`](state_api::file_manifest::FileManifest)
-//! (size and CRC-32C of every file, for tools), then this frame ([`state_api::frame`], magic
+//! ([`KeyedBackendSerializationProxy`](state_format::KeyedBackendSerializationProxy): the
+//! states and the decorator), the [`FileManifest`](state_format::file_manifest::FileManifest)
+//! (size and CRC-32C of every file, for tools), then this frame ([`state_format::frame`], magic
 //! `"SNPH"`, version 1). Integers are big-endian; a string is a `u16` length and UTF-8.
 //!
 //! | field | type | meaning |
@@ -23,16 +23,16 @@
 //! | per file: end | `u64` | where the last section ends (the file's length) |
 //!
 //! Every file is a keyed snapshot stream of the canonical format
-//! ([`state_api::keyed_format`]) with its own header, so restore reads each file's key
+//! ([`state_format::keyed_format`]) with its own header, so restore reads each file's key
 //! groups with their checksums exactly as it reads a full snapshot.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use state_api::frame::{BodyCursor, BodyError, FrameFormat, put_str};
 use state_api::{
     Error, KeyGroupRange, KeyGroupRangeOffsets, KeyGroupsStateHandle, Result, StreamStateHandle,
 };
+use state_format::frame::{BodyCursor, BodyError, FrameFormat, put_str};
 
 /// Whether a chain file holds a full snapshot or the changes after the files before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

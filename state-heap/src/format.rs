@@ -1,5 +1,5 @@
 //! How heap state maps onto the entries of the canonical keyed format
-//! ([`state_api::keyed_format`]), which this crate writes and reads through `state-api`'s
+//! ([`state_format::keyed_format`]), which this crate writes and reads through `state-api`'s
 //! one implementation, so that a heap savepoint restores into any keyed backend and back.
 //!
 //! # Heap state keys
@@ -48,10 +48,10 @@
 use std::sync::Arc;
 
 use state_api::key_group::KeyGroupRangeAssignment;
-use state_api::keyed_format::{
+use state_api::{Error, Result};
+use state_format::keyed_format::{
     CompositeKey, KeyGroupEntryWriter, KeyedEntry, decode_list, encode_list,
 };
-use state_api::{Error, Result};
 
 use crate::changes::{MergedChanges, Segment, merged};
 use crate::table::{Bytes, CowMap, ListValue, Shards, StateTable};

@@ -32,16 +32,16 @@ use std::fmt;
 use std::io::{self, Write};
 use std::sync::Arc;
 
-use state_api::file_manifest::{FileManifest, ManifestEntry};
-use state_api::keyed_format::{KeyedSnapshotWriter, write_key_groups_parallel};
 use state_api::{
     AsyncSnapshotCallable, CheckpointOptions, CheckpointStreamFactory, CheckpointedStateScope,
     Error, HandleAndLocalPath, IncrementalRemoteKeyedStateHandle, KeyedBackendParams,
-    KeyedBackendSerializationProxy, KeyedSnapshotResult, KeyedSnapshotStrategyFactory,
-    KeyedStateHandle, LocalRecoveryConfig, PlaceholderStreamStateHandle, Registry, Result,
-    SnapshotContext, SnapshotResult, SnapshotStrategy, StreamCompressionDecorator,
-    StreamStateHandle, backend_state_as,
+    KeyedSnapshotResult, KeyedSnapshotStrategyFactory, KeyedStateHandle, LocalRecoveryConfig,
+    PlaceholderStreamStateHandle, Registry, Result, SnapshotContext, SnapshotResult,
+    SnapshotStrategy, StreamCompressionDecorator, StreamStateHandle, backend_state_as,
 };
+use state_format::KeyedBackendSerializationProxy;
+use state_format::file_manifest::{FileManifest, ManifestEntry};
+use state_format::keyed_format::{KeyedSnapshotWriter, write_key_groups_parallel};
 
 use crate::backend::{HeapSnapshotSource, HeapSnapshotVersion};
 use crate::chain::{Chain, ChainFile, Completed, FileKind};
@@ -119,11 +119,8 @@ impl HeapIncrementalOptions {
 ///
 /// ```
 /// use std::sync::Arc;
-/// use state_api::{
-///     CheckpointListener, CheckpointOptions, IncrementalRemoteKeyedStateHandle, KeyGroupRange,
-///     KeyedBackendParams, KeyedStateBackend, KeyedStateHandle, MemoryCheckpointStreamFactory,
-///     Registry, SharedStateRegistry, StateMetaInfo,
-/// };
+/// use state_api::{CheckpointListener, CheckpointOptions, IncrementalRemoteKeyedStateHandle, KeyGroupRange, KeyedBackendParams, KeyedStateBackend, KeyedStateHandle, Registry, SharedStateRegistry, StateMetaInfo};
+/// use state_storage_local::MemoryCheckpointStreamFactory;
 /// use state_heap::HeapKeyedStateBackend;
 ///
 /// state_heap::link();

@@ -19,10 +19,10 @@
 //!
 //! # Example
 //!
-//! Typed state ([`state_api::typed`]) over a heap backend picked by name:
+//! Typed state ([`state_format::typed`]) over a heap backend picked by name:
 //!
 //! ```
-//! use state_api::typed::{self, ListState, StringSerializer, U64Serializer, ValueState, VoidSerializer};
+//! use state_format::typed::{self, ListState, StringSerializer, U64Serializer, ValueState, VoidSerializer};
 //! use state_api::{KeyGroupRange, KeyedBackendParams, Registry};
 //!
 //! state_heap::link();

@@ -14,12 +14,13 @@ use std::io::Read;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use state_api::file_manifest::FileManifest;
-use state_api::keyed_format::{CompositeKey, KeyedEntry, KeyedSnapshotReader};
 use state_api::{
     Error, HandleAndLocalPath, IncrementalRemoteKeyedStateHandle, KeyGroupsStateHandle,
-    KeyedBackendSerializationProxy, KeyedStateHandle, Registry, Result, StreamStateHandle,
+    KeyedStateHandle, Registry, Result, StreamStateHandle,
 };
+use state_format::KeyedBackendSerializationProxy;
+use state_format::file_manifest::FileManifest;
+use state_format::keyed_format::{CompositeKey, KeyedEntry, KeyedSnapshotReader};
 
 use crate::backend::Heap;
 use crate::chain::{Chain, FileKind};

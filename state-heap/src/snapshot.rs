@@ -2,7 +2,7 @@
 //! savepoints alike.
 //!
 //! The synchronous part takes a [`HeapSnapshotVersion`] (no data copied). The asynchronous
-//! part writes it in the canonical keyed format ([`state_api::keyed_format`]): the header,
+//! part writes it in the canonical keyed format ([`state_format::keyed_format`]): the header,
 //! then every key group of the range in order, each through the configured compression
 //! decorator, recording offsets and a CRC-32C per key group in a
 //! [`KeyGroupsStateHandle`](state_api::KeyGroupsStateHandle). With local recovery enabled
@@ -12,13 +12,14 @@ use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
 
-use state_api::keyed_format::{FullSnapshotTarget, write_full_snapshot_parallel};
 use state_api::{
     AsyncSnapshotCallable, CheckpointOptions, CheckpointStreamFactory, Error, KeyedBackendParams,
-    KeyedBackendSerializationProxy, KeyedSnapshotResult, KeyedSnapshotStrategyFactory,
-    KeyedStateHandle, LocalRecoveryConfig, Registry, Result, SnapshotContext, SnapshotResult,
-    SnapshotStrategy, StreamCompressionDecorator, backend_state_as,
+    KeyedSnapshotResult, KeyedSnapshotStrategyFactory, KeyedStateHandle, LocalRecoveryConfig,
+    Registry, Result, SnapshotContext, SnapshotResult, SnapshotStrategy,
+    StreamCompressionDecorator, backend_state_as,
 };
+use state_format::KeyedBackendSerializationProxy;
+use state_format::keyed_format::{FullSnapshotTarget, write_full_snapshot_parallel};
 
 use crate::HEAP;
 use crate::backend::{HeapSnapshotSource, HeapSnapshotVersion};
@@ -30,10 +31,8 @@ use crate::format::{EntryBuffers, write_key_group};
 ///
 /// ```
 /// use std::sync::Arc;
-/// use state_api::{
-///     CheckpointOptions, KeyGroupRange, KeyedBackendParams, KeyedStateBackend,
-///     MemoryCheckpointStreamFactory, Registry, StateMetaInfo,
-/// };
+/// use state_api::{CheckpointOptions, KeyGroupRange, KeyedBackendParams, KeyedStateBackend, Registry, StateMetaInfo};
+/// use state_storage_local::MemoryCheckpointStreamFactory;
 /// use state_heap::HeapKeyedStateBackend;
 ///
 /// state_heap::link();

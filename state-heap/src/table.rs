@@ -122,11 +122,11 @@ impl HeapTables {
             self.states[index].meta.check_compatible(meta)?;
             return Ok(index);
         }
-        if self.states.len() >= state_api::proxy::MAX_STATES {
+        if self.states.len() >= state_format::proxy::MAX_STATES {
             return Err(Error::InvalidArgument(format!(
                 "cannot register state `{}`: a keyed backend holds at most {} states",
                 meta.name,
-                state_api::proxy::MAX_STATES
+                state_format::proxy::MAX_STATES
             )));
         }
         self.states.push(StateTable {

@@ -16,10 +16,11 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use state_api::{
-    CheckpointOptions, KeyGroupRange, KeyedBackendParams, KeyedStateBackend,
-    MemoryCheckpointStreamFactory, Registry, StateMetaInfo,
+    CheckpointOptions, KeyGroupRange, KeyedBackendParams, KeyedStateBackend, Registry,
+    StateMetaInfo,
 };
 use state_heap::HeapKeyedStateBackend;
+use state_storage_local::MemoryCheckpointStreamFactory;
 
 struct CountingAllocator;
 

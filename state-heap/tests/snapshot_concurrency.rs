@@ -13,10 +13,10 @@ use std::sync::{Arc, Condvar, Mutex};
 use state_api::{
     CheckpointOptions, CheckpointStateOutputStream, CheckpointStreamFactory,
     CheckpointedStateScope, Closeable, Error, KeyGroupRange, KeyedBackendParams, KeyedStateBackend,
-    LocalCheckpointStorage, LocalDirectoryStreamFactory, Registry, Result, StateMetaInfo,
-    StreamStateHandle,
+    Registry, Result, StateMetaInfo, StreamStateHandle,
 };
 use state_heap::HeapKeyedStateBackend;
+use state_storage_local::{LocalCheckpointStorage, LocalDirectoryStreamFactory};
 
 const STATE: &str = "counts";
 const LISTS: &str = "events";

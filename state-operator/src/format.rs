@@ -6,7 +6,7 @@
 //!
 //! # Header
 //!
-//! A frame of [`state_api::frame`] (magic [`MAGIC`], `"SNPO"`; version [`CURRENT_VERSION`])
+//! A frame of [`state_format::frame`] (magic [`MAGIC`], `"SNPO"`; version [`CURRENT_VERSION`])
 //! around this body:
 //!
 //! | field | type | meaning |
@@ -36,11 +36,11 @@
 use std::fmt;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 
-use state_api::frame::{BodyCursor, BodyError, FrameFormat, put_str};
 use state_api::{
     DistributionMode, Error, OperatorStateMetaInfo, OperatorStreamStateHandle, Result,
     StateInputStream,
 };
+use state_format::frame::{BodyCursor, BodyError, FrameFormat, put_str};
 
 /// First four bytes of every operator snapshot: `"SNPO"` in ASCII.
 pub const MAGIC: u32 = 0x534E_504F;
@@ -142,7 +142,7 @@ impl OperatorSnapshotHeader {
     /// # Errors
     ///
     /// [`Error::Truncated`], [`Error::Corrupted`] and [`Error::UnsupportedVersion`] naming
-    /// the header field (see [`state_api::frame`]), [`Error::Stream`] when `input` fails.
+    /// the header field (see [`state_format::frame`]), [`Error::Stream`] when `input` fails.
     pub fn read_from(input: &mut dyn Read) -> Result<Self> {
         FORMAT.read(input, |_version, body| parse_body(body))
     }

@@ -20,10 +20,8 @@
 //!
 //! ```
 //! use std::sync::Arc;
-//! use state_api::{
-//!     CheckpointOptions, MemoryCheckpointStreamFactory, OperatorBackendParams,
-//!     OperatorStateBackend, OperatorStateMetaInfo, Registry,
-//! };
+//! use state_api::{CheckpointOptions, OperatorBackendParams, OperatorStateBackend, OperatorStateMetaInfo, Registry};
+//! use state_storage_local::MemoryCheckpointStreamFactory;
 //!
 //! state_operator::link();
 //! let registry = Registry::global();
@@ -53,16 +51,17 @@
 
 mod backend;
 pub mod format;
+mod repartition;
 mod snapshot;
 
 pub use backend::{
     DefaultOperatorStateBackend, DefaultOperatorStateBackendFactory, OperatorSnapshotSource,
     OperatorState, OperatorStateData, OperatorStates,
 };
+/// The round-robin repartitioning of operator state handles: from the handles alone, so a
+/// coordinator plans a restore without creating a backend.
+pub use repartition::repartition_operator_state as repartition;
 pub use snapshot::{DefaultOperatorSnapshotStrategyFactory, OperatorSnapshotStrategy};
-/// The round-robin repartitioning of operator state handles (it lives in the contract crate so
-/// that a coordinator needs no backend to plan a restore).
-pub use state_api::repartition::repartition_operator_state as repartition;
 
 /// Name of the operator state backend and of its snapshot strategy.
 pub const OPERATOR: &str = "operator";

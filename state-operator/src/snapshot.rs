@@ -30,10 +30,8 @@ use crate::format::{OperatorSnapshotHeader, PartitionWriter};
 ///
 /// ```
 /// use std::sync::Arc;
-/// use state_api::{
-///     CheckpointOptions, MemoryCheckpointStreamFactory, OperatorBackendParams,
-///     OperatorStateBackend, OperatorStateMetaInfo, Registry,
-/// };
+/// use state_api::{CheckpointOptions, OperatorBackendParams, OperatorStateBackend, OperatorStateMetaInfo, Registry};
+/// use state_storage_local::MemoryCheckpointStreamFactory;
 /// use state_operator::DefaultOperatorStateBackend;
 ///
 /// state_operator::link();

@@ -3,7 +3,7 @@
 //! # Layout
 //!
 //! One column family per state (named `state:<name>`). A key is the canonical composite key
-//! of [`state_api::keyed_format`]: the key-group prefix (1 byte up to max parallelism 128,
+//! of [`state_format::keyed_format`]: the key-group prefix (1 byte up to max parallelism 128,
 //! else 2, big-endian), the `u32` length and bytes of the key, the `u32` length and bytes of
 //! the namespace, and for map state the user key. Key groups are therefore contiguous key
 //! ranges, and a full snapshot writes RocksDB's keys as they are.
@@ -30,13 +30,13 @@ use rocksdb::{
     Options, ReadOptions, WriteBatch, WriteOptions,
 };
 use state_api::key_group::KeyGroupRangeAssignment;
-use state_api::keyed_format::{CompositeKey, decode_list, encode_list};
 use state_api::{
     AsyncSnapshotTask, CheckpointListener, CheckpointOptions, CheckpointStreamFactory,
     CloseableRegistry, Error, KeyGroupRange, KeyedBackendParams, KeyedSnapshotResult,
     KeyedStateBackend, KeyedStateBackendFactory, KeyedStateHandle, Lease, Registry, ResourceGuard,
     Result, SnapshotStrategy, SnapshotStrategyRunner, StateKind, StateMetaInfo,
 };
+use state_format::keyed_format::{CompositeKey, decode_list, encode_list};
 use tempfile::TempDir;
 
 use crate::incremental::IncrementalHistory;
@@ -512,11 +512,11 @@ impl RocksDBKeyedStateBackend {
         match states.iter().find(|held| held.name == meta.name) {
             Some(held) => held.check_compatible(meta)?,
             None => {
-                if states.len() >= state_api::proxy::MAX_STATES {
+                if states.len() >= state_format::proxy::MAX_STATES {
                     return Err(Error::InvalidArgument(format!(
                         "cannot register state `{}`: a keyed backend holds at most {} states",
                         meta.name,
-                        state_api::proxy::MAX_STATES
+                        state_format::proxy::MAX_STATES
                     )));
                 }
                 db.create_cf(cf_name(&meta.name), &self.options.cf_options(&self.cache))

@@ -15,13 +15,14 @@ use std::fmt;
 use std::sync::Arc;
 
 use rocksdb::{DB, ReadOptions, SnapshotWithThreadMode};
-use state_api::keyed_format::{FullSnapshotTarget, write_full_snapshot_parallel};
 use state_api::{
     AsyncSnapshotCallable, CheckpointOptions, CheckpointStreamFactory, Error, KeyedBackendParams,
-    KeyedBackendSerializationProxy, KeyedSnapshotResult, KeyedSnapshotStrategyFactory,
-    KeyedStateHandle, Lease, LocalRecoveryConfig, Registry, Result, SnapshotContext,
-    SnapshotResult, SnapshotStrategy, StateMetaInfo, StreamCompressionDecorator, backend_state_as,
+    KeyedSnapshotResult, KeyedSnapshotStrategyFactory, KeyedStateHandle, Lease,
+    LocalRecoveryConfig, Registry, Result, SnapshotContext, SnapshotResult, SnapshotStrategy,
+    StateMetaInfo, StreamCompressionDecorator, backend_state_as,
 };
+use state_format::KeyedBackendSerializationProxy;
+use state_format::keyed_format::{FullSnapshotTarget, write_full_snapshot_parallel};
 
 use crate::backend::{RocksDBSnapshotSource, cf, db_error, key_group_start};
 use crate::{ROCKSDB, ROCKSDB_FULL};

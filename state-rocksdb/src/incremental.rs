@@ -27,16 +27,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use rocksdb::checkpoint::Checkpoint;
-use state_api::file_manifest::{FileManifest, ManifestEntry};
 use state_api::{
     AsyncSnapshotCallable, CheckpointOptions, CheckpointStreamFactory, CheckpointedStateScope,
-    DirectoryStateHandle, Error, FileStateHandle, HandleAndLocalPath,
-    IncrementalLocalKeyedStateHandle, IncrementalRemoteKeyedStateHandle, KeyedBackendParams,
-    KeyedBackendSerializationProxy, KeyedSnapshotResult, KeyedSnapshotStrategyFactory,
-    KeyedStateHandle, Lease, LocalRecoveryConfig, PlaceholderStreamStateHandle, Registry, Result,
-    SnapshotContext, SnapshotResult, SnapshotStrategy, StateMetaInfo, StateObject,
-    StreamStateHandle, backend_state_as,
+    DirectoryStateHandle, Error, HandleAndLocalPath, IncrementalLocalKeyedStateHandle,
+    IncrementalRemoteKeyedStateHandle, KeyedBackendParams, KeyedSnapshotResult,
+    KeyedSnapshotStrategyFactory, KeyedStateHandle, Lease, LocalRecoveryConfig,
+    PlaceholderStreamStateHandle, Registry, Result, SnapshotContext, SnapshotResult,
+    SnapshotStrategy, StateMetaInfo, StateObject, StreamStateHandle, backend_state_as,
 };
+use state_format::KeyedBackendSerializationProxy;
+use state_format::file_manifest::{FileManifest, ManifestEntry};
 
 use crate::backend::{RocksDBSnapshotSource, db_error};
 use crate::{ROCKSDB, ROCKSDB_INCREMENTAL};
@@ -310,12 +310,13 @@ impl RocksIncrementalAsyncSnapshot {
         remote: &IncrementalRemoteKeyedStateHandle,
         meta: &[u8],
     ) -> Result<Option<IncrementalLocalKeyedStateHandle>> {
-        let (Some(root), Some(directory)) = (
-            self.local_recovery.checkpoint_dir(self.checkpoint_id),
+        let (Some(local), Some(directory)) = (
+            self.local_recovery.storage().cloned(),
             self.directory.as_ref(),
         ) else {
             return Ok(None);
         };
+        let root = local.checkpoint_dir(self.checkpoint_id);
         let target = root.join(format!(
             "{}-kg{}",
             self.backend_id,
@@ -336,7 +337,7 @@ impl RocksIncrementalAsyncSnapshot {
             let len = fs::metadata(&path).map_err(|e| Error::io(&path, e))?.len();
             size += len;
             shared.push(HandleAndLocalPath::new(
-                Arc::new(FileStateHandle::local(path, len)),
+                local.file_handle(path, len),
                 file.local_path.clone(),
             ));
         }
@@ -347,7 +348,7 @@ impl RocksIncrementalAsyncSnapshot {
             checkpoint_id: self.checkpoint_id,
             directory: DirectoryStateHandle::new(target, size),
             key_group_range: remote.key_group_range,
-            meta_state: Arc::new(FileStateHandle::local(meta_path, meta.len() as u64)),
+            meta_state: local.file_handle(meta_path, meta.len() as u64),
             shared_state: shared,
         }))
     }

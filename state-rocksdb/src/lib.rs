@@ -29,7 +29,7 @@ pub use backend::{
 };
 pub use full::{RocksFullSnapshotStrategy, RocksFullSnapshotStrategyFactory};
 pub use incremental::{RocksIncrementalSnapshotStrategy, RocksIncrementalSnapshotStrategyFactory};
-pub use state_api::file_manifest::{FileManifest, ManifestEntry};
+pub use state_format::file_manifest::{FileManifest, ManifestEntry};
 
 /// Name of the RocksDB keyed backend.
 pub const ROCKSDB: &str = "rocksdb";

@@ -7,13 +7,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rocksdb::{ColumnFamilyDescriptor, DB, Options, ReadOptions, WriteBatch};
-use state_api::file_manifest::FileManifest;
-use state_api::keyed_format::{KeyedSnapshotReader, decode_list};
 use state_api::{
-    Error, FileStateHandle, HandleAndLocalPath, IncrementalLocalKeyedStateHandle,
-    IncrementalRemoteKeyedStateHandle, KeyGroupsStateHandle, KeyedBackendParams, KeyedStateBackend,
-    KeyedStateHandle, Registry, Result, StateKind, StreamStateHandle,
+    Error, HandleAndLocalPath, IncrementalLocalKeyedStateHandle, IncrementalRemoteKeyedStateHandle,
+    KeyGroupsStateHandle, KeyedBackendParams, KeyedStateBackend, KeyedStateHandle, Registry,
+    Result, StateKind, StreamStateHandle,
 };
+use state_format::file_manifest::FileManifest;
+use state_format::keyed_format::{KeyedSnapshotReader, decode_list};
 
 use crate::backend::{Opened, RocksDBKeyedStateBackend, cf, cf_name, db_error, key_group_start};
 use crate::incremental::{IncrementalHistory, LOCAL_META_FILE, UploadedFile, download, read_meta};
@@ -32,7 +32,7 @@ pub(crate) fn restore(
     let parts = handles
         .iter()
         .filter_map(|handle| handle.intersection(&range))
-        .map(|part| local_as_remote(&part).map(|remote| remote.unwrap_or(part)))
+        .map(|part| local_as_remote(&params, &part).map(|remote| remote.unwrap_or(part)))
         .collect::<Result<Vec<Arc<dyn KeyedStateHandle>>>>()?;
     if let [only] = parts.as_slice()
         && let Some(incremental) = only
@@ -60,12 +60,21 @@ pub(crate) fn restore(
 
 /// A task-local incremental copy as the remote handle of the same files, read from its
 /// directory; `None` for any other handle.
-fn local_as_remote(part: &Arc<dyn KeyedStateHandle>) -> Result<Option<Arc<dyn KeyedStateHandle>>> {
+fn local_as_remote(
+    params: &KeyedBackendParams,
+    part: &Arc<dyn KeyedStateHandle>,
+) -> Result<Option<Arc<dyn KeyedStateHandle>>> {
     let Some(local) = part
         .as_any()
         .downcast_ref::<IncrementalLocalKeyedStateHandle>()
     else {
         return Ok(None);
+    };
+    let Some(storage) = params.local_recovery.storage() else {
+        return Err(Error::Unsupported(format!(
+            "task-local copy of checkpoint {} restores only with local recovery enabled",
+            local.checkpoint_id
+        )));
     };
     let dir = local.directory.directory();
     let mut names: Vec<String> = fs::read_dir(dir)
@@ -86,8 +95,7 @@ fn local_as_remote(part: &Arc<dyn KeyedStateHandle>) -> Result<Option<Arc<dyn Ke
     for name in names.into_iter().filter(|name| name != LOCAL_META_FILE) {
         let path = dir.join(&name);
         let len = fs::metadata(&path).map_err(|e| Error::io(&path, e))?.len();
-        let file =
-            HandleAndLocalPath::new(Arc::new(FileStateHandle::local(path, len)), name.clone());
+        let file = HandleAndLocalPath::new(storage.file_handle(path, len), name.clone());
         match name.ends_with(".sst") {
             true => shared.push(file),
             false => private.push(file),

@@ -160,7 +160,10 @@ impl ObjectCheckpointStorage {
             .checkpoint_key(metadata.checkpoint_id)
             .join(METADATA_FILE);
         let url = self.url_of(&key);
-        let payload = PutPayload::from(Bytes::from(metadata.to_bytes(&self.storage_root())?));
+        let payload = PutPayload::from(Bytes::from(state_format::metadata::to_bytes(
+            metadata,
+            &self.storage_root(),
+        )?));
         let inner = self.store.inner.clone();
         let target = key.clone();
         let options = PutOptions::from(PutMode::Create);
@@ -238,7 +241,7 @@ impl ObjectCheckpointStorage {
             }
             Err(err) => return Err(self.store.error(err, &url)),
         };
-        let metadata = CheckpointMetadata::from_bytes(&bytes, &self.storage_root())
+        let metadata = state_format::metadata::from_bytes(&bytes, &self.storage_root())
             .and_then(|metadata| {
                 metadata.check_checkpoint_id(checkpoint_id)?;
                 Ok(metadata)

@@ -10,13 +10,14 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
-use state_api::keyed_format::KeyedSnapshotReader;
 use state_api::{
     ByteStreamStateHandle, CheckpointOptions, KeyGroupRange, KeyGroupsStateHandle,
-    KeyedBackendParams, KeyedBackendSerializationProxy, KeyedStateHandle,
-    MemoryCheckpointStreamFactory, OperatorBackendParams, OperatorStateMetaInfo,
+    KeyedBackendParams, KeyedStateHandle, OperatorBackendParams, OperatorStateMetaInfo,
     OperatorStreamStateHandle, Registry, StateMetaInfo, StreamStateHandle,
 };
+use state_format::KeyedBackendSerializationProxy;
+use state_format::keyed_format::KeyedSnapshotReader;
+use state_storage_local::MemoryCheckpointStreamFactory;
 
 const MAX_PARALLELISM: u32 = 8;
 
@@ -201,9 +202,8 @@ fn stored_template(registry: &Registry) -> &'static StoredTemplate {
     static TEMPLATE: OnceLock<StoredTemplate> = OnceLock::new();
     TEMPLATE.get_or_init(|| {
         use state_api::checkpoint_metadata::METADATA_FILE;
-        use state_api::{
-            CheckpointMetadata, CheckpointType, InstanceSnapshot, LocalCheckpointStorage,
-        };
+        use state_api::{CheckpointMetadata, CheckpointType, InstanceSnapshot};
+        use state_storage_local::LocalCheckpointStorage;
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temporary directory: {e}"));
         let root = dir.path().join("root");
         let outside = dir.path().join("planted");
@@ -290,7 +290,7 @@ pub fn metadata_seed(registry: &Registry) -> Vec<u8> {
 /// `body` framed as a `_metadata` file of format `version` (a valid checksum, so the
 /// fuzzer reaches the JSON and the handles behind it).
 fn framed_metadata(body: &[u8], version: u32) -> Vec<u8> {
-    state_api::checkpoint_metadata::frame_body(body, version).unwrap_or_default()
+    state_format::metadata::frame_body(body, version).unwrap_or_default()
 }
 
 /// Reads `data` as the JSON body of a `_metadata` of the template storage (every handle
@@ -301,20 +301,20 @@ fn framed_metadata(body: &[u8], version: u32) -> Vec<u8> {
 /// change panics: a finding).
 pub fn metadata_restore(registry: &Registry, data: &[u8]) -> bool {
     let template = stored_template(registry);
-    let root: Arc<dyn state_api::StorageRoot> = match state_api::LocalRoot::new(&template.root) {
-        Ok(root) => Arc::new(root),
-        Err(e) => panic!("the template root: {e}"),
-    };
-    let _ = state_api::CheckpointMetadata::from_bytes(&framed_metadata(data, 1), &root);
+    let root: Arc<dyn state_api::StorageRoot> =
+        match state_storage_local::LocalRoot::new(&template.root) {
+            Ok(root) => Arc::new(root),
+            Err(e) => panic!("the template root: {e}"),
+        };
+    let _ = state_format::metadata::from_bytes(&framed_metadata(data, 1), &root);
     let framed = framed_metadata(data, 2);
-    let restored =
-        state_api::CheckpointMetadata::from_bytes(&framed, &root).is_ok_and(|metadata| {
-            let registered = state_api::SharedStateRegistry::default().register_restored(&metadata);
-            let handles = metadata.keyed_handles();
-            let operators = metadata.operator_handles();
-            registered.is_ok()
-                && (0..2u32).all(|index| {
-                    let Ok(range) =
+    let restored = state_format::metadata::from_bytes(&framed, &root).is_ok_and(|metadata| {
+        let registered = state_api::SharedStateRegistry::default().register_restored(&metadata);
+        let handles = metadata.keyed_handles();
+        let operators = metadata.operator_handles();
+        registered.is_ok()
+            && (0..2u32).all(|index| {
+                let Ok(range) =
                     state_api::KeyGroupRangeAssignment::compute_key_group_range_for_operator_index(
                         MAX_PARALLELISM,
                         2,
@@ -323,23 +323,23 @@ pub fn metadata_restore(registry: &Registry, data: &[u8]) -> bool {
                 else {
                     return false;
                 };
-                    let keyed = registry.keyed_backend("heap").and_then(|factory| {
-                        factory.restore(
-                            KeyedBackendParams::new(MAX_PARALLELISM, range),
-                            registry,
-                            &handles,
-                        )
-                    });
-                    let operator = registry.operator_backend("operator").and_then(|factory| {
-                        factory.restore(
-                            OperatorBackendParams::new(index, 2),
-                            registry,
-                            operators.get(index as usize).map_or(&[][..], Vec::as_slice),
-                        )
-                    });
-                    keyed.is_ok() && operator.is_ok()
-                })
-        });
+                let keyed = registry.keyed_backend("heap").and_then(|factory| {
+                    factory.restore(
+                        KeyedBackendParams::new(MAX_PARALLELISM, range),
+                        registry,
+                        &handles,
+                    )
+                });
+                let operator = registry.operator_backend("operator").and_then(|factory| {
+                    factory.restore(
+                        OperatorBackendParams::new(index, 2),
+                        registry,
+                        operators.get(index as usize).map_or(&[][..], Vec::as_slice),
+                    )
+                });
+                keyed.is_ok() && operator.is_ok()
+            })
+    });
     check_planted(template);
     restored
 }
@@ -349,10 +349,11 @@ pub fn metadata_restore(registry: &Registry, data: &[u8]) -> bool {
 /// succeeded. Like [`metadata_restore`], never touches anything outside the root.
 pub fn handle_restore(registry: &Registry, data: &[u8]) -> bool {
     let template = stored_template(registry);
-    let root: Arc<dyn state_api::StorageRoot> = match state_api::LocalRoot::new(&template.root) {
-        Ok(root) => Arc::new(root),
-        Err(e) => panic!("the template root: {e}"),
-    };
+    let root: Arc<dyn state_api::StorageRoot> =
+        match state_storage_local::LocalRoot::new(&template.root) {
+            Ok(root) => Arc::new(root),
+            Err(e) => panic!("the template root: {e}"),
+        };
     let scope = state_api::HandleScope::new(root, state_api::AbsoluteLocations::Refused);
     let (handle, _) = scope.enter(|| serde_json::from_slice::<Arc<dyn KeyedStateHandle>>(data));
     let restored = handle.is_ok_and(|handle| {

@@ -10,7 +10,7 @@
 //! The kit only uses the byte-level contract of `state-api`: backends are created with
 //! `registry.keyed_backend(name)?.create(params, registry)` and restored with
 //! `.restore(params, registry, &handles)`, snapshots go to a
-//! [`LocalCheckpointStorage`](state_api::LocalCheckpointStorage) in a temporary directory
+//! [`LocalCheckpointStorage`](state_storage_local::LocalCheckpointStorage) in a temporary directory
 //! (or the storage [`with_storage`](crate::storage::with_storage) names), and every check
 //! compares the backend with a `BTreeMap` model of what was written. A broken rule panics with a message naming the backend, the
 //! decorator, the contract and the rule.
@@ -38,13 +38,14 @@ use std::sync::Arc;
 use proptest::prelude::*;
 use proptest::test_runner::TestRunner;
 use state_api::key_group::KeyGroupRangeAssignment;
-use state_api::keyed_format::KeyedSnapshotReader;
 use state_api::{
-    AsyncSnapshotTask, CheckpointOptions, CheckpointStreamFactory, Error, FileStateHandle,
+    AsyncSnapshotTask, CheckpointOptions, CheckpointStreamFactory, Error,
     IncrementalRemoteKeyedStateHandle, KeyGroupRange, KeyGroupsStateHandle, KeyedBackendParams,
     KeyedSnapshotResult, KeyedStateBackend, KeyedStateHandle, LocalRecoveryConfig, PluginKind,
     Registry, Result, SharedStateRegistry, StateKind, StateMetaInfo, StateObject,
 };
+use state_format::keyed_format::KeyedSnapshotReader;
+use state_storage_local::{FileStateHandle, TaskLocalDirectory};
 use tempfile::TempDir;
 
 use crate::compression::{random_bytes, text_bytes};
@@ -2000,11 +2001,13 @@ pub fn local_recovery(
     }
     let local_root = bed.path("local");
     let params = KeyedBackendParams {
-        local_recovery: LocalRecoveryConfig::enabled(&local_root),
+        local_recovery: LocalRecoveryConfig::enabled(Arc::new(TaskLocalDirectory::new(
+            &local_root,
+        ))),
         ..bed.params(full_range())
     };
     let mut live = bed.ok(
-        bed.try_create(params),
+        bed.try_create(params.clone()),
         "creating a backend with local recovery",
     );
     let mut model = bed.model();
@@ -2027,7 +2030,11 @@ pub fn local_recovery(
     );
 
     bed.ok(remote.discard(), "discarding the job-manager-owned copy");
-    let mut restored = bed.restore(full_range(), &[local]);
+    // A task-local copy is restored by a job that runs with local recovery on.
+    let mut restored = bed.ok(
+        bed.try_restore(params, &[local], "a task-local copy"),
+        "restoring from the task-local copy",
+    );
     model.check(&mut *restored, "restored from the task-local copy alone");
 
     bed.ok(result.discard(), "discarding the snapshot");

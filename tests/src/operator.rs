@@ -3,7 +3,7 @@
 //! Every contract is one public function taking the backend's registered name and the
 //! registry it is linked into; [`run_all`] runs them all. Backends are created with
 //! `registry.operator_backend(name)?.create(params, registry)`, snapshots go to a
-//! [`LocalCheckpointStorage`](state_api::LocalCheckpointStorage) in a temporary directory
+//! [`LocalCheckpointStorage`](state_storage_local::LocalCheckpointStorage) in a temporary directory
 //! (or the storage [`with_storage`](crate::storage::with_storage) names; every stream a
 //! file or object), and restores
 //! take the share [`repartition_operator_state`] plans for each new instance from the
@@ -24,13 +24,14 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use state_api::repartition::repartition_operator_state;
 use state_api::{
     AsyncSnapshotTask, CheckpointOptions, CheckpointStreamFactory, DistributionMode, Error,
-    FileStateHandle, LocalRecoveryConfig, OperatorBackendParams, OperatorSnapshotResult,
-    OperatorStateBackend, OperatorStateMetaInfo, OperatorStatePartitions,
-    OperatorStreamStateHandle, Registry, Result, StateObject,
+    LocalRecoveryConfig, OperatorBackendParams, OperatorSnapshotResult, OperatorStateBackend,
+    OperatorStateMetaInfo, OperatorStatePartitions, OperatorStreamStateHandle, Registry, Result,
+    StateObject,
 };
+use state_operator::repartition;
+use state_storage_local::{FileStateHandle, TaskLocalDirectory};
 use tempfile::TempDir;
 
 use crate::support::{self, KitStorage};
@@ -270,7 +271,7 @@ impl<'r> Bed<'r> {
         new: u32,
     ) -> Vec<Vec<OperatorStreamStateHandle>> {
         self.ok(
-            repartition_operator_state(old, new),
+            repartition(old, new),
             format_args!("repartitioning {} old instances to {new}", old.len()),
         )
     }
@@ -853,7 +854,9 @@ pub fn local_recovery(backend: &str, registry: &Registry) {
     let storage = bed.storage("checkpoints");
     let local_root = bed.path("local");
     let mut live = bed.create_with(OperatorBackendParams {
-        local_recovery: LocalRecoveryConfig::enabled(&local_root),
+        local_recovery: LocalRecoveryConfig::enabled(Arc::new(TaskLocalDirectory::new(
+            &local_root,
+        ))),
         ..OperatorBackendParams::new(0, 1)
     });
     for meta in standard_states() {

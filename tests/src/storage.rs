@@ -39,7 +39,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use state_api::{CheckpointStorage, Error, LocalCheckpointStorage, Result};
+use state_api::{CheckpointStorage, Error, Result};
+use state_storage_local::LocalCheckpointStorage;
 
 /// A storage the kits can also look into: what is stored, and where on disk.
 pub trait StorageUnderTest: CheckpointStorage {

@@ -16,9 +16,10 @@ use std::sync::Arc;
 
 use state_api::{
     CheckpointOptions, IncrementalRemoteKeyedStateHandle, KeyGroupRange, KeyedBackendParams,
-    KeyedStateBackend, KeyedStateHandle, MemoryCheckpointStreamFactory, OperatorBackendParams,
-    OperatorStateMetaInfo, OperatorStreamStateHandle, Registry, SharedStateRegistry, StateMetaInfo,
+    KeyedStateBackend, KeyedStateHandle, OperatorBackendParams, OperatorStateMetaInfo,
+    OperatorStreamStateHandle, Registry, SharedStateRegistry, StateMetaInfo,
 };
+use state_storage_local::MemoryCheckpointStreamFactory;
 
 const MAX_PARALLELISM: u32 = 128;
 const DECORATORS: [&str; 3] = ["none", "snappy", "lz4"];

@@ -16,12 +16,12 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use snapstate_tests::faults::{Fault, FaultyStreamFactory};
 use state_api::{
-    AsyncSnapshotTask, CheckpointOptions, Error, FileStateHandle,
-    IncrementalRemoteKeyedStateHandle, KeyGroupRange, KeyGroupRangeAssignment,
-    KeyGroupsStateHandle, KeyedBackendParams, KeyedSnapshotResult, KeyedStateBackend,
-    KeyedStateHandle, LocalCheckpointStorage, PlaceholderStreamStateHandle, PluginKind, Registry,
+    AsyncSnapshotTask, CheckpointOptions, Error, IncrementalRemoteKeyedStateHandle, KeyGroupRange,
+    KeyGroupRangeAssignment, KeyGroupsStateHandle, KeyedBackendParams, KeyedSnapshotResult,
+    KeyedStateBackend, KeyedStateHandle, PlaceholderStreamStateHandle, PluginKind, Registry,
     SharedStateRegistry, StateMetaInfo, StateObject,
 };
+use state_storage_local::{FileStateHandle, LocalCheckpointStorage};
 
 const MAX_PARALLELISM: u32 = 128;
 const VALUES: &str = "values";

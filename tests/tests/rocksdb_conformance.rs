@@ -8,9 +8,9 @@ use std::sync::Arc;
 use snapstate_tests::keyed::{self, KeyedBackendCapabilities, RESCALINGS};
 use state_api::{
     CheckpointOptions, KeyGroupRange, KeyGroupRangeAssignment, KeyedBackendParams,
-    KeyedStateBackend, KeyedStateHandle, MemoryCheckpointStreamFactory, PluginKind, Registry,
-    StateMetaInfo,
+    KeyedStateBackend, KeyedStateHandle, PluginKind, Registry, StateMetaInfo,
 };
+use state_storage_local::MemoryCheckpointStreamFactory;
 
 const ROCKSDB: &str = "rocksdb";
 
@@ -234,7 +234,7 @@ fn rocksdb_passes_every_contract_with_lz4() {
 #[test]
 fn closing_while_a_snapshot_holds_its_lease_waits_for_it_and_leaks_nothing() {
     use snapstate_tests::faults::{GatePoint, GatedStreamFactory};
-    use state_api::LocalCheckpointStorage;
+    use state_storage_local::LocalCheckpointStorage;
 
     let registry = registry();
     let dir = tempfile::tempdir().unwrap();

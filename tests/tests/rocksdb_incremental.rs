@@ -8,12 +8,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use state_api::{
-    CheckpointListener, CheckpointOptions, Error, FileStateHandle,
-    IncrementalRemoteKeyedStateHandle, KeyGroupRange, KeyedBackendParams, KeyedStateBackend,
-    KeyedStateHandle, LocalCheckpointStorage, PlaceholderStreamStateHandle, Registry,
-    SharedStateRegistry, StateMetaInfo, StateObject,
+    CheckpointListener, CheckpointOptions, Error, IncrementalRemoteKeyedStateHandle, KeyGroupRange,
+    KeyedBackendParams, KeyedStateBackend, KeyedStateHandle, PlaceholderStreamStateHandle,
+    Registry, SharedStateRegistry, StateMetaInfo, StateObject,
 };
 use state_rocksdb::RocksDBKeyedStateBackend;
+use state_storage_local::{FileStateHandle, LocalCheckpointStorage};
 use tempfile::TempDir;
 
 const MAX_PARALLELISM: u32 = 128;

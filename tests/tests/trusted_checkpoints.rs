@@ -17,13 +17,15 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use state_api::checkpoint_metadata::{METADATA_FILE, frame_body};
+use state_api::checkpoint_metadata::METADATA_FILE;
 use state_api::{
     CheckpointMetadata, CheckpointOptions, CheckpointStreamFactory, CheckpointType, Error,
     IncrementalRemoteKeyedStateHandle, InstanceSnapshot, KeyGroupRange, KeyGroupRangeAssignment,
-    KeyedBackendParams, KeyedStateBackend, KeyedStateHandle, LocalCheckpointStorage,
-    OperatorBackendParams, OperatorStateMetaInfo, Registry, SharedStateRegistry, StateMetaInfo,
+    KeyedBackendParams, KeyedStateBackend, KeyedStateHandle, OperatorBackendParams,
+    OperatorStateMetaInfo, Registry, SharedStateRegistry, StateMetaInfo,
 };
+use state_format::metadata::frame_body;
+use state_storage_local::LocalCheckpointStorage;
 
 const MAX_PARALLELISM: u32 = 128;
 const PARALLELISM: u32 = 2;

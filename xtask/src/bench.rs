@@ -50,12 +50,13 @@ use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
-use state_api::keyed_format::CompositeKey;
 use state_api::{
     CheckpointOptions, CheckpointStorage, CheckpointType, CheckpointedStateScope, KeyGroupRange,
-    KeyGroupRangeAssignment, KeyedBackendParams, KeyedStateBackend, KeyedStateHandle,
-    LocalCheckpointStorage, PluginKind, Registry, StateObject,
+    KeyGroupRangeAssignment, KeyedBackendParams, KeyedStateBackend, KeyedStateHandle, PluginKind,
+    Registry, StateObject,
 };
+use state_format::keyed_format::CompositeKey;
+use state_storage_local::LocalCheckpointStorage;
 use state_storage_object::{ObjectCheckpointStorage, ObjectStoreOptions};
 
 use crate::DynResult;

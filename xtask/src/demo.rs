@@ -358,7 +358,7 @@ pub(crate) fn run(dir: Option<PathBuf>, keys: u64) -> DynResult {
         properties.insert("strategy".to_owned(), target.strategy.clone());
         properties.insert("compression".to_owned(), "lz4".to_owned());
         let job_dir = root.join(&target.strategy);
-        let storage = state_api::LocalCheckpointStorage::new(&job_dir)?;
+        let storage = state_storage_local::LocalCheckpointStorage::new(&job_dir)?;
         let job = Job::new(Arc::new(storage), properties);
         let (states, savepoint) = run_backend(target, &job, &workload, &mut rows)?;
         savepoints.push((target.strategy.clone(), states, savepoint));
@@ -420,7 +420,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         run(Some(dir.path().to_path_buf()), 3_000).unwrap();
         for job in ["heap-incremental", "rocksdb-incremental"] {
-            let storage = state_api::LocalCheckpointStorage::new(dir.path().join(job)).unwrap();
+            let storage =
+                state_storage_local::LocalCheckpointStorage::new(dir.path().join(job)).unwrap();
             assert_eq!(
                 storage.completed_checkpoints().unwrap(),
                 [2, 3, 4],

@@ -121,8 +121,36 @@ fn workspace_packages() -> Vec<Package> {
 
 const BACKENDS: [&str; 3] = ["state-heap", "state-operator", "state-rocksdb"];
 
+/// The crates that store checkpoints: applications pick one, plugins never depend on one.
+const STORAGES: [&str; 2] = ["state-storage-local", "state-storage-object"];
+
 /// The one crate that depends on an async runtime and an object store client.
 const OBJECT_STORAGE: &str = "state-storage-object";
+
+/// Everything the contract crate may depend on: small, stable crates only.
+const STATE_API_ALLOWED: [&str; 7] = [
+    "crc32c",
+    "erased-serde",
+    "inventory",
+    "serde",
+    "thiserror",
+    "tracing",
+    "typetag",
+];
+
+/// The workspace crates `package` depends on, other than those in `allowed`.
+fn workspace_deps<'p>(
+    package: &'p Package,
+    workspace: &BTreeSet<&str>,
+    allowed: &[&str],
+) -> Vec<&'p str> {
+    package
+        .dependencies
+        .iter()
+        .map(String::as_str)
+        .filter(|d| workspace.contains(d) && !allowed.contains(d))
+        .collect()
+}
 
 #[test]
 fn dependencies_point_one_way() {
@@ -132,52 +160,49 @@ fn dependencies_point_one_way() {
         let deps = &package.dependencies;
         match package.name.as_str() {
             "state-api" => {
-                let inside: Vec<&String> = deps
+                let outside: Vec<&String> = deps
                     .iter()
-                    .filter(|d| workspace.contains(d.as_str()))
+                    .filter(|d| !STATE_API_ALLOWED.contains(&d.as_str()))
                     .collect();
                 assert!(
-                    inside.is_empty(),
-                    "state-api depends on workspace crates {inside:?}"
+                    outside.is_empty(),
+                    "state-api depends on {outside:?}, beyond its allow-list {STATE_API_ALLOWED:?}"
                 );
-                for heavy in ["rocksdb", "snap", "lz4_flex", "object_store", "tokio"] {
-                    assert!(!deps.contains(heavy), "state-api depends on {heavy}");
-                }
+            }
+            "state-format" => {
+                let inside = workspace_deps(package, &workspace, &["state-api"]);
+                assert!(
+                    inside.is_empty(),
+                    "state-format depends on workspace crates {inside:?} besides state-api"
+                );
             }
             "state-compress" => {
-                for backend in BACKENDS {
-                    assert!(
-                        !deps.contains(backend),
-                        "state-compress depends on {backend}"
-                    );
-                }
+                let inside = workspace_deps(package, &workspace, &["state-api"]);
+                assert!(
+                    inside.is_empty(),
+                    "state-compress depends on workspace crates {inside:?} besides state-api"
+                );
             }
             "snapstate-example-deflate" => {
-                let inside: Vec<&String> = deps
-                    .iter()
-                    .filter(|d| workspace.contains(d.as_str()) && *d != "state-api")
-                    .collect();
+                let inside = workspace_deps(package, &workspace, &["state-api"]);
                 assert!(
                     inside.is_empty(),
                     "the third-party example depends on workspace crates {inside:?} besides state-api"
                 );
             }
             name if BACKENDS.contains(&name) => {
-                for other in BACKENDS.iter().filter(|b| **b != name) {
-                    assert!(!deps.contains(*other), "{name} depends on {other}");
-                }
-                for other in ["state-compress", OBJECT_STORAGE] {
-                    assert!(!deps.contains(other), "{name} depends on {other}");
-                }
-            }
-            OBJECT_STORAGE => {
-                let inside: Vec<&String> = deps
-                    .iter()
-                    .filter(|d| workspace.contains(d.as_str()) && *d != "state-api")
-                    .collect();
+                let inside = workspace_deps(package, &workspace, &["state-api", "state-format"]);
                 assert!(
                     inside.is_empty(),
-                    "{OBJECT_STORAGE} depends on workspace crates {inside:?} besides state-api"
+                    "backend {name} depends on workspace crates {inside:?}: a backend depends on \
+                     state-api and state-format only (no other backend, no storage, no decorator)"
+                );
+            }
+            name if STORAGES.contains(&name) => {
+                let inside = workspace_deps(package, &workspace, &["state-api", "state-format"]);
+                assert!(
+                    inside.is_empty(),
+                    "storage {name} depends on workspace crates {inside:?} besides state-api and state-format"
                 );
             }
             _ => {}
@@ -188,6 +213,37 @@ fn dependencies_point_one_way() {
                     !deps.contains(runtime),
                     "{} depends on {runtime}: only {OBJECT_STORAGE} may",
                     package.name
+                );
+            }
+        }
+    }
+}
+
+/// No file of the contract names a concrete storage: storages implement the contract, not
+/// the other way round.
+#[test]
+fn the_contract_names_no_concrete_storage() {
+    let src = workspace_root().join("state-api").join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    for file in files {
+        let text = std::fs::read_to_string(&file).expect("a readable source file");
+        for (number, line) in text.lines().enumerate() {
+            // Runnable examples (`///` and `//!` lines) may show a storage in use.
+            let code = line.trim_start();
+            if code.starts_with("//") {
+                continue;
+            }
+            for storage in [
+                "state_storage_local",
+                "state_storage_object",
+                "LocalCheckpointStorage",
+            ] {
+                assert!(
+                    !code.contains(storage),
+                    "{}:{}: the contract names the storage `{storage}`",
+                    file.display(),
+                    number + 1
                 );
             }
         }

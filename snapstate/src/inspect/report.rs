@@ -195,7 +195,7 @@ pub struct KeyGroupRow {
     pub checksum: Option<u32>,
 }
 
-/// A keyed snapshot header ([`KeyedBackendSerializationProxy`](state_api::KeyedBackendSerializationProxy)).
+/// A keyed snapshot header ([`KeyedBackendSerializationProxy`](state_format::KeyedBackendSerializationProxy)).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct KeyedHeader {
     /// Serializer of the keys.

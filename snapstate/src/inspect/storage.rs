@@ -4,8 +4,9 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use state_api::Error as StateError;
 use state_api::checkpoint_metadata::{CheckpointMetadata, METADATA_FILE};
-use state_api::{Error as StateError, LocalCheckpointStorage};
+use state_storage_local::LocalCheckpointStorage;
 
 use super::{IncompleteCheckpoint, Location};
 use crate::{Error, Result};

@@ -7,13 +7,13 @@ use std::io::{self, Read};
 use std::path::PathBuf;
 
 use state_api::checkpoint_metadata::{CheckpointMetadata, METADATA_FILE};
-use state_api::file_manifest::ManifestEntry;
-use state_api::keyed_format::KeyedSnapshotReader;
 use state_api::{
-    Error as StateError, FileStateHandle, IN_PROGRESS_PREFIX, IncrementalRemoteKeyedStateHandle,
-    KeyGroupsStateHandle, LOCK_FILE, OperatorBackendParams, OperatorStreamStateHandle, Registry,
-    StreamStateHandle,
+    Error as StateError, IncrementalRemoteKeyedStateHandle, KeyGroupsStateHandle,
+    OperatorBackendParams, OperatorStreamStateHandle, Registry, StreamStateHandle,
 };
+use state_format::file_manifest::ManifestEntry;
+use state_format::keyed_format::KeyedSnapshotReader;
+use state_storage_local::{FileStateHandle, IN_PROGRESS_PREFIX, LOCK_FILE};
 
 use super::storage::Storage;
 use super::{

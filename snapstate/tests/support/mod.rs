@@ -7,9 +7,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use snapstate::api::{
-    FileStateHandle, KeyGroupsStateHandle, KeyedStateHandle, StateMetaInfo, StreamStateHandle,
-};
+use snapstate::api::{KeyGroupsStateHandle, KeyedStateHandle, StateMetaInfo, StreamStateHandle};
+use snapstate::local_storage::FileStateHandle;
 use snapstate::{
     CheckpointMetadata, CheckpointOptions, CheckpointType, InstanceSnapshot, KeyGroupRange,
     KeyedBackendParams, LocalCheckpointStorage,
@@ -179,7 +178,7 @@ pub fn checkpoint(compression: &str) -> Fixture {
 
 #[cfg(feature = "operator")]
 fn operator_snapshot(
-    factory: Arc<snapstate::api::LocalDirectoryStreamFactory>,
+    factory: Arc<snapstate::local_storage::LocalDirectoryStreamFactory>,
     instance: &mut InstanceSnapshot,
 ) -> Option<PathBuf> {
     use snapstate::api::OperatorStateMetaInfo;
@@ -220,7 +219,7 @@ fn operator_snapshot(
 
 #[cfg(not(feature = "operator"))]
 fn operator_snapshot(
-    _factory: Arc<snapstate::api::LocalDirectoryStreamFactory>,
+    _factory: Arc<snapstate::local_storage::LocalDirectoryStreamFactory>,
     _instance: &mut InstanceSnapshot,
 ) -> Option<PathBuf> {
     None

@@ -1,32 +1,34 @@
 //! [`repartition_operator_state`]: how the operator state of N old instances is shared among
 //! M new ones, the round-robin repartitioning of operator list and broadcast state.
-//!
-//! The plan works on handles alone (no backend, no i/o), so a coordinator can compute it
-//! before any instance starts. Each new instance receives handles over the old streams
-//! that list just the partitions it restores:
-//!
-//! - **split-distribute** lists: every element of every old instance lands on exactly one
-//!   new instance. When the parallelism is unchanged each instance keeps its own elements;
-//!   otherwise the elements, in old-instance order, are cut into M contiguous runs whose
-//!   sizes differ by at most one. Contiguous runs keep an instance's reads to few streams;
-//!   which instances get the one extra element rotates from state to state, so many small
-//!   lists do not all pile onto instance 0.
-//! - **union** lists: every new instance gets every element of every old instance.
-//! - **broadcast** maps: identical on every old instance, so each new instance reads one
-//!   copy: new instance `j` reads that of the `j mod k`-th of the `k` old instances holding
-//!   it, spreading the reads.
-//!
-//! Every new instance's handles name every state, with no partitions where it gets none,
-//! so an instance that receives no element still knows the state and its serializers. The
-//! plan is deterministic: the same handles and parallelism give the same plan.
 
 use std::collections::BTreeMap;
 
-use crate::{DistributionMode, Error, OperatorStatePartitions, OperatorStreamStateHandle, Result};
+use state_api::{
+    DistributionMode, Error, OperatorStatePartitions, OperatorStreamStateHandle, Result,
+};
 
 /// For each of `new_parallelism` new instances, the handles it restores from, given the
 /// handles of every old instance (`old[i]`: what old instance `i` snapshotted, empty when
-/// it had no state). See the [module documentation](self) for the rules.
+/// it had no state).
+///
+/// The plan works on handles alone (no backend, no i/o), so a coordinator can compute it
+/// before any instance starts. Each new instance receives handles over the old streams
+/// that list just the partitions it restores:
+///
+/// - **split-distribute** lists: every element of every old instance lands on exactly one
+///   new instance. When the parallelism is unchanged each instance keeps its own elements;
+///   otherwise the elements, in old-instance order, are cut into M contiguous runs whose
+///   sizes differ by at most one. Contiguous runs keep an instance's reads to few streams;
+///   which instances get the one extra element rotates from state to state, so many small
+///   lists do not all pile onto instance 0.
+/// - **union** lists: every new instance gets every element of every old instance.
+/// - **broadcast** maps: identical on every old instance, so each new instance reads one
+///   copy: new instance `j` reads that of the `j mod k`-th of the `k` old instances holding
+///   it, spreading the reads.
+///
+/// Every new instance's handles name every state, with no partitions where it gets none,
+/// so an instance that receives no element still knows the state and its serializers. The
+/// plan is deterministic: the same handles and parallelism give the same plan.
 ///
 /// # Errors
 ///
@@ -50,7 +52,7 @@ use crate::{DistributionMode, Error, OperatorStatePartitions, OperatorStreamStat
 /// let stream = Arc::new(ByteStreamStateHandle::new("old-0", vec![0; 40]));
 /// let handle = OperatorStreamStateHandle::new(BTreeMap::from([("offsets".into(), partitions)]), stream);
 ///
-/// let plan = state_api::repartition::repartition_operator_state(&[vec![handle]], 2)?;
+/// let plan = state_operator::repartition(&[vec![handle]], 2)?;
 /// let offsets = |instance: usize| plan[instance][0].states()["offsets"].offsets.clone();
 /// assert_eq!(offsets(0), [10, 20]);
 /// assert_eq!(offsets(1), [30]);
@@ -234,7 +236,7 @@ mod tests {
     use std::collections::BTreeSet;
     use std::sync::Arc;
 
-    use crate::{ByteStreamStateHandle, StreamStateHandle};
+    use state_api::{ByteStreamStateHandle, StreamStateHandle};
 
     use super::*;
 

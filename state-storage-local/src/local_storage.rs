@@ -23,14 +23,15 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::background_file::BackgroundFile;
-use crate::checkpoint_metadata::{CheckpointMetadata, JobId, METADATA_FILE};
-use crate::storage::StorageClaim;
-use crate::{
+use state_api::checkpoint_metadata::{CheckpointMetadata, JobId, METADATA_FILE};
+use state_api::{
     ByteStreamStateHandle, CheckpointStateOutputStream, CheckpointStorage, CheckpointStreamFactory,
-    CheckpointedStateScope, Closeable, Error, FileStateHandle, LocalRoot, Result, StorageRoot,
-    StreamStateHandle,
+    CheckpointedStateScope, Closeable, Error, Result, StorageClaim, StorageRoot, StreamStateHandle,
 };
+use state_format::metadata::{self, MAX_METADATA_FILE_LEN};
+
+use crate::background_file::BackgroundFile;
+use crate::file_handle::{FileStateHandle, LocalRoot};
 
 /// Name prefix of files being written: never a complete stream.
 pub const IN_PROGRESS_PREFIX: &str = ".inprogress-";
@@ -52,7 +53,8 @@ fn create_dir(path: &Path) -> Result<()> {
 ///
 /// ```
 /// use std::io::{Read, Write};
-/// use state_api::{CheckpointStreamFactory, CheckpointedStateScope, LocalCheckpointStorage};
+/// use state_api::{CheckpointStreamFactory, CheckpointedStateScope};
+/// use state_storage_local::LocalCheckpointStorage;
 ///
 /// let root = tempfile::tempdir().unwrap();
 /// let storage = LocalCheckpointStorage::new(root.path())?.with_file_state_threshold(0);
@@ -218,7 +220,7 @@ impl LocalCheckpointStorage {
         let dir = self.checkpoint_dir(metadata.checkpoint_id);
         create_dir(&dir)?;
         let target = dir.join(METADATA_FILE);
-        let bytes = metadata.to_bytes(&self.storage_root())?;
+        let bytes = metadata::to_bytes(metadata, &self.storage_root())?;
         let mut temp = tempfile::Builder::new()
             .prefix(IN_PROGRESS_PREFIX)
             .tempfile_in(&dir)
@@ -266,7 +268,7 @@ impl LocalCheckpointStorage {
     }
 
     /// The metadata of committed checkpoint `checkpoint_id`, read as
-    /// [`CheckpointMetadata::read_file`] does, its handles resolved under this storage's
+    /// `read_metadata_file` does, its handles resolved under this storage's
     /// root wherever the directory was written.
     ///
     /// # Errors
@@ -277,14 +279,13 @@ impl LocalCheckpointStorage {
     /// [`Error::OutsideStorage`] for a handle outside the root.
     pub fn load_checkpoint(&self, checkpoint_id: u64) -> Result<CheckpointMetadata> {
         let path = self.checkpoint_dir(checkpoint_id).join(METADATA_FILE);
-        let metadata = CheckpointMetadata::read_file(&path, &self.storage_root()).map_err(
-            |err| match err {
+        let metadata =
+            read_metadata_file(&path, &self.storage_root()).map_err(|err| match err {
                 Error::NotFound { .. } => Error::NotFound {
                     what: format!("checkpoint {checkpoint_id} ({})", path.display()),
                 },
                 other => other,
-            },
-        )?;
+            })?;
         metadata
             .check_checkpoint_id(checkpoint_id)
             .map_err(|source| Error::Snapshot {
@@ -602,6 +603,47 @@ impl CheckpointStateOutputStream for LocalFileOutputStream {
             }
             Ok(())
         })
+    }
+}
+
+/// Reads the metadata file at `path` of the storage at `root`: it must be a regular
+/// file of at most [`MAX_METADATA_FILE_LEN`] bytes (checked before anything is read),
+/// holding exactly one metadata frame.
+///
+/// # Errors
+///
+/// [`Error::NotFound`] naming the file; [`Error::Snapshot`] naming the file around
+/// what [`metadata::read`] reports, or around [`Error::Corrupted`] for a file that is
+/// not regular, too long, or goes on after the frame.
+fn read_metadata_file(path: &Path, root: &Arc<dyn StorageRoot>) -> Result<CheckpointMetadata> {
+    let at_path = |source: Error| Error::Snapshot {
+        location: path.display().to_string(),
+        source: Box::new(source),
+    };
+    let file = crate::open_regular_file(path, &format!("checkpoint metadata {}", path.display()))
+        .map_err(|err| match err {
+        Error::NotFound { .. } | Error::Io { .. } => err,
+        other => at_path(other),
+    })?;
+    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    if len > MAX_METADATA_FILE_LEN {
+        return Err(at_path(Error::Corrupted {
+            what: "checkpoint metadata".into(),
+            reason: format!(
+                "the file has {len} bytes, metadata files have at most {MAX_METADATA_FILE_LEN}"
+            ),
+        }));
+    }
+    let mut input = std::io::BufReader::new(file.take(len));
+    let metadata = metadata::read(&mut input, root).map_err(at_path)?;
+    let mut rest = [0u8; 1];
+    match input.read(&mut rest) {
+        Ok(0) => Ok(metadata),
+        Ok(_) => Err(at_path(Error::Corrupted {
+            what: "checkpoint metadata".into(),
+            reason: "bytes follow the metadata frame".into(),
+        })),
+        Err(err) => Err(Error::io(path, err)),
     }
 }
 

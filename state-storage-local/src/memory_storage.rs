@@ -5,7 +5,7 @@ use std::io::{self, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use crate::{
+use state_api::{
     ByteStreamStateHandle, CheckpointStateOutputStream, CheckpointStreamFactory,
     CheckpointedStateScope, Closeable, Error, Result, StreamStateHandle,
 };
@@ -16,8 +16,8 @@ use crate::{
 ///
 /// ```
 /// use std::io::Write;
-/// use state_api::{CheckpointStreamFactory, CheckpointedStateScope,
-///     MemoryCheckpointStreamFactory, StateObject};
+/// use state_api::{CheckpointStreamFactory, CheckpointedStateScope, StateObject};
+/// use state_storage_local::MemoryCheckpointStreamFactory;
 ///
 /// let factory = MemoryCheckpointStreamFactory::default();
 /// let mut out = factory.create_output_stream(CheckpointedStateScope::Exclusive)?;

@@ -8,7 +8,7 @@
 use std::io::{Read, Write};
 
 use crate::frame::{BodyCursor, BodyError, FrameFormat, put_str};
-use crate::{Error, Result};
+use state_api::{Error, Result};
 
 /// One file of an incremental snapshot in its [`FileManifest`].
 #[derive(Debug, Clone, PartialEq, Eq)]

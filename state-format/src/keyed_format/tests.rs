@@ -7,7 +7,7 @@ use std::sync::Arc;
 use proptest::prelude::*;
 
 use super::*;
-use crate::{
+use state_api::{
     ByteStreamStateHandle, KeyedStateHandle, StateMetaInfo, UncompressedStreamCompressionDecorator,
 };
 

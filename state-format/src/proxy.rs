@@ -68,7 +68,7 @@ use std::fmt;
 use std::io::{Read, Write};
 
 use crate::frame::{BodyCursor, BodyError, FrameFormat, put_str};
-use crate::{Error, Result, SerializerId, StateKind, StateMetaInfo};
+use state_api::{Error, Result, SerializerId, StateKind, StateMetaInfo};
 
 /// First four bytes of every keyed snapshot header: `"SNPS"` in ASCII.
 pub const MAGIC: u32 = 0x534E_5053;
@@ -115,7 +115,8 @@ const KINDS: [StateKind; 3] = [StateKind::Value, StateKind::List, StateKind::Map
 /// # Examples
 ///
 /// ```
-/// use state_api::{KeyedBackendSerializationProxy, StateMetaInfo};
+/// use state_api::StateMetaInfo;
+/// use state_format::KeyedBackendSerializationProxy;
 ///
 /// let proxy = KeyedBackendSerializationProxy::new(
 ///     "u64-be",
@@ -265,7 +266,7 @@ impl KeyedBackendSerializationProxy {
 
         let key_groups = self
             .number_of_key_groups
-            .filter(|n| crate::KeyGroupRangeAssignment::check_max_parallelism(*n).is_ok())
+            .filter(|n| state_api::KeyGroupRangeAssignment::check_max_parallelism(*n).is_ok())
             .ok_or_else(|| {
                 Error::InvalidArgument(format!(
                     "{HEADER} needs a number of key groups in 1..=32768, got {:?}",
@@ -360,7 +361,7 @@ fn parse_body(version: u32, bytes: &[u8]) -> Result<KeyedBackendSerializationPro
         1 => None,
         _ => {
             let number = u32::from_be_bytes(body.array(&Field::KeyGroups)?);
-            crate::KeyGroupRangeAssignment::check_max_parallelism(number).map_err(|err| {
+            state_api::KeyGroupRangeAssignment::check_max_parallelism(number).map_err(|err| {
                 BodyError::Invalid(Error::Corrupted {
                     what: Field::KeyGroups.to_string(),
                     reason: err.to_string(),

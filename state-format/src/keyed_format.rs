@@ -76,11 +76,9 @@
 //! # Example
 //!
 //! ```
-//! use state_api::keyed_format::{CompositeKey, KeyedSnapshotReader, KeyedSnapshotWriter};
-//! use state_api::{
-//!     ByteStreamStateHandle, KeyGroupRange, KeyGroupsStateHandle, KeyedBackendSerializationProxy,
-//!     Registry, StateMetaInfo, UncompressedStreamCompressionDecorator,
-//! };
+//! use state_format::keyed_format::{CompositeKey, KeyedSnapshotReader, KeyedSnapshotWriter};
+//! use state_api::{ByteStreamStateHandle, KeyGroupRange, KeyGroupsStateHandle, Registry, StateMetaInfo, UncompressedStreamCompressionDecorator};
+//! use state_format::KeyedBackendSerializationProxy;
 //! use std::sync::Arc;
 //!
 //! let header = KeyedBackendSerializationProxy::new(
@@ -115,13 +113,15 @@ use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::key_group::KeyGroupRangeAssignment;
-use crate::{
+use state_api::key_group::KeyGroupRangeAssignment;
+use state_api::{
     CheckpointStreamFactory, CheckpointStreamWithResultProvider, CheckpointedStateScope, Error,
-    KeyGroupRange, KeyGroupRangeOffsets, KeyGroupsStateHandle, KeyedBackendSerializationProxy,
-    KeyedSnapshotResult, LocalRecoveryConfig, Registry, Result, SnapshotContext, StateInputStream,
+    KeyGroupRange, KeyGroupRangeOffsets, KeyGroupsStateHandle, KeyedSnapshotResult,
+    LocalRecoveryConfig, Registry, Result, SnapshotContext, StateInputStream,
     StreamCompressionDecorator,
 };
+
+use crate::proxy::KeyedBackendSerializationProxy;
 
 /// The `u16` that ends the data of a key group.
 pub const END_OF_KEY_GROUP_MARK: u16 = 0xFFFF;
@@ -1030,7 +1030,7 @@ impl KeyedSnapshotReader {
     ) -> Result<Self> {
         KeyGroupRangeAssignment::check_max_parallelism(max_parallelism)?;
         let location = handle.delegate().describe();
-        crate::backend::check_key_groups_fit(handle.offsets().range(), max_parallelism, &location)?;
+        state_api::check_key_groups_fit(handle.offsets().range(), max_parallelism, &location)?;
         let mut input = handle.delegate().open().map_err(|err| match err {
             // The stream is not the one the handle recorded (a longer file, a FIFO).
             Error::Corrupted { .. } | Error::Truncated { .. } => Error::Snapshot {

@@ -14,7 +14,7 @@
 //! # Example
 //!
 //! ```
-//! use state_api::typed::{StringSerializer, TypeSerializer, U64Serializer};
+//! use state_format::typed::{StringSerializer, TypeSerializer, U64Serializer};
 //!
 //! let mut bytes = Vec::new();
 //! U64Serializer.serialize(&42, &mut bytes);
@@ -31,7 +31,7 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use crate::{Error, KeyedStateBackend, Result, StateMetaInfo};
+use state_api::{Error, KeyedStateBackend, Result, StateMetaInfo};
 
 /// Turns values of `T` into bytes and back; its [`id`](Self::id) names the encoding.
 pub trait TypeSerializer<T>: Send + Sync + fmt::Debug {

@@ -30,7 +30,7 @@
 use std::fmt;
 use std::io::{self, Read, Write};
 
-use crate::{Error, Result};
+use state_api::{Error, Result};
 
 /// Bytes of a frame around its body: magic, version, header length and checksum.
 pub const FRAME_LEN: u64 = 16;
@@ -40,7 +40,7 @@ pub const FRAME_LEN: u64 = 16;
 /// # Example
 ///
 /// ```
-/// use state_api::frame::{BodyCursor, FrameFormat};
+/// use state_format::frame::{BodyCursor, FrameFormat};
 ///
 /// const NOTES: FrameFormat = FrameFormat {
 ///     magic: 0x4E4F_5445,

@@ -5,7 +5,7 @@
 //! A stored file handle serializes its path relative to the storage root
 //! (`chk-<id>/<name>`, `shared/<name>`) and deserializes only inside a
 //! [`HandleScope`] of a [`LocalRoot`], against which it resolves (see
-//! [`crate::storage_root`]): a checkpoint directory restores wherever it is moved or
+//! [`state_api::storage_root`]): a checkpoint directory restores wherever it is moved or
 //! copied, and no metadata makes a reader open or delete a file outside the root.
 //!
 //! Reading opens exactly a regular file (never a FIFO or a device: on Linux the file is
@@ -23,8 +23,8 @@ use serde::de::Error as _;
 use serde::ser::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::storage_root::{HandleScope, StorageRoot, check_relative};
-use crate::{Error, Result, StateInputStream, StateObject, StreamStateHandle};
+use state_api::storage_root::{HandleScope, StorageRoot, check_relative};
+use state_api::{Error, Result, StateInputStream, StateObject, StreamStateHandle};
 
 /// The root directory of a local checkpoint storage, as file handles resolve against it.
 ///
@@ -176,7 +176,8 @@ enum FileLocation {
 /// ```
 /// use std::io::Read;
 /// use std::sync::Arc;
-/// use state_api::{FileStateHandle, LocalRoot, StreamStateHandle};
+/// use state_api::StreamStateHandle;
+/// use state_storage_local::{FileStateHandle, LocalRoot};
 ///
 /// let dir = tempfile::tempdir().unwrap();
 /// std::fs::create_dir(dir.path().join("chk-1")).unwrap();
@@ -470,9 +471,27 @@ impl Read for BoundedFile {
 
 impl Seek for BoundedFile {
     fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
-        let target = crate::seek_position(to, self.pos, self.len)
+        let target = state_api::seek_position(to, self.pos, self.len)
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before the start"))?;
         self.pos = self.file.seek(SeekFrom::Start(target))?;
         Ok(self.pos)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_file_is_not_found_naming_the_path() {
+        let err = FileStateHandle::local("/nonexistent/snapstate/x", 1)
+            .open()
+            .err()
+            .unwrap();
+        assert!(matches!(err, Error::NotFound { .. }), "{err}");
+        assert!(
+            err.to_string().contains("/nonexistent/snapstate/x"),
+            "{err}"
+        );
     }
 }

@@ -1,0 +1,30 @@
+//! The byte formats of snapstate, each written and read in exactly one place.
+//!
+//! Depend on this crate (beside `state-api`) to write or read snapshots in the canonical
+//! format: a keyed backend's full-snapshot strategy feeds entries to
+//! [`write_full_snapshot`](keyed_format::write_full_snapshot) and its restore takes entries
+//! from a [`KeyedSnapshotReader`](keyed_format::KeyedSnapshotReader); a savepoint written by
+//! one backend then restores into any other. Every format carries a version; old versions
+//! stay readable, and the checked-in fixtures under `tests/fixtures/` pin the bytes.
+//!
+//! - [`frame`]: the versioned, checksummed frame every header shares.
+//! - [`proxy`]: the keyed snapshot header ([`KeyedBackendSerializationProxy`]).
+//! - [`keyed_format`]: the canonical key-group data: writer, reader, the parallel
+//!   key-group driver.
+//! - [`file_manifest`]: the file list of multi-file (incremental) snapshots.
+//! - [`metadata`]: the bytes of a checkpoint's `_metadata` file.
+//! - [`typed`]: value serializers and typed state over any keyed backend.
+
+pub mod file_manifest;
+pub mod frame;
+pub mod keyed_format;
+pub mod metadata;
+pub mod proxy;
+pub mod typed;
+
+pub use file_manifest::{FileManifest, ManifestEntry};
+pub use keyed_format::{
+    KeyedEntry, KeyedSnapshotReader, KeyedSnapshotWriter, write_full_snapshot,
+    write_full_snapshot_parallel,
+};
+pub use proxy::KeyedBackendSerializationProxy;
