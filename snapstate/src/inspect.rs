@@ -350,12 +350,8 @@ fn key_groups_detail(handle: &KeyGroupsStateHandle, registry: &Registry) -> KeyG
 fn read_meta(
     handle: &IncrementalRemoteKeyedStateHandle,
 ) -> Result<(KeyedBackendSerializationProxy, FileManifest), StateError> {
-    let (header, mut input) = read_header(&*handle.meta_state)?;
-    let manifest = FileManifest::read_from(&mut input).map_err(|source| StateError::Snapshot {
-        location: handle.meta_state.describe(),
-        source: Box::new(source),
-    })?;
-    Ok((header, manifest))
+    let meta = state_format::incremental_meta::read(&*handle.meta_state, None)?;
+    Ok((meta.header, meta.manifest))
 }
 
 /// The files of an incremental handle with their scope, shared ones first.

@@ -48,6 +48,25 @@ pub struct KeyedBackendParams {
 }
 
 impl KeyedBackendParams {
+    /// The key group of `key`, checked to be one this instance owns: what every backend's
+    /// `set_current_key` computes first.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::KeyGroupOutOfRange`](crate::Error::KeyGroupOutOfRange) for a key of another
+    /// instance.
+    pub fn key_group_of(&self, key: &[u8]) -> Result<u32> {
+        let key_group =
+            crate::KeyGroupRangeAssignment::assign_to_key_group(key, self.number_of_key_groups);
+        match self.key_group_range.contains(key_group) {
+            true => Ok(key_group),
+            false => Err(crate::Error::KeyGroupOutOfRange {
+                key_group,
+                range: self.key_group_range.to_string(),
+            }),
+        }
+    }
+
     /// Parameters for `key_group_range` of `number_of_key_groups`, with the default
     /// strategy, no compression, no local recovery and raw byte keys.
     pub fn new(number_of_key_groups: u32, key_group_range: KeyGroupRange) -> Self {

@@ -11,12 +11,14 @@
 //! - [`proxy`]: the keyed snapshot header ([`KeyedBackendSerializationProxy`]).
 //! - [`keyed_format`]: the canonical key-group data: writer, reader, the parallel
 //!   key-group driver.
-//! - [`file_manifest`]: the file list of multi-file (incremental) snapshots.
+//! - [`file_manifest`]: the file list of multi-file (incremental) snapshots;
+//!   [`incremental_meta`]: the meta data stream of incremental snapshots.
 //! - [`metadata`]: the bytes of a checkpoint's `_metadata` file.
 //! - [`typed`]: value serializers and typed state over any keyed backend.
 
 pub mod file_manifest;
 pub mod frame;
+pub mod incremental_meta;
 pub mod keyed_format;
 pub mod metadata;
 pub mod proxy;

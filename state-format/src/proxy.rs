@@ -193,6 +193,25 @@ impl KeyedBackendSerializationProxy {
         }
     }
 
+    /// Checks that the snapshot at `location` was written with `key_serializer`, the
+    /// restoring backend's: keys written by another serializer would be misread. Every
+    /// restore calls it before reading key-group data.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Incompatible`] naming the recorded serializer (held) and the backend's
+    /// (requested).
+    pub fn check_key_serializer(&self, key_serializer: &str, location: &str) -> Result<()> {
+        if self.key_serializer == key_serializer {
+            return Ok(());
+        }
+        Err(Error::Incompatible {
+            what: format!("key serializer of snapshot {location}"),
+            held: self.key_serializer.clone(),
+            requested: key_serializer.to_owned(),
+        })
+    }
+
     /// The serializer of the keys.
     pub fn key_serializer(&self) -> &str {
         &self.key_serializer

@@ -8,15 +8,15 @@ use state_api::key_group::KeyGroupRangeAssignment;
 use state_api::{
     AsyncSnapshotTask, CheckpointListener, CheckpointOptions, CheckpointStreamFactory,
     CloseableRegistry, Error, KeyGroupRange, KeyedBackendParams, KeyedSnapshotResult,
-    KeyedStateBackend, KeyedStateBackendFactory, KeyedStateHandle, Registry, Result,
-    SnapshotStrategy, SnapshotStrategyRunner, StateKind, StateMetaInfo,
+    KeyedStateBackend, KeyedStateHandle, Registry, Result, SnapshotStrategy,
+    SnapshotStrategyRunner, StateKind, StateMetaInfo,
 };
 
+use crate::HEAP;
 use crate::chain::ChainHistory;
 use crate::changes::ChangeLog;
 use crate::format::{key_part_into, namespace_part_into, split_state_key};
 use crate::table::{Bytes, CowMap, HeapTables, Shards};
-use crate::{HEAP, restore};
 
 /// What the backend's lock guards: the state, and what incremental checkpoints track.
 #[derive(Debug)]
@@ -222,28 +222,6 @@ impl HeapKeyedStateBackend {
         })
     }
 
-    /// A backend holding the state of `handles` restricted to `params.key_group_range`.
-    ///
-    /// # Errors
-    ///
-    /// Those of [`new`](Self::new), and of restore: handles that are not full keyed
-    /// snapshots ([`Error::Unsupported`]), a different key serializer or state meta info
-    /// ([`Error::Incompatible`]), damaged snapshots ([`Error::KeyGroup`] and
-    /// [`Error::Snapshot`] naming the key group or header).
-    pub fn restore(
-        params: KeyedBackendParams,
-        registry: &Registry,
-        handles: &[Arc<dyn KeyedStateHandle>],
-    ) -> Result<Self> {
-        state_api::check_restore_handles(&params, handles)?;
-        let backend = Self::new(params, registry)?;
-        {
-            let mut heap = backend.source.lock();
-            restore::restore(&mut heap, &backend.params.key_serializer, registry, handles)?;
-        }
-        Ok(backend)
-    }
-
     /// The state a snapshot strategy of this backend works from.
     pub fn snapshot_source(&self) -> &HeapSnapshotSource {
         &self.source
@@ -399,22 +377,14 @@ impl KeyedStateBackend for HeapKeyedStateBackend {
 
     fn set_current_key(&mut self, key: &[u8]) -> Result<()> {
         self.check_open()?;
-        let key_group =
-            KeyGroupRangeAssignment::assign_to_key_group(key, self.params.number_of_key_groups);
-        let range = self.params.key_group_range;
-        if !range.contains(key_group) {
-            return Err(Error::KeyGroupOutOfRange {
-                key_group,
-                range: range.to_string(),
-            });
-        }
+        let key_group = self.params.key_group_of(key)?;
         let current = self.current.get_or_insert_with(|| CurrentKey {
             shard: 0,
             key_part: Vec::new(),
         });
         current.key_part.clear();
         key_part_into(key, &mut current.key_part)?;
-        current.shard = (key_group - range.start()) as usize;
+        current.shard = (key_group - self.params.key_group_range.start()) as usize;
         Ok(())
     }
 
@@ -646,38 +616,5 @@ impl KeyedStateBackend for HeapKeyedStateBackend {
     fn close(&mut self) -> Result<()> {
         // Cancels running snapshots; their versions are released by their cleanup.
         self.owner.close()
-    }
-}
-
-/// Creates and restores [`HeapKeyedStateBackend`]s; registered as keyed backend `heap`.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct HeapKeyedStateBackendFactory;
-
-impl KeyedStateBackendFactory for HeapKeyedStateBackendFactory {
-    fn name(&self) -> &'static str {
-        HEAP
-    }
-
-    fn description(&self) -> &'static str {
-        "keyed state in copy-on-write heap maps sharded by key group; snapshots take O(states x key groups)"
-    }
-
-    fn create(
-        &self,
-        params: KeyedBackendParams,
-        registry: &Registry,
-    ) -> Result<Box<dyn KeyedStateBackend>> {
-        Ok(Box::new(HeapKeyedStateBackend::new(params, registry)?))
-    }
-
-    fn restore(
-        &self,
-        params: KeyedBackendParams,
-        registry: &Registry,
-        handles: &[Arc<dyn KeyedStateHandle>],
-    ) -> Result<Box<dyn KeyedStateBackend>> {
-        Ok(Box::new(HeapKeyedStateBackend::restore(
-            params, registry, handles,
-        )?))
     }
 }

@@ -51,15 +51,15 @@
 mod backend;
 mod chain;
 mod changes;
+mod factory;
 pub mod format;
 mod incremental;
 mod restore;
 mod snapshot;
 mod table;
 
-pub use backend::{
-    HeapKeyedStateBackend, HeapKeyedStateBackendFactory, HeapSnapshotSource, HeapSnapshotVersion,
-};
+pub use backend::{HeapKeyedStateBackend, HeapSnapshotSource, HeapSnapshotVersion};
+pub use factory::HeapKeyedStateBackendFactory;
 pub use incremental::{
     HeapIncrementalOptions, HeapIncrementalSnapshotStrategy,
     HeapIncrementalSnapshotStrategyFactory, MATERIALIZATION_FRACTION_OPTION,

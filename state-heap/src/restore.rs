@@ -16,13 +16,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use state_api::{
     Error, HandleAndLocalPath, IncrementalRemoteKeyedStateHandle, KeyGroupsStateHandle,
-    KeyedStateHandle, Registry, Result, StreamStateHandle,
+    KeyedBackendParams, KeyedStateHandle, Registry, Result, StreamStateHandle,
 };
 use state_format::KeyedBackendSerializationProxy;
 use state_format::file_manifest::FileManifest;
+use state_format::incremental_meta;
 use state_format::keyed_format::{CompositeKey, KeyedEntry, KeyedSnapshotReader};
 
-use crate::backend::Heap;
+use crate::backend::{Heap, HeapKeyedStateBackend};
 use crate::chain::{Chain, FileKind};
 use crate::format::{apply_delta_entry, restore_entry};
 use crate::table::{HeapTables, StateTable};
@@ -52,6 +53,31 @@ impl Source {
     }
 }
 
+impl HeapKeyedStateBackend {
+    /// A backend holding the state of `handles` restricted to `params.key_group_range`.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`new`](Self::new), and of restore: handles that are not full keyed
+    /// snapshots ([`Error::Unsupported`]), a different key serializer or state meta info
+    /// ([`Error::Incompatible`]), damaged snapshots ([`Error::KeyGroup`] and
+    /// [`Error::Snapshot`] naming the key group or header).
+    pub fn restore(
+        params: KeyedBackendParams,
+        registry: &Registry,
+        handles: &[Arc<dyn KeyedStateHandle>],
+    ) -> Result<Self> {
+        state_api::check_restore_handles(&params, handles)?;
+        let key_serializer = params.key_serializer.clone();
+        let backend = Self::new(params, registry)?;
+        {
+            let mut heap = backend.snapshot_source().lock();
+            restore(&mut heap, &key_serializer, registry, handles)?;
+        }
+        Ok(backend)
+    }
+}
+
 /// Reads the part of every handle that intersects the backend's range into `heap`.
 ///
 /// Headers are read and states registered first, on this thread; then this thread and a
@@ -59,7 +85,7 @@ impl Source {
 /// every stream that holds it, in handle and chain order, into its own maps (the helper's
 /// move into the backend at the end). Key groups are independent, so the result is the one
 /// a single thread reads.
-pub(crate) fn restore(
+fn restore(
     heap: &mut Heap,
     key_serializer: &str,
     registry: &Registry,
@@ -124,7 +150,7 @@ fn open_source(
     let opened = (|| {
         let reader = KeyedSnapshotReader::open(handle, registry, tables.max_parallelism)?;
         let header = reader.header();
-        check_key_serializer(header, key_serializer, &handle.delegate().describe())?;
+        header.check_key_serializer(key_serializer, &handle.delegate().describe())?;
         let ids = header
             .states()
             .iter()
@@ -304,21 +330,6 @@ fn read_key_group(
     Ok(())
 }
 
-fn check_key_serializer(
-    header: &KeyedBackendSerializationProxy,
-    key_serializer: &str,
-    location: &str,
-) -> Result<()> {
-    if header.key_serializer() != key_serializer {
-        return Err(Error::Incompatible {
-            what: format!("key serializer of snapshot {location}"),
-            held: header.key_serializer().to_owned(),
-            requested: key_serializer.to_owned(),
-        });
-    }
-    Ok(())
-}
-
 /// The meta data of a `heap-incremental` checkpoint: header, file manifest, chain.
 pub(crate) struct IncrementalMeta {
     pub(crate) header: KeyedBackendSerializationProxy,
@@ -336,17 +347,16 @@ pub(crate) fn read_meta(
     handle: &IncrementalRemoteKeyedStateHandle,
     max_parallelism: u32,
 ) -> Result<IncrementalMeta> {
-    let location = handle.meta_state.describe();
+    let incremental_meta::IncrementalMeta {
+        header,
+        manifest,
+        rest: mut input,
+        location,
+    } = incremental_meta::read(&*handle.meta_state, Some(max_parallelism))?;
     let wrap = |source: Error| Error::Snapshot {
         location: location.clone(),
         source: Box::new(source),
     };
-    let mut input = handle.meta_state.open().map_err(wrap)?;
-    let header = KeyedBackendSerializationProxy::read_from(&mut input).map_err(wrap)?;
-    header
-        .check_key_groups(max_parallelism, &location)
-        .map_err(wrap)?;
-    let manifest = FileManifest::read_from(&mut input).map_err(wrap)?;
     let mut first = [0u8; 1];
     let read = input
         .read(&mut first)
@@ -444,7 +454,8 @@ fn open_incremental(
     readers: &mut Vec<Option<KeyedSnapshotReader>>,
 ) -> Result<Chain> {
     let meta = read_meta(handle, tables.max_parallelism)?;
-    check_key_serializer(&meta.header, key_serializer, &handle.meta_state.describe())?;
+    meta.header
+        .check_key_serializer(key_serializer, &handle.meta_state.describe())?;
     let (chain, streams) = chain_files(handle, &meta)?;
     for (file, stream) in chain.files.iter().zip(streams) {
         let (apply, kind): (Apply, _) = match file.kind {

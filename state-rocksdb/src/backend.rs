@@ -33,13 +33,13 @@ use state_api::key_group::KeyGroupRangeAssignment;
 use state_api::{
     AsyncSnapshotTask, CheckpointListener, CheckpointOptions, CheckpointStreamFactory,
     CloseableRegistry, Error, KeyGroupRange, KeyedBackendParams, KeyedSnapshotResult,
-    KeyedStateBackend, KeyedStateBackendFactory, KeyedStateHandle, Lease, Registry, ResourceGuard,
-    Result, SnapshotStrategy, SnapshotStrategyRunner, StateKind, StateMetaInfo,
+    KeyedStateBackend, KeyedStateHandle, Lease, Registry, ResourceGuard, Result, SnapshotStrategy,
+    SnapshotStrategyRunner, StateKind, StateMetaInfo,
 };
 use state_format::keyed_format::{CompositeKey, decode_list, encode_list};
 use tempfile::TempDir;
 
-use crate::incremental::IncrementalHistory;
+use crate::history::IncrementalHistory;
 use crate::{ROCKSDB, ROCKSDB_FULL};
 
 /// Maps a RocksDB error onto [`Error::Backend`].
@@ -443,28 +443,6 @@ impl RocksDBKeyedStateBackend {
         })
     }
 
-    /// A backend holding the state of `handles` restricted to `params.key_group_range`:
-    /// full snapshots of any keyed backend, or incremental RocksDB checkpoints (with
-    /// placeholders resolved). One incremental handle of exactly the new range is
-    /// downloaded and opened as the database, and the next incremental checkpoint builds on
-    /// it; otherwise each incremental handle is opened in a temporary database and the keys
-    /// of the new range copied over.
-    ///
-    /// # Errors
-    ///
-    /// Those of [`new`](Self::new), and of restore: unknown handle kinds or unresolved
-    /// placeholders ([`Error::Unsupported`]), a different key serializer or state meta info
-    /// ([`Error::Incompatible`]), damaged snapshots ([`Error::KeyGroup`] and
-    /// [`Error::Snapshot`] naming the key group or header, [`Error::Corrupted`] and
-    /// [`Error::NotFound`] naming the file of an incremental snapshot).
-    pub fn restore(
-        params: KeyedBackendParams,
-        registry: &Registry,
-        handles: &[Arc<dyn KeyedStateHandle>],
-    ) -> Result<Self> {
-        crate::restore::restore(params, registry, handles)
-    }
-
     /// The state a snapshot strategy of this backend works from.
     pub fn snapshot_source(&self) -> &RocksDBSnapshotSource {
         &self.source
@@ -665,15 +643,7 @@ impl KeyedStateBackend for RocksDBKeyedStateBackend {
 
     fn set_current_key(&mut self, key: &[u8]) -> Result<()> {
         self.db()?;
-        let key_group =
-            KeyGroupRangeAssignment::assign_to_key_group(key, self.params.number_of_key_groups);
-        let range = self.params.key_group_range;
-        if !range.contains(key_group) {
-            return Err(Error::KeyGroupOutOfRange {
-                key_group,
-                range: range.to_string(),
-            });
-        }
+        let key_group = self.params.key_group_of(key)?;
         let key_len = u32::try_from(key.len())
             .map_err(|_| Error::InvalidArgument("keys must stay below 4 GiB".into()))?;
         let current = self
@@ -881,39 +851,5 @@ impl Drop for RocksDBKeyedStateBackend {
         {
             tracing::warn!(error = %err, "closing a dropped RocksDB backend failed");
         }
-    }
-}
-
-/// Creates and restores [`RocksDBKeyedStateBackend`]s; registered as keyed backend
-/// `rocksdb`.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct RocksDBKeyedStateBackendFactory;
-
-impl KeyedStateBackendFactory for RocksDBKeyedStateBackendFactory {
-    fn name(&self) -> &'static str {
-        ROCKSDB
-    }
-
-    fn description(&self) -> &'static str {
-        "keyed state in embedded RocksDB, one column family per state, key groups as key ranges"
-    }
-
-    fn create(
-        &self,
-        params: KeyedBackendParams,
-        registry: &Registry,
-    ) -> Result<Box<dyn KeyedStateBackend>> {
-        Ok(Box::new(RocksDBKeyedStateBackend::new(params, registry)?))
-    }
-
-    fn restore(
-        &self,
-        params: KeyedBackendParams,
-        registry: &Registry,
-        handles: &[Arc<dyn KeyedStateHandle>],
-    ) -> Result<Box<dyn KeyedStateBackend>> {
-        Ok(Box::new(RocksDBKeyedStateBackend::restore(
-            params, registry, handles,
-        )?))
     }
 }

@@ -19,14 +19,14 @@
 //! a binary that names nothing else of it, or call [`register`] yourself.
 
 mod backend;
+mod factory;
 mod full;
+mod history;
 mod incremental;
 mod restore;
 
-pub use backend::{
-    RocksDBKeyedStateBackend, RocksDBKeyedStateBackendFactory, RocksDBOptions,
-    RocksDBSnapshotSource,
-};
+pub use backend::{RocksDBKeyedStateBackend, RocksDBOptions, RocksDBSnapshotSource};
+pub use factory::RocksDBKeyedStateBackendFactory;
 pub use full::{RocksFullSnapshotStrategy, RocksFullSnapshotStrategyFactory};
 pub use incremental::{RocksIncrementalSnapshotStrategy, RocksIncrementalSnapshotStrategyFactory};
 pub use state_format::file_manifest::{FileManifest, ManifestEntry};

@@ -10,19 +10,45 @@ use rocksdb::{ColumnFamilyDescriptor, DB, Options, ReadOptions, WriteBatch};
 use state_api::{
     Error, HandleAndLocalPath, IncrementalLocalKeyedStateHandle, IncrementalRemoteKeyedStateHandle,
     KeyGroupsStateHandle, KeyedBackendParams, KeyedStateBackend, KeyedStateHandle, Registry,
-    Result, StateKind, StreamStateHandle,
+    Result, StateKind,
 };
 use state_format::file_manifest::FileManifest;
+use state_format::incremental_meta;
 use state_format::keyed_format::{KeyedSnapshotReader, decode_list};
 
 use crate::backend::{Opened, RocksDBKeyedStateBackend, cf, cf_name, db_error, key_group_start};
-use crate::incremental::{IncrementalHistory, LOCAL_META_FILE, UploadedFile, download, read_meta};
+use crate::history::{IncrementalHistory, UploadedFile};
+use crate::incremental::{LOCAL_META_FILE, download};
 
 /// Bytes collected in a write batch before it is written.
 const BATCH_BYTES: usize = 4 << 20;
 
+impl RocksDBKeyedStateBackend {
+    /// A backend holding the state of `handles` restricted to `params.key_group_range`:
+    /// full snapshots of any keyed backend, or incremental RocksDB checkpoints (with
+    /// placeholders resolved). One incremental handle of exactly the new range is
+    /// downloaded and opened as the database, and the next incremental checkpoint builds on
+    /// it; otherwise each incremental handle is opened in a temporary database and the keys
+    /// of the new range copied over.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`new`](Self::new), and of restore: unknown handle kinds or unresolved
+    /// placeholders ([`Error::Unsupported`]), a different key serializer or state meta info
+    /// ([`Error::Incompatible`]), damaged snapshots ([`Error::KeyGroup`] and
+    /// [`Error::Snapshot`] naming the key group or header, [`Error::Corrupted`] and
+    /// [`Error::NotFound`] naming the file of an incremental snapshot).
+    pub fn restore(
+        params: KeyedBackendParams,
+        registry: &Registry,
+        handles: &[Arc<dyn KeyedStateHandle>],
+    ) -> Result<Self> {
+        restore(params, registry, handles)
+    }
+}
+
 /// Restores a backend for `params` from `handles`.
-pub(crate) fn restore(
+fn restore(
     params: KeyedBackendParams,
     registry: &Registry,
     handles: &[Arc<dyn KeyedStateHandle>],
@@ -141,14 +167,8 @@ fn download_all(
     Vec<state_api::StateMetaInfo>,
     BTreeMap<String, UploadedFile>,
 )> {
-    let (header, manifest) = read_meta(&handle.meta_state)?;
-    let location = handle.meta_state.describe();
-    header
-        .check_key_groups(max_parallelism, &location)
-        .map_err(|source| Error::Snapshot {
-            location,
-            source: Box::new(source),
-        })?;
+    let meta = incremental_meta::read(&*handle.meta_state, Some(max_parallelism))?;
+    let (header, manifest) = (meta.header, meta.manifest);
     if manifest.get("CURRENT").is_none() {
         // Every RocksDB checkpoint has a CURRENT file; other backends' incremental
         // snapshots (heap-incremental chains) share the handle type but not the files.
@@ -158,7 +178,7 @@ fn download_all(
             handle.checkpoint_id
         )));
     }
-    check_key_serializer(header.key_serializer(), key_serializer, &handle.meta_state)?;
+    header.check_key_serializer(key_serializer, &handle.meta_state.describe())?;
     check_files_listed(handle, &manifest)?;
     fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     for file in handle.shared_state.iter().chain(&handle.private_state) {
@@ -221,21 +241,6 @@ fn check_files_listed(
             }
             Some(_) => {}
         }
-    }
-    Ok(())
-}
-
-fn check_key_serializer(
-    header_serializer: &str,
-    held: &str,
-    meta: &Arc<dyn StreamStateHandle>,
-) -> Result<()> {
-    if header_serializer != held {
-        return Err(Error::Incompatible {
-            what: format!("key serializer of snapshot {}", meta.describe()),
-            held: header_serializer.to_owned(),
-            requested: held.to_owned(),
-        });
     }
     Ok(())
 }
@@ -334,11 +339,7 @@ fn restore_handle(
     let max_parallelism = backend.number_of_key_groups_internal();
     let mut reader = KeyedSnapshotReader::open(handle, registry, max_parallelism)?;
     let header = reader.header().clone();
-    check_key_serializer(
-        header.key_serializer(),
-        backend.key_serializer(),
-        handle.delegate(),
-    )?;
+    header.check_key_serializer(backend.key_serializer(), &handle.delegate().describe())?;
     // Header id -> (column family, kind).
     let families = header
         .states()
