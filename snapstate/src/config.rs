@@ -49,6 +49,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use state_api::MaxParallelism;
 use state_api::{
     CheckpointStorage, KeyGroupRange, KeyedBackendParams, KeyedStateBackendFactory,
     LocalRecoveryConfig, PluginKind, Registry,
@@ -198,7 +199,7 @@ pub struct StateConfig {
     /// `taskmanager.state.local.root-dirs`.
     pub local_recovery_dir: Option<PathBuf>,
     /// `pipeline.max-parallelism`.
-    pub max_parallelism: u32,
+    pub max_parallelism: MaxParallelism,
     /// `state.backend.rocksdb.*` and `state.backend.heap.*`, as the backend's `rocksdb.*`
     /// and `heap.*` options.
     pub backend_options: BTreeMap<String, String>,
@@ -216,7 +217,7 @@ impl Default for StateConfig {
             storage_options: StorageOptions::default(),
             local_recovery: false,
             local_recovery_dir: None,
-            max_parallelism: 128,
+            max_parallelism: MaxParallelism::of(128),
             backend_options: BTreeMap::new(),
         }
     }
@@ -380,7 +381,7 @@ impl StateConfig {
                 self.max_parallelism = value
                     .parse()
                     .ok()
-                    .filter(|n| (1..=32_768).contains(n))
+                    .and_then(|n| MaxParallelism::new(n).ok())
                     .ok_or_else(|| invalid(key, value, "expected a whole number from 1 to 32768"))?
             }
             _ => {

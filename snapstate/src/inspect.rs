@@ -39,7 +39,7 @@
 //! let storage = LocalCheckpointStorage::new(root.path())?;
 //! let stream = Arc::new(ByteStreamStateHandle::new("state", vec![0; 8]));
 //! let offsets = KeyGroupRangeOffsets::with_offsets(KeyGroupRange::new(0, 1)?, vec![0, 4])?;
-//! let mut metadata = CheckpointMetadata::new(7, 0, CheckpointType::Checkpoint, 128);
+//! let mut metadata = CheckpointMetadata::new(7, 0, CheckpointType::Checkpoint, snapstate::api::MaxParallelism::new(128)?);
 //! metadata.instances.push(InstanceSnapshot {
 //!     index: 0,
 //!     keyed: vec![Arc::new(KeyGroupsStateHandle::new(offsets, stream))],
@@ -194,7 +194,7 @@ fn summarize(metadata: &CheckpointMetadata, directory: PathBuf) -> CheckpointSum
         directory,
         checkpoint_type: metadata.checkpoint_type,
         timestamp: metadata.timestamp,
-        max_parallelism: metadata.max_parallelism,
+        max_parallelism: metadata.max_parallelism.get(),
         properties: metadata.properties.clone(),
         instances: metadata.instances.len(),
         state_size: handles

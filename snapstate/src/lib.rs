@@ -33,7 +33,7 @@
 //!
 //! let registry = snapstate::registry();
 //! assert!(registry.names(PluginKind::KeyedBackend).contains(&"heap".to_owned()));
-//! let params = KeyedBackendParams::new(128, KeyGroupRange::new(0, 127)?);
+//! let params = KeyedBackendParams::new(snapstate::api::MaxParallelism::new(128)?, KeyGroupRange::new(0, 127)?);
 //! let backend = registry.keyed_backend("heap")?.create(params, registry)?;
 //! assert_eq!(backend.backend_name(), "heap");
 //! # }

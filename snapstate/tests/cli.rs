@@ -54,7 +54,7 @@ fn json_output_of_every_command_parses_and_verify_sets_the_exit_code() {
     assert_eq!(detail["header"]["compression"], "lz4");
     assert_eq!(
         detail["key_groups"].as_array().unwrap().len(),
-        MAX_PARALLELISM as usize
+        MAX_PARALLELISM.get() as usize
     );
 
     let verify = snapstate(&["verify", "--json"], root);

@@ -10,6 +10,7 @@ mod support;
 use std::io::Write;
 use std::sync::Arc;
 
+use snapstate::api::MaxParallelism;
 use snapstate::api::{
     CheckpointStreamFactory, CheckpointedStateScope, HandleAndLocalPath,
     IncrementalRemoteKeyedStateHandle, PlaceholderStreamStateHandle, StateKind, StateMetaInfo,
@@ -48,7 +49,7 @@ fn list_finds_the_checkpoint_with_its_size_and_handles() {
     let summary = &listing.checkpoints[0];
     assert_eq!(summary.checkpoint_id, CHECKPOINT_ID);
     assert_eq!(summary.checkpoint_type, CheckpointType::Checkpoint);
-    assert_eq!(summary.max_parallelism, MAX_PARALLELISM);
+    assert_eq!(summary.max_parallelism, MAX_PARALLELISM.get());
     assert_eq!(summary.instances, 1);
     assert_eq!(summary.properties["compression"], "snappy");
     let mut on_disk = std::fs::metadata(&fixture.keyed_file).unwrap().len();
@@ -60,7 +61,7 @@ fn list_finds_the_checkpoint_with_its_size_and_handles() {
     assert_eq!(keyed.kind, HandleKind::KeyGroups);
     assert_eq!(
         keyed.key_group_range,
-        Some(KeyGroupRange::new(0, MAX_PARALLELISM - 1).unwrap())
+        Some(KeyGroupRange::new(0, MAX_PARALLELISM.get() - 1).unwrap())
     );
     if fixture.operator_file.is_some() {
         assert_eq!(summary.handles[1].kind, HandleKind::Operator);
@@ -138,7 +139,7 @@ fn inspect_shows_every_key_group_with_offset_length_and_checksum() {
         let ids: Vec<u32> = detail.key_groups.iter().map(|row| row.key_group).collect();
         assert_eq!(
             ids,
-            (0..MAX_PARALLELISM).collect::<Vec<_>>(),
+            (0..MAX_PARALLELISM.get()).collect::<Vec<_>>(),
             "{compression}"
         );
         let file_size = std::fs::metadata(&fixture.keyed_file).unwrap().len();
@@ -181,7 +182,7 @@ fn verify_passes_on_an_intact_checkpoint_and_counts_every_entry() {
         let handles = &report.checkpoints[0].handles;
         let keyed = &handles[0];
         assert!(keyed.verified);
-        assert_eq!(keyed.key_groups.len(), MAX_PARALLELISM as usize);
+        assert_eq!(keyed.key_groups.len(), MAX_PARALLELISM.get() as usize);
         assert_eq!(keyed.entries, KEYED_ENTRIES, "{compression}");
         if fixture.operator_file.is_some() {
             let operator = &handles[1];
@@ -313,7 +314,11 @@ fn a_truncated_file_is_reported_with_the_key_groups_it_lost() {
         "{size:?}"
     );
     let lost: Vec<u32> = report.problems.iter().filter_map(|p| p.key_group).collect();
-    assert_eq!(lost, (100..MAX_PARALLELISM).collect::<Vec<_>>(), "{text}");
+    assert_eq!(
+        lost,
+        (100..MAX_PARALLELISM.get()).collect::<Vec<_>>(),
+        "{text}"
+    );
 }
 
 #[test]
@@ -333,7 +338,7 @@ fn a_missing_stream_file_is_one_not_found_problem() {
     let HandleDetail::KeyGroups(detail) = &report.handles[0].detail else {
         panic!("{report:?}");
     };
-    assert_eq!(detail.key_groups.len(), MAX_PARALLELISM as usize);
+    assert_eq!(detail.key_groups.len(), MAX_PARALLELISM.get() as usize);
     assert!(detail.header_error.is_some(), "{detail:?}");
 }
 
@@ -477,7 +482,7 @@ fn incremental_storage() -> Incremental {
         "u64-be",
         vec![StateMetaInfo::value("count", "void", "u64-be")],
         "none",
-        128,
+        MaxParallelism::of(128),
     );
     let mut meta = Vec::new();
     header.write_to(&mut meta).unwrap();
@@ -494,7 +499,7 @@ impl Incremental {
             .partition(|f| f.local_path.ends_with(".sst"));
         let handle = IncrementalRemoteKeyedStateHandle {
             backend_identifier: "backend-1".into(),
-            key_group_range: KeyGroupRange::new(0, MAX_PARALLELISM - 1).unwrap(),
+            key_group_range: KeyGroupRange::new(0, MAX_PARALLELISM.get() - 1).unwrap(),
             checkpoint_id: CHECKPOINT_ID,
             shared_state,
             private_state,

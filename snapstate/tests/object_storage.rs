@@ -112,10 +112,10 @@ fn a_damaged_object_is_reported_with_its_key_group_and_url() {
     let object = keyed_object(&stored);
     let path = object_path(object);
     // The first byte of the largest key group's section.
-    let (key_group, offset) = (0..MAX_PARALLELISM)
+    let (key_group, offset) = (0..MAX_PARALLELISM.get())
         .map(|key_group| (key_group, stored.keyed.offsets().offset(key_group).unwrap()))
         .max_by_key(|&(key_group, offset)| {
-            let end = match key_group + 1 < MAX_PARALLELISM {
+            let end = match key_group + 1 < MAX_PARALLELISM.get() {
                 true => stored.keyed.offsets().offset(key_group + 1).unwrap(),
                 false => object.state_size(),
             };

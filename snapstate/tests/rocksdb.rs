@@ -48,7 +48,7 @@ fn an_incremental_chain_verifies_and_a_damaged_sst_file_is_named() {
         strategy: Some("rocksdb-incremental".into()),
         ..KeyedBackendParams::new(
             MAX_PARALLELISM,
-            KeyGroupRange::new(0, MAX_PARALLELISM - 1).unwrap(),
+            KeyGroupRange::new(0, MAX_PARALLELISM.get() - 1).unwrap(),
         )
     };
     let mut backend = registry

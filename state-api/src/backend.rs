@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use crate::{
     AsyncSnapshotTask, CheckpointListener, CheckpointOptions, CheckpointStreamFactory,
-    KeyGroupRange, KeyedStateHandle, LocalRecoveryConfig, OperatorStateMetaInfo,
+    KeyGroupRange, KeyedStateHandle, LocalRecoveryConfig, MaxParallelism, OperatorStateMetaInfo,
     OperatorStreamStateHandle, Registry, Result, SnapshotResult, SnapshotStrategy, StateMetaInfo,
     UNCOMPRESSED,
 };
@@ -29,7 +29,7 @@ pub type OperatorSnapshotResult = SnapshotResult<OperatorStreamStateHandle>;
 #[derive(Debug, Clone)]
 pub struct KeyedBackendParams {
     /// Max parallelism: the number of key groups of the job.
-    pub number_of_key_groups: u32,
+    pub max_parallelism: MaxParallelism,
     /// The key groups this instance owns.
     pub key_group_range: KeyGroupRange,
     /// Stable id of the key serializer (recorded in snapshots and checked on restore).
@@ -48,6 +48,23 @@ pub struct KeyedBackendParams {
 }
 
 impl KeyedBackendParams {
+    /// Checks that the owned key groups exist among the max parallelism's: what every
+    /// backend checks when it is created.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) naming both.
+    pub fn check_range(&self) -> Result<()> {
+        let range = self.key_group_range;
+        if range.is_empty() || range.end() < self.max_parallelism.get() {
+            return Ok(());
+        }
+        Err(crate::Error::InvalidArgument(format!(
+            "key-group range {range} does not fit max parallelism {}",
+            self.max_parallelism
+        )))
+    }
+
     /// The key group of `key`, checked to be one this instance owns: what every backend's
     /// `set_current_key` computes first.
     ///
@@ -56,8 +73,7 @@ impl KeyedBackendParams {
     /// [`Error::KeyGroupOutOfRange`](crate::Error::KeyGroupOutOfRange) for a key of another
     /// instance.
     pub fn key_group_of(&self, key: &[u8]) -> Result<u32> {
-        let key_group =
-            crate::KeyGroupRangeAssignment::assign_to_key_group(key, self.number_of_key_groups);
+        let key_group = self.max_parallelism.key_group_of(key);
         match self.key_group_range.contains(key_group) {
             true => Ok(key_group),
             false => Err(crate::Error::KeyGroupOutOfRange {
@@ -67,11 +83,11 @@ impl KeyedBackendParams {
         }
     }
 
-    /// Parameters for `key_group_range` of `number_of_key_groups`, with the default
+    /// Parameters for `key_group_range` of `max_parallelism` key groups, with the default
     /// strategy, no compression, no local recovery and raw byte keys.
-    pub fn new(number_of_key_groups: u32, key_group_range: KeyGroupRange) -> Self {
+    pub fn new(max_parallelism: MaxParallelism, key_group_range: KeyGroupRange) -> Self {
         KeyedBackendParams {
-            number_of_key_groups,
+            max_parallelism,
             key_group_range,
             key_serializer: "bytes".into(),
             strategy: None,
@@ -92,10 +108,10 @@ impl KeyedBackendParams {
 /// parallelism.
 pub fn check_key_groups_fit(
     range: KeyGroupRange,
-    max_parallelism: u32,
+    max_parallelism: MaxParallelism,
     location: &str,
 ) -> Result<()> {
-    if range.is_empty() || range.end() < max_parallelism {
+    if range.is_empty() || range.end() < max_parallelism.get() {
         return Ok(());
     }
     Err(crate::Error::Incompatible {
@@ -106,7 +122,7 @@ pub fn check_key_groups_fit(
 }
 
 /// Checks, before a restore reads anything, that every handle's key groups exist in a job
-/// of `params.number_of_key_groups` key groups: a handle of a job with more key groups
+/// of `params.max_parallelism` key groups: a handle of a job with more key groups
 /// would otherwise be restored in part, the rest silently lost.
 ///
 /// # Errors
@@ -119,7 +135,7 @@ pub fn check_restore_handles(
     for handle in handles {
         check_key_groups_fit(
             handle.key_group_range(),
-            params.number_of_key_groups,
+            params.max_parallelism,
             "to restore",
         )?;
     }
@@ -137,8 +153,8 @@ pub trait KeyedStateBackend: CheckpointListener + Send + fmt::Debug {
     /// The key groups this instance owns.
     fn key_group_range(&self) -> KeyGroupRange;
 
-    /// Max parallelism of the job.
-    fn number_of_key_groups(&self) -> u32;
+    /// Max parallelism of the job: its number of key groups.
+    fn max_parallelism(&self) -> MaxParallelism;
 
     /// Registers a state; registering the same meta info again is a no-op, registering a
     /// different kind or serializers under a used name is an error.

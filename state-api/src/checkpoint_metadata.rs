@@ -15,8 +15,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    CheckpointType, Error, IncrementalRemoteKeyedStateHandle, KeyGroupRangeAssignment,
-    KeyedStateHandle, OperatorStreamStateHandle, PlaceholderStreamStateHandle, Result,
+    CheckpointType, Error, IncrementalRemoteKeyedStateHandle, KeyedStateHandle, MaxParallelism,
+    OperatorStreamStateHandle, PlaceholderStreamStateHandle, Result,
 };
 
 /// Name of the metadata file inside a checkpoint's directory.
@@ -84,11 +84,13 @@ pub struct InstanceSnapshot {
 /// use std::sync::Arc;
 /// use state_api::checkpoint_metadata::{CheckpointMetadata, InstanceSnapshot};
 /// use state_api::{ByteStreamStateHandle, CheckpointType, KeyGroupRange, KeyGroupRangeOffsets};
-/// use state_api::KeyGroupsStateHandle;
+/// use state_api::{KeyGroupsStateHandle, MaxParallelism};
 ///
 /// let stream = Arc::new(ByteStreamStateHandle::new("state", vec![0; 8]));
 /// let offsets = KeyGroupRangeOffsets::with_offsets(KeyGroupRange::new(0, 1)?, vec![0, 4])?;
-/// let mut metadata = CheckpointMetadata::new(7, 1_700_000_000_000, CheckpointType::Checkpoint, 128);
+/// let max_parallelism = MaxParallelism::new(128)?;
+/// let mut metadata =
+///     CheckpointMetadata::new(7, 1_700_000_000_000, CheckpointType::Checkpoint, max_parallelism);
 /// metadata.instances.push(InstanceSnapshot {
 ///     index: 0,
 ///     keyed: vec![Arc::new(KeyGroupsStateHandle::new(offsets, stream))],
@@ -96,8 +98,8 @@ pub struct InstanceSnapshot {
 /// });
 /// metadata.validate()?;
 /// assert_eq!(metadata.keyed_handles()[0].state_size(), 8);
-/// metadata.check_max_parallelism(128)?;
-/// assert!(metadata.check_max_parallelism(256).is_err());
+/// metadata.check_max_parallelism(max_parallelism)?;
+/// assert!(metadata.check_max_parallelism(MaxParallelism::new(256)?).is_err());
 /// # Ok::<(), state_api::Error>(())
 /// ```
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -109,7 +111,7 @@ pub struct CheckpointMetadata {
     /// Checkpoint or savepoint.
     pub checkpoint_type: CheckpointType,
     /// Max parallelism (number of key groups) of the job.
-    pub max_parallelism: u32,
+    pub max_parallelism: MaxParallelism,
     /// The job that wrote the checkpoint, when it said (always from format version 2 on
     /// for jobs that set one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -129,7 +131,7 @@ impl CheckpointMetadata {
         checkpoint_id: u64,
         timestamp: u64,
         checkpoint_type: CheckpointType,
-        max_parallelism: u32,
+        max_parallelism: MaxParallelism,
     ) -> Self {
         CheckpointMetadata {
             checkpoint_id,
@@ -165,7 +167,7 @@ impl CheckpointMetadata {
     /// # Errors
     ///
     /// [`Error::Incompatible`] naming both numbers.
-    pub fn check_max_parallelism(&self, max_parallelism: u32) -> Result<()> {
+    pub fn check_max_parallelism(&self, max_parallelism: MaxParallelism) -> Result<()> {
         if self.max_parallelism == max_parallelism {
             return Ok(());
         }
@@ -198,8 +200,8 @@ impl CheckpointMetadata {
         }
     }
 
-    /// Checks what a checkpoint's parts must agree on before any handle is used: max
-    /// parallelism in range, distinct instances, every keyed handle's key groups within the
+    /// Checks what a checkpoint's parts must agree on before any handle is used: distinct
+    /// instances, every keyed handle's key groups within the
     /// max parallelism and no key group held by two instances, and every shared file key
     /// naming one file.
     ///
@@ -212,8 +214,6 @@ impl CheckpointMetadata {
             what: what(),
             reason,
         };
-        KeyGroupRangeAssignment::check_max_parallelism(self.max_parallelism)
-            .map_err(|err| corrupted(err.to_string()))?;
         let mut indexes = std::collections::BTreeSet::new();
         let mut ranges = Vec::new();
         let mut shared_files: BTreeMap<String, String> = BTreeMap::new();
@@ -229,7 +229,7 @@ impl CheckpointMetadata {
                 if range.is_empty() {
                     continue;
                 }
-                if range.end() >= self.max_parallelism {
+                if range.end() >= self.max_parallelism.get() {
                     return Err(corrupted(format!(
                         "instance {} holds key groups {range}, beyond the checkpoint's {} key groups",
                         instance.index, self.max_parallelism
@@ -283,6 +283,10 @@ mod tests {
         KeyGroupsStateHandle,
     };
 
+    fn mp(max_parallelism: u32) -> MaxParallelism {
+        MaxParallelism::new(max_parallelism).unwrap()
+    }
+
     fn key_groups(start: u32, end: u32) -> Arc<dyn KeyedStateHandle> {
         let stream = Arc::new(ByteStreamStateHandle::new("state", vec![1; 6]));
         let range = KeyGroupRange::new(start, end).unwrap();
@@ -294,7 +298,7 @@ mod tests {
     }
 
     fn metadata() -> CheckpointMetadata {
-        let mut metadata = CheckpointMetadata::new(3, 42, CheckpointType::Savepoint, 128);
+        let mut metadata = CheckpointMetadata::new(3, 42, CheckpointType::Savepoint, mp(128));
         metadata.job_id = Some(JobId::new("job-a").unwrap());
         metadata.instances.push(InstanceSnapshot {
             index: 0,
@@ -314,13 +318,8 @@ mod tests {
     fn key_groups_beyond_the_max_parallelism_are_refused() {
         metadata().validate().unwrap();
         let mut edited = metadata();
-        edited.max_parallelism = 2;
+        edited.max_parallelism = mp(2);
         check_invalid(&edited, "beyond the checkpoint's 2 key groups");
-        for max_parallelism in [0, 32769, u32::MAX] {
-            let mut edited = metadata();
-            edited.max_parallelism = max_parallelism;
-            check_invalid(&edited, "max parallelism");
-        }
     }
 
     #[test]
@@ -365,14 +364,14 @@ mod tests {
 
     #[test]
     fn the_max_parallelism_must_be_the_restoring_jobs() {
-        let err = metadata().check_max_parallelism(64).unwrap_err();
+        let err = metadata().check_max_parallelism(mp(64)).unwrap_err();
         assert!(matches!(err, Error::Incompatible { .. }), "{err}");
         let message = err.to_string();
         assert!(
             message.contains("128") && message.contains("64"),
             "{message}"
         );
-        metadata().check_max_parallelism(128).unwrap();
+        metadata().check_max_parallelism(mp(128)).unwrap();
     }
 
     #[test]

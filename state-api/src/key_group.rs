@@ -6,10 +6,10 @@
 //! group starts in the snapshot stream, so that a restore after rescaling reads only the
 //! key groups the new instance owns.
 //!
-//! [`KeyGroupRangeAssignment`] holds the formulas that map keys to key groups and key
-//! groups to operator instances. They follow Flink's `KeyGroupRangeAssignment`, with one
-//! difference: Flink hashes the key object's `hashCode()`, while snapstate hashes the
-//! *serialized* key with [`KeyGroupRangeAssignment::key_hash`]. These formulas are part of
+//! [`MaxParallelism`] holds the formulas that map keys to key groups and key groups to
+//! operator instances. They follow Flink's `KeyGroupRangeAssignment`, with one difference:
+//! Flink hashes the key object's `hashCode()`, while snapstate hashes the *serialized* key
+//! with [`key_hash`]. These formulas are part of
 //! the snapshot format: changing any of them moves keys between key groups and breaks
 //! restoring existing snapshots.
 
@@ -23,14 +23,14 @@ use serde::{Deserialize, Serialize};
 use crate::{Error, Result};
 
 /// The largest key group that can exist: key groups lie in
-/// `0..KeyGroupRangeAssignment::UPPER_BOUND_MAX_PARALLELISM`.
-const MAX_KEY_GROUP: u32 = KeyGroupRangeAssignment::UPPER_BOUND_MAX_PARALLELISM - 1;
+/// `0..MaxParallelism::UPPER_BOUND`.
+const MAX_KEY_GROUP: u32 = MaxParallelism::UPPER_BOUND - 1;
 
 /// An inclusive range of key groups, possibly empty.
 ///
 /// A non-empty range is built with [`KeyGroupRange::new`]; the only empty range is
 /// [`KeyGroupRange::EMPTY`]. Key groups are below
-/// [`KeyGroupRangeAssignment::UPPER_BOUND_MAX_PARALLELISM`], so a range holds at most
+/// [`MaxParallelism::UPPER_BOUND`], so a range holds at most
 /// 32768 key groups and its [`len`](Self::len) always fits in a `u32`.
 ///
 /// It serializes as `{"start": s, "end": e}`; the empty range as `{"start": 1, "end": 0}`.
@@ -321,7 +321,13 @@ impl KeyGroupRangeOffsets {
     /// The result is empty (over [`KeyGroupRange::EMPTY`]) if the ranges are disjoint.
     pub fn intersection(&self, range: &KeyGroupRange) -> KeyGroupRangeOffsets {
         let narrowed = self.range.intersection(range);
-        let skip = self.range.position(narrowed.start).unwrap_or(0);
+        let Some(skip) = self
+            .range
+            .position(narrowed.start)
+            .filter(|_| !narrowed.is_empty())
+        else {
+            return Self::new(KeyGroupRange::EMPTY);
+        };
         let offsets = self
             .offsets
             .iter()
@@ -382,50 +388,206 @@ impl ExactSizeIterator for KeyGroupOffsetsIter<'_> {}
 
 impl FusedIterator for KeyGroupOffsetsIter<'_> {}
 
-/// The formulas that assign keys to key groups and key groups to operator instances.
+/// A job's max parallelism: its number of key groups, in `1..=MaxParallelism::UPPER_BOUND`,
+/// with the formulas that map keys to key groups and key groups to operator instances.
 ///
-/// This type has no values; it only groups the functions and constants, which follow
-/// Flink's `KeyGroupRangeAssignment`:
+/// The formulas follow Flink's `KeyGroupRangeAssignment`:
 ///
 /// - a key's key group is `murmur_hash(key_hash(key)) % max_parallelism`
-///   ([`assign_to_key_group`](Self::assign_to_key_group));
+///   ([`key_group_of`](Self::key_group_of));
 /// - operator instance `i` of `parallelism` owns the key groups
 ///   `ceil(i * max_parallelism / parallelism) ..= ceil((i + 1) * max_parallelism / parallelism) - 1`
-///   ([`compute_key_group_range_for_operator_index`](Self::compute_key_group_range_for_operator_index));
+///   ([`range_for`](Self::range_for));
 /// - key group `g` belongs to instance `g * parallelism / max_parallelism`
-///   ([`compute_operator_index_for_key_group`](Self::compute_operator_index_for_key_group)).
+///   ([`operator_of`](Self::operator_of)).
 ///
-/// The functions that take an already validated max parallelism do not check it again
-/// (they sit on the hot path of every state access); validate it once with
-/// [`check_max_parallelism`](Self::check_max_parallelism).
+/// A value is valid by construction, so the formulas on the hot path of every state access
+/// check nothing again. It serializes as the bare number and refuses an invalid one when
+/// deserialized.
 ///
 /// # Examples
 ///
 /// ```
-/// use state_api::{KeyGroupRange, KeyGroupRangeAssignment};
+/// use state_api::{KeyGroupRange, MaxParallelism};
 ///
-/// let max_parallelism = 128;
-/// KeyGroupRangeAssignment::check_max_parallelism(max_parallelism)?;
-///
-/// let key_group = KeyGroupRangeAssignment::assign_to_key_group(b"hello", max_parallelism);
+/// let max_parallelism = MaxParallelism::new(128)?;
+/// let key_group = max_parallelism.key_group_of(b"hello");
 /// assert_eq!(key_group, 63);
 ///
-/// let operator = KeyGroupRangeAssignment::compute_operator_index_for_key_group(
-///     max_parallelism,
-///     3,
-///     key_group,
-/// );
-/// let owned = KeyGroupRangeAssignment::compute_key_group_range_for_operator_index(
-///     max_parallelism,
-///     3,
-///     operator,
-/// )?;
+/// let operator = max_parallelism.operator_of(key_group, 3)?;
+/// let owned = max_parallelism.range_for(operator, 3)?;
 /// assert_eq!(owned, KeyGroupRange::new(43, 85)?);
 /// assert!(owned.contains(key_group));
+/// assert!(MaxParallelism::new(0).is_err());
 /// # Ok::<(), state_api::Error>(())
 /// ```
-#[derive(Debug)]
-pub enum KeyGroupRangeAssignment {}
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct MaxParallelism(u32);
+
+impl<'de> Deserialize<'de> for MaxParallelism {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        MaxParallelism::new(u32::deserialize(deserializer)?).map_err(serde::de::Error::custom)
+    }
+}
+
+impl TryFrom<u32> for MaxParallelism {
+    type Error = Error;
+
+    fn try_from(value: u32) -> Result<Self> {
+        MaxParallelism::new(value)
+    }
+}
+
+impl fmt::Display for MaxParallelism {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl MaxParallelism {
+    /// The largest max parallelism, `1 << 15`: key groups are numbered below it and fit
+    /// in a two-byte key prefix.
+    pub const UPPER_BOUND: u32 = 1 << 15;
+
+    /// The smallest max parallelism [`default_for`](Self::default_for) picks, `1 << 7`.
+    pub const DEFAULT_LOWER_BOUND: u32 = 1 << 7;
+
+    /// `max_parallelism`, checked to be in `1..=UPPER_BOUND`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] naming the value and the bound.
+    pub fn new(max_parallelism: u32) -> Result<Self> {
+        match (1..=Self::UPPER_BOUND).contains(&max_parallelism) {
+            true => Ok(MaxParallelism(max_parallelism)),
+            false => Err(Error::InvalidArgument(format!(
+                "max parallelism {max_parallelism} is outside of 1..={}",
+                Self::UPPER_BOUND
+            ))),
+        }
+    }
+
+    /// `max_parallelism` for constants, checked when the constant is evaluated:
+    /// `const MAX: MaxParallelism = MaxParallelism::of(128);` does not compile with a value
+    /// outside `1..=UPPER_BOUND`. Use [`new`](Self::new) for values read at run time.
+    ///
+    /// # Panics
+    ///
+    /// For a value outside `1..=UPPER_BOUND` (at compile time in a constant).
+    pub const fn of(max_parallelism: u32) -> Self {
+        assert!(
+            max_parallelism >= 1 && max_parallelism <= Self::UPPER_BOUND,
+            "max parallelism outside of 1..=32768"
+        );
+        MaxParallelism(max_parallelism)
+    }
+
+    /// The number of key groups.
+    pub const fn get(self) -> u32 {
+        self.0
+    }
+
+    /// The max parallelism of an operator of `parallelism` when none is configured:
+    /// `1.5 * parallelism` rounded up to a power of two, clamped to
+    /// `DEFAULT_LOWER_BOUND..=UPPER_BOUND`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] unless `parallelism` is in `1..=UPPER_BOUND`.
+    pub fn default_for(parallelism: u32) -> Result<Self> {
+        if !(1..=Self::UPPER_BOUND).contains(&parallelism) {
+            return Err(Error::InvalidArgument(format!(
+                "parallelism {parallelism} is outside of 1..={}",
+                Self::UPPER_BOUND
+            )));
+        }
+        // At most 49152, so neither the sum nor its power of two overflows.
+        Ok(MaxParallelism(
+            (parallelism + parallelism / 2)
+                .next_power_of_two()
+                .clamp(Self::DEFAULT_LOWER_BOUND, Self::UPPER_BOUND),
+        ))
+    }
+
+    /// Every key group: `0..=max_parallelism - 1`.
+    pub fn all(self) -> KeyGroupRange {
+        KeyGroupRange {
+            start: 0,
+            end: self.0 - 1,
+        }
+    }
+
+    /// The key group of the key hash `hash`: `murmur_hash(hash) % max_parallelism`.
+    pub const fn key_group_of_hash(self, hash: i32) -> u32 {
+        murmur_hash(hash) % self.0
+    }
+
+    /// The key group of the serialized key `key`.
+    pub fn key_group_of(self, key: &[u8]) -> u32 {
+        self.key_group_of_hash(key_hash(key))
+    }
+
+    /// The key groups owned by operator instance `operator` out of `parallelism`. The
+    /// ranges of all instances are contiguous, disjoint, non-empty and together cover
+    /// every key group.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] unless `1 <= parallelism <= max_parallelism` and
+    /// `operator < parallelism`.
+    pub fn range_for(self, operator: u32, parallelism: u32) -> Result<KeyGroupRange> {
+        self.check_parallelism(parallelism)?;
+        if operator >= parallelism {
+            return Err(Error::InvalidArgument(format!(
+                "operator index {operator} is not below the parallelism {parallelism}"
+            )));
+        }
+        let (max, parallelism, index) = (
+            u64::from(self.0),
+            u64::from(parallelism),
+            u64::from(operator),
+        );
+        // Both ends are below the max parallelism, so they fit in a u32.
+        let start = (index * max).div_ceil(parallelism) as u32;
+        let end = (((index + 1) * max).div_ceil(parallelism) - 1) as u32;
+        KeyGroupRange::new(start, end)
+    }
+
+    /// The operator instance, out of `parallelism`, that owns `key_group`:
+    /// `key_group * parallelism / max_parallelism`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] unless `1 <= parallelism <= max_parallelism` and
+    /// `key_group < max_parallelism`.
+    pub fn operator_of(self, key_group: u32, parallelism: u32) -> Result<u32> {
+        self.check_parallelism(parallelism)?;
+        if key_group >= self.0 {
+            return Err(Error::InvalidArgument(format!(
+                "key group {key_group} is not below the max parallelism {self}"
+            )));
+        }
+        // Below `parallelism`, so it fits in a u32.
+        Ok((u64::from(key_group) * u64::from(parallelism) / u64::from(self.0)) as u32)
+    }
+
+    /// The number of bytes of the key-group prefix of keys in a key-value store: 1 up to
+    /// 128 key groups, else 2.
+    pub const fn prefix_bytes(self) -> usize {
+        if self.0 > 128 { 2 } else { 1 }
+    }
+
+    fn check_parallelism(self, parallelism: u32) -> Result<()> {
+        match (1..=self.0).contains(&parallelism) {
+            true => Ok(()),
+            false => Err(Error::InvalidArgument(format!(
+                "parallelism {parallelism} is outside of 1..={} (the max parallelism)",
+                self.0
+            ))),
+        }
+    }
+}
 
 /// The first multiplication constant of murmur3_x86_32.
 const C1: u32 = 0xcc9e_2d51;
@@ -455,262 +617,56 @@ const fn fmix32(mut h: u32) -> u32 {
     h
 }
 
-impl KeyGroupRangeAssignment {
-    /// The largest allowed max parallelism, `1 << 15`: key groups are numbered below it
-    /// and fit in a two-byte key prefix.
-    pub const UPPER_BOUND_MAX_PARALLELISM: u32 = 1 << 15;
-
-    /// The smallest max parallelism that [`default_max_parallelism`](Self::default_max_parallelism)
-    /// picks, `1 << 7`.
-    pub const DEFAULT_LOWER_BOUND_MAX_PARALLELISM: u32 = 1 << 7;
-
-    /// Checks that `max_parallelism` is in `1..=UPPER_BOUND_MAX_PARALLELISM`.
-    ///
-    /// Fails with [`Error::InvalidArgument`] otherwise.
-    pub fn check_max_parallelism(max_parallelism: u32) -> Result<()> {
-        if (1..=Self::UPPER_BOUND_MAX_PARALLELISM).contains(&max_parallelism) {
-            Ok(())
-        } else {
-            Err(Error::InvalidArgument(format!(
-                "max parallelism {max_parallelism} is outside of 1..={}",
-                Self::UPPER_BOUND_MAX_PARALLELISM
-            )))
-        }
+/// Flink's `MathUtils.murmurHash(int)`: spreads a 32-bit hash code, result non-negative.
+///
+/// This is murmur3_x86_32 with seed 0 over the four little-endian bytes of `code`,
+/// read as an `i32` and made non-negative: `h` if `h >= 0`, `-h` if `h < 0`, and 0
+/// for `i32::MIN`. The result is below `2^31`.
+pub const fn murmur_hash(code: i32) -> u32 {
+    let h = fmix32(mix_h1(0, mix_k1(code.cast_unsigned())) ^ 4);
+    match h.cast_signed() {
+        i32::MIN => 0,
+        signed => signed.unsigned_abs(),
     }
+}
 
-    /// The max parallelism to use for an operator of `parallelism` when none is
-    /// configured: `1.5 * parallelism` rounded up to a power of two, clamped to
-    /// `DEFAULT_LOWER_BOUND_MAX_PARALLELISM..=UPPER_BOUND_MAX_PARALLELISM`.
-    ///
-    /// Fails with [`Error::InvalidArgument`] unless `parallelism` is in
-    /// `1..=UPPER_BOUND_MAX_PARALLELISM`.
-    pub fn default_max_parallelism(parallelism: u32) -> Result<u32> {
-        if !(1..=Self::UPPER_BOUND_MAX_PARALLELISM).contains(&parallelism) {
-            return Err(Error::InvalidArgument(format!(
-                "parallelism {parallelism} is outside of 1..={}",
-                Self::UPPER_BOUND_MAX_PARALLELISM
-            )));
-        }
-        // At most 49152, so neither the sum nor its power of two overflows.
-        Ok((parallelism + parallelism / 2).next_power_of_two().clamp(
-            Self::DEFAULT_LOWER_BOUND_MAX_PARALLELISM,
-            Self::UPPER_BOUND_MAX_PARALLELISM,
-        ))
-    }
-
-    /// Flink's `MathUtils.murmurHash(int)`: spreads a 32-bit hash code, result non-negative.
-    ///
-    /// This is murmur3_x86_32 with seed 0 over the four little-endian bytes of `code`,
-    /// read as an `i32` and made non-negative: `h` if `h >= 0`, `-h` if `h < 0`, and 0
-    /// for `i32::MIN`. The result is below `2^31`.
-    pub const fn murmur_hash(code: i32) -> u32 {
-        let h = fmix32(mix_h1(0, mix_k1(code.cast_unsigned())) ^ 4);
-        match h.cast_signed() {
-            i32::MIN => 0,
-            signed => signed.unsigned_abs(),
-        }
-    }
-
-    /// The stable hash of a serialized key: murmur3_x86_32 with seed 0, read as an `i32`.
-    ///
-    /// Precisely, the standard algorithm: with `h = 0`, each full 4-byte block of `key`,
-    /// read little-endian as `k`, is mixed in as `k *= 0xcc9e2d51; k = rotl(k, 15);
-    /// k *= 0x1b873593; h ^= k; h = rotl(h, 13); h = h * 5 + 0xe6546b64`; the 1 to 3
-    /// remaining bytes, packed little-endian into `k`, are mixed in as
-    /// `k *= 0xcc9e2d51; k = rotl(k, 15); k *= 0x1b873593; h ^= k`; then
-    /// `h ^= key.len()` (modulo `2^32`) and the finalization `h ^= h >> 16;
-    /// h *= 0x85ebca6b; h ^= h >> 13; h *= 0xc2b2ae35; h ^= h >> 16`. All arithmetic wraps
-    /// at 32 bits, shifts are logical, and the final `u32` is reinterpreted as an `i32`.
-    ///
-    /// This hash is part of the snapshot format: it decides a key's key group, so
-    /// changing it moves keys between key groups and breaks restoring existing snapshots.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use state_api::KeyGroupRangeAssignment;
-    ///
-    /// assert_eq!(KeyGroupRangeAssignment::key_hash(b""), 0);
-    /// assert_eq!(KeyGroupRangeAssignment::key_hash(b"hello"), 0x248b_fa47);
-    /// ```
-    pub fn key_hash(key: &[u8]) -> i32 {
-        let (blocks, tail) = key.as_chunks::<4>();
-        let mut h = blocks
+/// The stable hash of a serialized key: murmur3_x86_32 with seed 0, read as an `i32`.
+///
+/// Precisely, the standard algorithm: with `h = 0`, each full 4-byte block of `key`,
+/// read little-endian as `k`, is mixed in as `k *= 0xcc9e2d51; k = rotl(k, 15);
+/// k *= 0x1b873593; h ^= k; h = rotl(h, 13); h = h * 5 + 0xe6546b64`; the 1 to 3
+/// remaining bytes, packed little-endian into `k`, are mixed in as
+/// `k *= 0xcc9e2d51; k = rotl(k, 15); k *= 0x1b873593; h ^= k`; then
+/// `h ^= key.len()` (modulo `2^32`) and the finalization `h ^= h >> 16;
+/// h *= 0x85ebca6b; h ^= h >> 13; h *= 0xc2b2ae35; h ^= h >> 16`. All arithmetic wraps
+/// at 32 bits, shifts are logical, and the final `u32` is reinterpreted as an `i32`.
+///
+/// This hash is part of the snapshot format: it decides a key's key group, so
+/// changing it moves keys between key groups and breaks restoring existing snapshots.
+///
+/// # Examples
+///
+/// ```
+/// use state_api::key_group::key_hash;
+///
+/// assert_eq!(key_hash(b""), 0);
+/// assert_eq!(key_hash(b"hello"), 0x248b_fa47);
+/// ```
+pub fn key_hash(key: &[u8]) -> i32 {
+    let (blocks, tail) = key.as_chunks::<4>();
+    let mut h = blocks
+        .iter()
+        .fold(0, |h, block| mix_h1(h, mix_k1(u32::from_le_bytes(*block))));
+    if !tail.is_empty() {
+        let k = tail
             .iter()
-            .fold(0, |h, block| mix_h1(h, mix_k1(u32::from_le_bytes(*block))));
-        if !tail.is_empty() {
-            let k = tail
-                .iter()
-                .rev()
-                .fold(0, |k, &byte| (k << 8) | u32::from(byte));
-            h ^= mix_k1(k);
-        }
-        // The standard algorithm takes the length as a 32-bit integer.
-        h ^= key.len() as u32;
-        fmix32(h).cast_signed()
+            .rev()
+            .fold(0, |k, &byte| (k << 8) | u32::from(byte));
+        h ^= mix_k1(k);
     }
-
-    /// The key group of the key hash `hash`: `murmur_hash(hash) % max_parallelism`.
-    ///
-    /// `max_parallelism` must have passed [`check_max_parallelism`](Self::check_max_parallelism);
-    /// it is not checked again. Debug builds assert that it is not 0; release builds
-    /// return 0 for it.
-    pub fn compute_key_group_for_key_hash(hash: i32, max_parallelism: u32) -> u32 {
-        debug_assert!(
-            max_parallelism > 0,
-            "max parallelism must be validated before assigning key groups"
-        );
-        Self::murmur_hash(hash)
-            .checked_rem(max_parallelism)
-            .unwrap_or(0)
-    }
-
-    /// The key group of the serialized key `key`:
-    /// `compute_key_group_for_key_hash(key_hash(key), max_parallelism)`.
-    ///
-    /// `max_parallelism` must have passed [`check_max_parallelism`](Self::check_max_parallelism);
-    /// it is not checked again. Debug builds assert that it is not 0; release builds
-    /// return 0 for it.
-    pub fn assign_to_key_group(key: &[u8], max_parallelism: u32) -> u32 {
-        Self::compute_key_group_for_key_hash(Self::key_hash(key), max_parallelism)
-    }
-
-    /// The index of the operator instance, out of `parallelism`, that owns the serialized
-    /// key `key`.
-    ///
-    /// The arguments must be valid as for
-    /// [`compute_key_group_range_for_operator_index`](Self::compute_key_group_range_for_operator_index);
-    /// they are not checked again.
-    pub fn assign_key_to_parallel_operator(
-        key: &[u8],
-        max_parallelism: u32,
-        parallelism: u32,
-    ) -> u32 {
-        Self::compute_operator_index_for_key_group(
-            max_parallelism,
-            parallelism,
-            Self::assign_to_key_group(key, max_parallelism),
-        )
-    }
-
-    /// The key groups owned by operator instance `operator_index` out of `parallelism`:
-    /// `ceil(i * max_parallelism / parallelism) ..= ceil((i + 1) * max_parallelism / parallelism) - 1`.
-    ///
-    /// The ranges of all instances are contiguous, disjoint, non-empty and together cover
-    /// `0..max_parallelism`.
-    ///
-    /// Fails with [`Error::InvalidArgument`] unless `max_parallelism` passes
-    /// [`check_max_parallelism`](Self::check_max_parallelism),
-    /// `1 <= parallelism <= max_parallelism` and `operator_index < parallelism`.
-    pub fn compute_key_group_range_for_operator_index(
-        max_parallelism: u32,
-        parallelism: u32,
-        operator_index: u32,
-    ) -> Result<KeyGroupRange> {
-        Self::check_max_parallelism(max_parallelism)?;
-        if parallelism == 0 || parallelism > max_parallelism {
-            return Err(Error::InvalidArgument(format!(
-                "parallelism {parallelism} is outside of 1..={max_parallelism} (the max parallelism)"
-            )));
-        }
-        if operator_index >= parallelism {
-            return Err(Error::InvalidArgument(format!(
-                "operator index {operator_index} is not below the parallelism {parallelism}"
-            )));
-        }
-        let max_parallelism = u64::from(max_parallelism);
-        let parallelism = u64::from(parallelism);
-        let index = u64::from(operator_index);
-        let start = (index * max_parallelism).div_ceil(parallelism);
-        let end = ((index + 1) * max_parallelism).div_ceil(parallelism) - 1;
-        let to_key_group = |value: u64| {
-            u32::try_from(value).expect("invariant: key groups are below the max parallelism")
-        };
-        KeyGroupRange::new(to_key_group(start), to_key_group(end))
-    }
-
-    /// The index of the operator instance, out of `parallelism`, that owns `key_group`:
-    /// `key_group * parallelism / max_parallelism`.
-    ///
-    /// The arguments must be valid as for
-    /// [`compute_key_group_range_for_operator_index`](Self::compute_key_group_range_for_operator_index),
-    /// with `key_group < max_parallelism`; they are not checked again. Debug builds assert
-    /// that `max_parallelism` is not 0; release builds return 0 for it.
-    pub fn compute_operator_index_for_key_group(
-        max_parallelism: u32,
-        parallelism: u32,
-        key_group: u32,
-    ) -> u32 {
-        debug_assert!(
-            max_parallelism > 0,
-            "max parallelism must be validated before assigning operators"
-        );
-        let index = (u64::from(key_group) * u64::from(parallelism))
-            .checked_div(u64::from(max_parallelism))
-            .unwrap_or(0);
-        u32::try_from(index).unwrap_or(u32::MAX)
-    }
-
-    /// The number of bytes of the key-group prefix of keys in a key-value store: 1 if
-    /// `max_parallelism <= 128`, else 2.
-    pub const fn key_group_prefix_bytes(max_parallelism: u32) -> usize {
-        if max_parallelism > 128 { 2 } else { 1 }
-    }
-
-    /// Appends `key_group` to `out` as a big-endian integer of `prefix_bytes` bytes.
-    ///
-    /// `prefix_bytes` comes from [`key_group_prefix_bytes`](Self::key_group_prefix_bytes)
-    /// and `key_group` is below the max parallelism, so it fits; debug builds assert
-    /// both. Otherwise only the low `prefix_bytes` bytes are written (and leading zeros
-    /// beyond 4 bytes).
-    pub fn write_key_group_prefix(key_group: u32, prefix_bytes: usize, out: &mut Vec<u8>) {
-        debug_assert!(
-            (1..=4).contains(&prefix_bytes),
-            "key-group prefix width {prefix_bytes} is outside of 1..=4"
-        );
-        debug_assert!(
-            prefix_bytes >= 4 || key_group >> (8 * prefix_bytes) == 0,
-            "key group {key_group} does not fit in {prefix_bytes} bytes"
-        );
-        let bytes = key_group.to_be_bytes();
-        let zeros = prefix_bytes.saturating_sub(bytes.len());
-        out.resize(out.len() + zeros, 0);
-        out.extend_from_slice(&bytes[bytes.len() - (prefix_bytes - zeros)..]);
-    }
-
-    /// Reads the key group from the first `prefix_bytes` bytes of `bytes`, big-endian, as
-    /// written by [`write_key_group_prefix`](Self::write_key_group_prefix).
-    ///
-    /// Fails with [`Error::InvalidArgument`] unless `prefix_bytes` is in `1..=4`, and
-    /// with [`Error::Corrupted`] if `bytes` is shorter than `prefix_bytes`.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use state_api::KeyGroupRangeAssignment;
-    ///
-    /// let prefix_bytes = KeyGroupRangeAssignment::key_group_prefix_bytes(1024);
-    /// let mut key = Vec::new();
-    /// KeyGroupRangeAssignment::write_key_group_prefix(700, prefix_bytes, &mut key);
-    /// key.extend_from_slice(b"user-key");
-    /// assert_eq!(&key[..2], [0x02, 0xbc]);
-    /// assert_eq!(KeyGroupRangeAssignment::read_key_group_prefix(&key, prefix_bytes)?, 700);
-    /// # Ok::<(), state_api::Error>(())
-    /// ```
-    pub fn read_key_group_prefix(bytes: &[u8], prefix_bytes: usize) -> Result<u32> {
-        if !(1..=4).contains(&prefix_bytes) {
-            return Err(Error::InvalidArgument(format!(
-                "key-group prefix width {prefix_bytes} is outside of 1..=4"
-            )));
-        }
-        let prefix = bytes.get(..prefix_bytes).ok_or_else(|| Error::Corrupted {
-            what: "key-group prefix".to_owned(),
-            reason: format!("expected {prefix_bytes} bytes, found only {}", bytes.len()),
-        })?;
-        Ok(prefix
-            .iter()
-            .fold(0, |key_group, &byte| (key_group << 8) | u32::from(byte)))
-    }
+    // The standard algorithm takes the length as a 32-bit integer.
+    h ^= key.len() as u32;
+    fmix32(h).cast_signed()
 }
 
 #[cfg(test)]
@@ -718,7 +674,9 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    type Kgra = KeyGroupRangeAssignment;
+    fn mp(max_parallelism: u32) -> MaxParallelism {
+        MaxParallelism::new(max_parallelism).unwrap()
+    }
 
     fn range(start: u32, end: u32) -> KeyGroupRange {
         KeyGroupRange::new(start, end).unwrap()
@@ -747,7 +705,7 @@ mod tests {
 
     #[track_caller]
     fn check_murmur(code: i32, expected: u32) {
-        assert_eq!(Kgra::murmur_hash(code), expected, "murmur_hash({code})");
+        assert_eq!(murmur_hash(code), expected, "murmur_hash({code})");
     }
 
     #[test]
@@ -765,11 +723,7 @@ mod tests {
 
     #[track_caller]
     fn check_key_hash(key: &[u8], expected: u32) {
-        assert_eq!(
-            Kgra::key_hash(key),
-            expected.cast_signed(),
-            "key_hash({key:?})"
-        );
+        assert_eq!(key_hash(key), expected.cast_signed(), "key_hash({key:?})");
     }
 
     #[test]
@@ -791,7 +745,7 @@ mod tests {
     #[track_caller]
     fn check_key_group(key: &[u8], max_parallelism: u32, expected: u32) {
         assert_eq!(
-            Kgra::assign_to_key_group(key, max_parallelism),
+            mp(max_parallelism).key_group_of(key),
             expected,
             "assign_to_key_group({key:?}, {max_parallelism})"
         );
@@ -811,14 +765,8 @@ mod tests {
 
     #[test]
     fn compute_key_group_for_key_hash_reduces_murmur_hash() {
-        assert_eq!(
-            Kgra::compute_key_group_for_key_hash(1, 128),
-            68_075_478 % 128
-        );
-        assert_eq!(
-            Kgra::compute_key_group_for_key_hash(-1, 1000),
-            1_982_413_648 % 1000
-        );
+        assert_eq!(mp(128).key_group_of_hash(1), 68_075_478 % 128);
+        assert_eq!(mp(1000).key_group_of_hash(-1), 1_982_413_648 % 1000);
     }
 
     // ---- KeyGroupRange ----
@@ -859,7 +807,7 @@ mod tests {
         assert_eq!(single.len(), 1);
         assert_eq!(single.iter().collect::<Vec<_>>(), [9]);
         let full = range(0, MAX_KEY_GROUP);
-        assert_eq!(full.len(), Kgra::UPPER_BOUND_MAX_PARALLELISM);
+        assert_eq!(full.len(), MaxParallelism::UPPER_BOUND);
     }
 
     #[track_caller]
@@ -1086,25 +1034,29 @@ mod tests {
         assert!(err.to_string().contains("2 offsets"), "{err}");
     }
 
-    // ---- KeyGroupRangeAssignment ----
+    // ---- MaxParallelism ----
 
     #[test]
     fn check_max_parallelism_bounds() {
-        assert!(Kgra::check_max_parallelism(1).is_ok());
-        assert!(Kgra::check_max_parallelism(128).is_ok());
-        assert!(Kgra::check_max_parallelism(32_768).is_ok());
-        check_invalid(
-            Kgra::check_max_parallelism(0),
-            &["max parallelism 0", "32768"],
+        assert_eq!(mp(1).get(), 1);
+        assert_eq!(mp(128).all(), range(0, 127));
+        assert_eq!(mp(32_768).get(), 32_768);
+        check_invalid(MaxParallelism::new(0), &["max parallelism 0", "32768"]);
+        check_invalid(MaxParallelism::new(32_769), &["32769"]);
+        check_invalid(MaxParallelism::new(u32::MAX), &["4294967295"]);
+        assert_eq!(serde_json::to_string(&mp(256)).unwrap(), "256");
+        assert_eq!(
+            serde_json::from_str::<MaxParallelism>("256").unwrap(),
+            mp(256)
         );
-        check_invalid(Kgra::check_max_parallelism(32_769), &["32769"]);
-        check_invalid(Kgra::check_max_parallelism(u32::MAX), &["4294967295"]);
+        let err = serde_json::from_str::<MaxParallelism>("0").unwrap_err();
+        assert!(err.to_string().contains("max parallelism 0"), "{err}");
     }
 
     #[track_caller]
     fn check_default_max_parallelism(parallelism: u32, expected: u32) {
         assert_eq!(
-            Kgra::default_max_parallelism(parallelism).unwrap(),
+            MaxParallelism::default_for(parallelism).unwrap().get(),
             expected,
             "default_max_parallelism({parallelism})"
         );
@@ -1119,8 +1071,8 @@ mod tests {
         check_default_max_parallelism(1000, 2048);
         check_default_max_parallelism(21_845, 32_768);
         check_default_max_parallelism(32_768, 32_768);
-        check_invalid(Kgra::default_max_parallelism(0), &["parallelism 0"]);
-        check_invalid(Kgra::default_max_parallelism(32_769), &["32769"]);
+        check_invalid(MaxParallelism::default_for(0), &["parallelism 0"]);
+        check_invalid(MaxParallelism::default_for(32_769), &["32769"]);
     }
 
     #[track_caller]
@@ -1130,12 +1082,9 @@ mod tests {
         operator_index: u32,
         expected: KeyGroupRange,
     ) {
-        let found = Kgra::compute_key_group_range_for_operator_index(
-            max_parallelism,
-            parallelism,
-            operator_index,
-        )
-        .unwrap();
+        let found = mp(max_parallelism)
+            .range_for(operator_index, parallelism)
+            .unwrap();
         assert_eq!(
             found, expected,
             "operator {operator_index} of {parallelism} with max parallelism {max_parallelism}"
@@ -1163,23 +1112,18 @@ mod tests {
         let context = format!("max parallelism {max_parallelism}, parallelism {parallelism}");
         let mut next = 0;
         for operator_index in 0..parallelism {
-            let r = Kgra::compute_key_group_range_for_operator_index(
-                max_parallelism,
-                parallelism,
-                operator_index,
-            )
-            .map_err(|err| format!("{context}: {err}"))?;
+            let r = mp(max_parallelism)
+                .range_for(operator_index, parallelism)
+                .map_err(|err| format!("{context}: {err}"))?;
             if r.is_empty() || r.start() != next {
                 return Err(format!(
                     "{context}: operator {operator_index} owns {r}, expected a range from {next}"
                 ));
             }
             for key_group in r {
-                let owner = Kgra::compute_operator_index_for_key_group(
-                    max_parallelism,
-                    parallelism,
-                    key_group,
-                );
+                let owner = mp(max_parallelism)
+                    .operator_of(key_group, parallelism)
+                    .map_err(|err| format!("{context}: {err}"))?;
                 if owner != operator_index {
                     return Err(format!(
                         "{context}: key group {key_group} in {r} of operator {operator_index} is assigned to operator {owner}"
@@ -1224,80 +1168,24 @@ mod tests {
 
     #[test]
     fn operator_range_rejects_invalid_arguments() {
-        let compute = Kgra::compute_key_group_range_for_operator_index;
-        check_invalid(compute(0, 1, 0), &["max parallelism 0"]);
-        check_invalid(compute(32_769, 1, 0), &["32769"]);
-        check_invalid(compute(128, 0, 0), &["parallelism 0", "128"]);
-        check_invalid(compute(128, 129, 0), &["parallelism 129", "128"]);
-        check_invalid(compute(128, 4, 4), &["operator index 4", "parallelism 4"]);
-        check_invalid(compute(128, 4, u32::MAX), &["4294967295"]);
+        let compute = |operator, parallelism| mp(128).range_for(operator, parallelism);
+        check_invalid(compute(0, 0), &["parallelism 0", "128"]);
+        check_invalid(compute(0, 129), &["parallelism 129", "128"]);
+        check_invalid(compute(4, 4), &["operator index 4", "parallelism 4"]);
+        check_invalid(compute(u32::MAX, 4), &["4294967295"]);
+        check_invalid(mp(128).operator_of(128, 4), &["key group 128", "128"]);
+        check_invalid(mp(128).operator_of(0, 0), &["parallelism 0"]);
     }
 
     #[test]
     fn operator_index_for_key_group() {
-        let owner = Kgra::compute_operator_index_for_key_group;
+        let owner =
+            |max, parallelism, key_group| mp(max).operator_of(key_group, parallelism).unwrap();
         assert_eq!(owner(128, 3, 0), 0);
         assert_eq!(owner(128, 3, 42), 0);
         assert_eq!(owner(128, 3, 43), 1);
         assert_eq!(owner(128, 3, 127), 2);
         assert_eq!(owner(32_768, 32_768, 32_767), 32_767);
-        assert_eq!(
-            Kgra::assign_key_to_parallel_operator(b"hello", 128, 3),
-            owner(128, 3, 63)
-        );
-    }
-
-    #[track_caller]
-    fn check_prefix(key_group: u32, max_parallelism: u32, expected: &[u8]) {
-        let prefix_bytes = Kgra::key_group_prefix_bytes(max_parallelism);
-        let mut out = vec![0xaa];
-        Kgra::write_key_group_prefix(key_group, prefix_bytes, &mut out);
-        assert_eq!(&out[1..], expected, "prefix of {key_group}");
-        out.push(0x55);
-        assert_eq!(
-            Kgra::read_key_group_prefix(&out[1..], prefix_bytes).unwrap(),
-            key_group
-        );
-    }
-
-    #[test]
-    fn key_group_prefix() {
-        assert_eq!(Kgra::key_group_prefix_bytes(1), 1);
-        assert_eq!(Kgra::key_group_prefix_bytes(128), 1);
-        assert_eq!(Kgra::key_group_prefix_bytes(129), 2);
-        assert_eq!(Kgra::key_group_prefix_bytes(32_768), 2);
-        check_prefix(0, 128, &[0]);
-        check_prefix(127, 128, &[127]);
-        check_prefix(0, 129, &[0, 0]);
-        check_prefix(128, 129, &[0, 128]);
-        check_prefix(700, 1024, &[0x02, 0xbc]);
-        check_prefix(32_767, 32_768, &[0x7f, 0xff]);
-    }
-
-    #[test]
-    fn key_group_prefix_other_widths() {
-        let mut out = Vec::new();
-        Kgra::write_key_group_prefix(0x0001_0203, 4, &mut out);
-        assert_eq!(out, [0, 1, 2, 3]);
-        assert_eq!(Kgra::read_key_group_prefix(&out, 4).unwrap(), 0x0001_0203);
-        assert_eq!(Kgra::read_key_group_prefix(&out, 3).unwrap(), 0x0102);
-    }
-
-    #[test]
-    fn read_key_group_prefix_errors() {
-        let err = Kgra::read_key_group_prefix(&[7], 2).unwrap_err();
-        assert!(matches!(err, Error::Corrupted { .. }), "{err}");
-        assert!(
-            err.to_string().contains("expected 2 bytes, found only 1"),
-            "{err}"
-        );
-        let err = Kgra::read_key_group_prefix(&[], 1).unwrap_err();
-        assert!(matches!(err, Error::Corrupted { .. }), "{err}");
-        check_invalid(Kgra::read_key_group_prefix(&[1, 2, 3], 0), &["width 0"]);
-        check_invalid(
-            Kgra::read_key_group_prefix(&[1, 2, 3, 4, 5], 5),
-            &["width 5"],
-        );
     }
 
     proptest! {
@@ -1314,16 +1202,11 @@ mod tests {
             key in proptest::collection::vec(any::<u8>(), 0..64),
             max_parallelism in 1..=32_768u32,
         ) {
-            let key_group = Kgra::assign_to_key_group(&key, max_parallelism);
+            let key_group = mp(max_parallelism).key_group_of(&key);
             prop_assert!(key_group < max_parallelism);
             let parallelism = (max_parallelism / 3).max(1);
-            let operator = Kgra::assign_key_to_parallel_operator(&key, max_parallelism, parallelism);
-            let owned = Kgra::compute_key_group_range_for_operator_index(
-                max_parallelism,
-                parallelism,
-                operator,
-            )
-            .unwrap();
+            let operator = mp(max_parallelism).operator_of(key_group, parallelism).unwrap();
+            let owned = mp(max_parallelism).range_for(operator, parallelism).unwrap();
             prop_assert!(owned.contains(key_group));
         }
 
@@ -1331,26 +1214,16 @@ mod tests {
         /// little-endian bytes (0 for `i32::MIN`): the two hashes share their rounds.
         #[test]
         fn prop_murmur_hash_is_abs_of_key_hash(code in any::<i32>()) {
-            let expected = match Kgra::key_hash(&code.to_le_bytes()) {
+            let expected = match key_hash(&code.to_le_bytes()) {
                 i32::MIN => 0,
                 hash => hash.unsigned_abs(),
             };
-            prop_assert_eq!(Kgra::murmur_hash(code), expected);
+            prop_assert_eq!(murmur_hash(code), expected);
         }
 
         #[test]
         fn prop_murmur_hash_is_non_negative(code in any::<i32>()) {
-            prop_assert!(Kgra::murmur_hash(code) <= i32::MAX.unsigned_abs());
-        }
-
-        #[test]
-        fn prop_prefix_round_trip(max_parallelism in 1..=32_768u32, seed in any::<u32>()) {
-            let key_group = seed % max_parallelism;
-            let prefix_bytes = Kgra::key_group_prefix_bytes(max_parallelism);
-            let mut out = Vec::new();
-            Kgra::write_key_group_prefix(key_group, prefix_bytes, &mut out);
-            prop_assert_eq!(out.len(), prefix_bytes);
-            prop_assert_eq!(Kgra::read_key_group_prefix(&out, prefix_bytes).unwrap(), key_group);
+            prop_assert!(murmur_hash(code) <= i32::MAX.unsigned_abs());
         }
 
         #[test]

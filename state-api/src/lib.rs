@@ -10,7 +10,8 @@
 //!
 //! The pieces, in the order a snapshot meets them:
 //!
-//! - [`KeyGroupRange`], [`KeyGroupRangeAssignment`]: which key groups an instance owns.
+//! - [`KeyGroupRange`], [`MaxParallelism`]: which key groups exist, which one a key is in,
+//!   which ones an instance owns.
 //! - [`KeyedStateBackend`], [`OperatorStateBackend`]: the state, driven through bytes.
 //! - [`SnapshotStrategy`]: its call is the synchronous part; it returns an
 //!   [`AsyncSnapshotCallable`], run as an [`AsyncSnapshotTask`] with an exact
@@ -70,7 +71,7 @@ pub use handle::{
     KeyedStateHandle, OperatorStatePartitions, OperatorStreamStateHandle,
     PlaceholderStreamStateHandle, StateInputStream, StreamStateHandle, seek_position,
 };
-pub use key_group::{KeyGroupRange, KeyGroupRangeAssignment, KeyGroupRangeOffsets};
+pub use key_group::{KeyGroupRange, KeyGroupRangeOffsets, MaxParallelism};
 pub use meta::{OperatorStateMetaInfo, SerializerId, StateKind, StateMetaInfo};
 pub use registry::{PluginInfo, PluginKind, Registration, Registry, register};
 pub use resource_guard::{Lease, ResourceGuard};

@@ -556,7 +556,12 @@ mod tests {
         use crate::{CheckpointType, InstanceSnapshot};
         let dir = tempfile::tempdir().unwrap();
         let registry = SharedStateRegistry::default();
-        let mut metadata = CheckpointMetadata::new(4, 0, CheckpointType::Checkpoint, 128);
+        let mut metadata = CheckpointMetadata::new(
+            4,
+            0,
+            CheckpointType::Checkpoint,
+            crate::MaxParallelism::of(128),
+        );
         let mut first = snapshot(4, vec![file(dir.path(), "a.sst")]);
         first.backend_identifier = "backend-b".into();
         first.key_group_range = KeyGroupRange::new(10, 19).unwrap();

@@ -71,7 +71,7 @@ impl fmt::Debug for StorageClaim {
 /// let mut out = factory.create_output_stream(CheckpointedStateScope::Exclusive)?;
 /// out.write_all(b"state").unwrap();
 /// out.close_and_get_handle()?;
-/// storage.commit_checkpoint(&CheckpointMetadata::new(3, 0, CheckpointType::Checkpoint, 128))?;
+/// storage.commit_checkpoint(&CheckpointMetadata::new(3, 0, CheckpointType::Checkpoint, state_api::MaxParallelism::new(128)?))?;
 /// assert_eq!(storage.completed_checkpoints()?, [3]);
 /// storage.discard_checkpoint(3)?;
 /// assert!(storage.completed_checkpoints()?.is_empty());

@@ -5,7 +5,7 @@
 
 use std::fmt;
 
-use state_api::{Error, Result, StateInputStream, StreamStateHandle};
+use state_api::{Error, MaxParallelism, Result, StateInputStream, StreamStateHandle};
 
 use crate::file_manifest::FileManifest;
 use crate::proxy::KeyedBackendSerializationProxy;
@@ -33,7 +33,7 @@ impl fmt::Debug for IncrementalMeta {
 }
 
 /// Reads the header and the manifest of the meta data stream `meta`; with
-/// `number_of_key_groups`, checks the header's number of key groups before the manifest is
+/// `max_parallelism`, checks the header's number of key groups before the manifest is
 /// read.
 ///
 /// # Errors
@@ -43,7 +43,7 @@ impl fmt::Debug for IncrementalMeta {
 /// ([`Error::Incompatible`]).
 pub fn read(
     meta: &dyn StreamStateHandle,
-    number_of_key_groups: Option<u32>,
+    max_parallelism: Option<MaxParallelism>,
 ) -> Result<IncrementalMeta> {
     let location = meta.describe();
     let wrap = |source: Error| Error::Snapshot {
@@ -52,8 +52,10 @@ pub fn read(
     };
     let mut rest = meta.open().map_err(wrap)?;
     let header = KeyedBackendSerializationProxy::read_from(&mut rest).map_err(wrap)?;
-    if let Some(number) = number_of_key_groups {
-        header.check_key_groups(number, &location).map_err(wrap)?;
+    if let Some(max_parallelism) = max_parallelism {
+        header
+            .check_max_parallelism(max_parallelism, &location)
+            .map_err(wrap)?;
     }
     let manifest = FileManifest::read_from(&mut rest).map_err(wrap)?;
     Ok(IncrementalMeta {

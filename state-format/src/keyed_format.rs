@@ -57,7 +57,7 @@
 //!
 //! | field | type | meaning |
 //! |---|---|---|
-//! | key group | 1 or 2 bytes | [`KeyGroupRangeAssignment::key_group_prefix_bytes`] of the max parallelism |
+//! | key group | 1 or 2 bytes | [`MaxParallelism::prefix_bytes`] |
 //! | key length | `u32` | |
 //! | key | bytes | the serialized key |
 //! | namespace length | `u32` | |
@@ -85,21 +85,21 @@
 //!     "bytes",
 //!     vec![StateMetaInfo::value("count", "void", "u64")],
 //!     "none",
-//!     128,
+//!     state_api::MaxParallelism::new(128)?,
 //! );
 //! let range = KeyGroupRange::new(0, 1)?;
 //! let mut bytes = Vec::new();
 //! let mut writer = KeyedSnapshotWriter::new(
-//!     &mut bytes, 0, &header, &UncompressedStreamCompressionDecorator, range, 128,
+//!     &mut bytes, 0, &header, &UncompressedStreamCompressionDecorator, range, state_api::MaxParallelism::new(128)?,
 //! )?;
-//! let key = CompositeKey::new(128).build(1, b"alice", b"");
+//! let key = CompositeKey::new(state_api::MaxParallelism::new(128)?).build(1, b"alice", b"");
 //! writer.write_key_group(0, |_| Ok(()))?;
 //! writer.write_key_group(1, |group| group.write_entry(0, &key, &7u64.to_be_bytes()))?;
 //! let (offsets, checksums) = writer.finish()?;
 //!
 //! let stream = Arc::new(ByteStreamStateHandle::new("example", bytes));
 //! let handle = KeyGroupsStateHandle::new(offsets, stream).with_checksums(checksums)?;
-//! let mut reader = KeyedSnapshotReader::open(&handle, Registry::global(), 128)?;
+//! let mut reader = KeyedSnapshotReader::open(&handle, Registry::global(), state_api::MaxParallelism::new(128)?)?;
 //! let mut found = Vec::new();
 //! reader.read_key_group(1, &mut |entry| {
 //!     found.push((entry.state_id, entry.key.to_vec(), entry.value.to_vec()));
@@ -113,14 +113,14 @@ use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use state_api::key_group::KeyGroupRangeAssignment;
 use state_api::{
     CheckpointStreamFactory, CheckpointStreamWithResultProvider, CheckpointedStateScope, Error,
     KeyGroupRange, KeyGroupRangeOffsets, KeyGroupsStateHandle, KeyedSnapshotResult,
-    LocalRecoveryConfig, Registry, Result, SnapshotContext, StateInputStream,
+    LocalRecoveryConfig, MaxParallelism, Registry, Result, SnapshotContext, StateInputStream,
     StreamCompressionDecorator,
 };
 
+use crate::key_group_prefix::{read_key_group_prefix, write_key_group_prefix};
 use crate::proxy::KeyedBackendSerializationProxy;
 
 /// The `u16` that ends the data of a key group.
@@ -159,9 +159,9 @@ pub struct CompositeKeyParts<'a> {
 
 impl CompositeKey {
     /// Composite keys for `max_parallelism` key groups (which fixes the prefix width).
-    pub fn new(max_parallelism: u32) -> Self {
+    pub fn new(max_parallelism: MaxParallelism) -> Self {
         CompositeKey {
-            prefix_bytes: KeyGroupRangeAssignment::key_group_prefix_bytes(max_parallelism),
+            prefix_bytes: max_parallelism.prefix_bytes(),
         }
     }
 
@@ -186,7 +186,7 @@ impl CompositeKey {
         user_key: &[u8],
         out: &mut Vec<u8>,
     ) {
-        KeyGroupRangeAssignment::write_key_group_prefix(key_group, self.prefix_bytes, out);
+        write_key_group_prefix(key_group, self.prefix_bytes, out);
         out.extend_from_slice(&length(key.len()).to_be_bytes());
         out.extend_from_slice(key);
         out.extend_from_slice(&length(namespace.len()).to_be_bytes());
@@ -204,7 +204,7 @@ impl CompositeKey {
             what: "composite key".into(),
             reason: reason.into(),
         };
-        let key_group = KeyGroupRangeAssignment::read_key_group_prefix(bytes, self.prefix_bytes)?;
+        let key_group = read_key_group_prefix(bytes, self.prefix_bytes)?;
         let rest = &bytes[self.prefix_bytes..];
         let (key, rest) = take_length_prefixed(rest).ok_or_else(|| corrupt("key cut short"))?;
         let (namespace, user_key) =
@@ -320,7 +320,7 @@ impl<'a> KeyedSnapshotWriter<'a> {
         header: &KeyedBackendSerializationProxy,
         decorator: &'a dyn StreamCompressionDecorator,
         range: KeyGroupRange,
-        max_parallelism: u32,
+        max_parallelism: MaxParallelism,
     ) -> Result<Self> {
         if header.compression() != decorator.name() {
             return Err(Error::InvalidArgument(format!(
@@ -329,8 +329,7 @@ impl<'a> KeyedSnapshotWriter<'a> {
                 decorator.name()
             )));
         }
-        KeyGroupRangeAssignment::check_max_parallelism(max_parallelism)?;
-        if !range.is_empty() && range.end() >= max_parallelism {
+        if !range.is_empty() && range.end() >= max_parallelism.get() {
             return Err(Error::KeyGroupOutOfRange {
                 key_group: range.end(),
                 range: format!("max parallelism {max_parallelism}"),
@@ -640,15 +639,13 @@ impl KeyGroupEntryWriter<'_> {
                 self.key_group, self.state_count
             )));
         }
-        let prefix =
-            KeyGroupRangeAssignment::read_key_group_prefix(key, self.composite.prefix_bytes)
-                .map_err(|_| {
-                    Error::InvalidArgument(format!(
-                        "entry key of {} bytes written to key group {} has no key-group prefix",
-                        key.len(),
-                        self.key_group
-                    ))
-                })?;
+        let prefix = read_key_group_prefix(key, self.composite.prefix_bytes).map_err(|_| {
+            Error::InvalidArgument(format!(
+                "entry key of {} bytes written to key group {} has no key-group prefix",
+                key.len(),
+                self.key_group
+            ))
+        })?;
         if prefix != self.key_group {
             return Err(Error::InvalidArgument(format!(
                 "entry of key group {prefix} written to key group {}",
@@ -735,7 +732,7 @@ pub struct FullSnapshotTarget<'a> {
     /// The key groups written, in order.
     pub range: KeyGroupRange,
     /// Max parallelism of the job.
-    pub max_parallelism: u32,
+    pub max_parallelism: MaxParallelism,
 }
 
 impl std::fmt::Debug for FullSnapshotTarget<'_> {
@@ -1026,9 +1023,8 @@ impl KeyedSnapshotReader {
     pub fn open(
         handle: &KeyGroupsStateHandle,
         registry: &Registry,
-        max_parallelism: u32,
+        max_parallelism: MaxParallelism,
     ) -> Result<Self> {
-        KeyGroupRangeAssignment::check_max_parallelism(max_parallelism)?;
         let location = handle.delegate().describe();
         state_api::check_key_groups_fit(handle.offsets().range(), max_parallelism, &location)?;
         let mut input = handle.delegate().open().map_err(|err| match err {
@@ -1041,7 +1037,7 @@ impl KeyedSnapshotReader {
         })?;
         let header = KeyedBackendSerializationProxy::read_from(&mut input)
             .and_then(|header| {
-                header.check_key_groups(max_parallelism, &location)?;
+                header.check_max_parallelism(max_parallelism, &location)?;
                 Ok(header)
             })
             .map_err(|err| Error::Snapshot {
@@ -1164,10 +1160,7 @@ impl KeyedSnapshotReader {
                 };
                 let meta_data_follows = *first & META_DATA_FOLLOWS != 0;
                 *first &= !META_DATA_FOLLOWS;
-                let prefix = KeyGroupRangeAssignment::read_key_group_prefix(
-                    &self.key,
-                    self.composite.prefix_bytes,
-                )?;
+                let prefix = read_key_group_prefix(&self.key, self.composite.prefix_bytes)?;
                 if prefix != key_group {
                     return Err(Error::Corrupted {
                         what: "entry key".into(),

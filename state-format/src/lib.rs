@@ -8,6 +8,7 @@
 //! stay readable, and the checked-in fixtures under `tests/fixtures/` pin the bytes.
 //!
 //! - [`frame`]: the versioned, checksummed frame every header shares.
+//! - [`key_group_prefix`]: the key-group prefix of keys in a key-value store.
 //! - [`proxy`]: the keyed snapshot header ([`KeyedBackendSerializationProxy`]).
 //! - [`keyed_format`]: the canonical key-group data: writer, reader, the parallel
 //!   key-group driver.
@@ -19,6 +20,7 @@
 pub mod file_manifest;
 pub mod frame;
 pub mod incremental_meta;
+pub mod key_group_prefix;
 pub mod keyed_format;
 pub mod metadata;
 pub mod proxy;

@@ -147,7 +147,7 @@ mod tests {
     use state_api::checkpoint_metadata::{InstanceSnapshot, JobId};
     use state_api::{
         ByteStreamStateHandle, CheckpointType, KeyGroupRange, KeyGroupRangeOffsets,
-        KeyGroupsStateHandle, KeyedStateHandle,
+        KeyGroupsStateHandle, KeyedStateHandle, MaxParallelism,
     };
 
     use super::*;
@@ -170,7 +170,8 @@ mod tests {
         let range = KeyGroupRange::new(0, 2).unwrap();
         let offsets = KeyGroupRangeOffsets::with_offsets(range, vec![0, 2, 4]).unwrap();
         let keyed: Arc<dyn KeyedStateHandle> = Arc::new(KeyGroupsStateHandle::new(offsets, stream));
-        let mut metadata = CheckpointMetadata::new(3, 42, CheckpointType::Savepoint, 128);
+        let mut metadata =
+            CheckpointMetadata::new(3, 42, CheckpointType::Savepoint, MaxParallelism::of(128));
         metadata.properties.insert("backend".into(), "heap".into());
         metadata.job_id = Some(JobId::new("job-a").unwrap());
         metadata.instances.push(InstanceSnapshot {
@@ -225,7 +226,7 @@ mod tests {
     #[test]
     fn metadata_that_does_not_validate_is_not_read() {
         let mut edited = metadata();
-        edited.max_parallelism = 2;
+        edited.max_parallelism = MaxParallelism::of(2);
         let bytes = to_bytes(&edited, &root()).unwrap();
         let err = from_bytes(&bytes, &root()).unwrap_err();
         assert!(matches!(err, Error::Corrupted { .. }), "{err}");

@@ -68,7 +68,7 @@ use std::fmt;
 use std::io::{Read, Write};
 
 use crate::frame::{BodyCursor, BodyError, FrameFormat, put_str};
-use state_api::{Error, Result, SerializerId, StateKind, StateMetaInfo};
+use state_api::{Error, MaxParallelism, Result, SerializerId, StateKind, StateMetaInfo};
 
 /// First four bytes of every keyed snapshot header: `"SNPS"` in ASCII.
 pub const MAGIC: u32 = 0x534E_5053;
@@ -125,7 +125,7 @@ const KINDS: [StateKind; 3] = [StateKind::Value, StateKind::List, StateKind::Map
 ///         StateMetaInfo::map("last-seen", "void", "bytes", "u64-be"),
 ///     ],
 ///     "none",
-///     128,
+///     state_api::MaxParallelism::new(128)?,
 /// );
 ///
 /// let mut bytes = Vec::new();
@@ -143,38 +143,37 @@ pub struct KeyedBackendSerializationProxy {
     states: Vec<StateMetaInfo>,
     compression: String,
     /// `None` only in headers of version 1, read back.
-    number_of_key_groups: Option<u32>,
+    max_parallelism: Option<MaxParallelism>,
 }
 
 impl KeyedBackendSerializationProxy {
     /// A header for keys written with `key_serializer`, the given `states` (their positions are
     /// their ids), key-group data compressed by the decorator named `compression`, of a job
-    /// with `number_of_key_groups` key groups (its max parallelism).
+    /// of `max_parallelism` key groups.
     ///
     /// Nothing is checked here; [`write_to`](Self::write_to) refuses a header it could not read
-    /// back (more than [`MAX_STATES`] states, duplicate names, strings over 65535 bytes, a
-    /// number of key groups outside `1..=32768`).
+    /// back (more than [`MAX_STATES`] states, duplicate names, strings over 65535 bytes).
     pub fn new(
         key_serializer: impl Into<SerializerId>,
         states: Vec<StateMetaInfo>,
         compression: impl Into<String>,
-        number_of_key_groups: u32,
+        max_parallelism: MaxParallelism,
     ) -> Self {
         KeyedBackendSerializationProxy {
             key_serializer: key_serializer.into(),
             states,
             compression: compression.into(),
-            number_of_key_groups: Some(number_of_key_groups),
+            max_parallelism: Some(max_parallelism),
         }
     }
 
-    /// The number of key groups (max parallelism) the snapshot was taken with; `None` for a
+    /// The max parallelism (number of key groups) the snapshot was taken with; `None` for a
     /// header of version 1, which did not record it.
-    pub fn number_of_key_groups(&self) -> Option<u32> {
-        self.number_of_key_groups
+    pub fn max_parallelism(&self) -> Option<MaxParallelism> {
+        self.max_parallelism
     }
 
-    /// Checks that the snapshot at `location` was taken with `number_of_key_groups`, the
+    /// Checks that the snapshot at `location` was taken with `max_parallelism`, the
     /// restoring backend's: with another number every key would be looked for in another
     /// key group, and state would silently go missing. A version-1 header, which did not
     /// record the number, passes.
@@ -182,12 +181,16 @@ impl KeyedBackendSerializationProxy {
     /// # Errors
     ///
     /// [`Error::Incompatible`] naming both numbers.
-    pub fn check_key_groups(&self, number_of_key_groups: u32, location: &str) -> Result<()> {
-        match self.number_of_key_groups {
-            Some(recorded) if recorded != number_of_key_groups => Err(Error::Incompatible {
+    pub fn check_max_parallelism(
+        &self,
+        max_parallelism: MaxParallelism,
+        location: &str,
+    ) -> Result<()> {
+        match self.max_parallelism {
+            Some(recorded) if recorded != max_parallelism => Err(Error::Incompatible {
                 what: format!("number of key groups (max parallelism) of snapshot {location}"),
                 held: recorded.to_string(),
-                requested: number_of_key_groups.to_string(),
+                requested: max_parallelism.to_string(),
             }),
             _ => Ok(()),
         }
@@ -283,15 +286,11 @@ impl KeyedBackendSerializationProxy {
             )));
         }
 
-        let key_groups = self
-            .number_of_key_groups
-            .filter(|n| state_api::KeyGroupRangeAssignment::check_max_parallelism(*n).is_ok())
-            .ok_or_else(|| {
-                Error::InvalidArgument(format!(
-                    "{HEADER} needs a number of key groups in 1..=32768, got {:?}",
-                    self.number_of_key_groups
-                ))
-            })?;
+        let key_groups = self.max_parallelism.map(MaxParallelism::get).ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "{HEADER} of version 1 records no number of key groups: this build writes version {CURRENT_VERSION} only"
+            ))
+        })?;
         let mut body = Vec::new();
         put_str(&mut body, &self.key_serializer, &Field::KeySerializer)?;
         put_str(&mut body, &self.compression, &Field::Compression)?;
@@ -376,17 +375,16 @@ fn parse_body(version: u32, bytes: &[u8]) -> Result<KeyedBackendSerializationPro
     let mut body = BodyCursor::new(bytes);
     let key_serializer = body.string(&Field::KeySerializer)?;
     let compression = body.string(&Field::Compression)?;
-    let number_of_key_groups = match version {
+    let max_parallelism = match version {
         1 => None,
         _ => {
             let number = u32::from_be_bytes(body.array(&Field::KeyGroups)?);
-            state_api::KeyGroupRangeAssignment::check_max_parallelism(number).map_err(|err| {
+            Some(MaxParallelism::new(number).map_err(|err| {
                 BodyError::Invalid(Error::Corrupted {
                     what: Field::KeyGroups.to_string(),
                     reason: err.to_string(),
                 })
-            })?;
-            Some(number)
+            })?)
         }
     };
     let count = u16::from_be_bytes(body.array(&Field::StateCount)?);
@@ -443,13 +441,17 @@ fn parse_body(version: u32, bytes: &[u8]) -> Result<KeyedBackendSerializationPro
         key_serializer,
         states,
         compression,
-        number_of_key_groups,
+        max_parallelism,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn mp(max_parallelism: u32) -> MaxParallelism {
+        MaxParallelism::new(max_parallelism).unwrap()
+    }
     use proptest::prelude::*;
     use std::io;
 
@@ -462,7 +464,7 @@ mod tests {
                 StateMetaInfo::map("last-seen", "void", "bytes", "u64-be"),
             ],
             "lz4",
-            128,
+            MaxParallelism::of(128),
         )
     }
 
@@ -472,7 +474,7 @@ mod tests {
             "k",
             vec![StateMetaInfo::value("s", "n", "v")],
             "none",
-            128,
+            MaxParallelism::of(128),
         )
     }
 
@@ -604,7 +606,7 @@ mod tests {
             "bytes",
             vec![],
             "none",
-            128,
+            MaxParallelism::of(128),
         ));
     }
 
@@ -627,7 +629,7 @@ mod tests {
                 StateMetaInfo::value("", "void", "bytes"),
             ],
             "",
-            128,
+            MaxParallelism::of(128),
         ));
     }
 
@@ -636,7 +638,8 @@ mod tests {
         let states = (0..MAX_STATES)
             .map(|i| StateMetaInfo::value(format!("s{i}"), "void", "bytes"))
             .collect();
-        let proxy = KeyedBackendSerializationProxy::new("bytes", states, "none", 128);
+        let proxy =
+            KeyedBackendSerializationProxy::new("bytes", states, "none", MaxParallelism::of(128));
         check_round_trip(&proxy);
         assert_eq!(proxy.state("s32766").map(|(id, _)| id), Some(0x7FFE));
     }
@@ -656,12 +659,14 @@ mod tests {
     }
 
     #[test]
-    fn version_1_bytes_still_read_without_a_number_of_key_groups() {
+    fn version_1_bytes_still_read_without_a_max_parallelism() {
         let old = decode(TINY_V1).unwrap();
-        assert_eq!(old.number_of_key_groups(), None);
+        assert_eq!(old.max_parallelism(), None);
         assert_eq!(old.states(), tiny().states());
         assert_eq!(old.key_serializer(), "k");
-        old.check_key_groups(64, "old").unwrap();
+        old.check_max_parallelism(mp(64), "old").unwrap();
+        let err = old.write_to(&mut Vec::new()).unwrap_err();
+        assert!(err.to_string().contains("version 1"), "{err}");
     }
 
     #[test]
@@ -671,11 +676,11 @@ mod tests {
     }
 
     #[test]
-    fn the_number_of_key_groups_is_checked_against_the_readers() {
+    fn the_max_parallelism_is_checked_against_the_readers() {
         let header = decode(TINY_V2).unwrap();
-        assert_eq!(header.number_of_key_groups(), Some(128));
-        header.check_key_groups(128, "file x").unwrap();
-        let err = header.check_key_groups(64, "file x").unwrap_err();
+        assert_eq!(header.max_parallelism(), Some(mp(128)));
+        header.check_max_parallelism(mp(128), "file x").unwrap();
+        let err = header.check_max_parallelism(mp(64), "file x").unwrap_err();
         assert!(matches!(err, Error::Incompatible { .. }), "{err}");
         let message = err.to_string();
         assert!(
@@ -686,8 +691,6 @@ mod tests {
             let mut body = TINY_V2[12..TINY_V2.len() - 4].to_vec();
             body[9..13].copy_from_slice(&bad.to_be_bytes());
             check_corrupted(&frame(&body), "number of key groups", "max parallelism");
-            let unwritable = KeyedBackendSerializationProxy::new("k", vec![], "none", bad);
-            assert!(unwritable.write_to(&mut Vec::new()).is_err(), "{bad}");
         }
     }
 
@@ -915,7 +918,8 @@ mod tests {
         let states = (0..=MAX_STATES)
             .map(|i| StateMetaInfo::value(format!("s{i}"), "void", "bytes"))
             .collect();
-        let proxy = KeyedBackendSerializationProxy::new("bytes", states, "none", 128);
+        let proxy =
+            KeyedBackendSerializationProxy::new("bytes", states, "none", MaxParallelism::of(128));
         check_refused(&proxy, "cannot describe 32768 states, at most 32767");
         assert_eq!(proxy.state("s32767"), None);
     }
@@ -936,7 +940,7 @@ mod tests {
             "bytes",
             vec![StateMetaInfo::map("m", "void", long, "bytes")],
             "none",
-            128,
+            MaxParallelism::of(128),
         );
         check_refused(&proxy, "state 0 user-key serializer is 65536 bytes long");
     }
@@ -947,7 +951,8 @@ mod tests {
         let states = (0..300)
             .map(|i| StateMetaInfo::value(format!("s{i}"), "void", long.as_str()))
             .collect();
-        let proxy = KeyedBackendSerializationProxy::new("bytes", states, "none", 128);
+        let proxy =
+            KeyedBackendSerializationProxy::new("bytes", states, "none", MaxParallelism::of(128));
         check_refused(&proxy, "at most 16777216 are allowed");
     }
 
@@ -1084,7 +1089,7 @@ mod tests {
             })
             .prop_shuffle();
         (any_string(), states, any_string()).prop_map(|(key, states, compression)| {
-            KeyedBackendSerializationProxy::new(key, states, compression, 128)
+            KeyedBackendSerializationProxy::new(key, states, compression, MaxParallelism::of(128))
         })
     }
 

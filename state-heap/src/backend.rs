@@ -4,11 +4,10 @@ use std::any::Any;
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use state_api::key_group::KeyGroupRangeAssignment;
 use state_api::{
     AsyncSnapshotTask, CheckpointListener, CheckpointOptions, CheckpointStreamFactory,
     CloseableRegistry, Error, KeyGroupRange, KeyedBackendParams, KeyedSnapshotResult,
-    KeyedStateBackend, KeyedStateHandle, Registry, Result, SnapshotStrategy,
+    KeyedStateBackend, KeyedStateHandle, MaxParallelism, Registry, Result, SnapshotStrategy,
     SnapshotStrategyRunner, StateKind, StateMetaInfo,
 };
 
@@ -152,7 +151,7 @@ struct CurrentKey {
 /// use state_heap::HeapKeyedStateBackend;
 ///
 /// state_heap::link();
-/// let params = KeyedBackendParams::new(128, KeyGroupRange::new(0, 127)?);
+/// let params = KeyedBackendParams::new(state_api::MaxParallelism::new(128)?, KeyGroupRange::new(0, 127)?);
 /// let mut backend = HeapKeyedStateBackend::new(params, Registry::global())?;
 /// backend.register_state(&StateMetaInfo::value("count", "void", "u64-be"))?;
 /// backend.set_current_key(b"alice")?;
@@ -188,17 +187,11 @@ impl HeapKeyedStateBackend {
     /// An unknown strategy or decorator ([`Error::UnknownPlugin`]); a strategy of another
     /// backend or a range outside the max parallelism ([`Error::InvalidArgument`]).
     pub fn new(params: KeyedBackendParams, registry: &Registry) -> Result<Self> {
-        KeyGroupRangeAssignment::check_max_parallelism(params.number_of_key_groups)?;
+        params.check_range()?;
         let range = params.key_group_range;
-        if !range.is_empty() && range.end() >= params.number_of_key_groups {
-            return Err(Error::InvalidArgument(format!(
-                "key-group range {range} does not fit max parallelism {}",
-                params.number_of_key_groups
-            )));
-        }
         let source = HeapSnapshotSource {
             heap: Arc::new(Mutex::new(Heap {
-                tables: HeapTables::new(range, params.number_of_key_groups),
+                tables: HeapTables::new(range, params.max_parallelism),
                 incremental: None,
             })),
             key_serializer: Arc::from(params.key_serializer.as_str()),
@@ -361,8 +354,8 @@ impl KeyedStateBackend for HeapKeyedStateBackend {
         self.params.key_group_range
     }
 
-    fn number_of_key_groups(&self) -> u32 {
-        self.params.number_of_key_groups
+    fn max_parallelism(&self) -> MaxParallelism {
+        self.params.max_parallelism
     }
 
     fn register_state(&mut self, meta: &StateMetaInfo) -> Result<()> {

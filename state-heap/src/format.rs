@@ -47,8 +47,8 @@
 
 use std::sync::Arc;
 
-use state_api::key_group::KeyGroupRangeAssignment;
 use state_api::{Error, Result};
+use state_format::key_group_prefix::write_key_group_prefix;
 use state_format::keyed_format::{
     CompositeKey, KeyGroupEntryWriter, KeyedEntry, decode_list, encode_list,
 };
@@ -136,7 +136,7 @@ fn key_starter(group: &KeyGroupEntryWriter<'_>) -> impl Fn(&mut Vec<u8>, &[u8]) 
     let prefix_bytes = group.composite_key().prefix_bytes();
     move |key: &mut Vec<u8>, state_key: &[u8]| {
         key.clear();
-        KeyGroupRangeAssignment::write_key_group_prefix(key_group, prefix_bytes, key);
+        write_key_group_prefix(key_group, prefix_bytes, key);
         key.extend_from_slice(state_key);
     }
 }

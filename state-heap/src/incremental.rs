@@ -125,7 +125,7 @@ impl HeapIncrementalOptions {
 ///
 /// state_heap::link();
 /// let registry = Registry::global();
-/// let mut params = KeyedBackendParams::new(128, KeyGroupRange::new(0, 127)?);
+/// let mut params = KeyedBackendParams::new(state_api::MaxParallelism::new(128)?, KeyGroupRange::new(0, 127)?);
 /// params.strategy = Some("heap-incremental".into());
 /// let mut backend = HeapKeyedStateBackend::new(params.clone(), registry)?;
 /// backend.register_state(&StateMetaInfo::value("count", "void", "u64-be"))?;

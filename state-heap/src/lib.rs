@@ -27,7 +27,7 @@
 //!
 //! state_heap::link();
 //! let registry = Registry::global();
-//! let params = KeyedBackendParams::new(128, KeyGroupRange::new(0, 127)?);
+//! let params = KeyedBackendParams::new(state_api::MaxParallelism::new(128)?, KeyGroupRange::new(0, 127)?);
 //! let mut backend = registry.keyed_backend("heap")?.create(params, registry)?;
 //!
 //! let count = ValueState::register(&mut *backend, "count", VoidSerializer, U64Serializer)?;

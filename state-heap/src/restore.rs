@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use state_api::{
     Error, HandleAndLocalPath, IncrementalRemoteKeyedStateHandle, KeyGroupsStateHandle,
-    KeyedBackendParams, KeyedStateHandle, Registry, Result, StreamStateHandle,
+    KeyedBackendParams, KeyedStateHandle, MaxParallelism, Registry, Result, StreamStateHandle,
 };
 use state_format::KeyedBackendSerializationProxy;
 use state_format::file_manifest::FileManifest;
@@ -298,7 +298,7 @@ fn read_key_group(
     sources: &[Source],
     readers: &mut [Option<KeyedSnapshotReader>],
     registry: &Registry,
-    max_parallelism: u32,
+    max_parallelism: MaxParallelism,
 ) -> Result<()> {
     for (source, reader) in sources.iter().zip(readers.iter_mut()) {
         let range = source.handle.key_group_range();
@@ -345,7 +345,7 @@ pub(crate) struct IncrementalMeta {
 /// [`Error::Unsupported`] for the incremental snapshot of another backend.
 pub(crate) fn read_meta(
     handle: &IncrementalRemoteKeyedStateHandle,
-    max_parallelism: u32,
+    max_parallelism: MaxParallelism,
 ) -> Result<IncrementalMeta> {
     let incremental_meta::IncrementalMeta {
         header,

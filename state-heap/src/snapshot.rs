@@ -37,7 +37,7 @@ use crate::format::{EntryBuffers, write_key_group};
 ///
 /// state_heap::link();
 /// let registry = Registry::global();
-/// let params = KeyedBackendParams::new(128, KeyGroupRange::new(0, 127)?);
+/// let params = KeyedBackendParams::new(state_api::MaxParallelism::new(128)?, KeyGroupRange::new(0, 127)?);
 /// let mut backend = HeapKeyedStateBackend::new(params.clone(), registry)?;
 /// backend.register_state(&StateMetaInfo::value("count", "void", "u64-be"))?;
 /// backend.set_current_key(b"alice")?;

@@ -16,7 +16,7 @@
 
 use std::sync::Arc;
 
-use state_api::{Error, KeyGroupRange, Result, StateKind, StateMetaInfo};
+use state_api::{Error, KeyGroupRange, MaxParallelism, Result, StateKind, StateMetaInfo};
 
 /// Serialized bytes, shared between versions.
 pub(crate) type Bytes = Arc<[u8]>;
@@ -103,12 +103,12 @@ impl StateTable {
 #[derive(Debug, Clone)]
 pub(crate) struct HeapTables {
     pub(crate) range: KeyGroupRange,
-    pub(crate) max_parallelism: u32,
+    pub(crate) max_parallelism: MaxParallelism,
     pub(crate) states: Vec<StateTable>,
 }
 
 impl HeapTables {
-    pub(crate) fn new(range: KeyGroupRange, max_parallelism: u32) -> Self {
+    pub(crate) fn new(range: KeyGroupRange, max_parallelism: MaxParallelism) -> Self {
         HeapTables {
             range,
             max_parallelism,

@@ -15,6 +15,7 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use state_api::MaxParallelism;
 use state_api::{
     CheckpointOptions, KeyGroupRange, KeyedBackendParams, KeyedStateBackend, Registry,
     StateMetaInfo,
@@ -90,7 +91,8 @@ fn value(key: u64, generation: u8) -> Vec<u8> {
 fn filled(n: u64) -> HeapKeyedStateBackend {
     state_heap::link();
     let registry = Registry::global();
-    let params = KeyedBackendParams::new(128, KeyGroupRange::new(0, 127).unwrap());
+    let params =
+        KeyedBackendParams::new(MaxParallelism::of(128), KeyGroupRange::new(0, 127).unwrap());
     let mut backend = HeapKeyedStateBackend::new(params, registry).unwrap();
     backend
         .register_state(&StateMetaInfo::value(STATE, "void", "bytes"))

@@ -10,6 +10,7 @@ use std::io::{self, Write};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 
+use state_api::MaxParallelism;
 use state_api::{
     CheckpointOptions, CheckpointStateOutputStream, CheckpointStreamFactory,
     CheckpointedStateScope, Closeable, Error, KeyGroupRange, KeyedBackendParams, KeyedStateBackend,
@@ -22,7 +23,7 @@ const STATE: &str = "counts";
 const LISTS: &str = "events";
 
 fn params() -> KeyedBackendParams {
-    KeyedBackendParams::new(128, KeyGroupRange::new(0, 127).unwrap())
+    KeyedBackendParams::new(MaxParallelism::of(128), KeyGroupRange::new(0, 127).unwrap())
 }
 
 fn backend() -> HeapKeyedStateBackend {

@@ -29,13 +29,13 @@ use rocksdb::{
     BlockBasedOptions, BoundColumnFamily, Cache, ColumnFamilyDescriptor, DB, MergeOperands,
     Options, ReadOptions, WriteBatch, WriteOptions,
 };
-use state_api::key_group::KeyGroupRangeAssignment;
 use state_api::{
     AsyncSnapshotTask, CheckpointListener, CheckpointOptions, CheckpointStreamFactory,
     CloseableRegistry, Error, KeyGroupRange, KeyedBackendParams, KeyedSnapshotResult,
-    KeyedStateBackend, KeyedStateHandle, Lease, Registry, ResourceGuard, Result, SnapshotStrategy,
-    SnapshotStrategyRunner, StateKind, StateMetaInfo,
+    KeyedStateBackend, KeyedStateHandle, Lease, MaxParallelism, Registry, ResourceGuard, Result,
+    SnapshotStrategy, SnapshotStrategyRunner, StateKind, StateMetaInfo,
 };
+use state_format::key_group_prefix::write_key_group_prefix;
 use state_format::keyed_format::{CompositeKey, decode_list, encode_list};
 use tempfile::TempDir;
 
@@ -70,7 +70,7 @@ pub(crate) fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
 /// The key-group prefix of `key_group`: where its key range starts.
 pub(crate) fn key_group_start(key_group: u32, prefix_bytes: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(prefix_bytes);
-    KeyGroupRangeAssignment::write_key_group_prefix(key_group, prefix_bytes, &mut out);
+    write_key_group_prefix(key_group, prefix_bytes, &mut out);
     out
 }
 
@@ -191,7 +191,7 @@ struct SourceInner {
     guard: ResourceGuard,
     states: Mutex<Vec<StateMetaInfo>>,
     range: KeyGroupRange,
-    max_parallelism: u32,
+    max_parallelism: MaxParallelism,
     key_serializer: String,
     db_path: PathBuf,
     incremental: Mutex<IncrementalHistory>,
@@ -243,7 +243,7 @@ impl RocksDBSnapshotSource {
     }
 
     /// Max parallelism of the job.
-    pub fn max_parallelism(&self) -> u32 {
+    pub fn max_parallelism(&self) -> MaxParallelism {
         self.inner.max_parallelism
     }
 
@@ -307,7 +307,7 @@ struct CurrentKey {
 ///
 /// state_rocksdb::link();
 /// let dir = tempfile::tempdir()?;
-/// let mut params = KeyedBackendParams::new(128, KeyGroupRange::new(0, 127)?);
+/// let mut params = KeyedBackendParams::new(state_api::MaxParallelism::new(128)?, KeyGroupRange::new(0, 127)?);
 /// params.working_dir = Some(dir.path().to_path_buf());
 /// let mut backend = RocksDBKeyedStateBackend::new(params, Registry::global())?;
 /// backend.register_state(&StateMetaInfo::list("events", "void", "bytes"))?;
@@ -374,14 +374,8 @@ impl RocksDBKeyedStateBackend {
         registry: &Registry,
         prepare: impl FnOnce(&Path) -> Result<Opened>,
     ) -> Result<Self> {
-        KeyGroupRangeAssignment::check_max_parallelism(params.number_of_key_groups)?;
+        params.check_range()?;
         let range = params.key_group_range;
-        if !range.is_empty() && range.end() >= params.number_of_key_groups {
-            return Err(Error::InvalidArgument(format!(
-                "key-group range {range} does not fit max parallelism {}",
-                params.number_of_key_groups
-            )));
-        }
         let options = RocksDBOptions::from_params(&params.options)?;
         let (db_path, temp_dir) = db_directory(params.working_dir.as_deref())?;
         let cache = Cache::new_lru_cache(options.block_cache_size);
@@ -407,7 +401,7 @@ impl RocksDBKeyedStateBackend {
                 guard: ResourceGuard::new(format!("RocksDB of key groups {range}")),
                 states: Mutex::new(opened.states),
                 range,
-                max_parallelism: params.number_of_key_groups,
+                max_parallelism: params.max_parallelism,
                 key_serializer: params.key_serializer.clone(),
                 db_path,
                 incremental: Mutex::new(opened.history),
@@ -429,7 +423,7 @@ impl RocksDBKeyedStateBackend {
         write_options.disable_wal(true);
         Ok(RocksDBKeyedStateBackend {
             db: Some(db),
-            composite: CompositeKey::new(params.number_of_key_groups),
+            composite: CompositeKey::new(params.max_parallelism),
             source,
             params,
             options,
@@ -470,8 +464,8 @@ impl RocksDBKeyedStateBackend {
         self.params.key_group_range
     }
 
-    pub(crate) fn number_of_key_groups_internal(&self) -> u32 {
-        self.params.number_of_key_groups
+    pub(crate) fn max_parallelism_internal(&self) -> MaxParallelism {
+        self.params.max_parallelism
     }
 
     pub(crate) fn key_serializer(&self) -> &str {
@@ -629,8 +623,8 @@ impl KeyedStateBackend for RocksDBKeyedStateBackend {
         self.params.key_group_range
     }
 
-    fn number_of_key_groups(&self) -> u32 {
-        self.params.number_of_key_groups
+    fn max_parallelism(&self) -> MaxParallelism {
+        self.params.max_parallelism
     }
 
     fn register_state(&mut self, meta: &StateMetaInfo) -> Result<()> {
@@ -650,7 +644,7 @@ impl KeyedStateBackend for RocksDBKeyedStateBackend {
             .current
             .get_or_insert_with(|| CurrentKey { prefix: Vec::new() });
         current.prefix.clear();
-        KeyGroupRangeAssignment::write_key_group_prefix(
+        write_key_group_prefix(
             key_group,
             self.composite.prefix_bytes(),
             &mut current.prefix,

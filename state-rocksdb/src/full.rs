@@ -135,8 +135,7 @@ impl AsyncSnapshotCallable<KeyedSnapshotResult> for RocksFullAsyncSnapshot {
             .collect::<Result<Vec<_>>>()?;
         let range = self.source.key_group_range();
         let max_parallelism = self.source.max_parallelism();
-        let prefix_bytes =
-            state_api::KeyGroupRangeAssignment::key_group_prefix_bytes(max_parallelism);
+        let prefix_bytes = max_parallelism.prefix_bytes();
 
         let header = KeyedBackendSerializationProxy::new(
             self.source.key_serializer(),

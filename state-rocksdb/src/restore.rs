@@ -9,8 +9,8 @@ use std::sync::Arc;
 use rocksdb::{ColumnFamilyDescriptor, DB, Options, ReadOptions, WriteBatch};
 use state_api::{
     Error, HandleAndLocalPath, IncrementalLocalKeyedStateHandle, IncrementalRemoteKeyedStateHandle,
-    KeyGroupsStateHandle, KeyedBackendParams, KeyedStateBackend, KeyedStateHandle, Registry,
-    Result, StateKind,
+    KeyGroupsStateHandle, KeyedBackendParams, KeyedStateBackend, KeyedStateHandle, MaxParallelism,
+    Registry, Result, StateKind,
 };
 use state_format::file_manifest::FileManifest;
 use state_format::incremental_meta;
@@ -67,7 +67,7 @@ fn restore(
         && incremental.key_group_range == range
     {
         let key_serializer = params.key_serializer.clone();
-        let max_parallelism = params.number_of_key_groups;
+        let max_parallelism = params.max_parallelism;
         return RocksDBKeyedStateBackend::open(params, registry, |db_path| {
             open_incremental(incremental, &key_serializer, max_parallelism, db_path)
         });
@@ -161,7 +161,7 @@ fn restore_part(
 fn download_all(
     handle: &IncrementalRemoteKeyedStateHandle,
     key_serializer: &str,
-    max_parallelism: u32,
+    max_parallelism: MaxParallelism,
     dir: &Path,
 ) -> Result<(
     Vec<state_api::StateMetaInfo>,
@@ -249,7 +249,7 @@ fn check_files_listed(
 fn open_incremental(
     handle: &IncrementalRemoteKeyedStateHandle,
     key_serializer: &str,
-    max_parallelism: u32,
+    max_parallelism: MaxParallelism,
     db_path: &Path,
 ) -> Result<Opened> {
     let (states, shared) = download_all(handle, key_serializer, max_parallelism, db_path)?;
@@ -273,7 +273,7 @@ fn copy_incremental(
     let (states, _) = download_all(
         handle,
         backend.key_serializer(),
-        backend.number_of_key_groups_internal(),
+        backend.max_parallelism_internal(),
         &dir,
     )?;
     let mut options = Options::default();
@@ -336,7 +336,7 @@ fn restore_handle(
     handle: &KeyGroupsStateHandle,
 ) -> Result<()> {
     let composite = backend.composite_key();
-    let max_parallelism = backend.number_of_key_groups_internal();
+    let max_parallelism = backend.max_parallelism_internal();
     let mut reader = KeyedSnapshotReader::open(handle, registry, max_parallelism)?;
     let header = reader.header().clone();
     header.check_key_serializer(backend.key_serializer(), &handle.delegate().describe())?;

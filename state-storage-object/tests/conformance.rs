@@ -20,8 +20,8 @@ use snapstate_tests::storage::{StorageProvider, StorageUnderTest, with_storage};
 use state_api::{
     CheckpointMetadata, CheckpointOptions, CheckpointStorage, CheckpointStreamFactory,
     CheckpointType, IncrementalRemoteKeyedStateHandle, InstanceSnapshot, KeyGroupRange,
-    KeyGroupRangeAssignment, KeyedBackendParams, KeyedStateBackend, KeyedStateHandle, Registry,
-    Result, SharedStateRegistry, StateMetaInfo,
+    KeyedBackendParams, KeyedStateBackend, KeyedStateHandle, MaxParallelism, Registry, Result,
+    SharedStateRegistry, StateMetaInfo,
 };
 use state_storage_object::{ObjectCheckpointStorage, ObjectStoreOptions};
 use support::MotoServer;
@@ -244,7 +244,7 @@ fn params(range: KeyGroupRange, dir: &Path, name: &str) -> KeyedBackendParams {
     KeyedBackendParams {
         strategy: Some("rocksdb-incremental".into()),
         working_dir: Some(working_dir),
-        ..KeyedBackendParams::new(128, range)
+        ..KeyedBackendParams::new(MaxParallelism::of(128), range)
     }
 }
 
@@ -294,7 +294,8 @@ fn checkpoint(
         .downcast_ref::<IncrementalRemoteKeyedStateHandle>()
         .expect("an incremental checkpoint");
     let retained = shared.register(incremental).unwrap();
-    let mut metadata = CheckpointMetadata::new(id, id, CheckpointType::Checkpoint, 128);
+    let mut metadata =
+        CheckpointMetadata::new(id, id, CheckpointType::Checkpoint, MaxParallelism::of(128));
     metadata.instances.push(InstanceSnapshot {
         index: 0,
         keyed: vec![Arc::new(shared.resolve(&retained).unwrap())],
@@ -368,9 +369,7 @@ fn incremental_checkpoints_commit_restore_rescale_and_discard_on_s3() {
     check(&mut *restored, (0..5000).step_by(7).chain(0..50), round);
     restored.close().unwrap();
     for index in 0..2 {
-        let range =
-            KeyGroupRangeAssignment::compute_key_group_range_for_operator_index(128, 2, index)
-                .unwrap();
+        let range = MaxParallelism::of(128).range_for(index, 2).unwrap();
         let mut half = factory
             .restore(
                 params(range, dir.path(), &format!("half-{index}")),
@@ -378,12 +377,8 @@ fn incremental_checkpoints_commit_restore_rescale_and_discard_on_s3() {
                 &handles,
             )
             .unwrap();
-        let owned = (0..5000u32).filter(|key| {
-            range.contains(KeyGroupRangeAssignment::assign_to_key_group(
-                &key.to_be_bytes(),
-                128,
-            ))
-        });
+        let owned = (0..5000u32)
+            .filter(|key| range.contains(MaxParallelism::of(128).key_group_of(&key.to_be_bytes())));
         check(&mut *half, owned, round);
         half.close().unwrap();
     }

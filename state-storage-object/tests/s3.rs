@@ -11,6 +11,7 @@ mod support;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::sync::Arc;
 
+use state_api::MaxParallelism;
 use state_api::checkpoint_metadata::{CheckpointMetadata, InstanceSnapshot};
 use state_api::{
     ByteStreamStateHandle, CheckpointStateOutputStream, CheckpointStreamFactory, CheckpointType,
@@ -224,7 +225,12 @@ fn closing_after_completion_keeps_the_object() {
 fn metadata(checkpoint_id: u64, handle: Arc<dyn StreamStateHandle>) -> CheckpointMetadata {
     let offsets =
         KeyGroupRangeOffsets::with_offsets(KeyGroupRange::new(0, 0).unwrap(), vec![0]).unwrap();
-    let mut metadata = CheckpointMetadata::new(checkpoint_id, 7, CheckpointType::Checkpoint, 128);
+    let mut metadata = CheckpointMetadata::new(
+        checkpoint_id,
+        7,
+        CheckpointType::Checkpoint,
+        MaxParallelism::of(128),
+    );
     metadata.instances.push(InstanceSnapshot {
         index: 0,
         keyed: vec![Arc::new(KeyGroupsStateHandle::new(offsets, handle))],

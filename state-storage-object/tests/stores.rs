@@ -8,6 +8,7 @@
 use std::io::{Read, Write};
 use std::sync::Arc;
 
+use state_api::MaxParallelism;
 use state_api::{
     CheckpointMetadata, CheckpointStreamFactory, CheckpointType, CheckpointedStateScope, Error,
     StateObject, StreamStateHandle,
@@ -66,7 +67,7 @@ fn check_store(url: &str) {
             10,
             0,
             CheckpointType::Checkpoint,
-            128,
+            MaxParallelism::of(128),
         ))
         .unwrap();
     storage.discard_checkpoint(1).unwrap();

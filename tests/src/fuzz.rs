@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
+use state_api::MaxParallelism;
 use state_api::{
     ByteStreamStateHandle, CheckpointOptions, KeyGroupRange, KeyGroupsStateHandle,
     KeyedBackendParams, KeyedStateHandle, OperatorBackendParams, OperatorStateMetaInfo,
@@ -19,7 +20,7 @@ use state_format::KeyedBackendSerializationProxy;
 use state_format::keyed_format::KeyedSnapshotReader;
 use state_storage_local::MemoryCheckpointStreamFactory;
 
-const MAX_PARALLELISM: u32 = 8;
+const MAX_PARALLELISM: MaxParallelism = MaxParallelism::of(8);
 
 /// A valid snapshot: its handle (layout) and its stream's bytes.
 struct Template<H> {
@@ -39,7 +40,7 @@ fn stream_bytes(stream: &Arc<dyn StreamStateHandle>) -> Vec<u8> {
 
 fn keyed_template(registry: &Registry, backend: &str) -> Template<KeyGroupsStateHandle> {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temporary directory: {e}"));
-    let range = KeyGroupRange::new(0, MAX_PARALLELISM - 1)
+    let range = KeyGroupRange::new(0, MAX_PARALLELISM.get() - 1)
         .unwrap_or_else(|e| panic!("invariant: a valid range: {e}"));
     let params = KeyedBackendParams {
         working_dir: Some(dir.path().to_path_buf()),
@@ -219,12 +220,8 @@ fn stored_template(registry: &Registry) -> &'static StoredTemplate {
         let mut metadata =
             CheckpointMetadata::new(1, 0, CheckpointType::Checkpoint, MAX_PARALLELISM);
         for (index, strategy) in [(0u32, "heap"), (1, "heap-incremental")] {
-            let range =
-                state_api::KeyGroupRangeAssignment::compute_key_group_range_for_operator_index(
-                    MAX_PARALLELISM,
-                    2,
-                    index,
-                )
+            let range = MAX_PARALLELISM
+                .range_for(index, 2)
                 .unwrap_or_else(|e| panic!("invariant: a valid range: {e}"));
             let mut params = KeyedBackendParams::new(MAX_PARALLELISM, range);
             params.strategy = Some(strategy.to_owned());
@@ -236,8 +233,7 @@ fn stored_template(registry: &Registry) -> &'static StoredTemplate {
                 .unwrap_or_else(|e| panic!("register: {e}"));
             for key in 0..64u64 {
                 let key = key.to_be_bytes();
-                let group =
-                    state_api::KeyGroupRangeAssignment::assign_to_key_group(&key, MAX_PARALLELISM);
+                let group = MAX_PARALLELISM.key_group_of(&key);
                 if range.contains(group) {
                     live.set_current_key(&key)
                         .and_then(|()| live.put_value("v", b"", &[7; 16]))
@@ -314,13 +310,7 @@ pub fn metadata_restore(registry: &Registry, data: &[u8]) -> bool {
         let operators = metadata.operator_handles();
         registered.is_ok()
             && (0..2u32).all(|index| {
-                let Ok(range) =
-                    state_api::KeyGroupRangeAssignment::compute_key_group_range_for_operator_index(
-                        MAX_PARALLELISM,
-                        2,
-                        index,
-                    )
-                else {
+                let Ok(range) = MAX_PARALLELISM.range_for(index, 2) else {
                     return false;
                 };
                 let keyed = registry.keyed_backend("heap").and_then(|factory| {

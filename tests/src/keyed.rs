@@ -37,7 +37,7 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 use proptest::test_runner::TestRunner;
-use state_api::key_group::KeyGroupRangeAssignment;
+use state_api::MaxParallelism;
 use state_api::{
     AsyncSnapshotTask, CheckpointOptions, CheckpointStreamFactory, Error,
     IncrementalRemoteKeyedStateHandle, KeyGroupRange, KeyGroupsStateHandle, KeyedBackendParams,
@@ -52,7 +52,7 @@ use crate::compression::{random_bytes, text_bytes};
 use crate::support::{self, KitStorage};
 
 /// Max parallelism (number of key groups) of every backend the kit creates.
-pub const MAX_PARALLELISM: u32 = 128;
+pub const MAX_PARALLELISM: MaxParallelism = MaxParallelism::of(128);
 
 /// What a keyed backend can promise beyond the basic contract.
 #[derive(Debug, Clone, Copy, Default)]
@@ -84,18 +84,18 @@ fn standard_states() -> [StateMetaInfo; 4] {
 }
 
 fn full_range() -> KeyGroupRange {
-    KeyGroupRange::new(0, MAX_PARALLELISM - 1)
+    KeyGroupRange::new(0, MAX_PARALLELISM.get() - 1)
         .expect("invariant: 0..=127 is a valid key-group range")
 }
 
 fn key_group(key: &[u8]) -> u32 {
-    KeyGroupRangeAssignment::assign_to_key_group(key, MAX_PARALLELISM)
+    MAX_PARALLELISM.key_group_of(key)
 }
 
 /// Keys, in a fixed order, such that every key group of `range` holds `per_group` of them;
 /// the empty key is the first one when its key group is in `range`.
 fn keys_covering(range: KeyGroupRange, per_group: usize) -> Vec<Vec<u8>> {
-    let mut counts = vec![0usize; MAX_PARALLELISM as usize];
+    let mut counts = vec![0usize; MAX_PARALLELISM.get() as usize];
     let mut missing = range.len() as usize * per_group;
     let mut keys = Vec::with_capacity(missing);
     let candidates = std::iter::once(Vec::new())
@@ -1083,11 +1083,7 @@ pub fn rescale(
 
 fn range_of(bed: &TestBed<'_>, parallelism: u32, index: u32) -> KeyGroupRange {
     bed.ok(
-        KeyGroupRangeAssignment::compute_key_group_range_for_operator_index(
-            MAX_PARALLELISM,
-            parallelism,
-            index,
-        ),
+        MAX_PARALLELISM.range_for(index, parallelism),
         format_args!("range of instance {index} of {parallelism}"),
     )
 }
@@ -1152,14 +1148,14 @@ pub fn rescale_chain(
 /// backend with 1024 key groups round trips every key and splits into two instances, each
 /// holding exactly the keys of its key groups.
 pub fn large_max_parallelism(backend: &str, registry: &Registry, compression: &str) {
-    const LARGE: u32 = 1024;
+    const LARGE: MaxParallelism = MaxParallelism::of(1024);
     let bed = TestBed::new(backend, registry, compression, "max parallelism 1024");
     let params = |range: KeyGroupRange| KeyedBackendParams {
-        number_of_key_groups: LARGE,
+        max_parallelism: LARGE,
         ..bed.params(range)
     };
     let range = |start: u32, end: u32| bed.ok(KeyGroupRange::new(start, end), "a key-group range");
-    let all = range(0, LARGE - 1);
+    let all = range(0, LARGE.get() - 1);
     let mut live = bed.ok(bed.try_create(params(all)), "creating a backend");
     let meta = StateMetaInfo::value(COUNT, "bytes", "bytes");
     bed.ok(live.register_state(&meta), "registering a state");
@@ -1173,7 +1169,10 @@ pub fn large_max_parallelism(backend: &str, registry: &Registry, compression: &s
     }
     let storage = bed.storage("checkpoints", None);
     let handles = [bed.handle(&bed.snapshot(&mut *live, &storage, 1))];
-    let halves = [range(0, LARGE / 2 - 1), range(LARGE / 2, LARGE - 1)];
+    let halves = [
+        range(0, LARGE.get() / 2 - 1),
+        range(LARGE.get() / 2, LARGE.get() - 1),
+    ];
     let mut restored_keys = 0;
     for part in std::iter::once(all).chain(halves) {
         let mut restored = bed.ok(
@@ -1182,7 +1181,7 @@ pub fn large_max_parallelism(backend: &str, registry: &Registry, compression: &s
         );
         let owned: Vec<&Vec<u8>> = keys
             .iter()
-            .filter(|key| part.contains(KeyGroupRangeAssignment::assign_to_key_group(key, LARGE)))
+            .filter(|key| part.contains(LARGE.key_group_of(key)))
             .collect();
         let mut listed = bed.ok(restored.keys(COUNT, b""), "listing keys");
         listed.sort();
@@ -2234,11 +2233,7 @@ pub fn run_model_steps(backend: &str, registry: &Registry, compression: &str, st
                 };
                 for index in 0..*parallelism {
                     let range = bed.ok(
-                        KeyGroupRangeAssignment::compute_key_group_range_for_operator_index(
-                            MAX_PARALLELISM,
-                            *parallelism,
-                            index,
-                        ),
+                        MAX_PARALLELISM.range_for(index, *parallelism),
                         "computing a range",
                     );
                     let mut instance = bed.restore(range, std::slice::from_ref(&handle));

@@ -14,6 +14,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use state_api::MaxParallelism;
 use state_api::{
     CheckpointOptions, IncrementalRemoteKeyedStateHandle, KeyGroupRange, KeyedBackendParams,
     KeyedStateBackend, KeyedStateHandle, OperatorBackendParams, OperatorStateMetaInfo,
@@ -21,7 +22,7 @@ use state_api::{
 };
 use state_storage_local::MemoryCheckpointStreamFactory;
 
-const MAX_PARALLELISM: u32 = 128;
+const MAX_PARALLELISM: MaxParallelism = MaxParallelism::of(128);
 const DECORATORS: [&str; 3] = ["none", "snappy", "lz4"];
 
 fn fixtures(format: &str, version: u32) -> PathBuf {
@@ -40,7 +41,7 @@ fn registry() -> &'static Registry {
 fn params(compression: &str) -> KeyedBackendParams {
     let mut params = KeyedBackendParams::new(
         MAX_PARALLELISM,
-        KeyGroupRange::new(0, MAX_PARALLELISM - 1).unwrap(),
+        KeyGroupRange::new(0, MAX_PARALLELISM.get() - 1).unwrap(),
     );
     params.compression = compression.to_owned();
     params.key_serializer = "u64-be".to_owned();

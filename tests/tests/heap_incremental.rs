@@ -17,13 +17,13 @@ use proptest::test_runner::{Config, TestRunner};
 use snapstate_tests::faults::{Fault, FaultyStreamFactory};
 use state_api::{
     AsyncSnapshotTask, CheckpointOptions, Error, IncrementalRemoteKeyedStateHandle, KeyGroupRange,
-    KeyGroupRangeAssignment, KeyGroupsStateHandle, KeyedBackendParams, KeyedSnapshotResult,
-    KeyedStateBackend, KeyedStateHandle, PlaceholderStreamStateHandle, PluginKind, Registry,
+    KeyGroupsStateHandle, KeyedBackendParams, KeyedSnapshotResult, KeyedStateBackend,
+    KeyedStateHandle, MaxParallelism, PlaceholderStreamStateHandle, PluginKind, Registry,
     SharedStateRegistry, StateMetaInfo, StateObject,
 };
 use state_storage_local::{FileStateHandle, LocalCheckpointStorage};
 
-const MAX_PARALLELISM: u32 = 128;
+const MAX_PARALLELISM: MaxParallelism = MaxParallelism::of(128);
 const VALUES: &str = "values";
 const LISTS: &str = "lists";
 const MAPS: &str = "maps";
@@ -37,7 +37,7 @@ fn registry() -> &'static Registry {
 }
 
 fn full_range() -> KeyGroupRange {
-    KeyGroupRange::new(0, MAX_PARALLELISM - 1).unwrap()
+    KeyGroupRange::new(0, MAX_PARALLELISM.get() - 1).unwrap()
 }
 
 fn params(range: KeyGroupRange, compression: &str) -> KeyedBackendParams {
@@ -133,12 +133,7 @@ impl Model {
 
     /// The part of the model in `range`.
     fn in_range(&self, range: KeyGroupRange) -> Model {
-        let keep = |key: &Vec<u8>| {
-            range.contains(KeyGroupRangeAssignment::assign_to_key_group(
-                key,
-                MAX_PARALLELISM,
-            ))
-        };
+        let keep = |key: &Vec<u8>| range.contains(MAX_PARALLELISM.key_group_of(key));
         Model {
             values: self
                 .values
@@ -879,12 +874,7 @@ fn check_restore(job: &Job, id: u64, parallelism: u32) -> Result<(), TestCaseErr
     let (_, expected) = &job.retained[&id];
     let handle = job.restorable(id);
     for index in 0..parallelism {
-        let range = KeyGroupRangeAssignment::compute_key_group_range_for_operator_index(
-            MAX_PARALLELISM,
-            parallelism,
-            index,
-        )
-        .unwrap();
+        let range = MAX_PARALLELISM.range_for(index, parallelism).unwrap();
         let mut restored =
             restore(params(range, "none"), std::slice::from_ref(&handle)).map_err(|err| {
                 TestCaseError::fail(format!("restoring checkpoint {id} into {range}: {err}"))

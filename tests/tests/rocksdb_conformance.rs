@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use snapstate_tests::keyed::{self, KeyedBackendCapabilities, RESCALINGS};
 use state_api::{
-    CheckpointOptions, KeyGroupRange, KeyGroupRangeAssignment, KeyedBackendParams,
-    KeyedStateBackend, KeyedStateHandle, PluginKind, Registry, StateMetaInfo,
+    CheckpointOptions, KeyGroupRange, KeyedBackendParams, KeyedStateBackend, KeyedStateHandle,
+    MaxParallelism, PluginKind, Registry, StateMetaInfo,
 };
 use state_storage_local::MemoryCheckpointStreamFactory;
 
@@ -113,7 +113,7 @@ fn rocksdb_local_recovery() {
 
 // Savepoints between backends.
 
-const MAX_PARALLELISM: u32 = 128;
+const MAX_PARALLELISM: MaxParallelism = MaxParallelism::of(128);
 
 fn params(range: KeyGroupRange, dir: &tempfile::TempDir) -> KeyedBackendParams {
     KeyedBackendParams {
@@ -158,7 +158,7 @@ fn check(backend: &mut dyn KeyedStateBackend, case: &str) {
     let range = backend.key_group_range();
     let mut expected = 0;
     for (i, key) in (0u64..).zip(keys()) {
-        let group = KeyGroupRangeAssignment::assign_to_key_group(&key, MAX_PARALLELISM);
+        let group = MAX_PARALLELISM.key_group_of(&key);
         if !range.contains(group) {
             continue;
         }
@@ -198,7 +198,7 @@ fn savepoint(backend: &mut dyn KeyedStateBackend) -> Arc<dyn KeyedStateHandle> {
 fn savepoints_move_between_heap_and_rocksdb_also_when_rescaling() {
     let registry = registry();
     let dir = tempfile::tempdir().unwrap();
-    let full = KeyGroupRange::new(0, MAX_PARALLELISM - 1).unwrap();
+    let full = KeyGroupRange::new(0, MAX_PARALLELISM.get() - 1).unwrap();
     let halves = [
         KeyGroupRange::new(0, 63).unwrap(),
         KeyGroupRange::new(64, 127).unwrap(),

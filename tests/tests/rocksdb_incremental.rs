@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use state_api::MaxParallelism;
 use state_api::{
     CheckpointListener, CheckpointOptions, Error, IncrementalRemoteKeyedStateHandle, KeyGroupRange,
     KeyedBackendParams, KeyedStateBackend, KeyedStateHandle, PlaceholderStreamStateHandle,
@@ -16,7 +17,7 @@ use state_rocksdb::RocksDBKeyedStateBackend;
 use state_storage_local::{FileStateHandle, LocalCheckpointStorage};
 use tempfile::TempDir;
 
-const MAX_PARALLELISM: u32 = 128;
+const MAX_PARALLELISM: MaxParallelism = MaxParallelism::of(128);
 const KEYS: u64 = 20_000;
 
 fn registry() -> &'static Registry {
@@ -78,7 +79,7 @@ impl Setup {
 }
 
 fn full() -> KeyGroupRange {
-    KeyGroupRange::new(0, MAX_PARALLELISM - 1).unwrap()
+    KeyGroupRange::new(0, MAX_PARALLELISM.get() - 1).unwrap()
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {

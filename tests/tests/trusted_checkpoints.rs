@@ -20,14 +20,14 @@ use std::sync::Arc;
 use state_api::checkpoint_metadata::METADATA_FILE;
 use state_api::{
     CheckpointMetadata, CheckpointOptions, CheckpointStreamFactory, CheckpointType, Error,
-    IncrementalRemoteKeyedStateHandle, InstanceSnapshot, KeyGroupRange, KeyGroupRangeAssignment,
-    KeyedBackendParams, KeyedStateBackend, KeyedStateHandle, OperatorBackendParams,
+    IncrementalRemoteKeyedStateHandle, InstanceSnapshot, KeyGroupRange, KeyedBackendParams,
+    KeyedStateBackend, KeyedStateHandle, MaxParallelism, OperatorBackendParams,
     OperatorStateMetaInfo, Registry, SharedStateRegistry, StateMetaInfo,
 };
 use state_format::metadata::frame_body;
 use state_storage_local::LocalCheckpointStorage;
 
-const MAX_PARALLELISM: u32 = 128;
+const MAX_PARALLELISM: MaxParallelism = MaxParallelism::of(128);
 const PARALLELISM: u32 = 2;
 const KEYS: u64 = 400;
 
@@ -47,20 +47,15 @@ const STRATEGIES: [(&str, &str); 4] = [
     ("rocksdb", "rocksdb-incremental"),
 ];
 
-fn range_of(index: u32, max_parallelism: u32) -> KeyGroupRange {
-    KeyGroupRangeAssignment::compute_key_group_range_for_operator_index(
-        max_parallelism,
-        PARALLELISM,
-        index,
-    )
-    .unwrap()
+fn range_of(index: u32, max_parallelism: MaxParallelism) -> KeyGroupRange {
+    max_parallelism.range_for(index, PARALLELISM).unwrap()
 }
 
 fn params(
     backend: &str,
     strategy: &str,
     index: u32,
-    max_parallelism: u32,
+    max_parallelism: MaxParallelism,
     work: &Path,
 ) -> KeyedBackendParams {
     let mut params = KeyedBackendParams::new(max_parallelism, range_of(index, max_parallelism));
@@ -113,8 +108,7 @@ fn write_checkpoints(root: &Path, backend: &str, strategy: &str) -> BTreeMap<u64
     let mut expected = BTreeMap::new();
     for checkpoint_id in 1..=2u64 {
         for key in (0..KEYS).filter(|key| checkpoint_id == 1 || key % 10 == 0) {
-            let group =
-                KeyGroupRangeAssignment::assign_to_key_group(&key.to_be_bytes(), MAX_PARALLELISM);
+            let group = MAX_PARALLELISM.key_group_of(&key.to_be_bytes());
             let (keyed, _) = instances
                 .iter_mut()
                 .find(|(keyed, _)| keyed.key_group_range().contains(group))
@@ -179,7 +173,7 @@ fn write_checkpoints(root: &Path, backend: &str, strategy: &str) -> BTreeMap<u64
 fn restore(
     root: &Path,
     backend: &str,
-    max_parallelism: u32,
+    max_parallelism: MaxParallelism,
 ) -> Result<Vec<Box<dyn KeyedStateBackend>>, Error> {
     let registry = registry();
     let work = tempfile::tempdir().unwrap();
@@ -217,8 +211,7 @@ fn check_contents(
     label: &str,
 ) {
     for (key, value) in expected {
-        let group =
-            KeyGroupRangeAssignment::assign_to_key_group(&key.to_be_bytes(), MAX_PARALLELISM);
+        let group = MAX_PARALLELISM.key_group_of(&key.to_be_bytes());
         let instance = instances
             .iter_mut()
             .find(|instance| instance.key_group_range().contains(group))
@@ -355,7 +348,7 @@ fn a_checkpoint_restores_only_with_its_own_max_parallelism() {
         let dir = tempfile::tempdir().unwrap();
         write_checkpoints(dir.path(), backend, strategy);
         for other in [64, 256] {
-            let err = restore(dir.path(), backend, other)
+            let err = restore(dir.path(), backend, MaxParallelism::of(other))
                 .err()
                 .unwrap_or_else(|| panic!("{label}: restored with {other} key groups"));
             assert!(
@@ -372,7 +365,7 @@ fn a_checkpoint_restores_only_with_its_own_max_parallelism() {
         let err = storage
             .load_checkpoint(2)
             .unwrap()
-            .check_max_parallelism(64)
+            .check_max_parallelism(MaxParallelism::of(64))
             .unwrap_err();
         assert!(err.to_string().contains("128"), "{label}: {err}");
     }

@@ -52,8 +52,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 use state_api::{
     CheckpointOptions, CheckpointStorage, CheckpointType, CheckpointedStateScope, KeyGroupRange,
-    KeyGroupRangeAssignment, KeyedBackendParams, KeyedStateBackend, KeyedStateHandle, PluginKind,
-    Registry, StateObject,
+    KeyedBackendParams, KeyedStateBackend, KeyedStateHandle, MaxParallelism, PluginKind, Registry,
+    StateObject,
 };
 use state_format::keyed_format::CompositeKey;
 use state_storage_local::LocalCheckpointStorage;
@@ -356,7 +356,7 @@ fn parse_option(option: &str) -> DynResult<(String, String)> {
 }
 
 fn params(args: &OneArgs, work: &Path) -> DynResult<KeyedBackendParams> {
-    let range = KeyGroupRange::new(0, MAX_PARALLELISM - 1)?;
+    let range = KeyGroupRange::new(0, MAX_PARALLELISM.get() - 1)?;
     let mut params = KeyedBackendParams::new(MAX_PARALLELISM, range);
     for option in &args.options {
         let (key, value) = parse_option(option)?;
@@ -639,11 +639,11 @@ fn disk_speed_once(dir: &Path, bytes: u64) -> DynResult<f64> {
 fn codec_speed(registry: &Registry, name: &str, workload: &Workload) -> DynResult<f64> {
     let decorator = registry.compression(name)?;
     let composite = CompositeKey::new(MAX_PARALLELISM);
-    let mut sections = vec![Vec::new(); MAX_PARALLELISM as usize];
+    let mut sections = vec![Vec::new(); MAX_PARALLELISM.get() as usize];
     let mut value = Vec::new();
     for key in 0..workload.n {
         let bytes = key.to_be_bytes();
-        let group = KeyGroupRangeAssignment::assign_to_key_group(&bytes, MAX_PARALLELISM);
+        let group = MAX_PARALLELISM.key_group_of(&bytes);
         let composite_key = composite.build(group, &bytes, b"");
         let section = &mut sections[group as usize];
         for state in 0..workload.s {

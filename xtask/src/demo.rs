@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use state_api::{
-    CheckpointOptions, CheckpointType, KeyGroupRange, KeyGroupRangeAssignment, KeyedBackendParams,
-    KeyedStateBackend, KeyedStateHandle, PluginKind, Registry,
+    CheckpointOptions, CheckpointType, KeyGroupRange, KeyedBackendParams, KeyedStateBackend,
+    KeyedStateHandle, MaxParallelism, PluginKind, Registry,
 };
 
 use crate::DynResult;
@@ -89,22 +89,12 @@ impl Target<'_> {
 }
 
 fn range_of(parallelism: u32, index: u32) -> DynResult<KeyGroupRange> {
-    Ok(
-        KeyGroupRangeAssignment::compute_key_group_range_for_operator_index(
-            MAX_PARALLELISM,
-            parallelism,
-            index,
-        )?,
-    )
+    Ok(MAX_PARALLELISM.range_for(index, parallelism)?)
 }
 
 fn owned_keys(workload: &Workload, range: KeyGroupRange) -> impl Iterator<Item = u64> + '_ {
-    (0..workload.n).filter(move |key| {
-        range.contains(KeyGroupRangeAssignment::assign_to_key_group(
-            &key.to_be_bytes(),
-            MAX_PARALLELISM,
-        ))
-    })
+    (0..workload.n)
+        .filter(move |key| range.contains(MAX_PARALLELISM.key_group_of(&key.to_be_bytes())))
 }
 
 /// Checkpoints every instance as checkpoint `checkpoint_id` of `job`; returns the
@@ -204,7 +194,7 @@ fn run_backend(
 ) -> DynResult<Savepoint> {
     let name = target.strategy.as_str();
     let factory = target.registry.keyed_backend(&target.backend)?;
-    let all = KeyGroupRange::new(0, MAX_PARALLELISM - 1)?;
+    let all = KeyGroupRange::new(0, MAX_PARALLELISM.get() - 1)?;
     let mut backend = factory.create(target.params(all)?, target.registry)?;
     let states = workload.register(&mut *backend)?;
 

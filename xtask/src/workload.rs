@@ -6,11 +6,12 @@
 //! `random` kind keeps each output's low byte, `text` maps it onto `a..=h`.
 
 use clap::ValueEnum;
+use state_api::MaxParallelism;
 use state_api::{KeyedStateBackend, Result, StateMetaInfo};
 
 /// Max parallelism of every workload backend: key groups 0..=127, all owned by one
 /// instance unless a run rescales.
-pub(crate) const MAX_PARALLELISM: u32 = 128;
+pub(crate) const MAX_PARALLELISM: MaxParallelism = MaxParallelism::of(128);
 
 /// What the value bytes look like.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

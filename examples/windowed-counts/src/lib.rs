@@ -18,10 +18,10 @@ use std::sync::mpsc::{self, Receiver, Sender};
 
 use snapstate::api::{
     AsyncSnapshotTask, CheckpointMetadata, CheckpointOptions, CheckpointStorage, CheckpointType,
-    IncrementalRemoteKeyedStateHandle, InstanceSnapshot, JobId, KeyGroupRange,
-    KeyGroupRangeAssignment, KeyedSnapshotResult, KeyedStateBackend, KeyedStateHandle,
-    OperatorBackendParams, OperatorSnapshotResult, OperatorStateBackend, OperatorStateMetaInfo,
-    Registry, SharedStateRegistry, StateMetaInfo,
+    IncrementalRemoteKeyedStateHandle, InstanceSnapshot, JobId, KeyGroupRange, KeyedSnapshotResult,
+    KeyedStateBackend, KeyedStateHandle, MaxParallelism, OperatorBackendParams,
+    OperatorSnapshotResult, OperatorStateBackend, OperatorStateMetaInfo, Registry,
+    SharedStateRegistry, StateMetaInfo,
 };
 use snapstate::config::StateConfig;
 
@@ -139,7 +139,7 @@ struct Pending {
 /// What the checkpointing thread records in every checkpoint.
 struct Recorded {
     job_id: JobId,
-    max_parallelism: u32,
+    max_parallelism: MaxParallelism,
 }
 
 /// The checkpointing thread: runs asynchronous parts, commits metadata, reports back.
@@ -215,14 +215,12 @@ fn cut_off_by_the_crash(error: &(dyn std::error::Error + 'static)) -> bool {
         .is_some_and(snapstate::api::Error::is_cancelled)
 }
 
-fn range_of(max_parallelism: u32, parallelism: u32, index: u32) -> JobResult<KeyGroupRange> {
-    Ok(
-        KeyGroupRangeAssignment::compute_key_group_range_for_operator_index(
-            max_parallelism,
-            parallelism,
-            index,
-        )?,
-    )
+fn range_of(
+    max_parallelism: MaxParallelism,
+    parallelism: u32,
+    index: u32,
+) -> JobResult<KeyGroupRange> {
+    Ok(max_parallelism.range_for(index, parallelism)?)
 }
 
 /// The checkpoint to restore, as `spec.resume` asks: its metadata, checked to be this
@@ -230,7 +228,7 @@ fn range_of(max_parallelism: u32, parallelism: u32, index: u32) -> JobResult<Key
 fn checkpoint_to_restore(
     spec: &JobSpec,
     storage: &dyn CheckpointStorage,
-    max_parallelism: u32,
+    max_parallelism: MaxParallelism,
 ) -> JobResult<Option<CheckpointMetadata>> {
     let latest = match spec.resume {
         Resume::No => return Ok(None),
@@ -372,7 +370,7 @@ pub fn run(spec: &JobSpec, config: &StateConfig, work_dir: PathBuf) -> JobResult
         }
         let user = user_of(offset, spec.users);
         let key = user.to_be_bytes();
-        let group = KeyGroupRangeAssignment::assign_to_key_group(&key, max_parallelism);
+        let group = max_parallelism.key_group_of(&key);
         let instance = instances
             .iter_mut()
             .find(|instance| instance.range.contains(group))

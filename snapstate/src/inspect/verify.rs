@@ -6,6 +6,7 @@ use std::fs;
 use std::io::{self, Read};
 use std::path::PathBuf;
 
+use state_api::MaxParallelism;
 use state_api::checkpoint_metadata::{CheckpointMetadata, METADATA_FILE};
 use state_api::{
     Error as StateError, IncrementalRemoteKeyedStateHandle, KeyGroupsStateHandle,
@@ -304,7 +305,7 @@ fn check_stored_size(stream: &dyn StreamStateHandle, findings: &mut Findings<'_>
 fn verify_key_groups(
     handle: &KeyGroupsStateHandle,
     registry: &Registry,
-    max_parallelism: u32,
+    max_parallelism: MaxParallelism,
     findings: &mut Findings<'_>,
     verification: &mut HandleVerification,
 ) {

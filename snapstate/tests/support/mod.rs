@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use snapstate::api::MaxParallelism;
 use snapstate::api::{KeyGroupsStateHandle, KeyedStateHandle, StateMetaInfo, StreamStateHandle};
 use snapstate::local_storage::FileStateHandle;
 use snapstate::{
@@ -15,7 +16,7 @@ use snapstate::{
 };
 
 /// Max parallelism of every fixture.
-pub const MAX_PARALLELISM: u32 = 128;
+pub const MAX_PARALLELISM: MaxParallelism = MaxParallelism::of(128);
 
 /// The id of the checkpoint every fixture commits.
 pub const CHECKPOINT_ID: u64 = 3;
@@ -83,7 +84,7 @@ pub fn one_instance(
 pub fn heap_params() -> KeyedBackendParams {
     KeyedBackendParams::new(
         MAX_PARALLELISM,
-        KeyGroupRange::new(0, MAX_PARALLELISM - 1).unwrap(),
+        KeyGroupRange::new(0, MAX_PARALLELISM.get() - 1).unwrap(),
     )
 }
 
@@ -244,7 +245,7 @@ pub fn section(fixture: &Fixture, key_group: u32) -> (u64, u64) {
 
 /// The key group with the longest section.
 pub fn largest_key_group(fixture: &Fixture) -> u32 {
-    (0..MAX_PARALLELISM)
+    (0..MAX_PARALLELISM.get())
         .max_by_key(|&kg| section(fixture, kg).1)
         .unwrap()
 }

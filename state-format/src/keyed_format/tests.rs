@@ -11,7 +11,7 @@ use state_api::{
     ByteStreamStateHandle, KeyedStateHandle, StateMetaInfo, UncompressedStreamCompressionDecorator,
 };
 
-const MAX_PARALLELISM: u32 = 128;
+const MAX_PARALLELISM: MaxParallelism = MaxParallelism::of(128);
 
 type Entries = BTreeMap<u32, Vec<(u16, Vec<u8>, Vec<u8>)>>;
 
@@ -22,7 +22,7 @@ fn header(states: usize) -> KeyedBackendSerializationProxy {
             .map(|i| StateMetaInfo::value(format!("s{i}"), "void", "bytes"))
             .collect(),
         "none",
-        128,
+        MaxParallelism::of(128),
     )
 }
 
@@ -345,7 +345,8 @@ fn the_writer_insists_on_every_key_group_and_the_header_decorator() {
     let err = writer.finish().unwrap_err();
     assert!(err.to_string().contains("ended after key group 0"), "{err}");
 
-    let lz4_header = KeyedBackendSerializationProxy::new("bytes", vec![], "lz4", 128);
+    let lz4_header =
+        KeyedBackendSerializationProxy::new("bytes", vec![], "lz4", MaxParallelism::of(128));
     let err = KeyedSnapshotWriter::new(
         &mut bytes,
         0,
@@ -361,7 +362,7 @@ fn the_writer_insists_on_every_key_group_and_the_header_decorator() {
 #[test]
 fn composite_keys_split_into_their_parts() {
     for max_parallelism in [128, 129, 32768] {
-        let composite = CompositeKey::new(max_parallelism);
+        let composite = CompositeKey::new(MaxParallelism::of(max_parallelism));
         let mut bytes = Vec::new();
         composite.build_into(127, b"key", b"window-1", b"user", &mut bytes);
         let parts = composite.split(&bytes).unwrap();
