@@ -783,10 +783,8 @@ mod tests {
         let storage = config.storage().unwrap();
         let task = backend
             .snapshot(
-                1,
-                0,
+                &SnapshotRequest::new(1, 0, state_api::CheckpointOptions::checkpoint().clone()),
                 storage.stream_factory(1).unwrap(),
-                &state_api::CheckpointOptions::checkpoint(),
             )
             .unwrap();
         let result = task.run().unwrap();

@@ -6,6 +6,7 @@
 //! cannot be served: the directory is not checkpoint storage, the checkpoint asked for is
 //! not there, or the storage cannot be listed.
 
+use state_api::CheckpointId;
 use std::io;
 use std::path::PathBuf;
 
@@ -48,7 +49,7 @@ pub enum Error {
         /// The storage root.
         root: PathBuf,
         /// The checkpoint asked for.
-        checkpoint_id: u64,
+        checkpoint_id: CheckpointId,
         /// The committed checkpoint ids, comma separated (`none` if there are none).
         committed: String,
     },

@@ -30,8 +30,8 @@
 //!
 //! ```
 //! use std::sync::Arc;
-//! use snapstate::api::{ByteStreamStateHandle, CheckpointType, KeyGroupRange};
-//! use snapstate::api::{KeyGroupRangeOffsets, KeyGroupsStateHandle};
+//! use snapstate::api::{ByteStreamStateHandle, CheckpointId, CheckpointType, KeyGroupRange};
+//! use snapstate::api::{KeyGroupRangeOffsets, KeyGroupsStateHandle, MaxParallelism};
 //! use snapstate::local_storage::LocalCheckpointStorage;
 //! use snapstate::{CheckpointMetadata, InstanceSnapshot, inspect};
 //!
@@ -39,7 +39,8 @@
 //! let storage = LocalCheckpointStorage::new(root.path())?;
 //! let stream = Arc::new(ByteStreamStateHandle::new("state", vec![0; 8]));
 //! let offsets = KeyGroupRangeOffsets::with_offsets(KeyGroupRange::new(0, 1)?, vec![0, 4])?;
-//! let mut metadata = CheckpointMetadata::new(7, 0, CheckpointType::Checkpoint, snapstate::api::MaxParallelism::new(128)?);
+//! let (id, max_parallelism) = (CheckpointId::new(7), MaxParallelism::new(128)?);
+//! let mut metadata = CheckpointMetadata::new(id, 0, CheckpointType::Checkpoint, max_parallelism);
 //! metadata.instances.push(InstanceSnapshot {
 //!     index: 0,
 //!     keyed: vec![Arc::new(KeyGroupsStateHandle::new(offsets, stream))],
@@ -64,6 +65,7 @@ mod verify;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+use state_api::CheckpointId;
 use state_api::checkpoint_metadata::CheckpointMetadata;
 use state_api::{
     Error as StateError, HandleAndLocalPath, IncrementalRemoteKeyedStateHandle,
@@ -153,13 +155,14 @@ pub fn list(location: impl Into<Location>) -> Result<Listing> {
         if storage.selected.is_some_and(|selected| selected != id) {
             continue;
         }
-        match storage.load(id) {
-            Ok(metadata) => listing
-                .checkpoints
-                .push(summarize(&metadata, storage.checkpoint_dir(id))),
+        match storage.load(CheckpointId::new(id)) {
+            Ok(metadata) => listing.checkpoints.push(summarize(
+                &metadata,
+                storage.checkpoint_dir(CheckpointId::new(id)),
+            )),
             Err(err) => listing.unreadable.push(UnreadableCheckpoint {
-                checkpoint_id: id,
-                directory: storage.checkpoint_dir(id),
+                checkpoint_id: CheckpointId::new(id),
+                directory: storage.checkpoint_dir(CheckpointId::new(id)),
                 error: err.to_string(),
             }),
         }
@@ -252,11 +255,13 @@ pub fn inspect(
                 root: storage.root.clone(),
             })?,
     };
-    let metadata = storage.load(id).map_err(|source| Error::Storage {
-        root: storage.root.clone(),
-        source,
-    })?;
-    let summary = summarize(&metadata, storage.checkpoint_dir(id));
+    let metadata = storage
+        .load(CheckpointId::new(id))
+        .map_err(|source| Error::Storage {
+            root: storage.root.clone(),
+            source,
+        })?;
+    let summary = summarize(&metadata, storage.checkpoint_dir(CheckpointId::new(id)));
     let handles = handles_of(&metadata)
         .into_iter()
         .zip(&summary.handles)

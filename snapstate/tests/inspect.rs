@@ -10,7 +10,9 @@ mod support;
 use std::io::Write;
 use std::sync::Arc;
 
+use snapstate::api::CheckpointId;
 use snapstate::api::MaxParallelism;
+use snapstate::api::SnapshotRequest;
 use snapstate::api::{
     CheckpointStreamFactory, CheckpointedStateScope, HandleAndLocalPath,
     IncrementalRemoteKeyedStateHandle, PlaceholderStreamStateHandle, StateKind, StateMetaInfo,
@@ -457,7 +459,9 @@ fn incremental_storage() -> Incremental {
     let storage = snapstate::LocalCheckpointStorage::new(dir.path())
         .unwrap()
         .with_file_state_threshold(0);
-    let factory = storage.stream_factory(CHECKPOINT_ID).unwrap();
+    let factory = storage
+        .stream_factory(CheckpointId::new(CHECKPOINT_ID))
+        .unwrap();
     let write = |scope, bytes: &[u8]| {
         let mut out = factory.create_output_stream(scope).unwrap();
         out.write_all(bytes).unwrap();
@@ -500,12 +504,12 @@ impl Incremental {
         let handle = IncrementalRemoteKeyedStateHandle {
             backend_identifier: "backend-1".into(),
             key_group_range: KeyGroupRange::new(0, MAX_PARALLELISM.get() - 1).unwrap(),
-            checkpoint_id: CHECKPOINT_ID,
+            checkpoint_id: CheckpointId::new(CHECKPOINT_ID),
             shared_state,
             private_state,
             meta_state: self.meta.clone(),
         };
-        let metadata = support::one_instance(CHECKPOINT_ID, 0, Arc::new(handle));
+        let metadata = support::one_instance(CheckpointId::new(CHECKPOINT_ID), 0, Arc::new(handle));
         let storage = snapstate::LocalCheckpointStorage::new(self.dir.path()).unwrap();
         storage.commit_checkpoint(&metadata).unwrap();
     }
@@ -617,9 +621,16 @@ fn heap_incremental_checkpoints_verify_and_a_damaged_delta_is_named() {
     let mut backend = support::heap_backend(params);
     let shared = snapstate::api::SharedStateRegistry::default();
     let checkpoint = |backend: &mut dyn snapstate::api::KeyedStateBackend, id: u64| {
-        let factory = Arc::new(storage.stream_factory(id).unwrap());
+        let factory = Arc::new(storage.stream_factory(CheckpointId::new(id)).unwrap());
         let result = backend
-            .snapshot(id, 0, factory, &snapstate::CheckpointOptions::checkpoint())
+            .snapshot(
+                &SnapshotRequest::new(
+                    CheckpointId::new(id),
+                    0,
+                    snapstate::CheckpointOptions::checkpoint().clone(),
+                ),
+                factory,
+            )
             .unwrap()
             .run()
             .unwrap();
@@ -629,7 +640,9 @@ fn heap_incremental_checkpoints_verify_and_a_damaged_delta_is_named() {
             .downcast_ref::<IncrementalRemoteKeyedStateHandle>()
             .unwrap();
         let retained = shared.register(handle).unwrap();
-        backend.notify_checkpoint_complete(id).unwrap();
+        backend
+            .notify_checkpoint_complete(CheckpointId::new(id))
+            .unwrap();
         shared.resolve(&retained).unwrap()
     };
     for key in 0..2_000u64 {
@@ -640,7 +653,11 @@ fn heap_incremental_checkpoints_verify_and_a_damaged_delta_is_named() {
     backend.set_current_key(&7u64.to_be_bytes()).unwrap();
     backend.put_value("count", b"", &[0; 8]).unwrap();
     let second = checkpoint(&mut *backend, CHECKPOINT_ID);
-    let metadata = support::one_instance(CHECKPOINT_ID, 0, Arc::new(second.clone()));
+    let metadata = support::one_instance(
+        CheckpointId::new(CHECKPOINT_ID),
+        0,
+        Arc::new(second.clone()),
+    );
     storage.commit_checkpoint(&metadata).unwrap();
 
     let report = inspect::verify(dir.path(), Some(CHECKPOINT_ID), registry).unwrap();

@@ -11,6 +11,7 @@ use std::process::Command;
 use std::sync::Arc;
 
 use snapstate::Error;
+use snapstate::api::SnapshotRequest;
 use snapstate::api::{CheckpointOptions, KeyGroupsStateHandle, StateObject};
 use snapstate::inspect::{self, Location, ProblemKind};
 use snapstate::object_storage::{ObjectCheckpointStorage, ObjectStateHandle, ObjectStoreOptions};
@@ -47,10 +48,8 @@ fn stored() -> Stored {
     }
     let result = backend
         .snapshot(
-            CHECKPOINT_ID,
-            1_700_000_000_000,
+            &SnapshotRequest::checkpoint(CHECKPOINT_ID, 1_700_000_000_000),
             Arc::new(storage.stream_factory(CHECKPOINT_ID)),
-            &CheckpointOptions::checkpoint(),
         )
         .unwrap()
         .run()

@@ -8,6 +8,8 @@ mod support;
 
 use std::sync::Arc;
 
+use snapstate::api::CheckpointId;
+use snapstate::api::SnapshotRequest;
 use snapstate::api::{IncrementalRemoteKeyedStateHandle, KeyedStateBackend, StateMetaInfo};
 use snapstate::inspect::{self, HandleKind, ProblemKind};
 use snapstate::local_storage::FileStateHandle;
@@ -17,11 +19,11 @@ use support::MAX_PARALLELISM;
 fn checkpoint(
     backend: &mut dyn KeyedStateBackend,
     storage: &LocalCheckpointStorage,
-    checkpoint_id: u64,
+    checkpoint_id: CheckpointId,
 ) -> IncrementalRemoteKeyedStateHandle {
     let factory = Arc::new(storage.stream_factory(checkpoint_id).unwrap());
     let result = backend
-        .snapshot(checkpoint_id, 0, factory, &CheckpointOptions::checkpoint())
+        .snapshot(&SnapshotRequest::checkpoint(checkpoint_id, 0), factory)
         .unwrap()
         .run()
         .unwrap();

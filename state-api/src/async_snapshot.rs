@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::CheckpointId;
 use crate::{
     CheckpointStreamFactory, CheckpointedStateScope, Closeable, CloseableRegistry, Error,
     RegistrationKey, Result, StateObject, StreamStateHandle,
@@ -65,7 +66,7 @@ impl<T, C: AsyncSnapshotCallable<T> + ?Sized> AsyncSnapshotCallable<T> for Box<C
 /// registry for its streams.
 #[derive(Debug)]
 pub struct SnapshotContext {
-    checkpoint_id: u64,
+    checkpoint_id: CheckpointId,
     cancelled: AtomicBool,
     snapshot_io: CloseableRegistry,
 }
@@ -74,7 +75,7 @@ impl SnapshotContext {
     /// A context of checkpoint `checkpoint_id` that nothing cancels: what an
     /// [`AsyncSnapshotTask`] creates for its callable, and what code that drives a writer
     /// outside a task (a test, a tool) passes.
-    pub fn new(checkpoint_id: u64) -> Self {
+    pub fn new(checkpoint_id: CheckpointId) -> Self {
         SnapshotContext {
             checkpoint_id,
             cancelled: AtomicBool::new(false),
@@ -83,7 +84,7 @@ impl SnapshotContext {
     }
 
     /// The checkpoint being written.
-    pub fn checkpoint_id(&self) -> u64 {
+    pub fn checkpoint_id(&self) -> CheckpointId {
         self.checkpoint_id
     }
 
@@ -192,7 +193,7 @@ impl<T> Shared<T> {
                 self.context.cancelled.store(true, Ordering::Release);
                 drop(phase);
                 if let Err(err) = self.context.snapshot_io.close() {
-                    tracing::warn!(checkpoint_id = self.context.checkpoint_id, error = %err,
+                    tracing::warn!(checkpoint_id = self.context.checkpoint_id.get(), error = %err,
                         "closing snapshot streams on cancel failed");
                 }
                 true
@@ -255,7 +256,7 @@ impl<T> SnapshotCanceller<T> {
 /// }
 ///
 /// let owner = CloseableRegistry::default();
-/// let task = AsyncSnapshotTask::new(1, Box::new(WriteMeta), &owner)?;
+/// let task = AsyncSnapshotTask::new(state_api::CheckpointId::new(1), Box::new(WriteMeta), &owner)?;
 /// assert_eq!(owner.len(), 1);
 /// let result = task.spawn()?.join().unwrap()?;
 /// assert!(!result.is_empty());
@@ -290,7 +291,7 @@ impl<T: StateObject + Send + 'static> AsyncSnapshotTask<T> {
     /// so that closing the owner cancels it. If `owner` is already closed, the callable's
     /// resources are released at once and [`Error::Closed`] is returned.
     pub fn new(
-        checkpoint_id: u64,
+        checkpoint_id: CheckpointId,
         callable: Box<dyn AsyncSnapshotCallable<T>>,
         owner: &CloseableRegistry,
     ) -> Result<Self> {
@@ -310,7 +311,7 @@ impl<T: StateObject + Send + 'static> AsyncSnapshotTask<T> {
     }
 
     /// The checkpoint this task writes.
-    pub fn checkpoint_id(&self) -> u64 {
+    pub fn checkpoint_id(&self) -> CheckpointId {
         self.shared.context.checkpoint_id
     }
 
@@ -354,12 +355,12 @@ impl<T: StateObject + Send + 'static> AsyncSnapshotTask<T> {
         };
         // Streams the callable left registered are incomplete: close (delete) them.
         if let Err(err) = shared.context.snapshot_io.close() {
-            tracing::warn!(checkpoint_id, error = %err, "closing snapshot streams failed");
+            tracing::warn!(checkpoint_id = checkpoint_id.get(), error = %err, "closing snapshot streams failed");
         }
         let result = match outcome {
             Ok(result) if cancelled => {
                 if let Err(err) = result.discard() {
-                    tracing::warn!(checkpoint_id, error = %err,
+                    tracing::warn!(checkpoint_id = checkpoint_id.get(), error = %err,
                         "discarding the result of a cancelled snapshot failed");
                 }
                 Err(Error::Cancelled { checkpoint_id })

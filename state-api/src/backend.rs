@@ -12,9 +12,10 @@ use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::SnapshotRequest;
 use crate::{
-    AsyncSnapshotTask, CheckpointListener, CheckpointOptions, CheckpointStreamFactory,
-    KeyGroupRange, KeyedStateHandle, LocalRecoveryConfig, MaxParallelism, OperatorStateMetaInfo,
+    AsyncSnapshotTask, CheckpointListener, CheckpointStreamFactory, KeyGroupRange,
+    KeyedStateHandle, LocalRecoveryConfig, MaxParallelism, OperatorStateMetaInfo,
     OperatorStreamStateHandle, Registry, Result, SnapshotResult, SnapshotStrategy, StateMetaInfo,
     UNCOMPRESSED,
 };
@@ -211,10 +212,8 @@ pub trait KeyedStateBackend: CheckpointListener + Send + fmt::Debug {
     /// canonical one for savepoints) and returns the asynchronous part.
     fn snapshot(
         &mut self,
-        checkpoint_id: u64,
-        timestamp: u64,
+        request: &SnapshotRequest,
         factory: Arc<dyn CheckpointStreamFactory>,
-        options: &CheckpointOptions,
     ) -> Result<AsyncSnapshotTask<KeyedSnapshotResult>>;
 
     /// The number of asynchronous snapshot parts this backend's closeable registry holds:
@@ -362,10 +361,8 @@ pub trait OperatorStateBackend: CheckpointListener + Send + fmt::Debug {
     /// Runs the synchronous part of a snapshot and returns the asynchronous part.
     fn snapshot(
         &mut self,
-        checkpoint_id: u64,
-        timestamp: u64,
+        request: &SnapshotRequest,
         factory: Arc<dyn CheckpointStreamFactory>,
-        options: &CheckpointOptions,
     ) -> Result<AsyncSnapshotTask<OperatorSnapshotResult>>;
 
     /// The number of asynchronous snapshot parts this backend's closeable registry holds;

@@ -8,6 +8,87 @@ use serde::{Deserialize, Serialize};
 
 use crate::{CheckpointStateOutputStream, Result, StreamStateHandle};
 
+/// The id of a checkpoint or savepoint: ascending in the order a job takes them.
+///
+/// It serializes as the bare number and is written as the number (`chk-7`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct CheckpointId(u64);
+
+impl CheckpointId {
+    /// Checkpoint `id`.
+    pub const fn new(id: u64) -> Self {
+        CheckpointId(id)
+    }
+
+    /// The id as a number.
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+
+    /// The id after this one.
+    pub const fn next(self) -> Self {
+        CheckpointId(self.0.saturating_add(1))
+    }
+}
+
+impl fmt::Display for CheckpointId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A checkpoint id equals its number: `assert_eq!(storage.completed_checkpoints()?, [3])`.
+impl PartialEq<u64> for CheckpointId {
+    fn eq(&self, other: &u64) -> bool {
+        self.0 == *other
+    }
+}
+
+impl From<CheckpointId> for u64 {
+    fn from(id: CheckpointId) -> u64 {
+        id.0
+    }
+}
+
+/// What a snapshot is asked to be: its checkpoint id, when it was triggered and its
+/// options. Every snapshot entry point (strategies, backends, the runner) takes one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotRequest {
+    /// The checkpoint (or savepoint) id.
+    pub id: CheckpointId,
+    /// When it was triggered, in milliseconds since the Unix epoch.
+    pub timestamp: u64,
+    /// Checkpoint or savepoint.
+    pub options: CheckpointOptions,
+}
+
+impl SnapshotRequest {
+    /// A snapshot `id` triggered at `timestamp` with `options`.
+    pub fn new(id: CheckpointId, timestamp: u64, options: CheckpointOptions) -> Self {
+        SnapshotRequest {
+            id,
+            timestamp,
+            options,
+        }
+    }
+
+    /// A periodic checkpoint `id` triggered at `timestamp`.
+    pub fn checkpoint(id: CheckpointId, timestamp: u64) -> Self {
+        Self::new(id, timestamp, CheckpointOptions::checkpoint())
+    }
+
+    /// A savepoint `id` triggered at `timestamp`.
+    pub fn savepoint(id: CheckpointId, timestamp: u64) -> Self {
+        Self::new(id, timestamp, CheckpointOptions::savepoint())
+    }
+
+    /// True for savepoints.
+    pub fn is_savepoint(&self) -> bool {
+        self.options.is_savepoint()
+    }
+}
+
 /// Whether a snapshot is a checkpoint or a savepoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub enum CheckpointType {
@@ -57,7 +138,7 @@ pub trait TaskLocalStorage: Send + Sync + fmt::Debug {
     fn root(&self) -> &Path;
 
     /// The directory of checkpoint `checkpoint_id`'s task-local copy (not created).
-    fn checkpoint_dir(&self, checkpoint_id: u64) -> PathBuf {
+    fn checkpoint_dir(&self, checkpoint_id: CheckpointId) -> PathBuf {
         self.root().join(format!("chk_{checkpoint_id}"))
     }
 
@@ -112,7 +193,7 @@ impl LocalRecoveryConfig {
     }
 
     /// The directory of checkpoint `checkpoint_id`'s task-local copy, when enabled.
-    pub fn checkpoint_dir(&self, checkpoint_id: u64) -> Option<PathBuf> {
+    pub fn checkpoint_dir(&self, checkpoint_id: CheckpointId) -> Option<PathBuf> {
         self.storage
             .as_ref()
             .map(|storage| storage.checkpoint_dir(checkpoint_id))
@@ -124,10 +205,10 @@ impl LocalRecoveryConfig {
 pub trait CheckpointListener {
     /// Checkpoint `checkpoint_id` completed: every instance's snapshot was stored and the
     /// checkpoint is now the latest that restore may use.
-    fn notify_checkpoint_complete(&mut self, checkpoint_id: u64) -> Result<()>;
+    fn notify_checkpoint_complete(&mut self, checkpoint_id: CheckpointId) -> Result<()>;
 
     /// Checkpoint `checkpoint_id` was aborted and will never complete.
-    fn notify_checkpoint_aborted(&mut self, checkpoint_id: u64) -> Result<()> {
+    fn notify_checkpoint_aborted(&mut self, checkpoint_id: CheckpointId) -> Result<()> {
         let _ = checkpoint_id;
         Ok(())
     }

@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::CheckpointId;
 use crate::{
     CheckpointType, Error, IncrementalRemoteKeyedStateHandle, KeyedStateHandle, MaxParallelism,
     OperatorStreamStateHandle, PlaceholderStreamStateHandle, Result,
@@ -84,13 +85,13 @@ pub struct InstanceSnapshot {
 /// use std::sync::Arc;
 /// use state_api::checkpoint_metadata::{CheckpointMetadata, InstanceSnapshot};
 /// use state_api::{ByteStreamStateHandle, CheckpointType, KeyGroupRange, KeyGroupRangeOffsets};
-/// use state_api::{KeyGroupsStateHandle, MaxParallelism};
+/// use state_api::{CheckpointId, KeyGroupsStateHandle, MaxParallelism};
 ///
 /// let stream = Arc::new(ByteStreamStateHandle::new("state", vec![0; 8]));
 /// let offsets = KeyGroupRangeOffsets::with_offsets(KeyGroupRange::new(0, 1)?, vec![0, 4])?;
 /// let max_parallelism = MaxParallelism::new(128)?;
 /// let mut metadata =
-///     CheckpointMetadata::new(7, 1_700_000_000_000, CheckpointType::Checkpoint, max_parallelism);
+///     CheckpointMetadata::new(CheckpointId::new(7), 1_700_000_000_000, CheckpointType::Checkpoint, max_parallelism);
 /// metadata.instances.push(InstanceSnapshot {
 ///     index: 0,
 ///     keyed: vec![Arc::new(KeyGroupsStateHandle::new(offsets, stream))],
@@ -105,7 +106,7 @@ pub struct InstanceSnapshot {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CheckpointMetadata {
     /// The checkpoint's id.
-    pub checkpoint_id: u64,
+    pub checkpoint_id: CheckpointId,
     /// When it was triggered, in milliseconds since the Unix epoch.
     pub timestamp: u64,
     /// Checkpoint or savepoint.
@@ -128,7 +129,7 @@ pub struct CheckpointMetadata {
 impl CheckpointMetadata {
     /// Metadata of a checkpoint without instances or properties yet.
     pub fn new(
-        checkpoint_id: u64,
+        checkpoint_id: CheckpointId,
         timestamp: u64,
         checkpoint_type: CheckpointType,
         max_parallelism: MaxParallelism,
@@ -187,7 +188,7 @@ impl CheckpointMetadata {
     /// # Errors
     ///
     /// [`Error::Corrupted`] naming both ids.
-    pub fn check_checkpoint_id(&self, checkpoint_id: u64) -> Result<()> {
+    pub fn check_checkpoint_id(&self, checkpoint_id: CheckpointId) -> Result<()> {
         match self.checkpoint_id == checkpoint_id {
             true => Ok(()),
             false => Err(Error::Corrupted {
@@ -298,7 +299,8 @@ mod tests {
     }
 
     fn metadata() -> CheckpointMetadata {
-        let mut metadata = CheckpointMetadata::new(3, 42, CheckpointType::Savepoint, mp(128));
+        let mut metadata =
+            CheckpointMetadata::new(CheckpointId::new(3), 42, CheckpointType::Savepoint, mp(128));
         metadata.job_id = Some(JobId::new("job-a").unwrap());
         metadata.instances.push(InstanceSnapshot {
             index: 0,
@@ -347,7 +349,7 @@ mod tests {
         let incremental = |range: (u32, u32), name: &str| IncrementalRemoteKeyedStateHandle {
             backend_identifier: "backend-1".into(),
             key_group_range: KeyGroupRange::new(range.0, range.1).unwrap(),
-            checkpoint_id: 3,
+            checkpoint_id: CheckpointId::new(3),
             shared_state: vec![file(name)],
             private_state: vec![],
             meta_state: Arc::new(ByteStreamStateHandle::new("meta", vec![])),
@@ -376,8 +378,12 @@ mod tests {
 
     #[test]
     fn metadata_copied_under_another_checkpoint_id_is_refused() {
-        metadata().check_checkpoint_id(3).unwrap();
-        let err = metadata().check_checkpoint_id(4).unwrap_err();
+        metadata()
+            .check_checkpoint_id(CheckpointId::new(3))
+            .unwrap();
+        let err = metadata()
+            .check_checkpoint_id(CheckpointId::new(4))
+            .unwrap_err();
         assert!(matches!(err, Error::Corrupted { .. }), "{err}");
         assert!(err.to_string().contains("checkpoint 3"), "{err}");
     }

@@ -4,6 +4,7 @@
 //! `Unsupported`, `Cancelled`, ...) and fall back to [`Error::Backend`] for the rest,
 //! so callers can react to the kind of failure without knowing which plugin failed.
 
+use crate::CheckpointId;
 use std::io;
 use std::path::PathBuf;
 
@@ -157,7 +158,7 @@ pub enum Error {
     #[error("snapshot of checkpoint {checkpoint_id} was cancelled")]
     Cancelled {
         /// The checkpoint whose snapshot was cancelled.
-        checkpoint_id: u64,
+        checkpoint_id: CheckpointId,
     },
 
     /// The object was closed (a registry, a stream, a resource guard) and cannot be used.

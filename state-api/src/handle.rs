@@ -41,6 +41,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::CheckpointId;
 use crate::{Error, HandleScope, KeyGroupRange, KeyGroupRangeOffsets, Result, StateObject};
 
 /// A readable, seekable stream of snapshot bytes.
@@ -446,7 +447,7 @@ pub struct IncrementalRemoteKeyedStateHandle {
     /// The key groups covered.
     pub key_group_range: KeyGroupRange,
     /// The checkpoint this snapshot belongs to.
-    pub checkpoint_id: u64,
+    pub checkpoint_id: CheckpointId,
     /// Shared files (sst files, deltas), possibly placeholders for already uploaded ones.
     pub shared_state: Vec<HandleAndLocalPath>,
     /// Files only this checkpoint uses (MANIFEST, CURRENT, OPTIONS).
@@ -532,7 +533,7 @@ pub struct IncrementalLocalKeyedStateHandle {
     /// Identifies the backend instance whose files these are.
     pub backend_identifier: String,
     /// The checkpoint this snapshot belongs to.
-    pub checkpoint_id: u64,
+    pub checkpoint_id: CheckpointId,
     /// The directory holding the files.
     pub directory: DirectoryStateHandle,
     /// The key groups covered.
@@ -824,7 +825,7 @@ mod tests {
         let handle = IncrementalRemoteKeyedStateHandle {
             backend_identifier: "b2".into(),
             key_group_range: KeyGroupRange::new(0, 7).unwrap(),
-            checkpoint_id: 3,
+            checkpoint_id: CheckpointId::new(3),
             shared_state: vec![
                 HandleAndLocalPath::new(bytes(b"x"), "000001.sst"),
                 HandleAndLocalPath::shared(bytes(b"y"), "000002.sst", "b1/000002.sst"),
@@ -872,7 +873,7 @@ mod tests {
         let handle = IncrementalRemoteKeyedStateHandle {
             backend_identifier: "b".into(),
             key_group_range: KeyGroupRange::new(0, 7).unwrap(),
-            checkpoint_id: 3,
+            checkpoint_id: CheckpointId::new(3),
             shared_state: vec![
                 HandleAndLocalPath::new(
                     Arc::new(PlaceholderStreamStateHandle::new("b/000001.sst", 4)),

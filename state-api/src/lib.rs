@@ -56,7 +56,8 @@ pub use backend::{
     backend_state_as, check_key_groups_fit, check_restore_handles,
 };
 pub use checkpoint::{
-    CheckpointListener, CheckpointOptions, CheckpointType, LocalRecoveryConfig, TaskLocalStorage,
+    CheckpointId, CheckpointListener, CheckpointOptions, CheckpointType, LocalRecoveryConfig,
+    SnapshotRequest, TaskLocalStorage,
 };
 pub use checkpoint_metadata::{CheckpointMetadata, InstanceSnapshot, JobId};
 pub use closeable::{Closeable, CloseableRegistry, RegistrationKey};

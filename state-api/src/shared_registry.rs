@@ -25,6 +25,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use crate::CheckpointId;
 use crate::{
     CheckpointMetadata, Error, HandleAndLocalPath, IncrementalRemoteKeyedStateHandle,
     KeyedStateHandle, PlaceholderStreamStateHandle, Result, StreamStateHandle,
@@ -32,16 +33,16 @@ use crate::{
 
 struct Entry {
     handle: Arc<dyn StreamStateHandle>,
-    references: BTreeSet<u64>,
+    references: BTreeSet<CheckpointId>,
 }
 
 #[derive(Default)]
 struct Inner {
     entries: BTreeMap<String, Entry>,
     /// Shared keys each registered checkpoint refers to (from all its instances).
-    checkpoints: BTreeMap<u64, Vec<String>>,
+    checkpoints: BTreeMap<CheckpointId, Vec<String>>,
     /// (checkpoint, backend instance) pairs registered.
-    registered: BTreeSet<(u64, String)>,
+    registered: BTreeSet<(CheckpointId, String)>,
 }
 
 /// Reference counts of the shared files of retained incremental checkpoints.
@@ -51,14 +52,14 @@ struct Inner {
 /// ```
 /// use std::sync::Arc;
 /// use state_api::{
-///     ByteStreamStateHandle, HandleAndLocalPath, IncrementalRemoteKeyedStateHandle, KeyGroupRange,
-///     PlaceholderStreamStateHandle, SharedStateRegistry,
+///     ByteStreamStateHandle, CheckpointId, HandleAndLocalPath, IncrementalRemoteKeyedStateHandle,
+///     KeyGroupRange, PlaceholderStreamStateHandle, SharedStateRegistry,
 /// };
 ///
-/// let snapshot = |checkpoint_id: u64, shared: Vec<HandleAndLocalPath>| IncrementalRemoteKeyedStateHandle {
+/// let snapshot = |id: u64, shared: Vec<HandleAndLocalPath>| IncrementalRemoteKeyedStateHandle {
 ///     backend_identifier: "backend-1".into(),
 ///     key_group_range: KeyGroupRange::new(0, 127).unwrap(),
-///     checkpoint_id,
+///     checkpoint_id: CheckpointId::new(id),
 ///     shared_state: shared,
 ///     private_state: vec![],
 ///     meta_state: Arc::new(ByteStreamStateHandle::new("meta", vec![])),
@@ -69,8 +70,8 @@ struct Inner {
 /// // Checkpoint 2 refers to the same file by placeholder.
 /// let placeholder = PlaceholderStreamStateHandle::new("backend-1/000007.sst", 3);
 /// registry.register(&snapshot(2, vec![HandleAndLocalPath::new(Arc::new(placeholder), "000007.sst")]))?;
-/// assert_eq!(registry.release(1)?, 0, "checkpoint 2 still needs the file");
-/// assert_eq!(registry.release(2)?, 1, "now nobody does");
+/// assert_eq!(registry.release(CheckpointId::new(1))?, 0, "checkpoint 2 still needs the file");
+/// assert_eq!(registry.release(CheckpointId::new(2))?, 1, "now nobody does");
 /// # Ok::<(), state_api::Error>(())
 /// ```
 #[derive(Default)]
@@ -297,7 +298,7 @@ impl SharedStateRegistry {
     ///
     /// The first error of deleting a file; the others are still deleted and every file is
     /// unregistered.
-    pub fn release(&self, checkpoint_id: u64) -> Result<usize> {
+    pub fn release(&self, checkpoint_id: CheckpointId) -> Result<usize> {
         let unreferenced: Vec<Arc<dyn StreamStateHandle>> = {
             let mut inner = self.lock();
             let keys = inner.checkpoints.remove(&checkpoint_id).unwrap_or_default();
@@ -331,7 +332,7 @@ impl SharedStateRegistry {
     }
 
     /// The checkpoints that hold references, in id order.
-    pub fn checkpoints(&self) -> Vec<u64> {
+    pub fn checkpoints(&self) -> Vec<CheckpointId> {
         self.lock().checkpoints.keys().copied().collect()
     }
 }
@@ -396,7 +397,7 @@ mod tests {
     }
 
     fn snapshot(
-        checkpoint_id: u64,
+        checkpoint_id: CheckpointId,
         shared: Vec<HandleAndLocalPath>,
     ) -> IncrementalRemoteKeyedStateHandle {
         IncrementalRemoteKeyedStateHandle {
@@ -419,25 +420,31 @@ mod tests {
         let dir = dir.path();
         let registry = SharedStateRegistry::default();
         registry
-            .register(&snapshot(1, vec![file(dir, "a.sst"), file(dir, "b.sst")]))
+            .register(&snapshot(
+                CheckpointId::new(1),
+                vec![file(dir, "a.sst"), file(dir, "b.sst")],
+            ))
             .unwrap();
         registry
             .register(&snapshot(
-                2,
+                CheckpointId::new(2),
                 vec![placeholder_for("a.sst"), file(dir, "c.sst")],
             ))
             .unwrap();
         registry
-            .register(&snapshot(3, vec![placeholder_for("c.sst")]))
+            .register(&snapshot(
+                CheckpointId::new(3),
+                vec![placeholder_for("c.sst")],
+            ))
             .unwrap();
 
-        assert_eq!(registry.release(1).unwrap(), 1);
+        assert_eq!(registry.release(CheckpointId::new(1)).unwrap(), 1);
         assert!(!exists(dir, "b.sst"), "b.sst is only in checkpoint 1");
         assert!(exists(dir, "a.sst"), "checkpoint 2 still refers to a.sst");
-        assert_eq!(registry.release(2).unwrap(), 1);
+        assert_eq!(registry.release(CheckpointId::new(2)).unwrap(), 1);
         assert!(!exists(dir, "a.sst"));
         assert!(exists(dir, "c.sst"), "checkpoint 3 still refers to c.sst");
-        assert_eq!(registry.release(3).unwrap(), 1);
+        assert_eq!(registry.release(CheckpointId::new(3)).unwrap(), 1);
         assert!(registry.keys().is_empty(), "{:?}", registry.keys());
         assert_eq!(
             std::fs::read_dir(dir).unwrap().count(),
@@ -445,7 +452,7 @@ mod tests {
             "no orphan is left"
         );
         assert_eq!(
-            registry.release(3).unwrap(),
+            registry.release(CheckpointId::new(3)).unwrap(),
             0,
             "releasing twice does nothing"
         );
@@ -455,7 +462,7 @@ mod tests {
     fn the_retained_handle_holds_placeholders_only_and_resolves_back() {
         let dir = tempfile::tempdir().unwrap();
         let registry = SharedStateRegistry::default();
-        let original = snapshot(1, vec![file(dir.path(), "a.sst")]);
+        let original = snapshot(CheckpointId::new(1), vec![file(dir.path(), "a.sst")]);
         let retained = registry.register(&original).unwrap();
         assert!(
             retained
@@ -471,7 +478,7 @@ mod tests {
             resolved.shared_state[0].handle.describe(),
             original.shared_state[0].handle.describe()
         );
-        registry.release(1).unwrap();
+        registry.release(CheckpointId::new(1)).unwrap();
         let err = registry.resolve(&retained).unwrap_err();
         assert!(matches!(err, Error::NotFound { .. }), "{err}");
     }
@@ -482,7 +489,7 @@ mod tests {
         let registry = SharedStateRegistry::default();
         let err = registry
             .register(&snapshot(
-                1,
+                CheckpointId::new(1),
                 vec![file(dir.path(), "b.sst"), placeholder_for("gone.sst")],
             ))
             .unwrap_err();
@@ -497,9 +504,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let registry = SharedStateRegistry::default();
         registry
-            .register(&snapshot(1, vec![file(dir.path(), "a.sst")]))
+            .register(&snapshot(
+                CheckpointId::new(1),
+                vec![file(dir.path(), "a.sst")],
+            ))
             .unwrap();
-        let declined = snapshot(2, vec![placeholder_for("a.sst"), file(dir.path(), "b.sst")]);
+        let declined = snapshot(
+            CheckpointId::new(2),
+            vec![placeholder_for("a.sst"), file(dir.path(), "b.sst")],
+        );
         crate::StateObject::discard(&declined).unwrap();
         assert!(!exists(dir.path(), "b.sst"));
         assert!(exists(dir.path(), "a.sst"));
@@ -510,25 +523,32 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let registry = SharedStateRegistry::default();
         registry
-            .register(&snapshot(1, vec![file(dir.path(), "a.sst")]))
+            .register(&snapshot(
+                CheckpointId::new(1),
+                vec![file(dir.path(), "a.sst")],
+            ))
             .unwrap();
         let again = file(dir.path(), "a-again.sst");
-        let mut second = snapshot(2, vec![]);
+        let mut second = snapshot(CheckpointId::new(2), vec![]);
         second
             .shared_state
             .push(HandleAndLocalPath::new(again.handle, "a.sst"));
         registry.register(&second).unwrap();
         assert!(!exists(dir.path(), "a-again.sst"));
-        assert_eq!(registry.release(1).unwrap(), 0);
-        assert_eq!(registry.release(2).unwrap(), 1);
+        assert_eq!(registry.release(CheckpointId::new(1)).unwrap(), 0);
+        assert_eq!(registry.release(CheckpointId::new(2)).unwrap(), 1);
         assert!(!exists(dir.path(), "a.sst"));
     }
 
     #[test]
     fn registering_a_checkpoint_twice_is_refused() {
         let registry = SharedStateRegistry::default();
-        registry.register(&snapshot(1, vec![])).unwrap();
-        let err = registry.register(&snapshot(1, vec![])).unwrap_err();
+        registry
+            .register(&snapshot(CheckpointId::new(1), vec![]))
+            .unwrap();
+        let err = registry
+            .register(&snapshot(CheckpointId::new(1), vec![]))
+            .unwrap_err();
         assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
     }
 
@@ -537,12 +557,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let registry = SharedStateRegistry::default();
         registry
-            .register(&snapshot(1, vec![file(dir.path(), "a.sst")]))
+            .register(&snapshot(
+                CheckpointId::new(1),
+                vec![file(dir.path(), "a.sst")],
+            ))
             .unwrap();
         let victim = dir.path().join("victim");
         std::fs::write(&victim, b"precious").unwrap();
         // As a handle read back from crafted metadata would name it.
-        let mut second = snapshot(2, vec![]);
+        let mut second = snapshot(CheckpointId::new(2), vec![]);
         second.shared_state.push(HandleAndLocalPath::new(
             Arc::new(TestFile::read_back(&victim, 8)),
             "a.sst",
@@ -557,16 +580,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let registry = SharedStateRegistry::default();
         let mut metadata = CheckpointMetadata::new(
-            4,
+            CheckpointId::new(4),
             0,
             CheckpointType::Checkpoint,
             crate::MaxParallelism::of(128),
         );
-        let mut first = snapshot(4, vec![file(dir.path(), "a.sst")]);
+        let mut first = snapshot(CheckpointId::new(4), vec![file(dir.path(), "a.sst")]);
         first.backend_identifier = "backend-b".into();
         first.key_group_range = KeyGroupRange::new(10, 19).unwrap();
         // The second instance refers to the first one's file by placeholder.
-        let mut second = snapshot(4, vec![placeholder_for("x.sst")]);
+        let mut second = snapshot(CheckpointId::new(4), vec![placeholder_for("x.sst")]);
         second.shared_state[0].handle =
             Arc::new(PlaceholderStreamStateHandle::new("backend-b/a.sst", 5));
         for (index, handle) in [(0, second), (1, first)] {

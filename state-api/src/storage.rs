@@ -19,6 +19,7 @@
 use std::fmt;
 use std::sync::Arc;
 
+use crate::CheckpointId;
 use crate::checkpoint_metadata::JobId;
 use crate::{CheckpointMetadata, CheckpointStreamFactory, Result};
 
@@ -62,18 +63,21 @@ impl fmt::Debug for StorageClaim {
 /// ```
 /// use std::io::Write;
 /// use std::sync::Arc;
-/// use state_api::{CheckpointMetadata, CheckpointStorage, CheckpointType, CheckpointedStateScope};
+/// use state_api::{CheckpointId, CheckpointMetadata, CheckpointStorage, CheckpointType};
+/// use state_api::{CheckpointedStateScope, MaxParallelism};
 /// use state_storage_local::LocalCheckpointStorage;
 ///
 /// let root = tempfile::tempdir().unwrap();
 /// let storage: Arc<dyn CheckpointStorage> = Arc::new(LocalCheckpointStorage::new(root.path())?);
-/// let factory = storage.stream_factory(3)?;
+/// let id = CheckpointId::new(3);
+/// let factory = storage.stream_factory(id)?;
 /// let mut out = factory.create_output_stream(CheckpointedStateScope::Exclusive)?;
 /// out.write_all(b"state").unwrap();
 /// out.close_and_get_handle()?;
-/// storage.commit_checkpoint(&CheckpointMetadata::new(3, 0, CheckpointType::Checkpoint, state_api::MaxParallelism::new(128)?))?;
+/// let max_parallelism = MaxParallelism::new(128)?;
+/// storage.commit_checkpoint(&CheckpointMetadata::new(id, 0, CheckpointType::Checkpoint, max_parallelism))?;
 /// assert_eq!(storage.completed_checkpoints()?, [3]);
-/// storage.discard_checkpoint(3)?;
+/// storage.discard_checkpoint(id)?;
 /// assert!(storage.completed_checkpoints()?.is_empty());
 /// # Ok::<(), state_api::Error>(())
 /// ```
@@ -84,7 +88,10 @@ pub trait CheckpointStorage: Send + Sync + fmt::Debug {
 
     /// The stream factory of checkpoint `checkpoint_id`: exclusive streams go under
     /// `chk-<id>/`, shared streams under `shared/`.
-    fn stream_factory(&self, checkpoint_id: u64) -> Result<Arc<dyn CheckpointStreamFactory>>;
+    fn stream_factory(
+        &self,
+        checkpoint_id: CheckpointId,
+    ) -> Result<Arc<dyn CheckpointStreamFactory>>;
 
     /// Commits `metadata` as `chk-<id>/_metadata` in one step: the checkpoint becomes
     /// complete and visible to [`completed_checkpoints`](Self::completed_checkpoints), whole
@@ -97,7 +104,7 @@ pub trait CheckpointStorage: Send + Sync + fmt::Debug {
     fn commit_checkpoint(&self, metadata: &CheckpointMetadata) -> Result<()>;
 
     /// Ids of the committed checkpoints, ascending.
-    fn completed_checkpoints(&self) -> Result<Vec<u64>>;
+    fn completed_checkpoints(&self) -> Result<Vec<CheckpointId>>;
 
     /// The metadata of committed checkpoint `checkpoint_id`.
     ///
@@ -106,13 +113,13 @@ pub trait CheckpointStorage: Send + Sync + fmt::Debug {
     /// [`Error::NotFound`](crate::Error::NotFound) for a checkpoint that was never
     /// committed; [`Error::Snapshot`](crate::Error::Snapshot) around a corruption for a
     /// damaged one.
-    fn load_checkpoint(&self, checkpoint_id: u64) -> Result<CheckpointMetadata>;
+    fn load_checkpoint(&self, checkpoint_id: CheckpointId) -> Result<CheckpointMetadata>;
 
     /// Deletes everything under `chk-<id>/`, its metadata first, so a half-discarded
     /// checkpoint is never taken for a complete one. Shared streams are not touched: their
     /// lifetime is the [`SharedStateRegistry`](crate::SharedStateRegistry)'s. Discarding a
     /// checkpoint that is not there does nothing.
-    fn discard_checkpoint(&self, checkpoint_id: u64) -> Result<()>;
+    fn discard_checkpoint(&self, checkpoint_id: CheckpointId) -> Result<()>;
 
     /// Claims the storage for the writing job `job` until the returned claim is dropped: a
     /// second job claiming it meanwhile gets [`Error::InUse`](crate::Error::InUse) instead
@@ -134,7 +141,10 @@ impl<T: CheckpointStorage + ?Sized> CheckpointStorage for Arc<T> {
         (**self).location()
     }
 
-    fn stream_factory(&self, checkpoint_id: u64) -> Result<Arc<dyn CheckpointStreamFactory>> {
+    fn stream_factory(
+        &self,
+        checkpoint_id: CheckpointId,
+    ) -> Result<Arc<dyn CheckpointStreamFactory>> {
         (**self).stream_factory(checkpoint_id)
     }
 
@@ -142,15 +152,15 @@ impl<T: CheckpointStorage + ?Sized> CheckpointStorage for Arc<T> {
         (**self).commit_checkpoint(metadata)
     }
 
-    fn completed_checkpoints(&self) -> Result<Vec<u64>> {
+    fn completed_checkpoints(&self) -> Result<Vec<CheckpointId>> {
         (**self).completed_checkpoints()
     }
 
-    fn load_checkpoint(&self, checkpoint_id: u64) -> Result<CheckpointMetadata> {
+    fn load_checkpoint(&self, checkpoint_id: CheckpointId) -> Result<CheckpointMetadata> {
         (**self).load_checkpoint(checkpoint_id)
     }
 
-    fn discard_checkpoint(&self, checkpoint_id: u64) -> Result<()> {
+    fn discard_checkpoint(&self, checkpoint_id: CheckpointId) -> Result<()> {
         (**self).discard_checkpoint(checkpoint_id)
     }
 

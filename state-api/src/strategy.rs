@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::{
-    AsyncSnapshotCallable, AsyncSnapshotTask, CheckpointOptions, CheckpointStreamFactory,
-    CloseableRegistry, Result, SnapshotContext, SnapshotResult, StateObject,
+    AsyncSnapshotCallable, AsyncSnapshotTask, CheckpointId, CheckpointStreamFactory,
+    CloseableRegistry, Result, SnapshotContext, SnapshotRequest, SnapshotResult, StateObject,
 };
 
 /// A snapshot algorithm. Calling [`snapshot`](SnapshotStrategy::snapshot) *is* the
@@ -20,14 +20,12 @@ pub trait SnapshotStrategy<H>: Send + fmt::Debug {
     /// A short description for traces and listings (`"heap full snapshot"`).
     fn description(&self) -> &str;
 
-    /// Takes a consistent view of the state and returns the asynchronous part that writes
-    /// it through `factory`.
+    /// Takes a consistent view of the state for `request` and returns the asynchronous
+    /// part that writes it through `factory`.
     fn snapshot(
         &mut self,
-        checkpoint_id: u64,
-        timestamp: u64,
+        request: &SnapshotRequest,
         factory: Arc<dyn CheckpointStreamFactory>,
-        options: &CheckpointOptions,
     ) -> Result<Box<dyn AsyncSnapshotCallable<SnapshotResult<H>>>>;
 }
 
@@ -53,21 +51,18 @@ where
     /// Runs the synchronous part and returns the asynchronous task.
     pub fn snapshot(
         &mut self,
-        checkpoint_id: u64,
-        timestamp: u64,
+        request: &SnapshotRequest,
         factory: Arc<dyn CheckpointStreamFactory>,
-        options: &CheckpointOptions,
     ) -> Result<AsyncSnapshotTask<SnapshotResult<H>>> {
         let started = Instant::now();
-        let callable = self
-            .strategy
-            .snapshot(checkpoint_id, timestamp, factory, options)?;
+        let callable = self.strategy.snapshot(request, factory)?;
+        let checkpoint_id = request.id;
         let sync = started.elapsed();
         let description = self.strategy.description().to_owned();
         tracing::debug!(
             target: "state_api::snapshot",
             strategy = %description,
-            checkpoint_id,
+            checkpoint_id = checkpoint_id.get(),
             sync_ms = millis(sync),
             "synchronous part done"
         );
@@ -90,7 +85,7 @@ fn millis(duration: Duration) -> f64 {
 struct Traced<T> {
     inner: Box<dyn AsyncSnapshotCallable<T>>,
     description: String,
-    checkpoint_id: u64,
+    checkpoint_id: CheckpointId,
 }
 
 impl<T> AsyncSnapshotCallable<T> for Traced<T> {
@@ -106,7 +101,7 @@ impl<T> AsyncSnapshotCallable<T> for Traced<T> {
         tracing::debug!(
             target: "state_api::snapshot",
             strategy = %self.description,
-            checkpoint_id = self.checkpoint_id,
+            checkpoint_id = self.checkpoint_id.get(),
             async_ms = millis(elapsed),
             "asynchronous part done"
         );

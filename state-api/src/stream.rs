@@ -12,6 +12,7 @@ use std::fmt;
 use std::io::{self, Write};
 use std::sync::Arc;
 
+use crate::CheckpointId;
 use crate::{
     Closeable, KeyGroupRangeOffsets, KeyGroupsStateHandle, KeyedStateHandle, LocalRecoveryConfig,
     Result, SnapshotResult, StreamStateHandle,
@@ -93,7 +94,7 @@ impl<T: CheckpointStreamFactory + ?Sized> CheckpointStreamFactory for Box<T> {
 /// let factory = MemoryCheckpointStreamFactory::default();
 /// let local = tempfile::tempdir().unwrap();
 /// let mut out = CheckpointStreamWithResultProvider::create(
-///     7,
+///     state_api::CheckpointId::new(7),
 ///     CheckpointedStateScope::Exclusive,
 ///     &factory,
 ///     &LocalRecoveryConfig::enabled(Arc::new(TaskLocalDirectory::new(local.path()))),
@@ -133,7 +134,7 @@ impl CheckpointStreamWithResultProvider {
     /// Opens the primary stream from `factory` and, when `local_recovery` is enabled, a
     /// task-local file under its directory for `checkpoint_id`.
     pub fn create(
-        checkpoint_id: u64,
+        checkpoint_id: CheckpointId,
         scope: CheckpointedStateScope,
         factory: &dyn CheckpointStreamFactory,
         local_recovery: &LocalRecoveryConfig,

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Condvar, Mutex};
 
+use state_api::CheckpointId;
 use state_api::{
     AsyncSnapshotCallable, AsyncSnapshotTask, CheckpointStateOutputStream, CheckpointStreamFactory,
     CheckpointedStateScope, Closeable, CloseableRegistry, Error, Result, SnapshotContext,
@@ -161,7 +162,8 @@ impl Fixture {
             cleanups: self.cleanups.clone(),
             behaviour: Some(behaviour),
         };
-        let task = AsyncSnapshotTask::new(42, Box::new(callable), &self.owner).unwrap();
+        let task =
+            AsyncSnapshotTask::new(CheckpointId::new(42), Box::new(callable), &self.owner).unwrap();
         assert_eq!(
             self.owner.len(),
             1,
@@ -206,12 +208,16 @@ fn normal_run_calls_internal_then_logs_then_cleans_up() {
     let storage = LocalCheckpointStorage::new(root.path())
         .unwrap()
         .with_file_state_threshold(0);
-    let factory: Arc<dyn CheckpointStreamFactory> = Arc::new(storage.stream_factory(42).unwrap());
+    let factory: Arc<dyn CheckpointStreamFactory> =
+        Arc::new(storage.stream_factory(CheckpointId::new(42)).unwrap());
     let task = fixture.task(Behaviour::Succeed(factory, b"state bytes".to_vec()));
     let result = task.spawn().unwrap().join().unwrap().unwrap();
     let handle = result.job_manager_owned().unwrap();
     assert_eq!(handle.state_size(), 11);
-    assert_eq!(files_under(&storage.checkpoint_dir(42)), 1);
+    assert_eq!(
+        files_under(&storage.checkpoint_dir(CheckpointId::new(42))),
+        1
+    );
     fixture.assert_finished(&["call_internal", "log_complete", "cleanup"]);
 }
 
@@ -238,7 +244,7 @@ fn cancel_while_running_closes_the_blocked_stream_and_reports_cancellation() {
     assert!(canceller.cancel(), "cancel of a running task takes effect");
     let err = running.join().unwrap().unwrap_err();
     assert!(
-        matches!(err, Error::Cancelled { checkpoint_id: 42 }),
+        matches!(err, Error::Cancelled { checkpoint_id } if checkpoint_id == 42),
         "{err}"
     );
     assert_eq!(
@@ -298,7 +304,8 @@ fn task_for_a_closed_owner_is_refused_and_cleaned_up() {
         cleanups: fixture.cleanups.clone(),
         behaviour: Some(Behaviour::Fail),
     };
-    let err = AsyncSnapshotTask::new(42, Box::new(callable), &fixture.owner).unwrap_err();
+    let err = AsyncSnapshotTask::new(CheckpointId::new(42), Box::new(callable), &fixture.owner)
+        .unwrap_err();
     assert!(matches!(err, Error::Closed { .. }), "{err}");
     fixture.assert_finished(&["cleanup"]);
 }
@@ -310,7 +317,8 @@ fn cancel_after_the_stream_completed_discards_the_result() {
     let storage = LocalCheckpointStorage::new(root.path())
         .unwrap()
         .with_file_state_threshold(0);
-    let factory: Arc<dyn CheckpointStreamFactory> = Arc::new(storage.stream_factory(42).unwrap());
+    let factory: Arc<dyn CheckpointStreamFactory> =
+        Arc::new(storage.stream_factory(CheckpointId::new(42)).unwrap());
     let (done_tx, done_rx) = mpsc::channel();
     let (go_tx, go_rx) = mpsc::channel();
     let task = fixture.task(Behaviour::SucceedAfter(factory, done_tx, go_rx));
@@ -318,7 +326,7 @@ fn cancel_after_the_stream_completed_discards_the_result() {
     let running = task.spawn().unwrap();
     done_rx.recv().unwrap();
     assert_eq!(
-        files_under(&storage.checkpoint_dir(42)),
+        files_under(&storage.checkpoint_dir(CheckpointId::new(42))),
         1,
         "the stream completed"
     );
@@ -327,7 +335,7 @@ fn cancel_after_the_stream_completed_discards_the_result() {
     let err = running.join().unwrap().unwrap_err();
     assert!(matches!(err, Error::Cancelled { .. }), "{err}");
     assert_eq!(
-        files_under(&storage.checkpoint_dir(42)),
+        files_under(&storage.checkpoint_dir(CheckpointId::new(42))),
         0,
         "a cancelled snapshot leaves no file"
     );

@@ -113,6 +113,7 @@ use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use state_api::CheckpointId;
 use state_api::{
     CheckpointStreamFactory, CheckpointStreamWithResultProvider, CheckpointedStateScope, Error,
     KeyGroupRange, KeyGroupRangeOffsets, KeyGroupsStateHandle, KeyedSnapshotResult,
@@ -722,7 +723,7 @@ impl KeyGroupEntryWriter<'_> {
 #[derive(Clone, Copy)]
 pub struct FullSnapshotTarget<'a> {
     /// The checkpoint being written.
-    pub checkpoint_id: u64,
+    pub checkpoint_id: CheckpointId,
     /// Where the stream goes.
     pub factory: &'a dyn CheckpointStreamFactory,
     /// Whether a task-local copy is written too.
@@ -779,7 +780,7 @@ fn with_snapshot_stream(
     write: impl FnOnce(&mut KeyedSnapshotWriter<'_>) -> Result<()>,
 ) -> Result<KeyedSnapshotResult> {
     let mut stream = CheckpointStreamWithResultProvider::create(
-        target.checkpoint_id,
+        CheckpointId::new(target.checkpoint_id.get()),
         CheckpointedStateScope::Exclusive,
         target.factory,
         target.local_recovery,

@@ -142,6 +142,7 @@ pub fn read(input: &mut dyn Read, root: &Arc<dyn StorageRoot>) -> Result<Checkpo
 
 #[cfg(test)]
 mod tests {
+    use state_api::CheckpointId;
     use std::sync::Arc;
 
     use state_api::checkpoint_metadata::{InstanceSnapshot, JobId};
@@ -170,8 +171,12 @@ mod tests {
         let range = KeyGroupRange::new(0, 2).unwrap();
         let offsets = KeyGroupRangeOffsets::with_offsets(range, vec![0, 2, 4]).unwrap();
         let keyed: Arc<dyn KeyedStateHandle> = Arc::new(KeyGroupsStateHandle::new(offsets, stream));
-        let mut metadata =
-            CheckpointMetadata::new(3, 42, CheckpointType::Savepoint, MaxParallelism::of(128));
+        let mut metadata = CheckpointMetadata::new(
+            CheckpointId::new(3),
+            42,
+            CheckpointType::Savepoint,
+            MaxParallelism::of(128),
+        );
         metadata.properties.insert("backend".into(), "heap".into());
         metadata.job_id = Some(JobId::new("job-a").unwrap());
         metadata.instances.push(InstanceSnapshot {
@@ -186,7 +191,7 @@ mod tests {
     fn round_trips_through_bytes() {
         let bytes = to_bytes(&metadata(), &root()).unwrap();
         let back = from_bytes(&bytes, &root()).unwrap();
-        assert_eq!(back.checkpoint_id, 3);
+        assert_eq!(back.checkpoint_id, CheckpointId::new(3));
         assert_eq!(back.checkpoint_type, CheckpointType::Savepoint);
         assert_eq!(back.properties["backend"], "heap");
         assert_eq!(back.job_id.as_ref().map(JobId::as_str), Some("job-a"));

@@ -448,6 +448,7 @@ fn parse_body(version: u32, bytes: &[u8]) -> Result<KeyedBackendSerializationPro
 #[cfg(test)]
 mod tests {
     use super::*;
+    use state_api::CheckpointId;
 
     fn mp(max_parallelism: u32) -> MaxParallelism {
         MaxParallelism::new(max_parallelism).unwrap()
@@ -1003,10 +1004,16 @@ mod tests {
         let bytes = encode(&sample());
         for len in 0..bytes.len() {
             let err = read_failing(&bytes[..len], || {
-                Error::Cancelled { checkpoint_id: 7 }.into_io()
+                Error::Cancelled {
+                    checkpoint_id: CheckpointId::new(7),
+                }
+                .into_io()
             });
             assert!(
-                matches!(err, Error::Cancelled { checkpoint_id: 7 }),
+                matches!(
+                    err,
+                    Error::Cancelled { checkpoint_id } if checkpoint_id.get() == 7
+                ),
                 "cancelled after {len} bytes: {err}"
             );
         }

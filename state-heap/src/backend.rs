@@ -4,11 +4,13 @@ use std::any::Any;
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use state_api::CheckpointId;
+use state_api::SnapshotRequest;
 use state_api::{
-    AsyncSnapshotTask, CheckpointListener, CheckpointOptions, CheckpointStreamFactory,
-    CloseableRegistry, Error, KeyGroupRange, KeyedBackendParams, KeyedSnapshotResult,
-    KeyedStateBackend, KeyedStateHandle, MaxParallelism, Registry, Result, SnapshotStrategy,
-    SnapshotStrategyRunner, StateKind, StateMetaInfo,
+    AsyncSnapshotTask, CheckpointListener, CheckpointStreamFactory, CloseableRegistry, Error,
+    KeyGroupRange, KeyedBackendParams, KeyedSnapshotResult, KeyedStateBackend, KeyedStateHandle,
+    MaxParallelism, Registry, Result, SnapshotStrategy, SnapshotStrategyRunner, StateKind,
+    StateMetaInfo,
 };
 
 use crate::HEAP;
@@ -326,7 +328,7 @@ fn bytes(value: &[u8]) -> Bytes {
 impl CheckpointListener for HeapKeyedStateBackend {
     /// With incremental checkpoints, a completed checkpoint becomes the base of the next
     /// one and the changes it covers are forgotten; full snapshots keep no history.
-    fn notify_checkpoint_complete(&mut self, checkpoint_id: u64) -> Result<()> {
+    fn notify_checkpoint_complete(&mut self, checkpoint_id: CheckpointId) -> Result<()> {
         let mut heap = self.source.lock();
         if let Some(incremental) = &mut heap.incremental
             && let Some(sequence) = incremental.history.complete(checkpoint_id)
@@ -337,7 +339,7 @@ impl CheckpointListener for HeapKeyedStateBackend {
     }
 
     /// An aborted checkpoint never becomes a base; its changes go into the next one.
-    fn notify_checkpoint_aborted(&mut self, checkpoint_id: u64) -> Result<()> {
+    fn notify_checkpoint_aborted(&mut self, checkpoint_id: CheckpointId) -> Result<()> {
         if let Some(incremental) = &mut self.source.lock().incremental {
             incremental.history.abort(checkpoint_id);
         }
@@ -588,18 +590,11 @@ impl KeyedStateBackend for HeapKeyedStateBackend {
 
     fn snapshot(
         &mut self,
-        checkpoint_id: u64,
-        timestamp: u64,
+        request: &SnapshotRequest,
         factory: Arc<dyn CheckpointStreamFactory>,
-        options: &CheckpointOptions,
     ) -> Result<AsyncSnapshotTask<KeyedSnapshotResult>> {
         self.check_open()?;
-        SnapshotStrategyRunner::new(&mut *self.strategy, &self.owner).snapshot(
-            checkpoint_id,
-            timestamp,
-            factory,
-            options,
-        )
+        SnapshotStrategyRunner::new(&mut *self.strategy, &self.owner).snapshot(request, factory)
     }
 
     fn pending_snapshots(&self) -> usize {

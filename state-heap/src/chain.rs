@@ -29,6 +29,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use state_api::CheckpointId;
 use state_api::{
     Error, KeyGroupRange, KeyGroupRangeOffsets, KeyGroupsStateHandle, Result, StreamStateHandle,
 };
@@ -52,7 +53,7 @@ pub(crate) struct ChainFile {
     pub(crate) key: String,
     pub(crate) kind: FileKind,
     /// The checkpoint that wrote it.
-    pub(crate) checkpoint_id: u64,
+    pub(crate) checkpoint_id: CheckpointId,
     /// Where each key group's section starts.
     pub(crate) offsets: KeyGroupRangeOffsets,
     /// CRC-32C of each key group.
@@ -111,7 +112,7 @@ impl Chain {
                 FileKind::Base => 0,
                 FileKind::Delta => 1,
             });
-            body.extend_from_slice(&file.checkpoint_id.to_be_bytes());
+            body.extend_from_slice(&file.checkpoint_id.get().to_be_bytes());
             let range = file.offsets.range();
             body.extend_from_slice(&range.start().to_be_bytes());
             body.extend_from_slice(&range.len().to_be_bytes());
@@ -180,7 +181,7 @@ impl Chain {
                     name,
                     key: String::new(),
                     kind,
-                    checkpoint_id,
+                    checkpoint_id: CheckpointId::new(checkpoint_id),
                     offsets,
                     checksums,
                     end,
@@ -218,7 +219,7 @@ struct Pending {
 /// The last completed checkpoint: what the next checkpoint builds on.
 #[derive(Debug, Clone)]
 pub(crate) struct Completed {
-    pub(crate) checkpoint_id: u64,
+    pub(crate) checkpoint_id: CheckpointId,
     /// The sequence number of the segment its synchronous part sealed: the next delta holds
     /// the segments after it.
     pub(crate) sequence: u64,
@@ -231,7 +232,7 @@ pub(crate) struct Completed {
 pub(crate) struct ChainHistory {
     /// Identifies the backend instance in file names and registry keys.
     pub(crate) backend_id: String,
-    pending: BTreeMap<u64, Pending>,
+    pending: BTreeMap<CheckpointId, Pending>,
     last_completed: Option<Completed>,
 }
 
@@ -247,7 +248,7 @@ impl ChainHistory {
 
     /// Continues from checkpoint `checkpoint_id` (restored, its chain `chain`) under a new
     /// identifier.
-    pub(crate) fn continue_from(&mut self, checkpoint_id: u64, chain: Chain) {
+    pub(crate) fn continue_from(&mut self, checkpoint_id: CheckpointId, chain: Chain) {
         self.pending.clear();
         self.last_completed = Some(Completed {
             checkpoint_id,
@@ -258,9 +259,13 @@ impl ChainHistory {
 
     /// What checkpoint `checkpoint_id`, whose synchronous part sealed segment `sequence`,
     /// builds on; records it as pending.
-    pub(crate) fn start(&mut self, checkpoint_id: u64, sequence: u64) -> Option<Completed> {
+    pub(crate) fn start(
+        &mut self,
+        checkpoint_id: CheckpointId,
+        sequence: u64,
+    ) -> Option<Completed> {
         self.pending.insert(
-            checkpoint_id,
+            CheckpointId::new(checkpoint_id.get()),
             Pending {
                 sequence,
                 chain: None,
@@ -271,7 +276,12 @@ impl ChainHistory {
 
     /// The asynchronous part of checkpoint `checkpoint_id` (segment `sequence`) wrote
     /// `chain`. A checkpoint id taken again since keeps the newer attempt.
-    pub(crate) fn written(&mut self, checkpoint_id: u64, sequence: u64, chain: Arc<Chain>) {
+    pub(crate) fn written(
+        &mut self,
+        checkpoint_id: CheckpointId,
+        sequence: u64,
+        chain: Arc<Chain>,
+    ) {
         if let Some(pending) = self.pending.get_mut(&checkpoint_id)
             && pending.sequence == sequence
         {
@@ -284,7 +294,7 @@ impl ChainHistory {
     /// the sequence number of its segment, through which changes are no longer needed. A
     /// checkpoint not written here (a savepoint, an aborted one, one still running or
     /// older than the last completed) changes nothing.
-    pub(crate) fn complete(&mut self, checkpoint_id: u64) -> Option<u64> {
+    pub(crate) fn complete(&mut self, checkpoint_id: CheckpointId) -> Option<u64> {
         let pending = self.pending.get(&checkpoint_id)?;
         let chain = pending.chain.clone()?;
         let sequence = pending.sequence;
@@ -308,14 +318,17 @@ impl ChainHistory {
 
     /// Checkpoint `checkpoint_id` was aborted: it will never be a base. Its changes stay
     /// for the next checkpoint.
-    pub(crate) fn abort(&mut self, checkpoint_id: u64) {
+    pub(crate) fn abort(&mut self, checkpoint_id: CheckpointId) {
         self.pending.remove(&checkpoint_id);
     }
 
     /// The checkpoint the next one builds on.
     #[cfg(test)]
     pub(crate) fn last_completed(&self) -> Option<u64> {
-        self.last_completed.as_ref().map(|last| last.checkpoint_id)
+        self.last_completed
+            .as_ref()
+            .map(|last| last.checkpoint_id)
+            .map(CheckpointId::get)
     }
 }
 
@@ -329,7 +342,7 @@ mod tests {
             name: name.into(),
             key: String::new(),
             kind,
-            checkpoint_id: 7,
+            checkpoint_id: CheckpointId::new(7),
             offsets: KeyGroupRangeOffsets::with_offsets(range, offsets).expect("one per group"),
             checksums: range.iter().map(|g| g * 3).collect(),
             end: 5000,
@@ -387,51 +400,53 @@ mod tests {
     fn completion_moves_the_base_only_forward() {
         let mut history = ChainHistory::fresh();
         assert!(
-            history.start(1, 1).is_none(),
+            history.start(CheckpointId::new(1), 1).is_none(),
             "the first checkpoint has no base"
         );
-        assert!(history.start(2, 2).is_none());
-        history.written(2, 2, Arc::new(chain()));
+        assert!(history.start(CheckpointId::new(2), 2).is_none());
+        history.written(CheckpointId::new(2), 2, Arc::new(chain()));
         assert_eq!(
-            history.complete(1),
+            history.complete(CheckpointId::new(1)),
             None,
             "checkpoint 1 has not written its chain"
         );
-        assert_eq!(history.complete(2), Some(2));
+        assert_eq!(history.complete(CheckpointId::new(2)), Some(2));
         assert_eq!(history.last_completed(), Some(2));
-        history.written(1, 1, Arc::new(Chain::default()));
+        history.written(CheckpointId::new(1), 1, Arc::new(Chain::default()));
         assert_eq!(
-            history.complete(1),
+            history.complete(CheckpointId::new(1)),
             None,
             "checkpoint 1 was forgotten when 2 completed"
         );
-        let base = history.start(3, 3).expect("checkpoint 3 builds on 2");
-        assert_eq!((base.checkpoint_id, base.sequence), (2, 2));
+        let base = history
+            .start(CheckpointId::new(3), 3)
+            .expect("checkpoint 3 builds on 2");
+        assert_eq!((base.checkpoint_id.get(), base.sequence), (2, 2));
     }
 
     #[test]
     fn an_aborted_checkpoint_never_becomes_the_base() {
         let mut history = ChainHistory::fresh();
-        history.start(4, 1);
-        history.written(4, 1, Arc::new(chain()));
-        history.abort(4);
-        assert_eq!(history.complete(4), None);
+        history.start(CheckpointId::new(4), 1);
+        history.written(CheckpointId::new(4), 1, Arc::new(chain()));
+        history.abort(CheckpointId::new(4));
+        assert_eq!(history.complete(CheckpointId::new(4)), None);
         assert_eq!(history.last_completed(), None);
     }
 
     #[test]
     fn a_checkpoint_id_taken_again_keeps_the_newer_attempt() {
         let mut history = ChainHistory::fresh();
-        history.start(5, 1);
-        history.start(5, 2);
+        history.start(CheckpointId::new(5), 1);
+        history.start(CheckpointId::new(5), 2);
         // The first attempt's asynchronous part finishes late.
-        history.written(5, 1, Arc::new(Chain::default()));
+        history.written(CheckpointId::new(5), 1, Arc::new(Chain::default()));
         assert_eq!(
-            history.complete(5),
+            history.complete(CheckpointId::new(5)),
             None,
             "the newer attempt has not written yet"
         );
-        history.written(5, 2, Arc::new(chain()));
-        assert_eq!(history.complete(5), Some(2));
+        history.written(CheckpointId::new(5), 2, Arc::new(chain()));
+        assert_eq!(history.complete(CheckpointId::new(5)), Some(2));
     }
 }

@@ -32,10 +32,12 @@ use std::fmt;
 use std::io::{self, Write};
 use std::sync::Arc;
 
+use state_api::CheckpointId;
+use state_api::SnapshotRequest;
 use state_api::{
-    AsyncSnapshotCallable, CheckpointOptions, CheckpointStreamFactory, CheckpointedStateScope,
-    Error, HandleAndLocalPath, IncrementalRemoteKeyedStateHandle, KeyedBackendParams,
-    KeyedSnapshotResult, KeyedSnapshotStrategyFactory, KeyedStateHandle, LocalRecoveryConfig,
+    AsyncSnapshotCallable, CheckpointStreamFactory, CheckpointedStateScope, Error,
+    HandleAndLocalPath, IncrementalRemoteKeyedStateHandle, KeyedBackendParams, KeyedSnapshotResult,
+    KeyedSnapshotStrategyFactory, KeyedStateHandle, LocalRecoveryConfig,
     PlaceholderStreamStateHandle, Registry, Result, SnapshotContext, SnapshotResult,
     SnapshotStrategy, StreamCompressionDecorator, StreamStateHandle, backend_state_as,
 };
@@ -119,7 +121,7 @@ impl HeapIncrementalOptions {
 ///
 /// ```
 /// use std::sync::Arc;
-/// use state_api::{CheckpointListener, CheckpointOptions, IncrementalRemoteKeyedStateHandle, KeyGroupRange, KeyedBackendParams, KeyedStateBackend, KeyedStateHandle, Registry, SharedStateRegistry, StateMetaInfo};
+/// use state_api::{CheckpointId, CheckpointListener, SnapshotRequest, IncrementalRemoteKeyedStateHandle, KeyGroupRange, KeyedBackendParams, KeyedStateBackend, KeyedStateHandle, Registry, SharedStateRegistry, StateMetaInfo};
 /// use state_storage_local::MemoryCheckpointStreamFactory;
 /// use state_heap::HeapKeyedStateBackend;
 ///
@@ -135,8 +137,9 @@ impl HeapIncrementalOptions {
 /// }
 /// let factory = Arc::new(MemoryCheckpointStreamFactory::default());
 /// let shared = SharedStateRegistry::default();
-/// let mut checkpoint = |backend: &mut HeapKeyedStateBackend, id| -> state_api::Result<_> {
-///     let result = backend.snapshot(id, 0, factory.clone(), &CheckpointOptions::checkpoint())?.run()?;
+/// let mut checkpoint = |backend: &mut HeapKeyedStateBackend, id: u64| -> state_api::Result<_> {
+///     let id = CheckpointId::new(id);
+///     let result = backend.snapshot(&SnapshotRequest::checkpoint(id, 0), factory.clone())?.run()?;
 ///     let handle = result.job_manager_owned().expect("state was written").clone();
 ///     let handle = handle.as_any().downcast_ref::<IncrementalRemoteKeyedStateHandle>().expect("incremental");
 ///     let retained = shared.register(handle)?;
@@ -202,23 +205,22 @@ impl SnapshotStrategy<Arc<dyn KeyedStateHandle>> for HeapIncrementalSnapshotStra
 
     fn snapshot(
         &mut self,
-        checkpoint_id: u64,
-        timestamp: u64,
+        request: &SnapshotRequest,
         factory: Arc<dyn CheckpointStreamFactory>,
-        options: &CheckpointOptions,
     ) -> Result<Box<dyn AsyncSnapshotCallable<KeyedSnapshotResult>>> {
-        if options.is_savepoint() {
-            return self
-                .full
-                .snapshot(checkpoint_id, timestamp, factory, options);
+        if request.is_savepoint() {
+            return self.full.snapshot(request, factory);
         }
+        let checkpoint_id = request.id;
         let mut heap = self.source.lock();
         let version = self.source.version_of(&heap);
         let incremental = heap.incremental.as_mut().ok_or_else(|| {
             Error::InvalidArgument("the heap backend does not track changes".into())
         })?;
         let sequence = incremental.changes.seal();
-        let base = incremental.history.start(checkpoint_id, sequence);
+        let base = incremental
+            .history
+            .start(CheckpointId::new(checkpoint_id.get()), sequence);
         let segments = base.as_ref().map_or_else(Vec::new, |base| {
             incremental.changes.segments(base.sequence, sequence)
         });
@@ -254,7 +256,7 @@ struct HeapIncrementalAsyncSnapshot {
     factory: Arc<dyn CheckpointStreamFactory>,
     compression: Arc<dyn StreamCompressionDecorator>,
     options: HeapIncrementalOptions,
-    checkpoint_id: u64,
+    checkpoint_id: CheckpointId,
     /// Streams written so far, deleted again if the snapshot fails.
     uploaded: Vec<Arc<dyn StreamStateHandle>>,
 }
@@ -454,7 +456,7 @@ impl HeapIncrementalAsyncSnapshot {
         let handle = IncrementalRemoteKeyedStateHandle {
             backend_identifier: self.backend_id.clone(),
             key_group_range: tables.range,
-            checkpoint_id: self.checkpoint_id,
+            checkpoint_id: CheckpointId::new(self.checkpoint_id.get()),
             shared_state: shared,
             private_state: Vec::new(),
             meta_state,

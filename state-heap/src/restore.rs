@@ -14,6 +14,7 @@ use std::io::Read;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use state_api::CheckpointId;
 use state_api::{
     Error, HandleAndLocalPath, IncrementalRemoteKeyedStateHandle, KeyGroupsStateHandle,
     KeyedBackendParams, KeyedStateHandle, MaxParallelism, Registry, Result, StreamStateHandle,
@@ -125,7 +126,9 @@ fn restore(
     read_key_groups(tables, registry, &sources, readers)?;
     if let (Some(incremental), Some((checkpoint_id, chain))) = (&mut heap.incremental, continuation)
     {
-        incremental.history.continue_from(checkpoint_id, chain);
+        incremental
+            .history
+            .continue_from(CheckpointId::new(checkpoint_id.get()), chain);
         incremental.changes.record_from_now();
     }
     Ok(())

@@ -12,11 +12,13 @@ use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
 
+use state_api::CheckpointId;
+use state_api::SnapshotRequest;
 use state_api::{
-    AsyncSnapshotCallable, CheckpointOptions, CheckpointStreamFactory, Error, KeyedBackendParams,
-    KeyedSnapshotResult, KeyedSnapshotStrategyFactory, KeyedStateHandle, LocalRecoveryConfig,
-    Registry, Result, SnapshotContext, SnapshotResult, SnapshotStrategy,
-    StreamCompressionDecorator, backend_state_as,
+    AsyncSnapshotCallable, CheckpointStreamFactory, Error, KeyedBackendParams, KeyedSnapshotResult,
+    KeyedSnapshotStrategyFactory, KeyedStateHandle, LocalRecoveryConfig, Registry, Result,
+    SnapshotContext, SnapshotResult, SnapshotStrategy, StreamCompressionDecorator,
+    backend_state_as,
 };
 use state_format::KeyedBackendSerializationProxy;
 use state_format::keyed_format::{FullSnapshotTarget, write_full_snapshot_parallel};
@@ -31,7 +33,7 @@ use crate::format::{EntryBuffers, write_key_group};
 ///
 /// ```
 /// use std::sync::Arc;
-/// use state_api::{CheckpointOptions, KeyGroupRange, KeyedBackendParams, KeyedStateBackend, Registry, StateMetaInfo};
+/// use state_api::{CheckpointId, SnapshotRequest, KeyGroupRange, KeyedBackendParams, KeyedStateBackend, Registry, StateMetaInfo};
 /// use state_storage_local::MemoryCheckpointStreamFactory;
 /// use state_heap::HeapKeyedStateBackend;
 ///
@@ -45,7 +47,7 @@ use crate::format::{EntryBuffers, write_key_group};
 ///
 /// // The synchronous part: a copy-on-write version, no data copied.
 /// let factory = Arc::new(MemoryCheckpointStreamFactory::default());
-/// let task = backend.snapshot(1, 0, factory, &CheckpointOptions::checkpoint())?;
+/// let task = backend.snapshot(&SnapshotRequest::checkpoint(CheckpointId::new(1), 0), factory)?;
 /// // Writes after it are not in the snapshot.
 /// backend.put_value("count", b"", &2u64.to_be_bytes())?;
 /// // The asynchronous part, usually on another thread.
@@ -96,11 +98,11 @@ impl SnapshotStrategy<Arc<dyn KeyedStateHandle>> for HeapSnapshotStrategy {
 
     fn snapshot(
         &mut self,
-        checkpoint_id: u64,
-        _timestamp: u64,
+        request: &SnapshotRequest,
         factory: Arc<dyn CheckpointStreamFactory>,
-        _options: &CheckpointOptions,
     ) -> Result<Box<dyn AsyncSnapshotCallable<KeyedSnapshotResult>>> {
+        let (checkpoint_id, _timestamp, _options) =
+            (request.id, request.timestamp, &request.options);
         // Checkpoints and savepoints are the same full, self-contained snapshot here.
         Ok(Box::new(HeapAsyncSnapshot {
             version: Some(self.source.snapshot_version()),
@@ -118,7 +120,7 @@ struct HeapAsyncSnapshot {
     factory: Arc<dyn CheckpointStreamFactory>,
     compression: Arc<dyn StreamCompressionDecorator>,
     local_recovery: LocalRecoveryConfig,
-    checkpoint_id: u64,
+    checkpoint_id: CheckpointId,
 }
 
 impl AsyncSnapshotCallable<KeyedSnapshotResult> for HeapAsyncSnapshot {

@@ -15,11 +15,10 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use state_api::CheckpointId;
 use state_api::MaxParallelism;
-use state_api::{
-    CheckpointOptions, KeyGroupRange, KeyedBackendParams, KeyedStateBackend, Registry,
-    StateMetaInfo,
-};
+use state_api::SnapshotRequest;
+use state_api::{KeyGroupRange, KeyedBackendParams, KeyedStateBackend, Registry, StateMetaInfo};
 use state_heap::HeapKeyedStateBackend;
 use state_storage_local::MemoryCheckpointStreamFactory;
 
@@ -128,7 +127,10 @@ fn copy_cost(n: u64, k: u64) -> u64 {
     let plain = touch(&mut backend, n, k, 1);
     let factory = Arc::new(MemoryCheckpointStreamFactory::default());
     let task = backend
-        .snapshot(1, 0, factory, &CheckpointOptions::checkpoint())
+        .snapshot(
+            &SnapshotRequest::checkpoint(CheckpointId::new(1), 0),
+            factory,
+        )
         .unwrap();
     let held = touch(&mut backend, n, k, 2);
     drop(task);
@@ -175,7 +177,10 @@ fn the_synchronous_part_allocates_per_key_group_not_per_entry() {
         let factory = Arc::new(MemoryCheckpointStreamFactory::default());
         let before = allocated();
         let task = backend
-            .snapshot(1, 0, factory, &CheckpointOptions::checkpoint())
+            .snapshot(
+                &SnapshotRequest::checkpoint(CheckpointId::new(1), 0),
+                factory,
+            )
             .unwrap();
         let cost = allocated() - before;
         drop(task);
@@ -201,7 +206,10 @@ fn memory_returns_to_the_live_size_after_the_snapshot_is_written() {
 
     let factory = Arc::new(MemoryCheckpointStreamFactory::default());
     let task = backend
-        .snapshot(1, 0, factory, &CheckpointOptions::checkpoint())
+        .snapshot(
+            &SnapshotRequest::checkpoint(CheckpointId::new(1), 0),
+            factory,
+        )
         .unwrap();
     touch(&mut backend, n, k, 2);
     let while_held = live();

@@ -10,11 +10,13 @@ use std::io::{self, Write};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 
+use state_api::CheckpointId;
 use state_api::MaxParallelism;
+use state_api::SnapshotRequest;
 use state_api::{
-    CheckpointOptions, CheckpointStateOutputStream, CheckpointStreamFactory,
-    CheckpointedStateScope, Closeable, Error, KeyGroupRange, KeyedBackendParams, KeyedStateBackend,
-    Registry, Result, StateMetaInfo, StreamStateHandle,
+    CheckpointStateOutputStream, CheckpointStreamFactory, CheckpointedStateScope, Closeable, Error,
+    KeyGroupRange, KeyedBackendParams, KeyedStateBackend, Registry, Result, StateMetaInfo,
+    StreamStateHandle,
 };
 use state_heap::HeapKeyedStateBackend;
 use state_storage_local::{LocalCheckpointStorage, LocalDirectoryStreamFactory};
@@ -87,9 +89,12 @@ fn writes_during_the_asynchronous_part_reach_the_live_state_but_not_the_snapshot
     }
     let dir = tempfile::tempdir().unwrap();
     let storage = LocalCheckpointStorage::new(dir.path()).unwrap();
-    let factory = Arc::new(storage.stream_factory(1).unwrap());
+    let factory = Arc::new(storage.stream_factory(CheckpointId::new(1)).unwrap());
     let task = backend
-        .snapshot(1, 0, factory, &CheckpointOptions::checkpoint())
+        .snapshot(
+            &SnapshotRequest::checkpoint(CheckpointId::new(1), 0),
+            factory,
+        )
         .unwrap();
     let at_snapshot = model.clone();
     let running = task.spawn().unwrap();
@@ -200,11 +205,14 @@ fn closing_the_backend_cancels_a_blocked_snapshot_and_leaves_no_files() {
         .with_file_state_threshold(0);
     let (started_tx, started) = mpsc::channel();
     let factory = Arc::new(BlockingFactory {
-        inner: storage.stream_factory(7).unwrap(),
+        inner: storage.stream_factory(CheckpointId::new(7)).unwrap(),
         started: Mutex::new(Some(started_tx)),
     });
     let task = backend
-        .snapshot(7, 0, factory, &CheckpointOptions::checkpoint())
+        .snapshot(
+            &SnapshotRequest::checkpoint(CheckpointId::new(7), 0),
+            factory,
+        )
         .unwrap();
     let running = task.spawn().unwrap();
     started.recv().unwrap();

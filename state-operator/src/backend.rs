@@ -5,12 +5,13 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use state_api::CheckpointId;
+use state_api::SnapshotRequest;
 use state_api::{
-    AsyncSnapshotTask, CheckpointListener, CheckpointOptions, CheckpointStreamFactory,
-    CloseableRegistry, DistributionMode, Error, OperatorBackendParams, OperatorSnapshotResult,
-    OperatorStateBackend, OperatorStateBackendFactory, OperatorStateMetaInfo,
-    OperatorStatePartitions, OperatorStreamStateHandle, Registry, Result, SnapshotStrategy,
-    SnapshotStrategyRunner,
+    AsyncSnapshotTask, CheckpointListener, CheckpointStreamFactory, CloseableRegistry,
+    DistributionMode, Error, OperatorBackendParams, OperatorSnapshotResult, OperatorStateBackend,
+    OperatorStateBackendFactory, OperatorStateMetaInfo, OperatorStatePartitions,
+    OperatorStreamStateHandle, Registry, Result, SnapshotStrategy, SnapshotStrategyRunner,
 };
 
 use crate::OPERATOR;
@@ -312,7 +313,7 @@ fn checked_meta(
 }
 
 impl CheckpointListener for DefaultOperatorStateBackend {
-    fn notify_checkpoint_complete(&mut self, _checkpoint_id: u64) -> Result<()> {
+    fn notify_checkpoint_complete(&mut self, _checkpoint_id: CheckpointId) -> Result<()> {
         // Every snapshot is self-contained: there is no history to prune.
         Ok(())
     }
@@ -375,18 +376,11 @@ impl OperatorStateBackend for DefaultOperatorStateBackend {
 
     fn snapshot(
         &mut self,
-        checkpoint_id: u64,
-        timestamp: u64,
+        request: &SnapshotRequest,
         factory: Arc<dyn CheckpointStreamFactory>,
-        options: &CheckpointOptions,
     ) -> Result<AsyncSnapshotTask<OperatorSnapshotResult>> {
         self.check_open()?;
-        SnapshotStrategyRunner::new(&mut *self.strategy, &self.owner).snapshot(
-            checkpoint_id,
-            timestamp,
-            factory,
-            options,
-        )
+        SnapshotStrategyRunner::new(&mut *self.strategy, &self.owner).snapshot(request, factory)
     }
 
     fn pending_snapshots(&self) -> usize {

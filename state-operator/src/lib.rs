@@ -20,7 +20,7 @@
 //!
 //! ```
 //! use std::sync::Arc;
-//! use state_api::{CheckpointOptions, OperatorBackendParams, OperatorStateBackend, OperatorStateMetaInfo, Registry};
+//! use state_api::{CheckpointId, SnapshotRequest, OperatorBackendParams, OperatorStateBackend, OperatorStateMetaInfo, Registry};
 //! use state_storage_local::MemoryCheckpointStreamFactory;
 //!
 //! state_operator::link();
@@ -32,7 +32,8 @@
 //!     backend.append_to_list("partition-offsets", partition.as_bytes())?;
 //! }
 //! let storage = Arc::new(MemoryCheckpointStreamFactory::default());
-//! let result = backend.snapshot(1, 0, storage, &CheckpointOptions::checkpoint())?.run()?;
+//! let request = SnapshotRequest::checkpoint(CheckpointId::new(1), 0);
+//! let result = backend.snapshot(&request, storage)?.run()?;
 //! let old = vec![result.job_manager_owned().into_iter().cloned().collect()];
 //!
 //! let plan = state_operator::repartition(&old, 2)?;

@@ -12,12 +12,14 @@ use std::any::Any;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use state_api::CheckpointId;
+use state_api::SnapshotRequest;
 use state_api::{
-    AsyncSnapshotCallable, CheckpointOptions, CheckpointStreamFactory,
-    CheckpointStreamWithResultProvider, CheckpointedStateScope, Error, LocalRecoveryConfig,
-    OperatorBackendParams, OperatorSnapshotResult, OperatorSnapshotStrategyFactory,
-    OperatorStatePartitions, OperatorStreamStateHandle, Registry, Result, SnapshotContext,
-    SnapshotResult, SnapshotStrategy, backend_state_as,
+    AsyncSnapshotCallable, CheckpointStreamFactory, CheckpointStreamWithResultProvider,
+    CheckpointedStateScope, Error, LocalRecoveryConfig, OperatorBackendParams,
+    OperatorSnapshotResult, OperatorSnapshotStrategyFactory, OperatorStatePartitions,
+    OperatorStreamStateHandle, Registry, Result, SnapshotContext, SnapshotResult, SnapshotStrategy,
+    backend_state_as,
 };
 
 use crate::OPERATOR;
@@ -30,7 +32,7 @@ use crate::format::{OperatorSnapshotHeader, PartitionWriter};
 ///
 /// ```
 /// use std::sync::Arc;
-/// use state_api::{CheckpointOptions, OperatorBackendParams, OperatorStateBackend, OperatorStateMetaInfo, Registry};
+/// use state_api::{CheckpointId, SnapshotRequest, OperatorBackendParams, OperatorStateBackend, OperatorStateMetaInfo, Registry};
 /// use state_storage_local::MemoryCheckpointStreamFactory;
 /// use state_operator::DefaultOperatorStateBackend;
 ///
@@ -42,7 +44,7 @@ use crate::format::{OperatorSnapshotHeader, PartitionWriter};
 ///
 /// // The synchronous part copies the state; later writes are not in the snapshot.
 /// let factory = Arc::new(MemoryCheckpointStreamFactory::default());
-/// let task = backend.snapshot(1, 0, factory, &CheckpointOptions::checkpoint())?;
+/// let task = backend.snapshot(&SnapshotRequest::checkpoint(CheckpointId::new(1), 0), factory)?;
 /// backend.append_to_list("watermarks", &8u64.to_be_bytes())?;
 /// let result = task.run()?;
 ///
@@ -75,11 +77,11 @@ impl SnapshotStrategy<OperatorStreamStateHandle> for OperatorSnapshotStrategy {
 
     fn snapshot(
         &mut self,
-        checkpoint_id: u64,
-        _timestamp: u64,
+        request: &SnapshotRequest,
         factory: Arc<dyn CheckpointStreamFactory>,
-        _options: &CheckpointOptions,
     ) -> Result<Box<dyn AsyncSnapshotCallable<OperatorSnapshotResult>>> {
+        let (checkpoint_id, _timestamp, _options) =
+            (request.id, request.timestamp, &request.options);
         // Checkpoints and savepoints write the same self-contained snapshot.
         Ok(Box::new(OperatorAsyncSnapshot {
             states: Some(self.source.deep_copy()),
@@ -95,7 +97,7 @@ struct OperatorAsyncSnapshot {
     states: Option<OperatorStates>,
     factory: Arc<dyn CheckpointStreamFactory>,
     local_recovery: LocalRecoveryConfig,
-    checkpoint_id: u64,
+    checkpoint_id: CheckpointId,
 }
 
 impl AsyncSnapshotCallable<OperatorSnapshotResult> for OperatorAsyncSnapshot {

@@ -29,11 +29,13 @@ use rocksdb::{
     BlockBasedOptions, BoundColumnFamily, Cache, ColumnFamilyDescriptor, DB, MergeOperands,
     Options, ReadOptions, WriteBatch, WriteOptions,
 };
+use state_api::CheckpointId;
+use state_api::SnapshotRequest;
 use state_api::{
-    AsyncSnapshotTask, CheckpointListener, CheckpointOptions, CheckpointStreamFactory,
-    CloseableRegistry, Error, KeyGroupRange, KeyedBackendParams, KeyedSnapshotResult,
-    KeyedStateBackend, KeyedStateHandle, Lease, MaxParallelism, Registry, ResourceGuard, Result,
-    SnapshotStrategy, SnapshotStrategyRunner, StateKind, StateMetaInfo,
+    AsyncSnapshotTask, CheckpointListener, CheckpointStreamFactory, CloseableRegistry, Error,
+    KeyGroupRange, KeyedBackendParams, KeyedSnapshotResult, KeyedStateBackend, KeyedStateHandle,
+    Lease, MaxParallelism, Registry, ResourceGuard, Result, SnapshotStrategy,
+    SnapshotStrategyRunner, StateKind, StateMetaInfo,
 };
 use state_format::key_group_prefix::write_key_group_prefix;
 use state_format::keyed_format::{CompositeKey, decode_list, encode_list};
@@ -602,13 +604,13 @@ fn db_directory(working_dir: Option<&Path>) -> Result<(PathBuf, Option<TempDir>)
 }
 
 impl CheckpointListener for RocksDBKeyedStateBackend {
-    fn notify_checkpoint_complete(&mut self, checkpoint_id: u64) -> Result<()> {
+    fn notify_checkpoint_complete(&mut self, checkpoint_id: CheckpointId) -> Result<()> {
         // Incremental checkpoints build on the last completed one; full ones record nothing.
         self.source.incremental().complete(checkpoint_id);
         Ok(())
     }
 
-    fn notify_checkpoint_aborted(&mut self, checkpoint_id: u64) -> Result<()> {
+    fn notify_checkpoint_aborted(&mut self, checkpoint_id: CheckpointId) -> Result<()> {
         self.source.incremental().abort(checkpoint_id);
         Ok(())
     }
@@ -798,22 +800,15 @@ impl KeyedStateBackend for RocksDBKeyedStateBackend {
 
     fn snapshot(
         &mut self,
-        checkpoint_id: u64,
-        timestamp: u64,
+        request: &SnapshotRequest,
         factory: Arc<dyn CheckpointStreamFactory>,
-        options: &CheckpointOptions,
     ) -> Result<AsyncSnapshotTask<KeyedSnapshotResult>> {
         self.db()?;
-        let strategy = match options.is_savepoint() {
+        let strategy = match request.is_savepoint() {
             true => &mut *self.savepoint_strategy,
             false => &mut *self.checkpoint_strategy,
         };
-        SnapshotStrategyRunner::new(strategy, &self.owner).snapshot(
-            checkpoint_id,
-            timestamp,
-            factory,
-            options,
-        )
+        SnapshotStrategyRunner::new(strategy, &self.owner).snapshot(request, factory)
     }
 
     fn pending_snapshots(&self) -> usize {

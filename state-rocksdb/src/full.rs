@@ -15,11 +15,13 @@ use std::fmt;
 use std::sync::Arc;
 
 use rocksdb::{DB, ReadOptions, SnapshotWithThreadMode};
+use state_api::CheckpointId;
+use state_api::SnapshotRequest;
 use state_api::{
-    AsyncSnapshotCallable, CheckpointOptions, CheckpointStreamFactory, Error, KeyedBackendParams,
-    KeyedSnapshotResult, KeyedSnapshotStrategyFactory, KeyedStateHandle, Lease,
-    LocalRecoveryConfig, Registry, Result, SnapshotContext, SnapshotResult, SnapshotStrategy,
-    StateMetaInfo, StreamCompressionDecorator, backend_state_as,
+    AsyncSnapshotCallable, CheckpointStreamFactory, Error, KeyedBackendParams, KeyedSnapshotResult,
+    KeyedSnapshotStrategyFactory, KeyedStateHandle, Lease, LocalRecoveryConfig, Registry, Result,
+    SnapshotContext, SnapshotResult, SnapshotStrategy, StateMetaInfo, StreamCompressionDecorator,
+    backend_state_as,
 };
 use state_format::KeyedBackendSerializationProxy;
 use state_format::keyed_format::{FullSnapshotTarget, write_full_snapshot_parallel};
@@ -79,11 +81,11 @@ impl SnapshotStrategy<Arc<dyn KeyedStateHandle>> for RocksFullSnapshotStrategy {
 
     fn snapshot(
         &mut self,
-        checkpoint_id: u64,
-        _timestamp: u64,
+        request: &SnapshotRequest,
         factory: Arc<dyn CheckpointStreamFactory>,
-        _options: &CheckpointOptions,
     ) -> Result<Box<dyn AsyncSnapshotCallable<KeyedSnapshotResult>>> {
+        let (checkpoint_id, _timestamp, _options) =
+            (request.id, request.timestamp, &request.options);
         let lease = self.source.lease()?;
         let snapshot = OwnedSnapshot::new(self.source.db()?, |db| db.snapshot());
         Ok(Box::new(RocksFullAsyncSnapshot {
@@ -115,7 +117,7 @@ struct RocksFullAsyncSnapshot {
     factory: Arc<dyn CheckpointStreamFactory>,
     compression: Arc<dyn StreamCompressionDecorator>,
     local_recovery: LocalRecoveryConfig,
-    checkpoint_id: u64,
+    checkpoint_id: CheckpointId,
 }
 
 impl AsyncSnapshotCallable<KeyedSnapshotResult> for RocksFullAsyncSnapshot {

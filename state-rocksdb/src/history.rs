@@ -1,6 +1,7 @@
 //! [`IncrementalHistory`]: which sst files the incremental checkpoints of one RocksDB
 //! backend instance uploaded, and which completed checkpoint the next one builds on.
 
+use state_api::CheckpointId;
 use std::collections::BTreeMap;
 
 /// An sst file a checkpoint uploaded (or referred to).
@@ -20,7 +21,7 @@ pub(crate) struct IncrementalHistory {
     /// Identifies the backend instance in shared keys.
     pub(crate) backend_id: String,
     /// Checkpoints whose asynchronous part completed, not yet confirmed: their sst files.
-    pub(crate) pending: BTreeMap<u64, BTreeMap<String, UploadedFile>>,
+    pub(crate) pending: BTreeMap<CheckpointId, BTreeMap<String, UploadedFile>>,
     /// The last confirmed checkpoint and its sst files: what the next one builds on.
     last_completed: Option<(u64, BTreeMap<String, UploadedFile>)>,
 }
@@ -37,11 +38,14 @@ impl IncrementalHistory {
     /// A history continuing from checkpoint `checkpoint_id`, whose sst files (with the
     /// keys they are registered under) are `files`, under a new identifier: the restored
     /// instance may write files under names the old one used for other bytes.
-    pub(crate) fn continuing(checkpoint_id: u64, files: BTreeMap<String, UploadedFile>) -> Self {
+    pub(crate) fn continuing(
+        checkpoint_id: CheckpointId,
+        files: BTreeMap<String, UploadedFile>,
+    ) -> Self {
         IncrementalHistory {
             backend_id: state_api::new_backend_identifier("rocksdb"),
             pending: BTreeMap::new(),
-            last_completed: Some((checkpoint_id, files)),
+            last_completed: Some((checkpoint_id.get(), files)),
         }
     }
 
@@ -58,21 +62,21 @@ impl IncrementalHistory {
     /// checkpoint this instance did not take incrementally (a savepoint, one aborted
     /// here, one from before a restore) changes nothing, so a late notification for an
     /// earlier pending checkpoint still finds it.
-    pub(crate) fn complete(&mut self, checkpoint_id: u64) {
+    pub(crate) fn complete(&mut self, checkpoint_id: CheckpointId) {
         let Some(files) = self.pending.remove(&checkpoint_id) else {
             return;
         };
         if self
             .last_completed
             .as_ref()
-            .is_none_or(|(last, _)| *last < checkpoint_id)
+            .is_none_or(|(last, _)| *last < checkpoint_id.get())
         {
-            self.last_completed = Some((checkpoint_id, files));
+            self.last_completed = Some((checkpoint_id.get(), files));
         }
         self.pending.retain(|&id, _| id > checkpoint_id);
     }
 
-    pub(crate) fn abort(&mut self, checkpoint_id: u64) {
+    pub(crate) fn abort(&mut self, checkpoint_id: CheckpointId) {
         self.pending.remove(&checkpoint_id);
     }
 
@@ -107,26 +111,34 @@ mod tests {
     #[test]
     fn completing_moves_the_base_and_forgets_older_pending_checkpoints() {
         let mut history = IncrementalHistory::fresh();
-        history.pending.insert(1, files(&["1.sst"]));
-        history.pending.insert(2, files(&["2.sst"]));
-        history.pending.insert(3, files(&["3.sst"]));
-        history.complete(2);
+        history
+            .pending
+            .insert(CheckpointId::new(1), files(&["1.sst"]));
+        history
+            .pending
+            .insert(CheckpointId::new(2), files(&["2.sst"]));
+        history
+            .pending
+            .insert(CheckpointId::new(3), files(&["3.sst"]));
+        history.complete(CheckpointId::new(2));
         assert_eq!(history.last_completed(), Some(2));
         assert_eq!(base_names(&history), ["2.sst"]);
         assert_eq!(history.pending.keys().copied().collect::<Vec<_>>(), [3]);
         // A late notification of a forgotten, older checkpoint does not move the base back.
-        history.complete(1);
+        history.complete(CheckpointId::new(1));
         assert_eq!(history.last_completed(), Some(2));
     }
 
     #[test]
     fn a_notification_for_a_checkpoint_not_taken_here_keeps_pending_ones() {
         let mut history = IncrementalHistory::fresh();
-        history.pending.insert(4, files(&["4.sst"]));
+        history
+            .pending
+            .insert(CheckpointId::new(4), files(&["4.sst"]));
         // Checkpoint 5 was a savepoint (full strategy): nothing recorded for it.
-        history.complete(5);
+        history.complete(CheckpointId::new(5));
         assert_eq!(history.last_completed(), None);
-        history.complete(4);
+        history.complete(CheckpointId::new(4));
         assert_eq!(
             history.last_completed(),
             Some(4),
@@ -137,19 +149,23 @@ mod tests {
     #[test]
     fn an_aborted_checkpoint_cannot_complete_later() {
         let mut history = IncrementalHistory::fresh();
-        history.pending.insert(1, files(&["1.sst"]));
-        history.complete(1);
-        history.pending.insert(2, files(&["1.sst", "2.sst"]));
-        history.abort(2);
-        history.complete(2);
+        history
+            .pending
+            .insert(CheckpointId::new(1), files(&["1.sst"]));
+        history.complete(CheckpointId::new(1));
+        history
+            .pending
+            .insert(CheckpointId::new(2), files(&["1.sst", "2.sst"]));
+        history.abort(CheckpointId::new(2));
+        history.complete(CheckpointId::new(2));
         assert_eq!(history.last_completed(), Some(1));
         assert_eq!(base_names(&history), ["1.sst"]);
     }
 
     #[test]
     fn a_restored_history_continues_under_a_new_identifier() {
-        let first = IncrementalHistory::continuing(7, files(&["7.sst"]));
-        let second = IncrementalHistory::continuing(7, files(&["7.sst"]));
+        let first = IncrementalHistory::continuing(CheckpointId::new(7), files(&["7.sst"]));
+        let second = IncrementalHistory::continuing(CheckpointId::new(7), files(&["7.sst"]));
         assert_eq!(first.last_completed(), Some(7));
         assert_eq!(base_names(&first), ["7.sst"]);
         assert_ne!(

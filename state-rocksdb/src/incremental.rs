@@ -27,13 +27,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use rocksdb::checkpoint::Checkpoint;
+use state_api::CheckpointId;
+use state_api::SnapshotRequest;
 use state_api::{
-    AsyncSnapshotCallable, CheckpointOptions, CheckpointStreamFactory, CheckpointedStateScope,
-    DirectoryStateHandle, Error, HandleAndLocalPath, IncrementalLocalKeyedStateHandle,
-    IncrementalRemoteKeyedStateHandle, KeyedBackendParams, KeyedSnapshotResult,
-    KeyedSnapshotStrategyFactory, KeyedStateHandle, Lease, LocalRecoveryConfig,
-    PlaceholderStreamStateHandle, Registry, Result, SnapshotContext, SnapshotResult,
-    SnapshotStrategy, StateMetaInfo, StateObject, StreamStateHandle, backend_state_as,
+    AsyncSnapshotCallable, CheckpointStreamFactory, CheckpointedStateScope, DirectoryStateHandle,
+    Error, HandleAndLocalPath, IncrementalLocalKeyedStateHandle, IncrementalRemoteKeyedStateHandle,
+    KeyedBackendParams, KeyedSnapshotResult, KeyedSnapshotStrategyFactory, KeyedStateHandle, Lease,
+    LocalRecoveryConfig, PlaceholderStreamStateHandle, Registry, Result, SnapshotContext,
+    SnapshotResult, SnapshotStrategy, StateMetaInfo, StateObject, StreamStateHandle,
+    backend_state_as,
 };
 use state_format::KeyedBackendSerializationProxy;
 use state_format::file_manifest::{FileManifest, ManifestEntry};
@@ -71,7 +73,7 @@ pub(crate) fn download(
     file: &HandleAndLocalPath,
     manifest: &FileManifest,
     dir: &Path,
-    checkpoint_id: u64,
+    checkpoint_id: CheckpointId,
 ) -> Result<()> {
     let what = || {
         format!(
@@ -135,11 +137,11 @@ impl SnapshotStrategy<Arc<dyn KeyedStateHandle>> for RocksIncrementalSnapshotStr
 
     fn snapshot(
         &mut self,
-        checkpoint_id: u64,
-        _timestamp: u64,
+        request: &SnapshotRequest,
         factory: Arc<dyn CheckpointStreamFactory>,
-        _options: &CheckpointOptions,
     ) -> Result<Box<dyn AsyncSnapshotCallable<KeyedSnapshotResult>>> {
+        let (checkpoint_id, _timestamp, _options) =
+            (request.id, request.timestamp, &request.options);
         let states = self.source.states();
         let (backend_id, base) = {
             let history = self.source.incremental();
@@ -197,7 +199,7 @@ struct RocksIncrementalAsyncSnapshot {
     source: RocksDBSnapshotSource,
     factory: Arc<dyn CheckpointStreamFactory>,
     local_recovery: LocalRecoveryConfig,
-    checkpoint_id: u64,
+    checkpoint_id: CheckpointId,
 }
 
 /// Numbers snapshot directories (`chk-<checkpoint id>-<n>`) within the process.

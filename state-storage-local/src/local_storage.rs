@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use state_api::CheckpointId;
 use state_api::checkpoint_metadata::{CheckpointMetadata, JobId, METADATA_FILE};
 use state_api::{
     ByteStreamStateHandle, CheckpointStateOutputStream, CheckpointStorage, CheckpointStreamFactory,
@@ -58,7 +59,7 @@ fn create_dir(path: &Path) -> Result<()> {
 ///
 /// let root = tempfile::tempdir().unwrap();
 /// let storage = LocalCheckpointStorage::new(root.path())?.with_file_state_threshold(0);
-/// let factory = storage.stream_factory(1)?;
+/// let factory = storage.stream_factory(state_api::CheckpointId::new(1))?;
 /// let mut stream = factory.create_output_stream(CheckpointedStateScope::Exclusive)?;
 /// stream.write_all(b"key groups").unwrap();
 /// let handle = stream.close_and_get_handle()?;
@@ -135,7 +136,7 @@ impl LocalCheckpointStorage {
     }
 
     /// The directory of checkpoint `checkpoint_id`'s exclusive streams.
-    pub fn checkpoint_dir(&self, checkpoint_id: u64) -> PathBuf {
+    pub fn checkpoint_dir(&self, checkpoint_id: CheckpointId) -> PathBuf {
         self.root.path().join(checkpoint_dir_name(checkpoint_id))
     }
 
@@ -149,7 +150,10 @@ impl LocalCheckpointStorage {
     /// # Errors
     ///
     /// [`Error::Io`] naming the directory that cannot be created.
-    pub fn stream_factory(&self, checkpoint_id: u64) -> Result<LocalDirectoryStreamFactory> {
+    pub fn stream_factory(
+        &self,
+        checkpoint_id: CheckpointId,
+    ) -> Result<LocalDirectoryStreamFactory> {
         create_dir(&self.checkpoint_dir(checkpoint_id))?;
         create_dir(&self.shared_dir())?;
         Ok(LocalDirectoryStreamFactory {
@@ -202,7 +206,7 @@ impl LocalCheckpointStorage {
 }
 
 /// `chk-<id>`: the directory of a checkpoint's exclusive streams, relative to the root.
-fn checkpoint_dir_name(checkpoint_id: u64) -> String {
+fn checkpoint_dir_name(checkpoint_id: CheckpointId) -> String {
     format!("chk-{checkpoint_id}")
 }
 
@@ -217,7 +221,7 @@ impl LocalCheckpointStorage {
     /// [`Error::InvalidArgument`] if the checkpoint is committed already (metadata is never
     /// replaced), [`Error::Io`] naming the file when writing fails.
     pub fn commit_checkpoint(&self, metadata: &CheckpointMetadata) -> Result<PathBuf> {
-        let dir = self.checkpoint_dir(metadata.checkpoint_id);
+        let dir = self.checkpoint_dir(CheckpointId::new(metadata.checkpoint_id.get()));
         create_dir(&dir)?;
         let target = dir.join(METADATA_FILE);
         let bytes = metadata::to_bytes(metadata, &self.storage_root())?;
@@ -246,7 +250,7 @@ impl LocalCheckpointStorage {
     /// # Errors
     ///
     /// [`Error::Io`] when the root cannot be listed.
-    pub fn completed_checkpoints(&self) -> Result<Vec<u64>> {
+    pub fn completed_checkpoints(&self) -> Result<Vec<CheckpointId>> {
         let mut ids = Vec::new();
         let root = self.root.path();
         let entries = fs::read_dir(root).map_err(|e| Error::io(root, e))?;
@@ -260,7 +264,7 @@ impl LocalCheckpointStorage {
             if let Some(id) = id
                 && entry.path().join(METADATA_FILE).is_file()
             {
-                ids.push(id);
+                ids.push(CheckpointId::new(id));
             }
         }
         ids.sort_unstable();
@@ -277,7 +281,7 @@ impl LocalCheckpointStorage {
     /// naming the file around [`Error::Corrupted`] / [`Error::Truncated`] for a damaged one
     /// (also one whose metadata names another checkpoint id) and around
     /// [`Error::OutsideStorage`] for a handle outside the root.
-    pub fn load_checkpoint(&self, checkpoint_id: u64) -> Result<CheckpointMetadata> {
+    pub fn load_checkpoint(&self, checkpoint_id: CheckpointId) -> Result<CheckpointMetadata> {
         let path = self.checkpoint_dir(checkpoint_id).join(METADATA_FILE);
         let metadata =
             read_metadata_file(&path, &self.storage_root()).map_err(|err| match err {
@@ -287,7 +291,7 @@ impl LocalCheckpointStorage {
                 other => other,
             })?;
         metadata
-            .check_checkpoint_id(checkpoint_id)
+            .check_checkpoint_id(CheckpointId::new(checkpoint_id.get()))
             .map_err(|source| Error::Snapshot {
                 location: path.display().to_string(),
                 source: Box::new(source),
@@ -303,7 +307,7 @@ impl LocalCheckpointStorage {
     /// # Errors
     ///
     /// [`Error::Io`] naming what could not be deleted.
-    pub fn discard_checkpoint(&self, checkpoint_id: u64) -> Result<()> {
+    pub fn discard_checkpoint(&self, checkpoint_id: CheckpointId) -> Result<()> {
         let dir = self.checkpoint_dir(checkpoint_id);
         let metadata = dir.join(METADATA_FILE);
         for outcome in [
@@ -327,7 +331,10 @@ impl CheckpointStorage for LocalCheckpointStorage {
         self.root.describe()
     }
 
-    fn stream_factory(&self, checkpoint_id: u64) -> Result<Arc<dyn CheckpointStreamFactory>> {
+    fn stream_factory(
+        &self,
+        checkpoint_id: CheckpointId,
+    ) -> Result<Arc<dyn CheckpointStreamFactory>> {
         Ok(Arc::new(LocalCheckpointStorage::stream_factory(
             self,
             checkpoint_id,
@@ -338,15 +345,15 @@ impl CheckpointStorage for LocalCheckpointStorage {
         LocalCheckpointStorage::commit_checkpoint(self, metadata).map(drop)
     }
 
-    fn completed_checkpoints(&self) -> Result<Vec<u64>> {
+    fn completed_checkpoints(&self) -> Result<Vec<CheckpointId>> {
         LocalCheckpointStorage::completed_checkpoints(self)
     }
 
-    fn load_checkpoint(&self, checkpoint_id: u64) -> Result<CheckpointMetadata> {
+    fn load_checkpoint(&self, checkpoint_id: CheckpointId) -> Result<CheckpointMetadata> {
         LocalCheckpointStorage::load_checkpoint(self, checkpoint_id)
     }
 
-    fn discard_checkpoint(&self, checkpoint_id: u64) -> Result<()> {
+    fn discard_checkpoint(&self, checkpoint_id: CheckpointId) -> Result<()> {
         LocalCheckpointStorage::discard_checkpoint(self, checkpoint_id)
     }
 
@@ -679,7 +686,7 @@ mod tests {
     #[test]
     fn small_stream_stays_inline_and_writes_no_file() {
         let (_root, storage) = storage(100);
-        let factory = storage.stream_factory(1).unwrap();
+        let factory = storage.stream_factory(CheckpointId::new(1)).unwrap();
         let mut out = factory
             .create_output_stream(CheckpointedStateScope::Exclusive)
             .unwrap();
@@ -687,36 +694,36 @@ mod tests {
         let handle = out.close_and_get_handle().unwrap();
         assert!(handle.as_any().is::<ByteStreamStateHandle>(), "{handle:?}");
         assert_eq!(read_all(&handle), b"tiny");
-        assert!(files_in(&storage.checkpoint_dir(1)).is_empty());
+        assert!(files_in(&storage.checkpoint_dir(CheckpointId::new(1))).is_empty());
     }
 
     #[test]
     fn large_stream_is_invisible_until_completed() {
         let (_root, storage) = storage(10);
-        let factory = storage.stream_factory(2).unwrap();
+        let factory = storage.stream_factory(CheckpointId::new(2)).unwrap();
         let mut out = factory
             .create_output_stream(CheckpointedStateScope::Exclusive)
             .unwrap();
         let data: Vec<u8> = (0..10_000u32).map(|i| i as u8).collect();
         out.write_all(&data).unwrap();
         assert_eq!(out.pos(), 10_000);
-        let names = files_in(&storage.checkpoint_dir(2));
+        let names = files_in(&storage.checkpoint_dir(CheckpointId::new(2)));
         assert_eq!(names.len(), 1);
         assert!(names[0].starts_with(IN_PROGRESS_PREFIX), "{names:?}");
         let handle = out.close_and_get_handle().unwrap();
-        let names = files_in(&storage.checkpoint_dir(2));
+        let names = files_in(&storage.checkpoint_dir(CheckpointId::new(2)));
         assert_eq!(names.len(), 1);
         assert!(!names[0].starts_with('.'), "{names:?}");
         assert_eq!(handle.state_size(), 10_000);
         assert_eq!(read_all(&handle), data);
         handle.discard().unwrap();
-        assert!(files_in(&storage.checkpoint_dir(2)).is_empty());
+        assert!(files_in(&storage.checkpoint_dir(CheckpointId::new(2))).is_empty());
     }
 
     #[test]
     fn shared_scope_writes_to_the_shared_directory() {
         let (_root, storage) = storage(0);
-        let factory = storage.stream_factory(3).unwrap();
+        let factory = storage.stream_factory(CheckpointId::new(3)).unwrap();
         let mut out = factory
             .create_output_stream(CheckpointedStateScope::Shared)
             .unwrap();
@@ -728,25 +735,25 @@ mod tests {
             handle.describe()
         );
         assert_eq!(files_in(&storage.shared_dir()).len(), 1);
-        assert!(files_in(&storage.checkpoint_dir(3)).is_empty());
+        assert!(files_in(&storage.checkpoint_dir(CheckpointId::new(3))).is_empty());
     }
 
     #[test]
     fn dropping_an_unfinished_stream_deletes_it() {
         let (_root, storage) = storage(0);
-        let factory = storage.stream_factory(4).unwrap();
+        let factory = storage.stream_factory(CheckpointId::new(4)).unwrap();
         let mut out = factory
             .create_output_stream(CheckpointedStateScope::Exclusive)
             .unwrap();
         out.write_all(&[1; 5000]).unwrap();
         drop(out);
-        assert!(files_in(&storage.checkpoint_dir(4)).is_empty());
+        assert!(files_in(&storage.checkpoint_dir(CheckpointId::new(4))).is_empty());
     }
 
     #[test]
     fn closing_from_another_thread_fails_writes_and_deletes_the_file() {
         let (_root, storage) = storage(0);
-        let factory = storage.stream_factory(5).unwrap();
+        let factory = storage.stream_factory(CheckpointId::new(5)).unwrap();
         let mut out = factory
             .create_output_stream(CheckpointedStateScope::Exclusive)
             .unwrap();
@@ -755,18 +762,18 @@ mod tests {
         std::thread::spawn(move || closer.close().unwrap())
             .join()
             .unwrap();
-        assert!(files_in(&storage.checkpoint_dir(5)).is_empty());
+        assert!(files_in(&storage.checkpoint_dir(CheckpointId::new(5))).is_empty());
         let err = Error::stream("writing", out.write_all(b"more").unwrap_err());
         assert!(matches!(err, Error::Closed { .. }), "{err}");
         let err = out.close_and_get_handle().unwrap_err();
         assert!(matches!(err, Error::Closed { .. }), "{err}");
-        assert!(files_in(&storage.checkpoint_dir(5)).is_empty());
+        assert!(files_in(&storage.checkpoint_dir(CheckpointId::new(5))).is_empty());
     }
 
     #[test]
     fn closing_after_completion_keeps_the_file() {
         let (_root, storage) = storage(0);
-        let factory = storage.stream_factory(6).unwrap();
+        let factory = storage.stream_factory(CheckpointId::new(6)).unwrap();
         let mut out = factory
             .create_output_stream(CheckpointedStateScope::Exclusive)
             .unwrap();

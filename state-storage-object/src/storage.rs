@@ -16,6 +16,7 @@ use bytes::Bytes;
 use futures_util::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use state_api::CheckpointId;
 use state_api::checkpoint_metadata::METADATA_FILE;
 use state_api::{
     CheckpointMetadata, CheckpointStateOutputStream, CheckpointStorage, CheckpointStreamFactory,
@@ -57,7 +58,7 @@ fn fresh_name() -> String {
 ///
 /// let storage = ObjectCheckpointStorage::open("memory://doc/job-1", ObjectStoreOptions::default())?
 ///     .with_file_state_threshold(0);
-/// let factory = storage.stream_factory(1);
+/// let factory = storage.stream_factory(state_api::CheckpointId::new(1));
 /// let mut stream = factory.create_output_stream(CheckpointedStateScope::Exclusive)?;
 /// stream.write_all(b"key groups").unwrap();
 /// let handle = stream.close_and_get_handle()?;
@@ -137,12 +138,12 @@ impl ObjectCheckpointStorage {
         }
     }
 
-    fn checkpoint_key(&self, checkpoint_id: u64) -> Path {
+    fn checkpoint_key(&self, checkpoint_id: CheckpointId) -> Path {
         self.key(&format!("chk-{checkpoint_id}"))
     }
 
     /// The stream factory of checkpoint `checkpoint_id`.
-    pub fn stream_factory(&self, checkpoint_id: u64) -> ObjectStreamFactory {
+    pub fn stream_factory(&self, checkpoint_id: CheckpointId) -> ObjectStreamFactory {
         ObjectStreamFactory {
             storage: self.clone(),
             exclusive: format!("chk-{checkpoint_id}"),
@@ -182,11 +183,11 @@ impl ObjectCheckpointStorage {
     /// # Errors
     ///
     /// Storage errors of the listing.
-    pub fn completed_checkpoints(&self) -> Result<Vec<u64>> {
+    pub fn completed_checkpoints(&self) -> Result<Vec<CheckpointId>> {
         Ok(self
             .checkpoint_directories()?
             .into_iter()
-            .filter_map(|(id, committed)| committed.then_some(id))
+            .filter_map(|(id, committed)| committed.then_some(CheckpointId::new(id)))
             .collect())
     }
 
@@ -227,7 +228,7 @@ impl ObjectCheckpointStorage {
     ///
     /// [`Error::NotFound`] for a checkpoint never committed; [`Error::Snapshot`] naming
     /// the object around a corruption; storage errors.
-    pub fn load_checkpoint(&self, checkpoint_id: u64) -> Result<CheckpointMetadata> {
+    pub fn load_checkpoint(&self, checkpoint_id: CheckpointId) -> Result<CheckpointMetadata> {
         let key = self.checkpoint_key(checkpoint_id).join(METADATA_FILE);
         let url = self.url_of(&key);
         let inner = self.store.inner.clone();
@@ -268,7 +269,7 @@ impl ObjectCheckpointStorage {
     /// # Errors
     ///
     /// Storage errors naming the object.
-    pub fn discard_checkpoint(&self, checkpoint_id: u64) -> Result<()> {
+    pub fn discard_checkpoint(&self, checkpoint_id: CheckpointId) -> Result<()> {
         let dir = self.checkpoint_key(checkpoint_id);
         self.delete(&dir.clone().join(METADATA_FILE))?;
         let inner = self.store.inner.clone();
@@ -305,7 +306,7 @@ impl ObjectCheckpointStorage {
     /// Storage errors of the listing.
     pub fn stored_objects(&self, checkpoint_id: Option<u64>) -> Result<Vec<String>> {
         let under = match checkpoint_id {
-            Some(id) => self.checkpoint_key(id),
+            Some(id) => self.checkpoint_key(CheckpointId::new(id)),
             None => self.prefix.clone(),
         };
         let inner = self.store.inner.clone();
@@ -334,7 +335,10 @@ impl CheckpointStorage for ObjectCheckpointStorage {
         self.url.clone()
     }
 
-    fn stream_factory(&self, checkpoint_id: u64) -> Result<Arc<dyn CheckpointStreamFactory>> {
+    fn stream_factory(
+        &self,
+        checkpoint_id: CheckpointId,
+    ) -> Result<Arc<dyn CheckpointStreamFactory>> {
         Ok(Arc::new(ObjectCheckpointStorage::stream_factory(
             self,
             checkpoint_id,
@@ -345,15 +349,15 @@ impl CheckpointStorage for ObjectCheckpointStorage {
         ObjectCheckpointStorage::commit_checkpoint(self, metadata).map(drop)
     }
 
-    fn completed_checkpoints(&self) -> Result<Vec<u64>> {
+    fn completed_checkpoints(&self) -> Result<Vec<CheckpointId>> {
         ObjectCheckpointStorage::completed_checkpoints(self)
     }
 
-    fn load_checkpoint(&self, checkpoint_id: u64) -> Result<CheckpointMetadata> {
+    fn load_checkpoint(&self, checkpoint_id: CheckpointId) -> Result<CheckpointMetadata> {
         ObjectCheckpointStorage::load_checkpoint(self, checkpoint_id)
     }
 
-    fn discard_checkpoint(&self, checkpoint_id: u64) -> Result<()> {
+    fn discard_checkpoint(&self, checkpoint_id: CheckpointId) -> Result<()> {
         ObjectCheckpointStorage::discard_checkpoint(self, checkpoint_id)
     }
 }

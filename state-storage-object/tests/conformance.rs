@@ -17,11 +17,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use snapstate_tests::keyed::{self, KeyedBackendCapabilities};
 use snapstate_tests::operator;
 use snapstate_tests::storage::{StorageProvider, StorageUnderTest, with_storage};
+use state_api::CheckpointId;
+use state_api::SnapshotRequest;
 use state_api::{
-    CheckpointMetadata, CheckpointOptions, CheckpointStorage, CheckpointStreamFactory,
-    CheckpointType, IncrementalRemoteKeyedStateHandle, InstanceSnapshot, KeyGroupRange,
-    KeyedBackendParams, KeyedStateBackend, KeyedStateHandle, MaxParallelism, Registry, Result,
-    SharedStateRegistry, StateMetaInfo,
+    CheckpointMetadata, CheckpointStorage, CheckpointStreamFactory, CheckpointType,
+    IncrementalRemoteKeyedStateHandle, InstanceSnapshot, KeyGroupRange, KeyedBackendParams,
+    KeyedStateBackend, KeyedStateHandle, MaxParallelism, Registry, Result, SharedStateRegistry,
+    StateMetaInfo,
 };
 use state_storage_object::{ObjectCheckpointStorage, ObjectStoreOptions};
 use support::MotoServer;
@@ -62,19 +64,22 @@ impl CheckpointStorage for UnderTest {
     fn location(&self) -> String {
         CheckpointStorage::location(&self.storage)
     }
-    fn stream_factory(&self, checkpoint_id: u64) -> Result<Arc<dyn CheckpointStreamFactory>> {
+    fn stream_factory(
+        &self,
+        checkpoint_id: CheckpointId,
+    ) -> Result<Arc<dyn CheckpointStreamFactory>> {
         CheckpointStorage::stream_factory(&self.storage, checkpoint_id)
     }
     fn commit_checkpoint(&self, metadata: &CheckpointMetadata) -> Result<()> {
         CheckpointStorage::commit_checkpoint(&self.storage, metadata)
     }
-    fn completed_checkpoints(&self) -> Result<Vec<u64>> {
+    fn completed_checkpoints(&self) -> Result<Vec<CheckpointId>> {
         self.storage.completed_checkpoints()
     }
-    fn load_checkpoint(&self, checkpoint_id: u64) -> Result<CheckpointMetadata> {
+    fn load_checkpoint(&self, checkpoint_id: CheckpointId) -> Result<CheckpointMetadata> {
         self.storage.load_checkpoint(checkpoint_id)
     }
-    fn discard_checkpoint(&self, checkpoint_id: u64) -> Result<()> {
+    fn discard_checkpoint(&self, checkpoint_id: CheckpointId) -> Result<()> {
         self.storage.discard_checkpoint(checkpoint_id)
     }
 }
@@ -280,10 +285,8 @@ fn checkpoint(
 ) -> Arc<dyn KeyedStateHandle> {
     let result = live
         .snapshot(
-            id,
-            id,
-            Arc::new(storage.stream_factory(id)),
-            &CheckpointOptions::checkpoint(),
+            &SnapshotRequest::checkpoint(CheckpointId::new(id), id),
+            Arc::new(storage.stream_factory(CheckpointId::new(id))),
         )
         .unwrap()
         .run()
@@ -294,15 +297,20 @@ fn checkpoint(
         .downcast_ref::<IncrementalRemoteKeyedStateHandle>()
         .expect("an incremental checkpoint");
     let retained = shared.register(incremental).unwrap();
-    let mut metadata =
-        CheckpointMetadata::new(id, id, CheckpointType::Checkpoint, MaxParallelism::of(128));
+    let mut metadata = CheckpointMetadata::new(
+        CheckpointId::new(id),
+        id,
+        CheckpointType::Checkpoint,
+        MaxParallelism::of(128),
+    );
     metadata.instances.push(InstanceSnapshot {
         index: 0,
         keyed: vec![Arc::new(shared.resolve(&retained).unwrap())],
         operator: Vec::new(),
     });
     storage.commit_checkpoint(&metadata).unwrap();
-    live.notify_checkpoint_complete(id).unwrap();
+    live.notify_checkpoint_complete(CheckpointId::new(id))
+        .unwrap();
     handle
 }
 
@@ -346,8 +354,8 @@ fn incremental_checkpoints_commit_restore_rescale_and_discard_on_s3() {
     live.close().unwrap();
 
     // Checkpoint 2 subsumes 1: its own objects and the shared ones only it used go.
-    shared.release(1).unwrap();
-    storage.discard_checkpoint(1).unwrap();
+    shared.release(CheckpointId::new(1)).unwrap();
+    storage.discard_checkpoint(CheckpointId::new(1)).unwrap();
     assert_eq!(storage.completed_checkpoints().unwrap(), [2]);
     let stored = storage.stored_objects(None).unwrap();
     assert!(
@@ -360,7 +368,7 @@ fn incremental_checkpoints_commit_restore_rescale_and_discard_on_s3() {
     );
 
     // A restore reads only what the storage holds: metadata and deserialized handles.
-    let metadata = storage.load_checkpoint(2).unwrap();
+    let metadata = storage.load_checkpoint(CheckpointId::new(2)).unwrap();
     let handles = metadata.keyed_handles();
     let round = |key: u32| if key < 50 { 2 } else { 1 };
     let mut restored = factory
@@ -383,7 +391,7 @@ fn incremental_checkpoints_commit_restore_rescale_and_discard_on_s3() {
         half.close().unwrap();
     }
 
-    shared.release(2).unwrap();
-    storage.discard_checkpoint(2).unwrap();
+    shared.release(CheckpointId::new(2)).unwrap();
+    storage.discard_checkpoint(CheckpointId::new(2)).unwrap();
     server.assert_clean(&bucket, "every checkpoint subsumed and discarded");
 }

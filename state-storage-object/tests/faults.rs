@@ -11,6 +11,7 @@ mod support;
 use std::io::Write;
 use std::time::Duration;
 
+use state_api::CheckpointId;
 use state_api::{
     CheckpointStateOutputStream, CheckpointStreamFactory, CheckpointedStateScope, Error,
     StateObject,
@@ -36,7 +37,7 @@ fn storage_via(
 
 fn open(storage: &ObjectCheckpointStorage) -> Box<dyn CheckpointStateOutputStream> {
     storage
-        .stream_factory(1)
+        .stream_factory(CheckpointId::new(1))
         .create_output_stream(CheckpointedStateScope::Exclusive)
         .expect("opening a stream")
 }
@@ -136,7 +137,7 @@ fn responses_slower_than_the_request_timeout_fail_typed_and_leave_nothing() {
     proxy.set_mode(Mode::Pass);
     assert!(storage.completed_checkpoints().unwrap().is_empty());
     // Whatever the server stored before the client gave up goes with the checkpoint.
-    storage.discard_checkpoint(1).unwrap();
+    storage.discard_checkpoint(CheckpointId::new(1)).unwrap();
     server.assert_clean(&bucket, "a timed-out checkpoint discarded");
 }
 

@@ -11,6 +11,7 @@ mod support;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::sync::Arc;
 
+use state_api::CheckpointId;
 use state_api::MaxParallelism;
 use state_api::checkpoint_metadata::{CheckpointMetadata, InstanceSnapshot};
 use state_api::{
@@ -33,7 +34,7 @@ fn setup(test: &str) -> Option<(MotoServer, String, ObjectCheckpointStorage)> {
 
 fn open(
     storage: &ObjectCheckpointStorage,
-    checkpoint_id: u64,
+    checkpoint_id: CheckpointId,
 ) -> Box<dyn CheckpointStateOutputStream> {
     storage
         .stream_factory(checkpoint_id)
@@ -69,7 +70,7 @@ fn a_small_stream_is_one_put_visible_only_after_close() {
         return;
     };
     let data = pattern(300 * 1024, 1);
-    let mut stream = open(&storage, 1);
+    let mut stream = open(&storage, CheckpointId::new(1));
     write_in_pieces(&mut *stream, &data);
     assert!(
         storage.stored_objects(None).unwrap().is_empty(),
@@ -97,7 +98,7 @@ fn a_multipart_stream_round_trips_and_is_invisible_until_completed() {
     };
     // Three full 8 MiB parts and a tail.
     let data = pattern(3 * ObjectStoreOptions::DEFAULT_PART_SIZE + 123_457, 2);
-    let mut stream = open(&storage, 1);
+    let mut stream = open(&storage, CheckpointId::new(1));
     write_in_pieces(&mut *stream, &data);
     assert_eq!(
         server.pending_uploads(&bucket).len(),
@@ -137,7 +138,7 @@ fn reads_seek_anywhere_through_ranged_gets() {
         .unwrap()
         .with_file_state_threshold(0);
     let data = pattern(MIB + 999, 3);
-    let mut stream = open(&storage, 1);
+    let mut stream = open(&storage, CheckpointId::new(1));
     stream.write_all(&data).unwrap();
     let handle = stream.close_and_get_handle().unwrap();
     let mut input = handle.open().unwrap();
@@ -176,7 +177,7 @@ fn dropping_a_multipart_stream_aborts_its_upload() {
     let Some((server, bucket, storage)) = setup("dropping_a_multipart_stream") else {
         return;
     };
-    let mut stream = open(&storage, 1);
+    let mut stream = open(&storage, CheckpointId::new(1));
     write_in_pieces(
         &mut *stream,
         &pattern(2 * ObjectStoreOptions::DEFAULT_PART_SIZE + 10, 4),
@@ -191,7 +192,7 @@ fn closing_from_another_thread_aborts_the_upload_and_fails_the_writer() {
     let Some((server, bucket, storage)) = setup("closing_from_another_thread") else {
         return;
     };
-    let mut stream = open(&storage, 1);
+    let mut stream = open(&storage, CheckpointId::new(1));
     write_in_pieces(
         &mut *stream,
         &pattern(ObjectStoreOptions::DEFAULT_PART_SIZE + 10, 5),
@@ -214,7 +215,7 @@ fn closing_after_completion_keeps_the_object() {
     let Some((_server, _bucket, storage)) = setup("closing_after_completion") else {
         return;
     };
-    let mut stream = open(&storage, 1);
+    let mut stream = open(&storage, CheckpointId::new(1));
     stream.write_all(b"done").unwrap();
     let closer = stream.closer();
     let handle = stream.close_and_get_handle().unwrap();
@@ -222,7 +223,7 @@ fn closing_after_completion_keeps_the_object() {
     assert_eq!(read_all(&handle), b"done");
 }
 
-fn metadata(checkpoint_id: u64, handle: Arc<dyn StreamStateHandle>) -> CheckpointMetadata {
+fn metadata(checkpoint_id: CheckpointId, handle: Arc<dyn StreamStateHandle>) -> CheckpointMetadata {
     let offsets =
         KeyGroupRangeOffsets::with_offsets(KeyGroupRange::new(0, 0).unwrap(), vec![0]).unwrap();
     let mut metadata = CheckpointMetadata::new(
@@ -244,7 +245,7 @@ fn a_checkpoint_is_complete_once_its_metadata_is_committed_and_never_replaced() 
     let Some((_server, _bucket, storage)) = setup("a_checkpoint_is_complete") else {
         return;
     };
-    let mut stream = open(&storage, 1);
+    let mut stream = open(&storage, CheckpointId::new(1));
     stream.write_all(&pattern(1000, 6)).unwrap();
     let handle = stream.close_and_get_handle().unwrap();
     assert!(
@@ -252,20 +253,20 @@ fn a_checkpoint_is_complete_once_its_metadata_is_committed_and_never_replaced() 
         "complete before its metadata"
     );
     let url = storage
-        .commit_checkpoint(&metadata(1, handle.clone()))
+        .commit_checkpoint(&metadata(CheckpointId::new(1), handle.clone()))
         .unwrap();
     assert!(url.ends_with("/job/chk-1/_metadata"), "{url}");
     // Checkpoint 2 wrote a stream but never committed.
-    let mut stray = open(&storage, 2);
+    let mut stray = open(&storage, CheckpointId::new(2));
     stray.write_all(b"half").unwrap();
     stray.close_and_get_handle().unwrap();
     assert_eq!(storage.completed_checkpoints().unwrap(), [1]);
 
     let err = storage
-        .commit_checkpoint(&metadata(1, handle.clone()))
+        .commit_checkpoint(&metadata(CheckpointId::new(1), handle.clone()))
         .unwrap_err();
     assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
-    let loaded = storage.load_checkpoint(1).unwrap();
+    let loaded = storage.load_checkpoint(CheckpointId::new(1)).unwrap();
     let keyed = loaded.keyed_handles();
     let key_groups = keyed[0]
         .as_any()
@@ -276,7 +277,7 @@ fn a_checkpoint_is_complete_once_its_metadata_is_committed_and_never_replaced() 
         pattern(1000, 6),
         "the handle read back from the metadata"
     );
-    let err = storage.load_checkpoint(3).unwrap_err();
+    let err = storage.load_checkpoint(CheckpointId::new(3)).unwrap_err();
     assert!(matches!(err, Error::NotFound { .. }), "{err}");
 }
 
@@ -285,7 +286,7 @@ fn discarding_leaves_no_object() {
     let Some((server, bucket, storage)) = setup("discarding_leaves_no_object") else {
         return;
     };
-    let factory = storage.stream_factory(1);
+    let factory = storage.stream_factory(CheckpointId::new(1));
     let mut handles = Vec::new();
     for (scope, len) in [
         (CheckpointedStateScope::Exclusive, 100),
@@ -300,11 +301,11 @@ fn discarding_leaves_no_object() {
         handles.push(stream.close_and_get_handle().unwrap());
     }
     storage
-        .commit_checkpoint(&metadata(1, handles[0].clone()))
+        .commit_checkpoint(&metadata(CheckpointId::new(1), handles[0].clone()))
         .unwrap();
     assert_eq!(storage.stored_objects(None).unwrap().len(), 4);
     let shared = handles.remove(1);
-    storage.discard_checkpoint(1).unwrap();
+    storage.discard_checkpoint(CheckpointId::new(1)).unwrap();
     assert!(storage.completed_checkpoints().unwrap().is_empty());
     assert_eq!(
         storage.stored_objects(Some(1)).unwrap(),
@@ -319,7 +320,7 @@ fn discarding_leaves_no_object() {
     shared.discard().unwrap();
     // Discarding twice is no error.
     shared.discard().unwrap();
-    storage.discard_checkpoint(1).unwrap();
+    storage.discard_checkpoint(CheckpointId::new(1)).unwrap();
     server.assert_clean(&bucket, "every handle and checkpoint discarded");
 }
 
@@ -328,7 +329,7 @@ fn handles_serialize_without_endpoint_or_credentials_and_work_after_deserializat
     let Some((server, bucket, storage)) = setup("handles_serialize") else {
         return;
     };
-    let mut stream = open(&storage, 4);
+    let mut stream = open(&storage, CheckpointId::new(4));
     stream.write_all(b"read me back").unwrap();
     let handle = stream.close_and_get_handle().unwrap();
     let json = serde_json::to_string(&handle).unwrap();
@@ -349,7 +350,7 @@ fn small_state_stays_inline_under_the_threshold() {
     };
     let storage =
         storage.with_file_state_threshold(ObjectCheckpointStorage::DEFAULT_FILE_STATE_THRESHOLD);
-    let mut stream = open(&storage, 1);
+    let mut stream = open(&storage, CheckpointId::new(1));
     stream.write_all(b"tiny").unwrap();
     let handle = stream.close_and_get_handle().unwrap();
     assert!(handle.as_any().is::<ByteStreamStateHandle>(), "{handle:?}");
@@ -386,7 +387,7 @@ fn refused_credentials_are_access_denied_and_never_printed() {
     )
     .unwrap_err();
     assert!(matches!(err, Error::AccessDenied { .. }), "{err}");
-    let mut stream = open(&storage, 1);
+    let mut stream = open(&storage, CheckpointId::new(1));
     stream.write_all(b"denied").unwrap();
     let write_err = stream.close_and_get_handle().unwrap_err();
     assert!(

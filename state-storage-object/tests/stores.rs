@@ -8,6 +8,7 @@
 use std::io::{Read, Write};
 use std::sync::Arc;
 
+use state_api::CheckpointId;
 use state_api::MaxParallelism;
 use state_api::{
     CheckpointMetadata, CheckpointStreamFactory, CheckpointType, CheckpointedStateScope, Error,
@@ -21,7 +22,7 @@ fn pattern(len: usize) -> Vec<u8> {
 
 fn write(
     storage: &ObjectCheckpointStorage,
-    checkpoint_id: u64,
+    checkpoint_id: CheckpointId,
     data: &[u8],
 ) -> Arc<dyn StreamStateHandle> {
     let mut stream = storage
@@ -43,14 +44,14 @@ fn check_store(url: &str) {
         .unwrap_or_else(|err| panic!("{url}: {err}"))
         .with_file_state_threshold(0);
     let big = pattern(2 * ObjectStoreOptions::DEFAULT_PART_SIZE + 5);
-    let handle = write(&storage, 1, &big);
+    let handle = write(&storage, CheckpointId::new(1), &big);
     assert_eq!(read(&handle), big, "{url}: multipart round trip");
     let json = serde_json::to_string(&handle).unwrap();
     let back: Arc<dyn StreamStateHandle> = serde_json::from_str(&json).unwrap();
     assert_eq!(read(&back), big, "{url}: read after deserialization");
 
     let mut dropped = storage
-        .stream_factory(10)
+        .stream_factory(CheckpointId::new(10))
         .create_output_stream(CheckpointedStateScope::Shared)
         .unwrap();
     dropped.write_all(&big).unwrap();
@@ -61,16 +62,16 @@ fn check_store(url: &str) {
         "{url}: a dropped stream left an object"
     );
 
-    write(&storage, 10, b"checkpoint ten");
+    write(&storage, CheckpointId::new(10), b"checkpoint ten");
     storage
         .commit_checkpoint(&CheckpointMetadata::new(
-            10,
+            CheckpointId::new(10),
             0,
             CheckpointType::Checkpoint,
             MaxParallelism::of(128),
         ))
         .unwrap();
-    storage.discard_checkpoint(1).unwrap();
+    storage.discard_checkpoint(CheckpointId::new(1)).unwrap();
     assert_eq!(storage.completed_checkpoints().unwrap(), [10], "{url}");
     let left = storage.stored_objects(None).unwrap();
     assert_eq!(left.len(), 2, "{url}: {left:?}");
@@ -80,7 +81,7 @@ fn check_store(url: &str) {
     );
     let err = read_err(&handle);
     assert!(matches!(err, Error::NotFound { .. }), "{url}: {err}");
-    storage.discard_checkpoint(10).unwrap();
+    storage.discard_checkpoint(CheckpointId::new(10)).unwrap();
     assert!(storage.stored_objects(None).unwrap().is_empty(), "{url}");
 }
 
@@ -111,7 +112,7 @@ fn a_discarded_handle_is_gone_and_discarding_again_is_no_error() {
     )
     .unwrap()
     .with_file_state_threshold(0);
-    let handle = write(&storage, 1, b"bytes");
+    let handle = write(&storage, CheckpointId::new(1), b"bytes");
     handle.discard().unwrap();
     handle.discard().unwrap();
     assert!(storage.stored_objects(None).unwrap().is_empty());

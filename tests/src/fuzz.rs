@@ -10,11 +10,13 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
+use state_api::CheckpointId;
 use state_api::MaxParallelism;
+use state_api::SnapshotRequest;
 use state_api::{
-    ByteStreamStateHandle, CheckpointOptions, KeyGroupRange, KeyGroupsStateHandle,
-    KeyedBackendParams, KeyedStateHandle, OperatorBackendParams, OperatorStateMetaInfo,
-    OperatorStreamStateHandle, Registry, StateMetaInfo, StreamStateHandle,
+    ByteStreamStateHandle, KeyGroupRange, KeyGroupsStateHandle, KeyedBackendParams,
+    KeyedStateHandle, OperatorBackendParams, OperatorStateMetaInfo, OperatorStreamStateHandle,
+    Registry, StateMetaInfo, StreamStateHandle,
 };
 use state_format::KeyedBackendSerializationProxy;
 use state_format::keyed_format::KeyedSnapshotReader;
@@ -68,7 +70,10 @@ fn keyed_template(registry: &Registry, backend: &str) -> Template<KeyGroupsState
     }
     let factory = Arc::new(MemoryCheckpointStreamFactory::default());
     let result = live
-        .snapshot(1, 0, factory, &CheckpointOptions::savepoint())
+        .snapshot(
+            &SnapshotRequest::savepoint(CheckpointId::new(1), 0),
+            factory,
+        )
         .and_then(|task| task.run())
         .unwrap_or_else(|e| panic!("snapshot of the {backend} template: {e}"));
     let handle = result
@@ -97,7 +102,10 @@ fn operator_template(registry: &Registry, backend: &str) -> Template<OperatorStr
     }
     let factory = Arc::new(MemoryCheckpointStreamFactory::default());
     let result = live
-        .snapshot(1, 0, factory, &CheckpointOptions::checkpoint())
+        .snapshot(
+            &SnapshotRequest::checkpoint(CheckpointId::new(1), 0),
+            factory,
+        )
         .and_then(|task| task.run())
         .unwrap_or_else(|e| panic!("snapshot of the {backend} template: {e}"));
     let handle = result
@@ -214,11 +222,15 @@ fn stored_template(registry: &Registry) -> &'static StoredTemplate {
             .with_file_state_threshold(0);
         let factory: Arc<dyn state_api::CheckpointStreamFactory> = Arc::new(
             storage
-                .stream_factory(1)
+                .stream_factory(CheckpointId::new(1))
                 .unwrap_or_else(|e| panic!("stream factory: {e}")),
         );
-        let mut metadata =
-            CheckpointMetadata::new(1, 0, CheckpointType::Checkpoint, MAX_PARALLELISM);
+        let mut metadata = CheckpointMetadata::new(
+            CheckpointId::new(1),
+            0,
+            CheckpointType::Checkpoint,
+            MAX_PARALLELISM,
+        );
         for (index, strategy) in [(0u32, "heap"), (1, "heap-incremental")] {
             let range = MAX_PARALLELISM
                 .range_for(index, 2)
@@ -241,7 +253,10 @@ fn stored_template(registry: &Registry) -> &'static StoredTemplate {
                 }
             }
             let keyed = live
-                .snapshot(1, 0, factory.clone(), &CheckpointOptions::checkpoint())
+                .snapshot(
+                    &SnapshotRequest::checkpoint(CheckpointId::new(1), 0),
+                    factory.clone(),
+                )
                 .and_then(|task| task.run())
                 .unwrap_or_else(|e| panic!("snapshot: {e}"));
             let mut operator = registry
@@ -253,7 +268,10 @@ fn stored_template(registry: &Registry) -> &'static StoredTemplate {
                 .and_then(|()| operator.update_list("o", &[vec![1; 8]]))
                 .unwrap_or_else(|e| panic!("operator state: {e}"));
             let operator = operator
-                .snapshot(1, 0, factory.clone(), &CheckpointOptions::checkpoint())
+                .snapshot(
+                    &SnapshotRequest::checkpoint(CheckpointId::new(1), 0),
+                    factory.clone(),
+                )
                 .and_then(|task| task.run())
                 .unwrap_or_else(|e| panic!("operator snapshot: {e}"));
             metadata.instances.push(InstanceSnapshot {

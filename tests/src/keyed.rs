@@ -37,7 +37,9 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 use proptest::test_runner::TestRunner;
+use state_api::CheckpointId;
 use state_api::MaxParallelism;
+use state_api::SnapshotRequest;
 use state_api::{
     AsyncSnapshotTask, CheckpointOptions, CheckpointStreamFactory, Error,
     IncrementalRemoteKeyedStateHandle, KeyGroupRange, KeyGroupsStateHandle, KeyedBackendParams,
@@ -275,7 +277,7 @@ impl<'r> TestBed<'r> {
         &self,
         backend: &mut dyn KeyedStateBackend,
         storage: &KitStorage,
-        checkpoint_id: u64,
+        checkpoint_id: CheckpointId,
     ) -> KeyedSnapshotResult {
         self.snapshot_with(
             backend,
@@ -289,7 +291,7 @@ impl<'r> TestBed<'r> {
         &self,
         backend: &mut dyn KeyedStateBackend,
         storage: &KitStorage,
-        checkpoint_id: u64,
+        checkpoint_id: CheckpointId,
         options: &CheckpointOptions,
     ) -> KeyedSnapshotResult {
         let factory = self.ok(
@@ -298,10 +300,8 @@ impl<'r> TestBed<'r> {
         );
         let task = self.ok(
             backend.snapshot(
-                checkpoint_id,
-                checkpoint_id * 1000,
+                &SnapshotRequest::new(checkpoint_id, checkpoint_id.get() * 1000, options.clone()),
                 Arc::new(factory),
-                options,
             ),
             format_args!("synchronous part of checkpoint {checkpoint_id}"),
         );
@@ -321,10 +321,8 @@ impl<'r> TestBed<'r> {
         move |checkpoint_id, factory| {
             self.ok(
                 owner.borrow_mut().snapshot(
-                    checkpoint_id,
-                    0,
+                    &SnapshotRequest::checkpoint(CheckpointId::new(checkpoint_id), 0),
                     factory,
-                    &CheckpointOptions::checkpoint(),
                 ),
                 format_args!("synchronous part of checkpoint {checkpoint_id}"),
             )
@@ -749,7 +747,7 @@ pub fn round_trip(backend: &str, registry: &Registry, compression: &str) {
     model.check(&mut *live, "the live backend");
 
     let storage = bed.storage("checkpoints", None);
-    let result = bed.snapshot(&mut *live, &storage, 1);
+    let result = bed.snapshot(&mut *live, &storage, CheckpointId::new(1));
     let handle = bed.handle(&result);
     let mut restored = bed.restore(full_range(), &[handle]);
     model.check(&mut *restored, "restored from checkpoint 1");
@@ -762,7 +760,12 @@ pub fn round_trip(backend: &str, registry: &Registry, compression: &str) {
     }
 
     write_workload(&mut model, &mut *restored, &keys, 1);
-    let result = bed.snapshot_with(&mut *restored, &storage, 2, &CheckpointOptions::savepoint());
+    let result = bed.snapshot_with(
+        &mut *restored,
+        &storage,
+        CheckpointId::new(2),
+        &CheckpointOptions::savepoint(),
+    );
     let mut again = bed.restore(full_range(), &[bed.handle(&result)]);
     model.check(
         &mut *again,
@@ -789,7 +792,7 @@ pub fn map_entries_are_ordered(backend: &str, registry: &Registry, compression: 
         model.put_map(&mut *live, ATTRIBUTES, b"", b"ordered", user_key, user_key);
     }
     let storage = bed.storage("checkpoints", None);
-    let result = bed.snapshot(&mut *live, &storage, 1);
+    let result = bed.snapshot(&mut *live, &storage, CheckpointId::new(1));
     let restored = bed.restore(full_range(), &[bed.handle(&result)]);
     for (what, mut backend) in [("the live backend", live), ("restored", restored)] {
         bed.ok(
@@ -821,7 +824,7 @@ pub fn empty_state(backend: &str, registry: &Registry, compression: &str) {
 
     // No registered states.
     let mut none = bed.create(full_range());
-    let result = bed.snapshot(&mut *none, &storage, 1);
+    let result = bed.snapshot(&mut *none, &storage, CheckpointId::new(1));
     let mut restored = match result.job_manager_owned() {
         None => {
             storage.assert_empty(
@@ -851,7 +854,7 @@ pub fn empty_state(backend: &str, registry: &Registry, compression: &str) {
         "invariant: the workload removes what it writes"
     );
     model.check(&mut *backend, "the live backend after removing everything");
-    let result = bed.snapshot(&mut *backend, &storage, 2);
+    let result = bed.snapshot(&mut *backend, &storage, CheckpointId::new(2));
     let mut restored = bed.restore(full_range(), &[bed.handle(&result)]);
     model.check(&mut *restored, "restored from a snapshot of empty states");
 
@@ -897,7 +900,7 @@ pub fn huge_values(backend: &str, registry: &Registry, compression: &str) {
     }
     model.check(&mut *live, "the live backend");
     let storage = bed.storage("checkpoints", None);
-    let result = bed.snapshot(&mut *live, &storage, 1);
+    let result = bed.snapshot(&mut *live, &storage, CheckpointId::new(1));
     let mut restored = bed.restore(full_range(), &[bed.handle(&result)]);
     model.check(&mut *restored, "restored");
 }
@@ -920,7 +923,7 @@ pub fn compression_is_read_from_the_snapshot(
     let mut live = bed.create_with_states(&mut model);
     write_workload(&mut model, &mut *live, &keys_covering(full_range(), 1), 0);
     let storage = bed.storage("checkpoints", None);
-    let result = bed.snapshot(&mut *live, &storage, 1);
+    let result = bed.snapshot(&mut *live, &storage, CheckpointId::new(1));
     let handle = bed.handle(&result);
 
     match handle.as_any().downcast_ref::<KeyGroupsStateHandle>() {
@@ -974,8 +977,14 @@ pub fn compression_is_read_from_the_snapshot(
                 &StateMetaInfo::value(COUNT, "bytes", "bytes"),
             );
             model.put_value(&mut *backend, COUNT, b"", b"k", b"v");
-            let factory = bed.ok(storage.stream_factory(2), "opening a stream factory");
-            match backend.snapshot(2, 0, Arc::new(factory), &CheckpointOptions::checkpoint()) {
+            let factory = bed.ok(
+                storage.stream_factory(CheckpointId::new(2)),
+                "opening a stream factory",
+            );
+            match backend.snapshot(
+                &SnapshotRequest::checkpoint(CheckpointId::new(2), 0),
+                Arc::new(factory),
+            ) {
                 Err(err) => err,
                 Ok(task) => match task.run() {
                     Err(err) => err,
@@ -1004,9 +1013,15 @@ pub fn snapshot_is_consistent(backend: &str, registry: &Registry, compression: &
     let keys = keys_covering(full_range(), 2);
     write_workload(&mut model, &mut *live, &keys, 0);
     let storage = bed.storage("checkpoints", None);
-    let factory = bed.ok(storage.stream_factory(1), "opening a stream factory");
+    let factory = bed.ok(
+        storage.stream_factory(CheckpointId::new(1)),
+        "opening a stream factory",
+    );
     let task = bed.ok(
-        live.snapshot(1, 0, Arc::new(factory), &CheckpointOptions::checkpoint()),
+        live.snapshot(
+            &SnapshotRequest::checkpoint(CheckpointId::new(1), 0),
+            Arc::new(factory),
+        ),
         "synchronous part",
     );
     let at_snapshot = model.clone();
@@ -1111,8 +1126,11 @@ pub fn rescale_chain(
     let mut model = bed.model();
     let mut one = bed.create_with_states(&mut model);
     write_workload(&mut model, &mut *one, &keys, 0);
-    let mut handles = vec![bed.handle(&bed.snapshot(&mut *one, &storage, 1))];
-    bed.ok(one.notify_checkpoint_complete(1), "notifying checkpoint 1");
+    let mut handles = vec![bed.handle(&bed.snapshot(&mut *one, &storage, CheckpointId::new(1)))];
+    bed.ok(
+        one.notify_checkpoint_complete(CheckpointId::new(1)),
+        "notifying checkpoint 1",
+    );
     let mut checkpoint_id = 1;
     for (round, parallelism) in [(1, 3u32), (2, 2), (3, 1)] {
         let mut next = Vec::new();
@@ -1128,9 +1146,9 @@ pub fn rescale_chain(
                 .cloned()
                 .collect();
             write_workload(&mut model, &mut *instance, &owned, round);
-            let result = bed.snapshot(&mut *instance, &storage, checkpoint_id);
+            let result = bed.snapshot(&mut *instance, &storage, CheckpointId::new(checkpoint_id));
             bed.ok(
-                instance.notify_checkpoint_complete(checkpoint_id),
+                instance.notify_checkpoint_complete(CheckpointId::new(checkpoint_id)),
                 format_args!("{step}: notifying checkpoint {checkpoint_id}"),
             );
             next.push(bed.handle(&result));
@@ -1168,7 +1186,7 @@ pub fn large_max_parallelism(backend: &str, registry: &Registry, compression: &s
         );
     }
     let storage = bed.storage("checkpoints", None);
-    let handles = [bed.handle(&bed.snapshot(&mut *live, &storage, 1))];
+    let handles = [bed.handle(&bed.snapshot(&mut *live, &storage, CheckpointId::new(1)))];
     let halves = [
         range(0, LARGE.get() / 2 - 1),
         range(LARGE.get() / 2, LARGE.get() - 1),
@@ -1246,7 +1264,7 @@ pub fn truncated_snapshot_is_detected(backend: &str, registry: &Registry, compre
         );
         return;
     }
-    let handle = bed.handle(&bed.snapshot(&mut *live, &storage, 1));
+    let handle = bed.handle(&bed.snapshot(&mut *live, &storage, CheckpointId::new(1)));
     let files = match snapshot_file(&handle) {
         Ok((_, path)) => vec![path],
         Err(_) => incremental_files(&handle),
@@ -1313,9 +1331,17 @@ pub fn savepoints_are_canonical(backend: &str, registry: &Registry, compression:
     let mut live = bed.create_with_states(&mut model);
     write_workload(&mut model, &mut *live, &keys_covering(full_range(), 1), 0);
     let storage = bed.storage("checkpoints", None);
-    let checkpoint = bed.snapshot(&mut *live, &storage, 1);
-    bed.ok(live.notify_checkpoint_complete(1), "notifying");
-    let savepoint = bed.snapshot_with(&mut *live, &storage, 2, &CheckpointOptions::savepoint());
+    let checkpoint = bed.snapshot(&mut *live, &storage, CheckpointId::new(1));
+    bed.ok(
+        live.notify_checkpoint_complete(CheckpointId::new(1)),
+        "notifying",
+    );
+    let savepoint = bed.snapshot_with(
+        &mut *live,
+        &storage,
+        CheckpointId::new(2),
+        &CheckpointOptions::savepoint(),
+    );
     let handle = bed.handle(&savepoint);
     let key_groups = handle
         .as_any()
@@ -1418,7 +1444,7 @@ fn move_state(
             );
         }
         model.check(&mut *instance, &format!("old instance {index} of {range}"));
-        let result = bed.snapshot_with(&mut *instance, &storage, 1, options);
+        let result = bed.snapshot_with(&mut *instance, &storage, CheckpointId::new(1), options);
         handles.push(bed.handle(&result));
     }
     for index in 0..new_parallelism {
@@ -1569,7 +1595,7 @@ pub fn corrupt_snapshot_is_reported(backend: &str, registry: &Registry, compress
     let marker_key = key_in_group("marker", target_group);
     model.put_value(&mut *live, COUNT, b"", &marker_key, &marker);
     let storage = bed.storage("checkpoints", Some(0));
-    let result = bed.snapshot(&mut *live, &storage, 1);
+    let result = bed.snapshot(&mut *live, &storage, CheckpointId::new(1));
     let handle = bed.handle(&result);
     let (key_groups, path) = match snapshot_file(&handle) {
         Ok(found) => found,
@@ -1740,7 +1766,7 @@ pub fn corrupt_snapshot_is_reported(backend: &str, registry: &Registry, compress
         &keys_covering(full_range(), 1),
         3,
     );
-    let other = bed.snapshot(&mut *live, &storage, 2);
+    let other = bed.snapshot(&mut *live, &storage, CheckpointId::new(2));
     match snapshot_file(&bed.handle(&other)) {
         Ok((_, other_path)) => {
             let bytes = bed.ok(
@@ -1811,7 +1837,7 @@ pub fn storage_faults_are_contained(backend: &str, registry: &Registry, compress
         },
     );
     let mut live = shared.into_inner();
-    let result = bed.snapshot(&mut *live, &storage, 100);
+    let result = bed.snapshot(&mut *live, &storage, CheckpointId::new(100));
     let mut restored = bed.restore(full_range(), &[bed.handle(&result)]);
     model.check(&mut *restored, "restored after the faults");
 }
@@ -1833,7 +1859,7 @@ pub fn cancelled_snapshot_leaves_nothing(backend: &str, registry: &Registry, com
 
     // Completed, then discarded.
     let completed = support::CANCELLATION_CHECKPOINTS + 1;
-    let result = bed.snapshot(&mut *live, &storage, completed);
+    let result = bed.snapshot(&mut *live, &storage, CheckpointId::new(completed));
     assert!(
         !storage.stored(Some(completed)).is_empty(),
         "{}: a snapshot with a file threshold of 0 wrote no file",
@@ -1846,13 +1872,14 @@ pub fn cancelled_snapshot_leaves_nothing(backend: &str, registry: &Registry, com
 
     // Pending when the backend closes.
     let pending = completed + 1;
-    let factory = bed.ok(storage.stream_factory(pending), "opening a stream factory");
+    let factory = bed.ok(
+        storage.stream_factory(CheckpointId::new(pending)),
+        "opening a stream factory",
+    );
     let task = bed.ok(
         live.snapshot(
-            pending,
-            0,
+            &SnapshotRequest::checkpoint(CheckpointId::new(pending), 0),
             Arc::new(factory),
-            &CheckpointOptions::checkpoint(),
         ),
         format_args!("synchronous part of checkpoint {pending}"),
     );
@@ -1881,7 +1908,7 @@ pub fn cancelled_snapshot_leaves_nothing(backend: &str, registry: &Registry, com
     support::check_close_while_writing(
         &bed.label,
         &storage,
-        pending + 1,
+        CheckpointId::new(pending + 1),
         |factory| bed.checkpoints_of(&closing)(pending + 1, factory),
         || closing.borrow_mut().close(),
         || closing.borrow().pending_snapshots(),
@@ -1955,7 +1982,7 @@ pub fn incompatible_serializers_are_rejected(
     model.check(&mut *live, "after rejected registrations");
 
     let storage = bed.storage("checkpoints", None);
-    let result = bed.snapshot(&mut *live, &storage, 1);
+    let result = bed.snapshot(&mut *live, &storage, CheckpointId::new(1));
     let handle = bed.handle(&result);
     let params = KeyedBackendParams {
         key_serializer: "u64-be".into(),
@@ -2015,7 +2042,7 @@ pub fn local_recovery(
     }
     write_workload(&mut model, &mut *live, &keys_covering(full_range(), 2), 0);
     let storage = bed.storage("checkpoints", Some(0));
-    let result = bed.snapshot(&mut *live, &storage, 7);
+    let result = bed.snapshot(&mut *live, &storage, CheckpointId::new(7));
     let remote = bed.handle(&result);
     let local = result
         .task_local()
@@ -2190,13 +2217,14 @@ pub fn run_model_steps(backend: &str, registry: &Registry, compression: &str, st
         match step {
             ModelStep::Write(write) => apply(&mut model, &mut *live, write),
             ModelStep::Checkpoint { during } => {
-                let factory = bed.ok(storage.stream_factory(checkpoint_id), "opening a factory");
+                let factory = bed.ok(
+                    storage.stream_factory(CheckpointId::new(checkpoint_id)),
+                    "opening a factory",
+                );
                 let task = bed.ok(
                     live.snapshot(
-                        checkpoint_id,
-                        0,
+                        &SnapshotRequest::checkpoint(CheckpointId::new(checkpoint_id), 0),
                         Arc::new(factory),
-                        &CheckpointOptions::checkpoint(),
                     ),
                     "synchronous part",
                 );
@@ -2216,7 +2244,10 @@ pub fn run_model_steps(backend: &str, registry: &Registry, compression: &str, st
                     }
                     None => handle,
                 };
-                bed.ok(live.notify_checkpoint_complete(checkpoint_id), "notifying");
+                bed.ok(
+                    live.notify_checkpoint_complete(CheckpointId::new(checkpoint_id)),
+                    "notifying",
+                );
                 last = Some((at_sync, handle));
             }
             ModelStep::Restore { parallelism } => {

@@ -24,6 +24,8 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use state_api::CheckpointId;
+use state_api::SnapshotRequest;
 use state_api::{
     AsyncSnapshotTask, CheckpointOptions, CheckpointStreamFactory, DistributionMode, Error,
     LocalRecoveryConfig, OperatorBackendParams, OperatorSnapshotResult, OperatorStateBackend,
@@ -112,10 +114,8 @@ impl<'r> Bed<'r> {
         move |checkpoint_id, factory| {
             self.ok(
                 owner.borrow_mut().snapshot(
-                    checkpoint_id,
-                    0,
+                    &SnapshotRequest::checkpoint(CheckpointId::new(checkpoint_id), 0),
                     factory,
-                    &CheckpointOptions::checkpoint(),
                 ),
                 format_args!("synchronous part of checkpoint {checkpoint_id}"),
             )
@@ -196,7 +196,7 @@ impl<'r> Bed<'r> {
         &self,
         backend: &mut dyn OperatorStateBackend,
         storage: &KitStorage,
-        checkpoint_id: u64,
+        checkpoint_id: CheckpointId,
         options: &CheckpointOptions,
     ) -> OperatorSnapshotResult {
         let factory = self.ok(
@@ -204,7 +204,10 @@ impl<'r> Bed<'r> {
             "opening a stream factory",
         );
         let task = self.ok(
-            backend.snapshot(checkpoint_id, 0, Arc::new(factory), options),
+            backend.snapshot(
+                &SnapshotRequest::new(checkpoint_id, 0, options.clone()),
+                Arc::new(factory),
+            ),
             format_args!("synchronous part of checkpoint {checkpoint_id}"),
         );
         self.ok(
@@ -217,7 +220,7 @@ impl<'r> Bed<'r> {
         &self,
         backend: &mut dyn OperatorStateBackend,
         storage: &KitStorage,
-        checkpoint_id: u64,
+        checkpoint_id: CheckpointId,
     ) -> OperatorSnapshotResult {
         self.snapshot_with(
             backend,
@@ -355,7 +358,12 @@ pub fn round_trip(backend: &str, registry: &Registry) {
         (1, CheckpointOptions::checkpoint()),
         (2, CheckpointOptions::savepoint()),
     ] {
-        let result = bed.snapshot_with(&mut *live, &storage, checkpoint_id, &options);
+        let result = bed.snapshot_with(
+            &mut *live,
+            &storage,
+            CheckpointId::new(checkpoint_id),
+            &options,
+        );
         let old = vec![vec![bed.handle(&result)]];
         let plan = bed.plan(&old, 1);
         let restored = bed.restore(0, 1, &plan[0]);
@@ -380,7 +388,7 @@ pub fn empty_state(backend: &str, registry: &Registry) {
     let bed = Bed::new(backend, registry, "empty state");
     let storage = bed.storage("checkpoints");
     let mut nothing = bed.create_with(OperatorBackendParams::new(0, 1));
-    let result = bed.snapshot(&mut *nothing, &storage, 1);
+    let result = bed.snapshot(&mut *nothing, &storage, CheckpointId::new(1));
     assert!(
         result.is_empty(),
         "{}: a snapshot of no states returned a handle",
@@ -389,7 +397,7 @@ pub fn empty_state(backend: &str, registry: &Registry) {
     storage.assert_empty(None, "a snapshot of no states");
 
     let mut empty = bed.create_with_states(0, 1);
-    let result = bed.snapshot(&mut *empty, &storage, 2);
+    let result = bed.snapshot(&mut *empty, &storage, CheckpointId::new(2));
     let old = vec![vec![bed.handle(&result)]];
     let expected = bed.read(&*empty);
     for new in [1, 3] {
@@ -417,7 +425,7 @@ pub fn rescale(backend: &str, registry: &Registry, from: u32, to: u32) {
         let mut live = bed.create_with_states(instance, from);
         fill(&bed, &mut *live, instance, 2 * instance as usize + 3);
         old_contents.push(bed.read(&*live));
-        let result = bed.snapshot(&mut *live, &storage, 1);
+        let result = bed.snapshot(&mut *live, &storage, CheckpointId::new(1));
         old.push(vec![bed.handle(&result)]);
     }
     let all = |name: &str| -> Vec<Vec<u8>> {
@@ -486,9 +494,15 @@ pub fn snapshot_is_isolated(backend: &str, registry: &Registry) {
     let mut live = bed.create_with_states(0, 1);
     fill(&bed, &mut *live, 0, 4);
     let before = bed.read(&*live);
-    let factory = bed.ok(storage.stream_factory(1), "opening a stream factory");
+    let factory = bed.ok(
+        storage.stream_factory(CheckpointId::new(1)),
+        "opening a stream factory",
+    );
     let task = bed.ok(
-        live.snapshot(1, 0, Arc::new(factory), &CheckpointOptions::checkpoint()),
+        live.snapshot(
+            &SnapshotRequest::checkpoint(CheckpointId::new(1), 0),
+            Arc::new(factory),
+        ),
         "synchronous part",
     );
     bed.ok(
@@ -570,7 +584,7 @@ pub fn corrupt_snapshot_is_reported(backend: &str, registry: &Registry) {
     }
     let mut live = bed.create_with_states(0, 1);
     fill(&bed, &mut *live, 0, 3);
-    let handle = bed.handle(&bed.snapshot(&mut *live, &storage, 1));
+    let handle = bed.handle(&bed.snapshot(&mut *live, &storage, CheckpointId::new(1)));
     let file = bed.file_of(&handle);
     let original = bed.ok(
         fs::read(&file).map_err(|e| Error::io(&file, e)),
@@ -681,7 +695,7 @@ pub fn cancelled_snapshot_leaves_nothing(backend: &str, registry: &Registry) {
     let mut live = shared.into_inner();
 
     let completed = support::CANCELLATION_CHECKPOINTS + 1;
-    let result = bed.snapshot(&mut *live, &storage, completed);
+    let result = bed.snapshot(&mut *live, &storage, CheckpointId::new(completed));
     let restored = bed.restore(0, 1, &[bed.handle(&result)]);
     assert_eq!(
         bed.read(&*restored),
@@ -693,13 +707,14 @@ pub fn cancelled_snapshot_leaves_nothing(backend: &str, registry: &Registry) {
     storage.assert_empty(None, "discarded after completing");
 
     let pending = completed + 1;
-    let factory = bed.ok(storage.stream_factory(pending), "opening a stream factory");
+    let factory = bed.ok(
+        storage.stream_factory(CheckpointId::new(pending)),
+        "opening a stream factory",
+    );
     let task = bed.ok(
         live.snapshot(
-            pending,
-            0,
+            &SnapshotRequest::checkpoint(CheckpointId::new(pending), 0),
             Arc::new(factory),
-            &CheckpointOptions::checkpoint(),
         ),
         format_args!("synchronous part of checkpoint {pending}"),
     );
@@ -721,7 +736,7 @@ pub fn cancelled_snapshot_leaves_nothing(backend: &str, registry: &Registry) {
     support::check_close_while_writing(
         &bed.label,
         &storage,
-        pending + 1,
+        CheckpointId::new(pending + 1),
         |factory| bed.checkpoints_of(&closing)(pending + 1, factory),
         || closing.borrow_mut().close(),
         || closing.borrow().pending_snapshots(),
@@ -758,7 +773,7 @@ pub fn storage_faults_are_contained(backend: &str, registry: &Registry) {
         },
     );
     let mut live = shared.into_inner();
-    let result = bed.snapshot(&mut *live, &storage, 100);
+    let result = bed.snapshot(&mut *live, &storage, CheckpointId::new(100));
     let restored = bed.restore(0, 1, &[bed.handle(&result)]);
     assert_eq!(
         bed.read(&*restored),
@@ -790,7 +805,7 @@ pub fn incompatible_meta_is_rejected(backend: &str, registry: &Registry) {
     let storage = bed.storage("checkpoints");
     let mut live = bed.create_with_states(0, 1);
     fill(&bed, &mut *live, 0, 2);
-    let result = bed.snapshot(&mut *live, &storage, 1);
+    let result = bed.snapshot(&mut *live, &storage, CheckpointId::new(1));
     let mut restored = bed.restore(0, 1, &[bed.handle(&result)]);
     for backend in [&mut live, &mut restored] {
         for meta in standard_states() {
@@ -863,7 +878,7 @@ pub fn local_recovery(backend: &str, registry: &Registry) {
         bed.ok(live.register_state(&meta), "registering");
     }
     fill(&bed, &mut *live, 0, 6);
-    let result = bed.snapshot(&mut *live, &storage, 1);
+    let result = bed.snapshot(&mut *live, &storage, CheckpointId::new(1));
     let local = result.task_local().cloned().unwrap_or_else(|| {
         panic!(
             "{}: local recovery is enabled but no local copy was written",

@@ -39,6 +39,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use state_api::CheckpointId;
 use state_api::{CheckpointStorage, Error, Result};
 use state_storage_local::LocalCheckpointStorage;
 
@@ -95,7 +96,7 @@ pub(crate) fn files_under(root: &Path, dir: &Path) -> io::Result<Vec<PathBuf>> {
 impl StorageUnderTest for LocalCheckpointStorage {
     fn stored(&self, checkpoint_id: Option<u64>) -> Result<Vec<String>> {
         let dir = match checkpoint_id {
-            Some(id) => self.checkpoint_dir(id),
+            Some(id) => self.checkpoint_dir(CheckpointId::new(id)),
             None => self.root().to_path_buf(),
         };
         let files = files_under(self.root(), &dir).map_err(|err| Error::io(&dir, err))?;

@@ -4,6 +4,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use state_api::CheckpointId;
 use state_api::{AsyncSnapshotTask, CheckpointStreamFactory, Result, StateObject};
 use tempfile::TempDir;
 
@@ -39,7 +40,7 @@ impl KitStorage {
     /// The stream factory of checkpoint `checkpoint_id`.
     pub(crate) fn stream_factory(
         &self,
-        checkpoint_id: u64,
+        checkpoint_id: CheckpointId,
     ) -> Result<Arc<dyn CheckpointStreamFactory>> {
         self.inner.stream_factory(checkpoint_id)
     }
@@ -134,13 +135,13 @@ pub(crate) fn check_cancellations<T: StateObject + Send + 'static>(
         storage.assert_empty(None, case);
         assert_nothing_pending(label, pending(), case);
     };
-    let factory = |checkpoint_id: u64| {
+    let factory = |checkpoint_id: CheckpointId| {
         storage
             .stream_factory(checkpoint_id)
             .unwrap_or_else(|err| panic!("{label}: opening a stream factory: {err}"))
     };
 
-    let task = start(1, Arc::new(factory(1)));
+    let task = start(1, Arc::new(factory(CheckpointId::new(1))));
     assert!(
         task.cancel(),
         "{label}: cancelling a task that did not run had no effect"
@@ -148,7 +149,7 @@ pub(crate) fn check_cancellations<T: StateObject + Send + 'static>(
     expect_cancelled(label, task.run(), "cancelled before it ran");
     assert_no_files(label, "cancelled before it ran");
 
-    let task = start(2, Arc::new(factory(2)));
+    let task = start(2, Arc::new(factory(CheckpointId::new(2))));
     let canceller = task.canceller();
     assert!(
         canceller.cancel(),
@@ -158,7 +159,7 @@ pub(crate) fn check_cancellations<T: StateObject + Send + 'static>(
     expect_cancelled(label, task.run(), "cancelled through its canceller");
     assert_no_files(label, "cancelled through its canceller");
 
-    drop(start(3, Arc::new(factory(3))));
+    drop(start(3, Arc::new(factory(CheckpointId::new(3)))));
     assert_no_files(label, "dropped without running");
 
     // Held at a gate until the cancel is done.
@@ -176,7 +177,8 @@ pub(crate) fn check_cancellations<T: StateObject + Send + 'static>(
         (6, GatePoint::Close, "cancelled while held closing a stream"),
     ];
     for (checkpoint_id, point, case) in gated {
-        let (gated, gate) = GatedStreamFactory::at(Box::new(factory(checkpoint_id)), point);
+        let (gated, gate) =
+            GatedStreamFactory::at(Box::new(factory(CheckpointId::new(checkpoint_id))), point);
         let task = start(checkpoint_id, Arc::new(gated));
         let canceller = task.canceller();
         let running = task
@@ -208,7 +210,7 @@ pub(crate) fn check_cancellations<T: StateObject + Send + 'static>(
 pub(crate) fn check_close_while_writing<T: StateObject + Send + 'static>(
     label: &str,
     storage: &KitStorage,
-    checkpoint_id: u64,
+    checkpoint_id: CheckpointId,
     start: impl FnOnce(Arc<dyn CheckpointStreamFactory>) -> AsyncSnapshotTask<T>,
     close: impl FnOnce() -> Result<()>,
     pending: impl Fn() -> usize,
@@ -281,19 +283,20 @@ pub(crate) fn check_storage_faults<T: StateObject + Send + 'static>(
     pending: impl Fn() -> usize,
     mut check: impl FnMut(&str, &T, bool),
 ) {
-    let mut run = |checkpoint_id: u64, factory: Arc<dyn CheckpointStreamFactory>, case: &str| {
-        let task = start(checkpoint_id, factory);
-        catch_unwind(AssertUnwindSafe(|| task.run()))
-            .unwrap_or_else(|_| panic!("{label}: {case}: the asynchronous part panicked"))
-    };
+    let mut run =
+        |checkpoint_id: CheckpointId, factory: Arc<dyn CheckpointStreamFactory>, case: &str| {
+            let task = start(checkpoint_id.get(), factory);
+            catch_unwind(AssertUnwindSafe(|| task.run()))
+                .unwrap_or_else(|_| panic!("{label}: {case}: the asynchronous part panicked"))
+        };
     for (checkpoint_id, fault) in (1u64..).zip(FAULTS) {
         let case = format!("checkpoint {checkpoint_id} with {fault:?}");
         let inner = storage
-            .stream_factory(checkpoint_id)
+            .stream_factory(CheckpointId::new(checkpoint_id))
             .unwrap_or_else(|err| panic!("{label}: opening a stream factory: {err}"));
         let faulty = FaultyStreamFactory::new(Box::new(inner), fault);
         let probe = faulty.probe();
-        let outcome = run(checkpoint_id, Arc::new(faulty), &case);
+        let outcome = run(CheckpointId::new(checkpoint_id), Arc::new(faulty), &case);
         let losing = matches!(fault, Fault::DropTail(_));
         match (outcome, probe.fired()) {
             (Err(err), true) if losing => assert!(
@@ -328,9 +331,9 @@ pub(crate) fn check_storage_faults<T: StateObject + Send + 'static>(
         let healthy_id = HEALTHY_CHECKPOINTS + checkpoint_id;
         let healthy = format!("healthy checkpoint {healthy_id} after {fault:?}");
         let factory = storage
-            .stream_factory(healthy_id)
+            .stream_factory(CheckpointId::new(healthy_id))
             .unwrap_or_else(|err| panic!("{label}: opening a stream factory: {err}"));
-        let result = run(healthy_id, Arc::new(factory), &healthy)
+        let result = run(CheckpointId::new(healthy_id), Arc::new(factory), &healthy)
             .unwrap_or_else(|err| panic!("{label}: {healthy}: {err}"));
         check(&healthy, &result, true);
         result

@@ -15,8 +15,10 @@ use std::sync::Arc;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use snapstate_tests::faults::{Fault, FaultyStreamFactory};
+use state_api::CheckpointId;
+use state_api::SnapshotRequest;
 use state_api::{
-    AsyncSnapshotTask, CheckpointOptions, Error, IncrementalRemoteKeyedStateHandle, KeyGroupRange,
+    AsyncSnapshotTask, Error, IncrementalRemoteKeyedStateHandle, KeyGroupRange,
     KeyGroupsStateHandle, KeyedBackendParams, KeyedSnapshotResult, KeyedStateBackend,
     KeyedStateHandle, MaxParallelism, PlaceholderStreamStateHandle, PluginKind, Registry,
     SharedStateRegistry, StateMetaInfo, StateObject,
@@ -246,13 +248,16 @@ impl Job {
         id: u64,
         fault: Option<Fault>,
     ) -> AsyncSnapshotTask<KeyedSnapshotResult> {
-        let factory = self.storage.stream_factory(id).unwrap();
+        let factory = self.storage.stream_factory(CheckpointId::new(id)).unwrap();
         let factory: Arc<dyn state_api::CheckpointStreamFactory> = match fault {
             None => Arc::new(factory),
             Some(fault) => Arc::new(FaultyStreamFactory::new(Box::new(factory), fault)),
         };
         backend
-            .snapshot(id, 0, factory, &CheckpointOptions::checkpoint())
+            .snapshot(
+                &SnapshotRequest::checkpoint(CheckpointId::new(id), 0),
+                factory,
+            )
             .unwrap()
     }
 
@@ -290,7 +295,7 @@ impl Job {
     fn release(&mut self, id: u64) {
         if let Some((retained, _)) = self.retained.remove(&id) {
             retained.discard().unwrap();
-            self.shared.release(id).unwrap();
+            self.shared.release(CheckpointId::new(id)).unwrap();
         }
     }
 
@@ -403,7 +408,9 @@ fn completed_base(
     fill(&mut model, &mut *backend, keys, 0);
     let first = job.start(&mut *backend, 1, None).run().unwrap();
     let first = job.register(1, &first, model.clone());
-    backend.notify_checkpoint_complete(1).unwrap();
+    backend
+        .notify_checkpoint_complete(CheckpointId::new(1))
+        .unwrap();
     (job, backend, model, first)
 }
 
@@ -462,7 +469,9 @@ fn the_second_checkpoint_holds_only_the_changes_and_tombstones() {
     }
     let second = job.start(&mut *backend, 2, None).run().unwrap();
     let second = job.register(2, &second, model.clone());
-    backend.notify_checkpoint_complete(2).unwrap();
+    backend
+        .notify_checkpoint_complete(CheckpointId::new(2))
+        .unwrap();
     assert_eq!(
         second.shared_state.len(),
         2,
@@ -504,14 +513,20 @@ fn aborted_and_failed_checkpoints_lose_no_change() {
     model.apply(&mut *backend, &Write::MapClear { key: 2 });
     // Checkpoint 3 completes its asynchronous part but is aborted.
     let aborted = job.start(&mut *backend, 3, None).run().unwrap();
-    backend.notify_checkpoint_aborted(3).unwrap();
+    backend
+        .notify_checkpoint_aborted(CheckpointId::new(3))
+        .unwrap();
     aborted.discard().unwrap();
     model.apply(&mut *backend, &Write::Delete { key: 3 });
     // Checkpoint 4 runs and then a late notification for the failed checkpoint 2 arrives.
     let fourth = job.start(&mut *backend, 4, None).run().unwrap();
-    backend.notify_checkpoint_complete(2).unwrap();
+    backend
+        .notify_checkpoint_complete(CheckpointId::new(2))
+        .unwrap();
     job.register(4, &fourth, model.clone());
-    backend.notify_checkpoint_complete(4).unwrap();
+    backend
+        .notify_checkpoint_complete(CheckpointId::new(4))
+        .unwrap();
 
     let mut restored = restore(params(full_range(), "none"), &[job.restorable(4)]).unwrap();
     assert_eq!(
@@ -540,9 +555,13 @@ fn a_late_notification_does_not_move_the_base_back() {
     let third = third_task.run().unwrap();
     let second = second_task.run().unwrap();
     job.register(3, &third, model_3.clone());
-    backend.notify_checkpoint_complete(3).unwrap();
+    backend
+        .notify_checkpoint_complete(CheckpointId::new(3))
+        .unwrap();
     job.register(2, &second, model_2);
-    backend.notify_checkpoint_complete(2).unwrap();
+    backend
+        .notify_checkpoint_complete(CheckpointId::new(2))
+        .unwrap();
 
     model.apply(&mut *backend, &Write::Put { key: 3, value: 3 });
     let fourth = job.start(&mut *backend, 4, None).run().unwrap();
@@ -592,7 +611,9 @@ fn the_chain_is_rewritten_as_a_base_when_its_deltas_grow() {
         }
         let result = job.start(&mut *backend, id, None).run().unwrap();
         let handle = job.register(id, &result, model.clone());
-        backend.notify_checkpoint_complete(id).unwrap();
+        backend
+            .notify_checkpoint_complete(CheckpointId::new(id))
+            .unwrap();
         if handle.shared_state.len() == 1 {
             bases += 1;
         }
@@ -654,7 +675,9 @@ fn a_restored_backend_continues_the_chain() {
     model.apply(&mut *restored, &Write::Put { key: 5, value: 5 });
     let second = job.start(&mut *restored, 2, None).run().unwrap();
     let second = job.register(2, &second, model.clone());
-    restored.notify_checkpoint_complete(2).unwrap();
+    restored
+        .notify_checkpoint_complete(CheckpointId::new(2))
+        .unwrap();
     assert_eq!(
         second.shared_state.len(),
         2,
@@ -751,9 +774,12 @@ fn savepoints_stay_full_and_portable() {
     let mut backend = create(params(full_range(), "snappy"));
     let mut model = Model::default();
     fill(&mut model, &mut *backend, 40, 0);
-    let factory = Arc::new(job.storage.stream_factory(9).unwrap());
+    let factory = Arc::new(job.storage.stream_factory(CheckpointId::new(9)).unwrap());
     let savepoint = backend
-        .snapshot(9, 0, factory, &CheckpointOptions::savepoint())
+        .snapshot(
+            &SnapshotRequest::savepoint(CheckpointId::new(9), 0),
+            factory,
+        )
         .unwrap()
         .run()
         .unwrap();
@@ -953,18 +979,26 @@ fn run_steps(fraction: &str, steps: &[Step]) -> Result<(), TestCaseError> {
                         err
                     );
                     result.discard().unwrap();
-                    backend.notify_checkpoint_aborted(id).unwrap();
+                    backend
+                        .notify_checkpoint_aborted(CheckpointId::new(id))
+                        .unwrap();
                     continue;
                 }
-                backend.notify_checkpoint_complete(id).unwrap();
+                backend
+                    .notify_checkpoint_complete(CheckpointId::new(id))
+                    .unwrap();
                 // As a coordinator does, checkpoints older than a completed one are aborted.
                 for (older, result, _) in finished.extract_if(.., |(older, ..)| *older < id) {
-                    backend.notify_checkpoint_aborted(older).unwrap();
+                    backend
+                        .notify_checkpoint_aborted(CheckpointId::new(older))
+                        .unwrap();
                     result.discard().unwrap();
                 }
                 for (older, task, _) in running.extract_if(.., |(older, ..)| *older < id) {
                     drop(task);
-                    backend.notify_checkpoint_aborted(older).unwrap();
+                    backend
+                        .notify_checkpoint_aborted(CheckpointId::new(older))
+                        .unwrap();
                 }
             }
             Step::Abort { which } => {
@@ -972,7 +1006,9 @@ fn run_steps(fraction: &str, steps: &[Step]) -> Result<(), TestCaseError> {
                     continue;
                 }
                 let (id, result, _) = finished.remove(which % finished.len());
-                backend.notify_checkpoint_aborted(id).unwrap();
+                backend
+                    .notify_checkpoint_aborted(CheckpointId::new(id))
+                    .unwrap();
                 result.discard().unwrap();
             }
             Step::Restore { which, parallelism } => {

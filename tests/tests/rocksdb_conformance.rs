@@ -6,9 +6,11 @@
 use std::sync::Arc;
 
 use snapstate_tests::keyed::{self, KeyedBackendCapabilities, RESCALINGS};
+use state_api::CheckpointId;
+use state_api::SnapshotRequest;
 use state_api::{
-    CheckpointOptions, KeyGroupRange, KeyedBackendParams, KeyedStateBackend, KeyedStateHandle,
-    MaxParallelism, PluginKind, Registry, StateMetaInfo,
+    KeyGroupRange, KeyedBackendParams, KeyedStateBackend, KeyedStateHandle, MaxParallelism,
+    PluginKind, Registry, StateMetaInfo,
 };
 use state_storage_local::MemoryCheckpointStreamFactory;
 
@@ -189,7 +191,10 @@ fn check(backend: &mut dyn KeyedStateBackend, case: &str) {
 fn savepoint(backend: &mut dyn KeyedStateBackend) -> Arc<dyn KeyedStateHandle> {
     let factory = Arc::new(MemoryCheckpointStreamFactory::default());
     let task = backend
-        .snapshot(1, 0, factory, &CheckpointOptions::savepoint())
+        .snapshot(
+            &SnapshotRequest::savepoint(CheckpointId::new(1), 0),
+            factory,
+        )
         .unwrap();
     task.run().unwrap().job_manager_owned().unwrap().clone()
 }
@@ -253,11 +258,14 @@ fn closing_while_a_snapshot_holds_its_lease_waits_for_it_and_leaks_nothing() {
     // Held while completing its stream: no longer registered for cancellation (a close
     // must not be interrupted half-way), still holding the lease on the database.
     let (factory, gate) = GatedStreamFactory::at(
-        Box::new(storage.stream_factory(1).unwrap()),
+        Box::new(storage.stream_factory(CheckpointId::new(1)).unwrap()),
         GatePoint::Close,
     );
     let task = backend
-        .snapshot(1, 0, Arc::new(factory), &CheckpointOptions::checkpoint())
+        .snapshot(
+            &SnapshotRequest::checkpoint(CheckpointId::new(1), 0),
+            Arc::new(factory),
+        )
         .unwrap();
     let running = task.spawn().unwrap();
     assert!(gate.wait_started(), "the snapshot never closed its stream");

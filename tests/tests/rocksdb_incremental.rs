@@ -7,9 +7,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use state_api::CheckpointId;
 use state_api::MaxParallelism;
+use state_api::SnapshotRequest;
 use state_api::{
-    CheckpointListener, CheckpointOptions, Error, IncrementalRemoteKeyedStateHandle, KeyGroupRange,
+    CheckpointListener, Error, IncrementalRemoteKeyedStateHandle, KeyGroupRange,
     KeyedBackendParams, KeyedStateBackend, KeyedStateHandle, PlaceholderStreamStateHandle,
     Registry, SharedStateRegistry, StateMetaInfo, StateObject,
 };
@@ -58,11 +60,11 @@ impl Setup {
     fn checkpoint(
         &self,
         backend: &mut RocksDBKeyedStateBackend,
-        checkpoint_id: u64,
+        checkpoint_id: CheckpointId,
     ) -> IncrementalRemoteKeyedStateHandle {
         let factory = Arc::new(self.storage.stream_factory(checkpoint_id).unwrap());
         let task = backend
-            .snapshot(checkpoint_id, 0, factory, &CheckpointOptions::checkpoint())
+            .snapshot(&SnapshotRequest::checkpoint(checkpoint_id, 0), factory)
             .unwrap();
         let result = task.run().unwrap();
         let handle = result.job_manager_owned().unwrap();
@@ -147,13 +149,15 @@ fn a_small_update_uploads_only_new_files_and_pruning_keeps_what_is_referenced() 
     let shared = SharedStateRegistry::default();
     let mut backend = setup.backend();
     write(&mut backend, 0..KEYS, 0);
-    let first = setup.checkpoint(&mut backend, 1);
+    let first = setup.checkpoint(&mut backend, CheckpointId::new(1));
     assert!(placeholders(&first).is_empty(), "nothing to refer to yet");
     let retained_1 = shared.register(&first).unwrap();
-    backend.notify_checkpoint_complete(1).unwrap();
+    backend
+        .notify_checkpoint_complete(CheckpointId::new(1))
+        .unwrap();
 
     write(&mut backend, (0..KEYS).filter(|&i| updated(i)), 1);
-    let second = setup.checkpoint(&mut backend, 2);
+    let second = setup.checkpoint(&mut backend, CheckpointId::new(2));
     let first_files: Vec<String> = first
         .shared_state
         .iter()
@@ -171,13 +175,15 @@ fn a_small_update_uploads_only_new_files_and_pruning_keeps_what_is_referenced() 
         "checkpoint 2 uploaded {bytes_2} bytes after a 1% update, checkpoint 1 {bytes_1}"
     );
     let retained_2 = shared.register(&second).unwrap();
-    backend.notify_checkpoint_complete(2).unwrap();
+    backend
+        .notify_checkpoint_complete(CheckpointId::new(2))
+        .unwrap();
 
     // Checkpoint 2 subsumes checkpoint 1: its own files go, the shared ones stay.
     let before = setup.files();
     retained_1.discard().unwrap();
     assert_eq!(
-        shared.release(1).unwrap(),
+        shared.release(CheckpointId::new(1)).unwrap(),
         0,
         "checkpoint 2 refers to every sst file of 1"
     );
@@ -211,7 +217,7 @@ fn a_small_update_uploads_only_new_files_and_pruning_keeps_what_is_referenced() 
     restored.close().unwrap();
 
     retained_2.discard().unwrap();
-    shared.release(2).unwrap();
+    shared.release(CheckpointId::new(2)).unwrap();
     backend.close().unwrap();
     assert!(setup.files().is_empty(), "orphans: {:?}", setup.files());
     assert!(shared.keys().is_empty());
@@ -223,18 +229,26 @@ fn an_aborted_checkpoint_never_becomes_the_base() {
     let shared = SharedStateRegistry::default();
     let mut backend = setup.backend();
     write(&mut backend, 0..KEYS, 0);
-    shared.register(&setup.checkpoint(&mut backend, 1)).unwrap();
-    backend.notify_checkpoint_complete(1).unwrap();
+    shared
+        .register(&setup.checkpoint(&mut backend, CheckpointId::new(1)))
+        .unwrap();
+    backend
+        .notify_checkpoint_complete(CheckpointId::new(1))
+        .unwrap();
 
     write(&mut backend, 0..100, 1);
-    let aborted = setup.checkpoint(&mut backend, 2);
-    backend.notify_checkpoint_aborted(2).unwrap();
+    let aborted = setup.checkpoint(&mut backend, CheckpointId::new(2));
+    backend
+        .notify_checkpoint_aborted(CheckpointId::new(2))
+        .unwrap();
     aborted.discard().unwrap();
     // A contradicting late notification must not revive it: its files are gone.
-    backend.notify_checkpoint_complete(2).unwrap();
+    backend
+        .notify_checkpoint_complete(CheckpointId::new(2))
+        .unwrap();
 
     write(&mut backend, 100..200, 1);
-    let third = setup.checkpoint(&mut backend, 3);
+    let third = setup.checkpoint(&mut backend, CheckpointId::new(3));
     // Placeholders may only name checkpoint 1's files: registering proves it.
     let retained = shared.register(&third).unwrap();
     let resolved = shared.resolve(&retained).unwrap();
@@ -253,9 +267,11 @@ fn restore_without_rescaling_continues_the_chain() {
     let shared = SharedStateRegistry::default();
     let mut backend = setup.backend();
     write(&mut backend, 0..KEYS, 0);
-    let first = setup.checkpoint(&mut backend, 1);
+    let first = setup.checkpoint(&mut backend, CheckpointId::new(1));
     let retained = shared.register(&first).unwrap();
-    backend.notify_checkpoint_complete(1).unwrap();
+    backend
+        .notify_checkpoint_complete(CheckpointId::new(1))
+        .unwrap();
     let original_id = backend.snapshot_source().backend_identifier();
     backend.close().unwrap();
 
@@ -274,7 +290,7 @@ fn restore_without_rescaling_continues_the_chain() {
     );
     assert_eq!(source.last_completed_checkpoint(), Some(1));
     write(&mut restored, (0..KEYS).filter(|&i| updated(i)), 1);
-    let second = setup.checkpoint(&mut restored, 2);
+    let second = setup.checkpoint(&mut restored, CheckpointId::new(2));
     let first_files: Vec<String> = first
         .shared_state
         .iter()
@@ -289,7 +305,7 @@ fn damaged_or_missing_files_are_reported_by_name() {
     let setup = Setup::new();
     let mut backend = setup.backend();
     write(&mut backend, 0..KEYS, 0);
-    let handle = setup.checkpoint(&mut backend, 1);
+    let handle = setup.checkpoint(&mut backend, CheckpointId::new(1));
     let restore = |handle: &IncrementalRemoteKeyedStateHandle| {
         RocksDBKeyedStateBackend::restore(
             setup.params(full()),
@@ -359,12 +375,15 @@ fn snapshot_directories_are_removed_in_every_outcome() {
             .filter(|e| e.file_name().to_string_lossy().starts_with("chk-"))
             .count()
     };
-    setup.checkpoint(&mut backend, 1);
+    setup.checkpoint(&mut backend, CheckpointId::new(1));
     assert_eq!(snapshot_dirs(), 0, "after a completed checkpoint");
 
-    let factory = Arc::new(setup.storage.stream_factory(2).unwrap());
+    let factory = Arc::new(setup.storage.stream_factory(CheckpointId::new(2)).unwrap());
     let task = backend
-        .snapshot(2, 0, factory, &CheckpointOptions::checkpoint())
+        .snapshot(
+            &SnapshotRequest::checkpoint(CheckpointId::new(2), 0),
+            factory,
+        )
         .unwrap();
     assert_eq!(
         snapshot_dirs(),
@@ -375,7 +394,7 @@ fn snapshot_directories_are_removed_in_every_outcome() {
     assert!(task.run().unwrap_err().is_cancelled());
     assert_eq!(snapshot_dirs(), 0, "after a cancelled checkpoint");
     assert!(
-        walk(&setup.storage.checkpoint_dir(2)).is_empty(),
+        walk(&setup.storage.checkpoint_dir(CheckpointId::new(2))).is_empty(),
         "a cancelled checkpoint left files"
     );
 }
@@ -405,11 +424,16 @@ fn a_failing_upload_leaves_nothing_and_the_next_checkpoint_succeeds() {
             .into_iter()
             .chain((1..=4).map(Fault::FailOnStream));
         for fault in faults {
-            let factory =
-                FaultyStreamFactory::new(Box::new(setup.storage.stream_factory(1).unwrap()), fault);
+            let factory = FaultyStreamFactory::new(
+                Box::new(setup.storage.stream_factory(CheckpointId::new(1)).unwrap()),
+                fault,
+            );
             let probe = factory.probe();
             let task = backend
-                .snapshot(1, 0, Arc::new(factory), &CheckpointOptions::checkpoint())
+                .snapshot(
+                    &SnapshotRequest::checkpoint(CheckpointId::new(1), 0),
+                    Arc::new(factory),
+                )
                 .unwrap();
             match task.run() {
                 Err(err) => assert!(
@@ -435,9 +459,12 @@ fn a_failing_upload_leaves_nothing_and_the_next_checkpoint_succeeds() {
             assert!(leftovers.is_empty(), "{strategy}, {fault:?}: {leftovers:?}");
         }
         let handle = {
-            let factory = Arc::new(setup.storage.stream_factory(2).unwrap());
+            let factory = Arc::new(setup.storage.stream_factory(CheckpointId::new(2)).unwrap());
             let task = backend
-                .snapshot(2, 0, factory, &CheckpointOptions::checkpoint())
+                .snapshot(
+                    &SnapshotRequest::checkpoint(CheckpointId::new(2), 0),
+                    factory,
+                )
                 .unwrap();
             task.run().unwrap().job_manager_owned().unwrap().clone()
         };
@@ -455,10 +482,14 @@ fn closing_while_an_incremental_snapshot_uploads_cancels_it_and_leaks_nothing() 
     let mut backend = setup.backend();
     write(&mut backend, 0..KEYS, 0);
     let source = backend.snapshot_source().clone();
-    let (factory, gate) =
-        GatedStreamFactory::new(Box::new(setup.storage.stream_factory(1).unwrap()));
+    let (factory, gate) = GatedStreamFactory::new(Box::new(
+        setup.storage.stream_factory(CheckpointId::new(1)).unwrap(),
+    ));
     let task = backend
-        .snapshot(1, 0, Arc::new(factory), &CheckpointOptions::checkpoint())
+        .snapshot(
+            &SnapshotRequest::checkpoint(CheckpointId::new(1), 0),
+            Arc::new(factory),
+        )
         .unwrap();
     let running = task.spawn().unwrap();
     assert!(gate.wait_started());
@@ -484,8 +515,12 @@ fn two_restores_of_one_checkpoint_never_share_uploads() {
     let shared = SharedStateRegistry::default();
     let mut backend = setup.backend();
     write(&mut backend, 0..KEYS, 0);
-    let retained_1 = shared.register(&setup.checkpoint(&mut backend, 1)).unwrap();
-    backend.notify_checkpoint_complete(1).unwrap();
+    let retained_1 = shared
+        .register(&setup.checkpoint(&mut backend, CheckpointId::new(1)))
+        .unwrap();
+    backend
+        .notify_checkpoint_complete(CheckpointId::new(1))
+        .unwrap();
     backend.close().unwrap();
     let restore = |retained: &IncrementalRemoteKeyedStateHandle| {
         let resolved = shared.resolve(retained).unwrap();
@@ -500,11 +535,15 @@ fn two_restores_of_one_checkpoint_never_share_uploads() {
     // Two incarnations from checkpoint 1, each writing other values, each checkpointing.
     let mut first = restore(&retained_1);
     write(&mut first, (0..KEYS).filter(|&i| updated(i)), 1);
-    let retained_2 = shared.register(&setup.checkpoint(&mut first, 2)).unwrap();
+    let retained_2 = shared
+        .register(&setup.checkpoint(&mut first, CheckpointId::new(2)))
+        .unwrap();
     first.close().unwrap();
     let mut second = restore(&retained_1);
     write(&mut second, (0..KEYS).filter(|&i| updated(i)), 2);
-    let retained_3 = shared.register(&setup.checkpoint(&mut second, 3)).unwrap();
+    let retained_3 = shared
+        .register(&setup.checkpoint(&mut second, CheckpointId::new(3)))
+        .unwrap();
     second.close().unwrap();
 
     let mut from_2 = restore(&retained_2);
@@ -516,7 +555,7 @@ fn two_restores_of_one_checkpoint_never_share_uploads() {
 
     for (id, retained) in [(1, retained_1), (2, retained_2), (3, retained_3)] {
         retained.discard().unwrap();
-        shared.release(id).unwrap();
+        shared.release(CheckpointId::new(id)).unwrap();
     }
     assert!(setup.files().is_empty(), "orphans: {:?}", setup.files());
 }
@@ -528,7 +567,7 @@ fn a_handle_missing_a_listed_file_is_corrupted_not_empty() {
     let setup = Setup::new();
     let mut backend = setup.backend();
     write(&mut backend, 0..1000, 0);
-    let handle = setup.checkpoint(&mut backend, 1);
+    let handle = setup.checkpoint(&mut backend, CheckpointId::new(1));
     for name in ["CURRENT", "MANIFEST"] {
         let mut damaged = handle.clone();
         damaged

@@ -17,6 +17,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use state_api::CheckpointId;
+use state_api::SnapshotRequest;
 use state_api::checkpoint_metadata::METADATA_FILE;
 use state_api::{
     CheckpointMetadata, CheckpointOptions, CheckpointStreamFactory, CheckpointType, Error,
@@ -119,10 +121,13 @@ fn write_checkpoints(root: &Path, backend: &str, strategy: &str) -> BTreeMap<u64
                 .unwrap();
             expected.insert(key, value(key, checkpoint_id));
         }
-        let streams: Arc<dyn CheckpointStreamFactory> =
-            Arc::new(storage.stream_factory(checkpoint_id).unwrap());
+        let streams: Arc<dyn CheckpointStreamFactory> = Arc::new(
+            storage
+                .stream_factory(CheckpointId::new(checkpoint_id))
+                .unwrap(),
+        );
         let mut metadata = CheckpointMetadata::new(
-            checkpoint_id,
+            CheckpointId::new(checkpoint_id),
             checkpoint_id,
             CheckpointType::Checkpoint,
             MAX_PARALLELISM,
@@ -130,7 +135,14 @@ fn write_checkpoints(root: &Path, backend: &str, strategy: &str) -> BTreeMap<u64
         for (index, (keyed, operator)) in (0u32..).zip(instances.iter_mut()) {
             let options = CheckpointOptions::checkpoint();
             let handle = keyed
-                .snapshot(checkpoint_id, checkpoint_id, streams.clone(), &options)
+                .snapshot(
+                    &SnapshotRequest::new(
+                        CheckpointId::new(checkpoint_id),
+                        checkpoint_id,
+                        options.clone(),
+                    ),
+                    streams.clone(),
+                )
                 .unwrap()
                 .run()
                 .unwrap()
@@ -148,7 +160,14 @@ fn write_checkpoints(root: &Path, backend: &str, strategy: &str) -> BTreeMap<u64
                 None => handle,
             };
             let operator_handle = operator
-                .snapshot(checkpoint_id, checkpoint_id, streams.clone(), &options)
+                .snapshot(
+                    &SnapshotRequest::new(
+                        CheckpointId::new(checkpoint_id),
+                        checkpoint_id,
+                        options.clone(),
+                    ),
+                    streams.clone(),
+                )
                 .unwrap()
                 .run()
                 .unwrap()
@@ -162,8 +181,12 @@ fn write_checkpoints(root: &Path, backend: &str, strategy: &str) -> BTreeMap<u64
         }
         storage.commit_checkpoint(&metadata).unwrap();
         for (keyed, operator) in &mut instances {
-            keyed.notify_checkpoint_complete(checkpoint_id).unwrap();
-            operator.notify_checkpoint_complete(checkpoint_id).unwrap();
+            keyed
+                .notify_checkpoint_complete(CheckpointId::new(checkpoint_id))
+                .unwrap();
+            operator
+                .notify_checkpoint_complete(CheckpointId::new(checkpoint_id))
+                .unwrap();
         }
     }
     expected
@@ -178,7 +201,7 @@ fn restore(
     let registry = registry();
     let work = tempfile::tempdir().unwrap();
     let storage = LocalCheckpointStorage::open(root)?;
-    let metadata = storage.load_checkpoint(2)?;
+    let metadata = storage.load_checkpoint(CheckpointId::new(2))?;
     SharedStateRegistry::default().register_restored(&metadata)?;
     let handles = metadata.keyed_handles();
     let operator_handles = metadata.operator_handles();
@@ -363,7 +386,7 @@ fn a_checkpoint_restores_only_with_its_own_max_parallelism() {
         }
         let storage = LocalCheckpointStorage::open(dir.path()).unwrap();
         let err = storage
-            .load_checkpoint(2)
+            .load_checkpoint(CheckpointId::new(2))
             .unwrap()
             .check_max_parallelism(MaxParallelism::of(64))
             .unwrap_err();
@@ -607,7 +630,7 @@ fn oversized_or_special_metadata_files_are_refused_before_they_are_read() {
         .unwrap()
         .set_len(1 << 30)
         .unwrap();
-    let err = storage.load_checkpoint(2).unwrap_err();
+    let err = storage.load_checkpoint(CheckpointId::new(2)).unwrap_err();
     assert!(matches!(err.root(), Error::Corrupted { .. }), "{err}");
     assert!(err.to_string().contains("at most"), "{err}");
     std::fs::remove_file(&metadata).unwrap();
@@ -616,7 +639,7 @@ fn oversized_or_special_metadata_files_are_refused_before_they_are_read() {
         .status()
         .unwrap();
     assert!(status.success(), "mkfifo");
-    let err = storage.load_checkpoint(2).unwrap_err();
+    let err = storage.load_checkpoint(CheckpointId::new(2)).unwrap_err();
     assert!(err.to_string().contains("not a regular file"), "{err}");
 }
 

@@ -50,6 +50,8 @@ use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
+use state_api::CheckpointId;
+use state_api::SnapshotRequest;
 use state_api::{
     CheckpointOptions, CheckpointStorage, CheckpointType, CheckpointedStateScope, KeyGroupRange,
     KeyedBackendParams, KeyedStateBackend, KeyedStateHandle, MaxParallelism, PluginKind, Registry,
@@ -383,15 +385,13 @@ struct Checkpoint {
 fn checkpoint(
     backend: &mut dyn KeyedStateBackend,
     job: &Job,
-    checkpoint_id: u64,
+    checkpoint_id: CheckpointId,
 ) -> DynResult<Checkpoint> {
     let factory = job.factory(checkpoint_id)?;
     let started = Instant::now();
     let task = backend.snapshot(
-        checkpoint_id,
-        checkpoint_id,
+        &SnapshotRequest::checkpoint(checkpoint_id, checkpoint_id),
         factory.clone(),
-        &CheckpointOptions::checkpoint(),
     )?;
     let sync_ms = millis(started);
     let started = Instant::now();

@@ -13,6 +13,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
+use state_api::CheckpointId;
+use state_api::SnapshotRequest;
 use state_api::{
     CheckpointOptions, CheckpointType, KeyGroupRange, KeyedBackendParams, KeyedStateBackend,
     KeyedStateHandle, MaxParallelism, PluginKind, Registry,
@@ -102,7 +104,7 @@ fn owned_keys(workload: &Workload, range: KeyGroupRange) -> impl Iterator<Item =
 fn checkpoint_all(
     instances: &mut [Box<dyn KeyedStateBackend>],
     job: &Job,
-    checkpoint_id: u64,
+    checkpoint_id: CheckpointId,
     options: &CheckpointOptions,
     row: &mut Row,
 ) -> DynResult<Vec<Arc<dyn KeyedStateHandle>>> {
@@ -111,7 +113,10 @@ fn checkpoint_all(
     let mut handles = Vec::new();
     for instance in instances.iter_mut() {
         let started = Instant::now();
-        let task = instance.snapshot(checkpoint_id, checkpoint_id, factory.clone(), options)?;
+        let task = instance.snapshot(
+            &SnapshotRequest::new(checkpoint_id, checkpoint_id, options.clone()),
+            factory.clone(),
+        )?;
         sync_ms += millis(started);
         let started = Instant::now();
         let result = task.run()?;

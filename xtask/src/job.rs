@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use state_api::CheckpointId;
 use state_api::{
     CheckpointMetadata, CheckpointStorage, CheckpointType, IncrementalRemoteKeyedStateHandle,
     InstanceSnapshot, KeyedStateHandle, Result, SharedStateRegistry, StateObject,
@@ -44,7 +45,10 @@ impl Job {
     }
 
     /// A byte-counting stream factory for checkpoint `checkpoint_id`.
-    pub(crate) fn factory(&self, checkpoint_id: u64) -> Result<Arc<CountingStreamFactory>> {
+    pub(crate) fn factory(
+        &self,
+        checkpoint_id: CheckpointId,
+    ) -> Result<Arc<CountingStreamFactory>> {
         Ok(Arc::new(CountingStreamFactory::new(
             self.storage.stream_factory(checkpoint_id)?,
         )))
@@ -55,7 +59,7 @@ impl Job {
     /// restore from.
     pub(crate) fn complete(
         &self,
-        checkpoint_id: u64,
+        checkpoint_id: CheckpointId,
         checkpoint_type: CheckpointType,
         handles: Vec<Arc<dyn KeyedStateHandle>>,
     ) -> Result<Vec<Arc<dyn KeyedStateHandle>>> {
@@ -102,7 +106,7 @@ impl Job {
     /// Checkpoint `checkpoint_id` is subsumed: discards its own files and metadata and the
     /// shared files no other retained checkpoint refers to; returns how many shared files
     /// went.
-    pub(crate) fn subsume(&self, checkpoint_id: u64) -> Result<usize> {
+    pub(crate) fn subsume(&self, checkpoint_id: CheckpointId) -> Result<usize> {
         let handles = self
             .retained
             .lock()

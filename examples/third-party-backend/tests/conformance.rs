@@ -2,10 +2,12 @@
 //! the whole keyed-backend contract on the heap backend with `deflate` sections, and the
 //! decorator picked by name from configuration, as an application would.
 
+use snapstate::api::CheckpointId;
+use snapstate::api::SnapshotRequest;
 use snapstate_example_deflate::{DEFLATE, DeflateStreamCompressionDecorator};
 use snapstate_tests::compression::{self, DecoratorCapabilities};
 use snapstate_tests::keyed::{self, KeyedBackendCapabilities};
-use state_api::{CheckpointOptions, KeyGroupRange, PluginKind, Registry, StateMetaInfo};
+use state_api::{KeyGroupRange, PluginKind, Registry, StateMetaInfo};
 
 fn registry() -> &'static Registry {
     snapstate_example_deflate::link();
@@ -67,10 +69,8 @@ fn deflate_is_registered_at_link_time_and_picked_by_configuration() {
     let storage = config.storage().unwrap();
     let task = backend
         .snapshot(
-            1,
-            0,
-            std::sync::Arc::new(storage.stream_factory(1).unwrap()),
-            &CheckpointOptions::savepoint(),
+            &SnapshotRequest::savepoint(CheckpointId::new(1), 0),
+            std::sync::Arc::new(storage.stream_factory(CheckpointId::new(1)).unwrap()),
         )
         .unwrap();
     let handle = task.run().unwrap().job_manager_owned().unwrap().clone();

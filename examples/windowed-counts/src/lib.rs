@@ -16,6 +16,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, Sender};
 
+use snapstate::api::CheckpointId;
+use snapstate::api::SnapshotRequest;
 use snapstate::api::{
     AsyncSnapshotTask, CheckpointMetadata, CheckpointOptions, CheckpointStorage, CheckpointType,
     IncrementalRemoteKeyedStateHandle, InstanceSnapshot, JobId, KeyGroupRange, KeyedSnapshotResult,
@@ -83,7 +85,7 @@ pub struct JobSpec {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Report {
     /// The checkpoint the run restored, or `None` when it started from the beginning.
-    pub restored_from: Option<u64>,
+    pub restored_from: Option<CheckpointId>,
     /// How it ended.
     pub outcome: Outcome,
 }
@@ -99,7 +101,7 @@ pub enum Outcome {
         /// Events processed by this run.
         processed: u64,
         /// The last checkpoint committed before the crash.
-        last_checkpoint: Option<u64>,
+        last_checkpoint: Option<CheckpointId>,
     },
 }
 
@@ -131,7 +133,7 @@ struct Instance {
 
 /// A checkpoint whose synchronous parts ran, handed to the checkpointing thread.
 struct Pending {
-    checkpoint_id: u64,
+    checkpoint_id: CheckpointId,
     keyed: Vec<AsyncSnapshotTask<KeyedSnapshotResult>>,
     operator: Vec<AsyncSnapshotTask<OperatorSnapshotResult>>,
 }
@@ -148,10 +150,10 @@ fn checkpointer(
     shared: Arc<SharedStateRegistry>,
     recorded: Recorded,
     pending: Receiver<Pending>,
-    completed: Sender<JobResult<u64>>,
+    completed: Sender<JobResult<CheckpointId>>,
 ) {
     for checkpoint in pending {
-        let outcome = (|| -> JobResult<u64> {
+        let outcome = (|| -> JobResult<CheckpointId> {
             let triggered = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64);
@@ -295,7 +297,10 @@ pub fn run(spec: &JobSpec, config: &StateConfig, work_dir: PathBuf) -> JobResult
         let range = range_of(max_parallelism, spec.parallelism, index)?;
         let mut params = config.keyed_params(range, registry)?;
         params.key_serializer = "u64-be".into();
-        let dir = work_dir.join(format!("instance-{index}-{}", restored.unwrap_or(0)));
+        let dir = work_dir.join(format!(
+            "instance-{index}-{}",
+            restored.map_or(0, CheckpointId::get)
+        ));
         std::fs::create_dir_all(&dir)?;
         params.working_dir = Some(dir);
         let mut keyed = match &metadata {
@@ -339,7 +344,7 @@ pub fn run(spec: &JobSpec, config: &StateConfig, work_dir: PathBuf) -> JobResult
         };
         std::thread::spawn(move || checkpointer(storage, shared, recorded, pending, completions))
     };
-    let mut next_checkpoint = restored.map_or(1, |id| id + 1);
+    let mut next_checkpoint = restored.map_or(CheckpointId::new(1), CheckpointId::next);
     let mut last_completed = restored;
     let mut processed = 0;
     while offset < spec.events {
@@ -407,7 +412,7 @@ pub fn run(spec: &JobSpec, config: &StateConfig, work_dir: PathBuf) -> JobResult
                 .operator
                 .update_list(SOURCE_OFFSET, &[offset.to_be_bytes().to_vec()])?;
             let checkpoint_id = next_checkpoint;
-            next_checkpoint += 1;
+            next_checkpoint = next_checkpoint.next();
             let factory = storage.stream_factory(checkpoint_id)?;
             let options = CheckpointOptions::checkpoint();
             let mut checkpoint = Pending {
@@ -417,16 +422,12 @@ pub fn run(spec: &JobSpec, config: &StateConfig, work_dir: PathBuf) -> JobResult
             };
             for instance in &mut instances {
                 checkpoint.keyed.push(instance.keyed.snapshot(
-                    checkpoint_id,
-                    checkpoint_id,
+                    &SnapshotRequest::new(checkpoint_id, checkpoint_id.get(), options.clone()),
                     factory.clone(),
-                    &options,
                 )?);
                 checkpoint.operator.push(instance.operator.snapshot(
-                    checkpoint_id,
-                    checkpoint_id,
+                    &SnapshotRequest::new(checkpoint_id, checkpoint_id.get(), options.clone()),
                     factory.clone(),
-                    &options,
                 )?);
             }
             to_checkpointer

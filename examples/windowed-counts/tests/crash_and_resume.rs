@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+use snapstate::api::CheckpointId;
 use snapstate::api::{CheckpointStorage, JobId};
 use snapstate::config::StateConfig;
 use snapstate_example_windowed_counts::{
@@ -60,7 +61,7 @@ fn crash(
         panic!("{label}: the run did not crash: {crashed:?}");
     };
     assert_eq!(processed, crash_after, "{label}");
-    last_checkpoint
+    last_checkpoint.map(CheckpointId::get)
 }
 
 /// Resumes the job with `parallelism` instances and runs it to the end: its counts must be

@@ -7,6 +7,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 use serde::{Serialize, Serializer};
+use state_api::CheckpointId;
 use state_api::{
     CheckpointType, DistributionMode, Error as StateError, IncrementalLocalKeyedStateHandle,
     IncrementalRemoteKeyedStateHandle, KeyGroupRange, KeyGroupsStateHandle, KeyedStateHandle,
@@ -31,7 +32,7 @@ pub struct Listing {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct IncompleteCheckpoint {
     /// The id in the directory's name.
-    pub checkpoint_id: u64,
+    pub checkpoint_id: CheckpointId,
     /// The `chk-<id>` directory.
     pub directory: PathBuf,
 }
@@ -40,7 +41,7 @@ pub struct IncompleteCheckpoint {
 #[derive(Debug, Clone, Serialize)]
 pub struct UnreadableCheckpoint {
     /// The checkpoint's id.
-    pub checkpoint_id: u64,
+    pub checkpoint_id: CheckpointId,
     /// The `chk-<id>` directory.
     pub directory: PathBuf,
     /// Why the metadata cannot be read (a rendered [`state_api::Error`]).
@@ -51,7 +52,7 @@ pub struct UnreadableCheckpoint {
 #[derive(Debug, Clone, Serialize)]
 pub struct CheckpointSummary {
     /// The checkpoint's id.
-    pub checkpoint_id: u64,
+    pub checkpoint_id: CheckpointId,
     /// The `chk-<id>` directory.
     pub directory: PathBuf,
     /// Checkpoint or savepoint (`checkpoint`, `savepoint` in JSON).
@@ -233,7 +234,7 @@ pub struct IncrementalDetail {
     /// The backend instance whose files these are.
     pub backend_identifier: String,
     /// The checkpoint the snapshot belongs to.
-    pub checkpoint_id: u64,
+    pub checkpoint_id: CheckpointId,
     /// The key groups covered.
     pub key_group_range: KeyGroupRange,
     /// The meta stream ([`StreamStateHandle::describe`](state_api::StreamStateHandle::describe)).
@@ -367,7 +368,7 @@ impl VerifyReport {
 #[derive(Debug, Clone, Serialize)]
 pub struct CheckpointVerification {
     /// The checkpoint's id.
-    pub checkpoint_id: u64,
+    pub checkpoint_id: CheckpointId,
     /// Every handle (none when the metadata cannot be read).
     pub handles: Vec<HandleVerification>,
     /// Number of problems found in this checkpoint.
@@ -440,7 +441,7 @@ pub struct OperatorStateCheck {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Problem {
     /// The checkpoint.
-    pub checkpoint_id: u64,
+    pub checkpoint_id: CheckpointId,
     /// The instance whose handle it is in, if it is in a handle.
     pub instance: Option<u32>,
     /// The handle (`keyed <n>`, `operator <n>`), if it is in a handle.

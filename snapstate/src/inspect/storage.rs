@@ -4,6 +4,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use state_api::CheckpointId;
 use state_api::Error as StateError;
 use state_api::checkpoint_metadata::{CheckpointMetadata, METADATA_FILE};
 use state_storage_local::LocalCheckpointStorage;
@@ -141,7 +142,7 @@ impl Storage {
     }
 
     /// The checkpoint's directory, or the URL of its prefix on object storage.
-    pub(super) fn checkpoint_dir(&self, checkpoint_id: u64) -> PathBuf {
+    pub(super) fn checkpoint_dir(&self, checkpoint_id: CheckpointId) -> PathBuf {
         let name = format!("{CHECKPOINT_DIR_PREFIX}{checkpoint_id}");
         #[cfg(feature = "object-storage")]
         if self.object.is_some() {
@@ -162,8 +163,8 @@ impl Storage {
             .iter()
             .filter(|(id, committed)| !committed && self.selected.is_none_or(|s| s == *id))
             .map(|(id, _)| IncompleteCheckpoint {
-                checkpoint_id: *id,
-                directory: self.checkpoint_dir(*id),
+                checkpoint_id: CheckpointId::new(*id),
+                directory: self.checkpoint_dir(CheckpointId::new(*id)),
             })
     }
 
@@ -172,7 +173,7 @@ impl Storage {
         let id = match (self.selected, requested) {
             (Some(directory_id), Some(requested)) if directory_id != requested => {
                 return Err(Error::ConflictingCheckpoint {
-                    path: self.checkpoint_dir(directory_id),
+                    path: self.checkpoint_dir(CheckpointId::new(directory_id)),
                     directory_id,
                     requested,
                 });
@@ -184,7 +185,7 @@ impl Storage {
                 let committed: Vec<String> = self.committed().map(|c| c.to_string()).collect();
                 Err(Error::CheckpointNotFound {
                     root: self.root.clone(),
-                    checkpoint_id: id,
+                    checkpoint_id: CheckpointId::new(id),
                     committed: match committed.is_empty() {
                         true => "none".to_owned(),
                         false => committed.join(", "),
@@ -197,7 +198,10 @@ impl Storage {
 
     /// Reads committed checkpoint `checkpoint_id`'s metadata as the storage does
     /// (`CheckpointMetadata::read_file` for a directory), creating nothing.
-    pub(super) fn load(&self, checkpoint_id: u64) -> Result<CheckpointMetadata, StateError> {
+    pub(super) fn load(
+        &self,
+        checkpoint_id: CheckpointId,
+    ) -> Result<CheckpointMetadata, StateError> {
         #[cfg(feature = "object-storage")]
         if let Some(object) = &self.object {
             return object.load_checkpoint(checkpoint_id);

@@ -6,6 +6,7 @@ use std::fs;
 use std::io::{self, Read};
 use std::path::PathBuf;
 
+use state_api::CheckpointId;
 use state_api::MaxParallelism;
 use state_api::checkpoint_metadata::{CheckpointMetadata, METADATA_FILE};
 use state_api::{
@@ -80,7 +81,7 @@ pub fn verify(
     let mut referenced = Some(BTreeSet::new());
     for id in ids {
         let before = report.problems.len();
-        let handles = match storage.load(id) {
+        let handles = match storage.load(CheckpointId::new(id)) {
             Ok(metadata) => {
                 if let Some(referenced) = &mut referenced {
                     referenced.extend(stored_locations(&metadata));
@@ -90,12 +91,12 @@ pub fn verify(
             Err(err) => {
                 referenced = None;
                 report.problems.push(Problem {
-                    checkpoint_id: id,
+                    checkpoint_id: CheckpointId::new(id),
                     instance: None,
                     handle: None,
                     file: Some(
                         storage
-                            .checkpoint_dir(id)
+                            .checkpoint_dir(CheckpointId::new(id))
                             .join(METADATA_FILE)
                             .display()
                             .to_string(),
@@ -108,7 +109,7 @@ pub fn verify(
             }
         };
         report.checkpoints.push(CheckpointVerification {
-            checkpoint_id: id,
+            checkpoint_id: CheckpointId::new(id),
             handles,
             problems: report.problems.len() - before,
         });
@@ -178,7 +179,7 @@ fn stored_location(stream: &dyn StreamStateHandle) -> Option<String> {
 
 /// Collects the problems of one handle.
 struct Findings<'p> {
-    checkpoint_id: u64,
+    checkpoint_id: CheckpointId,
     summary: &'p HandleSummary,
     problems: &'p mut Vec<Problem>,
     found: usize,

@@ -7,12 +7,14 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use snapstate::api::CheckpointId;
 use snapstate::api::MaxParallelism;
+use snapstate::api::SnapshotRequest;
 use snapstate::api::{KeyGroupsStateHandle, KeyedStateHandle, StateMetaInfo, StreamStateHandle};
 use snapstate::local_storage::FileStateHandle;
 use snapstate::{
-    CheckpointMetadata, CheckpointOptions, CheckpointType, InstanceSnapshot, KeyGroupRange,
-    KeyedBackendParams, LocalCheckpointStorage,
+    CheckpointMetadata, CheckpointType, InstanceSnapshot, KeyGroupRange, KeyedBackendParams,
+    LocalCheckpointStorage,
 };
 
 /// Max parallelism of every fixture.
@@ -62,7 +64,7 @@ fn file_of(stream: &dyn StreamStateHandle) -> PathBuf {
 /// The metadata of checkpoint `checkpoint_id`, taken at `timestamp`, of one instance that
 /// holds the keyed handle `keyed` and no operator state.
 pub fn one_instance(
-    checkpoint_id: u64,
+    checkpoint_id: CheckpointId,
     timestamp: u64,
     keyed: Arc<dyn KeyedStateHandle>,
 ) -> CheckpointMetadata {
@@ -132,13 +134,15 @@ pub fn checkpoint(compression: &str) -> Fixture {
                 .unwrap();
         }
     }
-    let factory = Arc::new(storage.stream_factory(CHECKPOINT_ID).unwrap());
+    let factory = Arc::new(
+        storage
+            .stream_factory(CheckpointId::new(CHECKPOINT_ID))
+            .unwrap(),
+    );
     let result = backend
         .snapshot(
-            CHECKPOINT_ID,
-            1_700_000_000_000,
+            &SnapshotRequest::checkpoint(CheckpointId::new(CHECKPOINT_ID), 1_700_000_000_000),
             factory.clone(),
-            &CheckpointOptions::checkpoint(),
         )
         .unwrap()
         .run()
@@ -152,7 +156,7 @@ pub fn checkpoint(compression: &str) -> Fixture {
     let keyed_file = file_of(&**keyed_handle.delegate());
 
     let mut metadata = CheckpointMetadata::new(
-        CHECKPOINT_ID,
+        CheckpointId::new(CHECKPOINT_ID),
         1_700_000_000_000,
         CheckpointType::Checkpoint,
         MAX_PARALLELISM,
@@ -208,7 +212,10 @@ fn operator_snapshot(
             .unwrap();
     }
     let result = backend
-        .snapshot(CHECKPOINT_ID, 0, factory, &CheckpointOptions::checkpoint())
+        .snapshot(
+            &SnapshotRequest::checkpoint(CheckpointId::new(CHECKPOINT_ID), 0),
+            factory,
+        )
         .unwrap()
         .run()
         .unwrap();

@@ -457,7 +457,7 @@ fn write_in_two(
 ) -> Result<Written> {
     let mut bytes = Vec::new();
     let header = header(3);
-    let context = SnapshotContext::new(1);
+    let context = SnapshotContext::new(CheckpointId::new(1));
     let entries_of = |group: &mut KeyGroupEntryWriter<'_>| -> Result<()> {
         let key_group = group.key_group();
         if slow(key_group) {
@@ -589,7 +589,7 @@ impl Write for SlowStream {
 fn a_slow_stream_holds_the_two_thread_writer_to_a_few_sections() {
     let (range, entries) = many_key_groups();
     let header = header(3);
-    let context = SnapshotContext::new(1);
+    let context = SnapshotContext::new(CheckpointId::new(1));
     let mut stream = SlowStream(Vec::new());
     let mut writer = uncompressed_writer(&mut stream, &header, range).unwrap();
     let allocated = write_key_groups_in_two(
