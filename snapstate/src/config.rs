@@ -559,6 +559,7 @@ impl StateConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use state_api::{CheckpointId, SnapshotRequest};
 
     #[test]
     fn pairs_and_toml_tables_mean_the_same() {
@@ -698,7 +699,7 @@ mod tests {
                 .unwrap();
         let storage = config.storage().unwrap();
         assert_eq!(storage.location(), "memory://config-test/job");
-        let factory = storage.stream_factory(1).unwrap();
+        let factory = storage.stream_factory(CheckpointId::new(1)).unwrap();
         let mut out = factory
             .create_output_stream(state_api::CheckpointedStateScope::Exclusive)
             .unwrap();
@@ -783,8 +784,12 @@ mod tests {
         let storage = config.storage().unwrap();
         let task = backend
             .snapshot(
-                &SnapshotRequest::new(1, 0, state_api::CheckpointOptions::checkpoint().clone()),
-                storage.stream_factory(1).unwrap(),
+                &SnapshotRequest::new(
+                    CheckpointId::new(1),
+                    0,
+                    state_api::CheckpointOptions::checkpoint().clone(),
+                ),
+                storage.stream_factory(CheckpointId::new(1)).unwrap(),
             )
             .unwrap();
         let result = task.run().unwrap();

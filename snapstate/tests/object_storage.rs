@@ -11,8 +11,9 @@ use std::process::Command;
 use std::sync::Arc;
 
 use snapstate::Error;
+use snapstate::api::CheckpointId;
 use snapstate::api::SnapshotRequest;
-use snapstate::api::{CheckpointOptions, KeyGroupsStateHandle, StateObject};
+use snapstate::api::{KeyGroupsStateHandle, StateObject};
 use snapstate::inspect::{self, Location, ProblemKind};
 use snapstate::object_storage::{ObjectCheckpointStorage, ObjectStateHandle, ObjectStoreOptions};
 use support::{CHECKPOINT_ID, MAX_PARALLELISM};
@@ -48,14 +49,18 @@ fn stored() -> Stored {
     }
     let result = backend
         .snapshot(
-            &SnapshotRequest::checkpoint(CHECKPOINT_ID, 1_700_000_000_000),
-            Arc::new(storage.stream_factory(CHECKPOINT_ID)),
+            &SnapshotRequest::checkpoint(CheckpointId::new(CHECKPOINT_ID), 1_700_000_000_000),
+            Arc::new(storage.stream_factory(CheckpointId::new(CHECKPOINT_ID))),
         )
         .unwrap()
         .run()
         .unwrap();
     let keyed = result.job_manager_owned().unwrap().clone();
-    let metadata = support::one_instance(CHECKPOINT_ID, 1_700_000_000_000, keyed.clone());
+    let metadata = support::one_instance(
+        CheckpointId::new(CHECKPOINT_ID),
+        1_700_000_000_000,
+        keyed.clone(),
+    );
     storage.commit_checkpoint(&metadata).unwrap();
     let keyed = keyed
         .as_any()

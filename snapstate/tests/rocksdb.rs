@@ -13,7 +13,7 @@ use snapstate::api::SnapshotRequest;
 use snapstate::api::{IncrementalRemoteKeyedStateHandle, KeyedStateBackend, StateMetaInfo};
 use snapstate::inspect::{self, HandleKind, ProblemKind};
 use snapstate::local_storage::FileStateHandle;
-use snapstate::{CheckpointOptions, KeyGroupRange, KeyedBackendParams, LocalCheckpointStorage};
+use snapstate::{KeyGroupRange, KeyedBackendParams, LocalCheckpointStorage};
 use support::MAX_PARALLELISM;
 
 fn checkpoint(
@@ -67,7 +67,11 @@ fn an_incremental_chain_verifies_and_a_damaged_sst_file_is_named() {
             backend.set_current_key(&key.to_be_bytes()).unwrap();
             backend.put_value("count", b"", &key.to_be_bytes()).unwrap();
         }
-        handles.push(checkpoint(&mut *backend, &storage, checkpoint_id));
+        handles.push(checkpoint(
+            &mut *backend,
+            &storage,
+            CheckpointId::new(checkpoint_id),
+        ));
     }
     backend.close().unwrap();
 

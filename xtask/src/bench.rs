@@ -53,9 +53,8 @@ use serde_json::{Value, json};
 use state_api::CheckpointId;
 use state_api::SnapshotRequest;
 use state_api::{
-    CheckpointOptions, CheckpointStorage, CheckpointType, CheckpointedStateScope, KeyGroupRange,
-    KeyedBackendParams, KeyedStateBackend, KeyedStateHandle, MaxParallelism, PluginKind, Registry,
-    StateObject,
+    CheckpointStorage, CheckpointType, CheckpointedStateScope, KeyGroupRange, KeyedBackendParams,
+    KeyedStateBackend, KeyedStateHandle, PluginKind, Registry, StateObject,
 };
 use state_format::keyed_format::CompositeKey;
 use state_storage_local::LocalCheckpointStorage;
@@ -390,7 +389,7 @@ fn checkpoint(
     let factory = job.factory(checkpoint_id)?;
     let started = Instant::now();
     let task = backend.snapshot(
-        &SnapshotRequest::checkpoint(checkpoint_id, checkpoint_id),
+        &SnapshotRequest::checkpoint(checkpoint_id, checkpoint_id.get()),
         factory.clone(),
     )?;
     let sync_ms = millis(started);
@@ -454,7 +453,7 @@ pub(crate) fn run_one(args: OneArgs) -> DynResult {
     // for it: checkpoint 1's size written three times, the median kept.
     std::thread::sleep(std::time::Duration::from_millis(args.pause_after_fill_ms));
     eprintln!("checkpoint 1");
-    let first = checkpoint(&mut *backend, &job, 1)?;
+    let first = checkpoint(&mut *backend, &job, CheckpointId::new(1))?;
     let reference = match &args.storage {
         Some(_) => ("storage_mb_per_s", storage_speed(&*storage, first.bytes)?),
         None => (
@@ -467,10 +466,14 @@ pub(crate) fn run_one(args: OneArgs) -> DynResult {
         let modified = (0..workload.n).filter(|&k| Workload::is_modified(k));
         workload.write(&mut *backend, &states, modified, true, |_| {})?;
         eprintln!("checkpoint {checkpoint_id}");
-        later.push(checkpoint(&mut *backend, &job, checkpoint_id)?);
+        later.push(checkpoint(
+            &mut *backend,
+            &job,
+            CheckpointId::new(checkpoint_id),
+        )?);
         if checkpoint_id > 2 {
             // Checkpoint 1 stays for the spec's figures; the ones between are subsumed.
-            job.subsume(checkpoint_id - 1)?;
+            job.subsume(CheckpointId::new(checkpoint_id - 1))?;
         }
     }
     let second = later.pop().ok_or("at least two checkpoints are taken")?;
@@ -495,8 +498,8 @@ pub(crate) fn run_one(args: OneArgs) -> DynResult {
     restored.close()?;
     drop(restored);
     // The last checkpoint subsumes 1, then goes too: the storage is left as it was found.
-    job.subsume(1)?;
-    job.subsume(args.checkpoints)?;
+    job.subsume(CheckpointId::new(1))?;
+    job.subsume(CheckpointId::new(args.checkpoints))?;
 
     eprintln!("reference points");
     let codec_mb_per_s = match args.compression.as_str() {
@@ -571,7 +574,7 @@ pub(crate) fn run_one(args: OneArgs) -> DynResult {
 /// `storage` (1 MiB writes), each discarded after: MB/s.
 fn storage_speed(storage: &dyn CheckpointStorage, bytes: u64) -> DynResult<f64> {
     let chunk = random_chunk();
-    let factory = storage.stream_factory(u64::MAX)?;
+    let factory = storage.stream_factory(CheckpointId::new(u64::MAX))?;
     let mut runs = [0.0; 3];
     for run in &mut runs {
         let started = Instant::now();
@@ -586,7 +589,7 @@ fn storage_speed(storage: &dyn CheckpointStorage, bytes: u64) -> DynResult<f64> 
         *run = bytes as f64 / 1e6 / started.elapsed().as_secs_f64();
         handle.discard()?;
     }
-    storage.discard_checkpoint(u64::MAX)?;
+    storage.discard_checkpoint(CheckpointId::new(u64::MAX))?;
     runs.sort_by(f64::total_cmp);
     Ok(runs[1])
 }

@@ -17,7 +17,7 @@ use state_api::CheckpointId;
 use state_api::SnapshotRequest;
 use state_api::{
     CheckpointOptions, CheckpointType, KeyGroupRange, KeyedBackendParams, KeyedStateBackend,
-    KeyedStateHandle, MaxParallelism, PluginKind, Registry,
+    KeyedStateHandle, PluginKind, Registry,
 };
 
 use crate::DynResult;
@@ -114,7 +114,7 @@ fn checkpoint_all(
     for instance in instances.iter_mut() {
         let started = Instant::now();
         let task = instance.snapshot(
-            &SnapshotRequest::new(checkpoint_id, checkpoint_id, options.clone()),
+            &SnapshotRequest::new(checkpoint_id, checkpoint_id.get(), options.clone()),
             factory.clone(),
         )?;
         sync_ms += millis(started);
@@ -214,7 +214,7 @@ fn run_backend(
     checkpoint_all(
         &mut instances,
         job,
-        1,
+        CheckpointId::new(1),
         &CheckpointOptions::checkpoint(),
         &mut row,
     )?;
@@ -226,11 +226,11 @@ fn run_backend(
     let second = checkpoint_all(
         &mut instances,
         job,
-        2,
+        CheckpointId::new(2),
         &CheckpointOptions::checkpoint(),
         &mut row,
     )?;
-    let pruned = job.subsume(1)?;
+    let pruned = job.subsume(CheckpointId::new(1))?;
     row.note = format!(
         "after changing {changed} keys; subsuming checkpoint 1 pruned {pruned} shared files"
     );
@@ -250,7 +250,7 @@ fn run_backend(
     let third = checkpoint_all(
         &mut four,
         job,
-        3,
+        CheckpointId::new(3),
         &CheckpointOptions::checkpoint(),
         &mut row,
     )?;
@@ -261,7 +261,13 @@ fn run_backend(
     let mut two = restore_all(target, workload, &states, &third, 2, &mut row)?;
     rows.push(row);
     let mut row = Row::new("savepoint 4 (2 inst.)", name);
-    let savepoint = checkpoint_all(&mut two, job, 4, &CheckpointOptions::savepoint(), &mut row)?;
+    let savepoint = checkpoint_all(
+        &mut two,
+        job,
+        CheckpointId::new(4),
+        &CheckpointOptions::savepoint(),
+        &mut row,
+    )?;
     row.note = "canonical format, portable to every backend".into();
     rows.push(row);
     Ok((states, savepoint))
@@ -422,7 +428,7 @@ mod tests {
                 [2, 3, 4],
                 "{job}: checkpoint 1 was subsumed, 2 to 4 are committed"
             );
-            let savepoint = storage.load_checkpoint(4).unwrap();
+            let savepoint = storage.load_checkpoint(CheckpointId::new(4)).unwrap();
             assert_eq!(savepoint.checkpoint_type, CheckpointType::Savepoint);
             assert_eq!(savepoint.instances.len(), 2);
             assert_eq!(savepoint.properties["strategy"], job);

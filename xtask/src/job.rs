@@ -26,7 +26,7 @@ pub(crate) struct Job {
     shared: SharedStateRegistry,
     properties: BTreeMap<String, String>,
     /// Retained checkpoints as the registry returned them (shared files as placeholders).
-    retained: Mutex<BTreeMap<u64, Vec<Arc<dyn KeyedStateHandle>>>>,
+    retained: Mutex<BTreeMap<CheckpointId, Vec<Arc<dyn KeyedStateHandle>>>>,
 }
 
 impl Job {
@@ -99,7 +99,7 @@ impl Job {
         self.retained
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(checkpoint_id, retained);
+            .insert(CheckpointId::new(checkpoint_id.get()), retained);
         Ok(restorable)
     }
 
