@@ -6,7 +6,7 @@
 //! [`LocalCheckpointStorage`](state_storage_local::LocalCheckpointStorage) in a temporary directory
 //! (or the storage [`with_storage`](crate::storage::with_storage) names; every stream a
 //! file or object), and restores
-//! take the share [`repartition_operator_state`] plans for each new instance from the
+//! take the share [`repartition`] plans for each new instance from the
 //! handles alone. A broken rule panics naming the backend, the contract and the rule.
 //!
 //! ```no_run
