@@ -4,7 +4,7 @@
 //! Checkpoint metadata is data anyone who can write into the checkpoint directory (or
 //! bucket) can change. A handle in it that named `/etc/passwd` or `../../elsewhere` would
 //! make a restore read, and a discard delete, whatever the job's user can reach. So
-//! handles that live in checkpoint storage ([`FileStateHandle`](crate::FileStateHandle),
+//! handles that live in checkpoint storage (`state-storage-local`'s `FileStateHandle`,
 //! the object storage crate's handles) hold locations relative to their storage's root
 //! (`chk-<id>/<name>`, `shared/<name>`), and serialize only that: a checkpoint directory
 //! restores from wherever it is copied or moved.
@@ -12,7 +12,7 @@
 //! Deserializing such a handle needs to know which storage reads it. Serde (and `typetag`,
 //! through which handle trait objects deserialize) passes no context, so the reader enters
 //! a [`HandleScope`] for the current thread around the deserialization
-//! ([`CheckpointMetadata::from_bytes`](crate::CheckpointMetadata::from_bytes) does): a
+//! (`state-format`'s `metadata::from_bytes` does): a
 //! handle resolves its relative location against the scope's root, refuses `..`, absolute
 //! locations and symbolic links that leave the root, and records the typed
 //! [`Error::OutsideStorage`] in the scope, which the reader returns instead of serde's
@@ -33,7 +33,7 @@ use std::sync::Arc;
 use crate::Error;
 
 /// The root of one checkpoint storage, as handles of that storage resolve against it: a
-/// local directory ([`LocalRoot`](crate::LocalRoot)), an object store prefix, a
+/// local directory (`state-storage-local`'s `LocalRoot`), an object store prefix, a
 /// third-party storage's own root.
 pub trait StorageRoot: Any + fmt::Debug + Send + Sync {
     /// Where the root is, for messages: a directory or a URL without credentials.

@@ -31,7 +31,8 @@ pub enum CheckpointedStateScope {
 /// An output stream for snapshot bytes.
 ///
 /// Writes go through `std::io::Write`; an error of ours (cancellation, closed stream)
-/// travels inside the `io::Error` and is recovered by [`Error::io`]/[`Error::stream`].
+/// travels inside the `io::Error` and is recovered by
+/// [`Error::io`](crate::Error::io)/[`Error::stream`](crate::Error::stream).
 pub trait CheckpointStateOutputStream: Write + Send + fmt::Debug {
     /// Number of bytes written so far; the offset the next byte will have.
     fn pos(&self) -> u64;

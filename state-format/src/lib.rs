@@ -2,8 +2,8 @@
 //!
 //! Depend on this crate (beside `state-api`) to write or read snapshots in the canonical
 //! format: a keyed backend's full-snapshot strategy feeds entries to
-//! [`write_full_snapshot`](keyed_format::write_full_snapshot) and its restore takes entries
-//! from a [`KeyedSnapshotReader`](keyed_format::KeyedSnapshotReader); a savepoint written by
+//! [`write_full_snapshot`] and its restore takes entries
+//! from a [`KeyedSnapshotReader`]; a savepoint written by
 //! one backend then restores into any other. Every format carries a version; old versions
 //! stay readable, and the checked-in fixtures under `tests/fixtures/` pin the bytes.
 //!
