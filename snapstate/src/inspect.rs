@@ -277,7 +277,7 @@ pub fn inspect(
 }
 
 fn keyed_detail(handle: &dyn KeyedStateHandle, registry: &Registry) -> HandleDetail {
-    let any = handle.as_any();
+    let any = handle;
     if let Some(handle) = any.downcast_ref::<KeyGroupsStateHandle>() {
         HandleDetail::KeyGroups(key_groups_detail(handle, registry))
     } else if let Some(handle) = any.downcast_ref::<IncrementalRemoteKeyedStateHandle>() {
@@ -369,7 +369,7 @@ fn files_of(
 }
 
 fn is_placeholder(file: &HandleAndLocalPath) -> bool {
-    file.handle.as_any().is::<PlaceholderStreamStateHandle>()
+    file.handle.is::<PlaceholderStreamStateHandle>()
 }
 
 fn incremental_detail(

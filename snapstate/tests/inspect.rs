@@ -502,6 +502,7 @@ impl Incremental {
             .into_iter()
             .partition(|f| f.local_path.ends_with(".sst"));
         let handle = IncrementalRemoteKeyedStateHandle {
+            strategy: None,
             backend_identifier: "backend-1".into(),
             key_group_range: KeyGroupRange::new(0, MAX_PARALLELISM.get() - 1).unwrap(),
             checkpoint_id: CheckpointId::new(CHECKPOINT_ID),
@@ -521,7 +522,6 @@ impl Incremental {
     fn path_of(&self, name: &str) -> std::path::PathBuf {
         let file = self.files.iter().find(|f| f.local_path == name).unwrap();
         file.handle
-            .as_any()
             .downcast_ref::<snapstate::local_storage::FileStateHandle>()
             .unwrap()
             .path()
@@ -636,7 +636,6 @@ fn heap_incremental_checkpoints_verify_and_a_damaged_delta_is_named() {
             .unwrap();
         let handle = result.job_manager_owned().unwrap();
         let handle = handle
-            .as_any()
             .downcast_ref::<IncrementalRemoteKeyedStateHandle>()
             .unwrap();
         let retained = shared.register(handle).unwrap();
@@ -669,7 +668,6 @@ fn heap_incremental_checkpoints_verify_and_a_damaged_delta_is_named() {
     assert!(delta.local_path.ends_with(".delta"), "{delta:?}");
     let path = delta
         .handle
-        .as_any()
         .downcast_ref::<snapstate::local_storage::FileStateHandle>()
         .unwrap()
         .path()

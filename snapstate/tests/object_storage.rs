@@ -63,7 +63,6 @@ fn stored() -> Stored {
     );
     storage.commit_checkpoint(&metadata).unwrap();
     let keyed = keyed
-        .as_any()
         .downcast_ref::<KeyGroupsStateHandle>()
         .unwrap()
         .clone();
@@ -79,7 +78,6 @@ fn keyed_object(stored: &Stored) -> &ObjectStateHandle {
     stored
         .keyed
         .delegate()
-        .as_any()
         .downcast_ref::<ObjectStateHandle>()
         .expect("the object storage writes object handles")
 }

@@ -32,7 +32,6 @@ fn checkpoint(
     storage.commit_checkpoint(&metadata).unwrap();
     backend.notify_checkpoint_complete(checkpoint_id).unwrap();
     handle
-        .as_any()
         .downcast_ref::<IncrementalRemoteKeyedStateHandle>()
         .expect("an incremental checkpoint")
         .clone()
@@ -93,7 +92,7 @@ fn an_incremental_chain_verifies_and_a_damaged_sst_file_is_named() {
     let sst = handles[0]
         .shared_state
         .iter()
-        .find_map(|f| f.handle.as_any().downcast_ref::<FileStateHandle>())
+        .find_map(|f| f.handle.downcast_ref::<FileStateHandle>())
         .expect("checkpoint 1 uploaded an sst file");
     let mut bytes = std::fs::read(sst.path()).unwrap();
     let middle = bytes.len() / 2;

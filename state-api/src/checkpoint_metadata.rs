@@ -237,14 +237,12 @@ impl CheckpointMetadata {
                     )));
                 }
                 ranges.push((range.start(), range.end(), instance.index));
-                let Some(incremental) = handle
-                    .as_any()
-                    .downcast_ref::<IncrementalRemoteKeyedStateHandle>()
+                let Some(incremental) = handle.downcast_ref::<IncrementalRemoteKeyedStateHandle>()
                 else {
                     continue;
                 };
                 for file in &incremental.shared_state {
-                    if file.handle.as_any().is::<PlaceholderStreamStateHandle>() {
+                    if file.handle.is::<PlaceholderStreamStateHandle>() {
                         continue;
                     }
                     let key = incremental.shared_key(file);
@@ -347,6 +345,7 @@ mod tests {
             )
         };
         let incremental = |range: (u32, u32), name: &str| IncrementalRemoteKeyedStateHandle {
+            strategy: None,
             backend_identifier: "backend-1".into(),
             key_group_range: KeyGroupRange::new(range.0, range.1).unwrap(),
             checkpoint_id: CheckpointId::new(3),

@@ -59,14 +59,12 @@ pub fn seek_position(to: io::SeekFrom, pos: u64, len: u64) -> Option<u64> {
     }
 }
 
-/// A handle to one stream of snapshot bytes.
+/// A handle to one stream of snapshot bytes. `dyn StreamStateHandle` downcasts to the
+/// concrete handle with [`downcast_ref`](#method.downcast_ref).
 #[typetag::serde]
-pub trait StreamStateHandle: StateObject + fmt::Debug + Send + Sync + 'static {
+pub trait StreamStateHandle: StateObject + Any + fmt::Debug + Send + Sync + 'static {
     /// Opens the bytes for reading from the start.
     fn open(&self) -> Result<Box<dyn StateInputStream>>;
-
-    /// The handle as `Any`, to downcast to a concrete handle type.
-    fn as_any(&self) -> &dyn Any;
 
     /// A short description for errors and listings (a path, an object key, a name).
     fn describe(&self) -> String;
@@ -81,9 +79,10 @@ pub trait StreamStateHandle: StateObject + fmt::Debug + Send + Sync + 'static {
     }
 }
 
-/// A handle to the keyed state of one key-group range.
+/// A handle to the keyed state of one key-group range. `dyn KeyedStateHandle` downcasts to
+/// the concrete handle with [`downcast_ref`](#method.downcast_ref).
 #[typetag::serde]
-pub trait KeyedStateHandle: StateObject + fmt::Debug + Send + Sync + 'static {
+pub trait KeyedStateHandle: StateObject + Any + fmt::Debug + Send + Sync + 'static {
     /// The key groups this handle holds state for.
     fn key_group_range(&self) -> KeyGroupRange;
 
@@ -91,9 +90,30 @@ pub trait KeyedStateHandle: StateObject + fmt::Debug + Send + Sync + 'static {
     /// Restore uses it to pick, from the handles of the old instances, what a new
     /// instance's range needs.
     fn intersection(&self, range: &KeyGroupRange) -> Option<Arc<dyn KeyedStateHandle>>;
+}
 
-    /// The handle as `Any`, to downcast to a concrete handle type.
-    fn as_any(&self) -> &dyn Any;
+impl dyn StreamStateHandle {
+    /// The handle as the concrete handle type `T`, if it is one.
+    pub fn downcast_ref<T: StreamStateHandle>(&self) -> Option<&T> {
+        (self as &dyn Any).downcast_ref()
+    }
+
+    /// Whether the handle is of the concrete handle type `T`.
+    pub fn is<T: StreamStateHandle>(&self) -> bool {
+        (self as &dyn Any).is::<T>()
+    }
+}
+
+impl dyn KeyedStateHandle {
+    /// The handle as the concrete handle type `T`, if it is one.
+    pub fn downcast_ref<T: KeyedStateHandle>(&self) -> Option<&T> {
+        (self as &dyn Any).downcast_ref()
+    }
+
+    /// Whether the handle is of the concrete handle type `T`.
+    pub fn is<T: KeyedStateHandle>(&self) -> bool {
+        (self as &dyn Any).is::<T>()
+    }
 }
 
 /// Snapshot bytes kept inline in the handle (small state, in-memory storage).
@@ -137,10 +157,6 @@ impl StateObject for ByteStreamStateHandle {
 impl StreamStateHandle for ByteStreamStateHandle {
     fn open(&self) -> Result<Box<dyn StateInputStream>> {
         Ok(Box::new(Cursor::new(self.data.clone())))
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 
     fn describe(&self) -> String {
@@ -189,10 +205,6 @@ impl StreamStateHandle for PlaceholderStreamStateHandle {
             "placeholder for shared file `{}` cannot be read: resolve it through the shared state registry first",
             self.key
         )))
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 
     fn describe(&self) -> String {
@@ -381,10 +393,6 @@ impl KeyedStateHandle for KeyGroupsStateHandle {
             end,
         }))
     }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
 }
 
 /// A file of an incremental snapshot and the name it has in the backend's local directory.
@@ -448,6 +456,11 @@ pub struct IncrementalRemoteKeyedStateHandle {
     pub key_group_range: KeyGroupRange,
     /// The checkpoint this snapshot belongs to.
     pub checkpoint_id: CheckpointId,
+    /// The registered name of the strategy that wrote it (`rocksdb-incremental`,
+    /// `heap-incremental`): a backend restores only its own strategy's files. `None` in
+    /// metadata written before strategies were recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<String>,
     /// Shared files (sst files, deltas), possibly placeholders for already uploaded ones.
     pub shared_state: Vec<HandleAndLocalPath>,
     /// Files only this checkpoint uses (MANIFEST, CURRENT, OPTIONS).
@@ -485,6 +498,25 @@ impl StateObject for IncrementalRemoteKeyedStateHandle {
 }
 
 impl IncrementalRemoteKeyedStateHandle {
+    /// Checks that the snapshot was written by `strategy`, the strategy whose backend is
+    /// restoring it: another strategy's files (a heap chain, a RocksDB checkpoint) share
+    /// this handle type but nothing else. A handle that records no strategy (metadata of
+    /// earlier releases) passes; its reader tells the kinds apart by the meta data stream.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unsupported`] naming both strategies and what to do instead.
+    pub fn check_strategy(&self, strategy: &str) -> Result<()> {
+        match self.strategy.as_deref() {
+            Some(written) if written != strategy => Err(Error::Unsupported(format!(
+                "incremental snapshot {} of checkpoint {} was written by strategy `{written}`, not `{strategy}`: restore it with the backend of `{written}`, or restore a savepoint",
+                self.meta_state.describe(),
+                self.checkpoint_id
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     /// The [`SharedStateRegistry`](crate::SharedStateRegistry) key of shared file `file`:
     /// a placeholder's key, else the key its writer recorded
     /// ([`HandleAndLocalPath::shared_key`]), else `<backend identifier>/<local path>`.
@@ -495,11 +527,7 @@ impl IncrementalRemoteKeyedStateHandle {
     /// RocksDB strategy keys new uploads by a backend identifier that is new for every
     /// backend instance, restored or not.
     pub fn shared_key(&self, file: &HandleAndLocalPath) -> String {
-        if let Some(placeholder) = file
-            .handle
-            .as_any()
-            .downcast_ref::<PlaceholderStreamStateHandle>()
-        {
+        if let Some(placeholder) = file.handle.downcast_ref::<PlaceholderStreamStateHandle>() {
             return placeholder.key().to_owned();
         }
         match &file.shared_key {
@@ -520,10 +548,6 @@ impl KeyedStateHandle for IncrementalRemoteKeyedStateHandle {
     fn intersection(&self, range: &KeyGroupRange) -> Option<Arc<dyn KeyedStateHandle>> {
         (!self.key_group_range.intersection(range).is_empty())
             .then(|| Arc::new(self.clone()) as Arc<dyn KeyedStateHandle>)
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }
 
@@ -568,10 +592,6 @@ impl KeyedStateHandle for IncrementalLocalKeyedStateHandle {
     fn intersection(&self, range: &KeyGroupRange) -> Option<Arc<dyn KeyedStateHandle>> {
         (!self.key_group_range.intersection(range).is_empty())
             .then(|| Arc::new(self.clone()) as Arc<dyn KeyedStateHandle>)
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }
 
@@ -707,18 +727,12 @@ mod tests {
         let tail = handle
             .intersection(&KeyGroupRange::new(15, 40).unwrap())
             .unwrap();
-        let tail = tail
-            .as_any()
-            .downcast_ref::<KeyGroupsStateHandle>()
-            .unwrap();
+        let tail = tail.downcast_ref::<KeyGroupsStateHandle>().unwrap();
         assert_eq!(tail.section_end(19), Some(1000));
         let head = handle
             .intersection(&KeyGroupRange::new(0, 14).unwrap())
             .unwrap();
-        let head = head
-            .as_any()
-            .downcast_ref::<KeyGroupsStateHandle>()
-            .unwrap();
+        let head = head.downcast_ref::<KeyGroupsStateHandle>().unwrap();
         assert_eq!(head.section_end(14), Some(50), "where key group 15 starts");
         assert_eq!(key_groups(10, 19).section_end(19), None, "not recorded");
     }
@@ -729,10 +743,7 @@ mod tests {
         let narrowed = handle
             .intersection(&KeyGroupRange::new(15, 40).unwrap())
             .unwrap();
-        let narrowed = narrowed
-            .as_any()
-            .downcast_ref::<KeyGroupsStateHandle>()
-            .unwrap();
+        let narrowed = narrowed.downcast_ref::<KeyGroupsStateHandle>().unwrap();
         assert_eq!(
             narrowed.key_group_range(),
             KeyGroupRange::new(15, 19).unwrap()
@@ -764,10 +775,7 @@ mod tests {
         assert!(json.contains("\"key-groups\""), "{json}");
         assert!(json.contains("\"bytes\""), "{json}");
         let back: Arc<dyn KeyedStateHandle> = serde_json::from_str(&json).unwrap();
-        let back = back
-            .as_any()
-            .downcast_ref::<KeyGroupsStateHandle>()
-            .unwrap();
+        let back = back.downcast_ref::<KeyGroupsStateHandle>().unwrap();
         assert_eq!(back.checksum(2), Some(2000));
         let mut data = Vec::new();
         back.delegate()
@@ -823,6 +831,7 @@ mod tests {
     #[test]
     fn shared_keys_travel_with_files_and_default_to_the_backend_and_name() {
         let handle = IncrementalRemoteKeyedStateHandle {
+            strategy: None,
             backend_identifier: "b2".into(),
             key_group_range: KeyGroupRange::new(0, 7).unwrap(),
             checkpoint_id: CheckpointId::new(3),
@@ -871,6 +880,7 @@ mod tests {
         // 000001.sst was uploaded by an earlier checkpoint and is owned by the registry.
         let earlier = file("1.sst");
         let handle = IncrementalRemoteKeyedStateHandle {
+            strategy: None,
             backend_identifier: "b".into(),
             key_group_range: KeyGroupRange::new(0, 7).unwrap(),
             checkpoint_id: CheckpointId::new(3),

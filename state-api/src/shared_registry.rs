@@ -60,6 +60,7 @@ struct Inner {
 ///     backend_identifier: "backend-1".into(),
 ///     key_group_range: KeyGroupRange::new(0, 127).unwrap(),
 ///     checkpoint_id: CheckpointId::new(id),
+///     strategy: Some("rocksdb-incremental".into()),
 ///     shared_state: shared,
 ///     private_state: vec![],
 ///     meta_state: Arc::new(ByteStreamStateHandle::new("meta", vec![])),
@@ -202,11 +203,7 @@ impl SharedStateRegistry {
         let handles: Vec<Arc<dyn KeyedStateHandle>> = metadata.keyed_handles();
         let incremental: Vec<&IncrementalRemoteKeyedStateHandle> = handles
             .iter()
-            .filter_map(|handle| {
-                handle
-                    .as_any()
-                    .downcast_ref::<IncrementalRemoteKeyedStateHandle>()
-            })
+            .filter_map(|handle| handle.downcast_ref::<IncrementalRemoteKeyedStateHandle>())
             .collect();
         {
             let inner = self.lock();
@@ -338,9 +335,7 @@ impl SharedStateRegistry {
 }
 
 fn placeholder(handle: &Arc<dyn StreamStateHandle>) -> Option<&PlaceholderStreamStateHandle> {
-    handle
-        .as_any()
-        .downcast_ref::<PlaceholderStreamStateHandle>()
+    handle.downcast_ref::<PlaceholderStreamStateHandle>()
 }
 
 /// A backend instance identifier starting with `prefix` (`heap`, `rocksdb`), unique across
@@ -401,6 +396,7 @@ mod tests {
         shared: Vec<HandleAndLocalPath>,
     ) -> IncrementalRemoteKeyedStateHandle {
         IncrementalRemoteKeyedStateHandle {
+            strategy: None,
             backend_identifier: BACKEND.into(),
             key_group_range: KeyGroupRange::new(0, 9).unwrap(),
             checkpoint_id,

@@ -1,7 +1,6 @@
 //! A stream handle over a plain file for the unit tests of this crate, which cannot use
 //! the storages built on it.
 
-use std::any::Any;
 use std::fs::{self, File};
 use std::io;
 use std::path::PathBuf;
@@ -57,10 +56,6 @@ impl StreamStateHandle for TestFile {
         Ok(Box::new(
             File::open(&self.path).map_err(|err| Error::io(&self.path, err))?,
         ))
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 
     fn describe(&self) -> String {

@@ -780,7 +780,7 @@ fn with_snapshot_stream(
     write: impl FnOnce(&mut KeyedSnapshotWriter<'_>) -> Result<()>,
 ) -> Result<KeyedSnapshotResult> {
     let mut stream = CheckpointStreamWithResultProvider::create(
-        CheckpointId::new(target.checkpoint_id.get()),
+        target.checkpoint_id,
         CheckpointedStateScope::Exclusive,
         target.factory,
         target.local_recovery,

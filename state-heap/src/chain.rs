@@ -265,7 +265,7 @@ impl ChainHistory {
         sequence: u64,
     ) -> Option<Completed> {
         self.pending.insert(
-            CheckpointId::new(checkpoint_id.get()),
+            checkpoint_id,
             Pending {
                 sequence,
                 chain: None,

@@ -141,7 +141,7 @@ impl HeapIncrementalOptions {
 ///     let id = CheckpointId::new(id);
 ///     let result = backend.snapshot(&SnapshotRequest::checkpoint(id, 0), factory.clone())?.run()?;
 ///     let handle = result.job_manager_owned().expect("state was written").clone();
-///     let handle = handle.as_any().downcast_ref::<IncrementalRemoteKeyedStateHandle>().expect("incremental");
+///     let handle = handle.downcast_ref::<IncrementalRemoteKeyedStateHandle>().expect("incremental");
 ///     let retained = shared.register(handle)?;
 ///     backend.notify_checkpoint_complete(id)?;
 ///     Ok((handle.clone(), retained))
@@ -218,9 +218,7 @@ impl SnapshotStrategy<Arc<dyn KeyedStateHandle>> for HeapIncrementalSnapshotStra
             Error::InvalidArgument("the heap backend does not track changes".into())
         })?;
         let sequence = incremental.changes.seal();
-        let base = incremental
-            .history
-            .start(CheckpointId::new(checkpoint_id.get()), sequence);
+        let base = incremental.history.start(checkpoint_id, sequence);
         let segments = base.as_ref().map_or_else(Vec::new, |base| {
             incremental.changes.segments(base.sequence, sequence)
         });
@@ -456,7 +454,8 @@ impl HeapIncrementalAsyncSnapshot {
         let handle = IncrementalRemoteKeyedStateHandle {
             backend_identifier: self.backend_id.clone(),
             key_group_range: tables.range,
-            checkpoint_id: CheckpointId::new(self.checkpoint_id.get()),
+            checkpoint_id: self.checkpoint_id,
+            strategy: Some(crate::HEAP_INCREMENTAL.into()),
             shared_state: shared,
             private_state: Vec::new(),
             meta_state,

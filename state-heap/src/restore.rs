@@ -14,7 +14,6 @@ use std::io::Read;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use state_api::CheckpointId;
 use state_api::{
     Error, HandleAndLocalPath, IncrementalRemoteKeyedStateHandle, KeyGroupsStateHandle,
     KeyedBackendParams, KeyedStateHandle, MaxParallelism, Registry, Result, StreamStateHandle,
@@ -100,7 +99,7 @@ fn restore(
         let Some(part) = handle.intersection(&tables.range) else {
             continue;
         };
-        let any = part.as_any();
+        let any = &*part;
         if let Some(full) = any.downcast_ref::<KeyGroupsStateHandle>() {
             let reader = open_source(tables, key_serializer, registry, full, restore_entry, None)?;
             sources.push(reader.0);
@@ -126,9 +125,7 @@ fn restore(
     read_key_groups(tables, registry, &sources, readers)?;
     if let (Some(incremental), Some((checkpoint_id, chain))) = (&mut heap.incremental, continuation)
     {
-        incremental
-            .history
-            .continue_from(CheckpointId::new(checkpoint_id.get()), chain);
+        incremental.history.continue_from(checkpoint_id, chain);
         incremental.changes.record_from_now();
     }
     Ok(())
@@ -350,6 +347,7 @@ pub(crate) fn read_meta(
     handle: &IncrementalRemoteKeyedStateHandle,
     max_parallelism: MaxParallelism,
 ) -> Result<IncrementalMeta> {
+    handle.check_strategy(crate::HEAP_INCREMENTAL)?;
     let incremental_meta::IncrementalMeta {
         header,
         manifest,
@@ -365,10 +363,11 @@ pub(crate) fn read_meta(
         .read(&mut first)
         .map_err(|e| wrap(Error::stream("reading the heap incremental chain", e)))?;
     if read == 0 {
-        // A RocksDB checkpoint always lists its CURRENT file; a heap chain never does.
-        if manifest.get("CURRENT").is_some() {
+        // Metadata of earlier releases records no strategy: a meta data stream without a
+        // chain after its file list is a RocksDB checkpoint's.
+        if handle.strategy.is_none() {
             return Err(Error::Unsupported(format!(
-                "incremental snapshot {location} of checkpoint {} is a RocksDB checkpoint, not a heap chain: restore it with backend rocksdb, or restore a savepoint",
+                "incremental snapshot {location} of checkpoint {} is not a heap chain (nothing follows its file list): restore it with backend rocksdb, or restore a savepoint",
                 handle.checkpoint_id
             )));
         }

@@ -357,6 +357,7 @@ impl RocksIncrementalAsyncSnapshot {
             backend_identifier: self.backend_id.clone(),
             key_group_range: self.source.key_group_range(),
             checkpoint_id: self.checkpoint_id,
+            strategy: Some(ROCKSDB_INCREMENTAL.into()),
             shared_state: shared,
             private_state: private,
             meta_state,

@@ -61,9 +61,7 @@ fn restore(
         .map(|part| local_as_remote(&params, &part).map(|remote| remote.unwrap_or(part)))
         .collect::<Result<Vec<Arc<dyn KeyedStateHandle>>>>()?;
     if let [only] = parts.as_slice()
-        && let Some(incremental) = only
-            .as_any()
-            .downcast_ref::<IncrementalRemoteKeyedStateHandle>()
+        && let Some(incremental) = only.downcast_ref::<IncrementalRemoteKeyedStateHandle>()
         && incremental.key_group_range == range
     {
         let key_serializer = params.key_serializer.clone();
@@ -90,10 +88,7 @@ fn local_as_remote(
     params: &KeyedBackendParams,
     part: &Arc<dyn KeyedStateHandle>,
 ) -> Result<Option<Arc<dyn KeyedStateHandle>>> {
-    let Some(local) = part
-        .as_any()
-        .downcast_ref::<IncrementalLocalKeyedStateHandle>()
-    else {
+    let Some(local) = part.downcast_ref::<IncrementalLocalKeyedStateHandle>() else {
         return Ok(None);
     };
     let Some(storage) = params.local_recovery.storage() else {
@@ -131,6 +126,7 @@ fn local_as_remote(
         backend_identifier: local.backend_identifier.clone(),
         key_group_range: local.key_group_range,
         checkpoint_id: local.checkpoint_id,
+        strategy: Some(crate::ROCKSDB_INCREMENTAL.into()),
         shared_state: shared,
         private_state: private,
         meta_state: local.meta_state.clone(),
@@ -142,13 +138,10 @@ fn restore_part(
     registry: &Registry,
     part: &dyn KeyedStateHandle,
 ) -> Result<()> {
-    if let Some(full) = part.as_any().downcast_ref::<KeyGroupsStateHandle>() {
+    if let Some(full) = part.downcast_ref::<KeyGroupsStateHandle>() {
         return restore_handle(backend, registry, full);
     }
-    if let Some(incremental) = part
-        .as_any()
-        .downcast_ref::<IncrementalRemoteKeyedStateHandle>()
-    {
+    if let Some(incremental) = part.downcast_ref::<IncrementalRemoteKeyedStateHandle>() {
         return copy_incremental(backend, incremental);
     }
     Err(Error::Unsupported(format!(
@@ -167,17 +160,18 @@ fn download_all(
     Vec<state_api::StateMetaInfo>,
     BTreeMap<String, UploadedFile>,
 )> {
-    let meta = incremental_meta::read(&*handle.meta_state, Some(max_parallelism))?;
-    let (header, manifest) = (meta.header, meta.manifest);
-    if manifest.get("CURRENT").is_none() {
-        // Every RocksDB checkpoint has a CURRENT file; other backends' incremental
-        // snapshots (heap-incremental chains) share the handle type but not the files.
+    handle.check_strategy(crate::ROCKSDB_INCREMENTAL)?;
+    let mut meta = incremental_meta::read(&*handle.meta_state, Some(max_parallelism))?;
+    // Metadata of earlier releases records no strategy: a heap-incremental snapshot's meta
+    // data goes on with its chain after the file list, a RocksDB one ends there.
+    let mut next = [0u8; 1];
+    if handle.strategy.is_none() && meta.rest.read(&mut next).unwrap_or(0) > 0 {
         return Err(Error::Unsupported(format!(
-            "incremental snapshot {} of checkpoint {} is not a RocksDB checkpoint (its file list has no CURRENT file): restore it with the backend that wrote it, or restore a savepoint",
-            handle.meta_state.describe(),
-            handle.checkpoint_id
+            "incremental snapshot {} of checkpoint {} is not a RocksDB checkpoint (a heap chain follows its file list): restore it with backend heap, or restore a savepoint",
+            meta.location, handle.checkpoint_id
         )));
     }
+    let (header, manifest) = (meta.header, meta.manifest);
     header.check_key_serializer(key_serializer, &handle.meta_state.describe())?;
     check_files_listed(handle, &manifest)?;
     fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;

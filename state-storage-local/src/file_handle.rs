@@ -376,10 +376,6 @@ impl StreamStateHandle for FileStateHandle {
         )))
     }
 
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
-
     fn describe(&self) -> String {
         format!("file {}", self.path().display())
     }

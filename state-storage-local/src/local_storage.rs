@@ -221,7 +221,7 @@ impl LocalCheckpointStorage {
     /// [`Error::InvalidArgument`] if the checkpoint is committed already (metadata is never
     /// replaced), [`Error::Io`] naming the file when writing fails.
     pub fn commit_checkpoint(&self, metadata: &CheckpointMetadata) -> Result<PathBuf> {
-        let dir = self.checkpoint_dir(CheckpointId::new(metadata.checkpoint_id.get()));
+        let dir = self.checkpoint_dir(metadata.checkpoint_id);
         create_dir(&dir)?;
         let target = dir.join(METADATA_FILE);
         let bytes = metadata::to_bytes(metadata, &self.storage_root())?;
@@ -291,7 +291,7 @@ impl LocalCheckpointStorage {
                 other => other,
             })?;
         metadata
-            .check_checkpoint_id(CheckpointId::new(checkpoint_id.get()))
+            .check_checkpoint_id(checkpoint_id)
             .map_err(|source| Error::Snapshot {
                 location: path.display().to_string(),
                 source: Box::new(source),
@@ -692,7 +692,7 @@ mod tests {
             .unwrap();
         out.write_all(b"tiny").unwrap();
         let handle = out.close_and_get_handle().unwrap();
-        assert!(handle.as_any().is::<ByteStreamStateHandle>(), "{handle:?}");
+        assert!(handle.is::<ByteStreamStateHandle>(), "{handle:?}");
         assert_eq!(read_all(&handle), b"tiny");
         assert!(files_in(&storage.checkpoint_dir(CheckpointId::new(1))).is_empty());
     }

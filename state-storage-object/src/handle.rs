@@ -10,7 +10,6 @@
 //! the current window costs nothing; a seek elsewhere drops the prefetch and fetches the
 //! window at the new position, never the whole object.
 
-use std::any::Any;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::sync::Arc;
 
@@ -254,10 +253,6 @@ impl StreamStateHandle for ObjectStateHandle {
             window_start: 0,
             next: None,
         }))
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 
     fn describe(&self) -> String {

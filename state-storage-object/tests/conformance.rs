@@ -293,7 +293,6 @@ fn checkpoint(
         .unwrap();
     let handle = result.job_manager_owned().unwrap().clone();
     let incremental = handle
-        .as_any()
         .downcast_ref::<IncrementalRemoteKeyedStateHandle>()
         .expect("an incremental checkpoint");
     let retained = shared.register(incremental).unwrap();
@@ -339,16 +338,11 @@ fn incremental_checkpoints_commit_restore_rescale_and_discard_on_s3() {
     fill(&mut *live, 0..50, 2);
     let second_handle = checkpoint(&mut *live, &storage, &shared, 2);
     let reused = second_handle
-        .as_any()
         .downcast_ref::<IncrementalRemoteKeyedStateHandle>()
         .unwrap()
         .shared_state
         .iter()
-        .filter(|file| {
-            file.handle
-                .as_any()
-                .is::<state_api::PlaceholderStreamStateHandle>()
-        })
+        .filter(|file| file.handle.is::<state_api::PlaceholderStreamStateHandle>())
         .count();
     assert!(reused > 0, "checkpoint 2 uploaded every file again");
     live.close().unwrap();

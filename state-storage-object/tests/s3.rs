@@ -83,7 +83,6 @@ fn a_small_stream_is_one_put_visible_only_after_close() {
     let handle = stream.close_and_get_handle().unwrap();
     assert_eq!(handle.state_size(), data.len() as u64);
     let object = handle
-        .as_any()
         .downcast_ref::<ObjectStateHandle>()
         .expect("an object handle");
     assert_eq!(object.store_url(), format!("s3://{bucket}"));
@@ -268,10 +267,7 @@ fn a_checkpoint_is_complete_once_its_metadata_is_committed_and_never_replaced() 
     assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
     let loaded = storage.load_checkpoint(CheckpointId::new(1)).unwrap();
     let keyed = loaded.keyed_handles();
-    let key_groups = keyed[0]
-        .as_any()
-        .downcast_ref::<KeyGroupsStateHandle>()
-        .unwrap();
+    let key_groups = keyed[0].downcast_ref::<KeyGroupsStateHandle>().unwrap();
     assert_eq!(
         read_all(key_groups.delegate()),
         pattern(1000, 6),
@@ -353,7 +349,7 @@ fn small_state_stays_inline_under_the_threshold() {
     let mut stream = open(&storage, CheckpointId::new(1));
     stream.write_all(b"tiny").unwrap();
     let handle = stream.close_and_get_handle().unwrap();
-    assert!(handle.as_any().is::<ByteStreamStateHandle>(), "{handle:?}");
+    assert!(handle.is::<ByteStreamStateHandle>(), "{handle:?}");
     server.assert_clean(&bucket, "an inline stream");
 }
 

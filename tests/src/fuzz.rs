@@ -78,7 +78,7 @@ fn keyed_template(registry: &Registry, backend: &str) -> Template<KeyGroupsState
         .unwrap_or_else(|e| panic!("snapshot of the {backend} template: {e}"));
     let handle = result
         .job_manager_owned()
-        .and_then(|h| h.as_any().downcast_ref::<KeyGroupsStateHandle>().cloned())
+        .and_then(|h| h.downcast_ref::<KeyGroupsStateHandle>().cloned())
         .unwrap_or_else(|| panic!("a savepoint of `{backend}` is a key-groups handle"));
     let bytes = stream_bytes(handle.delegate());
     Template { handle, bytes }

@@ -926,7 +926,7 @@ pub fn compression_is_read_from_the_snapshot(
     let result = bed.snapshot(&mut *live, &storage, CheckpointId::new(1));
     let handle = bed.handle(&result);
 
-    match handle.as_any().downcast_ref::<KeyGroupsStateHandle>() {
+    match handle.downcast_ref::<KeyGroupsStateHandle>() {
         Some(key_groups) => {
             let reader = bed.ok(
                 KeyedSnapshotReader::open(key_groups, registry, MAX_PARALLELISM),
@@ -1344,7 +1344,6 @@ pub fn savepoints_are_canonical(backend: &str, registry: &Registry, compression:
     );
     let handle = bed.handle(&savepoint);
     let key_groups = handle
-        .as_any()
         .downcast_ref::<KeyGroupsStateHandle>()
         .unwrap_or_else(|| {
             panic!(
@@ -1460,10 +1459,7 @@ fn move_state(
 /// The snapshot file of a key-groups handle, or why there is none.
 /// The files of an incremental handle (shared, private, meta data) stored as files.
 fn incremental_files(handle: &Arc<dyn KeyedStateHandle>) -> Vec<PathBuf> {
-    let Some(incremental) = handle
-        .as_any()
-        .downcast_ref::<IncrementalRemoteKeyedStateHandle>()
-    else {
+    let Some(incremental) = handle.downcast_ref::<IncrementalRemoteKeyedStateHandle>() else {
         return Vec::new();
     };
     incremental
@@ -1472,7 +1468,7 @@ fn incremental_files(handle: &Arc<dyn KeyedStateHandle>) -> Vec<PathBuf> {
         .chain(&incremental.private_state)
         .map(|file| &file.handle)
         .chain(std::iter::once(&incremental.meta_state))
-        .filter_map(|h| h.as_any().downcast_ref::<FileStateHandle>())
+        .filter_map(|h| h.downcast_ref::<FileStateHandle>())
         .map(|file| file.path().to_path_buf())
         .collect()
 }
@@ -1546,12 +1542,10 @@ fn snapshot_file(
     handle: &Arc<dyn KeyedStateHandle>,
 ) -> Result<(KeyGroupsStateHandle, PathBuf), String> {
     let key_groups = handle
-        .as_any()
         .downcast_ref::<KeyGroupsStateHandle>()
         .ok_or_else(|| format!("the handle is not a key-groups handle: {handle:?}"))?;
     let file = key_groups
         .delegate()
-        .as_any()
         .downcast_ref::<FileStateHandle>()
         .ok_or_else(|| {
             format!(
@@ -2234,10 +2228,7 @@ pub fn run_model_steps(backend: &str, registry: &Registry, compression: &str, st
                 }
                 let result = bed.ok(task.run(), "asynchronous part");
                 let handle = bed.handle(&result);
-                let handle = match handle
-                    .as_any()
-                    .downcast_ref::<IncrementalRemoteKeyedStateHandle>()
-                {
+                let handle = match handle.downcast_ref::<IncrementalRemoteKeyedStateHandle>() {
                     Some(incremental) => {
                         Arc::new(bed.ok(shared.register(incremental), "registering the checkpoint"))
                             as Arc<dyn KeyedStateHandle>
@@ -2254,10 +2245,7 @@ pub fn run_model_steps(backend: &str, registry: &Registry, compression: &str, st
                 let Some((at_sync, handle)) = &last else {
                     continue;
                 };
-                let handle = match handle
-                    .as_any()
-                    .downcast_ref::<IncrementalRemoteKeyedStateHandle>()
-                {
+                let handle = match handle.downcast_ref::<IncrementalRemoteKeyedStateHandle>() {
                     Some(incremental) => Arc::new(bed.ok(shared.resolve(incremental), "resolving"))
                         as Arc<dyn KeyedStateHandle>,
                     None => handle.clone(),

@@ -283,7 +283,6 @@ impl<'r> Bed<'r> {
     fn file_of(&self, handle: &OperatorStreamStateHandle) -> PathBuf {
         handle
             .delegate()
-            .as_any()
             .downcast_ref::<FileStateHandle>()
             .map(|file| file.path().to_path_buf())
             .unwrap_or_else(|| {

@@ -256,7 +256,6 @@ fn write_incremental_fixture(dir: &Path, compression: &str) {
             .unwrap();
         let handle = result.job_manager_owned().unwrap().clone();
         let handle = handle
-            .as_any()
             .downcast_ref::<IncrementalRemoteKeyedStateHandle>()
             .unwrap()
             .clone();
@@ -308,6 +307,12 @@ fn heap_incremental_v1_checkpoints_restore_with_their_contents() {
 #[test]
 fn heap_incremental_v2_checkpoints_restore_with_their_contents() {
     check_incremental_version(2);
+}
+
+/// Version 3: the handle records the strategy that wrote it.
+#[test]
+fn heap_incremental_v3_checkpoints_restore_with_their_contents() {
+    check_incremental_version(3);
 }
 
 /// The states of the operator fixture, ordered by name (as `states()` lists them).
@@ -439,7 +444,6 @@ type KeyedImage = (
 fn keyed_image(json: &[u8], compression: &str) -> KeyedImage {
     let handle: Arc<dyn KeyedStateHandle> = serde_json::from_slice(json).unwrap();
     let handle = handle
-        .as_any()
         .downcast_ref::<KeyGroupsStateHandle>()
         .unwrap()
         .clone();

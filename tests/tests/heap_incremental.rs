@@ -326,7 +326,6 @@ fn incremental(result: &KeyedSnapshotResult) -> IncrementalRemoteKeyedStateHandl
         .job_manager_owned()
         .expect("a checkpoint of state has a handle");
     handle
-        .as_any()
         .downcast_ref::<IncrementalRemoteKeyedStateHandle>()
         .unwrap_or_else(|| {
             panic!("heap-incremental checkpoints are incremental handles: {handle:?}")
@@ -339,7 +338,7 @@ fn written_bytes(handle: &IncrementalRemoteKeyedStateHandle) -> u64 {
     handle
         .shared_state
         .iter()
-        .filter(|f| !f.handle.as_any().is::<PlaceholderStreamStateHandle>())
+        .filter(|f| !f.handle.is::<PlaceholderStreamStateHandle>())
         .map(|f| f.handle.state_size())
         .sum()
 }
@@ -347,7 +346,6 @@ fn written_bytes(handle: &IncrementalRemoteKeyedStateHandle) -> u64 {
 /// Bytes of every file a resolved checkpoint refers to.
 fn referenced_bytes(handle: &dyn KeyedStateHandle) -> u64 {
     let handle = handle
-        .as_any()
         .downcast_ref::<IncrementalRemoteKeyedStateHandle>()
         .unwrap();
     handle
@@ -359,7 +357,6 @@ fn referenced_bytes(handle: &dyn KeyedStateHandle) -> u64 {
 
 fn file_path(file: &state_api::HandleAndLocalPath) -> PathBuf {
     file.handle
-        .as_any()
         .downcast_ref::<FileStateHandle>()
         .unwrap_or_else(|| panic!("a file: {:?}", file.handle))
         .path()
@@ -480,7 +477,6 @@ fn the_second_checkpoint_holds_only_the_changes_and_tombstones() {
     assert!(
         second.shared_state[0]
             .handle
-            .as_any()
             .is::<PlaceholderStreamStateHandle>(),
         "the base is referred to, not written again: {:?}",
         second.shared_state[0]
@@ -710,7 +706,6 @@ fn damaged_or_missing_chain_files_are_reported_naming_the_file() {
     job.register(2, &second, model.clone());
     let handle = job.restorable(2);
     let resolved = handle
-        .as_any()
         .downcast_ref::<IncrementalRemoteKeyedStateHandle>()
         .unwrap();
     let files: Vec<PathBuf> = resolved
@@ -720,7 +715,6 @@ fn damaged_or_missing_chain_files_are_reported_naming_the_file() {
         .chain(std::iter::once(
             resolved
                 .meta_state
-                .as_any()
                 .downcast_ref::<FileStateHandle>()
                 .unwrap()
                 .path()
@@ -785,7 +779,7 @@ fn savepoints_stay_full_and_portable() {
         .unwrap();
     let handle = savepoint.job_manager_owned().unwrap().clone();
     assert!(
-        handle.as_any().is::<KeyGroupsStateHandle>(),
+        handle.is::<KeyGroupsStateHandle>(),
         "a savepoint is a full snapshot: {handle:?}"
     );
     let registry = registry();
@@ -817,10 +811,27 @@ fn each_backend_refuses_the_other_backends_incremental_checkpoints() {
     let mut rocks_params = KeyedBackendParams::new(MAX_PARALLELISM, full_range());
     rocks_params.working_dir = Some(work.path().to_path_buf());
     rocks_params.strategy = Some("rocksdb-incremental".into());
+    let heap_handle = job.restorable(1);
     let err = registry
         .keyed_backend("rocksdb")
         .unwrap()
-        .restore(rocks_params.clone(), registry, &[job.restorable(1)])
+        .restore(rocks_params.clone(), registry, std::slice::from_ref(&heap_handle))
+        .unwrap_err();
+    assert!(matches!(err.root(), Error::Unsupported(_)), "{err}");
+    assert!(
+        err.to_string()
+            .contains("written by strategy `heap-incremental`"),
+        "the handle names its strategy: {err}"
+    );
+    // Metadata of earlier releases records no strategy: the meta data tells them apart.
+    let err = registry
+        .keyed_backend("rocksdb")
+        .unwrap()
+        .restore(
+            rocks_params.clone(),
+            registry,
+            &[without_strategy(&heap_handle)],
+        )
         .unwrap_err();
     assert!(matches!(err.root(), Error::Unsupported(_)), "{err}");
 
@@ -836,10 +847,29 @@ fn each_backend_refuses_the_other_backends_incremental_checkpoints() {
     rocks.put_value(VALUES, b"", b"v").unwrap();
     let rocks_result = job.start(&mut *rocks, 2, None).run().unwrap();
     let handle = rocks_result.job_manager_owned().unwrap().clone();
-    let err = restore(params(full_range(), "none"), &[handle])
+    let err = restore(params(full_range(), "none"), std::slice::from_ref(&handle))
         .map(|_| ())
         .unwrap_err();
     assert!(matches!(err.root(), Error::Unsupported(_)), "{err}");
+    assert!(
+        err.to_string()
+            .contains("written by strategy `rocksdb-incremental`"),
+        "the handle names its strategy: {err}"
+    );
+    let err = restore(params(full_range(), "none"), &[without_strategy(&handle)])
+        .map(|_| ())
+        .unwrap_err();
+    assert!(matches!(err.root(), Error::Unsupported(_)), "{err}");
+}
+
+/// `handle` as metadata of earlier releases stored it: without the strategy that wrote it.
+fn without_strategy(handle: &Arc<dyn KeyedStateHandle>) -> Arc<dyn KeyedStateHandle> {
+    let mut handle = handle
+        .downcast_ref::<IncrementalRemoteKeyedStateHandle>()
+        .expect("an incremental handle")
+        .clone();
+    handle.strategy = None;
+    Arc::new(handle)
 }
 
 /// One step of a model-based sequence.

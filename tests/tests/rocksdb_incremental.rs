@@ -69,7 +69,6 @@ impl Setup {
         let result = task.run().unwrap();
         let handle = result.job_manager_owned().unwrap();
         handle
-            .as_any()
             .downcast_ref::<IncrementalRemoteKeyedStateHandle>()
             .expect("an incremental checkpoint")
             .clone()
@@ -122,7 +121,7 @@ fn placeholders(handle: &IncrementalRemoteKeyedStateHandle) -> Vec<String> {
     handle
         .shared_state
         .iter()
-        .filter(|f| f.handle.as_any().is::<PlaceholderStreamStateHandle>())
+        .filter(|f| f.handle.is::<PlaceholderStreamStateHandle>())
         .map(|f| f.local_path.clone())
         .collect()
 }
@@ -132,7 +131,7 @@ fn uploaded_bytes(handle: &IncrementalRemoteKeyedStateHandle) -> u64 {
         .shared_state
         .iter()
         .chain(&handle.private_state)
-        .filter(|f| !f.handle.as_any().is::<PlaceholderStreamStateHandle>())
+        .filter(|f| !f.handle.is::<PlaceholderStreamStateHandle>())
         .map(|f| f.handle.state_size())
         .sum::<u64>()
         + handle.meta_state.state_size()
@@ -195,7 +194,6 @@ fn a_small_update_uploads_only_new_files_and_pruning_keeps_what_is_referenced() 
     for file in &first.shared_state {
         let path = file
             .handle
-            .as_any()
             .downcast_ref::<FileStateHandle>()
             .unwrap()
             .path();
@@ -316,7 +314,6 @@ fn damaged_or_missing_files_are_reported_by_name() {
     };
     let path_of = |file: &state_api::HandleAndLocalPath| {
         file.handle
-            .as_any()
             .downcast_ref::<FileStateHandle>()
             .unwrap()
             .path()

@@ -149,16 +149,14 @@ fn write_checkpoints(root: &Path, backend: &str, strategy: &str) -> BTreeMap<u64
                 .job_manager_owned()
                 .unwrap()
                 .clone();
-            let handle: Arc<dyn KeyedStateHandle> = match handle
-                .as_any()
-                .downcast_ref::<IncrementalRemoteKeyedStateHandle>(
-            ) {
-                Some(incremental) => {
-                    let retained = shared.register(incremental).unwrap();
-                    Arc::new(shared.resolve(&retained).unwrap())
-                }
-                None => handle,
-            };
+            let handle: Arc<dyn KeyedStateHandle> =
+                match handle.downcast_ref::<IncrementalRemoteKeyedStateHandle>() {
+                    Some(incremental) => {
+                        let retained = shared.register(incremental).unwrap();
+                        Arc::new(shared.resolve(&retained).unwrap())
+                    }
+                    None => handle,
+                };
             let operator_handle = operator
                 .snapshot(
                     &SnapshotRequest::new(

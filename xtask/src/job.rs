@@ -66,10 +66,7 @@ impl Job {
         let mut retained = Vec::new();
         let mut restorable = Vec::new();
         for handle in handles {
-            match handle
-                .as_any()
-                .downcast_ref::<IncrementalRemoteKeyedStateHandle>()
-            {
+            match handle.downcast_ref::<IncrementalRemoteKeyedStateHandle>() {
                 Some(incremental) => {
                     let kept = self.shared.register(incremental)?;
                     restorable.push(Arc::new(self.shared.resolve(&kept)?) as Arc<_>);
@@ -99,7 +96,7 @@ impl Job {
         self.retained
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(CheckpointId::new(checkpoint_id.get()), retained);
+            .insert(checkpoint_id, retained);
         Ok(restorable)
     }
 

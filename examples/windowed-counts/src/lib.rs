@@ -198,10 +198,7 @@ fn restorable(
     shared: &SharedStateRegistry,
     handle: &Arc<dyn KeyedStateHandle>,
 ) -> JobResult<Arc<dyn KeyedStateHandle>> {
-    match handle
-        .as_any()
-        .downcast_ref::<IncrementalRemoteKeyedStateHandle>()
-    {
+    match handle.downcast_ref::<IncrementalRemoteKeyedStateHandle>() {
         Some(incremental) => {
             let retained = shared.register(incremental)?;
             Ok(Arc::new(shared.resolve(&retained)?))

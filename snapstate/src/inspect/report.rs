@@ -106,7 +106,7 @@ pub enum HandleKind {
 impl HandleKind {
     /// The kind of a keyed handle.
     pub fn of(handle: &dyn KeyedStateHandle) -> Self {
-        let any = handle.as_any();
+        let any = handle;
         if any.is::<KeyGroupsStateHandle>() {
             HandleKind::KeyGroups
         } else if any.is::<IncrementalRemoteKeyedStateHandle>() {

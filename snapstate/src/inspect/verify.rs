@@ -148,7 +148,7 @@ fn stored_locations(metadata: &CheckpointMetadata) -> Vec<String> {
     for handle in handles_of(metadata) {
         match handle {
             AnyHandle::Keyed(keyed) => {
-                let any = keyed.as_any();
+                let any = keyed;
                 if let Some(full) = any.downcast_ref::<KeyGroupsStateHandle>() {
                     streams.push(&**full.delegate());
                 } else if let Some(incremental) =
@@ -166,7 +166,7 @@ fn stored_locations(metadata: &CheckpointMetadata) -> Vec<String> {
 
 /// A stream's location relative to its storage root, for the storages the inspector reads.
 fn stored_location(stream: &dyn StreamStateHandle) -> Option<String> {
-    let any = stream.as_any();
+    let any = stream;
     if let Some(file) = any.downcast_ref::<FileStateHandle>() {
         return file.relative_path().map(str::to_owned);
     }
@@ -233,7 +233,7 @@ fn verify_checkpoint(
             };
             match handle {
                 AnyHandle::Keyed(handle) => {
-                    let any = handle.as_any();
+                    let any = handle;
                     if let Some(handle) = any.downcast_ref::<KeyGroupsStateHandle>() {
                         verify_key_groups(
                             handle,
@@ -272,7 +272,7 @@ fn verify_checkpoint(
 /// stream kinds have no size to compare. Returns false when the file is missing, so the
 /// caller reports that once and reads nothing.
 fn check_stored_size(stream: &dyn StreamStateHandle, findings: &mut Findings<'_>) -> bool {
-    let Some(file) = stream.as_any().downcast_ref::<FileStateHandle>() else {
+    let Some(file) = stream.downcast_ref::<FileStateHandle>() else {
         return true;
     };
     let path = file.path();

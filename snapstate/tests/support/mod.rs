@@ -54,7 +54,6 @@ impl Fixture {
 
 fn file_of(stream: &dyn StreamStateHandle) -> PathBuf {
     stream
-        .as_any()
         .downcast_ref::<FileStateHandle>()
         .expect("the file state threshold is 0: every stream is a file")
         .path()
@@ -149,7 +148,6 @@ pub fn checkpoint(compression: &str) -> Fixture {
         .unwrap();
     let keyed = result.job_manager_owned().unwrap().clone();
     let keyed_handle = keyed
-        .as_any()
         .downcast_ref::<KeyGroupsStateHandle>()
         .expect("the heap backend writes key-groups handles")
         .clone();

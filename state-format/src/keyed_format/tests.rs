@@ -85,10 +85,7 @@ fn read_all(handle: &KeyGroupsStateHandle) -> Result<Entries> {
 }
 
 fn bytes_of(handle: &KeyGroupsStateHandle) -> Vec<u8> {
-    let stream = handle
-        .delegate()
-        .as_any()
-        .downcast_ref::<ByteStreamStateHandle>();
+    let stream = handle.delegate().downcast_ref::<ByteStreamStateHandle>();
     stream
         .expect("tests write byte-stream handles")
         .data()
@@ -150,10 +147,7 @@ fn a_narrowed_handle_reads_its_key_groups_only() {
     let narrowed = handle
         .intersection(&KeyGroupRange::new(12, 20).unwrap())
         .unwrap();
-    let narrowed = narrowed
-        .as_any()
-        .downcast_ref::<KeyGroupsStateHandle>()
-        .unwrap();
+    let narrowed = narrowed.downcast_ref::<KeyGroupsStateHandle>().unwrap();
     let mut expected = entries.clone();
     expected.remove(&10);
     assert_eq!(read_all(narrowed).unwrap(), expected);
