@@ -13,8 +13,7 @@
 //! | `state.backend.local-recovery` | keep task-local copies | `false` |
 //! | `taskmanager.state.local.root-dirs` | where task-local copies go | `<checkpoint dir>/local` for a local checkpoint directory |
 //! | `pipeline.max-parallelism` | number of key groups | `128` |
-//! | `state.backend.rocksdb.*` | passed to the backend as `rocksdb.*` options | |
-//! | `state.backend.heap.*` | passed to the backend as `heap.*` options (`heap.incremental.materialization-fraction`) | |
+//! | `state.backend.<type>.*` | passed to backend `<type>`, when it is the one named, as its `<type>.*` options (`rocksdb.block-cache-size`, `heap.incremental.materialization-fraction`, a third-party backend's own) | |
 //!
 //! Credentials (`s3.access-key`, `s3.secret-key`, `s3.session-token`) never appear in
 //! `Debug` output or errors; the environment (`AWS_ACCESS_KEY_ID`, ...) keeps them out of
@@ -109,7 +108,7 @@ pub enum ConfigError {
     Api(#[from] state_api::Error),
 }
 
-/// Keys [`StateConfig`] reads (besides `state.backend.rocksdb.*` and `state.backend.heap.*`).
+/// Keys [`StateConfig`] reads (besides `state.backend.<type>.*` and `s3.*`).
 const KEYS: [&str; 9] = [
     "state.backend.type",
     "execution.checkpointing.incremental",
@@ -200,8 +199,8 @@ pub struct StateConfig {
     pub local_recovery_dir: Option<PathBuf>,
     /// `pipeline.max-parallelism`.
     pub max_parallelism: MaxParallelism,
-    /// `state.backend.rocksdb.*` and `state.backend.heap.*`, as the backend's `rocksdb.*`
-    /// and `heap.*` options.
+    /// `state.backend.<type>.*` of every backend type, as `<type>.*`; the named backend
+    /// gets its own (see [`keyed_params`](Self::keyed_params)).
     pub backend_options: BTreeMap<String, String>,
 }
 
@@ -327,12 +326,16 @@ impl StateConfig {
     ///
     /// [`ConfigError::UnknownKey`] and [`ConfigError::InvalidValue`] naming the key.
     pub fn set(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
-        for backend in ["rocksdb", "heap"] {
-            if let Some(option) = key.strip_prefix(&format!("state.backend.{backend}.")) {
-                self.backend_options
-                    .insert(format!("{backend}.{option}"), value.to_owned());
-                return Ok(());
-            }
+        // `state.backend.<type>.<option>`: the keys of this crate under `state.backend.`
+        // (`type`, `local-recovery`) have no second dot.
+        if let Some(option) = key.strip_prefix("state.backend.")
+            && let Some((backend, name)) = option.split_once('.')
+            && !backend.is_empty()
+            && !name.is_empty()
+        {
+            self.backend_options
+                .insert(option.to_owned(), value.to_owned());
+            return Ok(());
         }
         match key {
             "state.backend.type" => self.backend = value.to_owned(),
@@ -387,10 +390,7 @@ impl StateConfig {
             _ => {
                 return Err(ConfigError::UnknownKey {
                     key: key.to_owned(),
-                    known: format!(
-                        "{}, state.backend.rocksdb.*, state.backend.heap.*, s3.*",
-                        KEYS.join(", ")
-                    ),
+                    known: format!("{}, state.backend.<type>.*, s3.*", KEYS.join(", ")),
                 });
             }
         }
@@ -477,8 +477,8 @@ impl StateConfig {
         Ok(Some(name))
     }
 
-    /// Backend parameters for `range`: strategy, compression, local recovery and backend
-    /// options as configured.
+    /// Backend parameters for `range`: strategy, compression, local recovery, and the
+    /// options of the named backend (`state.backend.<type>.*` of its type) as configured.
     ///
     /// # Errors
     ///
@@ -499,7 +499,13 @@ impl StateConfig {
         let mut params = KeyedBackendParams::new(self.max_parallelism, range);
         params.strategy = self.checkpoint_strategy(registry)?;
         params.compression = self.compression.clone();
-        params.options = self.backend_options.clone();
+        let prefix = format!("{}.", self.backend);
+        params.options = self
+            .backend_options
+            .iter()
+            .filter(|(key, _)| key.starts_with(&prefix))
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect();
         if self.local_recovery {
             let root = match (&self.local_recovery_dir, &self.checkpoint_dir) {
                 (Some(dir), _) => dir.clone(),
@@ -560,6 +566,41 @@ impl StateConfig {
 mod tests {
     use super::*;
     use state_api::{CheckpointId, SnapshotRequest};
+
+    #[cfg(feature = "heap")]
+    #[test]
+    fn a_third_party_backend_gets_its_own_options_and_no_others() {
+        let config = StateConfig::from_pairs([
+            ("state.backend.type", "my-tree"),
+            ("state.backend.my-tree.fanout", "16"),
+            ("state.backend.my-tree.cache.size", "1mb"),
+            ("state.backend.rocksdb.block-cache-size", "1048576"),
+        ])
+        .unwrap();
+        let range = KeyGroupRange::new(0, 127).unwrap();
+        let params = config.keyed_params(range, crate::registry()).unwrap();
+        let options: Vec<(&str, &str)> = params
+            .options
+            .iter()
+            .map(|(key, value)| (key.as_str(), value.as_str()))
+            .collect();
+        assert_eq!(
+            options,
+            [("my-tree.cache.size", "1mb"), ("my-tree.fanout", "16")]
+        );
+        for key in [
+            "state.backend.",
+            "state.backend.x",
+            "state.backend..x",
+            "state.backend.x.",
+        ] {
+            let err = StateConfig::from_pairs([(key, "1")]).unwrap_err();
+            assert!(
+                matches!(err, ConfigError::UnknownKey { .. }),
+                "{key}: {err}"
+            );
+        }
+    }
 
     #[test]
     fn pairs_and_toml_tables_mean_the_same() {
@@ -795,9 +836,7 @@ mod tests {
         let result = task.run().unwrap();
         let handle = result.job_manager_owned().unwrap();
         assert!(
-            handle
-                .as_any()
-                .is::<state_api::IncrementalRemoteKeyedStateHandle>(),
+            handle.is::<state_api::IncrementalRemoteKeyedStateHandle>(),
             "{handle:?}"
         );
     }
