@@ -40,6 +40,7 @@ use proptest::test_runner::TestRunner;
 use state_api::CheckpointId;
 use state_api::MaxParallelism;
 use state_api::SnapshotRequest;
+use state_api::UNCOMPRESSED;
 use state_api::{
     AsyncSnapshotTask, CheckpointOptions, CheckpointStreamFactory, Error,
     IncrementalRemoteKeyedStateHandle, KeyGroupRange, KeyGroupsStateHandle, KeyedBackendParams,
@@ -2291,30 +2292,271 @@ pub fn model_based(backend: &str, registry: &Registry, compression: &str, cases:
     }
 }
 
-/// Runs every keyed-backend contract on backend `backend` with decorator `compression`,
-/// skipping (and printing) the ones `capabilities` rule out.
+/// A keyed backend under test: the backend and checkpoint strategy by registered name, the
+/// decorator its key-group sections are written with, what it promises beyond the basic
+/// contract, and the registry that links it.
+#[derive(Debug, Clone)]
+pub struct KeyedTarget<'r> {
+    /// The registry the backend is linked into.
+    pub registry: &'r Registry,
+    /// The keyed backend's registered name (`heap`, `rocksdb`, a third-party one).
+    pub backend: String,
+    /// The checkpoint strategy's registered name; `None` picks the backend's default.
+    pub strategy: Option<String>,
+    /// The compression decorator's registered name.
+    pub compression: String,
+    /// What the backend promises beyond the basic contract.
+    pub capabilities: KeyedBackendCapabilities,
+}
+
+impl<'r> KeyedTarget<'r> {
+    /// `backend` with its default strategy, no compression and no capabilities.
+    pub fn new(registry: &'r Registry, backend: impl Into<String>) -> Self {
+        KeyedTarget {
+            registry,
+            backend: backend.into(),
+            strategy: None,
+            compression: UNCOMPRESSED.to_owned(),
+            capabilities: KeyedBackendCapabilities::default(),
+        }
+    }
+
+    /// Checkpoints with strategy `strategy`.
+    pub fn strategy(mut self, strategy: impl Into<String>) -> Self {
+        self.strategy = Some(strategy.into());
+        self
+    }
+
+    /// Key-group sections written with decorator `compression`.
+    pub fn compression(mut self, compression: impl Into<String>) -> Self {
+        self.compression = compression.into();
+        self
+    }
+
+    /// The backend promises `capabilities`.
+    pub fn capabilities(mut self, capabilities: KeyedBackendCapabilities) -> Self {
+        self.capabilities = capabilities;
+        self
+    }
+
+    /// The `backend` or `backend/strategy` the contract functions take.
+    fn spec(&self) -> String {
+        match &self.strategy {
+            Some(strategy) => format!("{}/{strategy}", self.backend),
+            None => self.backend.clone(),
+        }
+    }
+}
+
+/// One contract of the keyed-backend kit, as [`keyed_contracts!`](crate::keyed_contracts)
+/// turns each into a test of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyedContract {
+    /// [`round_trip`].
+    RoundTrip,
+    /// [`map_entries_are_ordered`].
+    MapEntriesAreOrdered,
+    /// [`empty_state`].
+    EmptyState,
+    /// [`huge_values`].
+    HugeValues,
+    /// [`compression_is_read_from_the_snapshot`].
+    CompressionIsReadFromTheSnapshot,
+    /// [`savepoints_are_canonical`].
+    SavepointsAreCanonical,
+    /// [`snapshot_is_consistent`].
+    SnapshotIsConsistent,
+    /// [`rescale`] for every pair of [`RESCALINGS`]; needs `rescaling`.
+    Rescale,
+    /// [`rescale_chain`]; needs `rescaling`.
+    RescaleChain,
+    /// [`large_max_parallelism`].
+    LargeMaxParallelism,
+    /// [`corrupt_snapshot_is_reported`].
+    CorruptSnapshotIsReported,
+    /// [`truncated_snapshot_is_detected`].
+    TruncatedSnapshotIsDetected,
+    /// [`cancelled_snapshot_leaves_nothing`].
+    CancelledSnapshotLeavesNothing,
+    /// [`storage_faults_are_contained`].
+    StorageFaultsAreContained,
+    /// [`incompatible_serializers_are_rejected`].
+    IncompatibleSerializersAreRejected,
+    /// [`local_recovery`]; needs `local_recovery`.
+    LocalRecovery,
+}
+
+impl KeyedContract {
+    /// Every contract, in the order [`run_all`] runs them.
+    pub const ALL: [KeyedContract; 16] = [
+        KeyedContract::RoundTrip,
+        KeyedContract::MapEntriesAreOrdered,
+        KeyedContract::EmptyState,
+        KeyedContract::HugeValues,
+        KeyedContract::CompressionIsReadFromTheSnapshot,
+        KeyedContract::SavepointsAreCanonical,
+        KeyedContract::SnapshotIsConsistent,
+        KeyedContract::Rescale,
+        KeyedContract::RescaleChain,
+        KeyedContract::LargeMaxParallelism,
+        KeyedContract::CorruptSnapshotIsReported,
+        KeyedContract::TruncatedSnapshotIsDetected,
+        KeyedContract::CancelledSnapshotLeavesNothing,
+        KeyedContract::StorageFaultsAreContained,
+        KeyedContract::IncompatibleSerializersAreRejected,
+        KeyedContract::LocalRecovery,
+    ];
+
+    /// Whether a backend with `capabilities` is held to this contract.
+    pub fn applies_to(self, capabilities: KeyedBackendCapabilities) -> bool {
+        match self {
+            KeyedContract::Rescale | KeyedContract::RescaleChain => capabilities.rescaling,
+            KeyedContract::LocalRecovery => capabilities.local_recovery,
+            _ => true,
+        }
+    }
+
+    /// Runs the contract on `target`, or prints why it does not apply. A broken rule panics
+    /// naming the backend, the contract and the rule.
+    pub fn run(self, target: &KeyedTarget<'_>) {
+        let (spec, registry, compression) = (target.spec(), target.registry, &target.compression);
+        let capabilities = target.capabilities;
+        if !self.applies_to(capabilities) {
+            println!("keyed backend `{spec}`: {self:?} skipped: the backend does not declare it");
+            return;
+        }
+        match self {
+            KeyedContract::RoundTrip => round_trip(&spec, registry, compression),
+            KeyedContract::MapEntriesAreOrdered => {
+                map_entries_are_ordered(&spec, registry, compression)
+            }
+            KeyedContract::EmptyState => empty_state(&spec, registry, compression),
+            KeyedContract::HugeValues => huge_values(&spec, registry, compression),
+            KeyedContract::CompressionIsReadFromTheSnapshot => {
+                compression_is_read_from_the_snapshot(&spec, registry, compression)
+            }
+            KeyedContract::SavepointsAreCanonical => {
+                savepoints_are_canonical(&spec, registry, compression)
+            }
+            KeyedContract::SnapshotIsConsistent => {
+                snapshot_is_consistent(&spec, registry, compression)
+            }
+            KeyedContract::Rescale => {
+                for (old, new) in RESCALINGS {
+                    rescale(&spec, registry, compression, capabilities, old, new);
+                }
+            }
+            KeyedContract::RescaleChain => {
+                rescale_chain(&spec, registry, compression, capabilities)
+            }
+            KeyedContract::LargeMaxParallelism => {
+                large_max_parallelism(&spec, registry, compression)
+            }
+            KeyedContract::CorruptSnapshotIsReported => {
+                corrupt_snapshot_is_reported(&spec, registry, compression)
+            }
+            KeyedContract::TruncatedSnapshotIsDetected => {
+                truncated_snapshot_is_detected(&spec, registry, compression)
+            }
+            KeyedContract::CancelledSnapshotLeavesNothing => {
+                cancelled_snapshot_leaves_nothing(&spec, registry, compression)
+            }
+            KeyedContract::StorageFaultsAreContained => {
+                storage_faults_are_contained(&spec, registry, compression)
+            }
+            KeyedContract::IncompatibleSerializersAreRejected => {
+                incompatible_serializers_are_rejected(&spec, registry, compression)
+            }
+            KeyedContract::LocalRecovery => {
+                local_recovery(&spec, registry, compression, capabilities)
+            }
+        }
+    }
+}
+
+/// One `#[test]` per keyed contract on a [`KeyedTarget`], in a module of the given name, so
+/// a broken contract fails its own test and hides none of the others:
+///
+/// ```ignore
+/// snapstate_tests::keyed_contracts!(heap_lz4, KeyedTarget::new(registry(), "heap").compression("lz4"));
+/// ```
+///
+/// Contracts the target's capabilities do not include pass after printing why.
+#[macro_export]
+macro_rules! keyed_contracts {
+    ($module:ident, $target:expr) => {
+        mod $module {
+            #[allow(unused_imports)]
+            use super::*;
+
+            fn target() -> $crate::keyed::KeyedTarget<'static> {
+                $target
+            }
+
+            $crate::keyed_contracts!(@tests
+                round_trip RoundTrip,
+                map_entries_are_ordered MapEntriesAreOrdered,
+                empty_state EmptyState,
+                huge_values HugeValues,
+                compression_is_read_from_the_snapshot CompressionIsReadFromTheSnapshot,
+                savepoints_are_canonical SavepointsAreCanonical,
+                snapshot_is_consistent SnapshotIsConsistent,
+                rescale Rescale,
+                rescale_chain RescaleChain,
+                large_max_parallelism LargeMaxParallelism,
+                corrupt_snapshot_is_reported CorruptSnapshotIsReported,
+                truncated_snapshot_is_detected TruncatedSnapshotIsDetected,
+                cancelled_snapshot_leaves_nothing CancelledSnapshotLeavesNothing,
+                storage_faults_are_contained StorageFaultsAreContained,
+                incompatible_serializers_are_rejected IncompatibleSerializersAreRejected,
+                local_recovery LocalRecovery,
+            );
+        }
+    };
+    (@tests $($name:ident $contract:ident,)*) => {
+        $(
+            #[test]
+            fn $name() {
+                $crate::keyed::KeyedContract::$contract.run(&target());
+            }
+        )*
+    };
+}
+
+/// Runs every keyed contract that `capabilities` include on `backend` (a registered name,
+/// or `backend/strategy`) with `compression`, in one test: [`keyed_contracts!`] gives each
+/// contract a test of its own instead.
 pub fn run_all(
     backend: &str,
     registry: &Registry,
     compression: &str,
     capabilities: KeyedBackendCapabilities,
 ) {
-    round_trip(backend, registry, compression);
-    map_entries_are_ordered(backend, registry, compression);
-    empty_state(backend, registry, compression);
-    huge_values(backend, registry, compression);
-    compression_is_read_from_the_snapshot(backend, registry, compression);
-    savepoints_are_canonical(backend, registry, compression);
-    snapshot_is_consistent(backend, registry, compression);
-    for (old, new) in RESCALINGS {
-        rescale(backend, registry, compression, capabilities, old, new);
+    for contract in KeyedContract::ALL {
+        if !contract.applies_to(capabilities) {
+            println!(
+                "keyed backend `{backend}`: {contract:?} skipped: the backend does not declare it"
+            );
+            continue;
+        }
+        run_contract(contract, backend, registry, compression, capabilities);
     }
-    rescale_chain(backend, registry, compression, capabilities);
-    large_max_parallelism(backend, registry, compression);
-    corrupt_snapshot_is_reported(backend, registry, compression);
-    truncated_snapshot_is_detected(backend, registry, compression);
-    cancelled_snapshot_leaves_nothing(backend, registry, compression);
-    storage_faults_are_contained(backend, registry, compression);
-    incompatible_serializers_are_rejected(backend, registry, compression);
-    local_recovery(backend, registry, compression, capabilities);
+}
+
+fn run_contract(
+    contract: KeyedContract,
+    backend: &str,
+    registry: &Registry,
+    compression: &str,
+    capabilities: KeyedBackendCapabilities,
+) {
+    let (backend, strategy) = match backend.split_once('/') {
+        Some((backend, strategy)) => (backend, Some(strategy)),
+        None => (backend, None),
+    };
+    let mut target = KeyedTarget::new(registry, backend)
+        .compression(compression)
+        .capabilities(capabilities);
+    target.strategy = strategy.map(str::to_owned);
+    contract.run(&target);
 }

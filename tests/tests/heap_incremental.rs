@@ -815,7 +815,11 @@ fn each_backend_refuses_the_other_backends_incremental_checkpoints() {
     let err = registry
         .keyed_backend("rocksdb")
         .unwrap()
-        .restore(rocks_params.clone(), registry, std::slice::from_ref(&heap_handle))
+        .restore(
+            rocks_params.clone(),
+            registry,
+            std::slice::from_ref(&heap_handle),
+        )
         .unwrap_err();
     assert!(matches!(err.root(), Error::Unsupported(_)), "{err}");
     assert!(

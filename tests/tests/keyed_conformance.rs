@@ -1,7 +1,7 @@
 //! The in-tree keyed backend `heap` passes the keyed-backend conformance kit with every
 //! linked compression decorator, with its full strategy and with `heap-incremental`.
 
-use snapstate_tests::keyed::{self, KeyedBackendCapabilities};
+use snapstate_tests::keyed::{self, KeyedBackendCapabilities, KeyedTarget};
 use state_api::{PluginKind, Registry};
 
 const HEAP: &str = "heap";
@@ -10,9 +10,6 @@ const HEAP_CAPABILITIES: KeyedBackendCapabilities = KeyedBackendCapabilities {
     rescaling: true,
     local_recovery: true,
 };
-
-/// The heap backend checkpointing with `heap-incremental`.
-const HEAP_INCREMENTAL: &str = "heap/heap-incremental";
 
 /// `heap-incremental` writes no task-local copies.
 const HEAP_INCREMENTAL_CAPABILITIES: KeyedBackendCapabilities = KeyedBackendCapabilities {
@@ -160,27 +157,24 @@ fn heap_local_recovery() {
     keyed::local_recovery(HEAP, registry(), "none", HEAP_CAPABILITIES);
 }
 
-#[test]
-fn heap_passes_every_contract_with_snappy() {
-    keyed::run_all(HEAP, registry(), "snappy", HEAP_CAPABILITIES);
-}
-
-#[test]
-fn heap_incremental_passes_every_contract_with_lz4() {
-    keyed::run_all(
-        HEAP_INCREMENTAL,
-        registry(),
-        "lz4",
-        HEAP_INCREMENTAL_CAPABILITIES,
-    );
-}
-
-#[test]
-fn heap_incremental_passes_every_contract_uncompressed() {
-    keyed::run_all(
-        HEAP_INCREMENTAL,
-        registry(),
-        "none",
-        HEAP_INCREMENTAL_CAPABILITIES,
-    );
-}
+// Every contract, one test each: heap with snappy, heap-incremental with lz4 and without
+// compression.
+snapstate_tests::keyed_contracts!(
+    heap_snappy,
+    KeyedTarget::new(registry(), HEAP)
+        .compression("snappy")
+        .capabilities(HEAP_CAPABILITIES)
+);
+snapstate_tests::keyed_contracts!(
+    heap_incremental_lz4,
+    KeyedTarget::new(registry(), HEAP)
+        .strategy("heap-incremental")
+        .compression("lz4")
+        .capabilities(HEAP_INCREMENTAL_CAPABILITIES)
+);
+snapstate_tests::keyed_contracts!(
+    heap_incremental_none,
+    KeyedTarget::new(registry(), HEAP)
+        .strategy("heap-incremental")
+        .capabilities(HEAP_INCREMENTAL_CAPABILITIES)
+);

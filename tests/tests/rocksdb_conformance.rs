@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use snapstate_tests::keyed::{self, KeyedBackendCapabilities, RESCALINGS};
+use snapstate_tests::keyed::{self, KeyedBackendCapabilities, KeyedTarget, RESCALINGS};
 use state_api::CheckpointId;
 use state_api::SnapshotRequest;
 use state_api::{
@@ -231,10 +231,12 @@ fn savepoints_move_between_heap_and_rocksdb_also_when_rescaling() {
     }
 }
 
-#[test]
-fn rocksdb_passes_every_contract_with_lz4() {
-    keyed::run_all(ROCKSDB, registry(), "lz4", CAPABILITIES);
-}
+snapstate_tests::keyed_contracts!(
+    rocksdb_lz4,
+    KeyedTarget::new(registry(), ROCKSDB)
+        .compression("lz4")
+        .capabilities(CAPABILITIES)
+);
 
 #[test]
 fn closing_while_a_snapshot_holds_its_lease_waits_for_it_and_leaks_nothing() {
@@ -310,9 +312,9 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 
 // The incremental strategy.
 
-const INCREMENTAL: &str = "rocksdb/rocksdb-incremental";
-
-#[test]
-fn incremental_passes_every_contract() {
-    keyed::run_all(INCREMENTAL, registry(), "none", CAPABILITIES);
-}
+snapstate_tests::keyed_contracts!(
+    rocksdb_incremental,
+    KeyedTarget::new(registry(), ROCKSDB)
+        .strategy("rocksdb-incremental")
+        .capabilities(CAPABILITIES)
+);

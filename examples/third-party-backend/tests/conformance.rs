@@ -6,7 +6,7 @@ use snapstate::api::CheckpointId;
 use snapstate::api::SnapshotRequest;
 use snapstate_example_deflate::{DEFLATE, DeflateStreamCompressionDecorator};
 use snapstate_tests::compression::{self, DecoratorCapabilities};
-use snapstate_tests::keyed::{self, KeyedBackendCapabilities};
+use snapstate_tests::keyed::{KeyedBackendCapabilities, KeyedTarget};
 use state_api::{KeyGroupRange, PluginKind, Registry, StateMetaInfo};
 
 fn registry() -> &'static Registry {
@@ -27,14 +27,17 @@ fn deflate_passes_the_decorator_contract() {
     );
 }
 
-#[test]
-fn heap_with_deflate_passes_every_keyed_contract() {
-    let capabilities = KeyedBackendCapabilities {
-        rescaling: true,
-        local_recovery: true,
-    };
-    keyed::run_all("heap", registry(), DEFLATE, capabilities);
-}
+// The whole keyed-backend contract on the heap backend with `deflate` sections, one test
+// per contract.
+snapstate_tests::keyed_contracts!(
+    heap_with_deflate,
+    KeyedTarget::new(registry(), "heap")
+        .compression(DEFLATE)
+        .capabilities(KeyedBackendCapabilities {
+            rescaling: true,
+            local_recovery: true,
+        })
+);
 
 #[test]
 fn deflate_is_registered_at_link_time_and_picked_by_configuration() {
