@@ -146,7 +146,21 @@ pub fn check_restore_handles(
 /// A keyed state backend for one key-group range of one operator instance.
 ///
 /// Operations act on the current key set by [`set_current_key`](Self::set_current_key),
-/// whose key group is computed once per key.
+/// whose key group is computed once per key ([`KeyedBackendParams::key_group_of`]).
+///
+/// The rules every backend keeps (the conformance kit checks them):
+///
+/// - A key of another instance's key groups is [`Error::KeyGroupOutOfRange`](crate::Error::KeyGroupOutOfRange);
+///   an access before any `set_current_key` is [`Error::InvalidArgument`](crate::Error::InvalidArgument);
+///   a state that is not registered is [`Error::NotFound`](crate::Error::NotFound); a state
+///   used as another kind (a list as a map) is [`Error::Incompatible`](crate::Error::Incompatible);
+///   any call after [`close`](Self::close) is [`Error::Closed`](crate::Error::Closed).
+/// - A snapshot of a backend with registered states returns a handle even when they hold
+///   no entries, so restore gets the states' meta info back.
+/// - Restore checks every handle first ([`check_restore_handles`]), then each snapshot's
+///   header against `params`: the backend (not the caller) refuses another key serializer
+///   or max parallelism with [`Error::Incompatible`](crate::Error::Incompatible), and a
+///   handle kind it cannot read with [`Error::Unsupported`](crate::Error::Unsupported).
 pub trait KeyedStateBackend: CheckpointListener + Send + fmt::Debug {
     /// The registered name of the backend (`heap`, `rocksdb`).
     fn backend_name(&self) -> &str;

@@ -161,6 +161,14 @@ pub enum Error {
         checkpoint_id: CheckpointId,
     },
 
+    /// A helper thread of a snapshot or restore (an encoder, a reader) stopped without its
+    /// result: it panicked. Not the caller's fault; the snapshot or restore failed.
+    #[error("{worker} stopped without a result")]
+    WorkerStopped {
+        /// Which helper, and what it was working on.
+        worker: String,
+    },
+
     /// The object was closed (a registry, a stream, a resource guard) and cannot be used.
     #[error("{what} is closed")]
     Closed {

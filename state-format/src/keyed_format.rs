@@ -970,9 +970,9 @@ fn write_key_groups_in_two(
 
 /// The helper of [`write_key_groups_parallel`] ended without the section of `key_group`.
 fn helper_stopped(key_group: u32) -> Error {
-    Error::InvalidArgument(format!(
-        "the encoder of key group {key_group} stopped without a result"
-    ))
+    Error::WorkerStopped {
+        worker: format!("the encoder of key group {key_group}"),
+    }
 }
 
 /// One entry read from a key group.
