@@ -190,6 +190,13 @@ fn dependencies_point_one_way() {
                     "the third-party example depends on workspace crates {inside:?} besides state-api"
                 );
             }
+            "snapstate-example-ordered" => {
+                let inside = workspace_deps(package, &workspace, &["state-api", "state-format"]);
+                assert!(
+                    inside.is_empty(),
+                    "the third-party keyed backend depends on workspace crates {inside:?} besides state-api and state-format"
+                );
+            }
             name if BACKENDS.contains(&name) => {
                 let inside = workspace_deps(package, &workspace, &["state-api", "state-format"]);
                 assert!(
