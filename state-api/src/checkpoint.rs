@@ -204,8 +204,12 @@ impl LocalRecoveryConfig {
 /// history they keep and forget snapshots that will never complete.
 pub trait CheckpointListener {
     /// Checkpoint `checkpoint_id` completed: every instance's snapshot was stored and the
-    /// checkpoint is now the latest that restore may use.
-    fn notify_checkpoint_complete(&mut self, checkpoint_id: CheckpointId) -> Result<()>;
+    /// checkpoint is now the latest that restore may use. The default does nothing, for
+    /// backends whose snapshots keep no history.
+    fn notify_checkpoint_complete(&mut self, checkpoint_id: CheckpointId) -> Result<()> {
+        let _ = checkpoint_id;
+        Ok(())
+    }
 
     /// Checkpoint `checkpoint_id` was aborted and will never complete.
     fn notify_checkpoint_aborted(&mut self, checkpoint_id: CheckpointId) -> Result<()> {

@@ -235,6 +235,12 @@ pub enum Error {
 impl Error {
     /// Wraps an i/o error on `path`, keeping a [`Error`] that travelled inside it.
     ///
+    /// The error of a keyed state access before any key was set: what every backend returns
+    /// then.
+    pub fn no_current_key() -> Self {
+        Error::InvalidArgument("no current key: call set_current_key first".into())
+    }
+
     /// Streams surface failures through `std::io::Error`; when the failure was one of
     /// ours (a cancellation, a corruption found by a codec), it is unwrapped instead of
     /// being reported as plain i/o.

@@ -73,7 +73,7 @@ pub use handle::{
     PlaceholderStreamStateHandle, StateInputStream, StreamStateHandle, seek_position,
 };
 pub use key_group::{KeyGroupRange, KeyGroupRangeOffsets, MaxParallelism};
-pub use meta::{OperatorStateMetaInfo, SerializerId, StateKind, StateMetaInfo};
+pub use meta::{OperatorStateMetaInfo, SerializerId, StateKind, StateMetaInfo, find_state};
 pub use registry::{PluginInfo, PluginKind, Registration, Registry, register};
 pub use resource_guard::{Lease, ResourceGuard};
 pub use shared_registry::{SharedStateRegistry, new_backend_identifier};

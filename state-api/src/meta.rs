@@ -158,6 +158,36 @@ impl StateMetaInfo {
     }
 }
 
+/// The position of keyed state `name` among `states` (a backend's registered meta infos,
+/// in registration order), checked to be of `kind` when one is given: the look-up every
+/// keyed backend's accessors start with.
+///
+/// # Errors
+///
+/// [`Error::NotFound`] for a state that is not registered; [`Error::Incompatible`] for one
+/// of another kind.
+pub fn find_state<'a>(
+    states: impl IntoIterator<Item = &'a StateMetaInfo>,
+    name: &str,
+    kind: Option<StateKind>,
+) -> Result<usize> {
+    let (index, held) = states
+        .into_iter()
+        .enumerate()
+        .find(|(_, state)| state.name == name)
+        .ok_or_else(|| Error::NotFound {
+            what: format!("state `{name}` (register it first)"),
+        })?;
+    match kind {
+        Some(kind) if kind != held.kind => Err(Error::Incompatible {
+            what: format!("kind of state `{name}`"),
+            held: held.kind.to_string(),
+            requested: kind.to_string(),
+        }),
+        _ => Ok(index),
+    }
+}
+
 /// What a snapshot records about one operator state: a list state (split-distribute or
 /// union) or a broadcast map state.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -235,9 +235,7 @@ impl HeapKeyedStateBackend {
     /// current key's shard.
     fn current_state_key(&self, namespace: &[u8], out: &mut Vec<u8>) -> Result<usize> {
         self.check_open()?;
-        let current = self.current.as_ref().ok_or_else(|| {
-            Error::InvalidArgument("no current key: call set_current_key first".into())
-        })?;
+        let current = self.current.as_ref().ok_or_else(Error::no_current_key)?;
         out.extend_from_slice(&current.key_part);
         namespace_part_into(namespace, out)?;
         Ok(current.shard)
@@ -302,23 +300,12 @@ fn record(heap: &mut Heap, index: usize, shard: usize, key: &[u8], change: Chang
 
 /// The index of registered state `name`, of any kind.
 fn find(tables: &HeapTables, name: &str) -> Result<usize> {
-    tables.index_of(name).ok_or_else(|| Error::NotFound {
-        what: format!("state `{name}` (register it first)"),
-    })
+    state_api::find_state(tables.states.iter().map(|s| &s.meta), name, None)
 }
 
 /// The index of registered state `name`, which must be of `kind`.
 fn index_of(tables: &HeapTables, name: &str, kind: StateKind) -> Result<usize> {
-    let index = find(tables, name)?;
-    let held = tables.states[index].meta.kind;
-    if held != kind {
-        return Err(Error::Incompatible {
-            what: format!("kind of state `{name}`"),
-            held: held.to_string(),
-            requested: kind.to_string(),
-        });
-    }
-    Ok(index)
+    state_api::find_state(tables.states.iter().map(|s| &s.meta), name, Some(kind))
 }
 
 fn bytes(value: &[u8]) -> Bytes {

@@ -508,20 +508,7 @@ impl RocksDBKeyedStateBackend {
     fn state_cf(&self, name: &str, kind: StateKind) -> Result<Arc<BoundColumnFamily<'_>>> {
         let db = self.db()?;
         {
-            let states = lock(&self.source.inner.states);
-            let held = states
-                .iter()
-                .find(|held| held.name == name)
-                .ok_or_else(|| Error::NotFound {
-                    what: format!("state `{name}` (register it first)"),
-                })?;
-            if held.kind != kind {
-                return Err(Error::Incompatible {
-                    what: format!("kind of state `{name}`"),
-                    held: held.kind.to_string(),
-                    requested: kind.to_string(),
-                });
-            }
+            state_api::find_state(lock(&self.source.inner.states).iter(), name, Some(kind))?;
         }
         cf(db, name)
     }
@@ -529,9 +516,7 @@ impl RocksDBKeyedStateBackend {
     /// The composite key of the current key and `namespace` (and `user_key`) in a buffer.
     fn key(&self, namespace: &[u8], user_key: &[u8]) -> Result<Vec<u8>> {
         self.db()?;
-        let current = self.current.as_ref().ok_or_else(|| {
-            Error::InvalidArgument("no current key: call set_current_key first".into())
-        })?;
+        let current = self.current.as_ref().ok_or_else(Error::no_current_key)?;
         let namespace_len = u32::try_from(namespace.len())
             .map_err(|_| Error::InvalidArgument("namespaces must stay below 4 GiB".into()))?;
         let mut key =
@@ -748,13 +733,10 @@ impl KeyedStateBackend for RocksDBKeyedStateBackend {
     }
 
     fn clear(&mut self, state: &str, namespace: &[u8]) -> Result<()> {
-        let kind = lock(&self.source.inner.states)
-            .iter()
-            .find(|held| held.name == state)
-            .map(|held| held.kind)
-            .ok_or_else(|| Error::NotFound {
-                what: format!("state `{state}` (register it first)"),
-            })?;
+        let kind = {
+            let states = lock(&self.source.inner.states);
+            states[state_api::find_state(states.iter(), state, None)?].kind
+        };
         let cf = self.state_cf(state, kind)?;
         let key = self.key(namespace, &[])?;
         match kind {
@@ -770,13 +752,10 @@ impl KeyedStateBackend for RocksDBKeyedStateBackend {
     }
 
     fn keys(&self, state: &str, namespace: &[u8]) -> Result<Vec<Vec<u8>>> {
-        let kind = lock(&self.source.inner.states)
-            .iter()
-            .find(|held| held.name == state)
-            .map(|held| held.kind)
-            .ok_or_else(|| Error::NotFound {
-                what: format!("state `{state}` (register it first)"),
-            })?;
+        let kind = {
+            let states = lock(&self.source.inner.states);
+            states[state_api::find_state(states.iter(), state, None)?].kind
+        };
         let cf = self.state_cf(state, kind)?;
         let composite = self.composite;
         let mut keys: Vec<Vec<u8>> = Vec::new();

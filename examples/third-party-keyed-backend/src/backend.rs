@@ -6,10 +6,10 @@ use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use state_api::{
-    AsyncSnapshotTask, CheckpointId, CheckpointListener, CheckpointStreamFactory,
-    CloseableRegistry, Error, KeyGroupRange, KeyedBackendParams, KeyedSnapshotResult,
-    KeyedStateBackend, KeyedStateBackendFactory, KeyedStateHandle, MaxParallelism, Registry,
-    Result, SnapshotRequest, SnapshotStrategy, SnapshotStrategyRunner, StateKind, StateMetaInfo,
+    AsyncSnapshotTask, CheckpointListener, CheckpointStreamFactory, CloseableRegistry, Error,
+    KeyGroupRange, KeyedBackendParams, KeyedSnapshotResult, KeyedStateBackend,
+    KeyedStateBackendFactory, KeyedStateHandle, MaxParallelism, Registry, Result, SnapshotRequest,
+    SnapshotStrategy, SnapshotStrategyRunner, StateKind, StateMetaInfo,
 };
 use state_format::keyed_format::{CompositeKey, decode_list, encode_list};
 
@@ -68,19 +68,7 @@ pub(crate) fn register(states: &mut States, meta: &StateMetaInfo) -> Result<usiz
 
 /// The position of state `name`, which must be of `kind` (when given).
 fn find(states: &States, name: &str, kind: Option<StateKind>) -> Result<usize> {
-    let index =
-        (states.iter().position(|s| s.meta.name == name)).ok_or_else(|| Error::NotFound {
-            what: format!("state `{name}` (register it first)"),
-        })?;
-    let held = states[index].meta.kind;
-    match kind {
-        Some(kind) if kind != held => Err(Error::Incompatible {
-            what: format!("kind of state `{name}`"),
-            held: held.to_string(),
-            requested: kind.to_string(),
-        }),
-        _ => Ok(index),
-    }
+    state_api::find_state(states.iter().map(|s| &s.meta), name, kind)
 }
 
 /// The entries whose keys start with `prefix`: one contiguous range of the map.
@@ -161,9 +149,7 @@ impl OrderedKeyedStateBackend {
     /// The composite key of the current key in `namespace`, followed by `user_key`.
     fn key(&self, namespace: &[u8], user_key: &[u8]) -> Result<Vec<u8>> {
         self.check_open()?;
-        let (key_group, key) = self.current.as_ref().ok_or_else(|| {
-            Error::InvalidArgument("no current key: call set_current_key first".into())
-        })?;
+        let (key_group, key) = self.current.as_ref().ok_or_else(Error::no_current_key)?;
         let mut out = Vec::new();
         self.composite
             .build_into(*key_group, key, namespace, user_key, &mut out);
@@ -204,12 +190,8 @@ impl OrderedKeyedStateBackend {
     }
 }
 
-impl CheckpointListener for OrderedKeyedStateBackend {
-    /// Full snapshots keep no history: nothing to do.
-    fn notify_checkpoint_complete(&mut self, _checkpoint_id: CheckpointId) -> Result<()> {
-        Ok(())
-    }
-}
+/// Full snapshots keep no history: the default notifications do nothing.
+impl CheckpointListener for OrderedKeyedStateBackend {}
 
 impl KeyedStateBackend for OrderedKeyedStateBackend {
     fn backend_name(&self) -> &str {
