@@ -56,8 +56,6 @@ mod lz4;
 mod snappy;
 
 #[cfg(test)]
-mod testkit;
-#[cfg(test)]
 mod tests;
 
 pub use lz4::Lz4StreamCompressionDecorator;

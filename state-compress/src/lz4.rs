@@ -162,51 +162,48 @@ mod tests {
     use std::io::{Read, Write};
 
     use proptest::prelude::*;
+    use snapstate_tests::compression::{self, DecoratorCapabilities};
+    use state_api::Error;
 
     use super::*;
-    use crate::testkit;
 
     const WHAT: &str = "lz4 compressed section";
+
+    // Every decorator contract of the kit, one test per contract: block and content
+    // checksums and the end mark let it claim both.
+    snapstate_tests::decorator_contracts!(
+        contracts,
+        Lz4StreamCompressionDecorator,
+        DecoratorCapabilities {
+            detects_corruption: true,
+            detects_truncation: true,
+        }
+    );
+
+    /// Asserts every finding is a codec finding about an lz4 section.
+    fn assert_about_lz4<'e>(findings: impl IntoIterator<Item = &'e Error>) {
+        for finding in findings {
+            assert!(
+                matches!(
+                    finding,
+                    Error::Corrupted { what, .. } | Error::Truncated { what, .. } if what == WHAT
+                ),
+                "{finding}"
+            );
+        }
+    }
 
     /// A frame of several small blocks, stored both compressed and uncompressed, with the
     /// data it carries.
     fn multi_block_stream() -> (Vec<u8>, Vec<u8>) {
-        let pieces = testkit::multi_chunk_pieces();
-        let stream = testkit::compress_pieces(&Lz4StreamCompressionDecorator, &pieces);
+        let pieces = compression::multi_chunk_pieces();
+        let stream = compression::compress_pieces(&Lz4StreamCompressionDecorator, &pieces);
         (stream, pieces.concat())
     }
 
     #[test]
-    fn round_trips_empty() {
-        testkit::check_round_trip(&Lz4StreamCompressionDecorator, b"");
-    }
-
-    #[test]
-    fn round_trips_small() {
-        testkit::check_round_trip(&Lz4StreamCompressionDecorator, b"abc");
-    }
-
-    #[test]
-    fn round_trips_multi_mib_random() {
-        testkit::check_round_trip(
-            &Lz4StreamCompressionDecorator,
-            &testkit::pseudo_random(5 << 20, 1),
-        );
-    }
-
-    #[test]
-    fn round_trips_multi_mib_text() {
-        testkit::check_round_trip(&Lz4StreamCompressionDecorator, &testkit::text(5 << 20));
-    }
-
-    #[test]
-    fn reads_sections_independently() {
-        testkit::check_sections(&Lz4StreamCompressionDecorator, true);
-    }
-
-    #[test]
     fn writes_the_configured_frame_descriptor() {
-        let stream = testkit::compress(&Lz4StreamCompressionDecorator, b"");
+        let stream = compression::compress_section(&Lz4StreamCompressionDecorator, b"");
         // magic, FLG = version 01 | independent blocks | block checksums | content checksum,
         // BD = 64 KiB blocks, then the descriptor checksum.
         assert_eq!(&stream[..6], &[0x04, 0x22, 0x4d, 0x18, 0x74, 0x40]);
@@ -218,32 +215,56 @@ mod tests {
     #[test]
     fn detects_corruption_at_every_position() {
         let (stream, _) = multi_block_stream();
-        let same_data =
-            testkit::check_corruption(&Lz4StreamCompressionDecorator, &stream, |_, _| None);
+        let report = compression::corruption_at_every_byte(
+            &Lz4StreamCompressionDecorator,
+            &stream,
+            |_, _| None,
+        );
         // Block checksums cover the compressed bytes, so not even a harmless flip passes.
-        assert_eq!(same_data, 0);
+        assert_eq!(report.same_data, 0);
+        assert_about_lz4(&report.findings);
     }
 
     #[test]
     fn detects_corruption_in_a_large_stream() {
-        let data = [testkit::text(150_000), testkit::pseudo_random(150_000, 3)].concat();
-        let stream = testkit::compress(&Lz4StreamCompressionDecorator, &data);
-        let same_data =
-            testkit::check_corruption(&Lz4StreamCompressionDecorator, &stream, |_, _| None);
+        let data = [
+            compression::text_bytes(150_000),
+            compression::random_bytes(150_000, 3),
+        ]
+        .concat();
+        let stream = compression::compress_section(&Lz4StreamCompressionDecorator, &data);
+        let report = compression::corruption_at_every_byte(
+            &Lz4StreamCompressionDecorator,
+            &stream,
+            |_, _| None,
+        );
         // Block checksums cover the compressed bytes, so not even a harmless flip passes.
-        assert_eq!(same_data, 0);
+        assert_eq!(report.same_data, 0);
+        assert_about_lz4(&report.findings);
     }
 
     #[test]
     fn reports_every_truncation() {
         let (stream, original) = multi_block_stream();
-        testkit::check_truncation(&Lz4StreamCompressionDecorator, &stream, &original, |_| None);
+        let findings = compression::truncation_at_every_byte(
+            &Lz4StreamCompressionDecorator,
+            &stream,
+            &original,
+            |_| None,
+        );
+        assert_about_lz4(&findings);
     }
 
     #[test]
     fn reports_a_truncated_empty_section() {
-        let stream = testkit::compress(&Lz4StreamCompressionDecorator, b"");
-        testkit::check_truncation(&Lz4StreamCompressionDecorator, &stream, b"", |_| None);
+        let stream = compression::compress_section(&Lz4StreamCompressionDecorator, b"");
+        let findings = compression::truncation_at_every_byte(
+            &Lz4StreamCompressionDecorator,
+            &stream,
+            b"",
+            |_| None,
+        );
+        assert_about_lz4(&findings);
     }
 
     #[test]
@@ -254,8 +275,12 @@ mod tests {
             section.write_all(b"never finished").unwrap();
             section.flush().unwrap();
         }
-        let err = testkit::decompress(&Lz4StreamCompressionDecorator, &stream).unwrap_err();
-        testkit::assert_truncated(&err, WHAT);
+        let err =
+            compression::decompress_section(&Lz4StreamCompressionDecorator, &stream).unwrap_err();
+        assert!(
+            matches!(&err, Error::Truncated { what, .. } if what == WHAT),
+            "{err}"
+        );
     }
 
     #[test]
@@ -263,15 +288,20 @@ mod tests {
         let (mut stream, _) = multi_block_stream();
         // A byte inside the first block's data: its block checksum fails.
         stream[7 + 4 + 10] ^= 0x55;
-        testkit::check_failure_is_latched(&Lz4StreamCompressionDecorator, &stream, WHAT);
+        let failure = compression::failure_is_latched(&Lz4StreamCompressionDecorator, &stream);
+        assert_about_lz4([&failure]);
     }
 
     #[test]
     fn reasons_are_lowercase_descriptions() {
-        let mut stream = testkit::compress(&Lz4StreamCompressionDecorator, &testkit::text(1000));
+        let mut stream = compression::compress_section(
+            &Lz4StreamCompressionDecorator,
+            &compression::text_bytes(1000),
+        );
         let last = stream.len() - 1;
         stream[last] ^= 1;
-        let err = testkit::decompress(&Lz4StreamCompressionDecorator, &stream).unwrap_err();
+        let err =
+            compression::decompress_section(&Lz4StreamCompressionDecorator, &stream).unwrap_err();
         assert_eq!(
             err.to_string(),
             "corrupted lz4 compressed section: content checksum mismatch"
@@ -280,8 +310,11 @@ mod tests {
 
     #[test]
     fn stops_at_the_end_mark_when_read_again() {
-        let mut stream = testkit::compress(&Lz4StreamCompressionDecorator, b"first");
-        stream.extend(testkit::compress(&Lz4StreamCompressionDecorator, b"second"));
+        let mut stream = compression::compress_section(&Lz4StreamCompressionDecorator, b"first");
+        stream.extend(compression::compress_section(
+            &Lz4StreamCompressionDecorator,
+            b"second",
+        ));
         let mut input = &stream[..];
         let mut reader = Lz4StreamCompressionDecorator.decompress(&mut input);
         let mut restored = Vec::new();
@@ -291,33 +324,31 @@ mod tests {
         assert_eq!(restored, b"first");
     }
 
+    // Arbitrary bytes, arbitrary data and changed sections in general are the kit's
+    // contracts (`contracts` above); these also check what the findings name, and feed
+    // arbitrary blocks behind a valid frame descriptor.
     proptest! {
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
-            testkit::check_arbitrary_input(&Lz4StreamCompressionDecorator, &bytes, WHAT);
+            let outcome = compression::arbitrary_input(&Lz4StreamCompressionDecorator, &bytes);
+            assert_about_lz4(outcome.as_ref().err());
         }
 
         #[test]
         fn arbitrary_blocks_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
-            let header = testkit::compress(&Lz4StreamCompressionDecorator, b"");
+            let header = compression::compress_section(&Lz4StreamCompressionDecorator, b"");
             let stream = [&header[..7], &bytes].concat();
-            testkit::check_arbitrary_input(&Lz4StreamCompressionDecorator, &stream, WHAT);
+            let outcome = compression::arbitrary_input(&Lz4StreamCompressionDecorator, &stream);
+            assert_about_lz4(outcome.as_ref().err());
         }
 
         #[test]
         fn mutated_streams_never_panic(
             data in proptest::collection::vec(any::<u8>(), 0..4096),
-            flips in proptest::collection::vec((any::<prop::sample::Index>(), 1..=255u8), 1..8),
+            flips in proptest::collection::vec((any::<usize>(), 1..=255u8), 1..8),
         ) {
-            testkit::check_mutated_stream(&Lz4StreamCompressionDecorator, &data, &flips, WHAT);
-        }
-
-        #[test]
-        fn round_trips_arbitrary_writes(
-            data in proptest::collection::vec(any::<u8>(), 0..20_000),
-            write_len in 1..5000usize,
-        ) {
-            testkit::check_round_trip_in_writes(&Lz4StreamCompressionDecorator, &data, write_len);
+            let outcome = compression::mutated_section(&Lz4StreamCompressionDecorator, &data, &flips);
+            assert_about_lz4(outcome.as_ref().and_then(|outcome| outcome.as_ref().err()));
         }
     }
 }

@@ -1,10 +1,10 @@
 //! Crate-level tests: registration, and the re-exported identity decorator `none` put
-//! through the same checks as the codecs where they apply.
+//! through the conformance kit's decorator contracts, as the codecs are.
 
 use proptest::prelude::*;
+use snapstate_tests::compression::{self, DecoratorCapabilities};
 use state_api::{Error, Registry, StreamCompressionDecorator};
 
-use crate::testkit;
 use crate::{LZ4, SNAPPY, UNCOMPRESSED, UncompressedStreamCompressionDecorator};
 
 #[test]
@@ -56,65 +56,44 @@ fn none_is_re_exported_under_its_name() {
     assert_eq!(UNCOMPRESSED, "none");
 }
 
-#[test]
-fn none_round_trips_empty() {
-    testkit::check_round_trip(&UncompressedStreamCompressionDecorator, b"");
-}
-
-#[test]
-fn none_round_trips_small() {
-    testkit::check_round_trip(&UncompressedStreamCompressionDecorator, b"abc");
-}
-
-#[test]
-fn none_round_trips_multi_mib_random() {
-    testkit::check_round_trip(
-        &UncompressedStreamCompressionDecorator,
-        &testkit::pseudo_random(5 << 20, 1),
-    );
-}
-
-#[test]
-fn none_round_trips_multi_mib_text() {
-    testkit::check_round_trip(
-        &UncompressedStreamCompressionDecorator,
-        &testkit::text(5 << 20),
-    );
-}
-
-#[test]
-fn none_reads_sections_independently() {
-    testkit::check_sections(&UncompressedStreamCompressionDecorator, false);
-}
+// `none` through every decorator contract of the kit, one test per contract. The identity
+// has no redundancy to check, so it claims to detect neither corruption nor truncation.
+snapstate_tests::decorator_contracts!(
+    none_contracts,
+    UncompressedStreamCompressionDecorator,
+    DecoratorCapabilities::default()
+);
 
 /// The identity has no redundancy to check, so the corruption check does not apply: a
 /// flipped byte comes back flipped, and the keyed format's per-key-group checksum is what
 /// catches it.
 #[test]
 fn none_cannot_see_corruption() {
-    let mut stream = testkit::compress(&UncompressedStreamCompressionDecorator, b"abc");
+    let mut stream = compression::compress_section(&UncompressedStreamCompressionDecorator, b"abc");
     stream[1] ^= 0xff;
-    let restored = testkit::decompress(&UncompressedStreamCompressionDecorator, &stream);
+    let restored =
+        compression::decompress_section(&UncompressedStreamCompressionDecorator, &stream);
     assert_eq!(restored.unwrap(), [b'a', !b'b', b'c']);
 }
 
 /// Likewise every cut reads as the bytes before it; never different bytes.
 #[test]
 fn none_reads_a_cut_as_the_prefix_before_it() {
-    let original = testkit::multi_chunk_pieces().concat();
-    let stream = testkit::compress(&UncompressedStreamCompressionDecorator, &original);
-    testkit::check_truncation(
+    let original = compression::multi_chunk_pieces().concat();
+    let stream = compression::compress_section(&UncompressedStreamCompressionDecorator, &original);
+    let findings = compression::truncation_at_every_byte(
         &UncompressedStreamCompressionDecorator,
         &stream,
         &original,
         Some,
     );
+    assert!(findings.is_empty(), "{findings:?}");
 }
 
 proptest! {
     #[test]
     fn none_reads_arbitrary_bytes_as_they_are(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
-        let restored = testkit::decompress(&UncompressedStreamCompressionDecorator, &bytes);
+        let restored = compression::arbitrary_input(&UncompressedStreamCompressionDecorator, &bytes);
         prop_assert_eq!(restored.unwrap(), bytes);
     }
 }
