@@ -266,6 +266,83 @@ pub trait KeyedStateBackendFactory: Send + Sync + fmt::Debug + 'static {
     ) -> Result<Box<dyn KeyedStateBackend>>;
 }
 
+/// How [`KeyedStateBackendConstructors`] restores a backend `B` from handles.
+pub type RestoreFn<B> =
+    fn(KeyedBackendParams, &Registry, &[Arc<dyn KeyedStateHandle>]) -> Result<B>;
+
+/// The [`KeyedStateBackendFactory`] of a backend type `B`, made of its two constructors: a
+/// backend registers this instead of writing a factory type by hand.
+///
+/// # Example
+///
+/// ```ignore
+/// registry.register_keyed_backend(KeyedStateBackendConstructors::new(
+///     "my-backend",
+///     "keyed state in my store",
+///     MyBackend::new,     // fn(KeyedBackendParams, &Registry) -> Result<MyBackend>
+///     MyBackend::restore, // fn(KeyedBackendParams, &Registry, &[Arc<dyn KeyedStateHandle>]) -> Result<MyBackend>
+/// ))?;
+/// ```
+pub struct KeyedStateBackendConstructors<B> {
+    name: &'static str,
+    description: &'static str,
+    create: fn(KeyedBackendParams, &Registry) -> Result<B>,
+    restore: RestoreFn<B>,
+}
+
+impl<B> KeyedStateBackendConstructors<B> {
+    /// The factory registered as `name`, listed with `description`, creating backends with
+    /// `create` and restoring them with `restore`.
+    pub fn new(
+        name: &'static str,
+        description: &'static str,
+        create: fn(KeyedBackendParams, &Registry) -> Result<B>,
+        restore: RestoreFn<B>,
+    ) -> Self {
+        KeyedStateBackendConstructors {
+            name,
+            description,
+            create,
+            restore,
+        }
+    }
+}
+
+impl<B> fmt::Debug for KeyedStateBackendConstructors<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyedStateBackendConstructors")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B: KeyedStateBackend + 'static> KeyedStateBackendFactory for KeyedStateBackendConstructors<B> {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn description(&self) -> &'static str {
+        self.description
+    }
+
+    fn create(
+        &self,
+        params: KeyedBackendParams,
+        registry: &Registry,
+    ) -> Result<Box<dyn KeyedStateBackend>> {
+        Ok(Box::new((self.create)(params, registry)?))
+    }
+
+    fn restore(
+        &self,
+        params: KeyedBackendParams,
+        registry: &Registry,
+        handles: &[Arc<dyn KeyedStateHandle>],
+    ) -> Result<Box<dyn KeyedStateBackend>> {
+        Ok(Box::new((self.restore)(params, registry, handles)?))
+    }
+}
+
 /// Creates a keyed snapshot strategy for a backend of the kind it names; registered by
 /// name so configuration can pick, say, `rocksdb-incremental` over `rocksdb-full`.
 pub trait KeyedSnapshotStrategyFactory: Send + Sync + fmt::Debug + 'static {

@@ -51,9 +51,10 @@ pub use async_snapshot::{
 };
 pub use backend::{
     KeyedBackendParams, KeyedSnapshotResult, KeyedSnapshotStrategyFactory, KeyedStateBackend,
-    KeyedStateBackendFactory, OperatorBackendParams, OperatorSnapshotResult,
-    OperatorSnapshotStrategyFactory, OperatorStateBackend, OperatorStateBackendFactory,
-    backend_state_as, check_key_groups_fit, check_restore_handles,
+    KeyedStateBackendConstructors, KeyedStateBackendFactory, OperatorBackendParams,
+    OperatorSnapshotResult, OperatorSnapshotStrategyFactory, OperatorStateBackend,
+    OperatorStateBackendFactory, RestoreFn, backend_state_as, check_key_groups_fit,
+    check_restore_handles,
 };
 pub use checkpoint::{
     CheckpointId, CheckpointListener, CheckpointOptions, CheckpointType, LocalRecoveryConfig,

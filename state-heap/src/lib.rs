@@ -51,7 +51,6 @@
 mod backend;
 mod chain;
 mod changes;
-mod factory;
 pub mod format;
 mod incremental;
 mod restore;
@@ -59,7 +58,6 @@ mod snapshot;
 mod table;
 
 pub use backend::{HeapKeyedStateBackend, HeapSnapshotSource, HeapSnapshotVersion};
-pub use factory::HeapKeyedStateBackendFactory;
 pub use incremental::{
     HeapIncrementalOptions, HeapIncrementalSnapshotStrategy,
     HeapIncrementalSnapshotStrategyFactory, MATERIALIZATION_FRACTION_OPTION,
@@ -79,7 +77,12 @@ pub const HEAP_INCREMENTAL: &str = "heap-incremental";
 ///
 /// [`Error::DuplicatePlugin`](state_api::Error) if a name is already taken.
 pub fn register(registry: &mut state_api::Registry) -> state_api::Result<()> {
-    registry.register_keyed_backend(HeapKeyedStateBackendFactory)?;
+    registry.register_keyed_backend(state_api::KeyedStateBackendConstructors::new(
+        HEAP,
+        "keyed state in copy-on-write heap maps sharded by key group; snapshots take O(states x key groups)",
+        HeapKeyedStateBackend::new,
+        HeapKeyedStateBackend::restore,
+    ))?;
     registry.register_keyed_strategy(HeapSnapshotStrategyFactory)?;
     registry.register_keyed_strategy(HeapIncrementalSnapshotStrategyFactory)
 }

@@ -19,14 +19,12 @@
 //! a binary that names nothing else of it, or call [`register`] yourself.
 
 mod backend;
-mod factory;
 mod full;
 mod history;
 mod incremental;
 mod restore;
 
 pub use backend::{RocksDBKeyedStateBackend, RocksDBOptions, RocksDBSnapshotSource};
-pub use factory::RocksDBKeyedStateBackendFactory;
 pub use full::{RocksFullSnapshotStrategy, RocksFullSnapshotStrategyFactory};
 pub use incremental::{RocksIncrementalSnapshotStrategy, RocksIncrementalSnapshotStrategyFactory};
 pub use state_format::file_manifest::{FileManifest, ManifestEntry};
@@ -47,7 +45,12 @@ pub const ROCKSDB_INCREMENTAL: &str = "rocksdb-incremental";
 ///
 /// [`Error::DuplicatePlugin`](state_api::Error) if a name is already taken.
 pub fn register(registry: &mut state_api::Registry) -> state_api::Result<()> {
-    registry.register_keyed_backend(RocksDBKeyedStateBackendFactory)?;
+    registry.register_keyed_backend(state_api::KeyedStateBackendConstructors::new(
+        ROCKSDB,
+        "keyed state in embedded RocksDB, one column family per state, key groups as key ranges",
+        RocksDBKeyedStateBackend::new,
+        RocksDBKeyedStateBackend::restore,
+    ))?;
     registry.register_keyed_strategy(RocksFullSnapshotStrategyFactory)?;
     registry.register_keyed_strategy(RocksIncrementalSnapshotStrategyFactory)
 }

@@ -7,9 +7,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use state_api::{
     AsyncSnapshotTask, CheckpointListener, CheckpointStreamFactory, CloseableRegistry, Error,
-    KeyGroupRange, KeyedBackendParams, KeyedSnapshotResult, KeyedStateBackend,
-    KeyedStateBackendFactory, KeyedStateHandle, MaxParallelism, Registry, Result, SnapshotRequest,
-    SnapshotStrategy, SnapshotStrategyRunner, StateKind, StateMetaInfo,
+    KeyGroupRange, KeyedBackendParams, KeyedSnapshotResult, KeyedStateBackend, KeyedStateHandle,
+    MaxParallelism, Registry, Result, SnapshotRequest, SnapshotStrategy, SnapshotStrategyRunner,
+    StateKind, StateMetaInfo,
 };
 use state_format::keyed_format::{CompositeKey, decode_list, encode_list};
 
@@ -340,39 +340,5 @@ impl KeyedStateBackend for OrderedKeyedStateBackend {
         let closed = self.owner.close();
         self.source.lock().clear();
         closed
-    }
-}
-
-/// Creates and restores [`OrderedKeyedStateBackend`]s; registered as keyed backend
-/// `ordered`.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct OrderedKeyedStateBackendFactory;
-
-impl KeyedStateBackendFactory for OrderedKeyedStateBackendFactory {
-    fn name(&self) -> &'static str {
-        ORDERED
-    }
-
-    fn description(&self) -> &'static str {
-        "example: keyed state in ordered maps of canonical entries (a third-party backend)"
-    }
-
-    fn create(
-        &self,
-        params: KeyedBackendParams,
-        registry: &Registry,
-    ) -> Result<Box<dyn KeyedStateBackend>> {
-        Ok(Box::new(OrderedKeyedStateBackend::new(params, registry)?))
-    }
-
-    fn restore(
-        &self,
-        params: KeyedBackendParams,
-        registry: &Registry,
-        handles: &[Arc<dyn KeyedStateHandle>],
-    ) -> Result<Box<dyn KeyedStateBackend>> {
-        Ok(Box::new(OrderedKeyedStateBackend::restore(
-            params, registry, handles,
-        )?))
     }
 }

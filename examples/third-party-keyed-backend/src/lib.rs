@@ -17,7 +17,8 @@
 //! # What a keyed backend author writes
 //!
 //! 1. the backend ([`OrderedKeyedStateBackend`], a [`KeyedStateBackend`](state_api::KeyedStateBackend))
-//!    and its factory ([`OrderedKeyedStateBackendFactory`]), registered as `ordered`;
+//!    registered as `ordered` through its constructors
+//!    ([`KeyedStateBackendConstructors`](state_api::KeyedStateBackendConstructors));
 //! 2. the state it shares with its strategies ([`OrderedSnapshotSource`]);
 //! 3. a full snapshot strategy ([`OrderedFullSnapshotStrategy`], registered as
 //!    `ordered-full`), whose synchronous part takes a copy-on-write view of the maps and
@@ -52,9 +53,7 @@ mod backend;
 mod restore;
 mod strategy;
 
-pub use backend::{
-    OrderedKeyedStateBackend, OrderedKeyedStateBackendFactory, OrderedSnapshotSource,
-};
+pub use backend::{OrderedKeyedStateBackend, OrderedSnapshotSource};
 pub use strategy::{OrderedFullSnapshotStrategy, OrderedFullSnapshotStrategyFactory};
 
 /// The keyed backend's registered name.
@@ -69,7 +68,12 @@ pub const ORDERED_FULL: &str = "ordered-full";
 ///
 /// [`Error::DuplicatePlugin`](state_api::Error) if a name is taken.
 pub fn register(registry: &mut state_api::Registry) -> state_api::Result<()> {
-    registry.register_keyed_backend(OrderedKeyedStateBackendFactory)?;
+    registry.register_keyed_backend(state_api::KeyedStateBackendConstructors::new(
+        ORDERED,
+        "example: keyed state in ordered maps of canonical entries (a third-party backend)",
+        OrderedKeyedStateBackend::new,
+        OrderedKeyedStateBackend::restore,
+    ))?;
     registry.register_keyed_strategy(OrderedFullSnapshotStrategyFactory)
 }
 
