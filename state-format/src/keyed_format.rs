@@ -92,7 +92,7 @@
 //! let mut writer = KeyedSnapshotWriter::new(
 //!     &mut bytes, 0, &header, &UncompressedStreamCompressionDecorator, range, state_api::MaxParallelism::new(128)?,
 //! )?;
-//! let key = CompositeKey::new(state_api::MaxParallelism::new(128)?).build(1, b"alice", b"");
+//! let key = CompositeKey::new(state_api::MaxParallelism::new(128)?).build(1, b"alice", b"")?;
 //! writer.write_key_group(0, |_| Ok(()))?;
 //! writer.write_key_group(1, |group| group.write_entry(0, &key, &7u64.to_be_bytes()))?;
 //! let (offsets, checksums) = writer.finish()?;
@@ -172,13 +172,22 @@ impl CompositeKey {
     }
 
     /// The composite key of (`key_group`, `key`, `namespace`).
-    pub fn build(&self, key_group: u32, key: &[u8], namespace: &[u8]) -> Vec<u8> {
+    ///
+    /// # Errors
+    ///
+    /// As [`build_into`](Self::build_into).
+    pub fn build(&self, key_group: u32, key: &[u8], namespace: &[u8]) -> Result<Vec<u8>> {
         let mut out = Vec::with_capacity(self.prefix_bytes + 8 + key.len() + namespace.len());
-        self.build_into(key_group, key, namespace, &[], &mut out);
-        out
+        self.build_into(key_group, key, namespace, &[], &mut out)?;
+        Ok(out)
     }
 
     /// Appends the composite key of (`key_group`, `key`, `namespace`, `user_key`) to `out`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] for a key or namespace of 4 GiB or more, whose length the
+    /// format cannot record; `out` is left as it was.
     pub fn build_into(
         &self,
         key_group: u32,
@@ -186,13 +195,23 @@ impl CompositeKey {
         namespace: &[u8],
         user_key: &[u8],
         out: &mut Vec<u8>,
-    ) {
+    ) -> Result<()> {
+        let field_len = |what: &str, bytes: &[u8]| {
+            u32::try_from(bytes.len()).map_err(|_| {
+                Error::InvalidArgument(format!(
+                    "a {what} of {} bytes: keys and namespaces must stay below 4 GiB",
+                    bytes.len()
+                ))
+            })
+        };
+        let (key_len, namespace_len) = (field_len("key", key)?, field_len("namespace", namespace)?);
         write_key_group_prefix(key_group, self.prefix_bytes, out);
-        out.extend_from_slice(&length(key.len()).to_be_bytes());
+        out.extend_from_slice(&key_len.to_be_bytes());
         out.extend_from_slice(key);
-        out.extend_from_slice(&length(namespace.len()).to_be_bytes());
+        out.extend_from_slice(&namespace_len.to_be_bytes());
         out.extend_from_slice(namespace);
         out.extend_from_slice(user_key);
+        Ok(())
     }
 
     /// Splits a composite key into its parts.

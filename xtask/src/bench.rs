@@ -647,7 +647,7 @@ fn codec_speed(registry: &Registry, name: &str, workload: &Workload) -> DynResul
     for key in 0..workload.n {
         let bytes = key.to_be_bytes();
         let group = MAX_PARALLELISM.key_group_of(&bytes);
-        let composite_key = composite.build(group, &bytes, b"");
+        let composite_key = composite.build(group, &bytes, b"")?;
         let section = &mut sections[group as usize];
         for state in 0..workload.s {
             workload.value_into(key, state, false, &mut value);

@@ -152,7 +152,7 @@ impl OrderedKeyedStateBackend {
         let (key_group, key) = self.current.as_ref().ok_or_else(Error::no_current_key)?;
         let mut out = Vec::new();
         self.composite
-            .build_into(*key_group, key, namespace, user_key, &mut out);
+            .build_into(*key_group, key, namespace, user_key, &mut out)?;
         Ok(out)
     }
 

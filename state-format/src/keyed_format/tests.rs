@@ -27,7 +27,9 @@ fn header(states: usize) -> KeyedBackendSerializationProxy {
 }
 
 fn key(key_group: u32, key: &[u8]) -> Vec<u8> {
-    CompositeKey::new(MAX_PARALLELISM).build(key_group, key, b"")
+    CompositeKey::new(MAX_PARALLELISM)
+        .build(key_group, key, b"")
+        .expect("test keys are small")
 }
 
 /// A writer of `range` into `out`, uncompressed.
@@ -358,7 +360,9 @@ fn composite_keys_split_into_their_parts() {
     for max_parallelism in [128, 129, 32768] {
         let composite = CompositeKey::new(MaxParallelism::of(max_parallelism));
         let mut bytes = Vec::new();
-        composite.build_into(127, b"key", b"window-1", b"user", &mut bytes);
+        composite
+            .build_into(127, b"key", b"window-1", b"user", &mut bytes)
+            .unwrap();
         let parts = composite.split(&bytes).unwrap();
         assert_eq!(
             parts,
