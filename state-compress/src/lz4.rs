@@ -162,7 +162,7 @@ mod tests {
     use std::io::{Read, Write};
 
     use proptest::prelude::*;
-    use snapstate_tests::compression::{self, DecoratorCapabilities};
+    use snapstate_tests::compression::{self, DecoratorCapabilities, assert_findings_about};
     use state_api::Error;
 
     use super::*;
@@ -179,19 +179,6 @@ mod tests {
             detects_truncation: true,
         }
     );
-
-    /// Asserts every finding is a codec finding about an lz4 section.
-    fn assert_about_lz4<'e>(findings: impl IntoIterator<Item = &'e Error>) {
-        for finding in findings {
-            assert!(
-                matches!(
-                    finding,
-                    Error::Corrupted { what, .. } | Error::Truncated { what, .. } if what == WHAT
-                ),
-                "{finding}"
-            );
-        }
-    }
 
     /// A frame of several small blocks, stored both compressed and uncompressed, with the
     /// data it carries.
@@ -222,7 +209,7 @@ mod tests {
         );
         // Block checksums cover the compressed bytes, so not even a harmless flip passes.
         assert_eq!(report.same_data, 0);
-        assert_about_lz4(&report.findings);
+        assert_findings_about(WHAT, &report.findings);
     }
 
     #[test]
@@ -240,7 +227,7 @@ mod tests {
         );
         // Block checksums cover the compressed bytes, so not even a harmless flip passes.
         assert_eq!(report.same_data, 0);
-        assert_about_lz4(&report.findings);
+        assert_findings_about(WHAT, &report.findings);
     }
 
     #[test]
@@ -252,7 +239,7 @@ mod tests {
             &original,
             |_| None,
         );
-        assert_about_lz4(&findings);
+        assert_findings_about(WHAT, &findings);
     }
 
     #[test]
@@ -264,7 +251,7 @@ mod tests {
             b"",
             |_| None,
         );
-        assert_about_lz4(&findings);
+        assert_findings_about(WHAT, &findings);
     }
 
     #[test]
@@ -289,7 +276,7 @@ mod tests {
         // A byte inside the first block's data: its block checksum fails.
         stream[7 + 4 + 10] ^= 0x55;
         let failure = compression::failure_is_latched(&Lz4StreamCompressionDecorator, &stream);
-        assert_about_lz4([&failure]);
+        assert_findings_about(WHAT, [&failure]);
     }
 
     #[test]
@@ -331,7 +318,7 @@ mod tests {
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
             let outcome = compression::arbitrary_input(&Lz4StreamCompressionDecorator, &bytes);
-            assert_about_lz4(outcome.as_ref().err());
+            assert_findings_about(WHAT, outcome.as_ref().err());
         }
 
         #[test]
@@ -339,7 +326,7 @@ mod tests {
             let header = compression::compress_section(&Lz4StreamCompressionDecorator, b"");
             let stream = [&header[..7], &bytes].concat();
             let outcome = compression::arbitrary_input(&Lz4StreamCompressionDecorator, &stream);
-            assert_about_lz4(outcome.as_ref().err());
+            assert_findings_about(WHAT, outcome.as_ref().err());
         }
 
         #[test]
@@ -348,7 +335,7 @@ mod tests {
             flips in proptest::collection::vec((any::<usize>(), 1..=255u8), 1..8),
         ) {
             let outcome = compression::mutated_section(&Lz4StreamCompressionDecorator, &data, &flips);
-            assert_about_lz4(outcome.as_ref().and_then(|outcome| outcome.as_ref().err()));
+            assert_findings_about(WHAT, outcome.as_ref().and_then(|outcome| outcome.as_ref().err()));
         }
     }
 }

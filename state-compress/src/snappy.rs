@@ -153,7 +153,7 @@ mod tests {
     use std::ops::Range;
 
     use proptest::prelude::*;
-    use snapstate_tests::compression::{self, DecoratorCapabilities};
+    use snapstate_tests::compression::{self, DecoratorCapabilities, assert_findings_about};
     use state_api::Error;
 
     use super::*;
@@ -172,19 +172,6 @@ mod tests {
             detects_truncation: false,
         }
     );
-
-    /// Asserts every finding is a codec finding about a snappy section.
-    fn assert_about_snappy<'e>(findings: impl IntoIterator<Item = &'e Error>) {
-        for finding in findings {
-            assert!(
-                matches!(
-                    finding,
-                    Error::Corrupted { what, .. } | Error::Truncated { what, .. } if what == WHAT
-                ),
-                "{finding}"
-            );
-        }
-    }
 
     /// CRC-32C (Castagnoli, reflected, polynomial 0x82f63b78), bit by bit: slow, obviously
     /// right, and independent of the codec crates' own tables.
@@ -407,7 +394,7 @@ mod tests {
             &stream,
             |position, byte| skipped_chunk(&stream, &original, position, byte),
         );
-        assert_about_snappy(&report.findings);
+        assert_findings_about(WHAT, &report.findings);
     }
 
     #[test]
@@ -435,7 +422,7 @@ mod tests {
             &stream,
             |position, byte| skipped_chunk(&stream, &original, position, byte),
         );
-        assert_about_snappy(&report.findings);
+        assert_findings_about(WHAT, &report.findings);
     }
 
     #[test]
@@ -454,7 +441,7 @@ mod tests {
                 Some(chunk.data.end)
             },
         );
-        assert_about_snappy(&findings);
+        assert_findings_about(WHAT, &findings);
     }
 
     #[test]
@@ -463,7 +450,7 @@ mod tests {
         let second_chunk = chunks(&stream)[1].bytes.clone();
         stream[second_chunk.end - 1] ^= 0x55;
         let failure = compression::failure_is_latched(&SnappyStreamCompressionDecorator, &stream);
-        assert_about_snappy([&failure]);
+        assert_findings_about(WHAT, [&failure]);
     }
 
     #[test]
@@ -479,14 +466,14 @@ mod tests {
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
             let outcome = compression::arbitrary_input(&SnappyStreamCompressionDecorator, &bytes);
-            assert_about_snappy(outcome.as_ref().err());
+            assert_findings_about(WHAT, outcome.as_ref().err());
         }
 
         #[test]
         fn arbitrary_chunks_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
             let stream = [IDENTIFIER, &bytes].concat();
             let outcome = compression::arbitrary_input(&SnappyStreamCompressionDecorator, &stream);
-            assert_about_snappy(outcome.as_ref().err());
+            assert_findings_about(WHAT, outcome.as_ref().err());
         }
 
         #[test]
@@ -495,7 +482,7 @@ mod tests {
             flips in proptest::collection::vec((any::<usize>(), 1..=255u8), 1..8),
         ) {
             let outcome = compression::mutated_section(&SnappyStreamCompressionDecorator, &data, &flips);
-            assert_about_snappy(outcome.as_ref().and_then(|outcome| outcome.as_ref().err()));
+            assert_findings_about(WHAT, outcome.as_ref().and_then(|outcome| outcome.as_ref().err()));
         }
     }
 }

@@ -492,6 +492,22 @@ pub struct CorruptionReport {
     pub same_data: usize,
 }
 
+/// Asserts every one of `findings` is a codec finding ([`Error::Corrupted`] or
+/// [`Error::Truncated`]) about `what` (`"lz4 compressed section"`): what a codec's own tests
+/// check of the errors [`corruption_at_every_byte`] and [`truncation_at_every_byte`] return.
+pub fn assert_findings_about<'e>(what: &str, findings: impl IntoIterator<Item = &'e Error>) {
+    for finding in findings {
+        assert!(
+            matches!(
+                finding,
+                Error::Corrupted { what: about, .. } | Error::Truncated { what: about, .. }
+                    if about == what
+            ),
+            "a finding about another thing than {what}: {finding}"
+        );
+    }
+}
+
 /// Flips bytes of `stream`, a section holding data, and checks each flip is reported as a
 /// codec finding: every position of a stream up to 4 KiB, 256 spread over a larger one,
 /// plus its last 64; each with three masks. Where the format cannot tell,

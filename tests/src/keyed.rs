@@ -2532,31 +2532,15 @@ pub fn run_all(
     compression: &str,
     capabilities: KeyedBackendCapabilities,
 ) {
-    for contract in KeyedContract::ALL {
-        if !contract.applies_to(capabilities) {
-            println!(
-                "keyed backend `{backend}`: {contract:?} skipped: the backend does not declare it"
-            );
-            continue;
-        }
-        run_contract(contract, backend, registry, compression, capabilities);
-    }
-}
-
-fn run_contract(
-    contract: KeyedContract,
-    backend: &str,
-    registry: &Registry,
-    compression: &str,
-    capabilities: KeyedBackendCapabilities,
-) {
     let (backend, strategy) = match backend.split_once('/') {
-        Some((backend, strategy)) => (backend, Some(strategy)),
+        Some((backend, strategy)) => (backend, Some(strategy.to_owned())),
         None => (backend, None),
     };
     let mut target = KeyedTarget::new(registry, backend)
         .compression(compression)
         .capabilities(capabilities);
-    target.strategy = strategy.map(str::to_owned);
-    contract.run(&target);
+    target.strategy = strategy;
+    for contract in KeyedContract::ALL {
+        contract.run(&target);
+    }
 }
