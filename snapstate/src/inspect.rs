@@ -68,10 +68,11 @@ use std::path::{Path, PathBuf};
 use state_api::CheckpointId;
 use state_api::checkpoint_metadata::CheckpointMetadata;
 use state_api::{
-    Error as StateError, HandleAndLocalPath, IncrementalRemoteKeyedStateHandle,
-    KeyGroupsStateHandle, KeyedStateHandle, OperatorStreamStateHandle,
-    PlaceholderStreamStateHandle, Registry, StateInputStream, StreamStateHandle,
+    Error as StateError, HandleAndLocalPath, IncrementalRemoteKeyedStateHandle, KeyedStateHandle,
+    OperatorStreamStateHandle, PlaceholderStreamStateHandle, Registry, StateInputStream,
+    StreamStateHandle,
 };
+use state_format::KeyGroupsStateHandle;
 use state_format::KeyedBackendSerializationProxy;
 use state_format::file_manifest::FileManifest;
 

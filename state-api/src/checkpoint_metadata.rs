@@ -84,8 +84,8 @@ pub struct InstanceSnapshot {
 /// ```
 /// use std::sync::Arc;
 /// use state_api::checkpoint_metadata::{CheckpointMetadata, InstanceSnapshot};
-/// use state_api::{ByteStreamStateHandle, CheckpointType, KeyGroupRange, KeyGroupRangeOffsets};
-/// use state_api::{CheckpointId, KeyGroupsStateHandle, MaxParallelism};
+/// use state_api::{ByteStreamStateHandle, CheckpointId, CheckpointType, KeyGroupRange, MaxParallelism};
+/// use state_format::key_groups::{KeyGroupRangeOffsets, KeyGroupsStateHandle};
 ///
 /// let stream = Arc::new(ByteStreamStateHandle::new("state", vec![0; 8]));
 /// let offsets = KeyGroupRangeOffsets::with_offsets(KeyGroupRange::new(0, 1)?, vec![0, 4])?;
@@ -278,8 +278,7 @@ impl CheckpointMetadata {
 mod tests {
     use super::*;
     use crate::{
-        ByteStreamStateHandle, HandleAndLocalPath, KeyGroupRange, KeyGroupRangeOffsets,
-        KeyGroupsStateHandle,
+        ByteStreamStateHandle, HandleAndLocalPath, IncrementalRemoteKeyedStateHandle, KeyGroupRange,
     };
 
     fn mp(max_parallelism: u32) -> MaxParallelism {
@@ -287,13 +286,15 @@ mod tests {
     }
 
     fn key_groups(start: u32, end: u32) -> Arc<dyn KeyedStateHandle> {
-        let stream = Arc::new(ByteStreamStateHandle::new("state", vec![1; 6]));
-        let range = KeyGroupRange::new(start, end).unwrap();
-        let offsets = (0..range.len() as u64).map(|i| i * 2).collect();
-        Arc::new(KeyGroupsStateHandle::new(
-            KeyGroupRangeOffsets::with_offsets(range, offsets).unwrap(),
-            stream,
-        ))
+        Arc::new(IncrementalRemoteKeyedStateHandle {
+            backend_identifier: "backend".to_owned(),
+            key_group_range: KeyGroupRange::new(start, end).unwrap(),
+            checkpoint_id: CheckpointId::new(3),
+            strategy: None,
+            shared_state: vec![],
+            private_state: vec![],
+            meta_state: Arc::new(ByteStreamStateHandle::new("state", vec![1; 6])),
+        })
     }
 
     fn metadata() -> CheckpointMetadata {

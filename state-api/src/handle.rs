@@ -13,8 +13,9 @@
 //!
 //! ```
 //! use std::sync::Arc;
-//! use state_api::{ByteStreamStateHandle, KeyGroupRange, KeyGroupRangeOffsets,
-//!     KeyGroupsStateHandle, KeyedStateHandle, StreamStateHandle};
+//! use state_api::{ByteStreamStateHandle, KeyGroupRange, KeyedStateHandle, StreamStateHandle};
+//! // The canonical format's handle, one keyed handle kind among others.
+//! use state_format::key_groups::{KeyGroupRangeOffsets, KeyGroupsStateHandle};
 //!
 //! let range = KeyGroupRange::new(0, 3)?;
 //! let stream: Arc<dyn StreamStateHandle> =
@@ -42,7 +43,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::CheckpointId;
-use crate::{Error, HandleScope, KeyGroupRange, KeyGroupRangeOffsets, Result, StateObject};
+use crate::{Error, HandleScope, KeyGroupRange, Result, StateObject};
 
 /// A readable, seekable stream of snapshot bytes.
 pub trait StateInputStream: Read + Seek + Send {}
@@ -270,128 +271,6 @@ impl StateObject for DirectoryStateHandle {
 
     fn state_size(&self) -> u64 {
         self.size
-    }
-}
-
-/// A key-group-partitioned snapshot stream: one stream plus the offset of every key
-/// group in it (the canonical keyed format) and, optionally, a CRC-32C per key group.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct KeyGroupsStateHandle {
-    offsets: KeyGroupRangeOffsets,
-    delegate: Arc<dyn StreamStateHandle>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    checksums: Option<Vec<u32>>,
-    /// Stream offset where the data of the range's last key group ends.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    end: Option<u64>,
-}
-
-impl KeyGroupsStateHandle {
-    /// A handle over `delegate` with the given key-group offsets.
-    pub fn new(offsets: KeyGroupRangeOffsets, delegate: Arc<dyn StreamStateHandle>) -> Self {
-        KeyGroupsStateHandle {
-            offsets,
-            delegate,
-            checksums: None,
-            end: None,
-        }
-    }
-
-    /// Records where the data of the range's last key group ends (the stream's length for
-    /// a snapshot written by one writer), so restore can check that every section is read
-    /// to its last byte.
-    pub fn with_end(mut self, end: u64) -> Self {
-        self.end = Some(end);
-        self
-    }
-
-    /// Where the data of `key_group` ends: the next key group's offset, or the recorded
-    /// end for the last one (`None` when not recorded, as in handles of older builds).
-    pub fn section_end(&self, key_group: u32) -> Option<u64> {
-        let range = self.offsets.range();
-        match key_group < range.end() {
-            true => self.offsets.offset(key_group + 1).ok(),
-            false => self.end,
-        }
-    }
-
-    /// Adds one checksum per key group of the range, in key-group order.
-    pub fn with_checksums(mut self, checksums: Vec<u32>) -> Result<Self> {
-        let expected = self.offsets.range().len() as usize;
-        if checksums.len() != expected {
-            return Err(Error::InvalidArgument(format!(
-                "{} checksums given for {} ({expected} key groups)",
-                checksums.len(),
-                self.offsets.range()
-            )));
-        }
-        self.checksums = Some(checksums);
-        Ok(self)
-    }
-
-    /// The key-group offsets.
-    pub fn offsets(&self) -> &KeyGroupRangeOffsets {
-        &self.offsets
-    }
-
-    /// The stream holding the key groups.
-    pub fn delegate(&self) -> &Arc<dyn StreamStateHandle> {
-        &self.delegate
-    }
-
-    /// The checksum recorded for `key_group`, if checksums were recorded.
-    pub fn checksum(&self, key_group: u32) -> Option<u32> {
-        let range = self.offsets.range();
-        if !range.contains(key_group) {
-            return None;
-        }
-        let index = (key_group - range.start()) as usize;
-        self.checksums
-            .as_ref()
-            .and_then(|all| all.get(index).copied())
-    }
-}
-
-impl StateObject for KeyGroupsStateHandle {
-    fn discard(&self) -> Result<()> {
-        self.delegate.discard()
-    }
-
-    fn state_size(&self) -> u64 {
-        self.delegate.state_size()
-    }
-}
-
-#[typetag::serde(name = "key-groups")]
-impl KeyedStateHandle for KeyGroupsStateHandle {
-    fn key_group_range(&self) -> KeyGroupRange {
-        self.offsets.range()
-    }
-
-    fn intersection(&self, range: &KeyGroupRange) -> Option<Arc<dyn KeyedStateHandle>> {
-        let offsets = self.offsets.intersection(range);
-        let narrowed = offsets.range();
-        if narrowed.is_empty() {
-            return None;
-        }
-        let checksums = self.checksums.as_ref().map(|all| {
-            let skip = (narrowed.start() - self.offsets.range().start()) as usize;
-            all.iter()
-                .skip(skip)
-                .take(narrowed.len() as usize)
-                .copied()
-                .collect()
-        });
-        let end = match narrowed.end() < self.offsets.range().end() {
-            true => self.offsets.offset(narrowed.end() + 1).ok(),
-            false => self.end,
-        };
-        Some(Arc::new(KeyGroupsStateHandle {
-            offsets,
-            delegate: self.delegate.clone(),
-            checksums,
-            end,
-        }))
     }
 }
 
@@ -702,88 +581,6 @@ mod tests {
 
     fn bytes(data: &[u8]) -> Arc<dyn StreamStateHandle> {
         Arc::new(ByteStreamStateHandle::new("test", data.to_vec()))
-    }
-
-    fn key_groups(start: u32, end: u32) -> KeyGroupsStateHandle {
-        let range = KeyGroupRange::new(start, end).unwrap();
-        let offsets: Vec<u64> = (0..range.len() as u64).map(|i| i * 10).collect();
-        KeyGroupsStateHandle::new(
-            KeyGroupRangeOffsets::with_offsets(range, offsets).unwrap(),
-            bytes(&[7; 100]),
-        )
-        .with_checksums((start..=end).map(|kg| kg * 1000).collect())
-        .unwrap()
-    }
-
-    #[test]
-    fn narrowed_handles_know_where_their_last_section_ends() {
-        let handle = key_groups(10, 19).with_end(1000);
-        assert_eq!(
-            handle.section_end(12),
-            Some(30),
-            "the next key group's offset"
-        );
-        assert_eq!(handle.section_end(19), Some(1000));
-        let tail = handle
-            .intersection(&KeyGroupRange::new(15, 40).unwrap())
-            .unwrap();
-        let tail = tail.downcast_ref::<KeyGroupsStateHandle>().unwrap();
-        assert_eq!(tail.section_end(19), Some(1000));
-        let head = handle
-            .intersection(&KeyGroupRange::new(0, 14).unwrap())
-            .unwrap();
-        let head = head.downcast_ref::<KeyGroupsStateHandle>().unwrap();
-        assert_eq!(head.section_end(14), Some(50), "where key group 15 starts");
-        assert_eq!(key_groups(10, 19).section_end(19), None, "not recorded");
-    }
-
-    #[test]
-    fn key_groups_handle_narrows_offsets_and_checksums() {
-        let handle = key_groups(10, 19);
-        let narrowed = handle
-            .intersection(&KeyGroupRange::new(15, 40).unwrap())
-            .unwrap();
-        let narrowed = narrowed.downcast_ref::<KeyGroupsStateHandle>().unwrap();
-        assert_eq!(
-            narrowed.key_group_range(),
-            KeyGroupRange::new(15, 19).unwrap()
-        );
-        assert_eq!(narrowed.offsets().offset(15).unwrap(), 50);
-        assert_eq!(narrowed.checksum(15), Some(15_000));
-        assert_eq!(narrowed.checksum(19), Some(19_000));
-        assert_eq!(narrowed.checksum(14), None);
-        assert!(
-            handle
-                .intersection(&KeyGroupRange::new(20, 30).unwrap())
-                .is_none()
-        );
-    }
-
-    #[test]
-    fn checksums_must_match_the_range() {
-        let range = KeyGroupRange::new(0, 3).unwrap();
-        let err = KeyGroupsStateHandle::new(KeyGroupRangeOffsets::new(range), bytes(b""))
-            .with_checksums(vec![1, 2])
-            .unwrap_err();
-        assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
-    }
-
-    #[test]
-    fn handles_round_trip_through_serde_with_stable_tags() {
-        let handle: Arc<dyn KeyedStateHandle> = Arc::new(key_groups(0, 3));
-        let json = serde_json::to_string(&handle).unwrap();
-        assert!(json.contains("\"key-groups\""), "{json}");
-        assert!(json.contains("\"bytes\""), "{json}");
-        let back: Arc<dyn KeyedStateHandle> = serde_json::from_str(&json).unwrap();
-        let back = back.downcast_ref::<KeyGroupsStateHandle>().unwrap();
-        assert_eq!(back.checksum(2), Some(2000));
-        let mut data = Vec::new();
-        back.delegate()
-            .open()
-            .unwrap()
-            .read_to_end(&mut data)
-            .unwrap();
-        assert_eq!(data, vec![7; 100]);
     }
 
     #[test]

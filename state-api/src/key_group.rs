@@ -2,9 +2,8 @@
 //!
 //! Every key is hashed into one of `max_parallelism` key groups, and every parallel
 //! instance of an operator owns one contiguous [`KeyGroupRange`] of them. Snapshots are
-//! written key group by key group, and [`KeyGroupRangeOffsets`] records where each key
-//! group starts in the snapshot stream, so that a restore after rescaling reads only the
-//! key groups the new instance owns.
+//! written key group by key group, so that a restore after rescaling reads only the key
+//! groups the new instance owns.
 //!
 //! [`MaxParallelism`] holds the formulas that map keys to key groups and key groups to
 //! operator instances. They follow Flink's `KeyGroupRangeAssignment`, with one difference:
@@ -14,9 +13,7 @@
 //! restoring existing snapshots.
 
 use std::fmt;
-use std::iter::FusedIterator;
 use std::ops::RangeInclusive;
-use std::slice;
 
 use serde::{Deserialize, Serialize};
 
@@ -158,20 +155,6 @@ impl KeyGroupRange {
     pub fn iter(&self) -> RangeInclusive<u32> {
         self.start..=self.end
     }
-
-    /// [`len`](Self::len) as a `usize` (lossless: a range holds at most 32768 key groups).
-    fn len_usize(&self) -> usize {
-        self.len() as usize
-    }
-
-    /// The position of `key_group` within the range, if it lies in the range.
-    fn position(&self, key_group: u32) -> Option<usize> {
-        if self.contains(key_group) {
-            usize::try_from(key_group - self.start).ok()
-        } else {
-            None
-        }
-    }
 }
 
 impl fmt::Display for KeyGroupRange {
@@ -201,192 +184,6 @@ impl IntoIterator for &KeyGroupRange {
         self.iter()
     }
 }
-
-/// One stream offset per key group of a [`KeyGroupRange`]: where each key group's state
-/// starts in a snapshot stream.
-///
-/// The number of offsets always equals the range's [`len`](KeyGroupRange::len);
-/// deserialization rejects bytes that break this.
-///
-/// # Examples
-///
-/// ```
-/// use state_api::{KeyGroupRange, KeyGroupRangeOffsets};
-///
-/// let mut offsets = KeyGroupRangeOffsets::new(KeyGroupRange::new(4, 7)?);
-/// offsets.set_offset(5, 100)?;
-/// offsets.set_offset(6, 250)?;
-/// assert_eq!(offsets.offset(5)?, 100);
-/// assert!(offsets.offset(8).is_err());
-///
-/// // A restoring instance that owns key groups 5..=9 reads only 5 and 6 of this stream.
-/// let mine = offsets.intersection(&KeyGroupRange::new(5, 9)?);
-/// assert_eq!(mine.iter().collect::<Vec<_>>(), [(5, 100), (6, 250), (7, 0)]);
-/// # Ok::<(), state_api::Error>(())
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(try_from = "RawKeyGroupRangeOffsets")]
-pub struct KeyGroupRangeOffsets {
-    range: KeyGroupRange,
-    offsets: Vec<u64>,
-}
-
-/// The serialized shape of [`KeyGroupRangeOffsets`], validated on deserialization.
-#[derive(Debug, Deserialize)]
-#[serde(rename = "KeyGroupRangeOffsets")]
-struct RawKeyGroupRangeOffsets {
-    range: KeyGroupRange,
-    offsets: Vec<u64>,
-}
-
-impl TryFrom<RawKeyGroupRangeOffsets> for KeyGroupRangeOffsets {
-    type Error = Error;
-
-    fn try_from(raw: RawKeyGroupRangeOffsets) -> Result<Self> {
-        Self::with_offsets(raw.range, raw.offsets)
-    }
-}
-
-impl KeyGroupRangeOffsets {
-    /// Offsets for `range`, all zero.
-    pub fn new(range: KeyGroupRange) -> Self {
-        Self {
-            range,
-            offsets: vec![0; range.len_usize()],
-        }
-    }
-
-    /// Offsets for `range`, one per key group in ascending key-group order.
-    ///
-    /// Fails with [`Error::InvalidArgument`] if there are not exactly `range.len()`
-    /// offsets.
-    pub fn with_offsets(range: KeyGroupRange, offsets: Vec<u64>) -> Result<Self> {
-        if offsets.len() != range.len_usize() {
-            return Err(Error::InvalidArgument(format!(
-                "{} offsets given for {range}, which has {} key groups",
-                offsets.len(),
-                range.len()
-            )));
-        }
-        Ok(Self { range, offsets })
-    }
-
-    /// The key groups these offsets are for.
-    pub fn range(&self) -> KeyGroupRange {
-        self.range
-    }
-
-    /// The offsets, one per key group of [`range`](Self::range) in ascending order.
-    pub fn offsets(&self) -> &[u64] {
-        &self.offsets
-    }
-
-    /// The offset of `key_group`.
-    ///
-    /// Fails with [`Error::KeyGroupOutOfRange`] if `key_group` is not in the range.
-    pub fn offset(&self, key_group: u32) -> Result<u64> {
-        self.range
-            .position(key_group)
-            .and_then(|index| self.offsets.get(index).copied())
-            .ok_or_else(|| self.out_of_range(key_group))
-    }
-
-    /// Sets the offset of `key_group`.
-    ///
-    /// Fails with [`Error::KeyGroupOutOfRange`] if `key_group` is not in the range.
-    pub fn set_offset(&mut self, key_group: u32, offset: u64) -> Result<()> {
-        match self
-            .range
-            .position(key_group)
-            .and_then(|index| self.offsets.get_mut(index))
-        {
-            Some(slot) => {
-                *slot = offset;
-                Ok(())
-            }
-            None => Err(self.out_of_range(key_group)),
-        }
-    }
-
-    /// The `(key_group, offset)` pairs in ascending key-group order.
-    pub fn iter(&self) -> KeyGroupOffsetsIter<'_> {
-        KeyGroupOffsetsIter {
-            key_groups: self.range.iter(),
-            offsets: self.offsets.iter(),
-        }
-    }
-
-    /// A copy narrowed to the key groups that also lie in `range`, keeping their offsets.
-    ///
-    /// The result is empty (over [`KeyGroupRange::EMPTY`]) if the ranges are disjoint.
-    pub fn intersection(&self, range: &KeyGroupRange) -> KeyGroupRangeOffsets {
-        let narrowed = self.range.intersection(range);
-        let Some(skip) = self
-            .range
-            .position(narrowed.start)
-            .filter(|_| !narrowed.is_empty())
-        else {
-            return Self::new(KeyGroupRange::EMPTY);
-        };
-        let offsets = self
-            .offsets
-            .iter()
-            .skip(skip)
-            .take(narrowed.len_usize())
-            .copied()
-            .collect();
-        Self {
-            range: narrowed,
-            offsets,
-        }
-    }
-
-    fn out_of_range(&self, key_group: u32) -> Error {
-        Error::KeyGroupOutOfRange {
-            key_group,
-            range: self.range.to_string(),
-        }
-    }
-}
-
-impl<'a> IntoIterator for &'a KeyGroupRangeOffsets {
-    type Item = (u32, u64);
-    type IntoIter = KeyGroupOffsetsIter<'a>;
-
-    fn into_iter(self) -> Self::IntoIter {
-        self.iter()
-    }
-}
-
-/// The `(key_group, offset)` pairs of a [`KeyGroupRangeOffsets`], in ascending
-/// key-group order; made by [`KeyGroupRangeOffsets::iter`].
-#[derive(Debug, Clone)]
-pub struct KeyGroupOffsetsIter<'a> {
-    key_groups: RangeInclusive<u32>,
-    offsets: slice::Iter<'a, u64>,
-}
-
-impl Iterator for KeyGroupOffsetsIter<'_> {
-    type Item = (u32, u64);
-
-    fn next(&mut self) -> Option<Self::Item> {
-        Some((self.key_groups.next()?, *self.offsets.next()?))
-    }
-
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        self.offsets.size_hint()
-    }
-}
-
-impl DoubleEndedIterator for KeyGroupOffsetsIter<'_> {
-    fn next_back(&mut self) -> Option<Self::Item> {
-        Some((self.key_groups.next_back()?, *self.offsets.next_back()?))
-    }
-}
-
-impl ExactSizeIterator for KeyGroupOffsetsIter<'_> {}
-
-impl FusedIterator for KeyGroupOffsetsIter<'_> {}
 
 /// A job's max parallelism: its number of key groups, in `1..=MaxParallelism::UPPER_BOUND`,
 /// with the formulas that map keys to key groups and key groups to operator instances.
@@ -886,154 +683,6 @@ mod tests {
         }
     }
 
-    // ---- KeyGroupRangeOffsets ----
-
-    fn offsets(start: u32, end: u32, values: &[u64]) -> KeyGroupRangeOffsets {
-        KeyGroupRangeOffsets::with_offsets(range(start, end), values.to_vec()).unwrap()
-    }
-
-    #[test]
-    fn new_offsets_are_zero() {
-        let o = KeyGroupRangeOffsets::new(range(2, 4));
-        assert_eq!(o.range(), range(2, 4));
-        assert_eq!(o.offsets(), [0, 0, 0]);
-        assert_eq!(o.iter().collect::<Vec<_>>(), [(2, 0), (3, 0), (4, 0)]);
-        let empty = KeyGroupRangeOffsets::new(KeyGroupRange::EMPTY);
-        assert!(empty.offsets().is_empty());
-        assert_eq!(empty.iter().count(), 0);
-    }
-
-    #[test]
-    fn offsets_get_and_set() {
-        let mut o = offsets(10, 12, &[100, 200, 300]);
-        assert_eq!(o.offset(10).unwrap(), 100);
-        assert_eq!(o.offset(12).unwrap(), 300);
-        o.set_offset(11, 250).unwrap();
-        assert_eq!(o.offset(11).unwrap(), 250);
-        assert_eq!(o.offsets(), [100, 250, 300]);
-    }
-
-    #[track_caller]
-    fn check_out_of_range<T: fmt::Debug>(result: Result<T>, key_group: u32, range: &str) {
-        let err = result.unwrap_err();
-        match &err {
-            Error::KeyGroupOutOfRange {
-                key_group: found,
-                range: found_range,
-            } => {
-                assert_eq!(*found, key_group, "{err}");
-                assert_eq!(found_range, range, "{err}");
-            }
-            other => panic!("expected KeyGroupOutOfRange, got {other}"),
-        }
-    }
-
-    #[test]
-    fn offsets_out_of_range() {
-        let mut o = offsets(10, 12, &[100, 200, 300]);
-        check_out_of_range(o.offset(9), 9, "key groups 10..=12");
-        check_out_of_range(o.offset(13), 13, "key groups 10..=12");
-        check_out_of_range(o.set_offset(13, 1), 13, "key groups 10..=12");
-        assert_eq!(o.offsets(), [100, 200, 300]);
-        let mut empty = KeyGroupRangeOffsets::new(KeyGroupRange::EMPTY);
-        check_out_of_range(empty.offset(0), 0, "empty key-group range");
-        check_out_of_range(empty.set_offset(1, 5), 1, "empty key-group range");
-    }
-
-    #[test]
-    fn offsets_length_must_match() {
-        let result = KeyGroupRangeOffsets::with_offsets(range(0, 3), vec![1, 2, 3]);
-        check_invalid(result, &["3 offsets", "4 key groups", "0..=3"]);
-        let result = KeyGroupRangeOffsets::with_offsets(KeyGroupRange::EMPTY, vec![1]);
-        check_invalid(result, &["1 offsets", "0 key groups"]);
-        assert!(KeyGroupRangeOffsets::with_offsets(KeyGroupRange::EMPTY, vec![]).is_ok());
-    }
-
-    #[test]
-    fn offsets_iteration() {
-        let o = offsets(5, 8, &[1, 2, 3, 4]);
-        let pairs = [(5, 1), (6, 2), (7, 3), (8, 4)];
-        assert_eq!(o.iter().collect::<Vec<_>>(), pairs);
-        assert_eq!(o.iter().len(), 4);
-        assert_eq!(
-            (&o).into_iter().rev().collect::<Vec<_>>(),
-            [(8, 4), (7, 3), (6, 2), (5, 1)]
-        );
-        let mut iter = o.iter();
-        assert_eq!(iter.next(), Some((5, 1)));
-        assert_eq!(iter.next_back(), Some((8, 4)));
-        assert_eq!(iter.len(), 2);
-    }
-
-    #[track_caller]
-    fn check_narrowed(
-        o: &KeyGroupRangeOffsets,
-        to: KeyGroupRange,
-        expected: &[(u32, u64)],
-        expected_range: KeyGroupRange,
-    ) {
-        let narrowed = o.intersection(&to);
-        assert_eq!(narrowed.range(), expected_range, "narrowing to {to}");
-        assert_eq!(
-            narrowed.iter().collect::<Vec<_>>(),
-            expected,
-            "narrowing to {to}"
-        );
-    }
-
-    #[test]
-    fn offsets_intersection() {
-        let o = offsets(10, 14, &[100, 110, 120, 130, 140]);
-        check_narrowed(
-            &o,
-            range(12, 20),
-            &[(12, 120), (13, 130), (14, 140)],
-            range(12, 14),
-        );
-        check_narrowed(&o, range(0, 10), &[(10, 100)], range(10, 10));
-        check_narrowed(&o, range(11, 12), &[(11, 110), (12, 120)], range(11, 12));
-        check_narrowed(
-            &o,
-            range(0, 100),
-            &o.iter().collect::<Vec<_>>(),
-            range(10, 14),
-        );
-        check_narrowed(&o, range(15, 20), &[], KeyGroupRange::EMPTY);
-        check_narrowed(&o, range(0, 9), &[], KeyGroupRange::EMPTY);
-        check_narrowed(&o, KeyGroupRange::EMPTY, &[], KeyGroupRange::EMPTY);
-        let empty = KeyGroupRangeOffsets::new(KeyGroupRange::EMPTY);
-        check_narrowed(&empty, range(0, 5), &[], KeyGroupRange::EMPTY);
-    }
-
-    #[test]
-    fn offsets_serde_round_trip() {
-        let o = offsets(3, 5, &[7, 0, u64::MAX]);
-        let json = serde_json::to_string(&o).unwrap();
-        assert_eq!(
-            json,
-            r#"{"range":{"start":3,"end":5},"offsets":[7,0,18446744073709551615]}"#
-        );
-        assert_eq!(
-            serde_json::from_str::<KeyGroupRangeOffsets>(&json).unwrap(),
-            o
-        );
-
-        let empty = KeyGroupRangeOffsets::new(KeyGroupRange::EMPTY);
-        let json = serde_json::to_string(&empty).unwrap();
-        assert_eq!(json, r#"{"range":{"start":1,"end":0},"offsets":[]}"#);
-        assert_eq!(
-            serde_json::from_str::<KeyGroupRangeOffsets>(&json).unwrap(),
-            empty
-        );
-    }
-
-    #[test]
-    fn offsets_serde_rejects_length_mismatch() {
-        let json = r#"{"range":{"start":3,"end":5},"offsets":[7,0]}"#;
-        let err = serde_json::from_str::<KeyGroupRangeOffsets>(json).unwrap_err();
-        assert!(err.to_string().contains("2 offsets"), "{err}");
-    }
-
     // ---- MaxParallelism ----
 
     #[test]
@@ -1224,21 +873,6 @@ mod tests {
         #[test]
         fn prop_murmur_hash_is_non_negative(code in any::<i32>()) {
             prop_assert!(murmur_hash(code) <= i32::MAX.unsigned_abs());
-        }
-
-        #[test]
-        fn prop_offsets_intersection_keeps_offsets(
-            (start, end) in (0..200u32).prop_flat_map(|s| (Just(s), s..200)),
-            (other_start, other_end) in (0..200u32).prop_flat_map(|s| (Just(s), s..200)),
-        ) {
-            let r = range(start, end);
-            let values: Vec<u64> = r.iter().map(|kg| u64::from(kg) * 10).collect();
-            let o = KeyGroupRangeOffsets::with_offsets(r, values).unwrap();
-            let other = range(other_start, other_end);
-            let narrowed = o.intersection(&other);
-            prop_assert_eq!(narrowed.range(), r.intersection(&other));
-            let expected: Vec<(u32, u64)> = o.iter().filter(|(kg, _)| other.contains(*kg)).collect();
-            prop_assert_eq!(narrowed.iter().collect::<Vec<_>>(), expected);
         }
     }
 }

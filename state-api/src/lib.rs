@@ -69,11 +69,11 @@ pub use compression::{
 pub use error::{BoxError, Error, Result};
 pub use handle::{
     ByteStreamStateHandle, DirectoryStateHandle, DistributionMode, HandleAndLocalPath,
-    IncrementalLocalKeyedStateHandle, IncrementalRemoteKeyedStateHandle, KeyGroupsStateHandle,
-    KeyedStateHandle, OperatorStatePartitions, OperatorStreamStateHandle,
-    PlaceholderStreamStateHandle, StateInputStream, StreamStateHandle, seek_position,
+    IncrementalLocalKeyedStateHandle, IncrementalRemoteKeyedStateHandle, KeyedStateHandle,
+    OperatorStatePartitions, OperatorStreamStateHandle, PlaceholderStreamStateHandle,
+    StateInputStream, StreamStateHandle, seek_position,
 };
-pub use key_group::{KeyGroupRange, KeyGroupRangeOffsets, MaxParallelism};
+pub use key_group::{KeyGroupRange, MaxParallelism};
 pub use meta::{OperatorStateMetaInfo, SerializerId, StateKind, StateMetaInfo, find_state};
 pub use registry::{PluginInfo, PluginKind, Registration, Registry, register};
 pub use resource_guard::{Lease, ResourceGuard};

@@ -13,10 +13,7 @@ use std::io::{self, Write};
 use std::sync::Arc;
 
 use crate::CheckpointId;
-use crate::{
-    Closeable, KeyGroupRangeOffsets, KeyGroupsStateHandle, KeyedStateHandle, LocalRecoveryConfig,
-    Result, SnapshotResult, StreamStateHandle,
-};
+use crate::{Closeable, LocalRecoveryConfig, Result, SnapshotResult, StreamStateHandle};
 
 /// Where a stream's file goes: owned by one checkpoint, or shared across checkpoints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -186,33 +183,6 @@ impl CheckpointStreamWithResultProvider {
                 Ok(SnapshotResult::of(primary))
             }
         }
-    }
-
-    /// Turns a stream result into a keyed result: both copies share the key-group offsets
-    /// (the copy is byte-identical) and the optional per-key-group checksums.
-    pub fn to_keyed_state_handle_result(
-        result: SnapshotResult<Arc<dyn StreamStateHandle>>,
-        offsets: &KeyGroupRangeOffsets,
-        checksums: Option<&[u32]>,
-    ) -> Result<SnapshotResult<Arc<dyn KeyedStateHandle>>> {
-        let wrap = |stream: Arc<dyn StreamStateHandle>| -> Result<Arc<dyn KeyedStateHandle>> {
-            // Nothing follows the last key group: its data ends where the stream does.
-            let end = stream.state_size();
-            let handle = KeyGroupsStateHandle::new(offsets.clone(), stream).with_end(end);
-            let handle = match checksums {
-                Some(sums) => handle.with_checksums(sums.to_vec())?,
-                None => handle,
-            };
-            Ok(Arc::new(handle))
-        };
-        let (remote, local) = result.into_parts();
-        Ok(match (remote, local) {
-            (None, _) => SnapshotResult::empty(),
-            (Some(remote), None) => SnapshotResult::of(wrap(remote)?),
-            (Some(remote), Some(local)) => {
-                SnapshotResult::with_local_state(wrap(remote)?, wrap(local)?)
-            }
-        })
     }
 }
 

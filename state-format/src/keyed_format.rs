@@ -77,7 +77,8 @@
 //!
 //! ```
 //! use state_format::keyed_format::{CompositeKey, KeyedSnapshotReader, KeyedSnapshotWriter};
-//! use state_api::{ByteStreamStateHandle, KeyGroupRange, KeyGroupsStateHandle, Registry, StateMetaInfo, UncompressedStreamCompressionDecorator};
+//! use state_api::{ByteStreamStateHandle, KeyGroupRange, Registry, StateMetaInfo, UncompressedStreamCompressionDecorator};
+//! use state_format::KeyGroupsStateHandle;
 //! use state_format::KeyedBackendSerializationProxy;
 //! use std::sync::Arc;
 //!
@@ -113,12 +114,12 @@ use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::{KeyGroupRangeOffsets, KeyGroupsStateHandle};
 use state_api::CheckpointId;
 use state_api::{
     CheckpointStreamFactory, CheckpointStreamWithResultProvider, CheckpointedStateScope, Error,
-    KeyGroupRange, KeyGroupRangeOffsets, KeyGroupsStateHandle, KeyedSnapshotResult,
-    LocalRecoveryConfig, MaxParallelism, Registry, Result, SnapshotContext, StateInputStream,
-    StreamCompressionDecorator,
+    KeyGroupRange, KeyedSnapshotResult, LocalRecoveryConfig, MaxParallelism, Registry, Result,
+    SnapshotContext, StateInputStream, StreamCompressionDecorator,
 };
 
 use crate::key_group_prefix::{read_key_group_prefix, write_key_group_prefix};
@@ -819,11 +820,7 @@ fn with_snapshot_stream(
     };
     context.unregister(registration);
     let result = stream.close_and_finalize()?;
-    CheckpointStreamWithResultProvider::to_keyed_state_handle_result(
-        result,
-        &offsets,
-        Some(&checksums),
-    )
+    crate::key_groups::keyed_snapshot_result(result, &offsets, Some(&checksums))
 }
 
 /// Sections up to this size are encoded ahead on the helper thread of

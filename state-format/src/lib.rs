@@ -8,6 +8,8 @@
 //! stay readable, and the checked-in fixtures under `tests/fixtures/` pin the bytes.
 //!
 //! - [`frame`]: the versioned, checksummed frame every header shares.
+//! - [`key_groups`]: the handle of a canonical-format snapshot ([`KeyGroupsStateHandle`])
+//!   and its per-key-group offsets.
 //! - [`key_group_prefix`]: the key-group prefix of keys in a key-value store.
 //! - [`proxy`]: the keyed snapshot header ([`KeyedBackendSerializationProxy`]).
 //! - [`keyed_format`]: the canonical key-group data: writer, reader, the parallel
@@ -21,12 +23,14 @@ pub mod file_manifest;
 pub mod frame;
 pub mod incremental_meta;
 pub mod key_group_prefix;
+pub mod key_groups;
 pub mod keyed_format;
 pub mod metadata;
 pub mod proxy;
 pub mod typed;
 
 pub use file_manifest::{FileManifest, ManifestEntry};
+pub use key_groups::{KeyGroupRangeOffsets, KeyGroupsStateHandle};
 pub use keyed_format::{
     KeyedEntry, KeyedSnapshotReader, KeyedSnapshotWriter, write_full_snapshot,
     write_full_snapshot_parallel,

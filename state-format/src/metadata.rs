@@ -145,10 +145,10 @@ mod tests {
     use state_api::CheckpointId;
     use std::sync::Arc;
 
+    use crate::{KeyGroupRangeOffsets, KeyGroupsStateHandle};
     use state_api::checkpoint_metadata::{InstanceSnapshot, JobId};
     use state_api::{
-        ByteStreamStateHandle, CheckpointType, KeyGroupRange, KeyGroupRangeOffsets,
-        KeyGroupsStateHandle, KeyedStateHandle, MaxParallelism,
+        ByteStreamStateHandle, CheckpointType, KeyGroupRange, KeyedStateHandle, MaxParallelism,
     };
 
     use super::*;

@@ -30,10 +30,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use state_api::CheckpointId;
-use state_api::{
-    Error, KeyGroupRange, KeyGroupRangeOffsets, KeyGroupsStateHandle, Result, StreamStateHandle,
-};
+use state_api::{Error, KeyGroupRange, Result, StreamStateHandle};
 use state_format::frame::{BodyCursor, BodyError, FrameFormat, put_str};
+use state_format::{KeyGroupRangeOffsets, KeyGroupsStateHandle};
 
 /// Whether a chain file holds a full snapshot or the changes after the files before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

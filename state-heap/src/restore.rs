@@ -15,9 +15,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use state_api::{
-    Error, HandleAndLocalPath, IncrementalRemoteKeyedStateHandle, KeyGroupsStateHandle,
-    KeyedBackendParams, KeyedStateHandle, MaxParallelism, Registry, Result, StreamStateHandle,
+    Error, HandleAndLocalPath, IncrementalRemoteKeyedStateHandle, KeyedBackendParams,
+    KeyedStateHandle, MaxParallelism, Registry, Result, StreamStateHandle,
 };
+use state_format::KeyGroupsStateHandle;
 use state_format::KeyedBackendSerializationProxy;
 use state_format::file_manifest::FileManifest;
 use state_format::incremental_meta;

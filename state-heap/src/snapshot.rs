@@ -5,7 +5,7 @@
 //! part writes it in the canonical keyed format ([`state_format::keyed_format`]): the header,
 //! then every key group of the range in order, each through the configured compression
 //! decorator, recording offsets and a CRC-32C per key group in a
-//! [`KeyGroupsStateHandle`](state_api::KeyGroupsStateHandle). With local recovery enabled
+//! [`KeyGroupsStateHandle`](state_format::KeyGroupsStateHandle). With local recovery enabled
 //! the same bytes also go to a task-local file.
 
 use std::any::Any;

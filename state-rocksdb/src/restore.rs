@@ -9,9 +9,10 @@ use std::sync::Arc;
 use rocksdb::{ColumnFamilyDescriptor, DB, Options, ReadOptions, WriteBatch};
 use state_api::{
     Error, HandleAndLocalPath, IncrementalLocalKeyedStateHandle, IncrementalRemoteKeyedStateHandle,
-    KeyGroupsStateHandle, KeyedBackendParams, KeyedStateBackend, KeyedStateHandle, MaxParallelism,
-    Registry, Result, StateKind,
+    KeyedBackendParams, KeyedStateBackend, KeyedStateHandle, MaxParallelism, Registry, Result,
+    StateKind,
 };
+use state_format::KeyGroupsStateHandle;
 use state_format::file_manifest::FileManifest;
 use state_format::incremental_meta;
 use state_format::keyed_format::{KeyedSnapshotReader, decode_list};

@@ -16,9 +16,9 @@ use state_api::MaxParallelism;
 use state_api::checkpoint_metadata::{CheckpointMetadata, InstanceSnapshot};
 use state_api::{
     ByteStreamStateHandle, CheckpointStateOutputStream, CheckpointStreamFactory, CheckpointType,
-    CheckpointedStateScope, Error, KeyGroupRange, KeyGroupRangeOffsets, KeyGroupsStateHandle,
-    StateObject, StreamStateHandle,
+    CheckpointedStateScope, Error, KeyGroupRange, StateObject, StreamStateHandle,
 };
+use state_format::{KeyGroupRangeOffsets, KeyGroupsStateHandle};
 use state_storage_object::{ObjectCheckpointStorage, ObjectStateHandle, ObjectStoreOptions};
 use support::{ACCESS_KEY, MotoServer, SECRET_KEY, pattern};
 

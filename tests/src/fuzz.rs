@@ -14,10 +14,11 @@ use state_api::CheckpointId;
 use state_api::MaxParallelism;
 use state_api::SnapshotRequest;
 use state_api::{
-    ByteStreamStateHandle, KeyGroupRange, KeyGroupsStateHandle, KeyedBackendParams,
-    KeyedStateHandle, OperatorBackendParams, OperatorStateMetaInfo, OperatorStreamStateHandle,
-    Registry, StateMetaInfo, StreamStateHandle,
+    ByteStreamStateHandle, KeyGroupRange, KeyedBackendParams, KeyedStateHandle,
+    OperatorBackendParams, OperatorStateMetaInfo, OperatorStreamStateHandle, Registry,
+    StateMetaInfo, StreamStateHandle,
 };
+use state_format::KeyGroupsStateHandle;
 use state_format::KeyedBackendSerializationProxy;
 use state_format::keyed_format::KeyedSnapshotReader;
 use state_storage_local::MemoryCheckpointStreamFactory;

@@ -43,10 +43,11 @@ use state_api::SnapshotRequest;
 use state_api::UNCOMPRESSED;
 use state_api::{
     AsyncSnapshotTask, CheckpointOptions, CheckpointStreamFactory, Error,
-    IncrementalRemoteKeyedStateHandle, KeyGroupRange, KeyGroupsStateHandle, KeyedBackendParams,
-    KeyedSnapshotResult, KeyedStateBackend, KeyedStateHandle, LocalRecoveryConfig, PluginKind,
-    Registry, Result, SharedStateRegistry, StateKind, StateMetaInfo, StateObject,
+    IncrementalRemoteKeyedStateHandle, KeyGroupRange, KeyedBackendParams, KeyedSnapshotResult,
+    KeyedStateBackend, KeyedStateHandle, LocalRecoveryConfig, PluginKind, Registry, Result,
+    SharedStateRegistry, StateKind, StateMetaInfo, StateObject,
 };
+use state_format::KeyGroupsStateHandle;
 use state_format::keyed_format::KeyedSnapshotReader;
 use state_storage_local::{FileStateHandle, TaskLocalDirectory};
 use tempfile::TempDir;

@@ -18,10 +18,11 @@ use state_api::CheckpointId;
 use state_api::MaxParallelism;
 use state_api::SnapshotRequest;
 use state_api::{
-    IncrementalRemoteKeyedStateHandle, KeyGroupRange, KeyGroupsStateHandle, KeyedBackendParams,
-    KeyedStateBackend, KeyedStateHandle, OperatorBackendParams, OperatorStateMetaInfo,
-    OperatorStreamStateHandle, Registry, SharedStateRegistry, StateMetaInfo,
+    IncrementalRemoteKeyedStateHandle, KeyGroupRange, KeyedBackendParams, KeyedStateBackend,
+    KeyedStateHandle, OperatorBackendParams, OperatorStateMetaInfo, OperatorStreamStateHandle,
+    Registry, SharedStateRegistry, StateMetaInfo,
 };
+use state_format::KeyGroupsStateHandle;
 use state_format::keyed_format::KeyedSnapshotReader;
 use state_storage_local::MemoryCheckpointStreamFactory;
 

@@ -18,11 +18,12 @@ use snapstate_tests::faults::{Fault, FaultyStreamFactory};
 use state_api::CheckpointId;
 use state_api::SnapshotRequest;
 use state_api::{
-    AsyncSnapshotTask, Error, IncrementalRemoteKeyedStateHandle, KeyGroupRange,
-    KeyGroupsStateHandle, KeyedBackendParams, KeyedSnapshotResult, KeyedStateBackend,
-    KeyedStateHandle, MaxParallelism, PlaceholderStreamStateHandle, PluginKind, Registry,
-    SharedStateRegistry, StateMetaInfo, StateObject,
+    AsyncSnapshotTask, Error, IncrementalRemoteKeyedStateHandle, KeyGroupRange, KeyedBackendParams,
+    KeyedSnapshotResult, KeyedStateBackend, KeyedStateHandle, MaxParallelism,
+    PlaceholderStreamStateHandle, PluginKind, Registry, SharedStateRegistry, StateMetaInfo,
+    StateObject,
 };
+use state_format::KeyGroupsStateHandle;
 use state_storage_local::{FileStateHandle, LocalCheckpointStorage};
 
 const MAX_PARALLELISM: MaxParallelism = MaxParallelism::of(128);

@@ -3,9 +3,8 @@
 
 use std::sync::Arc;
 
-use state_api::{
-    Error, KeyGroupsStateHandle, KeyedBackendParams, KeyedStateHandle, Registry, Result, StateKind,
-};
+use state_api::{Error, KeyedBackendParams, KeyedStateHandle, Registry, Result, StateKind};
+use state_format::KeyGroupsStateHandle;
 use state_format::keyed_format::{CompositeKey, KeyedSnapshotReader, decode_list};
 
 use crate::backend::{OrderedKeyedStateBackend, States, register};

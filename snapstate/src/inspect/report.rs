@@ -10,9 +10,9 @@ use serde::{Serialize, Serializer};
 use state_api::CheckpointId;
 use state_api::{
     CheckpointType, DistributionMode, Error as StateError, IncrementalLocalKeyedStateHandle,
-    IncrementalRemoteKeyedStateHandle, KeyGroupRange, KeyGroupsStateHandle, KeyedStateHandle,
-    StateKind,
+    IncrementalRemoteKeyedStateHandle, KeyGroupRange, KeyedStateHandle, StateKind,
 };
+use state_format::KeyGroupsStateHandle;
 
 /// The checkpoints of one storage root, as [`list`](super::list) finds them.
 #[derive(Debug, Clone, Serialize)]

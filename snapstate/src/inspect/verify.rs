@@ -10,9 +10,10 @@ use state_api::CheckpointId;
 use state_api::MaxParallelism;
 use state_api::checkpoint_metadata::{CheckpointMetadata, METADATA_FILE};
 use state_api::{
-    Error as StateError, IncrementalRemoteKeyedStateHandle, KeyGroupsStateHandle,
-    OperatorBackendParams, OperatorStreamStateHandle, Registry, StreamStateHandle,
+    Error as StateError, IncrementalRemoteKeyedStateHandle, OperatorBackendParams,
+    OperatorStreamStateHandle, Registry, StreamStateHandle,
 };
+use state_format::KeyGroupsStateHandle;
 use state_format::file_manifest::ManifestEntry;
 use state_format::keyed_format::KeyedSnapshotReader;
 use state_storage_local::{FileStateHandle, IN_PROGRESS_PREFIX, LOCK_FILE};

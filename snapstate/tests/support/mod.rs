@@ -10,7 +10,8 @@ use std::sync::Arc;
 use snapstate::api::CheckpointId;
 use snapstate::api::MaxParallelism;
 use snapstate::api::SnapshotRequest;
-use snapstate::api::{KeyGroupsStateHandle, KeyedStateHandle, StateMetaInfo, StreamStateHandle};
+use snapstate::api::{KeyedStateHandle, StateMetaInfo, StreamStateHandle};
+use snapstate::format::KeyGroupsStateHandle;
 use snapstate::local_storage::FileStateHandle;
 use snapstate::{
     CheckpointMetadata, CheckpointType, InstanceSnapshot, KeyGroupRange, KeyedBackendParams,
