@@ -64,6 +64,10 @@ pub use state_storage_local::LocalCheckpointStorage;
 /// The compression decorators `snappy` and `lz4` (`state-compress`).
 #[cfg(any(feature = "snappy", feature = "lz4"))]
 pub use state_compress as compress;
+/// Checkpoint coordination applications reuse, `state-coordinator`: the shared-state
+/// registry of incremental checkpoints.
+#[cfg(feature = "coordinator")]
+pub use state_coordinator as coordinator;
 /// The heap keyed state backend (`state-heap`).
 #[cfg(feature = "heap")]
 pub use state_heap as heap;
@@ -81,6 +85,7 @@ pub use state_storage_object as object_storage;
 /// features bring in.
 pub fn link() {
     state_api::link();
+    state_format::link();
     #[cfg(any(feature = "snappy", feature = "lz4"))]
     state_compress::link();
     #[cfg(feature = "heap")]

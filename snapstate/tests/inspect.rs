@@ -619,7 +619,7 @@ fn heap_incremental_checkpoints_verify_and_a_damaged_delta_is_named() {
     let mut params = support::heap_params();
     params.strategy = Some("heap-incremental".into());
     let mut backend = support::heap_backend(params);
-    let shared = snapstate::api::SharedStateRegistry::default();
+    let shared = snapstate::coordinator::SharedStateRegistry::default();
     let checkpoint = |backend: &mut dyn snapstate::api::KeyedStateBackend, id: u64| {
         let factory = Arc::new(storage.stream_factory(CheckpointId::new(id)).unwrap());
         let result = backend

@@ -73,7 +73,7 @@ pub trait StreamStateHandle: StateObject + Any + fmt::Debug + Send + Sync + 'sta
     /// Whether this process wrote the stream in this run: a handle a stream's
     /// `close_and_get_handle` returned, not one read back from storage. Only such a stream
     /// may be discarded as a duplicate upload by
-    /// [`SharedStateRegistry::register`](crate::SharedStateRegistry::register); the
+    /// `SharedStateRegistry::register` (`state-coordinator`); the
     /// default, `false`, never lets a registry delete it.
     fn written_by_this_process(&self) -> bool {
         false
@@ -281,9 +281,9 @@ pub struct HandleAndLocalPath {
     pub handle: Arc<dyn StreamStateHandle>,
     /// The file's name relative to the backend's instance directory (`000042.sst`).
     pub local_path: String,
-    /// For a shared file, its [`SharedStateRegistry`](crate::SharedStateRegistry) key as
+    /// For a shared file, its `SharedStateRegistry` key (`state-coordinator`) as
     /// the writer chose it; it travels with the file through placeholders and
-    /// [`resolve`](crate::SharedStateRegistry::resolve), so a restored backend refers to
+    /// `resolve`, so a restored backend refers to
     /// the file under the key it was registered with. `None` for private files and for
     /// writers that leave the key to [`IncrementalRemoteKeyedStateHandle::shared_key`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -351,7 +351,7 @@ pub struct IncrementalRemoteKeyedStateHandle {
 impl StateObject for IncrementalRemoteKeyedStateHandle {
     /// Discards the meta data, the private files and the shared files this handle holds
     /// itself. Placeholders delete nothing, so a handle returned by
-    /// [`SharedStateRegistry::register`](crate::SharedStateRegistry::register) (all shared
+    /// `SharedStateRegistry::register` (`state-coordinator`) (all shared
     /// files placeholders) leaves shared files to the registry, while a snapshot that was
     /// never registered (failed, cancelled, declined) takes its new uploads with it.
     fn discard(&self) -> Result<()> {
@@ -396,7 +396,7 @@ impl IncrementalRemoteKeyedStateHandle {
         }
     }
 
-    /// The [`SharedStateRegistry`](crate::SharedStateRegistry) key of shared file `file`:
+    /// The `SharedStateRegistry` key (`state-coordinator`) of shared file `file`:
     /// a placeholder's key, else the key its writer recorded
     /// ([`HandleAndLocalPath::shared_key`]), else `<backend identifier>/<local path>`.
     ///
@@ -574,10 +574,38 @@ impl StateObject for OperatorStreamStateHandle {
     }
 }
 
+/// A backend instance identifier starting with `prefix` (`heap`, `rocksdb`), unique across
+/// instances, processes and restarts: incremental strategies key their shared files by it,
+/// so two incarnations restored from one checkpoint never register different bytes under
+/// one `SharedStateRegistry` key (`state-coordinator`).
+pub fn new_backend_identifier(prefix: &str) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    // A random-keyed hasher over the time and the process: unique without an RNG crate.
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(nanos);
+    hasher.write_u32(std::process::id());
+    format!(
+        "{prefix}-{:016x}{:08x}",
+        hasher.finish(),
+        std::process::id()
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::test_file::TestFile;
+
+    #[test]
+    fn backend_identifiers_are_distinct_and_carry_their_prefix() {
+        let ids: std::collections::BTreeSet<String> =
+            (0..100).map(|_| new_backend_identifier("heap")).collect();
+        assert_eq!(ids.len(), 100, "{ids:?}");
+        assert!(ids.iter().all(|id| id.starts_with("heap-")), "{ids:?}");
+    }
 
     fn bytes(data: &[u8]) -> Arc<dyn StreamStateHandle> {
         Arc::new(ByteStreamStateHandle::new("test", data.to_vec()))

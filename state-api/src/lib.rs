@@ -37,7 +37,6 @@ pub mod key_group;
 mod meta;
 mod registry;
 mod resource_guard;
-mod shared_registry;
 mod state_object;
 mod storage;
 pub mod storage_root;
@@ -71,13 +70,12 @@ pub use handle::{
     ByteStreamStateHandle, DirectoryStateHandle, DistributionMode, HandleAndLocalPath,
     IncrementalLocalKeyedStateHandle, IncrementalRemoteKeyedStateHandle, KeyedStateHandle,
     OperatorStatePartitions, OperatorStreamStateHandle, PlaceholderStreamStateHandle,
-    StateInputStream, StreamStateHandle, seek_position,
+    StateInputStream, StreamStateHandle, new_backend_identifier, seek_position,
 };
 pub use key_group::{KeyGroupRange, MaxParallelism};
 pub use meta::{OperatorStateMetaInfo, SerializerId, StateKind, StateMetaInfo, find_state};
 pub use registry::{PluginInfo, PluginKind, Registration, Registry, register};
 pub use resource_guard::{Lease, ResourceGuard};
-pub use shared_registry::{SharedStateRegistry, new_backend_identifier};
 pub use state_object::{SnapshotResult, StateObject};
 pub use storage::{CheckpointStorage, StorageClaim};
 pub use storage_root::{AbsoluteLocations, HandleScope, StorageRoot};

@@ -117,7 +117,7 @@ pub trait CheckpointStorage: Send + Sync + fmt::Debug {
 
     /// Deletes everything under `chk-<id>/`, its metadata first, so a half-discarded
     /// checkpoint is never taken for a complete one. Shared streams are not touched: their
-    /// lifetime is the [`SharedStateRegistry`](crate::SharedStateRegistry)'s. Discarding a
+    /// lifetime is the coordinator's `SharedStateRegistry` (`state-coordinator`). Discarding a
     /// checkpoint that is not there does nothing.
     fn discard_checkpoint(&self, checkpoint_id: CheckpointId) -> Result<()>;
 

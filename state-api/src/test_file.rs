@@ -9,13 +9,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result, StateInputStream, StateObject, StreamStateHandle};
 
-/// A file by path; `written` says whether this process wrote it.
+/// A file by path, read back from somewhere (never written by this process).
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct TestFile {
     path: PathBuf,
     size: u64,
-    #[serde(skip)]
-    written: bool,
 }
 
 impl TestFile {
@@ -24,15 +22,6 @@ impl TestFile {
         TestFile {
             path: path.into(),
             size,
-            written: false,
-        }
-    }
-
-    /// The file at `path`, of `size` bytes, just written by this process.
-    pub(crate) fn written(path: impl Into<PathBuf>, size: u64) -> Self {
-        TestFile {
-            written: true,
-            ..Self::read_back(path, size)
         }
     }
 }
@@ -60,9 +49,5 @@ impl StreamStateHandle for TestFile {
 
     fn describe(&self) -> String {
         self.path.display().to_string()
-    }
-
-    fn written_by_this_process(&self) -> bool {
-        self.written
     }
 }

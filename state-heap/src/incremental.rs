@@ -17,7 +17,7 @@
 //!
 //! The handle is an [`IncrementalRemoteKeyedStateHandle`]: chain files are shared files
 //! under keys unique to the backend instance, so the coordinator's
-//! [`SharedStateRegistry`](state_api::SharedStateRegistry) keeps each file while a retained
+//! `SharedStateRegistry` (`state-coordinator`) keeps each file while a retained
 //! checkpoint needs it and deletes it when none does. Its meta data stream holds the keyed
 //! header, a [`FileManifest`] and the chain description ([`crate::chain`]).
 //!
@@ -113,7 +113,7 @@ impl HeapIncrementalOptions {
 /// or a new full *base* when there is none or the deltas would exceed
 /// [`HeapIncrementalOptions::materialization_fraction`] of the base. The result is an
 /// [`IncrementalRemoteKeyedStateHandle`] to register with the coordinator's
-/// [`SharedStateRegistry`](state_api::SharedStateRegistry).
+/// `SharedStateRegistry` (`state-coordinator`).
 /// `notify_checkpoint_complete` moves the base; aborted and failed checkpoints lose no
 /// change. Savepoints are full canonical snapshots. No task-local copies are written.
 ///
@@ -121,7 +121,8 @@ impl HeapIncrementalOptions {
 ///
 /// ```
 /// use std::sync::Arc;
-/// use state_api::{CheckpointId, CheckpointListener, SnapshotRequest, IncrementalRemoteKeyedStateHandle, KeyGroupRange, KeyedBackendParams, KeyedStateBackend, KeyedStateHandle, Registry, SharedStateRegistry, StateMetaInfo};
+/// use state_api::{CheckpointId, CheckpointListener, SnapshotRequest, IncrementalRemoteKeyedStateHandle, KeyGroupRange, KeyedBackendParams, KeyedStateBackend, KeyedStateHandle, Registry, StateMetaInfo};
+/// use state_coordinator::SharedStateRegistry;
 /// use state_storage_local::MemoryCheckpointStreamFactory;
 /// use state_heap::HeapKeyedStateBackend;
 ///

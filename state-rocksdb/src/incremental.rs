@@ -13,7 +13,7 @@
 //!
 //! `notify_checkpoint_complete(id)` makes `id`'s files the base of the next checkpoint and
 //! forgets older pending ones; `notify_checkpoint_aborted(id)` forgets `id`. Files are
-//! never deleted here: the coordinator's [`SharedStateRegistry`](state_api::SharedStateRegistry)
+//! never deleted here: the coordinator's `SharedStateRegistry` (`state-coordinator`)
 //! owns shared files once it registered a checkpoint. It must register a checkpoint before
 //! it releases the one that checkpoint built on.
 

@@ -22,9 +22,9 @@ use state_api::SnapshotRequest;
 use state_api::{
     CheckpointMetadata, CheckpointStorage, CheckpointStreamFactory, CheckpointType,
     IncrementalRemoteKeyedStateHandle, InstanceSnapshot, KeyGroupRange, KeyedBackendParams,
-    KeyedStateBackend, KeyedStateHandle, MaxParallelism, Registry, Result, SharedStateRegistry,
-    StateMetaInfo,
+    KeyedStateBackend, KeyedStateHandle, MaxParallelism, Registry, Result, StateMetaInfo,
 };
+use state_coordinator::SharedStateRegistry;
 use state_storage_object::{ObjectCheckpointStorage, ObjectStoreOptions};
 use support::MotoServer;
 

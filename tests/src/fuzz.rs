@@ -324,7 +324,8 @@ pub fn metadata_restore(registry: &Registry, data: &[u8]) -> bool {
     let _ = state_format::metadata::from_bytes(&framed_metadata(data, 1), &root);
     let framed = framed_metadata(data, 2);
     let restored = state_format::metadata::from_bytes(&framed, &root).is_ok_and(|metadata| {
-        let registered = state_api::SharedStateRegistry::default().register_restored(&metadata);
+        let registered =
+            state_coordinator::SharedStateRegistry::default().register_restored(&metadata);
         let handles = metadata.keyed_handles();
         let operators = metadata.operator_handles();
         registered.is_ok()

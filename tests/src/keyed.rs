@@ -45,8 +45,9 @@ use state_api::{
     AsyncSnapshotTask, CheckpointOptions, CheckpointStreamFactory, Error,
     IncrementalRemoteKeyedStateHandle, KeyGroupRange, KeyedBackendParams, KeyedSnapshotResult,
     KeyedStateBackend, KeyedStateHandle, LocalRecoveryConfig, PluginKind, Registry, Result,
-    SharedStateRegistry, StateKind, StateMetaInfo, StateObject,
+    StateKind, StateMetaInfo, StateObject,
 };
+use state_coordinator::SharedStateRegistry;
 use state_format::KeyGroupsStateHandle;
 use state_format::keyed_format::KeyedSnapshotReader;
 use state_storage_local::{FileStateHandle, TaskLocalDirectory};

@@ -20,8 +20,9 @@ use state_api::SnapshotRequest;
 use state_api::{
     IncrementalRemoteKeyedStateHandle, KeyGroupRange, KeyedBackendParams, KeyedStateBackend,
     KeyedStateHandle, OperatorBackendParams, OperatorStateMetaInfo, OperatorStreamStateHandle,
-    Registry, SharedStateRegistry, StateMetaInfo,
+    Registry, StateMetaInfo,
 };
+use state_coordinator::SharedStateRegistry;
 use state_format::KeyGroupsStateHandle;
 use state_format::keyed_format::KeyedSnapshotReader;
 use state_storage_local::MemoryCheckpointStreamFactory;

@@ -20,9 +20,9 @@ use state_api::SnapshotRequest;
 use state_api::{
     AsyncSnapshotTask, Error, IncrementalRemoteKeyedStateHandle, KeyGroupRange, KeyedBackendParams,
     KeyedSnapshotResult, KeyedStateBackend, KeyedStateHandle, MaxParallelism,
-    PlaceholderStreamStateHandle, PluginKind, Registry, SharedStateRegistry, StateMetaInfo,
-    StateObject,
+    PlaceholderStreamStateHandle, PluginKind, Registry, StateMetaInfo, StateObject,
 };
+use state_coordinator::SharedStateRegistry;
 use state_format::KeyGroupsStateHandle;
 use state_storage_local::{FileStateHandle, LocalCheckpointStorage};
 

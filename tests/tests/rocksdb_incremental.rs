@@ -13,8 +13,9 @@ use state_api::SnapshotRequest;
 use state_api::{
     CheckpointListener, Error, IncrementalRemoteKeyedStateHandle, KeyGroupRange,
     KeyedBackendParams, KeyedStateBackend, KeyedStateHandle, PlaceholderStreamStateHandle,
-    Registry, SharedStateRegistry, StateMetaInfo, StateObject,
+    Registry, StateMetaInfo, StateObject,
 };
+use state_coordinator::SharedStateRegistry;
 use state_rocksdb::RocksDBKeyedStateBackend;
 use state_storage_local::{FileStateHandle, LocalCheckpointStorage};
 use tempfile::TempDir;

@@ -24,8 +24,9 @@ use state_api::{
     CheckpointMetadata, CheckpointOptions, CheckpointStreamFactory, CheckpointType, Error,
     IncrementalRemoteKeyedStateHandle, InstanceSnapshot, KeyGroupRange, KeyedBackendParams,
     KeyedStateBackend, KeyedStateHandle, MaxParallelism, OperatorBackendParams,
-    OperatorStateMetaInfo, Registry, SharedStateRegistry, StateMetaInfo,
+    OperatorStateMetaInfo, Registry, StateMetaInfo,
 };
+use state_coordinator::SharedStateRegistry;
 use state_format::metadata::frame_body;
 use state_storage_local::LocalCheckpointStorage;
 

@@ -13,8 +13,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use state_api::CheckpointId;
 use state_api::{
     CheckpointMetadata, CheckpointStorage, CheckpointType, IncrementalRemoteKeyedStateHandle,
-    InstanceSnapshot, KeyedStateHandle, Result, SharedStateRegistry, StateObject,
+    InstanceSnapshot, KeyedStateHandle, Result, StateObject,
 };
+use state_coordinator::SharedStateRegistry;
 
 use crate::counting::CountingStreamFactory;
 use crate::workload::MAX_PARALLELISM;

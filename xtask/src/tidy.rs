@@ -176,6 +176,14 @@ fn dependencies_point_one_way() {
                     "state-format depends on workspace crates {inside:?} besides state-api"
                 );
             }
+            "state-coordinator" => {
+                let inside = workspace_deps(package, &workspace, &["state-api"]);
+                assert!(
+                    inside.is_empty(),
+                    "state-coordinator depends on workspace crates {inside:?}: coordination \
+                     works with any backend and storage through state-api alone"
+                );
+            }
             "state-compress" => {
                 let inside = workspace_deps(package, &workspace, &["state-api"]);
                 assert!(

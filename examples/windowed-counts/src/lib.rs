@@ -22,10 +22,10 @@ use snapstate::api::{
     AsyncSnapshotTask, CheckpointMetadata, CheckpointOptions, CheckpointStorage, CheckpointType,
     IncrementalRemoteKeyedStateHandle, InstanceSnapshot, JobId, KeyGroupRange, KeyedSnapshotResult,
     KeyedStateBackend, KeyedStateHandle, MaxParallelism, OperatorBackendParams,
-    OperatorSnapshotResult, OperatorStateBackend, OperatorStateMetaInfo, Registry,
-    SharedStateRegistry, StateMetaInfo,
+    OperatorSnapshotResult, OperatorStateBackend, OperatorStateMetaInfo, Registry, StateMetaInfo,
 };
 use snapstate::config::StateConfig;
+use snapstate::coordinator::SharedStateRegistry;
 
 /// Errors of the job, as text for the command line.
 pub type JobResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;

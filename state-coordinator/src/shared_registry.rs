@@ -25,9 +25,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use crate::CheckpointId;
-use crate::{
-    CheckpointMetadata, Error, HandleAndLocalPath, IncrementalRemoteKeyedStateHandle,
+use state_api::{
+    CheckpointId, CheckpointMetadata, Error, HandleAndLocalPath, IncrementalRemoteKeyedStateHandle,
     KeyedStateHandle, PlaceholderStreamStateHandle, Result, StreamStateHandle,
 };
 
@@ -53,8 +52,9 @@ struct Inner {
 /// use std::sync::Arc;
 /// use state_api::{
 ///     ByteStreamStateHandle, CheckpointId, HandleAndLocalPath, IncrementalRemoteKeyedStateHandle,
-///     KeyGroupRange, PlaceholderStreamStateHandle, SharedStateRegistry,
+///     KeyGroupRange, PlaceholderStreamStateHandle,
 /// };
+/// use state_coordinator::SharedStateRegistry;
 ///
 /// let snapshot = |id: u64, shared: Vec<HandleAndLocalPath>| IncrementalRemoteKeyedStateHandle {
 ///     backend_identifier: "backend-1".into(),
@@ -338,47 +338,24 @@ fn placeholder(handle: &Arc<dyn StreamStateHandle>) -> Option<&PlaceholderStream
     handle.downcast_ref::<PlaceholderStreamStateHandle>()
 }
 
-/// A backend instance identifier starting with `prefix` (`heap`, `rocksdb`), unique across
-/// instances, processes and restarts: incremental strategies key their shared files by it,
-/// so two incarnations restored from one checkpoint never register different bytes under
-/// one [`SharedStateRegistry`] key.
-pub fn new_backend_identifier(prefix: &str) -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    // A random-keyed hasher over the time and the process: unique without an RNG crate.
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(nanos);
-    hasher.write_u32(std::process::id());
-    format!(
-        "{prefix}-{:016x}{:08x}",
-        hasher.finish(),
-        std::process::id()
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use std::path::Path;
 
     use super::*;
 
-    #[test]
-    fn backend_identifiers_are_distinct_and_carry_their_prefix() {
-        let ids: BTreeSet<String> = (0..100).map(|_| new_backend_identifier("heap")).collect();
-        assert_eq!(ids.len(), 100, "{ids:?}");
-        assert!(ids.iter().all(|id| id.starts_with("heap-")), "{ids:?}");
-    }
-    use crate::test_file::TestFile;
-    use crate::{ByteStreamStateHandle, KeyGroupRange};
+    use state_api::{ByteStreamStateHandle, KeyGroupRange};
+    use state_storage_local::FileStateHandle;
 
     const BACKEND: &str = "backend-a";
 
     fn file(dir: &Path, name: &str) -> HandleAndLocalPath {
         let path = dir.join(name);
         std::fs::write(&path, name.as_bytes()).unwrap();
-        HandleAndLocalPath::new(Arc::new(TestFile::written(path, name.len() as u64)), name)
+        HandleAndLocalPath::new(
+            Arc::new(FileStateHandle::local(path, name.len() as u64).written_by_this_process()),
+            name,
+        )
     }
 
     fn placeholder_for(name: &str) -> HandleAndLocalPath {
@@ -467,7 +444,7 @@ mod tests {
                 .all(|f| placeholder(&f.handle).is_some())
         );
         // Discarding the retained handle leaves the shared file to the registry.
-        crate::StateObject::discard(&retained).unwrap();
+        state_api::StateObject::discard(&retained).unwrap();
         assert!(exists(dir.path(), "a.sst"));
         let resolved = registry.resolve(&retained).unwrap();
         assert_eq!(
@@ -509,7 +486,7 @@ mod tests {
             CheckpointId::new(2),
             vec![placeholder_for("a.sst"), file(dir.path(), "b.sst")],
         );
-        crate::StateObject::discard(&declined).unwrap();
+        state_api::StateObject::discard(&declined).unwrap();
         assert!(!exists(dir.path(), "b.sst"));
         assert!(exists(dir.path(), "a.sst"));
     }
@@ -563,7 +540,7 @@ mod tests {
         // As a handle read back from crafted metadata would name it.
         let mut second = snapshot(CheckpointId::new(2), vec![]);
         second.shared_state.push(HandleAndLocalPath::new(
-            Arc::new(TestFile::read_back(&victim, 8)),
+            Arc::new(FileStateHandle::local(&victim, 8)),
             "a.sst",
         ));
         registry.register(&second).unwrap();
@@ -572,14 +549,14 @@ mod tests {
 
     #[test]
     fn a_restored_checkpoint_is_validated_whole_and_deletes_nothing() {
-        use crate::{CheckpointType, InstanceSnapshot};
+        use state_api::{CheckpointType, InstanceSnapshot};
         let dir = tempfile::tempdir().unwrap();
         let registry = SharedStateRegistry::default();
         let mut metadata = CheckpointMetadata::new(
             CheckpointId::new(4),
             0,
             CheckpointType::Checkpoint,
-            crate::MaxParallelism::of(128),
+            state_api::MaxParallelism::of(128),
         );
         let mut first = snapshot(CheckpointId::new(4), vec![file(dir.path(), "a.sst")]);
         first.backend_identifier = "backend-b".into();
