@@ -1,5 +1,6 @@
 //! The backend conformance kits through object storage: every keyed backend and strategy
-//! (`heap`, `heap/heap-incremental`, `rocksdb`, `rocksdb/rocksdb-incremental`) and the
+//! (`heap` with strategies `heap` and `heap-incremental`, `rocksdb` with `rocksdb-full` and
+//! `rocksdb-incremental`) and the
 //! operator backend checkpoint,
 //! restore, rescale, cancel and meet failing storage with every snapshot stored on a real
 //! S3-compatible server (moto on loopback) and on the in-memory store; a coordinator's
@@ -14,7 +15,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use snapstate_tests::keyed::{self, KeyedBackendCapabilities};
+use snapstate_tests::keyed::{self, KeyedBackendCapabilities, KeyedTarget};
 use snapstate_tests::operator;
 use snapstate_tests::storage::{StorageProvider, StorageUnderTest, with_storage};
 use state_api::CheckpointId;
@@ -159,24 +160,24 @@ const HEAP_INCREMENTAL_CAPABILITIES: KeyedBackendCapabilities = KeyedBackendCapa
     local_recovery: false,
 };
 
-/// The keyed contracts that involve storage, on `target`.
-fn keyed_contracts(target: &str) {
-    keyed_contracts_with(target, CAPABILITIES);
+/// `backend` with its default strategy, uncompressed, promising [`CAPABILITIES`].
+fn target(backend: &str) -> KeyedTarget<'static> {
+    KeyedTarget::new(registry(), backend).capabilities(CAPABILITIES)
 }
 
-fn keyed_contracts_with(target: &str, capabilities: KeyedBackendCapabilities) {
-    let registry = registry();
-    keyed::round_trip(target, registry, "none");
-    keyed::empty_state(target, registry, "none");
-    keyed::huge_values(target, registry, "none");
-    keyed::snapshot_is_consistent(target, registry, "none");
-    keyed::savepoints_are_canonical(target, registry, "none");
-    keyed::rescale(target, registry, "none", capabilities, 1, 3);
-    keyed::rescale(target, registry, "none", capabilities, 3, 2);
-    keyed::rescale_chain(target, registry, "none", capabilities);
-    keyed::cancelled_snapshot_leaves_nothing(target, registry, "none");
-    keyed::storage_faults_are_contained(target, registry, "none");
-    keyed::local_recovery(target, registry, "none", capabilities);
+/// The keyed contracts that involve storage, on `target`.
+fn keyed_contracts(target: &KeyedTarget<'_>) {
+    keyed::round_trip(target);
+    keyed::empty_state(target);
+    keyed::huge_values(target);
+    keyed::snapshot_is_consistent(target);
+    keyed::savepoints_are_canonical(target);
+    keyed::rescale(target, 1, 3);
+    keyed::rescale(target, 3, 2);
+    keyed::rescale_chain(target);
+    keyed::cancelled_snapshot_leaves_nothing(target);
+    keyed::storage_faults_are_contained(target);
+    keyed::local_recovery(target);
 }
 
 fn on_s3(test: &str, contracts: impl FnOnce()) {
@@ -188,37 +189,41 @@ fn on_s3(test: &str, contracts: impl FnOnce()) {
 
 #[test]
 fn heap_on_s3() {
-    on_s3("heap_on_s3", || keyed_contracts("heap"));
+    on_s3("heap_on_s3", || keyed_contracts(&target("heap")));
 }
 
 #[test]
 fn heap_incremental_on_s3() {
     on_s3("heap_incremental_on_s3", || {
-        keyed_contracts_with("heap/heap-incremental", HEAP_INCREMENTAL_CAPABILITIES)
+        keyed_contracts(
+            &target("heap")
+                .strategy("heap-incremental")
+                .capabilities(HEAP_INCREMENTAL_CAPABILITIES),
+        )
     });
 }
 
 #[test]
 fn rocksdb_full_on_s3() {
-    on_s3("rocksdb_full_on_s3", || keyed_contracts("rocksdb"));
+    on_s3("rocksdb_full_on_s3", || keyed_contracts(&target("rocksdb")));
 }
 
 #[test]
 fn rocksdb_incremental_on_s3() {
     on_s3("rocksdb_incremental_on_s3", || {
-        keyed_contracts("rocksdb/rocksdb-incremental")
+        keyed_contracts(&target("rocksdb").strategy("rocksdb-incremental"))
     });
 }
 
 #[test]
 fn heap_on_the_in_memory_store() {
-    with_storage(memory("heap"), || keyed_contracts("heap"));
+    with_storage(memory("heap"), || keyed_contracts(&target("heap")));
 }
 
 #[test]
 fn rocksdb_incremental_on_the_in_memory_store() {
     with_storage(memory("rocksdb-incremental"), || {
-        keyed_contracts("rocksdb/rocksdb-incremental")
+        keyed_contracts(&target("rocksdb").strategy("rocksdb-incremental"))
     });
 }
 

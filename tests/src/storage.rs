@@ -8,6 +8,7 @@
 //! ```
 //! use std::path::Path;
 //! use std::sync::Arc;
+//! use snapstate_tests::keyed::KeyedTarget;
 //! use snapstate_tests::storage::{
 //!     with_storage, LocalStorageProvider, StorageProvider, StorageUnderTest,
 //! };
@@ -24,8 +25,9 @@
 //! }
 //!
 //! state_heap::link();
+//! let target = KeyedTarget::new(state_api::Registry::global(), "heap");
 //! with_storage(Arc::new(Nested), || {
-//!     snapstate_tests::keyed::round_trip("heap", state_api::Registry::global(), "none");
+//!     snapstate_tests::keyed::round_trip(&target);
 //! });
 //! ```
 //!

@@ -24,6 +24,13 @@ fn registry() -> &'static Registry {
     Registry::global()
 }
 
+/// `heap` with its full strategy and sections written with `compression`.
+fn heap(compression: &str) -> KeyedTarget<'static> {
+    KeyedTarget::new(registry(), HEAP)
+        .compression(compression)
+        .capabilities(HEAP_CAPABILITIES)
+}
+
 #[test]
 fn heap_is_a_linked_keyed_backend() {
     let registry = registry();
@@ -38,68 +45,61 @@ fn heap_is_a_linked_keyed_backend() {
 
 #[test]
 fn heap_round_trip_none() {
-    keyed::round_trip(HEAP, registry(), "none");
+    keyed::round_trip(&heap("none"));
 }
 
 #[test]
 fn heap_round_trip_snappy() {
-    keyed::round_trip(HEAP, registry(), "snappy");
+    keyed::round_trip(&heap("snappy"));
 }
 
 #[test]
 fn heap_round_trip_lz4() {
-    keyed::round_trip(HEAP, registry(), "lz4");
+    keyed::round_trip(&heap("lz4"));
 }
 
 #[test]
 fn heap_map_entries_are_ordered() {
-    keyed::map_entries_are_ordered(HEAP, registry(), "none");
+    keyed::map_entries_are_ordered(&heap("none"));
 }
 
 #[test]
 fn heap_empty_state() {
-    keyed::empty_state(HEAP, registry(), "none");
+    keyed::empty_state(&heap("none"));
 }
 
 #[test]
 fn heap_huge_values_none() {
-    keyed::huge_values(HEAP, registry(), "none");
+    keyed::huge_values(&heap("none"));
 }
 
 #[test]
 fn heap_huge_values_lz4() {
-    keyed::huge_values(HEAP, registry(), "lz4");
+    keyed::huge_values(&heap("lz4"));
 }
 
 #[test]
 fn heap_compression_is_read_from_the_snapshot_none() {
-    keyed::compression_is_read_from_the_snapshot(HEAP, registry(), "none");
+    keyed::compression_is_read_from_the_snapshot(&heap("none"));
 }
 
 #[test]
 fn heap_compression_is_read_from_the_snapshot_snappy() {
-    keyed::compression_is_read_from_the_snapshot(HEAP, registry(), "snappy");
+    keyed::compression_is_read_from_the_snapshot(&heap("snappy"));
 }
 
 #[test]
 fn heap_compression_is_read_from_the_snapshot_lz4() {
-    keyed::compression_is_read_from_the_snapshot(HEAP, registry(), "lz4");
+    keyed::compression_is_read_from_the_snapshot(&heap("lz4"));
 }
 
 #[test]
 fn heap_snapshot_is_consistent() {
-    keyed::snapshot_is_consistent(HEAP, registry(), "none");
+    keyed::snapshot_is_consistent(&heap("none"));
 }
 
 fn check_rescale(old_parallelism: u32, new_parallelism: u32) {
-    keyed::rescale(
-        HEAP,
-        registry(),
-        "none",
-        HEAP_CAPABILITIES,
-        old_parallelism,
-        new_parallelism,
-    );
+    keyed::rescale(&heap("none"), old_parallelism, new_parallelism);
 }
 
 #[test]
@@ -124,37 +124,37 @@ fn heap_rescale_2_to_5() {
 
 #[test]
 fn heap_corrupt_snapshot_none() {
-    keyed::corrupt_snapshot_is_reported(HEAP, registry(), "none");
+    keyed::corrupt_snapshot_is_reported(&heap("none"));
 }
 
 #[test]
 fn heap_corrupt_snapshot_snappy() {
-    keyed::corrupt_snapshot_is_reported(HEAP, registry(), "snappy");
+    keyed::corrupt_snapshot_is_reported(&heap("snappy"));
 }
 
 #[test]
 fn heap_corrupt_snapshot_lz4() {
-    keyed::corrupt_snapshot_is_reported(HEAP, registry(), "lz4");
+    keyed::corrupt_snapshot_is_reported(&heap("lz4"));
 }
 
 #[test]
 fn heap_cancelled_snapshot_leaves_nothing() {
-    keyed::cancelled_snapshot_leaves_nothing(HEAP, registry(), "none");
+    keyed::cancelled_snapshot_leaves_nothing(&heap("none"));
 }
 
 #[test]
 fn heap_storage_faults_are_contained() {
-    keyed::storage_faults_are_contained(HEAP, registry(), "lz4");
+    keyed::storage_faults_are_contained(&heap("lz4"));
 }
 
 #[test]
 fn heap_incompatible_serializers_are_rejected() {
-    keyed::incompatible_serializers_are_rejected(HEAP, registry(), "none");
+    keyed::incompatible_serializers_are_rejected(&heap("none"));
 }
 
 #[test]
 fn heap_local_recovery() {
-    keyed::local_recovery(HEAP, registry(), "none", HEAP_CAPABILITIES);
+    keyed::local_recovery(&heap("none"));
 }
 
 // Every contract, one test each: heap with snappy, heap-incremental with lz4 and without

@@ -2,7 +2,7 @@
 //! every in-tree keyed backend and strategy. `SNAPSTATE_PROPTEST_CASES` sets the number of
 //! sequences per backend (default 16; CI keeps the default, long runs raise it).
 
-use snapstate_tests::keyed;
+use snapstate_tests::keyed::{self, KeyedTarget};
 use state_api::Registry;
 
 fn registry() -> &'static Registry {
@@ -24,20 +24,26 @@ fn cases() -> u32 {
 
 #[test]
 fn heap_follows_the_model() {
-    keyed::model_based("heap", registry(), "lz4", cases());
+    let target = KeyedTarget::new(registry(), "heap").compression("lz4");
+    keyed::model_based(&target, cases());
 }
 
 #[test]
 fn heap_incremental_follows_the_model() {
-    keyed::model_based("heap/heap-incremental", registry(), "snappy", cases());
+    let target = KeyedTarget::new(registry(), "heap")
+        .strategy("heap-incremental")
+        .compression("snappy");
+    keyed::model_based(&target, cases());
 }
 
 #[test]
 fn rocksdb_full_follows_the_model() {
-    keyed::model_based("rocksdb", registry(), "snappy", cases());
+    let target = KeyedTarget::new(registry(), "rocksdb").compression("snappy");
+    keyed::model_based(&target, cases());
 }
 
 #[test]
 fn rocksdb_incremental_follows_the_model() {
-    keyed::model_based("rocksdb/rocksdb-incremental", registry(), "none", cases());
+    let target = KeyedTarget::new(registry(), "rocksdb").strategy("rocksdb-incremental");
+    keyed::model_based(&target, cases());
 }

@@ -2,7 +2,7 @@
 //! checkpoints with) restores into every linked keyed backend, with every decorator, at the
 //! same and at another parallelism.
 
-use snapstate_tests::keyed;
+use snapstate_tests::keyed::{self, KeyedTarget};
 use state_api::{PluginKind, Registry};
 
 fn registry() -> &'static Registry {
@@ -13,32 +13,44 @@ fn registry() -> &'static Registry {
     Registry::global()
 }
 
-/// Every linked keyed backend, and every backend/strategy pair of a non-default strategy.
-fn sources(registry: &Registry) -> Vec<String> {
-    let mut sources = registry.names(PluginKind::KeyedBackend);
+/// Every linked keyed backend with its default strategy, and every backend with each of its
+/// non-default strategies, writing sections with `compression`.
+fn sources<'r>(registry: &'r Registry, compression: &str) -> Vec<KeyedTarget<'r>> {
+    let mut sources: Vec<KeyedTarget<'r>> = registry
+        .names(PluginKind::KeyedBackend)
+        .into_iter()
+        .map(|backend| KeyedTarget::new(registry, backend))
+        .collect();
     for strategy in registry.names(PluginKind::KeyedStrategy) {
         let backend = registry
             .keyed_strategy(&strategy)
             .unwrap_or_else(|e| panic!("{e}"))
             .backend();
         if strategy != backend && !strategy.ends_with("-full") {
-            sources.push(format!("{backend}/{strategy}"));
+            sources.push(KeyedTarget::new(registry, backend).strategy(strategy));
         }
     }
     sources
+        .into_iter()
+        .map(|source| source.compression(compression))
+        .collect()
 }
 
 fn check(compression: &str) {
     let registry = registry();
-    let targets = registry.names(PluginKind::KeyedBackend);
+    let backends = registry.names(PluginKind::KeyedBackend);
     assert!(
-        targets.len() >= 2,
-        "portability needs two backends: {targets:?}"
+        backends.len() >= 2,
+        "portability needs two backends: {backends:?}"
     );
-    for from in sources(registry) {
+    let targets: Vec<KeyedTarget<'_>> = backends
+        .into_iter()
+        .map(|backend| KeyedTarget::new(registry, backend).compression(compression))
+        .collect();
+    for from in sources(registry, compression) {
         for to in &targets {
             for (old, new) in [(1, 1), (2, 3)] {
-                keyed::savepoint_portability(&from, to, registry, compression, old, new);
+                keyed::savepoint_portability(&from, to, old, new);
             }
         }
     }

@@ -29,6 +29,13 @@ fn registry() -> &'static Registry {
     Registry::global()
 }
 
+/// `rocksdb` with its full strategy and sections written with `compression`.
+fn rocksdb(compression: &str) -> KeyedTarget<'static> {
+    KeyedTarget::new(registry(), ROCKSDB)
+        .compression(compression)
+        .capabilities(CAPABILITIES)
+}
+
 #[test]
 fn rocksdb_backend_and_full_strategy_are_linked() {
     let registry = registry();
@@ -52,65 +59,65 @@ fn rocksdb_backend_and_full_strategy_are_linked() {
 #[test]
 fn rocksdb_round_trip_every_decorator() {
     for compression in ["none", "snappy", "lz4"] {
-        keyed::round_trip(ROCKSDB, registry(), compression);
+        keyed::round_trip(&rocksdb(compression));
     }
 }
 
 #[test]
 fn rocksdb_map_entries_are_ordered() {
-    keyed::map_entries_are_ordered(ROCKSDB, registry(), "none");
+    keyed::map_entries_are_ordered(&rocksdb("none"));
 }
 
 #[test]
 fn rocksdb_empty_state() {
-    keyed::empty_state(ROCKSDB, registry(), "none");
+    keyed::empty_state(&rocksdb("none"));
 }
 
 #[test]
 fn rocksdb_huge_values() {
-    keyed::huge_values(ROCKSDB, registry(), "lz4");
+    keyed::huge_values(&rocksdb("lz4"));
 }
 
 #[test]
 fn rocksdb_compression_is_read_from_the_snapshot() {
-    keyed::compression_is_read_from_the_snapshot(ROCKSDB, registry(), "snappy");
+    keyed::compression_is_read_from_the_snapshot(&rocksdb("snappy"));
 }
 
 #[test]
 fn rocksdb_snapshot_is_consistent() {
-    keyed::snapshot_is_consistent(ROCKSDB, registry(), "none");
+    keyed::snapshot_is_consistent(&rocksdb("none"));
 }
 
 #[test]
 fn rocksdb_rescale() {
     for (from, to) in RESCALINGS {
-        keyed::rescale(ROCKSDB, registry(), "none", CAPABILITIES, from, to);
+        keyed::rescale(&rocksdb("none"), from, to);
     }
 }
 
 #[test]
 fn rocksdb_corrupt_snapshot() {
-    keyed::corrupt_snapshot_is_reported(ROCKSDB, registry(), "lz4");
+    keyed::corrupt_snapshot_is_reported(&rocksdb("lz4"));
 }
 
 #[test]
 fn rocksdb_cancelled_snapshot_leaves_nothing() {
-    keyed::cancelled_snapshot_leaves_nothing(ROCKSDB, registry(), "none");
+    keyed::cancelled_snapshot_leaves_nothing(&rocksdb("none"));
 }
 
 #[test]
 fn rocksdb_storage_faults_are_contained() {
-    keyed::storage_faults_are_contained(ROCKSDB, registry(), "snappy");
+    keyed::storage_faults_are_contained(&rocksdb("snappy"));
 }
 
 #[test]
 fn rocksdb_incompatible_serializers_are_rejected() {
-    keyed::incompatible_serializers_are_rejected(ROCKSDB, registry(), "none");
+    keyed::incompatible_serializers_are_rejected(&rocksdb("none"));
 }
 
 #[test]
 fn rocksdb_local_recovery() {
-    keyed::local_recovery(ROCKSDB, registry(), "none", CAPABILITIES);
+    keyed::local_recovery(&rocksdb("none"));
 }
 
 // Savepoints between backends.

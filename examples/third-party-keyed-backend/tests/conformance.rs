@@ -20,16 +20,24 @@ snapstate_tests::keyed_contracts!(
     })
 );
 
+fn heap() -> KeyedTarget<'static> {
+    KeyedTarget::new(registry(), "heap")
+}
+
+fn ordered() -> KeyedTarget<'static> {
+    KeyedTarget::new(registry(), ORDERED)
+}
+
 #[test]
 fn heap_savepoints_restore_into_ordered() {
-    snapstate_tests::keyed::savepoint_portability("heap", ORDERED, registry(), "none", 1, 2);
-    snapstate_tests::keyed::savepoint_portability("heap", ORDERED, registry(), "none", 3, 2);
+    snapstate_tests::keyed::savepoint_portability(&heap(), &ordered(), 1, 2);
+    snapstate_tests::keyed::savepoint_portability(&heap(), &ordered(), 3, 2);
 }
 
 #[test]
 fn ordered_savepoints_restore_into_heap() {
-    snapstate_tests::keyed::savepoint_portability(ORDERED, "heap", registry(), "none", 1, 2);
-    snapstate_tests::keyed::savepoint_portability(ORDERED, "heap", registry(), "none", 2, 3);
+    snapstate_tests::keyed::savepoint_portability(&ordered(), &heap(), 1, 2);
+    snapstate_tests::keyed::savepoint_portability(&ordered(), &heap(), 2, 3);
 }
 
 #[test]
@@ -47,5 +55,5 @@ fn ordered_is_registered_at_link_time() {
 #[test]
 fn random_sequences_match_the_model() {
     // Writes, checkpoints with writes between their two parts, and rescaled restores.
-    snapstate_tests::keyed::model_based(ORDERED, registry(), "none", 32);
+    snapstate_tests::keyed::model_based(&ordered(), 32);
 }
