@@ -11,10 +11,10 @@ use std::sync::Arc;
 
 use state_api::{
     AsyncSnapshotTask, CheckpointId, CheckpointOptions, CheckpointStreamFactory, Error,
-    IncrementalRemoteKeyedStateHandle, KeyGroupRange, KeyGroupsStateHandle, KeyedBackendParams,
-    KeyedSnapshotResult, KeyedStateBackend, KeyedStateHandle, Registry, Result, SnapshotRequest,
-    StateMetaInfo,
+    IncrementalRemoteKeyedStateHandle, KeyGroupRange, KeyedBackendParams, KeyedSnapshotResult,
+    KeyedStateBackend, KeyedStateHandle, Registry, Result, SnapshotRequest, StateMetaInfo,
 };
+use state_format::KeyGroupsStateHandle;
 use state_storage_local::FileStateHandle;
 use tempfile::TempDir;
 

@@ -10,8 +10,9 @@ use proptest::prelude::*;
 use proptest::test_runner::TestRunner;
 use state_api::{
     CheckpointId, IncrementalRemoteKeyedStateHandle, KeyedStateBackend, KeyedStateHandle, Result,
-    SharedStateRegistry, SnapshotRequest, StateKind, StateMetaInfo,
+    SnapshotRequest, StateKind, StateMetaInfo,
 };
+use state_coordinator::SharedStateRegistry;
 
 use super::bed::{
     ATTRIBUTES, COUNT, EVENTS, NAMESPACES, TestBed, full_range, key_group, show, show_option,

@@ -3,9 +3,9 @@
 use std::sync::Arc;
 
 use state_api::{
-    CheckpointId, Error, KeyGroupsStateHandle, KeyedBackendParams, PluginKind, SnapshotRequest,
-    StateMetaInfo,
+    CheckpointId, Error, KeyedBackendParams, PluginKind, SnapshotRequest, StateMetaInfo,
 };
+use state_format::KeyGroupsStateHandle;
 use state_format::keyed_format::KeyedSnapshotReader;
 
 use crate::keyed::bed::{COUNT, TestBed, full_range, keys_covering, write_workload};

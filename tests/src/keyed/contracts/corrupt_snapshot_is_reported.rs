@@ -4,7 +4,8 @@ use std::fs;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use state_api::{CheckpointId, Error, KeyGroupsStateHandle, KeyedStateHandle};
+use state_api::{CheckpointId, Error, KeyedStateHandle};
+use state_format::KeyGroupsStateHandle;
 
 use crate::compression::random_bytes;
 use crate::keyed::KeyedTarget;

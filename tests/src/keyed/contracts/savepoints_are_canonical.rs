@@ -1,6 +1,7 @@
 //! Savepoints are canonical full snapshots, whatever the checkpoint strategy.
 
-use state_api::{CheckpointId, CheckpointOptions, KeyGroupsStateHandle, StateObject};
+use state_api::{CheckpointId, CheckpointOptions, StateObject};
+use state_format::KeyGroupsStateHandle;
 use state_format::keyed_format::KeyedSnapshotReader;
 
 use crate::keyed::bed::{TestBed, full_range, keys_covering, write_workload};
