@@ -43,7 +43,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::CheckpointId;
-use crate::{Error, HandleScope, KeyGroupRange, Result, StateObject};
+use crate::{Error, KeyGroupRange, Result, StateObject};
 
 /// A readable, seekable stream of snapshot bytes.
 pub trait StateInputStream: Read + Seek + Send {}
@@ -216,9 +216,8 @@ impl StreamStateHandle for PlaceholderStreamStateHandle {
 /// A directory of snapshot files (a local RocksDB checkpoint, a task-local copy).
 ///
 /// Task-local: it names a local directory by absolute path and is never part of checkpoint
-/// storage, so reading one inside a [`HandleScope`] (checkpoint metadata) is an
-/// [`Error::OutsideStorage`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// storage; the checkpoint metadata reader refuses one with [`Error::OutsideStorage`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DirectoryStateHandle {
     directory: PathBuf,
     size: u64,
@@ -236,26 +235,6 @@ impl DirectoryStateHandle {
     /// The directory.
     pub fn directory(&self) -> &Path {
         &self.directory
-    }
-}
-
-impl<'de> Deserialize<'de> for DirectoryStateHandle {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        struct Repr {
-            directory: PathBuf,
-            size: u64,
-        }
-        let Repr { directory, size } = Repr::deserialize(deserializer)?;
-        if let Some(scope) = HandleScope::current() {
-            return Err(serde::de::Error::custom(HandleScope::reject(
-                scope.outside(
-                    directory.display().to_string(),
-                    "a task-local directory is never part of checkpoint storage",
-                ),
-            )));
-        }
-        Ok(DirectoryStateHandle { directory, size })
     }
 }
 

@@ -39,7 +39,6 @@ mod registry;
 mod resource_guard;
 mod state_object;
 mod storage;
-pub mod storage_root;
 mod strategy;
 mod stream;
 #[cfg(test)]
@@ -78,7 +77,6 @@ pub use registry::{PluginInfo, PluginKind, Registration, Registry, register};
 pub use resource_guard::{Lease, ResourceGuard};
 pub use state_object::{SnapshotResult, StateObject};
 pub use storage::{CheckpointStorage, StorageClaim};
-pub use storage_root::{AbsoluteLocations, HandleScope, StorageRoot};
 pub use strategy::{SnapshotStrategy, SnapshotStrategyRunner};
 pub use stream::{
     CheckpointStateOutputStream, CheckpointStreamFactory, CheckpointStreamWithResultProvider,

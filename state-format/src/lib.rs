@@ -16,7 +16,8 @@
 //!   key-group driver.
 //! - [`file_manifest`]: the file list of multi-file (incremental) snapshots;
 //!   [`incremental_meta`]: the meta data stream of incremental snapshots.
-//! - [`metadata`]: the bytes of a checkpoint's `_metadata` file.
+//! - [`metadata`]: the bytes of a checkpoint's `_metadata` file; [`storage_root`]: how
+//!   handles read from it stay inside the storage that reads them.
 //! - [`typed`]: value serializers and typed state over any keyed backend.
 
 pub mod file_manifest;
@@ -27,6 +28,7 @@ pub mod key_groups;
 pub mod keyed_format;
 pub mod metadata;
 pub mod proxy;
+pub mod storage_root;
 pub mod typed;
 
 pub use file_manifest::{FileManifest, ManifestEntry};
@@ -36,6 +38,7 @@ pub use keyed_format::{
     write_full_snapshot_parallel,
 };
 pub use proxy::KeyedBackendSerializationProxy;
+pub use storage_root::{AbsoluteLocations, HandleScope, StorageRoot};
 
 /// Keeps this crate's link-time registrations (the `key-groups` handle tag) in a binary
 /// that names no other item of it.

@@ -23,8 +23,8 @@ use serde::de::Error as _;
 use serde::ser::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use state_api::storage_root::{HandleScope, StorageRoot, check_relative};
 use state_api::{Error, Result, StateInputStream, StateObject, StreamStateHandle};
+use state_format::storage_root::{HandleScope, StorageRoot, check_relative};
 
 /// The root directory of a local checkpoint storage, as file handles resolve against it.
 ///

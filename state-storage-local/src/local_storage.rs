@@ -27,8 +27,9 @@ use state_api::CheckpointId;
 use state_api::checkpoint_metadata::{CheckpointMetadata, JobId, METADATA_FILE};
 use state_api::{
     ByteStreamStateHandle, CheckpointStateOutputStream, CheckpointStorage, CheckpointStreamFactory,
-    CheckpointedStateScope, Closeable, Error, Result, StorageClaim, StorageRoot, StreamStateHandle,
+    CheckpointedStateScope, Closeable, Error, Result, StorageClaim, StreamStateHandle,
 };
+use state_format::StorageRoot;
 use state_format::metadata::{self, MAX_METADATA_FILE_LEN};
 
 use crate::background_file::BackgroundFile;

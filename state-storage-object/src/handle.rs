@@ -19,10 +19,9 @@ use object_store::path::Path;
 use serde::de::Error as _;
 use serde::ser::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use state_api::storage_root::check_relative;
-use state_api::{
-    Error, HandleScope, Result, StateInputStream, StateObject, StorageRoot, StreamStateHandle,
-};
+use state_api::{Error, Result, StateInputStream, StateObject, StreamStateHandle};
+use state_format::storage_root::check_relative;
+use state_format::{HandleScope, StorageRoot};
 
 use crate::location::ObjectUrl;
 use crate::runtime::{Pending, block_on};

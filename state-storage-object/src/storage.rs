@@ -20,8 +20,9 @@ use state_api::CheckpointId;
 use state_api::checkpoint_metadata::METADATA_FILE;
 use state_api::{
     CheckpointMetadata, CheckpointStateOutputStream, CheckpointStorage, CheckpointStreamFactory,
-    CheckpointedStateScope, Error, Result, StorageRoot,
+    CheckpointedStateScope, Error, Result,
 };
+use state_format::StorageRoot;
 
 use crate::handle::ObjectRoot;
 use crate::location::{ObjectUrl, Scheme};

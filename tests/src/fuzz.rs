@@ -316,7 +316,7 @@ fn framed_metadata(body: &[u8], version: u32) -> Vec<u8> {
 /// change panics: a finding).
 pub fn metadata_restore(registry: &Registry, data: &[u8]) -> bool {
     let template = stored_template(registry);
-    let root: Arc<dyn state_api::StorageRoot> =
+    let root: Arc<dyn state_format::StorageRoot> =
         match state_storage_local::LocalRoot::new(&template.root) {
             Ok(root) => Arc::new(root),
             Err(e) => panic!("the template root: {e}"),
@@ -359,12 +359,12 @@ pub fn metadata_restore(registry: &Registry, data: &[u8]) -> bool {
 /// succeeded. Like [`metadata_restore`], never touches anything outside the root.
 pub fn handle_restore(registry: &Registry, data: &[u8]) -> bool {
     let template = stored_template(registry);
-    let root: Arc<dyn state_api::StorageRoot> =
+    let root: Arc<dyn state_format::StorageRoot> =
         match state_storage_local::LocalRoot::new(&template.root) {
             Ok(root) => Arc::new(root),
             Err(e) => panic!("the template root: {e}"),
         };
-    let scope = state_api::HandleScope::new(root, state_api::AbsoluteLocations::Refused);
+    let scope = state_format::HandleScope::new(root, state_format::AbsoluteLocations::Refused);
     let (handle, _) = scope.enter(|| serde_json::from_slice::<Arc<dyn KeyedStateHandle>>(data));
     let restored = handle.is_ok_and(|handle| {
         let range = handle.key_group_range();

@@ -12,7 +12,7 @@
 //! Deserializing such a handle needs to know which storage reads it. Serde (and `typetag`,
 //! through which handle trait objects deserialize) passes no context, so the reader enters
 //! a [`HandleScope`] for the current thread around the deserialization
-//! (`state-format`'s `metadata::from_bytes` does): a
+//! ([`metadata::from_bytes`](crate::metadata::from_bytes) does): a
 //! handle resolves its relative location against the scope's root, refuses `..`, absolute
 //! locations and symbolic links that leave the root, and records the typed
 //! [`Error::OutsideStorage`] in the scope, which the reader returns instead of serde's
@@ -30,7 +30,7 @@ use std::cell::RefCell;
 use std::fmt;
 use std::sync::Arc;
 
-use crate::Error;
+use state_api::Error;
 
 /// The root of one checkpoint storage, as handles of that storage resolve against it: a
 /// local directory (`state-storage-local`'s `LocalRoot`), an object store prefix, a
@@ -57,7 +57,8 @@ pub enum AbsoluteLocations {
 ///
 /// ```
 /// use std::sync::Arc;
-/// use state_api::{AbsoluteLocations, Error, HandleScope, StateObject, StreamStateHandle};
+/// use state_api::{Error, StateObject, StreamStateHandle};
+/// use state_format::storage_root::{AbsoluteLocations, HandleScope};
 /// use state_storage_local::{FileStateHandle, LocalRoot};
 ///
 /// let dir = tempfile::tempdir().unwrap();
