@@ -15,11 +15,9 @@
 //! - [`KeyedStateBackend`], [`OperatorStateBackend`]: the state, driven through bytes.
 //! - [`SnapshotStrategy`]: its call is the synchronous part; it returns an
 //!   [`AsyncSnapshotCallable`], run as an [`AsyncSnapshotTask`] with an exact
-//!   cancel/cleanup lifecycle, owned by a [`CloseableRegistry`], protected by a
-//!   [`ResourceGuard`].
+//!   cancel/cleanup lifecycle, owned by a [`CloseableRegistry`].
 //! - [`StreamCompressionDecorator`]: wraps each key group's bytes.
-//! - [`CheckpointStreamFactory`] and [`CheckpointStreamWithResultProvider`]: where bytes
-//!   go; [`CheckpointStorage`]: a factory per checkpoint and the committed
+//! - [`CheckpointStreamFactory`]: where bytes go; [`CheckpointStorage`]: a factory per checkpoint and the committed
 //!   [`CheckpointMetadata`], on any medium (the `state-storage-local` and
 //!   `state-storage-object` crates implement them); [`TaskLocalStorage`]: task-local copies.
 //! - Handles ([`StreamStateHandle`], [`KeyedStateHandle`], ...) in a [`SnapshotResult`].
@@ -36,7 +34,6 @@ mod handle;
 pub mod key_group;
 mod meta;
 mod registry;
-mod resource_guard;
 mod state_object;
 mod storage;
 mod strategy;
@@ -74,14 +71,10 @@ pub use handle::{
 pub use key_group::{KeyGroupRange, MaxParallelism};
 pub use meta::{OperatorStateMetaInfo, SerializerId, StateKind, StateMetaInfo, find_state};
 pub use registry::{PluginInfo, PluginKind, Registration, Registry, register};
-pub use resource_guard::{Lease, ResourceGuard};
 pub use state_object::{SnapshotResult, StateObject};
 pub use storage::{CheckpointStorage, StorageClaim};
 pub use strategy::{SnapshotStrategy, SnapshotStrategyRunner};
-pub use stream::{
-    CheckpointStateOutputStream, CheckpointStreamFactory, CheckpointStreamWithResultProvider,
-    CheckpointedStateScope,
-};
+pub use stream::{CheckpointStateOutputStream, CheckpointStreamFactory, CheckpointedStateScope};
 
 /// Re-exports for macros; not part of the API.
 #[doc(hidden)]

@@ -114,12 +114,13 @@ use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::CheckpointStreamWithResultProvider;
 use crate::{KeyGroupRangeOffsets, KeyGroupsStateHandle};
 use state_api::CheckpointId;
 use state_api::{
-    CheckpointStreamFactory, CheckpointStreamWithResultProvider, CheckpointedStateScope, Error,
-    KeyGroupRange, KeyedSnapshotResult, LocalRecoveryConfig, MaxParallelism, Registry, Result,
-    SnapshotContext, StateInputStream, StreamCompressionDecorator,
+    CheckpointStreamFactory, CheckpointedStateScope, Error, KeyGroupRange, KeyedSnapshotResult,
+    LocalRecoveryConfig, MaxParallelism, Registry, Result, SnapshotContext, StateInputStream,
+    StreamCompressionDecorator,
 };
 
 use crate::key_group_prefix::{read_key_group_prefix, write_key_group_prefix};

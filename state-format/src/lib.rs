@@ -18,6 +18,8 @@
 //!   [`incremental_meta`]: the meta data stream of incremental snapshots.
 //! - [`metadata`]: the bytes of a checkpoint's `_metadata` file; [`storage_root`]: how
 //!   handles read from it stay inside the storage that reads them.
+//! - [`snapshot_stream`]: the stream a strategy writes a snapshot to, with its task-local
+//!   copy ([`CheckpointStreamWithResultProvider`]).
 //! - [`typed`]: value serializers and typed state over any keyed backend.
 
 pub mod file_manifest;
@@ -28,6 +30,7 @@ pub mod key_groups;
 pub mod keyed_format;
 pub mod metadata;
 pub mod proxy;
+pub mod snapshot_stream;
 pub mod storage_root;
 pub mod typed;
 
@@ -38,6 +41,7 @@ pub use keyed_format::{
     write_full_snapshot_parallel,
 };
 pub use proxy::KeyedBackendSerializationProxy;
+pub use snapshot_stream::CheckpointStreamWithResultProvider;
 pub use storage_root::{AbsoluteLocations, HandleScope, StorageRoot};
 
 /// Keeps this crate's link-time registrations (the `key-groups` handle tag) in a binary

@@ -15,12 +15,12 @@ use std::sync::Arc;
 use state_api::CheckpointId;
 use state_api::SnapshotRequest;
 use state_api::{
-    AsyncSnapshotCallable, CheckpointStreamFactory, CheckpointStreamWithResultProvider,
-    CheckpointedStateScope, Error, LocalRecoveryConfig, OperatorBackendParams,
-    OperatorSnapshotResult, OperatorSnapshotStrategyFactory, OperatorStatePartitions,
-    OperatorStreamStateHandle, Registry, Result, SnapshotContext, SnapshotResult, SnapshotStrategy,
-    backend_state_as,
+    AsyncSnapshotCallable, CheckpointStreamFactory, CheckpointedStateScope, Error,
+    LocalRecoveryConfig, OperatorBackendParams, OperatorSnapshotResult,
+    OperatorSnapshotStrategyFactory, OperatorStatePartitions, OperatorStreamStateHandle, Registry,
+    Result, SnapshotContext, SnapshotResult, SnapshotStrategy, backend_state_as,
 };
+use state_format::CheckpointStreamWithResultProvider;
 
 use crate::OPERATOR;
 use crate::backend::{OperatorSnapshotSource, OperatorStateData, OperatorStates};

@@ -25,6 +25,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use crate::{Lease, ResourceGuard};
 use rocksdb::{
     BlockBasedOptions, BoundColumnFamily, Cache, ColumnFamilyDescriptor, DB, MergeOperands,
     Options, ReadOptions, WriteBatch, WriteOptions,
@@ -34,8 +35,8 @@ use state_api::SnapshotRequest;
 use state_api::{
     AsyncSnapshotTask, CheckpointListener, CheckpointStreamFactory, CloseableRegistry, Error,
     KeyGroupRange, KeyedBackendParams, KeyedSnapshotResult, KeyedStateBackend, KeyedStateHandle,
-    Lease, MaxParallelism, Registry, ResourceGuard, Result, SnapshotStrategy,
-    SnapshotStrategyRunner, StateKind, StateMetaInfo,
+    MaxParallelism, Registry, Result, SnapshotStrategy, SnapshotStrategyRunner, StateKind,
+    StateMetaInfo,
 };
 use state_format::key_group_prefix::write_key_group_prefix;
 use state_format::keyed_format::{CompositeKey, decode_list, encode_list};

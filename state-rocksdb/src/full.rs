@@ -14,12 +14,13 @@ use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
 
+use crate::Lease;
 use rocksdb::{DB, ReadOptions, SnapshotWithThreadMode};
 use state_api::CheckpointId;
 use state_api::SnapshotRequest;
 use state_api::{
     AsyncSnapshotCallable, CheckpointStreamFactory, Error, KeyedBackendParams, KeyedSnapshotResult,
-    KeyedSnapshotStrategyFactory, KeyedStateHandle, Lease, LocalRecoveryConfig, Registry, Result,
+    KeyedSnapshotStrategyFactory, KeyedStateHandle, LocalRecoveryConfig, Registry, Result,
     SnapshotContext, SnapshotResult, SnapshotStrategy, StateMetaInfo, StreamCompressionDecorator,
     backend_state_as,
 };

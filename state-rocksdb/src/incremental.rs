@@ -26,13 +26,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::Lease;
 use rocksdb::checkpoint::Checkpoint;
 use state_api::CheckpointId;
 use state_api::SnapshotRequest;
 use state_api::{
     AsyncSnapshotCallable, CheckpointStreamFactory, CheckpointedStateScope, DirectoryStateHandle,
     Error, HandleAndLocalPath, IncrementalLocalKeyedStateHandle, IncrementalRemoteKeyedStateHandle,
-    KeyedBackendParams, KeyedSnapshotResult, KeyedSnapshotStrategyFactory, KeyedStateHandle, Lease,
+    KeyedBackendParams, KeyedSnapshotResult, KeyedSnapshotStrategyFactory, KeyedStateHandle,
     LocalRecoveryConfig, PlaceholderStreamStateHandle, Registry, Result, SnapshotContext,
     SnapshotResult, SnapshotStrategy, StateMetaInfo, StateObject, StreamStateHandle,
     backend_state_as,

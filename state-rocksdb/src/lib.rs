@@ -22,11 +22,13 @@ mod backend;
 mod full;
 mod history;
 mod incremental;
+mod resource_guard;
 mod restore;
 
 pub use backend::{RocksDBKeyedStateBackend, RocksDBOptions, RocksDBSnapshotSource};
 pub use full::{RocksFullSnapshotStrategy, RocksFullSnapshotStrategyFactory};
 pub use incremental::{RocksIncrementalSnapshotStrategy, RocksIncrementalSnapshotStrategyFactory};
+pub use resource_guard::{Lease, ResourceGuard};
 pub use state_format::file_manifest::{FileManifest, ManifestEntry};
 
 /// Name of the RocksDB keyed backend.

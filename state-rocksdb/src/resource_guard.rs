@@ -2,14 +2,14 @@
 //!
 //! The RocksDB backend guards its database with one: every asynchronous snapshot part
 //! holds a [`Lease`] while it reads a RocksDB snapshot, and closing the backend first
-//! cancels running snapshots through its [`CloseableRegistry`](crate::CloseableRegistry)
+//! cancels running snapshots through its [`CloseableRegistry`](state_api::CloseableRegistry)
 //! and then [`close`](ResourceGuard::close)s the guard, which blocks until every lease is
 //! returned. Once closed, no new lease is granted.
 
 use std::fmt;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-use crate::{Error, Result};
+use state_api::{Error, Result};
 
 #[derive(Debug, Default)]
 struct State {
@@ -38,7 +38,7 @@ impl Inner {
 /// # Example
 ///
 /// ```
-/// use state_api::ResourceGuard;
+/// use state_rocksdb::ResourceGuard;
 ///
 /// let guard = ResourceGuard::new("rocksdb instance");
 /// let lease = guard.acquire()?;
