@@ -118,9 +118,9 @@ use crate::CheckpointStreamWithResultProvider;
 use crate::{KeyGroupRangeOffsets, KeyGroupsStateHandle};
 use state_api::CheckpointId;
 use state_api::{
-    CheckpointStreamFactory, CheckpointedStateScope, Error, KeyGroupRange, KeyedSnapshotResult,
-    LocalRecoveryConfig, MaxParallelism, Registry, Result, SnapshotContext, StateInputStream,
-    StreamCompressionDecorator,
+    CheckpointStreamFactory, CheckpointedStateScope, Error, KeyGroupRange, KeyedBackendParams,
+    KeyedSnapshotResult, LocalRecoveryConfig, MaxParallelism, Registry, Result, SnapshotContext,
+    StateInputStream, StreamCompressionDecorator,
 };
 
 use crate::key_group_prefix::{read_key_group_prefix, write_key_group_prefix};
@@ -755,6 +755,26 @@ pub struct FullSnapshotTarget<'a> {
     pub range: KeyGroupRange,
     /// Max parallelism of the job.
     pub max_parallelism: MaxParallelism,
+}
+
+impl<'a> FullSnapshotTarget<'a> {
+    /// The target of a backend created with `params`: its key groups, max parallelism and
+    /// local recovery, the stream from `factory`, sections through `compression`.
+    pub fn new(
+        checkpoint_id: CheckpointId,
+        factory: &'a dyn CheckpointStreamFactory,
+        params: &'a KeyedBackendParams,
+        compression: &'a dyn StreamCompressionDecorator,
+    ) -> Self {
+        FullSnapshotTarget {
+            checkpoint_id,
+            factory,
+            local_recovery: &params.local_recovery,
+            compression,
+            range: params.key_group_range,
+            max_parallelism: params.max_parallelism,
+        }
+    }
 }
 
 impl std::fmt::Debug for FullSnapshotTarget<'_> {

@@ -14,6 +14,8 @@
 //! - [`proxy`]: the keyed snapshot header ([`KeyedBackendSerializationProxy`]).
 //! - [`keyed_format`]: the canonical key-group data: writer, reader, the parallel
 //!   key-group driver.
+//! - [`restore`]: restoring full snapshots into any keyed backend, with rescaling
+//!   ([`restore_full_snapshots`]).
 //! - [`file_manifest`]: the file list of multi-file (incremental) snapshots;
 //!   [`incremental_meta`]: the meta data stream of incremental snapshots.
 //! - [`metadata`]: the bytes of a checkpoint's `_metadata` file; [`storage_root`]: how
@@ -30,6 +32,7 @@ pub mod key_groups;
 pub mod keyed_format;
 pub mod metadata;
 pub mod proxy;
+pub mod restore;
 pub mod snapshot_stream;
 pub mod storage_root;
 pub mod typed;
@@ -41,6 +44,7 @@ pub use keyed_format::{
     write_full_snapshot_parallel,
 };
 pub use proxy::KeyedBackendSerializationProxy;
+pub use restore::{RestoreTarget, restore_full_snapshots};
 pub use snapshot_stream::CheckpointStreamWithResultProvider;
 pub use storage_root::{AbsoluteLocations, HandleScope, StorageRoot};
 

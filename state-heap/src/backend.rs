@@ -1,16 +1,14 @@
 //! [`HeapKeyedStateBackend`]: keyed value, list and map state in copy-on-write maps.
 
-use std::any::Any;
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use state_api::CheckpointId;
 use state_api::SnapshotRequest;
 use state_api::{
-    AsyncSnapshotTask, CheckpointListener, CheckpointStreamFactory, CloseableRegistry, Error,
-    KeyGroupRange, KeyedBackendParams, KeyedSnapshotResult, KeyedStateBackend, KeyedStateHandle,
-    MaxParallelism, Registry, Result, SnapshotStrategy, SnapshotStrategyRunner, StateKind,
-    StateMetaInfo,
+    AsyncSnapshotTask, CheckpointListener, CheckpointStreamFactory, Error, KeyGroupRange,
+    KeyedBackendParams, KeyedSnapshotResult, KeyedSnapshots, KeyedStateBackend, MaxParallelism,
+    Registry, Result, StateKind, StateMetaInfo,
 };
 
 use crate::HEAP;
@@ -165,8 +163,7 @@ pub struct HeapKeyedStateBackend {
     source: HeapSnapshotSource,
     params: KeyedBackendParams,
     current: Option<CurrentKey>,
-    strategy: Box<dyn SnapshotStrategy<Arc<dyn KeyedStateHandle>>>,
-    owner: CloseableRegistry,
+    snapshots: KeyedSnapshots,
     scratch: Vec<u8>,
 }
 
@@ -174,8 +171,7 @@ impl fmt::Debug for HeapKeyedStateBackend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HeapKeyedStateBackend")
             .field("range", &self.params.key_group_range)
-            .field("strategy", &self.strategy.description())
-            .field("closed", &self.owner.is_closed())
+            .field("snapshots", &self.snapshots)
             .finish()
     }
 }
@@ -198,21 +194,12 @@ impl HeapKeyedStateBackend {
             })),
             key_serializer: Arc::from(params.key_serializer.as_str()),
         };
-        let strategy_name = params.strategy.as_deref().unwrap_or(HEAP);
-        let factory = registry.keyed_strategy(strategy_name)?;
-        if factory.backend() != HEAP {
-            return Err(Error::InvalidArgument(format!(
-                "snapshot strategy `{strategy_name}` is for backend `{}`, not `{HEAP}`",
-                factory.backend()
-            )));
-        }
-        let strategy = factory.create(&source as &dyn Any, &params, registry)?;
+        let snapshots = KeyedSnapshots::new(HEAP, HEAP, &source, &params, registry)?;
         Ok(HeapKeyedStateBackend {
             source,
             params,
             current: None,
-            strategy,
-            owner: CloseableRegistry::default(),
+            snapshots,
             scratch: Vec::new(),
         })
     }
@@ -223,12 +210,7 @@ impl HeapKeyedStateBackend {
     }
 
     fn check_open(&self) -> Result<()> {
-        match self.owner.is_closed() {
-            true => Err(Error::Closed {
-                what: format!("heap backend of key groups {}", self.params.key_group_range),
-            }),
-            false => Ok(()),
-        }
+        self.snapshots.check_open()
     }
 
     /// Appends the state key of the current key and `namespace` to `out`; returns the
@@ -580,16 +562,15 @@ impl KeyedStateBackend for HeapKeyedStateBackend {
         request: &SnapshotRequest,
         factory: Arc<dyn CheckpointStreamFactory>,
     ) -> Result<AsyncSnapshotTask<KeyedSnapshotResult>> {
-        self.check_open()?;
-        SnapshotStrategyRunner::new(&mut *self.strategy, &self.owner).snapshot(request, factory)
+        self.snapshots.snapshot(request, factory)
     }
 
     fn pending_snapshots(&self) -> usize {
-        self.owner.len()
+        self.snapshots.pending()
     }
 
     fn close(&mut self) -> Result<()> {
         // Cancels running snapshots; their versions are released by their cleanup.
-        self.owner.close()
+        self.snapshots.close()
     }
 }

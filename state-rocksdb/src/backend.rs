@@ -20,7 +20,6 @@
 //!
 //! Writes skip RocksDB's write-ahead log: durability comes from checkpoints, as in Flink.
 
-use std::any::Any;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -33,10 +32,9 @@ use rocksdb::{
 use state_api::CheckpointId;
 use state_api::SnapshotRequest;
 use state_api::{
-    AsyncSnapshotTask, CheckpointListener, CheckpointStreamFactory, CloseableRegistry, Error,
-    KeyGroupRange, KeyedBackendParams, KeyedSnapshotResult, KeyedStateBackend, KeyedStateHandle,
-    MaxParallelism, Registry, Result, SnapshotStrategy, SnapshotStrategyRunner, StateKind,
-    StateMetaInfo,
+    AsyncSnapshotTask, CheckpointListener, CheckpointStreamFactory, Error, KeyGroupRange,
+    KeyedBackendParams, KeyedSnapshotResult, KeyedSnapshots, KeyedStateBackend, MaxParallelism,
+    Registry, Result, StateKind, StateMetaInfo,
 };
 use state_format::key_group_prefix::write_key_group_prefix;
 use state_format::keyed_format::{CompositeKey, decode_list, encode_list};
@@ -329,9 +327,7 @@ pub struct RocksDBKeyedStateBackend {
     cache: Cache,
     composite: CompositeKey,
     current: Option<CurrentKey>,
-    checkpoint_strategy: Box<dyn SnapshotStrategy<Arc<dyn KeyedStateHandle>>>,
-    savepoint_strategy: Box<dyn SnapshotStrategy<Arc<dyn KeyedStateHandle>>>,
-    owner: CloseableRegistry,
+    snapshots: KeyedSnapshots,
     write_options: WriteOptions,
     /// Removed after the database closes when the backend chose its own directory.
     temp_dir: Option<TempDir>,
@@ -342,7 +338,7 @@ impl fmt::Debug for RocksDBKeyedStateBackend {
         f.debug_struct("RocksDBKeyedStateBackend")
             .field("range", &self.params.key_group_range)
             .field("db_path", &self.source.db_path())
-            .field("strategy", &self.checkpoint_strategy.description())
+            .field("snapshots", &self.snapshots)
             .field("closed", &self.db.is_none())
             .finish()
     }
@@ -410,18 +406,7 @@ impl RocksDBKeyedStateBackend {
                 incremental: Mutex::new(opened.history),
             }),
         };
-        let strategy = |name: &str| -> Result<Box<dyn SnapshotStrategy<_>>> {
-            let factory = registry.keyed_strategy(name)?;
-            if factory.backend() != ROCKSDB {
-                return Err(Error::InvalidArgument(format!(
-                    "snapshot strategy `{name}` is for backend `{}`, not `{ROCKSDB}`",
-                    factory.backend()
-                )));
-            }
-            factory.create(&source as &dyn Any, &params, registry)
-        };
-        let checkpoint_strategy = strategy(params.strategy.as_deref().unwrap_or(ROCKSDB_FULL))?;
-        let savepoint_strategy = strategy(ROCKSDB_FULL)?;
+        let snapshots = KeyedSnapshots::new(ROCKSDB, ROCKSDB_FULL, &source, &params, registry)?;
         let mut write_options = WriteOptions::default();
         write_options.disable_wal(true);
         Ok(RocksDBKeyedStateBackend {
@@ -432,9 +417,7 @@ impl RocksDBKeyedStateBackend {
             options,
             cache,
             current: None,
-            checkpoint_strategy,
-            savepoint_strategy,
-            owner: CloseableRegistry::default(),
+            snapshots,
             write_options,
             temp_dir,
         })
@@ -784,21 +767,17 @@ impl KeyedStateBackend for RocksDBKeyedStateBackend {
         factory: Arc<dyn CheckpointStreamFactory>,
     ) -> Result<AsyncSnapshotTask<KeyedSnapshotResult>> {
         self.db()?;
-        let strategy = match request.is_savepoint() {
-            true => &mut *self.savepoint_strategy,
-            false => &mut *self.checkpoint_strategy,
-        };
-        SnapshotStrategyRunner::new(strategy, &self.owner).snapshot(request, factory)
+        self.snapshots.snapshot(request, factory)
     }
 
     fn pending_snapshots(&self) -> usize {
-        self.owner.len()
+        self.snapshots.pending()
     }
 
     fn close(&mut self) -> Result<()> {
         // Cancel running snapshots, then wait until every lease is back: only then is
         // nobody reading the database.
-        let cancelled = self.owner.close();
+        let cancelled = self.snapshots.close();
         self.source.inner.guard.close();
         lock(&self.source.inner.db).take();
         if let Some(db) = self.db.take() {

@@ -1,15 +1,13 @@
 //! [`OrderedKeyedStateBackend`]: one ordered map of canonical entries per state.
 
-use std::any::Any;
 use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use state_api::{
-    AsyncSnapshotTask, CheckpointListener, CheckpointStreamFactory, CloseableRegistry, Error,
-    KeyGroupRange, KeyedBackendParams, KeyedSnapshotResult, KeyedStateBackend, KeyedStateHandle,
-    MaxParallelism, Registry, Result, SnapshotRequest, SnapshotStrategy, SnapshotStrategyRunner,
-    StateKind, StateMetaInfo,
+    AsyncSnapshotTask, CheckpointListener, CheckpointStreamFactory, Error, KeyGroupRange,
+    KeyedBackendParams, KeyedSnapshotResult, KeyedSnapshots, KeyedStateBackend, MaxParallelism,
+    Registry, Result, SnapshotRequest, StateKind, StateMetaInfo,
 };
 use state_format::keyed_format::{CompositeKey, decode_list, encode_list};
 
@@ -92,10 +90,9 @@ pub struct OrderedKeyedStateBackend {
     composite: CompositeKey,
     /// The current key's key group and bytes.
     current: Option<(u32, Vec<u8>)>,
-    /// Takes checkpoints and savepoints alike: a strategy registered for `ordered` writes
-    /// savepoints in the canonical format (`ordered-full` always does).
-    strategy: Box<dyn SnapshotStrategy<Arc<dyn KeyedStateHandle>>>,
-    owner: CloseableRegistry,
+    /// Its strategies (checkpoints with `params.strategy`, savepoints with `ordered-full`),
+    /// running snapshots and closed flag.
+    snapshots: KeyedSnapshots,
 }
 
 impl OrderedKeyedStateBackend {
@@ -110,22 +107,13 @@ impl OrderedKeyedStateBackend {
     pub fn new(params: KeyedBackendParams, registry: &Registry) -> Result<Self> {
         params.check_range()?;
         let source = OrderedSnapshotSource::default();
-        let name = params.strategy.as_deref().unwrap_or(ORDERED_FULL);
-        let factory = registry.keyed_strategy(name)?;
-        if factory.backend() != ORDERED {
-            return Err(Error::InvalidArgument(format!(
-                "snapshot strategy `{name}` is for backend `{}`, not `{ORDERED}`",
-                factory.backend()
-            )));
-        }
-        let strategy = factory.create(&source as &dyn Any, &params, registry)?;
+        let snapshots = KeyedSnapshots::new(ORDERED, ORDERED_FULL, &source, &params, registry)?;
         Ok(OrderedKeyedStateBackend {
             composite: CompositeKey::new(params.max_parallelism),
             source,
             params,
             current: None,
-            strategy,
-            owner: CloseableRegistry::default(),
+            snapshots,
         })
     }
 
@@ -134,21 +122,9 @@ impl OrderedKeyedStateBackend {
         &self.source
     }
 
-    fn check_open(&self) -> Result<()> {
-        match self.owner.is_closed() {
-            true => Err(Error::Closed {
-                what: format!(
-                    "ordered backend of key groups {}",
-                    self.params.key_group_range
-                ),
-            }),
-            false => Ok(()),
-        }
-    }
-
     /// The composite key of the current key in `namespace`, followed by `user_key`.
     fn key(&self, namespace: &[u8], user_key: &[u8]) -> Result<Vec<u8>> {
-        self.check_open()?;
+        self.snapshots.check_open()?;
         let (key_group, key) = self.current.as_ref().ok_or_else(Error::no_current_key)?;
         let mut out = Vec::new();
         self.composite
@@ -207,7 +183,7 @@ impl KeyedStateBackend for OrderedKeyedStateBackend {
     }
 
     fn register_state(&mut self, meta: &StateMetaInfo) -> Result<()> {
-        self.check_open()?;
+        self.snapshots.check_open()?;
         register(&mut self.source.lock(), meta).map(drop)
     }
 
@@ -216,7 +192,7 @@ impl KeyedStateBackend for OrderedKeyedStateBackend {
     }
 
     fn set_current_key(&mut self, key: &[u8]) -> Result<()> {
-        self.check_open()?;
+        self.snapshots.check_open()?;
         let key_group = self.params.key_group_of(key)?;
         self.current = Some((key_group, key.to_vec()));
         Ok(())
@@ -309,7 +285,7 @@ impl KeyedStateBackend for OrderedKeyedStateBackend {
     }
 
     fn keys(&self, state: &str, namespace: &[u8]) -> Result<Vec<Vec<u8>>> {
-        self.check_open()?;
+        self.snapshots.check_open()?;
         let states = self.source.lock();
         let mut keys: Vec<Vec<u8>> = Vec::new();
         for composite in states[find(&states, state, None)?].entries.keys() {
@@ -327,17 +303,16 @@ impl KeyedStateBackend for OrderedKeyedStateBackend {
         request: &SnapshotRequest,
         factory: Arc<dyn CheckpointStreamFactory>,
     ) -> Result<AsyncSnapshotTask<KeyedSnapshotResult>> {
-        self.check_open()?;
-        SnapshotStrategyRunner::new(&mut *self.strategy, &self.owner).snapshot(request, factory)
+        self.snapshots.snapshot(request, factory)
     }
 
     fn pending_snapshots(&self) -> usize {
-        self.owner.len()
+        self.snapshots.pending()
     }
 
     fn close(&mut self) -> Result<()> {
         // Cancels running snapshots; each holds its own view of the maps.
-        let closed = self.owner.close();
+        let closed = self.snapshots.close();
         self.source.lock().clear();
         closed
     }

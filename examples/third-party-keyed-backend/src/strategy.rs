@@ -78,14 +78,12 @@ impl AsyncSnapshotCallable<KeyedSnapshotResult> for OrderedAsyncSnapshot {
             self.compression.name(),
             params.max_parallelism,
         );
-        let target = FullSnapshotTarget {
-            checkpoint_id: self.checkpoint_id,
-            factory: &*self.factory,
-            local_recovery: &params.local_recovery,
-            compression: &*self.compression,
-            range: params.key_group_range,
-            max_parallelism: params.max_parallelism,
-        };
+        let target = FullSnapshotTarget::new(
+            self.checkpoint_id,
+            &*self.factory,
+            params,
+            &*self.compression,
+        );
         let prefix_bytes = params.max_parallelism.prefix_bytes();
         let mut prefix = Vec::with_capacity(prefix_bytes);
         write_full_snapshot(
