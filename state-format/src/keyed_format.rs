@@ -645,6 +645,14 @@ impl KeyGroupEntryWriter<'_> {
         self.composite
     }
 
+    /// The prefix every composite key of this key group starts with: in a store ordered by
+    /// composite key, the key group's entries are the range of keys with this prefix.
+    pub fn key_group_prefix(&self) -> Vec<u8> {
+        let mut prefix = Vec::with_capacity(self.composite.prefix_bytes);
+        write_key_group_prefix(self.key_group, self.composite.prefix_bytes, &mut prefix);
+        prefix
+    }
+
     /// Writes one entry of state `state_id` (its position in the header). `key` is the
     /// composite key, starting with this key group's prefix. Entries of one state must be
     /// written together.

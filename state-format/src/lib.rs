@@ -14,6 +14,8 @@
 //! - [`proxy`]: the keyed snapshot header ([`KeyedBackendSerializationProxy`]).
 //! - [`keyed_format`]: the canonical key-group data: writer, reader, the parallel
 //!   key-group driver.
+//! - [`full_snapshot`]: the asynchronous part of a full snapshot for any backend
+//!   ([`FullSnapshotCallable`] over a [`KeyGroupSource`]).
 //! - [`restore`]: restoring full snapshots into any keyed backend, with rescaling
 //!   ([`restore_full_snapshots`]).
 //! - [`file_manifest`]: the file list of multi-file (incremental) snapshots;
@@ -26,6 +28,7 @@
 
 pub mod file_manifest;
 pub mod frame;
+pub mod full_snapshot;
 pub mod incremental_meta;
 pub mod key_group_prefix;
 pub mod key_groups;
@@ -38,6 +41,7 @@ pub mod storage_root;
 pub mod typed;
 
 pub use file_manifest::{FileManifest, ManifestEntry};
+pub use full_snapshot::{FullSnapshotCallable, KeyGroupSource};
 pub use key_groups::{KeyGroupRangeOffsets, KeyGroupsStateHandle};
 pub use keyed_format::{
     KeyedEntry, KeyedSnapshotReader, KeyedSnapshotWriter, write_full_snapshot,

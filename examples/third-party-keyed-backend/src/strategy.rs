@@ -5,14 +5,12 @@ use std::any::Any;
 use std::sync::Arc;
 
 use state_api::{
-    AsyncSnapshotCallable, CheckpointId, CheckpointStreamFactory, Error, KeyedBackendParams,
-    KeyedSnapshotResult, KeyedSnapshotStrategyFactory, KeyedStateHandle, Registry, Result,
-    SnapshotContext, SnapshotRequest, SnapshotResult, SnapshotStrategy, StreamCompressionDecorator,
-    backend_state_as,
+    AsyncSnapshotCallable, CheckpointStreamFactory, KeyedBackendParams, KeyedSnapshotResult,
+    KeyedSnapshotStrategyFactory, KeyedStateHandle, Registry, Result, SnapshotRequest,
+    SnapshotStrategy, StateMetaInfo, StreamCompressionDecorator, backend_state_as,
 };
-use state_format::KeyedBackendSerializationProxy;
-use state_format::key_group_prefix::write_key_group_prefix;
-use state_format::keyed_format::{FullSnapshotTarget, KeyGroupEntryWriter, write_full_snapshot};
+use state_format::keyed_format::KeyGroupEntryWriter;
+use state_format::{FullSnapshotCallable, KeyGroupSource};
 
 use crate::backend::{OrderedSnapshotSource, States, scan};
 use crate::{ORDERED, ORDERED_FULL};
@@ -23,8 +21,8 @@ use crate::{ORDERED, ORDERED_FULL};
 /// The synchronous part clones the list of states: one reference count per state, no
 /// entry copied. A write to a state while a snapshot holds it copies that state's map
 /// once (copy on write at map granularity, the price of plain `BTreeMap`s; the `heap`
-/// backend's persistent maps copy only the touched path). The asynchronous part writes
-/// the canonical format with [`write_full_snapshot`].
+/// backend's persistent maps copy only the touched path). The asynchronous part is a
+/// [`FullSnapshotCallable`], which writes the canonical format.
 #[derive(Debug)]
 pub struct OrderedFullSnapshotStrategy {
     source: OrderedSnapshotSource,
@@ -43,70 +41,35 @@ impl SnapshotStrategy<Arc<dyn KeyedStateHandle>> for OrderedFullSnapshotStrategy
         factory: Arc<dyn CheckpointStreamFactory>,
     ) -> Result<Box<dyn AsyncSnapshotCallable<KeyedSnapshotResult>>> {
         // Checkpoints and savepoints are the same full, self-contained snapshot here.
-        Ok(Box::new(OrderedAsyncSnapshot {
-            states: Some(self.source.lock().clone()),
+        let view = OrderedView(self.source.lock().clone());
+        let (compression, params) = (self.compression.clone(), self.params.clone());
+        Ok(Box::new(FullSnapshotCallable::new(
+            view,
+            request,
             factory,
-            compression: self.compression.clone(),
-            params: self.params.clone(),
-            checkpoint_id: request.id,
-        }))
-    }
-}
-
-/// The asynchronous part: owns its view of the maps until cleanup releases it.
-struct OrderedAsyncSnapshot {
-    states: Option<States>,
-    factory: Arc<dyn CheckpointStreamFactory>,
-    compression: Arc<dyn StreamCompressionDecorator>,
-    params: KeyedBackendParams,
-    checkpoint_id: CheckpointId,
-}
-
-impl AsyncSnapshotCallable<KeyedSnapshotResult> for OrderedAsyncSnapshot {
-    fn call_internal(&mut self, context: &SnapshotContext) -> Result<KeyedSnapshotResult> {
-        let states = self.states.as_ref().ok_or_else(|| Error::Closed {
-            what: format!("state view of checkpoint {}", self.checkpoint_id),
-        })?;
-        // No states, no snapshot; registered states without entries still write one.
-        if states.is_empty() {
-            return Ok(SnapshotResult::empty());
-        }
-        let params = &self.params;
-        let header = KeyedBackendSerializationProxy::new(
-            params.key_serializer.as_str(),
-            states.iter().map(|s| s.meta.clone()).collect(),
-            self.compression.name(),
-            params.max_parallelism,
-        );
-        let target = FullSnapshotTarget::new(
-            self.checkpoint_id,
-            &*self.factory,
+            compression,
             params,
-            &*self.compression,
-        );
-        let prefix_bytes = params.max_parallelism.prefix_bytes();
-        let mut prefix = Vec::with_capacity(prefix_bytes);
-        write_full_snapshot(
-            context,
-            target,
-            &header,
-            |group: &mut KeyGroupEntryWriter<'_>| {
-                prefix.clear();
-                write_key_group_prefix(group.key_group(), prefix_bytes, &mut prefix);
-                // A state's id is its position; the key group's entries are one range per map.
-                for (id, state) in (0u16..).zip(states) {
-                    for (key, value) in scan(&state.entries, &prefix) {
-                        group.write_entry(id, key, value)?;
-                    }
-                }
-                Ok(())
-            },
-        )
+        )))
+    }
+}
+
+/// The maps as the synchronous part saw them; dropping it lets later writes stop copying.
+struct OrderedView(States);
+
+impl KeyGroupSource for OrderedView {
+    fn states(&self) -> Vec<StateMetaInfo> {
+        self.0.iter().map(|s| s.meta.clone()).collect()
     }
 
-    fn cleanup_provided_resources(&mut self) {
-        // Releases the view: later writes no longer copy the maps.
-        self.states = None;
+    fn write_key_group(&self, group: &mut KeyGroupEntryWriter<'_>) -> Result<()> {
+        let prefix = group.key_group_prefix();
+        // A state's id is its position; the key group's entries are one range per map.
+        for (id, state) in (0u16..).zip(&self.0) {
+            for (key, value) in scan(&state.entries, &prefix) {
+                group.write_entry(id, key, value)?;
+            }
+        }
+        Ok(())
     }
 }
 
