@@ -31,7 +31,8 @@
 //! ```
 //! use std::sync::Arc;
 //! use snapstate::api::{ByteStreamStateHandle, CheckpointId, CheckpointType, KeyGroupRange};
-//! use snapstate::api::{KeyGroupRangeOffsets, KeyGroupsStateHandle, MaxParallelism};
+//! use snapstate::api::MaxParallelism;
+//! use snapstate::format::{KeyGroupRangeOffsets, KeyGroupsStateHandle};
 //! use snapstate::local_storage::LocalCheckpointStorage;
 //! use snapstate::{CheckpointMetadata, InstanceSnapshot, inspect};
 //!

@@ -13,7 +13,7 @@
 //! | 2 | relative to the storage root (`chk-3/ab12`, `shared/cd34`); `job_id` recorded |
 //!
 //! Metadata is read inside a [`HandleScope`] of the storage that reads it (see
-//! [`state_api::storage_root`]): version 2 refuses every location outside the root; version
+//! [`crate::storage_root`]): version 2 refuses every location outside the root; version
 //! 1's absolute locations are re-rooted by their `chk-<id>/<name>` or `shared/<name>` tail,
 //! so old checkpoints restore where they are and from a copy. Reading then validates the
 //! whole checkpoint ([`CheckpointMetadata::validate`]) before anything uses a handle.

@@ -5,7 +5,7 @@
 //! A stored file handle serializes its path relative to the storage root
 //! (`chk-<id>/<name>`, `shared/<name>`) and deserializes only inside a
 //! [`HandleScope`] of a [`LocalRoot`], against which it resolves (see
-//! [`state_api::storage_root`]): a checkpoint directory restores wherever it is moved or
+//! [`state_format::storage_root`]): a checkpoint directory restores wherever it is moved or
 //! copied, and no metadata makes a reader open or delete a file outside the root.
 //!
 //! Reading opens exactly a regular file (never a FIFO or a device: on Linux the file is

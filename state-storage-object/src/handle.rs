@@ -83,7 +83,7 @@ impl StorageRoot for ObjectRoot {
 ///
 /// In checkpoint metadata the handle is written as its key relative to the storage's
 /// [`ObjectRoot`] and read back only inside a [`HandleScope`] of an object root, against
-/// which it resolves (see `state_api::storage_root`). Outside a scope it is written whole
+/// which it resolves (see `state_format::storage_root`). Outside a scope it is written whole
 /// (store URL, full key), and read back so only as written outside one.
 #[derive(Debug, Clone)]
 pub struct ObjectStateHandle {
