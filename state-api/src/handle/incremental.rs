@@ -43,21 +43,10 @@ impl HandleAndLocalPath {
         key: impl Into<String>,
     ) -> Self {
         HandleAndLocalPath {
-            handle,
-            local_path: local_path.into(),
             shared_key: Some(key.into()),
+            ..Self::new(handle, local_path)
         }
     }
-}
-
-fn discard_all<'a>(objects: impl IntoIterator<Item = &'a dyn StateObject>) -> Result<()> {
-    let mut first_error = None;
-    for object in objects {
-        if let Err(err) = object.discard() {
-            first_error.get_or_insert(err);
-        }
-    }
-    first_error.map_or(Ok(()), Err)
 }
 
 /// An incremental keyed snapshot in checkpoint storage: shared files (immutable, reused
@@ -91,14 +80,10 @@ impl StateObject for IncrementalRemoteKeyedStateHandle {
     /// files placeholders) leaves shared files to the registry, while a snapshot that was
     /// never registered (failed, cancelled, declined) takes its new uploads with it.
     fn discard(&self) -> Result<()> {
-        discard_all(
-            std::iter::once(&*self.meta_state as &dyn StateObject).chain(
-                self.private_state
-                    .iter()
-                    .chain(&self.shared_state)
-                    .map(|f| &*f.handle as &dyn StateObject),
-            ),
-        )
+        // Every part is tried, the meta data first; `Result::and` keeps the first failure.
+        let meta = self.meta_state.discard();
+        let files = self.private_state.iter().chain(&self.shared_state);
+        files.map(|f| f.handle.discard()).fold(meta, Result::and)
     }
 
     fn state_size(&self) -> u64 {
@@ -185,10 +170,8 @@ pub struct IncrementalLocalKeyedStateHandle {
 
 impl StateObject for IncrementalLocalKeyedStateHandle {
     fn discard(&self) -> Result<()> {
-        discard_all([
-            &self.directory as &dyn StateObject,
-            &*self.meta_state as &dyn StateObject,
-        ])
+        let (directory, meta) = (self.directory.discard(), self.meta_state.discard());
+        directory.and(meta)
     }
 
     fn state_size(&self) -> u64 {
@@ -219,15 +202,12 @@ pub fn new_backend_identifier(prefix: &str) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
+    let pid = std::process::id();
     // A random-keyed hasher over the time and the process: unique without an RNG crate.
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
     hasher.write_u128(nanos);
-    hasher.write_u32(std::process::id());
-    format!(
-        "{prefix}-{:016x}{:08x}",
-        hasher.finish(),
-        std::process::id()
-    )
+    hasher.write_u32(pid);
+    format!("{prefix}-{:016x}{pid:08x}", hasher.finish())
 }
 
 #[cfg(test)]
@@ -250,6 +230,11 @@ mod tests {
         Arc::new(ByteStreamStateHandle::new("test", data.to_vec()))
     }
 
+    fn placeholder(key: &str, size: u64, local_path: &str) -> HandleAndLocalPath {
+        let handle = Arc::new(PlaceholderStreamStateHandle::new(key, size));
+        HandleAndLocalPath::new(handle, local_path)
+    }
+
     #[test]
     fn shared_keys_travel_with_files_and_default_to_the_backend_and_name() {
         let handle = IncrementalRemoteKeyedStateHandle {
@@ -260,19 +245,13 @@ mod tests {
             shared_state: vec![
                 HandleAndLocalPath::new(bytes(b"x"), "000001.sst"),
                 HandleAndLocalPath::shared(bytes(b"y"), "000002.sst", "b1/000002.sst"),
-                HandleAndLocalPath::new(
-                    Arc::new(PlaceholderStreamStateHandle::new("b0/000003.sst", 1)),
-                    "000003.sst",
-                ),
+                placeholder("b0/000003.sst", 1, "000003.sst"),
             ],
             private_state: vec![],
             meta_state: bytes(b"meta"),
         };
-        let keys: Vec<String> = handle
-            .shared_state
-            .iter()
-            .map(|file| handle.shared_key(file))
-            .collect();
+        let shared = &handle.shared_state;
+        let keys: Vec<String> = shared.iter().map(|file| handle.shared_key(file)).collect();
         assert_eq!(keys, ["b2/000001.sst", "b1/000002.sst", "b0/000003.sst"]);
         let json = serde_json::to_string(&handle).unwrap();
         let back: IncrementalRemoteKeyedStateHandle = serde_json::from_str(&json).unwrap();
@@ -286,8 +265,9 @@ mod tests {
     #[test]
     fn incremental_handle_discards_its_own_files_but_not_placeholders() {
         let dir = tempfile::tempdir().unwrap();
+        let path = |name: &str| dir.path().join(name);
         let file = |name: &str| {
-            let path = dir.path().join(name);
+            let path = path(name);
             fs::write(&path, b"data").unwrap();
             Arc::new(TestFile::read_back(path, 4)) as Arc<dyn StreamStateHandle>
         };
@@ -299,10 +279,7 @@ mod tests {
             key_group_range: KeyGroupRange::new(0, 7).unwrap(),
             checkpoint_id: CheckpointId::new(3),
             shared_state: vec![
-                HandleAndLocalPath::new(
-                    Arc::new(PlaceholderStreamStateHandle::new("b/000001.sst", 4)),
-                    "000001.sst",
-                ),
+                placeholder("b/000001.sst", 4, "000001.sst"),
                 HandleAndLocalPath::new(file("2.sst"), "000002.sst"),
             ],
             private_state: vec![HandleAndLocalPath::new(file("MANIFEST"), "MANIFEST-000004")],
@@ -310,19 +287,13 @@ mod tests {
         };
         assert_eq!(handle.state_size(), 16);
         handle.discard().unwrap();
-        assert!(
-            dir.path().join("1.sst").exists(),
-            "{earlier:?} is the registry's"
-        );
-        assert!(!dir.path().join("2.sst").exists());
-        assert!(!dir.path().join("MANIFEST").exists());
-        assert!(!dir.path().join("meta").exists());
+        assert!(path("1.sst").exists(), "{earlier:?} is the registry's");
+        assert!(!path("2.sst").exists());
+        assert!(!path("MANIFEST").exists());
+        assert!(!path("meta").exists());
         // A second discard finds nothing and is fine.
         handle.discard().unwrap();
-        assert!(
-            handle
-                .intersection(&KeyGroupRange::new(7, 9).unwrap())
-                .is_some()
-        );
+        let range = KeyGroupRange::new(7, 9).unwrap();
+        assert!(handle.intersection(&range).is_some());
     }
 }

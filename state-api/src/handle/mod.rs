@@ -77,9 +77,8 @@ pub trait StreamStateHandle: StateObject + Any + fmt::Debug + Send + Sync + 'sta
 
     /// Whether this process wrote the stream in this run: a handle a stream's
     /// `close_and_get_handle` returned, not one read back from storage. Only such a stream
-    /// may be discarded as a duplicate upload by
-    /// `SharedStateRegistry::register` (`state-coordinator`); the
-    /// default, `false`, never lets a registry delete it.
+    /// may be discarded as a duplicate upload by `SharedStateRegistry::register`
+    /// (`state-coordinator`); the default, `false`, never lets a registry delete it.
     fn written_by_this_process(&self) -> bool {
         false
     }
@@ -98,29 +97,24 @@ pub trait KeyedStateHandle: StateObject + Any + fmt::Debug + Send + Sync + 'stat
     fn intersection(&self, range: &KeyGroupRange) -> Option<Arc<dyn KeyedStateHandle>>;
 }
 
-impl dyn StreamStateHandle {
-    /// The handle as the concrete handle type `T`, if it is one.
-    pub fn downcast_ref<T: StreamStateHandle>(&self) -> Option<&T> {
-        (self as &dyn Any).downcast_ref()
-    }
+/// Adds `downcast_ref` and `is` to each handle trait object.
+macro_rules! downcasts {
+    ($($handle:ident),*) => {$(
+        impl dyn $handle {
+            /// The handle as the concrete handle type `T`, if it is one.
+            pub fn downcast_ref<T: $handle>(&self) -> Option<&T> {
+                (self as &dyn Any).downcast_ref()
+            }
 
-    /// Whether the handle is of the concrete handle type `T`.
-    pub fn is<T: StreamStateHandle>(&self) -> bool {
-        (self as &dyn Any).is::<T>()
-    }
+            /// Whether the handle is of the concrete handle type `T`.
+            pub fn is<T: $handle>(&self) -> bool {
+                (self as &dyn Any).is::<T>()
+            }
+        }
+    )*};
 }
 
-impl dyn KeyedStateHandle {
-    /// The handle as the concrete handle type `T`, if it is one.
-    pub fn downcast_ref<T: KeyedStateHandle>(&self) -> Option<&T> {
-        (self as &dyn Any).downcast_ref()
-    }
-
-    /// Whether the handle is of the concrete handle type `T`.
-    pub fn is<T: KeyedStateHandle>(&self) -> bool {
-        (self as &dyn Any).is::<T>()
-    }
-}
+downcasts!(StreamStateHandle, KeyedStateHandle);
 
 #[cfg(test)]
 mod tests {

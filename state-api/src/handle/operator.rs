@@ -9,15 +9,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Result, StateObject, StreamStateHandle};
 
-/// How an operator list state is redistributed when parallelism changes.
+/// How an operator list state is redistributed when parallelism changes; the discriminant
+/// is the mode's [`code`](Self::code).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum DistributionMode {
     /// The list is split: each new instance gets an even share of all elements.
-    SplitDistribute,
+    SplitDistribute = 0,
     /// Every new instance gets the union of all elements.
-    Union,
+    Union = 1,
     /// A broadcast map state: identical on every instance, restored whole everywhere.
-    Broadcast,
+    Broadcast = 2,
 }
 
 impl DistributionMode {
@@ -30,11 +31,7 @@ impl DistributionMode {
 
     /// The byte that encodes this mode in snapshot headers.
     pub fn code(self) -> u8 {
-        match self {
-            DistributionMode::SplitDistribute => 0,
-            DistributionMode::Union => 1,
-            DistributionMode::Broadcast => 2,
-        }
+        self as u8
     }
 
     /// The mode written as `code` in a snapshot header, if any.
@@ -114,6 +111,7 @@ mod tests {
     use std::fs;
     use std::io::Read;
 
+    use super::DistributionMode::{Broadcast, SplitDistribute};
     use super::*;
     use crate::test_file::TestFile;
 
@@ -122,26 +120,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("operator-state");
         fs::write(&path, b"partitions").unwrap();
-        let states = BTreeMap::from([
-            (
-                "offsets".to_owned(),
-                OperatorStatePartitions {
-                    offsets: vec![12, 40, 77],
-                    mode: DistributionMode::SplitDistribute,
-                },
-            ),
-            (
-                "rules".to_owned(),
-                OperatorStatePartitions {
-                    offsets: vec![100],
-                    mode: DistributionMode::Broadcast,
-                },
-            ),
-        ]);
-        let handle = OperatorStreamStateHandle::new(
-            states.clone(),
-            Arc::new(TestFile::read_back(&path, 10)),
-        );
+        let states: BTreeMap<_, _> = [
+            ("offsets", vec![12, 40, 77], SplitDistribute),
+            ("rules", vec![100], Broadcast),
+        ]
+        .map(|(name, offsets, mode)| (name.to_owned(), OperatorStatePartitions { offsets, mode }))
+        .into();
+        let file = Arc::new(TestFile::read_back(&path, 10));
+        let handle = OperatorStreamStateHandle::new(states.clone(), file);
         let json = serde_json::to_string(&handle).unwrap();
         assert!(
             json.contains("\"test-file\""),
@@ -151,11 +137,8 @@ mod tests {
         assert_eq!(back.states(), &states);
         assert_eq!(back.state_size(), 10);
         let mut data = Vec::new();
-        back.delegate()
-            .open()
-            .unwrap()
-            .read_to_end(&mut data)
-            .unwrap();
+        let mut stream = back.delegate().open().unwrap();
+        stream.read_to_end(&mut data).unwrap();
         assert_eq!(data, b"partitions");
     }
 }

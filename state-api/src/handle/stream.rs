@@ -107,7 +107,6 @@ impl StreamStateHandle for PlaceholderStreamStateHandle {
 }
 
 /// A directory of snapshot files (a local RocksDB checkpoint, a task-local copy).
-///
 /// Task-local: it names a local directory by absolute path and is never part of checkpoint
 /// storage; the checkpoint metadata reader refuses one with [`Error::OutsideStorage`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
