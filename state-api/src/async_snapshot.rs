@@ -1,37 +1,22 @@
 //! The asynchronous part of a snapshot: [`AsyncSnapshotCallable`] and the runnable,
 //! cancellable [`AsyncSnapshotTask`].
-//!
-//! The lifecycle holds exactly (Flink's `AsyncSnapshotCallable` contract):
-//!
-//! | what happens | calls | outcome of [`AsyncSnapshotTask::run`] |
-//! | --- | --- | --- |
-//! | normal run | `call_internal`, `log_async_snapshot_complete`, `cleanup_provided_resources` | `Ok(result)` |
-//! | `call_internal` fails | `call_internal`, `cleanup_provided_resources` | the error |
-//! | cancelled while running | streams registered with the [`SnapshotContext`] are closed (blocked i/o returns), `cleanup_provided_resources` | [`Error::Cancelled`] (a result that was produced anyway is discarded) |
-//! | owner's registry closed while running | as cancelled | [`Error::Cancelled`] |
-//! | cancelled before it ran | `cleanup_provided_resources` (at cancel time), never `call_internal` | [`Error::Cancelled`] |
-//! | dropped without running | `cleanup_provided_resources` | — |
-//!
-//! In every case the provided resources are released exactly once and the owner's
-//! [`CloseableRegistry`] holds nothing of the task afterwards.
 
 use std::fmt;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::CheckpointId;
+use crate::closeable::lock;
 use crate::{
-    CheckpointStreamFactory, CheckpointedStateScope, Closeable, CloseableRegistry, Error,
-    RegistrationKey, Result, StateObject, StreamStateHandle,
+    CheckpointId, CheckpointStreamFactory, CheckpointedStateScope, Closeable, CloseableRegistry,
+    Error, RegistrationKey, Result, StateObject, StreamStateHandle,
 };
 
-/// The asynchronous part of one snapshot.
-///
-/// A strategy's synchronous part captures everything this needs (a copy-on-write version,
-/// a RocksDB snapshot and its lease, hard-linked files) in a value implementing this trait.
+/// The asynchronous part of one snapshot. A strategy's synchronous part captures everything
+/// this needs (a copy-on-write version, a RocksDB snapshot and its lease, hard-linked
+/// files) in a value implementing this trait.
 pub trait AsyncSnapshotCallable<T>: Send {
     /// Writes the snapshot. Streams it opens must be registered with `context` (see
     /// [`SnapshotContext::register`]) so that cancellation can close them, and unregistered
@@ -159,19 +144,8 @@ struct Shared<T> {
 }
 
 impl<T> Shared<T> {
-    fn phase(&self) -> MutexGuard<'_, Phase<T>> {
-        // Phase changes are single assignments: a poisoned lock holds a valid phase.
-        self.phase
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
     fn leave_owner(&self) {
-        let key = self
-            .owner_key
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .take();
+        let key = lock(&self.owner_key).take();
         if let Some(key) = key {
             self.owner.unregister(key);
         }
@@ -179,7 +153,7 @@ impl<T> Shared<T> {
 
     /// Cancels; returns whether this call changed the outcome.
     fn cancel(&self) -> bool {
-        let mut phase = self.phase();
+        let mut phase = lock(&self.phase);
         match std::mem::replace(&mut *phase, Phase::Finished) {
             Phase::Created(mut callable) => {
                 drop(phase);
@@ -232,14 +206,26 @@ impl<T> SnapshotCanceller<T> {
 
     /// Whether the task finished, was cancelled or was dropped.
     pub fn is_done(&self) -> bool {
-        matches!(*self.shared.phase(), Phase::Finished)
+        matches!(*lock(&self.shared.phase), Phase::Finished)
     }
 }
 
-/// The runnable, cancellable asynchronous part of a snapshot.
+/// The runnable, cancellable asynchronous part of a snapshot: created by the synchronous
+/// part (see [`SnapshotStrategyRunner`](crate::SnapshotStrategyRunner)), registered with
+/// its owner's [`CloseableRegistry`] until done, and run once on any thread. Its lifecycle
+/// is exactly Flink's `AsyncSnapshotCallable` contract:
 ///
-/// Created by the synchronous part (see [`SnapshotStrategyRunner`](crate::SnapshotStrategyRunner)),
-/// registered with its owner's [`CloseableRegistry`] until done, and run once on any thread.
+/// | what happens | calls | outcome of [`AsyncSnapshotTask::run`] |
+/// | --- | --- | --- |
+/// | normal run | `call_internal`, `log_async_snapshot_complete`, `cleanup_provided_resources` | `Ok(result)` |
+/// | `call_internal` fails | `call_internal`, `cleanup_provided_resources` | the error |
+/// | cancelled while running | streams registered with the [`SnapshotContext`] are closed (blocked i/o returns), `cleanup_provided_resources` | [`Error::Cancelled`] (a result that was produced anyway is discarded) |
+/// | owner's registry closed while running | as cancelled | [`Error::Cancelled`] |
+/// | cancelled before it ran | `cleanup_provided_resources` (at cancel time), never `call_internal` | [`Error::Cancelled`] |
+/// | dropped without running | `cleanup_provided_resources` | — |
+///
+/// In every case the provided resources are released exactly once and the owner's registry
+/// holds nothing of the task afterwards.
 ///
 /// # Example
 ///
@@ -303,10 +289,7 @@ impl<T: StateObject + Send + 'static> AsyncSnapshotTask<T> {
         });
         let hook: Arc<dyn Closeable> = Arc::new(OwnerHook(Arc::downgrade(&shared)));
         let key = owner.register(hook)?;
-        *shared
-            .owner_key
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(key);
+        *lock(&shared.owner_key) = Some(key);
         Ok(AsyncSnapshotTask { shared })
     }
 
@@ -322,7 +305,7 @@ impl<T: StateObject + Send + 'static> AsyncSnapshotTask<T> {
         }
     }
 
-    /// Cancels the task (see the module docs for what runs when).
+    /// Cancels the task (see [`AsyncSnapshotTask`] for what runs when).
     pub fn cancel(&self) -> bool {
         self.shared.cancel()
     }
@@ -332,7 +315,7 @@ impl<T: StateObject + Send + 'static> AsyncSnapshotTask<T> {
         let shared = &self.shared;
         let checkpoint_id = shared.context.checkpoint_id;
         let mut callable = {
-            let mut phase = shared.phase();
+            let mut phase = lock(&shared.phase);
             match std::mem::replace(&mut *phase, Phase::Running) {
                 Phase::Created(callable) => callable,
                 other => {
@@ -349,7 +332,7 @@ impl<T: StateObject + Send + 'static> AsyncSnapshotTask<T> {
         // Decide under the lock, so that a concurrent `cancel` either happened before (and
         // wins) or finds the task finished (and reports so).
         let cancelled = {
-            let mut phase = shared.phase();
+            let mut phase = lock(&shared.phase);
             *phase = Phase::Finished;
             shared.context.is_cancelled()
         };

@@ -8,9 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::{CheckpointStateOutputStream, Result, StreamStateHandle};
 
-/// The id of a checkpoint or savepoint: ascending in the order a job takes them.
-///
-/// It serializes as the bare number and is written as the number (`chk-7`).
+/// The id of a checkpoint or savepoint, ascending in the order a job takes them; it
+/// serializes as the bare number and is written as the number (`chk-7`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct CheckpointId(u64);
@@ -155,10 +154,8 @@ pub trait TaskLocalStorage: Send + Sync + fmt::Debug {
     fn file_handle(&self, path: PathBuf, size: u64) -> Arc<dyn StreamStateHandle>;
 }
 
-/// Whether, and where, snapshots also keep a task-local copy for fast local recovery.
-///
-/// With local recovery on, the task-local copy of checkpoint `n` is written under
-/// `<local root>/chk_<n>/`.
+/// Whether, and where, snapshots also keep a task-local copy for fast local recovery: that
+/// of checkpoint `n` under `<local root>/chk_<n>/`.
 #[derive(Debug, Clone, Default)]
 pub struct LocalRecoveryConfig {
     storage: Option<Arc<dyn TaskLocalStorage>>,
@@ -177,11 +174,6 @@ impl LocalRecoveryConfig {
         }
     }
 
-    /// Whether task-local copies are written.
-    pub fn is_enabled(&self) -> bool {
-        self.storage.is_some()
-    }
-
     /// Where task-local copies go, when enabled.
     pub fn storage(&self) -> Option<&Arc<dyn TaskLocalStorage>> {
         self.storage.as_ref()
@@ -194,9 +186,7 @@ impl LocalRecoveryConfig {
 
     /// The directory of checkpoint `checkpoint_id`'s task-local copy, when enabled.
     pub fn checkpoint_dir(&self, checkpoint_id: CheckpointId) -> Option<PathBuf> {
-        self.storage
-            .as_ref()
-            .map(|storage| storage.checkpoint_dir(checkpoint_id))
+        self.storage().map(|s| s.checkpoint_dir(checkpoint_id))
     }
 }
 

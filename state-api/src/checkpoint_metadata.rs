@@ -8,7 +8,7 @@
 //! crate's `metadata` module; this module holds the values and the checks every reader runs
 //! ([`CheckpointMetadata::validate`]) before a handle is used.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::Arc;
 
@@ -189,33 +189,31 @@ impl CheckpointMetadata {
     ///
     /// [`Error::Corrupted`] naming both ids.
     pub fn check_checkpoint_id(&self, checkpoint_id: CheckpointId) -> Result<()> {
-        match self.checkpoint_id == checkpoint_id {
-            true => Ok(()),
-            false => Err(Error::Corrupted {
-                what: "checkpoint metadata".into(),
-                reason: format!(
-                    "it describes checkpoint {}, but is the metadata of checkpoint {checkpoint_id}",
-                    self.checkpoint_id
-                ),
-            }),
+        if self.checkpoint_id == checkpoint_id {
+            return Ok(());
         }
+        Err(Error::Corrupted {
+            what: "checkpoint metadata".into(),
+            reason: format!(
+                "it describes checkpoint {}, but is the metadata of checkpoint {checkpoint_id}",
+                self.checkpoint_id
+            ),
+        })
     }
 
     /// Checks what a checkpoint's parts must agree on before any handle is used: distinct
-    /// instances, every keyed handle's key groups within the
-    /// max parallelism and no key group held by two instances, and every shared file key
-    /// naming one file.
+    /// instances, every keyed handle's key groups within the max parallelism and no key
+    /// group held by two instances, and every shared file key naming one file.
     ///
     /// # Errors
     ///
     /// [`Error::Corrupted`] naming the checkpoint and what disagrees.
     pub fn validate(&self) -> Result<()> {
-        let what = || format!("checkpoint {} metadata", self.checkpoint_id);
         let corrupted = |reason: String| Error::Corrupted {
-            what: what(),
+            what: format!("checkpoint {} metadata", self.checkpoint_id),
             reason,
         };
-        let mut indexes = std::collections::BTreeSet::new();
+        let mut indexes = BTreeSet::new();
         let mut ranges = Vec::new();
         let mut shared_files: BTreeMap<String, String> = BTreeMap::new();
         for instance in &self.instances {
@@ -241,22 +239,15 @@ impl CheckpointMetadata {
                 else {
                     continue;
                 };
-                for file in &incremental.shared_state {
-                    if file.handle.is::<PlaceholderStreamStateHandle>() {
-                        continue;
-                    }
+                let files = incremental.shared_state.iter();
+                for file in files.filter(|f| !f.handle.is::<PlaceholderStreamStateHandle>()) {
                     let key = incremental.shared_key(file);
                     let location = file.handle.describe();
-                    match shared_files.get(&key) {
-                        Some(known) if *known != location => {
-                            return Err(corrupted(format!(
-                                "shared file key `{key}` names both {known} and {location}"
-                            )));
-                        }
-                        Some(_) => {}
-                        None => {
-                            shared_files.insert(key, location);
-                        }
+                    let known = shared_files.entry(key.clone()).or_insert(location.clone());
+                    if *known != location {
+                        return Err(corrupted(format!(
+                            "shared file key `{key}` names both {known} and {location}"
+                        )));
                     }
                 }
             }
@@ -285,13 +276,17 @@ mod tests {
         MaxParallelism::new(max_parallelism).unwrap()
     }
 
-    fn key_groups(start: u32, end: u32) -> Arc<dyn KeyedStateHandle> {
+    fn key_groups(
+        start: u32,
+        end: u32,
+        files: Vec<HandleAndLocalPath>,
+    ) -> Arc<dyn KeyedStateHandle> {
         Arc::new(IncrementalRemoteKeyedStateHandle {
             backend_identifier: "backend".to_owned(),
             key_group_range: KeyGroupRange::new(start, end).unwrap(),
             checkpoint_id: CheckpointId::new(3),
             strategy: None,
-            shared_state: vec![],
+            shared_state: files,
             private_state: vec![],
             meta_state: Arc::new(ByteStreamStateHandle::new("state", vec![1; 6])),
         })
@@ -303,7 +298,7 @@ mod tests {
         metadata.job_id = Some(JobId::new("job-a").unwrap());
         metadata.instances.push(InstanceSnapshot {
             index: 0,
-            keyed: vec![key_groups(0, 2)],
+            keyed: vec![key_groups(0, 2, vec![])],
             operator: vec![],
         });
         metadata
@@ -328,7 +323,7 @@ mod tests {
         let mut edited = metadata();
         edited.instances.push(InstanceSnapshot {
             index: 1,
-            keyed: vec![key_groups(2, 5)],
+            keyed: vec![key_groups(2, 5, vec![])],
             operator: vec![],
         });
         check_invalid(&edited, "both hold key group 2");
@@ -339,26 +334,15 @@ mod tests {
     #[test]
     fn one_shared_key_naming_two_files_is_refused() {
         let file = |name: &str| {
-            HandleAndLocalPath::shared(
-                Arc::new(ByteStreamStateHandle::new(name, vec![1])),
-                "000001.sst",
-                "backend-1/000001.sst",
-            )
-        };
-        let incremental = |range: (u32, u32), name: &str| IncrementalRemoteKeyedStateHandle {
-            strategy: None,
-            backend_identifier: "backend-1".into(),
-            key_group_range: KeyGroupRange::new(range.0, range.1).unwrap(),
-            checkpoint_id: CheckpointId::new(3),
-            shared_state: vec![file(name)],
-            private_state: vec![],
-            meta_state: Arc::new(ByteStreamStateHandle::new("meta", vec![])),
+            let handle = Arc::new(ByteStreamStateHandle::new(name, vec![1]));
+            let file = HandleAndLocalPath::shared(handle, "000001.sst", "backend-1/000001.sst");
+            vec![file]
         };
         let mut edited = metadata();
-        edited.instances[0].keyed = vec![Arc::new(incremental((0, 9), "a"))];
+        edited.instances[0].keyed = vec![key_groups(0, 9, file("a"))];
         edited.instances.push(InstanceSnapshot {
             index: 1,
-            keyed: vec![Arc::new(incremental((10, 19), "b"))],
+            keyed: vec![key_groups(10, 19, file("b"))],
             operator: vec![],
         });
         check_invalid(&edited, "`backend-1/000001.sst` names both");

@@ -1,10 +1,4 @@
 //! [`CloseableRegistry`]: closes everything registered with it when its owner closes.
-//!
-//! A backend or task owns a registry; snapshot streams and running snapshot tasks register
-//! a [`Closeable`] with it. Closing the registry closes every registered object (latest
-//! registration first), which makes blocked stream i/o return and running snapshot tasks
-//! cancel. Registering with a registry that is already closed closes the argument at once
-//! and reports [`Error::Closed`].
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -12,19 +6,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::{Error, Result};
 
-/// Something that can be closed from another thread, at most once in effect.
-///
-/// `close` takes `&self` because the object is shared between its user and the registry;
-/// implementations make a second call a no-op.
+/// Something that can be closed from another thread, at most once in effect: `close` takes
+/// `&self` because the object is shared between its user and the registry.
 pub trait Closeable: Send + Sync {
     /// Closes the object; later calls do nothing.
     fn close(&self) -> Result<()>;
 }
 
-impl<F> Closeable for F
-where
-    F: Fn() -> Result<()> + Send + Sync,
-{
+impl<F: Fn() -> Result<()> + Send + Sync> Closeable for F {
     fn close(&self) -> Result<()> {
         self()
     }
@@ -42,6 +31,9 @@ struct Inner {
 }
 
 /// A thread-safe set of [`Closeable`]s that are closed together. Cloning shares the registry.
+///
+/// A backend or task owns a registry; snapshot streams and running snapshot tasks register
+/// with it, so closing the owner makes blocked stream i/o return and running tasks cancel.
 ///
 /// # Example
 ///
@@ -69,7 +61,7 @@ pub struct CloseableRegistry {
 
 impl fmt::Debug for CloseableRegistry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let inner = self.lock();
+        let inner = lock(&self.inner);
         f.debug_struct("CloseableRegistry")
             .field("closed", &inner.closed)
             .field("registered", &inner.entries.len())
@@ -77,19 +69,19 @@ impl fmt::Debug for CloseableRegistry {
     }
 }
 
-impl CloseableRegistry {
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        // A panic while holding this lock cannot leave `Inner` half-updated: every
-        // critical section is a single map or flag operation.
-        self.inner
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
+/// Locks `mutex` even if a holder panicked: the crate keeps every critical section a single
+/// assignment, map or flag operation, so a poisoned lock still holds a valid value.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
+impl CloseableRegistry {
     /// Registers `closeable`. If the registry is already closed, `closeable` is closed now
     /// and [`Error::Closed`] is returned.
     pub fn register(&self, closeable: Arc<dyn Closeable>) -> Result<RegistrationKey> {
-        let mut inner = self.lock();
+        let mut inner = lock(&self.inner);
         if inner.closed {
             drop(inner);
             closeable.close()?;
@@ -105,43 +97,30 @@ impl CloseableRegistry {
 
     /// Removes a registration without closing it; returns whether it was registered.
     pub fn unregister(&self, key: RegistrationKey) -> bool {
-        self.lock().entries.remove(&key.0).is_some()
-    }
-
-    /// Removes a registration and closes it; returns whether it was registered.
-    pub fn unregister_and_close(&self, key: RegistrationKey) -> Result<bool> {
-        let entry = self.lock().entries.remove(&key.0);
-        match entry {
-            Some(closeable) => closeable.close().map(|()| true),
-            None => Ok(false),
-        }
+        lock(&self.inner).entries.remove(&key.0).is_some()
     }
 
     /// Closes the registry and everything registered, latest registration first. All
     /// objects are closed even if some fail; the first failure is returned.
     pub fn close(&self) -> Result<()> {
         let entries = {
-            let mut inner = self.lock();
+            let mut inner = lock(&self.inner);
             inner.closed = true;
             std::mem::take(&mut inner.entries)
         };
-        let mut first_error = None;
-        for (_, closeable) in entries.into_iter().rev() {
-            if let Err(err) = closeable.close() {
-                first_error.get_or_insert(err);
-            }
-        }
-        first_error.map_or(Ok(()), Err)
+        let closeables = entries.into_values().rev();
+        // Every object is closed; `Result::and` keeps the first failure.
+        closeables.map(|c| c.close()).fold(Ok(()), Result::and)
     }
 
     /// Whether [`close`](Self::close) was called.
     pub fn is_closed(&self) -> bool {
-        self.lock().closed
+        lock(&self.inner).closed
     }
 
     /// Number of objects currently registered.
     pub fn len(&self) -> usize {
-        self.lock().entries.len()
+        lock(&self.inner).entries.len()
     }
 
     /// True when nothing is registered.

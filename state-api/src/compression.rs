@@ -1,19 +1,4 @@
 //! The stream compression decorator contract, and the identity decorator `none`.
-//!
-//! A decorator wraps the bytes of one key-group section: the writer of a snapshot opens a
-//! compressing writer over the raw checkpoint stream at the start of each key group and
-//! [`CompressingWriter::finish`]es it at the end, so every key group can later be read on
-//! its own by seeking to its offset and opening a decompressing reader there. The decorator
-//! never closes or finishes the underlying stream. Its [`name`](StreamCompressionDecorator::name)
-//! is written into the snapshot header so restore picks the same decorator from the
-//! [`Registry`](crate::Registry).
-//!
-//! Decorators detect corruption as far as their codec can (checksums, malformed frames) and
-//! report it as an `io::Error` of kind `InvalidData` carrying an [`Error::Corrupted`](crate::Error)
-//! (`UnexpectedEof` with [`Error::Truncated`](crate::Error) for input cut short inside a
-//! frame). A cut that falls exactly between two frames cannot be seen by a framing format;
-//! the canonical keyed format catches it with its end-of-key-group mark and per-key-group
-//! checksum.
 
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -21,16 +6,28 @@ use std::io::{self, Read, Write};
 /// Name of the identity decorator, [`UncompressedStreamCompressionDecorator`].
 pub const UNCOMPRESSED: &str = "none";
 
-/// A compressing writer over one section; [`finish`](CompressingWriter::finish) must be
-/// called to write the codec's end of section.
+/// A compressing writer over one section.
 pub trait CompressingWriter: Write {
     /// Flushes all buffered data and writes the codec's end-of-section bytes to the
-    /// underlying stream (which stays open). Dropping the writer without calling this
-    /// leaves an incomplete section.
+    /// underlying stream, which stays open. Dropping the writer without calling this leaves
+    /// an incomplete section.
     fn finish(self: Box<Self>) -> io::Result<()>;
 }
 
 /// Wraps key-group sections of a snapshot stream in a compression codec.
+///
+/// The writer of a snapshot opens a compressing writer over the raw checkpoint stream at
+/// the start of each key group and [`finish`](CompressingWriter::finish)es it at the end,
+/// so every key group can be read on its own by seeking to its offset and opening a
+/// decompressing reader there; the decorator never closes or finishes the underlying stream.
+/// The [`name`](Self::name) written into the snapshot header picks the same decorator from
+/// the [`Registry`](crate::Registry) on restore.
+///
+/// Decorators detect corruption as far as their codec can (checksums, malformed frames) and
+/// report it as an `io::Error` of kind `InvalidData` carrying an [`Error::Corrupted`](crate::Error)
+/// (`UnexpectedEof` with [`Error::Truncated`](crate::Error) for input cut short inside a
+/// frame). A cut exactly between two frames is invisible to a framing format; the canonical
+/// keyed format catches it with its end-of-key-group mark and per-key-group checksum.
 ///
 /// # Example
 ///

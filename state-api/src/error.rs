@@ -1,8 +1,4 @@
 //! The error type of the contract crate, shared by every plugin.
-//!
-//! Plugins map their private failures onto these meanings (`NotFound`, `Corrupted`,
-//! `Unsupported`, `Cancelled`, ...) and fall back to [`Error::Backend`] for the rest,
-//! so callers can react to the kind of failure without knowing which plugin failed.
 
 use crate::CheckpointId;
 use std::io;
@@ -14,7 +10,9 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// Result with [`Error`] as the default error type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Everything that can go wrong while taking, storing or restoring a snapshot.
+/// Everything that can go wrong while taking, storing or restoring a snapshot. Plugins map
+/// their private failures onto these meanings and fall back to [`Error::Backend`] for the
+/// rest, so callers can react to the kind of failure without knowing which plugin failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -233,36 +231,29 @@ pub enum Error {
 }
 
 impl Error {
-    /// Wraps an i/o error on `path`, keeping a [`Error`] that travelled inside it.
-    ///
     /// The error of a keyed state access before any key was set: what every backend returns
     /// then.
     pub fn no_current_key() -> Self {
         Error::InvalidArgument("no current key: call set_current_key first".into())
     }
 
-    /// Streams surface failures through `std::io::Error`; when the failure was one of
-    /// ours (a cancellation, a corruption found by a codec), it is unwrapped instead of
-    /// being reported as plain i/o.
+    /// Wraps an i/o error on `path`. Streams surface failures through `std::io::Error`;
+    /// when the failure was one of ours (a cancellation, a corruption found by a codec), it
+    /// is unwrapped instead of being reported as plain i/o.
     pub fn io(path: impl Into<PathBuf>, source: io::Error) -> Self {
-        match Self::take_inner(source) {
-            Ok(inner) => inner,
-            Err(source) => Error::Io {
-                path: path.into(),
-                source,
-            },
-        }
+        source.downcast().unwrap_or_else(|source| Error::Io {
+            path: path.into(),
+            source,
+        })
     }
 
-    /// Wraps an i/o error that happened while doing `context` on an unnamed stream.
+    /// Wraps an i/o error that happened while doing `context` on an unnamed stream,
+    /// unwrapping one of ours like [`Error::io`].
     pub fn stream(context: impl Into<String>, source: io::Error) -> Self {
-        match Self::take_inner(source) {
-            Ok(inner) => inner,
-            Err(source) => Error::Stream {
-                context: context.into(),
-                source,
-            },
-        }
+        source.downcast().unwrap_or_else(|source| Error::Stream {
+            context: context.into(),
+            source,
+        })
     }
 
     /// Packs this error into an `std::io::Error` so it can cross a `Read`/`Write` boundary;
@@ -276,9 +267,8 @@ impl Error {
             }
             Error::NotFound { .. } => io::ErrorKind::NotFound,
             Error::AccessDenied { .. } => io::ErrorKind::PermissionDenied,
-            // Not `Interrupted`: `write_all` and `read_exact` retry on that kind.
-            Error::Cancelled { .. } => io::ErrorKind::Other,
             Error::Closed { .. } => io::ErrorKind::BrokenPipe,
+            // Also `Cancelled`, not `Interrupted`: `write_all` and `read_exact` retry on that.
             _ => io::ErrorKind::Other,
         };
         io::Error::new(kind, self)
@@ -307,18 +297,5 @@ impl Error {
     /// True for [`Error::Cancelled`].
     pub fn is_cancelled(&self) -> bool {
         matches!(self.root(), Error::Cancelled { .. })
-    }
-
-    fn take_inner(source: io::Error) -> std::result::Result<Error, io::Error> {
-        if source.get_ref().is_some_and(|inner| inner.is::<Error>()) {
-            let inner = source
-                .into_inner()
-                .expect("checked above: the io::Error carries an inner error");
-            Ok(*inner
-                .downcast::<Error>()
-                .expect("checked above: the inner error is a state_api::Error"))
-        } else {
-            Err(source)
-        }
     }
 }

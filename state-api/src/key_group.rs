@@ -3,14 +3,8 @@
 //! Every key is hashed into one of `max_parallelism` key groups, and every parallel
 //! instance of an operator owns one contiguous [`KeyGroupRange`] of them. Snapshots are
 //! written key group by key group, so that a restore after rescaling reads only the key
-//! groups the new instance owns.
-//!
-//! [`MaxParallelism`] holds the formulas that map keys to key groups and key groups to
-//! operator instances. They follow Flink's `KeyGroupRangeAssignment`, with one difference:
-//! Flink hashes the key object's `hashCode()`, while snapstate hashes the *serialized* key
-//! with [`key_hash`]. These formulas are part of
-//! the snapshot format: changing any of them moves keys between key groups and breaks
-//! restoring existing snapshots.
+//! groups the new instance owns. The formulas of [`MaxParallelism`] follow Flink's, except
+//! that snapstate hashes the *serialized* key ([`key_hash`]), not the key's `hashCode()`.
 
 use std::fmt;
 use std::ops::RangeInclusive;
@@ -19,17 +13,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
 
-/// The largest key group that can exist: key groups lie in
-/// `0..MaxParallelism::UPPER_BOUND`.
+/// The largest key group that can exist.
 const MAX_KEY_GROUP: u32 = MaxParallelism::UPPER_BOUND - 1;
 
 /// An inclusive range of key groups, possibly empty.
 ///
 /// A non-empty range is built with [`KeyGroupRange::new`]; the only empty range is
-/// [`KeyGroupRange::EMPTY`]. Key groups are below
-/// [`MaxParallelism::UPPER_BOUND`], so a range holds at most
-/// 32768 key groups and its [`len`](Self::len) always fits in a `u32`.
-///
+/// [`KeyGroupRange::EMPTY`]. Key groups are below [`MaxParallelism::UPPER_BOUND`], so a
+/// range holds at most 32768 key groups and its [`len`](Self::len) always fits in a `u32`.
 /// It serializes as `{"start": s, "end": e}`; the empty range as `{"start": 1, "end": 0}`.
 ///
 /// # Examples
@@ -78,17 +69,13 @@ impl TryFrom<RawKeyGroupRange> for KeyGroupRange {
 }
 
 impl KeyGroupRange {
-    /// The range without any key group.
-    ///
-    /// Its [`start`](Self::start) is 1 and its [`end`](Self::end) is 0, so that
-    /// `start()..=end()` is an empty `RangeInclusive` as well.
+    /// The range without any key group: its [`start`](Self::start) is 1 and its
+    /// [`end`](Self::end) 0, so that `start()..=end()` is an empty `RangeInclusive` as well.
     pub const EMPTY: Self = Self { start: 1, end: 0 };
 
-    /// The non-empty range `start..=end`.
-    ///
-    /// Fails with [`Error::InvalidArgument`] if `end < start` (use
-    /// [`KeyGroupRange::EMPTY`] for the empty range) or if `end` is above the largest
-    /// possible key group, `UPPER_BOUND_MAX_PARALLELISM - 1` (32767).
+    /// The non-empty range `start..=end`. [`Error::InvalidArgument`] if `end < start` (use
+    /// [`KeyGroupRange::EMPTY`] for the empty range) or `end` is above the largest possible
+    /// key group, `MaxParallelism::UPPER_BOUND - 1` (32767).
     pub fn new(start: u32, end: u32) -> Result<Self> {
         if end < start {
             return Err(Error::InvalidArgument(format!(
@@ -103,10 +90,8 @@ impl KeyGroupRange {
         Ok(Self { start, end })
     }
 
-    /// The range holding only `key_group`.
-    ///
-    /// Fails with [`Error::InvalidArgument`] if `key_group` is above the largest possible
-    /// key group (32767).
+    /// The range holding only `key_group`; fails with [`Error::InvalidArgument`] if
+    /// `key_group` is above the largest possible key group (32767).
     pub fn single(key_group: u32) -> Result<Self> {
         Self::new(key_group, key_group)
     }
@@ -186,9 +171,8 @@ impl IntoIterator for &KeyGroupRange {
 }
 
 /// A job's max parallelism: its number of key groups, in `1..=MaxParallelism::UPPER_BOUND`,
-/// with the formulas that map keys to key groups and key groups to operator instances.
-///
-/// The formulas follow Flink's `KeyGroupRangeAssignment`:
+/// with the formulas (Flink's `KeyGroupRangeAssignment`) that map keys to key groups and
+/// key groups to operator instances:
 ///
 /// - a key's key group is `murmur_hash(key_hash(key)) % max_parallelism`
 ///   ([`key_group_of`](Self::key_group_of));
@@ -198,9 +182,10 @@ impl IntoIterator for &KeyGroupRange {
 /// - key group `g` belongs to instance `g * parallelism / max_parallelism`
 ///   ([`operator_of`](Self::operator_of)).
 ///
-/// A value is valid by construction, so the formulas on the hot path of every state access
-/// check nothing again. It serializes as the bare number and refuses an invalid one when
-/// deserialized.
+/// The formulas are part of the snapshot format: changing one moves keys between key groups
+/// and breaks restoring existing snapshots. A value is valid by construction, so the
+/// formulas on the hot path of every state access check nothing again. It serializes as the
+/// bare number and refuses an invalid one when deserialized.
 ///
 /// # Examples
 ///
@@ -265,13 +250,12 @@ impl MaxParallelism {
         }
     }
 
-    /// `max_parallelism` for constants, checked when the constant is evaluated:
-    /// `const MAX: MaxParallelism = MaxParallelism::of(128);` does not compile with a value
-    /// outside `1..=UPPER_BOUND`. Use [`new`](Self::new) for values read at run time.
+    /// `max_parallelism` for constants (`const MAX: MaxParallelism = MaxParallelism::of(128);`);
+    /// use [`new`](Self::new) for values read at run time.
     ///
     /// # Panics
     ///
-    /// For a value outside `1..=UPPER_BOUND` (at compile time in a constant).
+    /// For a value outside `1..=UPPER_BOUND`: in a constant, at compile time.
     pub const fn of(max_parallelism: u32) -> Self {
         assert!(
             max_parallelism >= 1 && max_parallelism <= Self::UPPER_BOUND,
@@ -386,9 +370,8 @@ impl MaxParallelism {
     }
 }
 
-/// The first multiplication constant of murmur3_x86_32.
+/// The multiplication constants of murmur3_x86_32.
 const C1: u32 = 0xcc9e_2d51;
-/// The second multiplication constant of murmur3_x86_32.
 const C2: u32 = 0x1b87_3593;
 
 /// Scrambles one 4-byte block of murmur3_x86_32.
@@ -414,11 +397,9 @@ const fn fmix32(mut h: u32) -> u32 {
     h
 }
 
-/// Flink's `MathUtils.murmurHash(int)`: spreads a 32-bit hash code, result non-negative.
-///
-/// This is murmur3_x86_32 with seed 0 over the four little-endian bytes of `code`,
-/// read as an `i32` and made non-negative: `h` if `h >= 0`, `-h` if `h < 0`, and 0
-/// for `i32::MIN`. The result is below `2^31`.
+/// Flink's `MathUtils.murmurHash(int)`, which spreads a 32-bit hash code: murmur3_x86_32
+/// with seed 0 over the four little-endian bytes of `code`, read as an `i32` `h` and made
+/// non-negative (`-h` if `h < 0`, 0 for `i32::MIN`), so below `2^31`.
 pub const fn murmur_hash(code: i32) -> u32 {
     let h = fmix32(mix_h1(0, mix_k1(code.cast_unsigned())) ^ 4);
     match h.cast_signed() {
@@ -427,7 +408,8 @@ pub const fn murmur_hash(code: i32) -> u32 {
     }
 }
 
-/// The stable hash of a serialized key: murmur3_x86_32 with seed 0, read as an `i32`.
+/// The stable hash of a serialized key, part of the snapshot format since it decides the
+/// key's key group: murmur3_x86_32 with seed 0, read as an `i32`.
 ///
 /// Precisely, the standard algorithm: with `h = 0`, each full 4-byte block of `key`,
 /// read little-endian as `k`, is mixed in as `k *= 0xcc9e2d51; k = rotl(k, 15);
@@ -437,9 +419,6 @@ pub const fn murmur_hash(code: i32) -> u32 {
 /// `h ^= key.len()` (modulo `2^32`) and the finalization `h ^= h >> 16;
 /// h *= 0x85ebca6b; h ^= h >> 13; h *= 0xc2b2ae35; h ^= h >> 16`. All arithmetic wraps
 /// at 32 bits, shifts are logical, and the final `u32` is reinterpreted as an `i32`.
-///
-/// This hash is part of the snapshot format: it decides a key's key group, so
-/// changing it moves keys between key groups and breaks restoring existing snapshots.
 ///
 /// # Examples
 ///
@@ -704,11 +683,8 @@ mod tests {
 
     #[track_caller]
     fn check_default_max_parallelism(parallelism: u32, expected: u32) {
-        assert_eq!(
-            MaxParallelism::default_for(parallelism).unwrap().get(),
-            expected,
-            "default_max_parallelism({parallelism})"
-        );
+        let found = MaxParallelism::default_for(parallelism).unwrap().get();
+        assert_eq!(found, expected, "default_max_parallelism({parallelism})");
     }
 
     #[test]
@@ -725,18 +701,11 @@ mod tests {
     }
 
     #[track_caller]
-    fn check_operator_range(
-        max_parallelism: u32,
-        parallelism: u32,
-        operator_index: u32,
-        expected: KeyGroupRange,
-    ) {
-        let found = mp(max_parallelism)
-            .range_for(operator_index, parallelism)
-            .unwrap();
+    fn check_operator_range(max: u32, parallelism: u32, index: u32, expected: KeyGroupRange) {
+        let found = mp(max).range_for(index, parallelism).unwrap();
         assert_eq!(
             found, expected,
-            "operator {operator_index} of {parallelism} with max parallelism {max_parallelism}"
+            "operator {index} of {parallelism} with max parallelism {max}"
         );
     }
 
@@ -789,29 +758,21 @@ mod tests {
 
     #[test]
     fn operator_ranges_partition_the_key_groups() {
-        let pairs = [
-            (1, 1),
-            (2, 1),
-            (2, 2),
-            (5, 5),
-            (10, 3),
-            (10, 7),
-            (128, 1),
-            (128, 3),
-            (128, 4),
-            (128, 127),
-            (128, 128),
-            (129, 2),
-            (1000, 999),
-            (4096, 13),
-            (32_768, 1),
-            (32_768, 7),
-            (32_768, 1000),
-            (32_768, 32_767),
-            (32_768, 32_768),
+        let cases: [(u32, &[u32]); 9] = [
+            (1, &[1]),
+            (2, &[1, 2]),
+            (5, &[5]),
+            (10, &[3, 7]),
+            (128, &[1, 3, 4, 127, 128]),
+            (129, &[2]),
+            (1000, &[999]),
+            (4096, &[13]),
+            (32_768, &[1, 7, 1000, 32_767, 32_768]),
         ];
-        for (max_parallelism, parallelism) in pairs {
-            check_partition(max_parallelism, parallelism).unwrap();
+        for (max_parallelism, parallelisms) in cases {
+            for &parallelism in parallelisms {
+                check_partition(max_parallelism, parallelism).unwrap();
+            }
         }
     }
 

@@ -4,25 +4,21 @@ use serde::{Deserialize, Serialize};
 
 use crate::{DistributionMode, Error, Result};
 
-/// The kind of a keyed state.
+/// The kind of a keyed state; its discriminant is its [`code`](Self::code).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum StateKind {
     /// One value per (key, namespace).
-    Value,
+    Value = 0,
     /// A list of elements per (key, namespace).
-    List,
+    List = 1,
     /// A map from user key to value per (key, namespace).
-    Map,
+    Map = 2,
 }
 
 impl StateKind {
     /// The byte that encodes this kind in snapshot headers.
     pub fn code(self) -> u8 {
-        match self {
-            StateKind::Value => 0,
-            StateKind::List => 1,
-            StateKind::Map => 2,
-        }
+        self as u8
     }
 
     /// The kind's name (`value`, `list`, `map`).
@@ -36,12 +32,9 @@ impl StateKind {
 
     /// The kind written as `code` in a snapshot header, if any.
     pub fn from_code(code: u8) -> Option<Self> {
-        match code {
-            0 => Some(StateKind::Value),
-            1 => Some(StateKind::List),
-            2 => Some(StateKind::Map),
-            _ => None,
-        }
+        [StateKind::Value, StateKind::List, StateKind::Map]
+            .into_iter()
+            .find(|kind| kind.code() == code)
     }
 }
 
@@ -52,7 +45,6 @@ impl std::fmt::Display for StateKind {
 }
 
 /// Identifies a serializer by a stable name (`"bytes"`, `"u64-be"`, `"serde-json"`, ...).
-///
 /// Restore compares the ids recorded in a snapshot with the ids of the states the job
 /// registers; a mismatch is reported instead of misreading bytes. The id is a name, not a
 /// Rust type name, so renaming a type does not break old snapshots.
@@ -130,31 +122,17 @@ impl StateMetaInfo {
     ///
     /// let held = StateMetaInfo::value("count", "void", "u64-be");
     /// assert!(held.check_compatible(&held.clone()).is_ok());
-    /// let err = held
-    ///     .check_compatible(&StateMetaInfo::value("count", "void", "string"))
-    ///     .unwrap_err();
+    /// let err = held.check_compatible(&StateMetaInfo::value("count", "void", "string")).unwrap_err();
     /// assert!(matches!(err, Error::Incompatible { .. }), "{err}");
     /// ```
     pub fn check_compatible(&self, requested: &StateMetaInfo) -> Result<()> {
-        let fields = [
-            ("kind", self.kind.as_str(), requested.kind.as_str()),
-            (
-                "namespace serializer",
-                &self.namespace_serializer,
-                &requested.namespace_serializer,
-            ),
-            (
-                "value serializer",
-                &self.value_serializer,
-                &requested.value_serializer,
-            ),
-            (
-                "user-key serializer",
-                &self.user_key_serializer,
-                &requested.user_key_serializer,
-            ),
+        let fields: [Field<Self>; 4] = [
+            ("kind", |state| state.kind.as_str()),
+            ("namespace serializer", |state| &state.namespace_serializer),
+            ("value serializer", |state| &state.value_serializer),
+            ("user-key serializer", |state| &state.user_key_serializer),
         ];
-        first_difference("state", &self.name, &fields)
+        first_difference("state", &self.name, (self, requested), &fields)
     }
 }
 
@@ -248,41 +226,36 @@ impl OperatorStateMetaInfo {
     ///
     /// let held = OperatorStateMetaInfo::split_list("offsets", "u64-be");
     /// assert!(held.check_compatible(&held.clone()).is_ok());
-    /// let err = held
-    ///     .check_compatible(&OperatorStateMetaInfo::union_list("offsets", "u64-be"))
-    ///     .unwrap_err();
+    /// let other = OperatorStateMetaInfo::union_list("offsets", "u64-be");
+    /// let err = held.check_compatible(&other).unwrap_err();
     /// assert!(matches!(err, Error::Incompatible { .. }), "{err}");
     /// ```
     pub fn check_compatible(&self, requested: &OperatorStateMetaInfo) -> Result<()> {
-        let fields = [
-            (
-                "distribution mode",
-                self.mode.as_str(),
-                requested.mode.as_str(),
-            ),
-            (
-                "value serializer",
-                &self.value_serializer,
-                &requested.value_serializer,
-            ),
-            (
-                "key serializer",
-                &self.key_serializer,
-                &requested.key_serializer,
-            ),
+        let fields: [Field<Self>; 3] = [
+            ("distribution mode", |state| state.mode.as_str()),
+            ("value serializer", |state| &state.value_serializer),
+            ("key serializer", |state| &state.key_serializer),
         ];
-        first_difference("operator state", &self.name, &fields)
+        first_difference("operator state", &self.name, (self, requested), &fields)
     }
 }
 
-/// [`Error::Incompatible`] for the first `(field, held, requested)` that differs.
-fn first_difference(what: &str, name: &str, fields: &[(&str, &str, &str)]) -> Result<()> {
-    match fields.iter().find(|(_, held, asked)| held != asked) {
+/// A field's name and how to read it.
+type Field<T> = (&'static str, fn(&T) -> &str);
+
+/// [`Error::Incompatible`] for the first of `fields` in which `held` and `requested` differ.
+fn first_difference<T>(
+    what: &str,
+    name: &str,
+    (held, requested): (&T, &T),
+    fields: &[Field<T>],
+) -> Result<()> {
+    match fields.iter().find(|(_, get)| get(held) != get(requested)) {
         None => Ok(()),
-        Some((field, held, asked)) => Err(Error::Incompatible {
+        Some((field, get)) => Err(Error::Incompatible {
             what: format!("{field} of {what} `{name}`"),
-            held: (*held).to_owned(),
-            requested: (*asked).to_owned(),
+            held: get(held).to_owned(),
+            requested: get(requested).to_owned(),
         }),
     }
 }

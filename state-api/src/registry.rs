@@ -1,53 +1,4 @@
 //! The plugin [`Registry`]: backends, strategies and compression decorators by name.
-//!
-//! # Registration
-//!
-//! Every plugin crate exports `pub fn register(registry: &mut Registry) -> Result<()>`
-//! and submits the same function for link-time collection (this example is compiled
-//! alone: its submission would otherwise reach every other example's binary):
-//!
-//! ```standalone_crate
-//! use state_api::{Registry, Result, UncompressedStreamCompressionDecorator};
-//!
-//! /// A plugin crate's explicit registration path.
-//! pub fn register(registry: &mut Registry) -> Result<()> {
-//!     // A real plugin registers its own decorator, backend or strategy here.
-//!     registry.register_compression(UncompressedStreamCompressionDecorator)
-//! }
-//! // The automatic path runs the same function when the crate is linked.
-//! state_api::submit_registration!(register);
-//!
-//! let mut registry = Registry::default();
-//! register(&mut registry)?;
-//! assert_eq!(registry.compression("none")?.name(), "none");
-//! # Ok::<(), state_api::Error>(())
-//! ```
-//!
-//! [`Registry::linked`] (and the process-wide [`Registry::global`]) runs every submitted
-//! function. Binaries, tests and static-library users can instead build a registry by
-//! calling the `register` functions themselves.
-//!
-//! # The linker pitfall
-//!
-//! `rustc` does not link a dependency that no code refers to, and with it vanish the
-//! crate's `inventory` submissions: a binary that depends on `state-heap` but never names
-//! it finds no `heap` backend. Refer to every plugin crate you rely on from each binary,
-//! test and bench: `use state_heap as _;`, or a call to its `link()` function (every
-//! plugin crate has one), or build the registry by calling its `register` function. A
-//! facade crate can do this once for all its features.
-//!
-//! # Example
-//!
-//! ```
-//! use state_api::{Registry, UNCOMPRESSED};
-//!
-//! let registry = Registry::global();
-//! let none = registry.compression(UNCOMPRESSED)?;
-//! assert_eq!(none.name(), "none");
-//! let err = registry.compression("zstd-9000").unwrap_err();
-//! assert!(err.to_string().contains("linked: "), "{err}");
-//! # Ok::<(), state_api::Error>(())
-//! ```
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -59,9 +10,8 @@ use crate::{
     UncompressedStreamCompressionDecorator,
 };
 
-/// A link-time registration: a plugin crate's `register` function.
-///
-/// Submit one with [`submit_registration!`](crate::submit_registration).
+/// A link-time registration: a plugin crate's `register` function. Submit one with
+/// [`submit_registration!`](crate::submit_registration).
 #[derive(Debug)]
 pub struct Registration {
     /// The crate that submitted it (for duplicate reports).
@@ -142,17 +92,10 @@ pub struct PluginInfo {
     pub registered_by: String,
 }
 
-#[derive(Clone)]
-struct Entry<T> {
-    value: T,
-    description: String,
-    registered_by: String,
-}
-
-#[derive(Clone)]
+/// The plugins of one kind by name, each with what [`Registry::plugins`] lists of it.
 struct Table<T> {
     kind: PluginKind,
-    entries: BTreeMap<String, Entry<T>>,
+    entries: BTreeMap<String, (T, PluginInfo)>,
 }
 
 impl<T: Clone> Table<T> {
@@ -164,23 +107,26 @@ impl<T: Clone> Table<T> {
     }
 
     fn insert(&mut self, name: &str, description: &str, by: &str, value: T) -> Result<()> {
-        if let Some(existing) = self.entries.get(name) {
+        if let Some((_, first)) = self.entries.get(name) {
             return Err(Error::DuplicatePlugin {
                 kind: self.kind.as_str(),
                 name: name.to_owned(),
-                first: existing.registered_by.clone(),
+                first: first.registered_by.clone(),
                 second: by.to_owned(),
             });
         }
-        self.entries.insert(
-            name.to_owned(),
-            Entry {
-                value,
-                description: description.to_owned(),
-                registered_by: by.to_owned(),
-            },
-        );
+        let info = PluginInfo {
+            kind: self.kind,
+            name: name.to_owned(),
+            description: description.to_owned(),
+            registered_by: by.to_owned(),
+        };
+        self.entries.insert(name.to_owned(), (value, info));
         Ok(())
+    }
+
+    fn infos(&self) -> impl Iterator<Item = PluginInfo> + '_ {
+        self.entries.values().map(|(_, info)| info.clone())
     }
 
     fn get(&self, name: &str, conflicts: &[Error]) -> Result<T> {
@@ -198,7 +144,7 @@ impl<T: Clone> Table<T> {
             });
         }
         match self.entries.get(name) {
-            Some(entry) => Ok(entry.value.clone()),
+            Some((value, _)) => Ok(value.clone()),
             None => Err(Error::UnknownPlugin {
                 kind,
                 name: name.to_owned(),
@@ -218,6 +164,50 @@ impl<T: Clone> Table<T> {
 /// `heap`). A duplicate found while collecting link-time registrations does not fail the
 /// whole registry: it is kept in [`conflicts`](Registry::conflicts) and reported by every
 /// look-up of that name.
+///
+/// ```
+/// use state_api::{Registry, UNCOMPRESSED};
+///
+/// let registry = Registry::global();
+/// let none = registry.compression(UNCOMPRESSED)?;
+/// assert_eq!(none.name(), "none");
+/// let err = registry.compression("zstd-9000").unwrap_err();
+/// assert!(err.to_string().contains("linked: "), "{err}");
+/// # Ok::<(), state_api::Error>(())
+/// ```
+///
+/// # Registration
+///
+/// Every plugin crate exports `pub fn register(registry: &mut Registry) -> Result<()>` and
+/// submits the same function for link-time collection; [`Registry::linked`] (and the
+/// process-wide [`Registry::global`]) runs every submitted function, while binaries, tests
+/// and static-library users can build a registry by calling the `register` functions
+/// themselves. (This example is compiled alone: its submission would otherwise reach every
+/// other example's binary.)
+///
+/// ```standalone_crate
+/// use state_api::{Registry, Result, UncompressedStreamCompressionDecorator};
+///
+/// /// A plugin crate's explicit registration path.
+/// pub fn register(registry: &mut Registry) -> Result<()> {
+///     // A real plugin registers its own decorator, backend or strategy here.
+///     registry.register_compression(UncompressedStreamCompressionDecorator)
+/// }
+/// // The automatic path runs the same function when the crate is linked.
+/// state_api::submit_registration!(register);
+///
+/// let mut registry = Registry::default();
+/// register(&mut registry)?;
+/// assert_eq!(registry.compression("none")?.name(), "none");
+/// # Ok::<(), state_api::Error>(())
+/// ```
+///
+/// `rustc` does not link a dependency that no code refers to, and with it vanish the
+/// crate's `inventory` submissions: a binary that depends on `state-heap` but never names
+/// it finds no `heap` backend. Refer to every plugin crate you rely on from each binary,
+/// test and bench: `use state_heap as _;`, a call to its `link()` function (every plugin
+/// crate has one), or a call to its `register` function. A facade crate can do this once
+/// for all its features.
 pub struct Registry {
     keyed_backends: Table<Arc<dyn KeyedStateBackendFactory>>,
     operator_backends: Table<Arc<dyn OperatorStateBackendFactory>>,
@@ -288,81 +278,6 @@ impl Registry {
         &self.conflicts
     }
 
-    /// Registers a compression decorator under its name.
-    pub fn register_compression(
-        &mut self,
-        decorator: impl StreamCompressionDecorator,
-    ) -> Result<()> {
-        let (name, description) = (decorator.name(), decorator.description());
-        self.compressions
-            .insert(name, description, &self.registrant, Arc::new(decorator))
-    }
-
-    /// Registers a keyed backend factory under its name.
-    pub fn register_keyed_backend(&mut self, factory: impl KeyedStateBackendFactory) -> Result<()> {
-        let (name, description) = (factory.name(), factory.description());
-        self.keyed_backends
-            .insert(name, description, &self.registrant, Arc::new(factory))
-    }
-
-    /// Registers an operator backend factory under its name.
-    pub fn register_operator_backend(
-        &mut self,
-        factory: impl OperatorStateBackendFactory,
-    ) -> Result<()> {
-        let (name, description) = (factory.name(), factory.description());
-        self.operator_backends
-            .insert(name, description, &self.registrant, Arc::new(factory))
-    }
-
-    /// Registers a keyed snapshot strategy factory under its name.
-    pub fn register_keyed_strategy(
-        &mut self,
-        factory: impl KeyedSnapshotStrategyFactory,
-    ) -> Result<()> {
-        let (name, description) = (factory.name(), factory.description());
-        self.keyed_strategies
-            .insert(name, description, &self.registrant, Arc::new(factory))
-    }
-
-    /// Registers an operator snapshot strategy factory under its name.
-    pub fn register_operator_strategy(
-        &mut self,
-        factory: impl OperatorSnapshotStrategyFactory,
-    ) -> Result<()> {
-        let (name, description) = (factory.name(), factory.description());
-        self.operator_strategies
-            .insert(name, description, &self.registrant, Arc::new(factory))
-    }
-
-    /// The compression decorator named `name`.
-    pub fn compression(&self, name: &str) -> Result<Arc<dyn StreamCompressionDecorator>> {
-        self.compressions.get(name, &self.conflicts)
-    }
-
-    /// The keyed backend factory named `name`.
-    pub fn keyed_backend(&self, name: &str) -> Result<Arc<dyn KeyedStateBackendFactory>> {
-        self.keyed_backends.get(name, &self.conflicts)
-    }
-
-    /// The operator backend factory named `name`.
-    pub fn operator_backend(&self, name: &str) -> Result<Arc<dyn OperatorStateBackendFactory>> {
-        self.operator_backends.get(name, &self.conflicts)
-    }
-
-    /// The keyed snapshot strategy factory named `name`.
-    pub fn keyed_strategy(&self, name: &str) -> Result<Arc<dyn KeyedSnapshotStrategyFactory>> {
-        self.keyed_strategies.get(name, &self.conflicts)
-    }
-
-    /// The operator snapshot strategy factory named `name`.
-    pub fn operator_strategy(
-        &self,
-        name: &str,
-    ) -> Result<Arc<dyn OperatorSnapshotStrategyFactory>> {
-        self.operator_strategies.get(name, &self.conflicts)
-    }
-
     /// Registered names of one kind, sorted.
     pub fn names(&self, kind: PluginKind) -> Vec<String> {
         self.plugins()
@@ -374,22 +289,48 @@ impl Registry {
 
     /// Every registered plugin, by kind then name.
     pub fn plugins(&self) -> Vec<PluginInfo> {
-        fn list<T>(table: &Table<T>, out: &mut Vec<PluginInfo>) {
-            out.extend(table.entries.iter().map(|(name, entry)| PluginInfo {
-                kind: table.kind,
-                name: name.clone(),
-                description: entry.description.clone(),
-                registered_by: entry.registered_by.clone(),
-            }));
-        }
         let mut out = Vec::new();
-        list(&self.keyed_backends, &mut out);
-        list(&self.operator_backends, &mut out);
-        list(&self.keyed_strategies, &mut out);
-        list(&self.operator_strategies, &mut out);
-        list(&self.compressions, &mut out);
+        out.extend(self.keyed_backends.infos());
+        out.extend(self.operator_backends.infos());
+        out.extend(self.keyed_strategies.infos());
+        out.extend(self.operator_strategies.infos());
+        out.extend(self.compressions.infos());
         out
     }
+}
+
+/// Defines, per plugin kind, the method that registers a plugin in the kind's table and the
+/// one that looks a plugin up there.
+macro_rules! plugin_methods {
+    ($($table:ident: dyn $plugin:ident, $register:ident, $lookup:ident, $a:literal $what:literal;)*) => {
+        impl Registry {
+            $(
+                #[doc = concat!("Registers ", $a, " ", $what, " under its name.")]
+                pub fn $register(&mut self, plugin: impl $plugin) -> Result<()> {
+                    let (name, description) = (plugin.name(), plugin.description());
+                    self.$table.insert(name, description, &self.registrant, Arc::new(plugin))
+                }
+
+                #[doc = concat!("The ", $what, " named `name`.")]
+                pub fn $lookup(&self, name: &str) -> Result<Arc<dyn $plugin>> {
+                    self.$table.get(name, &self.conflicts)
+                }
+            )*
+        }
+    };
+}
+
+plugin_methods! {
+    compressions: dyn StreamCompressionDecorator, register_compression, compression,
+        "a" "compression decorator";
+    keyed_backends: dyn KeyedStateBackendFactory, register_keyed_backend, keyed_backend,
+        "a" "keyed backend factory";
+    operator_backends: dyn OperatorStateBackendFactory, register_operator_backend,
+        operator_backend, "an" "operator backend factory";
+    keyed_strategies: dyn KeyedSnapshotStrategyFactory, register_keyed_strategy, keyed_strategy,
+        "a" "keyed snapshot strategy factory";
+    operator_strategies: dyn OperatorSnapshotStrategyFactory, register_operator_strategy,
+        operator_strategy, "an" "operator snapshot strategy factory";
 }
 
 #[cfg(test)]
@@ -399,11 +340,8 @@ mod tests {
     #[test]
     fn linked_registry_has_the_identity_decorator_from_state_api() {
         let registry = Registry::linked();
-        assert!(
-            registry.conflicts().is_empty(),
-            "{:?}",
-            registry.conflicts()
-        );
+        let conflicts = registry.conflicts();
+        assert!(conflicts.is_empty(), "{conflicts:?}");
         let plugins = registry.plugins();
         let none = plugins
             .iter()

@@ -1,20 +1,4 @@
 //! [`CheckpointStorage`]: where a job's checkpoints live, whatever the medium.
-//!
-//! A storage hands out one [`CheckpointStreamFactory`] per checkpoint (exclusive streams
-//! under that checkpoint's location, shared streams under a location shared by all
-//! checkpoints) and keeps the [`CheckpointMetadata`] that makes a checkpoint complete. The
-//! layout every in-tree storage uses, relative to its root:
-//!
-//! | name | holds |
-//! | --- | --- |
-//! | `chk-<id>/` | exclusive streams of checkpoint `<id>` |
-//! | `chk-<id>/_metadata` | the checkpoint's metadata: present once it completed |
-//! | `shared/` | shared streams (incremental files), reused across checkpoints |
-//!
-//! [`LocalCheckpointStorage`](crate::LocalCheckpointStorage) (a directory) is the embedded
-//! default; the `state-storage-object` crate implements the same trait on object storage.
-//! Code that only checkpoints, commits and restores (a coordinator, a job) programs against
-//! `dyn CheckpointStorage` and runs on either.
 
 use std::fmt;
 use std::sync::Arc;
@@ -56,7 +40,18 @@ impl fmt::Debug for StorageClaim {
     }
 }
 
-/// Checkpoint storage: stream factories per checkpoint, and committed checkpoint metadata.
+/// Checkpoint storage: one [`CheckpointStreamFactory`] per checkpoint, and the committed
+/// [`CheckpointMetadata`] that makes a checkpoint complete. Every in-tree storage (a local
+/// directory in `state-storage-local`, the embedded default; object storage in
+/// `state-storage-object`) lays out its root as below; code that only checkpoints, commits
+/// and restores (a coordinator, a job) programs against `dyn CheckpointStorage` and runs on
+/// any of them.
+///
+/// | name | holds |
+/// | --- | --- |
+/// | `chk-<id>/` | exclusive streams of checkpoint `<id>` |
+/// | `chk-<id>/_metadata` | the checkpoint's metadata: present once it completed |
+/// | `shared/` | shared streams (incremental files), reused across checkpoints |
 ///
 /// # Example
 ///

@@ -1,10 +1,4 @@
 //! Checkpoint streams: where snapshot bytes go.
-//!
-//! A [`CheckpointStreamFactory`] opens [`CheckpointStateOutputStream`]s in one of two
-//! scopes; a stream becomes a [`StreamStateHandle`] only through
-//! [`close_and_get_handle`](CheckpointStateOutputStream::close_and_get_handle). A stream that
-//! is dropped, or closed from another thread through its [`closer`](CheckpointStateOutputStream::closer),
-//! deletes what it wrote, so a failed or cancelled snapshot leaves nothing behind.
 
 use std::fmt;
 use std::io::Write;
@@ -22,11 +16,11 @@ pub enum CheckpointedStateScope {
     Shared,
 }
 
-/// An output stream for snapshot bytes.
-///
-/// Writes go through `std::io::Write`; an error of ours (cancellation, closed stream)
-/// travels inside the `io::Error` and is recovered by
-/// [`Error::io`](crate::Error::io)/[`Error::stream`](crate::Error::stream).
+/// An output stream for snapshot bytes. Writes go through `std::io::Write`; an error of
+/// ours (cancellation, closed stream) travels inside the `io::Error` and is recovered by
+/// [`Error::io`](crate::Error::io)/[`Error::stream`](crate::Error::stream). A stream that
+/// is dropped, or closed from another thread through its [`closer`](Self::closer), deletes
+/// what it wrote, so a failed or cancelled snapshot leaves nothing behind.
 pub trait CheckpointStateOutputStream: Write + Send + fmt::Debug {
     /// Number of bytes written so far; the offset the next byte will have.
     fn pos(&self) -> u64;

@@ -42,9 +42,8 @@ impl StateObject for TestFile {
 #[typetag::serde(name = "test-file")]
 impl StreamStateHandle for TestFile {
     fn open(&self) -> Result<Box<dyn StateInputStream>> {
-        Ok(Box::new(
-            File::open(&self.path).map_err(|err| Error::io(&self.path, err))?,
-        ))
+        let file = File::open(&self.path).map_err(|err| Error::io(&self.path, err))?;
+        Ok(Box::new(file))
     }
 
     fn describe(&self) -> String {
