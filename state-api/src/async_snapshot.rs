@@ -211,7 +211,7 @@ impl<T> SnapshotCanceller<T> {
 }
 
 /// The runnable, cancellable asynchronous part of a snapshot: created by the synchronous
-/// part (see [`SnapshotStrategyRunner`](crate::SnapshotStrategyRunner)), registered with
+/// part (see [`run_snapshot_strategy`](crate::run_snapshot_strategy)), registered with
 /// its owner's [`CloseableRegistry`] until done, and run once on any thread. Its lifecycle
 /// is exactly Flink's `AsyncSnapshotCallable` contract:
 ///

@@ -283,6 +283,7 @@ pub type RestoreFn<B> =
 ///     MyBackend::restore, // fn(KeyedBackendParams, &Registry, &[Arc<dyn KeyedStateHandle>]) -> Result<MyBackend>
 /// ))?;
 /// ```
+#[derive(Debug)]
 pub struct KeyedStateBackendConstructors<B> {
     name: &'static str,
     description: &'static str,
@@ -305,14 +306,6 @@ impl<B> KeyedStateBackendConstructors<B> {
             create,
             restore,
         }
-    }
-}
-
-impl<B> fmt::Debug for KeyedStateBackendConstructors<B> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KeyedStateBackendConstructors")
-            .field("name", &self.name)
-            .finish_non_exhaustive()
     }
 }
 

@@ -73,7 +73,7 @@ pub use meta::{OperatorStateMetaInfo, SerializerId, StateKind, StateMetaInfo, fi
 pub use registry::{PluginInfo, PluginKind, Registration, Registry, register};
 pub use state_object::{SnapshotResult, StateObject};
 pub use storage::{CheckpointStorage, StorageClaim};
-pub use strategy::{KeyedSnapshots, SnapshotStrategy, SnapshotStrategyRunner};
+pub use strategy::{KeyedSnapshots, SnapshotStrategy, run_snapshot_strategy};
 pub use stream::{CheckpointStateOutputStream, CheckpointStreamFactory, CheckpointedStateScope};
 
 /// Re-exports for macros; not part of the API.

@@ -1,5 +1,5 @@
 //! [`SnapshotStrategy`]: a snapshot algorithm separated from its backend;
-//! [`SnapshotStrategyRunner`], which runs its synchronous part and traces both parts; and
+//! [`run_snapshot_strategy`], which runs its synchronous part and traces both parts; and
 //! [`KeyedSnapshots`], the snapshot side every keyed backend shares.
 
 use std::any::Any;
@@ -32,53 +32,40 @@ pub trait SnapshotStrategy<H>: Send + fmt::Debug {
     ) -> Result<Box<dyn AsyncSnapshotCallable<SnapshotResult<H>>>>;
 }
 
-/// Runs a strategy's synchronous part, wraps the asynchronous part in an
-/// [`AsyncSnapshotTask`] registered with the owner's registry, and traces the duration of
-/// both parts (`tracing` events at `debug` level on target `state_api::snapshot`, with
-/// fields `strategy`, `checkpoint_id`, `sync_ms` / `async_ms`).
-#[derive(Debug)]
-pub struct SnapshotStrategyRunner<'a, H> {
-    strategy: &'a mut dyn SnapshotStrategy<H>,
-    owner: &'a CloseableRegistry,
-}
-
-impl<'a, H: Send + 'static> SnapshotStrategyRunner<'a, H>
+/// Runs `strategy`'s synchronous part for `request`, wraps the asynchronous part in an
+/// [`AsyncSnapshotTask`] registered with `owner`, and traces the duration of both parts
+/// (`tracing` events at `debug` level on target `state_api::snapshot`, with fields
+/// `strategy`, `checkpoint_id`, `sync_ms` / `async_ms`).
+///
+/// # Errors
+///
+/// The strategy's errors, and [`Error::Closed`] when `owner` is closed.
+pub fn run_snapshot_strategy<H: Send + 'static>(
+    strategy: &mut dyn SnapshotStrategy<H>,
+    owner: &CloseableRegistry,
+    request: &SnapshotRequest,
+    factory: Arc<dyn CheckpointStreamFactory>,
+) -> Result<AsyncSnapshotTask<SnapshotResult<H>>>
 where
     SnapshotResult<H>: StateObject,
 {
-    /// A runner for `strategy` whose tasks are owned by `owner`.
-    pub fn new(strategy: &'a mut dyn SnapshotStrategy<H>, owner: &'a CloseableRegistry) -> Self {
-        SnapshotStrategyRunner { strategy, owner }
-    }
-
-    /// Runs the synchronous part and returns the asynchronous task.
-    pub fn snapshot(
-        &mut self,
-        request: &SnapshotRequest,
-        factory: Arc<dyn CheckpointStreamFactory>,
-    ) -> Result<AsyncSnapshotTask<SnapshotResult<H>>> {
-        let started = Instant::now();
-        let callable = self.strategy.snapshot(request, factory)?;
-        let checkpoint_id = request.id;
-        let sync = started.elapsed();
-        let description = self.strategy.description().to_owned();
-        tracing::debug!(
-            target: "state_api::snapshot",
-            strategy = %description,
-            checkpoint_id = checkpoint_id.get(),
-            sync_ms = millis(sync),
-            "synchronous part done"
-        );
-        AsyncSnapshotTask::new(
-            checkpoint_id,
-            Box::new(Traced {
-                inner: callable,
-                description,
-                checkpoint_id,
-            }),
-            self.owner,
-        )
-    }
+    let started = Instant::now();
+    let callable = strategy.snapshot(request, factory)?;
+    let (checkpoint_id, sync) = (request.id, started.elapsed());
+    let description = strategy.description().to_owned();
+    tracing::debug!(
+        target: "state_api::snapshot",
+        strategy = %description,
+        checkpoint_id = checkpoint_id.get(),
+        sync_ms = millis(sync),
+        "synchronous part done"
+    );
+    let traced = Traced {
+        inner: callable,
+        description,
+        checkpoint_id,
+    };
+    AsyncSnapshotTask::new(checkpoint_id, Box::new(traced), owner)
 }
 
 fn millis(duration: Duration) -> f64 {
@@ -119,22 +106,13 @@ type KeyedStrategy = Box<dyn SnapshotStrategy<Arc<dyn KeyedStateHandle>>>;
 /// default the backend's full strategy) and savepoint strategy (always the full one, which
 /// writes the canonical format), the registry of its running snapshots, and whether it is
 /// closed. A backend keeps one and forwards `snapshot`, `pending_snapshots` and `close`.
+#[derive(Debug)]
 pub struct KeyedSnapshots {
     checkpoint: KeyedStrategy,
     /// `None` when checkpoints already use the full strategy.
     savepoint: Option<KeyedStrategy>,
     owner: CloseableRegistry,
     what: String,
-}
-
-impl fmt::Debug for KeyedSnapshots {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KeyedSnapshots")
-            .field("strategy", &self.checkpoint.description())
-            .field("pending", &self.owner.len())
-            .field("closed", &self.owner.is_closed())
-            .finish()
-    }
 }
 
 impl KeyedSnapshots {
@@ -177,12 +155,10 @@ impl KeyedSnapshots {
 
     /// [`Error::Closed`] once the backend is closed.
     pub fn check_open(&self) -> Result<()> {
-        match self.owner.is_closed() {
-            true => Err(Error::Closed {
-                what: self.what.clone(),
-            }),
-            false => Ok(()),
-        }
+        let what = || self.what.clone();
+        (!self.owner.is_closed())
+            .then_some(())
+            .ok_or_else(|| Error::Closed { what: what() })
     }
 
     /// Takes a snapshot for `request` with the strategy its kind asks for (see
@@ -201,7 +177,7 @@ impl KeyedSnapshots {
             (Some(savepoint), true) => savepoint,
             _ => &mut self.checkpoint,
         };
-        SnapshotStrategyRunner::new(&mut **strategy, &self.owner).snapshot(request, factory)
+        run_snapshot_strategy(&mut **strategy, &self.owner, request, factory)
     }
 
     /// Snapshots started and not yet finished or cancelled.

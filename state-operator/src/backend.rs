@@ -11,7 +11,7 @@ use state_api::{
     AsyncSnapshotTask, CheckpointListener, CheckpointStreamFactory, CloseableRegistry,
     DistributionMode, Error, OperatorBackendParams, OperatorSnapshotResult, OperatorStateBackend,
     OperatorStateBackendFactory, OperatorStateMetaInfo, OperatorStatePartitions,
-    OperatorStreamStateHandle, Registry, Result, SnapshotStrategy, SnapshotStrategyRunner,
+    OperatorStreamStateHandle, Registry, Result, SnapshotStrategy, run_snapshot_strategy,
 };
 
 use crate::OPERATOR;
@@ -380,7 +380,7 @@ impl OperatorStateBackend for DefaultOperatorStateBackend {
         factory: Arc<dyn CheckpointStreamFactory>,
     ) -> Result<AsyncSnapshotTask<OperatorSnapshotResult>> {
         self.check_open()?;
-        SnapshotStrategyRunner::new(&mut *self.strategy, &self.owner).snapshot(request, factory)
+        run_snapshot_strategy(&mut *self.strategy, &self.owner, request, factory)
     }
 
     fn pending_snapshots(&self) -> usize {
