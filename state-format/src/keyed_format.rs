@@ -254,12 +254,27 @@ fn length(len: usize) -> u32 {
     u32::try_from(len).unwrap_or(u32::MAX)
 }
 
-/// Serializes list elements as a list state's value.
-pub fn encode_list<'a>(elements: impl IntoIterator<Item = &'a [u8]>, out: &mut Vec<u8>) {
+/// Serializes list elements as a list state's value, appending to `out`.
+///
+/// # Errors
+///
+/// [`Error::InvalidArgument`] for an element of 4 GiB or more, which the format's `u32`
+/// length cannot record; `out` then holds the elements before it.
+pub fn encode_list<'a>(
+    elements: impl IntoIterator<Item = &'a [u8]>,
+    out: &mut Vec<u8>,
+) -> Result<()> {
     for element in elements {
-        out.extend_from_slice(&length(element.len()).to_be_bytes());
+        let len = u32::try_from(element.len()).map_err(|_| {
+            Error::InvalidArgument(format!(
+                "list element of {} bytes: elements must stay below 4 GiB",
+                element.len()
+            ))
+        })?;
+        out.extend_from_slice(&len.to_be_bytes());
         out.extend_from_slice(element);
     }
+    Ok(())
 }
 
 /// Splits a list state's value into its elements.

@@ -174,7 +174,7 @@ pub(crate) fn write_key_group(
                 for (state_key, elements) in shards[shard].iter() {
                     start_key(key, state_key);
                     value.clear();
-                    encode_list(elements.iter().map(|element| &**element), value);
+                    encode_list(elements.iter().map(|element| &**element), value)?;
                     group.write_entry(id, key, value)?;
                 }
             }
@@ -284,7 +284,7 @@ pub(crate) fn write_delta_key_group(
                     match shards[shard].get(state_key) {
                         Some(elements) => {
                             value.push(DELTA_PUT);
-                            encode_list(elements.iter().map(|element| &**element), value);
+                            encode_list(elements.iter().map(|element| &**element), value)?;
                         }
                         None => value.push(DELTA_DELETE),
                     }

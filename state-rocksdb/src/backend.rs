@@ -661,7 +661,7 @@ impl KeyedStateBackend for RocksDBKeyedStateBackend {
         let cf = self.state_cf(state, StateKind::List)?;
         let key = self.key(namespace, &[])?;
         let mut operand = Vec::with_capacity(4 + element.len());
-        encode_list([element], &mut operand);
+        encode_list([element], &mut operand)?;
         self.write("appending", |db, opts| {
             db.merge_cf_opt(&cf, &key, &operand, opts)
         })
@@ -674,7 +674,7 @@ impl KeyedStateBackend for RocksDBKeyedStateBackend {
             return self.write("deleting", |db, opts| db.delete_cf_opt(&cf, &key, opts));
         }
         let mut value = Vec::new();
-        encode_list(elements.iter().map(Vec::as_slice), &mut value);
+        encode_list(elements.iter().map(Vec::as_slice), &mut value)?;
         self.write("writing", |db, opts| db.put_cf_opt(&cf, &key, &value, opts))
     }
 

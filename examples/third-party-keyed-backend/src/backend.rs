@@ -224,8 +224,10 @@ impl KeyedStateBackend for OrderedKeyedStateBackend {
 
     fn append_to_list(&mut self, state: &str, namespace: &[u8], element: &[u8]) -> Result<()> {
         // A list's bytes are its elements' encodings one after the other: append one.
+        let mut encoded = Vec::new();
+        encode_list([element], &mut encoded)?;
         self.write(state, Some(StateKind::List), namespace, &[], |m, k| {
-            encode_list([element], m.entry(k).or_default());
+            m.entry(k).or_default().extend_from_slice(&encoded);
         })
     }
 
@@ -233,12 +235,13 @@ impl KeyedStateBackend for OrderedKeyedStateBackend {
         self.write(state, Some(StateKind::List), namespace, &[], |m, k| {
             if elements.is_empty() {
                 m.remove(&k);
-            } else {
-                let mut value = Vec::new();
-                encode_list(elements.iter().map(Vec::as_slice), &mut value);
-                m.insert(k, value);
+                return Ok(());
             }
-        })
+            let mut value = Vec::new();
+            encode_list(elements.iter().map(Vec::as_slice), &mut value)?;
+            m.insert(k, value);
+            Ok(())
+        })?
     }
 
     fn map_value(&self, state: &str, namespace: &[u8], user_key: &[u8]) -> Result<Option<Vec<u8>>> {

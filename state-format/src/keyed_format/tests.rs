@@ -384,7 +384,7 @@ fn composite_keys_split_into_their_parts() {
 fn lists_encode_and_decode() {
     let elements: Vec<&[u8]> = vec![b"", b"one", &[0xFF; 300]];
     let mut bytes = Vec::new();
-    encode_list(elements.iter().copied(), &mut bytes);
+    encode_list(elements.iter().copied(), &mut bytes).unwrap();
     assert_eq!(decode_list(&bytes).unwrap(), elements);
     let err = decode_list(&bytes[..bytes.len() - 1]).unwrap_err();
     assert!(err.to_string().contains("element 2"), "{err}");
