@@ -79,7 +79,7 @@ impl KeyedBackendParams {
             true => Ok(key_group),
             false => Err(crate::Error::KeyGroupOutOfRange {
                 key_group,
-                range: self.key_group_range.to_string(),
+                range: self.key_group_range,
             }),
         }
     }

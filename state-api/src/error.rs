@@ -112,8 +112,8 @@ pub enum Error {
     KeyGroupOutOfRange {
         /// The key group of the key.
         key_group: u32,
-        /// The range this instance owns, rendered.
-        range: String,
+        /// The range it should lie in (the instance's, or all key groups of the job).
+        range: crate::KeyGroupRange,
     },
 
     /// A state, key or snapshot does not match what is asked of it (another kind, another

@@ -151,7 +151,7 @@ impl KeyGroupRangeOffsets {
     fn out_of_range(&self, key_group: u32) -> Error {
         Error::KeyGroupOutOfRange {
             key_group,
-            range: self.range.to_string(),
+            range: self.range,
         }
     }
 }
@@ -413,7 +413,7 @@ mod tests {
                 range: found_range,
             } => {
                 assert_eq!(*found, key_group, "{err}");
-                assert_eq!(found_range, range, "{err}");
+                assert_eq!(found_range.to_string(), range, "{err}");
             }
             other => panic!("expected KeyGroupOutOfRange, got {other}"),
         }

@@ -369,7 +369,7 @@ impl<'a> KeyedSnapshotWriter<'a> {
         if !range.is_empty() && range.end() >= max_parallelism.get() {
             return Err(Error::KeyGroupOutOfRange {
                 key_group: range.end(),
-                range: format!("max parallelism {max_parallelism}"),
+                range: max_parallelism.all(),
             });
         }
         let mut out = Counting {
