@@ -81,3 +81,195 @@ pub fn restore_full_snapshots(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use state_api::{
+        ByteStreamStateHandle, CheckpointId, IncrementalRemoteKeyedStateHandle, KeyGroupRange,
+        MaxParallelism, UncompressedStreamCompressionDecorator,
+    };
+
+    use super::*;
+    use crate::KeyedBackendSerializationProxy;
+    use crate::keyed_format::{KeyedSnapshotWriter, encode_list};
+
+    const MAX_PARALLELISM: MaxParallelism = MaxParallelism::of(128);
+
+    fn states() -> Vec<StateMetaInfo> {
+        vec![
+            StateMetaInfo::value("count", "void", "u64"),
+            StateMetaInfo::list("seen", "void", "string"),
+        ]
+    }
+
+    fn composite(key_group: u32, key: &[u8], user_key: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        CompositeKey::new(MAX_PARALLELISM)
+            .build_into(key_group, key, b"", user_key, &mut out)
+            .unwrap();
+        out
+    }
+
+    /// A full snapshot of `range` in which every key group holds `entries(key_group)`.
+    fn snapshot(
+        range: KeyGroupRange,
+        key_serializer: &str,
+        entries: impl Fn(u32) -> Vec<(u16, Vec<u8>, Vec<u8>)>,
+    ) -> Arc<dyn KeyedStateHandle> {
+        let header =
+            KeyedBackendSerializationProxy::new(key_serializer, states(), "none", MAX_PARALLELISM);
+        let mut bytes = Vec::new();
+        let decorator = UncompressedStreamCompressionDecorator;
+        let mut writer =
+            KeyedSnapshotWriter::new(&mut bytes, 0, &header, &decorator, range, MAX_PARALLELISM)
+                .unwrap();
+        for key_group in range.iter() {
+            let group_entries = entries(key_group);
+            writer
+                .write_key_group(key_group, |group| {
+                    for (state, key, value) in &group_entries {
+                        group.write_entry(*state, key, value)?;
+                    }
+                    Ok(())
+                })
+                .unwrap();
+        }
+        let (offsets, checksums) = writer.finish().unwrap();
+        let stream = Arc::new(ByteStreamStateHandle::new("snapshot", bytes));
+        let handle = KeyGroupsStateHandle::new(offsets, stream).with_checksums(checksums);
+        Arc::new(handle.unwrap())
+    }
+
+    /// One counter per key group, and a list for every even key group.
+    fn counters(key_group: u32) -> Vec<(u16, Vec<u8>, Vec<u8>)> {
+        let mut entries = vec![(
+            0,
+            composite(key_group, b"k", b""),
+            key_group.to_be_bytes().to_vec(),
+        )];
+        if key_group % 2 == 0 {
+            let mut list = Vec::new();
+            encode_list([&b"a"[..], b"b"], &mut list).unwrap();
+            entries.push((1, composite(key_group, b"k", b""), list));
+        }
+        entries
+    }
+
+    #[derive(Default)]
+    struct Collected {
+        registered: Vec<String>,
+        entries: Vec<(usize, Vec<u8>, Vec<u8>)>,
+    }
+
+    impl RestoreTarget for Collected {
+        fn register_states(&mut self, states: &[StateMetaInfo]) -> Result<Vec<usize>> {
+            // Registered in reverse: slots need not be header ids.
+            self.registered = states.iter().rev().map(|s| s.name.clone()).collect();
+            Ok((0..states.len()).rev().collect())
+        }
+
+        fn put(&mut self, slot: usize, key: &[u8], value: &[u8]) -> Result<()> {
+            self.entries.push((slot, key.to_vec(), value.to_vec()));
+            Ok(())
+        }
+    }
+
+    fn params(range: KeyGroupRange) -> KeyedBackendParams {
+        KeyedBackendParams::new(MAX_PARALLELISM, range)
+    }
+
+    fn restore(range: KeyGroupRange, handles: &[Arc<dyn KeyedStateHandle>]) -> Result<Collected> {
+        let mut target = Collected::default();
+        let registry = Registry::global();
+        restore_full_snapshots(&params(range), registry, handles, "test", &mut target)?;
+        Ok(target)
+    }
+
+    #[test]
+    fn entries_of_the_new_range_reach_their_slots() {
+        let old = [
+            snapshot(KeyGroupRange::new(0, 63).unwrap(), "bytes", counters),
+            snapshot(KeyGroupRange::new(64, 127).unwrap(), "bytes", counters),
+        ];
+        let restored = restore(KeyGroupRange::new(32, 95).unwrap(), &old).unwrap();
+        assert_eq!(restored.registered, ["seen", "count"]);
+        let composite = CompositeKey::new(MAX_PARALLELISM);
+        let groups: BTreeSet<u32> = (restored.entries.iter())
+            .map(|(_, key, _)| composite.split(key).unwrap().key_group)
+            .collect();
+        assert_eq!(groups, (32..=95).collect());
+        let counts = restored
+            .entries
+            .iter()
+            .filter(|(slot, ..)| *slot == 1)
+            .count();
+        let lists = restored
+            .entries
+            .iter()
+            .filter(|(slot, ..)| *slot == 0)
+            .count();
+        assert_eq!(
+            (counts, lists),
+            (64, 32),
+            "state 0 in slot 1, state 1 in slot 0"
+        );
+    }
+
+    #[test]
+    fn other_handle_kinds_are_unsupported() {
+        let incremental: Arc<dyn KeyedStateHandle> = Arc::new(IncrementalRemoteKeyedStateHandle {
+            backend_identifier: "b".into(),
+            key_group_range: KeyGroupRange::new(0, 127).unwrap(),
+            checkpoint_id: CheckpointId::new(1),
+            strategy: Some("rocksdb-incremental".into()),
+            shared_state: vec![],
+            private_state: vec![],
+            meta_state: Arc::new(ByteStreamStateHandle::new("meta", vec![])),
+        });
+        let err = restore(KeyGroupRange::new(0, 127).unwrap(), &[incremental])
+            .err()
+            .unwrap();
+        assert!(matches!(err, Error::Unsupported(_)), "{err}");
+        assert!(err.to_string().contains("the test backend"), "{err}");
+    }
+
+    #[test]
+    fn another_key_serializer_is_incompatible() {
+        let old = [snapshot(
+            KeyGroupRange::new(0, 127).unwrap(),
+            "string",
+            counters,
+        )];
+        let err = restore(KeyGroupRange::new(0, 127).unwrap(), &old)
+            .err()
+            .unwrap();
+        assert!(matches!(err, Error::Incompatible { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_value_entry_with_a_user_key_is_corrupted() {
+        let old = [snapshot(
+            KeyGroupRange::new(0, 3).unwrap(),
+            "bytes",
+            |key_group| vec![(0, composite(key_group, b"k", b"user"), vec![1])],
+        )];
+        let err = restore(KeyGroupRange::new(0, 3).unwrap(), &old)
+            .err()
+            .unwrap();
+        assert!(matches!(err.root(), Error::Corrupted { .. }), "{err}");
+        assert!(err.to_string().contains("carries a user key"), "{err}");
+    }
+
+    #[test]
+    fn empty_lists_are_skipped() {
+        let old = [snapshot(
+            KeyGroupRange::new(0, 3).unwrap(),
+            "bytes",
+            |key_group| vec![(1, composite(key_group, b"k", b""), vec![])],
+        )];
+        let restored = restore(KeyGroupRange::new(0, 3).unwrap(), &old).unwrap();
+        assert!(restored.entries.is_empty(), "{:?}", restored.entries);
+    }
+}
