@@ -149,7 +149,7 @@ mod tests {
             composite(key_group, b"k", b""),
             key_group.to_be_bytes().to_vec(),
         )];
-        if key_group % 2 == 0 {
+        if key_group.is_multiple_of(2) {
             let mut list = Vec::new();
             encode_list([&b"a"[..], b"b"], &mut list).unwrap();
             entries.push((1, composite(key_group, b"k", b""), list));
