@@ -114,6 +114,8 @@ use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::parallel::{KeyGroupShare, run_in_two};
+
 use crate::CheckpointStreamWithResultProvider;
 use crate::{KeyGroupRangeOffsets, KeyGroupsStateHandle};
 use state_api::CheckpointId;
@@ -941,37 +943,28 @@ fn write_key_groups_in_two(
     let remaining: Vec<u32> = range.iter().filter(|&group| group >= first).collect();
     let encoder = writer.section_encoder();
     let write_group = &write_group;
-    // The position in `remaining` of the first key group nobody took yet.
-    let untaken = AtomicUsize::new(0);
-    // Takes the first untaken key group if its position is below `limit`.
-    let take = |limit: usize| {
-        untaken
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |next| {
-                (next < limit).then_some(next + 1)
-            })
-            .ok()
-    };
+    let share = KeyGroupShare::new(remaining.len());
     let buffers = SectionBuffers::default();
-    let (remaining, take, buffers) = (&remaining, &take, &buffers);
-    std::thread::scope(|scope| {
-        let (sections, encoded) = std::sync::mpsc::sync_channel(2);
-        scope.spawn(move || {
-            let mut staging = Vec::with_capacity(SECTION_BUFFER + 4096);
-            while let Some(position) = take(remaining.len()) {
-                let key_group = remaining[position];
-                let section = encoder.encode(
-                    key_group,
-                    write_group,
-                    section_limit,
-                    buffers.take(),
-                    &mut staging,
-                );
-                // The strategy's thread stopped (an error, a cancellation): so do we.
-                if sections.send((position, section)).is_err() {
-                    return;
-                }
+    let (remaining, share, buffers) = (&remaining, &share, &buffers);
+    let (sections, encoded) = std::sync::mpsc::sync_channel(2);
+    let helper = move || {
+        let mut staging = Vec::with_capacity(SECTION_BUFFER + 4096);
+        while let Some(position) = share.take() {
+            let key_group = remaining[position];
+            let section = encoder.encode(
+                key_group,
+                write_group,
+                section_limit,
+                buffers.take(),
+                &mut staging,
+            );
+            // The strategy's thread stopped (an error, a cancellation): so do we.
+            if sections.send((position, section)).is_err() {
+                return;
             }
-        });
+        }
+    };
+    let main = move || -> Result<usize> {
         // Sections encoded ahead by this thread, and at most one from the helper.
         let mut ready = std::collections::BTreeMap::new();
         let mut staging = Vec::new();
@@ -989,10 +982,7 @@ fn write_key_groups_in_two(
                 position += 1;
                 continue;
             }
-            if untaken
-                .compare_exchange(position, position + 1, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-            {
+            if share.take_exactly(position) {
                 writer.write_key_group(key_group, write_group)?;
                 position += 1;
                 continue;
@@ -1004,7 +994,7 @@ fn write_key_groups_in_two(
                 Ok(received) => received,
                 Err(std::sync::mpsc::TryRecvError::Empty) => {
                     // While the helper finishes it, encode a later key group.
-                    if let Some(ahead) = take(remaining.len().min(position + 1 + ENCODE_AHEAD)) {
+                    if let Some(ahead) = share.take_below(position + 1 + ENCODE_AHEAD) {
                         let section = encoder.encode(
                             remaining[ahead],
                             write_group,
@@ -1025,7 +1015,13 @@ fn write_key_groups_in_two(
             ready.insert(at, section?);
         }
         Ok(buffers.allocated())
-    })
+    };
+    // `main` owns the receiving end: when it returns, the helper's next send fails and the
+    // helper stops.
+    let (helper, allocated) = run_in_two("the key-group encoder", helper, main);
+    let allocated = allocated?;
+    helper?;
+    Ok(allocated)
 }
 
 /// The helper of [`write_key_groups_parallel`] ended without the section of `key_group`.

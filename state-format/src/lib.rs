@@ -18,6 +18,7 @@
 //!   ([`FullSnapshotCallable`] over a [`KeyGroupSource`]).
 //! - [`restore`]: restoring full snapshots into any keyed backend, with rescaling
 //!   ([`restore_full_snapshots`]).
+//! - [`parallel`]: the parallel key-group driver the writer and restores share.
 //! - [`file_manifest`]: the file list of multi-file (incremental) snapshots;
 //!   [`incremental_meta`]: the meta data stream of incremental snapshots.
 //! - [`metadata`]: the bytes of a checkpoint's `_metadata` file; [`storage_root`]: how
@@ -34,6 +35,7 @@ pub mod key_group_prefix;
 pub mod key_groups;
 pub mod keyed_format;
 pub mod metadata;
+pub mod parallel;
 pub mod proxy;
 pub mod restore;
 pub mod snapshot_stream;

@@ -12,7 +12,6 @@
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use state_api::{
     Error, HandleAndLocalPath, IncrementalRemoteKeyedStateHandle, KeyedBackendParams,
@@ -23,6 +22,7 @@ use state_format::KeyedBackendSerializationProxy;
 use state_format::file_manifest::FileManifest;
 use state_format::incremental_meta;
 use state_format::keyed_format::{CompositeKey, KeyedEntry, KeyedSnapshotReader};
+use state_format::parallel::{KeyGroupShare, run_in_two, split_by_weight};
 
 use crate::backend::{Heap, HeapKeyedStateBackend};
 use crate::chain::{Chain, FileKind};
@@ -165,10 +165,11 @@ fn open_source(
 }
 
 /// Reads every key group of the backend's range from the `sources` that hold it, on this
-/// thread (with `readers`, one per source) and a helper (see [`restore`]).
+/// thread (with `readers`, one per source) and a helper, through the parallel key-group
+/// driver of `state_format::parallel` (see [`restore`]).
 ///
 /// Each thread reads one contiguous half of the range, the halves holding about as many
-/// bytes, in ascending order: each stream is read front to back by each thread, so object
+/// bytes ([`split_by_weight`]), in ascending order: each stream is read front to back by each thread, so object
 /// storage's read-ahead fetches every byte once (taking key groups in turns from a counter
 /// made each thread's read-ahead fetch the other's key groups too).
 ///
@@ -176,7 +177,8 @@ fn open_source(
 ///
 /// Of several damaged key groups, the error of the first in key-group order, as one
 /// thread reading them in order would meet it: this thread reads its half until its first
-/// error; the helper stops when this thread failed.
+/// error; the helper stops when this thread failed. A helper that panicked is
+/// [`Error::WorkerStopped`](state_api::Error::WorkerStopped).
 fn read_key_groups(
     tables: &mut HeapTables,
     registry: &Registry,
@@ -189,7 +191,8 @@ fn read_key_groups(
     let key_groups: Vec<u32> = tables.range.iter().collect();
     let split = split_point(&key_groups, sources);
     let max_parallelism = tables.max_parallelism;
-    let failed = AtomicBool::new(false);
+    // Only the failure flag of the share is used: each thread reads a fixed half.
+    let share = KeyGroupShare::new(key_groups.len());
     // Reads the key groups at `positions` into `states` in order, until the first error
     // (or, for the helper, until this thread failed).
     let work = |states: &mut [StateTable],
@@ -198,7 +201,7 @@ fn read_key_groups(
                 helper: bool|
      -> Result<()> {
         for shard in positions {
-            if helper && failed.load(Ordering::Acquire) {
+            if helper && share.failed() {
                 break;
             }
             let read = read_key_group(
@@ -211,7 +214,7 @@ fn read_key_groups(
                 max_parallelism,
             );
             if read.is_err() && !helper {
-                failed.store(true, Ordering::Release);
+                share.fail();
             }
             read?;
         }
@@ -219,8 +222,9 @@ fn read_key_groups(
     };
     let mut helper_states: Vec<StateTable> =
         tables.states.iter().map(StateTable::empty_like).collect();
-    let (helper, mine) = std::thread::scope(|scope| {
-        let helper = scope.spawn(|| {
+    let (helper, mine) = run_in_two(
+        "the reader of the second half of the key groups",
+        || {
             let mut readers = sources.iter().map(|_| None).collect();
             work(
                 &mut helper_states,
@@ -228,15 +232,10 @@ fn read_key_groups(
                 split..key_groups.len(),
                 true,
             )
-        });
-        let mine = work(&mut tables.states, &mut readers, 0..split, false);
-        (helper.join(), mine)
-    });
-    let helper = match helper {
-        Ok(outcome) => outcome,
-        Err(panic) => std::panic::resume_unwind(panic),
-    };
-    match (mine, helper) {
+        },
+        || work(&mut tables.states, &mut readers, 0..split, false),
+    );
+    match (mine, helper.and_then(|read| read)) {
         (Ok(()), Ok(())) => {}
         (Err(first), _) | (Ok(()), Err(first)) => return Err(first),
     }
@@ -254,22 +253,12 @@ fn split_point(key_groups: &[u32], sources: &[Source]) -> usize {
     let weights: Vec<u64> = key_groups
         .iter()
         .map(|&key_group| {
-            let bytes: u64 = sources
-                .iter()
+            (sources.iter())
                 .map(|source| section_size(&source.handle, key_group))
-                .sum();
-            bytes.max(1)
+                .sum()
         })
         .collect();
-    let total: u64 = weights.iter().sum();
-    let mut before = 0;
-    for (position, weight) in weights.iter().enumerate() {
-        if 2 * before >= total {
-            return position;
-        }
-        before += weight;
-    }
-    key_groups.len()
+    split_by_weight(&weights)
 }
 
 /// The bytes of `key_group`'s section in `handle` (0 when it holds none), up to
