@@ -14,6 +14,8 @@
 //! - [`proxy`]: the keyed snapshot header ([`KeyedBackendSerializationProxy`]).
 //! - [`keyed_format`]: the canonical key-group data: writer, reader, the parallel
 //!   key-group driver.
+//! - [`canonical_backend`]: a whole keyed backend over any store of canonical entries
+//!   ([`CanonicalKeyedBackend`] over a [`CanonicalStore`]).
 //! - [`full_snapshot`]: the asynchronous part of a full snapshot for any backend
 //!   ([`FullSnapshotCallable`] over a [`KeyGroupSource`]).
 //! - [`restore`]: restoring full snapshots into any keyed backend, with rescaling
@@ -27,6 +29,7 @@
 //!   copy ([`CheckpointStreamWithResultProvider`]).
 //! - [`typed`]: value serializers and typed state over any keyed backend.
 
+pub mod canonical_backend;
 pub mod file_manifest;
 pub mod frame;
 pub mod full_snapshot;
@@ -42,6 +45,7 @@ pub mod snapshot_stream;
 pub mod storage_root;
 pub mod typed;
 
+pub use canonical_backend::{CanonicalKeyedBackend, CanonicalStore};
 pub use file_manifest::{FileManifest, ManifestEntry};
 pub use full_snapshot::{FullSnapshotCallable, KeyGroupSource};
 pub use key_groups::{KeyGroupRangeOffsets, KeyGroupsStateHandle};

@@ -16,21 +16,21 @@
 //!
 //! # What a keyed backend author writes
 //!
-//! 1. the backend ([`OrderedKeyedStateBackend`], a [`KeyedStateBackend`](state_api::KeyedStateBackend))
-//!    registered as `ordered` through its constructors
-//!    ([`KeyedStateBackendConstructors`](state_api::KeyedStateBackendConstructors));
-//! 2. the state it shares with its strategies ([`OrderedSnapshotSource`]);
-//! 3. a full snapshot strategy ([`OrderedFullSnapshotStrategy`], registered as
+//! 1. the store ([`OrderedStore`], a [`CanonicalStore`](state_format::CanonicalStore): get,
+//!    put, delete and prefix scans of canonical entries per state).
+//!    [`CanonicalKeyedBackend`] turns it into a whole
+//!    [`KeyedStateBackend`](state_api::KeyedStateBackend): current key and key-group checks,
+//!    value, list and map states, the strategies by name (checkpoints with
+//!    `params.strategy`, savepoints with the full one), the closed flag, and restore with
+//!    rescaling through [`restore_full_snapshots`](state_format::restore_full_snapshots);
+//! 2. a full snapshot strategy ([`OrderedFullSnapshotStrategy`], registered as
 //!    `ordered-full`), whose synchronous part takes a copy-on-write view of the maps and
-//!    whose asynchronous part hands the entries of each key group to
-//!    [`write_full_snapshot`](state_format::keyed_format::write_full_snapshot), which writes
-//!    the header, sections, offsets and checksums;
-//! 4. restore, which opens each handle with
-//!    [`KeyedSnapshotReader`](state_format::keyed_format::KeyedSnapshotReader), checks the
-//!    header, registers its states and puts back every entry of the key groups it owns
-//!    (which is how a job rescales);
-//! 5. [`register`], submitted for link-time registration, and [`link`];
-//! 6. tests that run the keyed conformance kit on it (`tests/conformance.rs`).
+//!    whose asynchronous part is a [`FullSnapshotCallable`](state_format::FullSnapshotCallable)
+//!    over it (the view lists each key group's entries; the callable writes the header,
+//!    sections, offsets and checksums);
+//! 3. [`register`] (the backend's two constructors and the strategy), submitted for
+//!    link-time registration, and [`link`];
+//! 4. tests that run the keyed conformance kit on it (`tests/conformance.rs`).
 //!
 //! # Example
 //!
@@ -49,12 +49,17 @@
 //! # Ok::<(), state_api::Error>(())
 //! ```
 
-mod backend;
-mod restore;
+mod store;
 mod strategy;
 
-pub use backend::{OrderedKeyedStateBackend, OrderedSnapshotSource};
+use state_api::{KeyedBackendParams, KeyedStateHandle, Registry, Result};
+use state_format::CanonicalKeyedBackend;
+
+pub use store::OrderedStore;
 pub use strategy::{OrderedFullSnapshotStrategy, OrderedFullSnapshotStrategyFactory};
+
+/// The `ordered` keyed state backend: the canonical backend over an [`OrderedStore`].
+pub type OrderedKeyedStateBackend = CanonicalKeyedBackend<OrderedStore>;
 
 /// The keyed backend's registered name.
 pub const ORDERED: &str = "ordered";
@@ -67,17 +72,35 @@ pub const ORDERED_FULL: &str = "ordered-full";
 /// # Errors
 ///
 /// [`Error::DuplicatePlugin`](state_api::Error) if a name is taken.
-pub fn register(registry: &mut state_api::Registry) -> state_api::Result<()> {
+pub fn register(registry: &mut Registry) -> Result<()> {
     registry.register_keyed_backend(state_api::KeyedStateBackendConstructors::new(
         ORDERED,
         "example: keyed state in ordered maps of canonical entries (a third-party backend)",
-        OrderedKeyedStateBackend::new,
-        OrderedKeyedStateBackend::restore,
+        create,
+        restore,
     ))?;
     registry.register_keyed_strategy(OrderedFullSnapshotStrategyFactory)
 }
 
 state_api::submit_registration!(register);
+
+/// An empty `ordered` backend, checkpointing with `params.strategy` (default
+/// `ordered-full`).
+fn create(params: KeyedBackendParams, registry: &Registry) -> Result<OrderedKeyedStateBackend> {
+    let store = OrderedStore::default();
+    CanonicalKeyedBackend::new(ORDERED, ORDERED_FULL, store, params, registry)
+}
+
+/// An `ordered` backend holding the key groups of `params` from full snapshots of any
+/// keyed backend.
+fn restore(
+    params: KeyedBackendParams,
+    registry: &Registry,
+    handles: &[std::sync::Arc<dyn KeyedStateHandle>],
+) -> Result<OrderedKeyedStateBackend> {
+    let store = OrderedStore::default();
+    CanonicalKeyedBackend::restore(ORDERED, ORDERED_FULL, store, params, registry, handles)
+}
 
 /// Does nothing; call it from binaries and tests so the linker keeps this crate's
 /// link-time registration.

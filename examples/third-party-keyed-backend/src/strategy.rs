@@ -12,7 +12,7 @@ use state_api::{
 use state_format::keyed_format::KeyGroupEntryWriter;
 use state_format::{FullSnapshotCallable, KeyGroupSource};
 
-use crate::backend::{OrderedSnapshotSource, States, scan};
+use crate::store::{OrderedStore, States, scan};
 use crate::{ORDERED, ORDERED_FULL};
 
 /// The `ordered` backend's full snapshot strategy; registered as keyed strategy
@@ -25,7 +25,7 @@ use crate::{ORDERED, ORDERED_FULL};
 /// [`FullSnapshotCallable`], which writes the canonical format.
 #[derive(Debug)]
 pub struct OrderedFullSnapshotStrategy {
-    source: OrderedSnapshotSource,
+    source: OrderedStore,
     compression: Arc<dyn StreamCompressionDecorator>,
     params: KeyedBackendParams,
 }
@@ -96,8 +96,7 @@ impl KeyedSnapshotStrategyFactory for OrderedFullSnapshotStrategyFactory {
         params: &KeyedBackendParams,
         registry: &Registry,
     ) -> Result<Box<dyn SnapshotStrategy<Arc<dyn KeyedStateHandle>>>> {
-        let source =
-            backend_state_as::<OrderedSnapshotSource>(backend_state, ORDERED_FULL, ORDERED)?;
+        let source = backend_state_as::<OrderedStore>(backend_state, ORDERED_FULL, ORDERED)?;
         Ok(Box::new(OrderedFullSnapshotStrategy {
             source: source.clone(),
             compression: registry.compression(&params.compression)?,
