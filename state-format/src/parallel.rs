@@ -71,18 +71,21 @@ impl KeyGroupShare {
     }
 }
 
-/// Where the second of two contiguous halves of `weights` starts: the first position
-/// before which at least half of the total weight lies (every weight counts at least 1).
+/// Where the second of two contiguous halves of `weights` starts: the position that makes
+/// the heavier half lightest, the last such so that this thread takes the larger share of
+/// a tie (every weight counts at least 1).
 pub fn split_by_weight(weights: &[u64]) -> usize {
     let total: u64 = weights.iter().map(|&w| w.max(1)).sum();
+    let mut best = (u64::MAX, 0);
     let mut before = 0;
-    for (position, &weight) in weights.iter().enumerate() {
-        if 2 * before >= total {
-            return position;
+    for position in 0..=weights.len() {
+        let heavier = before.max(total - before);
+        if heavier <= best.0 {
+            best = (heavier, position);
         }
-        before += weight.max(1);
+        before += weights.get(position).map_or(0, |&w| w.max(1));
     }
-    weights.len()
+    best.1
 }
 
 /// Runs `helper` on a helper thread and `main` on this one, then joins the helper. Returns
@@ -146,18 +149,27 @@ mod tests {
     #[test]
     fn halves_hold_about_the_same_weight() {
         assert_eq!(split_by_weight(&[]), 0);
-        assert_eq!(split_by_weight(&[5]), 1);
+        assert_eq!(
+            split_by_weight(&[5]),
+            1,
+            "one key group: this thread reads it"
+        );
         assert_eq!(split_by_weight(&[1, 1, 1, 1]), 2);
+        assert_eq!(
+            split_by_weight(&[1, 1, 1, 1, 1]),
+            3,
+            "a tie goes to this thread"
+        );
         assert_eq!(split_by_weight(&[10, 1, 1, 1]), 1);
         assert_eq!(
             split_by_weight(&[1, 1, 10, 1]),
-            3,
-            "the heavy one in the first half"
+            2,
+            "the heavy one with the light end"
         );
         assert_eq!(
             split_by_weight(&[1, 1, 1, 10]),
-            4,
-            "half is never before the last"
+            3,
+            "the helper reads the heavy one"
         );
         assert_eq!(
             split_by_weight(&[0, 0, 0, 0]),
