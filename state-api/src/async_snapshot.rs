@@ -2,7 +2,6 @@
 //! cancellable [`AsyncSnapshotTask`].
 
 use std::fmt;
-use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
@@ -10,8 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::closeable::lock;
 use crate::{
-    CheckpointId, CheckpointStreamFactory, CheckpointedStateScope, Closeable, CloseableRegistry,
-    Error, RegistrationKey, Result, StateObject, StreamStateHandle,
+    CheckpointId, Closeable, CloseableRegistry, Error, RegistrationKey, Result, StateObject,
 };
 
 /// The asynchronous part of one snapshot. A strategy's synchronous part captures everything
@@ -103,30 +101,6 @@ impl SnapshotContext {
     /// delete a finished stream).
     pub fn unregister(&self, key: RegistrationKey) -> bool {
         self.snapshot_io.unregister(key)
-    }
-
-    /// Writes `bytes` as one stream of `scope` through `factory`, closed by cancellation
-    /// while it is written, and returns its handle; `what` names the bytes in errors
-    /// (`"incremental snapshot meta data"`).
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Cancelled`], and the factory's and the stream's errors; nothing of the
-    /// stream stays visible on an error.
-    pub fn write_stream(
-        &self,
-        factory: &dyn CheckpointStreamFactory,
-        scope: CheckpointedStateScope,
-        bytes: &[u8],
-        what: &str,
-    ) -> Result<Arc<dyn StreamStateHandle>> {
-        let mut stream = factory.create_output_stream(scope)?;
-        let registration = self.register(stream.closer())?;
-        stream
-            .write_all(bytes)
-            .map_err(|e| Error::stream(format!("writing {what}"), e))?;
-        self.unregister(registration);
-        stream.close_and_get_handle()
     }
 }
 

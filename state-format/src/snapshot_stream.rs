@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use state_api::{
     CheckpointId, CheckpointStateOutputStream, CheckpointStreamFactory, CheckpointedStateScope,
-    Closeable, LocalRecoveryConfig, Result, SnapshotResult, StreamStateHandle,
+    Closeable, Error, LocalRecoveryConfig, Result, SnapshotContext, SnapshotResult,
+    StreamStateHandle,
 };
 
 /// The stream a snapshot writes to: the primary (job-manager-owned) stream alone, or the
@@ -160,4 +161,28 @@ impl CheckpointStreamWithResultProvider {
         // Dropping the stream deletes what it wrote.
         self.secondary = None;
     }
+}
+
+/// Writes `bytes` as one stream of `scope` through `factory`, closed by cancellation of
+/// `context` while it is written, and returns its handle; `what` names the bytes in errors
+/// (`"incremental snapshot meta data"`).
+///
+/// # Errors
+///
+/// [`Error::Cancelled`](state_api::Error::Cancelled), and the factory's and the stream's
+/// errors; nothing of the stream stays visible on an error.
+pub fn write_stream(
+    context: &SnapshotContext,
+    factory: &dyn CheckpointStreamFactory,
+    scope: CheckpointedStateScope,
+    bytes: &[u8],
+    what: &str,
+) -> Result<Arc<dyn StreamStateHandle>> {
+    let mut stream = factory.create_output_stream(scope)?;
+    let registration = context.register(stream.closer())?;
+    stream
+        .write_all(bytes)
+        .map_err(|e| Error::stream(format!("writing {what}"), e))?;
+    context.unregister(registration);
+    stream.close_and_get_handle()
 }

@@ -444,7 +444,8 @@ impl HeapIncrementalAsyncSnapshot {
         header.write_to(&mut meta)?;
         manifest.write_to(&mut meta)?;
         chain.write_to(&mut meta)?;
-        let meta_state = context.write_stream(
+        let meta_state = state_format::snapshot_stream::write_stream(
+            context,
             &*self.factory,
             CheckpointedStateScope::Exclusive,
             &meta,

@@ -347,7 +347,8 @@ impl RocksIncrementalAsyncSnapshot {
         let mut meta = Vec::new();
         header.write_to(&mut meta)?;
         manifest.write_to(&mut meta)?;
-        let meta_state = context.write_stream(
+        let meta_state = state_format::snapshot_stream::write_stream(
+            context,
             &*self.factory,
             CheckpointedStateScope::Exclusive,
             &meta,
