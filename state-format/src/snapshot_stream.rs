@@ -169,7 +169,7 @@ impl CheckpointStreamWithResultProvider {
 ///
 /// # Errors
 ///
-/// [`Error::Cancelled`](state_api::Error::Cancelled), and the factory's and the stream's
+/// [`Error::Cancelled`], and the factory's and the stream's
 /// errors; nothing of the stream stays visible on an error.
 pub fn write_stream(
     context: &SnapshotContext,
