@@ -77,6 +77,8 @@ pub struct CanonicalKeyedBackend<S> {
     composite: CompositeKey,
     /// The current key's key group and bytes.
     current: Option<(u32, Vec<u8>)>,
+    /// The store's states as of its last registration: looked up on every access.
+    states: Vec<StateMetaInfo>,
     snapshots: KeyedSnapshots,
 }
 
@@ -104,6 +106,7 @@ impl<S: CanonicalStore> CanonicalKeyedBackend<S> {
             store,
             params,
             current: None,
+            states: Vec::new(),
             snapshots,
         })
     }
@@ -125,6 +128,7 @@ impl<S: CanonicalStore> CanonicalKeyedBackend<S> {
         let mut backend = Self::new(name, full, store, params.clone(), registry)?;
         let mut target = StoreTarget(&mut backend.store);
         restore_full_snapshots(&params, registry, handles, name, &mut target)?;
+        backend.states = backend.store.states();
         Ok(backend)
     }
 
@@ -144,8 +148,7 @@ impl<S: CanonicalStore> CanonicalKeyedBackend<S> {
     ) -> Result<(usize, Vec<u8>)> {
         self.snapshots.check_open()?;
         let (key_group, key) = self.current.as_ref().ok_or_else(Error::no_current_key)?;
-        let states = self.store.states();
-        let state = state_api::find_state(states.iter(), name, kind)?;
+        let state = state_api::find_state(&self.states, name, kind)?;
         let mut composite = Vec::new();
         (self.composite).build_into(*key_group, key, namespace, user_key, &mut composite)?;
         Ok((state, composite))
@@ -206,24 +209,21 @@ impl<S: CanonicalStore> KeyedStateBackend for CanonicalKeyedBackend<S> {
 
     fn register_state(&mut self, meta: &StateMetaInfo) -> Result<()> {
         self.snapshots.check_open()?;
-        if self
-            .store
-            .states()
-            .iter()
-            .all(|state| state.name != meta.name)
-            && self.store.states().len() >= crate::proxy::MAX_STATES
-        {
+        let known = self.states.iter().any(|state| state.name == meta.name);
+        if !known && self.states.len() >= crate::proxy::MAX_STATES {
             return Err(Error::InvalidArgument(format!(
                 "cannot register state `{}`: a keyed backend holds at most {} states",
                 meta.name,
                 crate::proxy::MAX_STATES
             )));
         }
-        self.store.register(meta).map(drop)
+        self.store.register(meta)?;
+        self.states = self.store.states();
+        Ok(())
     }
 
     fn states(&self) -> Vec<StateMetaInfo> {
-        self.store.states()
+        self.states.clone()
     }
 
     fn set_current_key(&mut self, key: &[u8]) -> Result<()> {
@@ -310,8 +310,7 @@ impl<S: CanonicalStore> KeyedStateBackend for CanonicalKeyedBackend<S> {
 
     fn keys(&self, state: &str, namespace: &[u8]) -> Result<Vec<Vec<u8>>> {
         self.snapshots.check_open()?;
-        let states = self.store.states();
-        let state = state_api::find_state(states.iter(), state, None)?;
+        let state = state_api::find_state(&self.states, state, None)?;
         let mut keys: Vec<Vec<u8>> = Vec::new();
         for (composite, _) in self.store.scan(state, &[])? {
             let parts = self.composite.split(&composite)?;
@@ -339,6 +338,7 @@ impl<S: CanonicalStore> KeyedStateBackend for CanonicalKeyedBackend<S> {
         // Cancels running snapshots; each holds its own view of the store.
         let closed = self.snapshots.close();
         self.store.clear();
+        self.states.clear();
         closed
     }
 }
