@@ -338,7 +338,7 @@ fn key_groups_detail(handle: &KeyGroupsStateHandle, registry: &Registry) -> KeyG
                 (key_group == range.end()).then(|| stream.state_size())
             });
             KeyGroupRow {
-                key_group,
+                key_group: key_group.get(),
                 offset,
                 length: end.and_then(|end| end.checked_sub(offset)),
                 checksum: handle.checksum(key_group),

@@ -11,13 +11,13 @@ use std::io::Write;
 use std::sync::Arc;
 
 use snapstate::api::CheckpointId;
-use snapstate::api::MaxParallelism;
 use snapstate::api::SnapshotRequest;
 use snapstate::api::{
     CheckpointStreamFactory, CheckpointedStateScope, HandleAndLocalPath,
     IncrementalRemoteKeyedStateHandle, PlaceholderStreamStateHandle, StateKind, StateMetaInfo,
     StreamStateHandle,
 };
+use snapstate::api::{KeyGroup, MaxParallelism};
 use snapstate::format::KeyedBackendSerializationProxy;
 use snapstate::format::file_manifest::{FileManifest, ManifestEntry};
 use snapstate::format::keyed_format::KeyedSnapshotReader;
@@ -149,7 +149,12 @@ fn inspect_shows_every_key_group_with_offset_length_and_checksum() {
         assert!(next > 0, "the header comes first");
         for row in &detail.key_groups {
             assert_eq!(row.offset, next, "{compression}: sections are contiguous");
-            assert_eq!(row.checksum, fixture.keyed.checksum(row.key_group));
+            assert_eq!(
+                row.checksum,
+                fixture
+                    .keyed
+                    .checksum(KeyGroup::new(row.key_group).unwrap())
+            );
             assert!(row.checksum.is_some(), "{compression}: {row:?}");
             next += row.length.expect("every section has a length");
         }
@@ -200,7 +205,7 @@ fn entries(fixture: &Fixture, key_group: u32) -> Vec<(u16, Vec<u8>, Vec<u8>)> {
         KeyedSnapshotReader::open(&fixture.keyed, snapstate::registry(), MAX_PARALLELISM).unwrap();
     let mut entries = Vec::new();
     reader
-        .read_key_group(key_group, &mut |entry| {
+        .read_key_group(KeyGroup::new(key_group).unwrap(), &mut |entry| {
             entries.push((entry.state_id, entry.key.to_vec(), entry.value.to_vec()));
             Ok(())
         })

@@ -115,13 +115,10 @@ fn a_damaged_object_is_reported_with_its_key_group_and_url() {
     let object = keyed_object(&stored);
     let path = object_path(object);
     // The first byte of the largest key group's section.
-    let (key_group, offset) = (0..MAX_PARALLELISM.get())
+    let (key_group, offset) = (MAX_PARALLELISM.all().iter())
         .map(|key_group| (key_group, stored.keyed.offsets().offset(key_group).unwrap()))
         .max_by_key(|&(key_group, offset)| {
-            let end = match key_group + 1 < MAX_PARALLELISM.get() {
-                true => stored.keyed.offsets().offset(key_group + 1).unwrap(),
-                false => object.state_size(),
-            };
+            let end = (stored.keyed.section_end(key_group)).unwrap_or_else(|| object.state_size());
             (end - offset, key_group)
         })
         .unwrap();
@@ -130,7 +127,7 @@ fn a_damaged_object_is_reported_with_its_key_group_and_url() {
     let report = inspect::verify(location(&stored.url), None, snapstate::registry()).unwrap();
     assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
     let problem = &report.problems[0];
-    assert_eq!(problem.key_group, Some(key_group), "{problem}");
+    assert_eq!(problem.key_group, Some(key_group.get()), "{problem}");
     assert!(
         matches!(
             problem.kind,
@@ -180,7 +177,15 @@ fn the_binary_verifies_a_url_and_names_the_damage() {
     assert_eq!(report["root"], stored.url.as_str());
 
     let path = object_path(keyed_object(&stored));
-    support::flip_byte(&path, stored.keyed.offsets().offset(0).unwrap() + 4);
+    support::flip_byte(
+        &path,
+        stored
+            .keyed
+            .offsets()
+            .offset(MAX_PARALLELISM.all().start())
+            .unwrap()
+            + 4,
+    );
     let verify = snapstate(&["verify", &stored.url]);
     assert_eq!(verify.status.code(), Some(1), "{verify:?}");
     let text = String::from_utf8_lossy(&verify.stdout);

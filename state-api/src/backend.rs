@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use crate::SnapshotRequest;
 use crate::{
-    AsyncSnapshotTask, CheckpointListener, CheckpointStreamFactory, KeyGroupRange,
+    AsyncSnapshotTask, CheckpointListener, CheckpointStreamFactory, KeyGroup, KeyGroupRange,
     KeyedStateHandle, LocalRecoveryConfig, MaxParallelism, OperatorStateMetaInfo,
     OperatorStreamStateHandle, Registry, Result, SnapshotResult, SnapshotStrategy, StateMetaInfo,
     UNCOMPRESSED,
@@ -57,7 +57,7 @@ impl KeyedBackendParams {
     /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) naming both.
     pub fn check_range(&self) -> Result<()> {
         let range = self.key_group_range;
-        if range.is_empty() || range.end() < self.max_parallelism.get() {
+        if range.is_empty() || range.end().get() < self.max_parallelism.get() {
             return Ok(());
         }
         Err(crate::Error::InvalidArgument(format!(
@@ -73,7 +73,7 @@ impl KeyedBackendParams {
     ///
     /// [`Error::KeyGroupOutOfRange`](crate::Error::KeyGroupOutOfRange) for a key of another
     /// instance.
-    pub fn key_group_of(&self, key: &[u8]) -> Result<u32> {
+    pub fn key_group_of(&self, key: &[u8]) -> Result<KeyGroup> {
         let key_group = self.max_parallelism.key_group_of(key);
         match self.key_group_range.contains(key_group) {
             true => Ok(key_group),
@@ -112,12 +112,12 @@ pub fn check_key_groups_fit(
     max_parallelism: MaxParallelism,
     location: &str,
 ) -> Result<()> {
-    if range.is_empty() || range.end() < max_parallelism.get() {
+    if range.is_empty() || range.end().get() < max_parallelism.get() {
         return Ok(());
     }
     Err(crate::Error::Incompatible {
         what: format!("key groups {range} of snapshot {location}: the number of key groups"),
-        held: format!("at least {}", u64::from(range.end()) + 1),
+        held: format!("at least {}", u64::from(range.end().get()) + 1),
         requested: max_parallelism.to_string(),
     })
 }

@@ -228,7 +228,7 @@ impl CheckpointMetadata {
                 if range.is_empty() {
                     continue;
                 }
-                if range.end() >= self.max_parallelism.get() {
+                if range.end().get() >= self.max_parallelism.get() {
                     return Err(corrupted(format!(
                         "instance {} holds key groups {range}, beyond the checkpoint's {} key groups",
                         instance.index, self.max_parallelism

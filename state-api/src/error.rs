@@ -111,7 +111,7 @@ pub enum Error {
     #[error("key group {key_group} is outside of {range}")]
     KeyGroupOutOfRange {
         /// The key group of the key.
-        key_group: u32,
+        key_group: crate::KeyGroup,
         /// The range it should lie in (the instance's, or all key groups of the job).
         range: crate::KeyGroupRange,
     },
@@ -134,7 +134,7 @@ pub enum Error {
     #[error("key group {key_group} of {location}: {source}")]
     KeyGroup {
         /// The key group being read.
-        key_group: u32,
+        key_group: crate::KeyGroup,
         /// The snapshot stream (see `StreamStateHandle::describe`).
         location: String,
         /// What went wrong.
@@ -278,10 +278,10 @@ impl Error {
     /// actually went wrong.
     ///
     /// ```
-    /// use state_api::Error;
+    /// use state_api::{Error, KeyGroup};
     ///
     /// let err = Error::KeyGroup {
-    ///     key_group: 7,
+    ///     key_group: KeyGroup::new(7).expect("below 32768"),
     ///     location: "file /tmp/chk-1/state".into(),
     ///     source: Box::new(Error::Corrupted { what: "key-group data".into(), reason: "checksum".into() }),
     /// };

@@ -7,7 +7,6 @@
 //! that snapstate hashes the *serialized* key ([`key_hash`]), not the key's `hashCode()`.
 
 use std::fmt;
-use std::ops::RangeInclusive;
 
 use serde::{Deserialize, Serialize};
 
@@ -15,6 +14,39 @@ use crate::{Error, Result};
 
 /// The largest key group that can exist.
 const MAX_KEY_GROUP: u32 = MaxParallelism::UPPER_BOUND - 1;
+
+/// One key group: a number below [`MaxParallelism::UPPER_BOUND`], so at most 32767.
+///
+/// Made by [`KeyGroup::new`], by [`MaxParallelism::key_group_of`] for a key, or by
+/// iterating a [`KeyGroupRange`]; it displays as the bare number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KeyGroup(u32);
+
+impl KeyGroup {
+    /// `key_group`, checked to be at most 32767 ([`Error::InvalidArgument`] if not).
+    pub fn new(key_group: u32) -> Result<Self> {
+        match key_group <= MAX_KEY_GROUP {
+            true => Ok(KeyGroup(key_group)),
+            false => Err(Error::InvalidArgument(format!(
+                "key group {key_group} is above the largest possible key group {MAX_KEY_GROUP}"
+            ))),
+        }
+    }
+
+    /// The key group's number.
+    pub const fn get(self) -> u32 {
+        self.0
+    }
+}
+
+impl fmt::Display for KeyGroup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// The key groups of a [`KeyGroupRange`] in ascending order: [`KeyGroupRange::iter`].
+pub type KeyGroups = std::iter::Map<std::ops::RangeInclusive<u32>, fn(u32) -> KeyGroup>;
 
 /// An inclusive range of key groups, possibly empty.
 ///
@@ -26,11 +58,12 @@ const MAX_KEY_GROUP: u32 = MaxParallelism::UPPER_BOUND - 1;
 /// # Examples
 ///
 /// ```
-/// use state_api::KeyGroupRange;
+/// use state_api::{KeyGroup, KeyGroupRange};
 ///
 /// let range = KeyGroupRange::new(0, 127)?;
 /// assert_eq!(range.len(), 128);
-/// assert!(range.contains(42));
+/// assert!(range.contains(KeyGroup::new(42)?));
+/// assert_eq!(range.position(KeyGroup::new(42)?), Some(42));
 /// assert_eq!(range.to_string(), "key groups 0..=127");
 ///
 /// let upper = KeyGroupRange::new(100, 200)?;
@@ -70,7 +103,7 @@ impl TryFrom<RawKeyGroupRange> for KeyGroupRange {
 
 impl KeyGroupRange {
     /// The range without any key group: its [`start`](Self::start) is 1 and its
-    /// [`end`](Self::end) 0, so that `start()..=end()` is an empty `RangeInclusive` as well.
+    /// [`end`](Self::end) 0, so that iterating it yields nothing.
     pub const EMPTY: Self = Self { start: 1, end: 0 };
 
     /// The non-empty range `start..=end`. [`Error::InvalidArgument`] if `end < start` (use
@@ -82,28 +115,26 @@ impl KeyGroupRange {
                 "key-group range {start}..={end} ends before it starts"
             )));
         }
-        if end > MAX_KEY_GROUP {
-            return Err(Error::InvalidArgument(format!(
-                "key group {end} is above the largest possible key group {MAX_KEY_GROUP}"
-            )));
-        }
+        KeyGroup::new(end)?;
         Ok(Self { start, end })
     }
 
-    /// The range holding only `key_group`; fails with [`Error::InvalidArgument`] if
-    /// `key_group` is above the largest possible key group (32767).
-    pub fn single(key_group: u32) -> Result<Self> {
-        Self::new(key_group, key_group)
+    /// The range holding only `key_group`.
+    pub const fn single(key_group: KeyGroup) -> Self {
+        Self {
+            start: key_group.0,
+            end: key_group.0,
+        }
     }
 
     /// The first key group of the range; 1 for the empty range.
-    pub const fn start(&self) -> u32 {
-        self.start
+    pub const fn start(&self) -> KeyGroup {
+        KeyGroup(self.start)
     }
 
     /// The last key group of the range (inclusive); 0 for the empty range.
-    pub const fn end(&self) -> u32 {
-        self.end
+    pub const fn end(&self) -> KeyGroup {
+        KeyGroup(self.end)
     }
 
     /// True if the range holds no key group.
@@ -121,8 +152,14 @@ impl KeyGroupRange {
     }
 
     /// True if `key_group` lies in the range.
-    pub const fn contains(&self, key_group: u32) -> bool {
-        self.start <= key_group && key_group <= self.end
+    pub const fn contains(&self, key_group: KeyGroup) -> bool {
+        self.start <= key_group.0 && key_group.0 <= self.end
+    }
+
+    /// The index of `key_group` in the range (0 for its start); `None` outside of it.
+    pub fn position(&self, key_group: KeyGroup) -> Option<usize> {
+        self.contains(key_group)
+            .then(|| (key_group.0 - self.start) as usize)
     }
 
     /// The key groups in both ranges; [`KeyGroupRange::EMPTY`] if they are disjoint.
@@ -137,8 +174,8 @@ impl KeyGroupRange {
     }
 
     /// The key groups of the range, in ascending order.
-    pub fn iter(&self) -> RangeInclusive<u32> {
-        self.start..=self.end
+    pub fn iter(&self) -> KeyGroups {
+        (self.start..=self.end).map(KeyGroup)
     }
 }
 
@@ -149,24 +186,6 @@ impl fmt::Display for KeyGroupRange {
         } else {
             write!(f, "key groups {}..={}", self.start, self.end)
         }
-    }
-}
-
-impl IntoIterator for KeyGroupRange {
-    type Item = u32;
-    type IntoIter = RangeInclusive<u32>;
-
-    fn into_iter(self) -> Self::IntoIter {
-        self.iter()
-    }
-}
-
-impl IntoIterator for &KeyGroupRange {
-    type Item = u32;
-    type IntoIter = RangeInclusive<u32>;
-
-    fn into_iter(self) -> Self::IntoIter {
-        self.iter()
     }
 }
 
@@ -194,7 +213,7 @@ impl IntoIterator for &KeyGroupRange {
 ///
 /// let max_parallelism = MaxParallelism::new(128)?;
 /// let key_group = max_parallelism.key_group_of(b"hello");
-/// assert_eq!(key_group, 63);
+/// assert_eq!(key_group.get(), 63);
 ///
 /// let operator = max_parallelism.operator_of(key_group, 3)?;
 /// let owned = max_parallelism.range_for(operator, 3)?;
@@ -300,12 +319,12 @@ impl MaxParallelism {
     }
 
     /// The key group of the key hash `hash`: `murmur_hash(hash) % max_parallelism`.
-    pub const fn key_group_of_hash(self, hash: i32) -> u32 {
-        murmur_hash(hash) % self.0
+    pub const fn key_group_of_hash(self, hash: i32) -> KeyGroup {
+        KeyGroup(murmur_hash(hash) % self.0)
     }
 
     /// The key group of the serialized key `key`.
-    pub fn key_group_of(self, key: &[u8]) -> u32 {
+    pub fn key_group_of(self, key: &[u8]) -> KeyGroup {
         self.key_group_of_hash(key_hash(key))
     }
 
@@ -342,15 +361,15 @@ impl MaxParallelism {
     ///
     /// [`Error::InvalidArgument`] unless `1 <= parallelism <= max_parallelism` and
     /// `key_group < max_parallelism`.
-    pub fn operator_of(self, key_group: u32, parallelism: u32) -> Result<u32> {
+    pub fn operator_of(self, key_group: KeyGroup, parallelism: u32) -> Result<u32> {
         self.check_parallelism(parallelism)?;
-        if key_group >= self.0 {
+        if key_group.0 >= self.0 {
             return Err(Error::InvalidArgument(format!(
                 "key group {key_group} is not below the max parallelism {self}"
             )));
         }
         // Below `parallelism`, so it fits in a u32.
-        Ok((u64::from(key_group) * u64::from(parallelism) / u64::from(self.0)) as u32)
+        Ok((u64::from(key_group.0) * u64::from(parallelism) / u64::from(self.0)) as u32)
     }
 
     /// The number of bytes of the key-group prefix of keys in a key-value store: 1 up to
@@ -454,6 +473,10 @@ mod tests {
         MaxParallelism::new(max_parallelism).unwrap()
     }
 
+    fn kg(key_group: u32) -> KeyGroup {
+        KeyGroup::new(key_group).unwrap()
+    }
+
     fn range(start: u32, end: u32) -> KeyGroupRange {
         KeyGroupRange::new(start, end).unwrap()
     }
@@ -522,7 +545,7 @@ mod tests {
     fn check_key_group(key: &[u8], max_parallelism: u32, expected: u32) {
         assert_eq!(
             mp(max_parallelism).key_group_of(key),
-            expected,
+            kg(expected),
             "assign_to_key_group({key:?}, {max_parallelism})"
         );
     }
@@ -541,8 +564,8 @@ mod tests {
 
     #[test]
     fn compute_key_group_for_key_hash_reduces_murmur_hash() {
-        assert_eq!(mp(128).key_group_of_hash(1), 68_075_478 % 128);
-        assert_eq!(mp(1000).key_group_of_hash(-1), 1_982_413_648 % 1000);
+        assert_eq!(mp(128).key_group_of_hash(1), kg(68_075_478 % 128));
+        assert_eq!(mp(1000).key_group_of_hash(-1), kg(1_982_413_648 % 1000));
     }
 
     // ---- KeyGroupRange ----
@@ -552,12 +575,11 @@ mod tests {
         let empty = KeyGroupRange::EMPTY;
         assert!(empty.is_empty());
         assert_eq!(empty.len(), 0);
-        assert_eq!(empty.start(), 1);
-        assert_eq!(empty.end(), 0);
-        assert!(!empty.contains(0));
-        assert!(!empty.contains(1));
+        assert_eq!((empty.start(), empty.end()), (kg(1), kg(0)));
+        assert!(!empty.contains(kg(0)));
+        assert!(!empty.contains(kg(1)));
+        assert_eq!(empty.position(kg(1)), None);
         assert_eq!(empty.iter().count(), 0);
-        assert_eq!(empty.into_iter().count(), 0);
         assert_eq!(empty.to_string(), "empty key-group range");
     }
 
@@ -566,28 +588,32 @@ mod tests {
         let r = range(3, 7);
         assert!(!r.is_empty());
         assert_eq!(r.len(), 5);
-        assert_eq!((r.start(), r.end()), (3, 7));
-        assert_eq!(r.iter().collect::<Vec<_>>(), [3, 4, 5, 6, 7]);
-        assert_eq!((&r).into_iter().rev().collect::<Vec<_>>(), [7, 6, 5, 4, 3]);
-        let mut seen = Vec::new();
-        for key_group in r {
-            seen.push(key_group);
-        }
-        assert_eq!(seen, [3, 4, 5, 6, 7]);
+        assert_eq!((r.start(), r.end()), (kg(3), kg(7)));
+        let numbers = |groups: &mut dyn Iterator<Item = KeyGroup>| -> Vec<u32> {
+            groups.map(KeyGroup::get).collect()
+        };
+        assert_eq!(numbers(&mut r.iter()), [3, 4, 5, 6, 7]);
+        assert_eq!(numbers(&mut r.iter().rev()), [7, 6, 5, 4, 3]);
+        let positions: Vec<_> = (2..=8).map(|n| r.position(kg(n))).collect();
+        assert_eq!(
+            positions,
+            [None, Some(0), Some(1), Some(2), Some(3), Some(4), None]
+        );
         assert_eq!(r.to_string(), "key groups 3..=7");
     }
 
     #[test]
     fn single_and_full_ranges() {
-        let single = KeyGroupRange::single(9).unwrap();
+        let single = KeyGroupRange::single(kg(9));
         assert_eq!(single.len(), 1);
-        assert_eq!(single.iter().collect::<Vec<_>>(), [9]);
+        assert_eq!(single.iter().collect::<Vec<_>>(), [kg(9)]);
         let full = range(0, MAX_KEY_GROUP);
         assert_eq!(full.len(), MaxParallelism::UPPER_BOUND);
     }
 
     #[track_caller]
     fn check_contains(r: KeyGroupRange, key_group: u32, expected: bool) {
+        let key_group = kg(key_group);
         assert_eq!(r.contains(key_group), expected, "{r} contains {key_group}");
     }
 
@@ -600,7 +626,7 @@ mod tests {
         check_contains(range(3, 7), 8, false);
         check_contains(range(0, 0), 0, true);
         check_contains(range(0, 0), 1, false);
-        check_contains(KeyGroupRange::EMPTY, u32::MAX, false);
+        check_contains(KeyGroupRange::EMPTY, MAX_KEY_GROUP, false);
     }
 
     #[track_caller]
@@ -634,7 +660,8 @@ mod tests {
         check_invalid(KeyGroupRange::new(1, 0), &["1..=0"]);
         check_invalid(KeyGroupRange::new(0, 32_768), &["32768", "32767"]);
         check_invalid(KeyGroupRange::new(0, u32::MAX), &["4294967295"]);
-        check_invalid(KeyGroupRange::single(40_000), &["40000"]);
+        check_invalid(KeyGroup::new(40_000), &["40000", "32767"]);
+        assert_eq!(KeyGroup::new(32_767).map(KeyGroup::get).ok(), Some(32_767));
     }
 
     #[track_caller]
@@ -733,12 +760,12 @@ mod tests {
             let r = mp(max_parallelism)
                 .range_for(operator_index, parallelism)
                 .map_err(|err| format!("{context}: {err}"))?;
-            if r.is_empty() || r.start() != next {
+            if r.is_empty() || r.start().get() != next {
                 return Err(format!(
                     "{context}: operator {operator_index} owns {r}, expected a range from {next}"
                 ));
             }
-            for key_group in r {
+            for key_group in r.iter() {
                 let owner = mp(max_parallelism)
                     .operator_of(key_group, parallelism)
                     .map_err(|err| format!("{context}: {err}"))?;
@@ -748,7 +775,7 @@ mod tests {
                     ));
                 }
             }
-            next = r.end() + 1;
+            next = r.end().get() + 1;
         }
         if next != max_parallelism {
             return Err(format!("{context}: the ranges end at {next}"));
@@ -783,14 +810,14 @@ mod tests {
         check_invalid(compute(0, 129), &["parallelism 129", "128"]);
         check_invalid(compute(4, 4), &["operator index 4", "parallelism 4"]);
         check_invalid(compute(u32::MAX, 4), &["4294967295"]);
-        check_invalid(mp(128).operator_of(128, 4), &["key group 128", "128"]);
-        check_invalid(mp(128).operator_of(0, 0), &["parallelism 0"]);
+        check_invalid(mp(128).operator_of(kg(128), 4), &["key group 128", "128"]);
+        check_invalid(mp(128).operator_of(kg(0), 0), &["parallelism 0"]);
     }
 
     #[test]
     fn operator_index_for_key_group() {
         let owner =
-            |max, parallelism, key_group| mp(max).operator_of(key_group, parallelism).unwrap();
+            |max, parallelism, key_group| mp(max).operator_of(kg(key_group), parallelism).unwrap();
         assert_eq!(owner(128, 3, 0), 0);
         assert_eq!(owner(128, 3, 42), 0);
         assert_eq!(owner(128, 3, 43), 1);
@@ -813,7 +840,7 @@ mod tests {
             max_parallelism in 1..=32_768u32,
         ) {
             let key_group = mp(max_parallelism).key_group_of(&key);
-            prop_assert!(key_group < max_parallelism);
+            prop_assert!(key_group.get() < max_parallelism);
             let parallelism = (max_parallelism / 3).max(1);
             let operator = mp(max_parallelism).operator_of(key_group, parallelism).unwrap();
             let owned = mp(max_parallelism).range_for(operator, parallelism).unwrap();

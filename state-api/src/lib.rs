@@ -10,7 +10,7 @@
 //!
 //! The pieces, in the order a snapshot meets them:
 //!
-//! - [`KeyGroupRange`], [`MaxParallelism`]: which key groups exist, which one a key is in,
+//! - [`KeyGroup`], [`KeyGroupRange`], [`MaxParallelism`]: which key groups exist, which one a key is in,
 //!   which ones an instance owns.
 //! - [`KeyedStateBackend`], [`OperatorStateBackend`]: the state, driven through bytes.
 //! - [`SnapshotStrategy`]: its call is the synchronous part; it returns an
@@ -68,7 +68,7 @@ pub use handle::{
     OperatorStatePartitions, OperatorStreamStateHandle, PlaceholderStreamStateHandle,
     StateInputStream, StreamStateHandle, new_backend_identifier, seek_position,
 };
-pub use key_group::{KeyGroupRange, MaxParallelism};
+pub use key_group::{KeyGroup, KeyGroupRange, KeyGroups, MaxParallelism};
 pub use meta::{OperatorStateMetaInfo, SerializerId, StateKind, StateMetaInfo, find_state};
 pub use registry::{PluginInfo, PluginKind, Registration, Registry, register};
 pub use state_object::{SnapshotResult, StateObject};

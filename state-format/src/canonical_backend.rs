@@ -15,7 +15,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use state_api::{
-    AsyncSnapshotTask, CheckpointListener, CheckpointStreamFactory, Error, KeyGroupRange,
+    AsyncSnapshotTask, CheckpointListener, CheckpointStreamFactory, Error, KeyGroup, KeyGroupRange,
     KeyedBackendParams, KeyedSnapshotResult, KeyedSnapshots, KeyedStateBackend, KeyedStateHandle,
     MaxParallelism, Registry, Result, SnapshotRequest, StateKind, StateMetaInfo,
 };
@@ -76,7 +76,7 @@ pub struct CanonicalKeyedBackend<S> {
     params: KeyedBackendParams,
     composite: CompositeKey,
     /// The current key's key group and bytes.
-    current: Option<(u32, Vec<u8>)>,
+    current: Option<(KeyGroup, Vec<u8>)>,
     /// The store's states as of its last registration: looked up on every access.
     states: Vec<StateMetaInfo>,
     snapshots: KeyedSnapshots,

@@ -7,13 +7,13 @@
 //! [`KeyGroupRangeOffsets`]. Its serialized tag is `"key-groups"`.
 
 use std::iter::FusedIterator;
-use std::ops::RangeInclusive;
 use std::slice;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use state_api::{
-    Error, KeyGroupRange, KeyedStateHandle, Result, SnapshotResult, StateObject, StreamStateHandle,
+    Error, KeyGroup, KeyGroupRange, KeyGroups, KeyedStateHandle, Result, SnapshotResult,
+    StateObject, StreamStateHandle,
 };
 
 /// One stream offset per key group of a [`KeyGroupRange`]: where each key group's state
@@ -25,18 +25,20 @@ use state_api::{
 /// # Examples
 ///
 /// ```
-/// use state_api::KeyGroupRange;
+/// use state_api::{KeyGroup, KeyGroupRange};
 /// use state_format::KeyGroupRangeOffsets;
 ///
+/// let kg = KeyGroup::new;
 /// let mut offsets = KeyGroupRangeOffsets::new(KeyGroupRange::new(4, 7)?);
-/// offsets.set_offset(5, 100)?;
-/// offsets.set_offset(6, 250)?;
-/// assert_eq!(offsets.offset(5)?, 100);
-/// assert!(offsets.offset(8).is_err());
+/// offsets.set_offset(kg(5)?, 100)?;
+/// offsets.set_offset(kg(6)?, 250)?;
+/// assert_eq!(offsets.offset(kg(5)?)?, 100);
+/// assert!(offsets.offset(kg(8)?).is_err());
 ///
 /// // A restoring instance that owns key groups 5..=9 reads only 5 and 6 of this stream.
 /// let mine = offsets.intersection(&KeyGroupRange::new(5, 9)?);
-/// assert_eq!(mine.iter().collect::<Vec<_>>(), [(5, 100), (6, 250), (7, 0)]);
+/// let pairs: Vec<_> = mine.iter().map(|(key_group, at)| (key_group.get(), at)).collect();
+/// assert_eq!(pairs, [(5, 100), (6, 250), (7, 0)]);
 /// # Ok::<(), state_api::Error>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -99,8 +101,8 @@ impl KeyGroupRangeOffsets {
     /// The offset of `key_group`.
     ///
     /// Fails with [`Error::KeyGroupOutOfRange`] if `key_group` is not in the range.
-    pub fn offset(&self, key_group: u32) -> Result<u64> {
-        position(&self.range, key_group)
+    pub fn offset(&self, key_group: KeyGroup) -> Result<u64> {
+        (self.range.position(key_group))
             .and_then(|index| self.offsets.get(index).copied())
             .ok_or_else(|| self.out_of_range(key_group))
     }
@@ -108,8 +110,8 @@ impl KeyGroupRangeOffsets {
     /// Sets the offset of `key_group`.
     ///
     /// Fails with [`Error::KeyGroupOutOfRange`] if `key_group` is not in the range.
-    pub fn set_offset(&mut self, key_group: u32, offset: u64) -> Result<()> {
-        match position(&self.range, key_group).and_then(|index| self.offsets.get_mut(index)) {
+    pub fn set_offset(&mut self, key_group: KeyGroup, offset: u64) -> Result<()> {
+        match (self.range.position(key_group)).and_then(|index| self.offsets.get_mut(index)) {
             Some(slot) => {
                 *slot = offset;
                 Ok(())
@@ -131,7 +133,7 @@ impl KeyGroupRangeOffsets {
     /// The result is empty (over [`KeyGroupRange::EMPTY`]) if the ranges are disjoint.
     pub fn intersection(&self, range: &KeyGroupRange) -> KeyGroupRangeOffsets {
         let narrowed = self.range.intersection(range);
-        let Some(skip) = position(&self.range, narrowed.start()).filter(|_| !narrowed.is_empty())
+        let Some(skip) = (self.range.position(narrowed.start())).filter(|_| !narrowed.is_empty())
         else {
             return Self::new(KeyGroupRange::EMPTY);
         };
@@ -148,7 +150,7 @@ impl KeyGroupRangeOffsets {
         }
     }
 
-    fn out_of_range(&self, key_group: u32) -> Error {
+    fn out_of_range(&self, key_group: KeyGroup) -> Error {
         Error::KeyGroupOutOfRange {
             key_group,
             range: self.range,
@@ -157,7 +159,7 @@ impl KeyGroupRangeOffsets {
 }
 
 impl<'a> IntoIterator for &'a KeyGroupRangeOffsets {
-    type Item = (u32, u64);
+    type Item = (KeyGroup, u64);
     type IntoIter = KeyGroupOffsetsIter<'a>;
 
     fn into_iter(self) -> Self::IntoIter {
@@ -169,12 +171,12 @@ impl<'a> IntoIterator for &'a KeyGroupRangeOffsets {
 /// key-group order; made by [`KeyGroupRangeOffsets::iter`].
 #[derive(Debug, Clone)]
 pub struct KeyGroupOffsetsIter<'a> {
-    key_groups: RangeInclusive<u32>,
+    key_groups: KeyGroups,
     offsets: slice::Iter<'a, u64>,
 }
 
 impl Iterator for KeyGroupOffsetsIter<'_> {
-    type Item = (u32, u64);
+    type Item = (KeyGroup, u64);
 
     fn next(&mut self) -> Option<Self::Item> {
         Some((self.key_groups.next()?, *self.offsets.next()?))
@@ -194,13 +196,6 @@ impl DoubleEndedIterator for KeyGroupOffsetsIter<'_> {
 impl ExactSizeIterator for KeyGroupOffsetsIter<'_> {}
 
 impl FusedIterator for KeyGroupOffsetsIter<'_> {}
-
-/// The index of `key_group` in `range`, if it lies in it.
-fn position(range: &KeyGroupRange, key_group: u32) -> Option<usize> {
-    range
-        .contains(key_group)
-        .then(|| (key_group - range.start()) as usize)
-}
 
 /// Turns a stream result into a keyed result: both copies share the key-group offsets
 /// (the task-local copy is byte-identical) and the optional per-key-group checksums.
@@ -263,10 +258,17 @@ impl KeyGroupsStateHandle {
 
     /// Where the data of `key_group` ends: the next key group's offset, or the recorded
     /// end for the last one (`None` when not recorded, as in handles of older builds).
-    pub fn section_end(&self, key_group: u32) -> Option<u64> {
-        let range = self.offsets.range();
-        match key_group < range.end() {
-            true => self.offsets.offset(key_group + 1).ok(),
+    pub fn section_end(&self, key_group: KeyGroup) -> Option<u64> {
+        self.offset_after(key_group)
+    }
+
+    /// The offset of the key group after `key_group` in the handle's stream, or the
+    /// recorded end if `key_group` is the last of the range.
+    fn offset_after(&self, key_group: KeyGroup) -> Option<u64> {
+        match key_group < self.offsets.range().end() {
+            true => KeyGroup::new(key_group.get() + 1)
+                .and_then(|next| self.offsets.offset(next))
+                .ok(),
             false => self.end,
         }
     }
@@ -296,12 +298,8 @@ impl KeyGroupsStateHandle {
     }
 
     /// The checksum recorded for `key_group`, if checksums were recorded.
-    pub fn checksum(&self, key_group: u32) -> Option<u32> {
-        let range = self.offsets.range();
-        if !range.contains(key_group) {
-            return None;
-        }
-        let index = (key_group - range.start()) as usize;
+    pub fn checksum(&self, key_group: KeyGroup) -> Option<u32> {
+        let index = self.offsets.range().position(key_group)?;
         self.checksums
             .as_ref()
             .and_then(|all| all.get(index).copied())
@@ -327,21 +325,16 @@ impl KeyedStateHandle for KeyGroupsStateHandle {
     fn intersection(&self, range: &KeyGroupRange) -> Option<Arc<dyn KeyedStateHandle>> {
         let offsets = self.offsets.intersection(range);
         let narrowed = offsets.range();
-        if narrowed.is_empty() {
-            return None;
-        }
+        // None for an empty intersection, whose start lies outside of the range.
+        let skip = self.offsets.range().position(narrowed.start())?;
         let checksums = self.checksums.as_ref().map(|all| {
-            let skip = (narrowed.start() - self.offsets.range().start()) as usize;
             all.iter()
                 .skip(skip)
                 .take(narrowed.len() as usize)
                 .copied()
                 .collect()
         });
-        let end = match narrowed.end() < self.offsets.range().end() {
-            true => self.offsets.offset(narrowed.end() + 1).ok(),
-            false => self.end,
-        };
+        let end = self.offset_after(narrowed.end());
         Some(Arc::new(KeyGroupsStateHandle {
             offsets,
             delegate: self.delegate.clone(),
@@ -379,6 +372,17 @@ mod tests {
 
     // ---- KeyGroupRangeOffsets ----
 
+    fn kg(key_group: u32) -> KeyGroup {
+        KeyGroup::new(key_group).unwrap()
+    }
+
+    /// The `(key group, offset)` pairs of `o`, with the key groups as numbers.
+    fn pairs(o: &KeyGroupRangeOffsets) -> Vec<(u32, u64)> {
+        o.iter()
+            .map(|(key_group, at)| (key_group.get(), at))
+            .collect()
+    }
+
     fn offsets(start: u32, end: u32, values: &[u64]) -> KeyGroupRangeOffsets {
         KeyGroupRangeOffsets::with_offsets(range(start, end), values.to_vec()).unwrap()
     }
@@ -388,7 +392,7 @@ mod tests {
         let o = KeyGroupRangeOffsets::new(range(2, 4));
         assert_eq!(o.range(), range(2, 4));
         assert_eq!(o.offsets(), [0, 0, 0]);
-        assert_eq!(o.iter().collect::<Vec<_>>(), [(2, 0), (3, 0), (4, 0)]);
+        assert_eq!(pairs(&o), [(2, 0), (3, 0), (4, 0)]);
         let empty = KeyGroupRangeOffsets::new(KeyGroupRange::EMPTY);
         assert!(empty.offsets().is_empty());
         assert_eq!(empty.iter().count(), 0);
@@ -397,10 +401,10 @@ mod tests {
     #[test]
     fn offsets_get_and_set() {
         let mut o = offsets(10, 12, &[100, 200, 300]);
-        assert_eq!(o.offset(10).unwrap(), 100);
-        assert_eq!(o.offset(12).unwrap(), 300);
-        o.set_offset(11, 250).unwrap();
-        assert_eq!(o.offset(11).unwrap(), 250);
+        assert_eq!(o.offset(kg(10)).unwrap(), 100);
+        assert_eq!(o.offset(kg(12)).unwrap(), 300);
+        o.set_offset(kg(11), 250).unwrap();
+        assert_eq!(o.offset(kg(11)).unwrap(), 250);
         assert_eq!(o.offsets(), [100, 250, 300]);
     }
 
@@ -412,7 +416,7 @@ mod tests {
                 key_group: found,
                 range: found_range,
             } => {
-                assert_eq!(*found, key_group, "{err}");
+                assert_eq!(found.get(), key_group, "{err}");
                 assert_eq!(found_range.to_string(), range, "{err}");
             }
             other => panic!("expected KeyGroupOutOfRange, got {other}"),
@@ -422,13 +426,13 @@ mod tests {
     #[test]
     fn offsets_out_of_range() {
         let mut o = offsets(10, 12, &[100, 200, 300]);
-        check_out_of_range(o.offset(9), 9, "key groups 10..=12");
-        check_out_of_range(o.offset(13), 13, "key groups 10..=12");
-        check_out_of_range(o.set_offset(13, 1), 13, "key groups 10..=12");
+        check_out_of_range(o.offset(kg(9)), 9, "key groups 10..=12");
+        check_out_of_range(o.offset(kg(13)), 13, "key groups 10..=12");
+        check_out_of_range(o.set_offset(kg(13), 1), 13, "key groups 10..=12");
         assert_eq!(o.offsets(), [100, 200, 300]);
         let mut empty = KeyGroupRangeOffsets::new(KeyGroupRange::EMPTY);
-        check_out_of_range(empty.offset(0), 0, "empty key-group range");
-        check_out_of_range(empty.set_offset(1, 5), 1, "empty key-group range");
+        check_out_of_range(empty.offset(kg(0)), 0, "empty key-group range");
+        check_out_of_range(empty.set_offset(kg(1), 5), 1, "empty key-group range");
     }
 
     #[test]
@@ -444,15 +448,17 @@ mod tests {
     fn offsets_iteration() {
         let o = offsets(5, 8, &[1, 2, 3, 4]);
         let pairs = [(5, 1), (6, 2), (7, 3), (8, 4)];
-        assert_eq!(o.iter().collect::<Vec<_>>(), pairs);
+        assert_eq!(self::pairs(&o), pairs);
         assert_eq!(o.iter().len(), 4);
-        assert_eq!(
-            (&o).into_iter().rev().collect::<Vec<_>>(),
-            [(8, 4), (7, 3), (6, 2), (5, 1)]
-        );
+        let reversed: Vec<_> = (&o)
+            .into_iter()
+            .rev()
+            .map(|(g, at)| (g.get(), at))
+            .collect();
+        assert_eq!(reversed, [(8, 4), (7, 3), (6, 2), (5, 1)]);
         let mut iter = o.iter();
-        assert_eq!(iter.next(), Some((5, 1)));
-        assert_eq!(iter.next_back(), Some((8, 4)));
+        assert_eq!(iter.next(), Some((kg(5), 1)));
+        assert_eq!(iter.next_back(), Some((kg(8), 4)));
         assert_eq!(iter.len(), 2);
     }
 
@@ -465,11 +471,7 @@ mod tests {
     ) {
         let narrowed = o.intersection(&to);
         assert_eq!(narrowed.range(), expected_range, "narrowing to {to}");
-        assert_eq!(
-            narrowed.iter().collect::<Vec<_>>(),
-            expected,
-            "narrowing to {to}"
-        );
+        assert_eq!(pairs(&narrowed), expected, "narrowing to {to}");
     }
 
     #[test]
@@ -483,12 +485,7 @@ mod tests {
         );
         check_narrowed(&o, range(0, 10), &[(10, 100)], range(10, 10));
         check_narrowed(&o, range(11, 12), &[(11, 110), (12, 120)], range(11, 12));
-        check_narrowed(
-            &o,
-            range(0, 100),
-            &o.iter().collect::<Vec<_>>(),
-            range(10, 14),
-        );
+        check_narrowed(&o, range(0, 100), &pairs(&o), range(10, 14));
         check_narrowed(&o, range(15, 20), &[], KeyGroupRange::EMPTY);
         check_narrowed(&o, range(0, 9), &[], KeyGroupRange::EMPTY);
         check_narrowed(&o, KeyGroupRange::EMPTY, &[], KeyGroupRange::EMPTY);
@@ -544,22 +541,26 @@ mod tests {
     fn narrowed_handles_know_where_their_last_section_ends() {
         let handle = key_groups(10, 19).with_end(1000);
         assert_eq!(
-            handle.section_end(12),
+            handle.section_end(kg(12)),
             Some(30),
             "the next key group's offset"
         );
-        assert_eq!(handle.section_end(19), Some(1000));
+        assert_eq!(handle.section_end(kg(19)), Some(1000));
         let tail = handle
             .intersection(&KeyGroupRange::new(15, 40).unwrap())
             .unwrap();
         let tail = tail.downcast_ref::<KeyGroupsStateHandle>().unwrap();
-        assert_eq!(tail.section_end(19), Some(1000));
+        assert_eq!(tail.section_end(kg(19)), Some(1000));
         let head = handle
             .intersection(&KeyGroupRange::new(0, 14).unwrap())
             .unwrap();
         let head = head.downcast_ref::<KeyGroupsStateHandle>().unwrap();
-        assert_eq!(head.section_end(14), Some(50), "where key group 15 starts");
-        assert_eq!(key_groups(10, 19).section_end(19), None, "not recorded");
+        assert_eq!(
+            head.section_end(kg(14)),
+            Some(50),
+            "where key group 15 starts"
+        );
+        assert_eq!(key_groups(10, 19).section_end(kg(19)), None, "not recorded");
     }
 
     #[test]
@@ -573,10 +574,10 @@ mod tests {
             narrowed.key_group_range(),
             KeyGroupRange::new(15, 19).unwrap()
         );
-        assert_eq!(narrowed.offsets().offset(15).unwrap(), 50);
-        assert_eq!(narrowed.checksum(15), Some(15_000));
-        assert_eq!(narrowed.checksum(19), Some(19_000));
-        assert_eq!(narrowed.checksum(14), None);
+        assert_eq!(narrowed.offsets().offset(kg(15)).unwrap(), 50);
+        assert_eq!(narrowed.checksum(kg(15)), Some(15_000));
+        assert_eq!(narrowed.checksum(kg(19)), Some(19_000));
+        assert_eq!(narrowed.checksum(kg(14)), None);
         assert!(
             handle
                 .intersection(&KeyGroupRange::new(20, 30).unwrap())
@@ -601,7 +602,7 @@ mod tests {
         assert!(json.contains("\"bytes\""), "{json}");
         let back: Arc<dyn KeyedStateHandle> = serde_json::from_str(&json).unwrap();
         let back = back.downcast_ref::<KeyGroupsStateHandle>().unwrap();
-        assert_eq!(back.checksum(2), Some(2000));
+        assert_eq!(back.checksum(kg(2)), Some(2000));
         let mut data = Vec::new();
         back.delegate()
             .open()
@@ -618,13 +619,16 @@ mod tests {
             (other_start, other_end) in (0..200u32).prop_flat_map(|s| (Just(s), s..200)),
         ) {
             let r = range(start, end);
-            let values: Vec<u64> = r.iter().map(|kg| u64::from(kg) * 10).collect();
+            let values: Vec<u64> = r.iter().map(|kg| u64::from(kg.get()) * 10).collect();
             let o = KeyGroupRangeOffsets::with_offsets(r, values).unwrap();
             let other = range(other_start, other_end);
             let narrowed = o.intersection(&other);
             prop_assert_eq!(narrowed.range(), r.intersection(&other));
-            let expected: Vec<(u32, u64)> = o.iter().filter(|(kg, _)| other.contains(*kg)).collect();
-            prop_assert_eq!(narrowed.iter().collect::<Vec<_>>(), expected);
+            let expected: Vec<(u32, u64)> = (o.iter())
+                .filter(|(kg, _)| other.contains(*kg))
+                .map(|(kg, at)| (kg.get(), at))
+                .collect();
+            prop_assert_eq!(pairs(&narrowed), expected);
         }
     }
 }

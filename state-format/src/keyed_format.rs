@@ -77,7 +77,7 @@
 //!
 //! ```
 //! use state_format::keyed_format::{CompositeKey, KeyedSnapshotReader, KeyedSnapshotWriter};
-//! use state_api::{ByteStreamStateHandle, KeyGroupRange, Registry, StateMetaInfo, UncompressedStreamCompressionDecorator};
+//! use state_api::{ByteStreamStateHandle, KeyGroup, KeyGroupRange, Registry, StateMetaInfo, UncompressedStreamCompressionDecorator};
 //! use state_format::KeyGroupsStateHandle;
 //! use state_format::KeyedBackendSerializationProxy;
 //! use std::sync::Arc;
@@ -93,16 +93,17 @@
 //! let mut writer = KeyedSnapshotWriter::new(
 //!     &mut bytes, 0, &header, &UncompressedStreamCompressionDecorator, range, state_api::MaxParallelism::new(128)?,
 //! )?;
-//! let key = CompositeKey::new(state_api::MaxParallelism::new(128)?).build(1, b"alice", b"")?;
-//! writer.write_key_group(0, |_| Ok(()))?;
-//! writer.write_key_group(1, |group| group.write_entry(0, &key, &7u64.to_be_bytes()))?;
+//! let (first, second) = (KeyGroup::new(0)?, KeyGroup::new(1)?);
+//! let key = CompositeKey::new(state_api::MaxParallelism::new(128)?).build(second, b"alice", b"")?;
+//! writer.write_key_group(first, |_| Ok(()))?;
+//! writer.write_key_group(second, |group| group.write_entry(0, &key, &7u64.to_be_bytes()))?;
 //! let (offsets, checksums) = writer.finish()?;
 //!
 //! let stream = Arc::new(ByteStreamStateHandle::new("example", bytes));
 //! let handle = KeyGroupsStateHandle::new(offsets, stream).with_checksums(checksums)?;
 //! let mut reader = KeyedSnapshotReader::open(&handle, Registry::global(), state_api::MaxParallelism::new(128)?)?;
 //! let mut found = Vec::new();
-//! reader.read_key_group(1, &mut |entry| {
+//! reader.read_key_group(second, &mut |entry| {
 //!     found.push((entry.state_id, entry.key.to_vec(), entry.value.to_vec()));
 //!     Ok(())
 //! })?;
@@ -120,9 +121,9 @@ use crate::CheckpointStreamWithResultProvider;
 use crate::{KeyGroupRangeOffsets, KeyGroupsStateHandle};
 use state_api::CheckpointId;
 use state_api::{
-    CheckpointStreamFactory, CheckpointedStateScope, Error, KeyGroupRange, KeyedBackendParams,
-    KeyedSnapshotResult, LocalRecoveryConfig, MaxParallelism, Registry, Result, SnapshotContext,
-    StateInputStream, StreamCompressionDecorator,
+    CheckpointStreamFactory, CheckpointedStateScope, Error, KeyGroup, KeyGroupRange,
+    KeyedBackendParams, KeyedSnapshotResult, LocalRecoveryConfig, MaxParallelism, Registry, Result,
+    SnapshotContext, StateInputStream, StreamCompressionDecorator,
 };
 
 use crate::key_group_prefix::{read_key_group_prefix, write_key_group_prefix};
@@ -153,7 +154,7 @@ pub struct CompositeKey {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CompositeKeyParts<'a> {
     /// The key group of the prefix.
-    pub key_group: u32,
+    pub key_group: KeyGroup,
     /// The serialized key.
     pub key: &'a [u8],
     /// The serialized namespace.
@@ -180,7 +181,7 @@ impl CompositeKey {
     /// # Errors
     ///
     /// As [`build_into`](Self::build_into).
-    pub fn build(&self, key_group: u32, key: &[u8], namespace: &[u8]) -> Result<Vec<u8>> {
+    pub fn build(&self, key_group: KeyGroup, key: &[u8], namespace: &[u8]) -> Result<Vec<u8>> {
         let mut out = Vec::with_capacity(self.prefix_bytes + 8 + key.len() + namespace.len());
         self.build_into(key_group, key, namespace, &[], &mut out)?;
         Ok(out)
@@ -194,7 +195,7 @@ impl CompositeKey {
     /// format cannot record; `out` is left as it was.
     pub fn build_into(
         &self,
-        key_group: u32,
+        key_group: KeyGroup,
         key: &[u8],
         namespace: &[u8],
         user_key: &[u8],
@@ -209,7 +210,7 @@ impl CompositeKey {
             })
         };
         let (key_len, namespace_len) = (field_len("key", key)?, field_len("namespace", namespace)?);
-        write_key_group_prefix(key_group, self.prefix_bytes, out);
+        write_key_group_prefix(key_group.get(), self.prefix_bytes, out);
         out.extend_from_slice(&key_len.to_be_bytes());
         out.extend_from_slice(key);
         out.extend_from_slice(&namespace_len.to_be_bytes());
@@ -228,7 +229,9 @@ impl CompositeKey {
             what: "composite key".into(),
             reason: reason.into(),
         };
-        let key_group = read_key_group_prefix(bytes, self.prefix_bytes)?;
+        let prefix = read_key_group_prefix(bytes, self.prefix_bytes)?;
+        let key_group =
+            KeyGroup::new(prefix).map_err(|_| corrupt("key-group prefix above 32767"))?;
         let rest = &bytes[self.prefix_bytes..];
         let (key, rest) = take_length_prefixed(rest).ok_or_else(|| corrupt("key cut short"))?;
         let (namespace, user_key) =
@@ -368,7 +371,7 @@ impl<'a> KeyedSnapshotWriter<'a> {
                 decorator.name()
             )));
         }
-        if !range.is_empty() && range.end() >= max_parallelism.get() {
+        if !range.is_empty() && range.end().get() >= max_parallelism.get() {
             return Err(Error::KeyGroupOutOfRange {
                 key_group: range.end(),
                 range: max_parallelism.all(),
@@ -386,7 +389,7 @@ impl<'a> KeyedSnapshotWriter<'a> {
             state_count: header.states().len() as u16,
             offsets: KeyGroupRangeOffsets::new(range),
             checksums: Vec::with_capacity(range.len() as usize),
-            next_key_group: range.start(),
+            next_key_group: range.start().get(),
             buffer: Vec::with_capacity(SECTION_BUFFER + 4096),
         })
     }
@@ -405,7 +408,7 @@ impl<'a> KeyedSnapshotWriter<'a> {
     /// format's rules; errors of `entries` and of the stream are returned as they are.
     pub fn write_key_group(
         &mut self,
-        key_group: u32,
+        key_group: KeyGroup,
         entries: impl FnOnce(&mut KeyGroupEntryWriter<'_>) -> Result<()>,
     ) -> Result<()> {
         let id = self.begin_key_group(key_group)?;
@@ -428,22 +431,22 @@ impl<'a> KeyedSnapshotWriter<'a> {
             .finish()
             .map_err(|err| Error::stream(format!("finishing key group {key_group}"), err))?;
         self.checksums.push(crc);
-        self.next_key_group = key_group + 1;
+        self.next_key_group = key_group.get() + 1;
         Ok(())
     }
 
     /// Checks that `key_group` is the next one, records its offset and writes its
     /// (uncompressed) id; returns the id's bytes, which its checksum starts with.
-    fn begin_key_group(&mut self, key_group: u32) -> Result<[u8; 4]> {
+    fn begin_key_group(&mut self, key_group: KeyGroup) -> Result<[u8; 4]> {
         let range = self.offsets.range();
-        if key_group != self.next_key_group || !range.contains(key_group) {
+        if key_group.get() != self.next_key_group || !range.contains(key_group) {
             return Err(Error::InvalidArgument(format!(
                 "key group {key_group} written out of order: expected {} of {range}",
                 self.next_key_group
             )));
         }
         self.offsets.set_offset(key_group, self.out.pos)?;
-        let id = key_group.to_be_bytes();
+        let id = key_group.get().to_be_bytes();
         self.out
             .write_all(&id)
             .map_err(|err| Error::stream(format!("writing key group {key_group}"), err))?;
@@ -462,13 +465,13 @@ impl<'a> KeyedSnapshotWriter<'a> {
 
     /// Writes the section of `key_group` that [`SectionEncoder::encode`] produced: the
     /// same bytes [`write_key_group`](Self::write_key_group) would have written.
-    fn write_encoded(&mut self, key_group: u32, section: &EncodedSection) -> Result<()> {
+    fn write_encoded(&mut self, key_group: KeyGroup, section: &EncodedSection) -> Result<()> {
         self.begin_key_group(key_group)?;
         self.out
             .write_all(&section.bytes)
             .map_err(|err| Error::stream(format!("writing key group {key_group}"), err))?;
         self.checksums.push(section.crc);
-        self.next_key_group = key_group + 1;
+        self.next_key_group = key_group.get() + 1;
         Ok(())
     }
 
@@ -479,7 +482,7 @@ impl<'a> KeyedSnapshotWriter<'a> {
     /// [`Error::InvalidArgument`] when a key group of the range was not written.
     pub fn finish(self) -> Result<(KeyGroupRangeOffsets, Vec<u32>)> {
         let range = self.offsets.range();
-        if !range.is_empty() && self.next_key_group != range.end() + 1 {
+        if !range.is_empty() && self.next_key_group != range.end().get() + 1 {
             return Err(Error::InvalidArgument(format!(
                 "keyed snapshot ended after key group {} of {range}",
                 self.next_key_group as i64 - 1
@@ -568,7 +571,7 @@ impl SectionEncoder<'_> {
     /// entries in `staging`; `None` when it would exceed `limit` bytes.
     fn encode(
         &self,
-        key_group: u32,
+        key_group: KeyGroup,
         entries: &(impl Fn(&mut KeyGroupEntryWriter<'_>) -> Result<()> + ?Sized),
         limit: usize,
         mut into: Vec<u8>,
@@ -582,7 +585,7 @@ impl SectionEncoder<'_> {
             let mut section = self.decorator.compress(&mut out);
             let mut writer = KeyGroupEntryWriter {
                 section: &mut *section,
-                crc: crc32c::crc32c(&key_group.to_be_bytes()),
+                crc: crc32c::crc32c(&key_group.get().to_be_bytes()),
                 key_group,
                 composite: self.composite,
                 state_count: self.state_count,
@@ -629,7 +632,7 @@ fn over_limit(err: &Error) -> bool {
 pub struct KeyGroupEntryWriter<'s> {
     section: &'s mut dyn Write,
     crc: u32,
-    key_group: u32,
+    key_group: KeyGroup,
     composite: CompositeKey,
     state_count: u16,
     current_state: Option<u16>,
@@ -653,7 +656,7 @@ impl std::fmt::Debug for KeyGroupEntryWriter<'_> {
 
 impl KeyGroupEntryWriter<'_> {
     /// The key group being written.
-    pub fn key_group(&self) -> u32 {
+    pub fn key_group(&self) -> KeyGroup {
         self.key_group
     }
 
@@ -666,7 +669,11 @@ impl KeyGroupEntryWriter<'_> {
     /// composite key, the key group's entries are the range of keys with this prefix.
     pub fn key_group_prefix(&self) -> Vec<u8> {
         let mut prefix = Vec::with_capacity(self.composite.prefix_bytes);
-        write_key_group_prefix(self.key_group, self.composite.prefix_bytes, &mut prefix);
+        write_key_group_prefix(
+            self.key_group.get(),
+            self.composite.prefix_bytes,
+            &mut prefix,
+        );
         prefix
     }
 
@@ -693,7 +700,7 @@ impl KeyGroupEntryWriter<'_> {
                 self.key_group
             ))
         })?;
-        if prefix != self.key_group {
+        if prefix != self.key_group.get() {
             return Err(Error::InvalidArgument(format!(
                 "entry of key group {prefix} written to key group {}",
                 self.key_group
@@ -940,7 +947,7 @@ fn write_key_groups_in_two(
 ) -> Result<usize> {
     let range = writer.offsets.range();
     let first = writer.next_key_group;
-    let remaining: Vec<u32> = range.iter().filter(|&group| group >= first).collect();
+    let remaining: Vec<KeyGroup> = range.iter().filter(|group| group.get() >= first).collect();
     let encoder = writer.section_encoder();
     let write_group = &write_group;
     let share = KeyGroupShare::new(remaining.len());
@@ -1025,7 +1032,7 @@ fn write_key_groups_in_two(
 }
 
 /// The helper of [`write_key_groups_parallel`] ended without the section of `key_group`.
-fn helper_stopped(key_group: u32) -> Error {
+fn helper_stopped(key_group: KeyGroup) -> Error {
     Error::WorkerStopped {
         worker: format!("the encoder of key group {key_group}"),
     }
@@ -1142,7 +1149,7 @@ impl KeyedSnapshotReader {
     /// `visit` (an entry the caller cannot take is named by key group too).
     pub fn read_key_group(
         &mut self,
-        key_group: u32,
+        key_group: KeyGroup,
         visit: &mut dyn FnMut(KeyedEntry<'_>) -> Result<()>,
     ) -> Result<()> {
         self.read_key_group_inner(key_group, visit)
@@ -1155,7 +1162,7 @@ impl KeyedSnapshotReader {
 
     fn read_key_group_inner(
         &mut self,
-        key_group: u32,
+        key_group: KeyGroup,
         visit: &mut dyn FnMut(KeyedEntry<'_>) -> Result<()>,
     ) -> Result<()> {
         let offset = self.handle.offsets().offset(key_group)?;
@@ -1165,7 +1172,7 @@ impl KeyedSnapshotReader {
         let mut id = [0; 4];
         read_exact(&mut self.input, &mut id, "key-group id")?;
         let found = u32::from_be_bytes(id);
-        if found != key_group {
+        if found != key_group.get() {
             return Err(Error::Corrupted {
                 what: format!("key-group id at offset {offset}"),
                 reason: format!("found {found}"),
@@ -1218,7 +1225,7 @@ impl KeyedSnapshotReader {
                 let meta_data_follows = *first & META_DATA_FOLLOWS != 0;
                 *first &= !META_DATA_FOLLOWS;
                 let prefix = read_key_group_prefix(&self.key, self.composite.prefix_bytes)?;
-                if prefix != key_group {
+                if prefix != key_group.get() {
                     return Err(Error::Corrupted {
                         what: "entry key".into(),
                         reason: format!("the key has the prefix of key group {prefix}"),

@@ -87,8 +87,8 @@ mod tests {
     use std::collections::BTreeSet;
 
     use state_api::{
-        ByteStreamStateHandle, CheckpointId, IncrementalRemoteKeyedStateHandle, KeyGroupRange,
-        MaxParallelism, UncompressedStreamCompressionDecorator,
+        ByteStreamStateHandle, CheckpointId, IncrementalRemoteKeyedStateHandle, KeyGroup,
+        KeyGroupRange, MaxParallelism, UncompressedStreamCompressionDecorator,
     };
 
     use super::*;
@@ -107,7 +107,13 @@ mod tests {
     fn composite(key_group: u32, key: &[u8], user_key: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
         CompositeKey::new(MAX_PARALLELISM)
-            .build_into(key_group, key, b"", user_key, &mut out)
+            .build_into(
+                KeyGroup::new(key_group).unwrap(),
+                key,
+                b"",
+                user_key,
+                &mut out,
+            )
             .unwrap();
         out
     }
@@ -126,7 +132,7 @@ mod tests {
             KeyedSnapshotWriter::new(&mut bytes, 0, &header, &decorator, range, MAX_PARALLELISM)
                 .unwrap();
         for key_group in range.iter() {
-            let group_entries = entries(key_group);
+            let group_entries = entries(key_group.get());
             writer
                 .write_key_group(key_group, |group| {
                     for (state, key, value) in &group_entries {
@@ -197,7 +203,7 @@ mod tests {
         assert_eq!(restored.registered, ["seen", "count"]);
         let composite = CompositeKey::new(MAX_PARALLELISM);
         let groups: BTreeSet<u32> = (restored.entries.iter())
-            .map(|(_, key, _)| composite.split(key).unwrap().key_group)
+            .map(|(_, key, _)| composite.split(key).unwrap().key_group.get())
             .collect();
         assert_eq!(groups, (32..=95).collect());
         let counts = restored

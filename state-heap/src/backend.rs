@@ -348,7 +348,7 @@ impl KeyedStateBackend for HeapKeyedStateBackend {
         });
         current.key_part.clear();
         key_part_into(key, &mut current.key_part)?;
-        current.shard = (key_group - self.params.key_group_range.start()) as usize;
+        current.shard = (key_group.get() - self.params.key_group_range.start().get()) as usize;
         Ok(())
     }
 

@@ -113,7 +113,7 @@ impl Chain {
             });
             body.extend_from_slice(&file.checkpoint_id.get().to_be_bytes());
             let range = file.offsets.range();
-            body.extend_from_slice(&range.start().to_be_bytes());
+            body.extend_from_slice(&range.start().get().to_be_bytes());
             body.extend_from_slice(&range.len().to_be_bytes());
             for (group, crc) in range.iter().zip(&file.checksums) {
                 body.extend_from_slice(&file.offsets.offset(group)?.to_be_bytes());
@@ -336,14 +336,17 @@ mod tests {
     use super::*;
 
     fn file(name: &str, kind: FileKind, range: KeyGroupRange) -> ChainFile {
-        let offsets: Vec<u64> = range.iter().map(|g| 100 + u64::from(g) * 10).collect();
+        let offsets: Vec<u64> = range
+            .iter()
+            .map(|g| 100 + u64::from(g.get()) * 10)
+            .collect();
         ChainFile {
             name: name.into(),
             key: String::new(),
             kind,
             checkpoint_id: CheckpointId::new(7),
             offsets: KeyGroupRangeOffsets::with_offsets(range, offsets).expect("one per group"),
-            checksums: range.iter().map(|g| g * 3).collect(),
+            checksums: range.iter().map(|g| g.get() * 3).collect(),
             end: 5000,
             crc: 0,
         }

@@ -136,7 +136,7 @@ fn key_starter(group: &KeyGroupEntryWriter<'_>) -> impl Fn(&mut Vec<u8>, &[u8]) 
     let prefix_bytes = group.composite_key().prefix_bytes();
     move |key: &mut Vec<u8>, state_key: &[u8]| {
         key.clear();
-        write_key_group_prefix(key_group, prefix_bytes, key);
+        write_key_group_prefix(key_group.get(), prefix_bytes, key);
         key.extend_from_slice(state_key);
     }
 }

@@ -338,7 +338,7 @@ impl HeapIncrementalAsyncSnapshot {
             )?;
             let segments = &self.segments;
             write_key_groups_parallel(context, &mut writer, |group| {
-                let shard = (group.key_group() - tables.range.start()) as usize;
+                let shard = (group.key_group().get() - tables.range.start().get()) as usize;
                 let buffers = &mut EntryBuffers::default();
                 match kind {
                     FileKind::Base => write_key_group(&tables.states, shard, group, buffers),

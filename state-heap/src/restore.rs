@@ -14,7 +14,7 @@ use std::io::Read;
 use std::sync::Arc;
 
 use state_api::{
-    Error, HandleAndLocalPath, IncrementalRemoteKeyedStateHandle, KeyedBackendParams,
+    Error, HandleAndLocalPath, IncrementalRemoteKeyedStateHandle, KeyGroup, KeyedBackendParams,
     KeyedStateHandle, MaxParallelism, Registry, Result, StreamStateHandle,
 };
 use state_format::KeyGroupsStateHandle;
@@ -188,7 +188,7 @@ fn read_key_groups(
     if sources.is_empty() {
         return Ok(());
     }
-    let key_groups: Vec<u32> = tables.range.iter().collect();
+    let key_groups: Vec<KeyGroup> = tables.range.iter().collect();
     let split = split_point(&key_groups, sources);
     let max_parallelism = tables.max_parallelism;
     // Only the failure flag of the share is used: each thread reads a fixed half.
@@ -249,7 +249,7 @@ fn read_key_groups(
 
 /// Where the helper's half of `key_groups` starts: the first position before which the
 /// sources hold at least half of the bytes.
-fn split_point(key_groups: &[u32], sources: &[Source]) -> usize {
+fn split_point(key_groups: &[KeyGroup], sources: &[Source]) -> usize {
     let weights: Vec<u64> = key_groups
         .iter()
         .map(|&key_group| {
@@ -264,7 +264,7 @@ fn split_point(key_groups: &[u32], sources: &[Source]) -> usize {
 /// The bytes of `key_group`'s section in `handle` (0 when it holds none), up to
 /// [`KeyGroupsStateHandle::section_end`], or to the end of the stream for a last section
 /// whose end the handle does not record.
-fn section_size(handle: &KeyGroupsStateHandle, key_group: u32) -> u64 {
+fn section_size(handle: &KeyGroupsStateHandle, key_group: KeyGroup) -> u64 {
     let range = handle.key_group_range();
     if !range.contains(key_group) {
         return 0;
@@ -284,7 +284,7 @@ fn section_size(handle: &KeyGroupsStateHandle, key_group: u32) -> u64 {
 fn read_key_group(
     states: &mut [StateTable],
     shard: usize,
-    key_group: u32,
+    key_group: KeyGroup,
     sources: &[Source],
     readers: &mut [Option<KeyedSnapshotReader>],
     registry: &Registry,

@@ -149,7 +149,7 @@ impl AsyncSnapshotCallable<KeyedSnapshotResult> for HeapAsyncSnapshot {
         // Two threads encode key groups of the immutable version; each call has its own
         // scratch buffers.
         write_full_snapshot_parallel(context, target, &header, |group| {
-            let shard = (group.key_group() - tables.range.start()) as usize;
+            let shard = (group.key_group().get() - tables.range.start().get()) as usize;
             write_key_group(&tables.states, shard, group, &mut EntryBuffers::default())
         })
     }

@@ -616,7 +616,7 @@ impl KeyedStateBackend for RocksDBKeyedStateBackend {
             .get_or_insert_with(|| CurrentKey { prefix: Vec::new() });
         current.prefix.clear();
         write_key_group_prefix(
-            key_group,
+            key_group.get(),
             self.composite.prefix_bytes(),
             &mut current.prefix,
         );

@@ -157,8 +157,8 @@ impl AsyncSnapshotCallable<KeyedSnapshotResult> for RocksFullAsyncSnapshot {
         let checkpoint_id = self.checkpoint_id;
         write_full_snapshot_parallel(context, target, &header, |group| {
             let key_group = group.key_group();
-            let start = key_group_start(key_group, prefix_bytes);
-            let end = key_group_start(key_group + 1, prefix_bytes);
+            let start = key_group_start(key_group.get(), prefix_bytes);
+            let end = key_group_start(key_group.get() + 1, prefix_bytes);
             for (id, family) in (0u16..).zip(&families) {
                 let mut read = ReadOptions::default();
                 read.set_iterate_lower_bound(start.clone());

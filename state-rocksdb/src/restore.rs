@@ -293,8 +293,8 @@ fn copy_incremental(
         )))?;
     let range = backend.key_group_range();
     let prefix_bytes = backend.composite_key().prefix_bytes();
-    let start = key_group_start(range.start(), prefix_bytes);
-    let end = key_group_start(range.end() + 1, prefix_bytes);
+    let start = key_group_start(range.start().get(), prefix_bytes);
+    let end = key_group_start(range.end().get() + 1, prefix_bytes);
     let db = backend.db()?.clone();
     for meta in &states {
         let target = backend.register(meta)?;

@@ -15,13 +15,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use state_api::CheckpointId;
-use state_api::MaxParallelism;
 use state_api::SnapshotRequest;
 use state_api::{
     IncrementalRemoteKeyedStateHandle, KeyGroupRange, KeyedBackendParams, KeyedStateBackend,
     KeyedStateHandle, OperatorBackendParams, OperatorStateMetaInfo, OperatorStreamStateHandle,
     Registry, StateMetaInfo,
 };
+use state_api::{KeyGroup, MaxParallelism};
 use state_coordinator::SharedStateRegistry;
 use state_format::KeyGroupsStateHandle;
 use state_format::keyed_format::KeyedSnapshotReader;
@@ -439,7 +439,7 @@ fn inline_streams(json: &[u8]) -> Vec<Vec<u8>> {
 /// byte for byte.
 type KeyedImage = (
     Vec<u8>,
-    Vec<(u32, Option<u64>)>,
+    Vec<(KeyGroup, Option<u64>)>,
     Vec<Vec<(u16, Vec<u8>, Vec<u8>)>>,
 );
 
@@ -449,7 +449,7 @@ fn keyed_image(json: &[u8], compression: &str) -> KeyedImage {
         .downcast_ref::<KeyGroupsStateHandle>()
         .unwrap()
         .clone();
-    let offsets: Vec<(u32, u64)> = handle.offsets().iter().collect();
+    let offsets: Vec<(KeyGroup, u64)> = handle.offsets().iter().collect();
     let data = inline_streams(json).remove(0);
     let header = data[..offsets[0].1 as usize].to_vec();
     let mut reader = KeyedSnapshotReader::open(&handle, registry(), MAX_PARALLELISM).unwrap();

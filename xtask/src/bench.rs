@@ -648,7 +648,7 @@ fn codec_speed(registry: &Registry, name: &str, workload: &Workload) -> DynResul
         let bytes = key.to_be_bytes();
         let group = MAX_PARALLELISM.key_group_of(&bytes);
         let composite_key = composite.build(group, &bytes, b"")?;
-        let section = &mut sections[group as usize];
+        let section = &mut sections[group.get() as usize];
         for state in 0..workload.s {
             workload.value_into(key, state, false, &mut value);
             section.extend_from_slice(&(composite_key.len() as u32).to_be_bytes());

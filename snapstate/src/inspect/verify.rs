@@ -343,14 +343,15 @@ fn verify_key_groups(
         let entries = match outcome {
             Ok(()) => Some(entries),
             Err(err) => {
-                findings.report(Some(location.clone()), Some(key_group), &err);
+                findings.report(Some(location.clone()), Some(key_group.get()), &err);
                 None
             }
         };
         verification.entries += entries.unwrap_or(0);
-        verification
-            .key_groups
-            .push(KeyGroupCheck { key_group, entries });
+        verification.key_groups.push(KeyGroupCheck {
+            key_group: key_group.get(),
+            entries,
+        });
     }
 }
 

@@ -241,6 +241,7 @@ pub fn flip_byte(path: &Path, pos: u64) {
 
 /// Where key group `key_group`'s section is in the keyed file: offset and length.
 pub fn section(fixture: &Fixture, key_group: u32) -> (u64, u64) {
+    let key_group = snapstate::api::KeyGroup::new(key_group).unwrap();
     let offset = fixture.keyed.offsets().offset(key_group).unwrap();
     let end = fixture
         .keyed

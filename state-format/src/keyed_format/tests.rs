@@ -13,7 +13,7 @@ use state_api::{
 
 const MAX_PARALLELISM: MaxParallelism = MaxParallelism::of(128);
 
-type Entries = BTreeMap<u32, Vec<(u16, Vec<u8>, Vec<u8>)>>;
+type Entries = BTreeMap<KeyGroup, Vec<(u16, Vec<u8>, Vec<u8>)>>;
 
 fn header(states: usize) -> KeyedBackendSerializationProxy {
     KeyedBackendSerializationProxy::new(
@@ -26,9 +26,13 @@ fn header(states: usize) -> KeyedBackendSerializationProxy {
     )
 }
 
+fn kg(key_group: u32) -> KeyGroup {
+    KeyGroup::new(key_group).unwrap()
+}
+
 fn key(key_group: u32, key: &[u8]) -> Vec<u8> {
     CompositeKey::new(MAX_PARALLELISM)
-        .build(key_group, key, b"")
+        .build(kg(key_group), key, b"")
         .expect("test keys are small")
 }
 
@@ -113,16 +117,16 @@ fn sample() -> (KeyGroupRange, Entries) {
     let range = KeyGroupRange::new(10, 14).unwrap();
     let mut entries = Entries::new();
     entries.insert(
-        10,
+        kg(10),
         vec![
             (0, key(10, b"a"), b"1".to_vec()),
             (0, key(10, b"b"), b"2".to_vec()),
             (2, key(10, b"c"), vec![]),
         ],
     );
-    entries.insert(12, vec![(1, key(12, b"only"), vec![7; 3000])]);
+    entries.insert(kg(12), vec![(1, key(12, b"only"), vec![7; 3000])]);
     entries.insert(
-        14,
+        kg(14),
         vec![
             (2, key(14, b"x"), b"late state first".to_vec()),
             (0, key(14, b"y"), b"then state 0".to_vec()),
@@ -151,7 +155,7 @@ fn a_narrowed_handle_reads_its_key_groups_only() {
         .unwrap();
     let narrowed = narrowed.downcast_ref::<KeyGroupsStateHandle>().unwrap();
     let mut expected = entries.clone();
-    expected.remove(&10);
+    expected.remove(&kg(10));
     assert_eq!(read_all(narrowed).unwrap(), expected);
 }
 
@@ -163,12 +167,12 @@ fn an_empty_range_writes_only_the_header() {
 
 #[test]
 fn the_flag_and_end_mark_sit_where_the_table_says() {
-    let range = KeyGroupRange::single(3).unwrap();
+    let range = KeyGroupRange::single(kg(3));
     let mut entries = Entries::new();
-    entries.insert(3, vec![(0, key(3, b"k"), b"v".to_vec())]);
+    entries.insert(kg(3), vec![(0, key(3, b"k"), b"v".to_vec())]);
     let handle = write(range, 1, &entries);
     let bytes = bytes_of(&handle);
-    let section = &bytes[handle.offsets().offset(3).unwrap() as usize..];
+    let section = &bytes[handle.offsets().offset(kg(3)).unwrap() as usize..];
     let composite = key(3, b"k");
     let mut expected = Vec::new();
     expected.extend_from_slice(&3u32.to_be_bytes());
@@ -181,7 +185,7 @@ fn the_flag_and_end_mark_sit_where_the_table_says() {
     expected.extend_from_slice(&END_OF_KEY_GROUP_MARK.to_be_bytes());
     assert_eq!(section, expected);
     assert_eq!(
-        handle.checksum(3),
+        handle.checksum(kg(3)),
         Some(crc32c::crc32c(&expected)),
         "the checksum covers the id and the uncompressed data"
     );
@@ -191,7 +195,7 @@ fn the_flag_and_end_mark_sit_where_the_table_says() {
 fn every_changed_byte_after_the_header_is_reported_with_its_key_group() {
     let (handle, _) = sample_handle();
     let bytes = bytes_of(&handle);
-    let first_section = handle.offsets().offset(10).unwrap() as usize;
+    let first_section = handle.offsets().offset(kg(10)).unwrap() as usize;
     for position in first_section..bytes.len() {
         let mut damaged = bytes.clone();
         damaged[position] ^= 0x01;
@@ -216,7 +220,7 @@ fn a_checksum_mismatch_names_the_key_group_and_the_stream() {
     let (handle, _) = sample_handle();
     let mut bytes = bytes_of(&handle);
     // The last byte of the 3000-byte value of key group 12: lengths stay intact.
-    let end_of_12 = handle.offsets().offset(13).unwrap() as usize - 3;
+    let end_of_12 = handle.offsets().offset(kg(13)).unwrap() as usize - 3;
     bytes[end_of_12] ^= 0x40;
     let err = read_all(&with_bytes(&handle, bytes)).unwrap_err();
     let Error::KeyGroup {
@@ -227,7 +231,7 @@ fn a_checksum_mismatch_names_the_key_group_and_the_stream() {
     else {
         panic!("not a key-group error: {err}");
     };
-    assert_eq!(*key_group, 12);
+    assert_eq!(*key_group, kg(12));
     assert!(location.contains("damaged"), "{err}");
     assert!(matches!(**source, Error::Corrupted { .. }), "{err}");
     assert!(err.to_string().contains("checksum"), "{err}");
@@ -237,10 +241,10 @@ fn a_checksum_mismatch_names_the_key_group_and_the_stream() {
 fn a_cut_stream_is_truncated_in_the_key_group_it_ends_in() {
     let (handle, _) = sample_handle();
     let bytes = bytes_of(&handle);
-    let cut = handle.offsets().offset(12).unwrap() as usize + 100;
+    let cut = handle.offsets().offset(kg(12)).unwrap() as usize + 100;
     let err = read_all(&with_bytes(&handle, bytes[..cut].to_vec())).unwrap_err();
     assert!(
-        matches!(err, Error::KeyGroup { key_group: 12, .. }),
+        matches!(err, Error::KeyGroup { key_group, .. } if key_group == kg(12)),
         "{err}"
     );
     assert!(matches!(err.root(), Error::Truncated { .. }), "{err}");
@@ -267,10 +271,10 @@ fn errors_of_the_visitor_are_named_by_key_group() {
     let mut reader =
         KeyedSnapshotReader::open(&handle, Registry::global(), MAX_PARALLELISM).unwrap();
     let err = reader
-        .read_key_group(10, &mut |_| Err(Error::Unsupported("no thanks".into())))
+        .read_key_group(kg(10), &mut |_| Err(Error::Unsupported("no thanks".into())))
         .unwrap_err();
     assert!(
-        matches!(err, Error::KeyGroup { key_group: 10, .. }),
+        matches!(err, Error::KeyGroup { key_group, .. } if key_group == kg(10)),
         "{err}"
     );
     assert!(matches!(err.root(), Error::Unsupported(_)), "{err}");
@@ -291,7 +295,7 @@ fn write_one(
         KeyGroupRange::new(0, 1).unwrap(),
         MAX_PARALLELISM,
     )?;
-    writer.write_key_group(key_group, entries)
+    writer.write_key_group(kg(key_group), entries)
 }
 
 #[test]
@@ -337,7 +341,7 @@ fn the_writer_insists_on_every_key_group_and_the_header_decorator() {
         MAX_PARALLELISM,
     )
     .unwrap();
-    writer.write_key_group(0, |_| Ok(())).unwrap();
+    writer.write_key_group(kg(0), |_| Ok(())).unwrap();
     let err = writer.finish().unwrap_err();
     assert!(err.to_string().contains("ended after key group 0"), "{err}");
 
@@ -361,13 +365,13 @@ fn composite_keys_split_into_their_parts() {
         let composite = CompositeKey::new(MaxParallelism::of(max_parallelism));
         let mut bytes = Vec::new();
         composite
-            .build_into(127, b"key", b"window-1", b"user", &mut bytes)
+            .build_into(kg(127), b"key", b"window-1", b"user", &mut bytes)
             .unwrap();
         let parts = composite.split(&bytes).unwrap();
         assert_eq!(
             parts,
             CompositeKeyParts {
-                key_group: 127,
+                key_group: kg(127),
                 key: b"key",
                 namespace: b"window-1",
                 user_key: b"user"
@@ -407,7 +411,7 @@ fn arbitrary_entries() -> impl Strategy<Value = Entries> {
                         .into_iter()
                         .map(|(state, k, v)| (state, key(kg, &k), v))
                         .collect();
-                    (kg, entries)
+                    (self::kg(kg), entries)
                 })
                 .collect()
         },
@@ -432,7 +436,7 @@ fn key_groups_larger_than_the_write_buffer_keep_their_flags() {
     }
     group.push((0, key(0, b"after the first state"), vec![1; 100_000]));
     group.push((2, key(0, b"last"), b"v".to_vec()));
-    entries.insert(0, group);
+    entries.insert(kg(0), group);
     let handle = write(range, 3, &entries);
     assert_eq!(read_all(&handle).unwrap(), entries);
 }
@@ -458,10 +462,10 @@ fn write_in_two(
     let context = SnapshotContext::new(CheckpointId::new(1));
     let entries_of = |group: &mut KeyGroupEntryWriter<'_>| -> Result<()> {
         let key_group = group.key_group();
-        if slow(key_group) {
+        if slow(key_group.get()) {
             std::thread::sleep(std::time::Duration::from_millis(3));
         }
-        if key_group == 100 {
+        if key_group == kg(100) {
             return Err(Error::InvalidArgument("key group 100 refused".into()));
         }
         for (state, key, value) in entries.get(&key_group).into_iter().flatten() {
@@ -484,7 +488,7 @@ fn write_in_two(
 fn many_key_groups() -> (KeyGroupRange, Entries) {
     let range = KeyGroupRange::new(0, 47).unwrap();
     let mut entries = Entries::new();
-    for key_group in range.iter().filter(|kg| kg % 5 != 3) {
+    for key_group in range.iter().map(KeyGroup::get).filter(|kg| kg % 5 != 3) {
         let group = (0..(key_group * 7) % 40)
             .map(|i| {
                 let state = (i % 3) as u16;
@@ -494,7 +498,7 @@ fn many_key_groups() -> (KeyGroupRange, Entries) {
             .collect::<Vec<_>>();
         let mut group = group;
         group.sort_by_key(|(state, _, _)| *state);
-        entries.insert(key_group, group);
+        entries.insert(kg(key_group), group);
     }
     (range, entries)
 }

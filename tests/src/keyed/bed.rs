@@ -11,8 +11,9 @@ use std::sync::Arc;
 
 use state_api::{
     AsyncSnapshotTask, CheckpointId, CheckpointOptions, CheckpointStreamFactory, Error,
-    IncrementalRemoteKeyedStateHandle, KeyGroupRange, KeyedBackendParams, KeyedSnapshotResult,
-    KeyedStateBackend, KeyedStateHandle, Registry, Result, SnapshotRequest, StateMetaInfo,
+    IncrementalRemoteKeyedStateHandle, KeyGroup, KeyGroupRange, KeyedBackendParams,
+    KeyedSnapshotResult, KeyedStateBackend, KeyedStateHandle, Registry, Result, SnapshotRequest,
+    StateMetaInfo,
 };
 use state_format::KeyGroupsStateHandle;
 use state_storage_local::FileStateHandle;
@@ -45,7 +46,7 @@ pub(crate) fn full_range() -> KeyGroupRange {
         .expect("invariant: 0..=127 is a valid key-group range")
 }
 
-pub(crate) fn key_group(key: &[u8]) -> u32 {
+pub(crate) fn key_group(key: &[u8]) -> KeyGroup {
     MAX_PARALLELISM.key_group_of(key)
 }
 
@@ -60,8 +61,8 @@ pub(crate) fn keys_covering(range: KeyGroupRange, per_group: usize) -> Vec<Vec<u
         .take(1_000_000);
     for key in candidates {
         let group = key_group(&key);
-        if range.contains(group) && counts[group as usize] < per_group {
-            counts[group as usize] += 1;
+        if range.contains(group) && counts[group.get() as usize] < per_group {
+            counts[group.get() as usize] += 1;
             keys.push(key);
             missing -= 1;
             if missing == 0 {

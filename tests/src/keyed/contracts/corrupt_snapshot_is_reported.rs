@@ -4,7 +4,7 @@ use std::fs;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use state_api::{CheckpointId, Error, KeyedStateHandle};
+use state_api::{CheckpointId, Error, KeyGroup, KeyedStateHandle};
 use state_format::KeyGroupsStateHandle;
 
 use crate::compression::random_bytes;
@@ -31,7 +31,7 @@ pub fn corrupt_snapshot_is_reported(target: &KeyedTarget<'_>) {
     }
     // Incompressible, so its bytes appear as they are in the file whatever the decorator.
     let marker = random_bytes(4096, 77);
-    let target_group = 77;
+    let target_group = KeyGroup::new(77).expect("invariant: 77 is a key group");
     let marker_key = key_in_group("marker", target_group);
     model.put_value(&mut *live, COUNT, b"", &marker_key, &marker);
     let storage = bed.storage("checkpoints", Some(0));
@@ -245,7 +245,7 @@ pub fn corrupt_snapshot_is_reported(target: &KeyedTarget<'_>) {
 }
 
 /// The first key (`<prefix>-<i>`) of key group `group`.
-fn key_in_group(prefix: &str, group: u32) -> Vec<u8> {
+fn key_in_group(prefix: &str, group: KeyGroup) -> Vec<u8> {
     (0u32..1_000_000)
         .map(|i| format!("{prefix}-{i}").into_bytes())
         .find(|key| key_group(key) == group)
@@ -253,8 +253,8 @@ fn key_in_group(prefix: &str, group: u32) -> Vec<u8> {
 }
 
 /// Where each key group's section starts and ends in a key-groups file of `len` bytes.
-fn sections(handle: &KeyGroupsStateHandle, len: u64) -> Vec<(u32, u64, u64)> {
-    let offsets: Vec<(u32, u64)> = handle.offsets().iter().collect();
+fn sections(handle: &KeyGroupsStateHandle, len: u64) -> Vec<(KeyGroup, u64, u64)> {
+    let offsets: Vec<(KeyGroup, u64)> = handle.offsets().iter().collect();
     offsets
         .iter()
         .enumerate()
