@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::{Error, Result};
 
@@ -72,9 +72,7 @@ impl fmt::Debug for CloseableRegistry {
 /// Locks `mutex` even if a holder panicked: the crate keeps every critical section a single
 /// assignment, map or flag operation, so a poisoned lock still holds a valid value.
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl CloseableRegistry {

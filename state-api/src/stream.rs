@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::io::Write;
+use std::path::Path;
 use std::sync::Arc;
 
 use crate::{Closeable, Result, StreamStateHandle};
@@ -42,22 +43,39 @@ pub trait CheckpointStreamFactory: Send + Sync + fmt::Debug {
         &self,
         scope: CheckpointedStateScope,
     ) -> Result<Box<dyn CheckpointStateOutputStream>>;
-}
 
-impl<T: CheckpointStreamFactory + ?Sized> CheckpointStreamFactory for Arc<T> {
-    fn create_output_stream(
+    /// Stores the complete local file at `path`, which nobody changes any more (an sst
+    /// file), in `scope` without copying its bytes where the storage can: a hard link
+    /// into a local directory on the same file system. `None` when it cannot; the caller
+    /// then writes the file through [`create_output_stream`](Self::create_output_stream).
+    fn store_immutable_file(
         &self,
-        scope: CheckpointedStateScope,
-    ) -> Result<Box<dyn CheckpointStateOutputStream>> {
-        (**self).create_output_stream(scope)
+        _path: &Path,
+        _scope: CheckpointedStateScope,
+    ) -> Result<Option<Arc<dyn StreamStateHandle>>> {
+        Ok(None)
     }
 }
 
-impl<T: CheckpointStreamFactory + ?Sized> CheckpointStreamFactory for Box<T> {
-    fn create_output_stream(
-        &self,
-        scope: CheckpointedStateScope,
-    ) -> Result<Box<dyn CheckpointStateOutputStream>> {
-        (**self).create_output_stream(scope)
-    }
+macro_rules! forward_factory {
+    ($($pointer:ident),*) => {$(
+        impl<T: CheckpointStreamFactory + ?Sized> CheckpointStreamFactory for $pointer<T> {
+            fn create_output_stream(
+                &self,
+                scope: CheckpointedStateScope,
+            ) -> Result<Box<dyn CheckpointStateOutputStream>> {
+                (**self).create_output_stream(scope)
+            }
+
+            fn store_immutable_file(
+                &self,
+                path: &Path,
+                scope: CheckpointedStateScope,
+            ) -> Result<Option<Arc<dyn StreamStateHandle>>> {
+                (**self).store_immutable_file(path, scope)
+            }
+        }
+    )*};
 }
+
+forward_factory!(Arc, Box);

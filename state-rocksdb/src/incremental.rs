@@ -4,7 +4,9 @@
 //! The synchronous part takes a lease and creates a native RocksDB checkpoint (a flush,
 //! then hard links of the live files) in a snapshot directory next to the database, and
 //! captures the states' meta info and the sst files the last *completed* checkpoint
-//! uploaded. The asynchronous part uploads new sst files to the shared scope, refers to
+//! uploaded. The asynchronous part stores new sst files in the shared scope (as hard links
+//! where the storage is a local directory on the same file system, else copied through a
+//! stream; either way with the CRC-32C read on the way), refers to
 //! the others by [`PlaceholderStreamStateHandle`], uploads the other files (`MANIFEST-*`,
 //! `CURRENT`, `OPTIONS-*`) to the exclusive scope, and writes the meta data stream: the
 //! keyed snapshot header followed by a [`FileManifest`] with every file's size and CRC-32C,
@@ -260,13 +262,23 @@ impl RocksIncrementalAsyncSnapshot {
         }))
     }
 
-    /// Uploads `path` to `scope`; returns its handle, size and checksum.
+    /// Uploads `path` to `scope`; returns its handle, size and checksum. An sst file,
+    /// which RocksDB never changes, is stored without copying where the storage can (a
+    /// hard link), and only read for its checksum.
     fn upload(
         &mut self,
         context: &SnapshotContext,
         path: &Path,
         scope: CheckpointedStateScope,
     ) -> Result<(Arc<dyn StreamStateHandle>, u64, u32)> {
+        let immutable = scope == CheckpointedStateScope::Shared;
+        if immutable && let Some(handle) = self.factory.store_immutable_file(path, scope)? {
+            self.uploaded.push(handle.clone());
+            let file = File::open(path).map_err(|e| Error::io(path, e))?;
+            let (size, crc) = copy_checked(&mut BufReader::new(file), &mut io::sink())
+                .map_err(|e| Error::io(path, e))?;
+            return Ok((handle, size, crc));
+        }
         let mut stream = self.factory.create_output_stream(scope)?;
         let registration = context.register(stream.closer())?;
         let file = File::open(path).map_err(|e| Error::io(path, e))?;

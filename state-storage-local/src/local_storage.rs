@@ -381,20 +381,26 @@ impl LocalDirectoryStreamFactory {
     }
 }
 
+impl LocalDirectoryStreamFactory {
+    fn destination(&self, scope: CheckpointedStateScope) -> Destination {
+        let dir = match scope {
+            CheckpointedStateScope::Exclusive => &self.exclusive_dir,
+            CheckpointedStateScope::Shared => SHARED_DIR,
+        };
+        Destination::Stored {
+            root: self.root.clone(),
+            dir: dir.to_owned(),
+        }
+    }
+}
+
 impl CheckpointStreamFactory for LocalDirectoryStreamFactory {
     fn create_output_stream(
         &self,
         scope: CheckpointedStateScope,
     ) -> Result<Box<dyn CheckpointStateOutputStream>> {
-        let dir = match scope {
-            CheckpointedStateScope::Exclusive => &self.exclusive_dir,
-            CheckpointedStateScope::Shared => SHARED_DIR,
-        };
         Ok(Box::new(LocalFileOutputStream {
-            destination: Destination::Stored {
-                root: self.root.clone(),
-                dir: dir.to_owned(),
-            },
+            destination: self.destination(scope),
             threshold: self.file_state_threshold,
             write_buffer_size: self.write_buffer_size,
             inline: Vec::new(),
@@ -403,6 +409,60 @@ impl CheckpointStreamFactory for LocalDirectoryStreamFactory {
             state: Arc::default(),
         }))
     }
+
+    /// A hard link under a fresh name in the scope's directory, made read-only and synced
+    /// with its directory; `None` when the file is on another file system or the file
+    /// system has no hard links. The file shares its bytes with `path`, so whoever wrote
+    /// `path` must never change it in place (RocksDB never changes an sst file).
+    fn store_immutable_file(
+        &self,
+        path: &Path,
+        scope: CheckpointedStateScope,
+    ) -> Result<Option<Arc<dyn StreamStateHandle>>> {
+        let destination = self.destination(scope);
+        let dir = destination.dir();
+        let size = fs::metadata(path)
+            .map_err(|err| Error::io(path, err))?
+            .len();
+        let linked = tempfile::Builder::new()
+            .prefix("")
+            .rand_bytes(16)
+            .make_in(&dir, |target| fs::hard_link(path, target));
+        let link = match linked {
+            Ok(link) => link.into_temp_path(),
+            Err(err) if no_hard_link(&err) => return Ok(None),
+            Err(err) => return Err(Error::io(path, err)),
+        };
+        // Until kept, dropping `link` on an error below removes it again.
+        let mut permissions = fs::metadata(&link)
+            .map_err(|e| Error::io(&link, e))?
+            .permissions();
+        permissions.set_readonly(true);
+        fs::set_permissions(&link, permissions).map_err(|e| Error::io(&link, e))?;
+        File::open(&link)
+            .and_then(|file| file.sync_all())
+            .map_err(|e| Error::io(&link, e))?;
+        sync_dir(&dir)?;
+        let name = link
+            .file_name()
+            .and_then(|name| name.to_str())
+            .map(str::to_owned)
+            .ok_or_else(|| Error::io(&link, io::ErrorKind::InvalidFilename.into()))?;
+        let handle = destination.handle(&name, size)?;
+        link.keep().map_err(|err| Error::io(path, err.error))?;
+        Ok(Some(Arc::new(handle)))
+    }
+}
+
+/// Whether a failed hard link means the storage cannot link (another file system, none
+/// supported) rather than an error of the file.
+fn no_hard_link(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::CrossesDevices
+            | io::ErrorKind::Unsupported
+            | io::ErrorKind::PermissionDenied
+    )
 }
 
 /// What the closer shares with the stream.
@@ -737,6 +797,34 @@ mod tests {
         );
         assert_eq!(files_in(&storage.shared_dir()).len(), 1);
         assert!(files_in(&storage.checkpoint_dir(CheckpointId::new(3))).is_empty());
+    }
+
+    #[test]
+    fn immutable_files_are_stored_as_read_only_links_without_copying() {
+        let (root, storage) = storage(0);
+        let factory = storage.stream_factory(CheckpointId::new(5)).unwrap();
+        let source = root.path().join("000042.sst");
+        fs::write(&source, b"sorted string table").unwrap();
+        let handle = factory
+            .store_immutable_file(&source, CheckpointedStateScope::Shared)
+            .unwrap()
+            .expect("a directory on one file system links");
+        let stored = files_in(&storage.shared_dir());
+        assert_eq!(stored.len(), 1, "{stored:?}");
+        let path = storage.shared_dir().join(&stored[0]);
+        assert!(fs::metadata(&path).unwrap().permissions().readonly());
+        assert_eq!(handle.state_size(), 19);
+        assert_eq!(read_all(&handle), b"sorted string table");
+        // The source goes (RocksDB deletes a compacted file): the stored file stays.
+        fs::remove_file(&source).unwrap();
+        assert_eq!(read_all(&handle), b"sorted string table");
+        handle.discard().unwrap();
+        assert!(files_in(&storage.shared_dir()).is_empty());
+
+        let missing = factory.store_immutable_file(&source, CheckpointedStateScope::Exclusive);
+        let err = missing.expect_err("a missing file is an error, not a fallback");
+        assert!(err.to_string().contains("000042.sst"), "{err}");
+        assert!(files_in(&storage.checkpoint_dir(CheckpointId::new(5))).is_empty());
     }
 
     #[test]

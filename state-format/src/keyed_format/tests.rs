@@ -167,7 +167,7 @@ fn an_empty_range_writes_only_the_header() {
 
 #[test]
 fn the_flag_and_end_mark_sit_where_the_table_says() {
-    let range = KeyGroupRange::single(kg(3));
+    let range = KeyGroupRange::new(3, 3).unwrap();
     let mut entries = Entries::new();
     entries.insert(kg(3), vec![(0, key(3, b"k"), b"v".to_vec())]);
     let handle = write(range, 1, &entries);
