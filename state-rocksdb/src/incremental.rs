@@ -26,7 +26,7 @@ use std::fs::{self, File};
 use std::io::{self, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use crate::Lease;
 use rocksdb::checkpoint::Checkpoint;
@@ -112,6 +112,101 @@ pub(crate) fn download(
         });
     }
     out.sync_all().map_err(|e| Error::io(&target, e))
+}
+
+/// Files of one snapshot stored at once, at most.
+const STORE_THREADS: usize = 4;
+
+/// A stored file: its handle, size and CRC-32C.
+type Stored = (Arc<dyn StreamStateHandle>, u64, u32);
+
+/// Stores `files` (path and scope) through `factory` with up to [`STORE_THREADS`]
+/// threads. Returns what each file became, in order (`None` for files not stored because
+/// another failed or the snapshot was cancelled), and the first error.
+fn store_files(
+    factory: &dyn CheckpointStreamFactory,
+    context: &SnapshotContext,
+    files: &[(PathBuf, CheckpointedStateScope)],
+) -> (Vec<Option<Stored>>, Option<Error>) {
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let work = || {
+        let mut done = Vec::new();
+        loop {
+            let index = next.fetch_add(1, Ordering::Relaxed);
+            let Some((path, scope)) = files.get(index) else {
+                break;
+            };
+            if failed.load(Ordering::Relaxed) {
+                break;
+            }
+            let outcome = context
+                .check_cancelled()
+                .and_then(|()| store_file(factory, context, path, *scope));
+            failed.fetch_or(outcome.is_err(), Ordering::Relaxed);
+            done.push((index, outcome));
+        }
+        done
+    };
+    let mut stored: Vec<Option<Stored>> = files.iter().map(|_| None).collect();
+    let mut first_error = None;
+    std::thread::scope(|scope| {
+        let helpers: Vec<_> = (1..STORE_THREADS.min(files.len()))
+            .map(|_| scope.spawn(work))
+            .collect();
+        let mine = work();
+        let theirs = helpers.into_iter().map(|helper| {
+            helper.join().unwrap_or_else(|_| {
+                let err = Error::WorkerStopped {
+                    worker: "a thread storing sst files".into(),
+                };
+                first_error.get_or_insert(err);
+                Vec::new()
+            })
+        });
+        for (index, outcome) in theirs.collect::<Vec<_>>().into_iter().flatten().chain(mine) {
+            match outcome {
+                Ok(file) => stored[index] = Some(file),
+                Err(err) => drop(first_error.get_or_insert(err)),
+            }
+        }
+    });
+    if first_error.is_none() && stored.iter().any(Option::is_none) {
+        first_error = Some(Error::WorkerStopped {
+            worker: "a thread storing sst files".into(),
+        });
+    }
+    (stored, first_error)
+}
+
+/// Stores `path` in `scope`; returns its handle, size and checksum. An sst file, which
+/// RocksDB never changes, is stored without copying where the storage can (a hard link)
+/// and read once for its checksum; any other file is copied through a stream.
+fn store_file(
+    factory: &dyn CheckpointStreamFactory,
+    context: &SnapshotContext,
+    path: &Path,
+    scope: CheckpointedStateScope,
+) -> Result<Stored> {
+    let immutable = scope == CheckpointedStateScope::Shared;
+    if immutable && let Some(handle) = factory.store_immutable_file(path, scope)? {
+        let checked = File::open(path)
+            .and_then(|file| copy_checked(&mut BufReader::new(file), &mut io::sink()));
+        return match checked {
+            Ok((size, crc)) => Ok((handle, size, crc)),
+            Err(err) => {
+                let _ = handle.discard();
+                Err(Error::io(path, err))
+            }
+        };
+    }
+    let mut stream = factory.create_output_stream(scope)?;
+    let registration = context.register(stream.closer())?;
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let (size, crc) = copy_checked(&mut BufReader::new(file), &mut stream)
+        .map_err(|e| Error::stream(format!("uploading {}", path.display()), e))?;
+    context.unregister(registration);
+    Ok((stream.close_and_get_handle()?, size, crc))
 }
 
 /// The incremental snapshot strategy of the RocksDB backend; registered as keyed strategy
@@ -262,34 +357,6 @@ impl RocksIncrementalAsyncSnapshot {
         }))
     }
 
-    /// Uploads `path` to `scope`; returns its handle, size and checksum. An sst file,
-    /// which RocksDB never changes, is stored without copying where the storage can (a
-    /// hard link), and only read for its checksum.
-    fn upload(
-        &mut self,
-        context: &SnapshotContext,
-        path: &Path,
-        scope: CheckpointedStateScope,
-    ) -> Result<(Arc<dyn StreamStateHandle>, u64, u32)> {
-        let immutable = scope == CheckpointedStateScope::Shared;
-        if immutable && let Some(handle) = self.factory.store_immutable_file(path, scope)? {
-            self.uploaded.push(handle.clone());
-            let file = File::open(path).map_err(|e| Error::io(path, e))?;
-            let (size, crc) = copy_checked(&mut BufReader::new(file), &mut io::sink())
-                .map_err(|e| Error::io(path, e))?;
-            return Ok((handle, size, crc));
-        }
-        let mut stream = self.factory.create_output_stream(scope)?;
-        let registration = context.register(stream.closer())?;
-        let file = File::open(path).map_err(|e| Error::io(path, e))?;
-        let (size, crc) = copy_checked(&mut BufReader::new(file), &mut stream)
-            .map_err(|e| Error::stream(format!("uploading {}", path.display()), e))?;
-        context.unregister(registration);
-        let handle = stream.close_and_get_handle()?;
-        self.uploaded.push(handle.clone());
-        Ok((handle, size, crc))
-    }
-
     fn run(&mut self, context: &SnapshotContext) -> Result<KeyedSnapshotResult> {
         let Some(directory) = self.directory.clone() else {
             return Ok(SnapshotResult::empty());
@@ -303,13 +370,29 @@ impl RocksIncrementalAsyncSnapshot {
             })
             .collect::<Result<_>>()?;
         names.sort();
+        // Files the base does not hold, stored by several threads at once.
+        let new: Vec<(PathBuf, CheckpointedStateScope)> = (names.iter())
+            .filter(|name| !name.ends_with(".sst") || !self.base.contains_key(*name))
+            .map(|name| {
+                let scope = match name.ends_with(".sst") {
+                    true => CheckpointedStateScope::Shared,
+                    false => CheckpointedStateScope::Exclusive,
+                };
+                (directory.join(name), scope)
+            })
+            .collect();
+        let (stored, failure) = store_files(&*self.factory, context, &new);
+        self.uploaded
+            .extend(stored.iter().flatten().map(|(handle, _, _)| handle.clone()));
+        if let Some(err) = failure {
+            return Err(err);
+        }
+        let mut stored = stored.into_iter().flatten();
         let mut manifest = FileManifest::default();
         let mut shared = Vec::new();
         let mut private = Vec::new();
         let mut files = BTreeMap::new();
         for name in names {
-            context.check_cancelled()?;
-            let path = directory.join(&name);
             let is_sst = name.ends_with(".sst");
             let known = self.base.get(&name).filter(|_| is_sst).cloned();
             let (handle, size, crc): (Arc<dyn StreamStateHandle>, u64, u32) = match &known {
@@ -318,13 +401,10 @@ impl RocksIncrementalAsyncSnapshot {
                     known.size,
                     known.crc,
                 ),
-                None => {
-                    let scope = match is_sst {
-                        true => CheckpointedStateScope::Shared,
-                        false => CheckpointedStateScope::Exclusive,
-                    };
-                    self.upload(context, &path, scope)?
-                }
+                // In the order of `new`, which holds every file not in the base.
+                None => stored.next().ok_or_else(|| Error::WorkerStopped {
+                    worker: format!("the upload of {name}"),
+                })?,
             };
             if is_sst {
                 // A file this instance uploads is keyed by this instance's identifier; a
