@@ -26,8 +26,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::{Lease, ResourceGuard};
 use rocksdb::{
-    BlockBasedOptions, BoundColumnFamily, Cache, ColumnFamilyDescriptor, DB, MergeOperands,
-    Options, ReadOptions, WriteBatch, WriteOptions,
+    BlockBasedOptions, BoundColumnFamily, Cache, ColumnFamilyDescriptor, DB, DBCompactionStyle,
+    MergeOperands, Options, ReadOptions, UniversalCompactOptions, WriteBatch, WriteOptions,
 };
 use state_api::CheckpointId;
 use state_api::SnapshotRequest;
@@ -94,6 +94,7 @@ fn concat_merge(_key: &[u8], existing: Option<&[u8]>, operands: &MergeOperands) 
 /// | `rocksdb.write-buffer-size` | 64 MiB | memtable size per column family |
 /// | `rocksdb.max-background-jobs` | 2 | flush and compaction threads |
 /// | `rocksdb.compression` | `lz4` | sst block compression: `none`, `snappy`, `lz4`, `zstd` |
+/// | `rocksdb.compaction.style` | `universal` | [`CompactionStyle`]: `universal` or `level` |
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RocksDBOptions {
     /// Block cache bytes.
@@ -104,6 +105,77 @@ pub struct RocksDBOptions {
     pub max_background_jobs: i32,
     /// Block compression of sst files.
     pub compression: String,
+    /// How sst files are compacted.
+    pub compaction_style: CompactionStyle,
+}
+
+/// Sorted runs at which universal compaction starts merging (RocksDB's
+/// `level0_file_num_compaction_trigger`).
+const UNIVERSAL_SORTED_RUNS: i32 = 8;
+
+/// How RocksDB compacts a column family's sst files (`rocksdb.compaction.style`).
+///
+/// The choice decides how many bytes an incremental checkpoint uploads: it uploads every sst
+/// file the last completed checkpoint lacks, so each file a compaction rewrites is uploaded
+/// again, however little of it changed. With keys spread over the whole key space (as
+/// key-group prefixes spread them), every flushed file overlaps every level below it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CompactionStyle {
+    /// Universal (tiered) compaction, the default: sorted runs are merged with runs of a
+    /// similar size, so a small flush is merged with small runs and the large run at the
+    /// bottom is rewritten only when the newer runs add up to more than twice its size
+    /// (RocksDB's `max_size_amplification_percent` = 200). An incremental checkpoint after
+    /// a change of 1% of the keys uploads about that 1% once or twice. Point reads look at
+    /// up to eight sorted runs (`level0_file_num_compaction_trigger` = 8; more while merges
+    /// are behind), and space amplification may reach 3x before the bottom run is merged.
+    /// In either style a compaction still running when a checkpoint starts is uploaded by
+    /// the next checkpoint.
+    #[default]
+    Universal,
+    /// RocksDB's leveled compaction with its defaults (dynamic level sizes, 64 MiB files,
+    /// 256 MiB level base), the default before `universal`: less space amplification, but
+    /// every compaction out of level 0 rewrites the whole base level and the base level's
+    /// overflow rewrites the level below, so a checkpoint after a small change can upload
+    /// a large part of the state again.
+    Level,
+}
+
+impl CompactionStyle {
+    /// The value of `rocksdb.compaction.style` that selects this style.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CompactionStyle::Universal => "universal",
+            CompactionStyle::Level => "level",
+        }
+    }
+}
+
+impl fmt::Display for CompactionStyle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for CompactionStyle {
+    type Err = Error;
+
+    /// `universal` or `level` (ASCII case-insensitive).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] naming the value and the accepted ones.
+    fn from_str(value: &str) -> Result<Self> {
+        [CompactionStyle::Universal, CompactionStyle::Level]
+            .into_iter()
+            .find(|style| style.as_str().eq_ignore_ascii_case(value.trim()))
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "option `rocksdb.compaction.style` = `{value}` is not a compaction style; \
+                     use `universal` or `level`"
+                ))
+            })
+    }
 }
 
 impl Default for RocksDBOptions {
@@ -113,6 +185,7 @@ impl Default for RocksDBOptions {
             write_buffer_size: 64 << 20,
             max_background_jobs: 2,
             compression: "lz4".into(),
+            compaction_style: CompactionStyle::default(),
         }
     }
 }
@@ -143,10 +216,12 @@ impl RocksDBOptions {
                     "none" | "snappy" | "lz4" | "zstd" => parsed.compression = value.clone(),
                     _ => return Err(invalid()),
                 },
+                "rocksdb.compaction.style" => parsed.compaction_style = value.parse()?,
                 _ => {
                     return Err(Error::InvalidArgument(format!(
                         "unknown option `{key}`; known: rocksdb.block-cache-size, \
-                         rocksdb.write-buffer-size, rocksdb.max-background-jobs, rocksdb.compression"
+                         rocksdb.write-buffer-size, rocksdb.max-background-jobs, \
+                         rocksdb.compression, rocksdb.compaction.style"
                     )));
                 }
             }
@@ -171,6 +246,18 @@ impl RocksDBOptions {
             "zstd" => rocksdb::DBCompressionType::Zstd,
             _ => rocksdb::DBCompressionType::Lz4,
         });
+        if self.compaction_style == CompactionStyle::Universal {
+            options.set_compaction_style(DBCompactionStyle::Universal);
+            // Compaction starts at 8 sorted runs, not RocksDB's 4: a fill leaves a few runs
+            // of its own (4 after 10M keys of the benchmark), and with 4 every later flush
+            // was merged at once into the newest of them, re-uploading that run with each
+            // checkpoint. With 8, small flushes are merged among themselves (size ratio),
+            // so a checkpoint uploads its own flush and, every few checkpoints, one merge.
+            options.set_level_zero_file_num_compaction_trigger(UNIVERSAL_SORTED_RUNS);
+            // RocksDB's defaults otherwise: size ratio 1%, runs merged two or more at a
+            // time, the bottom run rewritten once the newer runs exceed 200% of it.
+            options.set_universal_compaction_options(&UniversalCompactOptions::default());
+        }
         let mut table = BlockBasedOptions::default();
         table.set_block_cache(cache);
         options.set_block_based_table_factory(&table);
@@ -799,5 +886,131 @@ impl Drop for RocksDBKeyedStateBackend {
         {
             tracing::warn!(error = %err, "closing a dropped RocksDB backend failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn parse(entries: &[(&str, &str)]) -> Result<RocksDBOptions> {
+        let options: BTreeMap<String, String> = entries
+            .iter()
+            .map(|(key, value)| (key.to_string(), value.to_string()))
+            .collect();
+        RocksDBOptions::from_params(&options)
+    }
+
+    fn check_style(value: &str, expected: CompactionStyle) {
+        let parsed = parse(&[("rocksdb.compaction.style", value)]).expect("a valid style parses");
+        assert_eq!(parsed.compaction_style, expected, "`{value}`");
+    }
+
+    #[test]
+    fn compaction_style_defaults_to_universal() {
+        let parsed = parse(&[]).expect("no options parse");
+        assert_eq!(parsed.compaction_style, CompactionStyle::Universal);
+        assert_eq!(parsed, RocksDBOptions::default());
+    }
+
+    #[test]
+    fn compaction_style_universal_parses() {
+        check_style("universal", CompactionStyle::Universal);
+    }
+
+    #[test]
+    fn compaction_style_level_parses() {
+        check_style("level", CompactionStyle::Level);
+    }
+
+    #[test]
+    fn compaction_style_ignores_ascii_case() {
+        check_style("UNIVERSAL", CompactionStyle::Universal);
+        check_style("Level", CompactionStyle::Level);
+    }
+
+    #[test]
+    fn compaction_style_round_trips_through_its_name() {
+        for style in [CompactionStyle::Universal, CompactionStyle::Level] {
+            check_style(&style.to_string(), style);
+        }
+    }
+
+    #[test]
+    fn an_unknown_compaction_style_is_refused_naming_the_accepted_ones() {
+        for value in ["fifo", "leveled", ""] {
+            let err = parse(&[("rocksdb.compaction.style", value)])
+                .expect_err("an unknown style is refused");
+            assert!(
+                matches!(&err, Error::InvalidArgument(message)
+                    if message.contains(&format!("`{value}`"))
+                        && message.contains("`universal`")
+                        && message.contains("`level`")),
+                "{err}"
+            );
+        }
+    }
+
+    /// The newest `OPTIONS-*` file RocksDB wrote for the database of `backend`.
+    fn persisted_options(backend: &RocksDBKeyedStateBackend) -> String {
+        let dir = backend.snapshot_source().db_path();
+        let newest = std::fs::read_dir(dir)
+            .expect("the database directory exists while the backend is open")
+            .filter_map(|entry| entry.ok().map(|entry| entry.file_name()))
+            .filter_map(|name| {
+                let number = name
+                    .to_str()?
+                    .strip_prefix("OPTIONS-")?
+                    .parse::<u64>()
+                    .ok()?;
+                Some((number, name))
+            })
+            .max()
+            .expect("RocksDB writes an OPTIONS file when it opens a database");
+        std::fs::read_to_string(dir.join(newest.1)).expect("the OPTIONS file reads")
+    }
+
+    fn check_persisted_style(value: Option<&str>, expected: &str) {
+        crate::link();
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let mut params = KeyedBackendParams::new(
+            MaxParallelism::new(128).expect("128 is a valid max parallelism"),
+            KeyGroupRange::new(0, 127).expect("0..=127 is a valid range"),
+        );
+        params.working_dir = Some(dir.path().to_path_buf());
+        if let Some(value) = value {
+            params
+                .options
+                .insert("rocksdb.compaction.style".into(), value.into());
+        }
+        let mut backend =
+            RocksDBKeyedStateBackend::new(params, Registry::global()).expect("the backend opens");
+        backend
+            .register_state(&StateMetaInfo::value("counts", "void", "bytes"))
+            .expect("the state registers");
+        let persisted = persisted_options(&backend);
+        let section = persisted
+            // The options file escapes the `:` of the column family name.
+            .split("[CFOptions \"state\\:counts\"]")
+            .nth(1)
+            .unwrap_or_else(|| panic!("no options section of the state in:\n{persisted}"));
+        let section = section.split("\n[").next().unwrap_or(section);
+        assert!(
+            section.contains(&format!("compaction_style={expected}")),
+            "{section}"
+        );
+        backend.close().expect("the backend closes");
+    }
+
+    #[test]
+    fn the_default_compaction_style_reaches_rocksdb() {
+        check_persisted_style(None, "kCompactionStyleUniversal");
+    }
+
+    #[test]
+    fn the_level_compaction_style_reaches_rocksdb() {
+        check_persisted_style(Some("level"), "kCompactionStyleLevel");
     }
 }

@@ -25,7 +25,9 @@ mod incremental;
 mod resource_guard;
 mod restore;
 
-pub use backend::{RocksDBKeyedStateBackend, RocksDBOptions, RocksDBSnapshotSource};
+pub use backend::{
+    CompactionStyle, RocksDBKeyedStateBackend, RocksDBOptions, RocksDBSnapshotSource,
+};
 pub use full::{RocksFullSnapshotStrategy, RocksFullSnapshotStrategyFactory};
 pub use incremental::{RocksIncrementalSnapshotStrategy, RocksIncrementalSnapshotStrategyFactory};
 pub use resource_guard::{Lease, ResourceGuard};
