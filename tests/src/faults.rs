@@ -208,8 +208,9 @@ pub enum Fault {
     /// The n-th write (counted from 1 over every stream of the factory) fails, and every
     /// later one.
     FailOnWrite(u64),
-    /// Every write of the n-th stream the factory opens (counted from 1) fails: one upload
-    /// of several is refused, after the earlier ones completed.
+    /// Every write of the n-th stream the factory opens (counted from 1, with the files
+    /// it is asked to store without a stream) fails: one upload of several is refused,
+    /// after the earlier ones completed.
     FailOnStream(u64),
     /// Every write succeeds, closing fails (the final flush or rename is refused).
     FailOnClose,
@@ -304,6 +305,22 @@ impl CheckpointStreamFactory for FaultyStreamFactory {
             probe: self.probe.clone(),
             tail: Vec::new(),
         }))
+    }
+
+    /// Counts as a stream: [`Fault::FailOnStream`] of its number refuses the file, other
+    /// faults let the inner storage store it (its bytes pass through no stream).
+    fn store_immutable_file(
+        &self,
+        path: &std::path::Path,
+        scope: CheckpointedStateScope,
+    ) -> Result<Option<Arc<dyn StreamStateHandle>>> {
+        let number = self.streams.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.fault == Fault::FailOnStream(number) {
+            self.probe.fire();
+            let err = injected(&format!("the storage refused {}", path.display()));
+            return Err(state_api::Error::io(path, err));
+        }
+        self.inner.store_immutable_file(path, scope)
     }
 }
 

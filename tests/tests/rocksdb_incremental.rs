@@ -594,3 +594,105 @@ fn a_handle_missing_a_listed_file_is_corrupted_not_empty() {
     assert!(matches!(err.root(), Error::Corrupted { .. }), "{err}");
     assert!(err.to_string().contains(&sst.local_path), "{err}");
 }
+
+#[test]
+fn sst_files_are_linked_into_a_local_directory_and_a_refused_one_leaves_nothing() {
+    use snapstate_tests::faults::{Fault, FaultyStreamFactory};
+    use std::os::unix::fs::MetadataExt;
+
+    let setup = Setup::new();
+    // Small memtables: the keys end up in many sst files, stored by several threads.
+    let mut params = setup.params(full());
+    params
+        .options
+        .insert("rocksdb.write-buffer-size".into(), "65536".into());
+    let mut backend = RocksDBKeyedStateBackend::new(params, registry()).unwrap();
+    backend
+        .register_state(&StateMetaInfo::value("count", "void", "u64-be"))
+        .unwrap();
+    write(&mut backend, 0..KEYS, 0);
+
+    // Refuse each file in turn (sst files are stored by several threads at once): every
+    // refusal fails the snapshot and leaves nothing. Empty files (RocksDB's write-ahead
+    // log, unused here) write nothing a fault could refuse.
+    let reference = setup.checkpoint(&mut backend, CheckpointId::new(1));
+    let stored = reference.shared_state.len() + reference.private_state.len() + 1;
+    reference.discard().unwrap();
+    assert!(setup.files().is_empty(), "{:?}", setup.files());
+    let mut refused = 0;
+    for number in 1..=stored as u64 {
+        let factory = FaultyStreamFactory::new(
+            Box::new(setup.storage.stream_factory(CheckpointId::new(1)).unwrap()),
+            Fault::FailOnStream(number),
+        );
+        let probe = factory.probe();
+        let task = backend
+            .snapshot(
+                &SnapshotRequest::checkpoint(CheckpointId::new(1), 0),
+                Arc::new(factory),
+            )
+            .unwrap();
+        match task.run() {
+            Err(err) => {
+                assert!(
+                    probe.fired() && snapstate_tests::faults::is_injected(&err),
+                    "file {number}: {err}"
+                );
+                refused += 1;
+            }
+            Ok(result) => {
+                assert!(
+                    !probe.fired(),
+                    "file {number} refused, yet the snapshot succeeded"
+                );
+                result.discard().unwrap();
+            }
+        }
+        assert!(
+            setup.files().is_empty(),
+            "file {number} refused, left {:?}",
+            setup.files()
+        );
+    }
+    // The files written through streams (the meta data and the non-empty private files)
+    // account for fewer refusals: the others refused sst files stored without a stream.
+    let streamed = 1
+        + (reference.private_state.iter())
+            .filter(|file| file.handle.state_size() > 0)
+            .count();
+    assert!(
+        refused > streamed,
+        "{refused} of {stored} refusals failed the snapshot, {streamed} through streams"
+    );
+
+    let handle = setup.checkpoint(&mut backend, CheckpointId::new(2));
+    assert!(handle.shared_state.len() >= 2, "{:?}", handle.shared_state);
+    let db = backend.snapshot_source().db_path().to_path_buf();
+    let mut linked = 0;
+    for file in &handle.shared_state {
+        let path = file
+            .handle
+            .downcast_ref::<FileStateHandle>()
+            .expect("a stored file")
+            .path()
+            .to_path_buf();
+        let meta = std::fs::metadata(&path).unwrap();
+        assert!(meta.permissions().readonly(), "{}", path.display());
+        // Linked, not copied: the same file as the live database's, unless a compaction
+        // has deleted that one since.
+        if let Ok(live) = std::fs::metadata(db.join(&file.local_path)) {
+            assert_eq!(live.ino(), meta.ino(), "{} is a copy", path.display());
+            linked += 1;
+        }
+    }
+    assert!(
+        linked > 0,
+        "no stored sst file is still live: nothing checked"
+    );
+    let restored = RocksDBKeyedStateBackend::restore(
+        setup.params(full()),
+        registry(),
+        &[Arc::new(handle) as Arc<dyn KeyedStateHandle>],
+    );
+    check(&mut restored.unwrap(), |_| 0);
+}
