@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use snapstate_tests::faults::{Fault, FaultyStreamFactory, is_injected};
 use state_api::CheckpointId;
 use state_api::MaxParallelism;
 use state_api::SnapshotRequest;
@@ -115,6 +116,42 @@ fn check(backend: &mut dyn KeyedStateBackend, round_of: impl Fn(u64) -> u64) {
             .unwrap();
         let value = backend.value("count", b"").unwrap().unwrap();
         assert_eq!(value[..8], (i * 10 + round_of(i)).to_be_bytes(), "key-{i}");
+    }
+}
+
+/// Takes checkpoint 1 of `backend` into the storage of `setup` misbehaving as `fault`
+/// says: a failure must be the injected one, a success must have seen no fault (and is
+/// discarded). True if the checkpoint failed.
+fn faulted_checkpoint(
+    setup: &Setup,
+    backend: &mut RocksDBKeyedStateBackend,
+    fault: Fault,
+    case: &str,
+) -> bool {
+    let factory = FaultyStreamFactory::new(
+        Box::new(setup.storage.stream_factory(CheckpointId::new(1)).unwrap()),
+        fault,
+    );
+    let probe = factory.probe();
+    let task = backend
+        .snapshot(
+            &SnapshotRequest::checkpoint(CheckpointId::new(1), 0),
+            Arc::new(factory),
+        )
+        .unwrap();
+    match task.run() {
+        Err(err) => {
+            assert!(
+                probe.fired() && is_injected(&err),
+                "{case}, {fault:?}: {err}"
+            );
+            true
+        }
+        Ok(result) => {
+            assert!(!probe.fired(), "{case}, {fault:?}: succeeded");
+            result.discard().unwrap();
+            false
+        }
     }
 }
 
@@ -399,8 +436,6 @@ fn snapshot_directories_are_removed_in_every_outcome() {
 
 #[test]
 fn a_failing_upload_leaves_nothing_and_the_next_checkpoint_succeeds() {
-    use snapstate_tests::faults::{Fault, FaultyStreamFactory};
-
     for strategy in ["rocksdb-full", "rocksdb-incremental"] {
         let setup = Setup::new();
         let mut backend = RocksDBKeyedStateBackend::new(
@@ -422,28 +457,8 @@ fn a_failing_upload_leaves_nothing_and_the_next_checkpoint_succeeds() {
             .into_iter()
             .chain((1..=4).map(Fault::FailOnStream));
         for fault in faults {
-            let factory = FaultyStreamFactory::new(
-                Box::new(setup.storage.stream_factory(CheckpointId::new(1)).unwrap()),
-                fault,
-            );
-            let probe = factory.probe();
-            let task = backend
-                .snapshot(
-                    &SnapshotRequest::checkpoint(CheckpointId::new(1), 0),
-                    Arc::new(factory),
-                )
-                .unwrap();
-            match task.run() {
-                Err(err) => assert!(
-                    probe.fired() && snapstate_tests::faults::is_injected(&err),
-                    "{strategy}, {fault:?}: {err}"
-                ),
-                // The full strategy writes one stream: later streams never fail.
-                Ok(result) => {
-                    assert!(!probe.fired(), "{strategy}, {fault:?}: succeeded");
-                    result.discard().unwrap();
-                }
-            }
+            // The full strategy writes one stream: later streams never fail.
+            faulted_checkpoint(&setup, &mut backend, fault, strategy);
             assert!(
                 setup.files().is_empty(),
                 "{strategy}, {fault:?}, left {:?}",
@@ -597,7 +612,6 @@ fn a_handle_missing_a_listed_file_is_corrupted_not_empty() {
 
 #[test]
 fn sst_files_are_linked_into_a_local_directory_and_a_refused_one_leaves_nothing() {
-    use snapstate_tests::faults::{Fault, FaultyStreamFactory};
     use std::os::unix::fs::MetadataExt;
 
     let setup = Setup::new();
@@ -621,33 +635,8 @@ fn sst_files_are_linked_into_a_local_directory_and_a_refused_one_leaves_nothing(
     assert!(setup.files().is_empty(), "{:?}", setup.files());
     let mut refused = 0;
     for number in 1..=stored as u64 {
-        let factory = FaultyStreamFactory::new(
-            Box::new(setup.storage.stream_factory(CheckpointId::new(1)).unwrap()),
-            Fault::FailOnStream(number),
-        );
-        let probe = factory.probe();
-        let task = backend
-            .snapshot(
-                &SnapshotRequest::checkpoint(CheckpointId::new(1), 0),
-                Arc::new(factory),
-            )
-            .unwrap();
-        match task.run() {
-            Err(err) => {
-                assert!(
-                    probe.fired() && snapstate_tests::faults::is_injected(&err),
-                    "file {number}: {err}"
-                );
-                refused += 1;
-            }
-            Ok(result) => {
-                assert!(
-                    !probe.fired(),
-                    "file {number} refused, yet the snapshot succeeded"
-                );
-                result.discard().unwrap();
-            }
-        }
+        let fault = Fault::FailOnStream(number);
+        refused += usize::from(faulted_checkpoint(&setup, &mut backend, fault, "linked"));
         assert!(
             setup.files().is_empty(),
             "file {number} refused, left {:?}",
