@@ -25,8 +25,8 @@ use std::fmt;
 use std::fs::{self, File};
 use std::io::{self, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::Lease;
 use rocksdb::checkpoint::Checkpoint;
@@ -130,8 +130,10 @@ fn store_files(
 ) -> (Vec<Option<Stored>>, Option<Error>) {
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
+    // Every outcome as soon as it is known: a file stored by a thread that then panics is
+    // still deleted with the others.
+    let done = Mutex::new(Vec::new());
     let work = || {
-        let mut done = Vec::new();
         loop {
             let index = next.fetch_add(1, Ordering::Relaxed);
             let Some((path, scope)) = files.get(index) else {
@@ -144,37 +146,31 @@ fn store_files(
                 .check_cancelled()
                 .and_then(|()| store_file(factory, context, path, *scope));
             failed.fetch_or(outcome.is_err(), Ordering::Relaxed);
-            done.push((index, outcome));
+            (done.lock().unwrap_or_else(PoisonError::into_inner)).push((index, outcome));
         }
-        done
     };
-    let mut stored: Vec<Option<Stored>> = files.iter().map(|_| None).collect();
-    let mut first_error = None;
-    std::thread::scope(|scope| {
+    let panicked = std::thread::scope(|scope| {
         let helpers: Vec<_> = (1..STORE_THREADS.min(files.len()))
             .map(|_| scope.spawn(work))
             .collect();
-        let mine = work();
-        let theirs = helpers.into_iter().map(|helper| {
-            helper.join().unwrap_or_else(|_| {
-                let err = Error::WorkerStopped {
-                    worker: "a thread storing sst files".into(),
-                };
-                first_error.get_or_insert(err);
-                Vec::new()
-            })
-        });
-        for (index, outcome) in theirs.collect::<Vec<_>>().into_iter().flatten().chain(mine) {
-            match outcome {
-                Ok(file) => stored[index] = Some(file),
-                Err(err) => drop(first_error.get_or_insert(err)),
-            }
-        }
+        work();
+        // Every helper is joined, so none panics the scope.
+        let joined = helpers.into_iter().map(std::thread::ScopedJoinHandle::join);
+        joined.filter(Result::is_err).count() > 0
     });
+    let stopped = || Error::WorkerStopped {
+        worker: "a thread storing snapshot files".into(),
+    };
+    let mut stored: Vec<Option<Stored>> = files.iter().map(|_| None).collect();
+    let mut first_error = panicked.then(stopped);
+    for (index, outcome) in done.into_inner().unwrap_or_else(PoisonError::into_inner) {
+        match outcome {
+            Ok(file) => stored[index] = Some(file),
+            Err(err) => drop(first_error.get_or_insert(err)),
+        }
+    }
     if first_error.is_none() && stored.iter().any(Option::is_none) {
-        first_error = Some(Error::WorkerStopped {
-            worker: "a thread storing sst files".into(),
-        });
+        first_error = Some(stopped());
     }
     (stored, first_error)
 }
