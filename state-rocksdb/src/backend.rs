@@ -418,6 +418,8 @@ pub struct RocksDBKeyedStateBackend {
     write_options: WriteOptions,
     /// Removed after the database closes when the backend chose its own directory.
     temp_dir: Option<TempDir>,
+    /// Set while a restore writes: column families created meanwhile compact nothing.
+    bulk_load: bool,
 }
 
 impl fmt::Debug for RocksDBKeyedStateBackend {
@@ -507,7 +509,26 @@ impl RocksDBKeyedStateBackend {
             snapshots,
             write_options,
             temp_dir,
+            bulk_load: false,
         })
+    }
+
+    /// Makes the column families created from now on compact nothing until
+    /// [`end_bulk_load`](Self::end_bulk_load): what a restore that writes every entry does.
+    pub(crate) fn begin_bulk_load(&mut self) {
+        self.bulk_load = true;
+    }
+
+    /// Lets every column family compact again; RocksDB schedules what the load left.
+    pub(crate) fn end_bulk_load(&mut self) -> Result<()> {
+        if !std::mem::replace(&mut self.bulk_load, false) {
+            return Ok(());
+        }
+        let db = self.db()?;
+        for meta in self.source.states() {
+            set_family_options(db, &meta.name, AFTER_BULK_LOAD)?;
+        }
+        Ok(())
     }
 
     /// The state a snapshot strategy of this backend works from.
@@ -570,6 +591,9 @@ impl RocksDBKeyedStateBackend {
                         meta.name
                     )))?;
                 states.push(meta.clone());
+                if self.bulk_load {
+                    set_family_options(db, &meta.name, BULK_LOAD)?;
+                }
             }
         }
         cf(db, &meta.name)
@@ -628,6 +652,33 @@ impl RocksDBKeyedStateBackend {
     ) -> Result<()> {
         write(self.db()?, &self.write_options).map_err(db_error(what))
     }
+}
+
+/// Column-family options while a restore writes: nothing is compacted (each entry would be
+/// rewritten while the restore still writes) and no write waits for compactions.
+const BULK_LOAD: &[(&str, &str)] = &[
+    ("disable_auto_compactions", "true"),
+    ("level0_slowdown_writes_trigger", "1000000"),
+    ("level0_stop_writes_trigger", "1000000"),
+    ("soft_pending_compaction_bytes_limit", "0"),
+    ("hard_pending_compaction_bytes_limit", "0"),
+];
+
+/// The options [`BULK_LOAD`] changes, back at RocksDB's defaults, which
+/// [`RocksDBOptions::cf_options`] keeps.
+const AFTER_BULK_LOAD: &[(&str, &str)] = &[
+    ("disable_auto_compactions", "false"),
+    ("level0_slowdown_writes_trigger", "20"),
+    ("level0_stop_writes_trigger", "36"),
+    ("soft_pending_compaction_bytes_limit", "68719476736"),
+    ("hard_pending_compaction_bytes_limit", "274877906944"),
+];
+
+fn set_family_options(db: &DB, state: &str, options: &[(&str, &str)]) -> Result<()> {
+    db.set_options_cf(&cf(db, state)?, options)
+        .map_err(db_error(format_args!(
+            "setting the options of state `{state}`"
+        )))
 }
 
 /// The column family of state `name` in `db`.
@@ -970,6 +1021,60 @@ mod tests {
             .max()
             .expect("RocksDB writes an OPTIONS file when it opens a database");
         std::fs::read_to_string(dir.join(newest.1)).expect("the OPTIONS file reads")
+    }
+
+    /// The options RocksDB persisted for the column family of state `state`.
+    fn state_options(backend: &RocksDBKeyedStateBackend, state: &str) -> String {
+        let persisted = persisted_options(backend);
+        let section = persisted
+            // The options file escapes the `:` of the column family name.
+            .split(&format!("[CFOptions \"state\\:{state}\"]"))
+            .nth(1)
+            .unwrap_or_else(|| panic!("no options section of the state in:\n{persisted}"));
+        section.split("\n[").next().unwrap_or(section).to_owned()
+    }
+
+    #[test]
+    fn a_bulk_load_compacts_nothing_until_it_ends() {
+        crate::link();
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let mut params = KeyedBackendParams::new(
+            MaxParallelism::new(128).expect("128 is a valid max parallelism"),
+            KeyGroupRange::new(0, 127).expect("0..=127 is a valid range"),
+        );
+        params.working_dir = Some(dir.path().to_path_buf());
+        let mut backend =
+            RocksDBKeyedStateBackend::new(params, Registry::global()).expect("the backend opens");
+        backend.begin_bulk_load();
+        backend
+            .register_state(&StateMetaInfo::value("counts", "void", "bytes"))
+            .expect("the state registers");
+        let loading = state_options(&backend, "counts");
+        assert!(
+            loading.contains("disable_auto_compactions=true"),
+            "{loading}"
+        );
+        assert!(
+            loading.contains("level0_stop_writes_trigger=1000000"),
+            "{loading}"
+        );
+        backend.end_bulk_load().expect("the options change back");
+        // Back at what a state registered without a load has: RocksDB's defaults.
+        backend
+            .register_state(&StateMetaInfo::value("later", "void", "bytes"))
+            .expect("the state registers");
+        let (after, later) = (
+            state_options(&backend, "counts"),
+            state_options(&backend, "later"),
+        );
+        for (option, value) in AFTER_BULK_LOAD {
+            let setting = format!("{option}={value}");
+            assert!(
+                after.contains(&setting) && later.contains(&setting),
+                "{setting}: {after}"
+            );
+        }
+        backend.close().expect("the backend closes");
     }
 
     fn check_persisted_style(value: Option<&str>, expected: &str) {

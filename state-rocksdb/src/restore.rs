@@ -72,9 +72,11 @@ fn restore(
         });
     }
     let mut backend = RocksDBKeyedStateBackend::new(params, registry)?;
+    backend.begin_bulk_load();
     let outcome = parts
         .iter()
-        .try_for_each(|part| restore_part(&mut backend, registry, &**part));
+        .try_for_each(|part| restore_part(&mut backend, registry, &**part))
+        .and_then(|()| backend.end_bulk_load());
     if let Err(err) = outcome {
         // Do not leave a half-restored database behind.
         let _ = backend.close();
