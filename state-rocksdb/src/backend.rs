@@ -93,7 +93,7 @@ fn concat_merge(_key: &[u8], existing: Option<&[u8]>, operands: &MergeOperands) 
 /// | `rocksdb.block-cache-size` | 64 MiB | LRU block cache shared by the column families |
 /// | `rocksdb.write-buffer-size` | 64 MiB | memtable size per column family |
 /// | `rocksdb.max-background-jobs` | 2 | flush and compaction threads |
-/// | `rocksdb.compression` | `lz4` | sst block compression: `none`, `snappy`, `lz4`, `zstd` |
+/// | `rocksdb.compression` | `lz4` | [`SstCompression`]: `none`, `snappy`, `lz4`, `zstd` |
 /// | `rocksdb.compaction.style` | `universal` | [`CompactionStyle`]: `universal` or `level` |
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RocksDBOptions {
@@ -104,7 +104,7 @@ pub struct RocksDBOptions {
     /// Background flush and compaction jobs.
     pub max_background_jobs: i32,
     /// Block compression of sst files.
-    pub compression: String,
+    pub compression: SstCompression,
     /// How sst files are compacted.
     pub compaction_style: CompactionStyle,
 }
@@ -112,6 +112,27 @@ pub struct RocksDBOptions {
 /// Sorted runs at which universal compaction starts merging (RocksDB's
 /// `level0_file_num_compaction_trigger`).
 const UNIVERSAL_SORTED_RUNS: i32 = 8;
+
+/// `Display` and `FromStr` (ASCII case-insensitive, trimmed) of an option's enum from its
+/// `ALL` and `as_str`; a value that is none of them is an [`Error::InvalidArgument`] naming
+/// the option, the value and the accepted ones.
+macro_rules! option_enum {
+    ($type:ty, $option:literal) => {
+        impl fmt::Display for $type {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl std::str::FromStr for $type {
+            type Err = Error;
+
+            fn from_str(value: &str) -> Result<Self> {
+                parse_choice($option, value, &Self::ALL, Self::as_str)
+            }
+        }
+    };
+}
 
 /// How RocksDB compacts a column family's sst files (`rocksdb.compaction.style`).
 ///
@@ -142,6 +163,8 @@ pub enum CompactionStyle {
 }
 
 impl CompactionStyle {
+    const ALL: [CompactionStyle; 2] = [CompactionStyle::Universal, CompactionStyle::Level];
+
     /// The value of `rocksdb.compaction.style` that selects this style.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -151,31 +174,62 @@ impl CompactionStyle {
     }
 }
 
-impl fmt::Display for CompactionStyle {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+option_enum!(CompactionStyle, "rocksdb.compaction.style");
+
+/// The block compression of a column family's sst files (`rocksdb.compression`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SstCompression {
+    /// Blocks stored as they are.
+    None,
+    /// Snappy.
+    Snappy,
+    /// LZ4, the default: fast to write and to read.
+    Lz4,
+    /// Zstandard: smaller files for more processor time.
+    Zstd,
+}
+
+impl SstCompression {
+    const ALL: [SstCompression; 4] = [
+        SstCompression::None,
+        SstCompression::Snappy,
+        SstCompression::Lz4,
+        SstCompression::Zstd,
+    ];
+
+    /// The value of `rocksdb.compression` that selects this compression.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SstCompression::None => "none",
+            SstCompression::Snappy => "snappy",
+            SstCompression::Lz4 => "lz4",
+            SstCompression::Zstd => "zstd",
+        }
     }
 }
 
-impl std::str::FromStr for CompactionStyle {
-    type Err = Error;
+option_enum!(SstCompression, "rocksdb.compression");
 
-    /// `universal` or `level` (ASCII case-insensitive).
-    ///
-    /// # Errors
-    ///
-    /// [`Error::InvalidArgument`] naming the value and the accepted ones.
-    fn from_str(value: &str) -> Result<Self> {
-        [CompactionStyle::Universal, CompactionStyle::Level]
-            .into_iter()
-            .find(|style| style.as_str().eq_ignore_ascii_case(value.trim()))
-            .ok_or_else(|| {
-                Error::InvalidArgument(format!(
-                    "option `rocksdb.compaction.style` = `{value}` is not a compaction style; \
-                     use `universal` or `level`"
-                ))
-            })
-    }
+/// The one of `all` that `name` gives `value` (ASCII case-insensitive, trimmed); else an
+/// [`Error::InvalidArgument`] naming `option`, the value and the accepted ones.
+fn parse_choice<T: Copy>(
+    option: &str,
+    value: &str,
+    all: &[T],
+    name: fn(T) -> &'static str,
+) -> Result<T> {
+    let found = all.iter().copied();
+    found
+        .clone()
+        .find(|choice| name(*choice).eq_ignore_ascii_case(value.trim()))
+        .ok_or_else(|| {
+            let accepted: Vec<String> = found.map(|choice| format!("`{}`", name(choice))).collect();
+            Error::InvalidArgument(format!(
+                "option `{option}` = `{value}` is not one of: {}",
+                accepted.join(", ")
+            ))
+        })
 }
 
 impl Default for RocksDBOptions {
@@ -184,7 +238,7 @@ impl Default for RocksDBOptions {
             block_cache_size: 64 << 20,
             write_buffer_size: 64 << 20,
             max_background_jobs: 2,
-            compression: "lz4".into(),
+            compression: SstCompression::Lz4,
             compaction_style: CompactionStyle::default(),
         }
     }
@@ -212,10 +266,7 @@ impl RocksDBOptions {
                 "rocksdb.max-background-jobs" => {
                     parsed.max_background_jobs = value.parse().map_err(|_| invalid())?
                 }
-                "rocksdb.compression" => match value.as_str() {
-                    "none" | "snappy" | "lz4" | "zstd" => parsed.compression = value.clone(),
-                    _ => return Err(invalid()),
-                },
+                "rocksdb.compression" => parsed.compression = value.parse()?,
                 "rocksdb.compaction.style" => parsed.compaction_style = value.parse()?,
                 _ => {
                     return Err(Error::InvalidArgument(format!(
@@ -240,11 +291,11 @@ impl RocksDBOptions {
     pub(crate) fn cf_options(&self, cache: &Cache) -> Options {
         let mut options = Options::default();
         options.set_write_buffer_size(self.write_buffer_size);
-        options.set_compression_type(match self.compression.as_str() {
-            "none" => rocksdb::DBCompressionType::None,
-            "snappy" => rocksdb::DBCompressionType::Snappy,
-            "zstd" => rocksdb::DBCompressionType::Zstd,
-            _ => rocksdb::DBCompressionType::Lz4,
+        options.set_compression_type(match self.compression {
+            SstCompression::None => rocksdb::DBCompressionType::None,
+            SstCompression::Snappy => rocksdb::DBCompressionType::Snappy,
+            SstCompression::Lz4 => rocksdb::DBCompressionType::Lz4,
+            SstCompression::Zstd => rocksdb::DBCompressionType::Zstd,
         });
         if self.compaction_style == CompactionStyle::Universal {
             options.set_compaction_style(DBCompactionStyle::Universal);
@@ -1004,6 +1055,28 @@ mod tests {
         }
     }
 
+    #[test]
+    fn sst_compression_parses_its_names_and_refuses_others() {
+        for compression in SstCompression::ALL {
+            let parsed = parse(&[(
+                "rocksdb.compression",
+                &compression.to_string().to_uppercase(),
+            )])
+            .expect("every name parses, in any case");
+            assert_eq!(parsed.compression, compression);
+        }
+        assert_eq!(
+            parse(&[]).expect("defaults").compression,
+            SstCompression::Lz4
+        );
+        let err = parse(&[("rocksdb.compression", "gzip")]).expect_err("gzip is refused");
+        let message = err.to_string();
+        assert!(
+            message.contains("`gzip`") && message.contains("`zstd`") && message.contains("`none`"),
+            "{message}"
+        );
+    }
+
     /// The newest `OPTIONS-*` file RocksDB wrote for the database of `backend`.
     fn persisted_options(backend: &RocksDBKeyedStateBackend) -> String {
         let dir = backend.snapshot_source().db_path();
@@ -1036,15 +1109,8 @@ mod tests {
 
     #[test]
     fn a_bulk_load_compacts_nothing_until_it_ends() {
-        crate::link();
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let mut params = KeyedBackendParams::new(
-            MaxParallelism::new(128).expect("128 is a valid max parallelism"),
-            KeyGroupRange::new(0, 127).expect("0..=127 is a valid range"),
-        );
-        params.working_dir = Some(dir.path().to_path_buf());
-        let mut backend =
-            RocksDBKeyedStateBackend::new(params, Registry::global()).expect("the backend opens");
+        let mut backend = open(dir.path(), &[]);
         backend.begin_bulk_load();
         backend
             .register_state(&StateMetaInfo::value("counts", "void", "bytes"))
@@ -1077,31 +1143,28 @@ mod tests {
         backend.close().expect("the backend closes");
     }
 
-    fn check_persisted_style(value: Option<&str>, expected: &str) {
+    /// A backend of all 128 key groups working in `dir`, with `options`.
+    fn open(dir: &std::path::Path, options: &[(&str, &str)]) -> RocksDBKeyedStateBackend {
         crate::link();
-        let dir = tempfile::tempdir().expect("a temporary directory");
         let mut params = KeyedBackendParams::new(
             MaxParallelism::new(128).expect("128 is a valid max parallelism"),
             KeyGroupRange::new(0, 127).expect("0..=127 is a valid range"),
         );
-        params.working_dir = Some(dir.path().to_path_buf());
-        if let Some(value) = value {
-            params
-                .options
-                .insert("rocksdb.compaction.style".into(), value.into());
+        params.working_dir = Some(dir.to_path_buf());
+        for (key, value) in options {
+            params.options.insert((*key).into(), (*value).into());
         }
-        let mut backend =
-            RocksDBKeyedStateBackend::new(params, Registry::global()).expect("the backend opens");
+        RocksDBKeyedStateBackend::new(params, Registry::global()).expect("the backend opens")
+    }
+
+    fn check_persisted_style(value: Option<&str>, expected: &str) {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let style = value.map(|value| ("rocksdb.compaction.style", value));
+        let mut backend = open(dir.path(), style.as_slice());
         backend
             .register_state(&StateMetaInfo::value("counts", "void", "bytes"))
             .expect("the state registers");
-        let persisted = persisted_options(&backend);
-        let section = persisted
-            // The options file escapes the `:` of the column family name.
-            .split("[CFOptions \"state\\:counts\"]")
-            .nth(1)
-            .unwrap_or_else(|| panic!("no options section of the state in:\n{persisted}"));
-        let section = section.split("\n[").next().unwrap_or(section);
+        let section = state_options(&backend, "counts");
         assert!(
             section.contains(&format!("compaction_style={expected}")),
             "{section}"
