@@ -121,21 +121,13 @@ fn checkpoints_use_the_configured_strategy_and_savepoints_the_full_one() {
         &registry,
     )
     .unwrap();
-    run(
-        &mut snapshots,
+    for request in [
         SnapshotRequest::checkpoint(CheckpointId::new(1), 0),
-    )
-    .unwrap();
-    run(
-        &mut snapshots,
         SnapshotRequest::savepoint(CheckpointId::new(2), 0),
-    )
-    .unwrap();
-    run(
-        &mut snapshots,
         SnapshotRequest::checkpoint(CheckpointId::new(3), 0),
-    )
-    .unwrap();
+    ] {
+        run(&mut snapshots, request).unwrap();
+    }
     assert_eq!(
         *log.lock().unwrap(),
         ["mine-delta", "mine-full", "mine-delta"]
@@ -146,16 +138,12 @@ fn checkpoints_use_the_configured_strategy_and_savepoints_the_full_one() {
     let log = Log::default();
     let mut snapshots =
         KeyedSnapshots::new("mine", "mine-full", &log, &params(None), &registry).unwrap();
-    run(
-        &mut snapshots,
+    for request in [
         SnapshotRequest::checkpoint(CheckpointId::new(1), 0),
-    )
-    .unwrap();
-    run(
-        &mut snapshots,
         SnapshotRequest::savepoint(CheckpointId::new(2), 0),
-    )
-    .unwrap();
+    ] {
+        run(&mut snapshots, request).unwrap();
+    }
     assert_eq!(*log.lock().unwrap(), ["mine-full", "mine-full"]);
 }
 
