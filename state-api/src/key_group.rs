@@ -797,17 +797,6 @@ mod tests {
         check_invalid(mp(128).operator_of(kg(0), 0), &["parallelism 0"]);
     }
 
-    #[test]
-    fn operator_index_for_key_group() {
-        let owner =
-            |max, parallelism, key_group| mp(max).operator_of(kg(key_group), parallelism).unwrap();
-        assert_eq!(owner(128, 3, 0), 0);
-        assert_eq!(owner(128, 3, 42), 0);
-        assert_eq!(owner(128, 3, 43), 1);
-        assert_eq!(owner(128, 3, 127), 2);
-        assert_eq!(owner(32_768, 32_768, 32_767), 32_767);
-    }
-
     proptest! {
         #[test]
         fn prop_operator_ranges_partition_the_key_groups(

@@ -65,13 +65,17 @@ fn copy_checked(from: &mut dyn Read, out: &mut dyn Write) -> io::Result<(u64, u3
 }
 
 /// Downloads `file` of checkpoint `checkpoint_id` into `dir`, checking its size and
-/// checksum against `manifest`.
+/// checksum against `manifest`. A file the storage holds on this machine
+/// ([`StreamStateHandle::local_file`]) is hard-linked rather than copied (RocksDB never
+/// changes an sst file, and checkpoint files are read-only) and read once for its
+/// checksum; a link across file systems falls back to copying. The copy is not synced:
+/// the database directory is a working copy that a crash throws away.
 ///
 /// # Errors
 ///
 /// [`Error::NotFound`] for a missing file, [`Error::Corrupted`] naming the file for a size
-/// or checksum mismatch or a file the manifest does not list, [`Error::Unsupported`] for an
-/// unresolved placeholder.
+/// or checksum mismatch, a file the manifest does not list or a linked file that is not a
+/// regular file, [`Error::Unsupported`] for an unresolved placeholder.
 pub(crate) fn download(
     file: &HandleAndLocalPath,
     manifest: &FileManifest,
@@ -85,33 +89,90 @@ pub(crate) fn download(
             file.handle.describe()
         )
     };
+    let corrupted = |reason: String| Error::Corrupted {
+        what: what(),
+        reason,
+    };
     let expected = manifest
         .get(&file.local_path)
-        .ok_or_else(|| Error::Corrupted {
-            what: what(),
-            reason: "the snapshot's file list does not name it".into(),
-        })?;
+        .ok_or_else(|| corrupted("the snapshot's file list does not name it".into()))?;
     if file.local_path.contains('/') || file.local_path.contains("..") {
-        return Err(Error::Corrupted {
-            what: what(),
-            reason: "a file name must not leave the database directory".into(),
-        });
+        return Err(corrupted(
+            "a file name must not leave the database directory".into(),
+        ));
     }
-    let mut input = file.handle.open()?;
     let target = dir.join(&file.local_path);
-    let mut out = File::create(&target).map_err(|e| Error::io(&target, e))?;
-    let (size, crc) = copy_checked(&mut input, &mut out)
-        .map_err(|e| Error::stream(format!("downloading {}", what()), e))?;
+    let linked = file
+        .handle
+        .local_file()
+        .filter(|_| file.local_path.ends_with(".sst"));
+    let (size, crc) = match linked.map(|source| fs::hard_link(&source, &target)) {
+        Some(Ok(())) => {
+            let regular = fs::symlink_metadata(&target).is_ok_and(|meta| meta.is_file());
+            if !regular {
+                return Err(corrupted("it is not a regular file".into()));
+            }
+            File::open(&target)
+                .and_then(|read| copy_checked(&mut BufReader::new(read), &mut io::sink()))
+                .map_err(|e| Error::io(&target, e))?
+        }
+        Some(Err(err)) if err.kind() == io::ErrorKind::NotFound => {
+            return Err(Error::NotFound { what: what() });
+        }
+        // No link (another file system, no hard links, another storage): a copy.
+        Some(Err(_)) | None => {
+            let mut input = file.handle.open()?;
+            let mut out = File::create(&target).map_err(|e| Error::io(&target, e))?;
+            copy_checked(&mut input, &mut out)
+                .map_err(|e| Error::stream(format!("downloading {}", what()), e))?
+        }
+    };
     if size != expected.size || crc != expected.crc {
-        return Err(Error::Corrupted {
-            what: what(),
-            reason: format!(
-                "{size} bytes with crc32c {crc:#010x}, the snapshot recorded {} bytes with {:#010x}",
-                expected.size, expected.crc
-            ),
-        });
+        return Err(corrupted(format!(
+            "{size} bytes with crc32c {crc:#010x}, the snapshot recorded {} bytes with {:#010x}",
+            expected.size, expected.crc
+        )));
     }
-    out.sync_all().map_err(|e| Error::io(&target, e))
+    Ok(())
+}
+
+/// Runs `task` on every item of `items` from up to [`STORE_THREADS`] threads, stopping
+/// early once `stop` says so or a task failed. Returns each outcome as soon as it is known
+/// (a task done by a thread that then panics is still reported), by index, and whether a
+/// thread panicked.
+pub(crate) fn run_parallel<T: Sync, R: Send>(
+    items: &[T],
+    stop: impl Fn() -> Result<()> + Sync,
+    task: impl Fn(&T) -> Result<R> + Sync,
+) -> (Vec<(usize, Result<R>)>, bool) {
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let done = Mutex::new(Vec::new());
+    let work = || {
+        loop {
+            let index = next.fetch_add(1, Ordering::Relaxed);
+            let Some(item) = items.get(index) else {
+                break;
+            };
+            if failed.load(Ordering::Relaxed) {
+                break;
+            }
+            let outcome = stop().and_then(|()| task(item));
+            failed.fetch_or(outcome.is_err(), Ordering::Relaxed);
+            (done.lock().unwrap_or_else(PoisonError::into_inner)).push((index, outcome));
+        }
+    };
+    let panicked = std::thread::scope(|scope| {
+        let helpers: Vec<_> = (1..STORE_THREADS.min(items.len()))
+            .map(|_| scope.spawn(work))
+            .collect();
+        work();
+        // Every helper is joined, so none panics the scope.
+        let joined = helpers.into_iter().map(std::thread::ScopedJoinHandle::join);
+        joined.filter(Result::is_err).count() > 0
+    });
+    let done = done.into_inner().unwrap_or_else(PoisonError::into_inner);
+    (done, panicked)
 }
 
 /// Files of one snapshot stored at once, at most.
@@ -128,42 +189,17 @@ fn store_files(
     context: &SnapshotContext,
     files: &[(PathBuf, CheckpointedStateScope)],
 ) -> (Vec<Option<Stored>>, Option<Error>) {
-    let next = AtomicUsize::new(0);
-    let failed = AtomicBool::new(false);
-    // Every outcome as soon as it is known: a file stored by a thread that then panics is
-    // still deleted with the others.
-    let done = Mutex::new(Vec::new());
-    let work = || {
-        loop {
-            let index = next.fetch_add(1, Ordering::Relaxed);
-            let Some((path, scope)) = files.get(index) else {
-                break;
-            };
-            if failed.load(Ordering::Relaxed) {
-                break;
-            }
-            let outcome = context
-                .check_cancelled()
-                .and_then(|()| store_file(factory, context, path, *scope));
-            failed.fetch_or(outcome.is_err(), Ordering::Relaxed);
-            (done.lock().unwrap_or_else(PoisonError::into_inner)).push((index, outcome));
-        }
-    };
-    let panicked = std::thread::scope(|scope| {
-        let helpers: Vec<_> = (1..STORE_THREADS.min(files.len()))
-            .map(|_| scope.spawn(work))
-            .collect();
-        work();
-        // Every helper is joined, so none panics the scope.
-        let joined = helpers.into_iter().map(std::thread::ScopedJoinHandle::join);
-        joined.filter(Result::is_err).count() > 0
-    });
+    let (done, panicked) = run_parallel(
+        files,
+        || context.check_cancelled(),
+        |(path, scope)| store_file(factory, context, path, *scope),
+    );
     let stopped = || Error::WorkerStopped {
         worker: "a thread storing snapshot files".into(),
     };
     let mut stored: Vec<Option<Stored>> = files.iter().map(|_| None).collect();
     let mut first_error = panicked.then(stopped);
-    for (index, outcome) in done.into_inner().unwrap_or_else(PoisonError::into_inner) {
+    for (index, outcome) in done {
         match outcome {
             Ok(file) => stored[index] = Some(file),
             Err(err) => drop(first_error.get_or_insert(err)),

@@ -6,11 +6,14 @@ use std::fs;
 use std::path::Path;
 use std::sync::Arc;
 
-use rocksdb::{ColumnFamilyDescriptor, DB, Options, ReadOptions, WriteBatch};
+use rocksdb::{
+    ColumnFamilyDescriptor, DB, IngestExternalFileOptions, Options, ReadOptions, SstFileWriter,
+    WriteBatch,
+};
 use state_api::{
     Error, HandleAndLocalPath, IncrementalLocalKeyedStateHandle, IncrementalRemoteKeyedStateHandle,
-    KeyedBackendParams, KeyedStateBackend, KeyedStateHandle, MaxParallelism, Registry, Result,
-    StateKind,
+    KeyGroupRange, KeyedBackendParams, KeyedStateBackend, KeyedStateHandle, MaxParallelism,
+    Registry, Result, StateKind,
 };
 use state_format::KeyGroupsStateHandle;
 use state_format::file_manifest::FileManifest;
@@ -19,7 +22,7 @@ use state_format::keyed_format::{KeyedSnapshotReader, decode_list};
 
 use crate::backend::{Opened, RocksDBKeyedStateBackend, cf, cf_name, db_error, key_group_start};
 use crate::history::{IncrementalHistory, UploadedFile};
-use crate::incremental::{LOCAL_META_FILE, download};
+use crate::incremental::{LOCAL_META_FILE, download, run_parallel};
 
 /// Bytes collected in a write batch before it is written.
 const BATCH_BYTES: usize = 4 << 20;
@@ -27,10 +30,12 @@ const BATCH_BYTES: usize = 4 << 20;
 impl RocksDBKeyedStateBackend {
     /// A backend holding the state of `handles` restricted to `params.key_group_range`:
     /// full snapshots of any keyed backend, or incremental RocksDB checkpoints (with
-    /// placeholders resolved). One incremental handle of exactly the new range is
-    /// downloaded and opened as the database, and the next incremental checkpoint builds on
-    /// it; otherwise each incremental handle is opened in a temporary database and the keys
-    /// of the new range copied over.
+    /// placeholders resolved). The incremental handle sharing the most key groups with the
+    /// new range is downloaded (hard-linked from a local directory) and opened as the
+    /// database; when its range is another, the keys outside the new range are deleted
+    /// and the next incremental checkpoint starts afresh, else it builds on the handle.
+    /// Every other incremental handle is opened in a temporary database and the keys of
+    /// the new range copied over; full snapshots are read key group by key group.
     ///
     /// # Errors
     ///
@@ -61,21 +66,47 @@ fn restore(
         .filter_map(|handle| handle.intersection(&range))
         .map(|part| local_as_remote(&params, &part).map(|remote| remote.unwrap_or(part)))
         .collect::<Result<Vec<Arc<dyn KeyedStateHandle>>>>()?;
-    if let [only] = parts.as_slice()
-        && let Some(incremental) = only.downcast_ref::<IncrementalRemoteKeyedStateHandle>()
-        && incremental.key_group_range == range
-    {
-        let key_serializer = params.key_serializer.clone();
-        let max_parallelism = params.max_parallelism;
-        return RocksDBKeyedStateBackend::open(params, registry, |db_path| {
-            open_incremental(incremental, &key_serializer, max_parallelism, db_path)
-        });
-    }
-    let mut backend = RocksDBKeyedStateBackend::new(params, registry)?;
-    backend.begin_bulk_load();
-    let outcome = parts
+    // The incremental part with the most key groups of the new range is opened as the
+    // database itself, the keys of other ranges deleted; the other parts are copied in.
+    let base = parts
         .iter()
-        .try_for_each(|part| restore_part(&mut backend, registry, &**part))
+        .enumerate()
+        .filter_map(|(index, part)| {
+            let incremental = part.downcast_ref::<IncrementalRemoteKeyedStateHandle>()?;
+            Some((
+                incremental.key_group_range.intersection(&range).len(),
+                index,
+            ))
+        })
+        .max()
+        .map(|(_, index)| index);
+    let mut backend = match base.and_then(|index| parts[index].downcast_ref()) {
+        Some(incremental) => {
+            let (key_serializer, max_parallelism) =
+                (params.key_serializer.clone(), params.max_parallelism);
+            let mut backend = RocksDBKeyedStateBackend::open(params, registry, |db_path| {
+                open_incremental(
+                    incremental,
+                    &key_serializer,
+                    max_parallelism,
+                    db_path,
+                    range,
+                )
+            })?;
+            if incremental.key_group_range != range
+                && let Err(err) = delete_other_key_groups(&backend)
+            {
+                let _ = backend.close();
+                return Err(err);
+            }
+            backend
+        }
+        None => RocksDBKeyedStateBackend::new(params, registry)?,
+    };
+    backend.begin_bulk_load();
+    let outcome = (parts.iter().enumerate())
+        .filter(|(index, _)| Some(*index) != base)
+        .try_for_each(|(_, part)| restore_part(&mut backend, registry, &**part))
         .and_then(|()| backend.end_bulk_load());
     if let Err(err) = outcome {
         // Do not leave a half-restored database behind.
@@ -83,6 +114,35 @@ fn restore(
         return Err(err);
     }
     Ok(backend)
+}
+
+/// Deletes, in every column family, the keys of the key groups outside the backend's
+/// range: what a database opened from another range's checkpoint holds beyond its own.
+/// RocksDB records each side as one range tombstone; compactions drop the keys later.
+fn delete_other_key_groups(backend: &RocksDBKeyedStateBackend) -> Result<()> {
+    let range = backend.key_group_range();
+    let prefix_bytes = backend.composite_key().prefix_bytes();
+    let start = |key_group: u32| key_group_start(key_group, prefix_bytes);
+    let last = backend.max_parallelism_internal().get();
+    let mut others = Vec::new();
+    if range.start().get() > 0 {
+        others.push((start(0), start(range.start().get())));
+    }
+    if range.end().get() + 1 < last {
+        others.push((start(range.end().get() + 1), start(last)));
+    }
+    let db = backend.db()?;
+    for meta in backend.snapshot_source().states() {
+        let family = cf(db, &meta.name)?;
+        for (from, to) in &others {
+            db.delete_range_cf_opt(&family, from, to, backend.write_options())
+                .map_err(db_error(format_args!(
+                    "deleting the key groups outside {range} from state `{}`",
+                    meta.name
+                )))?;
+        }
+    }
+    Ok(())
 }
 
 /// A task-local incremental copy as the remote handle of the same files, read from its
@@ -178,8 +238,23 @@ fn download_all(
     header.check_key_serializer(key_serializer, &handle.meta_state.describe())?;
     check_files_listed(handle, &manifest)?;
     fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    for file in handle.shared_state.iter().chain(&handle.private_state) {
-        download(file, &manifest, dir, handle.checkpoint_id)?;
+    let files: Vec<&HandleAndLocalPath> = handle
+        .shared_state
+        .iter()
+        .chain(&handle.private_state)
+        .collect();
+    let (done, panicked) = run_parallel(
+        &files,
+        || Ok(()),
+        |file| download(file, &manifest, dir, handle.checkpoint_id),
+    );
+    if let Some((_, Err(err))) = done.into_iter().find(|(_, outcome)| outcome.is_err()) {
+        return Err(err);
+    }
+    if panicked {
+        return Err(Error::WorkerStopped {
+            worker: "a thread downloading snapshot files".into(),
+        });
     }
     let shared = handle
         .shared_state
@@ -242,22 +317,29 @@ fn check_files_listed(
     Ok(())
 }
 
-/// Fills `db_path` with the files of `handle`: the database continues from it.
+/// Fills `db_path` with the files of `handle`. A restore into the handle's own range
+/// continues its incremental history; one into another `range` starts a new one.
 fn open_incremental(
     handle: &IncrementalRemoteKeyedStateHandle,
     key_serializer: &str,
     max_parallelism: MaxParallelism,
     db_path: &Path,
+    range: KeyGroupRange,
 ) -> Result<Opened> {
     let (states, shared) = download_all(handle, key_serializer, max_parallelism, db_path)?;
+    let history = match handle.key_group_range == range {
+        true => IncrementalHistory::continuing(handle.checkpoint_id, shared),
+        false => IncrementalHistory::fresh(),
+    };
     Ok(Opened {
         states,
         existing: true,
-        history: IncrementalHistory::continuing(handle.checkpoint_id, shared),
+        history,
     })
 }
 
-/// Opens `handle` in a temporary database and copies the keys of `backend`'s range over.
+/// Opens `handle` in a temporary database and moves the keys of `backend`'s range (and
+/// the handle's) over, as sst files the database ingests.
 fn copy_incremental(
     backend: &mut RocksDBKeyedStateBackend,
     handle: &IncrementalRemoteKeyedStateHandle,
@@ -275,30 +357,31 @@ fn copy_incremental(
     )?;
     let mut options = Options::default();
     options.create_if_missing(false);
+    let file_options = backend
+        .options()
+        .cf_options(&rocksdb::Cache::new_lru_cache(8 << 20));
     let families: Vec<ColumnFamilyDescriptor> = states
         .iter()
-        .map(|meta| {
-            ColumnFamilyDescriptor::new(
-                cf_name(&meta.name),
-                backend
-                    .options()
-                    .cf_options(&rocksdb::Cache::new_lru_cache(8 << 20)),
-            )
-        })
+        .map(|meta| ColumnFamilyDescriptor::new(cf_name(&meta.name), file_options.clone()))
         .collect();
-    let source =
-        DB::open_cf_descriptors(&options, &dir, families).map_err(db_error(format_args!(
+    // Read-only: nothing is written next to the (linked) files, nothing compacts.
+    let source = DB::open_cf_descriptors_read_only(&options, &dir, families, false).map_err(
+        db_error(format_args!(
             "opening checkpoint {} of {} in {}",
             handle.checkpoint_id,
             handle.backend_identifier,
             dir.display()
-        )))?;
-    let range = backend.key_group_range();
+        )),
+    )?;
+    // Only the key groups the handle is for: its database may hold others' keys.
+    let range = backend
+        .key_group_range()
+        .intersection(&handle.key_group_range);
     let prefix_bytes = backend.composite_key().prefix_bytes();
     let start = key_group_start(range.start().get(), prefix_bytes);
     let end = key_group_start(range.end().get() + 1, prefix_bytes);
     let db = backend.db()?.clone();
-    for meta in &states {
+    for (index, meta) in states.iter().enumerate() {
         let target = backend.register(meta)?;
         let family = cf(&source, &meta.name)?;
         let mut read = ReadOptions::default();
@@ -306,21 +389,38 @@ fn copy_incremental(
         read.set_iterate_upper_bound(end.clone());
         let mut iter = source.raw_iterator_cf_opt(&family, read);
         iter.seek_to_first();
-        let mut batch = WriteBatch::default();
+        // The keys come sorted: written straight into an sst file that the database
+        // ingests, with no memtable, write-ahead log or compaction on the way.
+        let file = temp.path().join(format!("ingest-{index}.sst"));
+        let mut writer = SstFileWriter::create(&file_options);
+        writer
+            .open(&file)
+            .map_err(db_error(format_args!("creating {}", file.display())))?;
+        let mut entries = 0u64;
         while let (Some(key), Some(value)) = (iter.key(), iter.value()) {
-            batch.put_cf(&target, key, value);
-            if batch.size_in_bytes() >= BATCH_BYTES {
-                db.write_opt(std::mem::take(&mut batch), backend.write_options())
-                    .map_err(db_error("writing restored entries"))?;
-            }
+            writer
+                .put(key, value)
+                .map_err(db_error(format_args!("writing {}", file.display())))?;
+            entries += 1;
             iter.next();
         }
         iter.status().map_err(db_error(format_args!(
             "reading checkpoint {} of {}",
             handle.checkpoint_id, handle.backend_identifier
         )))?;
-        db.write_opt(batch, backend.write_options())
-            .map_err(db_error("writing restored entries"))?;
+        if entries == 0 {
+            continue;
+        }
+        writer
+            .finish()
+            .map_err(db_error(format_args!("writing {}", file.display())))?;
+        let mut ingest = IngestExternalFileOptions::default();
+        ingest.set_move_files(true);
+        db.ingest_external_file_cf_opts(&target, &ingest, vec![&file])
+            .map_err(db_error(format_args!(
+                "ingesting the keys of state `{}` from checkpoint {}",
+                meta.name, handle.checkpoint_id
+            )))?;
     }
     drop(source);
     let path = temp.path().to_path_buf();

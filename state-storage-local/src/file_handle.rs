@@ -383,6 +383,10 @@ impl StreamStateHandle for FileStateHandle {
     fn written_by_this_process(&self) -> bool {
         self.written_here
     }
+
+    fn local_file(&self) -> Option<PathBuf> {
+        self.readable_path().ok()
+    }
 }
 
 /// Opens `path` for reading if it is a regular file; `what` names it in errors.

@@ -685,3 +685,82 @@ fn sst_files_are_linked_into_a_local_directory_and_a_refused_one_leaves_nothing(
     );
     check(&mut restored.unwrap(), |_| 0);
 }
+
+/// One instance's checkpoint restores into two. Each opens the checkpoint's own sst files
+/// (hard-linked from the local directory, not copied), starts a new incremental history,
+/// and holds only its half: the keys of the other half are deleted from its database, so
+/// a key the other instance removes later never comes back when the two halves' next
+/// checkpoints restore into one instance again.
+#[test]
+fn a_rescaled_restore_opens_the_linked_files_and_keeps_only_its_key_groups() {
+    use std::os::unix::fs::MetadataExt;
+
+    let setup = Setup::new();
+    let mut backend = setup.backend();
+    write(&mut backend, 0..KEYS, 0);
+    let handle = setup.checkpoint(&mut backend, CheckpointId::new(1));
+    backend.close().unwrap();
+    let stored: Vec<u64> = (handle.shared_state.iter())
+        .map(|file| {
+            let path = file
+                .handle
+                .downcast_ref::<FileStateHandle>()
+                .unwrap()
+                .path();
+            std::fs::metadata(path).unwrap().ino()
+        })
+        .collect();
+    let handles = [Arc::new(handle) as Arc<dyn KeyedStateHandle>];
+    let removed = |i: u64| i % 10 == 3;
+    let mut halves = Vec::new();
+    let mut held = 0;
+    for index in 0..2 {
+        let range = MAX_PARALLELISM.range_for(index, 2).unwrap();
+        let mut half =
+            RocksDBKeyedStateBackend::restore(setup.params(range), registry(), &handles).unwrap();
+        let source = half.snapshot_source().clone();
+        let linked = (walk(source.db_path()).iter())
+            .filter(|path| path.extension().is_some_and(|ext| ext == "sst"))
+            .filter(|path| stored.contains(&std::fs::metadata(path).unwrap().ino()))
+            .count();
+        assert!(linked > 0, "instance {index} copied every sst file");
+        assert_eq!(source.last_completed_checkpoint(), None, "instance {index}");
+        let owned: Vec<u64> = (0..KEYS)
+            .filter(|i| range.contains(MAX_PARALLELISM.key_group_of(format!("key-{i}").as_bytes())))
+            .collect();
+        assert_eq!(half.keys("count", b"").unwrap().len(), owned.len());
+        held += owned.len() as u64;
+        write(&mut half, owned.iter().copied().filter(|&i| updated(i)), 1);
+        for &i in owned.iter().filter(|&&i| removed(i)) {
+            half.set_current_key(format!("key-{i}").as_bytes()).unwrap();
+            half.clear("count", b"").unwrap();
+        }
+        let next = setup.checkpoint(&mut half, CheckpointId::new(2));
+        assert!(
+            placeholders(&next).is_empty(),
+            "the first checkpoint of a new history refers to no earlier one"
+        );
+        halves.push(Arc::new(next) as Arc<dyn KeyedStateHandle>);
+        half.close().unwrap();
+    }
+    assert_eq!(held, KEYS);
+    let mut whole =
+        RocksDBKeyedStateBackend::restore(setup.params(full()), registry(), &halves).unwrap();
+    for i in 0..KEYS {
+        whole
+            .set_current_key(format!("key-{i}").as_bytes())
+            .unwrap();
+        let value = whole.value("count", b"").unwrap();
+        match removed(i) {
+            true => assert_eq!(value, None, "key-{i} was removed"),
+            false => {
+                let round = u64::from(updated(i));
+                assert_eq!(
+                    value.unwrap()[..8],
+                    (i * 10 + round).to_be_bytes(),
+                    "key-{i}"
+                );
+            }
+        }
+    }
+}

@@ -41,10 +41,12 @@
 //! every JSON line.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -54,7 +56,8 @@ use state_api::CheckpointId;
 use state_api::SnapshotRequest;
 use state_api::{
     CheckpointStorage, CheckpointType, CheckpointedStateScope, KeyGroupRange, KeyedBackendParams,
-    KeyedStateBackend, KeyedStateHandle, PluginKind, Registry, StateObject,
+    KeyedStateBackend, KeyedStateBackendFactory, KeyedStateHandle, PluginKind, Registry,
+    StateObject,
 };
 use state_format::keyed_format::CompositeKey;
 use state_storage_local::LocalCheckpointStorage;
@@ -113,6 +116,46 @@ pub(crate) struct BenchArgs {
     /// memtable) is over before checkpoint 1 is timed.
     #[arg(long, default_value_t = 0)]
     pub(crate) pause_after_fill_ms: u64,
+    /// `N:M`: fill and checkpoint N instances, each owning an equal share of the key
+    /// groups, then restore the last checkpoint into N instances (the plain restore) and
+    /// into M (the rescaling restore). Default: one instance, no rescaling.
+    #[arg(long)]
+    pub(crate) rescale: Option<Rescale>,
+}
+
+/// `N:M` of `--rescale`: checkpoint N instances, restore into M.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Rescale {
+    /// Instances checkpointed.
+    from: u32,
+    /// Instances restored.
+    to: u32,
+}
+
+impl FromStr for Rescale {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let parallelism = |part: &str| match part.trim().parse::<u32>() {
+            Ok(n) if (1..=MAX_PARALLELISM.get()).contains(&n) => Ok(n),
+            _ => Err(format!(
+                "`{text}`: expected N:M, each a parallelism from 1 to {MAX_PARALLELISM}"
+            )),
+        };
+        let (from, to) = text
+            .split_once(':')
+            .ok_or_else(|| format!("`{text}`: expected N:M, say 4:3"))?;
+        Ok(Rescale {
+            from: parallelism(from)?,
+            to: parallelism(to)?,
+        })
+    }
+}
+
+impl fmt::Display for Rescale {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.from, self.to)
+    }
 }
 
 /// One configuration, as `cargo xtask bench-one` takes it.
@@ -143,6 +186,8 @@ pub(crate) struct OneArgs {
     options: Vec<String>,
     #[arg(long, default_value_t = 0)]
     pause_after_fill_ms: u64,
+    #[arg(long)]
+    rescale: Option<Rescale>,
 }
 
 fn registry() -> &'static Registry {
@@ -241,6 +286,11 @@ pub(crate) fn run(args: BenchArgs) -> DynResult {
                 "--pause-after-fill-ms",
                 &args.pause_after_fill_ms.to_string(),
             ])
+            .args(
+                args.rescale
+                    .iter()
+                    .flat_map(|r| ["--rescale".to_owned(), r.to_string()]),
+            )
             .arg("--dir")
             .arg(dir.path())
             .stdout(Stdio::piped())
@@ -334,9 +384,59 @@ fn print_table(records: &[Value]) {
             optional("peak_rss_mb", 1.0, 0),
         );
     }
+    print_rescale_table(records);
     println!();
     println!(
         "ref % = the asynchronous part's MB/s as a share of the storage's raw speed for checkpoint 1's size: disk write+fsync of a file (disk_mb_per_s) or one upload through a checkpoint stream (storage_mb_per_s)"
+    );
+}
+
+/// The restores of `--rescale N:M` runs, beside the plain restores of the same checkpoint.
+fn print_rescale_table(records: &[Value]) {
+    let rescaled: Vec<&Value> = records
+        .iter()
+        .filter(|record| record.get("rescale_restore_ms").is_some())
+        .collect();
+    if rescaled.is_empty() {
+        return;
+    }
+    println!();
+    println!(
+        "{:<20} {:<7} {:>7} {:>14} {:>14} {:>7} {:>14} {:>14} {:>7}",
+        "backend",
+        "codec",
+        "N:M",
+        "N restore ms",
+        "M restore ms",
+        "ratio",
+        "N slowest ms",
+        "M slowest ms",
+        "ratio"
+    );
+    for record in rescaled {
+        let (plain, rescaled) = (
+            number(record, "restore_ms"),
+            number(record, "rescale_restore_ms"),
+        );
+        let (plain_max, rescaled_max) = (
+            number(record, "restore_max_ms"),
+            number(record, "rescale_restore_max_ms"),
+        );
+        println!(
+            "{:<20} {:<7} {:>7} {:>14.1} {:>14.1} {:>6.2}x {:>14.1} {:>14.1} {:>6.2}x",
+            record["backend"].as_str().unwrap_or("?"),
+            record["compression"].as_str().unwrap_or("?"),
+            record["rescale"].as_str().unwrap_or("?"),
+            plain,
+            rescaled,
+            rescaled / plain,
+            plain_max,
+            rescaled_max,
+            rescaled_max / plain_max,
+        );
+    }
+    println!(
+        "N restore = the checkpoint of N instances restored into N, one instance after the other (summed); M restore = the same checkpoint into M; slowest = the longest single instance"
     );
 }
 
@@ -356,8 +456,7 @@ fn parse_option(option: &str) -> DynResult<(String, String)> {
     Ok((key.trim().to_owned(), value.trim().to_owned()))
 }
 
-fn params(args: &OneArgs, work: &Path) -> DynResult<KeyedBackendParams> {
-    let range = KeyGroupRange::new(0, MAX_PARALLELISM.get() - 1)?;
+fn params(args: &OneArgs, range: KeyGroupRange, work: &Path) -> DynResult<KeyedBackendParams> {
     let mut params = KeyedBackendParams::new(MAX_PARALLELISM, range);
     for option in &args.options {
         let (key, value) = parse_option(option)?;
@@ -371,48 +470,126 @@ fn params(args: &OneArgs, work: &Path) -> DynResult<KeyedBackendParams> {
     Ok(params)
 }
 
-/// Figures of one checkpoint.
+/// The key-group ranges of `parallelism` instances.
+fn ranges(parallelism: u32) -> DynResult<Vec<KeyGroupRange>> {
+    Ok((0..parallelism)
+        .map(|index| MAX_PARALLELISM.range_for(index, parallelism))
+        .collect::<state_api::Result<_>>()?)
+}
+
+/// The keys of `keys` that `range` owns; every key when `range` is all key groups.
+fn owned(keys: impl Iterator<Item = u64>, range: KeyGroupRange) -> impl Iterator<Item = u64> {
+    let all = range.len() == MAX_PARALLELISM.get();
+    keys.filter(move |key| all || range.contains(MAX_PARALLELISM.key_group_of(&key.to_be_bytes())))
+}
+
+/// Figures of one checkpoint of every instance (summed over the instances).
 struct Checkpoint {
     sync_ms: f64,
     async_ms: f64,
     bytes: u64,
     /// Bytes of everything the checkpoint refers to.
     total_bytes: u64,
-    handle: Arc<dyn KeyedStateHandle>,
+    handles: Vec<Arc<dyn KeyedStateHandle>>,
 }
 
+/// Checkpoints every instance, one after the other, and completes the checkpoint.
 fn checkpoint(
-    backend: &mut dyn KeyedStateBackend,
+    instances: &mut [Box<dyn KeyedStateBackend>],
     job: &Job,
     checkpoint_id: CheckpointId,
 ) -> DynResult<Checkpoint> {
     let factory = job.factory(checkpoint_id)?;
-    let started = Instant::now();
-    let task = backend.snapshot(
-        &SnapshotRequest::checkpoint(checkpoint_id, checkpoint_id.get()),
-        factory.clone(),
-    )?;
-    let sync_ms = millis(started);
-    let started = Instant::now();
-    let result = task.run()?;
-    let async_ms = millis(started);
-    let handle = result
-        .job_manager_owned()
-        .cloned()
-        .ok_or("a checkpoint of a filled backend stored nothing")?;
-    let mut restorable = job.complete(checkpoint_id, CheckpointType::Checkpoint, vec![handle])?;
-    backend.notify_checkpoint_complete(checkpoint_id)?;
-    let handle = restorable.remove(0);
+    let (mut sync_ms, mut async_ms) = (0.0, 0.0);
+    let mut handles = Vec::new();
+    for instance in instances.iter_mut() {
+        let started = Instant::now();
+        let task = instance.snapshot(
+            &SnapshotRequest::checkpoint(checkpoint_id, checkpoint_id.get()),
+            factory.clone(),
+        )?;
+        sync_ms += millis(started);
+        let started = Instant::now();
+        let result = task.run()?;
+        async_ms += millis(started);
+        handles.push(
+            result
+                .job_manager_owned()
+                .cloned()
+                .ok_or("a checkpoint of a filled backend stored nothing")?,
+        );
+    }
+    let handles = job.complete(checkpoint_id, CheckpointType::Checkpoint, handles)?;
+    for instance in instances.iter_mut() {
+        instance.notify_checkpoint_complete(checkpoint_id)?;
+    }
     Ok(Checkpoint {
         sync_ms,
         async_ms,
         bytes: factory.bytes(),
-        total_bytes: handle.state_size(),
-        handle,
+        total_bytes: handles.iter().map(|handle| handle.state_size()).sum(),
+        handles,
     })
 }
 
-/// Runs one configuration and prints its two JSON lines.
+/// Figures of restoring one checkpoint into some instances, one after the other.
+struct Restored {
+    /// The sum of every instance's restore.
+    total_ms: f64,
+    /// The slowest instance's restore: what a job restoring its instances at once waits.
+    max_ms: f64,
+    /// Sampled keys checked, over every instance.
+    verified: u64,
+}
+
+/// Restores `handles` into `parallelism` instances, checking `sample` on the instance
+/// owning each key; every instance is closed after its check.
+fn restore(
+    args: &OneArgs,
+    factory: &dyn KeyedStateBackendFactory,
+    (workload, states): (&Workload, &[String]),
+    handles: &[Arc<dyn KeyedStateHandle>],
+    parallelism: u32,
+    sample: &[u64],
+) -> DynResult<Restored> {
+    let mut figures = Restored {
+        total_ms: 0.0,
+        max_ms: 0.0,
+        verified: 0,
+    };
+    for (index, range) in ranges(parallelism)?.into_iter().enumerate() {
+        let work = args.dir.join(format!("restore-{parallelism}-{index}"));
+        let params = params(args, range, &work)?;
+        let started = Instant::now();
+        let mut restored = factory.restore(params, registry(), handles)?;
+        let ms = millis(started);
+        figures.total_ms += ms;
+        figures.max_ms = figures.max_ms.max(ms);
+        figures.verified += workload
+            .verify(
+                &mut *restored,
+                states,
+                owned(sample.iter().copied(), range),
+                true,
+            )
+            .map_err(|err| format!("instance {index} of {parallelism}: {err}"))?;
+        restored.close()?;
+        drop(restored);
+        std::fs::remove_dir_all(&work)?;
+        release_freed_memory();
+    }
+    if figures.verified != sample.len() as u64 {
+        return Err(format!(
+            "{parallelism} restored instances hold {} of {} sampled keys",
+            figures.verified,
+            sample.len()
+        )
+        .into());
+    }
+    Ok(figures)
+}
+
+/// Runs one configuration and prints its JSON lines.
 pub(crate) fn run_one(args: OneArgs) -> DynResult {
     let registry = registry();
     let workload = Workload {
@@ -434,8 +611,16 @@ pub(crate) fn run_one(args: OneArgs) -> DynResult {
         None => Arc::new(LocalCheckpointStorage::new(args.dir.join("checkpoints"))?),
     };
     let job = Job::new(storage.clone(), BTreeMap::new());
-    let mut backend = factory.create(params(&args, &args.dir.join("work-1"))?, registry)?;
-    let states = workload.register(&mut *backend)?;
+    let parallelism = args.rescale.map_or(1, |rescale| rescale.from);
+    let ranges = ranges(parallelism)?;
+    let mut instances = Vec::new();
+    let mut states = Vec::new();
+    for (index, range) in ranges.iter().enumerate() {
+        let work = args.dir.join(format!("work-{index}"));
+        let mut instance = factory.create(params(&args, *range, &work)?, registry)?;
+        states = workload.register(&mut *instance)?;
+        instances.push(instance);
+    }
 
     let bar = ProgressBar::new(workload.n).with_message("fill");
     bar.set_style(
@@ -443,9 +628,16 @@ pub(crate) fn run_one(args: OneArgs) -> DynResult {
             .progress_chars("=> "),
     );
     let started = Instant::now();
-    workload.write(&mut *backend, &states, 0..workload.n, false, |n| {
-        bar.set_position(n)
-    })?;
+    let mut filled = 0;
+    for (instance, range) in instances.iter_mut().zip(&ranges) {
+        filled += workload.write(
+            &mut **instance,
+            &states,
+            owned(0..workload.n, *range),
+            false,
+            |n| bar.set_position(filled + n),
+        )?;
+    }
     let fill_keys_per_s = workload.n as f64 / started.elapsed().as_secs_f64();
     bar.finish_and_clear();
 
@@ -453,7 +645,7 @@ pub(crate) fn run_one(args: OneArgs) -> DynResult {
     // for it: checkpoint 1's size written three times, the median kept.
     std::thread::sleep(std::time::Duration::from_millis(args.pause_after_fill_ms));
     eprintln!("checkpoint 1");
-    let first = checkpoint(&mut *backend, &job, CheckpointId::new(1))?;
+    let first = checkpoint(&mut instances, &job, CheckpointId::new(1))?;
     let reference = match &args.storage {
         Some(_) => ("storage_mb_per_s", storage_speed(&*storage, first.bytes)?),
         None => (
@@ -463,11 +655,19 @@ pub(crate) fn run_one(args: OneArgs) -> DynResult {
     };
     let mut later = Vec::new();
     for checkpoint_id in 2..=args.checkpoints {
-        let modified = (0..workload.n).filter(|&k| Workload::is_modified(k));
-        workload.write(&mut *backend, &states, modified, true, |_| {})?;
+        for (instance, range) in instances.iter_mut().zip(&ranges) {
+            let modified = (0..workload.n).filter(|&k| Workload::is_modified(k));
+            workload.write(
+                &mut **instance,
+                &states,
+                owned(modified, *range),
+                true,
+                |_| {},
+            )?;
+        }
         eprintln!("checkpoint {checkpoint_id}");
         later.push(checkpoint(
-            &mut *backend,
+            &mut instances,
             &job,
             CheckpointId::new(checkpoint_id),
         )?);
@@ -477,26 +677,42 @@ pub(crate) fn run_one(args: OneArgs) -> DynResult {
         }
     }
     let second = later.pop().ok_or("at least two checkpoints are taken")?;
-    backend.close()?;
-    drop(backend);
+    for instance in &mut instances {
+        instance.close()?;
+    }
+    drop(instances);
     release_freed_memory();
 
-    eprintln!("restore");
-    let started = Instant::now();
-    let mut restored = factory.restore(
-        params(&args, &args.dir.join("work-2"))?,
-        registry,
-        std::slice::from_ref(&second.handle),
-    )?;
-    let restore_ms = millis(started);
     let step = (workload.n / 1000).max(1);
-    let sample = (0..workload.n)
+    let sample: Vec<u64> = (0..workload.n)
         .step_by(step as usize)
-        .chain((0..workload.n).step_by(100).take(500));
-    let verified = workload.verify(&mut *restored, &states, sample, true)?;
+        .chain((0..workload.n).step_by(100).take(500))
+        .collect();
+    let this = (&workload, states.as_slice());
+    eprintln!("restore");
+    let plain = restore(
+        &args,
+        &*factory,
+        this,
+        &second.handles,
+        parallelism,
+        &sample,
+    )?;
+    let rescaled = match args.rescale {
+        Some(rescale) => {
+            eprintln!("restore into {} instances", rescale.to);
+            Some(restore(
+                &args,
+                &*factory,
+                this,
+                &second.handles,
+                rescale.to,
+                &sample,
+            )?)
+        }
+        None => None,
+    };
     let peak_rss_mb = peak_rss_mb();
-    restored.close()?;
-    drop(restored);
     // The last checkpoint subsumes 1, then goes too: the storage is left as it was found.
     job.subsume(CheckpointId::new(1))?;
     job.subsume(CheckpointId::new(args.checkpoints))?;
@@ -519,18 +735,19 @@ pub(crate) fn run_one(args: OneArgs) -> DynResult {
         "compression": args.compression,
     });
     // Runs beyond the spec say how they differ from it.
-    if let Some(record) = base.as_object_mut()
-        && !args.options.is_empty()
-    {
-        record.insert("options".to_owned(), json!(args.options));
-    }
-    if let Some(record) = base.as_object_mut()
-        && args.pause_after_fill_ms > 0
-    {
-        record.insert(
-            "pause_after_fill_ms".to_owned(),
-            json!(args.pause_after_fill_ms),
-        );
+    if let Some(record) = base.as_object_mut() {
+        if !args.options.is_empty() {
+            record.insert("options".to_owned(), json!(args.options));
+        }
+        if args.pause_after_fill_ms > 0 {
+            record.insert(
+                "pause_after_fill_ms".to_owned(),
+                json!(args.pause_after_fill_ms),
+            );
+        }
+        if let Some(rescale) = args.rescale {
+            record.insert("rescale".to_owned(), json!(rescale.to_string()));
+        }
     }
     let line = |fields: Value| {
         let mut record = base.clone();
@@ -557,16 +774,28 @@ pub(crate) fn run_one(args: OneArgs) -> DynResult {
             "total_bytes": checkpoint.total_bytes,
         }));
     }
-    line(json!({
+    let mut last = json!({
         "cp": args.checkpoints,
         "sync_ms": round(second.sync_ms, 4),
         "async_ms": round(second.async_ms, 1),
         "bytes": second.bytes,
         "total_bytes": second.total_bytes,
-        "restore_ms": round(restore_ms, 1),
-        "verified_keys": verified,
+        "restore_ms": round(plain.total_ms, 1),
+        "verified_keys": plain.verified,
         "peak_rss_mb": peak_rss_mb.map(f64::round),
-    }));
+    });
+    if let (Some(record), Some(rescaled)) = (last.as_object_mut(), rescaled) {
+        record.insert("restore_max_ms".to_owned(), json!(round(plain.max_ms, 1)));
+        record.insert(
+            "rescale_restore_ms".to_owned(),
+            json!(round(rescaled.total_ms, 1)),
+        );
+        record.insert(
+            "rescale_restore_max_ms".to_owned(),
+            json!(round(rescaled.max_ms, 1)),
+        );
+    }
+    line(last);
     Ok(())
 }
 

@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
+use indicatif::{ProgressBar, ProgressStyle};
 use state_api::CheckpointId;
 use state_api::SnapshotRequest;
 use state_api::{
@@ -42,8 +43,20 @@ struct Row {
     note: String,
 }
 
+/// The phase running now, on a spinner (drawn only when stderr is a terminal).
+static PROGRESS: std::sync::LazyLock<ProgressBar> = std::sync::LazyLock::new(|| {
+    let bar = ProgressBar::new_spinner();
+    if let Ok(style) = ProgressStyle::with_template("{spinner} {elapsed:>4} {msg}") {
+        bar.set_style(style);
+    }
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    bar
+});
+
 impl Row {
+    /// A row for `phase` of `backend`, which starts now.
     fn new(phase: &str, backend: &str) -> Self {
+        PROGRESS.set_message(format!("{backend}: {phase}"));
         Row {
             phase: phase.to_owned(),
             backend: backend.to_owned(),
@@ -205,7 +218,9 @@ fn run_backend(
 
     let mut row = Row::new("fill", name);
     let started = Instant::now();
-    let filled = workload.write(&mut *backend, &states, 0..workload.n, false, |_| {})?;
+    let filled = workload.write(&mut *backend, &states, 0..workload.n, false, |n| {
+        PROGRESS.set_message(format!("{name}: fill, {n} of {} keys", workload.n));
+    })?;
     row.note = format!("{filled} keys in {:.0} ms", millis(started));
     rows.push(row);
 
@@ -376,6 +391,7 @@ pub(crate) fn run(dir: Option<PathBuf>, keys: u64) -> DynResult {
         rows.push(row);
     }
 
+    PROGRESS.finish_and_clear();
     println!();
     println!(
         "  {:<24} {:<20} {:>9} {:>10} {:>11} {:>12} {:>9}  notes",

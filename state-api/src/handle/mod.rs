@@ -82,6 +82,12 @@ pub trait StreamStateHandle: StateObject + Any + fmt::Debug + Send + Sync + 'sta
     fn written_by_this_process(&self) -> bool {
         false
     }
+
+    /// The whole file on this machine holding exactly these bytes, which a restore may
+    /// hard-link instead of copying; `None` (the default) when there is none.
+    fn local_file(&self) -> Option<std::path::PathBuf> {
+        None
+    }
 }
 
 /// A handle to the keyed state of one key-group range. `dyn KeyedStateHandle` downcasts to
