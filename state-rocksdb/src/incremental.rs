@@ -176,7 +176,7 @@ pub(crate) fn run_parallel<T: Sync, R: Send>(
 }
 
 /// Files of one snapshot stored at once, at most.
-const STORE_THREADS: usize = 4;
+pub(crate) const STORE_THREADS: usize = 4;
 
 /// A stored file: its handle, size and CRC-32C.
 type Stored = (Arc<dyn StreamStateHandle>, u64, u32);

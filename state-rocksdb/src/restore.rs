@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rocksdb::{
@@ -22,7 +22,7 @@ use state_format::keyed_format::{KeyedSnapshotReader, decode_list};
 
 use crate::backend::{Opened, RocksDBKeyedStateBackend, cf, cf_name, db_error, key_group_start};
 use crate::history::{IncrementalHistory, UploadedFile};
-use crate::incremental::{LOCAL_META_FILE, download, run_parallel};
+use crate::incremental::{LOCAL_META_FILE, STORE_THREADS, download, run_parallel};
 
 /// Bytes collected in a write batch before it is written.
 const BATCH_BYTES: usize = 4 << 20;
@@ -377,46 +377,62 @@ fn copy_incremental(
     let range = backend
         .key_group_range()
         .intersection(&handle.key_group_range);
+    // Slices of the range, each read by a thread of its own into an sst file of its own:
+    // the keys come sorted, and the files of one state do not overlap, so the database
+    // ingests them together, with no memtable, write-ahead log or compaction on the way.
     let prefix_bytes = backend.composite_key().prefix_bytes();
-    let start = key_group_start(range.start().get(), prefix_bytes);
-    let end = key_group_start(range.end().get() + 1, prefix_bytes);
+    let count = range.len().min(STORE_THREADS as u32);
+    let slices: Vec<(Vec<u8>, Vec<u8>)> = (0..count)
+        .map(|slice| {
+            let start = |n: u32| range.start().get() + n * range.len() / count;
+            let from = key_group_start(start(slice), prefix_bytes);
+            (from, key_group_start(start(slice + 1), prefix_bytes))
+        })
+        .collect();
+    for meta in &states {
+        backend.register(meta)?;
+    }
+    let tasks: Vec<(usize, usize)> = (0..states.len())
+        .flat_map(|state| (0..slices.len()).map(move |slice| (state, slice)))
+        .collect();
+    let (done, panicked) = run_parallel(
+        &tasks,
+        || Ok(()),
+        |&(state, slice)| {
+            let file = temp.path().join(format!("ingest-{state}-{slice}.sst"));
+            let family = cf(&source, &states[state].name)?;
+            let written = write_sst(&source, &family, &slices[slice], &file_options, &file)
+                .map_err(db_error(format_args!(
+                    "moving the keys of state `{}` of checkpoint {} into {}",
+                    states[state].name,
+                    handle.checkpoint_id,
+                    file.display()
+                )))?;
+            Ok(written.then_some((state, file)))
+        },
+    );
+    let mut files: Vec<(usize, PathBuf)> = Vec::new();
+    for (_, outcome) in done {
+        files.extend(outcome?);
+    }
+    if panicked {
+        return Err(Error::WorkerStopped {
+            worker: "a thread moving restored keys".into(),
+        });
+    }
+    files.sort();
     let db = backend.db()?.clone();
     for (index, meta) in states.iter().enumerate() {
-        let target = backend.register(meta)?;
-        let family = cf(&source, &meta.name)?;
-        let mut read = ReadOptions::default();
-        read.set_iterate_lower_bound(start.clone());
-        read.set_iterate_upper_bound(end.clone());
-        let mut iter = source.raw_iterator_cf_opt(&family, read);
-        iter.seek_to_first();
-        // The keys come sorted: written straight into an sst file that the database
-        // ingests, with no memtable, write-ahead log or compaction on the way.
-        let file = temp.path().join(format!("ingest-{index}.sst"));
-        let mut writer = SstFileWriter::create(&file_options);
-        writer
-            .open(&file)
-            .map_err(db_error(format_args!("creating {}", file.display())))?;
-        let mut entries = 0u64;
-        while let (Some(key), Some(value)) = (iter.key(), iter.value()) {
-            writer
-                .put(key, value)
-                .map_err(db_error(format_args!("writing {}", file.display())))?;
-            entries += 1;
-            iter.next();
-        }
-        iter.status().map_err(db_error(format_args!(
-            "reading checkpoint {} of {}",
-            handle.checkpoint_id, handle.backend_identifier
-        )))?;
-        if entries == 0 {
+        let own: Vec<&PathBuf> = (files.iter())
+            .filter(|(state, _)| *state == index)
+            .map(|(_, file)| file)
+            .collect();
+        if own.is_empty() {
             continue;
         }
-        writer
-            .finish()
-            .map_err(db_error(format_args!("writing {}", file.display())))?;
         let mut ingest = IngestExternalFileOptions::default();
         ingest.set_move_files(true);
-        db.ingest_external_file_cf_opts(&target, &ingest, vec![&file])
+        db.ingest_external_file_cf_opts(&cf(&db, &meta.name)?, &ingest, own)
             .map_err(db_error(format_args!(
                 "ingesting the keys of state `{}` from checkpoint {}",
                 meta.name, handle.checkpoint_id
@@ -425,6 +441,39 @@ fn copy_incremental(
     drop(source);
     let path = temp.path().to_path_buf();
     temp.close().map_err(|e| Error::io(path, e))
+}
+
+/// Writes the entries of `family` in `source` from `slice.0` up to `slice.1` into a new
+/// sst file `file`; false when there are none, and then nothing is to be ingested.
+fn write_sst(
+    source: &DB,
+    family: &impl rocksdb::AsColumnFamilyRef,
+    (from, to): &(Vec<u8>, Vec<u8>),
+    options: &Options,
+    file: &Path,
+) -> std::result::Result<bool, rocksdb::Error> {
+    let mut read = ReadOptions::default();
+    read.set_iterate_lower_bound(from.clone());
+    read.set_iterate_upper_bound(to.clone());
+    // Each block is read once: caching it would only evict others.
+    read.fill_cache(false);
+    let mut iter = source.raw_iterator_cf_opt(family, read);
+    iter.seek_to_first();
+    let mut writer = SstFileWriter::create(options);
+    let mut entries = 0u64;
+    while let (Some(key), Some(value)) = (iter.key(), iter.value()) {
+        if entries == 0 {
+            writer.open(file)?;
+        }
+        writer.put(key, value)?;
+        entries += 1;
+        iter.next();
+    }
+    iter.status()?;
+    if entries > 0 {
+        writer.finish()?;
+    }
+    Ok(entries > 0)
 }
 
 fn restore_handle(
