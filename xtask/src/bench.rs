@@ -53,18 +53,17 @@ use std::time::Instant;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 use state_api::CheckpointId;
-use state_api::SnapshotRequest;
 use state_api::{
-    CheckpointStorage, CheckpointType, CheckpointedStateScope, KeyGroupRange, KeyedBackendParams,
-    KeyedStateBackend, KeyedStateBackendFactory, KeyedStateHandle, PluginKind, Registry,
-    StateObject,
+    CheckpointOptions, CheckpointStorage, CheckpointedStateScope, KeyGroupRange,
+    KeyedBackendParams, KeyedStateBackend, KeyedStateBackendFactory, KeyedStateHandle, PluginKind,
+    Registry, StateObject,
 };
 use state_format::keyed_format::CompositeKey;
 use state_storage_local::LocalCheckpointStorage;
 use state_storage_object::{ObjectCheckpointStorage, ObjectStoreOptions};
 
 use crate::DynResult;
-use crate::job::Job;
+use crate::job::{Job, Taken};
 use crate::workload::{MAX_PARALLELISM, ValueKind, Workload};
 
 /// What `cargo xtask bench` runs.
@@ -483,53 +482,14 @@ fn owned(keys: impl Iterator<Item = u64>, range: KeyGroupRange) -> impl Iterator
     keys.filter(move |key| all || range.contains(MAX_PARALLELISM.key_group_of(&key.to_be_bytes())))
 }
 
-/// Figures of one checkpoint of every instance (summed over the instances).
-struct Checkpoint {
-    sync_ms: f64,
-    async_ms: f64,
-    bytes: u64,
-    /// Bytes of everything the checkpoint refers to.
-    total_bytes: u64,
-    handles: Vec<Arc<dyn KeyedStateHandle>>,
-}
-
-/// Checkpoints every instance, one after the other, and completes the checkpoint.
+/// Checkpoints every instance and completes the checkpoint; the figures are summed over
+/// the instances.
 fn checkpoint(
     instances: &mut [Box<dyn KeyedStateBackend>],
     job: &Job,
     checkpoint_id: CheckpointId,
-) -> DynResult<Checkpoint> {
-    let factory = job.factory(checkpoint_id)?;
-    let (mut sync_ms, mut async_ms) = (0.0, 0.0);
-    let mut handles = Vec::new();
-    for instance in instances.iter_mut() {
-        let started = Instant::now();
-        let task = instance.snapshot(
-            &SnapshotRequest::checkpoint(checkpoint_id, checkpoint_id.get()),
-            factory.clone(),
-        )?;
-        sync_ms += millis(started);
-        let started = Instant::now();
-        let result = task.run()?;
-        async_ms += millis(started);
-        handles.push(
-            result
-                .job_manager_owned()
-                .cloned()
-                .ok_or("a checkpoint of a filled backend stored nothing")?,
-        );
-    }
-    let handles = job.complete(checkpoint_id, CheckpointType::Checkpoint, handles)?;
-    for instance in instances.iter_mut() {
-        instance.notify_checkpoint_complete(checkpoint_id)?;
-    }
-    Ok(Checkpoint {
-        sync_ms,
-        async_ms,
-        bytes: factory.bytes(),
-        total_bytes: handles.iter().map(|handle| handle.state_size()).sum(),
-        handles,
-    })
+) -> DynResult<Taken> {
+    job.checkpoint_all(instances, checkpoint_id, &CheckpointOptions::checkpoint())
 }
 
 /// Figures of restoring one checkpoint into some instances, one after the other.
@@ -771,7 +731,7 @@ pub(crate) fn run_one(args: OneArgs) -> DynResult {
             "sync_ms": round(checkpoint.sync_ms, 4),
             "async_ms": round(checkpoint.async_ms, 1),
             "bytes": checkpoint.bytes,
-            "total_bytes": checkpoint.total_bytes,
+            "total_bytes": checkpoint.total_bytes(),
         }));
     }
     let mut last = json!({
@@ -779,7 +739,7 @@ pub(crate) fn run_one(args: OneArgs) -> DynResult {
         "sync_ms": round(second.sync_ms, 4),
         "async_ms": round(second.async_ms, 1),
         "bytes": second.bytes,
-        "total_bytes": second.total_bytes,
+        "total_bytes": second.total_bytes(),
         "restore_ms": round(plain.total_ms, 1),
         "verified_keys": plain.verified,
         "peak_rss_mb": peak_rss_mb.map(f64::round),

@@ -15,10 +15,9 @@ use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use state_api::CheckpointId;
-use state_api::SnapshotRequest;
 use state_api::{
-    CheckpointOptions, CheckpointType, KeyGroupRange, KeyedBackendParams, KeyedStateBackend,
-    KeyedStateHandle, PluginKind, Registry,
+    CheckpointOptions, KeyGroupRange, KeyedBackendParams, KeyedStateBackend, KeyedStateHandle,
+    PluginKind, Registry,
 };
 
 use crate::DynResult;
@@ -121,38 +120,11 @@ fn checkpoint_all(
     options: &CheckpointOptions,
     row: &mut Row,
 ) -> DynResult<Vec<Arc<dyn KeyedStateHandle>>> {
-    let factory = job.factory(checkpoint_id)?;
-    let (mut sync_ms, mut async_ms) = (0.0, 0.0);
-    let mut handles = Vec::new();
-    for instance in instances.iter_mut() {
-        let started = Instant::now();
-        let task = instance.snapshot(
-            &SnapshotRequest::new(checkpoint_id, checkpoint_id.get(), options.clone()),
-            factory.clone(),
-        )?;
-        sync_ms += millis(started);
-        let started = Instant::now();
-        let result = task.run()?;
-        async_ms += millis(started);
-        handles.push(
-            result
-                .job_manager_owned()
-                .cloned()
-                .ok_or("a snapshot of filled state stored nothing")?,
-        );
-    }
-    let checkpoint_type = match options.is_savepoint() {
-        true => CheckpointType::Savepoint,
-        false => CheckpointType::Checkpoint,
-    };
-    let restorable = job.complete(checkpoint_id, checkpoint_type, handles)?;
-    for instance in instances.iter_mut() {
-        instance.notify_checkpoint_complete(checkpoint_id)?;
-    }
-    row.sync_ms = Some(sync_ms);
-    row.async_ms = Some(async_ms);
-    row.bytes = Some(factory.bytes());
-    Ok(restorable)
+    let taken = job.checkpoint_all(instances, checkpoint_id, options)?;
+    row.sync_ms = Some(taken.sync_ms);
+    row.async_ms = Some(taken.async_ms);
+    row.bytes = Some(taken.bytes);
+    Ok(taken.handles)
 }
 
 /// Restores `handles` into `parallelism` instances of `target`, verifying every key on
@@ -445,7 +417,10 @@ mod tests {
                 "{job}: checkpoint 1 was subsumed, 2 to 4 are committed"
             );
             let savepoint = storage.load_checkpoint(CheckpointId::new(4)).unwrap();
-            assert_eq!(savepoint.checkpoint_type, CheckpointType::Savepoint);
+            assert_eq!(
+                savepoint.checkpoint_type,
+                state_api::CheckpointType::Savepoint
+            );
             assert_eq!(savepoint.instances.len(), 2);
             assert_eq!(savepoint.properties["strategy"], job);
         }

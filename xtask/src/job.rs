@@ -10,15 +10,39 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use std::time::Instant;
+
 use state_api::CheckpointId;
 use state_api::{
-    CheckpointMetadata, CheckpointStorage, CheckpointType, IncrementalRemoteKeyedStateHandle,
-    InstanceSnapshot, KeyedStateHandle, Result, StateObject,
+    CheckpointMetadata, CheckpointOptions, CheckpointStorage, CheckpointType,
+    IncrementalRemoteKeyedStateHandle, InstanceSnapshot, KeyedStateBackend, KeyedStateHandle,
+    Result, SnapshotRequest, StateObject,
 };
 use state_coordinator::SharedStateRegistry;
 
+use crate::DynResult;
 use crate::counting::CountingStreamFactory;
 use crate::workload::MAX_PARALLELISM;
+
+/// A checkpoint of every instance of a job: figures summed over the instances.
+#[derive(Debug)]
+pub(crate) struct Taken {
+    /// Milliseconds of the synchronous parts.
+    pub(crate) sync_ms: f64,
+    /// Milliseconds of the asynchronous parts.
+    pub(crate) async_ms: f64,
+    /// Bytes written.
+    pub(crate) bytes: u64,
+    /// The handles to restore from, one per instance.
+    pub(crate) handles: Vec<Arc<dyn KeyedStateHandle>>,
+}
+
+impl Taken {
+    /// Bytes of everything the checkpoint refers to.
+    pub(crate) fn total_bytes(&self) -> u64 {
+        self.handles.iter().map(|handle| handle.state_size()).sum()
+    }
+}
 
 /// Checkpoint storage, its shared state registry and the retained checkpoints of one job.
 #[derive(Debug)]
@@ -99,6 +123,51 @@ impl Job {
             .unwrap_or_else(PoisonError::into_inner)
             .insert(checkpoint_id, retained);
         Ok(restorable)
+    }
+
+    /// Snapshots every instance, one after the other, as checkpoint `checkpoint_id` with
+    /// `options`, completes the checkpoint and notifies the instances.
+    pub(crate) fn checkpoint_all(
+        &self,
+        instances: &mut [Box<dyn KeyedStateBackend>],
+        checkpoint_id: CheckpointId,
+        options: &CheckpointOptions,
+    ) -> DynResult<Taken> {
+        let factory = self.factory(checkpoint_id)?;
+        let millis = |started: Instant| started.elapsed().as_secs_f64() * 1000.0;
+        let (mut sync_ms, mut async_ms) = (0.0, 0.0);
+        let mut handles = Vec::new();
+        for instance in instances.iter_mut() {
+            let started = Instant::now();
+            let task = instance.snapshot(
+                &SnapshotRequest::new(checkpoint_id, checkpoint_id.get(), options.clone()),
+                factory.clone(),
+            )?;
+            sync_ms += millis(started);
+            let started = Instant::now();
+            let result = task.run()?;
+            async_ms += millis(started);
+            handles.push(
+                result
+                    .job_manager_owned()
+                    .cloned()
+                    .ok_or("a snapshot of filled state stored nothing")?,
+            );
+        }
+        let checkpoint_type = match options.is_savepoint() {
+            true => CheckpointType::Savepoint,
+            false => CheckpointType::Checkpoint,
+        };
+        let handles = self.complete(checkpoint_id, checkpoint_type, handles)?;
+        for instance in instances.iter_mut() {
+            instance.notify_checkpoint_complete(checkpoint_id)?;
+        }
+        Ok(Taken {
+            sync_ms,
+            async_ms,
+            bytes: factory.bytes(),
+            handles,
+        })
     }
 
     /// Checkpoint `checkpoint_id` is subsumed: discards its own files and metadata and the
