@@ -9,13 +9,14 @@
 //!
 //! # Format
 //!
-//! This is the one place the key-group format is written down. Integers are big-endian.
+//! This is the one place the key-group format is written down. Fixed-width integers are
+//! big-endian; a *varint* is a variable-length `u32` (see [below](#varints)).
 //!
 //! The stream:
 //!
 //! | part | meaning |
 //! |---|---|
-//! | header | a [`KeyedBackendSerializationProxy`] (states, serializers, compression) |
+//! | header | a [`KeyedBackendSerializationProxy`] (version, states, serializers, compression) |
 //! | key group *s* | the section of the range's first key group |
 //! | ... | one section per key group of the range, in key-group order, empty ones included |
 //!
@@ -27,25 +28,47 @@
 //! | key group | `u32` | the key group's id, not compressed |
 //! | data | | the fields below, through the compression decorator named in the header, one compressed stream per section |
 //!
-//! The data of a section:
+//! The data of a section (version 3):
 //!
 //! | field | type | meaning |
 //! |---|---|---|
 //! | first state | `u16` | the id (position in the header) of the first state with entries here, or [`END_OF_KEY_GROUP_MARK`] for an empty key group |
-//! | per entry: key length | `u32` | at least the key-group prefix |
-//! | per entry: key | bytes | the composite key; the top bit of its first byte is the *meta data follows* flag ([`META_DATA_FOLLOWS`]) |
-//! | per entry: value length | `u32` | |
+//! | per entry: key | see the next table | the entry's composite key, compactly; the top bit of its first byte is the *meta data follows* flag ([`META_DATA_FOLLOWS`]) |
+//! | per entry: value length | varint | |
 //! | per entry: value | bytes | see the value layouts below |
 //! | after a flagged entry | `u16` | the id of the next state with entries, or [`END_OF_KEY_GROUP_MARK`] |
+//!
+//! An entry's key in the data (version 3): the fields of its [composite key](CompositeKey),
+//! each length a varint.
+//!
+//! | field | type | meaning |
+//! |---|---|---|
+//! | key group | 1 or 2 bytes | the composite key's key-group prefix ([`MaxParallelism::prefix_bytes`]), flag in the top bit of its first byte |
+//! | key length | varint | |
+//! | key | bytes | the serialized key |
+//! | namespace length | varint | |
+//! | namespace | bytes | the serialized namespace |
+//! | user-key length | varint | map states only (the kind the header records for the entry's state) |
+//! | user key | bytes | map states only: the serialized user key |
+//!
+//! A value or list state's key ends with its namespace: its composite key has no user key,
+//! and the writer refuses one that has. The reader rebuilds the composite key, `u32`
+//! lengths and all, from these fields, so a backend is handed the same key bytes whichever
+//! version wrote the snapshot. An entry of the benchmark's workload (an 8-byte key, the
+//! empty namespace, a 100-byte value, a 1-byte prefix) takes 1 + 1 + 8 + 1 + 0 + 1 + 100 =
+//! 112 bytes.
 //!
 //! Entries of one state are contiguous; each state appears at most once per key group. The
 //! last entry of each state has the flag set in its key, and a `u16` follows it. The
 //! flag cannot clash with key bytes: a key starts with its key-group prefix, whose top bit
 //! is always clear (key groups are below 32768).
 //!
-//! The checksum of a key group is the CRC-32C of its id (4 bytes) followed by the
-//! uncompressed data bytes up to and including the end mark. It is taken before
-//! compression so that a reader verifies it while decoding, whatever the decorator.
+//! The checksum of a key group is the CRC-32C of its id (the 4 bytes of the section's
+//! first field) followed by the section's data bytes exactly as the table lays them out
+//! before compression, from the first state id up to and including the end mark: state
+//! ids, varints, the compact keys with their flag bits as written, values. (Not the
+//! composite keys the reader rebuilds from them.) It is taken before compression so that a
+//! reader verifies it while decoding, whatever the decorator.
 //!
 //! A section ends where the next one starts; the last ends at the end of the stream, which
 //! the handle records ([`KeyGroupsStateHandle::section_end`]). The reader reads every
@@ -53,7 +76,19 @@
 //! end mark and content checksum) and a stream that lost bytes after the last end mark is
 //! reported instead of silently accepted.
 //!
-//! Composite keys ([`CompositeKey`]):
+//! ## Varints
+//!
+//! Unsigned LEB128 of a `u32`: seven bits per byte, least significant group first, the
+//! top bit (`0x80`) set on every byte but the last. A value below 128 takes one byte, any
+//! `u32` at most 5. Only the shortest form is valid: a reader refuses a varint whose last
+//! byte is `0x00` after other bytes, one that runs past 5 bytes and one above `u32::MAX`
+//! ([`Error::Corrupted`]).
+//!
+//! ## Composite keys
+//!
+//! The layout in which backends store and exchange keys ([`CompositeKey`]); RocksDB's
+//! column families and the heap's maps hold it, so it does not change with the stream's
+//! version.
 //!
 //! | field | type | meaning |
 //! |---|---|---|
@@ -66,12 +101,19 @@
 //!
 //! Values: a value state's entry holds the serialized value; a map state's entry the
 //! serialized map value of one user key; a list state's entry the whole list, each element
-//! as a `u32` length and its bytes ([`encode_list`], [`decode_list`]).
+//! as a `u32` length and its bytes ([`encode_list`], [`decode_list`]: RocksDB stores list
+//! values and merges their operands in this layout, so it is the same in every version).
 //!
 //! # Versions
 //!
 //! The format is versioned with the header ([`crate::proxy::CURRENT_VERSION`]): any change
-//! to these tables increments it.
+//! to these tables increments it. The reader reads the key-group data of every version the
+//! header reads; the writer writes the current one.
+//!
+//! | version | data of a section |
+//! |---|---|
+//! | 1, 2 | as in version 3, but per entry a `u32` key length, the whole composite key (flag in its first byte), a `u32` value length and the value (125 bytes for the benchmark's entry) |
+//! | 3 | varint lengths and the compact key of the tables above |
 //!
 //! # Example
 //!
@@ -111,7 +153,7 @@
 //! # Ok::<(), state_api::Error>(())
 //! ```
 
-use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -123,11 +165,15 @@ use state_api::CheckpointId;
 use state_api::{
     CheckpointStreamFactory, CheckpointedStateScope, Error, KeyGroup, KeyGroupRange,
     KeyedBackendParams, KeyedSnapshotResult, LocalRecoveryConfig, MaxParallelism, Registry, Result,
-    SnapshotContext, StateInputStream, StreamCompressionDecorator,
+    SnapshotContext, StateInputStream, StateKind, StreamCompressionDecorator,
 };
 
 use crate::key_group_prefix::{read_key_group_prefix, write_key_group_prefix};
 use crate::proxy::KeyedBackendSerializationProxy;
+
+#[cfg(test)]
+pub(crate) mod fixed_lengths;
+mod varint;
 
 /// The `u16` that ends the data of a key group.
 pub const END_OF_KEY_GROUP_MARK: u16 = 0xFFFF;
@@ -138,6 +184,9 @@ pub const META_DATA_FOLLOWS: u8 = 0x80;
 /// Lengths up to this are read into a buffer sized at once; longer ones grow as bytes
 /// arrive, so a corrupt length cannot make the reader allocate more than the stream holds.
 const DIRECT_READ_LIMIT: usize = 1 << 20;
+
+/// Decompressed bytes of a section the reader reads ahead.
+const READ_BUFFER: usize = 64 * 1024;
 
 /// The writer hands encoded entries to the compression decorator in pieces of about this
 /// size: one checksum update and one write per piece instead of several per entry.
@@ -330,7 +379,7 @@ pub struct KeyedSnapshotWriter<'a> {
     out: Counting<'a>,
     decorator: &'a dyn StreamCompressionDecorator,
     composite: CompositeKey,
-    state_count: u16,
+    states: StateLayouts,
     offsets: KeyGroupRangeOffsets,
     checksums: Vec<u32>,
     next_key_group: u32,
@@ -386,7 +435,7 @@ impl<'a> KeyedSnapshotWriter<'a> {
             out,
             decorator,
             composite: CompositeKey::new(max_parallelism),
-            state_count: header.states().len() as u16,
+            states: StateLayouts::of(header),
             offsets: KeyGroupRangeOffsets::new(range),
             checksums: Vec::with_capacity(range.len() as usize),
             next_key_group: range.start().get(),
@@ -419,9 +468,9 @@ impl<'a> KeyedSnapshotWriter<'a> {
             crc: crc32c::crc32c(&id),
             key_group,
             composite: self.composite,
-            state_count: self.state_count,
+            states: &self.states,
             current_state: None,
-            seen: vec![false; usize::from(self.state_count)],
+            seen: vec![false; self.states.count()],
             buffer: &mut self.buffer,
             last_key: None,
         };
@@ -459,7 +508,7 @@ impl<'a> KeyedSnapshotWriter<'a> {
         SectionEncoder {
             decorator: self.decorator,
             composite: self.composite,
-            state_count: self.state_count,
+            states: self.states.clone(),
         }
     }
 
@@ -500,11 +549,45 @@ struct EncodedSection {
 }
 
 /// Encodes key-group sections into memory, on any thread.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct SectionEncoder<'a> {
     decorator: &'a dyn StreamCompressionDecorator,
     composite: CompositeKey,
-    state_count: u16,
+    states: StateLayouts,
+}
+
+/// Per state id, whether the state's entries carry a user key (map states): the one thing
+/// about a state that the entries' encoding depends on. Shared by the threads that encode
+/// sections.
+#[derive(Debug, Clone)]
+struct StateLayouts {
+    user_keys: Arc<[bool]>,
+}
+
+impl StateLayouts {
+    fn of(header: &KeyedBackendSerializationProxy) -> Self {
+        StateLayouts {
+            user_keys: header
+                .states()
+                .iter()
+                .map(|state| state.kind == StateKind::Map)
+                .collect(),
+        }
+    }
+
+    /// How many states the header has.
+    fn count(&self) -> usize {
+        self.user_keys.len()
+    }
+
+    /// Whether the entries of state `state_id`, which must be below [`count`](Self::count),
+    /// carry a user key.
+    fn has_user_key(&self, state_id: u16) -> bool {
+        self.user_keys
+            .get(usize::from(state_id))
+            .copied()
+            .unwrap_or(false)
+    }
 }
 
 /// A buffer that refuses to grow past a limit: a section too large to hold in memory is
@@ -588,9 +671,9 @@ impl SectionEncoder<'_> {
                 crc: crc32c::crc32c(&key_group.get().to_be_bytes()),
                 key_group,
                 composite: self.composite,
-                state_count: self.state_count,
+                states: &self.states,
                 current_state: None,
-                seen: vec![false; usize::from(self.state_count)],
+                seen: vec![false; self.states.count()],
                 buffer,
                 last_key: None,
             };
@@ -634,7 +717,7 @@ pub struct KeyGroupEntryWriter<'s> {
     crc: u32,
     key_group: KeyGroup,
     composite: CompositeKey,
-    state_count: u16,
+    states: &'s StateLayouts,
     current_state: Option<u16>,
     seen: Vec<bool>,
     /// Encoded bytes not yet passed to the section (checksummed when passed).
@@ -678,19 +761,21 @@ impl KeyGroupEntryWriter<'_> {
     }
 
     /// Writes one entry of state `state_id` (its position in the header). `key` is the
-    /// composite key, starting with this key group's prefix. Entries of one state must be
-    /// written together.
+    /// composite key, starting with this key group's prefix, with a user key only if the
+    /// state is a map state. Entries of one state must be written together.
     ///
     /// # Errors
     ///
     /// [`Error::InvalidArgument`] for an unknown state id, a state written in two runs, a key
-    /// of another key group, or a key or value of 4 GiB or more; [`Error::Stream`] when
+    /// of another key group, a key that is not a composite key, a user key in the key of a
+    /// value or list state, or a key or value of 4 GiB or more; [`Error::Stream`] when
     /// writing fails.
     pub fn write_entry(&mut self, state_id: u16, key: &[u8], value: &[u8]) -> Result<()> {
-        if state_id >= self.state_count {
+        if usize::from(state_id) >= self.states.count() {
             return Err(Error::InvalidArgument(format!(
                 "state id {state_id} written to key group {}, the header has {} states",
-                self.key_group, self.state_count
+                self.key_group,
+                self.states.count()
             )));
         }
         let prefix = read_key_group_prefix(key, self.composite.prefix_bytes).map_err(|_| {
@@ -714,6 +799,21 @@ impl KeyGroupEntryWriter<'_> {
                 self.key_group
             )));
         }
+        let parts = self.composite.split(key).map_err(|err| {
+            Error::InvalidArgument(format!(
+                "entry key of {} bytes written to key group {} is not a composite key: {err}",
+                key.len(),
+                self.key_group
+            ))
+        })?;
+        let has_user_key = self.states.has_user_key(state_id);
+        if !has_user_key && !parts.user_key.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "entry of state {state_id} in key group {} has a user key of {} bytes: only the keys of map states have one",
+                self.key_group,
+                parts.user_key.len()
+            )));
+        }
         if self.current_state != Some(state_id) {
             let seen = &mut self.seen[usize::from(state_id)];
             if *seen {
@@ -727,13 +827,20 @@ impl KeyGroupEntryWriter<'_> {
             self.buffer.extend_from_slice(&state_id.to_be_bytes());
             self.current_state = Some(state_id);
         }
-        self.buffer
-            .extend_from_slice(&length(key.len()).to_be_bytes());
-        let entry_key = self.buffer.len();
-        self.buffer.extend_from_slice(key);
-        self.buffer
-            .extend_from_slice(&length(value.len()).to_be_bytes());
-        self.buffer.extend_from_slice(value);
+        let buffer = &mut *self.buffer;
+        let entry_key = buffer.len();
+        buffer.extend_from_slice(&key[..self.composite.prefix_bytes]);
+        // Lengths below 4 GiB: the key's whole length is, and so are its parts'.
+        varint::put(buffer, length(parts.key.len()));
+        buffer.extend_from_slice(parts.key);
+        varint::put(buffer, length(parts.namespace.len()));
+        buffer.extend_from_slice(parts.namespace);
+        if has_user_key {
+            varint::put(buffer, length(parts.user_key.len()));
+            buffer.extend_from_slice(parts.user_key);
+        }
+        varint::put(buffer, length(value.len()));
+        buffer.extend_from_slice(value);
         self.last_key = Some(entry_key);
         if entry_key >= SECTION_BUFFER {
             // Pass on everything before the last entry's key, which may still get its flag.
@@ -949,6 +1056,7 @@ fn write_key_groups_in_two(
     let first = writer.next_key_group;
     let remaining: Vec<KeyGroup> = range.iter().filter(|group| group.get() >= first).collect();
     let encoder = writer.section_encoder();
+    let helper_encoder = encoder.clone();
     let write_group = &write_group;
     let share = KeyGroupShare::new(remaining.len());
     let buffers = SectionBuffers::default();
@@ -958,7 +1066,7 @@ fn write_key_groups_in_two(
         let mut staging = Vec::with_capacity(SECTION_BUFFER + 4096);
         while let Some(position) = share.take() {
             let key_group = remaining[position];
-            let section = encoder.encode(
+            let section = helper_encoder.encode(
                 key_group,
                 write_group,
                 section_limit,
@@ -1058,8 +1166,30 @@ pub struct KeyedSnapshotReader {
     handle: KeyGroupsStateHandle,
     location: String,
     composite: CompositeKey,
+    encoding: EntryEncoding,
+    states: StateLayouts,
+    /// Bytes of decompressed data read ahead.
+    read_buffer: usize,
     key: Vec<u8>,
     value: Vec<u8>,
+}
+
+/// How a snapshot's version lays out its entries (see [the versions](self#versions)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EntryEncoding {
+    /// Versions 1 and 2: `u32` lengths around the whole composite key and the value.
+    FixedLengths,
+    /// Version 3 on: the compact key and varint lengths.
+    Compact,
+}
+
+impl EntryEncoding {
+    fn of(version: u32) -> Self {
+        match version {
+            ..=2 => EntryEncoding::FixedLengths,
+            _ => EntryEncoding::Compact,
+        }
+    }
 }
 
 impl std::fmt::Debug for KeyedSnapshotReader {
@@ -1110,15 +1240,26 @@ impl KeyedSnapshotReader {
             })?;
         let decorator = registry.compression(header.compression())?;
         Ok(KeyedSnapshotReader {
+            encoding: EntryEncoding::of(header.version()),
+            states: StateLayouts::of(&header),
             header,
             decorator,
             input,
             handle: handle.clone(),
             location,
             composite: CompositeKey::new(max_parallelism),
+            read_buffer: READ_BUFFER,
             key: Vec::new(),
             value: Vec::new(),
         })
+    }
+
+    /// The reader with `bytes` of decompressed data read ahead, so that tests reach the
+    /// paths of entries that cross the read-ahead buffer's refills.
+    #[cfg(test)]
+    fn with_read_buffer(mut self, bytes: usize) -> Self {
+        self.read_buffer = bytes;
+        self
     }
 
     /// The header of the snapshot.
@@ -1192,7 +1333,7 @@ impl KeyedSnapshotReader {
         let mut bounded = Read::take(&mut self.input, limit.unwrap_or(u64::MAX));
         let decompressed = self.decorator.decompress(&mut bounded);
         let mut section = CrcReader {
-            inner: BufReader::with_capacity(64 * 1024, decompressed),
+            inner: BufReader::with_capacity(self.read_buffer, decompressed),
             crc: crc32c::crc32c(&id),
         };
         let state_count = self.header.states().len();
@@ -1214,16 +1355,21 @@ impl KeyedSnapshotReader {
                     reason: "the state appears twice in the key group".into(),
                 });
             }
+            let has_user_key = self.states.has_user_key(state_id);
             loop {
-                section.read_bytes(&mut self.key, "entry key")?;
-                let Some(first) = self.key.first_mut() else {
-                    return Err(Error::Corrupted {
-                        what: "entry key".into(),
-                        reason: "empty key".into(),
-                    });
+                let meta_data_follows = match self.encoding {
+                    EntryEncoding::FixedLengths => {
+                        let flag = section.read_whole_key(&mut self.key)?;
+                        section.read_bytes(&mut self.value, "entry value")?;
+                        flag
+                    }
+                    EntryEncoding::Compact => section.read_compact_entry(
+                        self.composite.prefix_bytes,
+                        has_user_key,
+                        &mut self.key,
+                        &mut self.value,
+                    )?,
                 };
-                let meta_data_follows = *first & META_DATA_FOLLOWS != 0;
-                *first &= !META_DATA_FOLLOWS;
                 let prefix = read_key_group_prefix(&self.key, self.composite.prefix_bytes)?;
                 if prefix != key_group.get() {
                     return Err(Error::Corrupted {
@@ -1231,7 +1377,6 @@ impl KeyedSnapshotReader {
                         reason: format!("the key has the prefix of key group {prefix}"),
                     });
                 }
-                section.read_bytes(&mut self.value, "entry value")?;
                 visit(KeyedEntry {
                     state_id,
                     key: &self.key,
@@ -1281,13 +1426,18 @@ impl KeyedSnapshotReader {
 }
 
 fn read_exact(input: &mut dyn Read, buf: &mut [u8], what: &str) -> Result<()> {
-    input.read_exact(buf).map_err(|err| match err.kind() {
+    input.read_exact(buf).map_err(|err| read_error(err, what))
+}
+
+/// The error of reading `what` that failed with `err`.
+fn read_error(err: io::Error, what: &str) -> Error {
+    match err.kind() {
         io::ErrorKind::UnexpectedEof => Error::Truncated {
             what: what.into(),
             reason: "the stream ends inside the key group".into(),
         },
         _ => Error::stream(format!("reading {what}"), err),
-    })
+    }
 }
 
 /// Reads `input` to its end; returns how many bytes came (an `UnexpectedEof` is a
@@ -1322,7 +1472,7 @@ struct CrcReader<R> {
     crc: u32,
 }
 
-impl<R: Read> CrcReader<R> {
+impl<R: BufRead> CrcReader<R> {
     fn read_exact(&mut self, buf: &mut [u8], what: &str) -> Result<()> {
         read_exact(&mut self.inner, buf, what)?;
         self.crc = crc32c::crc32c_append(self.crc, buf);
@@ -1339,24 +1489,179 @@ impl<R: Read> CrcReader<R> {
     fn read_bytes(&mut self, buf: &mut Vec<u8>, what: &str) -> Result<()> {
         let mut len = [0; 4];
         self.read_exact(&mut len, what)?;
-        let len = u32::from_be_bytes(len) as usize;
         buf.clear();
+        self.read_appending(buf, u32::from_be_bytes(len), what)
+    }
+
+    /// Appends the next `len` bytes to `buf`.
+    fn read_appending(&mut self, buf: &mut Vec<u8>, len: u32, what: &str) -> Result<()> {
+        let len = len as usize;
+        let start = buf.len();
         if len <= DIRECT_READ_LIMIT {
-            buf.resize(len, 0);
-            return self.read_exact(buf, what);
+            buf.resize(start + len, 0);
+            return self.read_exact(&mut buf[start..], what);
         }
+        // A length this large may be corrupt: take what the stream holds, not what it says.
         let read = (&mut self.inner)
             .take(len as u64)
             .read_to_end(buf)
-            .map_err(|err| Error::stream(format!("reading {what}"), err))?;
+            .map_err(|err| read_error(err, what))?;
         if read < len {
             return Err(Error::Truncated {
                 what: what.into(),
                 reason: format!("{read} of {len} bytes before the stream ends"),
             });
         }
-        self.crc = crc32c::crc32c_append(self.crc, buf);
+        self.crc = crc32c::crc32c_append(self.crc, &buf[start..]);
         Ok(())
+    }
+
+    /// Reads a [varint](self#varints).
+    fn read_varint(&mut self, what: &str) -> Result<u32> {
+        let buffered = self.inner.fill_buf().map_err(|err| read_error(err, what))?;
+        match varint::decode(buffered) {
+            Ok(Some((value, len))) => {
+                self.crc = crc32c::crc32c_append(self.crc, &buffered[..len]);
+                self.inner.consume(len);
+                Ok(value)
+            }
+            // The buffer ends inside the varint: byte by byte, across refills.
+            Ok(None) => self.read_varint_bytewise(what),
+            Err(malformed) => Err(malformed_varint(malformed, what)),
+        }
+    }
+
+    fn read_varint_bytewise(&mut self, what: &str) -> Result<u32> {
+        let mut bytes = [0; varint::MAX_LEN];
+        for len in 1..=varint::MAX_LEN {
+            self.read_exact(&mut bytes[len - 1..len], what)?;
+            match varint::decode(&bytes[..len]) {
+                Ok(Some((value, _))) => return Ok(value),
+                Ok(None) => {}
+                Err(malformed) => return Err(malformed_varint(malformed, what)),
+            }
+        }
+        // `decode` settles every sequence of `MAX_LEN` bytes.
+        Err(malformed_varint(varint::Malformed::TooLong, what))
+    }
+
+    /// Reads an entry of [version 3](self#format): its composite key, rebuilt, into `key`,
+    /// flag cleared, and its value into `value`; returns whether the flag was set.
+    /// `prefix_bytes` is at most 4.
+    fn read_compact_entry(
+        &mut self,
+        prefix_bytes: usize,
+        has_user_key: bool,
+        key: &mut Vec<u8>,
+        value: &mut Vec<u8>,
+    ) -> Result<bool> {
+        // Nearly every entry lies within the read-ahead buffer: decoded there, it takes one
+        // checksum update instead of one per field. Anything else (an entry that crosses a
+        // refill or is larger than the buffer, a read error, damaged bytes) is read field
+        // by field, which reports what is wrong.
+        if let Ok(buffered) = self.inner.fill_buf()
+            && let Some((meta_data_follows, len)) =
+                decode_compact_entry(buffered, prefix_bytes, has_user_key, key, value)
+        {
+            self.crc = crc32c::crc32c_append(self.crc, &buffered[..len]);
+            self.inner.consume(len);
+            return Ok(meta_data_follows);
+        }
+        let meta_data_follows = self.read_compact_key(prefix_bytes, has_user_key, key)?;
+        let len = self.read_varint("entry value length")?;
+        value.clear();
+        self.read_appending(value, len, "entry value")?;
+        Ok(meta_data_follows)
+    }
+
+    /// Reads an entry's key of [version 3](self#format) and rebuilds its composite key in
+    /// `key`, flag cleared; returns whether the flag was set. `prefix_bytes` is at most 4.
+    fn read_compact_key(
+        &mut self,
+        prefix_bytes: usize,
+        has_user_key: bool,
+        key: &mut Vec<u8>,
+    ) -> Result<bool> {
+        let mut prefix = [0; 4];
+        let prefix = &mut prefix[..prefix_bytes.clamp(1, 4)];
+        self.read_exact(prefix, "entry key-group prefix")?;
+        let meta_data_follows = prefix[0] & META_DATA_FOLLOWS != 0;
+        prefix[0] &= !META_DATA_FOLLOWS;
+        key.clear();
+        key.extend_from_slice(prefix);
+        let len = self.read_varint("entry key length")?;
+        key.extend_from_slice(&len.to_be_bytes());
+        self.read_appending(key, len, "entry key")?;
+        let len = self.read_varint("entry namespace length")?;
+        key.extend_from_slice(&len.to_be_bytes());
+        self.read_appending(key, len, "entry namespace")?;
+        if has_user_key {
+            let len = self.read_varint("entry user-key length")?;
+            self.read_appending(key, len, "entry user key")?;
+        }
+        Ok(meta_data_follows)
+    }
+
+    /// Reads an entry's key of versions 1 and 2 (a `u32` length and the composite key) into
+    /// `key`, flag cleared; returns whether the flag was set.
+    fn read_whole_key(&mut self, key: &mut Vec<u8>) -> Result<bool> {
+        self.read_bytes(key, "entry key")?;
+        let Some(first) = key.first_mut() else {
+            return Err(Error::Corrupted {
+                what: "entry key".into(),
+                reason: "empty key".into(),
+            });
+        };
+        let meta_data_follows = *first & META_DATA_FOLLOWS != 0;
+        *first &= !META_DATA_FOLLOWS;
+        Ok(meta_data_follows)
+    }
+}
+
+/// Decodes the [version-3](self#format) entry at the start of `bytes` as
+/// [`CrcReader::read_compact_entry`] reads it: whether its flag is set and how many bytes
+/// it takes. `None` when `bytes` end inside the entry or a varint is malformed.
+fn decode_compact_entry(
+    bytes: &[u8],
+    prefix_bytes: usize,
+    has_user_key: bool,
+    key: &mut Vec<u8>,
+    value: &mut Vec<u8>,
+) -> Option<(bool, usize)> {
+    let prefix = bytes.get(..prefix_bytes.max(1))?;
+    let mut at = prefix.len();
+    let mut field = || {
+        let (len, varint_len) = varint::decode(bytes.get(at..)?).ok()??;
+        let start = at + varint_len;
+        let end = start.checked_add(len as usize)?;
+        let field = bytes.get(start..end)?;
+        at = end;
+        Some(field)
+    };
+    let key_bytes = field()?;
+    let namespace = field()?;
+    let user_key = match has_user_key {
+        true => field()?,
+        false => &[],
+    };
+    let value_bytes = field()?;
+    key.clear();
+    key.extend_from_slice(prefix);
+    key[0] &= !META_DATA_FOLLOWS;
+    key.extend_from_slice(&length(key_bytes.len()).to_be_bytes());
+    key.extend_from_slice(key_bytes);
+    key.extend_from_slice(&length(namespace.len()).to_be_bytes());
+    key.extend_from_slice(namespace);
+    key.extend_from_slice(user_key);
+    value.clear();
+    value.extend_from_slice(value_bytes);
+    Some((prefix[0] & META_DATA_FOLLOWS != 0, at))
+}
+
+fn malformed_varint(malformed: varint::Malformed, what: &str) -> Error {
+    Error::Corrupted {
+        what: what.into(),
+        reason: malformed.to_string(),
     }
 }
 

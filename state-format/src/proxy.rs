@@ -33,6 +33,7 @@
 //! | per state: namespace serializer | string | [`SerializerId`] of the namespace |
 //! | per state: value serializer | string | [`SerializerId`] of values, list elements or map values |
 //! | per state: user-key serializer | string | [`SerializerId`] of map user keys; empty for value and list states |
+//! | format version | `u32` | the frame's version again (from version 3 on) |
 //!
 //! A state's id is its position in the body (0, 1, ...), which the key-group format
 //! ([`crate::keyed_format`]) writes as a `u16`. Ids stay below `0x7FFF`, well clear of `0xFFFF`,
@@ -40,6 +41,10 @@
 //!
 //! The body length comes first so that a reader takes exactly the header from a stream that goes
 //! on with other data, and verifies the checksum before it interprets a single body byte.
+//!
+//! The checksum covers the body only, and the version decides how the key-group data after the
+//! header is read, so from version 3 on the body repeats it: a changed version byte is reported as
+//! corruption instead of making a reader misread the data as another version's.
 //!
 //! # Versions
 //!
@@ -50,6 +55,10 @@
 //! | --- | --- |
 //! | 1 | the first format |
 //! | 2 | the number of key groups, which restore checks against the restoring backend's |
+//! | 3 | the format version at the end of the body; the key-group data after the header writes its lengths as variable-length integers and composite keys compactly ([`crate::keyed_format`]) |
+//!
+//! The header's version is the version of the whole snapshot stream: a reader reads the
+//! key-group data after it as that version wrote it ([`KeyedBackendSerializationProxy::version`]).
 //!
 //! # Errors
 //!
@@ -74,7 +83,7 @@ use state_api::{Error, MaxParallelism, Result, SerializerId, StateKind, StateMet
 pub const MAGIC: u32 = 0x534E_5053;
 
 /// The header format version this build writes, and the newest one it reads.
-pub const CURRENT_VERSION: u32 = 2;
+pub const CURRENT_VERSION: u32 = 3;
 
 /// Most states one header can describe; state ids run from `0` to `MAX_STATES - 1`.
 ///
@@ -144,6 +153,8 @@ pub struct KeyedBackendSerializationProxy {
     compression: String,
     /// `None` only in headers of version 1, read back.
     max_parallelism: Option<MaxParallelism>,
+    /// [`CURRENT_VERSION`], or the version a header read back was written with.
+    version: u32,
 }
 
 impl KeyedBackendSerializationProxy {
@@ -164,7 +175,15 @@ impl KeyedBackendSerializationProxy {
             states,
             compression: compression.into(),
             max_parallelism: Some(max_parallelism),
+            version: CURRENT_VERSION,
         }
+    }
+
+    /// The format version of the snapshot: [`CURRENT_VERSION`] for a header made by
+    /// [`new`](Self::new), the version it was written with for one read back. The key-group
+    /// data after the header is in the format of this version.
+    pub fn version(&self) -> u32 {
+        self.version
     }
 
     /// The max parallelism (number of key groups) the snapshot was taken with; `None` for a
@@ -249,7 +268,8 @@ impl KeyedBackendSerializationProxy {
     ///
     /// [`Error::InvalidArgument`] for a header that could not be read back: more than
     /// [`MAX_STATES`] states, two states of one name, a string over 65535 bytes, or a body over
-    /// [`MAX_BODY_LEN`]. [`Error::Stream`] when `out` fails.
+    /// [`MAX_BODY_LEN`]; and for a header read back from an older version, whose key-group
+    /// data this build does not write. [`Error::Stream`] when `out` fails.
     pub fn write_to(&self, out: &mut dyn Write) -> Result<u64> {
         FORMAT.write(out, &self.encode_body()?)
     }
@@ -286,11 +306,16 @@ impl KeyedBackendSerializationProxy {
             )));
         }
 
-        let key_groups = self.max_parallelism.map(MaxParallelism::get).ok_or_else(|| {
-            Error::InvalidArgument(format!(
-                "{HEADER} of version 1 records no number of key groups: this build writes version {CURRENT_VERSION} only"
-            ))
-        })?;
+        let key_groups = self
+            .max_parallelism
+            .map(MaxParallelism::get)
+            .filter(|_| self.version == CURRENT_VERSION)
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "{HEADER} read from version {}: this build writes version {CURRENT_VERSION} only, make a new header for a new snapshot",
+                    self.version
+                ))
+            })?;
         let mut body = Vec::new();
         put_str(&mut body, &self.key_serializer, &Field::KeySerializer)?;
         put_str(&mut body, &self.compression, &Field::Compression)?;
@@ -308,6 +333,7 @@ impl KeyedBackendSerializationProxy {
                 put_str(&mut body, value, &field(part))?;
             }
         }
+        body.extend_from_slice(&CURRENT_VERSION.to_be_bytes());
         Ok(body)
     }
 }
@@ -321,6 +347,7 @@ enum Field {
     KeyGroups,
     StateCount,
     State(u16, StateField),
+    Version,
 }
 
 /// A field of one state's entry in the body.
@@ -341,6 +368,7 @@ impl fmt::Display for Field {
             Field::Compression => "compression",
             Field::KeyGroups => "number of key groups",
             Field::StateCount => "state count",
+            Field::Version => "format version",
             Field::State(id, part) => return write!(f, "{HEADER}: state {id} {part}"),
         };
         write!(f, "{HEADER}: {name}")
@@ -420,6 +448,15 @@ fn parse_body(version: u32, bytes: &[u8]) -> Result<KeyedBackendSerializationPro
         });
     }
 
+    if version >= 3 {
+        let repeated = u32::from_be_bytes(body.array(&Field::Version)?);
+        if repeated != version {
+            return Err(BodyError::Invalid(Error::Corrupted {
+                what: Field::Version.to_string(),
+                reason: format!("the body says version {repeated}, the frame {version}"),
+            }));
+        }
+    }
     if !body.rest().is_empty() {
         return Err(BodyError::Invalid(Error::Corrupted {
             what: Field::Body.to_string(),
@@ -442,6 +479,7 @@ fn parse_body(version: u32, bytes: &[u8]) -> Result<KeyedBackendSerializationPro
         states,
         compression,
         max_parallelism,
+        version,
     })
 }
 
@@ -495,7 +533,7 @@ mod tests {
         0x93, 0xE4, 0x7F, 0x7A, // checksum
     ];
 
-    /// `tiny()` as this version writes it.
+    /// `tiny()` as version 2 wrote it.
     const TINY_V2: &[u8] = &[
         0x53, 0x4E, 0x50, 0x53, // magic
         0, 0, 0, 2, // version
@@ -510,6 +548,24 @@ mod tests {
         0, 1, b'v', // state 0 value serializer
         0, 0, // state 0 user-key serializer
         0x2B, 0xEA, 0xD0, 0x08, // checksum
+    ];
+
+    /// `tiny()` as this version writes it.
+    const TINY_V3: &[u8] = &[
+        0x53, 0x4E, 0x50, 0x53, // magic
+        0, 0, 0, 3, // version
+        0, 0, 0, 31, // header length
+        0, 1, b'k', // key serializer
+        0, 4, b'n', b'o', b'n', b'e', // compression
+        0, 0, 0, 128, // number of key groups
+        0, 1, // state count
+        0, 1, b's', // state 0 name
+        0,    // state 0 kind (value)
+        0, 1, b'n', // state 0 namespace serializer
+        0, 1, b'v', // state 0 value serializer
+        0, 0, // state 0 user-key serializer
+        0, 0, 0, 3, // format version
+        0xE9, 0xA9, 0x58, 0x89, // checksum
     ];
 
     fn encode(proxy: &KeyedBackendSerializationProxy) -> Vec<u8> {
@@ -571,6 +627,11 @@ mod tests {
         }
 
         fn u16(mut self, value: u16) -> Self {
+            self.0.extend_from_slice(&value.to_be_bytes());
+            self
+        }
+
+        fn u32(mut self, value: u32) -> Self {
             self.0.extend_from_slice(&value.to_be_bytes());
             self
         }
@@ -662,6 +723,7 @@ mod tests {
     #[test]
     fn version_1_bytes_still_read_without_a_max_parallelism() {
         let old = decode(TINY_V1).unwrap();
+        assert_eq!(old.version(), 1);
         assert_eq!(old.max_parallelism(), None);
         assert_eq!(old.states(), tiny().states());
         assert_eq!(old.key_serializer(), "k");
@@ -671,9 +733,23 @@ mod tests {
     }
 
     #[test]
-    fn version_2_bytes_are_stable() {
-        assert_eq!(encode(&tiny()), TINY_V2);
-        assert_eq!(decode(TINY_V2).unwrap(), tiny());
+    fn version_2_bytes_still_read_with_their_version() {
+        let old = decode(TINY_V2).unwrap();
+        assert_eq!(old.version(), 2);
+        assert_eq!(old.max_parallelism(), Some(mp(128)));
+        assert_eq!(old.states(), tiny().states());
+        assert_eq!(old.compression(), "none");
+        // Its key-group data would be version 3's: a header read back is not written again.
+        let err = old.write_to(&mut Vec::new()).unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+        assert!(err.to_string().contains("version 2"), "{err}");
+    }
+
+    #[test]
+    fn version_3_bytes_are_stable() {
+        assert_eq!(tiny().version(), CURRENT_VERSION);
+        assert_eq!(encode(&tiny()), TINY_V3);
+        assert_eq!(decode(TINY_V3).unwrap(), tiny());
     }
 
     #[test]
@@ -689,7 +765,7 @@ mod tests {
             "{message}"
         );
         for bad in [0u32, 32769, u32::MAX] {
-            let mut body = TINY_V2[12..TINY_V2.len() - 4].to_vec();
+            let mut body = TINY_V3[12..TINY_V3.len() - 4].to_vec();
             body[9..13].copy_from_slice(&bad.to_be_bytes());
             check_corrupted(&frame(&body), "number of key groups", "max parallelism");
         }
@@ -804,13 +880,13 @@ mod tests {
     #[test]
     fn newer_version_is_unsupported() {
         let mut bytes = encode(&sample());
-        bytes[7] = 3;
+        bytes[7] = 4;
         let err = decode(&bytes).unwrap_err();
         assert!(
             matches!(
                 err,
                 Error::UnsupportedVersion {
-                    found: 3,
+                    found: 4,
                     supported: CURRENT_VERSION,
                     ..
                 }
@@ -882,7 +958,8 @@ mod tests {
             .u16(3)
             .state(b"a", 0)
             .state(b"b", 0)
-            .state(b"a", 1);
+            .state(b"a", 1)
+            .u32(CURRENT_VERSION);
         check_corrupted(
             &body.framed(),
             "state 2 name",
@@ -900,8 +977,31 @@ mod tests {
 
     #[test]
     fn bytes_left_over_are_corrupted() {
-        let body = Body::start().u16(1).state(b"a", 0).u8(0);
+        let body = Body::start()
+            .u16(1)
+            .state(b"a", 0)
+            .u32(CURRENT_VERSION)
+            .u8(0);
         check_corrupted(&body.framed(), "body", "1 bytes left over");
+    }
+
+    #[test]
+    fn a_body_of_another_version_than_its_frame_is_corrupted() {
+        let body = Body::start().u16(1).state(b"a", 0).u32(2);
+        check_corrupted(
+            &body.framed(),
+            "format version",
+            "the body says version 2, the frame 3",
+        );
+        let body = Body::start().u16(1).state(b"a", 0);
+        check_corrupted(&body.framed(), "format version", "ends inside this field");
+    }
+
+    #[test]
+    fn version_3_changed_to_2_is_corrupted() {
+        let mut bytes = TINY_V3.to_vec();
+        bytes[7] = 2;
+        check_corrupted(&bytes, "body", "4 bytes left over");
     }
 
     /// Asserts that writing `proxy` is refused with `InvalidArgument` containing `message`,

@@ -254,12 +254,17 @@ mod tests {
         assert!(matches!(err, Error::Incompatible { .. }), "{err}");
     }
 
+    /// Version 3 cannot lay out a user key in a value state's entry; version 2 could.
     #[test]
     fn a_value_entry_with_a_user_key_is_corrupted() {
-        let old = [snapshot(
-            KeyGroupRange::new(0, 3).unwrap(),
-            "bytes",
-            |key_group| vec![(0, composite(key_group, b"k", b"user"), vec![1])],
+        let header =
+            KeyedBackendSerializationProxy::new("bytes", states(), "none", MAX_PARALLELISM);
+        let old: [Arc<dyn KeyedStateHandle>; 1] = [Arc::new(
+            crate::keyed_format::fixed_lengths::write_version_2(
+                &header,
+                KeyGroupRange::new(0, 3).unwrap(),
+                |key_group| vec![(0, composite(key_group.get(), b"k", b"user"), vec![1])],
+            ),
         )];
         let err = restore(KeyGroupRange::new(0, 3).unwrap(), &old)
             .err()

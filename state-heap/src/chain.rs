@@ -24,7 +24,9 @@
 //!
 //! Every file is a keyed snapshot stream of the canonical format
 //! ([`state_format::keyed_format`]) with its own header, so restore reads each file's key
-//! groups with their checksums exactly as it reads a full snapshot.
+//! groups with their checksums exactly as it reads a full snapshot, in the format version
+//! that file's header records: a backend restored from a chain an older release wrote goes
+//! on with files of the current version after the old ones.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -23,8 +23,9 @@ use state_api::{
 };
 use state_api::{KeyGroup, MaxParallelism};
 use state_coordinator::SharedStateRegistry;
-use state_format::KeyGroupsStateHandle;
 use state_format::keyed_format::KeyedSnapshotReader;
+use state_format::proxy::CURRENT_VERSION;
+use state_format::{KeyGroupsStateHandle, KeyedBackendSerializationProxy};
 use state_storage_local::MemoryCheckpointStreamFactory;
 
 const MAX_PARALLELISM: MaxParallelism = MaxParallelism::of(128);
@@ -145,29 +146,28 @@ fn check_fixture_with(dir: &Path, compression: &str, params: KeyedBackendParams)
     let registry = registry();
     let factory = registry.keyed_backend("heap").unwrap();
     let mut backend = factory.restore(params, registry, &[handle]).unwrap();
+    check_contents(&mut *backend, &path.display().to_string());
+}
+
+/// Checks that `backend`, restored from what `what` names, holds what [`expected`]
+/// describes and no [`EXTRA_KEY`].
+fn check_contents(backend: &mut dyn KeyedStateBackend, what: &str) {
     // Keys the fixture's first checkpoint held and its delta removed are gone.
     backend.set_current_key(&EXTRA_KEY.to_be_bytes()).unwrap();
     assert_eq!(
         backend.value("value", b"").unwrap(),
         None,
-        "{}: removed key",
-        path.display()
+        "{what}: removed key"
     );
     assert!(
         backend.map_entries("map", b"").unwrap().is_empty(),
-        "{}: removed key",
-        path.display()
+        "{what}: removed key"
     );
     let restored: Vec<_> = backend.states().into_iter().collect();
-    assert_eq!(restored, states(), "{}: states", path.display());
+    assert_eq!(restored, states(), "{what}: states");
     for entry in expected() {
         backend.set_current_key(&entry.key.to_be_bytes()).unwrap();
-        let what = format!(
-            "{} key {} namespace {:?}",
-            path.display(),
-            entry.key,
-            entry.namespace
-        );
+        let what = format!("{what} key {} namespace {:?}", entry.key, entry.namespace);
         assert_eq!(
             backend.value("value", entry.namespace).unwrap(),
             Some(entry.value),
@@ -206,6 +206,13 @@ fn keyed_v1_snapshots_restore_with_their_contents() {
 #[test]
 fn keyed_v2_snapshots_restore_with_their_contents() {
     check_keyed_version(2);
+}
+
+/// Version 3: variable-length lengths and compact keys in the key-group data; the header
+/// repeats its version in its body.
+#[test]
+fn keyed_v3_snapshots_restore_with_their_contents() {
+    check_keyed_version(3);
 }
 
 /// A key the heap-incremental fixture's base holds and its delta removes.
@@ -316,6 +323,97 @@ fn heap_incremental_v2_checkpoints_restore_with_their_contents() {
 fn heap_incremental_v3_checkpoints_restore_with_their_contents() {
     check_incremental_version(3);
 }
+
+/// Version 4: the chain files are keyed snapshot streams of keyed format version 3.
+#[test]
+fn heap_incremental_v4_checkpoints_restore_with_their_contents() {
+    check_incremental_version(4);
+}
+
+/// The keyed format version of each file of `handle`'s chain, as its header records it.
+fn chain_file_versions(handle: &IncrementalRemoteKeyedStateHandle) -> Vec<u32> {
+    handle
+        .shared_state
+        .iter()
+        .map(|file| {
+            let mut input = file.handle.open().unwrap();
+            KeyedBackendSerializationProxy::read_from(&mut input)
+                .unwrap()
+                .version()
+        })
+        .collect()
+}
+
+/// A backend restored from a chain an older release wrote goes on with delta files of the
+/// current format on top of the old files: each file is read in the version its own
+/// header records.
+#[test]
+fn a_chain_of_older_files_goes_on_with_files_of_the_current_format() {
+    let path = fixtures("heap-incremental", 3).join("lz4.json");
+    let json = std::fs::read(&path).unwrap_or_else(|err| panic!("{}: {err}", path.display()));
+    let old: Arc<dyn KeyedStateHandle> = serde_json::from_slice(&json).unwrap();
+    let old_incremental = old
+        .downcast_ref::<IncrementalRemoteKeyedStateHandle>()
+        .unwrap()
+        .clone();
+    assert_eq!(
+        chain_file_versions(&old_incremental),
+        [2, 2],
+        "a base and a delta"
+    );
+    let shared = SharedStateRegistry::default();
+    shared.register(&old_incremental).unwrap();
+
+    let registry = registry();
+    let factory = registry.keyed_backend("heap").unwrap();
+    let mut params = incremental_params("lz4");
+    // The old delta is a third of the base: keep it rather than write a new base.
+    params.options.insert(
+        state_heap::MATERIALIZATION_FRACTION_OPTION.into(),
+        "10".into(),
+    );
+    let mut backend = factory.restore(params, registry, &[old]).unwrap();
+    backend.set_current_key(&NEW_KEY.to_be_bytes()).unwrap();
+    backend.put_value("value", b"", b"new").unwrap();
+    let result = backend
+        .snapshot(
+            &SnapshotRequest::checkpoint(CheckpointId::new(3), 0),
+            Arc::new(MemoryCheckpointStreamFactory::default()),
+        )
+        .unwrap()
+        .run()
+        .unwrap();
+    let handle = result.job_manager_owned().unwrap().clone();
+    let handle = handle
+        .downcast_ref::<IncrementalRemoteKeyedStateHandle>()
+        .unwrap()
+        .clone();
+    let retained = shared.register(&handle).unwrap();
+    let resolved = shared.resolve(&retained).unwrap();
+    let mut versions = chain_file_versions(&resolved);
+    versions.sort_unstable();
+    assert_eq!(
+        versions,
+        [2, 2, CURRENT_VERSION],
+        "the old base and delta, and a delta of the current format"
+    );
+
+    let what = "a chain of old and current files";
+    let resolved: Arc<dyn KeyedStateHandle> = Arc::new(resolved);
+    let mut restored = factory
+        .restore(incremental_params("lz4"), registry, &[resolved])
+        .unwrap();
+    check_contents(&mut *restored, what);
+    restored.set_current_key(&NEW_KEY.to_be_bytes()).unwrap();
+    assert_eq!(
+        restored.value("value", b"").unwrap(),
+        Some(b"new".to_vec()),
+        "{what}: the key of the new delta"
+    );
+}
+
+/// A key none of the fixtures holds.
+const NEW_KEY: u64 = 2000;
 
 /// The states of the operator fixture, ordered by name (as `states()` lists them).
 fn operator_states() -> [OperatorStateMetaInfo; 3] {
@@ -478,11 +576,11 @@ fn the_current_formats_write_the_checked_in_bytes() {
     for compression in DECORATORS {
         write_fixture(written.path(), compression);
         let name = format!("{compression}.json");
-        let expected = std::fs::read(fixtures("keyed", 2).join(&name)).unwrap();
+        let expected = std::fs::read(fixtures("keyed", CURRENT_VERSION).join(&name)).unwrap();
         let actual = std::fs::read(written.path().join(&name)).unwrap();
         assert!(
             keyed_image(&actual, compression) == keyed_image(&expected, compression),
-            "keyed-v2/{name} differs when written again"
+            "keyed-v{CURRENT_VERSION}/{name} differs when written again"
         );
     }
     write_operator_fixture(written.path());

@@ -75,7 +75,13 @@ fn write(range: KeyGroupRange, states: usize, entries: &Entries) -> KeyGroupsSta
 }
 
 fn read_all(handle: &KeyGroupsStateHandle) -> Result<Entries> {
-    let mut reader = KeyedSnapshotReader::open(handle, Registry::global(), MAX_PARALLELISM)?;
+    read_all_with(handle, READ_BUFFER)
+}
+
+/// [`read_all`] with `read_buffer` bytes read ahead.
+fn read_all_with(handle: &KeyGroupsStateHandle, read_buffer: usize) -> Result<Entries> {
+    let mut reader = KeyedSnapshotReader::open(handle, Registry::global(), MAX_PARALLELISM)?
+        .with_read_buffer(read_buffer);
     let mut all = Entries::new();
     for key_group in reader.key_group_range().iter() {
         let mut found = Vec::new();
@@ -173,15 +179,13 @@ fn the_flag_and_end_mark_sit_where_the_table_says() {
     let handle = write(range, 1, &entries);
     let bytes = bytes_of(&handle);
     let section = &bytes[handle.offsets().offset(kg(3)).unwrap() as usize..];
-    let composite = key(3, b"k");
     let mut expected = Vec::new();
     expected.extend_from_slice(&3u32.to_be_bytes());
     expected.extend_from_slice(&0u16.to_be_bytes());
-    expected.extend_from_slice(&(composite.len() as u32).to_be_bytes());
-    expected.push(composite[0] | META_DATA_FOLLOWS);
-    expected.extend_from_slice(&composite[1..]);
-    expected.extend_from_slice(&1u32.to_be_bytes());
-    expected.push(b'v');
+    expected.push(3 | META_DATA_FOLLOWS); // key-group prefix
+    expected.extend_from_slice(&[1, b'k']); // key
+    expected.push(0); // empty namespace
+    expected.extend_from_slice(&[1, b'v']); // value
     expected.extend_from_slice(&END_OF_KEY_GROUP_MARK.to_be_bytes());
     assert_eq!(section, expected);
     assert_eq!(
@@ -326,6 +330,16 @@ fn the_writer_rejects_entries_that_break_the_format() {
         "not written together",
     );
     check(write_one(1, 1, |_| Ok(())), "out of order");
+    check(
+        write_one(1, 0, |g| {
+            g.write_entry(0, &composite(0, b"k", b"", b"user"), b"")
+        }),
+        "has a user key of 4 bytes",
+    );
+    check(
+        write_one(1, 0, |g| g.write_entry(0, &[0, 0, 0, 0, 9, b'k'], b"")),
+        "is not a composite key",
+    );
 }
 
 #[test]
@@ -614,4 +628,459 @@ fn a_slow_stream_holds_the_two_thread_writer_to_a_few_sections() {
         range.len()
     );
     assert_eq!(stream.0, bytes_of(&write(range, 3, &entries)));
+}
+
+/// The composite key of (`key_group`, `key`, `namespace`, `user_key`).
+fn composite(key_group: u32, key: &[u8], namespace: &[u8], user_key: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    CompositeKey::new(MAX_PARALLELISM)
+        .build_into(kg(key_group), key, namespace, user_key, &mut out)
+        .expect("test keys are small");
+    out
+}
+
+/// A value, a list and a map state, in this order.
+fn header_of_every_kind() -> KeyedBackendSerializationProxy {
+    KeyedBackendSerializationProxy::new(
+        "bytes",
+        vec![
+            StateMetaInfo::value("value", "bytes", "bytes"),
+            StateMetaInfo::list("list", "bytes", "bytes"),
+            StateMetaInfo::map("map", "bytes", "bytes", "bytes"),
+        ],
+        "none",
+        MAX_PARALLELISM,
+    )
+}
+
+/// Writes `entries` over `range` with `header`, uncompressed.
+fn write_with(
+    header: &KeyedBackendSerializationProxy,
+    range: KeyGroupRange,
+    entries: &Entries,
+) -> KeyGroupsStateHandle {
+    let mut bytes = Vec::new();
+    let mut writer = uncompressed_writer(&mut bytes, header, range).unwrap();
+    for key_group in range.iter() {
+        writer
+            .write_key_group(key_group, |group| {
+                for (state, key, value) in entries.get(&key_group).into_iter().flatten() {
+                    group.write_entry(*state, key, value)?;
+                }
+                Ok(())
+            })
+            .unwrap();
+    }
+    let (offsets, checksums) = writer.finish().unwrap();
+    let end = bytes.len() as u64;
+    let stream = Arc::new(ByteStreamStateHandle::new("test", bytes));
+    KeyGroupsStateHandle::new(offsets, stream)
+        .with_end(end)
+        .with_checksums(checksums)
+        .unwrap()
+}
+
+/// `entries` as version 2 wrote them.
+fn write_version_2(
+    header: &KeyedBackendSerializationProxy,
+    range: KeyGroupRange,
+    entries: &Entries,
+) -> KeyGroupsStateHandle {
+    fixed_lengths::write_version_2(header, range, |key_group| {
+        entries.get(&key_group).cloned().unwrap_or_default()
+    })
+}
+
+/// The section bytes of `key_group`, id included.
+fn section_of(handle: &KeyGroupsStateHandle, key_group: KeyGroup) -> Vec<u8> {
+    let bytes = bytes_of(handle);
+    let start = handle.offsets().offset(key_group).unwrap() as usize;
+    let end = handle
+        .section_end(key_group)
+        .map_or(bytes.len(), |end| end as usize);
+    bytes[start..end].to_vec()
+}
+
+#[test]
+fn the_entry_of_the_benchmark_takes_112_bytes() {
+    let range = KeyGroupRange::new(0, 0).unwrap();
+    let mut entries = Entries::new();
+    entries.insert(
+        kg(0),
+        vec![(0, key(0, &7u64.to_be_bytes()), vec![0xAB; 100])],
+    );
+    let section = section_of(&write_with(&header(1), range, &entries), kg(0));
+    // The id, the first state id and the end mark around the entry.
+    assert_eq!(section.len(), 4 + 2 + 112 + 2);
+    let version_2 = section_of(&write_version_2(&header(1), range, &entries), kg(0));
+    assert_eq!(version_2.len(), 4 + 2 + 125 + 2);
+}
+
+#[test]
+fn only_map_entries_carry_a_user_key() {
+    let range = KeyGroupRange::new(5, 5).unwrap();
+    let mut entries = Entries::new();
+    entries.insert(
+        kg(5),
+        vec![
+            (1, composite(5, b"k", b"ns", b""), b"list".to_vec()),
+            (2, composite(5, b"k", b"ns", b"uk"), b"m".to_vec()),
+        ],
+    );
+    let handle = write_with(&header_of_every_kind(), range, &entries);
+    let mut expected = Vec::new();
+    expected.extend_from_slice(&5u32.to_be_bytes());
+    expected.extend_from_slice(&1u16.to_be_bytes());
+    expected.push(5 | META_DATA_FOLLOWS);
+    expected.extend_from_slice(&[1, b'k', 2, b'n', b's']);
+    expected.extend_from_slice(&[4, b'l', b'i', b's', b't']);
+    expected.extend_from_slice(&2u16.to_be_bytes());
+    expected.push(5 | META_DATA_FOLLOWS);
+    expected.extend_from_slice(&[1, b'k', 2, b'n', b's', 2, b'u', b'k']);
+    expected.extend_from_slice(&[1, b'm']);
+    expected.extend_from_slice(&END_OF_KEY_GROUP_MARK.to_be_bytes());
+    assert_eq!(section_of(&handle, kg(5)), expected);
+    assert_eq!(
+        handle.checksum(kg(5)),
+        Some(crc32c::crc32c(&expected)),
+        "the checksum covers the id and the data as written, flags included"
+    );
+    assert_eq!(read_all(&handle).unwrap(), entries);
+}
+
+#[test]
+fn lengths_of_128_bytes_and_more_take_several_varint_bytes() {
+    let range = KeyGroupRange::new(0, 0).unwrap();
+    let mut entries = Entries::new();
+    entries.insert(
+        kg(0),
+        vec![
+            (0, composite(0, &[1; 128], &[2; 300], b""), vec![3; 16_384]),
+            (2, composite(0, b"", b"", &[4; 200_000]), vec![]),
+        ],
+    );
+    let handle = write_with(&header_of_every_kind(), range, &entries);
+    let section = section_of(&handle, kg(0));
+    assert_eq!(section[7..9], [0x80, 0x01], "a key of 128 bytes");
+    assert_eq!(read_all(&handle).unwrap(), entries);
+}
+
+#[test]
+fn version_2_streams_still_read() {
+    let (range, entries) = sample();
+    let handle = write_version_2(&header(3), range, &entries);
+    assert_eq!(read_all(&handle).unwrap(), entries);
+}
+
+#[test]
+fn every_changed_byte_of_a_version_2_stream_is_reported_with_its_key_group() {
+    let (range, entries) = sample();
+    let handle = write_version_2(&header(3), range, &entries);
+    let bytes = bytes_of(&handle);
+    let first_section = handle.offsets().offset(kg(10)).unwrap() as usize;
+    for position in first_section..bytes.len() {
+        let mut damaged = bytes.clone();
+        damaged[position] ^= 0x01;
+        let err = read_all(&with_bytes(&handle, damaged))
+            .expect_err(&format!("byte {position} changed without an error"));
+        assert!(
+            matches!(err, Error::KeyGroup { .. }),
+            "byte {position}: {err}"
+        );
+        assert!(
+            matches!(
+                err.root(),
+                Error::Corrupted { .. } | Error::Truncated { .. }
+            ),
+            "byte {position}: {err}"
+        );
+    }
+}
+
+/// Cuts the stream of `handle` at every byte of its key-group data: the key group the cut
+/// falls in, or one after it, reports a truncation or a corruption.
+fn check_every_cut_is_reported(handle: &KeyGroupsStateHandle) {
+    let bytes = bytes_of(handle);
+    let first_section = handle
+        .offsets()
+        .offset(handle.offsets().range().start())
+        .unwrap();
+    for cut in first_section as usize..bytes.len() {
+        let err = read_all(&with_bytes(handle, bytes[..cut].to_vec()))
+            .expect_err(&format!("cut at {cut} without an error"));
+        assert!(matches!(err, Error::KeyGroup { .. }), "cut at {cut}: {err}");
+        assert!(
+            matches!(
+                err.root(),
+                Error::Corrupted { .. } | Error::Truncated { .. }
+            ),
+            "cut at {cut}: {err}"
+        );
+    }
+}
+
+#[test]
+fn a_stream_cut_at_any_byte_is_reported() {
+    let (range, entries) = sample();
+    check_every_cut_is_reported(&write_with(&header(3), range, &entries));
+    check_every_cut_is_reported(&write_version_2(&header(3), range, &entries));
+}
+
+/// A version-3 stream of [`header_of_every_kind`] holding one key group, 0, whose data is
+/// `data` (state ids, entries, end mark), with the checksum of those bytes.
+fn crafted(data: &[u8]) -> KeyGroupsStateHandle {
+    let mut bytes = Vec::new();
+    header_of_every_kind().write_to(&mut bytes).unwrap();
+    let offset = bytes.len() as u64;
+    bytes.extend_from_slice(&0u32.to_be_bytes());
+    bytes.extend_from_slice(data);
+    let checksum = crc32c::crc32c(&bytes[offset as usize..]);
+    let end = bytes.len() as u64;
+    let range = KeyGroupRange::new(0, 0).unwrap();
+    let offsets = KeyGroupRangeOffsets::with_offsets(range, vec![offset]).unwrap();
+    KeyGroupsStateHandle::new(
+        offsets,
+        Arc::new(ByteStreamStateHandle::new("crafted", bytes)),
+    )
+    .with_end(end)
+    .with_checksums(vec![checksum])
+    .unwrap()
+}
+
+/// Reads `data` (see [`crafted`]), which must fail in key group 0; returns the error.
+fn crafted_error(data: &[u8]) -> Error {
+    let err = read_all(&crafted(data)).expect_err("crafted data must not read");
+    assert!(
+        matches!(err, Error::KeyGroup { key_group, .. } if key_group == kg(0)),
+        "{err}"
+    );
+    err
+}
+
+/// Asserts that reading `data` (see [`crafted`]) is [`Error::Corrupted`] naming `what`,
+/// with a reason that contains `reason`.
+fn check_corrupted(data: &[u8], what: &str, reason: &str) {
+    let err = crafted_error(data);
+    let Error::Corrupted {
+        what: found,
+        reason: why,
+    } = err.root()
+    else {
+        panic!("expected a corruption of {what}: {err}");
+    };
+    assert_eq!(found, what, "{err}");
+    assert!(why.contains(reason), "{err}");
+}
+
+/// Asserts that reading `data` (see [`crafted`]) is [`Error::Truncated`] naming `what`.
+fn check_truncated(data: &[u8], what: &str) {
+    let err = crafted_error(data);
+    let Error::Truncated { what: found, .. } = err.root() else {
+        panic!("expected a truncation of {what}: {err}");
+    };
+    assert_eq!(found, what, "{err}");
+}
+
+/// State 0 (a value state), then the flagged key-group prefix of key group 0.
+const VALUE_ENTRY: [u8; 3] = [0, 0, META_DATA_FOLLOWS];
+
+/// State 2 (a map state), then the flagged key-group prefix of key group 0.
+const MAP_ENTRY: [u8; 3] = [0, 2, META_DATA_FOLLOWS];
+
+const END: [u8; 2] = END_OF_KEY_GROUP_MARK.to_be_bytes();
+
+#[test]
+fn a_crafted_entry_reads() {
+    let data = [&VALUE_ENTRY[..], &[1, b'k', 0, 1, b'v'], &END].concat();
+    let mut expected = Entries::new();
+    expected.insert(kg(0), vec![(0, key(0, b"k"), b"v".to_vec())]);
+    assert_eq!(read_all(&crafted(&data)).unwrap(), expected);
+}
+
+#[test]
+fn a_varint_running_past_5_bytes_is_corrupted() {
+    let data = [&VALUE_ENTRY[..], &[0x80; 10], &END].concat();
+    check_corrupted(&data, "entry key length", "runs past 5 bytes");
+}
+
+#[test]
+fn a_varint_above_u32_max_is_corrupted() {
+    let data = [
+        &VALUE_ENTRY[..],
+        &[1, b'k'],
+        &[0xFF, 0xFF, 0xFF, 0xFF, 0x1F],
+        &END,
+    ]
+    .concat();
+    check_corrupted(&data, "entry namespace length", "exceeds 4294967295");
+}
+
+#[test]
+fn an_overlong_varint_is_corrupted() {
+    let data = [&VALUE_ENTRY[..], &[1, b'k', 0, 0x81, 0x00, b'v'], &END].concat();
+    check_corrupted(&data, "entry value length", "shortest form");
+}
+
+#[test]
+fn a_malformed_user_key_length_is_corrupted() {
+    let data = [
+        &MAP_ENTRY[..],
+        &[1, b'k', 0, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF],
+        &END,
+    ]
+    .concat();
+    check_corrupted(&data, "entry user-key length", "runs past 5 bytes");
+}
+
+#[test]
+fn a_varint_cut_by_the_end_of_the_stream_is_truncated() {
+    check_truncated(
+        &[&VALUE_ENTRY[..], &[1, b'k', 0, 0x80]].concat(),
+        "entry value length",
+    );
+}
+
+#[test]
+fn a_key_longer_than_the_stream_is_truncated() {
+    // 16383 bytes declared, a few present.
+    let data = [&VALUE_ENTRY[..], &[0xFF, 0x7F, b'k'], &END].concat();
+    check_truncated(&data, "entry key");
+}
+
+#[test]
+fn a_value_of_4_gib_in_a_short_stream_is_truncated_without_allocating_it() {
+    let data = [
+        &VALUE_ENTRY[..],
+        &[1, b'k', 0],
+        &[0xFF, 0xFF, 0xFF, 0xFF, 0x0F],
+        b"v",
+        &END,
+    ]
+    .concat();
+    check_truncated(&data, "entry value");
+}
+
+#[test]
+fn a_key_group_prefix_cut_by_the_end_of_the_stream_is_truncated() {
+    check_truncated(&[0, 0], "entry key-group prefix");
+}
+
+#[test]
+fn varints_read_across_buffer_refills() {
+    let values = [
+        0,
+        1,
+        127,
+        128,
+        300,
+        16_383,
+        16_384,
+        2_097_151,
+        2_097_152,
+        u32::MAX,
+    ];
+    let mut bytes = Vec::new();
+    for value in values {
+        varint::put(&mut bytes, value);
+    }
+    for capacity in [1, 2, 3, 7, 64] {
+        let mut reader = CrcReader {
+            inner: BufReader::with_capacity(capacity, bytes.as_slice()),
+            crc: 0,
+        };
+        for value in values {
+            assert_eq!(
+                reader.read_varint("value").unwrap(),
+                value,
+                "capacity {capacity}"
+            );
+        }
+        assert_eq!(reader.crc, crc32c::crc32c(&bytes), "capacity {capacity}");
+        let err = reader.read_varint("the end").unwrap_err();
+        assert!(matches!(err, Error::Truncated { .. }), "{err}");
+    }
+}
+
+/// Entries of every kind of state: keys, namespaces and (map states only) user keys of
+/// any bytes, in any key group of 0..8.
+fn arbitrary_entries_of_every_kind() -> impl Strategy<Value = Entries> {
+    let bytes = |max| prop::collection::vec(any::<u8>(), 0..max);
+    let entry = (0u16..3, bytes(12), bytes(12), bytes(12), bytes(300));
+    prop::collection::btree_map(0u32..8, prop::collection::vec(entry, 1..12), 0..8).prop_map(
+        |groups| {
+            groups
+                .into_iter()
+                .map(|(group, mut raw)| {
+                    raw.sort_by_key(|(state, ..)| (*state as u32 * 5 + group) % 3);
+                    let entries = raw
+                        .into_iter()
+                        .map(|(state, key, namespace, user_key, value)| {
+                            let user_key = if state == 2 { user_key } else { Vec::new() };
+                            (state, composite(group, &key, &namespace, &user_key), value)
+                        })
+                        .collect();
+                    (kg(group), entries)
+                })
+                .collect()
+        },
+    )
+}
+
+#[test]
+fn entries_that_cross_refills_of_the_read_buffer_read_the_same() {
+    let mut entries = Entries::new();
+    entries.insert(
+        kg(1),
+        vec![
+            (0, composite(1, b"key", b"", b""), b"value".to_vec()),
+            (0, composite(1, &[7; 130], b"ns", b""), vec![8; 20_000]),
+            (1, composite(1, b"", &[9; 200], b""), vec![]),
+            (2, composite(1, b"k", b"ns", b"user key"), b"v".to_vec()),
+            (2, composite(1, b"k", b"", &[3; 129]), vec![1; 128]),
+        ],
+    );
+    let range = KeyGroupRange::new(0, 2).unwrap();
+    let header = header_of_every_kind();
+    for handle in [
+        write_with(&header, range, &entries),
+        write_version_2(&header, range, &entries),
+    ] {
+        for read_buffer in [1, 2, 3, 4, 5, 6, 7, 8, 13, 100, 1000, 4096] {
+            assert_eq!(
+                read_all_with(&handle, read_buffer).unwrap(),
+                entries,
+                "{read_buffer} bytes read ahead"
+            );
+        }
+    }
+}
+
+proptest! {
+    #[test]
+    fn entries_of_every_kind_round_trip_in_versions_2_and_3(
+        entries in arbitrary_entries_of_every_kind(),
+        read_buffer in prop_oneof![Just(READ_BUFFER), 1usize..300],
+    ) {
+        let range = KeyGroupRange::new(0, 7).unwrap();
+        let header = header_of_every_kind();
+        let current = write_with(&header, range, &entries);
+        prop_assert_eq!(read_all_with(&current, read_buffer).unwrap(), entries.clone());
+        let version_2 = write_version_2(&header, range, &entries);
+        prop_assert_eq!(read_all_with(&version_2, read_buffer).unwrap(), entries);
+    }
+
+    #[test]
+    fn any_data_in_a_key_group_reads_or_fails_with_a_typed_error(
+        data in prop::collection::vec(any::<u8>(), 0..64),
+        start in prop::sample::select(vec![VALUE_ENTRY.to_vec(), MAP_ENTRY.to_vec(), vec![]]),
+        read_buffer in prop_oneof![Just(READ_BUFFER), 1usize..16],
+    ) {
+        let data = [start, data].concat();
+        if let Err(err) = read_all_with(&crafted(&data), read_buffer) {
+            prop_assert!(
+                matches!(err.root(), Error::Corrupted { .. } | Error::Truncated { .. }),
+                "{}", err
+            );
+        }
+    }
 }
