@@ -44,6 +44,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::str::FromStr;
@@ -56,9 +57,10 @@ use state_api::CheckpointId;
 use state_api::{
     CheckpointOptions, CheckpointStorage, CheckpointedStateScope, KeyGroupRange,
     KeyedBackendParams, KeyedStateBackend, KeyedStateBackendFactory, KeyedStateHandle, PluginKind,
-    Registry, StateObject,
+    Registry, StateMetaInfo, StateObject, UncompressedStreamCompressionDecorator,
 };
-use state_format::keyed_format::CompositeKey;
+use state_format::KeyedBackendSerializationProxy;
+use state_format::keyed_format::{CompositeKey, KeyedSnapshotWriter};
 use state_storage_local::LocalCheckpointStorage;
 use state_storage_object::{ObjectCheckpointStorage, ObjectStoreOptions};
 
@@ -830,32 +832,76 @@ fn disk_speed_once(dir: &Path, bytes: u64) -> DynResult<f64> {
 /// format lays them out: uncompressed MB/s.
 fn codec_speed(registry: &Registry, name: &str, workload: &Workload) -> DynResult<f64> {
     let decorator = registry.compression(name)?;
-    let composite = CompositeKey::new(MAX_PARALLELISM);
-    let mut sections = vec![Vec::new(); MAX_PARALLELISM.get() as usize];
-    let mut value = Vec::new();
-    for key in 0..workload.n {
-        let bytes = key.to_be_bytes();
-        let group = MAX_PARALLELISM.key_group_of(&bytes);
-        let composite_key = composite.build(group, &bytes, b"")?;
-        let section = &mut sections[group.get() as usize];
-        for state in 0..workload.s {
-            workload.value_into(key, state, false, &mut value);
-            section.extend_from_slice(&(composite_key.len() as u32).to_be_bytes());
-            section.extend_from_slice(&composite_key);
-            section.extend_from_slice(&(value.len() as u32).to_be_bytes());
-            section.extend_from_slice(&value);
-        }
-    }
-    let input: usize = sections.iter().map(Vec::len).sum();
+    let (stream, sections) = canonical_sections(workload)?;
+    let input: usize = sections.iter().map(|section| section.len()).sum();
     let mut out = Vec::with_capacity(input);
     let started = Instant::now();
-    for section in &sections {
+    for section in sections {
         let mut writer = decorator.compress(&mut out);
-        writer.write_all(section)?;
+        writer.write_all(&stream[section])?;
         writer.finish()?;
     }
     let seconds = started.elapsed().as_secs_f64();
     Ok(input as f64 / 1e6 / seconds)
+}
+
+/// The workload's entries as an uncompressed stream of the canonical format, written by its
+/// own writer, and where in it each key group's data lies (after the key group's id, which
+/// is not compressed).
+fn canonical_sections(workload: &Workload) -> DynResult<(Vec<u8>, Vec<Range<usize>>)> {
+    let composite = CompositeKey::new(MAX_PARALLELISM);
+    let mut keys = vec![Vec::new(); MAX_PARALLELISM.get() as usize];
+    for key in 0..workload.n {
+        let group = MAX_PARALLELISM.key_group_of(&key.to_be_bytes());
+        keys[group.get() as usize].push(key);
+    }
+    let states = (0..workload.s)
+        .map(|state| StateMetaInfo::value(Workload::state_name(state), "void", "bytes"))
+        .collect();
+    let header = KeyedBackendSerializationProxy::new("u64-be", states, "none", MAX_PARALLELISM);
+    let range = MAX_PARALLELISM.all();
+    let mut stream = Vec::new();
+    let (offsets, _) = {
+        let mut writer = KeyedSnapshotWriter::new(
+            &mut stream,
+            0,
+            &header,
+            &UncompressedStreamCompressionDecorator,
+            range,
+            MAX_PARALLELISM,
+        )?;
+        let (mut composite_key, mut value) = (Vec::new(), Vec::new());
+        for group in range.iter() {
+            writer.write_key_group(group, |entries| {
+                for state in 0..workload.s {
+                    // Header ids: at most `MAX_STATES` states are registered.
+                    let id = state as u16;
+                    for &key in &keys[group.get() as usize] {
+                        composite_key.clear();
+                        composite.build_into(
+                            group,
+                            &key.to_be_bytes(),
+                            b"",
+                            &[],
+                            &mut composite_key,
+                        )?;
+                        workload.value_into(key, state, false, &mut value);
+                        entries.write_entry(id, &composite_key, &value)?;
+                    }
+                }
+                Ok(())
+            })?;
+        }
+        writer.finish()?
+    };
+    let starts: Vec<usize> = offsets.iter().map(|(_, offset)| offset as usize).collect();
+    let ends = starts.iter().skip(1).copied().chain([stream.len()]);
+    let sections = starts
+        .iter()
+        .zip(ends)
+        .map(|(&start, end)| start + 4..end)
+        .collect();
+    Ok((stream, sections))
 }
 
 /// Has the allocator consolidate and return what the dropped backend freed, before the
