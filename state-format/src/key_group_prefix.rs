@@ -47,19 +47,30 @@ pub fn write_key_group_prefix(key_group: u32, prefix_bytes: usize, out: &mut Vec
 /// assert_eq!(read_key_group_prefix(&key, prefix_bytes)?, 700);
 /// # Ok::<(), state_api::Error>(())
 /// ```
+#[inline]
 pub fn read_key_group_prefix(bytes: &[u8], prefix_bytes: usize) -> Result<u32> {
-    if !(1..=4).contains(&prefix_bytes) {
-        return Err(Error::InvalidArgument(format!(
-            "key-group prefix width {prefix_bytes} is outside of 1..=4"
-        )));
+    match bytes.get(..prefix_bytes) {
+        Some(prefix) if (1..=4).contains(&prefix_bytes) => Ok(prefix
+            .iter()
+            .fold(0, |key_group, &byte| (key_group << 8) | u32::from(byte))),
+        _ => Err(prefix_error(bytes, prefix_bytes)),
     }
-    let prefix = bytes.get(..prefix_bytes).ok_or_else(|| Error::Corrupted {
+}
+
+/// Why `bytes` has no key-group prefix of `prefix_bytes` bytes; out of line, so that the
+/// read above inlines where keys are read one by one.
+#[cold]
+#[inline(never)]
+fn prefix_error(bytes: &[u8], prefix_bytes: usize) -> Error {
+    if !(1..=4).contains(&prefix_bytes) {
+        return Error::InvalidArgument(format!(
+            "key-group prefix width {prefix_bytes} is outside of 1..=4"
+        ));
+    }
+    Error::Corrupted {
         what: "key-group prefix".to_owned(),
         reason: format!("expected {prefix_bytes} bytes, found only {}", bytes.len()),
-    })?;
-    Ok(prefix
-        .iter()
-        .fold(0, |key_group, &byte| (key_group << 8) | u32::from(byte)))
+    }
 }
 
 #[cfg(test)]

@@ -294,6 +294,16 @@ impl CompositeKey {
     }
 }
 
+/// The key, namespace and user key of the composite key `bytes`, whose key-group prefix is
+/// `prefix_bytes` long; `None` when its key or namespace runs past its end.
+#[inline]
+fn split_after_prefix(bytes: &[u8], prefix_bytes: usize) -> Option<(&[u8], &[u8], &[u8])> {
+    let (key, rest) = take_length_prefixed(bytes.get(prefix_bytes..)?)?;
+    let (namespace, user_key) = take_length_prefixed(rest)?;
+    Some((key, namespace, user_key))
+}
+
+#[inline]
 fn take_length_prefixed(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
     let len_bytes: [u8; 4] = bytes.get(..4)?.try_into().ok()?;
     let len = u32::from_be_bytes(len_bytes) as usize;
@@ -799,19 +809,21 @@ impl KeyGroupEntryWriter<'_> {
                 self.key_group
             )));
         }
-        let parts = self.composite.split(key).map_err(|err| {
-            Error::InvalidArgument(format!(
-                "entry key of {} bytes written to key group {} is not a composite key: {err}",
-                key.len(),
-                self.key_group
-            ))
-        })?;
+        let prefix_bytes = self.composite.prefix_bytes;
+        let (key_part, namespace, user_key) =
+            split_after_prefix(key, prefix_bytes).ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "entry key of {} bytes written to key group {} is not a composite key: its key or namespace runs past its end",
+                    key.len(),
+                    self.key_group
+                ))
+            })?;
         let has_user_key = self.states.has_user_key(state_id);
-        if !has_user_key && !parts.user_key.is_empty() {
+        if !has_user_key && !user_key.is_empty() {
             return Err(Error::InvalidArgument(format!(
                 "entry of state {state_id} in key group {} has a user key of {} bytes: only the keys of map states have one",
                 self.key_group,
-                parts.user_key.len()
+                user_key.len()
             )));
         }
         if self.current_state != Some(state_id) {
@@ -829,15 +841,22 @@ impl KeyGroupEntryWriter<'_> {
         }
         let buffer = &mut *self.buffer;
         let entry_key = buffer.len();
-        buffer.extend_from_slice(&key[..self.composite.prefix_bytes]);
+        // At most 4 varints of 5 bytes: one reservation for the whole entry.
+        buffer.reserve(key.len() + value.len() + 4 * varint::MAX_LEN);
+        // The prefix is 1 or 2 bytes: pushed, not copied.
+        for &byte in &key[..prefix_bytes] {
+            buffer.push(byte);
+        }
         // Lengths below 4 GiB: the key's whole length is, and so are its parts'.
-        varint::put(buffer, length(parts.key.len()));
-        buffer.extend_from_slice(parts.key);
-        varint::put(buffer, length(parts.namespace.len()));
-        buffer.extend_from_slice(parts.namespace);
+        varint::put(buffer, length(key_part.len()));
+        buffer.extend_from_slice(key_part);
+        varint::put(buffer, length(namespace.len()));
+        if !namespace.is_empty() {
+            buffer.extend_from_slice(namespace);
+        }
         if has_user_key {
-            varint::put(buffer, length(parts.user_key.len()));
-            buffer.extend_from_slice(parts.user_key);
+            varint::put(buffer, length(user_key.len()));
+            buffer.extend_from_slice(user_key);
         }
         varint::put(buffer, length(value.len()));
         buffer.extend_from_slice(value);

@@ -34,13 +34,20 @@ impl std::fmt::Display for Malformed {
 }
 
 /// Appends `value` to `out`.
-#[inline]
+#[inline(always)]
 pub(super) fn put(out: &mut Vec<u8>, value: u32) {
     if value < 0x80 {
-        // Nearly every length of a key, namespace or small value.
+        // Nearly every length of a key, namespace or small value: one byte, inlined where
+        // entries are written.
         out.push(value as u8);
-        return;
+    } else {
+        put_long(out, value);
     }
+}
+
+/// [`put`] of a value of two bytes or more.
+#[inline(never)]
+fn put_long(out: &mut Vec<u8>, value: u32) {
     let mut rest = value;
     while rest >= 0x80 {
         out.push((rest as u8) | 0x80);
