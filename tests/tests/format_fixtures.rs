@@ -255,24 +255,7 @@ fn write_incremental_fixture(dir: &Path, compression: &str) {
     let streams = Arc::new(MemoryCheckpointStreamFactory::default());
     let shared = SharedStateRegistry::default();
     let checkpoint = |backend: &mut dyn KeyedStateBackend, id: u64| {
-        let result = backend
-            .snapshot(
-                &SnapshotRequest::checkpoint(CheckpointId::new(id), 0),
-                streams.clone(),
-            )
-            .unwrap()
-            .run()
-            .unwrap();
-        let handle = result.job_manager_owned().unwrap().clone();
-        let handle = handle
-            .downcast_ref::<IncrementalRemoteKeyedStateHandle>()
-            .unwrap()
-            .clone();
-        let retained = shared.register(&handle).unwrap();
-        backend
-            .notify_checkpoint_complete(CheckpointId::new(id))
-            .unwrap();
-        shared.resolve(&retained).unwrap()
+        incremental_checkpoint(backend, streams.clone(), &shared, id)
     };
     checkpoint(&mut *backend, 1);
     backend.set_current_key(&EXTRA_KEY.to_be_bytes()).unwrap();
@@ -295,6 +278,34 @@ fn write_incremental_fixture(dir: &Path, compression: &str) {
     let handle: Arc<dyn KeyedStateHandle> = Arc::new(handle);
     let json = serde_json::to_string(&handle).unwrap();
     std::fs::write(dir.join(format!("{compression}.json")), json).unwrap();
+}
+
+/// Takes incremental checkpoint `id` of `backend` into `streams`, registers it with
+/// `shared`, completes it, and returns it with its shared files resolved.
+fn incremental_checkpoint(
+    backend: &mut dyn KeyedStateBackend,
+    streams: Arc<MemoryCheckpointStreamFactory>,
+    shared: &SharedStateRegistry,
+    id: u64,
+) -> IncrementalRemoteKeyedStateHandle {
+    let result = backend
+        .snapshot(
+            &SnapshotRequest::checkpoint(CheckpointId::new(id), 0),
+            streams,
+        )
+        .unwrap()
+        .run()
+        .unwrap();
+    let handle = result.job_manager_owned().unwrap().clone();
+    let handle = handle
+        .downcast_ref::<IncrementalRemoteKeyedStateHandle>()
+        .unwrap()
+        .clone();
+    let retained = shared.register(&handle).unwrap();
+    backend
+        .notify_checkpoint_complete(CheckpointId::new(id))
+        .unwrap();
+    shared.resolve(&retained).unwrap()
 }
 
 fn check_incremental_version(version: u32) {
@@ -375,21 +386,8 @@ fn a_chain_of_older_files_goes_on_with_files_of_the_current_format() {
     let mut backend = factory.restore(params, registry, &[old]).unwrap();
     backend.set_current_key(&NEW_KEY.to_be_bytes()).unwrap();
     backend.put_value("value", b"", b"new").unwrap();
-    let result = backend
-        .snapshot(
-            &SnapshotRequest::checkpoint(CheckpointId::new(3), 0),
-            Arc::new(MemoryCheckpointStreamFactory::default()),
-        )
-        .unwrap()
-        .run()
-        .unwrap();
-    let handle = result.job_manager_owned().unwrap().clone();
-    let handle = handle
-        .downcast_ref::<IncrementalRemoteKeyedStateHandle>()
-        .unwrap()
-        .clone();
-    let retained = shared.register(&handle).unwrap();
-    let resolved = shared.resolve(&retained).unwrap();
+    let streams = Arc::new(MemoryCheckpointStreamFactory::default());
+    let resolved = incremental_checkpoint(&mut *backend, streams, &shared, 3);
     let mut versions = chain_file_versions(&resolved);
     versions.sort_unstable();
     assert_eq!(
