@@ -54,24 +54,7 @@ fn uncompressed_writer<'a>(
 
 /// Writes `entries` (grouped by key group, in state order) over `range`.
 fn write(range: KeyGroupRange, states: usize, entries: &Entries) -> KeyGroupsStateHandle {
-    let mut bytes = Vec::new();
-    let header = header(states);
-    let mut writer = uncompressed_writer(&mut bytes, &header, range).unwrap();
-    for key_group in range.iter() {
-        writer
-            .write_key_group(key_group, |group| {
-                for (state, key, value) in entries.get(&key_group).into_iter().flatten() {
-                    group.write_entry(*state, key, value)?;
-                }
-                Ok(())
-            })
-            .unwrap();
-    }
-    let (offsets, checksums) = writer.finish().unwrap();
-    let stream = Arc::new(ByteStreamStateHandle::new("test", bytes));
-    KeyGroupsStateHandle::new(offsets, stream)
-        .with_checksums(checksums)
-        .unwrap()
+    write_with(&header(states), range, entries)
 }
 
 fn read_all(handle: &KeyGroupsStateHandle) -> Result<Entries> {
