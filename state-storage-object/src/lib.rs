@@ -55,6 +55,7 @@ mod runtime;
 mod storage;
 mod stores;
 mod stream;
+mod transport;
 
 pub use error::StorageFailure;
 pub use handle::{ObjectInputStream, ObjectRoot, ObjectStateHandle};

@@ -13,6 +13,7 @@ use state_api::{Error, Result};
 use crate::error::Redactor;
 use crate::location::{ObjectUrl, Scheme, StoreRoot};
 use crate::options::ObjectStoreOptions;
+use crate::transport::RetryUnsentConnector;
 
 /// One configured store and the options it was built with.
 pub(crate) struct Store {
@@ -190,6 +191,7 @@ fn build_s3(bucket: &str, options: &ObjectStoreOptions) -> Result<Arc<dyn Object
         .with_timeout(options.request_timeout)
         .with_connect_timeout(options.connect_timeout);
     let store = builder
+        .with_http_connector(RetryUnsentConnector::default())
         .with_retry(retry)
         .with_client_options(client)
         .build()
