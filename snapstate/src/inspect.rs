@@ -291,6 +291,7 @@ fn keyed_detail(handle: &dyn KeyedStateHandle, registry: &Registry) -> HandleDet
 
 fn header_of(proxy: &KeyedBackendSerializationProxy, registry: &Registry) -> KeyedHeader {
     KeyedHeader {
+        version: proxy.version(),
         key_serializer: proxy.key_serializer().to_owned(),
         compression: proxy.compression().to_owned(),
         compression_linked: registry.compression(proxy.compression()).is_ok(),

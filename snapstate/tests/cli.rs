@@ -52,6 +52,11 @@ fn json_output_of_every_command_parses_and_verify_sets_the_exit_code() {
     let inspect = json(&inspect);
     let detail = &inspect["handles"][0]["detail"]["key-groups"];
     assert_eq!(detail["header"]["compression"], "lz4");
+    let version = snapstate::format::proxy::CURRENT_VERSION;
+    assert_eq!(detail["header"]["version"], version);
+    let text = snapstate(&["inspect"], root);
+    let text = String::from_utf8(text.stdout).unwrap();
+    assert!(text.contains(&format!("format version {version},")), "{text}");
     assert_eq!(
         detail["key_groups"].as_array().unwrap().len(),
         MAX_PARALLELISM.get() as usize

@@ -125,6 +125,11 @@ fn inspect_shows_every_key_group_with_offset_length_and_checksum() {
         assert_eq!(header.compression, compression);
         assert!(header.compression_linked, "{compression}");
         assert_eq!(header.key_serializer, "u64-be");
+        assert_eq!(
+            header.version,
+            snapstate::format::proxy::CURRENT_VERSION,
+            "{compression}: the version that wrote it"
+        );
         let states: Vec<(&str, StateKind)> = header
             .states
             .iter()

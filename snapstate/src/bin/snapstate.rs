@@ -421,7 +421,8 @@ fn print_listing(out: &mut dyn Write, listing: &Listing) -> io::Result<()> {
 fn print_header(out: &mut dyn Write, header: &KeyedHeader) -> io::Result<()> {
     writeln!(
         out,
-        "  header: key serializer `{}`, compression `{}` ({})",
+        "  header: format version {}, key serializer `{}`, compression `{}` ({})",
+        header.version,
         header.key_serializer,
         header.compression,
         match header.compression_linked {

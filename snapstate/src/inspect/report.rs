@@ -199,6 +199,9 @@ pub struct KeyGroupRow {
 /// A keyed snapshot header ([`KeyedBackendSerializationProxy`](state_format::KeyedBackendSerializationProxy)).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct KeyedHeader {
+    /// The format version the snapshot was written with (its key-group data is in that
+    /// version's layout).
+    pub version: u32,
     /// Serializer of the keys.
     pub key_serializer: String,
     /// Name of the compression decorator of the key-group data.
