@@ -56,7 +56,10 @@ fn json_output_of_every_command_parses_and_verify_sets_the_exit_code() {
     assert_eq!(detail["header"]["version"], version);
     let text = snapstate(&["inspect"], root);
     let text = String::from_utf8(text.stdout).unwrap();
-    assert!(text.contains(&format!("format version {version},")), "{text}");
+    assert!(
+        text.contains(&format!("format version {version},")),
+        "{text}"
+    );
     assert_eq!(
         detail["key_groups"].as_array().unwrap().len(),
         MAX_PARALLELISM.get() as usize
