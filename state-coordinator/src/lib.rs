@@ -4,12 +4,20 @@
 //! handles. Whoever triggers checkpoints on every instance and retains the completed ones
 //! (the coordinator of a job) keeps the bookkeeping here:
 //!
+//! - [`CheckpointCoordinator`]: the lifecycle of a job's checkpoints (trigger, acknowledge
+//!   or decline, complete or abort, time out, retain and subsume), as Flink's
+//!   `CheckpointCoordinator` keeps it.
 //! - [`SharedStateRegistry`]: who owns the shared files of incremental checkpoints, so a
 //!   file is deleted when no retained checkpoint refers to it any more, never earlier.
 //!
 //! It depends on `state-api` only, so a distributed engine can use it with any storage and
 //! any backend.
 
+mod coordinator;
 mod shared_registry;
 
+pub use coordinator::{
+    Aborted, Acknowledged, Acknowledgement, CheckpointCoordinator, CheckpointStats,
+    CheckpointStatus, Completed, CoordinatorConfig, InstanceStats, TriggerRefused,
+};
 pub use shared_registry::SharedStateRegistry;

@@ -1,0 +1,604 @@
+//! The checkpoint lifecycle on a real local checkpoint directory: what is committed, what
+//! is retained, and which files go when a checkpoint is subsumed, declined, timed out or
+//! fails to commit.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use state_api::{
+    ByteStreamStateHandle, CheckpointId, CheckpointMetadata, CheckpointStorage,
+    CheckpointStreamFactory, CheckpointType, CheckpointedStateScope, Error, HandleAndLocalPath,
+    IncrementalRemoteKeyedStateHandle, InstanceSnapshot, JobId, KeyGroupRange, KeyedStateHandle,
+    MaxParallelism, PlaceholderStreamStateHandle, Result, StorageClaim, StreamStateHandle,
+};
+use state_coordinator::{
+    Acknowledged, Acknowledgement, CheckpointCoordinator, CheckpointStatus, CoordinatorConfig,
+    InstanceStats, TriggerRefused,
+};
+use state_storage_local::LocalCheckpointStorage;
+
+struct Bed {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    storage: Arc<LocalCheckpointStorage>,
+}
+
+impl Bed {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        let storage = Arc::new(
+            LocalCheckpointStorage::new(&root)
+                .unwrap()
+                .with_file_state_threshold(0),
+        );
+        Bed {
+            _dir: dir,
+            root,
+            storage,
+        }
+    }
+
+    fn coordinator(&self, change: impl FnOnce(&mut CoordinatorConfig)) -> CheckpointCoordinator {
+        self.coordinator_on(self.storage.clone(), change)
+    }
+
+    fn coordinator_on(
+        &self,
+        storage: Arc<dyn CheckpointStorage>,
+        change: impl FnOnce(&mut CoordinatorConfig),
+    ) -> CheckpointCoordinator {
+        let mut config = CoordinatorConfig::new(
+            NonZeroU32::new(2).unwrap(),
+            MaxParallelism::new(128).unwrap(),
+        );
+        change(&mut config);
+        CheckpointCoordinator::new(storage, config)
+    }
+
+    /// A file written through the storage for checkpoint `id`.
+    fn file(&self, id: CheckpointId, scope: CheckpointedStateScope) -> Arc<dyn StreamStateHandle> {
+        let mut stream = CheckpointStorage::stream_factory(&*self.storage, id)
+            .unwrap()
+            .create_output_stream(scope)
+            .unwrap();
+        stream.write_all(b"state bytes").unwrap();
+        stream.close_and_get_handle().unwrap()
+    }
+
+    /// Instance `index`'s incremental snapshot for checkpoint `id`: `new` files uploaded
+    /// now, `old` ones referred to by placeholder.
+    fn ack(&self, id: CheckpointId, index: u32, new: &[&str], old: &[&str]) -> Acknowledgement {
+        let backend = format!("instance-{index}");
+        let mut shared: Vec<HandleAndLocalPath> = (new.iter())
+            .map(|name| {
+                HandleAndLocalPath::shared(
+                    self.file(id, CheckpointedStateScope::Shared),
+                    *name,
+                    format!("{backend}/{name}"),
+                )
+            })
+            .collect();
+        shared.extend(old.iter().map(|name| {
+            HandleAndLocalPath::new(
+                Arc::new(PlaceholderStreamStateHandle::new(
+                    format!("{backend}/{name}"),
+                    11,
+                )),
+                *name,
+            )
+        }));
+        let handle = IncrementalRemoteKeyedStateHandle {
+            backend_identifier: backend,
+            key_group_range: MaxParallelism::new(128)
+                .unwrap()
+                .range_for(index % 2, 2)
+                .unwrap(),
+            checkpoint_id: id,
+            strategy: Some("rocksdb-incremental".into()),
+            shared_state: shared,
+            private_state: vec![],
+            meta_state: self.file(id, CheckpointedStateScope::Exclusive),
+        };
+        Acknowledgement {
+            snapshot: InstanceSnapshot {
+                index,
+                keyed: vec![Arc::new(handle) as Arc<dyn KeyedStateHandle>],
+                operator: vec![],
+            },
+            stats: InstanceStats {
+                sync: Duration::from_millis(1),
+                asynchronous: Duration::from_millis(2),
+                bytes: 11 * (new.len() as u64 + 1),
+            },
+        }
+    }
+
+    /// Every file and directory (with a trailing `/`) under the storage root, relative to
+    /// it.
+    fn files(&self) -> BTreeSet<String> {
+        fn walk(root: &Path, dir: &Path, found: &mut BTreeSet<String>) {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                let relative = path.strip_prefix(root).unwrap().to_string_lossy();
+                if path.is_dir() {
+                    found.insert(format!("{relative}/"));
+                    walk(root, &path, found);
+                } else {
+                    found.insert(relative.into_owned());
+                }
+            }
+        }
+        let mut found = BTreeSet::new();
+        walk(&self.root, &self.root, &mut found);
+        found
+    }
+
+    fn shared_files(&self) -> usize {
+        (self.files().iter())
+            .filter(|f| f.starts_with("shared/") && !f.ends_with('/'))
+            .count()
+    }
+
+    /// Whether nothing but empty top-level directories (`shared/`) is left.
+    fn nothing_stored(&self) -> bool {
+        self.files().iter().all(|f| f == "shared/")
+    }
+}
+
+fn completed(outcome: Acknowledged) -> state_coordinator::Completed {
+    match outcome {
+        Acknowledged::Completed(completed) => *completed,
+        other => panic!("not completed: {other:?}"),
+    }
+}
+
+/// Triggers a checkpoint and acknowledges it from both instances with `new` files each.
+fn checkpoint(
+    bed: &Bed,
+    coordinator: &CheckpointCoordinator,
+    new: &[&str],
+    old: &[&str],
+) -> state_coordinator::Completed {
+    let request = coordinator
+        .trigger(CheckpointType::Checkpoint, Instant::now())
+        .unwrap();
+    for index in 0..2 {
+        let outcome = coordinator
+            .acknowledge(request.id, bed.ack(request.id, index, new, old))
+            .unwrap();
+        if index == 1 {
+            return completed(outcome);
+        }
+    }
+    unreachable!()
+}
+
+#[test]
+fn the_last_acknowledgement_commits_the_checkpoint_with_readable_handles() {
+    let bed = Bed::new();
+    let coordinator = bed.coordinator(|c| {
+        c.properties.insert("backend".into(), "rocksdb".into());
+    });
+    let request = coordinator
+        .trigger(CheckpointType::Checkpoint, Instant::now())
+        .unwrap();
+    assert_eq!(request.id, CheckpointId::new(1));
+    let first = coordinator
+        .acknowledge(request.id, bed.ack(request.id, 0, &["a.sst"], &[]))
+        .unwrap();
+    assert!(
+        matches!(first, Acknowledged::Pending { missing: 1 }),
+        "{first:?}"
+    );
+    assert!(bed.storage.completed_checkpoints().unwrap().is_empty());
+    assert!(coordinator.latest_completed().is_none());
+
+    let done = completed(
+        coordinator
+            .acknowledge(request.id, bed.ack(request.id, 1, &["a.sst"], &[]))
+            .unwrap(),
+    );
+    assert_eq!(bed.storage.completed_checkpoints().unwrap(), [1]);
+    let stored = bed.storage.load_checkpoint(request.id).unwrap();
+    assert_eq!(stored.instances.len(), 2);
+    assert_eq!(stored.properties["backend"], "rocksdb");
+    // The committed handles hold real shared handles, not placeholders: a restore reads
+    // the metadata alone.
+    for handle in stored.keyed_handles() {
+        let incremental = handle
+            .downcast_ref::<IncrementalRemoteKeyedStateHandle>()
+            .unwrap();
+        for file in &incremental.shared_state {
+            assert!(
+                file.handle
+                    .downcast_ref::<PlaceholderStreamStateHandle>()
+                    .is_none()
+            );
+        }
+    }
+    assert_eq!(done.stats.status, CheckpointStatus::Completed);
+    assert_eq!(done.stats.bytes, 44);
+    assert_eq!(done.stats.instances.len(), 2);
+    assert_eq!(done.metadata.checkpoint_id, request.id);
+    assert_eq!(
+        coordinator.latest_completed().unwrap().checkpoint_id,
+        request.id
+    );
+    assert_eq!(coordinator.retained(), [request.id]);
+}
+
+#[test]
+fn subsuming_keeps_the_shared_files_a_retained_checkpoint_refers_to() {
+    let bed = Bed::new();
+    let coordinator = bed.coordinator(|_| {});
+    checkpoint(&bed, &coordinator, &["a.sst", "b.sst"], &[]);
+    assert_eq!(bed.shared_files(), 4);
+    // Checkpoint 2 keeps a.sst by placeholder, drops b.sst and adds c.sst.
+    let second = checkpoint(&bed, &coordinator, &["c.sst"], &["a.sst"]);
+    assert_eq!(second.subsumed, [CheckpointId::new(1)]);
+    assert_eq!(coordinator.retained(), [CheckpointId::new(2)]);
+    assert_eq!(bed.storage.completed_checkpoints().unwrap(), [2]);
+    assert_eq!(bed.shared_files(), 4, "a.sst and c.sst of both instances");
+    assert!(
+        !bed.files().iter().any(|f| f.starts_with("chk-1/")),
+        "{:?}",
+        bed.files()
+    );
+    // Every shared handle of the restore point is still readable.
+    for handle in coordinator.latest_completed().unwrap().keyed_handles() {
+        let incremental = handle
+            .downcast_ref::<IncrementalRemoteKeyedStateHandle>()
+            .unwrap();
+        for file in &incremental.shared_state {
+            file.handle.open().unwrap();
+        }
+    }
+}
+
+#[test]
+fn more_retained_checkpoints_and_savepoints_are_kept_until_subsumed() {
+    let bed = Bed::new();
+    let coordinator = bed.coordinator(|c| c.num_retained = NonZeroUsize::new(2).unwrap());
+    checkpoint(&bed, &coordinator, &["a.sst"], &[]);
+    let savepoint = coordinator
+        .trigger(CheckpointType::Savepoint, Instant::now())
+        .unwrap();
+    for index in 0..2 {
+        let snapshot = InstanceSnapshot {
+            index,
+            keyed: vec![],
+            operator: vec![],
+        };
+        let stats = InstanceStats::default();
+        coordinator
+            .acknowledge(savepoint.id, Acknowledgement { snapshot, stats })
+            .unwrap();
+    }
+    checkpoint(&bed, &coordinator, &["b.sst"], &["a.sst"]);
+    checkpoint(&bed, &coordinator, &["c.sst"], &["b.sst"]);
+    let ids = |raw: &[u64]| {
+        raw.iter()
+            .map(|&id| CheckpointId::new(id))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        coordinator.retained(),
+        ids(&[2, 3, 4]),
+        "two checkpoints and the savepoint"
+    );
+    assert_eq!(bed.storage.completed_checkpoints().unwrap(), [2, 3, 4]);
+    let last = checkpoint(&bed, &coordinator, &[], &["c.sst"]);
+    assert_eq!(last.subsumed, ids(&[3]));
+    assert_eq!(coordinator.retained(), ids(&[2, 4, 5]));
+    assert_eq!(
+        bed.shared_files(),
+        4,
+        "b.sst (checkpoint 4) and c.sst (4, 5)"
+    );
+}
+
+#[test]
+fn a_declined_checkpoint_leaves_no_file_and_fails_the_job_beyond_the_tolerance() {
+    let bed = Bed::new();
+    let coordinator = bed.coordinator(|c| c.tolerable_failures = 1);
+    checkpoint(&bed, &coordinator, &["a.sst"], &[]);
+    let before = bed.files();
+    for round in 0..2 {
+        let request = coordinator
+            .trigger(CheckpointType::Checkpoint, Instant::now())
+            .unwrap();
+        coordinator
+            .acknowledge(request.id, bed.ack(request.id, 0, &["b.sst"], &["a.sst"]))
+            .unwrap();
+        let aborted = coordinator.decline(request.id, 1, "disk full").unwrap();
+        assert_eq!(aborted.id, request.id);
+        assert!(aborted.reason.contains("disk full"), "{}", aborted.reason);
+        assert_eq!(aborted.job_failed, round == 1, "round {round}");
+        assert_eq!(
+            bed.files(),
+            before,
+            "round {round}: what instance 0 stored is gone"
+        );
+        let stats = coordinator.stats();
+        let last = stats.last().unwrap();
+        assert_eq!(last.id, request.id);
+        assert!(matches!(last.status, CheckpointStatus::Failed(_)));
+    }
+    let refused = coordinator
+        .trigger(CheckpointType::Checkpoint, Instant::now())
+        .unwrap_err();
+    assert_eq!(
+        refused,
+        TriggerRefused::JobFailed {
+            failures: 2,
+            tolerable: 1
+        }
+    );
+    assert_eq!(bed.storage.completed_checkpoints().unwrap(), [1]);
+    let err = coordinator
+        .decline(CheckpointId::new(9), 0, "never triggered")
+        .unwrap_err();
+    assert!(matches!(err, Error::NotFound { .. }), "{err}");
+}
+
+#[test]
+fn a_completion_resets_the_failures_in_a_row() {
+    let bed = Bed::new();
+    let coordinator = bed.coordinator(|c| c.tolerable_failures = 1);
+    for _ in 0..3 {
+        let request = coordinator
+            .trigger(CheckpointType::Checkpoint, Instant::now())
+            .unwrap();
+        let aborted = coordinator.decline(request.id, 0, "busy").unwrap();
+        assert!(!aborted.job_failed);
+        checkpoint(&bed, &coordinator, &["a.sst"], &[]);
+    }
+}
+
+#[test]
+fn a_timed_out_checkpoint_is_aborted_and_a_late_acknowledgement_discarded() {
+    let bed = Bed::new();
+    let coordinator = bed.coordinator(|c| c.timeout = Duration::from_secs(10));
+    let start = Instant::now();
+    let request = coordinator
+        .trigger(CheckpointType::Checkpoint, start)
+        .unwrap();
+    coordinator
+        .acknowledge(request.id, bed.ack(request.id, 0, &["a.sst"], &[]))
+        .unwrap();
+    assert!(
+        coordinator
+            .abort_expired(start + Duration::from_secs(9))
+            .unwrap()
+            .is_empty()
+    );
+    let aborted = coordinator
+        .abort_expired(start + Duration::from_secs(10))
+        .unwrap();
+    assert_eq!(aborted.len(), 1);
+    assert_eq!(aborted[0].id, request.id);
+    assert!(aborted[0].job_failed, "no failure is tolerated by default");
+    assert!(coordinator.pending().is_empty());
+    let late = coordinator
+        .acknowledge(request.id, bed.ack(request.id, 1, &["b.sst"], &[]))
+        .unwrap();
+    assert!(matches!(late, Acknowledged::Late), "{late:?}");
+    assert!(bed.nothing_stored(), "{:?}", bed.files());
+}
+
+#[test]
+fn triggers_wait_for_max_concurrent_and_min_pause() {
+    let bed = Bed::new();
+    let coordinator = bed.coordinator(|c| c.min_pause = Duration::from_secs(5));
+    let start = Instant::now();
+    let request = coordinator
+        .trigger(CheckpointType::Checkpoint, start)
+        .unwrap();
+    assert_eq!(
+        coordinator.trigger(CheckpointType::Checkpoint, start),
+        Err(TriggerRefused::TooManyPending { pending: 1 })
+    );
+    for index in 0..2 {
+        coordinator
+            .acknowledge(request.id, bed.ack(request.id, index, &[], &[]))
+            .unwrap();
+    }
+    let completed_at = Instant::now();
+    let refused = coordinator
+        .trigger(
+            CheckpointType::Checkpoint,
+            completed_at + Duration::from_secs(4),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(refused, TriggerRefused::MinPause { .. }),
+        "{refused}"
+    );
+    let next = coordinator
+        .trigger(
+            CheckpointType::Checkpoint,
+            completed_at + Duration::from_secs(5),
+        )
+        .unwrap();
+    assert_eq!(next.id, CheckpointId::new(2));
+}
+
+#[test]
+fn a_completed_checkpoint_aborts_older_pending_ones_without_counting_a_failure() {
+    let bed = Bed::new();
+    let coordinator = bed.coordinator(|c| c.max_concurrent = NonZeroUsize::new(2).unwrap());
+    let older = coordinator
+        .trigger(CheckpointType::Checkpoint, Instant::now())
+        .unwrap();
+    coordinator
+        .acknowledge(older.id, bed.ack(older.id, 0, &["a.sst"], &[]))
+        .unwrap();
+    let newer = coordinator
+        .trigger(CheckpointType::Checkpoint, Instant::now())
+        .unwrap();
+    let mut last = None;
+    for index in 0..2 {
+        last = Some(
+            coordinator
+                .acknowledge(newer.id, bed.ack(newer.id, index, &["b.sst"], &[]))
+                .unwrap(),
+        );
+    }
+    let done = completed(last.unwrap());
+    assert_eq!(done.aborted, [older.id]);
+    assert!(coordinator.pending().is_empty());
+    assert_eq!(
+        bed.shared_files(),
+        2,
+        "only checkpoint 2's files: {:?}",
+        bed.files()
+    );
+    coordinator
+        .trigger(CheckpointType::Checkpoint, Instant::now())
+        .expect("an aborted older checkpoint is no failure");
+}
+
+#[test]
+fn foreign_and_repeated_acknowledgements_are_refused() {
+    let bed = Bed::new();
+    let coordinator = bed.coordinator(|_| {});
+    let request = coordinator
+        .trigger(CheckpointType::Checkpoint, Instant::now())
+        .unwrap();
+    let err = coordinator
+        .acknowledge(request.id, bed.ack(request.id, 2, &[], &[]))
+        .unwrap_err();
+    assert!(err.to_string().contains("instance 2"), "{err}");
+    coordinator
+        .acknowledge(request.id, bed.ack(request.id, 0, &[], &[]))
+        .unwrap();
+    let err = coordinator
+        .acknowledge(request.id, bed.ack(request.id, 0, &[], &[]))
+        .unwrap_err();
+    assert!(err.to_string().contains("twice"), "{err}");
+    assert_eq!(
+        coordinator.pending(),
+        [request.id],
+        "still waiting for instance 1"
+    );
+}
+
+#[test]
+fn an_acknowledgement_repeated_after_completion_deletes_nothing() {
+    let bed = Bed::new();
+    let coordinator = bed.coordinator(|_| {});
+    let request = coordinator
+        .trigger(CheckpointType::Checkpoint, Instant::now())
+        .unwrap();
+    let acks: Vec<Acknowledgement> = (0..2)
+        .map(|index| bed.ack(request.id, index, &["a.sst"], &[]))
+        .collect();
+    for ack in &acks {
+        coordinator.acknowledge(request.id, ack.clone()).unwrap();
+    }
+    // Checkpoint 2 keeps checkpoint 1's files by placeholder; checkpoint 1 is subsumed.
+    checkpoint(&bed, &coordinator, &[], &["a.sst"]);
+    let before = bed.files();
+    for id in [request.id, CheckpointId::new(2), CheckpointId::new(7)] {
+        // A message delivered twice, or an acknowledgement of a checkpoint never triggered.
+        let err = coordinator.acknowledge(id, acks[0].clone()).unwrap_err();
+        assert!(err.to_string().contains("not pending"), "{err}");
+    }
+    assert_eq!(bed.files(), before, "checkpoint 2 still needs a.sst");
+}
+
+/// Local storage whose commits fail.
+#[derive(Debug)]
+struct RefusingCommits(Arc<LocalCheckpointStorage>);
+
+impl CheckpointStorage for RefusingCommits {
+    fn location(&self) -> String {
+        CheckpointStorage::location(&*self.0)
+    }
+    fn stream_factory(&self, id: CheckpointId) -> Result<Arc<dyn CheckpointStreamFactory>> {
+        CheckpointStorage::stream_factory(&*self.0, id)
+    }
+    fn commit_checkpoint(&self, metadata: &CheckpointMetadata) -> Result<()> {
+        Err(Error::io(
+            format!("chk-{}/_metadata", metadata.checkpoint_id),
+            std::io::Error::other("the disk is full"),
+        ))
+    }
+    fn completed_checkpoints(&self) -> Result<Vec<CheckpointId>> {
+        CheckpointStorage::completed_checkpoints(&*self.0)
+    }
+    fn load_checkpoint(&self, id: CheckpointId) -> Result<CheckpointMetadata> {
+        CheckpointStorage::load_checkpoint(&*self.0, id)
+    }
+    fn discard_checkpoint(&self, id: CheckpointId) -> Result<()> {
+        CheckpointStorage::discard_checkpoint(&*self.0, id)
+    }
+    fn claim(&self, job: &JobId) -> Result<StorageClaim> {
+        CheckpointStorage::claim(&*self.0, job)
+    }
+}
+
+#[test]
+fn a_failed_commit_aborts_the_checkpoint_and_deletes_its_files() {
+    let bed = Bed::new();
+    let coordinator = bed.coordinator_on(Arc::new(RefusingCommits(bed.storage.clone())), |_| {});
+    let request = coordinator
+        .trigger(CheckpointType::Checkpoint, Instant::now())
+        .unwrap();
+    coordinator
+        .acknowledge(request.id, bed.ack(request.id, 0, &["a.sst"], &[]))
+        .unwrap();
+    let err = coordinator
+        .acknowledge(request.id, bed.ack(request.id, 1, &["a.sst"], &[]))
+        .unwrap_err();
+    assert!(err.to_string().contains("the disk is full"), "{err}");
+    assert!(bed.nothing_stored(), "{:?}", bed.files());
+    assert!(coordinator.pending().is_empty());
+    assert!(coordinator.retained().is_empty());
+    assert!(coordinator.shared_state().keys().is_empty());
+    assert!(matches!(
+        coordinator.stats().last().unwrap().status,
+        CheckpointStatus::Failed(_)
+    ));
+}
+
+#[test]
+fn acknowledgements_travel_as_json() {
+    let handle = IncrementalRemoteKeyedStateHandle {
+        backend_identifier: "instance-0".into(),
+        key_group_range: KeyGroupRange::new(0, 63).unwrap(),
+        checkpoint_id: CheckpointId::new(3),
+        strategy: Some("rocksdb-incremental".into()),
+        shared_state: vec![],
+        private_state: vec![],
+        meta_state: Arc::new(ByteStreamStateHandle::new("meta", b"header".to_vec())),
+    };
+    let ack = Acknowledgement {
+        snapshot: InstanceSnapshot {
+            index: 0,
+            keyed: vec![Arc::new(handle) as Arc<dyn KeyedStateHandle>],
+            operator: vec![],
+        },
+        stats: InstanceStats {
+            sync: Duration::from_micros(1500),
+            asynchronous: Duration::from_millis(20),
+            bytes: 6,
+        },
+    };
+    let json = serde_json::to_string(&ack).unwrap();
+    let back: Acknowledgement = serde_json::from_str(&json).unwrap();
+    assert_eq!(back.stats, ack.stats);
+    assert_eq!(back.snapshot.index, 0);
+    let keyed = back.snapshot.keyed[0]
+        .downcast_ref::<IncrementalRemoteKeyedStateHandle>()
+        .unwrap();
+    assert_eq!(keyed.checkpoint_id, CheckpointId::new(3));
+    assert_eq!(keyed.key_group_range, KeyGroupRange::new(0, 63).unwrap());
+}
