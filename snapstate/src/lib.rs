@@ -64,8 +64,9 @@ pub use state_storage_local::LocalCheckpointStorage;
 /// The compression decorators `snappy` and `lz4` (`state-compress`).
 #[cfg(any(feature = "snappy", feature = "lz4"))]
 pub use state_compress as compress;
-/// Checkpoint coordination applications reuse, `state-coordinator`: the shared-state
-/// registry of incremental checkpoints.
+/// Checkpoint coordination applications reuse, `state-coordinator`: the checkpoint
+/// lifecycle (`CheckpointCoordinator`) and the shared-state registry of incremental
+/// checkpoints.
 #[cfg(feature = "coordinator")]
 pub use state_coordinator as coordinator;
 /// The heap keyed state backend (`state-heap`).

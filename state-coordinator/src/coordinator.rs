@@ -49,7 +49,8 @@ const ABORTED_KEPT: usize = 1000;
 /// What governs a [`CheckpointCoordinator`], under the names Flink's configuration uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CoordinatorConfig {
-    /// The job's parallelism: the instances that acknowledge every checkpoint.
+    /// The job's parallelism: the instances that acknowledge every checkpoint (see
+    /// [`CheckpointCoordinator::rescale`]).
     pub instances: NonZeroU32,
     /// Max parallelism (number of key groups) recorded in every checkpoint.
     pub max_parallelism: MaxParallelism,
@@ -174,6 +175,8 @@ pub struct Completed {
     pub aborted: Vec<CheckpointId>,
     /// Retained checkpoints it subsumed (discarded).
     pub subsumed: Vec<CheckpointId>,
+    /// Shared files deleted with them: no retained checkpoint refers to them any more.
+    pub pruned: usize,
     /// Its figures.
     pub stats: CheckpointStats,
 }
@@ -220,6 +223,7 @@ struct Retained {
 }
 
 struct Inner {
+    instances: NonZeroU32,
     next_id: CheckpointId,
     pending: BTreeMap<CheckpointId, Pending>,
     retained: VecDeque<Retained>,
@@ -284,11 +288,13 @@ impl CheckpointCoordinator {
     /// A coordinator of a new job storing its checkpoints in `storage`, numbering them
     /// from 1.
     pub fn new(storage: Arc<dyn CheckpointStorage>, config: CoordinatorConfig) -> Self {
+        let instances = config.instances;
         CheckpointCoordinator {
             storage,
             shared: SharedStateRegistry::default(),
             config,
             inner: Mutex::new(Inner {
+                instances,
                 next_id: CheckpointId::new(1),
                 pending: BTreeMap::new(),
                 retained: VecDeque::new(),
@@ -306,9 +312,54 @@ impl CheckpointCoordinator {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The configuration.
+    /// The configuration it was created with.
     pub fn config(&self) -> &CoordinatorConfig {
         &self.config
+    }
+
+    /// The job now runs `instances` instances (it was restored with another parallelism):
+    /// checkpoints triggered from now on wait for that many acknowledgements.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] while checkpoints are pending.
+    pub fn rescale(&self, instances: NonZeroU32) -> Result<()> {
+        let mut inner = self.lock();
+        if !inner.pending.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "cannot rescale to {instances} instances while checkpoints {:?} are pending",
+                inner.pending.keys().collect::<Vec<_>>()
+            )));
+        }
+        inner.instances = instances;
+        Ok(())
+    }
+
+    /// The job ended and its checkpoints are not kept: aborts the pending checkpoints and
+    /// discards every retained checkpoint with its shared files. Savepoints stay.
+    ///
+    /// # Errors
+    ///
+    /// The first error discarding (the rest is still discarded).
+    pub fn discard_all(&self) -> Result<()> {
+        let mut inner = self.lock();
+        let mut outcome = Ok(());
+        let pending: Vec<CheckpointId> = inner.pending.keys().copied().collect();
+        for id in pending {
+            if let Some(pending) = inner.pending.remove(&id) {
+                let reason = "the job ended".to_owned();
+                outcome = outcome.and(self.abort(&mut inner, pending, reason, false).map(|_| ()));
+            }
+        }
+        let retained = std::mem::take(&mut inner.retained);
+        for old in retained {
+            if old.savepoint {
+                inner.retained.push_back(old);
+                continue;
+            }
+            outcome = outcome.and(self.discard_retained(&old).map(|_| ()));
+        }
+        outcome
     }
 
     /// The registry of the retained checkpoints' shared files.
@@ -382,13 +433,14 @@ impl CheckpointCoordinator {
     /// returned; the instances are then to be told it aborted.
     pub fn acknowledge(&self, id: CheckpointId, ack: Acknowledgement) -> Result<Acknowledged> {
         let index = ack.snapshot.index;
-        if index >= self.config.instances.get() {
+        let mut inner = self.lock();
+        if index >= inner.instances.get() {
             return Err(Error::InvalidArgument(format!(
                 "instance {index} acknowledged checkpoint {id}, but the job has {} instances",
-                self.config.instances
+                inner.instances
             )));
         }
-        let mut inner = self.lock();
+        let instances = inner.instances.get() as usize;
         let Some(pending) = inner.pending.get_mut(&id) else {
             if !inner.aborted.contains(&id) {
                 return Err(Error::InvalidArgument(format!(
@@ -408,7 +460,7 @@ impl CheckpointCoordinator {
             )));
         }
         pending.acks.insert(index, ack);
-        let missing = self.config.instances.get() as usize - pending.acks.len();
+        let missing = instances.saturating_sub(pending.acks.len());
         if missing > 0 {
             return Ok(Acknowledged::Pending { missing });
         }
@@ -570,35 +622,44 @@ impl CheckpointCoordinator {
                 aborted.push(old);
             }
         }
-        let subsumed = self.subsume(inner)?;
+        let (subsumed, pruned) = self.subsume(inner)?;
         Ok(Completed {
             metadata,
             aborted,
             subsumed,
+            pruned,
             stats,
         })
     }
 
-    /// Discards the oldest retained checkpoints beyond `num-retained` (savepoints never).
-    fn subsume(&self, inner: &mut Inner) -> Result<Vec<CheckpointId>> {
+    /// Discards the oldest retained checkpoints beyond `num-retained` (savepoints never);
+    /// returns their ids and how many shared files went with them.
+    fn subsume(&self, inner: &mut Inner) -> Result<(Vec<CheckpointId>, usize)> {
         let mut subsumed = Vec::new();
-        loop {
-            let checkpoints = inner.retained.iter().filter(|r| !r.savepoint).count();
-            if checkpoints <= self.config.num_retained.get() {
-                return Ok(subsumed);
-            }
+        let mut pruned = 0;
+        while inner.retained.iter().filter(|r| !r.savepoint).count()
+            > self.config.num_retained.get()
+        {
             let Some(position) = inner.retained.iter().position(|r| !r.savepoint) else {
-                return Ok(subsumed);
+                break;
             };
             let Some(old) = inner.retained.remove(position) else {
-                return Ok(subsumed);
+                break;
             };
-            discard_all(&old.keyed, &old.operator)?;
-            self.shared.release(old.id)?;
-            self.storage.discard_checkpoint(old.id)?;
+            pruned += self.discard_retained(&old)?;
             tracing::info!(checkpoint = %old.id, "checkpoint subsumed");
             subsumed.push(old.id);
         }
+        Ok((subsumed, pruned))
+    }
+
+    /// Discards a retained checkpoint's own files and metadata and releases its shared
+    /// files; returns how many of those no retained checkpoint needed any more.
+    fn discard_retained(&self, old: &Retained) -> Result<usize> {
+        discard_all(&old.keyed, &old.operator)?;
+        let pruned = self.shared.release(old.id)?;
+        self.storage.discard_checkpoint(old.id)?;
+        Ok(pruned)
     }
 
     /// Discards what the instances of `pending` stored; a `failure` (not a checkpoint

@@ -243,6 +243,7 @@ fn subsuming_keeps_the_shared_files_a_retained_checkpoint_refers_to() {
     // Checkpoint 2 keeps a.sst by placeholder, drops b.sst and adds c.sst.
     let second = checkpoint(&bed, &coordinator, &["c.sst"], &["a.sst"]);
     assert_eq!(second.subsumed, [CheckpointId::new(1)]);
+    assert_eq!(second.pruned, 2, "b.sst of both instances");
     assert_eq!(coordinator.retained(), [CheckpointId::new(2)]);
     assert_eq!(bed.storage.completed_checkpoints().unwrap(), [2]);
     assert_eq!(bed.shared_files(), 4, "a.sst and c.sst of both instances");
@@ -601,4 +602,43 @@ fn acknowledgements_travel_as_json() {
         .unwrap();
     assert_eq!(keyed.checkpoint_id, CheckpointId::new(3));
     assert_eq!(keyed.key_group_range, KeyGroupRange::new(0, 63).unwrap());
+}
+
+#[test]
+fn a_rescaled_job_waits_for_its_new_parallelism_and_discard_all_leaves_only_savepoints() {
+    let bed = Bed::new();
+    let coordinator = bed.coordinator(|c| c.tolerable_failures = 1);
+    checkpoint(&bed, &coordinator, &["a.sst"], &[]);
+    let request = coordinator
+        .trigger(CheckpointType::Checkpoint, Instant::now())
+        .unwrap();
+    let err = coordinator.rescale(NonZeroU32::MIN).unwrap_err();
+    assert!(err.to_string().contains("pending"), "{err}");
+    coordinator.decline(request.id, 0, "rescaling").unwrap();
+    coordinator.rescale(NonZeroU32::MIN).unwrap();
+    let request = coordinator
+        .trigger(CheckpointType::Savepoint, Instant::now())
+        .unwrap();
+    let savepoint = bed.ack(request.id, 0, &["s.sst"], &[]);
+    let done = completed(coordinator.acknowledge(request.id, savepoint).unwrap());
+    assert_eq!(done.metadata.instances.len(), 1, "one instance now");
+    let pending = coordinator
+        .trigger(CheckpointType::Checkpoint, Instant::now())
+        .unwrap();
+    coordinator
+        .acknowledge(pending.id, bed.ack(pending.id, 0, &["p.sst"], &[]))
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    coordinator.discard_all().unwrap();
+    assert!(coordinator.pending().is_empty());
+    assert_eq!(coordinator.retained(), [request.id], "the savepoint stays");
+    assert_eq!(
+        bed.storage.completed_checkpoints().unwrap(),
+        [request.id.get()]
+    );
+    let left: Vec<String> = (bed.files().into_iter())
+        .filter(|f| !f.ends_with('/'))
+        .filter(|f| !f.starts_with(&format!("chk-{}/", request.id)))
+        .collect();
+    assert_eq!(left.len(), 1, "the savepoint's shared file only: {left:?}");
 }

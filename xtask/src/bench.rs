@@ -486,12 +486,8 @@ fn owned(keys: impl Iterator<Item = u64>, range: KeyGroupRange) -> impl Iterator
 
 /// Checkpoints every instance and completes the checkpoint; the figures are summed over
 /// the instances.
-fn checkpoint(
-    instances: &mut [Box<dyn KeyedStateBackend>],
-    job: &Job,
-    checkpoint_id: CheckpointId,
-) -> DynResult<Taken> {
-    job.checkpoint_all(instances, checkpoint_id, &CheckpointOptions::checkpoint())
+fn checkpoint(instances: &mut [Box<dyn KeyedStateBackend>], job: &Job) -> DynResult<Taken> {
+    job.checkpoint_all(instances, &CheckpointOptions::checkpoint())
 }
 
 /// Figures of restoring one checkpoint into some instances, one after the other.
@@ -572,8 +568,8 @@ pub(crate) fn run_one(args: OneArgs) -> DynResult {
         }
         None => Arc::new(LocalCheckpointStorage::new(args.dir.join("checkpoints"))?),
     };
-    let job = Job::new(storage.clone(), BTreeMap::new());
     let parallelism = args.rescale.map_or(1, |rescale| rescale.from);
+    let job = Job::new(storage.clone(), parallelism, BTreeMap::new())?;
     let ranges = ranges(parallelism)?;
     let mut instances = Vec::new();
     let mut states = Vec::new();
@@ -607,7 +603,7 @@ pub(crate) fn run_one(args: OneArgs) -> DynResult {
     // for it: checkpoint 1's size written three times, the median kept.
     std::thread::sleep(std::time::Duration::from_millis(args.pause_after_fill_ms));
     eprintln!("checkpoint 1");
-    let first = checkpoint(&mut instances, &job, CheckpointId::new(1))?;
+    let first = checkpoint(&mut instances, &job)?;
     let reference = match &args.storage {
         Some(_) => ("storage_mb_per_s", storage_speed(&*storage, first.bytes)?),
         None => (
@@ -628,15 +624,8 @@ pub(crate) fn run_one(args: OneArgs) -> DynResult {
             )?;
         }
         eprintln!("checkpoint {checkpoint_id}");
-        later.push(checkpoint(
-            &mut instances,
-            &job,
-            CheckpointId::new(checkpoint_id),
-        )?);
-        if checkpoint_id > 2 {
-            // Checkpoint 1 stays for the spec's figures; the ones between are subsumed.
-            job.subsume(CheckpointId::new(checkpoint_id - 1))?;
-        }
+        // The coordinator retains the last checkpoint: each one subsumes the one before.
+        later.push(checkpoint(&mut instances, &job)?);
     }
     let second = later.pop().ok_or("at least two checkpoints are taken")?;
     for instance in &mut instances {
@@ -675,9 +664,8 @@ pub(crate) fn run_one(args: OneArgs) -> DynResult {
         None => None,
     };
     let peak_rss_mb = peak_rss_mb();
-    // The last checkpoint subsumes 1, then goes too: the storage is left as it was found.
-    job.subsume(CheckpointId::new(1))?;
-    job.subsume(CheckpointId::new(args.checkpoints))?;
+    // The storage is left as it was found.
+    job.discard_checkpoints()?;
 
     eprintln!("reference points");
     let codec_mb_per_s = match args.compression.as_str() {

@@ -14,14 +14,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use state_api::CheckpointId;
 use state_api::{
     CheckpointOptions, KeyGroupRange, KeyedBackendParams, KeyedStateBackend, KeyedStateHandle,
     PluginKind, Registry,
 };
 
 use crate::DynResult;
-use crate::job::Job;
+use crate::job::{Job, Taken};
 use crate::workload::{MAX_PARALLELISM, ValueKind, Workload};
 
 fn millis(started: Instant) -> f64 {
@@ -111,20 +110,19 @@ fn owned_keys(workload: &Workload, range: KeyGroupRange) -> impl Iterator<Item =
         .filter(move |key| range.contains(MAX_PARALLELISM.key_group_of(&key.to_be_bytes())))
 }
 
-/// Checkpoints every instance as checkpoint `checkpoint_id` of `job`; returns the
-/// restorable handles and a row with the summed figures.
+/// Checkpoints every instance as the next checkpoint of `job`; returns what completing
+/// it did and fills a row with the summed figures.
 fn checkpoint_all(
     instances: &mut [Box<dyn KeyedStateBackend>],
     job: &Job,
-    checkpoint_id: CheckpointId,
     options: &CheckpointOptions,
     row: &mut Row,
-) -> DynResult<Vec<Arc<dyn KeyedStateHandle>>> {
-    let taken = job.checkpoint_all(instances, checkpoint_id, options)?;
+) -> DynResult<Taken> {
+    let taken = job.checkpoint_all(instances, options)?;
     row.sync_ms = Some(taken.sync_ms);
     row.async_ms = Some(taken.async_ms);
     row.bytes = Some(taken.bytes);
-    Ok(taken.handles)
+    Ok(taken)
 }
 
 /// Restores `handles` into `parallelism` instances of `target`, verifying every key on
@@ -201,7 +199,6 @@ fn run_backend(
     checkpoint_all(
         &mut instances,
         job,
-        CheckpointId::new(1),
         &CheckpointOptions::checkpoint(),
         &mut row,
     )?;
@@ -213,14 +210,14 @@ fn run_backend(
     let second = checkpoint_all(
         &mut instances,
         job,
-        CheckpointId::new(2),
         &CheckpointOptions::checkpoint(),
         &mut row,
     )?;
-    let pruned = job.subsume(CheckpointId::new(1))?;
     row.note = format!(
-        "after changing {changed} keys; subsuming checkpoint 1 pruned {pruned} shared files"
+        "after changing {changed} keys; subsuming checkpoint 1 pruned {} shared files",
+        second.completed.pruned
     );
+    let second = second.handles;
     rows.push(row);
 
     // The crash: the backend goes away without a goodbye.
@@ -234,13 +231,7 @@ fn run_backend(
     let mut four = restore_all(target, workload, &states, &second, 4, &mut row)?;
     rows.push(row);
     let mut row = Row::new("checkpoint 3 (4 inst.)", name);
-    let third = checkpoint_all(
-        &mut four,
-        job,
-        CheckpointId::new(3),
-        &CheckpointOptions::checkpoint(),
-        &mut row,
-    )?;
+    let third = checkpoint_all(&mut four, job, &CheckpointOptions::checkpoint(), &mut row)?.handles;
     rows.push(row);
     drop(four);
 
@@ -248,13 +239,8 @@ fn run_backend(
     let mut two = restore_all(target, workload, &states, &third, 2, &mut row)?;
     rows.push(row);
     let mut row = Row::new("savepoint 4 (2 inst.)", name);
-    let savepoint = checkpoint_all(
-        &mut two,
-        job,
-        CheckpointId::new(4),
-        &CheckpointOptions::savepoint(),
-        &mut row,
-    )?;
+    let savepoint =
+        checkpoint_all(&mut two, job, &CheckpointOptions::savepoint(), &mut row)?.handles;
     row.note = "canonical format, portable to every backend".into();
     rows.push(row);
     Ok((states, savepoint))
@@ -347,7 +333,7 @@ pub(crate) fn run(dir: Option<PathBuf>, keys: u64) -> DynResult {
         properties.insert("compression".to_owned(), "lz4".to_owned());
         let job_dir = root.join(&target.strategy);
         let storage = state_storage_local::LocalCheckpointStorage::new(&job_dir)?;
-        let job = Job::new(Arc::new(storage), properties);
+        let job = Job::new(Arc::new(storage), 1, properties)?;
         let (states, savepoint) = run_backend(target, &job, &workload, &mut rows)?;
         savepoints.push((target.strategy.clone(), states, savepoint));
         jobs.push(job_dir);
@@ -413,10 +399,12 @@ mod tests {
                 state_storage_local::LocalCheckpointStorage::new(dir.path().join(job)).unwrap();
             assert_eq!(
                 storage.completed_checkpoints().unwrap(),
-                [2, 3, 4],
-                "{job}: checkpoint 1 was subsumed, 2 to 4 are committed"
+                [3, 4],
+                "{job}: one checkpoint is retained (1 and 2 were subsumed) and the savepoint"
             );
-            let savepoint = storage.load_checkpoint(CheckpointId::new(4)).unwrap();
+            let savepoint = storage
+                .load_checkpoint(state_api::CheckpointId::new(4))
+                .unwrap();
             assert_eq!(
                 savepoint.checkpoint_type,
                 state_api::CheckpointType::Savepoint

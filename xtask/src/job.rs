@@ -1,24 +1,23 @@
-//! [`Job`]: the part of a checkpoint coordinator the benchmark and the demo need.
-//!
-//! A checkpoint completes when the job commits its metadata: incremental handles are
-//! registered with the job's [`SharedStateRegistry`] first (so shared files are counted
-//! and placeholders resolve), and the metadata holds the resolved handles, so the
-//! `snapstate` tool and a restore read it without the registry. Subsuming a checkpoint
-//! discards what only it held: its own files, its metadata, and shared files no retained
-//! checkpoint refers to any more.
+//! [`Job`]: the in-process driver the benchmark and the demo share over a
+//! [`CheckpointCoordinator`]: it snapshots every instance, acknowledges each part and
+//! tells the instances when a checkpoint completed. Registering shared files, committing
+//! the metadata and subsuming older checkpoints are the coordinator's.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::num::NonZeroU32;
+use std::sync::Arc;
 
 use std::time::Instant;
 
 use state_api::CheckpointId;
 use state_api::{
-    CheckpointMetadata, CheckpointOptions, CheckpointStorage, CheckpointType,
-    IncrementalRemoteKeyedStateHandle, InstanceSnapshot, KeyedStateBackend, KeyedStateHandle,
-    Result, SnapshotRequest, StateObject,
+    CheckpointOptions, CheckpointStorage, InstanceSnapshot, KeyedStateBackend, KeyedStateHandle,
+    StateObject,
 };
-use state_coordinator::SharedStateRegistry;
+use state_coordinator::{
+    Acknowledged, Acknowledgement, CheckpointCoordinator, Completed, CoordinatorConfig,
+    InstanceStats,
+};
 
 use crate::DynResult;
 use crate::counting::CountingStreamFactory;
@@ -35,6 +34,8 @@ pub(crate) struct Taken {
     pub(crate) bytes: u64,
     /// The handles to restore from, one per instance.
     pub(crate) handles: Vec<Arc<dyn KeyedStateHandle>>,
+    /// What completing it did: the checkpoints it subsumed and the shared files pruned.
+    pub(crate) completed: Completed,
 }
 
 impl Taken {
@@ -44,121 +45,84 @@ impl Taken {
     }
 }
 
-/// Checkpoint storage, its shared state registry and the retained checkpoints of one job.
+/// The checkpoints of one job, kept by a [`CheckpointCoordinator`] over its storage.
 #[derive(Debug)]
 pub(crate) struct Job {
     storage: Arc<dyn CheckpointStorage>,
-    shared: SharedStateRegistry,
-    properties: BTreeMap<String, String>,
-    /// Retained checkpoints as the registry returned them (shared files as placeholders).
-    retained: Mutex<BTreeMap<CheckpointId, Vec<Arc<dyn KeyedStateHandle>>>>,
+    coordinator: CheckpointCoordinator,
 }
 
 impl Job {
-    /// A job storing checkpoints in `storage`, describing itself with `properties` in
-    /// every checkpoint's metadata.
+    /// A job of `instances` instances storing checkpoints in `storage` (one retained),
+    /// describing itself with `properties` in every checkpoint's metadata.
     pub(crate) fn new(
         storage: Arc<dyn CheckpointStorage>,
+        instances: u32,
         properties: BTreeMap<String, String>,
-    ) -> Self {
-        Job {
+    ) -> DynResult<Self> {
+        let instances = NonZeroU32::new(instances).ok_or("a job has at least one instance")?;
+        let mut config = CoordinatorConfig::new(instances, MAX_PARALLELISM);
+        config.properties = properties;
+        Ok(Job {
+            coordinator: CheckpointCoordinator::new(storage.clone(), config),
             storage,
-            shared: SharedStateRegistry::default(),
-            properties,
-            retained: Mutex::default(),
-        }
+        })
     }
 
-    /// A byte-counting stream factory for checkpoint `checkpoint_id`.
-    pub(crate) fn factory(
-        &self,
-        checkpoint_id: CheckpointId,
-    ) -> Result<Arc<CountingStreamFactory>> {
-        Ok(Arc::new(CountingStreamFactory::new(
-            self.storage.stream_factory(checkpoint_id)?,
-        )))
-    }
-
-    /// Completes checkpoint `checkpoint_id` whose instance `i` stored `handles[i]`:
-    /// registers incremental handles, commits the metadata, and returns the handles to
-    /// restore from.
-    pub(crate) fn complete(
-        &self,
-        checkpoint_id: CheckpointId,
-        checkpoint_type: CheckpointType,
-        handles: Vec<Arc<dyn KeyedStateHandle>>,
-    ) -> Result<Vec<Arc<dyn KeyedStateHandle>>> {
-        let mut retained = Vec::new();
-        let mut restorable = Vec::new();
-        for handle in handles {
-            match handle.downcast_ref::<IncrementalRemoteKeyedStateHandle>() {
-                Some(incremental) => {
-                    let kept = self.shared.register(incremental)?;
-                    restorable.push(Arc::new(self.shared.resolve(&kept)?) as Arc<_>);
-                    retained.push(Arc::new(kept) as Arc<dyn KeyedStateHandle>);
-                }
-                None => {
-                    restorable.push(handle.clone());
-                    retained.push(handle);
-                }
-            }
-        }
-        let timestamp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        let mut metadata =
-            CheckpointMetadata::new(checkpoint_id, timestamp, checkpoint_type, MAX_PARALLELISM);
-        metadata.properties = self.properties.clone();
-        metadata.instances = (0u32..)
-            .zip(&restorable)
-            .map(|(index, handle)| InstanceSnapshot {
-                index,
-                keyed: vec![handle.clone()],
-                operator: Vec::new(),
-            })
-            .collect();
-        self.storage.commit_checkpoint(&metadata)?;
-        self.retained
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(checkpoint_id, retained);
-        Ok(restorable)
-    }
-
-    /// Snapshots every instance, one after the other, as checkpoint `checkpoint_id` with
-    /// `options`, completes the checkpoint and notifies the instances.
+    /// Snapshots every instance, one after the other, as the next checkpoint with
+    /// `options`, completes it and notifies the instances. A job restored with another
+    /// parallelism is rescaled first.
     pub(crate) fn checkpoint_all(
         &self,
         instances: &mut [Box<dyn KeyedStateBackend>],
-        checkpoint_id: CheckpointId,
         options: &CheckpointOptions,
     ) -> DynResult<Taken> {
-        let factory = self.factory(checkpoint_id)?;
-        let millis = |started: Instant| started.elapsed().as_secs_f64() * 1000.0;
+        let parallelism = u32::try_from(instances.len())?;
+        self.coordinator
+            .rescale(NonZeroU32::new(parallelism).ok_or("no instance to checkpoint")?)?;
+        let request = self
+            .coordinator
+            .trigger(options.checkpoint_type, Instant::now())?;
+        let checkpoint_id: CheckpointId = request.id;
+        let factory = Arc::new(CountingStreamFactory::new(
+            self.storage.stream_factory(checkpoint_id)?,
+        ));
+        let millis = |duration: std::time::Duration| duration.as_secs_f64() * 1000.0;
         let (mut sync_ms, mut async_ms) = (0.0, 0.0);
-        let mut handles = Vec::new();
-        for instance in instances.iter_mut() {
+        let mut completed = None;
+        for (index, instance) in (0u32..).zip(instances.iter_mut()) {
+            let written = factory.bytes();
             let started = Instant::now();
-            let task = instance.snapshot(
-                &SnapshotRequest::new(checkpoint_id, checkpoint_id.get(), options.clone()),
-                factory.clone(),
-            )?;
-            sync_ms += millis(started);
+            let task = instance.snapshot(&request, factory.clone())?;
+            let sync = started.elapsed();
             let started = Instant::now();
             let result = task.run()?;
-            async_ms += millis(started);
-            handles.push(
-                result
-                    .job_manager_owned()
-                    .cloned()
-                    .ok_or("a snapshot of filled state stored nothing")?,
-            );
+            let asynchronous = started.elapsed();
+            sync_ms += millis(sync);
+            async_ms += millis(asynchronous);
+            let handle = (result.job_manager_owned().cloned())
+                .ok_or("a snapshot of filled state stored nothing")?;
+            let ack = Acknowledgement {
+                snapshot: InstanceSnapshot {
+                    index,
+                    keyed: vec![handle],
+                    operator: Vec::new(),
+                },
+                stats: InstanceStats {
+                    sync,
+                    asynchronous,
+                    bytes: factory.bytes() - written,
+                },
+            };
+            match self.coordinator.acknowledge(checkpoint_id, ack)? {
+                Acknowledged::Completed(done) => completed = Some(*done),
+                Acknowledged::Pending { .. } => {}
+                Acknowledged::Late => {
+                    return Err(format!("checkpoint {checkpoint_id} aborted").into());
+                }
+            }
         }
-        let checkpoint_type = match options.is_savepoint() {
-            true => CheckpointType::Savepoint,
-            false => CheckpointType::Checkpoint,
-        };
-        let handles = self.complete(checkpoint_id, checkpoint_type, handles)?;
+        let completed = completed.ok_or("the checkpoint did not complete")?;
         for instance in instances.iter_mut() {
             instance.notify_checkpoint_complete(checkpoint_id)?;
         }
@@ -166,25 +130,14 @@ impl Job {
             sync_ms,
             async_ms,
             bytes: factory.bytes(),
-            handles,
+            handles: completed.metadata.keyed_handles(),
+            completed,
         })
     }
 
-    /// Checkpoint `checkpoint_id` is subsumed: discards its own files and metadata and the
-    /// shared files no other retained checkpoint refers to; returns how many shared files
-    /// went.
-    pub(crate) fn subsume(&self, checkpoint_id: CheckpointId) -> Result<usize> {
-        let handles = self
-            .retained
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&checkpoint_id)
-            .unwrap_or_default();
-        for handle in &handles {
-            handle.discard()?;
-        }
-        let pruned = self.shared.release(checkpoint_id)?;
-        self.storage.discard_checkpoint(checkpoint_id)?;
-        Ok(pruned)
+    /// The job ends without keeping its checkpoints: every retained one goes with its
+    /// shared files (savepoints stay).
+    pub(crate) fn discard_checkpoints(&self) -> DynResult {
+        Ok(self.coordinator.discard_all()?)
     }
 }
