@@ -33,7 +33,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use state_api::{
     CheckpointId, CheckpointMetadata, CheckpointOptions, CheckpointStorage, CheckpointType, Error,
-    IncrementalRemoteKeyedStateHandle, InstanceSnapshot, KeyedStateHandle, MaxParallelism,
+    IncrementalRemoteKeyedStateHandle, InstanceSnapshot, JobId, KeyedStateHandle, MaxParallelism,
     OperatorStreamStateHandle, Result, SnapshotRequest, StateObject,
 };
 
@@ -67,6 +67,8 @@ pub struct CoordinatorConfig {
     pub tolerable_failures: u32,
     /// `execution.checkpointing.num-retained`: completed checkpoints kept. Default 1.
     pub num_retained: NonZeroUsize,
+    /// The job recorded in every checkpoint's metadata.
+    pub job_id: Option<JobId>,
     /// Facts about the job recorded in every checkpoint's metadata.
     pub properties: BTreeMap<String, String>,
 }
@@ -82,6 +84,7 @@ impl CoordinatorConfig {
             min_pause: Duration::ZERO,
             tolerable_failures: 0,
             num_retained: NonZeroUsize::MIN,
+            job_id: None,
             properties: BTreeMap::new(),
         }
     }
@@ -305,6 +308,38 @@ impl CheckpointCoordinator {
                 stats: VecDeque::new(),
             }),
         }
+    }
+
+    /// A coordinator of a job resumed from `restored`, the checkpoint its instances restore
+    /// from: its shared files are registered (later checkpoints refer to them by
+    /// placeholder), it is retained and subsumed like any completed checkpoint (a restored
+    /// savepoint is kept), and checkpoints continue from the id after it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Incompatible`] for a checkpoint of another max parallelism; errors of
+    /// [`SharedStateRegistry::register_restored`] (validation, unknown placeholders).
+    pub fn resume(
+        storage: Arc<dyn CheckpointStorage>,
+        config: CoordinatorConfig,
+        restored: &CheckpointMetadata,
+    ) -> Result<Self> {
+        restored.check_max_parallelism(config.max_parallelism)?;
+        let coordinator = Self::new(storage, config);
+        let keyed = coordinator.shared.register_restored(restored)?;
+        {
+            let mut inner = coordinator.lock();
+            inner.next_id = restored.checkpoint_id.next();
+            inner.latest = Some(restored.clone());
+            inner.retained.push_back(Retained {
+                id: restored.checkpoint_id,
+                savepoint: restored.checkpoint_type == CheckpointType::Savepoint,
+                keyed,
+                operator: restored.operator_handles().into_iter().flatten().collect(),
+            });
+        }
+        tracing::info!(checkpoint = %restored.checkpoint_id, "resumed from checkpoint");
+        Ok(coordinator)
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -555,6 +590,7 @@ impl CheckpointCoordinator {
             self.config.max_parallelism,
         );
         metadata.properties = self.config.properties.clone();
+        metadata.job_id = self.config.job_id.clone();
         let mut retained = Retained {
             id,
             savepoint: checkpoint_type == CheckpointType::Savepoint,

@@ -189,16 +189,21 @@ impl SharedStateRegistry {
 
     /// Registers every incremental handle of the restored checkpoint `metadata`, so later
     /// checkpoints may refer to its shared files by placeholder (Flink's
-    /// `registerAllAfterRestored`). The whole checkpoint is [validated](CheckpointMetadata::validate)
-    /// and every placeholder checked before anything is registered, and nothing is ever
-    /// deleted: handles read back from storage are not this process's uploads.
+    /// `registerAllAfterRestored`), and returns the checkpoint's keyed handles to retain
+    /// (incremental ones with placeholders, as [`register`](Self::register) returns them).
+    /// The whole checkpoint is [validated](CheckpointMetadata::validate) and every
+    /// placeholder checked before anything is registered, and nothing is deleted while
+    /// registering: handles read back from storage are not this process's uploads.
     ///
     /// # Errors
     ///
     /// [`Error::Corrupted`] from validation; [`Error::NotFound`] for a placeholder neither
     /// registered nor named by the checkpoint; [`Error::InvalidArgument`] for a checkpoint
     /// registered already. Nothing is registered then.
-    pub fn register_restored(&self, metadata: &CheckpointMetadata) -> Result<()> {
+    pub fn register_restored(
+        &self,
+        metadata: &CheckpointMetadata,
+    ) -> Result<Vec<Arc<dyn KeyedStateHandle>>> {
         metadata.validate()?;
         let handles: Vec<Arc<dyn KeyedStateHandle>> = metadata.keyed_handles();
         let incremental: Vec<&IncrementalRemoteKeyedStateHandle> = handles
@@ -242,17 +247,22 @@ impl SharedStateRegistry {
             }
         }
         // Real files first, so placeholders among the handles resolve in any order.
-        let mut ordered = incremental;
-        ordered.sort_by_key(|handle| {
-            handle
-                .shared_state
-                .iter()
-                .any(|file| placeholder(&file.handle).is_some())
+        let mut ordered: Vec<usize> = (0..handles.len()).collect();
+        ordered.sort_by_key(|&index| {
+            handles[index]
+                .downcast_ref::<IncrementalRemoteKeyedStateHandle>()
+                .is_some_and(|handle| {
+                    (handle.shared_state.iter()).any(|file| placeholder(&file.handle).is_some())
+                })
         });
-        for handle in ordered {
-            self.register(handle)?;
+        let mut retained = handles.clone();
+        for index in ordered {
+            if let Some(handle) = handles[index].downcast_ref::<IncrementalRemoteKeyedStateHandle>()
+            {
+                retained[index] = Arc::new(self.register(handle)?);
+            }
         }
-        Ok(())
+        Ok(retained)
     }
 
     /// `handle` with every placeholder replaced by the registered shared file, for restore.

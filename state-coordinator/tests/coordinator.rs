@@ -642,3 +642,46 @@ fn a_rescaled_job_waits_for_its_new_parallelism_and_discard_all_leaves_only_save
         .collect();
     assert_eq!(left.len(), 1, "the savepoint's shared file only: {left:?}");
 }
+
+#[test]
+fn a_resumed_job_continues_the_ids_and_subsumes_the_restored_checkpoint_in_turn() {
+    let bed = Bed::new();
+    let before_crash = bed.coordinator(|c| c.job_id = Some(JobId::new("job-a").unwrap()));
+    checkpoint(&bed, &before_crash, &["a.sst", "b.sst"], &[]);
+    checkpoint(&bed, &before_crash, &[], &["a.sst", "b.sst"]);
+    drop(before_crash);
+
+    let restored = bed.storage.load_checkpoint(CheckpointId::new(2)).unwrap();
+    assert_eq!(restored.job_id, Some(JobId::new("job-a").unwrap()));
+    let mut config = CoordinatorConfig::new(
+        NonZeroU32::new(2).unwrap(),
+        MaxParallelism::new(128).unwrap(),
+    );
+    let resumed =
+        CheckpointCoordinator::resume(bed.storage.clone(), config.clone(), &restored).unwrap();
+    assert_eq!(resumed.retained(), [CheckpointId::new(2)]);
+    assert_eq!(
+        resumed.latest_completed().unwrap().checkpoint_id,
+        CheckpointId::new(2)
+    );
+    // Checkpoint 3 keeps a.sst (uploaded by checkpoint 1) by placeholder, drops b.sst.
+    let third = checkpoint(&bed, &resumed, &["c.sst"], &["a.sst"]);
+    assert_eq!(third.metadata.checkpoint_id, CheckpointId::new(3));
+    assert_eq!(third.subsumed, [CheckpointId::new(2)]);
+    assert_eq!(third.pruned, 2, "b.sst of both instances");
+    assert_eq!(bed.storage.completed_checkpoints().unwrap(), [3]);
+    for handle in third.metadata.keyed_handles() {
+        let incremental = handle
+            .downcast_ref::<IncrementalRemoteKeyedStateHandle>()
+            .unwrap();
+        for file in &incremental.shared_state {
+            file.handle.open().unwrap();
+        }
+    }
+    assert_eq!(bed.shared_files(), 4, "a.sst and c.sst of both instances");
+
+    config.max_parallelism = MaxParallelism::new(256).unwrap();
+    let err =
+        CheckpointCoordinator::resume(bed.storage.clone(), config, &third.metadata).unwrap_err();
+    assert!(matches!(err, Error::Incompatible { .. }), "{err}");
+}

@@ -12,20 +12,24 @@
 //! as one that never crashed.
 
 use std::collections::BTreeMap;
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, Sender};
+use std::time::{Duration, Instant};
 
 use snapstate::api::CheckpointId;
-use snapstate::api::SnapshotRequest;
 use snapstate::api::{
-    AsyncSnapshotTask, CheckpointMetadata, CheckpointOptions, CheckpointStorage, CheckpointType,
-    IncrementalRemoteKeyedStateHandle, InstanceSnapshot, JobId, KeyGroupRange, KeyedSnapshotResult,
-    KeyedStateBackend, KeyedStateHandle, MaxParallelism, OperatorBackendParams,
-    OperatorSnapshotResult, OperatorStateBackend, OperatorStateMetaInfo, Registry, StateMetaInfo,
+    AsyncSnapshotTask, CheckpointMetadata, CheckpointStorage, CheckpointType, InstanceSnapshot,
+    JobId, KeyGroupRange, KeyedSnapshotResult, KeyedStateBackend, MaxParallelism,
+    OperatorBackendParams, OperatorSnapshotResult, OperatorStateBackend, OperatorStateMetaInfo,
+    Registry, StateMetaInfo,
 };
 use snapstate::config::StateConfig;
-use snapstate::coordinator::SharedStateRegistry;
+use snapstate::coordinator::{
+    Acknowledged, Acknowledgement, CheckpointCoordinator, CoordinatorConfig, InstanceStats,
+    TriggerRefused,
+};
 
 /// Errors of the job, as text for the command line.
 pub type JobResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
@@ -138,73 +142,63 @@ struct Pending {
     operator: Vec<AsyncSnapshotTask<OperatorSnapshotResult>>,
 }
 
-/// What the checkpointing thread records in every checkpoint.
-struct Recorded {
-    job_id: JobId,
-    max_parallelism: MaxParallelism,
-}
-
-/// The checkpointing thread: runs asynchronous parts, commits metadata, reports back.
+/// The checkpointing thread: runs the asynchronous parts and acknowledges each instance's
+/// part to the coordinator (or declines the checkpoint when one fails), and reports every
+/// completed checkpoint back to the processing thread, which notifies the backends.
 fn checkpointer(
-    storage: Arc<dyn CheckpointStorage>,
-    shared: Arc<SharedStateRegistry>,
-    recorded: Recorded,
+    coordinator: Arc<CheckpointCoordinator>,
     pending: Receiver<Pending>,
     completed: Sender<JobResult<CheckpointId>>,
 ) {
     for checkpoint in pending {
-        let outcome = (|| -> JobResult<CheckpointId> {
-            let triggered = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64);
-            let mut metadata = CheckpointMetadata::new(
-                checkpoint.checkpoint_id,
-                triggered,
-                CheckpointType::Checkpoint,
-                recorded.max_parallelism,
-            );
-            metadata.job_id = Some(recorded.job_id.clone());
-            let operator: Vec<_> = checkpoint
-                .operator
-                .into_iter()
-                .map(|task| task.run())
-                .collect::<Result<_, _>>()?;
-            for (index, (task, operator)) in
-                (0u32..).zip(checkpoint.keyed.into_iter().zip(operator))
-            {
-                let result = task.run()?;
-                let mut keyed = Vec::new();
-                if let Some(handle) = result.job_manager_owned() {
-                    keyed.push(restorable(&shared, handle)?);
-                }
-                metadata.instances.push(InstanceSnapshot {
+        let id = checkpoint.checkpoint_id;
+        let mut index = 0;
+        let outcome = (|| -> JobResult<Option<CheckpointId>> {
+            let parts = checkpoint.keyed.into_iter().zip(checkpoint.operator);
+            for (keyed, operator) in parts {
+                let started = Instant::now();
+                let keyed = keyed.run()?;
+                let operator = operator.run()?;
+                let snapshot = InstanceSnapshot {
                     index,
-                    keyed,
+                    keyed: keyed.job_manager_owned().cloned().into_iter().collect(),
                     operator: operator.job_manager_owned().cloned().into_iter().collect(),
-                });
+                };
+                let stats = InstanceStats {
+                    asynchronous: started.elapsed(),
+                    ..InstanceStats::default()
+                };
+                let acknowledged =
+                    coordinator.acknowledge(id, Acknowledgement { snapshot, stats })?;
+                index += 1;
+                if let Acknowledged::Completed(done) = acknowledged {
+                    return Ok(Some(done.metadata.checkpoint_id));
+                }
             }
-            storage.commit_checkpoint(&metadata)?;
-            Ok(checkpoint.checkpoint_id)
+            Ok(None)
         })();
+        let outcome = match outcome {
+            Ok(Some(id)) => Ok(id),
+            Ok(None) => Err(format!("checkpoint {id} did not complete").into()),
+            Err(error) => {
+                // What the other instances stored goes with the checkpoint.
+                let _ = coordinator.decline(id, index, &error.to_string());
+                Err(error)
+            }
+        };
         if completed.send(outcome).is_err() {
             return;
         }
     }
 }
 
-/// Registers an incremental handle's shared files and returns it resolved (as metadata
-/// keeps it); other handles as they are.
-fn restorable(
-    shared: &SharedStateRegistry,
-    handle: &Arc<dyn KeyedStateHandle>,
-) -> JobResult<Arc<dyn KeyedStateHandle>> {
-    match handle.downcast_ref::<IncrementalRemoteKeyedStateHandle>() {
-        Some(incremental) => {
-            let retained = shared.register(incremental)?;
-            Ok(Arc::new(shared.resolve(&retained)?))
-        }
-        None => Ok(handle.clone()),
+/// Tells every instance that checkpoint `id` was aborted.
+fn notify_aborted(instances: &mut [Instance], id: CheckpointId) -> JobResult<()> {
+    for instance in instances {
+        instance.keyed.notify_checkpoint_aborted(id)?;
+        instance.operator.notify_checkpoint_aborted(id)?;
     }
+    Ok(())
 }
 
 /// True when a checkpoint failed only because its backends were dropped under it.
@@ -270,7 +264,6 @@ pub fn run(spec: &JobSpec, config: &StateConfig, work_dir: PathBuf) -> JobResult
     let registry: &Registry = snapstate::registry();
     let storage = config.storage()?;
     let _claim = storage.claim(&spec.job_id)?;
-    let shared = Arc::new(SharedStateRegistry::default());
     let max_parallelism = config.max_parallelism;
     let operator_factory = registry.operator_backend("operator")?;
     let keyed_factory = config.keyed_backend(registry)?;
@@ -278,11 +271,17 @@ pub fn run(spec: &JobSpec, config: &StateConfig, work_dir: PathBuf) -> JobResult
     // Restore from the last completed checkpoint, or start empty.
     let metadata = checkpoint_to_restore(spec, &*storage, max_parallelism)?;
     let restored = metadata.as_ref().map(|metadata| metadata.checkpoint_id);
-    if let Some(metadata) = &metadata {
-        // The restored checkpoint's shared files are known again, so later checkpoints
-        // may refer to them by placeholder; nothing read back is ever deleted for it.
-        shared.register_restored(metadata)?;
-    }
+    let instances_count =
+        NonZeroU32::new(spec.parallelism).ok_or("a job runs at least one instance")?;
+    let mut coordination = CoordinatorConfig::new(instances_count, max_parallelism);
+    coordination.job_id = Some(spec.job_id.clone());
+    coordination.timeout = Duration::from_secs(60);
+    // The restored checkpoint's shared files are known again, so later checkpoints refer to
+    // them by placeholder; it is subsumed once a newer checkpoint completes.
+    let coordinator = Arc::new(match &metadata {
+        Some(metadata) => CheckpointCoordinator::resume(storage.clone(), coordination, metadata)?,
+        None => CheckpointCoordinator::new(storage.clone(), coordination),
+    });
     let operator_plan = match &metadata {
         Some(metadata) => {
             snapstate::operator::repartition(&metadata.operator_handles(), spec.parallelism)?
@@ -333,15 +332,9 @@ pub fn run(spec: &JobSpec, config: &StateConfig, work_dir: PathBuf) -> JobResult
     let (to_checkpointer, pending) = mpsc::channel();
     let (completions, completed) = mpsc::channel();
     let checkpointing = {
-        let storage = storage.clone();
-        let shared = shared.clone();
-        let recorded = Recorded {
-            job_id: spec.job_id.clone(),
-            max_parallelism,
-        };
-        std::thread::spawn(move || checkpointer(storage, shared, recorded, pending, completions))
+        let coordinator = coordinator.clone();
+        std::thread::spawn(move || checkpointer(coordinator, pending, completions))
     };
-    let mut next_checkpoint = restored.map_or(CheckpointId::new(1), CheckpointId::next);
     let mut last_completed = restored;
     let mut processed = 0;
     while offset < spec.events {
@@ -408,24 +401,30 @@ pub fn run(spec: &JobSpec, config: &StateConfig, work_dir: PathBuf) -> JobResult
             instances[0]
                 .operator
                 .update_list(SOURCE_OFFSET, &[offset.to_be_bytes().to_vec()])?;
-            let checkpoint_id = next_checkpoint;
-            next_checkpoint = next_checkpoint.next();
-            let factory = storage.stream_factory(checkpoint_id)?;
-            let options = CheckpointOptions::checkpoint();
+            for aborted in coordinator.abort_expired(Instant::now())? {
+                notify_aborted(&mut instances, aborted.id)?;
+            }
+            let request = match coordinator.trigger(CheckpointType::Checkpoint, Instant::now()) {
+                Ok(request) => request,
+                // The previous checkpoint is still running: this one is skipped.
+                Err(TriggerRefused::TooManyPending { .. } | TriggerRefused::MinPause { .. }) => {
+                    continue;
+                }
+                Err(refused) => return Err(refused.into()),
+            };
+            let factory = storage.stream_factory(request.id)?;
             let mut checkpoint = Pending {
-                checkpoint_id,
+                checkpoint_id: request.id,
                 keyed: Vec::new(),
                 operator: Vec::new(),
             };
             for instance in &mut instances {
-                checkpoint.keyed.push(instance.keyed.snapshot(
-                    &SnapshotRequest::new(checkpoint_id, checkpoint_id.get(), options.clone()),
-                    factory.clone(),
-                )?);
-                checkpoint.operator.push(instance.operator.snapshot(
-                    &SnapshotRequest::new(checkpoint_id, checkpoint_id.get(), options.clone()),
-                    factory.clone(),
-                )?);
+                checkpoint
+                    .keyed
+                    .push(instance.keyed.snapshot(&request, factory.clone())?);
+                checkpoint
+                    .operator
+                    .push(instance.operator.snapshot(&request, factory.clone())?);
             }
             to_checkpointer
                 .send(checkpoint)
