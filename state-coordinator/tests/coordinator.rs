@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::num::{NonZeroU32, NonZeroUsize};
@@ -12,16 +14,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use state_api::{
-    ByteStreamStateHandle, CheckpointId, CheckpointMetadata, CheckpointStorage,
-    CheckpointStreamFactory, CheckpointType, CheckpointedStateScope, Error, HandleAndLocalPath,
+    ByteStreamStateHandle, CheckpointId, CheckpointStorage, CheckpointStreamFactory,
+    CheckpointType, CheckpointedStateScope, Error, HandleAndLocalPath,
     IncrementalRemoteKeyedStateHandle, InstanceSnapshot, JobId, KeyGroupRange, KeyedStateHandle,
-    MaxParallelism, PlaceholderStreamStateHandle, Result, StorageClaim, StreamStateHandle,
+    MaxParallelism, PlaceholderStreamStateHandle, StreamStateHandle,
 };
 use state_coordinator::{
     Acknowledged, Acknowledgement, CheckpointCoordinator, CheckpointStatus, CoordinatorConfig,
     InstanceStats, TriggerRefused,
 };
 use state_storage_local::LocalCheckpointStorage;
+use support::Flaky;
 
 struct Bed {
     _dir: tempfile::TempDir,
@@ -515,41 +518,10 @@ fn an_acknowledgement_repeated_after_completion_deletes_nothing() {
     assert_eq!(bed.files(), before, "checkpoint 2 still needs a.sst");
 }
 
-/// Local storage whose commits fail.
-#[derive(Debug)]
-struct RefusingCommits(Arc<LocalCheckpointStorage>);
-
-impl CheckpointStorage for RefusingCommits {
-    fn location(&self) -> String {
-        CheckpointStorage::location(&*self.0)
-    }
-    fn stream_factory(&self, id: CheckpointId) -> Result<Arc<dyn CheckpointStreamFactory>> {
-        CheckpointStorage::stream_factory(&*self.0, id)
-    }
-    fn commit_checkpoint(&self, metadata: &CheckpointMetadata) -> Result<()> {
-        Err(Error::io(
-            format!("chk-{}/_metadata", metadata.checkpoint_id),
-            std::io::Error::other("the disk is full"),
-        ))
-    }
-    fn completed_checkpoints(&self) -> Result<Vec<CheckpointId>> {
-        CheckpointStorage::completed_checkpoints(&*self.0)
-    }
-    fn load_checkpoint(&self, id: CheckpointId) -> Result<CheckpointMetadata> {
-        CheckpointStorage::load_checkpoint(&*self.0, id)
-    }
-    fn discard_checkpoint(&self, id: CheckpointId) -> Result<()> {
-        CheckpointStorage::discard_checkpoint(&*self.0, id)
-    }
-    fn claim(&self, job: &JobId) -> Result<StorageClaim> {
-        CheckpointStorage::claim(&*self.0, job)
-    }
-}
-
 #[test]
 fn a_failed_commit_aborts_the_checkpoint_and_deletes_its_files() {
     let bed = Bed::new();
-    let coordinator = bed.coordinator_on(Arc::new(RefusingCommits(bed.storage.clone())), |_| {});
+    let coordinator = bed.coordinator_on(Arc::new(Flaky::new(bed.storage.clone(), true)), |_| {});
     let request = coordinator
         .trigger(CheckpointType::Checkpoint, Instant::now())
         .unwrap();
@@ -559,7 +531,7 @@ fn a_failed_commit_aborts_the_checkpoint_and_deletes_its_files() {
     let err = coordinator
         .acknowledge(request.id, bed.ack(request.id, 1, &["a.sst"], &[]))
         .unwrap_err();
-    assert!(err.to_string().contains("the disk is full"), "{err}");
+    assert!(err.to_string().contains("injected commit failure"), "{err}");
     assert!(bed.nothing_stored(), "{:?}", bed.files());
     assert!(coordinator.pending().is_empty());
     assert!(coordinator.retained().is_empty());

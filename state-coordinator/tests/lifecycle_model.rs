@@ -10,65 +10,31 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 use state_api::{
-    CheckpointId, CheckpointMetadata, CheckpointStorage, CheckpointStreamFactory, CheckpointType,
+    CheckpointId, CheckpointStorage, CheckpointStreamFactory, CheckpointType,
     CheckpointedStateScope, Error, HandleAndLocalPath, IncrementalRemoteKeyedStateHandle,
-    InstanceSnapshot, JobId, KeyedStateHandle, MaxParallelism, PlaceholderStreamStateHandle,
-    Result, StorageClaim, StreamStateHandle,
+    InstanceSnapshot, KeyedStateHandle, MaxParallelism, PlaceholderStreamStateHandle,
+    StreamStateHandle,
 };
 use state_coordinator::{
     Acknowledged, Acknowledgement, CheckpointCoordinator, CoordinatorConfig, InstanceStats,
 };
 use state_storage_local::{FileStateHandle, LocalCheckpointStorage};
+use support::Flaky;
 
 const INSTANCES: u32 = 2;
 const TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Local storage whose commits fail while `refuse` is set.
-#[derive(Debug)]
-struct Flaky {
-    inner: Arc<LocalCheckpointStorage>,
-    refuse: AtomicBool,
-}
-
-impl CheckpointStorage for Flaky {
-    fn location(&self) -> String {
-        CheckpointStorage::location(&*self.inner)
-    }
-    fn stream_factory(&self, id: CheckpointId) -> Result<Arc<dyn CheckpointStreamFactory>> {
-        CheckpointStorage::stream_factory(&*self.inner, id)
-    }
-    fn commit_checkpoint(&self, metadata: &CheckpointMetadata) -> Result<()> {
-        if self.refuse.load(Ordering::SeqCst) {
-            return Err(Error::io(
-                "_metadata",
-                std::io::Error::other("injected commit failure"),
-            ));
-        }
-        CheckpointStorage::commit_checkpoint(&*self.inner, metadata)
-    }
-    fn completed_checkpoints(&self) -> Result<Vec<CheckpointId>> {
-        CheckpointStorage::completed_checkpoints(&*self.inner)
-    }
-    fn load_checkpoint(&self, id: CheckpointId) -> Result<CheckpointMetadata> {
-        CheckpointStorage::load_checkpoint(&*self.inner, id)
-    }
-    fn discard_checkpoint(&self, id: CheckpointId) -> Result<()> {
-        CheckpointStorage::discard_checkpoint(&*self.inner, id)
-    }
-    fn claim(&self, job: &JobId) -> Result<StorageClaim> {
-        CheckpointStorage::claim(&*self.inner, job)
-    }
-}
 
 #[derive(Debug, Clone)]
 enum Step {
@@ -146,10 +112,7 @@ impl Run {
                 .unwrap()
                 .with_file_state_threshold(0),
         );
-        let storage = Arc::new(Flaky {
-            inner: local.clone(),
-            refuse: AtomicBool::new(false),
-        });
+        let storage = Arc::new(Flaky::new(local.clone(), false));
         let mut config = CoordinatorConfig::new(
             NonZeroU32::new(INSTANCES).unwrap(),
             MaxParallelism::new(128).unwrap(),
