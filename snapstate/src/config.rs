@@ -13,6 +13,11 @@
 //! | `state.backend.local-recovery` | keep task-local copies | `false` |
 //! | `taskmanager.state.local.root-dirs` | where task-local copies go | `<checkpoint dir>/local` for a local checkpoint directory |
 //! | `pipeline.max-parallelism` | number of key groups | `128` |
+//! | `execution.checkpointing.timeout` | a checkpoint still pending this long is aborted | `10 min` |
+//! | `execution.checkpointing.max-concurrent-checkpoints` | pending checkpoints at most; a trigger beyond is refused | `1` |
+//! | `execution.checkpointing.min-pause` | least time from a completed checkpoint to the next trigger | `0 ms` |
+//! | `execution.checkpointing.tolerable-failed-checkpoints` | failed checkpoints in a row the job survives | `0` |
+//! | `execution.checkpointing.num-retained` | completed checkpoints kept (savepoints are never discarded) | `1` |
 //! | `state.backend.<type>.*` | passed to backend `<type>`, when it is the one named, as its `<type>.*` options (`rocksdb.block-cache-size`, `heap.incremental.materialization-fraction`, a third-party backend's own) | |
 //!
 //! Credentials (`s3.access-key`, `s3.secret-key`, `s3.session-token`) never appear in
@@ -45,8 +50,10 @@
 //! ```
 
 use std::collections::BTreeMap;
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use state_api::MaxParallelism;
 use state_api::{
@@ -109,7 +116,7 @@ pub enum ConfigError {
 }
 
 /// Keys [`StateConfig`] reads (besides `state.backend.<type>.*` and `s3.*`).
-const KEYS: [&str; 9] = [
+const KEYS: [&str; 14] = [
     "state.backend.type",
     "execution.checkpointing.incremental",
     "execution.checkpointing.strategy",
@@ -119,6 +126,11 @@ const KEYS: [&str; 9] = [
     "state.backend.local-recovery",
     "taskmanager.state.local.root-dirs",
     "pipeline.max-parallelism",
+    "execution.checkpointing.timeout",
+    "execution.checkpointing.max-concurrent-checkpoints",
+    "execution.checkpointing.min-pause",
+    "execution.checkpointing.tolerable-failed-checkpoints",
+    "execution.checkpointing.num-retained",
 ];
 
 /// The in-tree plugins by name, with the facade feature that links them.
@@ -202,6 +214,37 @@ pub struct StateConfig {
     /// `state.backend.<type>.*` of every backend type, as `<type>.*`; the named backend
     /// gets its own (see [`keyed_params`](Self::keyed_params)).
     pub backend_options: BTreeMap<String, String>,
+    /// `execution.checkpointing.timeout` (default 10 min), `max-concurrent-checkpoints`
+    /// (1), `min-pause` (0), `tolerable-failed-checkpoints` (0) and `num-retained` (1):
+    /// what a job's checkpoint coordinator keeps to.
+    pub checkpointing: Checkpointing,
+}
+
+/// The `execution.checkpointing.*` keys of the checkpoint lifecycle, with Flink's defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpointing {
+    /// `execution.checkpointing.timeout`.
+    pub timeout: Duration,
+    /// `execution.checkpointing.max-concurrent-checkpoints`.
+    pub max_concurrent: NonZeroUsize,
+    /// `execution.checkpointing.min-pause`.
+    pub min_pause: Duration,
+    /// `execution.checkpointing.tolerable-failed-checkpoints`.
+    pub tolerable_failures: u32,
+    /// `execution.checkpointing.num-retained`.
+    pub num_retained: NonZeroUsize,
+}
+
+impl Default for Checkpointing {
+    fn default() -> Self {
+        Checkpointing {
+            timeout: Duration::from_secs(600),
+            max_concurrent: NonZeroUsize::MIN,
+            min_pause: Duration::ZERO,
+            tolerable_failures: 0,
+            num_retained: NonZeroUsize::MIN,
+        }
+    }
 }
 
 impl Default for StateConfig {
@@ -218,6 +261,7 @@ impl Default for StateConfig {
             local_recovery_dir: None,
             max_parallelism: MaxParallelism::of(128),
             backend_options: BTreeMap::new(),
+            checkpointing: Checkpointing::default(),
         }
     }
 }
@@ -228,6 +272,26 @@ fn invalid(key: &str, value: &str, reason: &str) -> ConfigError {
         value: value.to_owned(),
         reason: reason.to_owned(),
     }
+}
+
+/// A duration such as `10 min`, `30s`, `1h 30min` or `500 ms`.
+fn duration(key: &str, value: &str) -> Result<Duration, ConfigError> {
+    let compact: String = value.split_whitespace().collect();
+    humantime::parse_duration(&compact).map_err(|_| {
+        invalid(
+            key,
+            value,
+            "expected a duration such as `10 min`, `30 s` or `500 ms`",
+        )
+    })
+}
+
+/// A whole number of at least 1.
+fn positive(key: &str, value: &str) -> Result<NonZeroUsize, ConfigError> {
+    value
+        .trim()
+        .parse()
+        .map_err(|_| invalid(key, value, "expected a whole number of at least 1"))
 }
 
 fn boolean(key: &str, value: &str) -> Result<bool, ConfigError> {
@@ -387,6 +451,24 @@ impl StateConfig {
                     .and_then(|n| MaxParallelism::new(n).ok())
                     .ok_or_else(|| invalid(key, value, "expected a whole number from 1 to 32768"))?
             }
+            "execution.checkpointing.timeout" => {
+                self.checkpointing.timeout = duration(key, value)?;
+            }
+            "execution.checkpointing.min-pause" => {
+                self.checkpointing.min_pause = duration(key, value)?;
+            }
+            "execution.checkpointing.max-concurrent-checkpoints" => {
+                self.checkpointing.max_concurrent = positive(key, value)?;
+            }
+            "execution.checkpointing.num-retained" => {
+                self.checkpointing.num_retained = positive(key, value)?;
+            }
+            "execution.checkpointing.tolerable-failed-checkpoints" => {
+                self.checkpointing.tolerable_failures = value
+                    .trim()
+                    .parse()
+                    .map_err(|_| invalid(key, value, "expected a whole number"))?;
+            }
             _ => {
                 return Err(ConfigError::UnknownKey {
                     key: key.to_owned(),
@@ -475,6 +557,22 @@ impl StateConfig {
             ));
         }
         Ok(Some(name))
+    }
+
+    /// The coordinator configuration of a job of `instances` instances: the
+    /// `execution.checkpointing.*` lifecycle keys and `pipeline.max-parallelism`.
+    #[cfg(feature = "coordinator")]
+    pub fn coordinator_config(
+        &self,
+        instances: NonZeroU32,
+    ) -> state_coordinator::CoordinatorConfig {
+        let mut config = state_coordinator::CoordinatorConfig::new(instances, self.max_parallelism);
+        config.timeout = self.checkpointing.timeout;
+        config.max_concurrent = self.checkpointing.max_concurrent;
+        config.min_pause = self.checkpointing.min_pause;
+        config.tolerable_failures = self.checkpointing.tolerable_failures;
+        config.num_retained = self.checkpointing.num_retained;
+        config
     }
 
     /// Backend parameters for `range`: strategy, compression, local recovery, and the
@@ -568,6 +666,62 @@ mod tests {
     use state_api::{CheckpointId, SnapshotRequest};
 
     #[cfg(feature = "heap")]
+    #[test]
+    fn checkpointing_keys_set_the_lifecycle_and_refuse_bad_values() {
+        assert_eq!(
+            StateConfig::default().checkpointing,
+            Checkpointing::default()
+        );
+        let config = StateConfig::from_toml_str(
+            r#"
+            [execution.checkpointing]
+            timeout = "1 h 30 min"
+            min-pause = "500ms"
+            max-concurrent-checkpoints = 2
+            tolerable-failed-checkpoints = 3
+            num-retained = 4
+            "#,
+        )
+        .unwrap();
+        let expected = Checkpointing {
+            timeout: Duration::from_secs(90 * 60),
+            max_concurrent: NonZeroUsize::new(2).unwrap(),
+            min_pause: Duration::from_millis(500),
+            tolerable_failures: 3,
+            num_retained: NonZeroUsize::new(4).unwrap(),
+        };
+        assert_eq!(config.checkpointing, expected);
+        for (key, value) in [
+            ("execution.checkpointing.timeout", "soon"),
+            ("execution.checkpointing.min-pause", "-1 s"),
+            ("execution.checkpointing.num-retained", "0"),
+            ("execution.checkpointing.max-concurrent-checkpoints", "many"),
+            ("execution.checkpointing.tolerable-failed-checkpoints", "-1"),
+        ] {
+            let err = StateConfig::from_pairs([(key, value)]).unwrap_err();
+            assert!(
+                matches!(&err, ConfigError::InvalidValue { key: named, .. } if named == key),
+                "{key} = {value}: {err}"
+            );
+        }
+    }
+
+    #[cfg(feature = "coordinator")]
+    #[test]
+    fn the_coordinator_config_carries_the_keys_and_the_max_parallelism() {
+        let config = StateConfig::from_pairs([
+            ("execution.checkpointing.num-retained", "3"),
+            ("execution.checkpointing.timeout", "2 min"),
+            ("pipeline.max-parallelism", "256"),
+        ])
+        .unwrap();
+        let coordination = config.coordinator_config(NonZeroU32::new(4).unwrap());
+        assert_eq!(coordination.num_retained.get(), 3);
+        assert_eq!(coordination.timeout, Duration::from_secs(120));
+        assert_eq!(coordination.max_parallelism.get(), 256);
+        assert_eq!(coordination.instances.get(), 4);
+    }
+
     #[test]
     fn a_third_party_backend_gets_its_own_options_and_no_others() {
         let config = StateConfig::from_pairs([

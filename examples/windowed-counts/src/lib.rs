@@ -16,7 +16,7 @@ use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use snapstate::api::CheckpointId;
 use snapstate::api::{
@@ -27,8 +27,7 @@ use snapstate::api::{
 };
 use snapstate::config::StateConfig;
 use snapstate::coordinator::{
-    Acknowledged, Acknowledgement, CheckpointCoordinator, CoordinatorConfig, InstanceStats,
-    TriggerRefused,
+    Acknowledged, Acknowledgement, CheckpointCoordinator, InstanceStats, TriggerRefused,
 };
 
 /// Errors of the job, as text for the command line.
@@ -273,9 +272,9 @@ pub fn run(spec: &JobSpec, config: &StateConfig, work_dir: PathBuf) -> JobResult
     let restored = metadata.as_ref().map(|metadata| metadata.checkpoint_id);
     let instances_count =
         NonZeroU32::new(spec.parallelism).ok_or("a job runs at least one instance")?;
-    let mut coordination = CoordinatorConfig::new(instances_count, max_parallelism);
+    // `execution.checkpointing.*` of the configuration: timeout, retention, ...
+    let mut coordination = config.coordinator_config(instances_count);
     coordination.job_id = Some(spec.job_id.clone());
-    coordination.timeout = Duration::from_secs(60);
     // The restored checkpoint's shared files are known again, so later checkpoints refer to
     // them by placeholder; it is subsumed once a newer checkpoint completes.
     let coordinator = Arc::new(match &metadata {
