@@ -180,6 +180,9 @@ pub struct Completed {
     pub subsumed: Vec<CheckpointId>,
     /// Shared files deleted with them: no retained checkpoint refers to them any more.
     pub pruned: usize,
+    /// Deletions of aborted or subsumed checkpoints' files that failed after the commit:
+    /// those files are left behind, the checkpoint is complete all the same.
+    pub cleanup_errors: Vec<String>,
     /// Its figures.
     pub stats: CheckpointStats,
 }
@@ -644,33 +647,40 @@ impl CheckpointCoordinator {
         push_stats(inner, stats.clone());
         tracing::info!(checkpoint = %id, bytes = stats.bytes, "checkpoint completed");
 
+        // The checkpoint stands from here on: a deletion that fails below leaves files
+        // behind (reported in `cleanup_errors`), it never undoes the completion.
+        let mut cleanup_errors = Vec::new();
         // Older pending checkpoints are superseded by this one.
         let older: Vec<CheckpointId> = inner.pending.range(..id).map(|(id, _)| *id).collect();
         let mut aborted = Vec::new();
         for old in older {
             if let Some(pending) = inner.pending.remove(&old) {
-                self.abort(
-                    inner,
-                    pending,
-                    format!("subsumed by checkpoint {id}"),
-                    false,
-                )?;
+                let reason = format!("subsumed by checkpoint {id}");
+                if let Err(err) = self.abort(inner, pending, reason, false) {
+                    cleanup_errors.push(format!("aborting checkpoint {old}: {err}"));
+                }
                 aborted.push(old);
             }
         }
-        let (subsumed, pruned) = self.subsume(inner)?;
+        let (subsumed, pruned) = self.subsume(inner, &mut cleanup_errors);
+        for error in &cleanup_errors {
+            tracing::warn!(checkpoint = %id, error, "files left behind after a completion");
+        }
         Ok(Completed {
             metadata,
             aborted,
             subsumed,
             pruned,
+            cleanup_errors,
             stats,
         })
     }
 
     /// Discards the oldest retained checkpoints beyond `num-retained` (savepoints never);
-    /// returns their ids and how many shared files went with them.
-    fn subsume(&self, inner: &mut Inner) -> Result<(Vec<CheckpointId>, usize)> {
+    /// returns their ids and how many shared files went with them. A checkpoint whose
+    /// files cannot all be deleted is still no longer retained; the failure is added to
+    /// `errors`.
+    fn subsume(&self, inner: &mut Inner, errors: &mut Vec<String>) -> (Vec<CheckpointId>, usize) {
         let mut subsumed = Vec::new();
         let mut pruned = 0;
         while inner.retained.iter().filter(|r| !r.savepoint).count()
@@ -682,11 +692,14 @@ impl CheckpointCoordinator {
             let Some(old) = inner.retained.remove(position) else {
                 break;
             };
-            pruned += self.discard_retained(&old)?;
+            match self.discard_retained(&old) {
+                Ok(count) => pruned += count,
+                Err(err) => errors.push(format!("subsuming checkpoint {}: {err}", old.id)),
+            }
             tracing::info!(checkpoint = %old.id, "checkpoint subsumed");
             subsumed.push(old.id);
         }
-        Ok((subsumed, pruned))
+        (subsumed, pruned)
     }
 
     /// Discards a retained checkpoint's own files and metadata and releases its shared

@@ -657,3 +657,39 @@ fn a_resumed_job_continues_the_ids_and_subsumes_the_restored_checkpoint_in_turn(
         CheckpointCoordinator::resume(bed.storage.clone(), config, &third.metadata).unwrap_err();
     assert!(matches!(err, Error::Incompatible { .. }), "{err}");
 }
+
+#[test]
+fn a_failed_deletion_after_the_commit_leaves_files_but_never_undoes_the_checkpoint() {
+    let bed = Bed::new();
+    let storage = Arc::new(Flaky::new(bed.storage.clone(), false));
+    let coordinator = bed.coordinator_on(storage.clone(), |_| {});
+    checkpoint(&bed, &coordinator, &["a.sst"], &[]);
+    storage
+        .refuse_discards
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let second = checkpoint(&bed, &coordinator, &["b.sst"], &["a.sst"]);
+    assert_eq!(second.subsumed, [CheckpointId::new(1)]);
+    assert_eq!(
+        second.cleanup_errors.len(),
+        1,
+        "{:?}",
+        second.cleanup_errors
+    );
+    assert!(
+        second.cleanup_errors[0].contains("injected discard failure"),
+        "{:?}",
+        second.cleanup_errors
+    );
+    assert_eq!(coordinator.retained(), [CheckpointId::new(2)]);
+    // Checkpoint 2 is committed and every file it reads is there.
+    let stored = bed.storage.load_checkpoint(CheckpointId::new(2)).unwrap();
+    for handle in stored.keyed_handles() {
+        let incremental = handle
+            .downcast_ref::<IncrementalRemoteKeyedStateHandle>()
+            .unwrap();
+        for file in &incremental.shared_state {
+            file.handle.open().unwrap();
+        }
+        incremental.meta_state.open().unwrap();
+    }
+}

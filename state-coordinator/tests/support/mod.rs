@@ -16,6 +16,8 @@ pub(crate) struct Flaky {
     pub(crate) inner: Arc<LocalCheckpointStorage>,
     /// Whether commits fail.
     pub(crate) refuse: AtomicBool,
+    /// Whether discarding a checkpoint's directory fails.
+    pub(crate) refuse_discards: AtomicBool,
 }
 
 impl Flaky {
@@ -24,6 +26,7 @@ impl Flaky {
         Flaky {
             inner,
             refuse: AtomicBool::new(refuse),
+            refuse_discards: AtomicBool::new(false),
         }
     }
 }
@@ -51,6 +54,12 @@ impl CheckpointStorage for Flaky {
         CheckpointStorage::load_checkpoint(&*self.inner, id)
     }
     fn discard_checkpoint(&self, id: CheckpointId) -> Result<()> {
+        if self.refuse_discards.load(Ordering::SeqCst) {
+            return Err(Error::io(
+                format!("chk-{id}"),
+                std::io::Error::other("injected discard failure"),
+            ));
+        }
         CheckpointStorage::discard_checkpoint(&*self.inner, id)
     }
     fn claim(&self, job: &JobId) -> Result<StorageClaim> {
