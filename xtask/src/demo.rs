@@ -122,6 +122,14 @@ fn checkpoint_all(
     row.sync_ms = Some(taken.sync_ms);
     row.async_ms = Some(taken.async_ms);
     row.bytes = Some(taken.bytes);
+    // The coordinator's figures of the checkpoint.
+    let stats = &taken.completed.stats;
+    row.note = format!(
+        "id {}: {} bytes referenced, {:.0} ms from trigger to commit",
+        stats.id,
+        stats.state_size,
+        stats.duration.unwrap_or_default().as_secs_f64() * 1000.0
+    );
     Ok(taken)
 }
 
@@ -214,8 +222,8 @@ fn run_backend(
         &mut row,
     )?;
     row.note = format!(
-        "after changing {changed} keys; subsuming checkpoint 1 pruned {} shared files",
-        second.completed.pruned
+        "{}; after changing {changed} keys; subsuming checkpoint 1 pruned {} shared files",
+        row.note, second.completed.pruned
     );
     let second = second.handles;
     rows.push(row);
@@ -241,7 +249,7 @@ fn run_backend(
     let mut row = Row::new("savepoint 4 (2 inst.)", name);
     let savepoint =
         checkpoint_all(&mut two, job, &CheckpointOptions::savepoint(), &mut row)?.handles;
-    row.note = "canonical format, portable to every backend".into();
+    row.note = format!("{}; canonical format, portable to every backend", row.note);
     rows.push(row);
     Ok((states, savepoint))
 }
