@@ -663,7 +663,6 @@ impl StateConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use state_api::{CheckpointId, SnapshotRequest};
 
     #[cfg(feature = "heap")]
     #[test]
@@ -888,6 +887,7 @@ mod tests {
     #[cfg(feature = "object-storage")]
     #[test]
     fn memory_urls_build_object_storage_and_bad_s3_options_are_named() {
+        use state_api::CheckpointId;
         use std::io::Write;
         let config =
             StateConfig::from_pairs([("execution.checkpointing.dir", "memory://config-test/job")])
@@ -953,6 +953,7 @@ mod tests {
     #[cfg(feature = "rocksdb")]
     #[test]
     fn rocksdb_with_incremental_checkpoints_builds_a_backend_that_checkpoints_incrementally() {
+        use state_api::{CheckpointId, SnapshotRequest};
         let dir = tempfile::tempdir().unwrap();
         let config = StateConfig::from_pairs([
             ("state.backend.type", "rocksdb"),

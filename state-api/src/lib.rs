@@ -63,16 +63,16 @@ pub use compression::{
 };
 pub use error::{BoxError, Error, Result};
 pub use handle::{
-    ByteStreamStateHandle, DirectoryStateHandle, DistributionMode, HandleAndLocalPath,
-    IncrementalLocalKeyedStateHandle, IncrementalRemoteKeyedStateHandle, KeyedStateHandle,
-    OperatorStatePartitions, OperatorStreamStateHandle, PlaceholderStreamStateHandle,
-    StateInputStream, StreamStateHandle, new_backend_identifier, seek_position,
+    ByteStreamStateHandle, DistributionMode, HandleAndLocalPath, IncrementalRemoteKeyedStateHandle,
+    KeyedStateHandle, OperatorStatePartitions, OperatorStreamStateHandle,
+    PlaceholderStreamStateHandle, StateInputStream, StreamStateHandle, new_backend_identifier,
+    seek_position,
 };
 pub use key_group::{KeyGroup, KeyGroupRange, KeyGroups, MaxParallelism};
 pub use meta::{OperatorStateMetaInfo, SerializerId, StateKind, StateMetaInfo, find_state};
 pub use registry::{PluginInfo, PluginKind, Registration, Registry, register};
 pub use state_object::{SnapshotResult, StateObject};
-pub use storage::{CheckpointStorage, StorageClaim};
+pub use storage::{CheckpointStorage, StorageClaim, StoredFile};
 pub use strategy::{KeyedSnapshots, SnapshotStrategy, run_snapshot_strategy};
 pub use stream::{CheckpointStateOutputStream, CheckpointStreamFactory, CheckpointedStateScope};
 

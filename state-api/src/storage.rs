@@ -5,7 +5,16 @@ use std::sync::Arc;
 
 use crate::CheckpointId;
 use crate::checkpoint_metadata::JobId;
-use crate::{CheckpointMetadata, CheckpointStreamFactory, Result};
+use crate::{CheckpointMetadata, CheckpointStreamFactory, Error, Result};
+
+/// A file in a [`CheckpointStorage`], as [`CheckpointStorage::list_files`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct StoredFile {
+    /// Its path relative to the storage root, `/`-separated: `chk-7/…`, `shared/chk-5-…`.
+    pub path: String,
+    /// Its size in bytes.
+    pub size: u64,
+}
 
 /// A job's claim on a checkpoint storage (see [`CheckpointStorage::claim`]): the storage
 /// is the job's until the claim is dropped.
@@ -51,7 +60,11 @@ impl fmt::Debug for StorageClaim {
 /// | --- | --- |
 /// | `chk-<id>/` | exclusive streams of checkpoint `<id>` |
 /// | `chk-<id>/_metadata` | the checkpoint's metadata: present once it completed |
-/// | `shared/` | shared streams (incremental files), reused across checkpoints |
+/// | `shared/chk-<id>-*` | shared streams (incremental files) first written by checkpoint `<id>`, reused by later ones |
+///
+/// Files whose names start with `.inprogress-` are being written (by the same rules); the
+/// checkpoint id in every name is what lets a clean-up after a crash tell the files of a
+/// checkpoint still being written from those a crash left behind.
 ///
 /// # Example
 ///
@@ -129,6 +142,29 @@ pub trait CheckpointStorage: Send + Sync + fmt::Debug {
         let _ = job;
         Ok(StorageClaim::unenforced())
     }
+
+    /// Every file under the root but the claim's lock, for the clean-up after crashes
+    /// (`state-coordinator`'s `recover`, `snapstate gc`).
+    ///
+    /// # Errors
+    ///
+    /// A storage error; by default [`Error::Unsupported`]: a storage that cannot list is
+    /// never cleaned up.
+    fn list_files(&self) -> Result<Vec<StoredFile>> {
+        Err(Error::Unsupported(format!("listing {}", self.location())))
+    }
+
+    /// Deletes the file at `path` ([`StoredFile::path`]); a missing file is no error.
+    ///
+    /// # Errors
+    ///
+    /// As [`list_files`](Self::list_files).
+    fn delete_file(&self, path: &str) -> Result<()> {
+        Err(Error::Unsupported(format!(
+            "deleting {path} in {}",
+            self.location()
+        )))
+    }
 }
 
 impl<T: CheckpointStorage + ?Sized> CheckpointStorage for Arc<T> {
@@ -161,5 +197,13 @@ impl<T: CheckpointStorage + ?Sized> CheckpointStorage for Arc<T> {
 
     fn claim(&self, job: &JobId) -> Result<StorageClaim> {
         (**self).claim(job)
+    }
+
+    fn list_files(&self) -> Result<Vec<StoredFile>> {
+        (**self).list_files()
+    }
+
+    fn delete_file(&self, path: &str) -> Result<()> {
+        (**self).delete_file(path)
     }
 }

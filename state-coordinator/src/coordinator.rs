@@ -327,22 +327,52 @@ impl CheckpointCoordinator {
         config: CoordinatorConfig,
         restored: &CheckpointMetadata,
     ) -> Result<Self> {
-        restored.check_max_parallelism(config.max_parallelism)?;
+        let restored = std::slice::from_ref(restored);
+        let (coordinator, _) = Self::resume_all(storage, config, restored, &mut Vec::new())?;
+        Ok(coordinator)
+    }
+
+    /// A coordinator of a job resumed with `committed` retained (ascending ids; the last is
+    /// the restore point), as [`resume`](Self::resume) does for one; those beyond
+    /// `num-retained` are subsumed at once. Returns it with the ids subsumed; failures
+    /// deleting their files are added to `errors`.
+    pub(crate) fn resume_all(
+        storage: Arc<dyn CheckpointStorage>,
+        config: CoordinatorConfig,
+        committed: &[CheckpointMetadata],
+        errors: &mut Vec<String>,
+    ) -> Result<(Self, Vec<CheckpointId>)> {
+        for metadata in committed {
+            metadata.check_max_parallelism(config.max_parallelism)?;
+        }
         let coordinator = Self::new(storage, config);
-        let keyed = coordinator.shared.register_restored(restored)?;
-        {
-            let mut inner = coordinator.lock();
-            inner.next_id = restored.checkpoint_id.next();
-            inner.latest = Some(restored.clone());
-            inner.retained.push_back(Retained {
+        let mut retained = Vec::new();
+        for restored in committed {
+            retained.push(Retained {
                 id: restored.checkpoint_id,
                 savepoint: restored.checkpoint_type == CheckpointType::Savepoint,
-                keyed,
+                keyed: coordinator.shared.register_restored(restored)?,
                 operator: restored.operator_handles().into_iter().flatten().collect(),
             });
         }
-        tracing::info!(checkpoint = %restored.checkpoint_id, "resumed from checkpoint");
-        Ok(coordinator)
+        let subsumed = {
+            let mut inner = coordinator.lock();
+            if let Some(latest) = committed.last() {
+                inner.next_id = latest.checkpoint_id.next();
+                inner.latest = Some(latest.clone());
+                tracing::info!(checkpoint = %latest.checkpoint_id, "resumed from checkpoint");
+            }
+            inner.retained.extend(retained);
+            coordinator.subsume(&mut inner, errors).0
+        };
+        Ok((coordinator, subsumed))
+    }
+
+    /// Numbers the next checkpoint `id` at the least (ids of checkpoints a crash left
+    /// unfinished are not reused).
+    pub(crate) fn skip_ids_below(&self, id: CheckpointId) {
+        let mut inner = self.lock();
+        inner.next_id = inner.next_id.max(id);
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {

@@ -7,6 +7,8 @@
 //! - [`CheckpointCoordinator`]: the lifecycle of a job's checkpoints (trigger, acknowledge
 //!   or decline, complete or abort, time out, retain and subsume), as Flink's
 //!   `CheckpointCoordinator` keeps it.
+//! - [`CheckpointCoordinator::recover`] and [`collect_garbage`]: after a crash, the
+//!   committed checkpoints are read back and what the crash left behind is removed.
 //! - [`SharedStateRegistry`]: who owns the shared files of incremental checkpoints, so a
 //!   file is deleted when no retained checkpoint refers to it any more, never earlier.
 //!
@@ -14,10 +16,12 @@
 //! any backend.
 
 mod coordinator;
+mod recovery;
 mod shared_registry;
 
 pub use coordinator::{
     Aborted, Acknowledged, Acknowledgement, CheckpointCoordinator, CheckpointStats,
     CheckpointStatus, Completed, CoordinatorConfig, InstanceStats, TriggerRefused,
 };
+pub use recovery::{Garbage, Recovered, Writers, collect_garbage, find_garbage};
 pub use shared_registry::SharedStateRegistry;

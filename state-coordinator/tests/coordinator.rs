@@ -1,6 +1,6 @@
 //! The checkpoint lifecycle on a real local checkpoint directory: what is committed, what
 //! is retained, and which files go when a checkpoint is subsumed, declined, timed out or
-//! fails to commit.
+//! fails to commit; and what recovery after a crash removes and keeps.
 
 #![allow(clippy::unwrap_used)]
 
@@ -21,7 +21,7 @@ use state_api::{
 };
 use state_coordinator::{
     Acknowledged, Acknowledgement, CheckpointCoordinator, CheckpointStatus, CoordinatorConfig,
-    InstanceStats, TriggerRefused,
+    InstanceStats, Recovered, TriggerRefused, Writers, collect_garbage, find_garbage,
 };
 use state_storage_local::LocalCheckpointStorage;
 use support::Flaky;
@@ -692,4 +692,186 @@ fn a_failed_deletion_after_the_commit_leaves_files_but_never_undoes_the_checkpoi
         }
         incremental.meta_state.open().unwrap();
     }
+}
+
+/// Every file a committed checkpoint refers to is readable, with its metadata.
+fn read_every_file(storage: &LocalCheckpointStorage, id: CheckpointId) {
+    let metadata = storage.load_checkpoint(id).unwrap();
+    for handle in metadata.keyed_handles() {
+        for stream in handle.streams().unwrap() {
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut stream.open().unwrap(), &mut bytes)
+                .unwrap_or_else(|e| panic!("checkpoint {id}: {e}"));
+        }
+    }
+}
+
+fn recover(bed: &Bed, writers: Writers, retained: usize) -> Recovered {
+    let mut config = CoordinatorConfig::new(
+        NonZeroU32::new(2).unwrap(),
+        MaxParallelism::new(128).unwrap(),
+    );
+    config.num_retained = NonZeroUsize::new(retained).unwrap();
+    CheckpointCoordinator::recover(bed.storage.clone(), config, writers).unwrap()
+}
+
+#[test]
+fn recovery_removes_what_a_killed_job_left_and_keeps_every_committed_file() {
+    let bed = Bed::new();
+    let coordinator = bed.coordinator(|_| {});
+    checkpoint(&bed, &coordinator, &["a.sst"], &[]);
+    checkpoint(&bed, &coordinator, &["b.sst"], &["a.sst"]);
+    // Killed while checkpoint 3 was being written: one instance acknowledged, the other
+    // uploaded without acknowledging, a stream was half written, and checkpoint 2's
+    // directory holds a stream nobody refers to (an upload retried after a timeout).
+    let request = coordinator
+        .trigger(CheckpointType::Checkpoint, Instant::now())
+        .unwrap();
+    let ack = bed.ack(request.id, 0, &["c.sst"], &["a.sst"]);
+    coordinator.acknowledge(request.id, ack).unwrap();
+    drop(bed.ack(request.id, 1, &["d.sst"], &[]));
+    std::fs::write(bed.root.join("shared/.inprogress-chk-3-x1"), b"half").unwrap();
+    bed.file(CheckpointId::new(2), CheckpointedStateScope::Exclusive);
+    drop(coordinator);
+    let left = bed.files();
+
+    // A dry run deletes nothing and finds the same files recovery removes.
+    let found = find_garbage(&*bed.storage, Writers::Exclusive).unwrap();
+    assert_eq!(bed.files(), left);
+    assert_eq!(found.committed, [CheckpointId::new(2)]);
+    assert_eq!(found.files.len(), 6, "{found:#?}");
+    assert!(found.kept.is_empty(), "{found:#?}");
+
+    let recovered = recover(&bed, Writers::Exclusive, 1);
+    assert_eq!(
+        recovered.restore_from.map(|m| m.checkpoint_id),
+        Some(CheckpointId::new(2))
+    );
+    assert_eq!(recovered.garbage, found);
+    assert!(recovered.cleanup_errors.is_empty());
+    let after = bed.files();
+    assert!(!after.iter().any(|f| f.contains("chk-3")), "{after:#?}");
+    assert!(
+        !after.iter().any(|f| f.contains(".inprogress")),
+        "{after:#?}"
+    );
+    // What is left is exactly checkpoint 2: its metadata, two meta streams, a, b.
+    assert_eq!(
+        after.iter().filter(|f| !f.ends_with('/')).count(),
+        1 + 2 + 2 * 2,
+        "{after:#?}"
+    );
+    read_every_file(&bed.storage, CheckpointId::new(2));
+    // The id of the checkpoint the crash left unfinished is not reused.
+    let next = recovered
+        .coordinator
+        .trigger(CheckpointType::Checkpoint, Instant::now())
+        .unwrap();
+    assert_eq!(next.id, CheckpointId::new(4));
+}
+
+#[test]
+fn a_clean_up_beside_a_running_job_keeps_the_files_of_newer_checkpoints() {
+    let bed = Bed::new();
+    let coordinator = bed.coordinator(|_| {});
+    checkpoint(&bed, &coordinator, &["a.sst"], &[]);
+    // Leftovers of checkpoint 1 (a stream nobody refers to, a half-written shared file).
+    bed.file(CheckpointId::new(1), CheckpointedStateScope::Exclusive);
+    std::fs::write(bed.root.join("shared/.inprogress-chk-1-x1"), b"half").unwrap();
+    // Checkpoint 2 is being written while the clean-up runs.
+    let request = coordinator
+        .trigger(CheckpointType::Checkpoint, Instant::now())
+        .unwrap();
+    let first = bed.ack(request.id, 0, &["b.sst"], &["a.sst"]);
+    coordinator.acknowledge(request.id, first).unwrap();
+    let second = bed.ack(request.id, 1, &["c.sst"], &[]);
+
+    let garbage = collect_garbage(&*bed.storage, Writers::Possible).unwrap();
+    assert_eq!(garbage.files.len(), 2, "{garbage:#?}");
+    assert!(
+        (garbage.files.iter()).all(|f| f.path.contains("chk-1")),
+        "{garbage:#?}"
+    );
+    // Both instances' uploads for checkpoint 2 are not referred to yet, and kept.
+    assert_eq!(garbage.kept.len(), 4, "{garbage:#?}");
+    assert!(
+        (garbage.kept.iter()).all(|f| f.path.contains("chk-2")),
+        "{garbage:#?}"
+    );
+    completed(coordinator.acknowledge(request.id, second).unwrap());
+    read_every_file(&bed.storage, CheckpointId::new(2));
+}
+
+#[test]
+fn recovery_subsumes_the_checkpoints_a_crash_kept_beyond_num_retained() {
+    let bed = Bed::new();
+    let coordinator = bed.coordinator(|c| c.num_retained = NonZeroUsize::new(3).unwrap());
+    checkpoint(&bed, &coordinator, &["a.sst"], &[]);
+    checkpoint(&bed, &coordinator, &["b.sst"], &[]);
+    checkpoint(&bed, &coordinator, &["c.sst"], &["a.sst"]);
+    drop(coordinator);
+    let recovered = recover(&bed, Writers::Exclusive, 1);
+    assert_eq!(
+        recovered.subsumed,
+        [CheckpointId::new(1), CheckpointId::new(2)]
+    );
+    assert_eq!(
+        bed.storage.completed_checkpoints().unwrap(),
+        [CheckpointId::new(3)]
+    );
+    // b.sst went with checkpoint 2; a.sst stays for checkpoint 3.
+    assert_eq!(bed.shared_files(), 4, "{:#?}", bed.files());
+    read_every_file(&bed.storage, CheckpointId::new(3));
+}
+
+/// A keyed handle of a third-party kind that does not list its streams.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Opaque {
+    range: KeyGroupRange,
+}
+
+impl state_api::StateObject for Opaque {
+    fn discard(&self) -> state_api::Result<()> {
+        Ok(())
+    }
+
+    fn state_size(&self) -> u64 {
+        0
+    }
+}
+
+#[typetag::serde(name = "opaque-test")]
+impl KeyedStateHandle for Opaque {
+    fn key_group_range(&self) -> KeyGroupRange {
+        self.range
+    }
+
+    fn intersection(&self, _: &KeyGroupRange) -> Option<Arc<dyn KeyedStateHandle>> {
+        None
+    }
+}
+
+#[test]
+fn a_checkpoint_whose_files_cannot_be_listed_stops_every_clean_up() {
+    let bed = Bed::new();
+    let mut metadata = state_api::CheckpointMetadata::new(
+        CheckpointId::new(1),
+        0,
+        CheckpointType::Checkpoint,
+        MaxParallelism::new(128).unwrap(),
+    );
+    metadata.instances.push(InstanceSnapshot {
+        index: 0,
+        keyed: vec![Arc::new(Opaque {
+            range: KeyGroupRange::new(0, 127).unwrap(),
+        })],
+        operator: vec![],
+    });
+    bed.file(CheckpointId::new(1), CheckpointedStateScope::Shared);
+    bed.storage.commit_checkpoint(&metadata).unwrap();
+    let before = bed.files();
+    let err = collect_garbage(&*bed.storage, Writers::Exclusive).unwrap_err();
+    assert!(matches!(err, Error::Unsupported(_)), "{err}");
+    assert!(err.to_string().contains("checkpoint 1"), "{err}");
+    assert_eq!(bed.files(), before, "nothing is deleted");
 }

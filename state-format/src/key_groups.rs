@@ -342,6 +342,10 @@ impl KeyedStateHandle for KeyGroupsStateHandle {
             end,
         }))
     }
+
+    fn streams(&self) -> Option<Vec<&Arc<dyn StreamStateHandle>>> {
+        Some(vec![&self.delegate])
+    }
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@
 use std::io::Read;
 use std::sync::Arc;
 
-use state_api::{CheckpointMetadata, Error, IncrementalLocalKeyedStateHandle, Result};
+use state_api::{CheckpointMetadata, Error, Result};
 
 use crate::storage_root::{AbsoluteLocations, HandleScope, StorageRoot};
 
@@ -136,28 +136,10 @@ pub fn read(input: &mut dyn Read, root: &Arc<dyn StorageRoot>) -> Result<Checkpo
                 reason: format!("not checkpoint metadata JSON: {err}"),
             })
         })?;
-        refuse_task_local(&metadata, &scope).map_err(BodyError::Invalid)?;
         Ok(metadata)
     })?;
     metadata.validate()?;
     Ok(metadata)
-}
-
-/// A task-local copy names a local directory by absolute path and is never part of
-/// checkpoint storage: metadata that names one is refused before anything reads it.
-fn refuse_task_local(metadata: &CheckpointMetadata, scope: &HandleScope) -> Result<()> {
-    let task_local = metadata
-        .instances
-        .iter()
-        .flat_map(|instance| &instance.keyed)
-        .find_map(|handle| handle.downcast_ref::<IncrementalLocalKeyedStateHandle>());
-    match task_local {
-        None => Ok(()),
-        Some(local) => Err(scope.outside(
-            local.directory.directory().display().to_string(),
-            "a task-local directory is never part of checkpoint storage",
-        )),
-    }
 }
 
 #[cfg(test)]

@@ -29,16 +29,16 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::Lease;
+use crate::local_handle::{DirectoryStateHandle, IncrementalLocalKeyedStateHandle};
 use rocksdb::checkpoint::Checkpoint;
 use state_api::CheckpointId;
 use state_api::SnapshotRequest;
 use state_api::{
-    AsyncSnapshotCallable, CheckpointStreamFactory, CheckpointedStateScope, DirectoryStateHandle,
-    Error, HandleAndLocalPath, IncrementalLocalKeyedStateHandle, IncrementalRemoteKeyedStateHandle,
-    KeyedBackendParams, KeyedSnapshotResult, KeyedSnapshotStrategyFactory, KeyedStateHandle,
-    LocalRecoveryConfig, PlaceholderStreamStateHandle, Registry, Result, SnapshotContext,
-    SnapshotResult, SnapshotStrategy, StateMetaInfo, StateObject, StreamStateHandle,
-    backend_state_as,
+    AsyncSnapshotCallable, CheckpointStreamFactory, CheckpointedStateScope, Error,
+    HandleAndLocalPath, IncrementalRemoteKeyedStateHandle, KeyedBackendParams, KeyedSnapshotResult,
+    KeyedSnapshotStrategyFactory, KeyedStateHandle, LocalRecoveryConfig,
+    PlaceholderStreamStateHandle, Registry, Result, SnapshotContext, SnapshotResult,
+    SnapshotStrategy, StateMetaInfo, StateObject, StreamStateHandle, backend_state_as,
 };
 use state_format::KeyedBackendSerializationProxy;
 use state_format::file_manifest::{FileManifest, ManifestEntry};

@@ -22,6 +22,7 @@ mod backend;
 mod full;
 mod history;
 mod incremental;
+mod local_handle;
 mod resource_guard;
 mod restore;
 
@@ -31,6 +32,7 @@ pub use backend::{
 };
 pub use full::{RocksFullSnapshotStrategy, RocksFullSnapshotStrategyFactory};
 pub use incremental::{RocksIncrementalSnapshotStrategy, RocksIncrementalSnapshotStrategyFactory};
+pub use local_handle::{DirectoryStateHandle, IncrementalLocalKeyedStateHandle};
 pub use resource_guard::{Lease, ResourceGuard};
 pub use state_format::file_manifest::{FileManifest, ManifestEntry};
 

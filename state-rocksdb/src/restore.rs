@@ -6,14 +6,15 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::local_handle::IncrementalLocalKeyedStateHandle;
 use rocksdb::{
     ColumnFamilyDescriptor, DB, IngestExternalFileOptions, Options, ReadOptions, SstFileWriter,
     WriteBatch,
 };
 use state_api::{
-    Error, HandleAndLocalPath, IncrementalLocalKeyedStateHandle, IncrementalRemoteKeyedStateHandle,
-    KeyGroupRange, KeyedBackendParams, KeyedStateBackend, KeyedStateHandle, MaxParallelism,
-    Registry, Result, StateKind,
+    Error, HandleAndLocalPath, IncrementalRemoteKeyedStateHandle, KeyGroupRange,
+    KeyedBackendParams, KeyedStateBackend, KeyedStateHandle, MaxParallelism, Registry, Result,
+    StateKind,
 };
 use state_format::KeyGroupsStateHandle;
 use state_format::file_manifest::FileManifest;

@@ -387,6 +387,13 @@ impl StreamStateHandle for FileStateHandle {
     fn local_file(&self) -> Option<PathBuf> {
         self.readable_path().ok()
     }
+
+    fn stored_path(&self) -> Option<&str> {
+        match &self.location {
+            FileLocation::Stored { relative, .. } => Some(relative),
+            FileLocation::Local(_) => None,
+        }
+    }
 }
 
 /// Opens `path` for reading if it is a regular file; `what` names it in errors.

@@ -12,6 +12,7 @@
 
 mod background_file;
 mod file_handle;
+mod listing;
 mod local_storage;
 mod memory_storage;
 mod task_local;

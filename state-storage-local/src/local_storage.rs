@@ -27,7 +27,7 @@ use state_api::CheckpointId;
 use state_api::checkpoint_metadata::{CheckpointMetadata, JobId, METADATA_FILE};
 use state_api::{
     ByteStreamStateHandle, CheckpointStateOutputStream, CheckpointStorage, CheckpointStreamFactory,
-    CheckpointedStateScope, Closeable, Error, Result, StorageClaim, StreamStateHandle,
+    CheckpointedStateScope, Closeable, Error, Result, StorageClaim, StoredFile, StreamStateHandle,
 };
 use state_format::StorageRoot;
 use state_format::metadata::{self, MAX_METADATA_FILE_LEN};
@@ -361,6 +361,14 @@ impl CheckpointStorage for LocalCheckpointStorage {
     fn claim(&self, job: &JobId) -> Result<StorageClaim> {
         LocalCheckpointStorage::claim(self, job)
     }
+
+    fn list_files(&self) -> Result<Vec<StoredFile>> {
+        LocalCheckpointStorage::list_files(self)
+    }
+
+    fn delete_file(&self, path: &str) -> Result<()> {
+        LocalCheckpointStorage::delete_file(self, path)
+    }
 }
 
 /// Opens streams as files in a checkpoint's directory (exclusive) or the shared directory
@@ -383,13 +391,17 @@ impl LocalDirectoryStreamFactory {
 
 impl LocalDirectoryStreamFactory {
     fn destination(&self, scope: CheckpointedStateScope) -> Destination {
-        let dir = match scope {
-            CheckpointedStateScope::Exclusive => &self.exclusive_dir,
-            CheckpointedStateScope::Shared => SHARED_DIR,
+        let (dir, prefix) = match scope {
+            CheckpointedStateScope::Exclusive => (self.exclusive_dir.clone(), String::new()),
+            // `chk-<id>-`: clean-up after a crash tells whose file it is by its name.
+            CheckpointedStateScope::Shared => {
+                (SHARED_DIR.to_owned(), format!("{}-", self.exclusive_dir))
+            }
         };
         Destination::Stored {
             root: self.root.clone(),
-            dir: dir.to_owned(),
+            dir,
+            prefix,
         }
     }
 }
@@ -425,7 +437,7 @@ impl CheckpointStreamFactory for LocalDirectoryStreamFactory {
             .map_err(|err| Error::io(path, err))?
             .len();
         let linked = tempfile::Builder::new()
-            .prefix("")
+            .prefix(destination.prefix())
             .rand_bytes(16)
             .make_in(&dir, |target| fs::hard_link(path, target));
         let link = match linked {
@@ -486,8 +498,13 @@ impl CloseState {
 /// Where a stream's file goes.
 #[derive(Debug, Clone)]
 enum Destination {
-    /// A directory of a checkpoint storage, relative to its root.
-    Stored { root: Arc<LocalRoot>, dir: String },
+    /// A directory of a checkpoint storage, relative to its root, and the prefix of the
+    /// names of the files written there.
+    Stored {
+        root: Arc<LocalRoot>,
+        dir: String,
+        prefix: String,
+    },
     /// A task-local directory.
     Local(PathBuf),
 }
@@ -495,15 +512,22 @@ enum Destination {
 impl Destination {
     fn dir(&self) -> PathBuf {
         match self {
-            Destination::Stored { root, dir } => root.path().join(dir),
+            Destination::Stored { root, dir, .. } => root.path().join(dir),
             Destination::Local(dir) => dir.clone(),
+        }
+    }
+
+    fn prefix(&self) -> &str {
+        match self {
+            Destination::Stored { prefix, .. } => prefix,
+            Destination::Local(_) => "",
         }
     }
 
     /// The handle of the complete file `name` of `size` bytes in this directory.
     fn handle(&self, name: &str, size: u64) -> Result<FileStateHandle> {
         let handle = match self {
-            Destination::Stored { root, dir } => {
+            Destination::Stored { root, dir, .. } => {
                 FileStateHandle::stored(root.clone(), format!("{dir}/{name}"), size)?
             }
             Destination::Local(dir) => FileStateHandle::local(dir.join(name), size),
@@ -555,8 +579,9 @@ impl LocalFileOutputStream {
 
     fn open_file(&mut self) -> io::Result<&mut BackgroundFile> {
         let dir = self.destination.dir();
+        let prefix = format!("{IN_PROGRESS_PREFIX}{}", self.destination.prefix());
         let temp = tempfile::Builder::new()
-            .prefix(IN_PROGRESS_PREFIX)
+            .prefix(&prefix)
             .rand_bytes(16)
             .tempfile_in(&dir)
             .map_err(|err| Error::io(&dir, err).into_io())?;

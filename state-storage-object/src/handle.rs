@@ -261,6 +261,10 @@ impl StreamStateHandle for ObjectStateHandle {
     fn written_by_this_process(&self) -> bool {
         self.written_here
     }
+
+    fn stored_path(&self) -> Option<&str> {
+        Some(&self.relative)
+    }
 }
 
 type Fetch = Pending<object_store::Result<Bytes>>;

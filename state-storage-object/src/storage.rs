@@ -20,9 +20,10 @@ use state_api::CheckpointId;
 use state_api::checkpoint_metadata::METADATA_FILE;
 use state_api::{
     CheckpointMetadata, CheckpointStateOutputStream, CheckpointStorage, CheckpointStreamFactory,
-    CheckpointedStateScope, Error, Result,
+    CheckpointedStateScope, Error, Result, StoredFile,
 };
 use state_format::StorageRoot;
+use state_format::storage_root::check_relative;
 
 use crate::handle::ObjectRoot;
 use crate::location::{ObjectUrl, Scheme};
@@ -331,6 +332,52 @@ impl ObjectCheckpointStorage {
     }
 }
 
+impl ObjectCheckpointStorage {
+    /// Every object under the storage's prefix, by path relative to it, with its size,
+    /// sorted. Incomplete multipart uploads are not objects and are not listed (a bucket
+    /// lifecycle rule expires those).
+    ///
+    /// # Errors
+    ///
+    /// Storage errors of the listing.
+    pub fn list_files(&self) -> Result<Vec<StoredFile>> {
+        let inner = self.store.inner.clone();
+        let prefix = self.prefix.clone();
+        let metas =
+            block_on(async move { inner.list(Some(&prefix)).try_collect::<Vec<_>>().await })?
+                .map_err(|err| self.store.error(err, &self.url))?;
+        let mut files: Vec<StoredFile> = metas
+            .into_iter()
+            .filter_map(|meta| {
+                let parts = meta.location.prefix_match(&self.prefix)?;
+                let path = parts.map(|p| p.as_ref().to_owned()).collect::<Vec<_>>();
+                Some(StoredFile {
+                    path: path.join("/"),
+                    size: meta.size,
+                })
+            })
+            .collect();
+        files.sort();
+        Ok(files)
+    }
+
+    /// Deletes the object at `path` (relative to the storage's prefix); a missing object
+    /// is no error.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OutsideStorage`] for a path that leaves the prefix; storage errors naming
+    /// the object.
+    pub fn delete_file(&self, path: &str) -> Result<()> {
+        check_relative(path).map_err(|reason| Error::OutsideStorage {
+            location: path.to_owned(),
+            root: self.url.clone(),
+            reason: reason.to_owned(),
+        })?;
+        self.delete(&self.key(path))
+    }
+}
+
 impl CheckpointStorage for ObjectCheckpointStorage {
     fn location(&self) -> String {
         self.url.clone()
@@ -361,6 +408,13 @@ impl CheckpointStorage for ObjectCheckpointStorage {
     fn discard_checkpoint(&self, checkpoint_id: CheckpointId) -> Result<()> {
         ObjectCheckpointStorage::discard_checkpoint(self, checkpoint_id)
     }
+    fn list_files(&self) -> Result<Vec<StoredFile>> {
+        ObjectCheckpointStorage::list_files(self)
+    }
+
+    fn delete_file(&self, path: &str) -> Result<()> {
+        ObjectCheckpointStorage::delete_file(self, path)
+    }
 }
 
 /// Opens streams as objects under a checkpoint's prefix (exclusive) or `shared/`.
@@ -376,11 +430,13 @@ impl CheckpointStreamFactory for ObjectStreamFactory {
         &self,
         scope: CheckpointedStateScope,
     ) -> Result<Box<dyn CheckpointStateOutputStream>> {
-        let dir = match scope {
-            CheckpointedStateScope::Exclusive => self.exclusive.as_str(),
-            CheckpointedStateScope::Shared => SHARED,
+        let relative = match scope {
+            CheckpointedStateScope::Exclusive => format!("{}/{}", self.exclusive, fresh_name()),
+            // `chk-<id>-`: clean-up after a crash tells whose object it is by its name.
+            CheckpointedStateScope::Shared => {
+                format!("{SHARED}/{}-{}", self.exclusive, fresh_name())
+            }
         };
-        let relative = format!("{dir}/{}", fresh_name());
         let url = self
             .storage
             .url_of(&Path::from(self.storage.root.key(&relative)));

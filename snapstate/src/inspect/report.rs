@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use serde::{Serialize, Serializer};
 use state_api::CheckpointId;
 use state_api::{
-    CheckpointType, DistributionMode, Error as StateError, IncrementalLocalKeyedStateHandle,
-    IncrementalRemoteKeyedStateHandle, KeyGroupRange, KeyedStateHandle, StateKind,
+    CheckpointType, DistributionMode, Error as StateError, IncrementalRemoteKeyedStateHandle,
+    KeyGroupRange, KeyedStateHandle, StateKind,
 };
 use state_format::KeyGroupsStateHandle;
 
@@ -95,8 +95,6 @@ pub enum HandleKind {
     KeyGroups,
     /// An [`IncrementalRemoteKeyedStateHandle`]: files plus a meta stream.
     IncrementalRemote,
-    /// An [`IncrementalLocalKeyedStateHandle`]: a task-local directory.
-    IncrementalLocal,
     /// An [`OperatorStreamStateHandle`](state_api::OperatorStreamStateHandle).
     Operator,
     /// A keyed handle of a kind this build does not know (a third-party plugin's).
@@ -111,8 +109,6 @@ impl HandleKind {
             HandleKind::KeyGroups
         } else if any.is::<IncrementalRemoteKeyedStateHandle>() {
             HandleKind::IncrementalRemote
-        } else if any.is::<IncrementalLocalKeyedStateHandle>() {
-            HandleKind::IncrementalLocal
         } else {
             HandleKind::Other
         }
@@ -123,7 +119,6 @@ impl HandleKind {
         match self {
             HandleKind::KeyGroups => "key-groups",
             HandleKind::IncrementalRemote => "incremental-remote",
-            HandleKind::IncrementalLocal => "incremental-local",
             HandleKind::Operator => "operator",
             HandleKind::Other => "other",
         }

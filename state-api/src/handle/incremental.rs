@@ -1,13 +1,13 @@
-//! Handles of incremental keyed snapshots: the remote one in checkpoint storage, its
-//! task-local copy, and the backend identifiers their shared files are keyed by.
+//! Handles of incremental keyed snapshots in checkpoint storage, and the backend
+//! identifiers their shared files are keyed by.
 
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    CheckpointId, DirectoryStateHandle, Error, KeyGroupRange, KeyedStateHandle,
-    PlaceholderStreamStateHandle, Result, StateObject, StreamStateHandle,
+    CheckpointId, Error, KeyGroupRange, KeyedStateHandle, PlaceholderStreamStateHandle, Result,
+    StateObject, StreamStateHandle,
 };
 
 /// A file of an incremental snapshot and the name it has in the backend's local directory.
@@ -149,47 +149,9 @@ impl KeyedStateHandle for IncrementalRemoteKeyedStateHandle {
         (!self.key_group_range.intersection(range).is_empty())
             .then(|| Arc::new(self.clone()) as Arc<dyn KeyedStateHandle>)
     }
-}
-
-/// The task-local copy of an incremental keyed snapshot: a local directory of files.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct IncrementalLocalKeyedStateHandle {
-    /// Identifies the backend instance whose files these are.
-    pub backend_identifier: String,
-    /// The checkpoint this snapshot belongs to.
-    pub checkpoint_id: CheckpointId,
-    /// The directory holding the files.
-    pub directory: DirectoryStateHandle,
-    /// The key groups covered.
-    pub key_group_range: KeyGroupRange,
-    /// The meta data stream (serialization proxy).
-    pub meta_state: Arc<dyn StreamStateHandle>,
-    /// The shared files of the snapshot, by local name.
-    pub shared_state: Vec<HandleAndLocalPath>,
-}
-
-impl StateObject for IncrementalLocalKeyedStateHandle {
-    fn discard(&self) -> Result<()> {
-        let (directory, meta) = (self.directory.discard(), self.meta_state.discard());
-        directory.and(meta)
-    }
-
-    fn state_size(&self) -> u64 {
-        self.directory
-            .state_size()
-            .saturating_add(self.meta_state.state_size())
-    }
-}
-
-#[typetag::serde(name = "incremental-local")]
-impl KeyedStateHandle for IncrementalLocalKeyedStateHandle {
-    fn key_group_range(&self) -> KeyGroupRange {
-        self.key_group_range
-    }
-
-    fn intersection(&self, range: &KeyGroupRange) -> Option<Arc<dyn KeyedStateHandle>> {
-        (!self.key_group_range.intersection(range).is_empty())
-            .then(|| Arc::new(self.clone()) as Arc<dyn KeyedStateHandle>)
+    fn streams(&self) -> Option<Vec<&Arc<dyn StreamStateHandle>>> {
+        let files = self.shared_state.iter().chain(&self.private_state);
+        Some(files.map(|f| &f.handle).chain([&self.meta_state]).collect())
     }
 }
 

@@ -44,11 +44,10 @@ use std::sync::Arc;
 use crate::{KeyGroupRange, Result, StateObject};
 
 pub use incremental::{
-    HandleAndLocalPath, IncrementalLocalKeyedStateHandle, IncrementalRemoteKeyedStateHandle,
-    new_backend_identifier,
+    HandleAndLocalPath, IncrementalRemoteKeyedStateHandle, new_backend_identifier,
 };
 pub use operator::{DistributionMode, OperatorStatePartitions, OperatorStreamStateHandle};
-pub use stream::{ByteStreamStateHandle, DirectoryStateHandle, PlaceholderStreamStateHandle};
+pub use stream::{ByteStreamStateHandle, PlaceholderStreamStateHandle};
 
 /// A readable, seekable stream of snapshot bytes.
 pub trait StateInputStream: Read + Seek + Send {}
@@ -88,6 +87,12 @@ pub trait StreamStateHandle: StateObject + Any + fmt::Debug + Send + Sync + 'sta
     fn local_file(&self) -> Option<std::path::PathBuf> {
         None
     }
+
+    /// The path of the stream's file relative to its checkpoint storage's root (a
+    /// [`StoredFile::path`](crate::StoredFile)); `None` (the default) for inline bytes.
+    fn stored_path(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// A handle to the keyed state of one key-group range. `dyn KeyedStateHandle` downcasts to
@@ -101,6 +106,12 @@ pub trait KeyedStateHandle: StateObject + Any + fmt::Debug + Send + Sync + 'stat
     /// Restore uses it to pick, from the handles of the old instances, what a new
     /// instance's range needs.
     fn intersection(&self, range: &KeyGroupRange) -> Option<Arc<dyn KeyedStateHandle>>;
+
+    /// Every stream the handle reads, which storage clean-up keeps; `None` (the default)
+    /// when the handle cannot tell, and then clean-up deletes nothing.
+    fn streams(&self) -> Option<Vec<&Arc<dyn StreamStateHandle>>> {
+        None
+    }
 }
 
 /// Adds `downcast_ref` and `is` to each handle trait object.

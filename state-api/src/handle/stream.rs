@@ -1,9 +1,7 @@
 //! Stream handles of the contract itself: inline bytes, placeholders for shared files
-//! uploaded earlier, and task-local directories.
+//! uploaded earlier.
 
-use std::fs;
-use std::io::{self, Cursor};
-use std::path::{Path, PathBuf};
+use std::io::Cursor;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -103,45 +101,6 @@ impl StreamStateHandle for PlaceholderStreamStateHandle {
 
     fn describe(&self) -> String {
         format!("placeholder for shared file `{}`", self.key)
-    }
-}
-
-/// A directory of snapshot files (a local RocksDB checkpoint, a task-local copy).
-/// Task-local: it names a local directory by absolute path and is never part of checkpoint
-/// storage; the checkpoint metadata reader refuses one with [`Error::OutsideStorage`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DirectoryStateHandle {
-    directory: PathBuf,
-    size: u64,
-}
-
-impl DirectoryStateHandle {
-    /// A handle to `directory`, whose files add up to `size` bytes.
-    pub fn new(directory: impl Into<PathBuf>, size: u64) -> Self {
-        DirectoryStateHandle {
-            directory: directory.into(),
-            size,
-        }
-    }
-
-    /// The directory.
-    pub fn directory(&self) -> &Path {
-        &self.directory
-    }
-}
-
-impl StateObject for DirectoryStateHandle {
-    fn discard(&self) -> Result<()> {
-        match fs::remove_dir_all(&self.directory) {
-            Err(err) if err.kind() != io::ErrorKind::NotFound => {
-                Err(Error::io(&self.directory, err))
-            }
-            _ => Ok(()),
-        }
-    }
-
-    fn state_size(&self) -> u64 {
-        self.size
     }
 }
 
