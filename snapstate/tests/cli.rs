@@ -212,3 +212,71 @@ fn verify_names_a_handle_outside_the_directory_it_checks() {
         "{stdout}"
     );
 }
+
+#[test]
+fn gc_removes_what_crashed_writers_left_and_a_dry_run_removes_nothing() {
+    let fixture = support::checkpoint("none");
+    let root = fixture.root();
+    let later = CHECKPOINT_ID + 1;
+    // A crash left: a half-written stream of the committed checkpoint, a shared file of
+    // it nobody refers to, and the directory of a later checkpoint that never completed.
+    let checkpoint_dir = root.join(format!("chk-{CHECKPOINT_ID}"));
+    std::fs::write(checkpoint_dir.join(".inprogress-cut"), b"half").unwrap();
+    let orphan = format!("shared/chk-{CHECKPOINT_ID}-orphan");
+    std::fs::write(root.join(&orphan), b"left behind").unwrap();
+    std::fs::create_dir(root.join(format!("chk-{later}"))).unwrap();
+    std::fs::write(root.join(format!("chk-{later}/stream")), b"unfinished").unwrap();
+
+    let dry = snapstate(&["gc", "--dry-run", "--json"], root);
+    assert!(dry.status.success(), "{dry:?}");
+    let report = json(&dry);
+    let mut removed: Vec<&str> = (report["removed"].as_array().unwrap().iter())
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    removed.sort_unstable();
+    let mut expected = vec![
+        format!("chk-{CHECKPOINT_ID}/.inprogress-cut"),
+        format!("chk-{later}/stream"),
+        orphan.clone(),
+    ];
+    expected.sort_unstable();
+    assert_eq!(removed, expected);
+    assert_eq!(report["removed_bytes"], 4 + 10 + 11);
+    assert_eq!(report["writers"], "exclusive");
+    assert!(root.join(&orphan).exists(), "a dry run removes nothing");
+
+    let gc = snapstate(&["gc"], root);
+    assert!(gc.status.success(), "{gc:?}");
+    let stdout = String::from_utf8_lossy(&gc.stdout);
+    assert!(stdout.contains("removed 3 files (25 bytes)"), "{stdout}");
+    assert!(!root.join(&orphan).exists());
+    assert!(!root.join(format!("chk-{later}")).exists());
+    let verify = snapstate(&["verify", "--json"], root);
+    assert!(verify.status.success(), "{verify:?}");
+    assert_eq!(json(&verify)["leftovers"], serde_json::json!([]));
+}
+
+#[test]
+fn gc_beside_a_job_holding_the_storage_keeps_what_the_job_may_be_writing() {
+    let fixture = support::checkpoint("none");
+    let root = fixture.root();
+    let storage = snapstate::LocalCheckpointStorage::open(root).unwrap();
+    let _claim = storage
+        .claim(&snapstate::api::JobId::new("running").unwrap())
+        .unwrap();
+    let later = CHECKPOINT_ID + 1;
+    let old = format!("shared/chk-{CHECKPOINT_ID}-orphan");
+    std::fs::write(root.join(&old), b"left behind").unwrap();
+    let new = format!("shared/chk-{later}-uploading");
+    std::fs::write(root.join(&new), b"being written").unwrap();
+
+    let gc = snapstate(&["gc", "--json"], root);
+    assert!(gc.status.success(), "{gc:?}");
+    let report = json(&gc);
+    assert_eq!(report["writers"], "possible");
+    let note = report["writer_note"].as_str().unwrap();
+    assert!(note.contains("running"), "{note}");
+    assert!(!root.join(&old).exists());
+    assert!(root.join(&new).exists(), "a newer checkpoint's file is kept");
+    assert_eq!(report["kept"][0]["path"], new.as_str());
+}

@@ -7,6 +7,7 @@
 //! snapstate inspect DIR [--checkpoint N]     # default: the latest committed checkpoint
 //! snapstate verify DIR [--checkpoint N]      # default: every committed checkpoint
 //! snapstate verify s3://bucket/prefix [--option s3.endpoint=http://127.0.0.1:9000]
+//! snapstate gc DIR|URL [--dry-run] [--no-other-writer]
 //! snapstate plugins
 //! ```
 //!
@@ -72,6 +73,23 @@ enum Command {
         #[arg(long)]
         checkpoint: Option<u64>,
     },
+    /// Remove what crashed or cancelled writers left behind: files of checkpoints that
+    /// never completed and shared files no committed checkpoint refers to. Beside a
+    /// running job (a local directory another process has claimed, or object storage,
+    /// which cannot be claimed) only files of checkpoints up to the latest committed one
+    /// go, never those of a checkpoint still being written.
+    Gc {
+        /// The storage root; or the URL of checkpoint storage on object storage
+        /// (s3://bucket/prefix).
+        dir: String,
+        /// Only list what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+        /// No job writes into the storage now (needed for object storage to remove the
+        /// files of checkpoints newer than the latest committed one).
+        #[arg(long)]
+        no_other_writer: bool,
+    },
     /// List the plugins this binary links: backends, strategies, decorators.
     Plugins,
 }
@@ -80,6 +98,8 @@ enum Command {
 #[derive(Debug)]
 enum Failure {
     Inspect(snapstate::Error),
+    /// An error of the checkpoint storage at a location.
+    Storage(String, snapstate::api::Error),
     Output(io::Error),
     Usage(String),
 }
@@ -88,6 +108,7 @@ impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Failure::Inspect(err) => write!(f, "{err}"),
+            Failure::Storage(location, err) => write!(f, "checkpoint storage `{location}`: {err}"),
             Failure::Output(err) => write!(f, "cannot write the output: {err}"),
             Failure::Usage(message) => write!(f, "{message}"),
         }
@@ -189,6 +210,17 @@ fn run(cli: &Cli, out: &mut dyn Write) -> Result<ExitCode, Failure> {
                 return Ok(ExitCode::from(1));
             }
         }
+        Command::Gc {
+            dir,
+            dry_run,
+            no_other_writer,
+        } => {
+            let report = gc(dir, &cli.options, *dry_run, *no_other_writer)?;
+            match cli.json {
+                true => json(out, &report)?,
+                false => print_gc(out, &report)?,
+            }
+        }
         Command::Plugins => {
             let plugins = Plugins::of(registry);
             match cli.json {
@@ -198,6 +230,135 @@ fn run(cli: &Cli, out: &mut dyn Write) -> Result<ExitCode, Failure> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `gc` prints.
+#[derive(Debug, Serialize)]
+struct GcReport {
+    location: String,
+    dry_run: bool,
+    /// `exclusive` (every unreferenced file goes) or `possible` (a job may be writing).
+    writers: &'static str,
+    /// Why another writer is assumed, when it is.
+    writer_note: Option<String>,
+    committed: Vec<u64>,
+    removed: Vec<GcFile>,
+    removed_bytes: u64,
+    kept: Vec<GcFile>,
+}
+
+#[derive(Debug, Serialize)]
+struct GcFile {
+    path: String,
+    size: u64,
+}
+
+fn gc(
+    dir: &str,
+    options: &[String],
+    dry_run: bool,
+    no_other_writer: bool,
+) -> Result<GcReport, Failure> {
+    use snapstate::api::{CheckpointStorage, Error as StateError, JobId};
+    use snapstate::coordinator::{Writers, collect_garbage, find_garbage};
+    let failed = |err| Failure::Storage(dir.to_owned(), err);
+    let storage: Box<dyn CheckpointStorage> = match location(dir, options)? {
+        inspect::Location::Dir(path) => {
+            Box::new(snapstate::LocalCheckpointStorage::open(&path).map_err(failed)?)
+        }
+        #[cfg(feature = "object-storage")]
+        inspect::Location::Object { url, options } => Box::new(
+            snapstate::object_storage::ObjectCheckpointStorage::open(&url, *options)
+                .map_err(failed)?,
+        ),
+        other => return Err(Failure::Usage(format!("gc cannot clean {other:?}"))),
+    };
+    let job = JobId::new("snapstate-gc").map_err(failed)?;
+    // Held until the clean-up is over: no job starts writing meanwhile.
+    let claim = match storage.claim(&job) {
+        Ok(claim) => Ok(claim),
+        Err(StateError::InUse { holder, .. }) => Err(format!("the storage is in use by {holder}")),
+        Err(err) => return Err(failed(err)),
+    };
+    let (writers, writer_note) = match (&claim, no_other_writer) {
+        (_, true) => (Writers::Exclusive, None),
+        (Ok(claim), false) if claim.is_enforced() => (Writers::Exclusive, None),
+        (Ok(_), false) => (
+            Writers::Possible,
+            Some("the storage cannot be claimed: a job may be writing (--no-other-writer if none is)".to_owned()),
+        ),
+        (Err(note), false) => (Writers::Possible, Some(note.clone())),
+    };
+    let garbage = match dry_run {
+        true => find_garbage(&*storage, writers),
+        false => collect_garbage(&*storage, writers),
+    }
+    .map_err(failed)?;
+    let files = |files: &[snapstate::api::StoredFile]| {
+        files
+            .iter()
+            .map(|f| GcFile {
+                path: f.path.clone(),
+                size: f.size,
+            })
+            .collect()
+    };
+    Ok(GcReport {
+        location: storage.location(),
+        dry_run,
+        writers: match writers {
+            Writers::Exclusive => "exclusive",
+            Writers::Possible => "possible",
+        },
+        writer_note,
+        committed: garbage.committed.iter().map(|id| id.get()).collect(),
+        removed: files(&garbage.files),
+        removed_bytes: garbage.bytes(),
+        kept: files(&garbage.kept),
+    })
+}
+
+fn print_gc(out: &mut dyn Write, report: &GcReport) -> io::Result<()> {
+    writeln!(out, "storage root: {}", report.location)?;
+    let committed: Vec<String> = report.committed.iter().map(u64::to_string).collect();
+    writeln!(
+        out,
+        "committed checkpoints: {}",
+        match committed.is_empty() {
+            true => "none".to_owned(),
+            false => committed.join(", "),
+        }
+    )?;
+    if let Some(note) = &report.writer_note {
+        writeln!(
+            out,
+            "{note}: only files of checkpoints up to the latest committed one are removed"
+        )?;
+    }
+    let verb = match report.dry_run {
+        true => "would remove",
+        false => "removed",
+    };
+    writeln!(
+        out,
+        "{verb} {} ({} bytes)",
+        plural(report.removed.len(), "file", "files"),
+        report.removed_bytes
+    )?;
+    for file in &report.removed {
+        writeln!(out, "  {} ({} bytes)", file.path, file.size)?;
+    }
+    if !report.kept.is_empty() {
+        writeln!(
+            out,
+            "kept {} of checkpoints newer than the latest committed one (maybe still being written)",
+            plural(report.kept.len(), "file", "files")
+        )?;
+        for file in &report.kept {
+            writeln!(out, "  {} ({} bytes)", file.path, file.size)?;
+        }
+    }
+    Ok(())
 }
 
 fn json(out: &mut dyn Write, value: &impl Serialize) -> io::Result<()> {
