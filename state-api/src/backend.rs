@@ -475,7 +475,7 @@ pub trait OperatorStateBackendFactory: Send + Sync + fmt::Debug + 'static {
     ) -> Result<Box<dyn OperatorStateBackend>>;
 
     /// Creates a backend from the handles redistributed to this instance (see
-    /// `state_operator::repartition` for how a coordinator plans that).
+    /// `state_coordinator::plan_restore` for how a coordinator plans that).
     fn restore(
         &self,
         params: OperatorBackendParams,

@@ -11,14 +11,22 @@
 //!   committed checkpoints are read back and what the crash left behind is removed.
 //! - [`SharedStateRegistry`]: who owns the shared files of incremental checkpoints, so a
 //!   file is deleted when no retained checkpoint refers to it any more, never earlier.
+//! - [`plan_restore`]: what each instance of a job restores from a checkpoint, at any
+//!   parallelism, as Flink's `StateAssignmentOperation` assigns it (operator state by
+//!   [`repartition_operator_state`]); its shares never delete the checkpoint's files.
 //!
 //! It depends on `state-api` only, so a distributed engine can use it with any storage and
 //! any backend.
 
+mod assignment;
 mod coordinator;
 mod recovery;
 mod shared_registry;
 
+pub use assignment::{
+    InstanceAssignment, KeyedShare, RestorePlan, StreamShare, plan_restore,
+    repartition_operator_state,
+};
 pub use coordinator::{
     Aborted, Acknowledged, Acknowledgement, CheckpointCoordinator, CheckpointStats,
     CheckpointStatus, Completed, CoordinatorConfig, InstanceStats, TriggerRefused,

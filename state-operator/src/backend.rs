@@ -138,9 +138,9 @@ impl DefaultOperatorStateBackend {
         })
     }
 
-    /// A backend holding the states of `handles`, the share of this instance as
-    /// [`repartition`](crate::repartition) planned it: split lists get the elements the
-    /// handles list, union lists and broadcast maps come whole.
+    /// A backend holding the states of `handles`, the share of this instance as the
+    /// coordinator planned it (`state_coordinator::repartition_operator_state`): split lists
+    /// get the elements the handles list, union lists and broadcast maps come whole.
     ///
     /// # Errors
     ///

@@ -1,5 +1,6 @@
 //! Operator state of snapstate: named list and broadcast states of one operator instance,
-//! their snapshot strategy, and how they are shared out when the parallelism changes.
+//! their snapshot strategy, and the restore of an instance's share when the parallelism
+//! changes.
 //!
 //! - [`DefaultOperatorStateBackend`] (`operator`) holds, in memory, list states whose mode
 //!   says how they are redistributed on restore (split-distribute: each new instance gets
@@ -11,8 +12,10 @@
 //!   state's partitions with checksums ([`mod@format`]), recording per state the partition
 //!   offsets and mode in a [`state_api::OperatorStreamStateHandle`]. No states: no file and
 //!   an empty result.
-//! - [`repartition`] plans, from the handles of N old instances, what each of M new
-//!   instances restores; [`DefaultOperatorStateBackend::restore`] reads that share.
+//! - [`DefaultOperatorStateBackend::restore`] reads the share of one instance, as the
+//!   coordinator planned it from the handles of N old instances for M new ones
+//!   (`state_coordinator::plan_restore`, or `repartition_operator_state` for operator
+//!   handles alone).
 //!
 //! # Example
 //!
@@ -36,7 +39,7 @@
 //! let result = backend.snapshot(&request, storage)?.run()?;
 //! let old = vec![result.job_manager_owned().into_iter().cloned().collect()];
 //!
-//! let plan = state_operator::repartition(&old, 2)?;
+//! let plan = state_coordinator::repartition_operator_state(&old, 2)?;
 //! let mut shares = Vec::new();
 //! for (index, handles) in (0..).zip(&plan) {
 //!     let restored = factory.restore(OperatorBackendParams::new(index, 2), registry, handles)?;
@@ -52,16 +55,12 @@
 
 mod backend;
 pub mod format;
-mod repartition;
 mod snapshot;
 
 pub use backend::{
     DefaultOperatorStateBackend, DefaultOperatorStateBackendFactory, OperatorSnapshotSource,
     OperatorState, OperatorStateData, OperatorStates,
 };
-/// The round-robin repartitioning of operator state handles: from the handles alone, so a
-/// coordinator plans a restore without creating a backend.
-pub use repartition::repartition_operator_state as repartition;
 pub use snapshot::{DefaultOperatorSnapshotStrategyFactory, OperatorSnapshotStrategy};
 
 /// Name of the operator state backend and of its snapshot strategy.

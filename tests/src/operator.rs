@@ -6,7 +6,7 @@
 //! [`LocalCheckpointStorage`](state_storage_local::LocalCheckpointStorage) in a temporary directory
 //! (or the storage [`with_storage`](crate::storage::with_storage) names; every stream a
 //! file or object), and restores
-//! take the share [`repartition`] plans for each new instance from the
+//! take the share [`repartition_operator_state`] plans for each new instance from the
 //! handles alone. A broken rule panics naming the backend, the contract and the rule.
 //!
 //! ```no_run
@@ -32,7 +32,7 @@ use state_api::{
     OperatorStateMetaInfo, OperatorStatePartitions, OperatorStreamStateHandle, Registry, Result,
     StateObject,
 };
-use state_operator::repartition;
+use state_coordinator::repartition_operator_state;
 use state_storage_local::{FileStateHandle, TaskLocalDirectory};
 use tempfile::TempDir;
 
@@ -274,7 +274,7 @@ impl<'r> Bed<'r> {
         new: u32,
     ) -> Vec<Vec<OperatorStreamStateHandle>> {
         self.ok(
-            repartition(old, new),
+            repartition_operator_state(old, new),
             format_args!("repartitioning {} old instances to {new}", old.len()),
         )
     }

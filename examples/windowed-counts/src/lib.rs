@@ -28,6 +28,7 @@ use snapstate::api::{
 use snapstate::config::StateConfig;
 use snapstate::coordinator::{
     Acknowledged, Acknowledgement, CheckpointCoordinator, InstanceStats, TriggerRefused,
+    plan_restore,
 };
 
 /// Errors of the job, as text for the command line.
@@ -281,15 +282,18 @@ pub fn run(spec: &JobSpec, config: &StateConfig, work_dir: PathBuf) -> JobResult
         Some(metadata) => CheckpointCoordinator::resume(storage.clone(), coordination, metadata)?,
         None => CheckpointCoordinator::new(storage.clone(), coordination),
     });
-    let operator_plan = match &metadata {
-        Some(metadata) => {
-            snapstate::operator::repartition(&metadata.operator_handles(), spec.parallelism)?
-        }
-        None => vec![Vec::new(); spec.parallelism as usize],
-    };
+    // What each instance restores (key groups, keyed parts, operator share), planned from
+    // the checkpoint's handles alone; the shares never delete the checkpoint's files.
+    let plan = (metadata.as_ref())
+        .map(|metadata| plan_restore(metadata, instances_count, max_parallelism))
+        .transpose()?;
     let mut instances = Vec::new();
     for index in 0..spec.parallelism {
-        let range = range_of(max_parallelism, spec.parallelism, index)?;
+        let assignment = plan.as_ref().map(|plan| &plan.instances[index as usize]);
+        let range = match assignment {
+            Some(assignment) => assignment.key_groups,
+            None => range_of(max_parallelism, spec.parallelism, index)?,
+        };
         let mut params = config.keyed_params(range, registry)?;
         params.key_serializer = "u64-be".into();
         let dir = work_dir.join(format!(
@@ -298,18 +302,16 @@ pub fn run(spec: &JobSpec, config: &StateConfig, work_dir: PathBuf) -> JobResult
         ));
         std::fs::create_dir_all(&dir)?;
         params.working_dir = Some(dir);
-        let mut keyed = match &metadata {
-            Some(metadata) => keyed_factory.restore(params, registry, &metadata.keyed_handles())?,
+        let mut keyed = match assignment {
+            Some(assignment) => keyed_factory.restore(params, registry, &assignment.keyed)?,
             None => keyed_factory.create(params, registry)?,
         };
         keyed.register_state(&StateMetaInfo::value(COUNTS, "u64-be", "u64-be"))?;
         let operator_params = OperatorBackendParams::new(index, spec.parallelism);
-        let mut operator = match &metadata {
-            Some(_) => operator_factory.restore(
-                operator_params,
-                registry,
-                &operator_plan[index as usize],
-            )?,
+        let mut operator = match assignment {
+            Some(assignment) => {
+                operator_factory.restore(operator_params, registry, &assignment.operator)?
+            }
             None => operator_factory.create(operator_params, registry)?,
         };
         operator.register_state(&OperatorStateMetaInfo::union_list(SOURCE_OFFSET, "u64-be"))?;

@@ -112,26 +112,35 @@ pub trait KeyedStateHandle: StateObject + Any + fmt::Debug + Send + Sync + 'stat
     fn streams(&self) -> Option<Vec<&Arc<dyn StreamStateHandle>>> {
         None
     }
+
+    /// The handle this one is a view of (a planned share of a restore), which downcasts see
+    /// through; `None` (the default) for a handle that is no view.
+    fn viewed(&self) -> Option<&dyn KeyedStateHandle> {
+        None
+    }
 }
 
-/// Adds `downcast_ref` and `is` to each handle trait object.
+/// Adds `downcast_ref` and `is` to each handle trait object; `$viewed` names the handle a
+/// view stands for, which both see through.
 macro_rules! downcasts {
-    ($($handle:ident),*) => {$(
+    ($($handle:ident => $viewed:expr),*) => {$(
         impl dyn $handle {
-            /// The handle as the concrete handle type `T`, if it is one.
+            /// The handle as the concrete handle type `T`, if it is one; a keyed handle that
+            /// is a view ([`KeyedStateHandle::viewed`]) also as one of the handle it shows.
             pub fn downcast_ref<T: $handle>(&self) -> Option<&T> {
-                (self as &dyn Any).downcast_ref()
+                let viewed: fn(&Self) -> Option<&Self> = $viewed;
+                (self as &dyn Any).downcast_ref().or_else(|| viewed(self)?.downcast_ref())
             }
 
-            /// Whether the handle is of the concrete handle type `T`.
+            /// Whether [`downcast_ref`](#method.downcast_ref) finds a `T`.
             pub fn is<T: $handle>(&self) -> bool {
-                (self as &dyn Any).is::<T>()
+                self.downcast_ref::<T>().is_some()
             }
         }
     )*};
 }
 
-downcasts!(StreamStateHandle, KeyedStateHandle);
+downcasts!(StreamStateHandle => |_| None, KeyedStateHandle => |handle| handle.viewed());
 
 #[cfg(test)]
 mod tests {

@@ -1,11 +1,246 @@
-//! [`repartition_operator_state`]: how the operator state of N old instances is shared among
-//! M new ones, the round-robin repartitioning of operator list and broadcast state.
+//! Restore planning, Flink's `StateAssignmentOperation`: from the handles of a completed
+//! checkpoint alone, what each instance of a job restores, at any parallelism.
+//!
+//! - [`plan_restore`] assigns every new instance its key groups, the parts of the old keyed
+//!   handles that cover them and its share of the operator state, as a [`RestorePlan`] a
+//!   coordinator computes before any instance starts and ships to the instances.
+//! - [`repartition_operator_state`] is the round-robin repartitioning of operator list and
+//!   broadcast state from N old instances onto M new ones.
+//!
+//! The shares of a plan point at the files of the checkpoint they come from, which other
+//! shares, other plans and the retained checkpoint read too. Those files belong to the
+//! coordinator (its retained checkpoints and the [`SharedStateRegistry`](crate::SharedStateRegistry)),
+//! so a planned share never deletes anything: the plan wraps each handle in a view,
+//! [`KeyedShare`] or [`StreamShare`], whose `discard` does nothing.
 
 use std::collections::BTreeMap;
+use std::num::NonZeroU32;
+use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
 use state_api::{
-    DistributionMode, Error, OperatorStatePartitions, OperatorStreamStateHandle, Result,
+    CheckpointId, CheckpointMetadata, DistributionMode, Error, KeyGroupRange, KeyedStateHandle,
+    MaxParallelism, OperatorStatePartitions, OperatorStreamStateHandle, Result, StateInputStream,
+    StateObject, StreamStateHandle,
 };
+
+/// What every instance of a job restores from one checkpoint: [`plan_restore`]'s answer.
+///
+/// It serializes (handles through their `typetag` tags), so a distributed engine computes
+/// it once and ships each instance its [`InstanceAssignment`]. Handles of a checkpoint
+/// storage serialize relative to their storage's root: (de)serialize a plan the way the
+/// storage's checkpoint metadata is, in the storage's handle scope (`state-format`'s
+/// `HandleScope`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RestorePlan {
+    /// The checkpoint the instances restore.
+    pub checkpoint_id: CheckpointId,
+    /// One assignment per new instance, by index: `instances[i].index == i`.
+    pub instances: Vec<InstanceAssignment>,
+}
+
+/// What one new instance restores.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InstanceAssignment {
+    /// The instance's index among the new parallelism.
+    pub index: u32,
+    /// The key groups it owns: `max_parallelism.range_for(index, new_parallelism)`.
+    pub key_groups: KeyGroupRange,
+    /// The parts of the old keyed handles that cover [`key_groups`](Self::key_groups), each
+    /// a [`KeyedShare`]; what `KeyedStateBackendFactory::restore` takes.
+    pub keyed: Vec<Arc<dyn KeyedStateHandle>>,
+    /// Its share of the operator state, each handle over a [`StreamShare`]; what
+    /// `OperatorStateBackendFactory::restore` takes.
+    pub operator: Vec<OperatorStreamStateHandle>,
+}
+
+/// Plans the restore of `checkpoint` by `new_parallelism` instances of a job with
+/// `max_parallelism` key groups: for each new instance, its key groups, the parts of every
+/// old instance's keyed handles that cover them, and its share of the operator state as
+/// [`repartition_operator_state`] distributes it.
+///
+/// The plan works on handles alone (no backend, no i/o) and is deterministic. Every
+/// handle in it is a view that deletes nothing when discarded ([`KeyedShare`],
+/// [`StreamShare`]): the checkpoint's files stay the coordinator's.
+///
+/// # Errors
+///
+/// [`Error::Incompatible`] when the checkpoint was taken with another max parallelism
+/// ([`CheckpointMetadata::check_max_parallelism`]) or old instances record different modes
+/// for one operator state; [`Error::InvalidArgument`] for a parallelism above the max
+/// parallelism.
+///
+/// # Example
+///
+/// ```
+/// use std::num::NonZeroU32;
+/// use std::sync::Arc;
+/// use state_api::checkpoint_metadata::{CheckpointMetadata, InstanceSnapshot};
+/// use state_api::{
+///     ByteStreamStateHandle, CheckpointId, CheckpointType, KeyGroupRange, MaxParallelism,
+/// };
+/// use state_coordinator::plan_restore;
+/// use state_format::key_groups::{KeyGroupRangeOffsets, KeyGroupsStateHandle};
+///
+/// // Two old instances of a job with 4 key groups, each holding two of them.
+/// let max_parallelism = MaxParallelism::new(4)?;
+/// let mut checkpoint =
+///     CheckpointMetadata::new(CheckpointId::new(3), 0, CheckpointType::Checkpoint, max_parallelism);
+/// for index in 0..2 {
+///     let range = max_parallelism.range_for(index, 2)?;
+///     let offsets = KeyGroupRangeOffsets::with_offsets(range, vec![0, 8])?;
+///     let stream = Arc::new(ByteStreamStateHandle::new(format!("instance-{index}"), vec![0; 16]));
+///     checkpoint.instances.push(InstanceSnapshot {
+///         index,
+///         keyed: vec![Arc::new(KeyGroupsStateHandle::new(offsets, stream))],
+///         operator: vec![],
+///     });
+/// }
+///
+/// // Restored by one instance: it owns every key group and reads both old handles.
+/// let plan = plan_restore(&checkpoint, NonZeroU32::MIN, max_parallelism)?;
+/// assert_eq!(plan.instances[0].key_groups, KeyGroupRange::new(0, 3)?);
+/// assert_eq!(plan.instances[0].keyed.len(), 2);
+/// // Backends downcast a share to the handle it shows.
+/// assert!(plan.instances[0].keyed[0].is::<KeyGroupsStateHandle>());
+/// # Ok::<(), state_api::Error>(())
+/// ```
+pub fn plan_restore(
+    checkpoint: &CheckpointMetadata,
+    new_parallelism: NonZeroU32,
+    max_parallelism: MaxParallelism,
+) -> Result<RestorePlan> {
+    checkpoint.check_max_parallelism(max_parallelism)?;
+    let parallelism = new_parallelism.get();
+    // Before anything is sized by the parallelism: it is at most the max parallelism.
+    let ranges = (0..parallelism)
+        .map(|index| max_parallelism.range_for(index, parallelism))
+        .collect::<Result<Vec<_>>>()?;
+    let keyed = checkpoint.keyed_handles();
+    let operator = repartition_operator_state(&checkpoint.operator_handles(), parallelism)?;
+    let instances = (0..)
+        .zip(ranges)
+        .zip(operator)
+        .map(|((index, key_groups), operator)| InstanceAssignment {
+            index,
+            key_groups,
+            keyed: (keyed.iter())
+                .filter_map(|handle| handle.intersection(&key_groups))
+                .map(|part| Arc::new(KeyedShare::new(part)) as Arc<dyn KeyedStateHandle>)
+                .collect(),
+            operator: (operator.into_iter())
+                .map(|handle| {
+                    let stream = StreamShare::new(handle.delegate().clone());
+                    OperatorStreamStateHandle::new(handle.states().clone(), Arc::new(stream))
+                })
+                .collect(),
+        })
+        .collect();
+    Ok(RestorePlan {
+        checkpoint_id: checkpoint.checkpoint_id,
+        instances,
+    })
+}
+
+/// A view of a keyed handle in a [`RestorePlan`]: it reads what the handle reads, and
+/// [`discard`](StateObject::discard) deletes nothing, because the files belong to the
+/// checkpoint the plan comes from. Downcasts of `dyn KeyedStateHandle` see through it
+/// ([`KeyedStateHandle::viewed`]), so backends restore it as the handle it shows. Serde
+/// tag `planned-keyed-share`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeyedShare(Arc<dyn KeyedStateHandle>);
+
+impl KeyedShare {
+    /// A view of `handle` that deletes nothing.
+    pub fn new(handle: Arc<dyn KeyedStateHandle>) -> Self {
+        KeyedShare(handle)
+    }
+}
+
+impl StateObject for KeyedShare {
+    /// Deletes nothing: the checkpoint's files are the coordinator's.
+    fn discard(&self) -> Result<()> {
+        Ok(())
+    }
+
+    fn state_size(&self) -> u64 {
+        self.0.state_size()
+    }
+}
+
+#[typetag::serde(name = "planned-keyed-share")]
+impl KeyedStateHandle for KeyedShare {
+    fn key_group_range(&self) -> KeyGroupRange {
+        self.0.key_group_range()
+    }
+
+    fn intersection(&self, range: &KeyGroupRange) -> Option<Arc<dyn KeyedStateHandle>> {
+        let part = self.0.intersection(range)?;
+        Some(Arc::new(KeyedShare(part)))
+    }
+
+    fn streams(&self) -> Option<Vec<&Arc<dyn StreamStateHandle>>> {
+        self.0.streams()
+    }
+
+    fn viewed(&self) -> Option<&dyn KeyedStateHandle> {
+        Some(&*self.0)
+    }
+}
+
+/// A view of a stream in a [`RestorePlan`] (the stream of an operator share): it reads the
+/// stream, and [`discard`](StateObject::discard) deletes nothing, because the stream is
+/// shared by the shares of every new instance and belongs to the checkpoint the plan comes
+/// from. Serde tag `planned-share`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StreamShare(Arc<dyn StreamStateHandle>);
+
+impl StreamShare {
+    /// A view of `stream` that deletes nothing.
+    pub fn new(stream: Arc<dyn StreamStateHandle>) -> Self {
+        StreamShare(stream)
+    }
+
+    /// The stream it shows.
+    pub fn stream(&self) -> &Arc<dyn StreamStateHandle> {
+        &self.0
+    }
+}
+
+impl StateObject for StreamShare {
+    /// Deletes nothing: the stream is the coordinator's.
+    fn discard(&self) -> Result<()> {
+        Ok(())
+    }
+
+    fn state_size(&self) -> u64 {
+        self.0.state_size()
+    }
+}
+
+#[typetag::serde(name = "planned-share")]
+impl StreamStateHandle for StreamShare {
+    fn open(&self) -> Result<Box<dyn StateInputStream>> {
+        self.0.open()
+    }
+
+    fn describe(&self) -> String {
+        self.0.describe()
+    }
+
+    /// Never: a share was not written by anyone, so no registry may delete it.
+    fn written_by_this_process(&self) -> bool {
+        false
+    }
+
+    fn local_file(&self) -> Option<std::path::PathBuf> {
+        self.0.local_file()
+    }
+
+    fn stored_path(&self) -> Option<&str> {
+        self.0.stored_path()
+    }
+}
 
 /// For each of `new_parallelism` new instances, the handles it restores from, given the
 /// handles of every old instance (`old[i]`: what old instance `i` snapshotted, empty when
@@ -13,7 +248,9 @@ use state_api::{
 ///
 /// The plan works on handles alone (no backend, no i/o), so a coordinator can compute it
 /// before any instance starts. Each new instance receives handles over the old streams
-/// that list just the partitions it restores:
+/// (the very handles: discarding one deletes a stream other shares read, which is why
+/// [`plan_restore`] wraps them in a [`StreamShare`]) that list just the partitions it
+/// restores:
 ///
 /// - **split-distribute** lists: every element of every old instance lands on exactly one
 ///   new instance. When the parallelism is unchanged each instance keeps its own elements;
@@ -52,7 +289,7 @@ use state_api::{
 /// let stream = Arc::new(ByteStreamStateHandle::new("old-0", vec![0; 40]));
 /// let handle = OperatorStreamStateHandle::new(BTreeMap::from([("offsets".into(), partitions)]), stream);
 ///
-/// let plan = state_operator::repartition(&[vec![handle]], 2)?;
+/// let plan = state_coordinator::repartition_operator_state(&[vec![handle]], 2)?;
 /// let offsets = |instance: usize| plan[instance][0].states()["offsets"].offsets.clone();
 /// assert_eq!(offsets(0), [10, 20]);
 /// assert_eq!(offsets(1), [30]);
