@@ -18,6 +18,11 @@
 //! - Subsuming a checkpoint discards its own files and metadata and releases its shared
 //!   files, which the registry deletes once no retained checkpoint refers to them.
 //!   Savepoints are never subsumed nor discarded.
+//! - The release waits for the next completion: an instance is told of a completion
+//!   (`notify_checkpoint_complete`) some time after it, and one that snapshots the next
+//!   checkpoint before it is told builds on the checkpoint just subsumed, referring to its
+//!   shared files. Instances must be told of checkpoint N's completion before they
+//!   snapshot the checkpoint after the next one.
 //!
 //! The coordinator never calls an instance: [`Completed`] and [`Aborted`] say which
 //! checkpoints the instances are to be told about (`notify_checkpoint_complete`,
@@ -239,6 +244,11 @@ struct Inner {
     latest: Option<CheckpointMetadata>,
     failures: u32,
     stats: VecDeque<CheckpointStats>,
+    /// Checkpoints subsumed at the last completion whose shared files are still held: an
+    /// instance that had not yet been told of that completion when it snapshotted the
+    /// next checkpoint builds on the subsumed one and refers to its files. Released at the
+    /// next completion, after the new checkpoint's references are registered.
+    subsumed_held: Vec<CheckpointId>,
 }
 
 /// The checkpoints of one job: pending ones, retained ones and their shared files.
@@ -309,6 +319,7 @@ impl CheckpointCoordinator {
                 latest: None,
                 failures: 0,
                 stats: VecDeque::new(),
+                subsumed_held: Vec::new(),
             }),
         }
     }
@@ -363,7 +374,9 @@ impl CheckpointCoordinator {
                 tracing::info!(checkpoint = %latest.checkpoint_id, "resumed from checkpoint");
             }
             inner.retained.extend(retained);
-            coordinator.subsume(&mut inner, errors).0
+            // No instance builds on a checkpoint older than the one it restores: nothing
+            // subsumed here is held.
+            coordinator.subsume(&mut inner, errors, Hold::No).0
         };
         Ok((coordinator, subsumed))
     }
@@ -419,6 +432,9 @@ impl CheckpointCoordinator {
                 outcome = outcome.and(self.abort(&mut inner, pending, reason, false).map(|_| ()));
             }
         }
+        for held in std::mem::take(&mut inner.subsumed_held) {
+            outcome = outcome.and(self.shared.release(held).map(|_| ()));
+        }
         let retained = std::mem::take(&mut inner.retained);
         for old in retained {
             if old.savepoint {
@@ -426,6 +442,27 @@ impl CheckpointCoordinator {
                 continue;
             }
             outcome = outcome.and(self.discard_retained(&old).map(|_| ()));
+        }
+        outcome
+    }
+
+    /// Every instance has been told of every completion so far (a driver that notifies
+    /// before it triggers again, or a job whose instances stopped): no instance is late to
+    /// learn of the last completion, so the shared files held for one go now. Returns how
+    /// many.
+    ///
+    /// # Errors
+    ///
+    /// The first error deleting a file (the others are still deleted).
+    pub fn all_instances_notified(&self) -> Result<usize> {
+        let mut inner = self.lock();
+        let mut outcome = Ok(0);
+        for held in std::mem::take(&mut inner.subsumed_held) {
+            let released = self.shared.release(held);
+            outcome = match (outcome, released) {
+                (Ok(total), Ok(count)) => Ok(total + count),
+                (Err(err), _) | (Ok(_), Err(err)) => Err(err),
+            };
         }
         outcome
     }
@@ -692,7 +729,17 @@ impl CheckpointCoordinator {
                 aborted.push(old);
             }
         }
-        let (subsumed, pruned) = self.subsume(inner, &mut cleanup_errors);
+        // Shared files held for instances that were late to learn of the last completion
+        // go now, unless this checkpoint refers to them too.
+        let mut pruned = 0;
+        for held in std::mem::take(&mut inner.subsumed_held) {
+            match self.shared.release(held) {
+                Ok(count) => pruned += count,
+                Err(err) => cleanup_errors.push(format!("releasing checkpoint {held}: {err}")),
+            }
+        }
+        let (subsumed, subsumed_pruned) = self.subsume(inner, &mut cleanup_errors, Hold::Shared);
+        pruned += subsumed_pruned;
         for error in &cleanup_errors {
             tracing::warn!(checkpoint = %id, error, "files left behind after a completion");
         }
@@ -707,10 +754,16 @@ impl CheckpointCoordinator {
     }
 
     /// Discards the oldest retained checkpoints beyond `num-retained` (savepoints never);
-    /// returns their ids and how many shared files went with them. A checkpoint whose
-    /// files cannot all be deleted is still no longer retained; the failure is added to
-    /// `errors`.
-    fn subsume(&self, inner: &mut Inner, errors: &mut Vec<String>) -> (Vec<CheckpointId>, usize) {
+    /// returns their ids and how many shared files went with them. With
+    /// [`Hold::Shared`] their shared files are held until the next completion
+    /// (`Inner::subsumed_held`). A checkpoint whose files cannot all be deleted is still no
+    /// longer retained; the failure is added to `errors`.
+    fn subsume(
+        &self,
+        inner: &mut Inner,
+        errors: &mut Vec<String>,
+        hold: Hold,
+    ) -> (Vec<CheckpointId>, usize) {
         let mut subsumed = Vec::new();
         let mut pruned = 0;
         while inner.retained.iter().filter(|r| !r.savepoint).count()
@@ -722,7 +775,14 @@ impl CheckpointCoordinator {
             let Some(old) = inner.retained.remove(position) else {
                 break;
             };
-            match self.discard_retained(&old) {
+            let discarded = match hold {
+                Hold::No => self.discard_retained(&old),
+                Hold::Shared => {
+                    inner.subsumed_held.push(old.id);
+                    self.discard_own(&old).map(|()| 0)
+                }
+            };
+            match discarded {
                 Ok(count) => pruned += count,
                 Err(err) => errors.push(format!("subsuming checkpoint {}: {err}", old.id)),
             }
@@ -739,6 +799,13 @@ impl CheckpointCoordinator {
         let pruned = self.shared.release(old.id)?;
         self.storage.discard_checkpoint(old.id)?;
         Ok(pruned)
+    }
+
+    /// Discards a retained checkpoint's own files and metadata; its shared files stay
+    /// registered.
+    fn discard_own(&self, old: &Retained) -> Result<()> {
+        discard_all(&old.keyed, &old.operator)?;
+        self.storage.discard_checkpoint(old.id)
     }
 
     /// Discards what the instances of `pending` stored; a `failure` (not a checkpoint
@@ -777,6 +844,14 @@ impl CheckpointCoordinator {
             job_failed,
         })
     }
+}
+
+/// Whether subsuming holds the subsumed checkpoints' shared files until the next
+/// completion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hold {
+    No,
+    Shared,
 }
 
 fn discard_all(

@@ -246,10 +246,14 @@ fn subsuming_keeps_the_shared_files_a_retained_checkpoint_refers_to() {
     // Checkpoint 2 keeps a.sst by placeholder, drops b.sst and adds c.sst.
     let second = checkpoint(&bed, &coordinator, &["c.sst"], &["a.sst"]);
     assert_eq!(second.subsumed, [CheckpointId::new(1)]);
-    assert_eq!(second.pruned, 2, "b.sst of both instances");
+    assert_eq!(second.pruned, 0, "b.sst is held until the next completion");
     assert_eq!(coordinator.retained(), [CheckpointId::new(2)]);
     assert_eq!(bed.storage.completed_checkpoints().unwrap(), [2]);
-    assert_eq!(bed.shared_files(), 4, "a.sst and c.sst of both instances");
+    assert_eq!(
+        bed.shared_files(),
+        6,
+        "a.sst, b.sst and c.sst of both instances"
+    );
     assert!(
         !bed.files().iter().any(|f| f.starts_with("chk-1/")),
         "{:?}",
@@ -264,6 +268,38 @@ fn subsuming_keeps_the_shared_files_a_retained_checkpoint_refers_to() {
             file.handle.open().unwrap();
         }
     }
+    let third = checkpoint(&bed, &coordinator, &[], &["a.sst", "c.sst"]);
+    assert_eq!(
+        third.pruned, 2,
+        "b.sst of both instances, at the completion after"
+    );
+    assert_eq!(bed.shared_files(), 4, "a.sst and c.sst of both instances");
+}
+
+/// An instance told of checkpoint 2's completion only after it snapshotted checkpoint 3
+/// builds checkpoint 3 on checkpoint 1, which checkpoint 2 subsumed.
+#[test]
+fn an_instance_late_to_learn_of_a_completion_may_refer_to_the_subsumed_checkpoint() {
+    let bed = Bed::new();
+    let coordinator = bed.coordinator(|_| {});
+    checkpoint(&bed, &coordinator, &["a.sst", "b.sst"], &[]);
+    checkpoint(&bed, &coordinator, &["c.sst"], &["a.sst"]);
+    // Built on checkpoint 1: b.sst by placeholder, which checkpoint 2 does not have.
+    let third = checkpoint(&bed, &coordinator, &["d.sst"], &["a.sst", "b.sst"]);
+    assert_eq!(third.subsumed, [CheckpointId::new(2)]);
+    assert_eq!(
+        third.pruned, 0,
+        "checkpoint 1's b.sst is checkpoint 3's now"
+    );
+    read_every_file(&bed.storage, CheckpointId::new(3));
+    let fourth = checkpoint(&bed, &coordinator, &[], &["a.sst", "b.sst", "d.sst"]);
+    assert_eq!(fourth.pruned, 2, "c.sst of both instances");
+    assert_eq!(
+        bed.shared_files(),
+        6,
+        "a.sst, b.sst and d.sst of both instances"
+    );
+    read_every_file(&bed.storage, CheckpointId::new(4));
 }
 
 #[test]
@@ -303,8 +339,8 @@ fn more_retained_checkpoints_and_savepoints_are_kept_until_subsumed() {
     assert_eq!(coordinator.retained(), ids(&[2, 4, 5]));
     assert_eq!(
         bed.shared_files(),
-        4,
-        "b.sst (checkpoint 4) and c.sst (4, 5)"
+        6,
+        "a.sst (subsumed checkpoint 3, held until the next completion), b.sst (4) and c.sst (4, 5)"
     );
 }
 
@@ -640,7 +676,7 @@ fn a_resumed_job_continues_the_ids_and_subsumes_the_restored_checkpoint_in_turn(
     let third = checkpoint(&bed, &resumed, &["c.sst"], &["a.sst"]);
     assert_eq!(third.metadata.checkpoint_id, CheckpointId::new(3));
     assert_eq!(third.subsumed, [CheckpointId::new(2)]);
-    assert_eq!(third.pruned, 2, "b.sst of both instances");
+    assert_eq!(third.pruned, 0, "b.sst is held until the next completion");
     assert_eq!(bed.storage.completed_checkpoints().unwrap(), [3]);
     for handle in third.metadata.keyed_handles() {
         let incremental = handle
@@ -650,7 +686,11 @@ fn a_resumed_job_continues_the_ids_and_subsumes_the_restored_checkpoint_in_turn(
             file.handle.open().unwrap();
         }
     }
-    assert_eq!(bed.shared_files(), 4, "a.sst and c.sst of both instances");
+    assert_eq!(
+        bed.shared_files(),
+        6,
+        "a.sst, b.sst (held) and c.sst of both instances"
+    );
 
     config.max_parallelism = MaxParallelism::new(256).unwrap();
     let err =
@@ -874,4 +914,17 @@ fn a_checkpoint_whose_files_cannot_be_listed_stops_every_clean_up() {
     assert!(matches!(err, Error::Unsupported(_)), "{err}");
     assert!(err.to_string().contains("checkpoint 1"), "{err}");
     assert_eq!(bed.files(), before, "nothing is deleted");
+}
+
+#[test]
+fn once_every_instance_is_told_the_held_files_go() {
+    let bed = Bed::new();
+    let coordinator = bed.coordinator(|_| {});
+    checkpoint(&bed, &coordinator, &["a.sst", "b.sst"], &[]);
+    checkpoint(&bed, &coordinator, &["c.sst"], &["a.sst"]);
+    assert_eq!(bed.shared_files(), 6, "b.sst is held");
+    assert_eq!(coordinator.all_instances_notified().unwrap(), 2);
+    assert_eq!(bed.shared_files(), 4, "a.sst and c.sst of both instances");
+    assert_eq!(coordinator.all_instances_notified().unwrap(), 0);
+    read_every_file(&bed.storage, CheckpointId::new(2));
 }

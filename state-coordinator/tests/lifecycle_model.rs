@@ -42,11 +42,13 @@ enum Step {
         savepoint: bool,
     },
     /// Instance `instance` of the `pending`-th pending checkpoint (modulo) acknowledges,
-    /// uploading `new` files.
+    /// uploading `new` files; `late`: it was not yet told of the last completion, and
+    /// builds on the completed checkpoint before.
     Acknowledge {
         pending: usize,
         instance: u32,
         new: u8,
+        late: bool,
     },
     Decline {
         pending: usize,
@@ -68,8 +70,8 @@ fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
         4 => Just(Step::Trigger { savepoint: false }),
         1 => Just(Step::Trigger { savepoint: true }),
-        8 => (0..3usize, 0..INSTANCES, 0..3u8)
-            .prop_map(|(pending, instance, new)| Step::Acknowledge { pending, instance, new }),
+        8 => (0..3usize, 0..INSTANCES, 0..3u8, prop::bool::weighted(0.25))
+            .prop_map(|(pending, instance, new, late)| Step::Acknowledge { pending, instance, new, late }),
         1 => (0..3usize, 0..INSTANCES).prop_map(|(pending, instance)| Step::Decline { pending, instance }),
         1 => (0..INSTANCES).prop_map(|instance| Step::Late { instance }),
         1 => Just(Step::Expire),
@@ -90,6 +92,11 @@ struct Run {
     now: Instant,
     /// Per instance: the shared files of its part of the last completed checkpoint.
     base: BTreeMap<u32, Files>,
+    /// The same for the completed checkpoint before it.
+    previous_base: BTreeMap<u32, Files>,
+    /// Files of the checkpoints the last completion subsumed, which the coordinator holds
+    /// until the next completion for instances late to learn of it.
+    held: BTreeSet<PathBuf>,
     /// Per pending checkpoint: each acknowledged instance's shared files.
     parts: BTreeMap<CheckpointId, BTreeMap<u32, Files>>,
     /// Files the instances wrote for each pending checkpoint.
@@ -130,6 +137,8 @@ impl Run {
             num_retained,
             now: Instant::now(),
             base: BTreeMap::new(),
+            previous_base: BTreeMap::new(),
+            held: BTreeSet::new(),
             parts: BTreeMap::new(),
             written: BTreeMap::new(),
             savepoints: BTreeSet::new(),
@@ -158,7 +167,13 @@ impl Run {
 
     /// Instance `instance`'s part of checkpoint `id`: `new` new shared files and, for a
     /// checkpoint, its base's files by placeholder, as an incremental backend uploads.
-    fn part(&mut self, id: CheckpointId, instance: u32, new: u8) -> (Acknowledgement, Files) {
+    fn part(
+        &mut self,
+        id: CheckpointId,
+        instance: u32,
+        new: u8,
+        late: bool,
+    ) -> (Acknowledgement, Files) {
         let backend = format!("instance-{instance}");
         let savepoint = self.savepoints.contains(&id);
         let mut shared = Vec::new();
@@ -174,7 +189,11 @@ impl Run {
             ));
         }
         if !savepoint {
-            for (name, size) in self.base.get(&instance).cloned().unwrap_or_default() {
+            let base = match late {
+                true => &self.previous_base,
+                false => &self.base,
+            };
+            for (name, size) in base.get(&instance).cloned().unwrap_or_default() {
                 shared.push(HandleAndLocalPath::new(
                     Arc::new(PlaceholderStreamStateHandle::new(
                         format!("{backend}/{name}"),
@@ -232,19 +251,30 @@ impl Run {
                 pending,
                 instance,
                 new,
+                late,
             } => {
                 let Some(id) = self.pick(pending) else { return };
                 if self.parts[&id].contains_key(&instance) {
                     return;
                 }
-                let (ack, files) = self.part(id, instance, new);
+                let (ack, files) = self.part(id, instance, new, late);
                 self.parts.get_mut(&id).unwrap().insert(instance, files);
+                // What each retained checkpoint refers to now, before this may subsume it.
+                let before: BTreeMap<CheckpointId, BTreeSet<PathBuf>> =
+                    (self.coordinator.retained())
+                        .into_iter()
+                        .map(|retained| (retained, self.referenced(&[retained])))
+                        .collect();
                 match self.coordinator.acknowledge(id, ack) {
                     Ok(Acknowledged::Completed(done)) => {
                         assert_eq!(done.metadata.checkpoint_id, id);
                         if !self.savepoints.contains(&id) {
+                            self.previous_base = std::mem::take(&mut self.base);
                             self.base = self.parts[&id].clone();
                         }
+                        self.held = (done.subsumed.iter())
+                            .flat_map(|subsumed| before[subsumed].iter().cloned())
+                            .collect();
                         self.aborted.extend(done.aborted.iter().copied());
                     }
                     Ok(Acknowledged::Pending { .. }) => {}
@@ -270,7 +300,7 @@ impl Run {
                 let Some(&id) = self.aborted.last() else {
                     return;
                 };
-                let (ack, _) = self.part(id, instance, 1);
+                let (ack, _) = self.part(id, instance, 1, false);
                 let outcome = self.coordinator.acknowledge(id, ack).unwrap();
                 assert!(matches!(outcome, Acknowledged::Late), "{outcome:?}");
             }
@@ -343,6 +373,7 @@ impl Run {
         );
         let mut expected = self.referenced(&retained);
         expected.extend(self.written.values().flatten().cloned());
+        expected.extend(self.held.iter().cloned());
         let (files, dirs) = self.stored();
         let orphans: Vec<_> = files.difference(&expected).collect();
         assert!(orphans.is_empty(), "after {after:?}: orphans {orphans:?}");

@@ -126,6 +126,8 @@ impl Job {
         for instance in instances.iter_mut() {
             instance.notify_checkpoint_complete(checkpoint_id)?;
         }
+        // Every instance knows now: what was held for a late one goes.
+        self.coordinator.all_instances_notified()?;
         Ok(Taken {
             sync_ms,
             async_ms,
