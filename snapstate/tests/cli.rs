@@ -277,6 +277,9 @@ fn gc_beside_a_job_holding_the_storage_keeps_what_the_job_may_be_writing() {
     let note = report["writer_note"].as_str().unwrap();
     assert!(note.contains("running"), "{note}");
     assert!(!root.join(&old).exists());
-    assert!(root.join(&new).exists(), "a newer checkpoint's file is kept");
+    assert!(
+        root.join(&new).exists(),
+        "a newer checkpoint's file is kept"
+    );
     assert_eq!(report["kept"][0]["path"], new.as_str());
 }

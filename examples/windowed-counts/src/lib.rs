@@ -27,8 +27,8 @@ use snapstate::api::{
 };
 use snapstate::config::StateConfig;
 use snapstate::coordinator::{
-    Acknowledged, Acknowledgement, CheckpointCoordinator, InstanceStats, TriggerRefused,
-    plan_restore,
+    Acknowledged, Acknowledgement, CheckpointCoordinator, Garbage, InstanceStats, TriggerRefused,
+    Writers, plan_restore,
 };
 
 /// Errors of the job, as text for the command line.
@@ -90,6 +90,8 @@ pub struct JobSpec {
 pub struct Report {
     /// The checkpoint the run restored, or `None` when it started from the beginning.
     pub restored_from: Option<CheckpointId>,
+    /// What the recovery removed from the checkpoint storage (files a crash left behind).
+    pub cleaned: Garbage,
     /// How it ended.
     pub outcome: Outcome,
 }
@@ -268,20 +270,39 @@ pub fn run(spec: &JobSpec, config: &StateConfig, work_dir: PathBuf) -> JobResult
     let operator_factory = registry.operator_backend("operator")?;
     let keyed_factory = config.keyed_backend(registry)?;
 
-    // Restore from the last completed checkpoint, or start empty.
-    let metadata = checkpoint_to_restore(spec, &*storage, max_parallelism)?;
-    let restored = metadata.as_ref().map(|metadata| metadata.checkpoint_id);
+    // The checkpoint to resume from, checked to be this job's (and of its max parallelism)
+    // before recovery touches the storage.
+    let latest = checkpoint_to_restore(spec, &*storage, max_parallelism)?;
     let instances_count =
         NonZeroU32::new(spec.parallelism).ok_or("a job runs at least one instance")?;
     // `execution.checkpointing.*` of the configuration: timeout, retention, ...
     let mut coordination = config.coordinator_config(instances_count);
     coordination.job_id = Some(spec.job_id.clone());
-    // The restored checkpoint's shared files are known again, so later checkpoints refer to
-    // them by placeholder; it is subsumed once a newer checkpoint completes.
-    let coordinator = Arc::new(match &metadata {
-        Some(metadata) => CheckpointCoordinator::resume(storage.clone(), coordination, metadata)?,
-        None => CheckpointCoordinator::new(storage.clone(), coordination),
-    });
+    let (coordinator, metadata, cleaned) = match latest {
+        None => (
+            CheckpointCoordinator::new(storage.clone(), coordination),
+            None,
+            Garbage::default(),
+        ),
+        // Every committed checkpoint is retained again (its shared files known, so later
+        // checkpoints refer to them by placeholder) and what a crash left behind goes. This
+        // job runs as one process: when it starts, the one before it is gone, so no other
+        // writer is cut (a local directory's claim also enforces that).
+        Some(_) => {
+            let recovered =
+                CheckpointCoordinator::recover(storage.clone(), coordination, Writers::Exclusive)?;
+            for error in &recovered.cleanup_errors {
+                eprintln!("warning: left behind by the recovery: {error}");
+            }
+            (
+                recovered.coordinator,
+                recovered.restore_from,
+                recovered.garbage,
+            )
+        }
+    };
+    let coordinator = Arc::new(coordinator);
+    let restored = metadata.as_ref().map(|metadata| metadata.checkpoint_id);
     // What each instance restores (key groups, keyed parts, operator share), planned from
     // the checkpoint's handles alone; the shares never delete the checkpoint's files.
     let plan = (metadata.as_ref())
@@ -358,6 +379,7 @@ pub fn run(spec: &JobSpec, config: &StateConfig, work_dir: PathBuf) -> JobResult
             }
             return Ok(Report {
                 restored_from: restored,
+                cleaned: cleaned.clone(),
                 outcome: Outcome::Crashed {
                     processed,
                     last_checkpoint: last_completed,
@@ -437,6 +459,8 @@ pub fn run(spec: &JobSpec, config: &StateConfig, work_dir: PathBuf) -> JobResult
     while let Ok(outcome) = completed.try_recv() {
         outcome?;
     }
+    // Every instance has been told of every completion: nothing is held for a late one.
+    coordinator.all_instances_notified()?;
 
     let mut counts = BTreeMap::new();
     let windows = spec.events * TIME_STEP_MS / spec.window_ms;
@@ -464,6 +488,7 @@ pub fn run(spec: &JobSpec, config: &StateConfig, work_dir: PathBuf) -> JobResult
     }
     Ok(Report {
         restored_from: restored,
+        cleaned,
         outcome: Outcome::Finished(counts),
     })
 }

@@ -5,6 +5,7 @@
 //! windowed-counts --dir /tmp/job --resume --parallelism 3          # resumes, rescaled to 3
 //! windowed-counts --dir /tmp/job --resume-if-any                    # resumes if there is a checkpoint
 //! windowed-counts --dir /tmp/job2 --set state.backend.type=rocksdb --set execution.checkpointing.incremental=true
+//! windowed-counts --set execution.checkpointing.dir=s3://bucket/job --work-dir /tmp/work   # object storage
 //! ```
 
 use std::path::PathBuf;
@@ -26,6 +27,10 @@ struct Cli {
     /// Checkpoint directory (overrides the configuration's).
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Where the backends keep their working files (default: the checkpoint directory's
+    /// `work/`; required when checkpoints go to object storage).
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
     /// A TOML state configuration (state.backend.type, execution.checkpointing.*, ...).
     #[arg(long)]
     config: Option<PathBuf>,
@@ -78,10 +83,18 @@ fn main() -> ExitCode {
         if let Some(dir) = &cli.dir {
             config.checkpoint_dir = Some(dir.clone());
         }
-        let dir = config
-            .checkpoint_dir
-            .clone()
-            .ok_or("give --dir or execution.checkpointing.dir")?;
+        let work_dir = match (
+            &cli.work_dir,
+            &config.checkpoint_dir,
+            &config.checkpoint_url,
+        ) {
+            (Some(work_dir), _, _) => work_dir.clone(),
+            (None, Some(dir), _) => dir.join("work"),
+            (None, None, Some(_)) => {
+                return Err("checkpoints on object storage need --work-dir".into());
+            }
+            (None, None, None) => return Err("give --dir or execution.checkpointing.dir".into()),
+        };
         let spec = JobSpec {
             job_id: JobId::new(cli.job_id.clone())?,
             events: cli.events,
@@ -99,11 +112,19 @@ fn main() -> ExitCode {
         };
         let Report {
             restored_from,
+            cleaned,
             outcome,
-        } = run(&spec, &config, dir.join("work"))?;
+        } = run(&spec, &config, work_dir)?;
         match restored_from {
             Some(id) => println!("resumed from checkpoint {id}"),
             None => println!("started from the beginning of the stream"),
+        }
+        if !cleaned.files.is_empty() {
+            println!(
+                "removed {} files ({} bytes) a crash left in the checkpoint storage",
+                cleaned.files.len(),
+                cleaned.bytes()
+            );
         }
         match outcome {
             Outcome::Crashed {
