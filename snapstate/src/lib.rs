@@ -104,3 +104,8 @@ pub fn registry() -> &'static Registry {
     link();
     Registry::global()
 }
+
+/// The README's Rust examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
