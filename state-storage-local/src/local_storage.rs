@@ -22,6 +22,7 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use state_api::CheckpointId;
 use state_api::checkpoint_metadata::{CheckpointMetadata, JobId, METADATA_FILE};
@@ -175,6 +176,13 @@ impl LocalCheckpointStorage {
     /// naming the lock file when it cannot be created (a read-only directory).
     pub fn claim(&self, job: &JobId) -> Result<StorageClaim> {
         let path = self.root.path().join(LOCK_FILE);
+        let in_use = |holder: String| Error::InUse {
+            what: format!("checkpoint storage {}", self.root.describe()),
+            holder: match holder.trim() {
+                "" => "another process".to_owned(),
+                holder => holder.to_owned(),
+            },
+        };
         let mut file = fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -182,28 +190,74 @@ impl LocalCheckpointStorage {
             .truncate(false)
             .open(&path)
             .map_err(|e| Error::io(&path, e))?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => {
-                let mut holder = String::new();
-                let _ = file.read_to_string(&mut holder);
-                return Err(Error::InUse {
-                    what: format!("checkpoint storage {}", self.root.describe()),
-                    holder: match holder.trim() {
-                        "" => "another process".to_owned(),
-                        holder => holder.to_owned(),
-                    },
-                });
+        let root = self.root.canonical().to_path_buf();
+        if !claimed_here().insert(root.clone()) {
+            return Err(in_use(fs::read_to_string(&path).unwrap_or_default()));
+        }
+        // From here on, dropping `registered` (an error below) forgets the claim again.
+        let registered = ClaimedHere(root);
+        let mut waited = Duration::ZERO;
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(fs::TryLockError::WouldBlock) => {
+                    let holder = fs::read_to_string(&path).unwrap_or_default();
+                    // This process holds no claim on the root, yet the lock names it: a
+                    // child being spawned holds a copy of a dropped claim's descriptor until
+                    // it executes its program. That passes within moments.
+                    let own = format!("(process {})", std::process::id());
+                    if holder.trim().ends_with(&own) && waited < CLAIM_RELEASE_WAIT {
+                        std::thread::sleep(Duration::from_millis(10));
+                        waited += Duration::from_millis(10);
+                        continue;
+                    }
+                    return Err(in_use(holder));
+                }
+                Err(fs::TryLockError::Error(err)) => return Err(Error::io(&path, err)),
             }
-            Err(fs::TryLockError::Error(err)) => return Err(Error::io(&path, err)),
         }
         let holder = format!("job {job} (process {})", std::process::id());
         file.set_len(0)
             .and_then(|()| file.write_all(holder.as_bytes()))
             .and_then(|()| file.sync_all())
             .map_err(|e| Error::io(&path, e))?;
-        Ok(StorageClaim::held(file))
+        Ok(StorageClaim::held(LocalClaim {
+            _file: file,
+            _registered: registered,
+        }))
     }
+}
+
+/// How long a claim waits for a lock that a dropped claim of this same process still holds
+/// through a child process being spawned.
+const CLAIM_RELEASE_WAIT: Duration = Duration::from_secs(2);
+
+/// The storage roots this process holds claims on.
+fn claimed_here() -> std::sync::MutexGuard<'static, std::collections::BTreeSet<PathBuf>> {
+    static CLAIMED: Mutex<std::collections::BTreeSet<PathBuf>> =
+        Mutex::new(std::collections::BTreeSet::new());
+    // A set of paths cannot be left torn by a panic elsewhere.
+    CLAIMED
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A root registered in [`claimed_here`], forgotten when dropped.
+#[derive(Debug)]
+struct ClaimedHere(PathBuf);
+
+impl Drop for ClaimedHere {
+    fn drop(&mut self) {
+        claimed_here().remove(&self.0);
+    }
+}
+
+/// A held claim: the locked file, then the registration (dropped in this order, so the
+/// lock is released before the root is forgotten).
+#[derive(Debug)]
+struct LocalClaim {
+    _file: File,
+    _registered: ClaimedHere,
 }
 
 /// `chk-<id>`: the directory of a checkpoint's exclusive streams, relative to the root.
@@ -896,5 +950,62 @@ mod tests {
         let handle = out.close_and_get_handle().unwrap();
         closer.close().unwrap();
         assert_eq!(read_all(&handle), b"done");
+    }
+
+    /// Locks the root's lock file through a descriptor of its own, as a child process being
+    /// spawned holds a copy of a dropped claim's, with `holder` written in it.
+    fn foreign_lock(root: &Path, holder: &str) -> File {
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(root.join(LOCK_FILE))
+            .unwrap();
+        file.try_lock().unwrap();
+        (&file).write_all(holder.as_bytes()).unwrap();
+        file
+    }
+
+    #[test]
+    fn a_lock_another_process_holds_refuses_the_claim_at_once() {
+        let (root, storage) = storage(0);
+        let _held = foreign_lock(root.path(), "job other (process 1)");
+        let job = JobId::new("mine").unwrap();
+        let err = storage.claim(&job).unwrap_err();
+        assert!(
+            matches!(err, Error::InUse { ref holder, .. } if holder == "job other (process 1)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_lock_left_to_a_child_of_this_process_is_waited_for_then_refused() {
+        let (root, storage) = storage(0);
+        let own = format!("job gone (process {})", std::process::id());
+        let held = foreign_lock(root.path(), &own);
+        let job = JobId::new("mine").unwrap();
+        // Never released: refused after the wait, naming the holder.
+        let err = storage.claim(&job).unwrap_err();
+        assert!(
+            matches!(err, Error::InUse { ref holder, .. } if *holder == own),
+            "{err}"
+        );
+        // Released while a claim waits (or before it starts): the claim gets the storage.
+        let claimer = {
+            let storage = storage.clone();
+            std::thread::spawn(move || storage.claim(&JobId::new("mine").unwrap()))
+        };
+        drop(held);
+        let claim = claimer.join().unwrap().unwrap();
+        assert!(claim.is_enforced());
+        // And while it is held, this process cannot claim the storage a second time.
+        let err = storage.claim(&job).unwrap_err();
+        assert!(
+            matches!(err, Error::InUse { ref holder, .. } if holder.contains("job mine")),
+            "{err}"
+        );
+        drop(claim);
+        storage.claim(&job).unwrap();
     }
 }
