@@ -56,8 +56,8 @@ use serde_json::{Value, json};
 use state_api::CheckpointId;
 use state_api::{
     CheckpointOptions, CheckpointStorage, CheckpointedStateScope, KeyGroupRange,
-    KeyedBackendParams, KeyedStateBackend, KeyedStateBackendFactory, KeyedStateHandle, PluginKind,
-    Registry, StateMetaInfo, StateObject, UncompressedStreamCompressionDecorator,
+    KeyedBackendParams, KeyedStateBackend, KeyedStateBackendFactory, PluginKind, Registry,
+    StateMetaInfo, StateObject, UncompressedStreamCompressionDecorator,
 };
 use state_format::KeyedBackendSerializationProxy;
 use state_format::keyed_format::{CompositeKey, KeyedSnapshotWriter};
@@ -500,13 +500,13 @@ struct Restored {
     verified: u64,
 }
 
-/// Restores `handles` into `parallelism` instances, checking `sample` on the instance
+/// Restores `checkpoint` into `parallelism` instances as `plan_restore` assigns it, checking `sample` on the instance
 /// owning each key; every instance is closed after its check.
 fn restore(
     args: &OneArgs,
     factory: &dyn KeyedStateBackendFactory,
     (workload, states): (&Workload, &[String]),
-    handles: &[Arc<dyn KeyedStateHandle>],
+    checkpoint: &state_api::CheckpointMetadata,
     parallelism: u32,
     sample: &[u64],
 ) -> DynResult<Restored> {
@@ -515,11 +515,14 @@ fn restore(
         max_ms: 0.0,
         verified: 0,
     };
-    for (index, range) in ranges(parallelism)?.into_iter().enumerate() {
+    let instances = std::num::NonZeroU32::new(parallelism).ok_or("no instance to restore")?;
+    let plan = state_coordinator::plan_restore(checkpoint, instances, MAX_PARALLELISM)?;
+    for (index, part) in plan.instances.iter().enumerate() {
+        let range = part.key_groups;
         let work = args.dir.join(format!("restore-{parallelism}-{index}"));
         let params = params(args, range, &work)?;
         let started = Instant::now();
-        let mut restored = factory.restore(params, registry(), handles)?;
+        let mut restored = factory.restore(params, registry(), &part.keyed)?;
         let ms = millis(started);
         figures.total_ms += ms;
         figures.max_ms = figures.max_ms.max(ms);
@@ -645,7 +648,7 @@ pub(crate) fn run_one(args: OneArgs) -> DynResult {
         &args,
         &*factory,
         this,
-        &second.handles,
+        &second.completed.metadata,
         parallelism,
         &sample,
     )?;
@@ -656,7 +659,7 @@ pub(crate) fn run_one(args: OneArgs) -> DynResult {
                 &args,
                 &*factory,
                 this,
-                &second.handles,
+                &second.completed.metadata,
                 rescale.to,
                 &sample,
             )?)

@@ -9,15 +9,18 @@
 //! `snapstate list|inspect|verify` reads the directories the demo leaves.
 
 use std::collections::BTreeMap;
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use state_api::{
-    CheckpointOptions, KeyGroupRange, KeyedBackendParams, KeyedStateBackend, KeyedStateHandle,
-    PluginKind, Registry,
+    CheckpointMetadata, CheckpointOptions, KeyGroupRange, KeyedBackendParams, KeyedStateBackend,
+    KeyedStateHandle, PluginKind, Registry,
 };
+
+use state_coordinator::plan_restore;
 
 use crate::DynResult;
 use crate::job::{Job, Taken};
@@ -101,10 +104,6 @@ impl Target<'_> {
     }
 }
 
-fn range_of(parallelism: u32, index: u32) -> DynResult<KeyGroupRange> {
-    Ok(MAX_PARALLELISM.range_for(index, parallelism)?)
-}
-
 fn owned_keys(workload: &Workload, range: KeyGroupRange) -> impl Iterator<Item = u64> + '_ {
     (0..workload.n)
         .filter(move |key| range.contains(MAX_PARALLELISM.key_group_of(&key.to_be_bytes())))
@@ -133,13 +132,13 @@ fn checkpoint_all(
     Ok(taken)
 }
 
-/// Restores `handles` into `parallelism` instances of `target`, verifying every key on
-/// the instance that owns it.
+/// Restores `checkpoint` into `parallelism` instances of `target` as `plan_restore` assigns
+/// it, verifying every key on the instance that owns it.
 fn restore_all(
     target: &Target<'_>,
     workload: &Workload,
     states: &[String],
-    handles: &[Arc<dyn KeyedStateHandle>],
+    checkpoint: &CheckpointMetadata,
     parallelism: u32,
     row: &mut Row,
 ) -> DynResult<Vec<Box<dyn KeyedStateBackend>>> {
@@ -147,10 +146,12 @@ fn restore_all(
     let mut restore_ms = 0.0;
     let mut verified = 0;
     let mut per_instance = Vec::new();
-    for index in 0..parallelism {
-        let range = range_of(parallelism, index)?;
+    let instances_count = NonZeroU32::new(parallelism).ok_or("no instance to restore")?;
+    let plan = plan_restore(checkpoint, instances_count, MAX_PARALLELISM)?;
+    for (index, part) in (0..).zip(&plan.instances) {
+        let range = part.key_groups;
         let started = Instant::now();
-        let mut instance = target.restore(range, handles)?;
+        let mut instance = target.restore(range, &part.keyed)?;
         restore_ms += millis(started);
         let checked = workload
             .verify(&mut *instance, states, owned_keys(workload, range), true)
@@ -178,8 +179,8 @@ fn restore_all(
     Ok(instances)
 }
 
-/// A backend's last savepoint: the names of its states and its handles.
-type Savepoint = (Vec<String>, Vec<Arc<dyn KeyedStateHandle>>);
+/// A backend's last savepoint: the names of its states and its metadata.
+type Savepoint = (Vec<String>, CheckpointMetadata);
 
 /// The demo of one backend; adds its rows and returns its last savepoint.
 fn run_backend(
@@ -223,9 +224,9 @@ fn run_backend(
     )?;
     row.note = format!(
         "{}; after changing {changed} keys; subsuming checkpoint 1 pruned {} shared files",
-        row.note, second.completed.pruned
+        row.note, second.pruned
     );
-    let second = second.handles;
+    let second = second.completed.metadata;
     rows.push(row);
 
     // The crash: the backend goes away without a goodbye.
@@ -239,7 +240,9 @@ fn run_backend(
     let mut four = restore_all(target, workload, &states, &second, 4, &mut row)?;
     rows.push(row);
     let mut row = Row::new("checkpoint 3 (4 inst.)", name);
-    let third = checkpoint_all(&mut four, job, &CheckpointOptions::checkpoint(), &mut row)?.handles;
+    let third = checkpoint_all(&mut four, job, &CheckpointOptions::checkpoint(), &mut row)?
+        .completed
+        .metadata;
     rows.push(row);
     drop(four);
 
@@ -247,8 +250,9 @@ fn run_backend(
     let mut two = restore_all(target, workload, &states, &third, 2, &mut row)?;
     rows.push(row);
     let mut row = Row::new("savepoint 4 (2 inst.)", name);
-    let savepoint =
-        checkpoint_all(&mut two, job, &CheckpointOptions::savepoint(), &mut row)?.handles;
+    let savepoint = checkpoint_all(&mut two, job, &CheckpointOptions::savepoint(), &mut row)?
+        .completed
+        .metadata;
     row.note = format!("{}; canonical format, portable to every backend", row.note);
     rows.push(row);
     Ok((states, savepoint))

@@ -11,8 +11,7 @@ use std::time::Instant;
 
 use state_api::CheckpointId;
 use state_api::{
-    CheckpointOptions, CheckpointStorage, InstanceSnapshot, KeyedStateBackend, KeyedStateHandle,
-    StateObject,
+    CheckpointOptions, CheckpointStorage, InstanceSnapshot, KeyedStateBackend, StateObject,
 };
 use state_coordinator::{
     Acknowledged, Acknowledgement, CheckpointCoordinator, Completed, CoordinatorConfig,
@@ -32,16 +31,18 @@ pub(crate) struct Taken {
     pub(crate) async_ms: f64,
     /// Bytes written.
     pub(crate) bytes: u64,
-    /// The handles to restore from, one per instance.
-    pub(crate) handles: Vec<Arc<dyn KeyedStateHandle>>,
     /// What completing it did: the checkpoints it subsumed and the shared files pruned.
     pub(crate) completed: Completed,
+    /// Shared files deleted because of it: no retained checkpoint refers to them any more.
+    pub(crate) pruned: usize,
 }
 
 impl Taken {
     /// Bytes of everything the checkpoint refers to.
     pub(crate) fn total_bytes(&self) -> u64 {
-        self.handles.iter().map(|handle| handle.state_size()).sum()
+        (self.completed.metadata.keyed_handles().iter())
+            .map(|handle| handle.state_size())
+            .sum()
     }
 }
 
@@ -127,12 +128,12 @@ impl Job {
             instance.notify_checkpoint_complete(checkpoint_id)?;
         }
         // Every instance knows now: what was held for a late one goes.
-        self.coordinator.all_instances_notified()?;
+        let released = self.coordinator.all_instances_notified()?;
         Ok(Taken {
             sync_ms,
             async_ms,
             bytes: factory.bytes(),
-            handles: completed.metadata.keyed_handles(),
+            pruned: completed.pruned + released,
             completed,
         })
     }
