@@ -123,7 +123,7 @@ fn job(target: &Target<'_>, storage: &Storage, work: &Path) -> Command {
         .args(["--events", &EVENTS.to_string()])
         .args([
             "--users",
-            "500",
+            "5000",
             "--window-ms",
             "20000",
             "--parallelism",
