@@ -17,7 +17,7 @@ use crate::{
     AsyncSnapshotTask, CheckpointListener, CheckpointStreamFactory, KeyGroup, KeyGroupRange,
     KeyedStateHandle, LocalRecoveryConfig, MaxParallelism, OperatorStateMetaInfo,
     OperatorStreamStateHandle, Registry, Result, SnapshotResult, SnapshotStrategy, StateMetaInfo,
-    UNCOMPRESSED,
+    Timer, UNCOMPRESSED,
 };
 
 /// The result of a keyed snapshot.
@@ -100,49 +100,6 @@ impl KeyedBackendParams {
     }
 }
 
-/// Checks that the key groups `range` of the snapshot at `location` exist in a job of
-/// `max_parallelism` key groups.
-///
-/// # Errors
-///
-/// [`Error::Incompatible`](crate::Error::Incompatible) naming the range's end and the max
-/// parallelism.
-pub fn check_key_groups_fit(
-    range: KeyGroupRange,
-    max_parallelism: MaxParallelism,
-    location: &str,
-) -> Result<()> {
-    if range.is_empty() || range.end().get() < max_parallelism.get() {
-        return Ok(());
-    }
-    Err(crate::Error::Incompatible {
-        what: format!("key groups {range} of snapshot {location}: the number of key groups"),
-        held: format!("at least {}", u64::from(range.end().get()) + 1),
-        requested: max_parallelism.to_string(),
-    })
-}
-
-/// Checks, before a restore reads anything, that every handle's key groups exist in a job
-/// of `params.max_parallelism` key groups: a handle of a job with more key groups
-/// would otherwise be restored in part, the rest silently lost.
-///
-/// # Errors
-///
-/// [`Error::Incompatible`](crate::Error::Incompatible) for the first handle that does not fit.
-pub fn check_restore_handles(
-    params: &KeyedBackendParams,
-    handles: &[Arc<dyn KeyedStateHandle>],
-) -> Result<()> {
-    for handle in handles {
-        check_key_groups_fit(
-            handle.key_group_range(),
-            params.max_parallelism,
-            "to restore",
-        )?;
-    }
-    Ok(())
-}
-
 /// A keyed state backend for one key-group range of one operator instance.
 ///
 /// Operations act on the current key set by [`set_current_key`](Self::set_current_key),
@@ -157,7 +114,7 @@ pub fn check_restore_handles(
 ///   any call after [`close`](Self::close) is [`Error::Closed`](crate::Error::Closed).
 /// - A snapshot of a backend with registered states returns a handle even when they hold
 ///   no entries, so restore gets the states' meta info back.
-/// - Restore checks every handle first ([`check_restore_handles`]), then each snapshot's
+/// - Restore checks every handle's key groups against the max parallelism first, then each snapshot's
 ///   header against `params`: the backend (not the caller) refuses another key serializer
 ///   or max parallelism with [`Error::Incompatible`](crate::Error::Incompatible), and a
 ///   handle kind it cannot read with [`Error::Unsupported`](crate::Error::Unsupported).
@@ -221,6 +178,27 @@ pub trait KeyedStateBackend: CheckpointListener + Send + fmt::Debug {
 
     /// Every key that has an entry in `state` under `namespace`.
     fn keys(&self, state: &str, namespace: &[u8]) -> Result<Vec<Vec<u8>>>;
+
+    /// Adds `timer` (whose key must be of this instance's key groups) to priority-queue
+    /// state `state`; `false` when it was there already.
+    fn add_timer(&mut self, state: &str, timer: &Timer) -> Result<bool>;
+
+    /// Removes `timer` from priority-queue state `state`; `false` when it was not there.
+    fn remove_timer(&mut self, state: &str, timer: &Timer) -> Result<bool>;
+
+    /// The earliest timer of `state`, without removing it.
+    fn peek_timer(&self, state: &str) -> Result<Option<Timer>>;
+
+    /// Removes and returns, earliest first, at most `limit` timers of `state` due at
+    /// `until` (timestamp at most `until`): `poll` is `(i64::MAX, 1)`, the timers a
+    /// watermark fires are `(watermark, usize::MAX)`.
+    fn poll_timers(&mut self, state: &str, until: i64, limit: usize) -> Result<Vec<Timer>>;
+
+    /// The number of timers in `state`.
+    fn timer_count(&self, state: &str) -> Result<usize>;
+
+    /// The timers of `state` in `key_group` (one this instance owns), earliest first.
+    fn timers_of(&self, state: &str, key_group: KeyGroup) -> Result<Vec<Timer>>;
 
     /// Runs the synchronous part of a snapshot with the configured strategy (the full,
     /// canonical one for savepoints) and returns the asynchronous part.

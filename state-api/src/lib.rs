@@ -48,8 +48,7 @@ pub use backend::{
     KeyedBackendParams, KeyedSnapshotResult, KeyedSnapshotStrategyFactory, KeyedStateBackend,
     KeyedStateBackendConstructors, KeyedStateBackendFactory, OperatorBackendParams,
     OperatorSnapshotResult, OperatorSnapshotStrategyFactory, OperatorStateBackend,
-    OperatorStateBackendFactory, RestoreFn, backend_state_as, check_key_groups_fit,
-    check_restore_handles,
+    OperatorStateBackendFactory, RestoreFn, backend_state_as,
 };
 pub use checkpoint::{
     CheckpointId, CheckpointListener, CheckpointOptions, CheckpointType, LocalRecoveryConfig,
@@ -69,7 +68,7 @@ pub use handle::{
     seek_position,
 };
 pub use key_group::{KeyGroup, KeyGroupRange, KeyGroups, MaxParallelism};
-pub use meta::{OperatorStateMetaInfo, SerializerId, StateKind, StateMetaInfo, find_state};
+pub use meta::{OperatorStateMetaInfo, SerializerId, StateKind, StateMetaInfo, Timer, find_state};
 pub use registry::{PluginInfo, PluginKind, Registration, Registry, register};
 pub use state_object::{SnapshotResult, StateObject};
 pub use storage::{CheckpointStorage, StorageClaim, StoredFile};

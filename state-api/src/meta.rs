@@ -13,6 +13,8 @@ pub enum StateKind {
     List = 1,
     /// A map from user key to value per (key, namespace).
     Map = 2,
+    /// A set of [`Timer`]s per key group, polled in timestamp order.
+    PriorityQueue = 3,
 }
 
 impl StateKind {
@@ -21,18 +23,19 @@ impl StateKind {
         self as u8
     }
 
-    /// The kind's name (`value`, `list`, `map`).
+    /// The kind's name (`value`, `list`, `map`, `priority-queue`).
     pub fn as_str(self) -> &'static str {
         match self {
             StateKind::Value => "value",
             StateKind::List => "list",
             StateKind::Map => "map",
+            StateKind::PriorityQueue => "priority-queue",
         }
     }
 
     /// The kind written as `code` in a snapshot header, if any.
     pub fn from_code(code: u8) -> Option<Self> {
-        [StateKind::Value, StateKind::List, StateKind::Map]
+        [Self::Value, Self::List, Self::Map, Self::PriorityQueue]
             .into_iter()
             .find(|kind| kind.code() == code)
     }
@@ -42,6 +45,18 @@ impl std::fmt::Display for StateKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// One element of a priority-queue state: due at `timestamp` for `key` in `namespace`. A
+/// queue holds each timer once; timers are polled by timestamp (ties in any order).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Timer {
+    /// When the timer is due (event or processing time, by convention milliseconds).
+    pub timestamp: i64,
+    /// The serialized key it is for; its key group is the key's.
+    pub key: Vec<u8>,
+    /// The serialized namespace (a window, say).
+    pub namespace: Vec<u8>,
 }
 
 /// Identifies a serializer by a stable name (`"bytes"`, `"u64-be"`, `"serde-json"`, ...).
@@ -59,9 +74,10 @@ pub struct StateMetaInfo {
     pub kind: StateKind,
     /// Serializer of the namespace.
     pub namespace_serializer: SerializerId,
-    /// Serializer of the value (of list elements for lists, of map values for maps).
+    /// Serializer of the value (of list elements for lists, of map values for maps; empty
+    /// for priority queues, whose timers hold a key, a namespace and an `i64` timestamp).
     pub value_serializer: SerializerId,
-    /// Serializer of map user keys; empty for value and list states.
+    /// Serializer of map user keys; empty for other kinds.
     pub user_key_serializer: SerializerId,
 }
 
@@ -92,6 +108,11 @@ impl StateMetaInfo {
         value: impl Into<String>,
     ) -> Self {
         Self::new(name, StateKind::Map, namespace, value, user_key)
+    }
+
+    /// Meta info of a priority-queue (timer) state whose namespaces use `namespace`.
+    pub fn priority_queue(name: impl Into<String>, namespace: impl Into<String>) -> Self {
+        Self::new(name, StateKind::PriorityQueue, namespace, "", "")
     }
 
     fn new(

@@ -11,17 +11,20 @@
 //! the snapshot side ([`KeyedSnapshots`]). A third-party backend then writes only its
 //! store and its full strategy.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
 use state_api::{
     AsyncSnapshotTask, CheckpointListener, CheckpointStreamFactory, Error, KeyGroup, KeyGroupRange,
     KeyedBackendParams, KeyedSnapshotResult, KeyedSnapshots, KeyedStateBackend, KeyedStateHandle,
-    MaxParallelism, Registry, Result, SnapshotRequest, StateKind, StateMetaInfo,
+    MaxParallelism, Registry, Result, SnapshotRequest, StateKind, StateMetaInfo, Timer,
 };
 
+use crate::key_group_prefix::write_key_group_prefix;
 use crate::keyed_format::{CompositeKey, decode_list, encode_list};
 use crate::restore::{RestoreTarget, restore_full_snapshots};
+use crate::timer::{TimerHeads, TimerKey};
 
 /// A store of canonical entries, one ordered map per registered state (by position).
 pub trait CanonicalStore: fmt::Debug + Send + 'static {
@@ -64,6 +67,20 @@ pub trait CanonicalStore: fmt::Debug + Send + 'static {
     /// The store's own.
     fn scan(&self, state: usize, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
 
+    /// The first key of state `state` that starts with `prefix`: a priority queue's
+    /// earliest timer of a key group. The default scans; an ordered store seeks.
+    ///
+    /// # Errors
+    ///
+    /// The store's own.
+    fn first(&self, state: usize, prefix: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .scan(state, prefix)?
+            .into_iter()
+            .next()
+            .map(|(key, _)| key))
+    }
+
     /// Drops every entry and state: the backend was closed.
     fn clear(&mut self);
 }
@@ -75,10 +92,14 @@ pub struct CanonicalKeyedBackend<S> {
     store: S,
     params: KeyedBackendParams,
     composite: CompositeKey,
+    timers: TimerKey,
     /// The current key's key group and bytes.
     current: Option<(KeyGroup, Vec<u8>)>,
     /// The store's states as of its last registration: looked up on every access.
     states: Vec<StateMetaInfo>,
+    /// Per priority-queue state (by position), its key groups' earliest timers, built on
+    /// first use.
+    timer_heads: BTreeMap<usize, TimerHeads>,
     snapshots: KeyedSnapshots,
 }
 
@@ -103,10 +124,12 @@ impl<S: CanonicalStore> CanonicalKeyedBackend<S> {
         Ok(CanonicalKeyedBackend {
             name,
             composite: CompositeKey::new(params.max_parallelism),
+            timers: TimerKey::new(params.max_parallelism),
             store,
             params,
             current: None,
             states: Vec::new(),
+            timer_heads: BTreeMap::new(),
             snapshots,
         })
     }
@@ -148,10 +171,70 @@ impl<S: CanonicalStore> CanonicalKeyedBackend<S> {
     ) -> Result<(usize, Vec<u8>)> {
         self.snapshots.check_open()?;
         let (key_group, key) = self.current.as_ref().ok_or_else(Error::no_current_key)?;
-        let state = state_api::find_state(&self.states, name, kind)?;
+        let state = self.keyed_state(name, kind)?;
         let mut composite = Vec::new();
         (self.composite).build_into(*key_group, key, namespace, user_key, &mut composite)?;
         Ok((state, composite))
+    }
+
+    /// The position of state `name`, of `kind` when given, else of any kind but a queue.
+    fn keyed_state(&self, name: &str, kind: Option<StateKind>) -> Result<usize> {
+        let state = state_api::find_state(&self.states, name, kind)?;
+        match self.states[state].kind {
+            StateKind::PriorityQueue if kind.is_none() => Err(Error::Incompatible {
+                what: format!("kind of state `{name}`"),
+                held: StateKind::PriorityQueue.to_string(),
+                requested: "value, list or map".into(),
+            }),
+            _ => Ok(state),
+        }
+    }
+
+    /// The position of priority-queue state `name`, with its heads built.
+    fn timer_state(&mut self, name: &str) -> Result<usize> {
+        self.snapshots.check_open()?;
+        let state = state_api::find_state(&self.states, name, Some(StateKind::PriorityQueue))?;
+        if !self.timer_heads.contains_key(&state) {
+            let range = self.params.key_group_range;
+            let mut heads = TimerHeads::new(range.len() as usize);
+            for (shard, key_group) in range.iter().enumerate() {
+                heads.set(shard, self.first_timer(state, key_group)?);
+            }
+            self.timer_heads.insert(state, heads);
+        }
+        Ok(state)
+    }
+
+    fn key_group_prefix(&self, key_group: KeyGroup) -> Vec<u8> {
+        let mut prefix = Vec::with_capacity(2);
+        write_key_group_prefix(key_group.get(), self.composite.prefix_bytes(), &mut prefix);
+        prefix
+    }
+
+    /// The earliest timer of `state` in `key_group`.
+    fn first_timer(&self, state: usize, key_group: KeyGroup) -> Result<Option<Timer>> {
+        let first = self.store.first(state, &self.key_group_prefix(key_group))?;
+        first.map(|key| Ok(self.timers.split(&key)?.1)).transpose()
+    }
+
+    /// Adds or removes `timer`; whether that changed the queue.
+    fn change_timer(&mut self, name: &str, timer: &Timer, add: bool) -> Result<bool> {
+        let state = self.timer_state(name)?;
+        let key_group = self.params.key_group_of(&timer.key)?;
+        let key = self.timers.build(key_group, timer)?;
+        if self.store.get(state, &key)?.is_some() == add {
+            return Ok(false);
+        }
+        match add {
+            true => self.store.put(state, &key, Vec::new())?,
+            false => self.store.delete(state, &key)?,
+        }
+        let head = self.first_timer(state, key_group)?;
+        let shard = self.params.key_group_range.position(key_group);
+        if let (Some(shard), Some(heads)) = (shard, self.timer_heads.get_mut(&state)) {
+            heads.set(shard, head);
+        }
+        Ok(true)
     }
 
     fn get(
@@ -310,7 +393,7 @@ impl<S: CanonicalStore> KeyedStateBackend for CanonicalKeyedBackend<S> {
 
     fn keys(&self, state: &str, namespace: &[u8]) -> Result<Vec<Vec<u8>>> {
         self.snapshots.check_open()?;
-        let state = state_api::find_state(&self.states, state, None)?;
+        let state = self.keyed_state(state, None)?;
         let mut keys: Vec<Vec<u8>> = Vec::new();
         for (composite, _) in self.store.scan(state, &[])? {
             let parts = self.composite.split(&composite)?;
@@ -320,6 +403,62 @@ impl<S: CanonicalStore> KeyedStateBackend for CanonicalKeyedBackend<S> {
             }
         }
         Ok(keys)
+    }
+
+    fn add_timer(&mut self, state: &str, timer: &Timer) -> Result<bool> {
+        self.change_timer(state, timer, true)
+    }
+
+    fn remove_timer(&mut self, state: &str, timer: &Timer) -> Result<bool> {
+        self.change_timer(state, timer, false)
+    }
+
+    fn peek_timer(&self, state: &str) -> Result<Option<Timer>> {
+        self.snapshots.check_open()?;
+        let state = state_api::find_state(&self.states, state, Some(StateKind::PriorityQueue))?;
+        match self.timer_heads.get(&state) {
+            Some(heads) => Ok(heads.first().map(|(_, timer)| timer.clone())),
+            None => {
+                let range = self.params.key_group_range.iter();
+                let heads: Result<Vec<Option<Timer>>> =
+                    range.map(|group| self.first_timer(state, group)).collect();
+                Ok(heads?.into_iter().flatten().min())
+            }
+        }
+    }
+
+    fn poll_timers(&mut self, state: &str, until: i64, limit: usize) -> Result<Vec<Timer>> {
+        let state = self.timer_state(state)?;
+        let mut heads = self.timer_heads.remove(&state).unwrap_or_default();
+        let range = self.params.key_group_range;
+        let due = heads.poll(until, limit, |shard, head| {
+            let key_group = KeyGroup::new(range.start().get() + shard as u32)?;
+            self.store
+                .delete(state, &self.timers.build(key_group, head)?)?;
+            self.first_timer(state, key_group)
+        });
+        self.timer_heads.insert(state, heads);
+        due
+    }
+
+    fn timer_count(&self, state: &str) -> Result<usize> {
+        self.snapshots.check_open()?;
+        let state = state_api::find_state(&self.states, state, Some(StateKind::PriorityQueue))?;
+        Ok(self.store.scan(state, &[])?.len())
+    }
+
+    fn timers_of(&self, state: &str, key_group: KeyGroup) -> Result<Vec<Timer>> {
+        self.snapshots.check_open()?;
+        let state = state_api::find_state(&self.states, state, Some(StateKind::PriorityQueue))?;
+        let range = self.params.key_group_range;
+        if !range.contains(key_group) {
+            return Err(Error::KeyGroupOutOfRange { key_group, range });
+        }
+        let entries = self.store.scan(state, &self.key_group_prefix(key_group))?;
+        entries
+            .into_iter()
+            .map(|(key, _)| Ok(self.timers.split(&key)?.1))
+            .collect()
     }
 
     fn snapshot(
@@ -339,6 +478,7 @@ impl<S: CanonicalStore> KeyedStateBackend for CanonicalKeyedBackend<S> {
         let closed = self.snapshots.close();
         self.store.clear();
         self.states.clear();
+        self.timer_heads.clear();
         closed
     }
 }

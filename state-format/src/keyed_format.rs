@@ -28,7 +28,7 @@
 //! | key group | `u32` | the key group's id, not compressed |
 //! | data | | the fields below, through the compression decorator named in the header, one compressed stream per section |
 //!
-//! The data of a section (version 3):
+//! The data of a section (versions 3 and 4):
 //!
 //! | field | type | meaning |
 //! |---|---|---|
@@ -44,12 +44,17 @@
 //! | field | type | meaning |
 //! |---|---|---|
 //! | key group | 1 or 2 bytes | the composite key's key-group prefix ([`MaxParallelism::prefix_bytes`]), flag in the top bit of its first byte |
+//! | timestamp | 8 bytes | priority-queue states only: the timer's timestamp as its [timer key](crate::timer) holds it |
 //! | key length | varint | |
 //! | key | bytes | the serialized key |
 //! | namespace length | varint | |
 //! | namespace | bytes | the serialized namespace |
 //! | user-key length | varint | map states only (the kind the header records for the entry's state) |
 //! | user key | bytes | map states only: the serialized user key |
+//!
+//! A timer (an entry of a priority-queue state) has a [timer key](crate::timer) as its
+//! composite key, ordered by time within its key group, and an empty value in full
+//! snapshots (restore checks it).
 //!
 //! A value or list state's key ends with its namespace: its composite key has no user key,
 //! and the writer refuses one that has. The reader rebuilds the composite key, `u32`
@@ -114,6 +119,7 @@
 //! |---|---|
 //! | 1, 2 | as in version 3, but per entry a `u32` key length, the whole composite key (flag in its first byte), a `u32` value length and the value (125 bytes for the benchmark's entry) |
 //! | 3 | varint lengths and the compact key of the tables above |
+//! | 4 | as 3, with priority-queue states (timers) |
 //!
 //! # Example
 //!
@@ -170,6 +176,7 @@ use state_api::{
 
 use crate::key_group_prefix::{read_key_group_prefix, write_key_group_prefix};
 use crate::proxy::KeyedBackendSerializationProxy;
+use crate::timer::TIMESTAMP_BYTES;
 
 #[cfg(test)]
 pub(crate) mod fixed_lengths;
@@ -566,37 +573,51 @@ struct SectionEncoder<'a> {
     states: StateLayouts,
 }
 
-/// Per state id, whether the state's entries carry a user key (map states): the one thing
-/// about a state that the entries' encoding depends on. Shared by the threads that encode
+/// What a state's kind adds to its entries' keys: the one thing about a state that the
+/// entries' encoding depends on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct EntryLayout {
+    /// Map states: a user key after the namespace.
+    user_key: bool,
+    /// Priority-queue states: a timestamp of [`TIMESTAMP_BYTES`] right after the prefix.
+    timestamp: bool,
+}
+
+impl EntryLayout {
+    /// Bytes of a composite key after its prefix and before the key's length.
+    fn fixed_bytes(self) -> usize {
+        if self.timestamp { TIMESTAMP_BYTES } else { 0 }
+    }
+}
+
+/// The [`EntryLayout`] of every state id of a header, shared by the threads that encode
 /// sections.
 #[derive(Debug, Clone)]
 struct StateLayouts {
-    user_keys: Arc<[bool]>,
+    layouts: Arc<[EntryLayout]>,
 }
 
 impl StateLayouts {
     fn of(header: &KeyedBackendSerializationProxy) -> Self {
+        let layout = |kind| EntryLayout {
+            user_key: kind == StateKind::Map,
+            timestamp: kind == StateKind::PriorityQueue,
+        };
         StateLayouts {
-            user_keys: header
-                .states()
-                .iter()
-                .map(|state| state.kind == StateKind::Map)
-                .collect(),
+            layouts: header.states().iter().map(|s| layout(s.kind)).collect(),
         }
     }
 
     /// How many states the header has.
     fn count(&self) -> usize {
-        self.user_keys.len()
+        self.layouts.len()
     }
 
-    /// Whether the entries of state `state_id`, which must be below [`count`](Self::count),
-    /// carry a user key.
-    fn has_user_key(&self, state_id: u16) -> bool {
-        self.user_keys
-            .get(usize::from(state_id))
-            .copied()
-            .unwrap_or(false)
+    /// The layout of the entries of state `state_id`, which must be below
+    /// [`count`](Self::count).
+    fn layout(&self, state_id: u16) -> EntryLayout {
+        let layout = self.layouts.get(usize::from(state_id));
+        layout.copied().unwrap_or_default()
     }
 }
 
@@ -810,15 +831,17 @@ impl KeyGroupEntryWriter<'_> {
             )));
         }
         let prefix_bytes = self.composite.prefix_bytes;
+        let layout = self.states.layout(state_id);
+        let fixed_end = prefix_bytes + layout.fixed_bytes();
         let (key_part, namespace, user_key) =
-            split_after_prefix(key, prefix_bytes).ok_or_else(|| {
+            split_after_prefix(key, fixed_end).ok_or_else(|| {
                 Error::InvalidArgument(format!(
                     "entry key of {} bytes written to key group {} is not a composite key: its key or namespace runs past its end",
                     key.len(),
                     self.key_group
                 ))
             })?;
-        let has_user_key = self.states.has_user_key(state_id);
+        let has_user_key = layout.user_key;
         if !has_user_key && !user_key.is_empty() {
             return Err(Error::InvalidArgument(format!(
                 "entry of state {state_id} in key group {} has a user key of {} bytes: only the keys of map states have one",
@@ -847,6 +870,7 @@ impl KeyGroupEntryWriter<'_> {
         for &byte in &key[..prefix_bytes] {
             buffer.push(byte);
         }
+        buffer.extend_from_slice(&key[prefix_bytes..fixed_end]);
         // Lengths below 4 GiB: the key's whole length is, and so are its parts'.
         varint::put(buffer, length(key_part.len()));
         buffer.extend_from_slice(key_part);
@@ -1239,7 +1263,7 @@ impl KeyedSnapshotReader {
         max_parallelism: MaxParallelism,
     ) -> Result<Self> {
         let location = handle.delegate().describe();
-        state_api::check_key_groups_fit(handle.offsets().range(), max_parallelism, &location)?;
+        crate::check_key_groups_fit(handle.offsets().range(), max_parallelism, &location)?;
         let mut input = handle.delegate().open().map_err(|err| match err {
             // The stream is not the one the handle recorded (a longer file, a FIFO).
             Error::Corrupted { .. } | Error::Truncated { .. } => Error::Snapshot {
@@ -1374,7 +1398,7 @@ impl KeyedSnapshotReader {
                     reason: "the state appears twice in the key group".into(),
                 });
             }
-            let has_user_key = self.states.has_user_key(state_id);
+            let layout = self.states.layout(state_id);
             loop {
                 let meta_data_follows = match self.encoding {
                     EntryEncoding::FixedLengths => {
@@ -1384,7 +1408,7 @@ impl KeyedSnapshotReader {
                     }
                     EntryEncoding::Compact => section.read_compact_entry(
                         self.composite.prefix_bytes,
-                        has_user_key,
+                        layout,
                         &mut self.key,
                         &mut self.value,
                     )?,
@@ -1570,7 +1594,7 @@ impl<R: BufRead> CrcReader<R> {
     fn read_compact_entry(
         &mut self,
         prefix_bytes: usize,
-        has_user_key: bool,
+        layout: EntryLayout,
         key: &mut Vec<u8>,
         value: &mut Vec<u8>,
     ) -> Result<bool> {
@@ -1580,13 +1604,13 @@ impl<R: BufRead> CrcReader<R> {
         // by field, which reports what is wrong.
         if let Ok(buffered) = self.inner.fill_buf()
             && let Some((meta_data_follows, len)) =
-                decode_compact_entry(buffered, prefix_bytes, has_user_key, key, value)
+                decode_compact_entry(buffered, prefix_bytes, layout, key, value)
         {
             self.crc = crc32c::crc32c_append(self.crc, &buffered[..len]);
             self.inner.consume(len);
             return Ok(meta_data_follows);
         }
-        let meta_data_follows = self.read_compact_key(prefix_bytes, has_user_key, key)?;
+        let meta_data_follows = self.read_compact_key(prefix_bytes, layout, key)?;
         let len = self.read_varint("entry value length")?;
         value.clear();
         self.read_appending(value, len, "entry value")?;
@@ -1598,7 +1622,7 @@ impl<R: BufRead> CrcReader<R> {
     fn read_compact_key(
         &mut self,
         prefix_bytes: usize,
-        has_user_key: bool,
+        layout: EntryLayout,
         key: &mut Vec<u8>,
     ) -> Result<bool> {
         let mut prefix = [0; 4];
@@ -1608,13 +1632,17 @@ impl<R: BufRead> CrcReader<R> {
         prefix[0] &= !META_DATA_FOLLOWS;
         key.clear();
         key.extend_from_slice(prefix);
+        let fixed = layout.fixed_bytes();
+        key.resize(key.len() + fixed, 0);
+        let start = key.len() - fixed;
+        self.read_exact(&mut key[start..], "entry timestamp")?;
         let len = self.read_varint("entry key length")?;
         key.extend_from_slice(&len.to_be_bytes());
         self.read_appending(key, len, "entry key")?;
         let len = self.read_varint("entry namespace length")?;
         key.extend_from_slice(&len.to_be_bytes());
         self.read_appending(key, len, "entry namespace")?;
-        if has_user_key {
+        if layout.user_key {
             let len = self.read_varint("entry user-key length")?;
             self.read_appending(key, len, "entry user key")?;
         }
@@ -1643,12 +1671,13 @@ impl<R: BufRead> CrcReader<R> {
 fn decode_compact_entry(
     bytes: &[u8],
     prefix_bytes: usize,
-    has_user_key: bool,
+    layout: EntryLayout,
     key: &mut Vec<u8>,
     value: &mut Vec<u8>,
 ) -> Option<(bool, usize)> {
     let prefix = bytes.get(..prefix_bytes.max(1))?;
-    let mut at = prefix.len();
+    let fixed = bytes.get(prefix.len()..prefix.len() + layout.fixed_bytes())?;
+    let mut at = prefix.len() + fixed.len();
     let mut field = || {
         let (len, varint_len) = varint::decode(bytes.get(at..)?).ok()??;
         let start = at + varint_len;
@@ -1659,7 +1688,7 @@ fn decode_compact_entry(
     };
     let key_bytes = field()?;
     let namespace = field()?;
-    let user_key = match has_user_key {
+    let user_key = match layout.user_key {
         true => field()?,
         false => &[],
     };
@@ -1667,6 +1696,7 @@ fn decode_compact_entry(
     key.clear();
     key.extend_from_slice(prefix);
     key[0] &= !META_DATA_FOLLOWS;
+    key.extend_from_slice(fixed);
     key.extend_from_slice(&length(key_bytes.len()).to_be_bytes());
     key.extend_from_slice(key_bytes);
     key.extend_from_slice(&length(namespace.len()).to_be_bytes());

@@ -43,6 +43,8 @@ pub mod proxy;
 pub mod restore;
 pub mod snapshot_stream;
 pub mod storage_root;
+pub mod timer;
+pub mod timer_service;
 pub mod typed;
 
 pub use canonical_backend::{CanonicalKeyedBackend, CanonicalStore};
@@ -54,7 +56,9 @@ pub use keyed_format::{
     write_full_snapshot_parallel,
 };
 pub use proxy::KeyedBackendSerializationProxy;
-pub use restore::{RestoreTarget, restore_full_snapshots};
+pub use restore::{
+    RestoreTarget, check_entry, check_key_groups_fit, check_restore_handles, restore_full_snapshots,
+};
 pub use snapshot_stream::CheckpointStreamWithResultProvider;
 pub use storage_root::{AbsoluteLocations, HandleScope, StorageRoot};
 

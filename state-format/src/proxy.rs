@@ -31,7 +31,7 @@
 //! | per state: name | string | registered name, unique within the header |
 //! | per state: kind | `u8` | [`StateKind::code`] |
 //! | per state: namespace serializer | string | [`SerializerId`] of the namespace |
-//! | per state: value serializer | string | [`SerializerId`] of values, list elements or map values |
+//! | per state: value serializer | string | [`SerializerId`] of values, list elements or map values; empty for priority queues |
 //! | per state: user-key serializer | string | [`SerializerId`] of map user keys; empty for value and list states |
 //! | format version | `u32` | the frame's version again (from version 3 on) |
 //!
@@ -56,6 +56,7 @@
 //! | 1 | the first format |
 //! | 2 | the number of key groups, which restore checks against the restoring backend's |
 //! | 3 | the format version at the end of the body; the key-group data after the header writes its lengths as variable-length integers and composite keys compactly ([`crate::keyed_format`]) |
+//! | 4 | states of kind priority queue (code 3), whose entries are timers ([`crate::timer`]) |
 //!
 //! The header's version is the version of the whole snapshot stream: a reader reads the
 //! key-group data after it as that version wrote it ([`KeyedBackendSerializationProxy::version`]).
@@ -83,7 +84,7 @@ use state_api::{Error, MaxParallelism, Result, SerializerId, StateKind, StateMet
 pub const MAGIC: u32 = 0x534E_5053;
 
 /// The header format version this build writes, and the newest one it reads.
-pub const CURRENT_VERSION: u32 = 3;
+pub const CURRENT_VERSION: u32 = 4;
 
 /// Most states one header can describe; state ids run from `0` to `MAX_STATES - 1`.
 ///
@@ -113,7 +114,15 @@ const FORMAT: FrameFormat = FrameFormat {
 const MIN_STATE_LEN: usize = 4 * 2 + 1;
 
 /// Every state kind, in code order (for error messages).
-const KINDS: [StateKind; 3] = [StateKind::Value, StateKind::List, StateKind::Map];
+const KINDS: [StateKind; 4] = [
+    StateKind::Value,
+    StateKind::List,
+    StateKind::Map,
+    StateKind::PriorityQueue,
+];
+
+/// The first version whose headers may hold priority-queue states.
+const PRIORITY_QUEUES_FROM: u32 = 4;
 
 /// The versioned header of a keyed snapshot: key serializer, compression decorator and the
 /// meta info of every state, in state-id order.
@@ -429,9 +438,12 @@ fn parse_body(version: u32, bytes: &[u8]) -> Result<KeyedBackendSerializationPro
         let field = |part| Field::State(id, part);
         let name = body.string(&field(StateField::Name))?;
         let [code] = body.array(&field(StateField::Kind))?;
-        let kind = StateKind::from_code(code).ok_or_else(|| {
+        let kind = StateKind::from_code(code)
+            .filter(|kind| *kind != StateKind::PriorityQueue || version >= PRIORITY_QUEUES_FROM);
+        let kind = kind.ok_or_else(|| {
             let known: Vec<String> = KINDS
                 .iter()
+                .filter(|k| **k != StateKind::PriorityQueue || version >= PRIORITY_QUEUES_FROM)
                 .map(|k| format!("{} ({k})", k.code()))
                 .collect();
             BodyError::Invalid(Error::Corrupted {
@@ -501,6 +513,7 @@ mod tests {
                 StateMetaInfo::value("count", "void", "u64-be"),
                 StateMetaInfo::list("events", "time-window", "serde-json"),
                 StateMetaInfo::map("last-seen", "void", "bytes", "u64-be"),
+                StateMetaInfo::priority_queue("timers", "time-window"),
             ],
             "lz4",
             MaxParallelism::of(128),
@@ -745,11 +758,34 @@ mod tests {
         assert!(err.to_string().contains("version 2"), "{err}");
     }
 
+    /// `tiny()` as version 4 writes it: version 3's bytes with the new version number.
+    fn tiny_v4() -> Vec<u8> {
+        let mut body = TINY_V3[12..TINY_V3.len() - 4].to_vec();
+        let at = body.len() - 4;
+        body[at..].copy_from_slice(&4u32.to_be_bytes());
+        frame(&body)
+    }
+
     #[test]
-    fn version_3_bytes_are_stable() {
+    fn version_4_bytes_are_stable() {
         assert_eq!(tiny().version(), CURRENT_VERSION);
-        assert_eq!(encode(&tiny()), TINY_V3);
-        assert_eq!(decode(TINY_V3).unwrap(), tiny());
+        assert_eq!(encode(&tiny()), tiny_v4());
+        assert_eq!(decode(&tiny_v4()).unwrap(), tiny());
+    }
+
+    #[test]
+    fn version_3_bytes_still_read_with_their_version() {
+        let old = decode(TINY_V3).unwrap();
+        assert_eq!(old.version(), 3);
+        assert_eq!(old.states(), tiny().states());
+    }
+
+    #[test]
+    fn priority_queues_need_version_4() {
+        let body = Body::start().u16(1).state(b"a", 3).u32(3);
+        let mut bytes = frame(&body.0);
+        bytes[4..8].copy_from_slice(&3u32.to_be_bytes());
+        check_corrupted(&bytes, "state 0 kind", "unknown kind code 3");
     }
 
     #[test]
@@ -880,13 +916,13 @@ mod tests {
     #[test]
     fn newer_version_is_unsupported() {
         let mut bytes = encode(&sample());
-        bytes[7] = 4;
+        bytes[7] = 5;
         let err = decode(&bytes).unwrap_err();
         assert!(
             matches!(
                 err,
                 Error::UnsupportedVersion {
-                    found: 4,
+                    found: 5,
                     supported: CURRENT_VERSION,
                     ..
                 }
@@ -936,11 +972,11 @@ mod tests {
 
     #[test]
     fn unknown_kind_is_corrupted() {
-        let body = Body::start().u16(1).state(b"a", 3);
+        let body = Body::start().u16(1).state(b"a", 4);
         check_corrupted(
             &body.framed(),
             "state 0 kind",
-            "unknown kind code 3, known are 0 (value)",
+            "unknown kind code 4, known are 0 (value), 1 (list), 2 (map), 3 (priority-queue)",
         );
     }
 
@@ -991,7 +1027,7 @@ mod tests {
         check_corrupted(
             &body.framed(),
             "format version",
-            "the body says version 2, the frame 3",
+            "the body says version 2, the frame 4",
         );
         let body = Body::start().u16(1).state(b"a", 0);
         check_corrupted(&body.framed(), "format version", "ends inside this field");
@@ -1031,7 +1067,7 @@ mod tests {
         proxy
             .states
             .push(StateMetaInfo::list("count", "void", "bytes"));
-        check_refused(&proxy, "state 3 name `count` is also the name of state 0");
+        check_refused(&proxy, "state 4 name `count` is also the name of state 0");
     }
 
     #[test]

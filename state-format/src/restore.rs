@@ -4,12 +4,56 @@
 use std::sync::Arc;
 
 use state_api::{
-    Error, KeyedBackendParams, KeyedStateHandle, Registry, Result, StateKind, StateMetaInfo,
-    check_restore_handles,
+    Error, KeyGroupRange, KeyedBackendParams, KeyedStateHandle, MaxParallelism, Registry, Result,
+    StateKind, StateMetaInfo,
 };
 
 use crate::KeyGroupsStateHandle;
 use crate::keyed_format::{CompositeKey, KeyedSnapshotReader, decode_list};
+use crate::timer::TimerKey;
+
+/// Checks that the key groups `range` of the snapshot at `location` exist in a job of
+/// `max_parallelism` key groups.
+///
+/// # Errors
+///
+/// [`Error::Incompatible`] naming the range's end and the max
+/// parallelism.
+pub fn check_key_groups_fit(
+    range: KeyGroupRange,
+    max_parallelism: MaxParallelism,
+    location: &str,
+) -> Result<()> {
+    if range.is_empty() || range.end().get() < max_parallelism.get() {
+        return Ok(());
+    }
+    Err(Error::Incompatible {
+        what: format!("key groups {range} of snapshot {location}: the number of key groups"),
+        held: format!("at least {}", u64::from(range.end().get()) + 1),
+        requested: max_parallelism.to_string(),
+    })
+}
+
+/// Checks, before a restore reads anything, that every handle's key groups exist in a job
+/// of `params.max_parallelism` key groups: a handle of a job with more key groups
+/// would otherwise be restored in part, the rest silently lost.
+///
+/// # Errors
+///
+/// [`Error::Incompatible`] for the first handle that does not fit.
+pub fn check_restore_handles(
+    params: &KeyedBackendParams,
+    handles: &[Arc<dyn KeyedStateHandle>],
+) -> Result<()> {
+    for handle in handles {
+        check_key_groups_fit(
+            handle.key_group_range(),
+            params.max_parallelism,
+            "to restore",
+        )?;
+    }
+    Ok(())
+}
 
 /// Where [`restore_full_snapshots`] puts what it reads: a keyed backend's state.
 pub trait RestoreTarget {
@@ -29,8 +73,8 @@ pub trait RestoreTarget {
 /// groups are skipped unread); refuses a handle that is not a [`KeyGroupsStateHandle`] with
 /// [`Error::Unsupported`]; opens it, checking its header against `params` (max
 /// parallelism, key serializer); registers the header's states with `target`; and hands
-/// every entry of the range to `target`. Entries are checked on the way: a value or
-/// list entry whose key carries a user key is [`Error::Corrupted`], and empty lists (never
+/// every entry of the range to `target`. Entries are checked on the way ([`check_entry`]),
+/// and empty lists (never
 /// written by a correct writer) are skipped.
 ///
 /// # Errors
@@ -47,6 +91,7 @@ pub fn restore_full_snapshots(
 ) -> Result<()> {
     check_restore_handles(params, handles)?;
     let composite = CompositeKey::new(params.max_parallelism);
+    let timers = TimerKey::new(params.max_parallelism);
     for handle in handles {
         let Some(part) = handle.intersection(&params.key_group_range) else {
             continue;
@@ -66,12 +111,7 @@ pub fn restore_full_snapshots(
                 // The reader checked the state id against the header and the key's group.
                 let id = usize::from(entry.state_id);
                 let meta = &states[id];
-                if meta.kind != StateKind::Map && !composite.split(entry.key)?.user_key.is_empty() {
-                    return Err(Error::Corrupted {
-                        what: format!("entry of {} state `{}`", meta.kind, meta.name),
-                        reason: "the key carries a user key".into(),
-                    });
-                }
+                check_entry(meta, composite, timers, entry.key, entry.value)?;
                 if meta.kind == StateKind::List && decode_list(entry.value)?.is_empty() {
                     return Ok(());
                 }
@@ -80,6 +120,34 @@ pub fn restore_full_snapshots(
         }
     }
     Ok(())
+}
+
+/// Checks that an entry read for state `meta` has the layout of its kind: a value or list
+/// entry no user key, a timer a [timer key](crate::timer) and no value.
+///
+/// # Errors
+///
+/// [`Error::Corrupted`] naming the state.
+pub fn check_entry(
+    meta: &StateMetaInfo,
+    composite: CompositeKey,
+    timers: TimerKey,
+    key: &[u8],
+    value: &[u8],
+) -> Result<()> {
+    let wrong = |reason: &str| Error::Corrupted {
+        what: format!("entry of {} state `{}`", meta.kind, meta.name),
+        reason: reason.into(),
+    };
+    match meta.kind {
+        StateKind::Map => Ok(()),
+        StateKind::PriorityQueue if !value.is_empty() => Err(wrong("a timer carries a value")),
+        StateKind::PriorityQueue => timers.split(key).map(drop),
+        StateKind::Value | StateKind::List => match composite.split(key)?.user_key.is_empty() {
+            true => Ok(()),
+            false => Err(wrong("the key carries a user key")),
+        },
+    }
 }
 
 #[cfg(test)]

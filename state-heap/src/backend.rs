@@ -1,26 +1,31 @@
 //! [`HeapKeyedStateBackend`]: keyed value, list and map state in copy-on-write maps.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use state_api::CheckpointId;
 use state_api::SnapshotRequest;
 use state_api::{
-    AsyncSnapshotTask, CheckpointListener, CheckpointStreamFactory, Error, KeyGroupRange,
+    AsyncSnapshotTask, CheckpointListener, CheckpointStreamFactory, Error, KeyGroup, KeyGroupRange,
     KeyedBackendParams, KeyedSnapshotResult, KeyedSnapshots, KeyedStateBackend, MaxParallelism,
-    Registry, Result, StateKind, StateMetaInfo,
+    Registry, Result, StateKind, StateMetaInfo, Timer,
 };
+use state_format::timer::{TimerHeads, timestamp_bytes};
 
 use crate::HEAP;
 use crate::chain::ChainHistory;
 use crate::changes::ChangeLog;
 use crate::format::{key_part_into, namespace_part_into, split_state_key};
-use crate::table::{Bytes, CowMap, HeapTables, Shards};
+use crate::table::{Bytes, CowMap, HeapTables, Shards, TimerEntry, TimerSet};
 
 /// What the backend's lock guards: the state, and what incremental checkpoints track.
 #[derive(Debug)]
 pub(crate) struct Heap {
     pub(crate) tables: HeapTables,
+    /// Per priority-queue state (by index), its key groups' earliest timers: derived from
+    /// the tables on first use, kept by every change after.
+    pub(crate) timer_heads: BTreeMap<usize, TimerHeads>,
     /// Set when the backend checkpoints incrementally.
     pub(crate) incremental: Option<IncrementalState>,
 }
@@ -190,6 +195,7 @@ impl HeapKeyedStateBackend {
         let source = HeapSnapshotSource {
             heap: Arc::new(Mutex::new(Heap {
                 tables: HeapTables::new(range, params.max_parallelism),
+                timer_heads: BTreeMap::new(),
                 incremental: None,
             })),
             key_serializer: Arc::from(params.key_serializer.as_str()),
@@ -264,6 +270,111 @@ impl HeapKeyedStateBackend {
         let written = write(&mut heap.tables.states[index].shards, shard, &self.scratch);
         record(&mut heap, index, shard, &self.scratch, change);
         Ok(written)
+    }
+}
+
+impl HeapKeyedStateBackend {
+    /// Adds (`add`) or removes `timer`; whether that changed the queue.
+    fn change_timer(&mut self, name: &str, timer: &Timer, add: bool) -> Result<bool> {
+        self.check_open()?;
+        let key_group = self.params.key_group_of(&timer.key)?;
+        let shard = (key_group.get() - self.params.key_group_range.start().get()) as usize;
+        let mut state_key = Vec::with_capacity(8 + timer.key.len() + timer.namespace.len());
+        key_part_into(&timer.key, &mut state_key)?;
+        namespace_part_into(&timer.namespace, &mut state_key)?;
+        let entry = TimerEntry {
+            timestamp: timer.timestamp,
+            state_key: Arc::from(state_key),
+        };
+        let mut guard = self.source.lock();
+        let heap = &mut *guard;
+        let index = index_of(&heap.tables, name, StateKind::PriorityQueue)?;
+        let heads = heads_of(&heap.tables, &mut heap.timer_heads, index);
+        let Shards::Timers(sets) = &mut heap.tables.states[index].shards else {
+            unreachable!("kind checked by index_of")
+        };
+        let set = &mut sets[shard];
+        if add {
+            if set.insert(entry.clone()).is_some() {
+                return Ok(false);
+            }
+            if set.get_min() == Some(&entry) {
+                heads.set(shard, Some(timer.clone()));
+            }
+        } else {
+            if set.remove(&entry).is_none() {
+                return Ok(false);
+            }
+            if heads.head(shard) == Some(timer) {
+                heads.set(shard, set.get_min().map(timer_of));
+            }
+        }
+        record_timer(&mut heap.incremental, index, shard, &entry);
+        Ok(true)
+    }
+
+    /// Runs `read` on the timer sets of priority-queue state `name`.
+    fn read_timers<T>(&self, name: &str, read: impl FnOnce(&[TimerSet]) -> T) -> Result<T> {
+        self.check_open()?;
+        let heap = self.source.lock();
+        let index = index_of(&heap.tables, name, StateKind::PriorityQueue)?;
+        let Shards::Timers(sets) = &heap.tables.states[index].shards else {
+            unreachable!("kind checked by index_of")
+        };
+        Ok(read(sets))
+    }
+}
+
+/// The heads of priority-queue state `index` of `tables`, built from its sets on first use.
+fn heads_of<'a>(
+    tables: &HeapTables,
+    timer_heads: &'a mut BTreeMap<usize, TimerHeads>,
+    index: usize,
+) -> &'a mut TimerHeads {
+    timer_heads.entry(index).or_insert_with(|| {
+        let Shards::Timers(sets) = &tables.states[index].shards else {
+            return TimerHeads::default();
+        };
+        let mut heads = TimerHeads::new(sets.len());
+        for (shard, set) in sets.iter().enumerate() {
+            heads.set(shard, set.get_min().map(timer_of));
+        }
+        heads
+    })
+}
+
+/// The timer of a heap timer entry.
+pub(crate) fn timer_of(entry: &TimerEntry) -> Timer {
+    // Entries are built from a key and a namespace: their state keys always split.
+    let (key, namespace) = split_state_key(&entry.state_key).unwrap_or_default();
+    Timer {
+        timestamp: entry.timestamp,
+        key: key.to_vec(),
+        namespace: namespace.to_vec(),
+    }
+}
+
+/// Records that `entry` of state `index` in `shard` was added or removed: a timer is a
+/// user key (its timestamp) of its state key, as a map's entry is.
+fn record_timer(
+    incremental: &mut Option<IncrementalState>,
+    index: usize,
+    shard: usize,
+    entry: &TimerEntry,
+) {
+    if let Some(incremental) = incremental {
+        let timestamp = timestamp_bytes(entry.timestamp);
+        let changes = &mut incremental.changes;
+        changes.user_key_changed(index, shard, &entry.state_key, &timestamp);
+    }
+}
+
+/// [`Error::Incompatible`]: a priority queue used as keyed state.
+fn not_keyed_state(name: &str) -> Error {
+    Error::Incompatible {
+        what: format!("kind of state `{name}`"),
+        held: StateKind::PriorityQueue.to_string(),
+        requested: "value, list or map".into(),
     }
 }
 
@@ -531,6 +642,7 @@ impl KeyedStateBackend for HeapKeyedStateBackend {
                 maps[shard].remove(key);
                 Change::Cleared
             }
+            Shards::Timers(_) => return Err(not_keyed_state(state)),
         };
         record(&mut heap, index, shard, key, change);
         Ok(())
@@ -553,8 +665,56 @@ impl KeyedStateBackend for HeapKeyedStateBackend {
             Shards::Value(maps) => maps.iter().flat_map(|m| m.keys()).for_each(&mut collect),
             Shards::List(maps) => maps.iter().flat_map(|m| m.keys()).for_each(&mut collect),
             Shards::Map(maps) => maps.iter().flat_map(|m| m.keys()).for_each(&mut collect),
+            Shards::Timers(_) => return Err(not_keyed_state(state)),
         }
         Ok(keys)
+    }
+
+    fn add_timer(&mut self, state: &str, timer: &Timer) -> Result<bool> {
+        self.change_timer(state, timer, true)
+    }
+
+    fn remove_timer(&mut self, state: &str, timer: &Timer) -> Result<bool> {
+        self.change_timer(state, timer, false)
+    }
+
+    fn peek_timer(&self, state: &str) -> Result<Option<Timer>> {
+        self.check_open()?;
+        let mut heap = self.source.lock();
+        let index = index_of(&heap.tables, state, StateKind::PriorityQueue)?;
+        let heap = &mut *heap;
+        let heads = heads_of(&heap.tables, &mut heap.timer_heads, index);
+        Ok(heads.first().map(|(_, timer)| timer.clone()))
+    }
+
+    fn poll_timers(&mut self, state: &str, until: i64, limit: usize) -> Result<Vec<Timer>> {
+        self.check_open()?;
+        let mut guard = self.source.lock();
+        let heap = &mut *guard;
+        let index = index_of(&heap.tables, state, StateKind::PriorityQueue)?;
+        let heads = heads_of(&heap.tables, &mut heap.timer_heads, index);
+        let Shards::Timers(sets) = &mut heap.tables.states[index].shards else {
+            unreachable!("kind checked by index_of")
+        };
+        let incremental = &mut heap.incremental;
+        heads.poll(until, limit, |shard, _| {
+            if let Some(entry) = sets[shard].remove_min() {
+                record_timer(incremental, index, shard, &entry);
+            }
+            Ok(sets[shard].get_min().map(timer_of))
+        })
+    }
+
+    fn timer_count(&self, state: &str) -> Result<usize> {
+        self.read_timers(state, |sets| sets.iter().map(TimerSet::len).sum())
+    }
+
+    fn timers_of(&self, state: &str, key_group: KeyGroup) -> Result<Vec<Timer>> {
+        let range = self.params.key_group_range;
+        let shard = range
+            .position(key_group)
+            .ok_or(Error::KeyGroupOutOfRange { key_group, range })?;
+        self.read_timers(state, |sets| sets[shard].iter().map(timer_of).collect())
     }
 
     fn snapshot(

@@ -25,6 +25,7 @@
 //! | value | state key -> value | prefix ‖ state key | the value |
 //! | list | state key -> elements | prefix ‖ state key | the elements, each as `u32` length and bytes ([`encode_list`]) |
 //! | map | state key -> (user key -> value) | prefix ‖ state key ‖ user key, one entry per user key | the map value |
+//! | priority queue | per key group an ordered set of (timestamp, state key) | prefix ‖ timestamp ‖ state key ([timer key](state_format::timer)) | empty |
 //!
 //! Empty lists and empty maps are never stored (removing the last element or user key
 //! removes the entry), so nothing empty is written either.
@@ -39,7 +40,7 @@
 //! | operation | first value byte | key | rest of the value | restore |
 //! |---|---|---|---|---|
 //! | put | [`DELTA_PUT`] (0) | the canonical key | the canonical value | sets the entry |
-//! | delete | [`DELTA_DELETE`] (1) | the canonical key | nothing | removes the entry (a map's user key; a value; a whole list) |
+//! | delete | [`DELTA_DELETE`] (1) | the canonical key | nothing | removes the entry (a map's user key; a value; a whole list; a timer) |
 //! | clear | [`DELTA_CLEAR`] (2) | prefix ‖ state key, no user key (map states only) | nothing | removes every user key of that key and namespace |
 //!
 //! Within a key group a clear comes before the puts of the same map, and restore applies
@@ -52,9 +53,10 @@ use state_format::key_group_prefix::write_key_group_prefix;
 use state_format::keyed_format::{
     CompositeKey, KeyGroupEntryWriter, KeyedEntry, decode_list, encode_list,
 };
+use state_format::timer::{timestamp_bytes, timestamp_from_bytes};
 
 use crate::changes::{MergedChanges, Segment, merged};
-use crate::table::{Bytes, CowMap, ListValue, Shards, StateTable};
+use crate::table::{Bytes, CowMap, ListValue, Shards, StateTable, TimerEntry};
 
 /// First value byte of a delta entry that sets the entry.
 pub const DELTA_PUT: u8 = 0;
@@ -187,9 +189,39 @@ pub(crate) fn write_key_group(
                     }
                 }
             }
+            Shards::Timers(shards) => {
+                for timer in shards[shard].iter() {
+                    timer_key(key, group, timer.timestamp, &timer.state_key);
+                    group.write_entry(id, key, &[])?;
+                }
+            }
         }
     }
     Ok(())
+}
+
+/// Sets `key` to the [timer key](state_format::timer) of a timer in `group`'s key group.
+fn timer_key(key: &mut Vec<u8>, group: &KeyGroupEntryWriter<'_>, timestamp: i64, state_key: &[u8]) {
+    key.clear();
+    let prefix_bytes = group.composite_key().prefix_bytes();
+    write_key_group_prefix(group.key_group().get(), prefix_bytes, key);
+    key.extend_from_slice(&timestamp_bytes(timestamp));
+    key.extend_from_slice(state_key);
+}
+
+/// The timer of a timer key read from a snapshot.
+fn timer_entry(composite: CompositeKey, key: &[u8], state: &StateTable) -> Result<TimerEntry> {
+    let corrupt = || Error::Corrupted {
+        what: format!("timer of state `{}`", state.meta.name),
+        reason: format!("a timer key of {} bytes does not split", key.len()),
+    };
+    let rest = key.get(composite.prefix_bytes()..).ok_or_else(corrupt)?;
+    let (timestamp, state_key) = rest.split_first_chunk::<8>().ok_or_else(corrupt)?;
+    split_state_key(state_key).ok_or_else(corrupt)?;
+    Ok(TimerEntry {
+        timestamp: timestamp_from_bytes(*timestamp),
+        state_key: Arc::from(state_key),
+    })
 }
 
 /// Puts one entry read from a snapshot into shard `shard` of `state`.
@@ -199,6 +231,19 @@ pub(crate) fn restore_entry(
     composite: CompositeKey,
     entry: KeyedEntry<'_>,
 ) -> Result<()> {
+    if let Shards::Timers(_) = &state.shards {
+        let timer = timer_entry(composite, entry.key, state)?;
+        if !entry.value.is_empty() {
+            return Err(Error::Corrupted {
+                what: format!("timer of state `{}`", state.meta.name),
+                reason: format!("it carries a value of {} bytes", entry.value.len()),
+            });
+        }
+        if let Shards::Timers(shards) = &mut state.shards {
+            shards[shard].insert(timer);
+        }
+        return Ok(());
+    }
     let parts = composite.split(entry.key)?;
     let state_key_len = 8 + parts.key.len() + parts.namespace.len();
     let prefix_bytes = composite.prefix_bytes();
@@ -240,6 +285,7 @@ pub(crate) fn restore_entry(
                 }
             }
         }
+        Shards::Timers(_) => {}
     }
     Ok(())
 }
@@ -316,6 +362,26 @@ pub(crate) fn write_delta_key_group(
                     }
                 }
             }
+            (Shards::Timers(shards), MergedChanges::Map(timers)) => {
+                for (state_key, change) in timers {
+                    for timestamp in change.user_keys {
+                        let Some(timestamp) = timestamp.first_chunk::<8>() else {
+                            continue;
+                        };
+                        let timestamp = timestamp_from_bytes(*timestamp);
+                        timer_key(key, group, timestamp, state_key);
+                        let timer = TimerEntry {
+                            timestamp,
+                            state_key: state_key.clone(),
+                        };
+                        let operation = match shards[shard].contains(&timer) {
+                            true => DELTA_PUT,
+                            false => DELTA_DELETE,
+                        };
+                        group.write_entry(id, key, &[operation])?;
+                    }
+                }
+            }
             // The log records by the kind of the state written to.
             _ => {
                 return Err(Error::InvalidArgument(format!(
@@ -341,6 +407,24 @@ pub(crate) fn apply_delta_entry(
             reason: "the value has no operation byte".into(),
         });
     };
+    if let Shards::Timers(_) = &state.shards {
+        let timer = timer_entry(composite, entry.key, state)?;
+        let name = &state.meta.name;
+        let Shards::Timers(shards) = &mut state.shards else {
+            return Ok(());
+        };
+        match (operation, rest.is_empty()) {
+            (DELTA_PUT, true) => shards[shard].insert(timer),
+            (DELTA_DELETE, true) => shards[shard].remove(&timer),
+            _ => {
+                return Err(Error::Corrupted {
+                    what: format!("delta entry of timer state `{name}`"),
+                    reason: format!("operation {operation} with {} value bytes", rest.len()),
+                });
+            }
+        };
+        return Ok(());
+    }
     let parts = composite.split(entry.key)?;
     let prefix_bytes = composite.prefix_bytes();
     let state_key =

@@ -68,7 +68,7 @@ impl HeapKeyedStateBackend {
         registry: &Registry,
         handles: &[Arc<dyn KeyedStateHandle>],
     ) -> Result<Self> {
-        state_api::check_restore_handles(&params, handles)?;
+        state_format::check_restore_handles(&params, handles)?;
         let key_serializer = params.key_serializer.clone();
         let backend = Self::new(params, registry)?;
         {

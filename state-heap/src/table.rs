@@ -28,6 +28,19 @@ pub(crate) type CowMap<V> = imbl::HashMap<Bytes, V>;
 /// a writer changes a list a version still holds.
 pub(crate) type ListValue = Arc<Vec<Bytes>>;
 
+/// A timer of a heap priority queue, ordered as its [timer key](state_format::timer) is:
+/// by timestamp, then by state key bytes.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct TimerEntry {
+    pub(crate) timestamp: i64,
+    /// The timer's key and namespace as a state key ([`crate::format`]).
+    pub(crate) state_key: Bytes,
+}
+
+/// A persistent ordered set (a B-tree whose clone shares every node): one key group's
+/// timers, snapshotted in O(1) like the maps.
+pub(crate) type TimerSet = imbl::OrdSet<TimerEntry>;
+
 /// The per-key-group maps of one state, by kind. Maps are keyed by the state key
 /// ([`crate::format`]: key and namespace, without key-group prefix or user key).
 #[derive(Debug, Clone)]
@@ -38,6 +51,8 @@ pub(crate) enum Shards {
     List(Vec<CowMap<ListValue>>),
     /// Map state: state key -> (user key -> value), the inner maps copy-on-write too.
     Map(Vec<CowMap<CowMap<Bytes>>>),
+    /// Priority-queue state: the timers of each key group.
+    Timers(Vec<TimerSet>),
 }
 
 impl Shards {
@@ -46,6 +61,7 @@ impl Shards {
             StateKind::Value => Shards::Value(vec![CowMap::new(); key_groups]),
             StateKind::List => Shards::List(vec![CowMap::new(); key_groups]),
             StateKind::Map => Shards::Map(vec![CowMap::new(); key_groups]),
+            StateKind::PriorityQueue => Shards::Timers(vec![TimerSet::new(); key_groups]),
         }
     }
 
@@ -61,6 +77,9 @@ impl Shards {
             (Shards::Map(mine), Shards::Map(theirs)) => {
                 std::mem::swap(&mut mine[index], &mut theirs[index]);
             }
+            (Shards::Timers(mine), Shards::Timers(theirs)) => {
+                std::mem::swap(&mut mine[index], &mut theirs[index]);
+            }
             // Tables built alike (`StateTable::empty_like`) are always of one kind.
             _ => {}
         }
@@ -72,6 +91,7 @@ impl Shards {
             Shards::Value(shards) => shards[index].len(),
             Shards::List(shards) => shards[index].len(),
             Shards::Map(shards) => shards[index].len(),
+            Shards::Timers(shards) => shards[index].len(),
         }
     }
 }
@@ -90,6 +110,7 @@ impl StateTable {
             Shards::Value(shards) => shards.len(),
             Shards::List(shards) => shards.len(),
             Shards::Map(shards) => shards.len(),
+            Shards::Timers(shards) => shards.len(),
         };
         StateTable {
             meta: self.meta.clone(),

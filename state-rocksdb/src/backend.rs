@@ -13,6 +13,7 @@
 //! | value | the value |
 //! | list | the elements, each as `u32` length and bytes ([`encode_list`]) |
 //! | map | one RocksDB entry per user key, holding the map value |
+//! | priority queue | one entry per timer, keyed by its [timer key](state_format::timer) (key group, timestamp, key, namespace), empty ([`crate::timers`]) |
 //!
 //! List appends use a merge operator that concatenates operands: an element appended is the
 //! operand `u32 length ‖ element`, so an append never reads the list (what Flink's
@@ -20,6 +21,7 @@
 //!
 //! Writes skip RocksDB's write-ahead log: durability comes from checkpoints, as in Flink.
 
+use std::cell::RefCell;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -32,15 +34,17 @@ use rocksdb::{
 use state_api::CheckpointId;
 use state_api::SnapshotRequest;
 use state_api::{
-    AsyncSnapshotTask, CheckpointListener, CheckpointStreamFactory, Error, KeyGroupRange,
+    AsyncSnapshotTask, CheckpointListener, CheckpointStreamFactory, Error, KeyGroup, KeyGroupRange,
     KeyedBackendParams, KeyedSnapshotResult, KeyedSnapshots, KeyedStateBackend, MaxParallelism,
-    Registry, Result, StateKind, StateMetaInfo,
+    Registry, Result, StateKind, StateMetaInfo, Timer,
 };
 use state_format::key_group_prefix::write_key_group_prefix;
 use state_format::keyed_format::{CompositeKey, decode_list, encode_list};
+use state_format::timer::TimerKey;
 use tempfile::TempDir;
 
 use crate::history::IncrementalHistory;
+use crate::timers::TimerQueues;
 use crate::{ROCKSDB, ROCKSDB_FULL};
 
 /// Maps a RocksDB error onto [`Error::Backend`].
@@ -471,6 +475,9 @@ pub struct RocksDBKeyedStateBackend {
     temp_dir: Option<TempDir>,
     /// Set while a restore writes: column families created meanwhile compact nothing.
     bulk_load: bool,
+    timer_keys: TimerKey,
+    /// What is cached of each timer state ([`crate::timers`]).
+    timer_queues: RefCell<TimerQueues>,
 }
 
 impl fmt::Debug for RocksDBKeyedStateBackend {
@@ -547,6 +554,7 @@ impl RocksDBKeyedStateBackend {
             }),
         };
         let snapshots = KeyedSnapshots::new(ROCKSDB, ROCKSDB_FULL, &source, &params, registry)?;
+        let params_max_parallelism = params.max_parallelism;
         let mut write_options = WriteOptions::default();
         write_options.disable_wal(true);
         Ok(RocksDBKeyedStateBackend {
@@ -561,6 +569,8 @@ impl RocksDBKeyedStateBackend {
             write_options,
             temp_dir,
             bulk_load: false,
+            timer_keys: TimerKey::new(params_max_parallelism),
+            timer_queues: RefCell::new(TimerQueues::new()),
         })
     }
 
@@ -621,6 +631,19 @@ impl RocksDBKeyedStateBackend {
         &self.write_options
     }
 
+    pub(crate) fn timer_keys(&self) -> TimerKey {
+        self.timer_keys
+    }
+
+    pub(crate) fn timer_queues(&self) -> &RefCell<TimerQueues> {
+        &self.timer_queues
+    }
+
+    /// The key group of `key`, which must be one this instance owns.
+    pub(crate) fn params_key_group_of(&self, key: &[u8]) -> Result<KeyGroup> {
+        self.params.key_group_of(key)
+    }
+
     /// Registers `meta` (creating its column family) or checks it against the state
     /// registered under its name; returns the state's column family.
     pub(crate) fn register(&self, meta: &StateMetaInfo) -> Result<Arc<BoundColumnFamily<'_>>> {
@@ -651,7 +674,11 @@ impl RocksDBKeyedStateBackend {
     }
 
     /// The column family of registered state `name`, which must be of `kind`.
-    fn state_cf(&self, name: &str, kind: StateKind) -> Result<Arc<BoundColumnFamily<'_>>> {
+    pub(crate) fn state_cf(
+        &self,
+        name: &str,
+        kind: StateKind,
+    ) -> Result<Arc<BoundColumnFamily<'_>>> {
         let db = self.db()?;
         {
             state_api::find_state(lock(&self.source.inner.states).iter(), name, Some(kind))?;
@@ -675,7 +702,7 @@ impl RocksDBKeyedStateBackend {
     }
 
     /// Collects every entry of `cf` whose key starts with `prefix`, in key order.
-    fn scan(
+    pub(crate) fn scan(
         &self,
         cf: &Arc<BoundColumnFamily<'_>>,
         prefix: &[u8],
@@ -696,12 +723,21 @@ impl RocksDBKeyedStateBackend {
         iter.status().map_err(db_error("iterating"))
     }
 
-    fn write(
+    pub(crate) fn write(
         &self,
         what: &str,
         write: impl FnOnce(&DB, &WriteOptions) -> std::result::Result<(), rocksdb::Error>,
     ) -> Result<()> {
         write(self.db()?, &self.write_options).map_err(db_error(what))
+    }
+}
+
+/// [`Error::Incompatible`]: a priority queue used as keyed state.
+fn not_keyed_state(name: &str) -> Error {
+    Error::Incompatible {
+        what: format!("kind of state `{name}`"),
+        held: StateKind::PriorityQueue.to_string(),
+        requested: "value, list or map".into(),
     }
 }
 
@@ -921,6 +957,7 @@ impl KeyedStateBackend for RocksDBKeyedStateBackend {
                 self.scan(&cf, &key, |entry_key, _| batch.delete_cf(&cf, entry_key))?;
                 self.write("deleting", |db, opts| db.write_opt(batch, opts))
             }
+            StateKind::PriorityQueue => Err(not_keyed_state(state)),
         }
     }
 
@@ -929,6 +966,9 @@ impl KeyedStateBackend for RocksDBKeyedStateBackend {
             let states = lock(&self.source.inner.states);
             states[state_api::find_state(states.iter(), state, None)?].kind
         };
+        if kind == StateKind::PriorityQueue {
+            return Err(not_keyed_state(state));
+        }
         let cf = self.state_cf(state, kind)?;
         let composite = self.composite;
         let mut keys: Vec<Vec<u8>> = Vec::new();
@@ -950,6 +990,30 @@ impl KeyedStateBackend for RocksDBKeyedStateBackend {
         }
     }
 
+    fn add_timer(&mut self, state: &str, timer: &Timer) -> Result<bool> {
+        self.change_timer(state, timer, true)
+    }
+
+    fn remove_timer(&mut self, state: &str, timer: &Timer) -> Result<bool> {
+        self.change_timer(state, timer, false)
+    }
+
+    fn peek_timer(&self, state: &str) -> Result<Option<Timer>> {
+        self.peek(state)
+    }
+
+    fn poll_timers(&mut self, state: &str, until: i64, limit: usize) -> Result<Vec<Timer>> {
+        self.poll(state, until, limit)
+    }
+
+    fn timer_count(&self, state: &str) -> Result<usize> {
+        self.count(state)
+    }
+
+    fn timers_of(&self, state: &str, key_group: KeyGroup) -> Result<Vec<Timer>> {
+        self.timers_in(state, key_group)
+    }
+
     fn snapshot(
         &mut self,
         request: &SnapshotRequest,
@@ -967,6 +1031,7 @@ impl KeyedStateBackend for RocksDBKeyedStateBackend {
         // Cancel running snapshots, then wait until every lease is back: only then is
         // nobody reading the database.
         let cancelled = self.snapshots.close();
+        self.timer_queues.get_mut().clear();
         self.source.inner.guard.close();
         lock(&self.source.inner.db).take();
         if let Some(db) = self.db.take() {

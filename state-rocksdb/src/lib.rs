@@ -25,6 +25,7 @@ mod incremental;
 mod local_handle;
 mod resource_guard;
 mod restore;
+mod timers;
 
 pub use backend::{
     CompactionStyle, RocksDBKeyedStateBackend, RocksDBOptions, RocksDBSnapshotSource,

@@ -20,6 +20,7 @@ use state_format::KeyGroupsStateHandle;
 use state_format::file_manifest::FileManifest;
 use state_format::incremental_meta;
 use state_format::keyed_format::{KeyedSnapshotReader, decode_list};
+use state_format::timer::TimerKey;
 
 use crate::backend::{Opened, RocksDBKeyedStateBackend, cf, cf_name, db_error, key_group_start};
 use crate::history::{IncrementalHistory, UploadedFile};
@@ -60,7 +61,7 @@ fn restore(
     registry: &Registry,
     handles: &[Arc<dyn KeyedStateHandle>],
 ) -> Result<RocksDBKeyedStateBackend> {
-    state_api::check_restore_handles(&params, handles)?;
+    state_format::check_restore_handles(&params, handles)?;
     let range = params.key_group_range;
     let parts = handles
         .iter()
@@ -487,30 +488,22 @@ fn restore_handle(
     let mut reader = KeyedSnapshotReader::open(handle, registry, max_parallelism)?;
     let header = reader.header().clone();
     header.check_key_serializer(backend.key_serializer(), &handle.delegate().describe())?;
-    // Header id -> (column family, kind).
+    let timers = TimerKey::new(max_parallelism);
+    // Header id -> (column family, meta info).
     let families = header
         .states()
         .iter()
-        .map(|meta| Ok((backend.register(meta)?, meta.kind)))
+        .map(|meta| Ok((backend.register(meta)?, meta)))
         .collect::<Result<Vec<_>>>()?;
     let db = backend.db()?;
     let mut batch = WriteBatch::default();
     for key_group in reader.key_group_range().iter() {
         reader.read_key_group(key_group, &mut |entry| {
             // The reader checked the id against the header and the key's key group.
-            let (family, kind) = &families[usize::from(entry.state_id)];
-            let parts = composite.split(entry.key)?;
-            match kind {
-                StateKind::Value | StateKind::List if !parts.user_key.is_empty() => {
-                    return Err(Error::Corrupted {
-                        what: format!("entry of {kind} state id {}", entry.state_id),
-                        reason: "the key carries a user key".into(),
-                    });
-                }
-                StateKind::List => {
-                    decode_list(entry.value)?;
-                }
-                StateKind::Value | StateKind::Map => {}
+            let (family, meta) = &families[usize::from(entry.state_id)];
+            state_format::check_entry(meta, composite, timers, entry.key, entry.value)?;
+            if meta.kind == StateKind::List {
+                decode_list(entry.value)?;
             }
             batch.put_cf(family, entry.key, entry.value);
             if batch.size_in_bytes() >= BATCH_BYTES {

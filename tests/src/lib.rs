@@ -10,7 +10,8 @@
 //! ([`keyed`]: round trip, empty and huge state, decorators, checkpoint vs savepoint,
 //! snapshot consistency, rescaling, savepoint portability between backends, corrupt input,
 //! cancellation, storage faults, incompatible serializers, local recovery, model-based
-//! operation sequences) and operator state backends ([`operator`]: round trip, empty
+//! operation sequences, and priority-queue (timer) state: its operations, snapshots,
+//! rescaling, savepoints between backends and model-based sequences) and operator state backends ([`operator`]: round trip, empty
 //! state, rescaling of split, union and broadcast state, snapshot isolation, corrupt input,
 //! cancellation, storage faults, incompatible meta info, local recovery). [`faults`] has the misbehaving stream
 //! factories the lifecycle contracts use, [`fuzz`] the bodies of the fuzz targets;

@@ -19,7 +19,7 @@ use state_api::SnapshotRequest;
 use state_api::{
     IncrementalRemoteKeyedStateHandle, KeyGroupRange, KeyedBackendParams, KeyedStateBackend,
     KeyedStateHandle, OperatorBackendParams, OperatorStateMetaInfo, OperatorStreamStateHandle,
-    Registry, StateMetaInfo,
+    Registry, StateMetaInfo, Timer,
 };
 use state_api::{KeyGroup, MaxParallelism};
 use state_coordinator::SharedStateRegistry;
@@ -89,16 +89,50 @@ fn expected() -> Vec<Expected> {
     all
 }
 
-fn states() -> [StateMetaInfo; 3] {
-    [
+/// The first keyed format version with timers; its fixtures hold [`expected_timers`] too.
+const TIMERS_FROM: u32 = 4;
+
+/// The fixture's states: a value, a list, a map and, with `timers`, a priority queue.
+fn states(timers: bool) -> Vec<StateMetaInfo> {
+    let mut states = vec![
         StateMetaInfo::value("value", "bytes", "bytes"),
         StateMetaInfo::list("list", "bytes", "bytes"),
         StateMetaInfo::map("map", "bytes", "bytes", "bytes"),
-    ]
+    ];
+    if timers {
+        states.push(StateMetaInfo::priority_queue("timers", "bytes"));
+    }
+    states
 }
 
-/// Writes what [`expected`] describes into `backend`.
-fn write_expected(backend: &mut dyn KeyedStateBackend) {
+/// The timers of the fixtures from [`TIMERS_FROM`] on: for every other key one in a
+/// window, for every fifth one near the end of time, and one at its start.
+fn expected_timers() -> Vec<Timer> {
+    let timer = |timestamp: i64, key: u64, namespace: &[u8]| Timer {
+        timestamp,
+        key: key.to_be_bytes().to_vec(),
+        namespace: namespace.to_vec(),
+    };
+    let mut timers = Vec::new();
+    for key in 0..100u64 {
+        if key % 2 == 0 {
+            timers.push(timer(key as i64 * 1000 - 50_000, key, b"window-7"));
+        }
+        if key % 5 == 0 {
+            timers.push(timer(i64::MAX - key as i64, key, b""));
+        }
+    }
+    timers.push(timer(i64::MIN, 7, b"window-7"));
+    timers.sort();
+    timers
+}
+
+/// Writes what [`expected`] describes into `backend`, and with `timers` the
+/// [`expected_timers`].
+fn write_expected(backend: &mut dyn KeyedStateBackend, timers: bool) {
+    for timer in expected_timers().iter().filter(|_| timers) {
+        assert!(backend.add_timer("timers", timer).unwrap());
+    }
     for entry in expected() {
         backend.set_current_key(&entry.key.to_be_bytes()).unwrap();
         backend
@@ -119,10 +153,10 @@ fn write_fixture(dir: &Path, compression: &str) {
     let registry = registry();
     let factory = registry.keyed_backend("heap").unwrap();
     let mut backend = factory.create(params(compression), registry).unwrap();
-    for state in states() {
+    for state in states(true) {
         backend.register_state(&state).unwrap();
     }
-    write_expected(&mut *backend);
+    write_expected(&mut *backend, true);
     let streams = Arc::new(MemoryCheckpointStreamFactory::default());
     let task = backend
         .snapshot(
@@ -135,23 +169,23 @@ fn write_fixture(dir: &Path, compression: &str) {
     std::fs::write(dir.join(format!("{compression}.json")), json).unwrap();
 }
 
-fn check_fixture(dir: &Path, compression: &str) {
-    check_fixture_with(dir, compression, params(compression));
+fn check_fixture(dir: &Path, compression: &str, timers: bool) {
+    check_fixture_with(dir, compression, params(compression), timers);
 }
 
-fn check_fixture_with(dir: &Path, compression: &str, params: KeyedBackendParams) {
+fn check_fixture_with(dir: &Path, compression: &str, params: KeyedBackendParams, timers: bool) {
     let path = dir.join(format!("{compression}.json"));
     let json = std::fs::read(&path).unwrap_or_else(|err| panic!("{}: {err}", path.display()));
     let handle: Arc<dyn KeyedStateHandle> = serde_json::from_slice(&json).unwrap();
     let registry = registry();
     let factory = registry.keyed_backend("heap").unwrap();
     let mut backend = factory.restore(params, registry, &[handle]).unwrap();
-    check_contents(&mut *backend, &path.display().to_string());
+    check_contents(&mut *backend, &path.display().to_string(), timers);
 }
 
 /// Checks that `backend`, restored from what `what` names, holds what [`expected`]
-/// describes and no [`EXTRA_KEY`].
-fn check_contents(backend: &mut dyn KeyedStateBackend, what: &str) {
+/// describes and no [`EXTRA_KEY`], and with `timers` the [`expected_timers`].
+fn check_contents(backend: &mut dyn KeyedStateBackend, what: &str, timers: bool) {
     // Keys the fixture's first checkpoint held and its delta removed are gone.
     backend.set_current_key(&EXTRA_KEY.to_be_bytes()).unwrap();
     assert_eq!(
@@ -164,7 +198,28 @@ fn check_contents(backend: &mut dyn KeyedStateBackend, what: &str) {
         "{what}: removed key"
     );
     let restored: Vec<_> = backend.states().into_iter().collect();
-    assert_eq!(restored, states(), "{what}: states");
+    assert_eq!(restored, states(timers), "{what}: states");
+    if timers {
+        let range = backend.key_group_range();
+        let mut restored: Vec<Timer> = range
+            .iter()
+            .flat_map(|group| backend.timers_of("timers", group).unwrap())
+            .collect();
+        restored.sort();
+        let expected = expected_timers();
+        assert_eq!(restored, expected, "{what}: timers");
+        let polled = backend.poll_timers("timers", 0, usize::MAX).unwrap();
+        let due: Vec<&Timer> = expected.iter().filter(|t| t.timestamp <= 0).collect();
+        assert_eq!(
+            polled,
+            due.into_iter().cloned().collect::<Vec<_>>(),
+            "{what}: timers due at 0"
+        );
+        assert!(
+            polled.windows(2).all(|w| w[0].timestamp <= w[1].timestamp),
+            "{what}: poll order"
+        );
+    }
     for entry in expected() {
         backend.set_current_key(&entry.key.to_be_bytes()).unwrap();
         let what = format!("{what} key {} namespace {:?}", entry.key, entry.namespace);
@@ -193,7 +248,7 @@ fn check_keyed_version(version: u32) {
         }
     }
     for compression in DECORATORS {
-        check_fixture(&dir, compression);
+        check_fixture(&dir, compression, version >= TIMERS_FROM);
     }
 }
 
@@ -213,6 +268,12 @@ fn keyed_v2_snapshots_restore_with_their_contents() {
 #[test]
 fn keyed_v3_snapshots_restore_with_their_contents() {
     check_keyed_version(3);
+}
+
+/// Version 4: priority-queue states, whose entries are timers.
+#[test]
+fn keyed_v4_snapshots_restore_with_their_contents() {
+    check_keyed_version(4);
 }
 
 /// A key the heap-incremental fixture's base holds and its delta removes.
@@ -238,10 +299,10 @@ fn write_incremental_fixture(dir: &Path, compression: &str) {
         "10".into(),
     );
     let mut backend = factory.create(params, registry).unwrap();
-    for state in states() {
+    for state in states(false) {
         backend.register_state(&state).unwrap();
     }
-    write_expected(&mut *backend);
+    write_expected(&mut *backend, false);
     for key in (0..100u64).step_by(3) {
         backend.set_current_key(&key.to_be_bytes()).unwrap();
         backend.put_value("value", b"", b"before").unwrap();
@@ -314,7 +375,7 @@ fn check_incremental_version(version: u32) {
         std::fs::create_dir_all(&dir).unwrap();
         write_incremental_fixture(&dir, "lz4");
     }
-    check_fixture_with(&dir, "lz4", incremental_params("lz4"));
+    check_fixture_with(&dir, "lz4", incremental_params("lz4"), false);
 }
 
 #[test]
@@ -401,7 +462,7 @@ fn a_chain_of_older_files_goes_on_with_files_of_the_current_format() {
     let mut restored = factory
         .restore(incremental_params("lz4"), registry, &[resolved])
         .unwrap();
-    check_contents(&mut *restored, what);
+    check_contents(&mut *restored, what, false);
     restored.set_current_key(&NEW_KEY.to_be_bytes()).unwrap();
     assert_eq!(
         restored.value("value", b"").unwrap(),

@@ -1,8 +1,9 @@
-//! Random sequences of writes, checkpoints and restores, checked against a model, for
-//! every in-tree keyed backend and strategy. `SNAPSTATE_PROPTEST_CASES` sets the number of
-//! sequences per backend (default 16; CI keeps the default, long runs raise it).
+//! Random sequences of writes, checkpoints and restores, and of timer operations,
+//! checkpoints and rescaled restores, checked against a model, for every in-tree keyed
+//! backend and strategy. `SNAPSTATE_PROPTEST_CASES` sets the number of sequences per
+//! backend (default 16; CI keeps the default, long runs raise it).
 
-use snapstate_tests::keyed::{self, KeyedTarget};
+use snapstate_tests::keyed::{self, KeyedBackendCapabilities, KeyedTarget};
 use state_api::Registry;
 
 fn registry() -> &'static Registry {
@@ -46,4 +47,41 @@ fn rocksdb_full_follows_the_model() {
 fn rocksdb_incremental_follows_the_model() {
     let target = KeyedTarget::new(registry(), "rocksdb").strategy("rocksdb-incremental");
     keyed::model_based(&target, cases());
+}
+
+/// Every in-tree backend and strategy restores into other numbers of instances.
+const RESCALING: KeyedBackendCapabilities = KeyedBackendCapabilities {
+    rescaling: true,
+    local_recovery: false,
+};
+
+#[test]
+fn heap_timers_follow_the_model() {
+    let target = KeyedTarget::new(registry(), "heap").capabilities(RESCALING);
+    keyed::timers_model(&target, cases());
+}
+
+#[test]
+fn heap_incremental_timers_follow_the_model() {
+    let target = KeyedTarget::new(registry(), "heap")
+        .strategy("heap-incremental")
+        .compression("lz4")
+        .capabilities(RESCALING);
+    keyed::timers_model(&target, cases());
+}
+
+#[test]
+fn rocksdb_full_timers_follow_the_model() {
+    let target = KeyedTarget::new(registry(), "rocksdb")
+        .compression("snappy")
+        .capabilities(RESCALING);
+    keyed::timers_model(&target, cases());
+}
+
+#[test]
+fn rocksdb_incremental_timers_follow_the_model() {
+    let target = KeyedTarget::new(registry(), "rocksdb")
+        .strategy("rocksdb-incremental")
+        .capabilities(RESCALING);
+    keyed::timers_model(&target, cases());
 }

@@ -1,6 +1,7 @@
 //! Savepoints are portable: a savepoint of every linked keyed backend (whatever strategy it
 //! checkpoints with) restores into every linked keyed backend, with every decorator, at the
-//! same and at another parallelism.
+//! same and at another parallelism; its timers too, each into the instance owning its key's
+//! key group.
 
 use snapstate_tests::keyed::{self, KeyedTarget};
 use state_api::{PluginKind, Registry};
@@ -54,6 +55,37 @@ fn check(compression: &str) {
             }
         }
     }
+}
+
+/// Every pair of (source, target) backend moves a savepoint's timers when rescaling.
+fn check_timers(compression: &str) {
+    let registry = registry();
+    let backends = registry.names(PluginKind::KeyedBackend);
+    assert!(
+        backends.len() >= 2,
+        "portability needs two backends: {backends:?}"
+    );
+    let targets: Vec<KeyedTarget<'_>> = backends
+        .into_iter()
+        .map(|backend| KeyedTarget::new(registry, backend).compression(compression))
+        .collect();
+    for from in sources(registry, compression) {
+        for to in &targets {
+            for (old, new) in keyed::TIMER_RESCALINGS {
+                keyed::timer_savepoint_portability(&from, to, old, new);
+            }
+        }
+    }
+}
+
+#[test]
+fn savepoint_timers_move_between_every_backend_uncompressed() {
+    check_timers("none");
+}
+
+#[test]
+fn savepoint_timers_move_between_every_backend_with_lz4() {
+    check_timers("lz4");
 }
 
 #[test]

@@ -92,6 +92,13 @@ impl CanonicalStore for OrderedStore {
         Ok(found.map(|(k, v)| (k.clone(), v.clone())).collect())
     }
 
+    fn first(&self, state: usize, prefix: &[u8]) -> Result<Option<Vec<u8>>> {
+        let states = self.lock();
+        Ok(scan(&states[state].entries, prefix)
+            .next()
+            .map(|(k, _)| k.clone()))
+    }
+
     fn clear(&mut self) {
         self.lock().clear();
     }

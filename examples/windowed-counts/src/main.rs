@@ -1,4 +1,7 @@
 //! `windowed-counts`: runs the windowed-counts job (see the library) from the command line.
+//! Fired windows are committed as transaction files to `<work dir>/output`; a finished run
+//! reads them back, checks them against the stream computed directly and that the keyed
+//! state holds no window any more.
 //!
 //! ```sh
 //! windowed-counts --dir /tmp/job --crash-after 60000 --kill        # killed after 60,000 events
@@ -15,7 +18,7 @@ use clap::Parser;
 use snapstate::api::JobId;
 use snapstate::config::StateConfig;
 use snapstate_example_windowed_counts::{
-    JobSpec, NothingToResume, Outcome, Report, Resume, expected, run,
+    Held, JobSpec, NothingToResume, Outcome, Report, Resume, expected, run,
 };
 
 #[derive(Debug, Parser)]
@@ -27,8 +30,9 @@ struct Cli {
     /// Checkpoint directory (overrides the configuration's).
     #[arg(long)]
     dir: Option<PathBuf>,
-    /// Where the backends keep their working files (default: the checkpoint directory's
-    /// `work/`; required when checkpoints go to object storage).
+    /// Where the backends keep their working files and the job commits its output, in
+    /// `output/` (default: the checkpoint directory's `work/`; required when checkpoints go
+    /// to object storage). Keep it for a resumed run: its output is the job's so far.
     #[arg(long)]
     work_dir: Option<PathBuf>,
     /// A TOML state configuration (state.backend.type, execution.checkpointing.*, ...).
@@ -113,8 +117,9 @@ fn main() -> ExitCode {
         let Report {
             restored_from,
             cleaned,
+            held,
             outcome,
-        } = run(&spec, &config, work_dir)?;
+        } = run(&spec, &config, work_dir.clone())?;
         match restored_from {
             Some(id) => println!("resumed from checkpoint {id}"),
             None => println!("started from the beginning of the stream"),
@@ -131,18 +136,29 @@ fn main() -> ExitCode {
                 processed,
                 last_checkpoint,
             } => println!(
-                "killed after {processed} events; last completed checkpoint: {}",
+                "killed after {processed} events, {} (window, user) counts open; last completed checkpoint: {}",
+                held.counts,
                 last_checkpoint.map_or("none".to_owned(), |id| id.to_string())
             ),
             Outcome::Finished(counts) => {
                 let total: u64 = counts.values().sum();
                 let same = counts == expected(&spec);
                 println!(
-                    "{} (window, user) counts over {total} events; matches the stream computed directly: {same}",
-                    counts.len()
+                    "{} (window, user) counts fired, each once, over {total} events, committed to {}; matches the stream computed directly: {same}",
+                    counts.len(),
+                    work_dir.join("output").display()
+                );
+                println!(
+                    "the keyed state holds {} counts and {} timers",
+                    held.counts, held.timers
                 );
                 if !same {
                     return Err("the result differs from the stream computed directly".into());
+                }
+                if held != Held::default() {
+                    return Err(
+                        "windows were left in the keyed state after the end of the stream".into(),
+                    );
                 }
             }
         }

@@ -1,14 +1,18 @@
 //! The job killed mid-stream and resumed from its last completed checkpoint, with another
 //! parallelism, ends with exactly the result of a run that was never killed, on every
-//! backend the build links.
+//! backend the build links: every window fires once (a window committed twice fails the
+//! run, one never fired shows as a difference from the stream computed directly), and the
+//! keyed state holds only the windows still open, none at the end.
 
 #![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeSet;
 
 use snapstate::api::CheckpointId;
 use snapstate::api::{CheckpointStorage, JobId};
 use snapstate::config::StateConfig;
 use snapstate_example_windowed_counts::{
-    JobSpec, NothingToResume, Outcome, Report, Resume, expected, run,
+    Held, JobSpec, NothingToResume, Outcome, OutputError, Report, Resume, expected, run, user_of,
 };
 
 fn spec() -> JobSpec {
@@ -34,8 +38,20 @@ fn setup(settings: &[(&str, &str)]) -> (tempfile::TempDir, StateConfig, String) 
     (dir, config, format!("{settings:?}"))
 }
 
+/// The (user, window)s a job holds after applying events `0..offset`: those of the last
+/// event's window, the only one the watermark has not passed.
+fn open_windows(spec: &JobSpec, offset: u64) -> usize {
+    let window = |event: u64| event * 7 / spec.window_ms;
+    let last = window(offset - 1);
+    let users = (0..offset)
+        .filter(|&event| window(event) == last)
+        .map(|event| user_of(event, spec.users));
+    users.collect::<BTreeSet<_>>().len()
+}
+
 /// Runs `job`, which must crash after `crash_after` events; returns the last checkpoint
-/// completed before the crash.
+/// completed before the crash. A job started from the beginning must hold exactly the
+/// windows still open then: the ones fired were cleared.
 fn crash(
     job: JobSpec,
     crash_after: u64,
@@ -43,31 +59,58 @@ fn crash(
     dir: &tempfile::TempDir,
     label: &str,
 ) -> Option<u64> {
-    let crashed = run(
+    let fresh = job.resume == Resume::No;
+    let report = run(
         &JobSpec {
             crash_after: Some(crash_after),
-            ..job
+            ..job.clone()
         },
         config,
         dir.path().join("work"),
     )
-    .unwrap()
-    .outcome;
+    .unwrap();
     let Outcome::Crashed {
         processed,
         last_checkpoint,
-    } = crashed
+    } = report.outcome
     else {
-        panic!("{label}: the run did not crash: {crashed:?}");
+        panic!("{label}: the run did not crash: {:?}", report.outcome);
     };
     assert_eq!(processed, crash_after, "{label}");
+    assert_eq!(report.held.timers, report.held.counts, "{label}");
+    if fresh {
+        assert_eq!(
+            report.held.counts,
+            open_windows(&job, crash_after),
+            "{label}: the keyed state holds windows other than the open ones"
+        );
+    }
     last_checkpoint.map(CheckpointId::get)
+}
+
+/// Checks a finished run: every window fired once with the stream's count, and the keyed
+/// state holds nothing.
+fn assert_exact(report: &Report, spec: &JobSpec, label: &str) {
+    match &report.outcome {
+        Outcome::Finished(counts) => assert!(
+            *counts == expected(spec),
+            "{label}: the committed counts differ from the stream's: {} windows, {} expected",
+            counts.len(),
+            expected(spec).len()
+        ),
+        other => panic!("{label}: {other:?}"),
+    }
+    assert_eq!(
+        report.held,
+        Held::default(),
+        "{label}: state left after the end"
+    );
 }
 
 /// Resumes the job with `parallelism` instances and runs it to the end: its counts must be
 /// the stream's.
 fn finish(parallelism: u32, config: &StateConfig, dir: &tempfile::TempDir, label: &str) {
-    let finished = run(
+    let report = run(
         &JobSpec {
             resume: Resume::IfAny,
             parallelism,
@@ -76,15 +119,8 @@ fn finish(parallelism: u32, config: &StateConfig, dir: &tempfile::TempDir, label
         config,
         dir.path().join("work"),
     )
-    .unwrap()
-    .outcome;
-    match finished {
-        Outcome::Finished(counts) => assert!(
-            counts == expected(&spec()),
-            "{label}: the resumed job's counts differ from the stream's"
-        ),
-        other => panic!("{label}: {other:?}"),
-    }
+    .unwrap_or_else(|err| panic!("{label}: {err}"));
+    assert_exact(&report, &spec(), label);
 }
 
 fn check(settings: &[(&str, &str)]) {
@@ -173,13 +209,112 @@ fn an_uninterrupted_run_matches_the_stream() {
     };
     let report = run(&spec(), &config, dir.path().join("work")).unwrap();
     assert_eq!(report.restored_from, None);
-    match report.outcome {
-        Outcome::Finished(counts) => {
-            assert_eq!(counts.values().sum::<u64>(), 30_000);
-            assert!(counts == expected(&spec()));
-        }
-        other => panic!("{other:?}"),
-    }
+    assert_exact(&report, &spec(), "uninterrupted");
+    let Outcome::Finished(counts) = report.outcome else {
+        unreachable!("checked above")
+    };
+    assert_eq!(counts.values().sum::<u64>(), 30_000);
+}
+
+/// The final checkpoint committed the last rows: resuming a finished job replays no event
+/// and fires no window again.
+#[test]
+fn a_finished_job_resumed_fires_nothing_again() {
+    let (dir, config, label) = setup(&[("state.backend.type", "heap")]);
+    let first = run(&spec(), &config, dir.path().join("work")).unwrap();
+    assert_exact(&first, &spec(), &label);
+    let storage = config.storage().unwrap();
+    let last = *storage.completed_checkpoints().unwrap().last().unwrap();
+    let again = JobSpec {
+        resume: Resume::Latest,
+        parallelism: 3,
+        ..spec()
+    };
+    let report = run(&again, &config, dir.path().join("work")).unwrap();
+    assert_eq!(report.restored_from, Some(last), "{label}");
+    assert_exact(&report, &spec(), &label);
+}
+
+/// A job started from the beginning does not count what an earlier run committed to the
+/// same work directory; a resumed one keeps it.
+#[test]
+fn a_run_from_the_beginning_starts_with_empty_output() {
+    let (dir, config, label) = setup(&[("state.backend.type", "heap")]);
+    let first = run(&spec(), &config, dir.path().join("work")).unwrap();
+    assert_exact(&first, &spec(), &label);
+    let shorter = JobSpec {
+        events: 10_000,
+        ..spec()
+    };
+    let report = run(&shorter, &config, dir.path().join("work")).unwrap();
+    assert_exact(&report, &shorter, &label);
+}
+
+/// A job crashed near the end of its stream, and the output files of the transactions
+/// committed before the crash.
+fn crashed_with_output() -> (tempfile::TempDir, StateConfig, Vec<std::path::PathBuf>) {
+    let (dir, config, label) = setup(&[("state.backend.type", "heap")]);
+    crash(spec(), 29_000, &config, &dir, &label);
+    let mut files: Vec<_> = std::fs::read_dir(dir.path().join("work/output"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_none())
+        .collect();
+    files.sort();
+    assert!(
+        !files.is_empty(),
+        "{label}: nothing committed before the crash"
+    );
+    (dir, config, files)
+}
+
+fn resume_latest(
+    dir: &tempfile::TempDir,
+    config: &StateConfig,
+) -> snapstate_example_windowed_counts::JobResult<Report> {
+    let resumed = JobSpec {
+        resume: Resume::Latest,
+        ..spec()
+    };
+    run(&resumed, config, dir.path().join("work"))
+}
+
+/// A window in the output twice, as a second firing would put it there, fails the run.
+#[test]
+fn a_window_fired_twice_fails_the_run() {
+    let (dir, config, files) = crashed_with_output();
+    std::fs::copy(&files[0], dir.path().join("work/output/txn-999")).unwrap();
+    let err = resume_latest(&dir, &config).unwrap_err();
+    let output = err
+        .downcast_ref::<OutputError>()
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(matches!(output, OutputError::FiredTwice { .. }), "{output}");
+    assert!(err.to_string().contains("fired twice"), "{err}");
+}
+
+/// A window missing from the output, as one never fired would be, differs from the stream.
+#[test]
+fn a_window_never_fired_shows_in_the_comparison() {
+    let (dir, config, files) = crashed_with_output();
+    // The first row of a committed transaction goes; committing the transaction again on
+    // resume skips the file, which is there.
+    let text = std::fs::read_to_string(&files[0]).unwrap();
+    let (first, rest) = text.split_once('\n').unwrap();
+    std::fs::write(&files[0], rest).unwrap();
+    let fields: Vec<u64> = first
+        .split(' ')
+        .map(|field| field.parse().unwrap())
+        .collect();
+    let report = resume_latest(&dir, &config).unwrap();
+    let Outcome::Finished(mut counts) = report.outcome else {
+        panic!("{:?}", report.outcome)
+    };
+    assert_ne!(counts, expected(&spec()));
+    counts.insert((fields[0], fields[1]), fields[2]);
+    assert!(
+        counts == expected(&spec()),
+        "only the removed window differs"
+    );
 }
 
 /// The process itself is killed (it exits at once, closing nothing, while the
@@ -214,7 +349,9 @@ fn a_killed_process_resumes_in_a_new_one() {
     let resumed = job(&["--resume", "--parallelism", "3"]);
     let stdout = String::from_utf8_lossy(&resumed.stdout);
     assert!(
-        resumed.status.success() && stdout.contains("matches the stream computed directly: true"),
+        resumed.status.success()
+            && stdout.contains("matches the stream computed directly: true")
+            && stdout.contains("the keyed state holds 0 counts and 0 timers"),
         "{stdout}{}",
         String::from_utf8_lossy(&resumed.stderr)
     );
@@ -244,7 +381,7 @@ fn resuming_where_nothing_is_stored_says_so() {
     };
     let report = run(&lenient, &config, dir.path().join("work")).unwrap();
     assert_eq!(report.restored_from, None, "started from the beginning");
-    assert!(matches!(report.outcome, Outcome::Finished(_)));
+    assert_exact(&report, &spec(), "lenient");
 }
 
 #[test]
@@ -319,7 +456,8 @@ fn a_second_job_on_the_same_directory_is_refused() {
         .to_string();
     assert!(err.contains("in use by job first-job"), "{err}");
     drop(held);
-    run(&spec(), &config, dir.path().join("work")).unwrap();
+    let report = run(&spec(), &config, dir.path().join("work")).unwrap();
+    assert_exact(&report, &spec(), "after the first job");
 }
 
 #[test]
@@ -381,8 +519,12 @@ fn the_command_line_tells_nothing_to_resume_from_resumed() {
         .expect("the lenient run committed a checkpoint");
     let resumed = job(&["--resume"]);
     let stdout = String::from_utf8_lossy(&resumed.stdout);
+    // The lenient run ended with a final checkpoint: resumed from it, the job replays
+    // nothing and its output is still the stream's.
     assert!(
-        resumed.status.success() && stdout.contains(&format!("resumed from checkpoint {latest}\n")),
+        resumed.status.success()
+            && stdout.contains(&format!("resumed from checkpoint {latest}\n"))
+            && stdout.contains("matches the stream computed directly: true"),
         "{stdout}{}",
         String::from_utf8_lossy(&resumed.stderr)
     );

@@ -16,6 +16,7 @@ use state_api::{
 use state_format::KeyGroupsStateHandle;
 use state_format::file_manifest::ManifestEntry;
 use state_format::keyed_format::KeyedSnapshotReader;
+use state_format::timer::TimerKey;
 use state_storage_local::{FileStateHandle, IN_PROGRESS_PREFIX, LOCK_FILE};
 
 use super::storage::Storage;
@@ -320,7 +321,7 @@ fn verify_key_groups(
         false => "no CRC-32C recorded",
     };
     verification.checked = format!(
-        "stream size; header; key groups {}..={} decoded ({crc}), entries counted",
+        "stream size; header; key groups {}..={} decoded ({crc}), entries checked and counted",
         range.start(),
         range.end()
     );
@@ -334,9 +335,15 @@ fn verify_key_groups(
             return;
         }
     };
+    let states = reader.header().states().to_vec();
+    let composite = reader.composite_key();
+    let timers = TimerKey::new(max_parallelism);
     for key_group in range.iter() {
         let mut entries = 0u64;
-        let outcome = reader.read_key_group(key_group, &mut |_| {
+        let outcome = reader.read_key_group(key_group, &mut |entry| {
+            // The reader checked the state id against the header.
+            let meta = &states[usize::from(entry.state_id)];
+            state_format::check_entry(meta, composite, timers, entry.key, entry.value)?;
             entries += 1;
             Ok(())
         });

@@ -1056,3 +1056,67 @@ proptest! {
         }
     }
 }
+
+/// A value state and a priority queue.
+fn header_with_timers() -> KeyedBackendSerializationProxy {
+    KeyedBackendSerializationProxy::new(
+        "bytes",
+        vec![
+            StateMetaInfo::value("value", "bytes", "bytes"),
+            StateMetaInfo::priority_queue("timers", "bytes"),
+        ],
+        "none",
+        MAX_PARALLELISM,
+    )
+}
+
+#[test]
+fn timers_round_trip_as_timer_keys_with_their_timestamp_written_whole() {
+    let timers = crate::timer::TimerKey::new(MAX_PARALLELISM);
+    let timer = |timestamp: i64, key: &[u8]| state_api::Timer {
+        timestamp,
+        key: key.to_vec(),
+        namespace: b"window".to_vec(),
+    };
+    let range = KeyGroupRange::new(3, 4).unwrap();
+    let mut entries = Entries::new();
+    let mut of_group_3 = vec![(0, key(3, b"v"), b"value".to_vec())];
+    for (timestamp, name) in [
+        (i64::MIN, &b"a"[..]),
+        (-1, b"b"),
+        (0, b"c"),
+        (i64::MAX, b"d"),
+    ] {
+        of_group_3.push((
+            1,
+            timers.build(kg(3), &timer(timestamp, name)).unwrap(),
+            vec![],
+        ));
+    }
+    entries.insert(kg(3), of_group_3);
+    let long_key = vec![9; 5000];
+    let long = timers.build(kg(4), &timer(42, &long_key)).unwrap();
+    entries.insert(kg(4), vec![(1, long, vec![])]);
+    let handle = write_with(&header_with_timers(), range, &entries);
+    // Read ahead in big and in tiny pieces: decoded in the buffer, and field by field.
+    for read_buffer in [READ_BUFFER, 3] {
+        assert_eq!(read_all_with(&handle, read_buffer).unwrap(), entries);
+    }
+    // A timer: prefix, 8 timestamp bytes, key length, key, namespace length, namespace,
+    // value length: 1 + 8 + 1 + 1 + 1 + 6 + 1 = 19 bytes, flag and state ids aside.
+    let section = section_of(&handle, kg(3));
+    let sizes = 4 + 2 + (1 + 1 + 1 + 1 + 1 + 5) + 2 + 4 * 19 + 2;
+    assert_eq!(section.len(), sizes);
+}
+
+#[test]
+fn a_timer_key_that_does_not_split_is_refused_by_the_writer() {
+    let range = KeyGroupRange::new(3, 3).unwrap();
+    let mut bytes = Vec::new();
+    let header = header_with_timers();
+    let mut writer = uncompressed_writer(&mut bytes, &header, range).unwrap();
+    let err = writer
+        .write_key_group(kg(3), |group| group.write_entry(1, &[3, 0, 0], &[]))
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+}

@@ -1,6 +1,7 @@
 //! The bed every keyed contract runs on, and what several contracts share: the states
-//! they register, keys covering key groups, the write workload, state moved from old
-//! instances into new ones, and the files a snapshot wrote.
+//! they register, keys covering key groups, the write and timer workloads, state and timers
+//! moved from old instances into new ones, handles kept as a coordinator keeps them, and the
+//! files a snapshot wrote.
 
 use std::cell::Cell;
 use std::fmt;
@@ -13,8 +14,9 @@ use state_api::{
     AsyncSnapshotTask, CheckpointId, CheckpointOptions, CheckpointStreamFactory, Error,
     IncrementalRemoteKeyedStateHandle, KeyGroup, KeyGroupRange, KeyedBackendParams,
     KeyedSnapshotResult, KeyedStateBackend, KeyedStateHandle, Registry, Result, SnapshotRequest,
-    StateMetaInfo,
+    StateMetaInfo, Timer,
 };
+use state_coordinator::SharedStateRegistry;
 use state_format::KeyGroupsStateHandle;
 use state_storage_local::FileStateHandle;
 use tempfile::TempDir;
@@ -39,6 +41,26 @@ pub(crate) fn standard_states() -> [StateMetaInfo; 4] {
         StateMetaInfo::list(EVENTS, "bytes", "bytes"),
         StateMetaInfo::map(ATTRIBUTES, "bytes", "bytes", "bytes"),
     ]
+}
+
+// The priority-queue (timer) states the timer contracts register: event-time timers
+// namespaced by window, processing-time timers with byte namespaces.
+pub(crate) const EVENT_TIMERS: &str = "event-timers";
+pub(crate) const PROCESSING_TIMERS: &str = "processing-timers";
+
+pub(crate) fn timer_states() -> [StateMetaInfo; 2] {
+    [
+        StateMetaInfo::priority_queue(EVENT_TIMERS, "window"),
+        StateMetaInfo::priority_queue(PROCESSING_TIMERS, "bytes"),
+    ]
+}
+
+pub(crate) fn timer(timestamp: i64, key: &[u8], namespace: &[u8]) -> Timer {
+    Timer {
+        timestamp,
+        key: key.to_vec(),
+        namespace: namespace.to_vec(),
+    }
 }
 
 pub(crate) fn full_range() -> KeyGroupRange {
@@ -296,6 +318,29 @@ pub(crate) fn show_option(bytes: Option<&[u8]>) -> String {
     bytes.map_or_else(|| "absent".to_owned(), show)
 }
 
+/// A timer for messages: its timestamp, key (with key group) and namespace.
+pub(crate) fn show_timer(timer: &Timer) -> String {
+    format!(
+        "the timer at {} for key {} (key group {}) in namespace {}",
+        timer.timestamp,
+        show(&timer.key),
+        key_group(&timer.key),
+        show(&timer.namespace)
+    )
+}
+
+/// Panics naming `case` unless `outcome` failed with [`Error::KeyGroupOutOfRange`].
+#[track_caller]
+pub(crate) fn assert_out_of_range<T>(label: &str, outcome: Result<T>, case: &str) {
+    match outcome {
+        Ok(_) => panic!("{label}: {case} was accepted"),
+        Err(err) => assert!(
+            matches!(err.root(), Error::KeyGroupOutOfRange { .. }),
+            "{label}: {case}: {err} (expected a key group out of range)"
+        ),
+    }
+}
+
 /// Writes every kind of change to `keys`: values in several namespaces (the empty value
 /// included), appended and replaced lists (an emptied one, an empty element), map puts and
 /// removes (maps emptied by them), and clears. `round` shifts which keys get what, so a
@@ -374,6 +419,47 @@ pub(crate) fn write_workload(
     }
 }
 
+/// Adds timers for `keys` to both timer states: two namespaces per key at one timestamp
+/// (negative ones included), a timestamp shared by a quarter of the keys, `i64::MIN` and
+/// `i64::MAX`; removes some again and fires the earliest event timers due at a watermark.
+/// `round` shifts the timestamps, so a second round adds other timers (and some it added
+/// already, which `add_timer` reports).
+pub(crate) fn write_timers(
+    model: &mut Model,
+    backend: &mut dyn KeyedStateBackend,
+    keys: &[Vec<u8>],
+    round: usize,
+) {
+    let shift = round as i64;
+    for (i, key) in keys.iter().enumerate() {
+        let at = (i as i64 % 7) * 10 - 30 + shift;
+        let first = timer(at, key, NAMESPACES[i % 3]);
+        model.add_timer(backend, EVENT_TIMERS, &first);
+        model.add_timer(
+            backend,
+            EVENT_TIMERS,
+            &timer(at, key, NAMESPACES[(i + 1) % 3]),
+        );
+        if i % 4 == 0 {
+            model.add_timer(backend, EVENT_TIMERS, &timer(1_000, key, b""));
+        }
+        if i % 17 == 0 {
+            model.add_timer(backend, EVENT_TIMERS, &timer(i64::MIN, key, b"window-1"));
+        }
+        if i % 19 == 1 {
+            model.add_timer(backend, EVENT_TIMERS, &timer(i64::MAX, key, b"window-2"));
+        }
+        if i.is_multiple_of(2) {
+            let at = i as i64 * 1_000 + shift;
+            model.add_timer(backend, PROCESSING_TIMERS, &timer(at, key, b"p"));
+        }
+        if i.is_multiple_of(6) {
+            model.remove_timer(backend, EVENT_TIMERS, &first);
+        }
+    }
+    model.poll_timers(backend, EVENT_TIMERS, -15 + shift, 8);
+}
+
 pub(crate) fn range_of(bed: &TestBed<'_>, parallelism: u32, index: u32) -> KeyGroupRange {
     bed.ok(
         MAX_PARALLELISM.range_for(index, parallelism),
@@ -434,6 +520,116 @@ pub(crate) fn move_state(
             &mut *instance,
             &format!("new instance {index} of {range} of `{}`", target.backend),
         );
+    }
+}
+
+/// Fills `old_parallelism` instances of `source`'s backend with keyed state and timers,
+/// snapshots them with `options` and restores `new_parallelism` instances of `target`'s
+/// backend from all the handles: each holds exactly the state and timers of its key groups
+/// (every timer in exactly one instance), and polling it fires its timers earliest first.
+pub(crate) fn move_timers(
+    source: &TestBed<'_>,
+    target: &TestBed<'_>,
+    old_parallelism: u32,
+    new_parallelism: u32,
+    options: &CheckpointOptions,
+) {
+    let bed = source;
+    let keys = keys_covering(full_range(), 2);
+    let storage = bed.storage("checkpoints", None);
+    // One model for the whole job: each instance checks the part in its range.
+    let mut model = bed.model();
+    let mut handles = Vec::new();
+    for index in 0..old_parallelism {
+        let range = range_of(bed, old_parallelism, index);
+        let mut instance = bed.create(range);
+        for meta in standard_states().into_iter().chain(timer_states()) {
+            model.register(&mut *instance, &meta);
+        }
+        let owned: Vec<Vec<u8>> = keys
+            .iter()
+            .filter(|key| range.contains(key_group(key)))
+            .cloned()
+            .collect();
+        write_workload(&mut model, &mut *instance, &owned, index as usize);
+        write_timers(&mut model, &mut *instance, &owned, index as usize);
+        if let Some(foreign) = keys.iter().find(|key| !range.contains(key_group(key))) {
+            let foreign = timer(1, foreign, b"");
+            assert_out_of_range(
+                &bed.label,
+                instance.add_timer(EVENT_TIMERS, &foreign),
+                &format!(
+                    "instance {index} of {range} adding {}",
+                    show_timer(&foreign)
+                ),
+            );
+        }
+        model.check(&mut *instance, &format!("old instance {index} of {range}"));
+        let result = bed.snapshot_with(&mut *instance, &storage, CheckpointId::new(1), options);
+        handles.push(bed.handle(&result));
+    }
+    let total = model.timer_total();
+    let mut restored = 0;
+    for index in 0..new_parallelism {
+        let range = range_of(target, new_parallelism, index);
+        let mut instance = target.restore(range, &handles);
+        let step = format!("new instance {index} of {range} of `{}`", target.backend);
+        model.check(&mut *instance, &step);
+        for state in [EVENT_TIMERS, PROCESSING_TIMERS] {
+            restored += target.ok(
+                instance.timer_count(state),
+                format_args!("{step}: timer_count of `{state}`"),
+            );
+            model.poll_timers(&mut *instance, state, i64::MAX, usize::MAX);
+        }
+        model.check(&mut *instance, &format!("{step}, every timer polled"));
+    }
+    assert!(
+        restored == total,
+        "{}: the {new_parallelism} new instances hold {restored} timers, the \
+         {old_parallelism} old ones held {total}",
+        target.label
+    );
+}
+
+/// Handles kept as a coordinator keeps them: incremental ones registered with a
+/// [`SharedStateRegistry`] (files of earlier checkpoints become placeholders) and resolved
+/// again for restore, the others as they are.
+#[derive(Debug, Default)]
+pub(crate) struct RetainedHandles {
+    shared: SharedStateRegistry,
+}
+
+impl RetainedHandles {
+    /// The handle to keep of the snapshot `result` of state that is not empty.
+    pub(crate) fn retain(
+        &self,
+        bed: &TestBed<'_>,
+        result: &KeyedSnapshotResult,
+    ) -> Arc<dyn KeyedStateHandle> {
+        let handle = bed.handle(result);
+        match handle.downcast_ref::<IncrementalRemoteKeyedStateHandle>() {
+            Some(incremental) => Arc::new(bed.ok(
+                self.shared.register(incremental),
+                "registering an incremental checkpoint",
+            )),
+            None => handle,
+        }
+    }
+
+    /// The kept `handle` ready for restore.
+    pub(crate) fn resolve(
+        &self,
+        bed: &TestBed<'_>,
+        handle: &Arc<dyn KeyedStateHandle>,
+    ) -> Arc<dyn KeyedStateHandle> {
+        match handle.downcast_ref::<IncrementalRemoteKeyedStateHandle>() {
+            Some(incremental) => Arc::new(bed.ok(
+                self.shared.resolve(incremental),
+                "resolving an incremental checkpoint",
+            )),
+            None => Arc::clone(handle),
+        }
     }
 }
 

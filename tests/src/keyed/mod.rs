@@ -17,6 +17,15 @@
 //! with a message naming the backend, the strategy (when the target sets one), the
 //! decorator, the contract and the rule.
 //!
+//! Priority-queue (timer) state has contracts of its own: [`timers`] (set semantics, peek,
+//! poll with a watermark and a limit, counts and per-key-group listings, wrong-kind use,
+//! timers through checkpoints and savepoints), [`timers_model`] (random timer operations,
+//! checkpoints and rescaled restores against a model of the whole job's timers) and
+//! [`timers_rescale`] (timers follow their key's key group into another number of
+//! instances); [`timer_savepoint_portability`] moves a savepoint's timers between two
+//! backends. Timers of one timestamp may come in any order: the kit compares what polls
+//! return by timestamp only, and which timers they are with the model.
+//!
 //! Backends are created with max parallelism [`MAX_PARALLELISM`], key serializer `bytes`
 //! and a fresh working directory each (see [`KeyedBackendParams::working_dir`]).
 //!
@@ -43,7 +52,8 @@
 // `target.rs` holds the target, the contract list, `run_all` and `keyed_contracts!`;
 // `contracts/` one file per contract (with the helpers only that contract uses); `bed.rs`
 // the test bed and the helpers several contracts share; `model.rs` the model every check
-// compares with and the model-based sequences.
+// compares with (timers included) and the model-based sequences of keyed state (those of
+// timers are the `timers_model` contract).
 mod bed;
 mod contracts;
 mod model;
@@ -52,12 +62,13 @@ mod target;
 use state_api::MaxParallelism;
 
 pub use contracts::{
-    EVERY_BYTE_UP_TO, SPREAD_CUTS, cancelled_snapshot_leaves_nothing,
-    compression_is_read_from_the_snapshot, corrupt_snapshot_is_reported, empty_state, huge_values,
-    incompatible_serializers_are_rejected, large_max_parallelism, local_recovery,
-    map_entries_are_ordered, rescale, rescale_chain, round_trip, savepoint_portability,
-    savepoints_are_canonical, snapshot_is_consistent, storage_faults_are_contained,
-    truncated_snapshot_is_detected,
+    EVERY_BYTE_UP_TO, SPREAD_CUTS, TIMERS_MODEL_CASES, TimerOp, TimerStep,
+    cancelled_snapshot_leaves_nothing, compression_is_read_from_the_snapshot,
+    corrupt_snapshot_is_reported, empty_state, huge_values, incompatible_serializers_are_rejected,
+    large_max_parallelism, local_recovery, map_entries_are_ordered, rescale, rescale_chain,
+    round_trip, run_timer_steps, savepoint_portability, savepoints_are_canonical,
+    snapshot_is_consistent, storage_faults_are_contained, timer_savepoint_portability, timer_steps,
+    timers, timers_model, timers_rescale, truncated_snapshot_is_detected,
 };
 pub use model::{ModelStep, ModelWrite, model_based, model_steps, run_model_steps};
 pub use target::{KeyedContract, KeyedTarget, run_all};
@@ -80,3 +91,7 @@ pub struct KeyedBackendCapabilities {
 
 /// The rescalings [`run_all`] checks: (old parallelism, new parallelism).
 pub const RESCALINGS: [(u32, u32); 4] = [(1, 3), (3, 2), (4, 1), (2, 5)];
+
+/// The rescalings [`run_all`] checks timers with ([`timers_rescale`]): (old parallelism,
+/// new parallelism).
+pub const TIMER_RESCALINGS: [(u32, u32); 3] = [(1, 3), (2, 1), (4, 3)];

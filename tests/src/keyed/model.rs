@@ -1,6 +1,6 @@
-//! The model every check compares a backend with (a `BTreeMap` of what was written), and
-//! model-based sequences: random writes, checkpoints and restores run on a backend and the
-//! model side by side.
+//! The model every check compares a backend with (a `BTreeMap` of what was written and a
+//! `BTreeSet` of the timers of each priority-queue state), and model-based sequences:
+//! random writes, checkpoints and restores run on a backend and the model side by side.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -9,13 +9,13 @@ use std::sync::Arc;
 use proptest::prelude::*;
 use proptest::test_runner::TestRunner;
 use state_api::{
-    CheckpointId, IncrementalRemoteKeyedStateHandle, KeyedStateBackend, KeyedStateHandle, Result,
-    SnapshotRequest, StateKind, StateMetaInfo,
+    CheckpointId, Error, KeyGroup, KeyedStateBackend, KeyedStateHandle, Result, SnapshotRequest,
+    StateKind, StateMetaInfo, Timer,
 };
-use state_coordinator::SharedStateRegistry;
 
 use super::bed::{
-    ATTRIBUTES, COUNT, EVENTS, NAMESPACES, TestBed, full_range, key_group, show, show_option,
+    ATTRIBUTES, COUNT, EVENTS, NAMESPACES, RetainedHandles, TestBed, full_range, key_group, show,
+    show_option, show_timer,
 };
 use super::{KeyedTarget, MAX_PARALLELISM};
 
@@ -42,6 +42,8 @@ pub(crate) struct Model {
     pub(crate) entries: BTreeMap<Slot, Stored>,
     /// Every slot ever written, removed ones included, so checks read them back too.
     touched: BTreeSet<Slot>,
+    /// The timers of each priority-queue state, of every instance the model stands for.
+    pub(crate) timers: BTreeMap<String, BTreeSet<Timer>>,
 }
 
 impl Model {
@@ -197,9 +199,239 @@ impl Model {
         self.entries.remove(&slot(state, ns, key));
     }
 
+    /// Adds `timer` to priority-queue state `state` of `backend` (which must own its key
+    /// group) and checks the answer: `true` exactly when the queue did not hold it.
+    pub(crate) fn add_timer(
+        &mut self,
+        backend: &mut dyn KeyedStateBackend,
+        state: &str,
+        timer: &Timer,
+    ) -> bool {
+        let added = self.ok(
+            backend.add_timer(state, timer),
+            format_args!("add_timer of {} to `{state}`", show_timer(timer)),
+        );
+        let absent = self
+            .timers
+            .entry(state.to_owned())
+            .or_default()
+            .insert(timer.clone());
+        assert!(
+            added == absent,
+            "{}: add_timer of {} to `{state}` returned {added}, but the queue {} it",
+            self.label,
+            show_timer(timer),
+            if absent { "did not hold" } else { "held" }
+        );
+        added
+    }
+
+    /// Removes `timer` from priority-queue state `state` of `backend` and checks the
+    /// answer: `true` exactly when the queue held it.
+    pub(crate) fn remove_timer(
+        &mut self,
+        backend: &mut dyn KeyedStateBackend,
+        state: &str,
+        timer: &Timer,
+    ) -> bool {
+        let removed = self.ok(
+            backend.remove_timer(state, timer),
+            format_args!("remove_timer of {} from `{state}`", show_timer(timer)),
+        );
+        let held = self
+            .timers
+            .entry(state.to_owned())
+            .or_default()
+            .remove(timer);
+        assert!(
+            removed == held,
+            "{}: remove_timer of {} from `{state}` returned {removed}, but the queue {} it",
+            self.label,
+            show_timer(timer),
+            if held { "held" } else { "did not hold" }
+        );
+        removed
+    }
+
+    /// Polls at most `limit` timers due at `until` from priority-queue state `state` of
+    /// `backend` and checks them: as many as the model has due in the backend's key groups
+    /// (up to `limit`), timers the queue held, with the timestamps of the earliest due ones
+    /// in order. Which of several timers of one timestamp come first is the backend's
+    /// choice: the model removes the ones returned.
+    pub(crate) fn poll_timers(
+        &mut self,
+        backend: &mut dyn KeyedStateBackend,
+        state: &str,
+        until: i64,
+        limit: usize,
+    ) -> Vec<Timer> {
+        let range = backend.key_group_range();
+        let limit_text = match limit {
+            usize::MAX => "any number".to_owned(),
+            limit => format!("at most {limit}"),
+        };
+        let what = format!("poll_timers of `{state}` in {range} until {until}, {limit_text}");
+        let polled = self.ok(backend.poll_timers(state, until, limit), &what);
+        let label = Arc::clone(&self.label);
+        let queue = self.timers.entry(state.to_owned()).or_default();
+        let due: Vec<i64> = queue
+            .iter()
+            .filter(|timer| timer.timestamp <= until && range.contains(key_group(&timer.key)))
+            .take(limit)
+            .map(|timer| timer.timestamp)
+            .collect();
+        let returned: Vec<i64> = polled.iter().map(|timer| timer.timestamp).collect();
+        if returned != due {
+            let at = returned
+                .iter()
+                .zip(&due)
+                .take_while(|(r, d)| r == d)
+                .count();
+            panic!(
+                "{label}: {what}: returned {} timers, expected {} (the earliest due, earliest \
+                 first); from position {at} the timestamps are {:?}, expected {:?}",
+                returned.len(),
+                due.len(),
+                &returned[at..returned.len().min(at + 8)],
+                &due[at..due.len().min(at + 8)]
+            );
+        }
+        for timer in &polled {
+            let group = key_group(&timer.key);
+            assert!(
+                range.contains(group) && queue.remove(timer),
+                "{label}: {what}: returned {} (key group {group}), which the queue did not \
+                 hold (or returned it twice)",
+                show_timer(timer)
+            );
+        }
+        polled
+    }
+
+    /// The number of timers of every priority-queue state.
+    pub(crate) fn timer_total(&self) -> usize {
+        self.timers.values().map(BTreeSet::len).sum()
+    }
+
+    /// Checks that priority-queue state `state` of `backend` holds exactly the model's
+    /// timers of the backend's key groups: `timer_count`, `timers_of` of every key group
+    /// (earliest first), `peek_timer` (one of the earliest), and that `timers_of` of a key
+    /// group of another instance fails with [`Error::KeyGroupOutOfRange`].
+    fn check_timers(&self, backend: &dyn KeyedStateBackend, state: &str, what: &str) {
+        let label = &self.label;
+        let range = backend.key_group_range();
+        let mut expected: BTreeMap<KeyGroup, Vec<&Timer>> = BTreeMap::new();
+        for timer in self.timers.get(state).into_iter().flatten() {
+            let group = key_group(&timer.key);
+            if range.contains(group) {
+                expected.entry(group).or_default().push(timer);
+            }
+        }
+        let held: usize = expected.values().map(Vec::len).sum();
+        let count = self.ok(
+            backend.timer_count(state),
+            format_args!("{what}: timer_count of `{state}`"),
+        );
+        assert!(
+            count == held,
+            "{label}: {what}: timer_count of `{state}` in {range} is {count}, expected {held}"
+        );
+
+        for group in range.iter() {
+            let found = self.ok(
+                backend.timers_of(state, group),
+                format_args!("{what}: timers_of `{state}` in key group {group}"),
+            );
+            let place = || format!("{label}: {what}: timers of `{state}` in key group {group}");
+            if let Some(pair) = found.windows(2).find(|p| p[0].timestamp > p[1].timestamp) {
+                panic!(
+                    "{}: not earliest first: {} before {}",
+                    place(),
+                    show_timer(&pair[0]),
+                    show_timer(&pair[1])
+                );
+            }
+            let mut sorted: Vec<&Timer> = found.iter().collect();
+            sorted.sort();
+            let wanted = expected.get(&group).map_or(&[][..], Vec::as_slice);
+            if sorted != wanted {
+                let found_set: BTreeSet<&Timer> = sorted.iter().copied().collect();
+                let wanted_set: BTreeSet<&Timer> = wanted.iter().copied().collect();
+                let extra: Vec<String> = found_set
+                    .difference(&wanted_set)
+                    .take(8)
+                    .map(|t| show_timer(t))
+                    .collect();
+                let missing: Vec<String> = wanted_set
+                    .difference(&found_set)
+                    .take(8)
+                    .map(|t| show_timer(t))
+                    .collect();
+                panic!(
+                    "{}: {} listed, expected {}: unexpected {extra:?}, missing {missing:?} \
+                     (or listed twice)",
+                    place(),
+                    found.len(),
+                    wanted.len()
+                );
+            }
+        }
+
+        let peeked = self.ok(
+            backend.peek_timer(state),
+            format_args!("{what}: peek_timer of `{state}`"),
+        );
+        let earliest = expected
+            .values()
+            .flatten()
+            .map(|timer| timer.timestamp)
+            .min();
+        let fits = match (&peeked, earliest) {
+            (None, None) => true,
+            (Some(timer), Some(earliest)) => {
+                timer.timestamp == earliest
+                    && expected
+                        .get(&key_group(&timer.key))
+                        .is_some_and(|timers| timers.contains(&timer))
+            }
+            _ => false,
+        };
+        assert!(
+            fits,
+            "{label}: {what}: peek_timer of `{state}` in {range} is {}, expected one of the \
+             timers at {}",
+            peeked
+                .as_ref()
+                .map_or_else(|| "none".to_owned(), show_timer),
+            earliest.map_or_else(|| "none (the queue is empty)".to_owned(), |t| t.to_string())
+        );
+
+        let outside = match range.start().get() {
+            0 => range.end().get() + 1,
+            start => start - 1,
+        };
+        if outside < MAX_PARALLELISM.get() {
+            let group = KeyGroup::new(outside)
+                .unwrap_or_else(|err| panic!("invariant: key group {outside} exists: {err}"));
+            match backend.timers_of(state, group) {
+                Err(err) if matches!(err.root(), Error::KeyGroupOutOfRange { .. }) => {}
+                Err(err) => panic!(
+                    "{label}: {what}: timers_of `{state}` in key group {group} of another \
+                     instance than {range}: {err} (expected a key group out of range)"
+                ),
+                Ok(timers) => panic!(
+                    "{label}: {what}: timers_of `{state}` in key group {group} of another \
+                     instance than {range} listed {} timers instead of failing",
+                    timers.len()
+                ),
+            }
+        }
+    }
+
     /// Checks that `backend` holds exactly the model's state and entries of the key groups
-    /// of its range: registered states, `keys` of every state and namespace written, and
-    /// every slot ever written read back (removed ones as absent).
+    /// of its range: registered states, `keys` of every state and namespace written, every
+    /// slot ever written read back (removed ones as absent), and the timers of every
+    /// priority-queue state.
     pub(crate) fn check(&self, backend: &mut dyn KeyedStateBackend, what: &str) {
         let label = &self.label;
         let range = backend.key_group_range();
@@ -214,6 +446,12 @@ impl Model {
             held.values().collect::<Vec<_>>(),
             self.states.values().collect::<Vec<_>>()
         );
+
+        for meta in held.values() {
+            if meta.kind == StateKind::PriorityQueue {
+                self.check_timers(backend, &meta.name, what);
+            }
+        }
 
         let namespaces: BTreeSet<(&str, &[u8])> = self
             .touched
@@ -322,6 +560,9 @@ impl Model {
                             show_option(found.as_deref())
                         );
                     }
+                }
+                StateKind::PriorityQueue => {
+                    panic!("invariant: the kit writes timers through add_timer only, not `{state}`")
                 }
             }
         }
@@ -461,12 +702,13 @@ fn apply(model: &mut Model, backend: &mut dyn KeyedStateBackend, write: &ModelWr
 }
 
 /// Runs `steps` on a fresh backend of `target` and a model side by side; panics at the
-/// first difference. Incremental handles are registered with a [`SharedStateRegistry`] as a
-/// coordinator would, and resolved for restore.
+/// first difference. Incremental handles are registered with a
+/// [`SharedStateRegistry`](state_coordinator::SharedStateRegistry) as a coordinator would, and
+/// resolved for restore.
 pub fn run_model_steps(target: &KeyedTarget<'_>, steps: &[ModelStep]) {
     let bed = TestBed::new(target, "model-based sequence");
     let storage = bed.storage("checkpoints", None);
-    let shared = SharedStateRegistry::default();
+    let retained = RetainedHandles::default();
     let mut model = bed.model();
     let mut live = bed.create_with_states(&mut model);
     let mut last: Option<(Model, Arc<dyn KeyedStateHandle>)> = None;
@@ -490,14 +732,7 @@ pub fn run_model_steps(target: &KeyedTarget<'_>, steps: &[ModelStep]) {
                     apply(&mut model, &mut *live, write);
                 }
                 let result = bed.ok(task.run(), "asynchronous part");
-                let handle = bed.handle(&result);
-                let handle = match handle.downcast_ref::<IncrementalRemoteKeyedStateHandle>() {
-                    Some(incremental) => {
-                        Arc::new(bed.ok(shared.register(incremental), "registering the checkpoint"))
-                            as Arc<dyn KeyedStateHandle>
-                    }
-                    None => handle,
-                };
+                let handle = retained.retain(&bed, &result);
                 bed.ok(
                     live.notify_checkpoint_complete(CheckpointId::new(checkpoint_id)),
                     "notifying",
@@ -508,11 +743,7 @@ pub fn run_model_steps(target: &KeyedTarget<'_>, steps: &[ModelStep]) {
                 let Some((at_sync, handle)) = &last else {
                     continue;
                 };
-                let handle = match handle.downcast_ref::<IncrementalRemoteKeyedStateHandle>() {
-                    Some(incremental) => Arc::new(bed.ok(shared.resolve(incremental), "resolving"))
-                        as Arc<dyn KeyedStateHandle>,
-                    None => handle.clone(),
-                };
+                let handle = retained.resolve(&bed, handle);
                 for index in 0..*parallelism {
                     let range = bed.ok(
                         MAX_PARALLELISM.range_for(index, *parallelism),

@@ -5,13 +5,14 @@
 use state_api::{Registry, UNCOMPRESSED};
 
 use super::contracts::{
-    cancelled_snapshot_leaves_nothing, compression_is_read_from_the_snapshot,
+    TIMERS_MODEL_CASES, cancelled_snapshot_leaves_nothing, compression_is_read_from_the_snapshot,
     corrupt_snapshot_is_reported, empty_state, huge_values, incompatible_serializers_are_rejected,
     large_max_parallelism, local_recovery, map_entries_are_ordered, rescale, rescale_chain,
     round_trip, savepoints_are_canonical, snapshot_is_consistent, storage_faults_are_contained,
+    timer_savepoint_portability, timers, timers_model, timers_rescale,
     truncated_snapshot_is_detected,
 };
-use super::{KeyedBackendCapabilities, RESCALINGS};
+use super::{KeyedBackendCapabilities, RESCALINGS, TIMER_RESCALINGS};
 
 /// A keyed backend under test: the backend and checkpoint strategy by registered name, the
 /// decorator its key-group sections are written with, what it promises beyond the basic
@@ -116,11 +117,20 @@ pub enum KeyedContract {
     IncompatibleSerializersAreRejected,
     /// [`local_recovery`]; needs `local_recovery`.
     LocalRecovery,
+    /// [`timers`].
+    Timers,
+    /// [`timers_model`] with [`TIMERS_MODEL_CASES`] sequences; restores into more than one
+    /// instance only with `rescaling`.
+    TimersModel,
+    /// [`timers_rescale`] for every pair of [`TIMER_RESCALINGS`], and a savepoint's timers
+    /// from 2 instances into 3 ([`timer_savepoint_portability`] of the backend to itself);
+    /// needs `rescaling`.
+    TimersRescale,
 }
 
 impl KeyedContract {
     /// Every contract, in the order [`run_all`] runs them.
-    pub const ALL: [KeyedContract; 16] = [
+    pub const ALL: [KeyedContract; 19] = [
         KeyedContract::RoundTrip,
         KeyedContract::MapEntriesAreOrdered,
         KeyedContract::EmptyState,
@@ -137,12 +147,17 @@ impl KeyedContract {
         KeyedContract::StorageFaultsAreContained,
         KeyedContract::IncompatibleSerializersAreRejected,
         KeyedContract::LocalRecovery,
+        KeyedContract::Timers,
+        KeyedContract::TimersModel,
+        KeyedContract::TimersRescale,
     ];
 
     /// Whether a backend with `capabilities` is held to this contract.
     pub fn applies_to(self, capabilities: KeyedBackendCapabilities) -> bool {
         match self {
-            KeyedContract::Rescale | KeyedContract::RescaleChain => capabilities.rescaling,
+            KeyedContract::Rescale | KeyedContract::RescaleChain | KeyedContract::TimersRescale => {
+                capabilities.rescaling
+            }
             KeyedContract::LocalRecovery => capabilities.local_recovery,
             _ => true,
         }
@@ -182,6 +197,14 @@ impl KeyedContract {
                 incompatible_serializers_are_rejected(target)
             }
             KeyedContract::LocalRecovery => local_recovery(target),
+            KeyedContract::Timers => timers(target),
+            KeyedContract::TimersModel => timers_model(target, TIMERS_MODEL_CASES),
+            KeyedContract::TimersRescale => {
+                for (old, new) in TIMER_RESCALINGS {
+                    timers_rescale(target, old, new);
+                }
+                timer_savepoint_portability(target, target, 2, 3);
+            }
         }
     }
 
@@ -230,6 +253,9 @@ macro_rules! keyed_contracts {
                 storage_faults_are_contained StorageFaultsAreContained,
                 incompatible_serializers_are_rejected IncompatibleSerializersAreRejected,
                 local_recovery LocalRecovery,
+                timers Timers,
+                timers_model TimersModel,
+                timers_rescale TimersRescale,
             );
         }
     };
