@@ -197,7 +197,8 @@ pub trait KeyedStateBackend: CheckpointListener + Send + fmt::Debug {
     /// The number of timers in `state`.
     fn timer_count(&self, state: &str) -> Result<usize>;
 
-    /// The timers of `state` in `key_group` (one this instance owns), earliest first.
+    /// The timers of `state` in `key_group`, earliest first; a key group this instance
+    /// does not own is [`Error::KeyGroupOutOfRange`](crate::Error::KeyGroupOutOfRange).
     fn timers_of(&self, state: &str, key_group: KeyGroup) -> Result<Vec<Timer>>;
 
     /// Runs the synchronous part of a snapshot with the configured strategy (the full,

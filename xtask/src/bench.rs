@@ -71,6 +71,9 @@ use crate::workload::{MAX_PARALLELISM, ValueKind, Workload};
 /// What `cargo xtask bench` runs.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct BenchArgs {
+    /// What state the workload fills: value states (BENCHMARK.md) or one timer per key.
+    #[arg(long, value_enum, default_value_t = WorkloadKind::Values)]
+    pub(crate) workload: WorkloadKind,
     /// Number of keys.
     #[arg(long, default_value_t = 1_000_000)]
     pub(crate) n: u64,
@@ -124,6 +127,24 @@ pub(crate) struct BenchArgs {
     pub(crate) rescale: Option<Rescale>,
 }
 
+/// The state a benchmark run fills.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum WorkloadKind {
+    /// BENCHMARK.md: `s` value states of `v` bytes per key.
+    Values,
+    /// One event-time timer per key in a priority-queue state (`timer_bench`).
+    Timers,
+}
+
+impl WorkloadKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            WorkloadKind::Values => "values",
+            WorkloadKind::Timers => "timers",
+        }
+    }
+}
+
 /// `N:M` of `--rescale`: checkpoint N instances, restore into M.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Rescale {
@@ -162,47 +183,49 @@ impl fmt::Display for Rescale {
 /// One configuration, as `cargo xtask bench-one` takes it.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct OneArgs {
+    #[arg(long, value_enum, default_value_t = WorkloadKind::Values)]
+    pub(crate) workload: WorkloadKind,
     #[arg(long)]
-    backend: String,
+    pub(crate) backend: String,
     #[arg(long, value_enum)]
     kind: ValueKind,
     #[arg(long)]
-    compression: String,
+    pub(crate) compression: String,
     #[arg(long)]
-    n: u64,
+    pub(crate) n: u64,
     #[arg(long)]
     v: usize,
     #[arg(long)]
     s: u32,
     #[arg(long)]
-    dir: PathBuf,
+    pub(crate) dir: PathBuf,
     /// Object storage for the checkpoints (default: `dir/checkpoints`).
     #[arg(long)]
-    storage: Option<String>,
+    pub(crate) storage: Option<String>,
     #[arg(long)]
     s3_endpoint: Option<String>,
     #[arg(long, default_value_t = 2)]
-    checkpoints: u64,
+    pub(crate) checkpoints: u64,
     #[arg(long = "option")]
     options: Vec<String>,
     #[arg(long, default_value_t = 0)]
     pause_after_fill_ms: u64,
     #[arg(long)]
-    rescale: Option<Rescale>,
+    pub(crate) rescale: Option<Rescale>,
 }
 
-fn registry() -> &'static Registry {
+pub(crate) fn registry() -> &'static Registry {
     state_compress::link();
     state_heap::link();
     state_rocksdb::link();
     Registry::global()
 }
 
-fn millis(started: Instant) -> f64 {
+pub(crate) fn millis(started: Instant) -> f64 {
     started.elapsed().as_secs_f64() * 1000.0
 }
 
-fn round(value: f64, digits: i32) -> f64 {
+pub(crate) fn round(value: f64, digits: i32) -> f64 {
     let scale = 10f64.powi(digits);
     (value * scale).round() / scale
 }
@@ -218,6 +241,8 @@ pub(crate) fn run(args: BenchArgs) -> DynResult {
         registry.keyed_strategy(backend)?;
     }
     let kinds = match args.kinds.is_empty() {
+        // Timers have no value bytes: one kind, not reported.
+        _ if args.workload == WorkloadKind::Timers => vec![ValueKind::Random],
         true => vec![ValueKind::Random, ValueKind::Text],
         false => args.kinds.clone(),
     };
@@ -277,6 +302,7 @@ pub(crate) fn run(args: BenchArgs) -> DynResult {
             command.args(["--s3-endpoint", endpoint]);
         }
         let mut child = command
+            .args(["--workload", args.workload.as_str()])
             .args(["--backend", backend, "--compression", compression])
             .args(["--kind", kind.as_str()])
             .args(["--n", &args.n.to_string(), "--v", &args.v.to_string()])
@@ -318,7 +344,10 @@ pub(crate) fn run(args: BenchArgs) -> DynResult {
         }
         dir.close()?;
     }
-    print_table(&records);
+    match args.workload {
+        WorkloadKind::Values => print_table(&records),
+        WorkloadKind::Timers => crate::timer_bench::print_table(&records),
+    }
     Ok(())
 }
 
@@ -442,7 +471,7 @@ fn print_rescale_table(records: &[Value]) {
 }
 
 /// The process's peak resident memory, in MiB (Linux `VmHWM`).
-fn peak_rss_mb() -> Option<f64> {
+pub(crate) fn peak_rss_mb() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
@@ -457,7 +486,11 @@ fn parse_option(option: &str) -> DynResult<(String, String)> {
     Ok((key.trim().to_owned(), value.trim().to_owned()))
 }
 
-fn params(args: &OneArgs, range: KeyGroupRange, work: &Path) -> DynResult<KeyedBackendParams> {
+pub(crate) fn params(
+    args: &OneArgs,
+    range: KeyGroupRange,
+    work: &Path,
+) -> DynResult<KeyedBackendParams> {
     let mut params = KeyedBackendParams::new(MAX_PARALLELISM, range);
     for option in &args.options {
         let (key, value) = parse_option(option)?;
@@ -486,7 +519,10 @@ fn owned(keys: impl Iterator<Item = u64>, range: KeyGroupRange) -> impl Iterator
 
 /// Checkpoints every instance and completes the checkpoint; the figures are summed over
 /// the instances.
-fn checkpoint(instances: &mut [Box<dyn KeyedStateBackend>], job: &Job) -> DynResult<Taken> {
+pub(crate) fn checkpoint(
+    instances: &mut [Box<dyn KeyedStateBackend>],
+    job: &Job,
+) -> DynResult<Taken> {
     job.checkpoint_all(instances, &CheckpointOptions::checkpoint())
 }
 
@@ -552,6 +588,9 @@ fn restore(
 
 /// Runs one configuration and prints its JSON lines.
 pub(crate) fn run_one(args: OneArgs) -> DynResult {
+    if args.workload == WorkloadKind::Timers {
+        return crate::timer_bench::run_one(&args);
+    }
     let registry = registry();
     let workload = Workload {
         n: args.n,
@@ -702,13 +741,7 @@ pub(crate) fn run_one(args: OneArgs) -> DynResult {
             record.insert("rescale".to_owned(), json!(rescale.to_string()));
         }
     }
-    let line = |fields: Value| {
-        let mut record = base.clone();
-        if let (Some(record), Some(fields)) = (record.as_object_mut(), fields.as_object()) {
-            record.extend(fields.clone());
-        }
-        println!("{record}");
-    };
+    let line = |fields: Value| print_record(&base, fields);
     line(json!({
         "cp": 1,
         "sync_ms": round(first.sync_ms, 4),
@@ -752,6 +785,15 @@ pub(crate) fn run_one(args: OneArgs) -> DynResult {
     Ok(())
 }
 
+/// Prints one JSON line: `base`'s fields, then `fields`.
+pub(crate) fn print_record(base: &Value, fields: Value) {
+    let mut record = base.clone();
+    if let (Some(record), Some(fields)) = (record.as_object_mut(), fields.as_object()) {
+        record.extend(fields.clone());
+    }
+    println!("{record}");
+}
+
 /// The median of three uploads of `bytes` random bytes through a checkpoint stream of
 /// `storage` (1 MiB writes), each discarded after: MB/s.
 fn storage_speed(storage: &dyn CheckpointStorage, bytes: u64) -> DynResult<f64> {
@@ -791,7 +833,7 @@ fn random_chunk() -> Vec<u8> {
 
 /// The median of three runs of [`disk_speed_once`]: this machine's virtual disk absorbs
 /// some writes in a host cache, and single runs vary severalfold.
-fn disk_speed(dir: &Path, bytes: u64) -> DynResult<f64> {
+pub(crate) fn disk_speed(dir: &Path, bytes: u64) -> DynResult<f64> {
     let mut runs = [0.0; 3];
     for run in &mut runs {
         *run = disk_speed_once(dir, bytes)?;
@@ -901,7 +943,7 @@ fn canonical_sections(workload: &Workload) -> DynResult<(Vec<u8>, Vec<Range<usiz
 /// heap restore's time, and the reason single runs swung by up to 3x). A recovering job
 /// restores in a process its failed backend no longer burdens.
 #[cfg(target_os = "linux")]
-fn release_freed_memory() {
+pub(crate) fn release_freed_memory() {
     // SAFETY: `malloc_trim` takes no pointer; glibc locks each arena while it trims.
     unsafe {
         libc::malloc_trim(0);
@@ -909,4 +951,4 @@ fn release_freed_memory() {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn release_freed_memory() {}
+pub(crate) fn release_freed_memory() {}

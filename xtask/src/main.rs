@@ -33,6 +33,8 @@ mod setup;
 #[cfg(test)]
 mod tidy;
 #[cfg(feature = "engines")]
+mod timer_bench;
+#[cfg(feature = "engines")]
 mod workload;
 
 /// Result of an xtask step; errors are printed by `main`.

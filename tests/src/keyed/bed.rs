@@ -467,16 +467,28 @@ pub(crate) fn range_of(bed: &TestBed<'_>, parallelism: u32, index: u32) -> KeyGr
     )
 }
 
-/// Fills `old_parallelism` instances of `source`'s backend, snapshots them with `options`
-/// and restores `new_parallelism` instances of `target`'s backend from all the handles.
+/// What [`move_state`] writes before the snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Moved {
+    /// The standard keyed states.
+    State,
+    /// The standard keyed states and the timer states.
+    StateAndTimers,
+}
+
+/// Fills `old_parallelism` instances of `source`'s backend with what `moved` says,
+/// snapshots them with `options` and restores `new_parallelism` instances of `target`'s
+/// backend from all the handles: each holds exactly the state of its key groups and, with
+/// timers, every timer is in exactly one instance and polling fires them earliest first.
 pub(crate) fn move_state(
     source: &TestBed<'_>,
     target: &TestBed<'_>,
-    old_parallelism: u32,
-    new_parallelism: u32,
+    (old_parallelism, new_parallelism): (u32, u32),
     options: &CheckpointOptions,
+    moved: Moved,
 ) {
     let bed = source;
+    let timers = moved == Moved::StateAndTimers;
     let keys = keys_covering(full_range(), 2);
     let storage = bed.storage("checkpoints", None);
     // One model for the whole job: each instance checks the part in its range.
@@ -485,7 +497,8 @@ pub(crate) fn move_state(
     for index in 0..old_parallelism {
         let range = range_of(bed, old_parallelism, index);
         let mut instance = bed.create(range);
-        for meta in standard_states() {
+        let timer_states = timer_states().into_iter().filter(|_| timers);
+        for meta in standard_states().into_iter().chain(timer_states) {
             model.register(&mut *instance, &meta);
         }
         let owned: Vec<Vec<u8>> = keys
@@ -494,75 +507,24 @@ pub(crate) fn move_state(
             .cloned()
             .collect();
         write_workload(&mut model, &mut *instance, &owned, index as usize);
-        if let Some(foreign) = keys.iter().find(|key| !range.contains(key_group(key))) {
-            let err = instance.set_current_key(foreign).err().unwrap_or_else(|| {
-                panic!(
-                    "{}: instance {index} of {range} accepted key {} of key group {}",
-                    bed.label,
-                    show(foreign),
-                    key_group(foreign)
-                )
-            });
-            assert!(
-                matches!(err, Error::KeyGroupOutOfRange { .. }),
-                "{}: setting a key of another instance: {err}",
-                bed.label
-            );
+        if timers {
+            write_timers(&mut model, &mut *instance, &owned, index as usize);
         }
-        model.check(&mut *instance, &format!("old instance {index} of {range}"));
-        let result = bed.snapshot_with(&mut *instance, &storage, CheckpointId::new(1), options);
-        handles.push(bed.handle(&result));
-    }
-    for index in 0..new_parallelism {
-        let range = range_of(bed, new_parallelism, index);
-        let mut instance = target.restore(range, &handles);
-        model.check(
-            &mut *instance,
-            &format!("new instance {index} of {range} of `{}`", target.backend),
-        );
-    }
-}
-
-/// Fills `old_parallelism` instances of `source`'s backend with keyed state and timers,
-/// snapshots them with `options` and restores `new_parallelism` instances of `target`'s
-/// backend from all the handles: each holds exactly the state and timers of its key groups
-/// (every timer in exactly one instance), and polling it fires its timers earliest first.
-pub(crate) fn move_timers(
-    source: &TestBed<'_>,
-    target: &TestBed<'_>,
-    old_parallelism: u32,
-    new_parallelism: u32,
-    options: &CheckpointOptions,
-) {
-    let bed = source;
-    let keys = keys_covering(full_range(), 2);
-    let storage = bed.storage("checkpoints", None);
-    // One model for the whole job: each instance checks the part in its range.
-    let mut model = bed.model();
-    let mut handles = Vec::new();
-    for index in 0..old_parallelism {
-        let range = range_of(bed, old_parallelism, index);
-        let mut instance = bed.create(range);
-        for meta in standard_states().into_iter().chain(timer_states()) {
-            model.register(&mut *instance, &meta);
-        }
-        let owned: Vec<Vec<u8>> = keys
-            .iter()
-            .filter(|key| range.contains(key_group(key)))
-            .cloned()
-            .collect();
-        write_workload(&mut model, &mut *instance, &owned, index as usize);
-        write_timers(&mut model, &mut *instance, &owned, index as usize);
         if let Some(foreign) = keys.iter().find(|key| !range.contains(key_group(key))) {
-            let foreign = timer(1, foreign, b"");
-            assert_out_of_range(
-                &bed.label,
-                instance.add_timer(EVENT_TIMERS, &foreign),
-                &format!(
+            let step = format!("instance {index} of {range} setting key {}", show(foreign));
+            assert_out_of_range(&bed.label, instance.set_current_key(foreign), &step);
+            if timers {
+                let foreign = timer(1, foreign, b"");
+                let step = format!(
                     "instance {index} of {range} adding {}",
                     show_timer(&foreign)
-                ),
-            );
+                );
+                assert_out_of_range(
+                    &bed.label,
+                    instance.add_timer(EVENT_TIMERS, &foreign),
+                    &step,
+                );
+            }
         }
         model.check(&mut *instance, &format!("old instance {index} of {range}"));
         let result = bed.snapshot_with(&mut *instance, &storage, CheckpointId::new(1), options);
@@ -575,6 +537,9 @@ pub(crate) fn move_timers(
         let mut instance = target.restore(range, &handles);
         let step = format!("new instance {index} of {range} of `{}`", target.backend);
         model.check(&mut *instance, &step);
+        if !timers {
+            continue;
+        }
         for state in [EVENT_TIMERS, PROCESSING_TIMERS] {
             restored += target.ok(
                 instance.timer_count(state),

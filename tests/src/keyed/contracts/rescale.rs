@@ -5,7 +5,7 @@ use state_api::{CheckpointId, CheckpointOptions};
 
 use crate::keyed::KeyedTarget;
 use crate::keyed::bed::{
-    TestBed, full_range, key_group, keys_covering, move_state, range_of, write_workload,
+    Moved, TestBed, full_range, key_group, keys_covering, move_state, range_of, write_workload,
 };
 
 /// Snapshots of `old_parallelism` instances, each owning its share of the key groups,
@@ -27,9 +27,9 @@ pub fn rescale(target: &KeyedTarget<'_>, old_parallelism: u32, new_parallelism: 
     move_state(
         &bed,
         &bed,
-        old_parallelism,
-        new_parallelism,
+        (old_parallelism, new_parallelism),
         &CheckpointOptions::checkpoint(),
+        Moved::State,
     );
 }
 

@@ -3,7 +3,7 @@
 use state_api::CheckpointOptions;
 
 use crate::keyed::KeyedTarget;
-use crate::keyed::bed::{TestBed, move_state, move_timers};
+use crate::keyed::bed::{Moved, TestBed, move_state};
 
 /// A savepoint of keyed backend `from` (taken by `old_parallelism` instances, written with
 /// `from`'s strategy and decorator) restores into keyed backend `to` at `new_parallelism`
@@ -24,9 +24,9 @@ pub fn savepoint_portability(
     move_state(
         &source,
         &target,
-        old_parallelism,
-        new_parallelism,
+        (old_parallelism, new_parallelism),
         &CheckpointOptions::savepoint(),
+        Moved::State,
     );
 }
 
@@ -46,11 +46,11 @@ pub fn timer_savepoint_portability(
     );
     let source = TestBed::new(from, &contract);
     let target = TestBed::new(to, &contract);
-    move_timers(
+    move_state(
         &source,
         &target,
-        old_parallelism,
-        new_parallelism,
+        (old_parallelism, new_parallelism),
         &CheckpointOptions::savepoint(),
+        Moved::StateAndTimers,
     );
 }

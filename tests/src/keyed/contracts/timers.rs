@@ -52,6 +52,7 @@ pub fn timers(target: &KeyedTarget<'_>) {
     shared_timestamp(&mut model, &mut *live);
     polls(&mut model, &mut *live);
     model.check(&mut *live, "after polling");
+    crowded_key_group(&mut model, &mut *live);
     wrong_kind(&bed, &mut *live);
     model.check(&mut *live, "after the rejected calls");
     another_instance(&bed);
@@ -133,6 +134,60 @@ fn polls(model: &mut Model, live: &mut dyn KeyedStateBackend) {
     model.add_timer(live, EVENT_TIMERS, &timer(43, b"late", b""));
     model.poll_timers(live, EVENT_TIMERS, 42, usize::MAX);
     model.poll_timers(live, PROCESSING_TIMERS, i64::MAX, 1);
+}
+
+/// Hundreds of timers of one key, more than a backend may keep in memory per key group:
+/// polls in watermark steps, each followed by a late timer (below what fired; once 300 of
+/// them), a timer ahead, and removals of a held and of a maybe-absent timer. The model
+/// checks every step.
+fn crowded_key_group(model: &mut Model, live: &mut dyn KeyedStateBackend) {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x % 5_000) as i64 + 1_000
+    };
+    for i in 0..700 {
+        let namespace = format!("w{}", i % 3);
+        model.add_timer(
+            live,
+            EVENT_TIMERS,
+            &timer(next(), b"crowded", namespace.as_bytes()),
+        );
+    }
+    model.check(live, "with about 700 timers of key `crowded`");
+    for watermark in (1_500..=6_000).step_by(500) {
+        model.poll_timers(live, EVENT_TIMERS, watermark, 150);
+        model.add_timer(
+            live,
+            EVENT_TIMERS,
+            &timer(watermark - 400, b"crowded", b"late"),
+        );
+        if watermark == 4_000 {
+            // More late timers at once than a key group's cache may hold, the earliest
+            // half removed again (not polled).
+            let late = |i: i64| timer(i, b"crowded", format!("late-{i}").as_bytes());
+            for i in 0..300 {
+                model.add_timer(live, EVENT_TIMERS, &late(i));
+            }
+            for i in 0..150 {
+                model.remove_timer(live, EVENT_TIMERS, &late(i));
+            }
+        }
+        model.add_timer(
+            live,
+            EVENT_TIMERS,
+            &timer(watermark + 3_000, b"crowded", b"ahead"),
+        );
+        model.remove_timer(
+            live,
+            EVENT_TIMERS,
+            &timer(watermark + 2_500, b"crowded", b"ahead"),
+        );
+        model.remove_timer(live, EVENT_TIMERS, &timer(next(), b"crowded", b"w0"));
+        model.check(live, &format!("crowded key group at watermark {watermark}"));
+    }
 }
 
 /// Value, list and map accessors on a queue, queue calls on value, list and map states,

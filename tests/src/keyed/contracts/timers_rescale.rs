@@ -4,7 +4,7 @@
 use state_api::CheckpointOptions;
 
 use crate::keyed::KeyedTarget;
-use crate::keyed::bed::{TestBed, move_timers};
+use crate::keyed::bed::{Moved, TestBed, move_state};
 
 /// Checkpoints of `old_parallelism` instances holding timers (and keyed state) restore into
 /// `new_parallelism` instances, each given every old handle: every timer is in exactly the
@@ -23,11 +23,11 @@ pub fn timers_rescale(target: &KeyedTarget<'_>, old_parallelism: u32, new_parall
         );
         return;
     }
-    move_timers(
+    move_state(
         &bed,
         &bed,
-        old_parallelism,
-        new_parallelism,
+        (old_parallelism, new_parallelism),
         &CheckpointOptions::checkpoint(),
+        Moved::StateAndTimers,
     );
 }
