@@ -292,7 +292,8 @@ impl RocksDBOptions {
         options
     }
 
-    pub(crate) fn cf_options(&self, cache: &Cache) -> Options {
+    /// The options of the column family of a state of `kind`.
+    pub(crate) fn cf_options(&self, cache: &Cache, kind: StateKind) -> Options {
         let mut options = Options::default();
         options.set_write_buffer_size(self.write_buffer_size);
         options.set_compression_type(match self.compression {
@@ -315,6 +316,12 @@ impl RocksDBOptions {
         }
         let mut table = BlockBasedOptions::default();
         table.set_block_cache(cache);
+        if kind == StateKind::PriorityQueue {
+            // Adding a timer reads whether it is there, nearly always to find it is not:
+            // without a filter, that read visits every sorted run (10M timers: 35,000
+            // adds/s against 182,000 at 1M).
+            table.set_bloom_filter(10.0, false);
+        }
         options.set_block_based_table_factory(&table);
         options.set_merge_operator_associative("snapstate-list-append", concat_merge);
         options
@@ -530,7 +537,10 @@ impl RocksDBKeyedStateBackend {
             .states
             .iter()
             .map(|meta| {
-                ColumnFamilyDescriptor::new(cf_name(&meta.name), options.cf_options(&cache))
+                ColumnFamilyDescriptor::new(
+                    cf_name(&meta.name),
+                    options.cf_options(&cache, meta.kind),
+                )
             })
             .collect();
         let mut db_options = options.db_options();
@@ -659,11 +669,14 @@ impl RocksDBKeyedStateBackend {
                         state_format::proxy::MAX_STATES
                     )));
                 }
-                db.create_cf(cf_name(&meta.name), &self.options.cf_options(&self.cache))
-                    .map_err(db_error(format_args!(
-                        "creating the column family of state `{}`",
-                        meta.name
-                    )))?;
+                db.create_cf(
+                    cf_name(&meta.name),
+                    &self.options.cf_options(&self.cache, meta.kind),
+                )
+                .map_err(db_error(format_args!(
+                    "creating the column family of state `{}`",
+                    meta.name
+                )))?;
                 states.push(meta.clone());
                 if self.bulk_load {
                     set_family_options(db, &meta.name, BULK_LOAD)?;

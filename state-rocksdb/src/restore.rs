@@ -359,12 +359,12 @@ fn copy_incremental(
     )?;
     let mut options = Options::default();
     options.create_if_missing(false);
-    let file_options = backend
-        .options()
-        .cf_options(&rocksdb::Cache::new_lru_cache(8 << 20));
-    let families: Vec<ColumnFamilyDescriptor> = states
-        .iter()
-        .map(|meta| ColumnFamilyDescriptor::new(cf_name(&meta.name), file_options.clone()))
+    let cache = rocksdb::Cache::new_lru_cache(8 << 20);
+    let file_options: Vec<Options> = (states.iter())
+        .map(|meta| backend.options().cf_options(&cache, meta.kind))
+        .collect();
+    let families: Vec<ColumnFamilyDescriptor> = (states.iter().zip(&file_options))
+        .map(|(meta, options)| ColumnFamilyDescriptor::new(cf_name(&meta.name), options.clone()))
         .collect();
     // Read-only: nothing is written next to the (linked) files, nothing compacts.
     let source = DB::open_cf_descriptors_read_only(&options, &dir, families, false).map_err(
@@ -403,13 +403,19 @@ fn copy_incremental(
         |&(state, slice)| {
             let file = temp.path().join(format!("ingest-{state}-{slice}.sst"));
             let family = cf(&source, &states[state].name)?;
-            let written = write_sst(&source, &family, &slices[slice], &file_options, &file)
-                .map_err(db_error(format_args!(
-                    "moving the keys of state `{}` of checkpoint {} into {}",
-                    states[state].name,
-                    handle.checkpoint_id,
-                    file.display()
-                )))?;
+            let written = write_sst(
+                &source,
+                &family,
+                &slices[slice],
+                &file_options[state],
+                &file,
+            )
+            .map_err(db_error(format_args!(
+                "moving the keys of state `{}` of checkpoint {} into {}",
+                states[state].name,
+                handle.checkpoint_id,
+                file.display()
+            )))?;
             Ok(written.then_some((state, file)))
         },
     );
