@@ -17,7 +17,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use rocksdb::{BoundColumnFamily, ReadOptions};
+use rocksdb::{BoundColumnFamily, ReadOptions, WriteBatch};
 use state_api::{Error, KeyGroup, Result, StateKind, Timer};
 use state_format::timer::TimerHeads;
 
@@ -214,7 +214,7 @@ impl RocksDBKeyedStateBackend {
             }
         }
         if let Some(count) = &mut queue.count {
-            *count = if add { *count + 1 } else { *count - 1 };
+            *count = if add { *count + 1 } else { count.saturating_sub(1) };
         }
         self.update_head(queue, shard)?;
         Ok(true)
@@ -229,6 +229,10 @@ impl RocksDBKeyedStateBackend {
     }
 
     /// Removes and returns the timers of state `name` due at `until`, at most `limit`.
+    ///
+    /// The deletes go to the database as one batch, written before any refill (which must
+    /// not see the fired timers) and at the end. Should a read or the write fail, the
+    /// state's cache is dropped, to be rebuilt from the database on next use.
     pub(crate) fn poll(&self, name: &str, until: i64, limit: usize) -> Result<Vec<Timer>> {
         let cf = self.queue(name)?;
         let mut queues = self.timer_queues().borrow_mut();
@@ -240,23 +244,31 @@ impl RocksDBKeyedStateBackend {
         else {
             return Ok(Vec::new());
         };
-        heads.poll(until, limit, |shard, _| {
+        let mut batch = WriteBatch::default();
+        let write = |batch: WriteBatch| self.write("firing timers", |db, o| db.write_opt(batch, o));
+        let fired = heads.poll(until, limit, |shard, _| {
             let group = &mut groups[shard];
             let key = group.keys.pop_first().ok_or_else(|| lost_cache(name))?;
-            self.write("removing a timer", |db, o| db.delete_cf_opt(&cf, &key, o))?;
+            batch.delete_cf(&cf, &key);
             // Every other timer of the key group is above the one fired.
             group.floor = key;
             if let Some(count) = count {
-                *count -= 1;
+                *count = count.saturating_sub(1);
             }
             if group.keys.is_empty() && !group.complete {
+                write(std::mem::take(&mut batch))?;
                 self.refill(&cf, group)?;
             }
             match group.keys.first() {
                 Some(first) => Ok(Some(self.timer_keys().split(first)?.1)),
                 None => Ok(None),
             }
-        })
+        });
+        let fired = fired.and_then(|fired| write(batch).map(|()| fired));
+        if fired.is_err() {
+            queues.remove(name);
+        }
+        fired
     }
 
     /// The number of timers of state `name`: counted with one scan on first request.
