@@ -214,7 +214,11 @@ impl RocksDBKeyedStateBackend {
             }
         }
         if let Some(count) = &mut queue.count {
-            *count = if add { *count + 1 } else { count.saturating_sub(1) };
+            *count = if add {
+                *count + 1
+            } else {
+                count.saturating_sub(1)
+            };
         }
         self.update_head(queue, shard)?;
         Ok(true)

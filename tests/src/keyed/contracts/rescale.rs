@@ -16,7 +16,23 @@ use crate::keyed::bed::{
 /// [`Error::KeyGroupOutOfRange`]: state_api::Error::KeyGroupOutOfRange
 pub fn rescale(target: &KeyedTarget<'_>, old_parallelism: u32, new_parallelism: u32) {
     let contract = format!("rescale {old_parallelism} -> {new_parallelism}");
-    let bed = TestBed::new(target, &contract);
+    rescale_once(
+        target,
+        &contract,
+        (old_parallelism, new_parallelism),
+        Moved::State,
+    );
+}
+
+/// The checkpoints of `parallelism.0` instances holding what `moved` says restore into
+/// `parallelism.1` instances (skipped for a backend that does not declare rescaling).
+pub(crate) fn rescale_once(
+    target: &KeyedTarget<'_>,
+    contract: &str,
+    parallelism: (u32, u32),
+    moved: Moved,
+) {
+    let bed = TestBed::new(target, contract);
     if !target.capabilities.rescaling {
         println!(
             "{}: skipped: the backend does not declare rescaling",
@@ -24,13 +40,8 @@ pub fn rescale(target: &KeyedTarget<'_>, old_parallelism: u32, new_parallelism: 
         );
         return;
     }
-    move_state(
-        &bed,
-        &bed,
-        (old_parallelism, new_parallelism),
-        &CheckpointOptions::checkpoint(),
-        Moved::State,
-    );
+    let checkpoint = CheckpointOptions::checkpoint();
+    move_state(&bed, &bed, parallelism, &checkpoint, moved);
 }
 
 /// A job rescaled twice keeps its state: one instance's checkpoint restores into three,

@@ -19,13 +19,11 @@ pub fn savepoint_portability(
         "savepoint into {}, {old_parallelism} -> {new_parallelism} instances",
         to.name()
     );
-    let source = TestBed::new(from, &contract);
-    let target = TestBed::new(to, &contract);
-    move_state(
-        &source,
-        &target,
+    move_savepoint(
+        from,
+        to,
+        &contract,
         (old_parallelism, new_parallelism),
-        &CheckpointOptions::savepoint(),
         Moved::State,
     );
 }
@@ -44,13 +42,21 @@ pub fn timer_savepoint_portability(
         "timers in a savepoint into {}, {old_parallelism} -> {new_parallelism} instances",
         to.name()
     );
-    let source = TestBed::new(from, &contract);
-    let target = TestBed::new(to, &contract);
-    move_state(
-        &source,
-        &target,
-        (old_parallelism, new_parallelism),
-        &CheckpointOptions::savepoint(),
-        Moved::StateAndTimers,
-    );
+    let parallelism = (old_parallelism, new_parallelism);
+    move_savepoint(from, to, &contract, parallelism, Moved::StateAndTimers);
+}
+
+/// A savepoint of `parallelism.0` instances of `from` holding what `moved` says, restored
+/// into `parallelism.1` instances of `to`.
+fn move_savepoint(
+    from: &KeyedTarget<'_>,
+    to: &KeyedTarget<'_>,
+    contract: &str,
+    parallelism: (u32, u32),
+    moved: Moved,
+) {
+    let source = TestBed::new(from, contract);
+    let target = TestBed::new(to, contract);
+    let savepoint = CheckpointOptions::savepoint();
+    move_state(&source, &target, parallelism, &savepoint, moved);
 }

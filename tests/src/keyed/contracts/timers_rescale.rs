@@ -1,10 +1,9 @@
 //! Timers follow their key's key group when snapshots of some instances restore into
 //! another number of instances.
 
-use state_api::CheckpointOptions;
-
 use crate::keyed::KeyedTarget;
-use crate::keyed::bed::{Moved, TestBed, move_state};
+use crate::keyed::bed::Moved;
+use crate::keyed::contracts::rescale::rescale_once;
 
 /// Checkpoints of `old_parallelism` instances holding timers (and keyed state) restore into
 /// `new_parallelism` instances, each given every old handle: every timer is in exactly the
@@ -15,19 +14,6 @@ use crate::keyed::bed::{Moved, TestBed, move_state};
 /// [`Error::KeyGroupOutOfRange`]: state_api::Error::KeyGroupOutOfRange
 pub fn timers_rescale(target: &KeyedTarget<'_>, old_parallelism: u32, new_parallelism: u32) {
     let contract = format!("timers rescale {old_parallelism} -> {new_parallelism}");
-    let bed = TestBed::new(target, &contract);
-    if !target.capabilities.rescaling {
-        println!(
-            "{}: skipped: the backend does not declare rescaling",
-            bed.label
-        );
-        return;
-    }
-    move_state(
-        &bed,
-        &bed,
-        (old_parallelism, new_parallelism),
-        &CheckpointOptions::checkpoint(),
-        Moved::StateAndTimers,
-    );
+    let parallelism = (old_parallelism, new_parallelism);
+    rescale_once(target, &contract, parallelism, Moved::StateAndTimers);
 }
