@@ -11,7 +11,7 @@ use state_api::{
     KeyedBackendParams, KeyedSnapshotResult, KeyedSnapshots, KeyedStateBackend, MaxParallelism,
     Registry, Result, StateKind, StateMetaInfo, Timer,
 };
-use state_format::timer::{TimerHeads, timestamp_bytes};
+use state_format::timer::{TIMESTAMP_BYTES, TimerHeads, timestamp_bytes};
 
 use crate::HEAP;
 use crate::chain::ChainHistory;
@@ -354,8 +354,8 @@ pub(crate) fn timer_of(entry: &TimerEntry) -> Timer {
     }
 }
 
-/// Records that `entry` of state `index` in `shard` was added or removed: a timer is a
-/// user key (its timestamp) of its state key, as a map's entry is.
+/// Records that `entry` of state `index` in `shard` was added or removed: as one changed
+/// key, its timestamp's 8 bytes then its state key.
 fn record_timer(
     incremental: &mut Option<IncrementalState>,
     index: usize,
@@ -363,9 +363,10 @@ fn record_timer(
     entry: &TimerEntry,
 ) {
     if let Some(incremental) = incremental {
-        let timestamp = timestamp_bytes(entry.timestamp);
-        let changes = &mut incremental.changes;
-        changes.user_key_changed(index, shard, &entry.state_key, &timestamp);
+        let mut recorded = Vec::with_capacity(TIMESTAMP_BYTES + entry.state_key.len());
+        recorded.extend_from_slice(&timestamp_bytes(entry.timestamp));
+        recorded.extend_from_slice(&entry.state_key);
+        incremental.changes.key_changed(index, shard, &recorded);
     }
 }
 

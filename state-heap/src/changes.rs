@@ -16,6 +16,7 @@
 //! |---|---|---|
 //! | value, list | the state key (key and namespace) | its current entry, or a tombstone |
 //! | map | the state key, and per state key the user keys put or removed, or that the whole map was cleared (after which the user keys start again) | each recorded user key's current entry or a tombstone; for a cleared map a clear mark and every current user key |
+//! | priority queue | each timer added or removed: its timestamp's 8 bytes then its state key, one changed key | a put if the queue holds it, else a delete |
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;

@@ -362,24 +362,22 @@ pub(crate) fn write_delta_key_group(
                     }
                 }
             }
-            (Shards::Timers(shards), MergedChanges::Map(timers)) => {
-                for (state_key, change) in timers {
-                    for timestamp in change.user_keys {
-                        let Some(timestamp) = timestamp.first_chunk::<8>() else {
-                            continue;
-                        };
-                        let timestamp = timestamp_from_bytes(*timestamp);
-                        timer_key(key, group, timestamp, state_key);
-                        let timer = TimerEntry {
-                            timestamp,
-                            state_key: state_key.clone(),
-                        };
-                        let operation = match shards[shard].contains(&timer) {
-                            true => DELTA_PUT,
-                            false => DELTA_DELETE,
-                        };
-                        group.write_entry(id, key, &[operation])?;
-                    }
+            (Shards::Timers(shards), MergedChanges::Keys(timers)) => {
+                for recorded in timers {
+                    let Some((timestamp, state_key)) = recorded.split_first_chunk::<8>() else {
+                        continue;
+                    };
+                    let timestamp = timestamp_from_bytes(*timestamp);
+                    timer_key(key, group, timestamp, state_key);
+                    let timer = TimerEntry {
+                        timestamp,
+                        state_key: Arc::from(state_key),
+                    };
+                    let operation = match shards[shard].contains(&timer) {
+                        true => DELTA_PUT,
+                        false => DELTA_DELETE,
+                    };
+                    group.write_entry(id, key, &[operation])?;
                 }
             }
             // The log records by the kind of the state written to.
