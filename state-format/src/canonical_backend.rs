@@ -181,11 +181,7 @@ impl<S: CanonicalStore> CanonicalKeyedBackend<S> {
     fn keyed_state(&self, name: &str, kind: Option<StateKind>) -> Result<usize> {
         let state = state_api::find_state(&self.states, name, kind)?;
         match self.states[state].kind {
-            StateKind::PriorityQueue if kind.is_none() => Err(Error::Incompatible {
-                what: format!("kind of state `{name}`"),
-                held: StateKind::PriorityQueue.to_string(),
-                requested: "value, list or map".into(),
-            }),
+            StateKind::PriorityQueue if kind.is_none() => Err(crate::timer::not_keyed_state(name)),
             _ => Ok(state),
         }
     }

@@ -24,12 +24,22 @@
 
 use std::collections::BTreeSet;
 
-use state_api::{Error, KeyGroup, MaxParallelism, Result, Timer};
+use state_api::{Error, KeyGroup, MaxParallelism, Result, StateKind, Timer};
 
 use crate::key_group_prefix::{read_key_group_prefix, write_key_group_prefix};
 
 /// Bytes of a timestamp in a timer key.
 pub const TIMESTAMP_BYTES: usize = 8;
+
+/// [`Error::Incompatible`] for priority-queue state `name` used as value, list or map state:
+/// what every backend answers then.
+pub fn not_keyed_state(name: &str) -> Error {
+    Error::Incompatible {
+        what: format!("kind of state `{name}`"),
+        held: StateKind::PriorityQueue.to_string(),
+        requested: "value, list or map".into(),
+    }
+}
 
 /// The bytes of `timestamp` in a timer key: they sort as the numbers do.
 ///

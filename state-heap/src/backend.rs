@@ -11,7 +11,7 @@ use state_api::{
     KeyedBackendParams, KeyedSnapshotResult, KeyedSnapshots, KeyedStateBackend, MaxParallelism,
     Registry, Result, StateKind, StateMetaInfo, Timer,
 };
-use state_format::timer::{TIMESTAMP_BYTES, TimerHeads, timestamp_bytes};
+use state_format::timer::{TIMESTAMP_BYTES, TimerHeads, not_keyed_state, timestamp_bytes};
 
 use crate::HEAP;
 use crate::chain::ChainHistory;
@@ -367,15 +367,6 @@ fn record_timer(
         recorded.extend_from_slice(&timestamp_bytes(entry.timestamp));
         recorded.extend_from_slice(&entry.state_key);
         incremental.changes.key_changed(index, shard, &recorded);
-    }
-}
-
-/// [`Error::Incompatible`]: a priority queue used as keyed state.
-fn not_keyed_state(name: &str) -> Error {
-    Error::Incompatible {
-        what: format!("kind of state `{name}`"),
-        held: StateKind::PriorityQueue.to_string(),
-        requested: "value, list or map".into(),
     }
 }
 

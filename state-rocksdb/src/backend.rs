@@ -40,7 +40,7 @@ use state_api::{
 };
 use state_format::key_group_prefix::write_key_group_prefix;
 use state_format::keyed_format::{CompositeKey, decode_list, encode_list};
-use state_format::timer::TimerKey;
+use state_format::timer::{TimerKey, not_keyed_state};
 use tempfile::TempDir;
 
 use crate::history::IncrementalHistory;
@@ -742,15 +742,6 @@ impl RocksDBKeyedStateBackend {
         write: impl FnOnce(&DB, &WriteOptions) -> std::result::Result<(), rocksdb::Error>,
     ) -> Result<()> {
         write(self.db()?, &self.write_options).map_err(db_error(what))
-    }
-}
-
-/// [`Error::Incompatible`]: a priority queue used as keyed state.
-fn not_keyed_state(name: &str) -> Error {
-    Error::Incompatible {
-        what: format!("kind of state `{name}`"),
-        held: StateKind::PriorityQueue.to_string(),
-        requested: "value, list or map".into(),
     }
 }
 
