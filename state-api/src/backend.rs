@@ -17,7 +17,7 @@ use crate::{
     AsyncSnapshotTask, CheckpointListener, CheckpointStreamFactory, KeyGroup, KeyGroupRange,
     KeyedStateHandle, LocalRecoveryConfig, MaxParallelism, OperatorStateMetaInfo,
     OperatorStreamStateHandle, Registry, Result, SnapshotResult, SnapshotStrategy, StateMetaInfo,
-    Timer, UNCOMPRESSED,
+    SystemClock, Timer, TtlClock, UNCOMPRESSED,
 };
 
 /// The result of a keyed snapshot.
@@ -46,6 +46,8 @@ pub struct KeyedBackendParams {
     pub working_dir: Option<PathBuf>,
     /// Backend-specific options by key (`rocksdb.block-cache-size`, ...).
     pub options: BTreeMap<String, String>,
+    /// The time states' time to live is measured by ([`SystemClock`] by default).
+    pub clock: Arc<dyn TtlClock>,
 }
 
 impl KeyedBackendParams {
@@ -96,6 +98,7 @@ impl KeyedBackendParams {
             local_recovery: LocalRecoveryConfig::disabled(),
             working_dir: None,
             options: BTreeMap::new(),
+            clock: Arc::new(SystemClock),
         }
     }
 }
@@ -243,76 +246,6 @@ pub trait KeyedStateBackendFactory: Send + Sync + fmt::Debug + 'static {
         registry: &Registry,
         handles: &[Arc<dyn KeyedStateHandle>],
     ) -> Result<Box<dyn KeyedStateBackend>>;
-}
-
-/// How [`KeyedStateBackendConstructors`] restores a backend `B` from handles.
-pub type RestoreFn<B> =
-    fn(KeyedBackendParams, &Registry, &[Arc<dyn KeyedStateHandle>]) -> Result<B>;
-
-/// The [`KeyedStateBackendFactory`] of a backend type `B`, made of its two constructors: a
-/// backend registers this instead of writing a factory type by hand.
-///
-/// # Example
-///
-/// ```ignore
-/// registry.register_keyed_backend(KeyedStateBackendConstructors::new(
-///     "my-backend",
-///     "keyed state in my store",
-///     MyBackend::new,     // fn(KeyedBackendParams, &Registry) -> Result<MyBackend>
-///     MyBackend::restore, // fn(KeyedBackendParams, &Registry, &[Arc<dyn KeyedStateHandle>]) -> Result<MyBackend>
-/// ))?;
-/// ```
-#[derive(Debug)]
-pub struct KeyedStateBackendConstructors<B> {
-    name: &'static str,
-    description: &'static str,
-    create: fn(KeyedBackendParams, &Registry) -> Result<B>,
-    restore: RestoreFn<B>,
-}
-
-impl<B> KeyedStateBackendConstructors<B> {
-    /// The factory registered as `name`, listed with `description`, creating backends with
-    /// `create` and restoring them with `restore`.
-    pub fn new(
-        name: &'static str,
-        description: &'static str,
-        create: fn(KeyedBackendParams, &Registry) -> Result<B>,
-        restore: RestoreFn<B>,
-    ) -> Self {
-        KeyedStateBackendConstructors {
-            name,
-            description,
-            create,
-            restore,
-        }
-    }
-}
-
-impl<B: KeyedStateBackend + 'static> KeyedStateBackendFactory for KeyedStateBackendConstructors<B> {
-    fn name(&self) -> &'static str {
-        self.name
-    }
-
-    fn description(&self) -> &'static str {
-        self.description
-    }
-
-    fn create(
-        &self,
-        params: KeyedBackendParams,
-        registry: &Registry,
-    ) -> Result<Box<dyn KeyedStateBackend>> {
-        Ok(Box::new((self.create)(params, registry)?))
-    }
-
-    fn restore(
-        &self,
-        params: KeyedBackendParams,
-        registry: &Registry,
-        handles: &[Arc<dyn KeyedStateHandle>],
-    ) -> Result<Box<dyn KeyedStateBackend>> {
-        Ok(Box::new((self.restore)(params, registry, handles)?))
-    }
 }
 
 /// Creates a keyed snapshot strategy for a backend of the kind it names; registered by

@@ -40,15 +40,16 @@ mod strategy;
 mod stream;
 #[cfg(test)]
 mod test_file;
+mod ttl;
 
 pub use async_snapshot::{
     AsyncSnapshotCallable, AsyncSnapshotTask, SnapshotCanceller, SnapshotContext,
 };
 pub use backend::{
     KeyedBackendParams, KeyedSnapshotResult, KeyedSnapshotStrategyFactory, KeyedStateBackend,
-    KeyedStateBackendConstructors, KeyedStateBackendFactory, OperatorBackendParams,
-    OperatorSnapshotResult, OperatorSnapshotStrategyFactory, OperatorStateBackend,
-    OperatorStateBackendFactory, RestoreFn, backend_state_as,
+    KeyedStateBackendFactory, OperatorBackendParams, OperatorSnapshotResult,
+    OperatorSnapshotStrategyFactory, OperatorStateBackend, OperatorStateBackendFactory,
+    backend_state_as,
 };
 pub use checkpoint::{
     CheckpointId, CheckpointListener, CheckpointOptions, CheckpointType, LocalRecoveryConfig,
@@ -68,12 +69,13 @@ pub use handle::{
     seek_position,
 };
 pub use key_group::{KeyGroup, KeyGroupRange, KeyGroups, MaxParallelism};
-pub use meta::{OperatorStateMetaInfo, SerializerId, StateKind, StateMetaInfo, Timer, find_state};
+pub use meta::{OperatorStateMetaInfo, SerializerId, StateKind, StateMetaInfo, Timer};
 pub use registry::{PluginInfo, PluginKind, Registration, Registry, register};
 pub use state_object::{SnapshotResult, StateObject};
 pub use storage::{CheckpointStorage, StorageClaim, StoredFile};
-pub use strategy::{KeyedSnapshots, SnapshotStrategy, run_snapshot_strategy};
+pub use strategy::{SnapshotStrategy, run_snapshot_strategy};
 pub use stream::{CheckpointStateOutputStream, CheckpointStreamFactory, CheckpointedStateScope};
+pub use ttl::{StateTtlConfig, SystemClock, TtlClock, TtlUpdate, TtlVisibility};
 
 /// Re-exports for macros; not part of the API.
 #[doc(hidden)]

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{DistributionMode, Error, Result};
+use crate::{DistributionMode, Error, Result, StateTtlConfig};
 
 /// The kind of a keyed state; its discriminant is its [`code`](Self::code).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -66,7 +66,7 @@ pub struct Timer {
 pub type SerializerId = String;
 
 /// What a snapshot records about one keyed state.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct StateMetaInfo {
     /// The state's registered name, unique within a backend.
     pub name: String,
@@ -79,6 +79,8 @@ pub struct StateMetaInfo {
     pub value_serializer: SerializerId,
     /// Serializer of map user keys; empty for other kinds.
     pub user_key_serializer: SerializerId,
+    /// The entries' time to live; `None` for states whose entries never expire.
+    pub ttl: Option<StateTtlConfig>,
 }
 
 impl StateMetaInfo {
@@ -128,11 +130,22 @@ impl StateMetaInfo {
             namespace_serializer: namespace.into(),
             value_serializer: value.into(),
             user_key_serializer: user_key.into(),
+            ttl: None,
+        }
+    }
+
+    /// This state with entries that expire as `ttl` says.
+    pub fn with_ttl(self, ttl: StateTtlConfig) -> Self {
+        StateMetaInfo {
+            ttl: Some(ttl),
+            ..self
         }
     }
 
     /// Checks that `requested` (a state registered again, or a job's state meeting the one
-    /// restored from a snapshot) keeps this state's kind and serializers.
+    /// restored from a snapshot) keeps this state's kind and serializers, and has a time to
+    /// live if and only if this one has (its stored values carry timestamps then; the
+    /// time to live itself may change).
     ///
     /// # Errors
     ///
@@ -147,43 +160,17 @@ impl StateMetaInfo {
     /// assert!(matches!(err, Error::Incompatible { .. }), "{err}");
     /// ```
     pub fn check_compatible(&self, requested: &StateMetaInfo) -> Result<()> {
-        let fields: [Field<Self>; 4] = [
+        let fields: [Field<Self>; 5] = [
             ("kind", |state| state.kind.as_str()),
             ("namespace serializer", |state| &state.namespace_serializer),
             ("value serializer", |state| &state.value_serializer),
             ("user-key serializer", |state| &state.user_key_serializer),
+            ("time to live", |state| match state.ttl {
+                Some(_) => "enabled",
+                None => "disabled",
+            }),
         ];
         first_difference("state", &self.name, (self, requested), &fields)
-    }
-}
-
-/// The position of keyed state `name` among `states` (a backend's registered meta infos,
-/// in registration order), checked to be of `kind` when one is given: the look-up every
-/// keyed backend's accessors start with.
-///
-/// # Errors
-///
-/// [`Error::NotFound`] for a state that is not registered; [`Error::Incompatible`] for one
-/// of another kind.
-pub fn find_state<'a>(
-    states: impl IntoIterator<Item = &'a StateMetaInfo>,
-    name: &str,
-    kind: Option<StateKind>,
-) -> Result<usize> {
-    let (index, held) = states
-        .into_iter()
-        .enumerate()
-        .find(|(_, state)| state.name == name)
-        .ok_or_else(|| Error::NotFound {
-            what: format!("state `{name}` (register it first)"),
-        })?;
-    match kind {
-        Some(kind) if kind != held.kind => Err(Error::Incompatible {
-            what: format!("kind of state `{name}`"),
-            held: held.kind.to_string(),
-            requested: kind.to_string(),
-        }),
-        _ => Ok(index),
     }
 }
 

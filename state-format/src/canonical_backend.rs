@@ -17,10 +17,11 @@ use std::sync::Arc;
 
 use state_api::{
     AsyncSnapshotTask, CheckpointListener, CheckpointStreamFactory, Error, KeyGroup, KeyGroupRange,
-    KeyedBackendParams, KeyedSnapshotResult, KeyedSnapshots, KeyedStateBackend, KeyedStateHandle,
-    MaxParallelism, Registry, Result, SnapshotRequest, StateKind, StateMetaInfo, Timer,
+    KeyedBackendParams, KeyedSnapshotResult, KeyedStateBackend, KeyedStateHandle, MaxParallelism,
+    Registry, Result, SnapshotRequest, StateKind, StateMetaInfo, Timer,
 };
 
+use crate::KeyedSnapshots;
 use crate::key_group_prefix::write_key_group_prefix;
 use crate::keyed_format::{CompositeKey, decode_list, encode_list};
 use crate::restore::{RestoreTarget, restore_full_snapshots};
@@ -32,7 +33,8 @@ pub trait CanonicalStore: fmt::Debug + Send + 'static {
     fn states(&self) -> Vec<StateMetaInfo>;
 
     /// Registers `meta` at the next position, or, when a state of that name exists, checks
-    /// `meta` against it ([`StateMetaInfo::check_compatible`]); returns its position.
+    /// `meta` against it ([`StateMetaInfo::check_compatible`]) and takes its time to live;
+    /// returns its position.
     ///
     /// # Errors
     ///
@@ -179,7 +181,7 @@ impl<S: CanonicalStore> CanonicalKeyedBackend<S> {
 
     /// The position of state `name`, of `kind` when given, else of any kind but a queue.
     fn keyed_state(&self, name: &str, kind: Option<StateKind>) -> Result<usize> {
-        let state = state_api::find_state(&self.states, name, kind)?;
+        let state = crate::find_state(&self.states, name, kind)?;
         match self.states[state].kind {
             StateKind::PriorityQueue if kind.is_none() => Err(crate::timer::not_keyed_state(name)),
             _ => Ok(state),
@@ -189,7 +191,7 @@ impl<S: CanonicalStore> CanonicalKeyedBackend<S> {
     /// The position of priority-queue state `name`, with its heads built.
     fn timer_state(&mut self, name: &str) -> Result<usize> {
         self.snapshots.check_open()?;
-        let state = state_api::find_state(&self.states, name, Some(StateKind::PriorityQueue))?;
+        let state = crate::find_state(&self.states, name, Some(StateKind::PriorityQueue))?;
         if !self.timer_heads.contains_key(&state) {
             let range = self.params.key_group_range;
             let mut heads = TimerHeads::new(range.len() as usize);
@@ -411,7 +413,7 @@ impl<S: CanonicalStore> KeyedStateBackend for CanonicalKeyedBackend<S> {
 
     fn peek_timer(&self, state: &str) -> Result<Option<Timer>> {
         self.snapshots.check_open()?;
-        let state = state_api::find_state(&self.states, state, Some(StateKind::PriorityQueue))?;
+        let state = crate::find_state(&self.states, state, Some(StateKind::PriorityQueue))?;
         match self.timer_heads.get(&state) {
             Some(heads) => Ok(heads.first().map(|(_, timer)| timer.clone())),
             None => {
@@ -439,13 +441,13 @@ impl<S: CanonicalStore> KeyedStateBackend for CanonicalKeyedBackend<S> {
 
     fn timer_count(&self, state: &str) -> Result<usize> {
         self.snapshots.check_open()?;
-        let state = state_api::find_state(&self.states, state, Some(StateKind::PriorityQueue))?;
+        let state = crate::find_state(&self.states, state, Some(StateKind::PriorityQueue))?;
         Ok(self.store.scan(state, &[])?.len())
     }
 
     fn timers_of(&self, state: &str, key_group: KeyGroup) -> Result<Vec<Timer>> {
         self.snapshots.check_open()?;
-        let state = state_api::find_state(&self.states, state, Some(StateKind::PriorityQueue))?;
+        let state = crate::find_state(&self.states, state, Some(StateKind::PriorityQueue))?;
         let range = self.params.key_group_range;
         if !range.contains(key_group) {
             return Err(Error::KeyGroupOutOfRange { key_group, range });

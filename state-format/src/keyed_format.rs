@@ -171,7 +171,8 @@ use state_api::CheckpointId;
 use state_api::{
     CheckpointStreamFactory, CheckpointedStateScope, Error, KeyGroup, KeyGroupRange,
     KeyedBackendParams, KeyedSnapshotResult, LocalRecoveryConfig, MaxParallelism, Registry, Result,
-    SnapshotContext, StateInputStream, StateKind, StreamCompressionDecorator,
+    SnapshotContext, StateInputStream, StateKind, StateMetaInfo, StateTtlConfig,
+    StreamCompressionDecorator,
 };
 
 use crate::key_group_prefix::{read_key_group_prefix, write_key_group_prefix};
@@ -460,6 +461,13 @@ impl<'a> KeyedSnapshotWriter<'a> {
         })
     }
 
+    /// Leaves out what expired at `now` of the states whose time to live says so
+    /// (`cleanup_in_full_snapshot`): the snapshot transformer of full snapshots
+    /// ([`crate::ttl::transform`]). Without this call every entry is written as given.
+    pub fn leave_out_expired(&mut self, now: i64) {
+        self.states.now = Some(now);
+    }
+
     /// The stream position: bytes written so far, counted from `start_pos`.
     pub fn pos(&self) -> u64 {
         self.out.pos
@@ -595,6 +603,10 @@ impl EntryLayout {
 #[derive(Debug, Clone)]
 struct StateLayouts {
     layouts: Arc<[EntryLayout]>,
+    /// The kind and time to live of states whose expired entries full snapshots leave out.
+    expiring: Arc<[Option<(StateKind, StateTtlConfig)>]>,
+    /// The time entries are left out at when they expired; `None` writes every entry.
+    now: Option<i64>,
 }
 
 impl StateLayouts {
@@ -603,9 +615,22 @@ impl StateLayouts {
             user_key: kind == StateKind::Map,
             timestamp: kind == StateKind::PriorityQueue,
         };
+        let expiring = |state: &StateMetaInfo| {
+            let ttl = state.ttl.filter(|ttl| ttl.cleanup_in_full_snapshot)?;
+            Some((state.kind, ttl))
+        };
         StateLayouts {
             layouts: header.states().iter().map(|s| layout(s.kind)).collect(),
+            expiring: header.states().iter().map(expiring).collect(),
+            now: None,
         }
+    }
+
+    /// What the snapshot transformer needs for an entry of `state_id`, when it applies.
+    fn expiring(&self, state_id: u16) -> Option<(StateKind, StateTtlConfig, i64)> {
+        let now = self.now?;
+        let (kind, ttl) = (*self.expiring.get(usize::from(state_id))?)?;
+        Some((kind, ttl, now))
     }
 
     /// How many states the header has.
@@ -830,6 +855,23 @@ impl KeyGroupEntryWriter<'_> {
                 self.key_group
             )));
         }
+        let transformed;
+        let value = match self.states.expiring(state_id) {
+            None => value,
+            Some((kind, ttl, now)) => match crate::ttl::transform(kind, &ttl, now, value) {
+                Ok(None) => return Ok(()),
+                Ok(Some(kept)) => {
+                    transformed = kept;
+                    &transformed[..]
+                }
+                Err(err) => {
+                    return Err(Error::InvalidArgument(format!(
+                        "entry of state {state_id} written to key group {}: {err}",
+                        self.key_group
+                    )));
+                }
+            },
+        };
         let prefix_bytes = self.composite.prefix_bytes;
         let layout = self.states.layout(state_id);
         let fixed_end = prefix_bytes + layout.fixed_bytes();
@@ -937,6 +979,9 @@ pub struct FullSnapshotTarget<'a> {
     pub range: KeyGroupRange,
     /// Max parallelism of the job.
     pub max_parallelism: MaxParallelism,
+    /// The time the snapshot transformer leaves out what expired at
+    /// ([`KeyedSnapshotWriter::leave_out_expired`]).
+    pub now: i64,
 }
 
 impl<'a> FullSnapshotTarget<'a> {
@@ -955,6 +1000,7 @@ impl<'a> FullSnapshotTarget<'a> {
             compression,
             range: params.key_group_range,
             max_parallelism: params.max_parallelism,
+            now: params.clock.now(),
         }
     }
 }
@@ -1018,6 +1064,7 @@ fn with_snapshot_stream(
             target.range,
             target.max_parallelism,
         )?;
+        writer.leave_out_expired(target.now);
         write(&mut writer)?;
         writer.finish()?
     };

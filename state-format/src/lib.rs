@@ -14,6 +14,9 @@
 //! - [`proxy`]: the keyed snapshot header ([`KeyedBackendSerializationProxy`]).
 //! - [`keyed_format`]: the canonical key-group data: writer, reader, the parallel
 //!   key-group driver.
+//! - [`backend_support`]: what keyed backends share: their factory
+//!   ([`KeyedStateBackendConstructors`]), snapshot side ([`KeyedSnapshots`]) and state
+//!   look-up ([`find_state`]).
 //! - [`canonical_backend`]: a whole keyed backend over any store of canonical entries
 //!   ([`CanonicalKeyedBackend`] over a [`CanonicalStore`]).
 //! - [`full_snapshot`]: the asynchronous part of a full snapshot for any backend
@@ -27,8 +30,11 @@
 //!   handles read from it stay inside the storage that reads them.
 //! - [`snapshot_stream`]: the stream a strategy writes a snapshot to, with its task-local
 //!   copy ([`CheckpointStreamWithResultProvider`]).
+//! - [`ttl`]: how states with a time to live store, read and snapshot their entries
+//!   ([`TtlBackend`](ttl::TtlBackend)).
 //! - [`typed`]: value serializers and typed state over any keyed backend.
 
+pub mod backend_support;
 pub mod canonical_backend;
 pub mod file_manifest;
 pub mod frame;
@@ -45,8 +51,10 @@ pub mod snapshot_stream;
 pub mod storage_root;
 pub mod timer;
 pub mod timer_service;
+pub mod ttl;
 pub mod typed;
 
+pub use backend_support::{KeyedSnapshots, KeyedStateBackendConstructors, RestoreFn, find_state};
 pub use canonical_backend::{CanonicalKeyedBackend, CanonicalStore};
 pub use file_manifest::{FileManifest, ManifestEntry};
 pub use full_snapshot::{FullSnapshotCallable, KeyGroupSource};

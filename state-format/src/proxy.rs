@@ -33,6 +33,11 @@
 //! | per state: namespace serializer | string | [`SerializerId`] of the namespace |
 //! | per state: value serializer | string | [`SerializerId`] of values, list elements or map values; empty for priority queues |
 //! | per state: user-key serializer | string | [`SerializerId`] of map user keys; empty for value and list states |
+//! | per state: time to live | `u8` | from version 5 on: `0` none, `1` the state's [`StateTtlConfig`] follows |
+//! | per state: ttl milliseconds | `i64` | only after a `1`: [`StateTtlConfig::time_to_live`], at least 1 |
+//! | per state: ttl update | `u8` | only after a `1`: [`TtlUpdate`] `0` on create and write, `1` on read and write |
+//! | per state: ttl visibility | `u8` | only after a `1`: [`TtlVisibility`] `0` never return expired, `1` return expired if not cleaned up |
+//! | per state: ttl clean-ups | `u8` | only after a `1`: bit 0 in full snapshots, bit 1 in RocksDB compactions, other bits clear |
 //! | format version | `u32` | the frame's version again (from version 3 on) |
 //!
 //! A state's id is its position in the body (0, 1, ...), which the key-group format
@@ -57,6 +62,7 @@
 //! | 2 | the number of key groups, which restore checks against the restoring backend's |
 //! | 3 | the format version at the end of the body; the key-group data after the header writes its lengths as variable-length integers and composite keys compactly ([`crate::keyed_format`]) |
 //! | 4 | states of kind priority queue (code 3), whose entries are timers ([`crate::timer`]) |
+//! | 5 | each state's time to live; the stored values of a state that has one carry timestamps ([`crate::ttl`]) |
 //!
 //! The header's version is the version of the whole snapshot stream: a reader reads the
 //! key-group data after it as that version wrote it ([`KeyedBackendSerializationProxy::version`]).
@@ -78,13 +84,16 @@ use std::fmt;
 use std::io::{Read, Write};
 
 use crate::frame::{BodyCursor, BodyError, FrameFormat, put_str};
-use state_api::{Error, MaxParallelism, Result, SerializerId, StateKind, StateMetaInfo};
+use state_api::{
+    Error, MaxParallelism, Result, SerializerId, StateKind, StateMetaInfo, StateTtlConfig,
+    TtlUpdate, TtlVisibility,
+};
 
 /// First four bytes of every keyed snapshot header: `"SNPS"` in ASCII.
 pub const MAGIC: u32 = 0x534E_5053;
 
 /// The header format version this build writes, and the newest one it reads.
-pub const CURRENT_VERSION: u32 = 4;
+pub const CURRENT_VERSION: u32 = 5;
 
 /// Most states one header can describe; state ids run from `0` to `MAX_STATES - 1`.
 ///
@@ -123,6 +132,13 @@ const KINDS: [StateKind; 4] = [
 
 /// The first version whose headers may hold priority-queue states.
 const PRIORITY_QUEUES_FROM: u32 = 4;
+
+/// The first version whose headers record each state's time to live.
+const TTL_FROM: u32 = 5;
+
+/// The bits of the clean-up byte of a time to live: in full snapshots, in compactions.
+const CLEANUP_FULL_SNAPSHOT: u8 = 1;
+const CLEANUP_COMPACTION: u8 = 2;
 
 /// The versioned header of a keyed snapshot: key serializer, compression decorator and the
 /// meta info of every state, in state-id order.
@@ -341,6 +357,7 @@ impl KeyedBackendSerializationProxy {
             ] {
                 put_str(&mut body, value, &field(part))?;
             }
+            put_ttl(&mut body, state.ttl.as_ref());
         }
         body.extend_from_slice(&CURRENT_VERSION.to_be_bytes());
         Ok(body)
@@ -367,6 +384,7 @@ enum StateField {
     NamespaceSerializer,
     ValueSerializer,
     UserKeySerializer,
+    TimeToLive,
 }
 
 impl fmt::Display for Field {
@@ -392,6 +410,7 @@ impl fmt::Display for StateField {
             StateField::NamespaceSerializer => "namespace serializer",
             StateField::ValueSerializer => "value serializer",
             StateField::UserKeySerializer => "user-key serializer",
+            StateField::TimeToLive => "time to live",
         })
     }
 }
@@ -405,6 +424,75 @@ fn first_duplicate(states: &[StateMetaInfo]) -> Option<(u16, u16, &str)> {
         let name = state.name.as_str();
         seen.insert(name, id).map(|first| (first, id, name))
     })
+}
+
+/// Appends a state's time to live as the body records it.
+fn put_ttl(body: &mut Vec<u8>, ttl: Option<&StateTtlConfig>) {
+    let Some(ttl) = ttl else {
+        body.push(0);
+        return;
+    };
+    body.push(1);
+    body.extend_from_slice(&ttl.time_to_live().to_be_bytes());
+    body.push(ttl.update as u8);
+    body.push(ttl.visibility as u8);
+    let cleanup = [
+        (ttl.cleanup_in_full_snapshot, CLEANUP_FULL_SNAPSHOT),
+        (ttl.cleanup_in_compaction, CLEANUP_COMPACTION),
+    ];
+    body.push(
+        cleanup
+            .iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, bit)| bit)
+            .sum(),
+    );
+}
+
+/// Reads a state's time to live, checked to be one a state of `kind` can have.
+fn parse_ttl(
+    body: &mut BodyCursor<'_>,
+    kind: StateKind,
+    field: &Field,
+) -> Result<Option<StateTtlConfig>, BodyError> {
+    let corrupted = |reason: String| {
+        BodyError::Invalid(Error::Corrupted {
+            what: field.to_string(),
+            reason,
+        })
+    };
+    match body.array(field)? {
+        [0] => return Ok(None),
+        [1] if kind != StateKind::PriorityQueue => {}
+        [1] => return Err(corrupted("a priority-queue state cannot have one".into())),
+        [flag] => return Err(corrupted(format!("flag {flag}, expected 0 or 1"))),
+    }
+    let millis = i64::from_be_bytes(body.array(field)?);
+    let [update, visibility, cleanup] = body.array(field)?;
+    let ttl = u64::try_from(millis).map_or_else(
+        |_| Err(Error::InvalidArgument(format!("{millis} ms"))),
+        StateTtlConfig::new,
+    );
+    let ttl = ttl.map_err(|err| corrupted(err.to_string()))?;
+    let update = match update {
+        0 => TtlUpdate::OnCreateAndWrite,
+        1 => TtlUpdate::OnReadAndWrite,
+        other => return Err(corrupted(format!("unknown update type {other}"))),
+    };
+    let visibility = match visibility {
+        0 => TtlVisibility::NeverReturnExpired,
+        1 => TtlVisibility::ReturnExpiredIfNotCleanedUp,
+        other => return Err(corrupted(format!("unknown visibility {other}"))),
+    };
+    if cleanup & !(CLEANUP_FULL_SNAPSHOT | CLEANUP_COMPACTION) != 0 {
+        return Err(corrupted(format!(
+            "unknown clean-up bits in {cleanup:#04x}"
+        )));
+    }
+    let mut ttl = ttl.update(update).visibility(visibility);
+    ttl.cleanup_in_full_snapshot = cleanup & CLEANUP_FULL_SNAPSHOT != 0;
+    ttl.cleanup_in_compaction = cleanup & CLEANUP_COMPACTION != 0;
+    Ok(Some(ttl))
 }
 
 /// Parses a body (without the checksum) of header version `version` into a header.
@@ -457,6 +545,10 @@ fn parse_body(version: u32, bytes: &[u8]) -> Result<KeyedBackendSerializationPro
             namespace_serializer: body.string(&field(StateField::NamespaceSerializer))?,
             value_serializer: body.string(&field(StateField::ValueSerializer))?,
             user_key_serializer: body.string(&field(StateField::UserKeySerializer))?,
+            ttl: match version >= TTL_FROM {
+                true => parse_ttl(&mut body, kind, &field(StateField::TimeToLive))?,
+                false => None,
+            },
         });
     }
 
@@ -655,8 +747,10 @@ mod tests {
             body
         }
 
+        /// A state without a time to live.
         fn state(self, name: &[u8], kind: u8) -> Self {
-            self.str(name).u8(kind).str(b"void").str(b"bytes").str(b"")
+            let state = self.str(name).u8(kind).str(b"void").str(b"bytes").str(b"");
+            state.u8(0)
         }
 
         /// The body with a valid magic, version, length and checksum around it.
@@ -666,9 +760,13 @@ mod tests {
     }
 
     fn frame(body: &[u8]) -> Vec<u8> {
+        frame_of_version(CURRENT_VERSION, body)
+    }
+
+    fn frame_of_version(version: u32, body: &[u8]) -> Vec<u8> {
         let mut bytes = Vec::new();
         bytes.extend_from_slice(&MAGIC.to_be_bytes());
-        bytes.extend_from_slice(&CURRENT_VERSION.to_be_bytes());
+        bytes.extend_from_slice(&version.to_be_bytes());
         bytes.extend_from_slice(&u32::try_from(body.len()).unwrap().to_be_bytes());
         bytes.extend_from_slice(body);
         bytes.extend_from_slice(&crc32c::crc32c(body).to_be_bytes());
@@ -758,19 +856,96 @@ mod tests {
         assert!(err.to_string().contains("version 2"), "{err}");
     }
 
-    /// `tiny()` as version 4 writes it: version 3's bytes with the new version number.
+    /// `tiny()` as version 4 wrote it: version 3's bytes with the new version number.
     fn tiny_v4() -> Vec<u8> {
         let mut body = TINY_V3[12..TINY_V3.len() - 4].to_vec();
         let at = body.len() - 4;
         body[at..].copy_from_slice(&4u32.to_be_bytes());
+        frame_of_version(4, &body)
+    }
+
+    /// `tiny()` as version 5 writes it: version 4's state followed by `0`, no time to live.
+    fn tiny_v5() -> Vec<u8> {
+        let mut body = TINY_V3[12..TINY_V3.len() - 8].to_vec();
+        body.push(0);
+        body.extend_from_slice(&5u32.to_be_bytes());
         frame(&body)
     }
 
     #[test]
-    fn version_4_bytes_are_stable() {
+    fn version_5_bytes_are_stable() {
         assert_eq!(tiny().version(), CURRENT_VERSION);
-        assert_eq!(encode(&tiny()), tiny_v4());
-        assert_eq!(decode(&tiny_v4()).unwrap(), tiny());
+        assert_eq!(encode(&tiny()), tiny_v5());
+        assert_eq!(decode(&tiny_v5()).unwrap(), tiny());
+    }
+
+    #[test]
+    fn version_4_bytes_still_read_with_their_version() {
+        let old = decode(&tiny_v4()).unwrap();
+        assert_eq!(old.version(), 4);
+        assert_eq!(old.states(), tiny().states());
+    }
+
+    /// A value state with a time to live of 1000 ms, renewed on reads, returning expired
+    /// values, cleaned up in full snapshots only.
+    fn ttl_state() -> StateMetaInfo {
+        let mut ttl = StateTtlConfig::new(1000)
+            .unwrap()
+            .update(TtlUpdate::OnReadAndWrite)
+            .visibility(TtlVisibility::ReturnExpiredIfNotCleanedUp);
+        ttl.cleanup_in_compaction = false;
+        StateMetaInfo::value("s", "n", "v").with_ttl(ttl)
+    }
+
+    #[test]
+    fn a_time_to_live_is_recorded_field_by_field() {
+        let proxy = KeyedBackendSerializationProxy::new("k", vec![ttl_state()], "none", mp(128));
+        let mut body = TINY_V3[12..TINY_V3.len() - 8].to_vec();
+        body.push(1);
+        body.extend_from_slice(&1000i64.to_be_bytes());
+        body.extend_from_slice(&[1, 1, CLEANUP_FULL_SNAPSHOT]);
+        body.extend_from_slice(&5u32.to_be_bytes());
+        assert_eq!(encode(&proxy), frame(&body));
+        assert_eq!(decode(&frame(&body)).unwrap(), proxy);
+    }
+
+    #[test]
+    fn a_bad_time_to_live_is_corrupted() {
+        let good = TINY_V3[12..TINY_V3.len() - 8].to_vec();
+        let with = |ttl: &[u8]| {
+            let mut body = good.clone();
+            body.extend_from_slice(ttl);
+            body.extend_from_slice(&5u32.to_be_bytes());
+            frame(&body)
+        };
+        let millis = |ms: i64| ms.to_be_bytes();
+        let cases: [(Vec<u8>, &str); 6] = [
+            (vec![2], "flag 2"),
+            ([&[1][..], &millis(0), &[0, 0, 0]].concat(), "outside of 1"),
+            ([&[1][..], &millis(-5), &[0, 0, 0]].concat(), "-5 ms"),
+            ([&[1][..], &millis(9), &[2, 0, 0]].concat(), "update type 2"),
+            ([&[1][..], &millis(9), &[0, 7, 0]].concat(), "visibility 7"),
+            ([&[1][..], &millis(9), &[0, 0, 4]].concat(), "clean-up bits"),
+        ];
+        for (ttl, reason) in cases {
+            check_corrupted(&with(&ttl), "state 0 time to live", reason);
+        }
+        let timers = Body::start()
+            .u16(1)
+            .str(b"t")
+            .u8(3)
+            .str(b"")
+            .str(b"")
+            .str(b"");
+        let timers = timers
+            .u8(1)
+            .u32(0)
+            .u32(9)
+            .u8(0)
+            .u8(0)
+            .u8(0)
+            .u32(CURRENT_VERSION);
+        check_corrupted(&timers.framed(), "state 0 time to live", "priority-queue");
     }
 
     #[test]
@@ -916,13 +1091,13 @@ mod tests {
     #[test]
     fn newer_version_is_unsupported() {
         let mut bytes = encode(&sample());
-        bytes[7] = 5;
+        bytes[7] = 6;
         let err = decode(&bytes).unwrap_err();
         assert!(
             matches!(
                 err,
                 Error::UnsupportedVersion {
-                    found: 5,
+                    found: 6,
                     supported: CURRENT_VERSION,
                     ..
                 }
@@ -1027,7 +1202,7 @@ mod tests {
         check_corrupted(
             &body.framed(),
             "format version",
-            "the body says version 2, the frame 4",
+            "the body says version 2, the frame 5",
         );
         let body = Body::start().u16(1).state(b"a", 0);
         check_corrupted(&body.framed(), "format version", "ends inside this field");
@@ -1216,18 +1391,34 @@ mod tests {
             any_string(),
             any_string(),
             any_string(),
+            prop::option::of((1..=i64::MAX, any::<[bool; 4]>())),
         );
+        let ttl = |kind, (millis, [read, visible, full, compaction]): (i64, [bool; 4])| {
+            let mut ttl = StateTtlConfig::new(millis as u64).ok()?;
+            if read {
+                ttl = ttl.update(TtlUpdate::OnReadAndWrite);
+            }
+            if visible {
+                ttl = ttl.visibility(TtlVisibility::ReturnExpiredIfNotCleanedUp);
+            }
+            ttl.cleanup_in_full_snapshot = full;
+            ttl.cleanup_in_compaction = compaction;
+            Some(ttl).filter(|_| kind != StateKind::PriorityQueue)
+        };
         let states = prop::collection::btree_map(any_string(), state, 0..12)
-            .prop_map(|states| {
+            .prop_map(move |states| {
                 states
                     .into_iter()
-                    .map(|(name, (kind, namespace, value, user_key))| StateMetaInfo {
-                        name,
-                        kind,
-                        namespace_serializer: namespace,
-                        value_serializer: value,
-                        user_key_serializer: user_key,
-                    })
+                    .map(
+                        |(name, (kind, namespace, value, user_key, config))| StateMetaInfo {
+                            name,
+                            kind,
+                            namespace_serializer: namespace,
+                            value_serializer: value,
+                            user_key_serializer: user_key,
+                            ttl: config.and_then(|config| ttl(kind, config)),
+                        },
+                    )
                     .collect::<Vec<_>>()
             })
             .prop_shuffle();

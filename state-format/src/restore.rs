@@ -123,7 +123,8 @@ pub fn restore_full_snapshots(
 }
 
 /// Checks that an entry read for state `meta` has the layout of its kind: a value or list
-/// entry no user key, a timer a [timer key](crate::timer) and no value.
+/// entry no user key, a timer a [timer key](crate::timer) and no value, and the value of a
+/// state with a time to live its [timestamps](crate::ttl).
 ///
 /// # Errors
 ///
@@ -139,6 +140,7 @@ pub fn check_entry(
         what: format!("entry of {} state `{}`", meta.kind, meta.name),
         reason: reason.into(),
     };
+    crate::ttl::check_stored(meta, value)?;
     match meta.kind {
         StateKind::Map => Ok(()),
         StateKind::PriorityQueue if !value.is_empty() => Err(wrong("a timer carries a value")),

@@ -8,9 +8,10 @@ use state_api::CheckpointId;
 use state_api::SnapshotRequest;
 use state_api::{
     AsyncSnapshotTask, CheckpointListener, CheckpointStreamFactory, Error, KeyGroup, KeyGroupRange,
-    KeyedBackendParams, KeyedSnapshotResult, KeyedSnapshots, KeyedStateBackend, MaxParallelism,
-    Registry, Result, StateKind, StateMetaInfo, Timer,
+    KeyedBackendParams, KeyedSnapshotResult, KeyedStateBackend, MaxParallelism, Registry, Result,
+    StateKind, StateMetaInfo, Timer,
 };
+use state_format::KeyedSnapshots;
 use state_format::timer::{TIMESTAMP_BYTES, TimerHeads, not_keyed_state, timestamp_bytes};
 
 use crate::HEAP;
@@ -385,12 +386,12 @@ fn record(heap: &mut Heap, index: usize, shard: usize, key: &[u8], change: Chang
 
 /// The index of registered state `name`, of any kind.
 fn find(tables: &HeapTables, name: &str) -> Result<usize> {
-    state_api::find_state(tables.states.iter().map(|s| &s.meta), name, None)
+    state_format::find_state(tables.states.iter().map(|s| &s.meta), name, None)
 }
 
 /// The index of registered state `name`, which must be of `kind`.
 fn index_of(tables: &HeapTables, name: &str, kind: StateKind) -> Result<usize> {
-    state_api::find_state(tables.states.iter().map(|s| &s.meta), name, Some(kind))
+    state_format::find_state(tables.states.iter().map(|s| &s.meta), name, Some(kind))
 }
 
 fn bytes(value: &[u8]) -> Bytes {

@@ -34,6 +34,7 @@ use std::sync::Arc;
 
 use state_api::CheckpointId;
 use state_api::SnapshotRequest;
+use state_api::TtlClock;
 use state_api::{
     AsyncSnapshotCallable, CheckpointStreamFactory, CheckpointedStateScope, Error,
     HandleAndLocalPath, IncrementalRemoteKeyedStateHandle, KeyedBackendParams, KeyedSnapshotResult,
@@ -179,11 +180,12 @@ impl fmt::Debug for HeapIncrementalSnapshotStrategy {
 
 impl HeapIncrementalSnapshotStrategy {
     /// A strategy over `source` writing key groups with `compression`; the backend starts
-    /// tracking changes.
+    /// tracking changes. Its savepoints leave out what expired by `clock`.
     pub fn new(
         source: HeapSnapshotSource,
         compression: Arc<dyn StreamCompressionDecorator>,
         options: HeapIncrementalOptions,
+        clock: Arc<dyn TtlClock>,
     ) -> Self {
         source.track_changes();
         HeapIncrementalSnapshotStrategy {
@@ -191,6 +193,7 @@ impl HeapIncrementalSnapshotStrategy {
                 source.clone(),
                 compression.clone(),
                 LocalRecoveryConfig::disabled(),
+                clock,
             ),
             source,
             compression,
@@ -523,6 +526,7 @@ impl KeyedSnapshotStrategyFactory for HeapIncrementalSnapshotStrategyFactory {
             source.clone(),
             registry.compression(&params.compression)?,
             HeapIncrementalOptions::from_params(params)?,
+            params.clock.clone(),
         )))
     }
 }

@@ -77,7 +77,7 @@ pub const HEAP_INCREMENTAL: &str = "heap-incremental";
 ///
 /// [`Error::DuplicatePlugin`](state_api::Error) if a name is already taken.
 pub fn register(registry: &mut state_api::Registry) -> state_api::Result<()> {
-    registry.register_keyed_backend(state_api::KeyedStateBackendConstructors::new(
+    registry.register_keyed_backend(state_format::KeyedStateBackendConstructors::new(
         HEAP,
         "keyed state in copy-on-write heap maps sharded by key group; snapshots take O(states x key groups)",
         HeapKeyedStateBackend::new,

@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use state_api::CheckpointId;
 use state_api::SnapshotRequest;
+use state_api::TtlClock;
 use state_api::{
     AsyncSnapshotCallable, CheckpointStreamFactory, Error, KeyedBackendParams, KeyedSnapshotResult,
     KeyedSnapshotStrategyFactory, KeyedStateHandle, LocalRecoveryConfig, Registry, Result,
@@ -64,6 +65,7 @@ pub struct HeapSnapshotStrategy {
     source: HeapSnapshotSource,
     compression: Arc<dyn StreamCompressionDecorator>,
     local_recovery: LocalRecoveryConfig,
+    clock: Arc<dyn TtlClock>,
 }
 
 impl fmt::Debug for HeapSnapshotStrategy {
@@ -77,16 +79,19 @@ impl fmt::Debug for HeapSnapshotStrategy {
 
 impl HeapSnapshotStrategy {
     /// A strategy writing the state of `source` with `compression`, and a task-local copy
-    /// when `local_recovery` is enabled.
+    /// when `local_recovery` is enabled, leaving out what expired by `clock` when a state's
+    /// time to live says so.
     pub fn new(
         source: HeapSnapshotSource,
         compression: Arc<dyn StreamCompressionDecorator>,
         local_recovery: LocalRecoveryConfig,
+        clock: Arc<dyn TtlClock>,
     ) -> Self {
         HeapSnapshotStrategy {
             source,
             compression,
             local_recovery,
+            clock,
         }
     }
 }
@@ -110,6 +115,7 @@ impl SnapshotStrategy<Arc<dyn KeyedStateHandle>> for HeapSnapshotStrategy {
             compression: self.compression.clone(),
             local_recovery: self.local_recovery.clone(),
             checkpoint_id,
+            now: self.clock.now(),
         }))
     }
 }
@@ -121,6 +127,8 @@ struct HeapAsyncSnapshot {
     compression: Arc<dyn StreamCompressionDecorator>,
     local_recovery: LocalRecoveryConfig,
     checkpoint_id: CheckpointId,
+    /// The time of the synchronous part: what expired by then is left out.
+    now: i64,
 }
 
 impl AsyncSnapshotCallable<KeyedSnapshotResult> for HeapAsyncSnapshot {
@@ -145,6 +153,7 @@ impl AsyncSnapshotCallable<KeyedSnapshotResult> for HeapAsyncSnapshot {
             compression: &*self.compression,
             range: tables.range,
             max_parallelism: tables.max_parallelism,
+            now: self.now,
         };
         // Two threads encode key groups of the immutable version; each call has its own
         // scratch buffers.
@@ -188,6 +197,7 @@ impl KeyedSnapshotStrategyFactory for HeapSnapshotStrategyFactory {
             source.clone(),
             registry.compression(&params.compression)?,
             params.local_recovery.clone(),
+            params.clock.clone(),
         )))
     }
 }

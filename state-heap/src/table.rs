@@ -140,7 +140,10 @@ impl HeapTables {
     /// Registers `meta`, or checks it against the state of that name already registered.
     pub(crate) fn register(&mut self, meta: &StateMetaInfo) -> Result<usize> {
         if let Some(index) = self.index_of(&meta.name) {
-            self.states[index].meta.check_compatible(meta)?;
+            let held = &mut self.states[index].meta;
+            held.check_compatible(meta)?;
+            // A compatible registration may change the time to live.
+            held.ttl = meta.ttl;
             return Ok(index);
         }
         if self.states.len() >= state_format::proxy::MAX_STATES {

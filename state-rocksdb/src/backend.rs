@@ -35,9 +35,10 @@ use state_api::CheckpointId;
 use state_api::SnapshotRequest;
 use state_api::{
     AsyncSnapshotTask, CheckpointListener, CheckpointStreamFactory, Error, KeyGroup, KeyGroupRange,
-    KeyedBackendParams, KeyedSnapshotResult, KeyedSnapshots, KeyedStateBackend, MaxParallelism,
-    Registry, Result, StateKind, StateMetaInfo, Timer,
+    KeyedBackendParams, KeyedSnapshotResult, KeyedStateBackend, MaxParallelism, Registry, Result,
+    StateKind, StateMetaInfo, Timer,
 };
+use state_format::KeyedSnapshots;
 use state_format::key_group_prefix::write_key_group_prefix;
 use state_format::keyed_format::{CompositeKey, decode_list, encode_list};
 use state_format::timer::{TimerKey, not_keyed_state};
@@ -45,6 +46,7 @@ use tempfile::TempDir;
 
 use crate::history::IncrementalHistory;
 use crate::timers::TimerQueues;
+use crate::ttl_filter::TtlFilters;
 use crate::{ROCKSDB, ROCKSDB_FULL};
 
 /// Maps a RocksDB error onto [`Error::Backend`].
@@ -345,6 +347,9 @@ struct SourceInner {
     key_serializer: String,
     db_path: PathBuf,
     incremental: Mutex<IncrementalHistory>,
+    /// The compaction filters of states with a time to live; after `db`, so that they
+    /// outlive it.
+    ttl_filters: TtlFilters,
 }
 
 impl fmt::Debug for RocksDBSnapshotSource {
@@ -533,14 +538,14 @@ impl RocksDBKeyedStateBackend {
         let (db_path, temp_dir) = db_directory(params.working_dir.as_deref())?;
         let cache = Cache::new_lru_cache(options.block_cache_size);
         let opened = prepare(&db_path)?;
+        let ttl_filters = TtlFilters::new(params.clock.clone());
         let families: Vec<ColumnFamilyDescriptor> = opened
             .states
             .iter()
             .map(|meta| {
-                ColumnFamilyDescriptor::new(
-                    cf_name(&meta.name),
-                    options.cf_options(&cache, meta.kind),
-                )
+                let mut family = options.cf_options(&cache, meta.kind);
+                ttl_filters.install(&mut family, meta);
+                ColumnFamilyDescriptor::new(cf_name(&meta.name), family)
             })
             .collect();
         let mut db_options = options.db_options();
@@ -561,6 +566,7 @@ impl RocksDBKeyedStateBackend {
                 key_serializer: params.key_serializer.clone(),
                 db_path,
                 incremental: Mutex::new(opened.history),
+                ttl_filters,
             }),
         };
         let snapshots = KeyedSnapshots::new(ROCKSDB, ROCKSDB_FULL, &source, &params, registry)?;
@@ -659,8 +665,12 @@ impl RocksDBKeyedStateBackend {
     pub(crate) fn register(&self, meta: &StateMetaInfo) -> Result<Arc<BoundColumnFamily<'_>>> {
         let db = self.db()?;
         let mut states = lock(&self.source.inner.states);
-        match states.iter().find(|held| held.name == meta.name) {
-            Some(held) => held.check_compatible(meta)?,
+        match states.iter_mut().find(|held| held.name == meta.name) {
+            Some(held) => {
+                held.check_compatible(meta)?;
+                held.ttl = meta.ttl;
+                self.source.inner.ttl_filters.update(meta);
+            }
             None => {
                 if states.len() >= state_format::proxy::MAX_STATES {
                     return Err(Error::InvalidArgument(format!(
@@ -669,14 +679,13 @@ impl RocksDBKeyedStateBackend {
                         state_format::proxy::MAX_STATES
                     )));
                 }
-                db.create_cf(
-                    cf_name(&meta.name),
-                    &self.options.cf_options(&self.cache, meta.kind),
-                )
-                .map_err(db_error(format_args!(
-                    "creating the column family of state `{}`",
-                    meta.name
-                )))?;
+                let mut family = self.options.cf_options(&self.cache, meta.kind);
+                self.source.inner.ttl_filters.install(&mut family, meta);
+                db.create_cf(cf_name(&meta.name), &family)
+                    .map_err(db_error(format_args!(
+                        "creating the column family of state `{}`",
+                        meta.name
+                    )))?;
                 states.push(meta.clone());
                 if self.bulk_load {
                     set_family_options(db, &meta.name, BULK_LOAD)?;
@@ -694,7 +703,7 @@ impl RocksDBKeyedStateBackend {
     ) -> Result<Arc<BoundColumnFamily<'_>>> {
         let db = self.db()?;
         {
-            state_api::find_state(lock(&self.source.inner.states).iter(), name, Some(kind))?;
+            state_format::find_state(lock(&self.source.inner.states).iter(), name, Some(kind))?;
         }
         cf(db, name)
     }
@@ -948,7 +957,7 @@ impl KeyedStateBackend for RocksDBKeyedStateBackend {
     fn clear(&mut self, state: &str, namespace: &[u8]) -> Result<()> {
         let kind = {
             let states = lock(&self.source.inner.states);
-            states[state_api::find_state(states.iter(), state, None)?].kind
+            states[state_format::find_state(states.iter(), state, None)?].kind
         };
         let cf = self.state_cf(state, kind)?;
         let key = self.key(namespace, &[])?;
@@ -968,7 +977,7 @@ impl KeyedStateBackend for RocksDBKeyedStateBackend {
     fn keys(&self, state: &str, namespace: &[u8]) -> Result<Vec<Vec<u8>>> {
         let kind = {
             let states = lock(&self.source.inner.states);
-            states[state_api::find_state(states.iter(), state, None)?].kind
+            states[state_format::find_state(states.iter(), state, None)?].kind
         };
         if kind == StateKind::PriorityQueue {
             return Err(not_keyed_state(state));

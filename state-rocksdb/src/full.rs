@@ -18,6 +18,7 @@ use crate::Lease;
 use rocksdb::{DB, ReadOptions, SnapshotWithThreadMode};
 use state_api::CheckpointId;
 use state_api::SnapshotRequest;
+use state_api::TtlClock;
 use state_api::{
     AsyncSnapshotCallable, CheckpointStreamFactory, Error, KeyedBackendParams, KeyedSnapshotResult,
     KeyedSnapshotStrategyFactory, KeyedStateHandle, LocalRecoveryConfig, Registry, Result,
@@ -48,6 +49,7 @@ pub struct RocksFullSnapshotStrategy {
     source: RocksDBSnapshotSource,
     compression: Arc<dyn StreamCompressionDecorator>,
     local_recovery: LocalRecoveryConfig,
+    clock: Arc<dyn TtlClock>,
 }
 
 impl fmt::Debug for RocksFullSnapshotStrategy {
@@ -61,16 +63,19 @@ impl fmt::Debug for RocksFullSnapshotStrategy {
 
 impl RocksFullSnapshotStrategy {
     /// A strategy over `source` writing with `compression`, and a task-local copy when
-    /// `local_recovery` is enabled.
+    /// `local_recovery` is enabled, leaving out what expired by `clock` when a state's time
+    /// to live says so.
     pub fn new(
         source: RocksDBSnapshotSource,
         compression: Arc<dyn StreamCompressionDecorator>,
         local_recovery: LocalRecoveryConfig,
+        clock: Arc<dyn TtlClock>,
     ) -> Self {
         RocksFullSnapshotStrategy {
             source,
             compression,
             local_recovery,
+            clock,
         }
     }
 }
@@ -100,6 +105,7 @@ impl SnapshotStrategy<Arc<dyn KeyedStateHandle>> for RocksFullSnapshotStrategy {
             compression: self.compression.clone(),
             local_recovery: self.local_recovery.clone(),
             checkpoint_id,
+            now: self.clock.now(),
         }))
     }
 }
@@ -119,6 +125,8 @@ struct RocksFullAsyncSnapshot {
     compression: Arc<dyn StreamCompressionDecorator>,
     local_recovery: LocalRecoveryConfig,
     checkpoint_id: CheckpointId,
+    /// The time of the synchronous part: what expired by then is left out.
+    now: i64,
 }
 
 impl AsyncSnapshotCallable<KeyedSnapshotResult> for RocksFullAsyncSnapshot {
@@ -153,6 +161,7 @@ impl AsyncSnapshotCallable<KeyedSnapshotResult> for RocksFullAsyncSnapshot {
             compression: &*self.compression,
             range,
             max_parallelism,
+            now: self.now,
         };
         let checkpoint_id = self.checkpoint_id;
         write_full_snapshot_parallel(context, target, &header, |group| {
@@ -213,6 +222,7 @@ impl KeyedSnapshotStrategyFactory for RocksFullSnapshotStrategyFactory {
             source.clone(),
             registry.compression(&params.compression)?,
             params.local_recovery.clone(),
+            params.clock.clone(),
         )))
     }
 }

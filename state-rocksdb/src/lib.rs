@@ -26,6 +26,7 @@ mod local_handle;
 mod resource_guard;
 mod restore;
 mod timers;
+mod ttl_filter;
 
 pub use backend::{
     CompactionStyle, RocksDBKeyedStateBackend, RocksDBOptions, RocksDBSnapshotSource,
@@ -53,7 +54,7 @@ pub const ROCKSDB_INCREMENTAL: &str = "rocksdb-incremental";
 ///
 /// [`Error::DuplicatePlugin`](state_api::Error) if a name is already taken.
 pub fn register(registry: &mut state_api::Registry) -> state_api::Result<()> {
-    registry.register_keyed_backend(state_api::KeyedStateBackendConstructors::new(
+    registry.register_keyed_backend(state_format::KeyedStateBackendConstructors::new(
         ROCKSDB,
         "keyed state in embedded RocksDB, one column family per state, key groups as key ranges",
         RocksDBKeyedStateBackend::new,

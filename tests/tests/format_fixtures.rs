@@ -19,12 +19,13 @@ use state_api::SnapshotRequest;
 use state_api::{
     IncrementalRemoteKeyedStateHandle, KeyGroupRange, KeyedBackendParams, KeyedStateBackend,
     KeyedStateHandle, OperatorBackendParams, OperatorStateMetaInfo, OperatorStreamStateHandle,
-    Registry, StateMetaInfo, Timer,
+    Registry, StateMetaInfo, StateTtlConfig, Timer,
 };
 use state_api::{KeyGroup, MaxParallelism};
 use state_coordinator::SharedStateRegistry;
 use state_format::keyed_format::KeyedSnapshotReader;
 use state_format::proxy::CURRENT_VERSION;
+use state_format::ttl::ManualClock;
 use state_format::{KeyGroupsStateHandle, KeyedBackendSerializationProxy};
 use state_storage_local::MemoryCheckpointStreamFactory;
 
@@ -92,15 +93,52 @@ fn expected() -> Vec<Expected> {
 /// The first keyed format version with timers; its fixtures hold [`expected_timers`] too.
 const TIMERS_FROM: u32 = 4;
 
-/// The fixture's states: a value, a list, a map and, with `timers`, a priority queue.
-fn states(timers: bool) -> Vec<StateMetaInfo> {
+/// The first keyed format version with time to live; its fixtures hold [`TTL_STATES`] too.
+const TTL_FROM: u32 = 5;
+
+/// A value and a list state with a time to live of [`TTL`] ms, holding the value and the
+/// list of [`expected`] written at [`WRITTEN_AT`].
+const TTL_STATES: [&str; 2] = ["ttl-value", "ttl-list"];
+const TTL: u64 = 60_000;
+const WRITTEN_AT: i64 = 1_700_000_000_000;
+
+/// What a fixture holds beyond values, lists and maps.
+#[derive(Debug, Clone, Copy)]
+struct Holds {
+    timers: bool,
+    ttl: bool,
+}
+
+impl Holds {
+    /// What the keyed fixtures of `version` hold.
+    fn keyed(version: u32) -> Self {
+        Holds {
+            timers: version >= TIMERS_FROM,
+            ttl: version >= TTL_FROM,
+        }
+    }
+
+    /// Values, lists and maps only (the heap-incremental fixtures).
+    const PLAIN: Holds = Holds {
+        timers: false,
+        ttl: false,
+    };
+}
+
+/// The fixture's states: a value, a list, a map and what `holds` adds.
+fn states(holds: Holds) -> Vec<StateMetaInfo> {
     let mut states = vec![
         StateMetaInfo::value("value", "bytes", "bytes"),
         StateMetaInfo::list("list", "bytes", "bytes"),
         StateMetaInfo::map("map", "bytes", "bytes", "bytes"),
     ];
-    if timers {
+    if holds.timers {
         states.push(StateMetaInfo::priority_queue("timers", "bytes"));
+    }
+    if holds.ttl {
+        let ttl = StateTtlConfig::new(TTL).unwrap();
+        states.push(StateMetaInfo::value(TTL_STATES[0], "bytes", "bytes").with_ttl(ttl));
+        states.push(StateMetaInfo::list(TTL_STATES[1], "bytes", "bytes").with_ttl(ttl));
     }
     states
 }
@@ -129,8 +167,8 @@ fn expected_timers() -> Vec<Timer> {
 
 /// Writes what [`expected`] describes into `backend`, and with `timers` the
 /// [`expected_timers`].
-fn write_expected(backend: &mut dyn KeyedStateBackend, timers: bool) {
-    for timer in expected_timers().iter().filter(|_| timers) {
+fn write_expected(backend: &mut dyn KeyedStateBackend, holds: Holds) {
+    for timer in expected_timers().iter().filter(|_| holds.timers) {
         assert!(backend.add_timer("timers", timer).unwrap());
     }
     for entry in expected() {
@@ -146,17 +184,28 @@ fn write_expected(backend: &mut dyn KeyedStateBackend, timers: bool) {
                 .put_map_value("map", entry.namespace, user_key, value)
                 .unwrap();
         }
+        if holds.ttl {
+            let [value, list] = TTL_STATES;
+            backend
+                .put_value(value, entry.namespace, &entry.value)
+                .unwrap();
+            backend
+                .update_list(list, entry.namespace, &entry.list)
+                .unwrap();
+        }
     }
 }
 
 fn write_fixture(dir: &Path, compression: &str) {
     let registry = registry();
     let factory = registry.keyed_backend("heap").unwrap();
-    let mut backend = factory.create(params(compression), registry).unwrap();
-    for state in states(true) {
+    let mut params = params(compression);
+    params.clock = Arc::new(ManualClock::new(WRITTEN_AT));
+    let mut backend = factory.create(params, registry).unwrap();
+    for state in states(Holds::keyed(CURRENT_VERSION)) {
         backend.register_state(&state).unwrap();
     }
-    write_expected(&mut *backend, true);
+    write_expected(&mut *backend, Holds::keyed(CURRENT_VERSION));
     let streams = Arc::new(MemoryCheckpointStreamFactory::default());
     let task = backend
         .snapshot(
@@ -169,23 +218,32 @@ fn write_fixture(dir: &Path, compression: &str) {
     std::fs::write(dir.join(format!("{compression}.json")), json).unwrap();
 }
 
-fn check_fixture(dir: &Path, compression: &str, timers: bool) {
-    check_fixture_with(dir, compression, params(compression), timers);
+fn check_fixture(dir: &Path, compression: &str, holds: Holds) {
+    check_fixture_with(dir, compression, params(compression), holds);
 }
 
-fn check_fixture_with(dir: &Path, compression: &str, params: KeyedBackendParams, timers: bool) {
+fn check_fixture_with(dir: &Path, compression: &str, mut params: KeyedBackendParams, holds: Holds) {
+    let clock = Arc::new(ManualClock::new(WRITTEN_AT + TTL as i64 - 1));
+    params.clock = clock.clone();
     let path = dir.join(format!("{compression}.json"));
     let json = std::fs::read(&path).unwrap_or_else(|err| panic!("{}: {err}", path.display()));
     let handle: Arc<dyn KeyedStateHandle> = serde_json::from_slice(&json).unwrap();
     let registry = registry();
     let factory = registry.keyed_backend("heap").unwrap();
     let mut backend = factory.restore(params, registry, &[handle]).unwrap();
-    check_contents(&mut *backend, &path.display().to_string(), timers);
+    check_contents(&mut *backend, &path.display().to_string(), holds, &clock);
 }
 
 /// Checks that `backend`, restored from what `what` names, holds what [`expected`]
 /// describes and no [`EXTRA_KEY`], and with `timers` the [`expected_timers`].
-fn check_contents(backend: &mut dyn KeyedStateBackend, what: &str, timers: bool) {
+/// With `holds.ttl`, the TTL states hold the same until `clock` reaches their expiry, and
+/// nothing after.
+fn check_contents(
+    backend: &mut dyn KeyedStateBackend,
+    what: &str,
+    holds: Holds,
+    clock: &ManualClock,
+) {
     // Keys the fixture's first checkpoint held and its delta removed are gone.
     backend.set_current_key(&EXTRA_KEY.to_be_bytes()).unwrap();
     assert_eq!(
@@ -198,8 +256,8 @@ fn check_contents(backend: &mut dyn KeyedStateBackend, what: &str, timers: bool)
         "{what}: removed key"
     );
     let restored: Vec<_> = backend.states().into_iter().collect();
-    assert_eq!(restored, states(timers), "{what}: states");
-    if timers {
+    assert_eq!(restored, states(holds), "{what}: states");
+    if holds.timers {
         let range = backend.key_group_range();
         let mut restored: Vec<Timer> = range
             .iter()
@@ -225,17 +283,40 @@ fn check_contents(backend: &mut dyn KeyedStateBackend, what: &str, timers: bool)
         let what = format!("{what} key {} namespace {:?}", entry.key, entry.namespace);
         assert_eq!(
             backend.value("value", entry.namespace).unwrap(),
-            Some(entry.value),
+            Some(entry.value.clone()),
             "{what}"
         );
         assert_eq!(
             backend.list("list", entry.namespace).unwrap(),
-            entry.list,
+            entry.list.clone(),
             "{what}"
         );
         let mut map = backend.map_entries("map", entry.namespace).unwrap();
         map.sort();
         assert_eq!(map, entry.map, "{what}");
+        if holds.ttl {
+            let [value, list] = TTL_STATES;
+            let stored = backend.value(value, entry.namespace).unwrap();
+            assert_eq!(stored, Some(entry.value), "{what}: `{value}`");
+            let elements = backend.list(list, entry.namespace).unwrap();
+            assert_eq!(elements, entry.list, "{what}: `{list}`");
+        }
+    }
+    if holds.ttl {
+        clock.advance(1);
+        for entry in expected() {
+            backend.set_current_key(&entry.key.to_be_bytes()).unwrap();
+            let [value, list] = TTL_STATES;
+            assert_eq!(
+                backend.value(value, entry.namespace).unwrap(),
+                None,
+                "{what}: expired"
+            );
+            assert!(
+                backend.list(list, entry.namespace).unwrap().is_empty(),
+                "{what}: expired"
+            );
+        }
     }
 }
 
@@ -248,7 +329,7 @@ fn check_keyed_version(version: u32) {
         }
     }
     for compression in DECORATORS {
-        check_fixture(&dir, compression, version >= TIMERS_FROM);
+        check_fixture(&dir, compression, Holds::keyed(version));
     }
 }
 
@@ -276,6 +357,12 @@ fn keyed_v4_snapshots_restore_with_their_contents() {
     check_keyed_version(4);
 }
 
+/// Version 5: states with a time to live, whose values carry timestamps.
+#[test]
+fn keyed_v5_snapshots_restore_with_their_contents() {
+    check_keyed_version(5);
+}
+
 /// A key the heap-incremental fixture's base holds and its delta removes.
 const EXTRA_KEY: u64 = 1000;
 
@@ -299,10 +386,10 @@ fn write_incremental_fixture(dir: &Path, compression: &str) {
         "10".into(),
     );
     let mut backend = factory.create(params, registry).unwrap();
-    for state in states(false) {
+    for state in states(Holds::PLAIN) {
         backend.register_state(&state).unwrap();
     }
-    write_expected(&mut *backend, false);
+    write_expected(&mut *backend, Holds::PLAIN);
     for key in (0..100u64).step_by(3) {
         backend.set_current_key(&key.to_be_bytes()).unwrap();
         backend.put_value("value", b"", b"before").unwrap();
@@ -375,7 +462,7 @@ fn check_incremental_version(version: u32) {
         std::fs::create_dir_all(&dir).unwrap();
         write_incremental_fixture(&dir, "lz4");
     }
-    check_fixture_with(&dir, "lz4", incremental_params("lz4"), false);
+    check_fixture_with(&dir, "lz4", incremental_params("lz4"), Holds::PLAIN);
 }
 
 #[test]
@@ -462,7 +549,7 @@ fn a_chain_of_older_files_goes_on_with_files_of_the_current_format() {
     let mut restored = factory
         .restore(incremental_params("lz4"), registry, &[resolved])
         .unwrap();
-    check_contents(&mut *restored, what, false);
+    check_contents(&mut *restored, what, Holds::PLAIN, &ManualClock::default());
     restored.set_current_key(&NEW_KEY.to_be_bytes()).unwrap();
     assert_eq!(
         restored.value("value", b"").unwrap(),

@@ -655,7 +655,8 @@ fn sst_files_are_linked_into_a_local_directory_and_a_refused_one_leaves_nothing(
     );
 
     let handle = setup.checkpoint(&mut backend, CheckpointId::new(2));
-    assert!(handle.shared_state.len() >= 2, "{:?}", handle.shared_state);
+    // Background compactions may have merged the files into one by now.
+    assert!(!handle.shared_state.is_empty(), "{:?}", handle.shared_state);
     let db = backend.snapshot_source().db_path().to_path_buf();
     let mut linked = 0;
     for file in &handle.shared_state {

@@ -73,7 +73,7 @@ pub const ORDERED_FULL: &str = "ordered-full";
 ///
 /// [`Error::DuplicatePlugin`](state_api::Error) if a name is taken.
 pub fn register(registry: &mut Registry) -> Result<()> {
-    registry.register_keyed_backend(state_api::KeyedStateBackendConstructors::new(
+    registry.register_keyed_backend(state_format::KeyedStateBackendConstructors::new(
         ORDERED,
         "example: keyed state in ordered maps of canonical entries (a third-party backend)",
         create,

@@ -61,7 +61,10 @@ impl CanonicalStore for OrderedStore {
     fn register(&mut self, meta: &StateMetaInfo) -> Result<usize> {
         let mut states = self.lock();
         if let Some(index) = states.iter().position(|s| s.meta.name == meta.name) {
-            states[index].meta.check_compatible(meta)?;
+            let held = &mut states[index].meta;
+            held.check_compatible(meta)?;
+            // A compatible registration may change the time to live.
+            held.ttl = meta.ttl;
             return Ok(index);
         }
         let entries = Arc::default();

@@ -25,14 +25,30 @@ pub(crate) fn write_version_2(
         "none",
         "sections are written as they are"
     );
-    let mut current = Vec::new();
-    header
-        .write_to(&mut current)
-        .expect("test headers are valid");
-    // Version 2's body is version 3's without the repeated version at its end.
-    let body = &current[12..current.len() - 8];
+    // Version 2's body: no time to live per state, no repeated version at its end.
+    let mut body = Vec::new();
+    let string = |body: &mut Vec<u8>, value: &str| {
+        body.extend_from_slice(&(value.len() as u16).to_be_bytes());
+        body.extend_from_slice(value.as_bytes());
+    };
+    string(&mut body, header.key_serializer());
+    string(&mut body, header.compression());
+    let max_parallelism = header
+        .max_parallelism()
+        .expect("a header made by this build");
+    body.extend_from_slice(&max_parallelism.get().to_be_bytes());
+    body.extend_from_slice(&(header.states().len() as u16).to_be_bytes());
+    for state in header.states() {
+        assert!(state.ttl.is_none(), "version 2 has no time to live");
+        string(&mut body, &state.name);
+        body.push(state.kind.code());
+        string(&mut body, &state.namespace_serializer);
+        string(&mut body, &state.value_serializer);
+        string(&mut body, &state.user_key_serializer);
+    }
+    let body = &body[..];
     let mut bytes = Vec::new();
-    bytes.extend_from_slice(&current[..4]);
+    bytes.extend_from_slice(&crate::proxy::MAGIC.to_be_bytes());
     bytes.extend_from_slice(&2u32.to_be_bytes());
     bytes.extend_from_slice(&(body.len() as u32).to_be_bytes());
     bytes.extend_from_slice(body);

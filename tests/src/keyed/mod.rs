@@ -68,7 +68,7 @@ pub use contracts::{
     large_max_parallelism, local_recovery, map_entries_are_ordered, rescale, rescale_chain,
     round_trip, run_timer_steps, savepoint_portability, savepoints_are_canonical,
     snapshot_is_consistent, storage_faults_are_contained, timer_savepoint_portability, timer_steps,
-    timers, timers_model, timers_rescale, truncated_snapshot_is_detected,
+    timers, timers_model, timers_rescale, truncated_snapshot_is_detected, ttl_contract,
 };
 pub use model::{ModelStep, ModelWrite, model_based, model_steps, run_model_steps};
 pub use target::{KeyedContract, KeyedTarget, run_all};

@@ -10,7 +10,7 @@ use super::contracts::{
     large_max_parallelism, local_recovery, map_entries_are_ordered, rescale, rescale_chain,
     round_trip, savepoints_are_canonical, snapshot_is_consistent, storage_faults_are_contained,
     timer_savepoint_portability, timers, timers_model, timers_rescale,
-    truncated_snapshot_is_detected,
+    truncated_snapshot_is_detected, ttl_contract,
 };
 use super::{KeyedBackendCapabilities, RESCALINGS, TIMER_RESCALINGS};
 
@@ -126,11 +126,13 @@ pub enum KeyedContract {
     /// from 2 instances into 3 ([`timer_savepoint_portability`] of the backend to itself);
     /// needs `rescaling`.
     TimersRescale,
+    /// [`ttl_contract`].
+    Ttl,
 }
 
 impl KeyedContract {
     /// Every contract, in the order [`run_all`] runs them.
-    pub const ALL: [KeyedContract; 19] = [
+    pub const ALL: [KeyedContract; 20] = [
         KeyedContract::RoundTrip,
         KeyedContract::MapEntriesAreOrdered,
         KeyedContract::EmptyState,
@@ -150,6 +152,7 @@ impl KeyedContract {
         KeyedContract::Timers,
         KeyedContract::TimersModel,
         KeyedContract::TimersRescale,
+        KeyedContract::Ttl,
     ];
 
     /// Whether a backend with `capabilities` is held to this contract.
@@ -205,6 +208,7 @@ impl KeyedContract {
                 }
                 timer_savepoint_portability(target, target, 2, 3);
             }
+            KeyedContract::Ttl => ttl_contract(target),
         }
     }
 
@@ -256,6 +260,7 @@ macro_rules! keyed_contracts {
                 timers Timers,
                 timers_model TimersModel,
                 timers_rescale TimersRescale,
+                ttl Ttl,
             );
         }
     };

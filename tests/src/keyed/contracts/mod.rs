@@ -19,6 +19,7 @@ mod timers;
 mod timers_model;
 mod timers_rescale;
 mod truncated_snapshot_is_detected;
+mod ttl;
 
 pub use cancelled_snapshot_leaves_nothing::cancelled_snapshot_leaves_nothing;
 pub use compression_is_read_from_the_snapshot::compression_is_read_from_the_snapshot;
@@ -43,3 +44,4 @@ pub use timers_rescale::timers_rescale;
 pub use truncated_snapshot_is_detected::{
     EVERY_BYTE_UP_TO, SPREAD_CUTS, truncated_snapshot_is_detected,
 };
+pub use ttl::ttl_contract;

@@ -9,10 +9,11 @@ use std::sync::{Arc, Mutex};
 
 use state_api::{
     AsyncSnapshotCallable, CheckpointId, CheckpointStreamFactory, Error, KeyGroupRange,
-    KeyedBackendParams, KeyedSnapshotResult, KeyedSnapshotStrategyFactory, KeyedSnapshots,
-    KeyedStateHandle, MaxParallelism, Registry, Result, SnapshotContext, SnapshotRequest,
-    SnapshotResult, SnapshotStrategy,
+    KeyedBackendParams, KeyedSnapshotResult, KeyedSnapshotStrategyFactory, KeyedStateHandle,
+    MaxParallelism, Registry, Result, SnapshotContext, SnapshotRequest, SnapshotResult,
+    SnapshotStrategy,
 };
+use state_format::KeyedSnapshots;
 use state_storage_local::MemoryCheckpointStreamFactory;
 
 /// Which strategies took snapshots, in order: the state the backend shares with them.
