@@ -304,6 +304,7 @@ fn header_of(proxy: &KeyedBackendSerializationProxy, registry: &Registry) -> Key
                 namespace_serializer: state.namespace_serializer.clone(),
                 value_serializer: state.value_serializer.clone(),
                 user_key_serializer: state.user_key_serializer.clone(),
+                time_to_live_ms: state.ttl.map(|ttl| ttl.time_to_live()),
             })
             .collect(),
     }

@@ -25,7 +25,7 @@ use snapstate::inspect::{
     self, FileScope, HandleDetail, HandleKind, Problem, ProblemKind, VerifyReport,
 };
 use snapstate::{CheckpointType, Error, KeyGroupRange};
-use support::{CHECKPOINT_ID, Fixture, KEYED_ENTRIES, MAX_PARALLELISM};
+use support::{CHECKPOINT_ID, Fixture, KEYED_ENTRIES, MAX_PARALLELISM, seen_ttl};
 
 const DECORATORS: [&str; 3] = ["none", "snappy", "lz4"];
 
@@ -130,17 +130,17 @@ fn inspect_shows_every_key_group_with_offset_length_and_checksum() {
             snapstate::format::proxy::CURRENT_VERSION,
             "{compression}: the version that wrote it"
         );
-        let states: Vec<(&str, StateKind)> = header
+        let states: Vec<(&str, StateKind, Option<i64>)> = header
             .states
             .iter()
-            .map(|s| (s.name.as_str(), s.kind))
+            .map(|s| (s.name.as_str(), s.kind, s.time_to_live_ms))
             .collect();
         assert_eq!(
             states,
             [
-                ("count", StateKind::Value),
-                ("pages", StateKind::List),
-                ("seen", StateKind::Map)
+                ("count", StateKind::Value, None),
+                ("pages", StateKind::List, None),
+                ("seen", StateKind::Map, Some(seen_ttl().time_to_live()))
             ]
         );
         let ids: Vec<u32> = detail.key_groups.iter().map(|row| row.key_group).collect();

@@ -3,6 +3,7 @@
 //! `state_format::ttl`.
 
 use std::fmt;
+use std::num::NonZeroU32;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::{Error, Result};
@@ -50,11 +51,15 @@ pub struct StateTtlConfig {
     pub cleanup_in_full_snapshot: bool,
     /// RocksDB drops expired entries when it compacts their files.
     pub cleanup_in_compaction: bool,
+    /// The heap backend checks this many more entries of the state for expiry on every
+    /// access to it, removing what expired; `None` checks only the entries accessed.
+    pub cleanup_incrementally: Option<NonZeroU32>,
 }
 
 impl StateTtlConfig {
     /// Entries live `millis` milliseconds after their last write; expired ones are never
-    /// returned and are cleaned up in full snapshots and RocksDB compactions.
+    /// returned and are cleaned up in full snapshots, RocksDB compactions and, five entries
+    /// per access, on the heap.
     ///
     /// # Errors
     ///
@@ -67,6 +72,7 @@ impl StateTtlConfig {
                 visibility: TtlVisibility::NeverReturnExpired,
                 cleanup_in_full_snapshot: true,
                 cleanup_in_compaction: true,
+                cleanup_incrementally: NonZeroU32::new(5),
             }),
             _ => Err(Error::InvalidArgument(format!(
                 "time to live of {millis} ms is outside of 1..={}",

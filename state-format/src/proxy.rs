@@ -38,6 +38,7 @@
 //! | per state: ttl update | `u8` | only after a `1`: [`TtlUpdate`] `0` on create and write, `1` on read and write |
 //! | per state: ttl visibility | `u8` | only after a `1`: [`TtlVisibility`] `0` never return expired, `1` return expired if not cleaned up |
 //! | per state: ttl clean-ups | `u8` | only after a `1`: bit 0 in full snapshots, bit 1 in RocksDB compactions, other bits clear |
+//! | per state: ttl incremental clean-up | `u32` | only after a `1`: entries checked per access ([`StateTtlConfig::cleanup_incrementally`]), `0` for none |
 //! | format version | `u32` | the frame's version again (from version 3 on) |
 //!
 //! A state's id is its position in the body (0, 1, ...), which the key-group format
@@ -82,6 +83,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::io::{Read, Write};
+use std::num::NonZeroU32;
 
 use crate::frame::{BodyCursor, BodyError, FrameFormat, put_str};
 use state_api::{
@@ -447,6 +449,8 @@ fn put_ttl(body: &mut Vec<u8>, ttl: Option<&StateTtlConfig>) {
             .map(|(_, bit)| bit)
             .sum(),
     );
+    let incremental = ttl.cleanup_incrementally.map_or(0, NonZeroU32::get);
+    body.extend_from_slice(&incremental.to_be_bytes());
 }
 
 /// Reads a state's time to live, checked to be one a state of `kind` can have.
@@ -492,6 +496,7 @@ fn parse_ttl(
     let mut ttl = ttl.update(update).visibility(visibility);
     ttl.cleanup_in_full_snapshot = cleanup & CLEANUP_FULL_SNAPSHOT != 0;
     ttl.cleanup_in_compaction = cleanup & CLEANUP_COMPACTION != 0;
+    ttl.cleanup_incrementally = NonZeroU32::new(u32::from_be_bytes(body.array(field)?));
     Ok(Some(ttl))
 }
 
@@ -894,6 +899,7 @@ mod tests {
             .update(TtlUpdate::OnReadAndWrite)
             .visibility(TtlVisibility::ReturnExpiredIfNotCleanedUp);
         ttl.cleanup_in_compaction = false;
+        ttl.cleanup_incrementally = NonZeroU32::new(7);
         StateMetaInfo::value("s", "n", "v").with_ttl(ttl)
     }
 
@@ -904,6 +910,7 @@ mod tests {
         body.push(1);
         body.extend_from_slice(&1000i64.to_be_bytes());
         body.extend_from_slice(&[1, 1, CLEANUP_FULL_SNAPSHOT]);
+        body.extend_from_slice(&7u32.to_be_bytes());
         body.extend_from_slice(&5u32.to_be_bytes());
         assert_eq!(encode(&proxy), frame(&body));
         assert_eq!(decode(&frame(&body)).unwrap(), proxy);
@@ -944,6 +951,7 @@ mod tests {
             .u8(0)
             .u8(0)
             .u8(0)
+            .u32(0)
             .u32(CURRENT_VERSION);
         check_corrupted(&timers.framed(), "state 0 time to live", "priority-queue");
     }
@@ -1391,10 +1399,16 @@ mod tests {
             any_string(),
             any_string(),
             any_string(),
-            prop::option::of((1..=i64::MAX, any::<[bool; 4]>())),
+            prop::option::of((1..=i64::MAX, any::<[bool; 4]>(), any::<u32>())),
         );
-        let ttl = |kind, (millis, [read, visible, full, compaction]): (i64, [bool; 4])| {
+        let ttl = |kind,
+                   (millis, [read, visible, full, compaction], incremental): (
+            i64,
+            [bool; 4],
+            u32,
+        )| {
             let mut ttl = StateTtlConfig::new(millis as u64).ok()?;
+            ttl.cleanup_incrementally = NonZeroU32::new(incremental);
             if read {
                 ttl = ttl.update(TtlUpdate::OnReadAndWrite);
             }

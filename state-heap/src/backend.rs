@@ -19,6 +19,7 @@ use crate::chain::ChainHistory;
 use crate::changes::ChangeLog;
 use crate::format::{key_part_into, namespace_part_into, split_state_key};
 use crate::table::{Bytes, CowMap, HeapTables, Shards, TimerEntry, TimerSet};
+use crate::ttl_cleanup::{Cursors, clean_incrementally};
 
 /// What the backend's lock guards: the state, and what incremental checkpoints track.
 #[derive(Debug)]
@@ -29,6 +30,8 @@ pub(crate) struct Heap {
     pub(crate) timer_heads: BTreeMap<usize, TimerHeads>,
     /// Set when the backend checkpoints incrementally.
     pub(crate) incremental: Option<IncrementalState>,
+    /// Where the incremental clean-up of each state with a time to live is.
+    pub(crate) ttl_cursors: Cursors,
 }
 
 /// The change log and the chain history of a backend that checkpoints incrementally.
@@ -40,7 +43,7 @@ pub(crate) struct IncrementalState {
 
 /// What a write changed, for the change log.
 #[derive(Debug, Clone, Copy)]
-enum Change<'a> {
+pub(crate) enum Change<'a> {
     /// The value or list under the state key.
     Key,
     /// One user key of the map under the state key.
@@ -198,6 +201,7 @@ impl HeapKeyedStateBackend {
                 tables: HeapTables::new(range, params.max_parallelism),
                 timer_heads: BTreeMap::new(),
                 incremental: None,
+                ttl_cursors: Cursors::new(),
             })),
             key_serializer: Arc::from(params.key_serializer.as_str()),
         };
@@ -250,9 +254,11 @@ impl HeapKeyedStateBackend {
     ) -> Result<T> {
         let mut state_key = Vec::new();
         let shard = self.current_state_key(namespace, &mut state_key)?;
-        let heap = self.source.lock();
-        let state = &heap.tables.states[index_of(&heap.tables, name, kind)?];
-        Ok(read(&state.shards, shard, &state_key))
+        let mut heap = self.source.lock();
+        let index = index_of(&heap.tables, name, kind)?;
+        let read = read(&heap.tables.states[index].shards, shard, &state_key);
+        clean_incrementally(&mut heap, index, &*self.params.clock);
+        Ok(read)
     }
 
     /// Runs `write` on the state `name` of `kind`, with the state key of the current key
@@ -269,7 +275,8 @@ impl HeapKeyedStateBackend {
         let mut heap = self.source.lock();
         let index = index_of(&heap.tables, name, kind)?;
         let written = write(&mut heap.tables.states[index].shards, shard, &self.scratch);
-        record(&mut heap, index, shard, &self.scratch, change);
+        record(&mut heap.incremental, index, shard, &self.scratch, change);
+        clean_incrementally(&mut heap, index, &*self.params.clock);
         Ok(written)
     }
 }
@@ -373,8 +380,14 @@ fn record_timer(
 
 /// Records `change` of state `index` under `key` in `shard` when the backend tracks
 /// changes: O(1), no entry copied.
-fn record(heap: &mut Heap, index: usize, shard: usize, key: &[u8], change: Change<'_>) {
-    if let Some(incremental) = &mut heap.incremental {
+pub(crate) fn record(
+    incremental: &mut Option<IncrementalState>,
+    index: usize,
+    shard: usize,
+    key: &[u8],
+    change: Change<'_>,
+) {
+    if let Some(incremental) = incremental {
         let changes = &mut incremental.changes;
         match change {
             Change::Key => changes.key_changed(index, shard, key),
@@ -637,7 +650,7 @@ impl KeyedStateBackend for HeapKeyedStateBackend {
             }
             Shards::Timers(_) => return Err(not_keyed_state(state)),
         };
-        record(&mut heap, index, shard, key, change);
+        record(&mut heap.incremental, index, shard, key, change);
         Ok(())
     }
 

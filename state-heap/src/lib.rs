@@ -56,6 +56,7 @@ mod incremental;
 mod restore;
 mod snapshot;
 mod table;
+mod ttl_cleanup;
 
 pub use backend::{HeapKeyedStateBackend, HeapSnapshotSource, HeapSnapshotVersion};
 pub use incremental::{

@@ -383,6 +383,7 @@ fn damaged_or_missing_files_are_reported_by_name() {
         .find(|f| f.local_path.starts_with("MANIFEST"))
         .map(path_of)
         .unwrap();
+    let manifest = std::fs::read(&private).unwrap();
     std::fs::remove_file(&private).unwrap();
     let err = restore(&handle).unwrap_err();
     assert!(matches!(err.root(), Error::NotFound { .. }), "{err}");
@@ -390,6 +391,9 @@ fn damaged_or_missing_files_are_reported_by_name() {
         err.to_string().contains(&private.display().to_string()),
         "{err}"
     );
+    // Back in place: files are fetched by several threads, so with two faults either
+    // could be reported first.
+    std::fs::write(&private, manifest).unwrap();
 
     let mut unresolved = handle.clone();
     unresolved.shared_state[0].handle = Arc::new(PlaceholderStreamStateHandle::new("x/y.sst", 1));

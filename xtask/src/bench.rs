@@ -57,7 +57,7 @@ use state_api::CheckpointId;
 use state_api::{
     CheckpointOptions, CheckpointStorage, CheckpointedStateScope, KeyGroupRange,
     KeyedBackendParams, KeyedStateBackend, KeyedStateBackendFactory, PluginKind, Registry,
-    StateMetaInfo, StateObject, UncompressedStreamCompressionDecorator,
+    StateMetaInfo, StateObject, StateTtlConfig, UncompressedStreamCompressionDecorator,
 };
 use state_format::KeyedBackendSerializationProxy;
 use state_format::keyed_format::{CompositeKey, KeyedSnapshotWriter};
@@ -115,6 +115,10 @@ pub(crate) struct BenchArgs {
     /// Backend options as KEY=VALUE (repeatable).
     #[arg(long = "option")]
     pub(crate) options: Vec<String>,
+    /// Registers the value states with this time to live in milliseconds (the spec's have
+    /// none): every value carries its 8-byte timestamp, reads and full snapshots check it.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) ttl_ms: Option<u64>,
     /// Milliseconds to wait between the fill and checkpoint 1 (the spec waits none), so
     /// that the backend's own background work after the fill (RocksDB flushing its last
     /// memtable) is over before checkpoint 1 is timed.
@@ -208,6 +212,8 @@ pub(crate) struct OneArgs {
     pub(crate) checkpoints: u64,
     #[arg(long = "option")]
     options: Vec<String>,
+    #[arg(long)]
+    ttl_ms: Option<u64>,
     #[arg(long, default_value_t = 0)]
     pause_after_fill_ms: u64,
     #[arg(long)]
@@ -309,6 +315,11 @@ pub(crate) fn run(args: BenchArgs) -> DynResult {
             .args(["--s", &args.s.to_string()])
             .args(["--checkpoints", &args.checkpoints.to_string()])
             .args(args.options.iter().flat_map(|o| ["--option", o]))
+            .args(
+                args.ttl_ms
+                    .iter()
+                    .flat_map(|ms| ["--ttl-ms".to_owned(), ms.to_string()]),
+            )
             .args([
                 "--pause-after-fill-ms",
                 &args.pause_after_fill_ms.to_string(),
@@ -597,6 +608,7 @@ pub(crate) fn run_one(args: OneArgs) -> DynResult {
         v: args.v,
         s: args.s,
         kind: args.kind,
+        ttl: args.ttl_ms.map(StateTtlConfig::new).transpose()?,
     };
     let strategy = registry.keyed_strategy(&args.backend)?;
     let factory = registry.keyed_backend(strategy.backend())?;
@@ -739,6 +751,9 @@ pub(crate) fn run_one(args: OneArgs) -> DynResult {
         }
         if let Some(rescale) = args.rescale {
             record.insert("rescale".to_owned(), json!(rescale.to_string()));
+        }
+        if let Some(ttl_ms) = args.ttl_ms {
+            record.insert("ttl_ms".to_owned(), json!(ttl_ms));
         }
     }
     let line = |fields: Value| print_record(&base, fields);

@@ -295,6 +295,7 @@ pub(crate) fn run(dir: Option<PathBuf>, keys: u64) -> DynResult {
         v: 100,
         s: 1,
         kind: ValueKind::Text,
+        ttl: None,
     };
 
     // Every keyed backend, checkpointing with its incremental strategy where it has one.

@@ -7,7 +7,7 @@
 
 use clap::ValueEnum;
 use state_api::MaxParallelism;
-use state_api::{KeyedStateBackend, Result, StateMetaInfo};
+use state_api::{KeyedStateBackend, Result, StateMetaInfo, StateTtlConfig};
 
 /// Max parallelism of every workload backend: key groups 0..=127, all owned by one
 /// instance unless a run rescales.
@@ -42,6 +42,8 @@ pub(crate) struct Workload {
     pub(crate) s: u32,
     /// Value bytes.
     pub(crate) kind: ValueKind,
+    /// The states' time to live (the spec's have none).
+    pub(crate) ttl: Option<StateTtlConfig>,
 }
 
 impl Workload {
@@ -50,12 +52,15 @@ impl Workload {
         format!("s{state}")
     }
 
-    /// Registers the value states `s0..s<s-1>` (void namespace, byte values).
+    /// Registers the value states `s0..s<s-1>` (void namespace, byte values), with the
+    /// workload's time to live.
     pub(crate) fn register(&self, backend: &mut dyn KeyedStateBackend) -> Result<Vec<String>> {
         (0..self.s)
             .map(|state| {
                 let name = Self::state_name(state);
-                backend.register_state(&StateMetaInfo::value(&name, "void", "bytes"))?;
+                let mut meta = StateMetaInfo::value(&name, "void", "bytes");
+                meta.ttl = self.ttl;
+                backend.register_state(&meta)?;
                 Ok(name)
             })
             .collect()
@@ -168,6 +173,7 @@ mod tests {
             v: 4,
             s: 1,
             kind: ValueKind::Random,
+            ttl: None,
         };
         // Key 0, state 0: seed 1. One xorshift64* step by hand.
         let mut x: u64 = 1;
@@ -187,6 +193,7 @@ mod tests {
         );
         let text = Workload {
             kind: ValueKind::Text,
+            ttl: None,
             ..workload
         };
         assert!(

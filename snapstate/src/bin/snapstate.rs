@@ -593,7 +593,15 @@ fn print_header(out: &mut dyn Write, header: &KeyedHeader) -> io::Result<()> {
     )?;
     let mut states = Table::new(
         4,
-        &["ID", "STATE", "KIND", "NAMESPACE", "USER KEY", "VALUE"],
+        &[
+            "ID",
+            "STATE",
+            "KIND",
+            "NAMESPACE",
+            "USER KEY",
+            "VALUE",
+            "TTL",
+        ],
     );
     for s in &header.states {
         states.row(vec![
@@ -606,6 +614,8 @@ fn print_header(out: &mut dyn Write, header: &KeyedHeader) -> io::Result<()> {
                 false => s.user_key_serializer.clone(),
             },
             s.value_serializer.clone(),
+            s.time_to_live_ms
+                .map_or_else(|| "-".to_owned(), |ms| format!("{ms} ms")),
         ]);
     }
     states.print(out)

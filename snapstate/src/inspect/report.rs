@@ -224,6 +224,9 @@ pub struct StateRow {
     pub value_serializer: String,
     /// Serializer of map user keys; empty for value and list states.
     pub user_key_serializer: String,
+    /// The time to live of its entries in milliseconds; `None` (JSON `null`) when they
+    /// never expire.
+    pub time_to_live_ms: Option<i64>,
 }
 
 /// An incremental handle: its meta stream's header and manifest, and its files.

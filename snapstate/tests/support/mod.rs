@@ -104,6 +104,11 @@ pub fn heap_backend(params: KeyedBackendParams) -> Box<dyn snapstate::api::Keyed
     backend
 }
 
+/// The time to live of the fixture's map state `seen`: a day.
+pub fn seen_ttl() -> snapstate::api::StateTtlConfig {
+    snapstate::api::StateTtlConfig::new(86_400_000).unwrap()
+}
+
 /// A heap checkpoint of all 128 key groups written with `compression`, and an operator
 /// snapshot when the `operator` feature is on, committed as checkpoint [`CHECKPOINT_ID`].
 pub fn checkpoint(compression: &str) -> Fixture {
@@ -120,7 +125,9 @@ pub fn checkpoint(compression: &str) -> Fixture {
         .register_state(&StateMetaInfo::list("pages", "void", "string"))
         .unwrap();
     backend
-        .register_state(&StateMetaInfo::map("seen", "void", "string", "u64-be"))
+        .register_state(
+            &StateMetaInfo::map("seen", "void", "string", "u64-be").with_ttl(seen_ttl()),
+        )
         .unwrap();
     for key in 0..KEYS {
         backend.set_current_key(&key.to_be_bytes()).unwrap();

@@ -5,13 +5,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use state_api::{
-    CheckpointId, CheckpointOptions, Error, KeyedStateBackend, KeyedStateHandle, StateMetaInfo,
-    StateTtlConfig, TtlUpdate, TtlVisibility,
+    CheckpointId, CheckpointOptions, Error, KeyGroupRange, KeyedStateBackend, KeyedStateHandle,
+    StateMetaInfo, StateTtlConfig, TtlUpdate, TtlVisibility,
 };
 use state_format::ttl::ManualClock;
 
 use crate::keyed::KeyedTarget;
-use crate::keyed::bed::{TestBed, full_range, keys_covering, show};
+use crate::keyed::bed::{TestBed, full_range, key_group, keys_covering, range_of, show};
 use crate::support::KitStorage;
 
 /// When the contract starts, in the clock's milliseconds.
@@ -28,8 +28,12 @@ const READ: &str = "ttl-renewed-by-reads";
 const VISIBLE: &str = "ttl-visible-until-cleaned";
 const PLAIN: &str = "no-ttl";
 
+/// A time to live of [`TTL`] without the heap's incremental clean-up, so that what reads
+/// find depends on the clock alone (the clean-up has tests of its own in `state-heap`).
 fn ttl() -> StateTtlConfig {
-    StateTtlConfig::new(TTL).expect("invariant: a positive time to live")
+    let mut ttl = StateTtlConfig::new(TTL).expect("invariant: a positive time to live");
+    ttl.cleanup_incrementally = None;
+    ttl
 }
 
 fn states() -> [StateMetaInfo; 6] {
@@ -58,6 +62,7 @@ fn states() -> [StateMetaInfo; 6] {
 ///   one taken a millisecond earlier), and nothing expired comes back from it even where
 ///   expired values would be visible; a checkpoint of the target's strategy restores so
 ///   that reads return exactly what the live backend returns;
+/// - restored into 3 instances (with `rescaling`), each key's entries keep their timestamps;
 /// - a restore refuses a state with a time to live registered without one, and back, with
 ///   [`Error::Incompatible`]; another time to live is taken; a priority-queue state with a
 ///   time to live is [`Error::InvalidArgument`].
@@ -100,6 +105,9 @@ pub fn ttl_contract(target: &KeyedTarget<'_>) {
         "the checkpoint",
         None,
     );
+    if target.capabilities.rescaling {
+        rescaled(&bed, &clock, &after, &keys);
+    }
     let mut restored = restore(&bed, &clock, &after, &states());
     later(&bed, &mut *restored, &keys, &clock);
     refused(&bed, &clock, &after);
@@ -133,7 +141,17 @@ fn try_restore(
     handle: &Arc<dyn KeyedStateHandle>,
     states: &[StateMetaInfo],
 ) -> state_api::Result<Box<dyn KeyedStateBackend>> {
-    let mut params = bed.params(full_range());
+    try_restore_range(bed, clock, handle, states, full_range())
+}
+
+fn try_restore_range(
+    bed: &TestBed<'_>,
+    clock: &Arc<ManualClock>,
+    handle: &Arc<dyn KeyedStateHandle>,
+    states: &[StateMetaInfo],
+    range: KeyGroupRange,
+) -> state_api::Result<Box<dyn KeyedStateBackend>> {
+    let mut params = bed.params(range);
     params.clock = clock.clone();
     let mut backend = bed.try_restore(params, std::slice::from_ref(handle), "a TTL snapshot")?;
     for meta in states {
@@ -260,6 +278,37 @@ fn check(
     }
 }
 
+/// The savepoint restored into 3 instances: each key's entries are in the instance of its
+/// key group, with their timestamps, so what expired stays expired and the rest lives.
+fn rescaled(
+    bed: &TestBed<'_>,
+    clock: &Arc<ManualClock>,
+    handle: &Arc<dyn KeyedStateHandle>,
+    keys: &[Vec<u8>],
+) {
+    let mut instances: Vec<Box<dyn KeyedStateBackend>> = (0..3)
+        .map(|index| {
+            let range = range_of(bed, 3, index);
+            let outcome = try_restore_range(bed, clock, handle, &states(), range);
+            bed.ok(outcome, format_args!("restoring instance {index} of 3"))
+        })
+        .collect();
+    for (index, key) in keys.iter().enumerate() {
+        let case = format!("{}: instance of 3 holding key {}", bed.label, show(key));
+        let owner = instances
+            .iter_mut()
+            .find(|instance| instance.key_group_range().contains(key_group(key)))
+            .unwrap_or_else(|| panic!("{case}: no instance owns its key group"));
+        bed.ok(owner.set_current_key(key), "setting a key");
+        let value = bed.ok(owner.value(VALUE, b""), "reading a value");
+        let expected = Some(b"new".to_vec()).filter(|_| index % 2 == 0);
+        assert_eq!(value, expected, "{case}: `{VALUE}` at T0 + {TTL}");
+        let list = bed.ok(owner.list(LIST, b""), "reading a list");
+        let expected: Vec<Vec<u8>> = expected.map(|_| b"b".to_vec()).into_iter().collect();
+        assert_eq!(list, expected, "{case}: `{LIST}` at T0 + {TTL}");
+    }
+}
+
 /// Later, a backend restored from the savepoint: at `T0 + 1600` the second writes expired
 /// too, unless the state was registered again with a longer time to live.
 fn later(
@@ -268,7 +317,8 @@ fn later(
     keys: &[Vec<u8>],
     clock: &ManualClock,
 ) {
-    let longer = StateTtlConfig::new(10 * TTL).expect("invariant: a positive time to live");
+    let mut longer = StateTtlConfig::new(10 * TTL).expect("invariant: a positive time to live");
+    longer.cleanup_incrementally = None;
     let meta = StateMetaInfo::list(LIST, "bytes", "bytes").with_ttl(longer);
     bed.ok(
         backend.register_state(&meta),
