@@ -31,7 +31,7 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use state_api::{Error, KeyedStateBackend, Result, StateMetaInfo};
+use state_api::{Error, KeyedStateBackend, Result, StateMetaInfo, StateTtlConfig};
 
 /// Turns values of `T` into bytes and back; its [`id`](Self::id) names the encoding.
 pub trait TypeSerializer<T>: Send + Sync + fmt::Debug {
@@ -171,7 +171,26 @@ impl<N, V> ValueState<N, V> {
         namespace: impl TypeSerializer<N> + 'static,
         value: impl TypeSerializer<V> + 'static,
     ) -> Result<Self> {
-        backend.register_state(&StateMetaInfo::value(name, namespace.id(), value.id()))?;
+        Self::register_with(backend, name, namespace, value, None)
+    }
+
+    /// Registers value state `name` whose values expire as `ttl` says (see
+    /// [`crate::ttl`]), or none when `None`.
+    ///
+    /// # Errors
+    ///
+    /// As [`register`](Self::register); also a time to live other than the registered
+    /// state's presence of one.
+    pub fn register_with(
+        backend: &mut dyn KeyedStateBackend,
+        name: &str,
+        namespace: impl TypeSerializer<N> + 'static,
+        value: impl TypeSerializer<V> + 'static,
+        ttl: Option<StateTtlConfig>,
+    ) -> Result<Self> {
+        let mut meta = StateMetaInfo::value(name, namespace.id(), value.id());
+        meta.ttl = ttl;
+        backend.register_state(&meta)?;
         Ok(ValueState {
             name: name.to_owned(),
             namespace: Arc::new(namespace),
@@ -225,7 +244,26 @@ impl<N, E> ListState<N, E> {
         namespace: impl TypeSerializer<N> + 'static,
         element: impl TypeSerializer<E> + 'static,
     ) -> Result<Self> {
-        backend.register_state(&StateMetaInfo::list(name, namespace.id(), element.id()))?;
+        Self::register_with(backend, name, namespace, element, None)
+    }
+
+    /// Registers list state `name` whose elements expire one by one as `ttl` says, or
+    /// never when `None`.
+    ///
+    /// # Errors
+    ///
+    /// As [`register`](Self::register); also a time to live other than the registered
+    /// state's presence of one.
+    pub fn register_with(
+        backend: &mut dyn KeyedStateBackend,
+        name: &str,
+        namespace: impl TypeSerializer<N> + 'static,
+        element: impl TypeSerializer<E> + 'static,
+        ttl: Option<StateTtlConfig>,
+    ) -> Result<Self> {
+        let mut meta = StateMetaInfo::list(name, namespace.id(), element.id());
+        meta.ttl = ttl;
+        backend.register_state(&meta)?;
         Ok(ListState {
             name: name.to_owned(),
             namespace: Arc::new(namespace),
@@ -298,12 +336,27 @@ impl<N, K, V> MapState<N, K, V> {
         user_key: impl TypeSerializer<K> + 'static,
         value: impl TypeSerializer<V> + 'static,
     ) -> Result<Self> {
-        backend.register_state(&StateMetaInfo::map(
-            name,
-            namespace.id(),
-            user_key.id(),
-            value.id(),
-        ))?;
+        Self::register_with(backend, name, namespace, user_key, value, None)
+    }
+
+    /// Registers map state `name` whose entries expire one by one as `ttl` says, or never
+    /// when `None`.
+    ///
+    /// # Errors
+    ///
+    /// As [`register`](Self::register); also a time to live other than the registered
+    /// state's presence of one.
+    pub fn register_with(
+        backend: &mut dyn KeyedStateBackend,
+        name: &str,
+        namespace: impl TypeSerializer<N> + 'static,
+        user_key: impl TypeSerializer<K> + 'static,
+        value: impl TypeSerializer<V> + 'static,
+        ttl: Option<StateTtlConfig>,
+    ) -> Result<Self> {
+        let mut meta = StateMetaInfo::map(name, namespace.id(), user_key.id(), value.id());
+        meta.ttl = ttl;
+        backend.register_state(&meta)?;
         Ok(MapState {
             name: name.to_owned(),
             namespace: Arc::new(namespace),

@@ -4,24 +4,62 @@
 //! still goes away between full snapshots (and from `heap-incremental` checkpoints, whose
 //! deltas record the removals).
 //!
-//! A state's cursor walks its key groups in turn over the keys a key group held when the
-//! cursor reached it (a list of shared key pointers, taken once per pass); keys added later
-//! are checked on the next pass, keys removed meanwhile are skipped.
+//! A state's cursor walks its key groups in turn over the entries a key group held when the
+//! cursor reached it (shared pointers to keys and values, taken once per pass), so checking
+//! an entry that has not expired costs no map look-up; an expired one is removed only if the
+//! live map still holds that very value. Entries added later are checked on the next pass,
+//! entries changed or removed meanwhile are left to it.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use state_api::{StateTtlConfig, TtlClock};
 use state_format::ttl::split;
 
 use crate::backend::{Change, Heap, record};
-use crate::table::{Bytes, Shards};
+use crate::table::{Bytes, CowMap, ListValue, Shards};
 
-/// Where the clean-up of one state is: a key group (by shard) and the keys left to check.
+/// Where the clean-up of one state is: a key group (by shard) and the entries left to check.
 #[derive(Debug, Default)]
 pub(crate) struct Cursor {
     shard: usize,
-    keys: Vec<Bytes>,
+    entries: Vec<(Bytes, Held)>,
     started: bool,
+}
+
+/// An entry's value as the cursor took it.
+#[derive(Debug)]
+enum Held {
+    Value(Bytes),
+    List(ListValue),
+    Map(CowMap<Bytes>),
+}
+
+impl Held {
+    /// Whether anything in it expired at `now`.
+    fn any_expired(&self, ttl: &StateTtlConfig, now: i64) -> bool {
+        match self {
+            Held::Value(value) => expired(ttl, now, value),
+            Held::List(list) => list.iter().any(|element| expired(ttl, now, element)),
+            Held::Map(entries) => entries.values().any(|value| expired(ttl, now, value)),
+        }
+    }
+
+    /// Whether `shards` still holds this very value under `key` in `shard`.
+    fn is_live(&self, shards: &Shards, shard: usize, key: &Bytes) -> bool {
+        match (self, shards) {
+            (Held::Value(held), Shards::Value(maps)) => maps[shard]
+                .get(key)
+                .is_some_and(|live| Arc::ptr_eq(live, held)),
+            (Held::List(held), Shards::List(maps)) => maps[shard]
+                .get(key)
+                .is_some_and(|live| Arc::ptr_eq(live, held)),
+            (Held::Map(held), Shards::Map(maps)) => {
+                maps[shard].get(key).is_some_and(|live| live.ptr_eq(held))
+            }
+            _ => false,
+        }
+    }
 }
 
 /// The cursors of every state with incremental clean-up, by state index.
@@ -43,7 +81,7 @@ pub(crate) fn clean_incrementally(heap: &mut Heap, index: usize, clock: &dyn Ttl
     // Every key group is refilled at most once per call: empty tables end the call.
     let mut refills = 0;
     while budget > 0 {
-        let Some(key) = cursor.keys.pop() else {
+        let Some((key, held)) = cursor.entries.pop() else {
             if refills == shards {
                 return;
             }
@@ -53,11 +91,15 @@ pub(crate) fn clean_incrementally(heap: &mut Heap, index: usize, clock: &dyn Ttl
                 false => 0,
             };
             cursor.started = true;
-            cursor.keys = keys_of(&heap.tables.states[index].shards, cursor.shard);
+            cursor.entries = entries_of(&heap.tables.states[index].shards, cursor.shard);
             continue;
         };
         budget -= 1;
         let shard = cursor.shard;
+        let shards = &heap.tables.states[index].shards;
+        if !held.any_expired(&ttl, now) || !held.is_live(shards, shard, &key) {
+            continue;
+        }
         let changes = clean_entry(
             &mut heap.tables.states[index].shards,
             shard,
@@ -75,12 +117,19 @@ pub(crate) fn clean_incrementally(heap: &mut Heap, index: usize, clock: &dyn Ttl
     }
 }
 
-/// The keys of `shard`, in the order the cursor pops them.
-fn keys_of(shards: &Shards, shard: usize) -> Vec<Bytes> {
+/// The entries of `shard`, in the order the cursor pops them.
+fn entries_of(shards: &Shards, shard: usize) -> Vec<(Bytes, Held)> {
+    let held = |key: &Bytes, value| (key.clone(), value);
     match shards {
-        Shards::Value(maps) => maps[shard].keys().cloned().collect(),
-        Shards::List(maps) => maps[shard].keys().cloned().collect(),
-        Shards::Map(maps) => maps[shard].keys().cloned().collect(),
+        Shards::Value(maps) => (maps[shard].iter())
+            .map(|(key, value)| held(key, Held::Value(value.clone())))
+            .collect(),
+        Shards::List(maps) => (maps[shard].iter())
+            .map(|(key, list)| held(key, Held::List(list.clone())))
+            .collect(),
+        Shards::Map(maps) => (maps[shard].iter())
+            .map(|(key, entries)| held(key, Held::Map(entries.clone())))
+            .collect(),
         Shards::Timers(_) => Vec::new(),
     }
 }

@@ -170,3 +170,50 @@ fn without_the_incremental_clean_up_expired_entries_stay_until_read() {
         "reads removed them"
     );
 }
+
+#[test]
+fn typed_states_registered_with_a_time_to_live_expire() {
+    use state_format::typed::{self, MapState, StringSerializer, U64Serializer, VoidSerializer};
+
+    state_heap::link();
+    let registry = Registry::global();
+    let clock = Arc::new(ManualClock::new(0));
+    let factory = registry.keyed_backend(state_heap::HEAP).unwrap();
+    let mut backend = factory.create(params(&clock), registry).unwrap();
+    let ttl = Some(StateTtlConfig::new(1000).unwrap());
+    let sessions: MapState<(), String, u64> = MapState::register_with(
+        &mut *backend,
+        "sessions",
+        VoidSerializer,
+        StringSerializer,
+        U64Serializer,
+        ttl,
+    )
+    .unwrap();
+    typed::set_current_key(&mut *backend, &StringSerializer, &"alice".to_owned()).unwrap();
+    sessions
+        .put(&mut *backend, &(), &"web".to_owned(), &7)
+        .unwrap();
+    clock.set(999);
+    assert_eq!(
+        sessions.get(&*backend, &(), &"web".to_owned()).unwrap(),
+        Some(7)
+    );
+    clock.set(1000);
+    assert_eq!(
+        sessions.get(&*backend, &(), &"web".to_owned()).unwrap(),
+        None
+    );
+    let again = MapState::<(), String, u64>::register(
+        &mut *backend,
+        "sessions",
+        VoidSerializer,
+        StringSerializer,
+        U64Serializer,
+    );
+    let err = again.unwrap_err();
+    assert!(
+        matches!(err, state_api::Error::Incompatible { .. }),
+        "{err}"
+    );
+}
