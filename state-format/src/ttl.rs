@@ -189,8 +189,7 @@ impl TtlClock for ManualClock {
 ///
 /// Backends registered through [`KeyedStateBackendConstructors`](crate::KeyedStateBackendConstructors)
 /// are wrapped in it, so every backend, a third party's too, offers TTL states by the same
-/// rules. `keys`
-/// lists keys whatever their entries' age.
+/// rules. `keys` lists keys whatever their entries' age.
 #[derive(Debug)]
 pub struct TtlBackend<B> {
     /// Reads may write: renewing a timestamp, removing what expired.
@@ -218,7 +217,8 @@ impl<B: KeyedStateBackend> TtlBackend<B> {
         }
     }
 
-    /// The wrapped backend.
+    /// The wrapped backend. Drop the guard before the next call to this backend: reads
+    /// write back through it.
     pub fn inner(&self) -> std::cell::Ref<'_, B> {
         self.inner.borrow()
     }
