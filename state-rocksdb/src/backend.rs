@@ -44,6 +44,7 @@ use state_format::keyed_format::{CompositeKey, decode_list, encode_list};
 use state_format::timer::{TimerKey, not_keyed_state};
 use tempfile::TempDir;
 
+use crate::heap_timers::{HeapTimerSnapshot, HeapTimers};
 use crate::history::IncrementalHistory;
 use crate::timers::TimerQueues;
 use crate::ttl_filter::TtlFilters;
@@ -101,6 +102,7 @@ fn concat_merge(_key: &[u8], existing: Option<&[u8]>, operands: &MergeOperands) 
 /// | `rocksdb.max-background-jobs` | 2 | flush and compaction threads |
 /// | `rocksdb.compression` | `lz4` | [`SstCompression`]: `none`, `snappy`, `lz4`, `zstd` |
 /// | `rocksdb.compaction.style` | `universal` | [`CompactionStyle`]: `universal` or `level` |
+/// | `rocksdb.timer-service.factory` | `rocksdb` | [`TimerServiceFactory`]: where timers live, `rocksdb` or `heap` |
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RocksDBOptions {
     /// Block cache bytes.
@@ -113,6 +115,8 @@ pub struct RocksDBOptions {
     pub compression: SstCompression,
     /// How sst files are compacted.
     pub compaction_style: CompactionStyle,
+    /// Where priority-queue (timer) states are kept.
+    pub timer_service_factory: TimerServiceFactory,
 }
 
 /// Sorted runs at which universal compaction starts merging (RocksDB's
@@ -217,6 +221,39 @@ impl SstCompression {
 
 option_enum!(SstCompression, "rocksdb.compression");
 
+/// Where the backend keeps its priority-queue (timer) states
+/// (`rocksdb.timer-service.factory`, Flink's `state.backend.rocksdb.timer-service.factory`).
+///
+/// Both are snapshotted asynchronously by both RocksDB strategies and written the same way
+/// in savepoints, and a restore moves timers from one to the other: a job may change the
+/// choice between any two snapshots.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TimerServiceFactory {
+    /// A column family per state, with each key group's earliest timers cached in memory
+    /// (the default): timers are bounded by disk, not memory.
+    #[default]
+    RocksDB,
+    /// Persistent ordered sets in memory, one per key group: no database access to add,
+    /// remove or fire a timer, at the cost of memory for every timer and of writing every
+    /// timer again in each incremental checkpoint (as a canonical key-group file).
+    Heap,
+}
+
+impl TimerServiceFactory {
+    const ALL: [TimerServiceFactory; 2] = [TimerServiceFactory::RocksDB, TimerServiceFactory::Heap];
+
+    /// The value of `rocksdb.timer-service.factory` that selects this storage.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TimerServiceFactory::RocksDB => "rocksdb",
+            TimerServiceFactory::Heap => "heap",
+        }
+    }
+}
+
+option_enum!(TimerServiceFactory, "rocksdb.timer-service.factory");
+
 /// The one of `all` that `name` gives `value` (ASCII case-insensitive, trimmed); else an
 /// [`Error::InvalidArgument`] naming `option`, the value and the accepted ones.
 fn parse_choice<T: Copy>(
@@ -246,6 +283,7 @@ impl Default for RocksDBOptions {
             max_background_jobs: 2,
             compression: SstCompression::Lz4,
             compaction_style: CompactionStyle::default(),
+            timer_service_factory: TimerServiceFactory::default(),
         }
     }
 }
@@ -274,11 +312,13 @@ impl RocksDBOptions {
                 }
                 "rocksdb.compression" => parsed.compression = value.parse()?,
                 "rocksdb.compaction.style" => parsed.compaction_style = value.parse()?,
+                "rocksdb.timer-service.factory" => parsed.timer_service_factory = value.parse()?,
                 _ => {
                     return Err(Error::InvalidArgument(format!(
                         "unknown option `{key}`; known: rocksdb.block-cache-size, \
                          rocksdb.write-buffer-size, rocksdb.max-background-jobs, \
-                         rocksdb.compression, rocksdb.compaction.style"
+                         rocksdb.compression, rocksdb.compaction.style, \
+                         rocksdb.timer-service.factory"
                     )));
                 }
             }
@@ -350,6 +390,8 @@ struct SourceInner {
     /// The compaction filters of states with a time to live; after `db`, so that they
     /// outlive it.
     ttl_filters: TtlFilters,
+    /// The priority-queue states, when kept in memory ([`TimerServiceFactory::Heap`]).
+    heap_timers: Option<Mutex<HeapTimers>>,
 }
 
 impl fmt::Debug for RocksDBSnapshotSource {
@@ -433,13 +475,39 @@ impl RocksDBSnapshotSource {
     pub(crate) fn incremental(&self) -> MutexGuard<'_, IncrementalHistory> {
         lock(&self.inner.incremental)
     }
+
+    /// The id of registered state `name`, checking its kind when `kind` is given.
+    pub(crate) fn find_state(&self, name: &str, kind: Option<StateKind>) -> Result<usize> {
+        state_format::find_state(lock(&self.inner.states).iter(), name, kind)
+    }
+
+    /// The in-memory priority-queue states; `None` when timers live in column families.
+    pub(crate) fn heap_timers(&self) -> Option<MutexGuard<'_, HeapTimers>> {
+        self.inner.heap_timers.as_ref().map(lock)
+    }
+
+    /// Whether state `meta` lives in memory rather than in a column family.
+    pub(crate) fn in_memory(&self, meta: &StateMetaInfo) -> bool {
+        meta.kind == StateKind::PriorityQueue && self.inner.heap_timers.is_some()
+    }
+
+    /// Every in-memory state's timers now (empty when timers live in column families):
+    /// what a snapshot's synchronous part takes, O(states x key groups).
+    pub(crate) fn heap_timer_snapshot(&self) -> HeapTimerSnapshot {
+        self.heap_timers()
+            .map(|timers| timers.snapshot())
+            .unwrap_or_default()
+    }
 }
 
 /// What a database directory holds when a backend opens it.
 #[derive(Debug)]
 pub(crate) struct Opened {
-    /// The states, in id order (their column families exist in the directory).
+    /// The states, in id order.
     pub(crate) states: Vec<StateMetaInfo>,
+    /// The states whose column families the directory holds: all but the timer states a
+    /// snapshot kept in memory.
+    pub(crate) families: Vec<StateMetaInfo>,
     /// Whether the directory holds a database that must open as it is (never created).
     pub(crate) existing: bool,
     /// The incremental history to continue from.
@@ -518,6 +586,7 @@ impl RocksDBKeyedStateBackend {
         Self::open(params, registry, |_| {
             Ok(Opened {
                 states: Vec::new(),
+                families: Vec::new(),
                 existing: false,
                 history: IncrementalHistory::fresh(),
             })
@@ -539,9 +608,19 @@ impl RocksDBKeyedStateBackend {
         let cache = Cache::new_lru_cache(options.block_cache_size);
         let opened = prepare(&db_path)?;
         let ttl_filters = TtlFilters::new(params.clock.clone());
-        let families: Vec<ColumnFamilyDescriptor> = opened
-            .states
-            .iter()
+        let timer_keys = TimerKey::new(params.max_parallelism);
+        let mut heap_timers = (options.timer_service_factory == TimerServiceFactory::Heap)
+            .then(|| HeapTimers::new(timer_keys, range.len() as usize));
+        // The column families the directory holds, and those of states kept in the
+        // database that it does not (timers a snapshot kept in memory): created on open.
+        let timers_in_memory = heap_timers.is_some();
+        let in_memory =
+            |meta: &StateMetaInfo| timers_in_memory && meta.kind == StateKind::PriorityQueue;
+        let missing = (opened.states.iter()).filter(|meta| {
+            !in_memory(meta) && !opened.families.iter().any(|f| f.name == meta.name)
+        });
+        let families: Vec<ColumnFamilyDescriptor> = (opened.families.iter())
+            .chain(missing)
             .map(|meta| {
                 let mut family = options.cf_options(&cache, meta.kind);
                 ttl_filters.install(&mut family, meta);
@@ -555,6 +634,16 @@ impl RocksDBKeyedStateBackend {
         let db = DB::open_cf_descriptors(&db_options, &db_path, families).map_err(db_error(
             format_args!("opening a database in {}", db_path.display()),
         ))?;
+        if let Some(timers) = &mut heap_timers {
+            for meta in (opened.states.iter()).filter(|meta| meta.kind == StateKind::PriorityQueue)
+            {
+                timers.register(&meta.name);
+            }
+            // Timers a snapshot kept in a column family move into memory.
+            for meta in (opened.families.iter()).filter(|meta| in_memory(meta)) {
+                timers.move_family(&db, &meta.name, range)?;
+            }
+        }
         let db = Arc::new(db);
         let source = RocksDBSnapshotSource {
             inner: Arc::new(SourceInner {
@@ -567,10 +656,10 @@ impl RocksDBKeyedStateBackend {
                 db_path,
                 incremental: Mutex::new(opened.history),
                 ttl_filters,
+                heap_timers: heap_timers.map(Mutex::new),
             }),
         };
         let snapshots = KeyedSnapshots::new(ROCKSDB, ROCKSDB_FULL, &source, &params, registry)?;
-        let params_max_parallelism = params.max_parallelism;
         let mut write_options = WriteOptions::default();
         write_options.disable_wal(true);
         Ok(RocksDBKeyedStateBackend {
@@ -585,7 +674,7 @@ impl RocksDBKeyedStateBackend {
             write_options,
             temp_dir,
             bulk_load: false,
-            timer_keys: TimerKey::new(params_max_parallelism),
+            timer_keys,
             timer_queues: RefCell::new(TimerQueues::new()),
         })
     }
@@ -603,7 +692,9 @@ impl RocksDBKeyedStateBackend {
         }
         let db = self.db()?;
         for meta in self.source.states() {
-            set_family_options(db, &meta.name, AFTER_BULK_LOAD)?;
+            if !self.source.in_memory(&meta) {
+                set_family_options(db, &meta.name, AFTER_BULK_LOAD)?;
+            }
         }
         Ok(())
     }
@@ -661,9 +752,14 @@ impl RocksDBKeyedStateBackend {
     }
 
     /// Registers `meta` (creating its column family) or checks it against the state
-    /// registered under its name; returns the state's column family.
-    pub(crate) fn register(&self, meta: &StateMetaInfo) -> Result<Arc<BoundColumnFamily<'_>>> {
+    /// registered under its name; returns the state's column family, `None` for a state
+    /// kept in memory.
+    pub(crate) fn register(
+        &self,
+        meta: &StateMetaInfo,
+    ) -> Result<Option<Arc<BoundColumnFamily<'_>>>> {
         let db = self.db()?;
+        let in_memory = self.source.in_memory(meta);
         let mut states = lock(&self.source.inner.states);
         match states.iter_mut().find(|held| held.name == meta.name) {
             Some(held) => {
@@ -679,6 +775,11 @@ impl RocksDBKeyedStateBackend {
                         state_format::proxy::MAX_STATES
                     )));
                 }
+                if let (true, Some(mut timers)) = (in_memory, self.source.heap_timers()) {
+                    timers.register(&meta.name);
+                    states.push(meta.clone());
+                    return Ok(None);
+                }
                 let mut family = self.options.cf_options(&self.cache, meta.kind);
                 self.source.inner.ttl_filters.install(&mut family, meta);
                 db.create_cf(cf_name(&meta.name), &family)
@@ -692,7 +793,10 @@ impl RocksDBKeyedStateBackend {
                 }
             }
         }
-        cf(db, &meta.name)
+        match in_memory {
+            true => Ok(None),
+            false => cf(db, &meta.name).map(Some),
+        }
     }
 
     /// The column family of registered state `name`, which must be of `kind`.
@@ -702,9 +806,7 @@ impl RocksDBKeyedStateBackend {
         kind: StateKind,
     ) -> Result<Arc<BoundColumnFamily<'_>>> {
         let db = self.db()?;
-        {
-            state_format::find_state(lock(&self.source.inner.states).iter(), name, Some(kind))?;
-        }
+        self.source.find_state(name, Some(kind))?;
         cf(db, name)
     }
 
@@ -959,6 +1061,9 @@ impl KeyedStateBackend for RocksDBKeyedStateBackend {
             let states = lock(&self.source.inner.states);
             states[state_format::find_state(states.iter(), state, None)?].kind
         };
+        if kind == StateKind::PriorityQueue {
+            return Err(not_keyed_state(state));
+        }
         let cf = self.state_cf(state, kind)?;
         let key = self.key(namespace, &[])?;
         match kind {
@@ -1045,6 +1150,9 @@ impl KeyedStateBackend for RocksDBKeyedStateBackend {
         // nobody reading the database.
         let cancelled = self.snapshots.close();
         self.timer_queues.get_mut().clear();
+        if let Some(mut timers) = self.source.heap_timers() {
+            timers.clear();
+        }
         self.source.inner.guard.close();
         lock(&self.source.inner.db).take();
         if let Some(db) = self.db.take() {
@@ -1131,6 +1239,25 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    #[test]
+    fn timer_service_factory_parses_flinks_names_and_refuses_others() {
+        assert_eq!(
+            parse(&[]).expect("defaults").timer_service_factory,
+            TimerServiceFactory::RocksDB
+        );
+        for factory in TimerServiceFactory::ALL {
+            let parsed = parse(&[("rocksdb.timer-service.factory", &factory.to_string())])
+                .expect("every name parses");
+            assert_eq!(parsed.timer_service_factory, factory);
+        }
+        let err = parse(&[("rocksdb.timer-service.factory", "memory")])
+            .expect_err("an unknown factory is refused");
+        assert!(
+            err.to_string().contains("`heap`") && err.to_string().contains("`rocksdb`"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -8,7 +8,9 @@
 //! feeds the entries to `state-api`'s [`KeyedSnapshotWriter`]: the same bytes a heap
 //! snapshot of the same state writes, so savepoints move between backends. Key groups are
 //! encoded by this thread and a helper (`write_full_snapshot_parallel`): RocksDB snapshots
-//! are read from several threads at once.
+//! are read from several threads at once. Timers kept in memory
+//! (`rocksdb.timer-service.factory = heap`) are cloned in the synchronous part, O(key
+//! groups) per state, and written from the clones.
 
 use std::any::Any;
 use std::fmt;
@@ -29,6 +31,7 @@ use state_format::KeyedBackendSerializationProxy;
 use state_format::keyed_format::{FullSnapshotTarget, write_full_snapshot_parallel};
 
 use crate::backend::{RocksDBSnapshotSource, cf, db_error, key_group_start};
+use crate::heap_timers::{HeapTimerSnapshot, KeyGroupTimers};
 use crate::{ROCKSDB, ROCKSDB_FULL};
 
 type DbSnapshot<'db> = SnapshotWithThreadMode<'db, DB>;
@@ -100,6 +103,7 @@ impl SnapshotStrategy<Arc<dyn KeyedStateHandle>> for RocksFullSnapshotStrategy {
                 _lease: lease,
             }),
             states: self.source.states(),
+            heap_timers: self.source.heap_timer_snapshot(),
             source: self.source.clone(),
             factory,
             compression: self.compression.clone(),
@@ -108,6 +112,14 @@ impl SnapshotStrategy<Arc<dyn KeyedStateHandle>> for RocksFullSnapshotStrategy {
             now: self.clock.now(),
         }))
     }
+}
+
+/// Where the asynchronous part reads a state from.
+enum StateSource<'a, 'db> {
+    /// Its column family, at the snapshot.
+    Family(Arc<rocksdb::BoundColumnFamily<'db>>),
+    /// Its timers kept in memory, per key group of the range.
+    Memory(&'a [KeyGroupTimers]),
 }
 
 /// What the asynchronous part holds until cleanup: the snapshot, then the lease (fields
@@ -120,6 +132,8 @@ struct Resources {
 struct RocksFullAsyncSnapshot {
     resources: Option<Resources>,
     states: Vec<StateMetaInfo>,
+    /// The timers of the states kept in memory, as the synchronous part found them.
+    heap_timers: HeapTimerSnapshot,
     source: RocksDBSnapshotSource,
     factory: Arc<dyn CheckpointStreamFactory>,
     compression: Arc<dyn StreamCompressionDecorator>,
@@ -142,7 +156,10 @@ impl AsyncSnapshotCallable<KeyedSnapshotResult> for RocksFullAsyncSnapshot {
         let families = self
             .states
             .iter()
-            .map(|meta| cf(db, &meta.name))
+            .map(|meta| match self.heap_timers.get(&meta.name) {
+                Some(groups) => Ok(StateSource::Memory(groups)),
+                None => cf(db, &meta.name).map(StateSource::Family),
+            })
             .collect::<Result<Vec<_>>>()?;
         let range = self.source.key_group_range();
         let max_parallelism = self.source.max_parallelism();
@@ -169,6 +186,20 @@ impl AsyncSnapshotCallable<KeyedSnapshotResult> for RocksFullAsyncSnapshot {
             let start = key_group_start(key_group.get(), prefix_bytes);
             let end = key_group_start(key_group.get() + 1, prefix_bytes);
             for (id, family) in (0u16..).zip(&families) {
+                let family = match family {
+                    StateSource::Family(family) => family,
+                    StateSource::Memory(groups) => {
+                        let shard = range.position(key_group);
+                        for key in shard
+                            .and_then(|shard| groups.get(shard))
+                            .into_iter()
+                            .flatten()
+                        {
+                            group.write_entry(id, key, &[])?;
+                        }
+                        continue;
+                    }
+                };
                 let mut read = ReadOptions::default();
                 read.set_iterate_lower_bound(start.clone());
                 read.set_iterate_upper_bound(end.clone());

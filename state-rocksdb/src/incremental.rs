@@ -10,8 +10,12 @@
 //! the others by [`PlaceholderStreamStateHandle`], uploads the other files (`MANIFEST-*`,
 //! `CURRENT`, `OPTIONS-*`) to the exclusive scope, and writes the meta data stream: the
 //! keyed snapshot header followed by a [`FileManifest`] with every file's size and CRC-32C,
-//! which restore checks each downloaded file against. The snapshot directory is deleted in
-//! every outcome; on failure or cancellation every file uploaded so far is deleted.
+//! which restore checks each downloaded file against. Timers kept in memory
+//! (`rocksdb.timer-service.factory = heap`) are cloned in the synchronous part and written
+//! by the asynchronous part into one more private file, a canonical key-group stream
+//! ([`crate::heap_timers`]), whose key-group offsets and checksums follow the manifest in
+//! the meta data. The snapshot directory is deleted in every outcome; on failure or
+//! cancellation every file uploaded so far is deleted.
 //!
 //! `notify_checkpoint_complete(id)` makes `id`'s files the base of the next checkpoint and
 //! forgets older pending ones; `notify_checkpoint_aborted(id)` forgets `id`. Files are
@@ -40,10 +44,13 @@ use state_api::{
     PlaceholderStreamStateHandle, Registry, Result, SnapshotContext, SnapshotResult,
     SnapshotStrategy, StateMetaInfo, StateObject, StreamStateHandle, backend_state_as,
 };
+use state_api::{UNCOMPRESSED, UncompressedStreamCompressionDecorator};
 use state_format::KeyedBackendSerializationProxy;
 use state_format::file_manifest::{FileManifest, ManifestEntry};
+use state_format::keyed_format::KeyedSnapshotWriter;
 
 use crate::backend::{RocksDBSnapshotSource, db_error};
+use crate::heap_timers::{HeapTimerSnapshot, KeyGroupTimers, TIMERS_FILE, TimerFileIndex};
 use crate::history::UploadedFile;
 use crate::{ROCKSDB, ROCKSDB_INCREMENTAL};
 
@@ -281,6 +288,7 @@ impl SnapshotStrategy<Arc<dyn KeyedStateHandle>> for RocksIncrementalSnapshotStr
             directory: None,
             lease: None,
             uploaded: Vec::new(),
+            heap_timers: self.source.heap_timer_snapshot(),
             states,
             base,
             backend_id,
@@ -323,6 +331,8 @@ struct RocksIncrementalAsyncSnapshot {
     lease: Option<Lease>,
     /// Handles uploaded so far, deleted again if the snapshot fails.
     uploaded: Vec<Arc<dyn StreamStateHandle>>,
+    /// The timers of the states kept in memory, as the synchronous part found them.
+    heap_timers: HeapTimerSnapshot,
     states: Vec<StateMetaInfo>,
     base: BTreeMap<String, UploadedFile>,
     backend_id: String,
@@ -389,10 +399,69 @@ impl RocksIncrementalAsyncSnapshot {
         }))
     }
 
+    /// Writes the timers kept in memory into [`TIMERS_FILE`] in the snapshot directory, as
+    /// a canonical key-group stream of those states alone; returns its key groups' offsets
+    /// and checksums, `None` when no state is kept in memory.
+    fn write_timers(
+        &self,
+        context: &SnapshotContext,
+        directory: &Path,
+    ) -> Result<Option<TimerFileIndex>> {
+        if self.heap_timers.is_empty() {
+            return Ok(None);
+        }
+        let states: Vec<StateMetaInfo> = (self.states.iter())
+            .filter(|meta| self.heap_timers.contains_key(&meta.name))
+            .cloned()
+            .collect();
+        let sets: Vec<&[KeyGroupTimers]> = (states.iter())
+            .filter_map(|meta| self.heap_timers.get(&meta.name).map(Vec::as_slice))
+            .collect();
+        let range = self.source.key_group_range();
+        let max_parallelism = self.source.max_parallelism();
+        let header = KeyedBackendSerializationProxy::new(
+            self.source.key_serializer(),
+            states,
+            UNCOMPRESSED,
+            max_parallelism,
+        );
+        let path = directory.join(TIMERS_FILE);
+        let file = File::create(&path).map_err(|e| Error::io(&path, e))?;
+        let mut out = io::BufWriter::with_capacity(256 * 1024, file);
+        let (offsets, checksums) = {
+            let mut writer = KeyedSnapshotWriter::new(
+                &mut out,
+                0,
+                &header,
+                &UncompressedStreamCompressionDecorator,
+                range,
+                max_parallelism,
+            )?;
+            for (shard, key_group) in range.iter().enumerate() {
+                context.check_cancelled()?;
+                writer.write_key_group(key_group, |group| {
+                    for (id, groups) in (0u16..).zip(&sets) {
+                        for key in groups.get(shard).into_iter().flatten() {
+                            group.write_entry(id, key, &[])?;
+                        }
+                    }
+                    Ok(())
+                })?;
+            }
+            writer.finish()?
+        };
+        out.flush().map_err(|e| Error::io(&path, e))?;
+        Ok(Some(TimerFileIndex {
+            offsets: offsets.offsets().to_vec(),
+            checksums,
+        }))
+    }
+
     fn run(&mut self, context: &SnapshotContext) -> Result<KeyedSnapshotResult> {
         let Some(directory) = self.directory.clone() else {
             return Ok(SnapshotResult::empty());
         };
+        let timers = self.write_timers(context, &directory)?;
         let mut names: Vec<String> = fs::read_dir(&directory)
             .map_err(|e| Error::io(&directory, e))?
             .map(|entry| {
@@ -471,6 +540,9 @@ impl RocksIncrementalAsyncSnapshot {
         let mut meta = Vec::new();
         header.write_to(&mut meta)?;
         manifest.write_to(&mut meta)?;
+        if let Some(timers) = &timers {
+            timers.write_to(&mut meta);
+        }
         let meta_state = state_format::snapshot_stream::write_stream(
             context,
             &*self.factory,

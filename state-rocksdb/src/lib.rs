@@ -20,6 +20,7 @@
 
 mod backend;
 mod full;
+mod heap_timers;
 mod history;
 mod incremental;
 mod local_handle;
@@ -30,7 +31,7 @@ mod ttl_filter;
 
 pub use backend::{
     CompactionStyle, RocksDBKeyedStateBackend, RocksDBOptions, RocksDBSnapshotSource,
-    SstCompression,
+    SstCompression, TimerServiceFactory,
 };
 pub use full::{RocksFullSnapshotStrategy, RocksFullSnapshotStrategyFactory};
 pub use incremental::{RocksIncrementalSnapshotStrategy, RocksIncrementalSnapshotStrategyFactory};

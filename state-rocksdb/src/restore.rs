@@ -14,13 +14,15 @@ use rocksdb::{
 use state_api::{
     Error, HandleAndLocalPath, IncrementalRemoteKeyedStateHandle, KeyGroupRange,
     KeyedBackendParams, KeyedStateBackend, KeyedStateHandle, MaxParallelism, Registry, Result,
-    StateKind,
+    StateKind, StateMetaInfo,
 };
 use state_format::KeyGroupsStateHandle;
 use state_format::file_manifest::FileManifest;
 use state_format::incremental_meta;
 use state_format::keyed_format::{KeyedSnapshotReader, decode_list};
 use state_format::timer::TimerKey;
+
+use crate::heap_timers::{TIMERS_FILE, TimerFileIndex};
 
 use crate::backend::{Opened, RocksDBKeyedStateBackend, cf, cf_name, db_error, key_group_start};
 use crate::history::{IncrementalHistory, UploadedFile};
@@ -82,18 +84,22 @@ fn restore(
         })
         .max()
         .map(|(_, index)| index);
+    // The base's timers kept in memory, restored after the database opened.
+    let mut base_timers = None;
     let mut backend = match base.and_then(|index| parts[index].downcast_ref()) {
         Some(incremental) => {
             let (key_serializer, max_parallelism) =
                 (params.key_serializer.clone(), params.max_parallelism);
             let mut backend = RocksDBKeyedStateBackend::open(params, registry, |db_path| {
-                open_incremental(
+                let (opened, timers) = open_incremental(
                     incremental,
                     &key_serializer,
                     max_parallelism,
                     db_path,
                     range,
-                )
+                )?;
+                base_timers = timers;
+                Ok(opened)
             })?;
             if incremental.key_group_range != range
                 && let Err(err) = delete_other_key_groups(&backend)
@@ -106,9 +112,12 @@ fn restore(
         None => RocksDBKeyedStateBackend::new(params, registry)?,
     };
     backend.begin_bulk_load();
+    let base_timers = (base_timers.iter()).filter_map(|timers| timers.intersection(&range));
     let outcome = (parts.iter().enumerate())
         .filter(|(index, _)| Some(*index) != base)
-        .try_for_each(|(_, part)| restore_part(&mut backend, registry, &**part))
+        .map(|(_, part)| part.clone())
+        .chain(base_timers)
+        .try_for_each(|part| restore_part(&mut backend, registry, &*part))
         .and_then(|()| backend.end_bulk_load());
     if let Err(err) = outcome {
         // Do not leave a half-restored database behind.
@@ -134,7 +143,11 @@ fn delete_other_key_groups(backend: &RocksDBKeyedStateBackend) -> Result<()> {
         others.push((start(range.end().get() + 1), start(last)));
     }
     let db = backend.db()?;
-    for meta in backend.snapshot_source().states() {
+    let states = backend.snapshot_source().states();
+    for meta in states
+        .iter()
+        .filter(|meta| !backend.snapshot_source().in_memory(meta))
+    {
         let family = cf(db, &meta.name)?;
         for (from, to) in &others {
             db.delete_range_cf_opt(&family, from, to, backend.write_options())
@@ -207,24 +220,34 @@ fn restore_part(
         return restore_handle(backend, registry, full);
     }
     if let Some(incremental) = part.downcast_ref::<IncrementalRemoteKeyedStateHandle>() {
-        return copy_incremental(backend, incremental);
+        return copy_incremental(backend, registry, incremental);
     }
     Err(Error::Unsupported(format!(
         "the RocksDB backend restores key-groups and incremental RocksDB handles; got {part:?}"
     )))
 }
 
+/// What [`download_all`] found in an incremental snapshot.
+struct Downloaded {
+    /// Its states, in id order.
+    states: Vec<StateMetaInfo>,
+    /// The states whose column families its database holds.
+    families: Vec<StateMetaInfo>,
+    /// Its shared files.
+    shared: BTreeMap<String, UploadedFile>,
+    /// The timers it kept in memory ([`TIMERS_FILE`]), read from the snapshot's storage.
+    timers: Option<KeyGroupsStateHandle>,
+}
+
 /// Downloads every file of `handle` into `dir` (created) after checking the key serializer
-/// and the number of key groups; returns the snapshot's states.
+/// and the number of key groups, all but the timers kept in memory, which restore reads
+/// from the snapshot's storage like a full snapshot.
 fn download_all(
     handle: &IncrementalRemoteKeyedStateHandle,
     key_serializer: &str,
     max_parallelism: MaxParallelism,
     dir: &Path,
-) -> Result<(
-    Vec<state_api::StateMetaInfo>,
-    BTreeMap<String, UploadedFile>,
-)> {
+) -> Result<Downloaded> {
     handle.check_strategy(crate::ROCKSDB_INCREMENTAL)?;
     let mut meta = incremental_meta::read(&*handle.meta_state, Some(max_parallelism))?;
     // Metadata of earlier releases records no strategy: a heap-incremental snapshot's meta
@@ -239,11 +262,37 @@ fn download_all(
     let (header, manifest) = (meta.header, meta.manifest);
     header.check_key_serializer(key_serializer, &handle.meta_state.describe())?;
     check_files_listed(handle, &manifest)?;
+    let timers = match handle.strategy {
+        Some(_) => {
+            let timer_file = || {
+                let file = (handle.private_state.iter())
+                    .find(|file| file.local_path == TIMERS_FILE)
+                    .zip(manifest.get(TIMERS_FILE))
+                    .ok_or_else(|| Error::Corrupted {
+                        what: format!(
+                            "checkpoint {} ({})",
+                            handle.checkpoint_id,
+                            handle.meta_state.describe()
+                        ),
+                        reason: format!("its meta data indexes timers, it has no `{TIMERS_FILE}`"),
+                    })?;
+                Ok((file.0.handle.clone(), file.1.size))
+            };
+            TimerFileIndex::read_handle(
+                &mut meta.rest,
+                handle.key_group_range,
+                timer_file,
+                &meta.location,
+            )?
+        }
+        None => None,
+    };
     fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let files: Vec<&HandleAndLocalPath> = handle
         .shared_state
         .iter()
         .chain(&handle.private_state)
+        .filter(|file| file.local_path != TIMERS_FILE)
         .collect();
     let (done, panicked) = run_parallel(
         &files,
@@ -273,7 +322,18 @@ fn download_all(
             ))
         })
         .collect();
-    Ok((header.states().to_vec(), shared))
+    let states = header.states().to_vec();
+    // With timers in memory, no priority-queue state has a column family.
+    let families = (states.iter())
+        .filter(|meta| timers.is_none() || meta.kind != StateKind::PriorityQueue)
+        .cloned()
+        .collect();
+    Ok(Downloaded {
+        states,
+        families,
+        shared,
+        timers,
+    })
 }
 
 /// Checks that `handle` carries exactly the files its manifest lists, each in the scope the
@@ -319,31 +379,35 @@ fn check_files_listed(
     Ok(())
 }
 
-/// Fills `db_path` with the files of `handle`. A restore into the handle's own range
-/// continues its incremental history; one into another `range` starts a new one.
+/// Fills `db_path` with the files of `handle`, and returns the handle's timers kept in
+/// memory. A restore into the handle's own range continues its incremental history; one
+/// into another `range` starts a new one.
 fn open_incremental(
     handle: &IncrementalRemoteKeyedStateHandle,
     key_serializer: &str,
     max_parallelism: MaxParallelism,
     db_path: &Path,
     range: KeyGroupRange,
-) -> Result<Opened> {
-    let (states, shared) = download_all(handle, key_serializer, max_parallelism, db_path)?;
+) -> Result<(Opened, Option<KeyGroupsStateHandle>)> {
+    let downloaded = download_all(handle, key_serializer, max_parallelism, db_path)?;
     let history = match handle.key_group_range == range {
-        true => IncrementalHistory::continuing(handle.checkpoint_id, shared),
+        true => IncrementalHistory::continuing(handle.checkpoint_id, downloaded.shared),
         false => IncrementalHistory::fresh(),
     };
-    Ok(Opened {
-        states,
+    let opened = Opened {
+        states: downloaded.states,
+        families: downloaded.families,
         existing: true,
         history,
-    })
+    };
+    Ok((opened, downloaded.timers))
 }
 
 /// Opens `handle` in a temporary database and moves the keys of `backend`'s range (and
 /// the handle's) over, as sst files the database ingests.
 fn copy_incremental(
     backend: &mut RocksDBKeyedStateBackend,
+    registry: &Registry,
     handle: &IncrementalRemoteKeyedStateHandle,
 ) -> Result<()> {
     let temp = tempfile::Builder::new()
@@ -351,19 +415,33 @@ fn copy_incremental(
         .tempdir_in(backend.snapshot_source().instance_dir())
         .map_err(|e| Error::io(backend.snapshot_source().instance_dir(), e))?;
     let dir = temp.path().join("db");
-    let (states, _) = download_all(
+    let Downloaded {
+        states,
+        families: states_in_db,
+        timers,
+        ..
+    } = download_all(
         handle,
         backend.key_serializer(),
         backend.max_parallelism_internal(),
         &dir,
     )?;
+    for meta in &states {
+        backend.register(meta)?;
+    }
+    // Column families of the snapshot's database, all of which open; timers of a family
+    // the backend keeps in memory are read, not ingested.
+    let (memory, states): (Vec<StateMetaInfo>, Vec<StateMetaInfo>) = (states_in_db.iter())
+        .cloned()
+        .partition(|meta| backend.snapshot_source().in_memory(meta));
+    let opened_families: Vec<&StateMetaInfo> = states.iter().chain(&memory).collect();
     let mut options = Options::default();
     options.create_if_missing(false);
     let cache = rocksdb::Cache::new_lru_cache(8 << 20);
-    let file_options: Vec<Options> = (states.iter())
+    let file_options: Vec<Options> = (opened_families.iter())
         .map(|meta| backend.options().cf_options(&cache, meta.kind))
         .collect();
-    let families: Vec<ColumnFamilyDescriptor> = (states.iter().zip(&file_options))
+    let families: Vec<ColumnFamilyDescriptor> = (opened_families.iter().zip(&file_options))
         .map(|(meta, options)| ColumnFamilyDescriptor::new(cf_name(&meta.name), options.clone()))
         .collect();
     // Read-only: nothing is written next to the (linked) files, nothing compacts.
@@ -391,8 +469,10 @@ fn copy_incremental(
             (from, key_group_start(start(slice + 1), prefix_bytes))
         })
         .collect();
-    for meta in &states {
-        backend.register(meta)?;
+    if let Some(mut heap) = backend.snapshot_source().heap_timers() {
+        for meta in &memory {
+            heap.read_family(&source, &meta.name, range)?;
+        }
     }
     let tasks: Vec<(usize, usize)> = (0..states.len())
         .flat_map(|state| (0..slices.len()).map(move |slice| (state, slice)))
@@ -448,7 +528,11 @@ fn copy_incremental(
     }
     drop(source);
     let path = temp.path().to_path_buf();
-    temp.close().map_err(|e| Error::io(path, e))
+    temp.close().map_err(|e| Error::io(path, e))?;
+    match timers.and_then(|timers| timers.intersection(&range)) {
+        Some(timers) => restore_part(backend, registry, &*timers),
+        None => Ok(()),
+    }
 }
 
 /// Writes the entries of `family` in `source` from `slice.0` up to `slice.1` into a new
@@ -502,8 +586,13 @@ fn restore_handle(
         .map(|meta| Ok((backend.register(meta)?, meta)))
         .collect::<Result<Vec<_>>>()?;
     let db = backend.db()?;
+    let mut heap = backend.snapshot_source().heap_timers();
+    let range = backend.key_group_range();
     let mut batch = WriteBatch::default();
     for key_group in reader.key_group_range().iter() {
+        let shard = range
+            .position(key_group)
+            .ok_or(Error::KeyGroupOutOfRange { key_group, range })?;
         reader.read_key_group(key_group, &mut |entry| {
             // The reader checked the id against the header and the key's key group.
             let (family, meta) = &families[usize::from(entry.state_id)];
@@ -511,6 +600,13 @@ fn restore_handle(
             if meta.kind == StateKind::List {
                 decode_list(entry.value)?;
             }
+            let Some(family) = family else {
+                // A priority-queue state kept in memory.
+                if let Some(heap) = &mut heap {
+                    heap.change(&meta.name, shard, entry.key.to_vec(), true)?;
+                }
+                return Ok(());
+            };
             batch.put_cf(family, entry.key, entry.value);
             if batch.size_in_bytes() >= BATCH_BYTES {
                 db.write_opt(std::mem::take(&mut batch), backend.write_options())

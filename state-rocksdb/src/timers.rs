@@ -13,9 +13,12 @@
 //! added since), never to the key group's start: the tombstones of fired timers stay
 //! behind until compaction, and skipping them on every refill would make firing every
 //! timer quadratic. The number of timers is counted once, on first request.
+//!
+//! With `rocksdb.timer-service.factory = heap` the operations go to
+//! [`crate::heap_timers`] instead.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::sync::{Arc, MutexGuard};
 
 use rocksdb::{BoundColumnFamily, ReadOptions, WriteBatch};
 use state_api::{Error, KeyGroup, Result, StateKind, Timer};
@@ -23,6 +26,7 @@ use state_format::timer::TimerHeads;
 
 use crate::ROCKSDB;
 use crate::backend::{RocksDBKeyedStateBackend, db_error, key_group_start, prefix_successor};
+use crate::heap_timers::HeapTimers;
 
 /// The timer keys cached per key group.
 pub(crate) const CACHED: usize = 128;
@@ -179,12 +183,27 @@ impl RocksDBKeyedStateBackend {
             .ok_or(Error::KeyGroupOutOfRange { key_group, range })
     }
 
+    /// The in-memory timers when the backend keeps them there, after checking that `name`
+    /// is a registered priority-queue state; `None` when timers live in column families.
+    fn in_memory(&self, name: &str) -> Result<Option<MutexGuard<'_, HeapTimers>>> {
+        let source = self.snapshot_source();
+        if source.heap_timers().is_none() {
+            return Ok(None);
+        }
+        self.db()?;
+        source.find_state(name, Some(StateKind::PriorityQueue))?;
+        Ok(source.heap_timers())
+    }
+
     /// Adds (`add`) or removes `timer` from state `name`; whether that changed the queue.
     pub(crate) fn change_timer(&self, name: &str, timer: &Timer, add: bool) -> Result<bool> {
-        let cf = self.queue(name)?;
         let key_group = self.params_key_group_of(&timer.key)?;
         let shard = self.shard_of(key_group)?;
         let key = self.timer_keys().build(key_group, timer)?;
+        if let Some(mut timers) = self.in_memory(name)? {
+            return timers.change(name, shard, key, add);
+        }
+        let cf = self.queue(name)?;
         let mut queues = self.timer_queues().borrow_mut();
         let queue = queues.get_mut(name).ok_or_else(|| lost_cache(name))?;
         let group = &mut queue.groups[shard];
@@ -226,6 +245,9 @@ impl RocksDBKeyedStateBackend {
 
     /// The earliest timer of state `name`.
     pub(crate) fn peek(&self, name: &str) -> Result<Option<Timer>> {
+        if let Some(timers) = self.in_memory(name)? {
+            return Ok(timers.peek(name));
+        }
         self.queue(name)?;
         let queues = self.timer_queues().borrow();
         let first = queues.get(name).and_then(|queue| queue.heads.first());
@@ -238,6 +260,9 @@ impl RocksDBKeyedStateBackend {
     /// not see the fired timers) and at the end. Should a read or the write fail, the
     /// state's cache is dropped, to be rebuilt from the database on next use.
     pub(crate) fn poll(&self, name: &str, until: i64, limit: usize) -> Result<Vec<Timer>> {
+        if let Some(mut timers) = self.in_memory(name)? {
+            return timers.poll(name, until, limit);
+        }
         let cf = self.queue(name)?;
         let mut queues = self.timer_queues().borrow_mut();
         let Some(TimerQueue {
@@ -277,6 +302,9 @@ impl RocksDBKeyedStateBackend {
 
     /// The number of timers of state `name`: counted with one scan on first request.
     pub(crate) fn count(&self, name: &str) -> Result<usize> {
+        if let Some(timers) = self.in_memory(name)? {
+            return Ok(timers.count(name));
+        }
         let cf = self.queue(name)?;
         let mut queues = self.timer_queues().borrow_mut();
         let queue = queues.get_mut(name).ok_or_else(|| lost_cache(name))?;
@@ -291,8 +319,11 @@ impl RocksDBKeyedStateBackend {
 
     /// The timers of state `name` in `key_group`, earliest first.
     pub(crate) fn timers_in(&self, name: &str, key_group: KeyGroup) -> Result<Vec<Timer>> {
+        let shard = self.shard_of(key_group)?;
+        if let Some(timers) = self.in_memory(name)? {
+            return timers.timers_in(name, shard);
+        }
         let cf = self.queue(name)?;
-        self.shard_of(key_group)?;
         let prefix = key_group_start(key_group.get(), self.composite_key().prefix_bytes());
         let mut timers = Vec::new();
         let mut failure = None;

@@ -325,3 +325,20 @@ snapstate_tests::keyed_contracts!(
         .strategy("rocksdb-incremental")
         .capabilities(CAPABILITIES)
 );
+
+// Timers kept in memory (`rocksdb.timer-service.factory = heap`), with either strategy.
+
+snapstate_tests::keyed_contracts!(
+    rocksdb_heap_timers,
+    KeyedTarget::new(registry(), ROCKSDB)
+        .option("rocksdb.timer-service.factory", "heap")
+        .capabilities(CAPABILITIES)
+);
+
+snapstate_tests::keyed_contracts!(
+    rocksdb_incremental_heap_timers,
+    KeyedTarget::new(registry(), ROCKSDB)
+        .strategy("rocksdb-incremental")
+        .option("rocksdb.timer-service.factory", "heap")
+        .capabilities(CAPABILITIES)
+);

@@ -14,7 +14,7 @@ use state_api::SnapshotRequest;
 use state_api::{
     CheckpointListener, Error, IncrementalRemoteKeyedStateHandle, KeyGroupRange,
     KeyedBackendParams, KeyedStateBackend, KeyedStateHandle, PlaceholderStreamStateHandle,
-    Registry, StateMetaInfo, StateObject,
+    Registry, StateMetaInfo, StateObject, Timer,
 };
 use state_coordinator::SharedStateRegistry;
 use state_rocksdb::RocksDBKeyedStateBackend;
@@ -768,4 +768,184 @@ fn a_rescaled_restore_opens_the_linked_files_and_keeps_only_its_key_groups() {
             }
         }
     }
+}
+
+/// The timer of number `i`: timestamps repeat, so one timestamp holds several keys.
+fn timer(i: u64) -> Timer {
+    Timer {
+        timestamp: (i * 7919 % 1000) as i64 - 500,
+        key: format!("key-{i}").into_bytes(),
+        namespace: b"window".to_vec(),
+    }
+}
+
+/// Fires every timer of `backend`, checking they come earliest first.
+fn fire_all(backend: &mut dyn KeyedStateBackend) -> Vec<Timer> {
+    let fired = backend.poll_timers("timers", i64::MAX, usize::MAX).unwrap();
+    assert!(
+        fired
+            .windows(2)
+            .all(|pair| pair[0].timestamp <= pair[1].timestamp),
+        "timers fire earliest first"
+    );
+    assert_eq!(backend.timer_count("timers").unwrap(), 0);
+    fired
+}
+
+#[test]
+fn incremental_checkpoints_move_timers_between_heap_and_rocksdb_storage() {
+    const TIMERS: u64 = 3_000;
+    let sorted = |mut timers: Vec<Timer>| {
+        timers.sort_by(|a, b| (a.timestamp, &a.key).cmp(&(b.timestamp, &b.key)));
+        timers
+    };
+    let kept = |i: &u64| !i.is_multiple_of(3);
+    let expected = sorted((0..TIMERS).filter(kept).map(timer).collect());
+    for (from, to) in [("heap", "rocksdb"), ("rocksdb", "heap"), ("heap", "heap")] {
+        let setup = Setup::new();
+        let params = |factory: &str, range: KeyGroupRange| {
+            let mut params = setup.params(range);
+            (params.options).insert("rocksdb.timer-service.factory".into(), factory.into());
+            params
+        };
+        let mut backend = RocksDBKeyedStateBackend::new(params(from, full()), registry()).unwrap();
+        backend
+            .register_state(&StateMetaInfo::value("count", "void", "u64-be"))
+            .unwrap();
+        backend
+            .register_state(&StateMetaInfo::priority_queue("timers", "window"))
+            .unwrap();
+        write(&mut backend, 0..KEYS, 0);
+        for i in 0..TIMERS {
+            backend.set_current_key(&timer(i).key).unwrap();
+            assert!(backend.add_timer("timers", &timer(i)).unwrap());
+        }
+        let shared = SharedStateRegistry::default();
+        let first = setup.checkpoint(&mut backend, CheckpointId::new(1));
+        shared.register(&first).unwrap();
+        backend
+            .notify_checkpoint_complete(CheckpointId::new(1))
+            .unwrap();
+        for i in (0..TIMERS).filter(|i| !kept(i)) {
+            assert!(backend.remove_timer("timers", &timer(i)).unwrap());
+        }
+        let second = setup.checkpoint(&mut backend, CheckpointId::new(2));
+        assert_eq!(
+            (second.private_state.iter()).any(|file| file.local_path == "SNAPSTATE-TIMERS"),
+            from == "heap",
+            "{from}: timers in memory are written as a file of their own, and only they"
+        );
+        // Timers added after the synchronous part are not in the checkpoint.
+        backend.add_timer("timers", &timer(TIMERS)).unwrap();
+        backend.close().unwrap();
+        let label = format!("{from} timers restored as {to} timers");
+
+        // 1 -> 1, then 1 -> 2, each instance checkpointed again.
+        let second = shared.resolve(&shared.register(&second).unwrap()).unwrap();
+        let whole = [Arc::new(second) as Arc<dyn KeyedStateHandle>];
+        let mut restored =
+            RocksDBKeyedStateBackend::restore(params(to, full()), registry(), &whole).unwrap();
+        assert_eq!(
+            restored.timer_count("timers").unwrap(),
+            expected.len(),
+            "{label}"
+        );
+        assert_eq!(
+            restored.peek_timer("timers").unwrap().as_ref(),
+            expected.first()
+        );
+        check(&mut restored, |_| 0);
+        assert_eq!(sorted(fire_all(&mut restored)), expected, "{label}");
+        restored.close().unwrap();
+        let mut halves = Vec::new();
+        for index in 0..2 {
+            let range = MAX_PARALLELISM.range_for(index, 2).unwrap();
+            let mut half =
+                RocksDBKeyedStateBackend::restore(params(to, range), registry(), &whole).unwrap();
+            for key_group in range.iter() {
+                let mine: Vec<&Timer> = (expected.iter())
+                    .filter(|t| MAX_PARALLELISM.key_group_of(&t.key) == key_group)
+                    .collect();
+                let held = half.timers_of("timers", key_group).unwrap();
+                assert_eq!(held.len(), mine.len(), "{label}: key group {key_group}");
+            }
+            let next = setup.checkpoint(&mut half, CheckpointId::new(3));
+            halves.push(Arc::new(next) as Arc<dyn KeyedStateHandle>);
+            half.close().unwrap();
+        }
+        // 2 -> 1 back into the first storage: one half opened, the other copied in.
+        let mut merged =
+            RocksDBKeyedStateBackend::restore(params(from, full()), registry(), &halves).unwrap();
+        check(&mut merged, |_| 0);
+        assert_eq!(sorted(fire_all(&mut merged)), expected, "{label}, 2 -> 1");
+        merged.close().unwrap();
+    }
+}
+
+#[test]
+fn a_damaged_or_missing_timers_file_is_reported_by_name() {
+    let setup = Setup::new();
+    let mut params = setup.params(full());
+    (params.options).insert("rocksdb.timer-service.factory".into(), "heap".into());
+    let mut backend = RocksDBKeyedStateBackend::new(params.clone(), registry()).unwrap();
+    backend
+        .register_state(&StateMetaInfo::priority_queue("timers", "window"))
+        .unwrap();
+    for i in 0..2_000 {
+        backend.add_timer("timers", &timer(i)).unwrap();
+    }
+    let handle = setup.checkpoint(&mut backend, CheckpointId::new(1));
+    backend.close().unwrap();
+    let restore = || {
+        RocksDBKeyedStateBackend::restore(
+            params.clone(),
+            registry(),
+            &[Arc::new(handle.clone()) as Arc<dyn KeyedStateHandle>],
+        )
+        .map(|backend| backend.timer_count("timers").unwrap())
+    };
+    let file = (handle.private_state.iter())
+        .find(|file| file.local_path == "SNAPSTATE-TIMERS")
+        .expect("timers in memory are written to a file of their own");
+    let path = file
+        .handle
+        .downcast_ref::<FileStateHandle>()
+        .unwrap()
+        .path()
+        .to_path_buf();
+    let original = std::fs::read(&path).unwrap();
+    assert_eq!(restore().unwrap(), 2_000);
+
+    let mut flipped = original.clone();
+    flipped[original.len() / 2] ^= 0x10;
+    std::fs::write(&path, &flipped).unwrap();
+    let err = restore().unwrap_err();
+    assert!(
+        err.to_string().contains(&path.display().to_string()),
+        "a damaged timers file is named: {err}"
+    );
+
+    std::fs::write(&path, &original[..original.len() - 1]).unwrap();
+    let err = restore().unwrap_err();
+    assert!(
+        err.to_string().contains(&path.display().to_string()),
+        "a truncated timers file is named: {err}"
+    );
+
+    std::fs::remove_file(&path).unwrap();
+    let err = restore().unwrap_err();
+    assert!(matches!(err.root(), Error::NotFound { .. }), "{err}");
+
+    let mut unlisted = handle.clone();
+    unlisted
+        .private_state
+        .retain(|file| file.local_path != "SNAPSTATE-TIMERS");
+    let err = RocksDBKeyedStateBackend::restore(
+        params.clone(),
+        registry(),
+        &[Arc::new(unlisted) as Arc<dyn KeyedStateHandle>],
+    )
+    .map(|_| ())
+    .unwrap_err();
+    assert!(matches!(err.root(), Error::Corrupted { .. }), "{err}");
 }

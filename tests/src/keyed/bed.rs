@@ -103,6 +103,8 @@ pub(crate) struct TestBed<'t> {
     strategy: Option<&'t str>,
     registry: &'t Registry,
     compression: &'t str,
+    /// Backend options every instance is created with.
+    options: &'t std::collections::BTreeMap<String, String>,
     pub(crate) label: String,
     dir: TempDir,
     instances: Cell<u32>,
@@ -127,6 +129,7 @@ impl<'t> TestBed<'t> {
             strategy: target.strategy.as_deref(),
             registry: target.registry,
             compression: &target.compression,
+            options: &target.options,
             label,
             dir,
             instances: Cell::new(0),
@@ -165,6 +168,7 @@ impl<'t> TestBed<'t> {
             compression: self.compression.to_owned(),
             working_dir: Some(working_dir),
             strategy: self.strategy.map(str::to_owned),
+            options: self.options.clone(),
             ..KeyedBackendParams::new(MAX_PARALLELISM, range)
         }
     }

@@ -2,6 +2,8 @@
 //! ([`KeyedContract`]), [`run_all`] and the [`keyed_contracts!`](crate::keyed_contracts)
 //! macro.
 
+use std::collections::BTreeMap;
+
 use state_api::{Registry, UNCOMPRESSED};
 
 use super::contracts::{
@@ -29,6 +31,9 @@ pub struct KeyedTarget<'r> {
     pub compression: String,
     /// What the backend promises beyond the basic contract.
     pub capabilities: KeyedBackendCapabilities,
+    /// Backend options ([`KeyedBackendParams::options`](state_api::KeyedBackendParams))
+    /// every instance is created and restored with.
+    pub options: BTreeMap<String, String>,
 }
 
 impl<'r> KeyedTarget<'r> {
@@ -40,7 +45,14 @@ impl<'r> KeyedTarget<'r> {
             strategy: None,
             compression: UNCOMPRESSED.to_owned(),
             capabilities: KeyedBackendCapabilities::default(),
+            options: BTreeMap::new(),
         }
+    }
+
+    /// Creates and restores every instance with backend option `key` set to `value`.
+    pub fn option(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.options.insert(key.into(), value.into());
+        self
     }
 
     /// Checkpoints with strategy `strategy`.
@@ -61,13 +73,17 @@ impl<'r> KeyedTarget<'r> {
         self
     }
 
-    /// The backend and, when set, the strategy, as messages name them: `` `heap` `` or
-    /// `` `heap` (strategy `heap-incremental`) ``.
+    /// The backend and, when set, the strategy and options, as messages name them:
+    /// `` `heap` `` or `` `heap` (strategy `heap-incremental`) ``.
     pub(crate) fn name(&self) -> String {
-        match &self.strategy {
+        let mut name = match &self.strategy {
             Some(strategy) => format!("`{}` (strategy `{strategy}`)", self.backend),
             None => format!("`{}`", self.backend),
+        };
+        for (key, value) in &self.options {
+            name.push_str(&format!(" ({key} = {value})"));
         }
+        name
     }
 
     /// What the kit's messages start with: the backend, the strategy (when set), the
