@@ -47,7 +47,7 @@ use state_api::{
 use state_api::{UNCOMPRESSED, UncompressedStreamCompressionDecorator};
 use state_format::KeyedBackendSerializationProxy;
 use state_format::file_manifest::{FileManifest, ManifestEntry};
-use state_format::keyed_format::KeyedSnapshotWriter;
+use state_format::keyed_format::{KeyedSnapshotWriter, write_key_groups_parallel};
 
 use crate::backend::{RocksDBSnapshotSource, db_error};
 use crate::heap_timers::{HeapTimerSnapshot, KeyGroupTimers, TIMERS_FILE, TimerFileIndex};
@@ -219,15 +219,17 @@ fn store_files(
 }
 
 /// Stores `path` in `scope`; returns its handle, size and checksum. An sst file, which
-/// RocksDB never changes, is stored without copying where the storage can (a hard link)
-/// and read once for its checksum; any other file is copied through a stream.
+/// RocksDB never changes, and the timers file, which nothing changes once written, are
+/// stored without copying where the storage can (a hard link) and read once for their
+/// checksums; any other file is copied through a stream.
 fn store_file(
     factory: &dyn CheckpointStreamFactory,
     context: &SnapshotContext,
     path: &Path,
     scope: CheckpointedStateScope,
 ) -> Result<Stored> {
-    let immutable = scope == CheckpointedStateScope::Shared;
+    let immutable = scope == CheckpointedStateScope::Shared
+        || path.file_name().is_some_and(|name| name == TIMERS_FILE);
     if immutable && let Some(handle) = factory.store_immutable_file(path, scope)? {
         let checked = File::open(path)
             .and_then(|file| copy_checked(&mut BufReader::new(file), &mut io::sink()));
@@ -437,17 +439,16 @@ impl RocksIncrementalAsyncSnapshot {
                 range,
                 max_parallelism,
             )?;
-            for (shard, key_group) in range.iter().enumerate() {
-                context.check_cancelled()?;
-                writer.write_key_group(key_group, |group| {
-                    for (id, groups) in (0u16..).zip(&sets) {
-                        for key in groups.get(shard).into_iter().flatten() {
-                            group.write_entry(id, key, &[])?;
-                        }
+            write_key_groups_parallel(context, &mut writer, |group| {
+                let shard = range.position(group.key_group());
+                for (id, groups) in (0u16..).zip(&sets) {
+                    let timers = shard.and_then(|shard| groups.get(shard));
+                    for key in timers.into_iter().flatten() {
+                        group.write_entry(id, key, &[])?;
                     }
-                    Ok(())
-                })?;
-            }
+                }
+                Ok(())
+            })?;
             writer.finish()?
         };
         out.flush().map_err(|e| Error::io(&path, e))?;

@@ -39,7 +39,9 @@ impl RocksDBKeyedStateBackend {
     /// database; when its range is another, the keys outside the new range are deleted
     /// and the next incremental checkpoint starts afresh, else it builds on the handle.
     /// Every other incremental handle is opened in a temporary database and the keys of
-    /// the new range copied over; full snapshots are read key group by key group.
+    /// the new range copied over; full snapshots are read key group by key group. Timers
+    /// move between column families and memory as `rocksdb.timer-service.factory` says,
+    /// whichever way the snapshot kept them.
     ///
     /// # Errors
     ///

@@ -211,7 +211,7 @@ pub(crate) struct OneArgs {
     #[arg(long, default_value_t = 2)]
     pub(crate) checkpoints: u64,
     #[arg(long = "option")]
-    options: Vec<String>,
+    pub(crate) options: Vec<String>,
     #[arg(long)]
     ttl_ms: Option<u64>,
     #[arg(long, default_value_t = 0)]

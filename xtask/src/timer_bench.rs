@@ -203,7 +203,7 @@ pub(crate) fn run_one(args: &OneArgs) -> DynResult {
     let peak_rss_mb = peak_rss_mb();
     job.discard_checkpoints()?;
 
-    let base = json!({
+    let mut base = json!({
         "system": format!("snapstate-{}", env!("CARGO_PKG_VERSION")),
         "workload": "timers",
         "storage": "local directory",
@@ -211,6 +211,9 @@ pub(crate) fn run_one(args: &OneArgs) -> DynResult {
         "n": timers.n,
         "compression": args.compression,
     });
+    if !args.options.is_empty() {
+        base["options"] = json!(args.options);
+    }
     let line = |fields: Value| print_record(&base, fields);
     line(json!({
         "cp": 1,
