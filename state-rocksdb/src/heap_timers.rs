@@ -72,7 +72,7 @@ impl HeapTimers {
         &mut self,
         name: &str,
         shard: usize,
-        key: Vec<u8>,
+        key: &[u8],
         add: bool,
     ) -> Result<bool> {
         let keys = self.keys;
@@ -82,10 +82,9 @@ impl HeapTimers {
         let Some(group) = queue.groups.get_mut(shard) else {
             return Ok(false);
         };
-        let key: Arc<[u8]> = key.into();
         let changed = match add {
-            true => group.insert(key.clone()).is_none(),
-            false => group.remove(&key).is_some(),
+            true => group.insert(Arc::from(key)).is_none(),
+            false => group.remove(key).is_some(),
         };
         let first = group.get_min();
         // Only a change at the front moves the key group's head.

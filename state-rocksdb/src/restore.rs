@@ -605,7 +605,7 @@ fn restore_handle(
             let Some(family) = family else {
                 // A priority-queue state kept in memory.
                 if let Some(heap) = &mut heap {
-                    heap.change(&meta.name, shard, entry.key.to_vec(), true)?;
+                    heap.change(&meta.name, shard, entry.key, true)?;
                 }
                 return Ok(());
             };

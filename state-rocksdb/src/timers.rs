@@ -201,7 +201,7 @@ impl RocksDBKeyedStateBackend {
         let shard = self.shard_of(key_group)?;
         let key = self.timer_keys().build(key_group, timer)?;
         if let Some(mut timers) = self.in_memory(name)? {
-            return timers.change(name, shard, key, add);
+            return timers.change(name, shard, &key, add);
         }
         let cf = self.queue(name)?;
         let mut queues = self.timer_queues().borrow_mut();
