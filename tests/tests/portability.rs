@@ -46,11 +46,20 @@ fn check(compression: &str, timers: bool) {
         backends.len() >= 2,
         "portability needs two backends: {backends:?}"
     );
-    let targets: Vec<KeyedTarget<'_>> = backends
+    let mut targets: Vec<KeyedTarget<'_>> = backends
         .into_iter()
         .map(|backend| KeyedTarget::new(registry, backend).compression(compression))
         .collect();
-    for from in sources(registry, compression) {
+    let mut sources = sources(registry, compression);
+    if timers {
+        // RocksDB with its timers in memory, on both sides.
+        let heap_timers = KeyedTarget::new(registry, "rocksdb")
+            .compression(compression)
+            .option("rocksdb.timer-service.factory", "heap");
+        sources.push(heap_timers.clone());
+        targets.push(heap_timers);
+    }
+    for from in sources {
         for to in &targets {
             match timers {
                 false => [(1, 1), (2, 3)].into_iter().for_each(|(old, new)| {
