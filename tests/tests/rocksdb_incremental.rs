@@ -949,3 +949,68 @@ fn a_damaged_or_missing_timers_file_is_reported_by_name() {
     .unwrap_err();
     assert!(matches!(err.root(), Error::Corrupted { .. }), "{err}");
 }
+
+/// Whatever byte of the timers index (the section after the file manifest) is damaged,
+/// restore either fails with an error or, where the damage changed nothing it reads,
+/// restores every timer: it never panics and never restores other timers.
+#[test]
+fn a_damaged_timers_index_never_restores_other_timers() {
+    let setup = Setup::new();
+    let mut params = setup.params(full());
+    (params.options).insert("rocksdb.timer-service.factory".into(), "heap".into());
+    let mut backend = RocksDBKeyedStateBackend::new(params.clone(), registry()).unwrap();
+    backend
+        .register_state(&StateMetaInfo::priority_queue("timers", "window"))
+        .unwrap();
+    for i in 0..500 {
+        backend.add_timer("timers", &timer(i)).unwrap();
+    }
+    let handle = setup.checkpoint(&mut backend, CheckpointId::new(1));
+    backend.close().unwrap();
+    let meta = handle
+        .meta_state
+        .downcast_ref::<FileStateHandle>()
+        .unwrap()
+        .path()
+        .to_path_buf();
+    let original = std::fs::read(&meta).unwrap();
+    // Tag, key-group count, 128 offsets and 128 checksums end the meta data.
+    let index = original.len() - (1 + 4 + 128 * 12);
+    assert_eq!(original[index], 1, "the timers index starts with its tag");
+    let expected = (0..500).map(timer).collect::<Vec<_>>();
+    for position in (index..original.len()).step_by(5) {
+        let mut damaged = original.clone();
+        damaged[position] ^= 0x41;
+        std::fs::write(&meta, &damaged).unwrap();
+        let restored = RocksDBKeyedStateBackend::restore(
+            params.clone(),
+            registry(),
+            &[Arc::new(handle.clone()) as Arc<dyn KeyedStateHandle>],
+        );
+        if let Ok(mut restored) = restored {
+            let mut fired = fire_all(&mut restored);
+            fired.sort_by(|a, b| a.key.cmp(&b.key));
+            let mut want = expected.clone();
+            want.sort_by(|a, b| a.key.cmp(&b.key));
+            assert_eq!(fired, want, "byte {position} of the meta data damaged");
+        }
+    }
+    // Cut short or lengthened, the index is refused.
+    for damaged in [
+        &original[..original.len() - 1],
+        &[&original[..], &[0]].concat()[..],
+    ] {
+        std::fs::write(&meta, damaged).unwrap();
+        let restored = RocksDBKeyedStateBackend::restore(
+            params.clone(),
+            registry(),
+            &[Arc::new(handle.clone()) as Arc<dyn KeyedStateHandle>],
+        );
+        let err = restored.map(|_| ()).unwrap_err();
+        assert!(
+            matches!(err.root(), Error::Corrupted { .. }),
+            "a timers index of {} bytes: {err}",
+            damaged.len() - index
+        );
+    }
+}
