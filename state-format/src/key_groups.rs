@@ -256,6 +256,22 @@ impl KeyGroupsStateHandle {
         self
     }
 
+    /// The bytes of `key_group`'s section: up to the next key group's offset, or to the
+    /// recorded end (else the stream's size) for the last one; 0 for a key group outside
+    /// the range. What splitting key groups between threads by weight uses.
+    pub fn section_size(&self, key_group: KeyGroup) -> u64 {
+        if !self.offsets.range().contains(key_group) {
+            return 0;
+        }
+        let end = self
+            .section_end(key_group)
+            .unwrap_or_else(|| self.delegate.state_size());
+        match self.offsets.offset(key_group) {
+            Ok(start) => end.saturating_sub(start),
+            Err(_) => 0,
+        }
+    }
+
     /// Where the data of `key_group` ends: the next key group's offset, or the recorded
     /// end for the last one (`None` when not recorded, as in handles of older builds).
     pub fn section_end(&self, key_group: KeyGroup) -> Option<u64> {

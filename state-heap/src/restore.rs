@@ -254,28 +254,11 @@ fn split_point(key_groups: &[KeyGroup], sources: &[Source]) -> usize {
         .iter()
         .map(|&key_group| {
             (sources.iter())
-                .map(|source| section_size(&source.handle, key_group))
+                .map(|source| source.handle.section_size(key_group))
                 .sum()
         })
         .collect();
     split_by_weight(&weights)
-}
-
-/// The bytes of `key_group`'s section in `handle` (0 when it holds none), up to
-/// [`KeyGroupsStateHandle::section_end`], or to the end of the stream for a last section
-/// whose end the handle does not record.
-fn section_size(handle: &KeyGroupsStateHandle, key_group: KeyGroup) -> u64 {
-    let range = handle.key_group_range();
-    if !range.contains(key_group) {
-        return 0;
-    }
-    let end = handle
-        .section_end(key_group)
-        .unwrap_or_else(|| handle.delegate().state_size());
-    match handle.offsets().offset(key_group) {
-        Ok(start) => end.saturating_sub(start),
-        Err(_) => 0,
-    }
 }
 
 /// Reads `key_group` (shard `shard`) from every source that holds it, in order, and closes

@@ -95,6 +95,24 @@ impl HeapTimers {
         Ok(changed)
     }
 
+    /// Adds `timers`, timer keys of key group `shard` of state `name`, read by a restore.
+    pub(crate) fn merge(&mut self, name: &str, shard: usize, timers: KeyGroupTimers) -> Result<()> {
+        let keys = self.keys;
+        let Some(queue) = self.queues.get_mut(name) else {
+            return Ok(());
+        };
+        let Some(group) = queue.groups.get_mut(shard) else {
+            return Ok(());
+        };
+        match group.is_empty() {
+            true => *group = timers,
+            false => group.extend(timers),
+        }
+        let head = group.get_min().map(|first| keys.split(first)).transpose()?;
+        queue.heads.set(shard, head.map(|(_, timer)| timer));
+        Ok(())
+    }
+
     /// The earliest timer of state `name`.
     pub(crate) fn peek(&self, name: &str) -> Option<Timer> {
         let queue = self.queues.get(name)?;

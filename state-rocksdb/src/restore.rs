@@ -12,17 +12,18 @@ use rocksdb::{
     WriteBatch,
 };
 use state_api::{
-    Error, HandleAndLocalPath, IncrementalRemoteKeyedStateHandle, KeyGroupRange,
+    Error, HandleAndLocalPath, IncrementalRemoteKeyedStateHandle, KeyGroup, KeyGroupRange,
     KeyedBackendParams, KeyedStateBackend, KeyedStateHandle, MaxParallelism, Registry, Result,
     StateKind, StateMetaInfo,
 };
-use state_format::KeyGroupsStateHandle;
 use state_format::file_manifest::FileManifest;
 use state_format::incremental_meta;
 use state_format::keyed_format::{KeyedSnapshotReader, decode_list};
+use state_format::parallel::{run_in_two, split_by_weight};
 use state_format::timer::TimerKey;
+use state_format::{KeyGroupsStateHandle, KeyedBackendSerializationProxy};
 
-use crate::heap_timers::{TIMERS_FILE, TimerFileIndex};
+use crate::heap_timers::{KeyGroupTimers, TIMERS_FILE, TimerFileIndex};
 
 use crate::backend::{Opened, RocksDBKeyedStateBackend, cf, cf_name, db_error, key_group_start};
 use crate::history::{IncrementalHistory, UploadedFile};
@@ -587,6 +588,10 @@ fn restore_handle(
         .iter()
         .map(|meta| Ok((backend.register(meta)?, meta)))
         .collect::<Result<Vec<_>>>()?;
+    if families.iter().all(|(family, _)| family.is_none()) {
+        drop(reader);
+        return restore_timers_in_two(backend, registry, handle, &header);
+    }
     let db = backend.db()?;
     let mut heap = backend.snapshot_source().heap_timers();
     let range = backend.key_group_range();
@@ -619,4 +624,59 @@ fn restore_handle(
     }
     db.write_opt(batch, backend.write_options())
         .map_err(db_error("writing restored entries"))
+}
+
+/// Restores a snapshot of priority-queue states the backend keeps in memory and nothing
+/// else (the timers file of an incremental checkpoint, a savepoint of timers alone): this
+/// thread and a helper each read one half of the key groups (halves of about equal bytes)
+/// into sets of their own, which then move into the backend's queues.
+fn restore_timers_in_two(
+    backend: &RocksDBKeyedStateBackend,
+    registry: &Registry,
+    handle: &KeyGroupsStateHandle,
+    header: &KeyedBackendSerializationProxy,
+) -> Result<()> {
+    let max_parallelism = backend.max_parallelism_internal();
+    let (composite, timers) = (backend.composite_key(), TimerKey::new(max_parallelism));
+    let states = header.states();
+    let key_groups: Vec<KeyGroup> = handle.offsets().range().iter().collect();
+    let weights: Vec<u64> = (key_groups.iter())
+        .map(|&key_group| handle.section_size(key_group))
+        .collect();
+    let split = split_by_weight(&weights);
+    let read = |part: &[KeyGroup]| -> Result<Vec<(KeyGroup, Vec<KeyGroupTimers>)>> {
+        let mut reader = KeyedSnapshotReader::open(handle, registry, max_parallelism)?;
+        let mut read = Vec::with_capacity(part.len());
+        for &key_group in part {
+            let mut sets = vec![KeyGroupTimers::new(); states.len()];
+            reader.read_key_group(key_group, &mut |entry| {
+                // The reader checked the id against the header and the key's key group.
+                let id = usize::from(entry.state_id);
+                state_format::check_entry(&states[id], composite, timers, entry.key, entry.value)?;
+                sets[id].insert(Arc::from(entry.key));
+                Ok(())
+            })?;
+            read.push((key_group, sets));
+        }
+        Ok(read)
+    };
+    let (helper, mine) = run_in_two(
+        "the reader of the second half of the timers",
+        || read(&key_groups[split..]),
+        || read(&key_groups[..split]),
+    );
+    let (mine, theirs) = (mine?, helper??);
+    let range = backend.key_group_range();
+    let Some(mut heap) = backend.snapshot_source().heap_timers() else {
+        return Ok(());
+    };
+    for (key_group, sets) in mine.into_iter().chain(theirs) {
+        let shard = range
+            .position(key_group)
+            .ok_or(Error::KeyGroupOutOfRange { key_group, range })?;
+        for (meta, set) in states.iter().zip(sets) {
+            heap.merge(&meta.name, shard, set)?;
+        }
+    }
+    Ok(())
 }
