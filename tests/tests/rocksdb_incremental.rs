@@ -882,20 +882,29 @@ fn incremental_checkpoints_move_timers_between_heap_and_rocksdb_storage() {
     }
 }
 
-#[test]
-fn a_damaged_or_missing_timers_file_is_reported_by_name() {
-    let setup = Setup::new();
+/// Checkpoint 1 of a RocksDB backend keeping `count` timers in memory, and its parameters.
+fn heap_timers_checkpoint(
+    setup: &Setup,
+    count: u64,
+) -> (KeyedBackendParams, IncrementalRemoteKeyedStateHandle) {
     let mut params = setup.params(full());
     (params.options).insert("rocksdb.timer-service.factory".into(), "heap".into());
     let mut backend = RocksDBKeyedStateBackend::new(params.clone(), registry()).unwrap();
     backend
         .register_state(&StateMetaInfo::priority_queue("timers", "window"))
         .unwrap();
-    for i in 0..2_000 {
+    for i in 0..count {
         backend.add_timer("timers", &timer(i)).unwrap();
     }
     let handle = setup.checkpoint(&mut backend, CheckpointId::new(1));
     backend.close().unwrap();
+    (params, handle)
+}
+
+#[test]
+fn a_damaged_or_missing_timers_file_is_reported_by_name() {
+    let setup = Setup::new();
+    let (params, handle) = heap_timers_checkpoint(&setup, 2_000);
     let restore = || {
         RocksDBKeyedStateBackend::restore(
             params.clone(),
@@ -956,17 +965,7 @@ fn a_damaged_or_missing_timers_file_is_reported_by_name() {
 #[test]
 fn a_damaged_timers_index_never_restores_other_timers() {
     let setup = Setup::new();
-    let mut params = setup.params(full());
-    (params.options).insert("rocksdb.timer-service.factory".into(), "heap".into());
-    let mut backend = RocksDBKeyedStateBackend::new(params.clone(), registry()).unwrap();
-    backend
-        .register_state(&StateMetaInfo::priority_queue("timers", "window"))
-        .unwrap();
-    for i in 0..500 {
-        backend.add_timer("timers", &timer(i)).unwrap();
-    }
-    let handle = setup.checkpoint(&mut backend, CheckpointId::new(1));
-    backend.close().unwrap();
+    let (params, handle) = heap_timers_checkpoint(&setup, 500);
     let meta = handle
         .meta_state
         .downcast_ref::<FileStateHandle>()
