@@ -486,9 +486,14 @@ impl RocksDBSnapshotSource {
         self.inner.heap_timers.as_ref().map(lock)
     }
 
+    /// Whether priority-queue states live in memory ([`TimerServiceFactory::Heap`]).
+    pub(crate) fn timers_in_memory(&self) -> bool {
+        self.inner.heap_timers.is_some()
+    }
+
     /// Whether state `meta` lives in memory rather than in a column family.
     pub(crate) fn in_memory(&self, meta: &StateMetaInfo) -> bool {
-        meta.kind == StateKind::PriorityQueue && self.inner.heap_timers.is_some()
+        meta.kind == StateKind::PriorityQueue && self.timers_in_memory()
     }
 
     /// Every in-memory state's timers now (empty when timers live in column families):

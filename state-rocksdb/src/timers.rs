@@ -187,7 +187,7 @@ impl RocksDBKeyedStateBackend {
     /// is a registered priority-queue state; `None` when timers live in column families.
     fn in_memory(&self, name: &str) -> Result<Option<MutexGuard<'_, HeapTimers>>> {
         let source = self.snapshot_source();
-        if source.heap_timers().is_none() {
+        if !source.timers_in_memory() {
             return Ok(None);
         }
         self.db()?;
