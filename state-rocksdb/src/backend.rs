@@ -331,6 +331,8 @@ impl RocksDBOptions {
         options.create_if_missing(true);
         options.create_missing_column_families(true);
         options.set_max_background_jobs(self.max_background_jobs);
+        // Incremental checkpoints record these instead of reading every new file back.
+        crate::native::compute_file_checksums(&mut options);
         options
     }
 

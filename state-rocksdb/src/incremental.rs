@@ -6,7 +6,8 @@
 //! captures the states' meta info and the sst files the last *completed* checkpoint
 //! uploaded. The asynchronous part stores new sst files in the shared scope (as hard links
 //! where the storage is a local directory on the same file system, else copied through a
-//! stream; either way with the CRC-32C read on the way), refers to
+//! stream; with the CRC-32C RocksDB computed when it wrote the file, checked against the
+//! bytes when they are copied, or read once where RocksDB recorded none), refers to
 //! the others by [`PlaceholderStreamStateHandle`], uploads the other files (`MANIFEST-*`,
 //! `CURRENT`, `OPTIONS-*`) to the exclusive scope, and writes the meta data stream: the
 //! keyed snapshot header followed by a [`FileManifest`] with every file's size and CRC-32C,
@@ -24,7 +25,7 @@
 //! it releases the one that checkpoint built on.
 
 use std::any::Any;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::fs::{self, File};
 use std::io::{self, BufReader, Read, Write};
@@ -52,6 +53,7 @@ use state_format::keyed_format::{KeyedSnapshotWriter, write_key_groups_parallel}
 use crate::backend::{RocksDBSnapshotSource, db_error};
 use crate::heap_timers::{HeapTimerSnapshot, KeyGroupTimers, TIMERS_FILE, TimerFileIndex};
 use crate::history::UploadedFile;
+use crate::native::{WrittenChecksum, live_sst_checksums};
 use crate::{ROCKSDB, ROCKSDB_INCREMENTAL};
 
 /// Copies `from` into `out` and returns the byte count and CRC-32C.
@@ -189,17 +191,23 @@ pub(crate) const STORE_THREADS: usize = 4;
 type Stored = (Arc<dyn StreamStateHandle>, u64, u32);
 
 /// Stores `files` (path and scope) through `factory` with up to [`STORE_THREADS`]
-/// threads. Returns what each file became, in order (`None` for files not stored because
-/// another failed or the snapshot was cancelled), and the first error.
+/// threads; `written` holds the checksums RocksDB recorded, by file name. Returns what
+/// each file became, in order (`None` for files not stored because another failed or the
+/// snapshot was cancelled), and the first error.
 fn store_files(
     factory: &dyn CheckpointStreamFactory,
     context: &SnapshotContext,
     files: &[(PathBuf, CheckpointedStateScope)],
+    written: &HashMap<String, WrittenChecksum>,
 ) -> (Vec<Option<Stored>>, Option<Error>) {
     let (done, panicked) = run_parallel(
         files,
         || context.check_cancelled(),
-        |(path, scope)| store_file(factory, context, path, *scope),
+        |(path, scope)| {
+            let name = path.file_name().map(|name| name.to_string_lossy());
+            let known = name.and_then(|name| written.get(name.as_ref()).copied());
+            store_file(factory, context, path, *scope, known)
+        },
     );
     let stopped = || Error::WorkerStopped {
         worker: "a thread storing snapshot files".into(),
@@ -220,24 +228,33 @@ fn store_files(
 
 /// Stores `path` in `scope`; returns its handle, size and checksum. An sst file, which
 /// RocksDB never changes, and the timers file, which nothing changes once written, are
-/// stored without copying where the storage can (a hard link) and read once for their
-/// checksums; any other file is copied through a stream.
+/// stored without copying where the storage can (a hard link); any other file is copied
+/// through a stream. `known` is the size and CRC-32C RocksDB recorded when it wrote the
+/// file: a linked file is then not read at all, a copied one is checked against it. Other
+/// files are read once for their checksums.
 fn store_file(
     factory: &dyn CheckpointStreamFactory,
     context: &SnapshotContext,
     path: &Path,
     scope: CheckpointedStateScope,
+    known: Option<WrittenChecksum>,
 ) -> Result<Stored> {
     let immutable = scope == CheckpointedStateScope::Shared
         || path.file_name().is_some_and(|name| name == TIMERS_FILE);
     if immutable && let Some(handle) = factory.store_immutable_file(path, scope)? {
-        let checked = File::open(path)
-            .and_then(|file| copy_checked(&mut BufReader::new(file), &mut io::sink()));
+        let checked = match known {
+            Some(known) => fs::metadata(path).map(|meta| (meta.len(), known.crc)),
+            None => File::open(path)
+                .and_then(|file| copy_checked(&mut BufReader::new(file), &mut io::sink())),
+        };
+        let checked = checked
+            .map_err(|err| Error::io(path, err))
+            .and_then(|(size, crc)| check_written(path, size, crc, known));
         return match checked {
             Ok((size, crc)) => Ok((handle, size, crc)),
             Err(err) => {
                 let _ = handle.discard();
-                Err(Error::io(path, err))
+                Err(err)
             }
         };
     }
@@ -247,7 +264,34 @@ fn store_file(
     let (size, crc) = copy_checked(&mut BufReader::new(file), &mut stream)
         .map_err(|e| Error::stream(format!("uploading {}", path.display()), e))?;
     context.unregister(registration);
-    Ok((stream.close_and_get_handle()?, size, crc))
+    let handle = stream.close_and_get_handle()?;
+    match check_written(path, size, crc, known) {
+        Ok((size, crc)) => Ok((handle, size, crc)),
+        Err(err) => {
+            let _ = handle.discard();
+            Err(err)
+        }
+    }
+}
+
+/// `(size, crc)` if they match what RocksDB recorded when it wrote `path` (or it recorded
+/// nothing), else [`Error::Corrupted`] naming the file: it changed after it was written.
+fn check_written(
+    path: &Path,
+    size: u64,
+    crc: u32,
+    known: Option<WrittenChecksum>,
+) -> Result<(u64, u32)> {
+    match known {
+        Some(known) if known != (WrittenChecksum { size, crc }) => Err(Error::Corrupted {
+            what: format!("sst file {}", path.display()),
+            reason: format!(
+                "{size} bytes with crc32c {crc:#010x}, RocksDB wrote {} bytes with {:#010x}",
+                known.size, known.crc
+            ),
+        }),
+        _ => Ok((size, crc)),
+    }
 }
 
 /// The incremental snapshot strategy of the RocksDB backend; registered as keyed strategy
@@ -289,6 +333,7 @@ impl SnapshotStrategy<Arc<dyn KeyedStateHandle>> for RocksIncrementalSnapshotStr
         let mut snapshot = RocksIncrementalAsyncSnapshot {
             directory: None,
             lease: None,
+            written: HashMap::new(),
             uploaded: Vec::new(),
             heap_timers: self.source.heap_timer_snapshot(),
             states,
@@ -324,6 +369,12 @@ impl SnapshotStrategy<Arc<dyn KeyedStateHandle>> for RocksIncrementalSnapshotStr
             snapshot.cleanup_provided_resources();
             return Err(err);
         }
+        // Files the checkpoint holds that a compaction has since removed are missing here;
+        // the asynchronous part reads those for their checksums.
+        snapshot.written = live_sst_checksums(&db).unwrap_or_else(|err| {
+            tracing::warn!(%err, "RocksDB did not list its files' checksums; reading the files");
+            HashMap::new()
+        });
         Ok(Box::new(snapshot))
     }
 }
@@ -331,6 +382,8 @@ impl SnapshotStrategy<Arc<dyn KeyedStateHandle>> for RocksIncrementalSnapshotStr
 struct RocksIncrementalAsyncSnapshot {
     directory: Option<PathBuf>,
     lease: Option<Lease>,
+    /// Size and CRC-32C of the live sst files, as RocksDB recorded them when it wrote them.
+    written: HashMap<String, WrittenChecksum>,
     /// Handles uploaded so far, deleted again if the snapshot fails.
     uploaded: Vec<Arc<dyn StreamStateHandle>>,
     /// The timers of the states kept in memory, as the synchronous part found them.
@@ -483,7 +536,7 @@ impl RocksIncrementalAsyncSnapshot {
                 (directory.join(name), scope)
             })
             .collect();
-        let (stored, failure) = store_files(&*self.factory, context, &new);
+        let (stored, failure) = store_files(&*self.factory, context, &new, &self.written);
         self.uploaded
             .extend(stored.iter().flatten().map(|(handle, _, _)| handle.clone()));
         if let Some(err) = failure {
@@ -651,6 +704,48 @@ impl fmt::Debug for RocksIncrementalAsyncSnapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use state_storage_local::{LocalCheckpointStorage, MemoryCheckpointStreamFactory};
+
+    /// An sst file whose bytes changed after RocksDB wrote them is refused by name, whether
+    /// it is copied through a stream (checked against RocksDB's checksum) or linked (checked
+    /// against RocksDB's size), and no stored copy is left behind.
+    #[test]
+    fn a_file_that_changed_after_rocksdb_wrote_it_is_not_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("000042.sst");
+        fs::write(&path, b"sst bytes as RocksDB wrote them").unwrap();
+        let written = WrittenChecksum {
+            size: 31,
+            crc: crc32c::crc32c(b"sst bytes as RocksDB wrote them"),
+        };
+        let context = SnapshotContext::new(CheckpointId::new(1));
+        let memory = MemoryCheckpointStreamFactory::default();
+        let shared = CheckpointedStateScope::Shared;
+        let (_, size, crc) = store_file(&memory, &context, &path, shared, Some(written)).unwrap();
+        assert_eq!((size, crc), (written.size, written.crc));
+
+        fs::write(&path, b"sst bytes as RocksDB wrote them, then damaged").unwrap();
+        let err = store_file(&memory, &context, &path, shared, Some(written)).unwrap_err();
+        assert!(
+            matches!(&err, Error::Corrupted { what, .. } if what.contains("000042.sst")),
+            "{err}"
+        );
+
+        let storage = LocalCheckpointStorage::new(dir.path().join("checkpoints")).unwrap();
+        let local = storage.stream_factory(CheckpointId::new(1)).unwrap();
+        let err = store_file(&local, &context, &path, shared, Some(written)).unwrap_err();
+        assert!(
+            matches!(&err, Error::Corrupted { what, .. } if what.contains("000042.sst")),
+            "{err}"
+        );
+        let left: Vec<_> = fs::read_dir(storage.shared_dir()).unwrap().collect();
+        assert!(left.is_empty(), "a refused file stays stored: {left:?}");
+
+        // Without RocksDB's record the file is read for its checksum.
+        let (_, size, crc) = store_file(&local, &context, &path, shared, None).unwrap();
+        let bytes = fs::read(&path).unwrap();
+        assert_eq!((size, crc), (bytes.len() as u64, crc32c::crc32c(&bytes)));
+    }
 
     #[test]
     fn manifest_round_trips_and_rejects_damage() {

@@ -24,6 +24,7 @@ mod heap_timers;
 mod history;
 mod incremental;
 mod local_handle;
+mod native;
 mod resource_guard;
 mod restore;
 mod timers;

@@ -1,0 +1,135 @@
+//! What the backend needs of RocksDB's C API that the `rocksdb` crate does not wrap: the
+//! whole-file CRC-32C that RocksDB computes of every sst file while it writes it
+//! (`file_checksum_gen_factory`), read back per live file (`GetLiveFilesStorageInfo`).
+//!
+//! The incremental strategy records that checksum in its file manifest instead of reading
+//! each new file once more (a checkpoint after a large fill would otherwise read gigabytes
+//! back from the disk), and checks a file copied through a stream against it.
+
+use std::collections::HashMap;
+use std::ffi::{CStr, c_char, c_void};
+use std::ptr;
+
+use librocksdb_sys as ffi;
+use rocksdb::{AsRawPtr, DB, Options};
+
+/// RocksDB's name of its CRC-32C file checksum.
+const CRC32C_FUNCTION: &CStr = c"FileChecksumCrc32c";
+
+/// RocksDB's `FileType::kTableFile`: an sst file.
+const TABLE_FILE: i32 = 2;
+
+/// Size and CRC-32C of an sst file, as RocksDB computed them while writing it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct WrittenChecksum {
+    /// Bytes in the file.
+    pub(crate) size: u64,
+    /// CRC-32C (Castagnoli) of the whole file.
+    pub(crate) crc: u32,
+}
+
+/// Makes a database opened with `options` compute the CRC-32C of every file it writes.
+pub(crate) fn compute_file_checksums(options: &mut Options) {
+    // SAFETY: the factory is created here and only read by the setter, which keeps its own
+    // reference to the shared generator; `options` outlives the call.
+    unsafe {
+        let factory = ffi::rocksdb_file_checksum_gen_crc32c_factory_create();
+        ffi::rocksdb_options_set_file_checksum_gen_factory(options.as_raw_ptr(), factory);
+        ffi::rocksdb_file_checksum_gen_factory_destroy(factory);
+    }
+}
+
+/// The live sst files of `db` whose CRC-32C RocksDB recorded, by file name (`000042.sst`).
+/// Files written before checksums were computed (by an older database, say) are absent.
+/// Never flushes.
+///
+/// # Errors
+///
+/// RocksDB's message when it cannot list its live files.
+pub(crate) fn live_sst_checksums(db: &DB) -> Result<HashMap<String, WrittenChecksum>, String> {
+    let mut checksums = HashMap::new();
+    // SAFETY: every pointer passed is either created here and destroyed before returning,
+    // or `db`'s, which outlives the call. Strings are read only while `info` lives, each
+    // index below the count RocksDB reports. A CRC-32C checksum is 4 raw bytes (big
+    // endian), read only when the function name says it is one.
+    unsafe {
+        let options = ffi::rocksdb_livefiles_storage_info_options_create();
+        ffi::rocksdb_livefiles_storage_info_options_set_include_checksum_info(options, 1);
+        // Flush only once the live WAL reaches this size: never.
+        ffi::rocksdb_livefiles_storage_info_options_set_wal_size_for_flush(options, u64::MAX);
+        let mut error: *mut c_char = ptr::null_mut();
+        let info = ffi::rocksdb_get_livefiles_storage_info(db.as_raw_ptr(), options, &mut error);
+        ffi::rocksdb_livefiles_storage_info_options_destroy(options);
+        if !error.is_null() {
+            let message = CStr::from_ptr(error).to_string_lossy().into_owned();
+            ffi::rocksdb_free(error.cast::<c_void>());
+            return Err(message);
+        }
+        if info.is_null() {
+            return Err("RocksDB listed no live files".into());
+        }
+        for index in 0..ffi::rocksdb_livefiles_storage_info_count(info) {
+            let function = ffi::rocksdb_livefiles_storage_info_file_checksum_func_name(info, index);
+            if ffi::rocksdb_livefiles_storage_info_file_type(info, index) != TABLE_FILE
+                || function.is_null()
+                || CStr::from_ptr(function) != CRC32C_FUNCTION
+            {
+                continue;
+            }
+            let checksum = ffi::rocksdb_livefiles_storage_info_file_checksum(info, index);
+            let name = ffi::rocksdb_livefiles_storage_info_relative_filename(info, index);
+            if checksum.is_null() || name.is_null() {
+                continue;
+            }
+            let bytes = std::slice::from_raw_parts(checksum.cast::<u8>(), 4);
+            let crc = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+            let size = ffi::rocksdb_livefiles_storage_info_size(info, index);
+            let name = CStr::from_ptr(name).to_string_lossy();
+            let name = name.trim_start_matches('/').to_owned();
+            checksums.insert(name, WrittenChecksum { size, crc });
+        }
+        ffi::rocksdb_livefiles_storage_info_destroy(info);
+    }
+    Ok(checksums)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    /// RocksDB's recorded checksum of each sst file is the CRC-32C of the file's bytes,
+    /// which is what the file manifest holds.
+    #[test]
+    fn recorded_checksums_are_the_crc32c_of_each_sst_file() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let mut options = Options::default();
+        options.create_if_missing(true);
+        compute_file_checksums(&mut options);
+        let db = DB::open(&options, dir.path()).expect("open");
+        for round in 0..3u32 {
+            for key in 0..2_000u32 {
+                let value = format!("value {round} {key}").repeat(8);
+                db.put(key.to_be_bytes(), value).expect("put");
+            }
+            db.flush().expect("flush");
+        }
+        let checksums = live_sst_checksums(&db).expect("live files");
+        assert_eq!(checksums.len(), 3, "one file per flush: {checksums:?}");
+        for (name, written) in &checksums {
+            let bytes = fs::read(dir.path().join(name)).expect("read sst file");
+            assert_eq!(written.size, bytes.len() as u64, "size of {name}");
+            assert_eq!(written.crc, crc32c::crc32c(&bytes), "crc32c of {name}");
+        }
+    }
+
+    /// Without the option nothing is recorded, so the caller reads the files itself.
+    #[test]
+    fn a_database_without_checksums_lists_none() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let db = DB::open_default(dir.path()).expect("open");
+        db.put(b"key", b"value").expect("put");
+        db.flush().expect("flush");
+        assert!(live_sst_checksums(&db).expect("live files").is_empty());
+    }
+}
