@@ -3,9 +3,11 @@
 //! A checkpoint's `bytes` (BENCHMARK.md) is everything it wrote to checkpoint storage,
 //! files and inline handles alike. Counting at the stream factory measures exactly that,
 //! whatever the strategy: only streams that completed count, so a reused (placeholder)
-//! file of an incremental checkpoint costs nothing.
+//! file of an incremental checkpoint costs nothing; a file the storage stored without a
+//! stream (a hard link) counts its size.
 
 use std::io::{self, Write};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -45,6 +47,21 @@ impl CheckpointStreamFactory for CountingStreamFactory {
             written: 0,
             completed: self.completed.clone(),
         }))
+    }
+
+    /// The storage's own way of storing a finished file (a hard link into a local
+    /// directory), so the benchmark measures what a job gets; the file's bytes count.
+    fn store_immutable_file(
+        &self,
+        path: &Path,
+        scope: CheckpointedStateScope,
+    ) -> Result<Option<Arc<dyn StreamStateHandle>>> {
+        let stored = self.inner.store_immutable_file(path, scope)?;
+        if let Some(handle) = &stored {
+            self.completed
+                .fetch_add(handle.state_size(), Ordering::AcqRel);
+        }
+        Ok(stored)
     }
 }
 
