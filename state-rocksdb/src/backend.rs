@@ -389,6 +389,8 @@ struct SourceInner {
     key_serializer: String,
     db_path: PathBuf,
     incremental: Mutex<IncrementalHistory>,
+    /// The incremental strategy's cut waiting to be captured.
+    cuts: crate::cut::Cuts,
     /// The compaction filters of states with a time to live; after `db`, so that they
     /// outlive it.
     ttl_filters: TtlFilters,
@@ -476,6 +478,11 @@ impl RocksDBSnapshotSource {
     /// The incremental history: which sst files which checkpoint uploaded.
     pub(crate) fn incremental(&self) -> MutexGuard<'_, IncrementalHistory> {
         lock(&self.inner.incremental)
+    }
+
+    /// The incremental strategy's cuts.
+    pub(crate) fn cuts(&self) -> &crate::cut::Cuts {
+        &self.inner.cuts
     }
 
     /// The id of registered state `name`, checking its kind when `kind` is given.
@@ -662,6 +669,7 @@ impl RocksDBKeyedStateBackend {
                 key_serializer: params.key_serializer.clone(),
                 db_path,
                 incremental: Mutex::new(opened.history),
+                cuts: crate::cut::Cuts::default(),
                 ttl_filters,
                 heap_timers: heap_timers.map(Mutex::new),
             }),
@@ -786,6 +794,11 @@ impl RocksDBKeyedStateBackend {
                     timers.register(&meta.name);
                     states.push(meta.clone());
                     return Ok(None);
+                }
+                if let Some(cut) = self.source.cuts().waiting() {
+                    // Created now, the column family would be in the files of a cut taken
+                    // before it: capture that cut first (its task reads the outcome).
+                    let _ = cut.capture(db, &|| Ok(()));
                 }
                 let mut family = self.options.cf_options(&self.cache, meta.kind);
                 self.source.inner.ttl_filters.install(&mut family, meta);

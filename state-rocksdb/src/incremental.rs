@@ -50,7 +50,8 @@ use state_format::KeyedBackendSerializationProxy;
 use state_format::file_manifest::{FileManifest, ManifestEntry};
 use state_format::keyed_format::{KeyedSnapshotWriter, write_key_groups_parallel};
 
-use crate::backend::{RocksDBSnapshotSource, db_error};
+use crate::backend::{RocksDBSnapshotSource, cf_name, db_error};
+use crate::cut::Cut;
 use crate::heap_timers::{HeapTimerSnapshot, KeyGroupTimers, TIMERS_FILE, TimerFileIndex};
 use crate::history::UploadedFile;
 use crate::native::{WrittenChecksum, live_sst_checksums};
@@ -333,6 +334,7 @@ impl SnapshotStrategy<Arc<dyn KeyedStateHandle>> for RocksIncrementalSnapshotStr
         let mut snapshot = RocksIncrementalAsyncSnapshot {
             directory: None,
             lease: None,
+            cut: None,
             written: HashMap::new(),
             uploaded: Vec::new(),
             heap_timers: self.source.heap_timer_snapshot(),
@@ -349,6 +351,12 @@ impl SnapshotStrategy<Arc<dyn KeyedStateHandle>> for RocksIncrementalSnapshotStr
         }
         snapshot.lease = Some(self.source.lease()?);
         let db = self.source.db()?;
+        let cuts = self.source.cuts();
+        if let Some(earlier) = cuts.waiting() {
+            // Sealing now would flush writes made after the earlier cut before it is
+            // captured; its own task reads the outcome.
+            let _ = earlier.capture(&db, &|| Ok(()));
+        }
         // A name of its own, so a snapshot of a reused checkpoint id never touches the
         // directory of one still running.
         let sequence = SNAPSHOT_DIRECTORIES.fetch_add(1, Ordering::Relaxed);
@@ -358,6 +366,24 @@ impl SnapshotStrategy<Arc<dyn KeyedStateHandle>> for RocksIncrementalSnapshotStr
             .join(format!("chk-{checkpoint_id}-{sequence}"));
         // Set before creating, so cleanup removes a partly created directory too.
         snapshot.directory = Some(directory.clone());
+        if !cuts.take_flush_next() {
+            let families = (snapshot.states.iter())
+                .map(|meta| cf_name(&meta.name))
+                .filter(|name| db.cf_handle(name).is_some())
+                .collect();
+            match Cut::seal(&db, checkpoint_id, directory, families) {
+                Ok(cut) => {
+                    let cut = Arc::new(cut);
+                    cuts.set_waiting(&cut);
+                    snapshot.cut = Some(cut);
+                    return Ok(Box::new(snapshot));
+                }
+                Err(err) => {
+                    snapshot.cleanup_provided_resources();
+                    return Err(err);
+                }
+            }
+        }
         let created = Checkpoint::new(&db)
             .and_then(|checkpoint| checkpoint.create_checkpoint(&directory))
             .map_err(db_error(format_args!(
@@ -382,6 +408,9 @@ impl SnapshotStrategy<Arc<dyn KeyedStateHandle>> for RocksIncrementalSnapshotStr
 struct RocksIncrementalAsyncSnapshot {
     directory: Option<PathBuf>,
     lease: Option<Lease>,
+    /// The cut to capture into `directory`, unless the synchronous part created the
+    /// checkpoint itself (with a flush).
+    cut: Option<Arc<Cut>>,
     /// Size and CRC-32C of the live sst files, as RocksDB recorded them when it wrote them.
     written: HashMap<String, WrittenChecksum>,
     /// Handles uploaded so far, deleted again if the snapshot fails.
@@ -515,6 +544,19 @@ impl RocksIncrementalAsyncSnapshot {
         let Some(directory) = self.directory.clone() else {
             return Ok(SnapshotResult::empty());
         };
+        if let Some(cut) = self.cut.take() {
+            let db = self.source.db()?;
+            match cut.capture(&db, &|| context.check_cancelled()) {
+                Ok(written) => self.written = written,
+                Err(err) => {
+                    if !matches!(err, Error::Cancelled { .. }) {
+                        self.source.cuts().flush_next();
+                    }
+                    cut.abandon();
+                    return Err(err);
+                }
+            }
+        }
         let timers = self.write_timers(context, &directory)?;
         let mut names: Vec<String> = fs::read_dir(&directory)
             .map_err(|e| Error::io(&directory, e))?
@@ -649,6 +691,9 @@ impl AsyncSnapshotCallable<KeyedSnapshotResult> for RocksIncrementalAsyncSnapsho
     }
 
     fn cleanup_provided_resources(&mut self) {
+        if let Some(cut) = self.cut.take() {
+            cut.abandon();
+        }
         if let Some(directory) = self.directory.take()
             && let Err(err) = fs::remove_dir_all(&directory)
             && err.kind() != io::ErrorKind::NotFound

@@ -1,17 +1,20 @@
-//! What the backend needs of RocksDB's C API that the `rocksdb` crate does not wrap: the
-//! whole-file CRC-32C that RocksDB computes of every sst file while it writes it
-//! (`file_checksum_gen_factory`), read back per live file (`GetLiveFilesStorageInfo`).
+//! What the backend needs of RocksDB's C API that the `rocksdb` crate does not wrap:
 //!
-//! The incremental strategy records that checksum in its file manifest instead of reading
-//! each new file once more (a checkpoint after a large fill would otherwise read gigabytes
-//! back from the disk), and checks a file copied through a stream against it.
+//! - the whole-file CRC-32C that RocksDB computes of every sst file while it writes it
+//!   (`file_checksum_gen_factory`), read back per live file (`GetLiveFilesStorageInfo`).
+//!   The incremental strategy records it in its file manifest instead of reading each new
+//!   file once more, and checks a file copied through a stream against it;
+//! - sealing memtables without waiting for their flush, snapshots that outlive a borrow
+//!   of the database, and each live sst file's largest sequence number: what the
+//!   incremental strategy's cut without a flush ([`crate::cut`]) is built from.
 
 use std::collections::HashMap;
-use std::ffi::{CStr, c_char, c_void};
+use std::ffi::{CStr, c_char, c_int, c_void};
 use std::ptr;
+use std::sync::Arc;
 
 use librocksdb_sys as ffi;
-use rocksdb::{AsRawPtr, DB, Options};
+use rocksdb::{AsColumnFamilyRef, AsRawPtr, DB, Options};
 
 /// RocksDB's name of its CRC-32C file checksum.
 const CRC32C_FUNCTION: &CStr = c"FileChecksumCrc32c";
@@ -60,11 +63,7 @@ pub(crate) fn live_sst_checksums(db: &DB) -> Result<HashMap<String, WrittenCheck
         let mut error: *mut c_char = ptr::null_mut();
         let info = ffi::rocksdb_get_livefiles_storage_info(db.as_raw_ptr(), options, &mut error);
         ffi::rocksdb_livefiles_storage_info_options_destroy(options);
-        if !error.is_null() {
-            let message = CStr::from_ptr(error).to_string_lossy().into_owned();
-            ffi::rocksdb_free(error.cast::<c_void>());
-            return Err(message);
-        }
+        take_error(error)?;
         if info.is_null() {
             return Err("RocksDB listed no live files".into());
         }
@@ -91,6 +90,119 @@ pub(crate) fn live_sst_checksums(db: &DB) -> Result<HashMap<String, WrittenCheck
         ffi::rocksdb_livefiles_storage_info_destroy(info);
     }
     Ok(checksums)
+}
+
+/// Takes RocksDB's error message out of `error` (set by a C call), if any.
+///
+/// # Safety
+///
+/// `error` is null or a string RocksDB allocated for this call.
+unsafe fn take_error(error: *mut c_char) -> Result<(), String> {
+    if error.is_null() {
+        return Ok(());
+    }
+    // SAFETY: a non-null error is a NUL-terminated string RocksDB allocated with malloc.
+    unsafe {
+        let message = CStr::from_ptr(error).to_string_lossy().into_owned();
+        ffi::rocksdb_free(error.cast::<c_void>());
+        Err(message)
+    }
+}
+
+/// Seals the active memtable of each of `families` and schedules its flush, without
+/// waiting for it and without waiting for earlier flushes first (writes may stall until
+/// they finish, as with any flush). Writes after the call go to new memtables.
+///
+/// # Errors
+///
+/// RocksDB's message when it cannot switch memtables.
+pub(crate) fn seal_memtables(db: &DB, families: &[&dyn AsColumnFamilyRef]) -> Result<(), String> {
+    let mut handles: Vec<_> = families.iter().map(|family| family.inner()).collect();
+    let count = c_int::try_from(handles.len()).map_err(|_| "too many column families")?;
+    // SAFETY: the options are created and destroyed here; the handles belong to `db`'s
+    // column families, which `families` borrows for the call.
+    unsafe {
+        let options = ffi::rocksdb_flushoptions_create();
+        ffi::rocksdb_flushoptions_set_wait(options, 0);
+        ffi::rocksdb_flushoptions_set_allow_write_stall(options, 1);
+        let mut error: *mut c_char = ptr::null_mut();
+        ffi::rocksdb_flush_cfs(
+            db.as_raw_ptr(),
+            options,
+            handles.as_mut_ptr(),
+            count,
+            &mut error,
+        );
+        ffi::rocksdb_flushoptions_destroy(options);
+        take_error(error)
+    }
+}
+
+/// A RocksDB snapshot that holds its database: while it lives, no compaction drops a
+/// version it sees or rewrites the sequence number of a later write.
+pub(crate) struct HeldSnapshot {
+    db: Arc<DB>,
+    snapshot: *const ffi::rocksdb_snapshot_t,
+}
+
+// SAFETY: a RocksDB snapshot is an immutable sequence number registered with the database,
+// usable and releasable from any thread.
+unsafe impl Send for HeldSnapshot {}
+// SAFETY: as above; `&HeldSnapshot` only reads the sequence number.
+unsafe impl Sync for HeldSnapshot {}
+
+impl HeldSnapshot {
+    /// A snapshot of `db` as of now.
+    pub(crate) fn take(db: Arc<DB>) -> Self {
+        // SAFETY: `db` is open; the snapshot is released in `drop`, before `db` is.
+        let snapshot = unsafe { ffi::rocksdb_create_snapshot(db.as_raw_ptr()) };
+        HeldSnapshot { db, snapshot }
+    }
+
+    /// The sequence number of the last write the snapshot sees.
+    pub(crate) fn sequence_number(&self) -> u64 {
+        // SAFETY: the snapshot is live until `drop`.
+        unsafe { ffi::rocksdb_snapshot_get_sequence_number(self.snapshot) }
+    }
+}
+
+impl Drop for HeldSnapshot {
+    fn drop(&mut self) {
+        // SAFETY: created from this database and released once.
+        unsafe { ffi::rocksdb_release_snapshot(self.db.as_raw_ptr(), self.snapshot) };
+    }
+}
+
+impl std::fmt::Debug for HeldSnapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HeldSnapshot")
+            .field("sequence_number", &self.sequence_number())
+            .finish()
+    }
+}
+
+/// The largest sequence number of each live sst file of `db`, by file name (`000042.sst`).
+pub(crate) fn live_sst_sequence_numbers(db: &DB) -> HashMap<String, u64> {
+    let mut numbers = HashMap::new();
+    // SAFETY: the list is created here and destroyed before returning; each index is below
+    // its count, and its strings are read while it lives.
+    unsafe {
+        let files = ffi::rocksdb_livefiles(db.as_raw_ptr());
+        if files.is_null() {
+            return numbers;
+        }
+        for index in 0..ffi::rocksdb_livefiles_count(files) {
+            let name = ffi::rocksdb_livefiles_name(files, index);
+            if name.is_null() {
+                continue;
+            }
+            let name = CStr::from_ptr(name).to_string_lossy();
+            let largest = ffi::rocksdb_livefiles_largest_seqno(files, index);
+            numbers.insert(name.trim_start_matches('/').to_owned(), largest);
+        }
+        ffi::rocksdb_livefiles_destroy(files);
+    }
+    numbers
 }
 
 #[cfg(test)]

@@ -426,8 +426,9 @@ fn snapshot_directories_are_removed_in_every_outcome() {
         .unwrap();
     assert_eq!(
         snapshot_dirs(),
-        1,
-        "the synchronous part made the RocksDB checkpoint"
+        0,
+        "the synchronous part only seals memtables; the asynchronous part makes the \
+         RocksDB checkpoint"
     );
     assert!(task.cancel());
     assert!(task.run().unwrap_err().is_cancelled());
@@ -435,6 +436,75 @@ fn snapshot_directories_are_removed_in_every_outcome() {
     assert!(
         walk(&setup.storage.checkpoint_dir(CheckpointId::new(2))).is_empty(),
         "a cancelled checkpoint left files"
+    );
+}
+
+/// The synchronous part only seals the memtables, so writes made after it are never in
+/// the checkpoint. When RocksDB flushes such writes before the asynchronous part captured
+/// the files (small write buffers filled by many writes), that checkpoint fails, naming
+/// it, and leaves nothing; the next one flushes in its synchronous part and holds exactly
+/// its cut, and the one after seals again.
+#[test]
+fn writes_flushed_before_the_capture_fail_that_checkpoint_and_the_next_is_exact() {
+    let setup = Setup::new();
+    let mut params = setup.params(full());
+    params
+        .options
+        .insert("rocksdb.write-buffer-size".into(), "65536".into());
+    let mut backend = RocksDBKeyedStateBackend::new(params, registry()).unwrap();
+    backend
+        .register_state(&StateMetaInfo::value("count", "void", "u64-be"))
+        .unwrap();
+    write(&mut backend, 0..KEYS, 0);
+    let instance = backend.snapshot_source().instance_dir().to_path_buf();
+    let snapshot_directories = || -> Vec<_> {
+        (std::fs::read_dir(&instance).unwrap().flatten())
+            .filter(|e| e.file_name().to_string_lossy().starts_with("chk-"))
+            .map(|e| e.file_name())
+            .collect()
+    };
+    let start = |backend: &mut RocksDBKeyedStateBackend, id: u64| {
+        let id = CheckpointId::new(id);
+        let factory = Arc::new(setup.storage.stream_factory(id).unwrap());
+        let request = SnapshotRequest::checkpoint(id, 0);
+        backend.snapshot(&request, factory).unwrap()
+    };
+
+    // 2 MB of writes after the cut of checkpoint 1: dozens of 64 KiB memtables, flushed
+    // while the writes go on.
+    let first = start(&mut backend, 1);
+    write(&mut backend, 0..KEYS, 1);
+    let err = first.run().unwrap_err();
+    let message = err.to_string();
+    assert!(
+        message.contains("checkpoint 1") && message.contains("after the synchronous part"),
+        "{message}"
+    );
+    assert!(setup.files().is_empty(), "left {:?}", setup.files());
+    assert!(
+        snapshot_directories().is_empty(),
+        "{:?}",
+        snapshot_directories()
+    );
+
+    let second = start(&mut backend, 2);
+    write(&mut backend, 0..KEYS, 2);
+    let second = second.run().unwrap().job_manager_owned().unwrap().clone();
+    let mut restored =
+        RocksDBKeyedStateBackend::restore(setup.params(full()), registry(), &[second]).unwrap();
+    check(&mut restored, |_| 1);
+
+    // A few writes after the cut fill no memtable: the checkpoint succeeds without them.
+    let third = start(&mut backend, 3);
+    write(&mut backend, (0..KEYS).filter(|&i| updated(i)), 3);
+    let third = third.run().unwrap().job_manager_owned().unwrap().clone();
+    let mut restored =
+        RocksDBKeyedStateBackend::restore(setup.params(full()), registry(), &[third]).unwrap();
+    check(&mut restored, |_| 2);
+    assert!(
+        snapshot_directories().is_empty(),
+        "{:?}",
+        snapshot_directories()
     );
 }
 

@@ -1,0 +1,290 @@
+//! The consistent cut of a `rocksdb-incremental` checkpoint, taken without a flush in the
+//! synchronous part.
+//!
+//! The synchronous part seals the memtables of every column family (RocksDB flushes them
+//! in the background) and takes a RocksDB snapshot. The processing thread is the
+//! database's only writer, so the snapshot's sequence number `S` separates the writes the
+//! checkpoint holds (at most `S`: in sst files or in the sealed memtables) from later ones.
+//!
+//! Capturing the cut, in the asynchronous part, waits until no sealed memtable is left
+//! unflushed, creates the native checkpoint without flushing, and proves it exact:
+//! - every sst file it holds has a largest sequence number of at most `S` (the held
+//!   snapshot keeps compactions from setting later writes' sequence numbers to 0), so no
+//!   later write is in it; every write up to `S` is, since every sealed memtable was
+//!   flushed first;
+//! - its column families are the cut's (a state registered after the cut is not in it).
+//!
+//! A later write that RocksDB flushed before the capture (a memtable filled up) fails the
+//! proof: that checkpoint fails and leaves nothing behind, and the next one flushes in its
+//! synchronous part, as every checkpoint did before ([`Cuts::take_flush_next`]).
+//!
+//! At most one cut per backend waits to be captured: a synchronous part that finds an
+//! earlier cut still waiting captures it first, because its own seal would flush writes
+//! made after that earlier cut, and so does registering a state (a new column family),
+//! which would otherwise be in the earlier cut's files. Either pauses the processing thread
+//! for that capture, which only happens when checkpoints overlap or states are registered
+//! while one runs.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Duration;
+
+use rocksdb::checkpoint::Checkpoint;
+use rocksdb::{AsColumnFamilyRef, DB, Options};
+use state_api::{CheckpointId, Error, Result};
+
+use crate::ROCKSDB;
+use crate::native::{
+    HeldSnapshot, WrittenChecksum, live_sst_checksums, live_sst_sequence_numbers, seal_memtables,
+};
+
+/// How often capturing polls for the sealed memtables' flush.
+const FLUSH_POLL: Duration = Duration::from_millis(1);
+
+/// What a capture found: the checksums RocksDB recorded of the live sst files, or why the
+/// checkpoint cannot be taken.
+type Captured = std::result::Result<HashMap<String, WrittenChecksum>, String>;
+
+/// A cut waiting to be captured into its snapshot directory.
+#[derive(Debug)]
+pub(crate) struct Cut {
+    checkpoint_id: CheckpointId,
+    directory: PathBuf,
+    /// Names of the column families the checkpoint must hold, `default` included.
+    families: BTreeSet<String>,
+    /// Released once captured.
+    snapshot: Mutex<Option<HeldSnapshot>>,
+    sequence_number: u64,
+    /// Set once, by whoever captures first (or abandons the cut).
+    captured: Mutex<Option<Captured>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Cut {
+    /// Seals the memtables of `families` (column family names) of `db` and takes the
+    /// snapshot that marks the cut of checkpoint `checkpoint_id`, to be captured into
+    /// `directory`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Backend`] when RocksDB cannot seal a memtable.
+    pub(crate) fn seal(
+        db: &Arc<DB>,
+        checkpoint_id: CheckpointId,
+        directory: PathBuf,
+        families: Vec<String>,
+    ) -> Result<Cut> {
+        let handles: Vec<_> = (families.iter())
+            .filter_map(|name| db.cf_handle(name))
+            .collect();
+        let refs: Vec<&dyn AsColumnFamilyRef> = (handles.iter())
+            .map(|handle| handle as &dyn AsColumnFamilyRef)
+            .collect();
+        seal_memtables(db, &refs).map_err(|reason| {
+            backend_error(format!(
+                "sealing the memtables for checkpoint {checkpoint_id}: {reason}"
+            ))
+        })?;
+        let snapshot = HeldSnapshot::take(db.clone());
+        let mut families: BTreeSet<String> = families.into_iter().collect();
+        families.insert(rocksdb::DEFAULT_COLUMN_FAMILY_NAME.to_owned());
+        Ok(Cut {
+            checkpoint_id,
+            directory,
+            families,
+            sequence_number: snapshot.sequence_number(),
+            snapshot: Mutex::new(Some(snapshot)),
+            captured: Mutex::new(None),
+        })
+    }
+
+    /// Captures the cut into its directory (once; later calls return the first outcome):
+    /// the checksums RocksDB recorded of the live sst files.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Backend`] naming the checkpoint when RocksDB fails or the files are not
+    /// exactly the cut (see the module documentation); `cancelled`'s error when it
+    /// reports one while waiting for the flush.
+    pub(crate) fn capture(
+        &self,
+        db: &DB,
+        cancelled: &dyn Fn() -> Result<()>,
+    ) -> Result<HashMap<String, WrittenChecksum>> {
+        let mut captured = lock(&self.captured);
+        if captured.is_none() {
+            let outcome = match self.wait_for_flush(db, cancelled) {
+                Ok(()) => self.create(db),
+                // Cancellation is not an outcome: whoever comes next may still capture.
+                Err(err @ Error::Cancelled { .. }) => return Err(err),
+                Err(err) => Err(err.to_string()),
+            };
+            lock(&self.snapshot).take();
+            *captured = Some(outcome);
+        }
+        let checkpoint_id = self.checkpoint_id;
+        match captured.as_ref() {
+            Some(Ok(written)) => Ok(written.clone()),
+            Some(Err(reason)) => Err(backend_error(format!(
+                "checkpoint {checkpoint_id} without a flush: {reason}"
+            ))),
+            None => unreachable!("set above"),
+        }
+    }
+
+    /// Makes every later capture fail: the checkpoint was cancelled or failed, and its
+    /// directory is gone.
+    pub(crate) fn abandon(&self) {
+        let mut captured = lock(&self.captured);
+        if captured.is_none() {
+            *captured = Some(Err("the checkpoint was abandoned".into()));
+        }
+        lock(&self.snapshot).take();
+    }
+
+    /// Waits until no sealed memtable of the cut's column families is left unflushed.
+    fn wait_for_flush(&self, db: &DB, cancelled: &dyn Fn() -> Result<()>) -> Result<()> {
+        let property = |handle: &Arc<rocksdb::BoundColumnFamily<'_>>, name: &str| {
+            db.property_int_value_cf(handle, name)
+                .map_err(crate::backend::db_error(format_args!(
+                    "reading `{name}` for checkpoint {}",
+                    self.checkpoint_id
+                )))
+        };
+        loop {
+            cancelled()?;
+            let mut unflushed = 0;
+            for family in &self.families {
+                let Some(handle) = db.cf_handle(family) else {
+                    continue;
+                };
+                if property(&handle, "rocksdb.background-errors")?.unwrap_or(0) > 0 {
+                    return Err(backend_error(format!(
+                        "RocksDB reports background errors (column family `{family}`)"
+                    )));
+                }
+                unflushed += property(&handle, "rocksdb.num-immutable-mem-table")?.unwrap_or(0);
+            }
+            if unflushed == 0 {
+                return Ok(());
+            }
+            std::thread::sleep(FLUSH_POLL);
+        }
+    }
+
+    /// Creates the native checkpoint without a flush and proves it is the cut.
+    fn create(&self, db: &DB) -> Captured {
+        let before = live_sst_sequence_numbers(db);
+        Checkpoint::new(db)
+            .and_then(|checkpoint| {
+                checkpoint.create_checkpoint_with_log_size(&self.directory, u64::MAX)
+            })
+            .map_err(|err| {
+                format!(
+                    "creating the RocksDB checkpoint in {}: {err}",
+                    self.directory.display()
+                )
+            })?;
+        let after = live_sst_sequence_numbers(db);
+        let written = live_sst_checksums(db).unwrap_or_else(|err| {
+            tracing::warn!(%err, "RocksDB did not list its files' checksums; reading the files");
+            HashMap::new()
+        });
+        for name in sst_files(&self.directory)? {
+            let largest = before.get(&name).or_else(|| after.get(&name));
+            match largest {
+                Some(&largest) if largest <= self.sequence_number => {}
+                Some(&largest) => {
+                    return Err(format!(
+                        "RocksDB flushed writes made after the synchronous part into {name} \
+                         (sequence numbers up to {largest}, the cut is {}) before the files \
+                         were captured; the next checkpoint flushes in its synchronous part",
+                        self.sequence_number
+                    ));
+                }
+                None => {
+                    return Err(format!(
+                        "{name} was written and removed while the files were captured; \
+                         the next checkpoint flushes in its synchronous part"
+                    ));
+                }
+            }
+        }
+        let families: BTreeSet<String> = DB::list_cf(&Options::default(), &self.directory)
+            .map_err(|err| {
+                format!(
+                    "listing the column families of {}: {err}",
+                    self.directory.display()
+                )
+            })?
+            .into_iter()
+            .collect();
+        if families != self.families {
+            return Err(format!(
+                "the column families changed after the synchronous part ({:?} at the cut, \
+                 {families:?} captured); the next checkpoint flushes in its synchronous part",
+                self.families
+            ));
+        }
+        Ok(written)
+    }
+}
+
+/// Names of the sst files in `directory`.
+fn sst_files(directory: &Path) -> std::result::Result<Vec<String>, String> {
+    let entries =
+        fs::read_dir(directory).map_err(|err| format!("listing {}: {err}", directory.display()))?;
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|err| format!("listing {}: {err}", directory.display()))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".sst") {
+            names.push(name);
+        }
+    }
+    Ok(names)
+}
+
+fn backend_error(reason: String) -> Error {
+    Error::Backend {
+        backend: ROCKSDB.to_owned(),
+        source: reason.into(),
+    }
+}
+
+/// The cuts of one backend instance: the one waiting to be captured, and whether the next
+/// checkpoint flushes in its synchronous part instead.
+#[derive(Debug, Default)]
+pub(crate) struct Cuts {
+    waiting: Mutex<Weak<Cut>>,
+    flush_next: AtomicBool,
+}
+
+impl Cuts {
+    /// The cut still waiting to be captured, if its checkpoint is still running.
+    pub(crate) fn waiting(&self) -> Option<Arc<Cut>> {
+        lock(&self.waiting).upgrade()
+    }
+
+    /// `cut` is now the one waiting.
+    pub(crate) fn set_waiting(&self, cut: &Arc<Cut>) {
+        *lock(&self.waiting) = Arc::downgrade(cut);
+    }
+
+    /// A capture failed: the next checkpoint flushes in its synchronous part.
+    pub(crate) fn flush_next(&self) {
+        self.flush_next.store(true, Ordering::Release);
+    }
+
+    /// Whether this checkpoint flushes in its synchronous part (once after a failed
+    /// capture), clearing the request.
+    pub(crate) fn take_flush_next(&self) -> bool {
+        self.flush_next.swap(false, Ordering::AcqRel)
+    }
+}
