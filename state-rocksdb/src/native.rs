@@ -181,28 +181,95 @@ impl std::fmt::Debug for HeldSnapshot {
     }
 }
 
-/// The largest sequence number of each live sst file of `db`, by file name (`000042.sst`).
-pub(crate) fn live_sst_sequence_numbers(db: &DB) -> HashMap<String, u64> {
-    let mut numbers = HashMap::new();
+/// A live sst file of a database.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct LiveSst {
+    /// Its column family's name.
+    pub(crate) family: String,
+    /// Its file name (`000042.sst`).
+    pub(crate) name: String,
+    /// Its level in the LSM tree.
+    pub(crate) level: i32,
+    /// The largest sequence number of its entries.
+    pub(crate) largest_sequence_number: u64,
+}
+
+/// The live sst files of `db`.
+pub(crate) fn live_ssts(db: &DB) -> Vec<LiveSst> {
+    let mut live = Vec::new();
     // SAFETY: the list is created here and destroyed before returning; each index is below
     // its count, and its strings are read while it lives.
     unsafe {
         let files = ffi::rocksdb_livefiles(db.as_raw_ptr());
         if files.is_null() {
-            return numbers;
+            return live;
         }
+        let text = |text: *const c_char| match text.is_null() {
+            true => String::new(),
+            false => CStr::from_ptr(text).to_string_lossy().into_owned(),
+        };
         for index in 0..ffi::rocksdb_livefiles_count(files) {
-            let name = ffi::rocksdb_livefiles_name(files, index);
-            if name.is_null() {
-                continue;
-            }
-            let name = CStr::from_ptr(name).to_string_lossy();
-            let largest = ffi::rocksdb_livefiles_largest_seqno(files, index);
-            numbers.insert(name.trim_start_matches('/').to_owned(), largest);
+            let name = text(ffi::rocksdb_livefiles_name(files, index));
+            live.push(LiveSst {
+                family: text(ffi::rocksdb_livefiles_column_family_name(files, index)),
+                name: name.trim_start_matches('/').to_owned(),
+                level: ffi::rocksdb_livefiles_level(files, index),
+                largest_sequence_number: ffi::rocksdb_livefiles_largest_seqno(files, index),
+            });
         }
         ffi::rocksdb_livefiles_destroy(files);
     }
-    numbers
+    live
+}
+
+/// The largest sequence number of each live sst file of `db`, by file name.
+pub(crate) fn live_sst_sequence_numbers(db: &DB) -> HashMap<String, u64> {
+    (live_ssts(db).into_iter())
+        .map(|file| (file.name, file.largest_sequence_number))
+        .collect()
+}
+
+/// Ingests `files`, sst files another RocksDB database wrote, into `family` of `db` as
+/// they are: hard-linked (copied where linking fails), their sequence numbers kept, the
+/// database's own sequence advanced past them. Files that overlap are given oldest first
+/// (lower levels, then smaller sequence numbers). RocksDB refuses, changing nothing, when
+/// they overlap any key or range tombstone `family` holds.
+///
+/// # Errors
+///
+/// RocksDB's message.
+pub(crate) fn ingest_database_files(
+    db: &DB,
+    family: &impl AsColumnFamilyRef,
+    files: &[std::path::PathBuf],
+) -> Result<(), String> {
+    let paths: Vec<std::ffi::CString> = (files.iter())
+        .map(|path| {
+            let path = path.to_str().ok_or("a file path is not UTF-8")?;
+            std::ffi::CString::new(path).map_err(|_| "a file path holds a NUL byte")
+        })
+        .collect::<Result<_, _>>()?;
+    let pointers: Vec<*const c_char> = paths.iter().map(|path| path.as_ptr()).collect();
+    // SAFETY: the options are created and destroyed here; the paths outlive the call; the
+    // column family belongs to `db`.
+    unsafe {
+        let options = ffi::rocksdb_ingestexternalfileoptions_create();
+        ffi::rocksdb_ingestexternalfileoptions_set_allow_db_generated_files(options, 1);
+        ffi::rocksdb_ingestexternalfileoptions_set_link_files(options, 1);
+        ffi::rocksdb_ingestexternalfileoptions_set_snapshot_consistency(options, 0);
+        ffi::rocksdb_ingestexternalfileoptions_set_allow_blocking_flush(options, 0);
+        let mut error: *mut c_char = ptr::null_mut();
+        ffi::rocksdb_ingest_external_file_cf(
+            db.as_raw_ptr(),
+            family.inner(),
+            pointers.as_ptr(),
+            pointers.len(),
+            options,
+            &mut error,
+        );
+        ffi::rocksdb_ingestexternalfileoptions_destroy(options);
+        take_error(error)
+    }
 }
 
 #[cfg(test)]

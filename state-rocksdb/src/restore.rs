@@ -28,6 +28,7 @@ use crate::heap_timers::{KeyGroupTimers, TIMERS_FILE, TimerFileIndex};
 use crate::backend::{Opened, RocksDBKeyedStateBackend, cf, cf_name, db_error, key_group_start};
 use crate::history::{IncrementalHistory, UploadedFile};
 use crate::incremental::{LOCAL_META_FILE, STORE_THREADS, download, run_parallel};
+use crate::native::{LiveSst, ingest_database_files, live_ssts};
 
 /// Bytes collected in a write batch before it is written.
 const BATCH_BYTES: usize = 4 << 20;
@@ -89,11 +90,18 @@ fn restore(
         .map(|(_, index)| index);
     // The base's timers kept in memory, restored after the database opened.
     let mut base_timers = None;
+    // Whether the database opened from a checkpoint may hold keys outside the range.
+    let rescaled = base.is_some_and(|index| {
+        parts.len() > 1
+            || parts[index]
+                .downcast_ref::<IncrementalRemoteKeyedStateHandle>()
+                .is_some_and(|incremental| incremental.key_group_range != range)
+    });
     let mut backend = match base.and_then(|index| parts[index].downcast_ref()) {
         Some(incremental) => {
             let (key_serializer, max_parallelism) =
                 (params.key_serializer.clone(), params.max_parallelism);
-            let mut backend = RocksDBKeyedStateBackend::open(params, registry, |db_path| {
+            RocksDBKeyedStateBackend::open(params, registry, |db_path| {
                 let (opened, timers) = open_incremental(
                     incremental,
                     &key_serializer,
@@ -103,14 +111,7 @@ fn restore(
                 )?;
                 base_timers = timers;
                 Ok(opened)
-            })?;
-            if incremental.key_group_range != range
-                && let Err(err) = delete_other_key_groups(&backend)
-            {
-                let _ = backend.close();
-                return Err(err);
-            }
-            backend
+            })?
         }
         None => RocksDBKeyedStateBackend::new(params, registry)?,
     };
@@ -121,6 +122,12 @@ fn restore(
         .map(|(_, part)| part.clone())
         .chain(base_timers)
         .try_for_each(|part| restore_part(&mut backend, registry, &*part))
+        // Last: other checkpoints' sst files come in whole, their keys outside the range
+        // too, and an ingestion never overlaps a range tombstone.
+        .and_then(|()| match rescaled {
+            true => delete_other_key_groups(&backend),
+            false => Ok(()),
+        })
         .and_then(|()| backend.end_bulk_load());
     if let Err(err) = outcome {
         // Do not leave a half-restored database behind.
@@ -477,7 +484,26 @@ fn copy_incremental(
             heap.read_family(&source, &meta.name, range)?;
         }
     }
-    let tasks: Vec<(usize, usize)> = (0..states.len())
+    // Each state's files go in as they are when they touch none of the database's keys
+    // (the handle's key groups are not the base's, and neither database holds others'
+    // keys); the keys of states whose files RocksDB refuses are read and written anew.
+    let db = backend.db()?.clone();
+    let live = live_ssts(&source);
+    let mut rewrite = Vec::new();
+    for (index, meta) in states.iter().enumerate() {
+        let family = cf_name(&meta.name);
+        let mut files: Vec<&LiveSst> = live.iter().filter(|file| file.family == family).collect();
+        files.sort_by_key(|file| (std::cmp::Reverse(file.level), file.largest_sequence_number));
+        let paths: Vec<PathBuf> = files.iter().map(|file| dir.join(&file.name)).collect();
+        if paths.is_empty() {
+            continue;
+        }
+        if let Err(reason) = ingest_database_files(&db, &cf(&db, &meta.name)?, &paths) {
+            tracing::debug!(state = %meta.name, %reason, "sst files not ingested as they are; rewriting their keys");
+            rewrite.push(index);
+        }
+    }
+    let tasks: Vec<(usize, usize)> = (rewrite.iter().copied())
         .flat_map(|state| (0..slices.len()).map(move |slice| (state, slice)))
         .collect();
     let (done, panicked) = run_parallel(
@@ -512,7 +538,6 @@ fn copy_incremental(
         });
     }
     files.sort();
-    let db = backend.db()?.clone();
     for (index, meta) in states.iter().enumerate() {
         let own: Vec<&PathBuf> = (files.iter())
             .filter(|(state, _)| *state == index)

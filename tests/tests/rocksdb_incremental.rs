@@ -840,6 +840,94 @@ fn a_rescaled_restore_opens_the_linked_files_and_keeps_only_its_key_groups() {
     }
 }
 
+/// Restoring the checkpoints of instances that only ever held their own key groups into
+/// fewer or other instances takes the other instances' sst files in as they are (linked,
+/// not rewritten); the restored instance holds exactly its key groups, and its own writes
+/// after the restore win over the ingested entries, in it and in its next checkpoint.
+#[test]
+fn a_restore_into_fewer_instances_links_the_other_instances_sst_files() {
+    use std::os::unix::fs::MetadataExt;
+
+    let setup = Setup::new();
+    let mut halves = Vec::new();
+    let mut stored = Vec::new();
+    for index in 0..2 {
+        let range = MAX_PARALLELISM.range_for(index, 2).unwrap();
+        let mut half = RocksDBKeyedStateBackend::new(setup.params(range), registry()).unwrap();
+        half.register_state(&StateMetaInfo::value("count", "void", "u64-be"))
+            .unwrap();
+        let owned = (0..KEYS).filter(|i| {
+            range.contains(MAX_PARALLELISM.key_group_of(format!("key-{i}").as_bytes()))
+        });
+        write(&mut half, owned, 0);
+        let handle = setup.checkpoint(&mut half, CheckpointId::new(1));
+        half.close().unwrap();
+        stored.push(
+            (handle.shared_state.iter())
+                .map(|file| {
+                    let file = file.handle.downcast_ref::<FileStateHandle>().unwrap();
+                    std::fs::metadata(file.path()).unwrap().ino()
+                })
+                .collect::<Vec<u64>>(),
+        );
+        halves.push(Arc::new(handle) as Arc<dyn KeyedStateHandle>);
+    }
+    let linked_from = |backend: &RocksDBKeyedStateBackend, half: usize| {
+        (walk(backend.snapshot_source().db_path()).iter())
+            .filter(|path| path.extension().is_some_and(|ext| ext == "sst"))
+            .filter(|path| stored[half].contains(&std::fs::metadata(path).unwrap().ino()))
+            .count()
+    };
+
+    let mut whole =
+        RocksDBKeyedStateBackend::restore(setup.params(full()), registry(), &halves).unwrap();
+    for half in 0..2 {
+        assert_eq!(
+            linked_from(&whole, half),
+            stored[half].len(),
+            "half {half}'s sst files are not all linked"
+        );
+    }
+    check(&mut whole, |_| 0);
+    write(&mut whole, (0..KEYS).filter(|&i| updated(i)), 1);
+    check(&mut whole, |i| u64::from(updated(i)));
+    let next = setup.checkpoint(&mut whole, CheckpointId::new(2));
+    whole.close().unwrap();
+    let mut again = RocksDBKeyedStateBackend::restore(
+        setup.params(full()),
+        registry(),
+        &[Arc::new(next) as Arc<dyn KeyedStateHandle>],
+    )
+    .unwrap();
+    check(&mut again, |i| u64::from(updated(i)));
+
+    // Into three instances: each keeps exactly its key groups.
+    for index in 0..3 {
+        let range = MAX_PARALLELISM.range_for(index, 3).unwrap();
+        let mut third =
+            RocksDBKeyedStateBackend::restore(setup.params(range), registry(), &halves).unwrap();
+        let owned: Vec<u64> = (0..KEYS)
+            .filter(|i| range.contains(MAX_PARALLELISM.key_group_of(format!("key-{i}").as_bytes())))
+            .collect();
+        assert_eq!(
+            third.keys("count", b"").unwrap().len(),
+            owned.len(),
+            "instance {index}"
+        );
+        for &i in &owned {
+            third
+                .set_current_key(format!("key-{i}").as_bytes())
+                .unwrap();
+            let value = third.value("count", b"").unwrap().unwrap();
+            assert_eq!(
+                value[..8],
+                (i * 10).to_be_bytes(),
+                "instance {index}, key-{i}"
+            );
+        }
+    }
+}
+
 /// The timer of number `i`: timestamps repeat, so one timestamp holds several keys.
 fn timer(i: u64) -> Timer {
     Timer {
