@@ -1,10 +1,12 @@
 //! [`RocksIncrementalSnapshotStrategy`] (`rocksdb-incremental`): checkpoints that upload
 //! only the sst files the last completed checkpoint did not have.
 //!
-//! The synchronous part takes a lease and creates a native RocksDB checkpoint (a flush,
-//! then hard links of the live files) in a snapshot directory next to the database, and
-//! captures the states' meta info and the sst files the last *completed* checkpoint
-//! uploaded. The asynchronous part stores new sst files in the shared scope (as hard links
+//! The synchronous part takes a lease, seals the memtables and holds a RocksDB snapshot
+//! (the cut, [`crate::cut`]), and captures the states' meta info and the sst files the last
+//! *completed* checkpoint uploaded. The asynchronous part captures the cut as a native
+//! RocksDB checkpoint (hard links of the live files, no flush) in a snapshot directory next
+//! to the database (after a failed capture, the next synchronous part creates it itself,
+//! with a flush), then stores new sst files in the shared scope (as hard links
 //! where the storage is a local directory on the same file system, else copied through a
 //! stream; with the CRC-32C RocksDB computed when it wrote the file, checked against the
 //! bytes when they are copied, or read once where RocksDB recorded none), refers to

@@ -117,6 +117,9 @@ unsafe fn take_error(error: *mut c_char) -> Result<(), String> {
 ///
 /// RocksDB's message when it cannot switch memtables.
 pub(crate) fn seal_memtables(db: &DB, families: &[&dyn AsColumnFamilyRef]) -> Result<(), String> {
+    if families.is_empty() {
+        return Ok(());
+    }
     let mut handles: Vec<_> = families.iter().map(|family| family.inner()).collect();
     let count = c_int::try_from(handles.len()).map_err(|_| "too many column families")?;
     // SAFETY: the options are created and destroyed here; the handles belong to `db`'s

@@ -79,6 +79,28 @@ impl Setup {
     fn files(&self) -> Vec<PathBuf> {
         walk(self.storage.root())
     }
+
+    /// A backend with 64 KiB memtables, holding round 0 of every key: many sst files.
+    fn small_memtable_backend(&self) -> RocksDBKeyedStateBackend {
+        let mut params = self.params(full());
+        params
+            .options
+            .insert("rocksdb.write-buffer-size".into(), "65536".into());
+        let mut backend = RocksDBKeyedStateBackend::new(params, registry()).unwrap();
+        backend
+            .register_state(&StateMetaInfo::value("count", "void", "u64-be"))
+            .unwrap();
+        write(&mut backend, 0..KEYS, 0);
+        backend
+    }
+}
+
+/// The snapshot directories (`chk-*`) in a backend's instance directory.
+fn snapshot_directories(instance: &Path) -> Vec<std::ffi::OsString> {
+    (std::fs::read_dir(instance).unwrap().flatten())
+        .map(|entry| entry.file_name())
+        .filter(|name| name.to_string_lossy().starts_with("chk-"))
+        .collect()
 }
 
 fn full() -> KeyGroupRange {
@@ -407,13 +429,7 @@ fn snapshot_directories_are_removed_in_every_outcome() {
     let mut backend = setup.backend();
     write(&mut backend, 0..1000, 0);
     let instance = backend.snapshot_source().instance_dir().to_path_buf();
-    let snapshot_dirs = || {
-        std::fs::read_dir(&instance)
-            .unwrap()
-            .flatten()
-            .filter(|e| e.file_name().to_string_lossy().starts_with("chk-"))
-            .count()
-    };
+    let snapshot_dirs = || snapshot_directories(&instance).len();
     setup.checkpoint(&mut backend, CheckpointId::new(1));
     assert_eq!(snapshot_dirs(), 0, "after a completed checkpoint");
 
@@ -447,22 +463,9 @@ fn snapshot_directories_are_removed_in_every_outcome() {
 #[test]
 fn writes_flushed_before_the_capture_fail_that_checkpoint_and_the_next_is_exact() {
     let setup = Setup::new();
-    let mut params = setup.params(full());
-    params
-        .options
-        .insert("rocksdb.write-buffer-size".into(), "65536".into());
-    let mut backend = RocksDBKeyedStateBackend::new(params, registry()).unwrap();
-    backend
-        .register_state(&StateMetaInfo::value("count", "void", "u64-be"))
-        .unwrap();
-    write(&mut backend, 0..KEYS, 0);
+    let mut backend = setup.small_memtable_backend();
     let instance = backend.snapshot_source().instance_dir().to_path_buf();
-    let snapshot_directories = || -> Vec<_> {
-        (std::fs::read_dir(&instance).unwrap().flatten())
-            .filter(|e| e.file_name().to_string_lossy().starts_with("chk-"))
-            .map(|e| e.file_name())
-            .collect()
-    };
+    let snapshot_directories = || snapshot_directories(&instance);
     let start = |backend: &mut RocksDBKeyedStateBackend, id: u64| {
         let id = CheckpointId::new(id);
         let factory = Arc::new(setup.storage.stream_factory(id).unwrap());
@@ -538,11 +541,7 @@ fn a_failing_upload_leaves_nothing_and_the_next_checkpoint_succeeds() {
                 "{strategy}, {fault:?}, left {:?}",
                 setup.files()
             );
-            let leftovers: Vec<_> = std::fs::read_dir(&instance)
-                .unwrap()
-                .flatten()
-                .filter(|e| e.file_name().to_string_lossy().starts_with("chk-"))
-                .collect();
+            let leftovers = snapshot_directories(&instance);
             assert!(leftovers.is_empty(), "{strategy}, {fault:?}: {leftovers:?}");
         }
         let handle = {
@@ -690,15 +689,7 @@ fn sst_files_are_linked_into_a_local_directory_and_a_refused_one_leaves_nothing(
 
     let setup = Setup::new();
     // Small memtables: the keys end up in many sst files, stored by several threads.
-    let mut params = setup.params(full());
-    params
-        .options
-        .insert("rocksdb.write-buffer-size".into(), "65536".into());
-    let mut backend = RocksDBKeyedStateBackend::new(params, registry()).unwrap();
-    backend
-        .register_state(&StateMetaInfo::value("count", "void", "u64-be"))
-        .unwrap();
-    write(&mut backend, 0..KEYS, 0);
+    let mut backend = setup.small_memtable_backend();
 
     // Refuse each file in turn (sst files are stored by several threads at once): every
     // refusal fails the snapshot and leaves nothing. Empty files (RocksDB's write-ahead
