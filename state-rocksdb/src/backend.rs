@@ -407,7 +407,7 @@ impl fmt::Debug for RocksDBSnapshotSource {
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every change under these locks is a single assignment or push.
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }

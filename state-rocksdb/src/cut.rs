@@ -29,7 +29,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use rocksdb::checkpoint::Checkpoint;
@@ -37,6 +37,7 @@ use rocksdb::{AsColumnFamilyRef, DB, Options};
 use state_api::{CheckpointId, Error, Result};
 
 use crate::ROCKSDB;
+use crate::backend::lock;
 use crate::native::{
     HeldSnapshot, WrittenChecksum, live_sst_checksums, live_sst_sequence_numbers, seal_memtables,
 };
@@ -62,14 +63,10 @@ pub(crate) struct Cut {
     captured: Mutex<Option<Captured>>,
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 impl Cut {
-    /// Seals the memtables of `families` (column family names) of `db` and takes the
-    /// snapshot that marks the cut of checkpoint `checkpoint_id`, to be captured into
-    /// `directory`.
+    /// Seals the memtables of those of `families` (column family names) that `db` holds
+    /// and takes the snapshot that marks the cut of checkpoint `checkpoint_id`, to be
+    /// captured into `directory`.
     ///
     /// # Errors
     ///
@@ -80,9 +77,9 @@ impl Cut {
         directory: PathBuf,
         families: Vec<String>,
     ) -> Result<Cut> {
-        let handles: Vec<_> = (families.iter())
-            .filter_map(|name| db.cf_handle(name))
-            .collect();
+        let (mut families, handles): (BTreeSet<String>, Vec<_>) = (families.into_iter())
+            .filter_map(|name| db.cf_handle(&name).map(|handle| (name, handle)))
+            .unzip();
         let refs: Vec<&dyn AsColumnFamilyRef> = (handles.iter())
             .map(|handle| handle as &dyn AsColumnFamilyRef)
             .collect();
@@ -92,7 +89,6 @@ impl Cut {
             ))
         })?;
         let snapshot = HeldSnapshot::take(db.clone());
-        let mut families: BTreeSet<String> = families.into_iter().collect();
         families.insert(rocksdb::DEFAULT_COLUMN_FAMILY_NAME.to_owned());
         Ok(Cut {
             checkpoint_id,
@@ -118,24 +114,25 @@ impl Cut {
         cancelled: &dyn Fn() -> Result<()>,
     ) -> Result<HashMap<String, WrittenChecksum>> {
         let mut captured = lock(&self.captured);
-        if captured.is_none() {
-            let outcome = match self.wait_for_flush(db, cancelled) {
-                Ok(()) => self.create(db),
-                // Cancellation is not an outcome: whoever comes next may still capture.
-                Err(err @ Error::Cancelled { .. }) => return Err(err),
-                Err(err) => Err(err.to_string()),
-            };
-            lock(&self.snapshot).take();
-            *captured = Some(outcome);
-        }
+        let outcome = match &*captured {
+            Some(outcome) => outcome.clone(),
+            None => {
+                let outcome = match self.wait_for_flush(db, cancelled) {
+                    Ok(()) => self.create(db),
+                    // Cancellation is not an outcome: whoever comes next may still capture.
+                    Err(err @ Error::Cancelled { .. }) => return Err(err),
+                    Err(err) => Err(err.to_string()),
+                };
+                lock(&self.snapshot).take();
+                captured.insert(outcome).clone()
+            }
+        };
         let checkpoint_id = self.checkpoint_id;
-        match captured.as_ref() {
-            Some(Ok(written)) => Ok(written.clone()),
-            Some(Err(reason)) => Err(backend_error(format!(
+        outcome.map_err(|reason| {
+            backend_error(format!(
                 "checkpoint {checkpoint_id} without a flush: {reason}"
-            ))),
-            None => unreachable!("set above"),
-        }
+            ))
+        })
     }
 
     /// Makes every later capture fail: the checkpoint was cancelled or failed, and its

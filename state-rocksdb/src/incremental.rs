@@ -371,7 +371,6 @@ impl SnapshotStrategy<Arc<dyn KeyedStateHandle>> for RocksIncrementalSnapshotStr
         if !cuts.take_flush_next() {
             let families = (snapshot.states.iter())
                 .map(|meta| cf_name(&meta.name))
-                .filter(|name| db.cf_handle(name).is_some())
                 .collect();
             match Cut::seal(&db, checkpoint_id, directory, families) {
                 Ok(cut) => {

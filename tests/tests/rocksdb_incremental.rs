@@ -80,6 +80,12 @@ impl Setup {
         walk(self.storage.root())
     }
 
+    /// A backend of every key group restored from `handle`.
+    fn restored(&self, handle: impl KeyedStateHandle + 'static) -> RocksDBKeyedStateBackend {
+        RocksDBKeyedStateBackend::restore(self.params(full()), registry(), &[Arc::new(handle)])
+            .unwrap()
+    }
+
     /// A backend with 64 KiB memtables, holding round 0 of every key: many sst files.
     fn small_memtable_backend(&self) -> RocksDBKeyedStateBackend {
         let mut params = self.params(full());
@@ -264,13 +270,7 @@ fn a_small_update_uploads_only_new_files_and_pruning_keeps_what_is_referenced() 
         );
     }
 
-    let resolved = shared.resolve(&retained_2).unwrap();
-    let mut restored = RocksDBKeyedStateBackend::restore(
-        setup.params(full()),
-        registry(),
-        &[Arc::new(resolved) as Arc<dyn KeyedStateHandle>],
-    )
-    .unwrap();
+    let mut restored = setup.restored(shared.resolve(&retained_2).unwrap());
     check(&mut restored, |i| u64::from(updated(i)));
     restored.close().unwrap();
 
@@ -884,12 +884,7 @@ fn a_restore_into_fewer_instances_links_the_other_instances_sst_files() {
     check(&mut whole, |i| u64::from(updated(i)));
     let next = setup.checkpoint(&mut whole, CheckpointId::new(2));
     whole.close().unwrap();
-    let mut again = RocksDBKeyedStateBackend::restore(
-        setup.params(full()),
-        registry(),
-        &[Arc::new(next) as Arc<dyn KeyedStateHandle>],
-    )
-    .unwrap();
+    let mut again = setup.restored(next);
     check(&mut again, |i| u64::from(updated(i)));
 
     // Into three instances: each keeps exactly its key groups.
