@@ -25,6 +25,7 @@ use std::cell::RefCell;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use crate::{Lease, ResourceGuard};
 use rocksdb::{
@@ -44,6 +45,7 @@ use state_format::keyed_format::{CompositeKey, decode_list, encode_list};
 use state_format::timer::{TimerKey, not_keyed_state};
 use tempfile::TempDir;
 
+use crate::compactions::Compactions;
 use crate::heap_timers::{HeapTimerSnapshot, HeapTimers};
 use crate::history::IncrementalHistory;
 use crate::timers::TimerQueues;
@@ -103,6 +105,7 @@ fn concat_merge(_key: &[u8], existing: Option<&[u8]>, operands: &MergeOperands) 
 /// | `rocksdb.compression` | `lz4` | [`SstCompression`]: `none`, `snappy`, `lz4`, `zstd` |
 /// | `rocksdb.compaction.style` | `universal` | [`CompactionStyle`]: `universal` or `level` |
 /// | `rocksdb.timer-service.factory` | `rocksdb` | [`TimerServiceFactory`]: where timers live, `rocksdb` or `heap` |
+/// | `rocksdb.incremental.compaction-wait-ms` | 10000 | longest an incremental checkpoint waits for compactions of files it would otherwise store twice |
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RocksDBOptions {
     /// Block cache bytes.
@@ -117,6 +120,11 @@ pub struct RocksDBOptions {
     pub compaction_style: CompactionStyle,
     /// Where priority-queue (timer) states are kept.
     pub timer_service_factory: TimerServiceFactory,
+    /// The longest the asynchronous part of an incremental checkpoint waits for the
+    /// compactions that ran at its cut and read files no earlier checkpoint stored
+    /// (otherwise their inputs are stored now and their output with the next
+    /// checkpoint). Zero waits for none.
+    pub compaction_wait: Duration,
 }
 
 /// Sorted runs at which universal compaction starts merging (RocksDB's
@@ -284,6 +292,7 @@ impl Default for RocksDBOptions {
             compression: SstCompression::Lz4,
             compaction_style: CompactionStyle::default(),
             timer_service_factory: TimerServiceFactory::default(),
+            compaction_wait: Duration::from_secs(10),
         }
     }
 }
@@ -313,12 +322,16 @@ impl RocksDBOptions {
                 "rocksdb.compression" => parsed.compression = value.parse()?,
                 "rocksdb.compaction.style" => parsed.compaction_style = value.parse()?,
                 "rocksdb.timer-service.factory" => parsed.timer_service_factory = value.parse()?,
+                "rocksdb.incremental.compaction-wait-ms" => {
+                    parsed.compaction_wait =
+                        Duration::from_millis(value.parse().map_err(|_| invalid())?)
+                }
                 _ => {
                     return Err(Error::InvalidArgument(format!(
                         "unknown option `{key}`; known: rocksdb.block-cache-size, \
                          rocksdb.write-buffer-size, rocksdb.max-background-jobs, \
                          rocksdb.compression, rocksdb.compaction.style, \
-                         rocksdb.timer-service.factory"
+                         rocksdb.timer-service.factory, rocksdb.incremental.compaction-wait-ms"
                     )));
                 }
             }
@@ -331,6 +344,9 @@ impl RocksDBOptions {
         options.create_if_missing(true);
         options.create_missing_column_families(true);
         options.set_max_background_jobs(self.max_background_jobs);
+        // A compaction runs on as many threads as there are background jobs: the merges a
+        // bulk load leaves end sooner, and checkpoints waiting for them too.
+        options.set_max_subcompactions(u32::try_from(self.max_background_jobs).unwrap_or(1).max(1));
         // Incremental checkpoints record these instead of reading every new file back.
         crate::native::compute_file_checksums(&mut options);
         options
@@ -641,7 +657,9 @@ impl RocksDBKeyedStateBackend {
                 ColumnFamilyDescriptor::new(cf_name(&meta.name), family)
             })
             .collect();
+        let compactions = Arc::new(Compactions::new(options.compaction_wait));
         let mut db_options = options.db_options();
+        crate::native::listen(&mut db_options, compactions.clone());
         if opened.existing {
             db_options.create_if_missing(false);
         }
@@ -669,7 +687,7 @@ impl RocksDBKeyedStateBackend {
                 key_serializer: params.key_serializer.clone(),
                 db_path,
                 incremental: Mutex::new(opened.history),
-                cuts: crate::cut::Cuts::default(),
+                cuts: crate::cut::Cuts::new(compactions),
                 ttl_filters,
                 heap_timers: heap_timers.map(Mutex::new),
             }),
@@ -798,7 +816,7 @@ impl RocksDBKeyedStateBackend {
                 if let Some(cut) = self.source.cuts().waiting() {
                     // Created now, the column family would be in the files of a cut taken
                     // before it: capture that cut first (its task reads the outcome).
-                    let _ = cut.capture(db, &|| Ok(()));
+                    let _ = cut.capture(db, None, &|| Ok(()));
                 }
                 let mut family = self.options.cf_options(&self.cache, meta.kind);
                 self.source.inner.ttl_filters.install(&mut family, meta);

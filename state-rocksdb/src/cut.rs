@@ -7,7 +7,10 @@
 //! checkpoint holds (at most `S`: in sst files or in the sealed memtables) from later ones.
 //!
 //! Capturing the cut, in the asynchronous part, waits until no sealed memtable is left
-//! unflushed, creates the native checkpoint without flushing, and proves it exact:
+//! unflushed and, within a bound, for the compactions running at the cut that read files
+//! no earlier checkpoint stored ([`crate::compactions`]: their inputs would be stored now
+//! and their output again with the next checkpoint). It then creates the native checkpoint
+//! without flushing, and proves it exact:
 //! - every sst file it holds has a largest sequence number of at most `S` (the held
 //!   snapshot keeps compactions from setting later writes' sequence numbers to 0), so no
 //!   later write is in it; every write up to `S` is, since every sealed memtable was
@@ -38,6 +41,7 @@ use state_api::{CheckpointId, Error, Result};
 
 use crate::ROCKSDB;
 use crate::backend::lock;
+use crate::compactions::{Compactions, RunningCompaction, Waited};
 use crate::native::{
     HeldSnapshot, WrittenChecksum, live_sst_checksums, live_sst_sequence_numbers, seal_memtables,
 };
@@ -59,6 +63,9 @@ pub(crate) struct Cut {
     /// Released once captured.
     snapshot: Mutex<Option<HeldSnapshot>>,
     sequence_number: u64,
+    /// The compactions running when the cut was taken.
+    compactions_at_cut: Vec<RunningCompaction>,
+    compactions: Arc<Compactions>,
     /// Set once, by whoever captures first (or abandons the cut).
     captured: Mutex<Option<Captured>>,
 }
@@ -66,13 +73,14 @@ pub(crate) struct Cut {
 impl Cut {
     /// Seals the memtables of those of `families` (column family names) that `db` holds
     /// and takes the snapshot that marks the cut of checkpoint `checkpoint_id`, to be
-    /// captured into `directory`.
+    /// captured into `directory`. `compactions` reports what `db` compacts.
     ///
     /// # Errors
     ///
     /// [`Error::Backend`] when RocksDB cannot seal a memtable.
     pub(crate) fn seal(
         db: &Arc<DB>,
+        compactions: &Arc<Compactions>,
         checkpoint_id: CheckpointId,
         directory: PathBuf,
         families: Vec<String>,
@@ -96,28 +104,35 @@ impl Cut {
             families,
             sequence_number: snapshot.sequence_number(),
             snapshot: Mutex::new(Some(snapshot)),
+            compactions_at_cut: compactions.running(),
+            compactions: compactions.clone(),
             captured: Mutex::new(None),
         })
     }
 
     /// Captures the cut into its directory (once; later calls return the first outcome):
-    /// the checksums RocksDB recorded of the live sst files.
+    /// the checksums RocksDB recorded of the live sst files. With `stored`, it first waits
+    /// for the compactions running at the cut that read a file `stored` does not know
+    /// (by name, `000042.sst`); without, for none (the processing thread is waiting).
     ///
     /// # Errors
     ///
     /// [`Error::Backend`] naming the checkpoint when RocksDB fails or the files are not
     /// exactly the cut (see the module documentation); `cancelled`'s error when it
-    /// reports one while waiting for the flush.
+    /// reports one while waiting.
     pub(crate) fn capture(
         &self,
         db: &DB,
+        stored: Option<&dyn Fn(&str) -> bool>,
         cancelled: &dyn Fn() -> Result<()>,
     ) -> Result<HashMap<String, WrittenChecksum>> {
         let mut captured = lock(&self.captured);
         let outcome = match &*captured {
             Some(outcome) => outcome.clone(),
             None => {
-                let outcome = match self.wait_for_flush(db, cancelled) {
+                let waited = (self.wait_for_flush(db, cancelled))
+                    .and_then(|()| self.wait_for_compactions(stored, cancelled));
+                let outcome = match waited {
                     Ok(()) => self.create(db),
                     // Cancellation is not an outcome: whoever comes next may still capture.
                     Err(err @ Error::Cancelled { .. }) => return Err(err),
@@ -173,6 +188,40 @@ impl Cut {
             }
             std::thread::sleep(FLUSH_POLL);
         }
+    }
+
+    /// Waits for the compactions running at the cut that read a file `stored` does not
+    /// know, within the bound of [`Compactions`].
+    fn wait_for_compactions(
+        &self,
+        stored: Option<&dyn Fn(&str) -> bool>,
+        cancelled: &dyn Fn() -> Result<()>,
+    ) -> Result<()> {
+        let Some(stored) = stored else {
+            return Ok(());
+        };
+        let jobs: Vec<i32> = (self.compactions_at_cut.iter())
+            .filter(|compaction| compaction.inputs.iter().any(|name| !stored(name)))
+            .map(|compaction| compaction.job)
+            .collect();
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        let waited = (self.compactions).wait(&jobs, self.sequence_number, cancelled)?;
+        let checkpoint_id = self.checkpoint_id;
+        let ms = started.elapsed().as_secs_f64() * 1e3;
+        match waited {
+            Waited::Ended => tracing::debug!(%checkpoint_id, ms, "compactions of the cut ended"),
+            Waited::WritesAfterCut | Waited::TimedOut => tracing::info!(
+                %checkpoint_id,
+                ms,
+                ?waited,
+                "capturing while compactions of unstored files still run: their output \
+                 will be stored with a later checkpoint"
+            ),
+        }
+        Ok(())
     }
 
     /// Creates the native checkpoint without a flush and proves it is the cut.
@@ -257,13 +306,28 @@ fn backend_error(reason: String) -> Error {
 
 /// The cuts of one backend instance: the one waiting to be captured, and whether the next
 /// checkpoint flushes in its synchronous part instead.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Cuts {
     waiting: Mutex<Weak<Cut>>,
     flush_next: AtomicBool,
+    compactions: Arc<Compactions>,
 }
 
 impl Cuts {
+    /// The cuts of a database whose compactions `compactions` reports.
+    pub(crate) fn new(compactions: Arc<Compactions>) -> Self {
+        Cuts {
+            waiting: Mutex::new(Weak::new()),
+            flush_next: AtomicBool::new(false),
+            compactions,
+        }
+    }
+
+    /// What the database reports of its compactions.
+    pub(crate) fn compactions(&self) -> &Arc<Compactions> {
+        &self.compactions
+    }
+
     /// The cut still waiting to be captured, if its checkpoint is still running.
     pub(crate) fn waiting(&self) -> Option<Arc<Cut>> {
         lock(&self.waiting).upgrade()

@@ -357,7 +357,7 @@ impl SnapshotStrategy<Arc<dyn KeyedStateHandle>> for RocksIncrementalSnapshotStr
         if let Some(earlier) = cuts.waiting() {
             // Sealing now would flush writes made after the earlier cut before it is
             // captured; its own task reads the outcome.
-            let _ = earlier.capture(&db, &|| Ok(()));
+            let _ = earlier.capture(&db, None, &|| Ok(()));
         }
         // A name of its own, so a snapshot of a reused checkpoint id never touches the
         // directory of one still running.
@@ -372,7 +372,7 @@ impl SnapshotStrategy<Arc<dyn KeyedStateHandle>> for RocksIncrementalSnapshotStr
             let families = (snapshot.states.iter())
                 .map(|meta| cf_name(&meta.name))
                 .collect();
-            match Cut::seal(&db, checkpoint_id, directory, families) {
+            match Cut::seal(&db, cuts.compactions(), checkpoint_id, directory, families) {
                 Ok(cut) => {
                     let cut = Arc::new(cut);
                     cuts.set_waiting(&cut);
@@ -547,7 +547,9 @@ impl RocksIncrementalAsyncSnapshot {
         };
         if let Some(cut) = self.cut.take() {
             let db = self.source.db()?;
-            match cut.capture(&db, &|| context.check_cancelled()) {
+            let base = &self.base;
+            let stored = |name: &str| base.contains_key(name);
+            match cut.capture(&db, Some(&stored), &|| context.check_cancelled()) {
                 Ok(written) => self.written = written,
                 Err(err) => {
                     if !matches!(err, Error::Cancelled { .. }) {

@@ -19,6 +19,7 @@
 //! a binary that names nothing else of it, or call [`register`] yourself.
 
 mod backend;
+mod compactions;
 mod cut;
 mod full;
 mod heap_timers;

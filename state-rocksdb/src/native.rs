@@ -6,7 +6,8 @@
 //!   file once more, and checks a file copied through a stream against it;
 //! - sealing memtables without waiting for their flush, snapshots that outlive a borrow
 //!   of the database, and each live sst file's largest sequence number: what the
-//!   incremental strategy's cut without a flush ([`crate::cut`]) is built from.
+//!   incremental strategy's cut without a flush ([`crate::cut`]) is built from;
+//! - an event listener reporting compactions and sealed memtables ([`Compactions`]).
 
 use std::collections::HashMap;
 use std::ffi::{CStr, c_char, c_int, c_void};
@@ -15,6 +16,8 @@ use std::sync::Arc;
 
 use librocksdb_sys as ffi;
 use rocksdb::{AsColumnFamilyRef, AsRawPtr, DB, Options};
+
+use crate::compactions::Compactions;
 
 /// RocksDB's name of its CRC-32C file checksum.
 const CRC32C_FUNCTION: &CStr = c"FileChecksumCrc32c";
@@ -91,6 +94,113 @@ pub(crate) fn live_sst_checksums(db: &DB) -> Result<HashMap<String, WrittenCheck
     }
     Ok(checksums)
 }
+
+/// Makes a database opened with `options` report its compactions and sealed memtables to
+/// `compactions`, from its background threads and its writers.
+pub(crate) fn listen(options: &mut Options, compactions: Arc<Compactions>) {
+    let state = Arc::into_raw(compactions).cast_mut().cast::<c_void>();
+    // SAFETY: RocksDB calls every callback (none may be null) with `state`, which holds one
+    // count of the `Arc` until the listener's destructor, `release`, gives it back. The
+    // options take ownership of the listener.
+    unsafe {
+        let listener = ffi::rocksdb_eventlistener_create(
+            state,
+            Some(release),
+            Some(ignore_flush),
+            Some(ignore_flush),
+            Some(compaction_began),
+            Some(compaction_ended),
+            Some(ignore_subcompaction),
+            Some(ignore_subcompaction),
+            Some(ignore_ingestion),
+            Some(ignore_background_error),
+            Some(ignore_stall),
+            Some(memtable_sealed),
+        );
+        ffi::rocksdb_options_add_eventlistener(options.as_raw_ptr(), listener);
+    }
+}
+
+/// The [`Compactions`] a listener's `state` points to.
+///
+/// # Safety
+///
+/// `state` is the pointer [`listen`] gave RocksDB, and its listener is not destroyed yet.
+unsafe fn compactions<'a>(state: *mut c_void) -> &'a Compactions {
+    // SAFETY: the caller's promise: `state` came from `Arc::into_raw` and is still counted.
+    unsafe { &*state.cast_const().cast::<Compactions>() }
+}
+
+unsafe extern "C" fn release(state: *mut c_void) {
+    // SAFETY: called once, when RocksDB destroys the listener: the count `listen` took.
+    drop(unsafe { Arc::from_raw(state.cast_const().cast::<Compactions>()) });
+}
+
+unsafe extern "C" fn compaction_began(
+    state: *mut c_void,
+    _db: *mut ffi::rocksdb_t,
+    info: *const ffi::rocksdb_compactionjobinfo_t,
+) {
+    // SAFETY: `info` lives for the call; each index is below the count RocksDB reports, and
+    // each string is copied while `info` lives.
+    unsafe {
+        let job = ffi::rocksdb_compactionjobinfo_job_id(info);
+        let inputs = (0..ffi::rocksdb_compactionjobinfo_input_files_count(info))
+            .filter_map(|index| {
+                let mut size = 0;
+                let path = ffi::rocksdb_compactionjobinfo_input_file_at(info, index, &mut size);
+                (!path.is_null()).then(|| {
+                    let bytes = std::slice::from_raw_parts(path.cast::<u8>(), size);
+                    String::from_utf8_lossy(bytes).into_owned()
+                })
+            })
+            .collect();
+        compactions(state).began(job, inputs);
+    }
+}
+
+unsafe extern "C" fn compaction_ended(
+    state: *mut c_void,
+    _db: *mut ffi::rocksdb_t,
+    info: *const ffi::rocksdb_compactionjobinfo_t,
+) {
+    // SAFETY: `info` lives for the call.
+    unsafe { compactions(state).ended(ffi::rocksdb_compactionjobinfo_job_id(info)) };
+}
+
+unsafe extern "C" fn memtable_sealed(state: *mut c_void, info: *const ffi::rocksdb_memtableinfo_t) {
+    // SAFETY: `info` lives for the call.
+    unsafe { compactions(state).sealed(ffi::rocksdb_memtableinfo_first_seqno(info)) };
+}
+
+unsafe extern "C" fn ignore_flush(
+    _: *mut c_void,
+    _: *mut ffi::rocksdb_t,
+    _: *const ffi::rocksdb_flushjobinfo_t,
+) {
+}
+
+unsafe extern "C" fn ignore_subcompaction(
+    _: *mut c_void,
+    _: *const ffi::rocksdb_subcompactionjobinfo_t,
+) {
+}
+
+unsafe extern "C" fn ignore_ingestion(
+    _: *mut c_void,
+    _: *mut ffi::rocksdb_t,
+    _: *const ffi::rocksdb_externalfileingestioninfo_t,
+) {
+}
+
+unsafe extern "C" fn ignore_background_error(
+    _: *mut c_void,
+    _: u32,
+    _: *mut ffi::rocksdb_status_ptr_t,
+) {
+}
+
+unsafe extern "C" fn ignore_stall(_: *mut c_void, _: *const ffi::rocksdb_writestallinfo_t) {}
 
 /// Takes RocksDB's error message out of `error` (set by a C call), if any.
 ///
