@@ -53,6 +53,7 @@ mod chain;
 mod changes;
 pub mod format;
 mod incremental;
+mod key_group_map;
 mod restore;
 mod snapshot;
 mod table;

@@ -1,5 +1,5 @@
 //! Copy-on-write state tables: one per registered state, one persistent hash map per key
-//! group of the backend's range.
+//! group of the backend's range (split into parts when large: [`KeyGroupMap`]).
 //!
 //! The maps are hash array mapped tries (`imbl`), whose clone shares every node. A snapshot
 //! version of a table is a clone of its per-key-group maps: O(number of key groups) pointer
@@ -21,8 +21,11 @@ use state_api::{Error, KeyGroupRange, MaxParallelism, Result, StateKind, StateMe
 /// Serialized bytes, shared between versions.
 pub(crate) type Bytes = Arc<[u8]>;
 
-/// A persistent hash map whose clone is O(1) and shares all nodes.
+/// A persistent hash map whose clone is O(1) and shares all nodes: a map state's entries
+/// under one key and namespace.
 pub(crate) type CowMap<V> = imbl::HashMap<Bytes, V>;
+
+pub(crate) use crate::key_group_map::KeyGroupMap;
 
 /// A list state's value: elements shared between versions; the vector itself is copied when
 /// a writer changes a list a version still holds.
@@ -46,11 +49,11 @@ pub(crate) type TimerSet = imbl::OrdSet<TimerEntry>;
 #[derive(Debug, Clone)]
 pub(crate) enum Shards {
     /// Value state: state key -> value.
-    Value(Vec<CowMap<Bytes>>),
+    Value(Vec<KeyGroupMap<Bytes>>),
     /// List state: state key -> elements.
-    List(Vec<CowMap<ListValue>>),
+    List(Vec<KeyGroupMap<ListValue>>),
     /// Map state: state key -> (user key -> value), the inner maps copy-on-write too.
-    Map(Vec<CowMap<CowMap<Bytes>>>),
+    Map(Vec<KeyGroupMap<CowMap<Bytes>>>),
     /// Priority-queue state: the timers of each key group.
     Timers(Vec<TimerSet>),
 }
@@ -58,9 +61,9 @@ pub(crate) enum Shards {
 impl Shards {
     fn new(kind: StateKind, key_groups: usize) -> Self {
         match kind {
-            StateKind::Value => Shards::Value(vec![CowMap::new(); key_groups]),
-            StateKind::List => Shards::List(vec![CowMap::new(); key_groups]),
-            StateKind::Map => Shards::Map(vec![CowMap::new(); key_groups]),
+            StateKind::Value => Shards::Value(vec![KeyGroupMap::new(); key_groups]),
+            StateKind::List => Shards::List(vec![KeyGroupMap::new(); key_groups]),
+            StateKind::Map => Shards::Map(vec![KeyGroupMap::new(); key_groups]),
             StateKind::PriorityQueue => Shards::Timers(vec![TimerSet::new(); key_groups]),
         }
     }

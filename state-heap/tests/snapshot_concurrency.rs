@@ -25,12 +25,22 @@ const STATE: &str = "counts";
 const LISTS: &str = "events";
 
 fn params() -> KeyedBackendParams {
-    KeyedBackendParams::new(MaxParallelism::of(128), KeyGroupRange::new(0, 127).unwrap())
+    params_of(128)
+}
+
+/// Parameters of a backend owning all `key_groups` key groups.
+fn params_of(key_groups: u32) -> KeyedBackendParams {
+    let range = KeyGroupRange::new(0, key_groups - 1).unwrap();
+    KeyedBackendParams::new(MaxParallelism::of(key_groups), range)
 }
 
 fn backend() -> HeapKeyedStateBackend {
+    backend_with(params())
+}
+
+fn backend_with(params: KeyedBackendParams) -> HeapKeyedStateBackend {
     state_heap::link();
-    let mut backend = HeapKeyedStateBackend::new(params(), Registry::global()).unwrap();
+    let mut backend = HeapKeyedStateBackend::new(params, Registry::global()).unwrap();
     backend
         .register_state(&StateMetaInfo::value(STATE, "void", "u64-be"))
         .unwrap();
@@ -81,8 +91,18 @@ fn check(backend: &mut HeapKeyedStateBackend, model: &Model, keys: u64) {
 
 #[test]
 fn writes_during_the_asynchronous_part_reach_the_live_state_but_not_the_snapshot() {
-    let keys = 20_000;
-    let mut backend = backend();
+    writes_during_the_asynchronous_part(params(), 20_000);
+}
+
+/// The same with every key in one key group, whose map is split into parts (and splits
+/// again when cleared keys come back while the snapshot holds the older parts).
+#[test]
+fn one_key_group_split_into_parts_snapshots_and_restores_exactly() {
+    writes_during_the_asynchronous_part(params_of(1), 50_000);
+}
+
+fn writes_during_the_asynchronous_part(params: KeyedBackendParams, keys: u64) {
+    let mut backend = backend_with(params.clone());
     let mut model = Model::new();
     for key in 0..keys {
         apply(&mut backend, &mut model, key, 0);
@@ -109,7 +129,7 @@ fn writes_during_the_asynchronous_part_reach_the_live_state_but_not_the_snapshot
 
     let handle = result.job_manager_owned().unwrap().clone();
     let mut restored =
-        HeapKeyedStateBackend::restore(params(), Registry::global(), &[handle]).unwrap();
+        HeapKeyedStateBackend::restore(params, Registry::global(), &[handle]).unwrap();
     check(&mut restored, &at_snapshot, keys);
 }
 
