@@ -41,6 +41,8 @@ pub(crate) enum Waited {
     WritesAfterCut,
     /// The bound passed first.
     TimedOut,
+    /// The processing thread needs the capture now.
+    Preempted,
 }
 
 #[derive(Debug, Default)]
@@ -107,16 +109,17 @@ impl Compactions {
     }
 
     /// Waits until none of `jobs` runs, a memtable whose writes all come after sequence
-    /// number `cut` is sealed, or the bound passes.
+    /// number `cut` is sealed, the bound passes, or `preempted` says to stop.
     ///
     /// # Errors
     ///
-    /// `cancelled`'s error, checked at least every 10 ms.
+    /// `cancelled`'s error. Both it and `preempted` are checked at least every 10 ms.
     pub(crate) fn wait(
         &self,
         jobs: &[i32],
         cut: u64,
         cancelled: &dyn Fn() -> Result<()>,
+        preempted: &dyn Fn() -> bool,
     ) -> Result<Waited> {
         let deadline = Instant::now() + self.limit;
         let mut running = lock(&self.running);
@@ -133,6 +136,9 @@ impl Compactions {
             }
             drop(running);
             cancelled()?;
+            if preempted() {
+                return Ok(Waited::Preempted);
+            }
             running = lock(&self.running);
             let slice = CANCEL_POLL.min(deadline - now);
             running = (self.changed.wait_timeout(running, slice))
@@ -149,7 +155,9 @@ mod tests {
 
     fn waiting(compactions: &Arc<Compactions>, jobs: Vec<i32>) -> std::thread::JoinHandle<Waited> {
         let compactions = compactions.clone();
-        std::thread::spawn(move || compactions.wait(&jobs, 100, &|| Ok(())).expect("wait"))
+        std::thread::spawn(move || {
+            (compactions.wait(&jobs, 100, &|| Ok(()), &|| false)).expect("wait")
+        })
     }
 
     /// A waiter returns when the compactions it waits for end, whatever others do.
@@ -190,27 +198,35 @@ mod tests {
         assert_eq!(waiter.join().expect("waiter"), Waited::WritesAfterCut);
     }
 
-    /// The bound and cancellation both end the wait.
+    /// The bound, preemption and cancellation each end the wait.
     #[test]
-    fn the_bound_and_cancellation_end_the_wait() {
+    fn the_bound_preemption_and_cancellation_end_the_wait() {
+        let never = || false;
         let compactions = Compactions::new(Duration::from_millis(20));
         compactions.began(1, vec!["000001.sst".into()]);
-        assert_eq!(
-            compactions.wait(&[1], 0, &|| Ok(())).expect("wait"),
-            Waited::TimedOut
-        );
+        let waited = compactions.wait(&[1], 0, &|| Ok(()), &never);
+        assert_eq!(waited.expect("wait"), Waited::TimedOut);
+        let compactions = Compactions::new(Duration::from_secs(600));
+        compactions.began(1, vec!["000001.sst".into()]);
+        let waited = compactions.wait(&[1], 0, &|| Ok(()), &|| true);
+        assert_eq!(waited.expect("wait"), Waited::Preempted);
         let compactions = Compactions::new(Duration::from_secs(600));
         compactions.began(1, vec!["000001.sst".into()]);
         let err = compactions
-            .wait(&[1], 0, &|| {
-                Err(state_api::Error::Cancelled {
-                    checkpoint_id: state_api::CheckpointId::new(3),
-                })
-            })
+            .wait(
+                &[1],
+                0,
+                &|| {
+                    Err(state_api::Error::Cancelled {
+                        checkpoint_id: state_api::CheckpointId::new(3),
+                    })
+                },
+                &never,
+            )
             .expect_err("cancelled");
         assert!(matches!(err, state_api::Error::Cancelled { .. }), "{err}");
         assert_eq!(
-            compactions.wait(&[], 0, &|| Ok(())).expect("wait"),
+            compactions.wait(&[], 0, &|| Ok(()), &never).expect("wait"),
             Waited::Ended
         );
     }

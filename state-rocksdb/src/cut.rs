@@ -66,6 +66,9 @@ pub(crate) struct Cut {
     /// The compactions running when the cut was taken.
     compactions_at_cut: Vec<RunningCompaction>,
     compactions: Arc<Compactions>,
+    /// Set by a capture on the processing thread: a capture waiting for compactions stops
+    /// waiting, so that the processing thread is not held up by them.
+    preempted: AtomicBool,
     /// Set once, by whoever captures first (or abandons the cut).
     captured: Mutex<Option<Captured>>,
 }
@@ -106,6 +109,7 @@ impl Cut {
             snapshot: Mutex::new(Some(snapshot)),
             compactions_at_cut: compactions.running(),
             compactions: compactions.clone(),
+            preempted: AtomicBool::new(false),
             captured: Mutex::new(None),
         })
     }
@@ -113,7 +117,8 @@ impl Cut {
     /// Captures the cut into its directory (once; later calls return the first outcome):
     /// the checksums RocksDB recorded of the live sst files. With `stored`, it first waits
     /// for the compactions running at the cut that read a file `stored` does not know
-    /// (by name, `000042.sst`); without, for none (the processing thread is waiting).
+    /// (by name, `000042.sst`); without, for none (the processing thread is waiting), and
+    /// a capture waiting for them on another thread stops waiting within 10 ms.
     ///
     /// # Errors
     ///
@@ -126,6 +131,9 @@ impl Cut {
         stored: Option<&dyn Fn(&str) -> bool>,
         cancelled: &dyn Fn() -> Result<()>,
     ) -> Result<HashMap<String, WrittenChecksum>> {
+        if stored.is_none() {
+            self.preempted.store(true, Ordering::Release);
+        }
         let mut captured = lock(&self.captured);
         let outcome = match &*captured {
             Some(outcome) => outcome.clone(),
@@ -208,12 +216,13 @@ impl Cut {
             return Ok(());
         }
         let started = std::time::Instant::now();
-        let waited = (self.compactions).wait(&jobs, self.sequence_number, cancelled)?;
+        let preempted = || self.preempted.load(Ordering::Acquire);
+        let waited = (self.compactions).wait(&jobs, self.sequence_number, cancelled, &preempted)?;
         let checkpoint_id = self.checkpoint_id;
         let ms = started.elapsed().as_secs_f64() * 1e3;
         match waited {
             Waited::Ended => tracing::debug!(%checkpoint_id, ms, "compactions of the cut ended"),
-            Waited::WritesAfterCut | Waited::TimedOut => tracing::info!(
+            Waited::WritesAfterCut | Waited::TimedOut | Waited::Preempted => tracing::info!(
                 %checkpoint_id,
                 ms,
                 ?waited,
