@@ -487,15 +487,18 @@ impl Block {
         self.offset = offset;
         self.valid = 0;
         let region = &mut self.bytes[self.start..self.start + DIRECT_BLOCK];
-        while self.valid < DIRECT_BLOCK {
-            match file.read_at(&mut region[self.valid..], offset + self.valid as u64) {
-                Ok(0) => break,
-                Ok(n) => self.valid += n,
+        loop {
+            match file.read_at(region, offset) {
+                // Short only where the file ends: a second read there would start at an
+                // offset direct i/o refuses.
+                Ok(n) => {
+                    self.valid = n;
+                    return Ok(());
+                }
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
                 Err(err) => return Err(err),
             }
         }
-        Ok(())
     }
 
     fn holds(&self, pos: u64) -> bool {
