@@ -12,17 +12,22 @@
 //! write moves more than one part's entries, however large the key group.
 //!
 //! Parts are found through a directory indexed by the low bits of a hash independent of
-//! the tries' own. Parts are never merged back: a key group that shrinks keeps its parts.
+//! the tries' own, with keys random per map, so that keys chosen to collide cannot make a
+//! part split over and over; past [`MAX_DEPTH`] bits a part only grows. Parts are never merged back: a key group that shrinks keeps its parts.
 //! Directory and parts are shared between clones, so a clone (a snapshot's version) is
 //! O(1); the first write after it copies the list of part roots (O(parts)), not entries.
 
-use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use crate::table::Bytes;
 
 /// Entries past which a part splits in two.
 pub(crate) const PART_ENTRIES: usize = 20_000;
+
+/// Hash bits a directory uses at most: a million parts, billions of entries per key group.
+const MAX_DEPTH: u32 = 20;
 
 /// One part: a trie and how many low hash bits all its keys share (its depth).
 #[derive(Debug, Clone)]
@@ -38,17 +43,14 @@ pub(crate) struct KeyGroupMap<V> {
     directory: Arc<Vec<u32>>,
     parts: Arc<Vec<Part<V>>>,
     len: usize,
+    /// The hash that picks a part (SipHash with keys of this map's own).
+    hasher: RandomState,
 }
 
 impl<V: Clone> Default for KeyGroupMap<V> {
     fn default() -> Self {
         Self::new()
     }
-}
-
-/// The hash that picks a part: SipHash with fixed keys, unlike the tries' random ones.
-fn part_hash(key: &[u8]) -> usize {
-    BuildHasherDefault::<DefaultHasher>::default().hash_one(key) as usize
 }
 
 impl<V: Clone> KeyGroupMap<V> {
@@ -61,6 +63,7 @@ impl<V: Clone> KeyGroupMap<V> {
                 depth: 0,
             }]),
             len: 0,
+            hasher: RandomState::new(),
         }
     }
 
@@ -73,8 +76,13 @@ impl<V: Clone> KeyGroupMap<V> {
     fn part_of(&self, key: &[u8]) -> usize {
         match self.directory.len() {
             1 => 0,
-            len => self.directory[part_hash(key) & (len - 1)] as usize,
+            len => self.directory[self.part_hash(key) & (len - 1)] as usize,
         }
+    }
+
+    /// The hash that picks the part of `key`.
+    fn part_hash(&self, key: &[u8]) -> usize {
+        self.hasher.hash_one(key) as usize
     }
 
     /// The value of `key`.
@@ -96,7 +104,7 @@ impl<V: Clone> KeyGroupMap<V> {
         let old = map.insert(key, value);
         if old.is_none() {
             self.len += 1;
-            if map.len() > PART_ENTRIES {
+            if map.len() > PART_ENTRIES && self.parts[part].depth < MAX_DEPTH {
                 self.split(part);
             }
         }
@@ -123,6 +131,7 @@ impl<V: Clone> KeyGroupMap<V> {
 
     /// Moves the entries of part `index` whose hash has bit `depth` set into a new part.
     fn split(&mut self, index: usize) {
+        let hasher = &self.hasher;
         let parts = Arc::make_mut(&mut self.parts);
         let directory = Arc::make_mut(&mut self.directory);
         let depth = parts[index].depth;
@@ -131,7 +140,7 @@ impl<V: Clone> KeyGroupMap<V> {
         }
         let bit = 1usize << depth;
         let moving: Vec<Bytes> = (parts[index].map.keys())
-            .filter(|key| part_hash(key) & bit != 0)
+            .filter(|key| hasher.hash_one(&key[..]) as usize & bit != 0)
             .cloned()
             .collect();
         let mut moved = imbl::HashMap::new();
