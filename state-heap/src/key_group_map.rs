@@ -42,7 +42,6 @@ pub(crate) struct KeyGroupMap<V> {
     /// Part index by the low `log2(len)` bits of a key's hash.
     directory: Arc<Vec<u32>>,
     parts: Arc<Vec<Part<V>>>,
-    len: usize,
     /// The hash that picks a part (SipHash with keys of this map's own).
     hasher: RandomState,
 }
@@ -62,14 +61,13 @@ impl<V: Clone> KeyGroupMap<V> {
                 map: imbl::HashMap::new(),
                 depth: 0,
             }]),
-            len: 0,
             hasher: RandomState::new(),
         }
     }
 
     /// Number of entries.
     pub(crate) fn len(&self) -> usize {
-        self.len
+        self.parts.iter().map(|part| part.map.len()).sum()
     }
 
     /// The index of the part holding `key`.
@@ -102,11 +100,8 @@ impl<V: Clone> KeyGroupMap<V> {
         let part = self.part_of(&key);
         let map = &mut Arc::make_mut(&mut self.parts)[part].map;
         let old = map.insert(key, value);
-        if old.is_none() {
-            self.len += 1;
-            if map.len() > PART_ENTRIES && self.parts[part].depth < MAX_DEPTH {
-                self.split(part);
-            }
+        if old.is_none() && map.len() > PART_ENTRIES && self.parts[part].depth < MAX_DEPTH {
+            self.split(part);
         }
         old
     }
@@ -114,9 +109,7 @@ impl<V: Clone> KeyGroupMap<V> {
     /// Removes `key`, returning its value.
     pub(crate) fn remove(&mut self, key: &[u8]) -> Option<V> {
         let part = self.part_of(key);
-        let old = Arc::make_mut(&mut self.parts)[part].map.remove(key);
-        self.len -= usize::from(old.is_some());
-        old
+        Arc::make_mut(&mut self.parts)[part].map.remove(key)
     }
 
     /// Every entry, part by part, in no particular order.

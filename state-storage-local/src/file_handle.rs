@@ -546,7 +546,7 @@ impl Prefetch {
         }
     }
 
-    /// The block asked for last.
+    /// The block asked for last, if one was (and the helper thread still runs).
     fn take(&mut self) -> Option<io::Result<Block>> {
         self.pending.take()?;
         self.blocks.recv().ok()
@@ -606,32 +606,23 @@ impl DirectFile {
 
     /// Makes the block holding `pos` current, then asks for the one after it.
     fn load(&mut self) -> io::Result<()> {
-        let offset = self.pos / ALIGN as u64 * ALIGN as u64;
-        let prefetched = self.prefetch.as_ref().and_then(|p| p.pending);
-        let next = match (prefetched, self.prefetch.as_mut()) {
-            (Some(pending), Some(prefetch)) => {
-                let block = prefetch
-                    .take()
-                    .ok_or_else(|| io::Error::other("the file reader thread stopped"))??;
-                match block.holds(self.pos) || (pending == offset && block.valid == 0) {
-                    true => Some(block),
-                    // A seek elsewhere: the prefetched block only gives its buffer.
-                    false => {
-                        self.spare = Some(block);
-                        None
-                    }
-                }
-            }
-            _ => None,
-        };
-        let previous = match next {
-            Some(block) => std::mem::replace(&mut self.current, block),
-            None => {
-                let mut block = self.spare.take().unwrap_or_else(Block::new);
-                block.read(&self.file, offset)?;
-                std::mem::replace(&mut self.current, block)
+        let prefetched = self
+            .prefetch
+            .as_mut()
+            .and_then(Prefetch::take)
+            .transpose()?;
+        let block = match prefetched {
+            Some(block) if block.holds(self.pos) => block,
+            // Nothing read ahead, or a seek elsewhere: a block read ahead only gives its buffer.
+            other => {
+                let mut block = other
+                    .or_else(|| self.spare.take())
+                    .unwrap_or_else(Block::new);
+                block.read(&self.file, self.pos / ALIGN as u64 * ALIGN as u64)?;
+                block
             }
         };
+        let previous = std::mem::replace(&mut self.current, block);
         self.spare = Some(previous);
         let following = self.current.offset + DIRECT_BLOCK as u64;
         if self.current.valid == DIRECT_BLOCK && following < self.len {
