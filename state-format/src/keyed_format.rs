@@ -1079,7 +1079,11 @@ const PARALLEL_SECTION_LIMIT: usize = 64 << 20;
 
 /// Key groups past the one being written that the strategy's thread of
 /// [`write_key_groups_parallel`] may encode ahead while it waits for the helper.
-const ENCODE_AHEAD: usize = 2;
+const ENCODE_AHEAD: usize = 6;
+
+/// Bytes of sections encoded ahead past which the strategy's thread of
+/// [`write_key_groups_parallel`] encodes no more ahead but waits for the helper.
+const ENCODE_AHEAD_BYTES: usize = 64 << 20;
 
 /// [`write_full_snapshot`] with the key groups encoded by two threads: the strategy's
 /// thread and a helper share the key groups, each taking the next one nobody took yet, so
@@ -1114,10 +1118,12 @@ pub fn write_full_snapshot_parallel(
 /// the ones it takes into memory. The strategy's thread writes the key groups in order:
 /// a section the helper finished, or the next key group itself, streaming, when nobody
 /// took it yet; while the helper is still encoding the next one, it encodes up to
-/// two later ones into memory instead of waiting. So at most five encoded sections wait
-/// in memory (two of this thread's, two in the channel, one the helper holds), however
+/// six later ones into memory instead of waiting, as long as those it holds stay under
+/// 64 MiB. So at most nine encoded sections wait in memory (six of this thread's, two in
+/// the channel, one the helper holds), at most 64 MiB plus three sections of them however
 /// slow the stream is, and a section over 64 MiB is not held but encoded again by the
-/// strategy's thread, streaming.
+/// strategy's thread, streaming. (With two sections ahead, the strategy's thread, which
+/// also writes the helper's sections to the stream, often waited for the helper.)
 ///
 /// `write_group` must be callable from two threads at once and, for one key group, more
 /// than once with the same result (it reads an immutable snapshot).
@@ -1130,18 +1136,32 @@ pub fn write_key_groups_parallel(
     writer: &mut KeyedSnapshotWriter<'_>,
     write_group: impl Fn(&mut KeyGroupEntryWriter<'_>) -> Result<()> + Sync,
 ) -> Result<()> {
-    write_key_groups_in_two(context, writer, write_group, PARALLEL_SECTION_LIMIT).map(|_| ())
+    let limits = SectionLimits {
+        section: PARALLEL_SECTION_LIMIT,
+        ahead: ENCODE_AHEAD_BYTES,
+    };
+    write_key_groups_in_two(context, writer, write_group, limits).map(|_| ())
 }
 
-/// [`write_key_groups_parallel`] holding sections of up to `section_limit` bytes in memory;
-/// returns how many section buffers it allocated (buffers are reused once written, so
+/// How many bytes [`write_key_groups_in_two`] holds in memory.
+#[derive(Debug, Clone, Copy)]
+struct SectionLimits {
+    /// The largest section held; a larger one is encoded again, streaming.
+    section: usize,
+    /// The bytes of sections encoded ahead past which the strategy's thread waits.
+    ahead: usize,
+}
+
+/// [`write_key_groups_parallel`] holding sections of up to `limits.section` bytes in
+/// memory, and encoding ahead while it holds fewer than `limits.ahead` bytes; returns how many section buffers it allocated (buffers are reused once written, so
 /// this is the most sections that were held at once, plus those over the limit).
 fn write_key_groups_in_two(
     context: &SnapshotContext,
     writer: &mut KeyedSnapshotWriter<'_>,
     write_group: impl Fn(&mut KeyGroupEntryWriter<'_>) -> Result<()> + Sync,
-    section_limit: usize,
+    limits: SectionLimits,
 ) -> Result<usize> {
+    let section_limit = limits.section;
     let range = writer.offsets.range();
     let first = writer.next_key_group;
     let remaining: Vec<KeyGroup> = range.iter().filter(|group| group.get() >= first).collect();
@@ -1199,7 +1219,12 @@ fn write_key_groups_in_two(
                 Ok(received) => received,
                 Err(std::sync::mpsc::TryRecvError::Empty) => {
                     // While the helper finishes it, encode a later key group.
-                    if let Some(ahead) = share.take_below(position + 1 + ENCODE_AHEAD) {
+                    let held: usize = ready.values().flatten().map(encoded_len).sum();
+                    let ahead = match held < limits.ahead {
+                        true => share.take_below(position + 1 + ENCODE_AHEAD),
+                        false => None,
+                    };
+                    if let Some(ahead) = ahead {
                         let section = encoder.encode(
                             remaining[ahead],
                             write_group,
@@ -1227,6 +1252,11 @@ fn write_key_groups_in_two(
     let allocated = allocated?;
     helper?;
     Ok(allocated)
+}
+
+/// The bytes of a section encoded ahead.
+fn encoded_len(section: &EncodedSection) -> usize {
+    section.bytes.len()
 }
 
 /// The helper of [`write_key_groups_parallel`] ended without the section of `key_group`.

@@ -2,7 +2,7 @@
 //! and writing it to disk overlap instead of taking turns.
 //!
 //! The producer fills buffers of a fixed size and hands each full one to the writer thread
-//! over a bounded channel (at most [`QUEUED`] buffers wait, so memory stays bounded and a
+//! over a bounded channel (at most [`QUEUED_BYTES`] wait, so memory stays bounded and a
 //! slow disk slows the producer down); the thread writes them in order and hands them
 //! back for reuse. Every [`WRITE_BACK_EVERY`] bytes the thread asks the kernel to start
 //! writing what it wrote to disk (Linux's `sync_file_range`, which does not wait), so the
@@ -26,8 +26,12 @@ use std::thread::JoinHandle;
 
 use tempfile::NamedTempFile;
 
-/// Full buffers that may wait for the writer thread.
-const QUEUED: usize = 3;
+/// Bytes of full buffers that may wait for the writer thread (at least two buffers, at
+/// most 64). A producer that hands over a key group's section of several MiB at once
+/// (the two-thread encoder of a full snapshot) goes back to encoding while the
+/// thread writes it, instead of waiting for the disk (a 10,000,000-key heap checkpoint's
+/// asynchronous part: 1.0-1.2 s with 3 MiB, 0.85-0.97 s with 16 MiB).
+const QUEUED_BYTES: usize = 16 << 20;
 
 /// Bytes the writer thread writes between two requests to start write-back.
 const WRITE_BACK_EVERY: u64 = 8 << 20;
@@ -48,7 +52,8 @@ impl BackgroundFile {
     pub(crate) fn spawn(file: NamedTempFile, capacity: usize) -> io::Result<Self> {
         let capacity = capacity.max(4096);
         let path = file.path().to_path_buf();
-        let (full, full_rx) = mpsc::sync_channel::<Vec<u8>>(QUEUED);
+        let queued = (QUEUED_BYTES / capacity).clamp(2, 64);
+        let (full, full_rx) = mpsc::sync_channel::<Vec<u8>>(queued);
         let (empty_tx, empty) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("snapstate-file-writer".into())

@@ -483,7 +483,11 @@ fn write_in_two(
         for key_group in range.iter().take(sequential as usize) {
             writer.write_key_group(key_group, entries_of)?;
         }
-        write_key_groups_in_two(&context, &mut writer, entries_of, section_limit)?;
+        let limits = SectionLimits {
+            section: section_limit,
+            ahead: usize::MAX,
+        };
+        write_key_groups_in_two(&context, &mut writer, entries_of, limits)?;
         writer.finish()?
     };
     Ok((bytes, offsets, checksums))
@@ -592,33 +596,86 @@ impl Write for SlowStream {
     }
 }
 
-#[test]
-fn a_slow_stream_holds_the_two_thread_writer_to_a_few_sections() {
-    let (range, entries) = many_key_groups();
+/// Writes `range`'s `entries` with [`write_key_groups_in_two`] into `stream`; the sections
+/// allocated. When `slow_helper`, the helper thread sleeps before each key group, and the
+/// strategy's thread waits for the helper to take its first key group before it encodes
+/// its own first (else it could write every key group before the helper starts).
+fn held_sections(
+    range: KeyGroupRange,
+    entries: &Entries,
+    stream: &mut dyn Write,
+    limits: SectionLimits,
+    slow_helper: bool,
+) -> usize {
     let header = header(3);
     let context = SnapshotContext::new(CheckpointId::new(1));
-    let mut stream = SlowStream(Vec::new());
-    let mut writer = uncompressed_writer(&mut stream, &header, range).unwrap();
+    let mut writer = uncompressed_writer(stream, &header, range).unwrap();
+    let strategy_thread = std::thread::current().id();
+    let helper_started = std::sync::atomic::AtomicBool::new(false);
     let allocated = write_key_groups_in_two(
         &context,
         &mut writer,
         |group| {
+            if slow_helper && std::thread::current().id() != strategy_thread {
+                helper_started.store(true, std::sync::atomic::Ordering::SeqCst);
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            let waiting = std::time::Instant::now();
+            while slow_helper
+                && !helper_started.load(std::sync::atomic::Ordering::SeqCst)
+                && waiting.elapsed() < std::time::Duration::from_secs(10)
+            {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
             for (state, key, value) in entries.get(&group.key_group()).into_iter().flatten() {
                 group.write_entry(*state, key, value)?;
             }
             Ok(())
         },
-        usize::MAX,
+        limits,
     )
     .unwrap();
     writer.finish().unwrap();
-    // Two encoded ahead by the writing thread, two in the channel, one the helper holds.
+    allocated
+}
+
+#[test]
+fn a_slow_stream_holds_the_two_thread_writer_to_a_few_sections() {
+    let (range, entries) = many_key_groups();
+    let mut stream = SlowStream(Vec::new());
+    let limits = SectionLimits {
+        section: usize::MAX,
+        ahead: usize::MAX,
+    };
+    let allocated = held_sections(range, &entries, &mut stream, limits, false);
+    // Six encoded ahead by the writing thread, two in the channel, one the helper holds.
     assert!(
-        allocated <= 5,
+        allocated <= 9,
         "{allocated} sections were held at once for {} key groups",
         range.len()
     );
     assert_eq!(stream.0, bytes_of(&write(range, 3, &entries)));
+}
+
+#[test]
+fn a_slow_helper_lets_the_strategy_thread_encode_ahead_up_to_its_byte_limit() {
+    let (range, entries) = many_key_groups();
+    let expected = bytes_of(&write(range, 3, &entries));
+    // Without a byte limit the strategy's thread runs up to six key groups ahead of the
+    // helper; with a limit of one byte, one.
+    for (ahead, fewest, most) in [(usize::MAX, 7, 9), (1, 2, 4)] {
+        let mut stream = Vec::new();
+        let limits = SectionLimits {
+            section: usize::MAX,
+            ahead,
+        };
+        let allocated = held_sections(range, &entries, &mut stream, limits, true);
+        assert!(
+            (fewest..=most).contains(&allocated),
+            "{allocated} sections were held at once, encoding ahead up to {ahead} bytes"
+        );
+        assert_eq!(stream, expected, "ahead {ahead}");
+    }
 }
 
 /// The composite key of (`key_group`, `key`, `namespace`, `user_key`).
