@@ -117,6 +117,33 @@ impl<V: Clone> KeyGroupMap<V> {
         self.parts.iter().flat_map(|part| part.map.iter())
     }
 
+    /// Prepares an empty map for about `entries` entries (a restore's estimate): splits it
+    /// up front into the fewest parts that hold them at [`PART_ENTRIES`] each, so that
+    /// loading them moves no entry from part to part. A map that is not empty, or
+    /// already split, is left alone; an estimate too low only leaves splits to come.
+    pub(crate) fn reserve(&mut self, entries: usize) {
+        if self.directory.len() != 1 || !self.parts[0].map.is_empty() {
+            return;
+        }
+        let mut depth = 0;
+        while depth < MAX_DEPTH && entries > PART_ENTRIES << depth {
+            depth += 1;
+        }
+        if depth == 0 {
+            return;
+        }
+        let count = 1u32 << depth;
+        self.directory = Arc::new((0..count).collect());
+        self.parts = Arc::new(
+            (0..count)
+                .map(|_| Part {
+                    map: imbl::HashMap::new(),
+                    depth,
+                })
+                .collect(),
+        );
+    }
+
     /// Every key, in the order of [`iter`](Self::iter).
     pub(crate) fn keys(&self) -> impl Iterator<Item = &Bytes> {
         self.parts.iter().flat_map(|part| part.map.keys())
@@ -159,7 +186,7 @@ impl<V: Clone> KeyGroupMap<V> {
 
     /// Entries of each part.
     #[cfg(test)]
-    fn part_sizes(&self) -> Vec<usize> {
+    pub(crate) fn part_sizes(&self) -> Vec<usize> {
         self.parts.iter().map(|part| part.map.len()).collect()
     }
 }
@@ -215,6 +242,44 @@ mod tests {
             assert_eq!(held.get(&key(*k)[..]), Some(v), "held key {k}");
         }
         assert!(held.get(&key(PART_ENTRIES as u64 * 4)[..]).is_none());
+    }
+
+    /// A map reserved for its entries holds them in as many parts as splitting would
+    /// make, none moved (each part's depth is the reserved one) and none over the limit;
+    /// it behaves as any other map afterwards.
+    #[test]
+    fn a_reserved_map_holds_its_entries_without_splitting() {
+        let entries = PART_ENTRIES * 7 / 2;
+        let mut map = KeyGroupMap::new();
+        map.reserve(entries);
+        assert_eq!(map.part_sizes().len(), 4);
+        for i in 0..entries as u64 {
+            map.insert(key(i), i);
+        }
+        let sizes = map.part_sizes();
+        assert_eq!(sizes.len(), 4, "{sizes:?}");
+        assert!(map.parts.iter().all(|part| part.depth == 2));
+        assert!(sizes.iter().all(|size| *size <= PART_ENTRIES), "{sizes:?}");
+        assert_eq!(map.len(), entries);
+        for i in 0..entries as u64 {
+            assert_eq!(map.get(&key(i)[..]), Some(&i), "key {i}");
+        }
+        // More than reserved: parts split as usual.
+        for i in entries as u64..(entries * 2) as u64 {
+            map.insert(key(i), i);
+        }
+        assert!(map.part_sizes().len() > 4);
+        assert!(map.part_sizes().iter().all(|size| *size <= PART_ENTRIES));
+        assert_eq!(map.iter().count(), entries * 2);
+
+        // A map holding entries is not reserved again.
+        let mut small = KeyGroupMap::new();
+        small.insert(key(1), 1);
+        small.reserve(entries);
+        assert_eq!(small.part_sizes(), vec![1]);
+        let mut tiny = KeyGroupMap::<u64>::new();
+        tiny.reserve(10);
+        assert_eq!(tiny.part_sizes(), vec![0]);
     }
 
     /// Every part holds between about half of and all of [`PART_ENTRIES`].

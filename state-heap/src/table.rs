@@ -88,6 +88,17 @@ impl Shards {
         }
     }
 
+    /// Prepares shard `index`, if empty, for about `entries` (key, namespace) entries (see
+    /// [`KeyGroupMap::reserve`]).
+    pub(crate) fn reserve(&mut self, index: usize, entries: usize) {
+        match self {
+            Shards::Value(shards) => shards[index].reserve(entries),
+            Shards::List(shards) => shards[index].reserve(entries),
+            Shards::Map(shards) => shards[index].reserve(entries),
+            Shards::Timers(_) => {}
+        }
+    }
+
     /// Number of (key, namespace) entries in shard `index`.
     pub(crate) fn len_of(&self, index: usize) -> usize {
         match self {

@@ -101,6 +101,13 @@ fn one_key_group_split_into_parts_snapshots_and_restores_exactly() {
     writes_during_the_asynchronous_part(params_of(1), 50_000);
 }
 
+/// The same over four key groups of 25,000 keys each: a restoring thread sizes the maps of
+/// its second key group ahead from what its first one held.
+#[test]
+fn key_groups_restored_into_maps_sized_ahead_hold_exactly_their_entries() {
+    writes_during_the_asynchronous_part(params_of(4), 100_000);
+}
+
 fn writes_during_the_asynchronous_part(params: KeyedBackendParams, keys: u64) {
     let mut backend = backend_with(params.clone());
     let mut model = Model::new();
