@@ -474,7 +474,7 @@ impl KeyedStateBackend for HeapKeyedStateBackend {
             let Shards::Value(maps) = shards else {
                 unreachable!("kind checked by index_of")
             };
-            maps[shard].get(key).map(|value| value.to_vec())
+            maps[shard].value(key).map(<[u8]>::to_vec)
         })
     }
 
@@ -488,7 +488,7 @@ impl KeyedStateBackend for HeapKeyedStateBackend {
                 let Shards::Value(maps) = shards else {
                     unreachable!("kind checked by index_of")
                 };
-                maps[shard].insert(bytes(key), bytes(value));
+                maps[shard].set(key, value);
             },
         )
     }
@@ -660,7 +660,7 @@ impl KeyedStateBackend for HeapKeyedStateBackend {
         let tables = &heap.tables;
         let index = find(tables, state)?;
         let mut keys = Vec::new();
-        let mut collect = |state_key: &Bytes| {
+        let mut collect = |state_key: &[u8]| {
             if let Some((key, ns)) = split_state_key(state_key)
                 && ns == namespace
             {
@@ -668,9 +668,11 @@ impl KeyedStateBackend for HeapKeyedStateBackend {
             }
         };
         match &tables.states[index].shards {
-            Shards::Value(maps) => maps.iter().flat_map(|m| m.keys()).for_each(&mut collect),
-            Shards::List(maps) => maps.iter().flat_map(|m| m.keys()).for_each(&mut collect),
-            Shards::Map(maps) => maps.iter().flat_map(|m| m.keys()).for_each(&mut collect),
+            Shards::Value(maps) => {
+                (maps.iter().flat_map(|m| m.entries())).for_each(|entry| collect(entry.key()))
+            }
+            Shards::List(maps) => (maps.iter().flat_map(|m| m.keys())).for_each(|k| collect(k)),
+            Shards::Map(maps) => (maps.iter().flat_map(|m| m.keys())).for_each(|k| collect(k)),
             Shards::Timers(_) => return Err(not_keyed_state(state)),
         }
         Ok(keys)

@@ -182,17 +182,17 @@ pub(crate) fn write_key_group(
         match &state.shards {
             Shards::Value(shards) => {
                 // The next batch is prefetched while the current one is encoded.
-                let mut entries = shards[shard].iter();
+                let mut entries = shards[shard].entries();
                 let mut next = Vec::with_capacity(PREFETCH_BATCH);
                 let mut batch = Vec::with_capacity(PREFETCH_BATCH);
                 batch.extend(entries.by_ref().take(PREFETCH_BATCH));
-                prefetch(batch.iter().flat_map(|(k, v)| [&***k, &***v]));
+                prefetch(batch.iter().map(|entry| entry.stored()));
                 while !batch.is_empty() {
                     next.extend(entries.by_ref().take(PREFETCH_BATCH));
-                    prefetch(next.iter().flat_map(|(k, v)| [&***k, &***v]));
-                    for (state_key, stored) in batch.drain(..) {
-                        start_key(key, state_key);
-                        group.write_entry(id, key, stored)?;
+                    prefetch(next.iter().map(|entry| entry.stored()));
+                    for entry in batch.drain(..) {
+                        start_key(key, entry.key());
+                        group.write_entry(id, key, entry.value())?;
                     }
                     std::mem::swap(&mut batch, &mut next);
                 }
@@ -272,7 +272,8 @@ pub(crate) fn restore_entry(
     let parts = composite.split(entry.key)?;
     let state_key_len = 8 + parts.key.len() + parts.namespace.len();
     let prefix_bytes = composite.prefix_bytes();
-    let state_key: Bytes = Arc::from(&entry.key[prefix_bytes..prefix_bytes + state_key_len]);
+    let state_key_bytes = &entry.key[prefix_bytes..prefix_bytes + state_key_len];
+    let state_key = || -> Bytes { Arc::from(state_key_bytes) };
     let not_a_map = || Error::Corrupted {
         what: format!("entry of {} state `{}`", state.meta.kind, state.meta.name),
         reason: "the key carries a user key".into(),
@@ -282,7 +283,7 @@ pub(crate) fn restore_entry(
             if !parts.user_key.is_empty() {
                 return Err(not_a_map());
             }
-            shards[shard].insert(state_key, Arc::from(entry.value));
+            shards[shard].set(state_key_bytes, entry.value);
         }
         Shards::List(shards) => {
             if !parts.user_key.is_empty() {
@@ -295,18 +296,18 @@ pub(crate) fn restore_entry(
                     .collect(),
             );
             if !elements.is_empty() {
-                shards[shard].insert(state_key, elements);
+                shards[shard].insert(state_key(), elements);
             }
         }
         Shards::Map(shards) => {
             let user_key: Bytes = Arc::from(parts.user_key);
             let value: Bytes = Arc::from(entry.value);
-            match shards[shard].get_mut(&state_key) {
+            match shards[shard].get_mut(state_key_bytes) {
                 Some(entries) => {
                     entries.insert(user_key, value);
                 }
                 None => {
-                    shards[shard].insert(state_key, imbl::HashMap::unit(user_key, value));
+                    shards[shard].insert(state_key(), imbl::HashMap::unit(user_key, value));
                 }
             }
         }
@@ -341,7 +342,7 @@ pub(crate) fn write_delta_key_group(
             (Shards::Value(shards), MergedChanges::Keys(keys)) => {
                 for state_key in keys {
                     start_key(key, state_key);
-                    match shards[shard].get(state_key) {
+                    match shards[shard].value(state_key) {
                         Some(stored) => put(value, stored),
                         None => *value = vec![DELTA_DELETE],
                     }

@@ -17,8 +17,9 @@
 //! Directory and parts are shared between clones, so a clone (a snapshot's version) is
 //! O(1); the first write after it copies the list of part roots (O(parts)), not entries.
 
+use std::borrow::Borrow;
 use std::collections::hash_map::RandomState;
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, Hash};
 use std::sync::Arc;
 
 use crate::table::Bytes;
@@ -31,28 +32,30 @@ const MAX_DEPTH: u32 = 20;
 
 /// One part: a trie and how many low hash bits all its keys share (its depth).
 #[derive(Debug, Clone)]
-struct Part<V> {
-    map: imbl::HashMap<Bytes, V>,
+struct Part<K, V> {
+    map: imbl::HashMap<K, V>,
     depth: u32,
 }
 
-/// One state's entries of one key group (see the module documentation).
+/// One state's entries of one key group (see the module documentation), keyed by `K`: the
+/// state key, or an entry that holds it ([`ValueEntry`](crate::value_entry::ValueEntry)),
+/// found by the key's bytes either way.
 #[derive(Debug, Clone)]
-pub(crate) struct KeyGroupMap<V> {
+pub(crate) struct KeyGroupMap<V, K = Bytes> {
     /// Part index by the low `log2(len)` bits of a key's hash.
     directory: Arc<Vec<u32>>,
-    parts: Arc<Vec<Part<V>>>,
+    parts: Arc<Vec<Part<K, V>>>,
     /// The hash that picks a part (SipHash with keys of this map's own).
     hasher: RandomState,
 }
 
-impl<V: Clone> Default for KeyGroupMap<V> {
+impl<V: Clone, K: Borrow<[u8]> + Hash + Eq + Clone> Default for KeyGroupMap<V, K> {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl<V: Clone> KeyGroupMap<V> {
+impl<V: Clone, K: Borrow<[u8]> + Hash + Eq + Clone> KeyGroupMap<V, K> {
     /// An empty map of one part.
     pub(crate) fn new() -> Self {
         KeyGroupMap {
@@ -88,6 +91,11 @@ impl<V: Clone> KeyGroupMap<V> {
         self.parts[self.part_of(key)].map.get(key)
     }
 
+    /// The stored key equal to `key`, with its value.
+    pub(crate) fn get_key_value(&self, key: &[u8]) -> Option<(&K, &V)> {
+        self.parts[self.part_of(key)].map.get_key_value(key)
+    }
+
     /// The value of `key`, to change in place (its trie path is copied first if a clone
     /// still shares it).
     pub(crate) fn get_mut(&mut self, key: &[u8]) -> Option<&mut V> {
@@ -95,9 +103,9 @@ impl<V: Clone> KeyGroupMap<V> {
         Arc::make_mut(&mut self.parts)[part].map.get_mut(key)
     }
 
-    /// Sets `key` to `value`, returning the value it replaced.
-    pub(crate) fn insert(&mut self, key: Bytes, value: V) -> Option<V> {
-        let part = self.part_of(&key);
+    /// Sets `key` to `value`, returning the value it replaced (the key is replaced too).
+    pub(crate) fn insert(&mut self, key: K, value: V) -> Option<V> {
+        let part = self.part_of(key.borrow());
         let map = &mut Arc::make_mut(&mut self.parts)[part].map;
         let old = map.insert(key, value);
         if old.is_none() && map.len() > PART_ENTRIES && self.parts[part].depth < MAX_DEPTH {
@@ -113,7 +121,7 @@ impl<V: Clone> KeyGroupMap<V> {
     }
 
     /// Every entry, part by part, in no particular order.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (&Bytes, &V)> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
         self.parts.iter().flat_map(|part| part.map.iter())
     }
 
@@ -145,7 +153,7 @@ impl<V: Clone> KeyGroupMap<V> {
     }
 
     /// Every key, in the order of [`iter`](Self::iter).
-    pub(crate) fn keys(&self) -> impl Iterator<Item = &Bytes> {
+    pub(crate) fn keys(&self) -> impl Iterator<Item = &K> {
         self.parts.iter().flat_map(|part| part.map.keys())
     }
 
@@ -159,14 +167,14 @@ impl<V: Clone> KeyGroupMap<V> {
             directory.extend_from_within(..);
         }
         let bit = 1usize << depth;
-        let moving: Vec<Bytes> = (parts[index].map.keys())
-            .filter(|key| hasher.hash_one(&key[..]) as usize & bit != 0)
+        let moving: Vec<K> = (parts[index].map.keys())
+            .filter(|key| hasher.hash_one::<&[u8]>((*key).borrow()) as usize & bit != 0)
             .cloned()
             .collect();
         let mut moved = imbl::HashMap::new();
         let old = &mut parts[index];
         for key in moving {
-            if let Some(value) = old.map.remove(&key) {
+            if let Some((key, value)) = old.map.remove_with_key::<[u8]>(key.borrow()) {
                 moved.insert(key, value);
             }
         }

@@ -58,6 +58,7 @@ mod restore;
 mod snapshot;
 mod table;
 mod ttl_cleanup;
+mod value_entry;
 
 pub use backend::{HeapKeyedStateBackend, HeapSnapshotSource, HeapSnapshotVersion};
 pub use incremental::{

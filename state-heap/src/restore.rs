@@ -512,8 +512,6 @@ fn open_incremental(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use state_api::{KeyGroupRange, MaxParallelism, StateMetaInfo};
 
     use super::*;
@@ -547,7 +545,7 @@ mod tests {
         assert_eq!(parts_of(&states, 0).len(), 1);
         if let Shards::Value(maps) = &mut states[0].shards {
             for i in 0..(3 * PART_ENTRIES) as u64 {
-                maps[0].insert(Arc::from(&i.to_be_bytes()[..]), Arc::from(&[1u8][..]));
+                maps[0].set(&i.to_be_bytes(), &[1]);
             }
         }
         estimate.learn(&states, 0, 1_000);

@@ -26,6 +26,10 @@ pub(crate) type Bytes = Arc<[u8]>;
 pub(crate) type CowMap<V> = imbl::HashMap<Bytes, V>;
 
 pub(crate) use crate::key_group_map::KeyGroupMap;
+pub(crate) use crate::value_entry::ValueEntry;
+
+/// A value state's map of one key group: entries holding key and value together.
+pub(crate) type ValueMap = KeyGroupMap<(), ValueEntry>;
 
 /// A list state's value: elements shared between versions; the vector itself is copied when
 /// a writer changes a list a version still holds.
@@ -48,8 +52,8 @@ pub(crate) type TimerSet = imbl::OrdSet<TimerEntry>;
 /// ([`crate::format`]: key and namespace, without key-group prefix or user key).
 #[derive(Debug, Clone)]
 pub(crate) enum Shards {
-    /// Value state: state key -> value.
-    Value(Vec<KeyGroupMap<Bytes>>),
+    /// Value state: state key -> value, in one allocation per entry.
+    Value(Vec<ValueMap>),
     /// List state: state key -> elements.
     List(Vec<KeyGroupMap<ListValue>>),
     /// Map state: state key -> (user key -> value), the inner maps copy-on-write too.
@@ -61,7 +65,7 @@ pub(crate) enum Shards {
 impl Shards {
     fn new(kind: StateKind, key_groups: usize) -> Self {
         match kind {
-            StateKind::Value => Shards::Value(vec![KeyGroupMap::new(); key_groups]),
+            StateKind::Value => Shards::Value(vec![ValueMap::new(); key_groups]),
             StateKind::List => Shards::List(vec![KeyGroupMap::new(); key_groups]),
             StateKind::Map => Shards::Map(vec![KeyGroupMap::new(); key_groups]),
             StateKind::PriorityQueue => Shards::Timers(vec![TimerSet::new(); key_groups]),

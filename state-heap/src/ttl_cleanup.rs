@@ -17,44 +17,52 @@ use state_api::{StateTtlConfig, TtlClock};
 use state_format::ttl::split;
 
 use crate::backend::{Change, Heap, record};
-use crate::table::{Bytes, CowMap, ListValue, Shards};
+use crate::table::{Bytes, CowMap, ListValue, Shards, ValueEntry};
 
 /// Where the clean-up of one state is: a key group (by shard) and the entries left to check.
 #[derive(Debug, Default)]
 pub(crate) struct Cursor {
     shard: usize,
-    entries: Vec<(Bytes, Held)>,
+    entries: Vec<Held>,
     started: bool,
 }
 
-/// An entry's value as the cursor took it.
+/// An entry as the cursor took it: its state key and value.
 #[derive(Debug)]
 enum Held {
-    Value(Bytes),
-    List(ListValue),
-    Map(CowMap<Bytes>),
+    Value(ValueEntry),
+    List(Bytes, ListValue),
+    Map(Bytes, CowMap<Bytes>),
 }
 
 impl Held {
-    /// Whether anything in it expired at `now`.
-    fn any_expired(&self, ttl: &StateTtlConfig, now: i64) -> bool {
+    /// The entry's state key.
+    fn key(&self) -> &[u8] {
         match self {
-            Held::Value(value) => expired(ttl, now, value),
-            Held::List(list) => list.iter().any(|element| expired(ttl, now, element)),
-            Held::Map(entries) => entries.values().any(|value| expired(ttl, now, value)),
+            Held::Value(entry) => entry.key(),
+            Held::List(key, _) | Held::Map(key, _) => key,
         }
     }
 
-    /// Whether `shards` still holds this very value under `key` in `shard`.
-    fn is_live(&self, shards: &Shards, shard: usize, key: &Bytes) -> bool {
+    /// Whether anything in it expired at `now`.
+    fn any_expired(&self, ttl: &StateTtlConfig, now: i64) -> bool {
+        match self {
+            Held::Value(entry) => expired(ttl, now, entry.value()),
+            Held::List(_, list) => list.iter().any(|element| expired(ttl, now, element)),
+            Held::Map(_, entries) => entries.values().any(|value| expired(ttl, now, value)),
+        }
+    }
+
+    /// Whether `shards` still holds this very value under its key in `shard`.
+    fn is_live(&self, shards: &Shards, shard: usize) -> bool {
         match (self, shards) {
             (Held::Value(held), Shards::Value(maps)) => maps[shard]
+                .entry(held.key())
+                .is_some_and(|live| live.ptr_eq(held)),
+            (Held::List(key, held), Shards::List(maps)) => maps[shard]
                 .get(key)
                 .is_some_and(|live| Arc::ptr_eq(live, held)),
-            (Held::List(held), Shards::List(maps)) => maps[shard]
-                .get(key)
-                .is_some_and(|live| Arc::ptr_eq(live, held)),
-            (Held::Map(held), Shards::Map(maps)) => {
+            (Held::Map(key, held), Shards::Map(maps)) => {
                 maps[shard].get(key).is_some_and(|live| live.ptr_eq(held))
             }
             _ => false,
@@ -81,7 +89,7 @@ pub(crate) fn clean_incrementally(heap: &mut Heap, index: usize, clock: &dyn Ttl
     // Every key group is refilled at most once per call: empty tables end the call.
     let mut refills = 0;
     while budget > 0 {
-        let Some((key, held)) = cursor.entries.pop() else {
+        let Some(held) = cursor.entries.pop() else {
             if refills == shards {
                 return;
             }
@@ -97,38 +105,32 @@ pub(crate) fn clean_incrementally(heap: &mut Heap, index: usize, clock: &dyn Ttl
         budget -= 1;
         let shard = cursor.shard;
         let shards = &heap.tables.states[index].shards;
-        if !held.any_expired(&ttl, now) || !held.is_live(shards, shard, &key) {
+        if !held.any_expired(&ttl, now) || !held.is_live(shards, shard) {
             continue;
         }
-        let changes = clean_entry(
-            &mut heap.tables.states[index].shards,
-            shard,
-            &key,
-            &ttl,
-            now,
-        );
+        let key = held.key();
+        let changes = clean_entry(&mut heap.tables.states[index].shards, shard, key, &ttl, now);
         for change in changes {
             let change = match &change {
                 Cleaned::Key => Change::Key,
                 Cleaned::UserKey(user_key) => Change::UserKey(user_key),
             };
-            record(&mut heap.incremental, index, shard, &key, change);
+            record(&mut heap.incremental, index, shard, key, change);
         }
     }
 }
 
 /// The entries of `shard`, in the order the cursor pops them.
-fn entries_of(shards: &Shards, shard: usize) -> Vec<(Bytes, Held)> {
-    let held = |key: &Bytes, value| (key.clone(), value);
+fn entries_of(shards: &Shards, shard: usize) -> Vec<Held> {
     match shards {
-        Shards::Value(maps) => (maps[shard].iter())
-            .map(|(key, value)| held(key, Held::Value(value.clone())))
+        Shards::Value(maps) => (maps[shard].entries())
+            .map(|entry| Held::Value(entry.clone()))
             .collect(),
         Shards::List(maps) => (maps[shard].iter())
-            .map(|(key, list)| held(key, Held::List(list.clone())))
+            .map(|(key, list)| Held::List(key.clone(), list.clone()))
             .collect(),
         Shards::Map(maps) => (maps[shard].iter())
-            .map(|(key, entries)| held(key, Held::Map(entries.clone())))
+            .map(|(key, entries)| Held::Map(key.clone(), entries.clone()))
             .collect(),
         Shards::Timers(_) => Vec::new(),
     }
@@ -151,14 +153,14 @@ fn expired(ttl: &StateTtlConfig, now: i64, stored: &[u8]) -> bool {
 fn clean_entry(
     shards: &mut Shards,
     shard: usize,
-    key: &Bytes,
+    key: &[u8],
     ttl: &StateTtlConfig,
     now: i64,
 ) -> Vec<Cleaned> {
     match shards {
         Shards::Value(maps) => {
             let map = &mut maps[shard];
-            match map.get(key).is_some_and(|value| expired(ttl, now, value)) {
+            match map.value(key).is_some_and(|value| expired(ttl, now, value)) {
                 true => {
                     map.remove(key);
                     vec![Cleaned::Key]
@@ -178,7 +180,7 @@ fn clean_entry(
             match (fresh.len(), list.len()) {
                 (kept, all) if kept == all => return Vec::new(),
                 (0, _) => drop(map.remove(key)),
-                _ => drop(map.insert(key.clone(), std::sync::Arc::new(fresh))),
+                _ => drop(map.insert(Arc::from(key), Arc::new(fresh))),
             }
             vec![Cleaned::Key]
         }
