@@ -3,8 +3,9 @@
 //! A value state's map held the key and the value as two shared byte slices: two
 //! allocations per entry (each with its reference counts and the allocator's header) and
 //! two places in memory for a snapshot to load per entry. One allocation holds both here:
-//! about 32 bytes less per entry, one allocation less per entry restored, and one cache
-//! miss less per entry encoded. The map is a set of entries, hashed and compared by key
+//! one allocation less per entry restored, one cache miss less per entry encoded, and
+//! about 40 bytes less per entry (the benchmark at 10,000,000 keys: a peak of 210 bytes
+//! per key against 251). The map is a set of entries, hashed and compared by key
 //! only, looked up by the key's bytes ([`Borrow<[u8]>`](Borrow)); writing a value replaces
 //! the entry.
 
