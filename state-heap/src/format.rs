@@ -118,17 +118,17 @@ pub(crate) struct EntryBuffers {
 /// Entries whose bytes are loaded together before they are encoded.
 const PREFETCH_BATCH: usize = 32;
 
-/// Cache lines of one key or value that [`prefetch`] asks for, from its start; the
-/// processor's own prefetcher follows a longer one.
+/// Cache lines of one entry that [`prefetch`] asks for, from its start; the processor's
+/// own prefetcher follows a longer one.
 const PREFETCH_LINES: usize = 4;
 
 /// Starts loading the bytes of each of `slices` into the cache, without waiting for them.
 ///
-/// Keys and values live in separate allocations all over the heap, so encoding them one
-/// by one waits for a cache miss per key and per value. The snapshot encodes entries in
-/// batches and calls this for the next batch before it encodes the current one, so the
-/// misses of one batch are served while the other is encoded (at 10,000,000 keys,
-/// waiting for them was about a quarter of the encoding threads' time).
+/// Entries live in allocations all over the heap, so encoding them one by one waits for a
+/// cache miss per entry. The snapshot encodes entries in batches and calls this for the
+/// next batch before it encodes the current one, so the misses of one batch are served
+/// while the other is encoded (at 10,000,000 keys, waiting for them had been about a
+/// quarter of the encoding threads' time).
 #[cfg(target_arch = "x86_64")]
 fn prefetch<'a>(slices: impl Iterator<Item = &'a [u8]>) {
     use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};

@@ -128,7 +128,8 @@ impl<V: Clone, K: Borrow<[u8]> + Hash + Eq + Clone> KeyGroupMap<V, K> {
     /// Prepares an empty map for about `entries` entries (a restore's estimate): splits it
     /// up front into the fewest parts that hold them at [`PART_ENTRIES`] each, so that
     /// loading them moves no entry from part to part. A map that is not empty, or
-    /// already split, is left alone; an estimate too low only leaves splits to come.
+    /// already split, is left alone. An estimate too low only leaves splits to come; one
+    /// too high leaves parts emptier than splitting would (parts are never merged).
     pub(crate) fn reserve(&mut self, entries: usize) {
         if self.directory.len() != 1 || !self.parts[0].map.is_empty() {
             return;
