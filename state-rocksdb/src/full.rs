@@ -204,6 +204,11 @@ impl AsyncSnapshotCallable<KeyedSnapshotResult> for RocksFullAsyncSnapshot {
                 read.set_iterate_lower_bound(start.clone());
                 read.set_iterate_upper_bound(end.clone());
                 read.fill_cache(false);
+                // Every file is read front to back: in 2 MiB reads instead of RocksDB's
+                // automatic read-ahead, which starts again at 8 KiB with each key group's
+                // iterator (10M keys: checkpoint 1's asynchronous part 1,440-1,554 ms
+                // against 1,574-1,727 in alternating runs; 1M unchanged).
+                read.set_readahead_size(2 << 20);
                 let mut iter = snapshot.raw_iterator_cf_opt(family, read);
                 iter.seek_to_first();
                 while let (Some(key), Some(value)) = (iter.key(), iter.value()) {
