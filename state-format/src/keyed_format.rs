@@ -1219,7 +1219,7 @@ fn write_key_groups_in_two(
                 Ok(received) => received,
                 Err(std::sync::mpsc::TryRecvError::Empty) => {
                     // While the helper finishes it, encode a later key group.
-                    let held: usize = ready.values().flatten().map(encoded_len).sum();
+                    let held: usize = ready.values().flatten().map(|s| s.bytes.len()).sum();
                     let ahead = match held < limits.ahead {
                         true => share.take_below(position + 1 + ENCODE_AHEAD),
                         false => None,
@@ -1252,11 +1252,6 @@ fn write_key_groups_in_two(
     let allocated = allocated?;
     helper?;
     Ok(allocated)
-}
-
-/// The bytes of a section encoded ahead.
-fn encoded_len(section: &EncodedSection) -> usize {
-    section.bytes.len()
 }
 
 /// The helper of [`write_key_groups_parallel`] ended without the section of `key_group`.

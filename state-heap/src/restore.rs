@@ -189,7 +189,8 @@ fn read_key_groups(
         return Ok(());
     }
     let key_groups: Vec<KeyGroup> = tables.range.iter().collect();
-    let split = split_point(&key_groups, sources);
+    let weights = section_weights(&key_groups, sources);
+    let split = split_by_weight(&weights);
     let max_parallelism = tables.max_parallelism;
     // Only the failure flag of the share is used: each thread reads a fixed half.
     let share = KeyGroupShare::new(key_groups.len());
@@ -205,9 +206,7 @@ fn read_key_groups(
             if helper && share.failed() {
                 break;
             }
-            let bytes = (sources.iter())
-                .map(|source| source.handle.section_size(key_groups[shard]))
-                .sum();
+            let bytes = weights[shard];
             estimate.reserve(states, shard, bytes);
             let read = read_key_group(
                 states,
@@ -299,18 +298,17 @@ impl EntryEstimate {
     }
 }
 
-/// Where the helper's half of `key_groups` starts: the first position before which the
-/// sources hold at least half of the bytes.
-fn split_point(key_groups: &[KeyGroup], sources: &[Source]) -> usize {
-    let weights: Vec<u64> = key_groups
+/// The bytes the sources hold of each of `key_groups`: what splits the key groups between
+/// the two reading threads (at half of the bytes) and sizes each one's maps ahead.
+fn section_weights(key_groups: &[KeyGroup], sources: &[Source]) -> Vec<u64> {
+    key_groups
         .iter()
         .map(|&key_group| {
             (sources.iter())
                 .map(|source| source.handle.section_size(key_group))
                 .sum()
         })
-        .collect();
-    split_by_weight(&weights)
+        .collect()
 }
 
 /// Reads `key_group` (shard `shard`) from every source that holds it, in order, and closes
