@@ -7,10 +7,10 @@
 //! checkpoint holds (at most `S`: in sst files or in the sealed memtables) from later ones.
 //!
 //! Capturing the cut, in the asynchronous part, waits until no sealed memtable is left
-//! unflushed and, within a bound, for the compactions running at the cut that read files
-//! no earlier checkpoint stored ([`crate::compactions`]: their inputs would be stored now
-//! and their output again with the next checkpoint). It then creates the native checkpoint
-//! without flushing, and proves it exact:
+//! unflushed and, within a bound, for the compactions of the cut's files that read files no
+//! earlier checkpoint stored, running or about to begin ([`crate::compactions`]: their
+//! inputs would be stored now and their output again with the next checkpoint). It then
+//! creates the native checkpoint without flushing, and proves it exact:
 //! - every sst file it holds has a largest sequence number of at most `S` (the held
 //!   snapshot keeps compactions from setting later writes' sequence numbers to 0), so no
 //!   later write is in it; every write up to `S` is, since every sealed memtable was
@@ -41,7 +41,7 @@ use state_api::{CheckpointId, Error, Result};
 
 use crate::ROCKSDB;
 use crate::backend::lock;
-use crate::compactions::{Compactions, RunningCompaction, Waited};
+use crate::compactions::{Compactions, Waited};
 use crate::native::{
     HeldSnapshot, WrittenChecksum, live_sst_checksums, live_sst_sequence_numbers, seal_memtables,
 };
@@ -63,8 +63,6 @@ pub(crate) struct Cut {
     /// Released once captured.
     snapshot: Mutex<Option<HeldSnapshot>>,
     sequence_number: u64,
-    /// The compactions running when the cut was taken.
-    compactions_at_cut: Vec<RunningCompaction>,
     compactions: Arc<Compactions>,
     /// Set by a capture on the processing thread: a capture waiting for compactions stops
     /// waiting, so that the processing thread is not held up by them.
@@ -107,7 +105,6 @@ impl Cut {
             families,
             sequence_number: snapshot.sequence_number(),
             snapshot: Mutex::new(Some(snapshot)),
-            compactions_at_cut: compactions.running(),
             compactions: compactions.clone(),
             preempted: AtomicBool::new(false),
             captured: Mutex::new(None),
@@ -116,7 +113,7 @@ impl Cut {
 
     /// Captures the cut into its directory (once; later calls return the first outcome):
     /// the checksums RocksDB recorded of the live sst files. With `stored`, it first waits
-    /// for the compactions running at the cut that read a file `stored` does not know
+    /// for the compactions of the cut's files that read a file `stored` does not know
     /// (by name, `000042.sst`); without, for none (the processing thread is waiting), and
     /// a capture waiting for them on another thread stops waiting within 10 ms.
     ///
@@ -139,7 +136,7 @@ impl Cut {
             Some(outcome) => outcome.clone(),
             None => {
                 let waited = (self.wait_for_flush(db, cancelled))
-                    .and_then(|()| self.wait_for_compactions(stored, cancelled));
+                    .and_then(|()| self.wait_for_compactions(db, stored, cancelled));
                 let outcome = match waited {
                     Ok(()) => self.create(db),
                     // Cancellation is not an outcome: whoever comes next may still capture.
@@ -168,15 +165,21 @@ impl Cut {
         lock(&self.snapshot).take();
     }
 
+    /// RocksDB's integer property `name` of column family `handle`.
+    fn property(
+        &self,
+        db: &DB,
+        handle: &Arc<rocksdb::BoundColumnFamily<'_>>,
+        name: &str,
+    ) -> Result<u64> {
+        let value = (db.property_int_value_cf(handle, name)).map_err(crate::backend::db_error(
+            format_args!("reading `{name}` for checkpoint {}", self.checkpoint_id),
+        ))?;
+        Ok(value.unwrap_or(0))
+    }
+
     /// Waits until no sealed memtable of the cut's column families is left unflushed.
     fn wait_for_flush(&self, db: &DB, cancelled: &dyn Fn() -> Result<()>) -> Result<()> {
-        let property = |handle: &Arc<rocksdb::BoundColumnFamily<'_>>, name: &str| {
-            db.property_int_value_cf(handle, name)
-                .map_err(crate::backend::db_error(format_args!(
-                    "reading `{name}` for checkpoint {}",
-                    self.checkpoint_id
-                )))
-        };
         loop {
             cancelled()?;
             let mut unflushed = 0;
@@ -184,12 +187,12 @@ impl Cut {
                 let Some(handle) = db.cf_handle(family) else {
                     continue;
                 };
-                if property(&handle, "rocksdb.background-errors")?.unwrap_or(0) > 0 {
+                if self.property(db, &handle, "rocksdb.background-errors")? > 0 {
                     return Err(backend_error(format!(
                         "RocksDB reports background errors (column family `{family}`)"
                     )));
                 }
-                unflushed += property(&handle, "rocksdb.num-immutable-mem-table")?.unwrap_or(0);
+                unflushed += self.property(db, &handle, "rocksdb.num-immutable-mem-table")?;
             }
             if unflushed == 0 {
                 return Ok(());
@@ -198,26 +201,38 @@ impl Cut {
         }
     }
 
-    /// Waits for the compactions running at the cut that read a file `stored` does not
-    /// know, within the bound of [`Compactions`].
+    /// Waits, within the bound of [`Compactions`], for the compactions of the cut's files
+    /// that read a file `stored` does not know: those running, and those RocksDB is about
+    /// to begin (the cut's own flush may have started one).
     fn wait_for_compactions(
         &self,
+        db: &DB,
         stored: Option<&dyn Fn(&str) -> bool>,
         cancelled: &dyn Fn() -> Result<()>,
     ) -> Result<()> {
         let Some(stored) = stored else {
             return Ok(());
         };
-        let jobs: Vec<i32> = (self.compactions_at_cut.iter())
-            .filter(|compaction| compaction.inputs.iter().any(|name| !stored(name)))
-            .map(|compaction| compaction.job)
-            .collect();
-        if jobs.is_empty() {
-            return Ok(());
-        }
+        let pending = || {
+            for family in &self.families {
+                if let Some(handle) = db.cf_handle(family)
+                    && self.property(db, &handle, "rocksdb.compaction-pending")? > 0
+                {
+                    return Ok(true);
+                }
+            }
+            Ok(false)
+        };
         let started = std::time::Instant::now();
         let preempted = || self.preempted.load(Ordering::Acquire);
-        let waited = (self.compactions).wait(&jobs, self.sequence_number, cancelled, &preempted)?;
+        let unstored = |name: &str| !stored(name);
+        let waited = (self.compactions).wait(
+            &unstored,
+            &pending,
+            self.sequence_number,
+            cancelled,
+            &preempted,
+        )?;
         let checkpoint_id = self.checkpoint_id;
         let ms = started.elapsed().as_secs_f64() * 1e3;
         match waited {

@@ -33,8 +33,8 @@ mod timers;
 mod ttl_filter;
 
 pub use backend::{
-    CompactionStyle, RocksDBKeyedStateBackend, RocksDBOptions, RocksDBSnapshotSource,
-    SstCompression, TimerServiceFactory,
+    CompactionPriority, CompactionStyle, RocksDBKeyedStateBackend, RocksDBOptions,
+    RocksDBSnapshotSource, SstCompression, TimerServiceFactory,
 };
 pub use full::{RocksFullSnapshotStrategy, RocksFullSnapshotStrategyFactory};
 pub use incremental::{RocksIncrementalSnapshotStrategy, RocksIncrementalSnapshotStrategyFactory};
