@@ -104,7 +104,7 @@ fn concat_merge(_key: &[u8], existing: Option<&[u8]>, operands: &MergeOperands) 
 /// | `rocksdb.max-background-jobs` | 2 | flush and compaction threads |
 /// | `rocksdb.compression` | `lz4` | [`SstCompression`]: `none`, `snappy`, `lz4`, `zstd` |
 /// | `rocksdb.compaction.style` | `universal` | [`CompactionStyle`]: `universal` or `level` |
-/// | `rocksdb.compaction.cpu-priority` | `low` | [`CompactionPriority`]: `low` or `normal` |
+/// | `rocksdb.compaction.cpu-priority` | `normal` | [`CompactionPriority`]: `normal` or `low` |
 /// | `rocksdb.timer-service.factory` | `rocksdb` | [`TimerServiceFactory`]: where timers live, `rocksdb` or `heap` |
 /// | `rocksdb.incremental.compaction-wait-ms` | 10000 | longest an incremental checkpoint waits for compactions of files it would otherwise store twice |
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -267,12 +267,14 @@ option_enum!(TimerServiceFactory, "rocksdb.timer-service.factory");
 
 /// The CPU priority of RocksDB's compaction threads (`rocksdb.compaction.cpu-priority`).
 ///
-/// Compactions are background work: when every core is busy, the processing thread and the
-/// snapshot threads should run first, and compactions catch up on idle cores (RocksDB
-/// slows writes down when they fall far behind). After a bulk load the merges RocksDB
-/// still runs would otherwise take half of a two-core machine from the first full
-/// snapshot (10M keys of the benchmark: `rocksdb-full`'s checkpoint 1 took 1,435-1,686 ms
-/// at normal priority, 1,013-1,461 ms at low).
+/// `low` lets the processing and snapshot threads run first when every core is busy: a
+/// full snapshot taken while RocksDB still merges what a bulk load wrote gets the cores
+/// (10M keys of the benchmark on two cores: `rocksdb-full`'s checkpoint 1 took 1,013-1,461
+/// ms at low priority against 1,435-1,686 ms at normal). The price is compaction debt
+/// while writes keep the cores busy: in the same load, the merges fell behind (20 sorted
+/// runs instead of at most 8, so point reads look at more files) and caught up in one
+/// merge of 1.1 GB, which an incremental checkpoint then waited 3 s for. Hence `normal`
+/// by default.
 ///
 /// The compaction threads belong to RocksDB's default environment, which every RocksDB
 /// database of the process shares: once any backend lowered their priority, it stays
@@ -282,15 +284,15 @@ option_enum!(TimerServiceFactory, "rocksdb.timer-service.factory");
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum CompactionPriority {
-    /// The lowest CPU priority (`nice` 19 on Linux), the default.
+    /// The threads' priority left as it is, the default.
     #[default]
-    Low,
-    /// The threads' priority left as it is.
     Normal,
+    /// The lowest CPU priority (`nice` 19 on Linux).
+    Low,
 }
 
 impl CompactionPriority {
-    const ALL: [CompactionPriority; 2] = [CompactionPriority::Low, CompactionPriority::Normal];
+    const ALL: [CompactionPriority; 2] = [CompactionPriority::Normal, CompactionPriority::Low];
 
     /// The value of `rocksdb.compaction.cpu-priority` that selects this priority.
     pub fn as_str(self) -> &'static str {

@@ -572,46 +572,6 @@ fn a_checkpoint_stores_the_output_of_a_merge_of_unstored_files_once() {
     }
 }
 
-/// The nice values of this process's threads named `comm`, from `/proc`.
-#[cfg(target_os = "linux")]
-fn thread_nice_values(comm: &str) -> Vec<i64> {
-    let mut nice = Vec::new();
-    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
-        let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
-        // Fields after the name's closing parenthesis: the state is field 3, nice 19.
-        let fields = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
-        if name.trim_end() == comm
-            && let Some(value) = fields.split_whitespace().nth(16)
-        {
-            nice.push(value.parse().unwrap());
-        }
-    }
-    nice
-}
-
-/// By default RocksDB compacts at the lowest CPU priority: when every core is busy, the
-/// processing and snapshot threads run first.
-#[cfg(target_os = "linux")]
-#[test]
-fn compactions_run_at_the_lowest_cpu_priority() {
-    let setup = Setup::new();
-    let mut backend = setup.backend();
-    let db = backend.snapshot_source().db().unwrap();
-    for half in [0..KEYS / 2, KEYS / 2..KEYS] {
-        write(&mut backend, half, 0);
-        db.flush_cf(&db.cf_handle("state:count").unwrap()).unwrap();
-    }
-    let family = db.cf_handle("state:count").unwrap();
-    db.compact_range_cf(&family, None::<&[u8]>, None::<&[u8]>);
-    let nice = thread_nice_values("rocksdb:low");
-    assert!(
-        nice.contains(&19),
-        "compaction threads' nice values: {nice:?}"
-    );
-    check(&mut backend, |_| 0);
-}
-
 #[test]
 fn a_failing_upload_leaves_nothing_and_the_next_checkpoint_succeeds() {
     for strategy in ["rocksdb-full", "rocksdb-incremental"] {
