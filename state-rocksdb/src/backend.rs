@@ -411,6 +411,7 @@ impl RocksDBOptions {
         options.set_max_subcompactions(u32::try_from(self.max_background_jobs).unwrap_or(1).max(1));
         // Incremental checkpoints record these instead of reading every new file back.
         crate::native::compute_file_checksums(&mut options);
+        crate::native::delete_obsolete_files_in_background(&mut options);
         if self.compaction_priority == CompactionPriority::Low {
             lower_compaction_priority(&mut options);
         }
@@ -1306,13 +1307,13 @@ mod tests {
         assert_eq!(parsed, RocksDBOptions::default());
     }
 
-    /// Compactions run at low priority unless the configuration says `normal`; other
-    /// values are refused, naming the option.
+    /// Compactions keep their priority unless the configuration says `low`; other values
+    /// are refused, naming the option.
     #[test]
-    fn compaction_priority_defaults_to_low_and_parses_its_names() {
+    fn compaction_priority_defaults_to_normal_and_parses_its_names() {
         assert_eq!(
             parse(&[]).expect("no options").compaction_priority,
-            CompactionPriority::Low
+            CompactionPriority::Normal
         );
         for (value, expected) in [
             ("normal", CompactionPriority::Normal),

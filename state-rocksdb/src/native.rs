@@ -45,6 +45,30 @@ pub(crate) fn compute_file_checksums(options: &mut Options) {
     }
 }
 
+/// How fast RocksDB deletes obsolete sst files in the background.
+const TRASH_DELETE_RATE: i64 = 1 << 30;
+
+/// Makes a database opened with `options` delete the sst files a compaction replaced in
+/// the background, at [`TRASH_DELETE_RATE`], after renaming them (RocksDB's
+/// `SstFileManager`), instead of in the compaction's thread. Deleting a file the page cache
+/// holds takes about 10 ms per 64 MB, and RocksDB's native checkpoint, which an
+/// incremental checkpoint captures right after the compactions it waited for, waits for
+/// those deletions first (10M keys: 65 ms after a merge of six files). RocksDB deletes at
+/// once when the renamed files exceed a quarter of the database.
+pub(crate) fn delete_obsolete_files_in_background(options: &mut Options) {
+    // SAFETY: the environment is RocksDB's default one (destroying its handle leaves it),
+    // and the manager's handle is released after the options took their own reference to
+    // the manager; `options` outlives the calls.
+    unsafe {
+        let env = ffi::rocksdb_create_default_env();
+        let manager = ffi::rocksdb_sst_file_manager_create(env);
+        ffi::rocksdb_sst_file_manager_set_delete_rate_bytes_per_second(manager, TRASH_DELETE_RATE);
+        ffi::rocksdb_options_set_sst_file_manager(options.as_raw_ptr(), manager);
+        ffi::rocksdb_sst_file_manager_destroy(manager);
+        ffi::rocksdb_env_destroy(env);
+    }
+}
+
 /// The live sst files of `db` whose CRC-32C RocksDB recorded, by file name (`000042.sst`).
 /// Files written before checksums were computed (by an older database, say) are absent.
 /// Never flushes.

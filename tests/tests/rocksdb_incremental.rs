@@ -572,6 +572,40 @@ fn a_checkpoint_stores_the_output_of_a_merge_of_unstored_files_once() {
     }
 }
 
+/// The sst files a compaction replaced are deleted in the background, not kept: soon
+/// the database directory holds exactly the live ones, and no renamed file waits to go.
+#[test]
+fn files_a_compaction_replaced_are_deleted() {
+    let setup = Setup::new();
+    let mut backend = setup.backend();
+    let db = backend.snapshot_source().db().unwrap();
+    let dir = backend.snapshot_source().db_path().to_path_buf();
+    for half in [0..KEYS / 2, KEYS / 2..KEYS] {
+        write(&mut backend, half, 0);
+        db.flush_cf(&db.cf_handle("state:count").unwrap()).unwrap();
+    }
+    let family = db.cf_handle("state:count").unwrap();
+    db.compact_range_cf(&family, None::<&[u8]>, None::<&[u8]>);
+    let mut live: Vec<String> = (db.live_files().unwrap().into_iter())
+        .map(|file| file.name.trim_start_matches('/').to_owned())
+        .collect();
+    live.sort();
+    let on_disk = || {
+        let mut names: Vec<String> = (std::fs::read_dir(&dir).unwrap().flatten())
+            .map(|entry| entry.file_name().to_string_lossy().into_owned())
+            .filter(|name| name.ends_with(".sst") || name.ends_with(".trash"))
+            .collect();
+        names.sort();
+        names
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while on_disk() != live && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(on_disk(), live, "files in {}", dir.display());
+    check(&mut backend, |_| 0);
+}
+
 #[test]
 fn a_failing_upload_leaves_nothing_and_the_next_checkpoint_succeeds() {
     for strategy in ["rocksdb-full", "rocksdb-incremental"] {
