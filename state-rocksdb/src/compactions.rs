@@ -64,6 +64,8 @@ pub(crate) struct Compactions {
     changed: Condvar,
     /// The longest a checkpoint waits for them.
     limit: Duration,
+    /// How long a compaction reported pending is given to begin.
+    begin_wait: Duration,
 }
 
 impl Compactions {
@@ -73,7 +75,14 @@ impl Compactions {
             running: Mutex::new(Running::default()),
             changed: Condvar::new(),
             limit,
+            begin_wait: BEGIN_WAIT,
         }
+    }
+
+    /// The same, giving a compaction reported pending `begin_wait` to begin.
+    #[cfg(test)]
+    fn with_begin_wait(self, begin_wait: Duration) -> Self {
+        Compactions { begin_wait, ..self }
     }
 
     /// Applies `change` and wakes the waiters.
@@ -150,7 +159,7 @@ impl Compactions {
                             return Ok(Waited::Ended);
                         }
                     }
-                    _ if pending()? => expected = Some((begun, now + BEGIN_WAIT)),
+                    _ if pending()? => expected = Some((begun, now + self.begin_wait)),
                     _ => return Ok(Waited::Ended),
                 }
             }
@@ -216,7 +225,8 @@ mod tests {
     /// one that does not begin is not waited for beyond that time.
     #[test]
     fn a_pending_compaction_is_given_time_to_begin() {
-        let compactions = Arc::new(Compactions::new(Duration::from_secs(600)));
+        let compactions = Compactions::new(Duration::from_secs(600));
+        let compactions = Arc::new(compactions.with_begin_wait(Duration::from_secs(300)));
         let pending = Arc::new(AtomicBool::new(true));
         let waiter = waiting(&compactions, &pending);
         std::thread::sleep(Duration::from_millis(30));
@@ -226,16 +236,19 @@ mod tests {
         );
         compactions.began(5, vec!["000011.sst".into()]);
         pending.store(false, Ordering::SeqCst);
-        std::thread::sleep(BEGIN_WAIT + Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(30));
         assert!(!waiter.is_finished(), "returned while the compaction runs");
         compactions.ended(5);
         assert_eq!(waiter.join().expect("waiter"), Waited::Ended);
 
+        let begin_wait = Duration::from_millis(50);
+        let compactions = Compactions::new(Duration::from_secs(600));
+        let compactions = Arc::new(compactions.with_begin_wait(begin_wait));
         pending.store(true, Ordering::SeqCst);
         let started = Instant::now();
         let waiter = waiting(&compactions, &pending);
         assert_eq!(waiter.join().expect("waiter"), Waited::Ended);
-        assert!(started.elapsed() >= BEGIN_WAIT, "{:?}", started.elapsed());
+        assert!(started.elapsed() >= begin_wait, "{:?}", started.elapsed());
     }
 
     /// A memtable sealed with writes after the cut ends the wait at once; one sealed with
